@@ -1,0 +1,95 @@
+"""The Python API behind ``ruleengine.load / validate / rate / explain``: the pipeline in a few lines."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from . import data as _data
+from .compiler import Plan, compile_document
+from .errors import Diagnostic, RulebookError
+from .evaluator import BenchmarkTable, evaluate
+from .explain import Trace, trace_row
+from .results import Results, build
+from .source import load_document, parse_text
+
+_CACHE: dict[tuple[str, float, int], Plan] = {}
+
+
+def load(book: str | Path | Plan) -> Plan:
+    """Load, validate and compile a rulebook: a bundled name (``huzhou``) or a path to a .yaml file.
+
+    Raises :class:`RulebookError` listing every problem with file:line:column.
+    """
+    if isinstance(book, Plan):
+        return book
+    from .source import resolve
+
+    path = resolve(book)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime, stat.st_size)
+    plan = _CACHE.get(key)
+    if plan is None:
+        plan = compile_document(load_document(path))
+        _CACHE[key] = plan
+    return plan
+
+
+def compile_text(text: str, file: str = "<string>") -> Plan:
+    """Compile rulebook YAML given as text (for tools and tests)."""
+    return compile_document(parse_text(text, file))
+
+
+def validate(book: str | Path) -> list[Diagnostic]:
+    """Check a rulebook; returns its warnings, raises :class:`RulebookError` on errors."""
+    return load(book).warnings
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def prepare(plan: Plan, data: Any) -> _data.Batch:
+    text_cols = [n for n, s in plan.inputs.items() if s.type in ("string", "category")]
+    raw = _data.read_any(data, text_cols)
+    return _data.prepare(raw, plan.inputs, plan.id)
+
+
+def rate(book: str | Path | Plan, data: Any, *, benchmarks: Mapping[str, BenchmarkTable] | None = None,
+         overrides: Mapping[str, Any] | None = None) -> Results:
+    """Rate every firm-year in ``data`` (path, list of dicts, dict of columns or DataFrame).
+
+    ``benchmarks``: population tables from an earlier run (``results.tables``) to hold benchmarks
+    fixed, e.g. when rating one firm against its city. ``overrides``: fixed values for named
+    variables or benchmarks (used by author tests).
+    """
+    plan = load(book)
+    batch = prepare(plan, data)
+    ev = evaluate(plan, batch, benchmarks, overrides)
+    return build(plan, batch, ev, _version())
+
+
+def explain(book: str | Path | Plan, data: Any, firm_id: str, year: int | None = None,
+            results: Results | None = None) -> Trace:
+    """The audit trail of one firm-year: every value that led to its rating, traced to inputs."""
+    plan = load(book)
+    if results is None:
+        results = rate(plan, data)
+    hits = results.find(firm_id, year)
+    if not hits:
+        from .errors import RuleEngineError, did_you_mean
+
+        ids = sorted(set(results["firm_id"].tolist()))
+        hint = did_you_mean(str(firm_id), ids)
+        when = f" in {year}" if year is not None else ""
+        raise RuleEngineError(f"no firm '{firm_id}'{when} in the data{hint}")
+    if len(hits) > 1 and year is None:
+        years = sorted({int(results['year'][i]) for i in hits})
+        hits = [h for h in hits if int(results["year"][h]) == years[-1]]
+    return trace_row(plan, results, hits[0])
+
+
+__all__ = ["RulebookError", "compile_text", "explain", "load", "rate", "validate"]

@@ -1,0 +1,397 @@
+"""Data stage: firm-year panels from CSV, JSON/JSONL, Parquet, records or DataFrames → typed columns.
+
+Reading is columnar (pyarrow); a clean numeric column is converted in one call, and only a column
+that holds something other than numbers takes the slower path that finds each bad cell.  Nothing
+bad passes silently: a non-numeric cell, a value out of range, a missing required value, a
+duplicate (firm_id, year) and a column name that looks like a typo each become a
+:class:`DataIssue` naming the file, row and column, and the row they hit is still carried through
+(rated where the rulebook allows, ``unrated`` with the reason otherwise).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import DataError, did_you_mean
+
+# DATA.md's canonical columns: names a rulebook may not use but that are not typos.
+CANONICAL_COLUMNS = (
+    "firm_id", "firm_name", "year", "city", "grid_region", "industry", "size", "employees",
+    "output_value_10k_cny", "value_added_10k_cny", "revenue_10k_cny", "tax_10k_cny",
+    "raw_coal_t", "coke_t", "crude_oil_t", "fuel_oil_t", "gasoline_t", "kerosene_t", "diesel_t", "lpg_t",
+    "natural_gas_10k_nm3", "vehicle_gasoline_t", "vehicle_diesel_t", "electricity_mwh",
+    "green_electricity_mwh", "onsite_renewable_mwh", "heat_gj", "clinker_t", "limestone_t",
+    "dolomite_t", "loan_amount_10k_cny",
+)
+_FUELS = ("raw_coal", "coke", "crude_oil", "fuel_oil", "gasoline", "kerosene", "diesel", "lpg", "natural_gas")
+CANONICAL_COLUMNS += tuple(f"{f}_{s}" for f in _FUELS for s in ("ncv_gj_per_unit", "cc_tc_per_tj", "ox"))
+
+_NULLS = ["", "NA", "N/A", "n/a", "null", "NULL", "None", "nan", "NaN"]
+_NUMBER_RE = r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$"
+
+
+@dataclass(frozen=True)
+class DataIssue:
+    """One problem in the data: where it is and what is wrong. ``row`` is 1-based (data rows)."""
+
+    source: str
+    row: int | None
+    column: str | None
+    message: str
+    fatal: bool = True  # the row cannot be rated as it stands
+
+    def format(self) -> str:
+        where = self.source
+        if self.row is not None:
+            where += f": row {self.row}"
+        if self.column:
+            where += f", column {self.column}"
+        return f"{where}: {self.message}"
+
+
+@dataclass
+class Category:
+    """A category column as integer codes into sorted labels (-1 = missing)."""
+
+    codes: np.ndarray
+    labels: list[str]
+
+    @staticmethod
+    def from_strings(values: Iterable[Any]) -> Category:
+        arr = np.asarray([("" if v is None else str(v)) for v in values], dtype=object)
+        return Category.from_array(arr)
+
+    @staticmethod
+    def from_array(arr: np.ndarray) -> Category:
+        """From an object/str array where '' or None means missing."""
+        if arr.size == 0:
+            return Category(np.zeros(0, dtype=np.int32), [])
+        arr = np.where(np.equal(arr, None), "", arr).astype(str)
+        labels, codes = np.unique(arr, return_inverse=True)
+        codes = codes.astype(np.int32)
+        labels = labels.tolist()
+        if labels and labels[0] == "":
+            codes -= 1
+            labels = labels[1:]
+        return Category(codes, labels)
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def take(self, idx: np.ndarray) -> Category:
+        return Category(self.codes[idx], self.labels)
+
+    def to_strings(self) -> np.ndarray:
+        lab = np.asarray([*self.labels, ""], dtype=object)
+        return lab[self.codes]  # -1 indexes the trailing ''
+
+
+@dataclass
+class RawTable:
+    """Columns as read, before the rulebook's types are applied; ``row_offset`` maps index → row."""
+
+    columns: dict[str, Any]  # name → pyarrow Array/ChunkedArray or numpy/list
+    n: int
+    source: str
+    issues: list[DataIssue] = field(default_factory=list)
+
+
+@dataclass
+class Batch:
+    """Typed columns for one rulebook: floats (NaN = missing), Category, or object arrays."""
+
+    columns: dict[str, Any]
+    n: int
+    source: str
+    issues: list[DataIssue]
+    row_issues: dict[int, list[str]]  # index → messages
+    invalid: np.ndarray  # bool: the row has a fatal data problem
+    row_numbers: np.ndarray  # 1-based row of each index in its source
+
+    def take(self, idx: np.ndarray) -> Batch:
+        cols = {k: (v.take(idx) if isinstance(v, Category) else v[idx]) for k, v in self.columns.items()}
+        pos = {int(old): new for new, old in enumerate(idx)}
+        row_issues = {pos[i]: m for i, m in self.row_issues.items() if i in pos}
+        return Batch(cols, len(idx), self.source, self.issues, row_issues, self.invalid[idx],
+                     self.row_numbers[idx])
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+def _csv_header(path: Path) -> list[str]:
+    import csv
+
+    with path.open(encoding="utf-8-sig", newline="") as fh:
+        try:
+            return next(csv.reader(fh))
+        except StopIteration:
+            raise DataError(f"{path}: the file is empty (expected a header row)") from None
+
+
+def read_file(path: str | Path, text_columns: Iterable[str] = ()) -> RawTable:
+    """Read CSV, JSON (list of objects), JSON Lines or Parquet by extension."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"data file not found: {path}")
+    suffix = p.suffix.lower()
+    text_columns = set(text_columns)
+    try:
+        if suffix in (".csv", ".txt"):
+            import pyarrow as pa
+            import pyarrow.csv as pacsv
+
+            header = _csv_header(p)
+            dupes = sorted({h for h in header if header.count(h) > 1})
+            if dupes:
+                raise DataError(f"{path}: column {', '.join(dupes)} appears more than once in the header")
+            types = {h: pa.string() for h in header if h in text_columns}
+            table = pacsv.read_csv(
+                p, read_options=pacsv.ReadOptions(block_size=1 << 24),
+                convert_options=pacsv.ConvertOptions(column_types=types, null_values=_NULLS,
+                                                     strings_can_be_null=True))
+            return RawTable({name: table.column(name) for name in table.column_names}, table.num_rows, str(path))
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(p)
+            return RawTable({name: table.column(name) for name in table.column_names}, table.num_rows, str(path))
+        if suffix in (".json", ".jsonl", ".ndjson"):
+            text = p.read_text(encoding="utf-8-sig")
+            if suffix == ".json" and text.lstrip().startswith("["):
+                records = json.loads(text)
+            else:
+                records = []
+                for i, line in enumerate(text.splitlines(), start=1):
+                    if line.strip():
+                        try:
+                            records.append(json.loads(line))
+                        except json.JSONDecodeError as exc:
+                            raise DataError(f"{path}: line {i}: not valid JSON: {exc.msg}") from None
+            return from_records(records, str(path))
+    except DataError:
+        raise
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: line {exc.lineno}, column {exc.colno}: not valid JSON: {exc.msg}") from None
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise DataError(f"{path}: cannot read: {str(exc).splitlines()[0]}") from None
+    raise DataError(f"{path}: unknown data format '{suffix}' (use .csv, .json, .jsonl or .parquet)")
+
+
+def from_records(records: Any, source: str = "<records>") -> RawTable:
+    if not isinstance(records, list) or not all(isinstance(r, Mapping) for r in records):
+        raise DataError(f"{source}: expected a list of objects (one per firm-year)")
+    names: dict[str, None] = {}
+    for r in records:
+        for k in r:
+            names.setdefault(str(k), None)
+    cols = {k: [r.get(k) for r in records] for k in names}
+    return RawTable(cols, len(records), source)
+
+
+def read_any(data: Any, text_columns: Iterable[str] = ()) -> RawTable:
+    """A path, a list of dicts, a dict of columns, a pandas/polars DataFrame or a pyarrow Table."""
+    if isinstance(data, RawTable):
+        return data
+    if isinstance(data, str | Path):
+        return read_file(data, text_columns)
+    if isinstance(data, list):
+        return from_records(data)
+    if hasattr(data, "column_names") and hasattr(data, "num_rows"):  # pyarrow.Table
+        return RawTable({n: data.column(n) for n in data.column_names}, data.num_rows, "<table>")
+    if hasattr(data, "columns") and hasattr(data, "to_dict") and hasattr(data, "__len__"):  # DataFrame
+        cols = {str(c): np.asarray(data[c].to_numpy() if hasattr(data[c], "to_numpy") else data[c])
+                for c in data.columns}
+        return RawTable(cols, len(data), "<dataframe>")
+    if isinstance(data, Mapping):
+        lengths = {len(v) for v in data.values()}
+        if len(lengths) > 1:
+            raise DataError("<columns>: columns have different lengths")
+        return RawTable(dict(data), lengths.pop() if lengths else 0, "<columns>")
+    raise DataError(f"cannot read data of type {type(data).__name__}: give a file path, a list of "
+                    "dicts, a dict of columns or a DataFrame")
+
+
+# -- typing against the rulebook's inputs -------------------------------------------------------
+
+def _to_numpy_object(col: Any) -> np.ndarray:
+    if hasattr(col, "to_pylist"):
+        return np.asarray(col.to_pylist(), dtype=object)
+    return np.asarray(col, dtype=object)
+
+
+def _numbers(col: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(float64 values with NaN for missing, bool mask of cells that are not numbers)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    bad = np.zeros(n, dtype=bool)
+    if isinstance(col, pa.ChunkedArray | pa.Array):
+        t = col.type
+        if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
+            return col.cast(pa.float64()).to_numpy(zero_copy_only=False), bad
+        if pa.types.is_boolean(t) or pa.types.is_null(t):
+            if pa.types.is_null(t):
+                return np.full(n, np.nan), bad
+        if pa.types.is_string(t) or pa.types.is_large_string(t):
+            trimmed = pc.utf8_trim_whitespace(col)
+            ok = pc.match_substring_regex(trimmed, _NUMBER_RE)
+            empty = pc.equal(trimmed, "")
+            good = pc.or_kleene(ok, empty)
+            valid = pc.fill_null(good, True).to_numpy(zero_copy_only=False)
+            nums = pc.if_else(pc.fill_null(ok, False), trimmed, None).cast(pa.float64())
+            return nums.to_numpy(zero_copy_only=False), ~valid
+        col = col.to_pylist()
+    arr = np.asarray(col)
+    if arr.dtype.kind in "fiu":
+        return arr.astype(np.float64), bad
+    out = np.full(n, np.nan)
+    for i, v in enumerate(arr.tolist()):
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            continue
+        if isinstance(v, bool):
+            bad[i] = True
+        elif isinstance(v, int | float):
+            out[i] = float(v)
+        elif isinstance(v, str):
+            s = v.strip()
+            if s in _NULLS:
+                continue
+            try:
+                out[i] = float(s)
+                if not np.isfinite(out[i]):
+                    raise ValueError
+            except ValueError:
+                out[i] = np.nan
+                bad[i] = True
+        else:
+            bad[i] = True
+    return out, bad
+
+
+def _strings(col: Any) -> np.ndarray:
+    arr = _to_numpy_object(col)
+    out = np.empty(len(arr), dtype=object)
+    for i, v in enumerate(arr.tolist()):
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            out[i] = ""
+        elif isinstance(v, float) and v.is_integer():
+            out[i] = str(int(v))
+        else:
+            out[i] = str(v).strip()
+    return out
+
+
+def prepare(raw: RawTable, inputs: Mapping[str, Any], book: str = "the rulebook") -> Batch:
+    """Apply the rulebook's input declarations to ``raw``: types, defaults, ranges, required values."""
+    n = raw.n
+    issues: list[DataIssue] = list(raw.issues)
+    row_issues: dict[int, list[str]] = {}
+    invalid = np.zeros(n, dtype=bool)
+    src = raw.source
+
+    def flag(idx: np.ndarray, column: str | None, messages: list[str] | str, fatal: bool = True) -> None:
+        for j, i in enumerate(idx.tolist()):
+            msg = messages if isinstance(messages, str) else messages[j]
+            issues.append(DataIssue(src, i + 1, column, msg, fatal))
+            row_issues.setdefault(i, []).append(f"{column}: {msg}" if column else msg)
+            if fatal:
+                invalid[i] = True
+
+    missing_required = [name for name, spec in inputs.items() if spec.required and name not in raw.columns]
+    if missing_required:
+        raise DataError(f"{src}: required column{'s' if len(missing_required) > 1 else ''} "
+                        f"{', '.join(missing_required)} missing (needed by {book})")
+    known = set(inputs) | set(CANONICAL_COLUMNS)
+    for name in raw.columns:
+        if name not in known:
+            hint = did_you_mean(name, known)
+            if hint:
+                issues.append(DataIssue(src, None, name, f"unknown column{hint}; it is ignored", fatal=False))
+
+    columns: dict[str, Any] = {}
+    for name, spec in inputs.items():
+        col = raw.columns.get(name)
+        if spec.type in ("number", "integer"):
+            if col is None:
+                values, bad = np.full(n, np.nan), np.zeros(n, dtype=bool)
+            else:
+                values, bad = _numbers(col, n)
+                values = np.array(values, dtype=np.float64)  # writable copy
+            absent = np.isnan(values) & ~bad  # not reported (as opposed to reported wrong)
+            if bad.any():
+                idx = np.flatnonzero(bad)
+                shown = _to_numpy_object(col)[idx] if col is not None else []
+                flag(idx, name, [f"{v!r} is not a number" for v in shown])
+            nonfinite = ~np.isfinite(values) & ~np.isnan(values)
+            if nonfinite.any():
+                idx = np.flatnonzero(nonfinite)
+                flag(idx, name, [f"{values[i]!r} is not a finite number" for i in idx])
+                values[idx] = np.nan
+            if spec.type == "integer":
+                frac = ~np.isnan(values) & (values != np.round(values))
+                if frac.any():
+                    idx = np.flatnonzero(frac)
+                    flag(idx, name, [f"{values[i]!r} is not a whole number" for i in idx])
+                    values[idx] = np.nan
+            for bound, cmp, word in ((spec.min, np.less, "below the minimum"), (spec.max, np.greater, "above the maximum")):
+                if bound is None:
+                    continue
+                with np.errstate(invalid="ignore"):
+                    out = cmp(values, bound)
+                if out.any():
+                    idx = np.flatnonzero(out)
+                    flag(idx, name, [f"{values[i]:g} is {word} {bound:g}" for i in idx])
+                    values[idx] = np.nan
+            if spec.required and absent.any():
+                flag(np.flatnonzero(absent), name, "required value is missing")
+            elif spec.default is not None:
+                values[absent] = float(spec.default)
+            columns[name] = values
+        else:
+            strings = _strings(col) if col is not None else np.full(n, "", dtype=object)
+            empty = strings == ""
+            if spec.default is not None:
+                strings[empty] = str(spec.default)
+            elif spec.required and empty.any():
+                flag(np.flatnonzero(empty), name, "required value is missing")
+            if spec.values is not None:
+                allowed = set(spec.values)
+                outside = np.array([s != "" and s not in allowed for s in strings.tolist()], dtype=bool)
+                if outside.any():
+                    idx = np.flatnonzero(outside)
+                    flag(idx, name, [f"{strings[i]!r} is not one of {', '.join(spec.values)}" for i in idx])
+                    strings[idx] = ""
+            columns[name] = Category.from_array(strings) if spec.type == "category" else strings
+
+    # duplicate firm-years
+    if "firm_id" in columns and "year" in columns and n:
+        ids = Category.from_array(columns["firm_id"])
+        years = columns["year"]
+        ok = (ids.codes >= 0) & ~np.isnan(years)
+        key = ids.codes.astype(np.int64) * 10000 + np.where(ok, years, 0).astype(np.int64)
+        key = np.where(ok, key, -1 - np.arange(n))
+        order = np.argsort(key, kind="stable")
+        sk = key[order]
+        dup_sorted = np.zeros(n, dtype=bool)
+        same = sk[1:] == sk[:-1]
+        dup_sorted[1:] |= same
+        dup_sorted[:-1] |= same
+        if dup_sorted.any():
+            dup_idx = order[dup_sorted]
+            first_of: dict[int, int] = {}
+            for i in sorted(dup_idx.tolist()):
+                first_of.setdefault(int(key[i]), i)
+            msgs = []
+            idx_sorted = np.array(sorted(dup_idx.tolist()))
+            for i in idx_sorted.tolist():
+                group = [j + 1 for j in idx_sorted.tolist() if key[j] == key[i] and j != i]
+                msgs.append(f"duplicate firm-year ({columns['firm_id'][i]}, {int(years[i])}): also on "
+                            f"row {', '.join(map(str, group))}")
+            flag(idx_sorted, "firm_id", msgs)
+    return Batch(columns, n, src, issues, row_issues, invalid, np.arange(1, n + 1))

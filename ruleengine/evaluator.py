@@ -1,0 +1,683 @@
+"""Evaluate stage: Plan × columns (× benchmark tables) → results. Vectorised: one pass per formula.
+
+Every formula is evaluated once over whole numpy columns by a simpleeval interpreter whose
+operators are array-safe.  Missing is NaN and propagates; truth values are floats 1/0 with NaN
+for "unknown" so a missing input never turns silently into "false".  Every division by zero,
+every fallback and every missing value met is recorded per row; a row whose primary rating
+cannot be computed is ``unrated`` with its reasons, and the rest of the batch is unaffected.
+
+Benchmarks (population statistics) are computed into :class:`BenchmarkTable` objects and then
+applied to rows by lookup; passing tables in makes evaluation a pure function of
+(plan, columns, tables), so one firm evaluated alone gets exactly its numbers in the batch.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from simpleeval import SimpleEval
+
+from .compiler import BenchmarkSpec, Plan, RatingSpec
+from .data import Batch, Category
+
+_NAN = np.nan
+
+
+class _Notes:
+    """Per-row reasons and fallbacks, collected as (row indices, message) pairs."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self.reasons: list[tuple[np.ndarray, Any]] = []
+        self.fallbacks: list[tuple[np.ndarray, Any]] = []
+
+    def reason(self, mask: np.ndarray, message: Any) -> None:
+        idx = np.flatnonzero(mask)
+        if idx.size:
+            self.reasons.append((idx, message))
+
+    def fallback(self, mask: np.ndarray, message: Any) -> None:
+        idx = np.flatnonzero(mask)
+        if idx.size:
+            self.fallbacks.append((idx, message))
+
+    @staticmethod
+    def join(n: int, items: list[tuple[np.ndarray, Any]], extra: Mapping[int, list[str]] | None = None) -> np.ndarray:
+        per_row: dict[int, list[str]] = {}
+        for i, msgs in (extra or {}).items():
+            per_row.setdefault(i, []).extend(msgs)
+        for idx, message in items:
+            if isinstance(message, str):
+                for i in idx.tolist():
+                    per_row.setdefault(i, []).append(message)
+            else:
+                for i, m in zip(idx.tolist(), message, strict=True):
+                    per_row.setdefault(i, []).append(m)
+        out = np.full(n, "", dtype=object)
+        for i, msgs in per_row.items():
+            out[i] = "; ".join(dict.fromkeys(msgs))
+        return out
+
+
+class _BoundTable:
+    """A table parameter resolved for this batch's years; index with 'key' or a Category column."""
+
+    def __init__(self, ctx: _Context, name: str):
+        self.ctx, self.name = ctx, name
+        self.spec = ctx.plan.parameters[name]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        ctx, spec = self.ctx, self.spec
+        out = np.full(ctx.n, _NAN)
+        for y, rows in ctx.year_groups():
+            found = spec.value_for_year(y)
+            if found is None:
+                ctx.notes.reason(rows_mask(ctx.n, rows), f"{self.name}: no value in force for {y}")
+                continue
+            table = found[1]
+            if isinstance(key, str):
+                out[rows] = table.get(key, _NAN)
+                continue
+            labels = key.labels
+            vals = np.array([table.get(lab, _NAN) for lab in labels] + [_NAN])
+            codes = key.codes[rows]
+            got = vals[codes]
+            miss = np.isnan(got)
+            if miss.any() and spec.fallback_key is not None:
+                fb = table[spec.fallback_key]
+                for code in np.unique(codes[miss]).tolist():
+                    which = rows[(codes == code) & miss]
+                    what = f"no value for '{labels[code]}' in {y}" if code >= 0 else "no key for this firm"
+                    ctx.notes.fallback(rows_mask(ctx.n, which),
+                                       f"{self.name}: {what}, used '{spec.fallback_key}'")
+                got = np.where(miss, fb, got)
+            elif miss.any():
+                for code in np.unique(codes[miss]).tolist():
+                    which = rows[(codes == code) & miss]
+                    what = f"no value for '{labels[code]}' in {y}" if code >= 0 else "no key for this firm"
+                    ctx.notes.reason(rows_mask(ctx.n, which), f"{self.name}: {what}")
+            out[rows] = got
+        return out
+
+
+def rows_mask(n: int, rows: np.ndarray) -> np.ndarray:
+    m = np.zeros(n, dtype=bool)
+    m[rows] = True
+    return m
+
+
+def _truth(x: Any) -> np.ndarray:
+    return np.asarray(x, dtype=np.float64)
+
+
+class _ArrayEval(SimpleEval):
+    """simpleeval with operators that work on whole numpy columns."""
+
+    def __init__(self, ctx: _Context):
+        super().__init__(operators={}, functions=ctx.functions(), names=ctx.names)
+        self.ctx = ctx
+
+    def _eval_binop(self, node: ast.BinOp) -> Any:
+        a, b = self._eval(node.left), self._eval(node.right)
+        op = type(node.op)
+        if op is ast.Add:
+            return np.add(a, b)
+        if op is ast.Sub:
+            return np.subtract(a, b)
+        if op is ast.Mult:
+            return np.multiply(a, b)
+        if op is ast.Div:
+            return self.ctx.divide(a, b, node)
+        if op is ast.Pow:
+            return np.power(np.asarray(a, dtype=np.float64), b)
+        raise TypeError(f"operator {op.__name__} not allowed")  # pragma: no cover - whitelisted
+
+    def _eval_unaryop(self, node: ast.UnaryOp) -> Any:
+        v = self._eval(node.operand)
+        if isinstance(node.op, ast.USub):
+            return np.negative(v)
+        if isinstance(node.op, ast.UAdd):
+            return v
+        return 1.0 - _truth(v)  # not: NaN stays NaN
+
+    def _eval_compare(self, node: ast.Compare) -> Any:
+        left = self._eval(node.left)
+        result: Any = None
+        for op, comp in zip(node.ops, node.comparators, strict=True):
+            right = self._eval(comp)
+            r = _compare(op, left, right)
+            result = r if result is None else np.minimum(result, r)
+            left = right
+        return result
+
+    def _eval_subscript(self, node: ast.Subscript) -> Any:
+        table = self._eval(node.value)
+        key = node.slice.value if isinstance(node.slice, ast.Constant) else self._eval(node.slice)
+        return table[key]
+
+
+def _compare(op: ast.cmpop, a: Any, b: Any) -> np.ndarray:
+    if isinstance(a, Category) or isinstance(b, Category):
+        cat, label = (a, b) if isinstance(a, Category) else (b, a)
+        code = cat.labels.index(label) if label in cat.labels else -2
+        eq = (cat.codes == code).astype(np.float64)
+        eq[cat.codes < 0] = _NAN
+        return eq if isinstance(op, ast.Eq) else 1.0 - eq
+    fn = {ast.Lt: np.less, ast.LtE: np.less_equal, ast.Gt: np.greater, ast.GtE: np.greater_equal,
+          ast.Eq: np.equal, ast.NotEq: np.not_equal}[type(op)]
+    a64, b64 = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    r = fn(a64, b64).astype(np.float64)
+    unknown = np.isnan(a64) | np.isnan(b64)
+    if np.ndim(r) == 0:
+        return np.float64(_NAN) if unknown else r
+    r[np.broadcast_to(unknown, r.shape)] = _NAN
+    return r
+
+
+@dataclass
+class BenchmarkTable:
+    """A benchmark's population statistics: per peer-group level, year and group label.
+
+    ``entries[level][(year, label)] = (value, peers)``; for percentile ranks ``value`` is the
+    sorted array of the group's values.  ``levels`` names each level (a group key, or
+    'fallback').  Computed once from a batch; applying it to any rows gives the same numbers.
+    """
+
+    name: str
+    statistic: str
+    levels: list[str]
+    min_peers: int
+    entries: list[dict[tuple[int, str], tuple[Any, int]]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        out = []
+        for level, entries in zip(self.levels, self.entries, strict=False):
+            rows = []
+            for (year, label), (value, peers) in sorted(entries.items()):
+                v = value.tolist() if isinstance(value, np.ndarray) else value
+                rows.append({"year": year, "group": label, "value": v, "peers": peers})
+            out.append({"level": level, "groups": rows})
+        return {"name": self.name, "statistic": self.statistic, "min_peers": self.min_peers, "levels": out}
+
+
+class _Context:
+    def __init__(self, plan: Plan, batch: Batch, tables: Mapping[str, BenchmarkTable] | None,
+                 overrides: Mapping[str, Any] | None):
+        self.plan, self.batch, self.n = plan, batch, batch.n
+        self.notes = _Notes(batch.n)
+        self.values: dict[str, Any] = {}
+        self.given_tables = dict(tables or {})
+        self.tables: dict[str, BenchmarkTable] = {}
+        self.overrides = dict(overrides or {})
+        self.current = ""
+        years = batch.columns["year"]
+        self.years = np.where(np.isnan(years), -1, years).astype(np.int64)
+        self._year_groups: list[tuple[int, np.ndarray]] | None = None
+        self._firm_index: tuple[np.ndarray, np.ndarray] | None = None
+        self.aux: dict[str, Any] = {}
+
+    # names -----------------------------------------------------------------------------------
+    def names(self, node: ast.Name) -> Any:
+        name = node.id
+        if name in self.values:
+            return self.values[name]
+        if name in self.plan.parameters:
+            v = self.resolve_param(name)
+            self.values[name] = v
+            return v
+        raise KeyError(name)  # pragma: no cover - the compiler proved every name
+
+    def resolve_param(self, name: str) -> Any:
+        spec = self.plan.parameters[name]
+        if spec.is_table:
+            return _BoundTable(self, name)
+        if len(spec.dated) == 1 and not spec.dated[0][0]:
+            return spec.dated[0][1]
+        out = np.full(self.n, _NAN)
+        for y, rows in self.year_groups():
+            found = spec.value_for_year(y)
+            if found is None:
+                self.notes.reason(rows_mask(self.n, rows), f"{name}: no value in force for {y}")
+            else:
+                out[rows] = found[1]
+        return out
+
+    def year_groups(self) -> list[tuple[int, np.ndarray]]:
+        if self._year_groups is None:
+            uniq, inv = np.unique(self.years, return_inverse=True)
+            order = np.argsort(inv, kind="stable")
+            bounds = np.searchsorted(inv[order], np.arange(len(uniq) + 1))
+            self._year_groups = [(int(y), order[bounds[i]:bounds[i + 1]])
+                                 for i, y in enumerate(uniq.tolist()) if y >= 0]
+        return self._year_groups
+
+    # arithmetic with bookkeeping -------------------------------------------------------------
+    def divide(self, a: Any, b: Any, node: ast.BinOp) -> Any:
+        a64, b64 = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+        zero = b64 == 0
+        if np.any(zero):
+            out = np.divide(a64, np.where(zero, 1.0, b64))
+            out = np.where(zero, _NAN, out)
+            hit = np.broadcast_to(zero & ~np.isnan(a64), (self.n,))
+            self.notes.reason(hit, f"division by zero in {self.current}: {ast.unparse(node.right)} = 0")
+            return out
+        return np.divide(a64, b64)
+
+    # functions -------------------------------------------------------------------------------
+    def functions(self) -> dict[str, Any]:
+        def where(c: Any, a: Any, b: Any) -> Any:
+            c = _truth(c)
+            out = np.where(c == 1.0, a, b).astype(np.float64)
+            return np.where(np.isnan(c), _NAN, out)
+
+        def nmin(*xs: Any) -> Any:
+            return _reduce(np.minimum, xs)
+
+        def nmax(*xs: Any) -> Any:
+            return _reduce(np.maximum, xs)
+
+        def coalesce(*xs: Any) -> Any:
+            out = np.broadcast_to(np.asarray(xs[0], dtype=np.float64), (self.n,)).copy()
+            for x in xs[1:]:
+                miss = np.isnan(out)
+                if not miss.any():
+                    break
+                out[miss] = np.broadcast_to(np.asarray(x, dtype=np.float64), (self.n,))[miss]
+            return out
+
+        def safe_div(a: Any, b: Any, if_zero: Any) -> Any:
+            b64 = np.asarray(b, dtype=np.float64)
+            zero = b64 == 0
+            q = np.divide(a, np.where(zero, 1.0, b64))
+            return np.where(zero, if_zero, q)
+
+        def rounding(x: Any, digits: int = 0) -> Any:
+            return np.round(x, int(digits))
+
+        funcs: dict[str, Any] = {
+            "where": where, "min": nmin, "max": nmax,
+            "clip": lambda x, lo, hi: np.minimum(np.maximum(x, lo), hi),
+            "abs": np.abs, "round": rounding,
+            "all_of": lambda *cs: _reduce(np.minimum, [_truth(c) for c in cs]),
+            "any_of": lambda *cs: _reduce(np.maximum, [_truth(c) for c in cs]),
+            "coalesce": coalesce, "safe_div": safe_div,
+            "is_missing": lambda x: np.isnan(np.asarray(x, dtype=np.float64)).astype(np.float64),
+            "prev": lambda x, otherwise=None: self.shifted(x, None, otherwise),
+            "baseline": lambda x, year, otherwise=None: self.shifted(x, int(year), otherwise),
+            "prefix": lambda cat, k: _prefix(cat, int(k)),
+        }
+        for name, scale in self.plan.scales.items():
+            funcs[name] = _scale_fn(scale)
+        return funcs
+
+    def firm_index(self) -> tuple[np.ndarray, np.ndarray]:
+        """(sorted keys firm_code*10000+year, the row of each key) for panel lookups."""
+        if self._firm_index is None:
+            ids = self.batch.columns["firm_id"]
+            firm = Category.from_array(ids).codes.astype(np.int64)
+            key = np.where((firm >= 0) & (self.years >= 0), firm * 10000 + self.years, -1)
+            order = np.argsort(key, kind="stable")
+            self._firm_index = (key[order], order)
+            self._firm_codes = firm
+        return self._firm_index
+
+    def shifted(self, x: Any, year: int | None, otherwise: Any) -> np.ndarray:
+        keys, rows = self.firm_index()
+        firm = self._firm_codes
+        target_year = self.years - 1 if year is None else np.full(self.n, year)
+        want = np.where((firm >= 0) & (self.years >= 0), firm * 10000 + target_year, -2)
+        pos = np.searchsorted(keys, want)
+        pos = np.minimum(pos, len(keys) - 1) if len(keys) else pos
+        found = (len(keys) > 0) & (keys[pos] == want) if len(keys) else np.zeros(self.n, dtype=bool)
+        src = np.where(found, rows[pos] if len(keys) else 0, 0)
+        xv = np.broadcast_to(np.asarray(x, dtype=np.float64), (self.n,))
+        out = np.where(found, xv[src], _NAN)
+        label = "previous year" if year is None else str(year)
+        missing = ~found | np.isnan(out)
+        if otherwise is not None:
+            fb = np.broadcast_to(np.asarray(otherwise, dtype=np.float64), (self.n,))
+            self.notes.fallback(missing, f"{self.current}: no {label} value for this firm, used the fallback")
+            out = np.where(missing, fb, out)
+        else:
+            self.notes.reason(missing, f"{self.current}: no {label} value for this firm")
+        return out
+
+    # benchmarks ------------------------------------------------------------------------------
+    def benchmark(self, spec: BenchmarkSpec) -> None:
+        n = self.n
+        if spec.name in self.overrides:
+            v = np.broadcast_to(np.asarray(self.overrides[spec.name], dtype=np.float64), (n,)).copy()
+            self.values[spec.name] = v
+            self.aux[f"{spec.name}_peers"] = np.zeros(n, dtype=np.int64)
+            self.aux[f"{spec.name}_group"] = np.full(n, "given", dtype=object)
+            return
+        table = self.given_tables.get(spec.name)
+        if table is None:
+            table = compute_table(spec, self)
+        self.tables[spec.name] = table
+        value, peers, level = apply_table(spec, table, self)
+        self.values[spec.name] = value
+        self.aux[f"{spec.name}_peers"] = peers
+        names = np.asarray([*table.levels, ""], dtype=object)
+        self.aux[f"{spec.name}_group"] = names[level]
+        # notes: fallbacks taken and benchmarks not found
+        none = level < 0
+        if none.any():
+            self.notes.reason(none, f"{spec.name}: no peer group with at least {spec.min_peers} peers "
+                                    "and no fallback value")
+        fell = level > 0
+        if fell.any():
+            idx = np.flatnonzero(fell)
+            # one message per (level, group) pair, not per row
+            codes = np.zeros(len(idx), dtype=np.int64)
+            cats: dict[int, Category] = {}
+            for lv in np.unique(level[idx]).tolist():
+                cat = self._level_category(spec, table, lv)
+                cats[lv] = cat
+                sel = level[idx] == lv
+                codes[sel] = cat.codes[idx[sel]]
+            pair = level[idx] * (1 << 32) + codes
+            uniq, inv = np.unique(pair, return_inverse=True)
+            texts = []
+            for p in uniq.tolist():
+                lv, code = divmod(p, 1 << 32)
+                label = cats[lv].labels[code] if 0 <= code < len(cats[lv].labels) else "?"
+                tried = " and by ".join(spec.groups[:lv])
+                if table.levels[lv] == "fallback":
+                    used = (f"{spec.fallback_parameter}['{label}']" if spec.fallback_parameter
+                            else f"the fixed value {spec.fallback_value:g}")
+                else:
+                    used = f"{table.levels[lv]} '{label}'"
+                texts.append(f"{spec.name}: fewer than {spec.min_peers} peers by {tried}, used {used}")
+            self.notes.fallbacks.append((idx, [texts[j] for j in inv.tolist()]))
+
+    def _level_category(self, spec: BenchmarkSpec, table: BenchmarkTable, lv: int) -> Category:
+        if table.levels[lv] != "fallback":
+            return self.group_labels(table.levels[lv])
+        if spec.fallback_key:
+            return self.group_labels(spec.fallback_key)
+        return Category(np.zeros(self.n, dtype=np.int32), ["*"])
+
+    def group_labels(self, group: str) -> Category:
+        if group == "all":
+            return Category(np.zeros(self.n, dtype=np.int32), ["all"])
+        v = self.values.get(group)
+        if v is None:
+            v = self.batch.columns[group]
+        return v
+
+
+def _reduce(fn: Any, xs: Any) -> Any:
+    out = xs[0]
+    for x in xs[1:]:
+        out = fn(out, x)
+    return out
+
+
+def _prefix(cat: Category, k: int) -> Category:
+    cut = [lab[:k] for lab in cat.labels]
+    labels = sorted(set(cut))
+    remap = np.array([labels.index(c) for c in cut] + [-1], dtype=np.int32)
+    return Category(remap[cat.codes], labels)
+
+
+def _scale_fn(scale: Any) -> Any:
+    xs, ys = np.asarray(scale.xs), np.asarray(scale.ys)
+    if scale.kind == "piecewise":
+        def piecewise(x: Any) -> Any:
+            x = np.asarray(x, dtype=np.float64)
+            return np.where(np.isnan(x), _NAN, np.interp(x, xs, ys))
+        return piecewise
+    side = "left" if scale.closed == "right" else "right"
+
+    def steps(x: Any) -> Any:
+        x = np.asarray(x, dtype=np.float64)
+        idx = np.searchsorted(xs, x, side=side)
+        return np.where(np.isnan(x), _NAN, ys[np.minimum(idx, len(ys) - 1)])
+    return steps
+
+
+def _year_label_keys(ctx: _Context, cat: Category) -> tuple[np.ndarray, int]:
+    ncat = len(cat.labels) + 1
+    codes = cat.codes.astype(np.int64) + 1  # 0 = missing
+    return ctx.years * ncat + codes, ncat
+
+
+def compute_table(spec: BenchmarkSpec, ctx: _Context) -> BenchmarkTable:
+    """Population statistics of one benchmark over this batch, per peer-group level."""
+    n = ctx.n
+    levels = list(spec.groups) + (["fallback"] if spec.fallback_parameter or spec.fallback_value is not None else [])
+    table = BenchmarkTable(spec.name, spec.statistic, levels, spec.min_peers)
+    if spec.statistic == "ratio_of_sums":
+        num = np.broadcast_to(np.asarray(ctx.values_of(spec.numerator), dtype=np.float64), (n,))
+        den = np.broadcast_to(np.asarray(ctx.values_of(spec.denominator), dtype=np.float64), (n,))
+        eligible = np.isfinite(num) & np.isfinite(den)
+    else:
+        val = np.broadcast_to(np.asarray(ctx.values_of(spec.of), dtype=np.float64), (n,))
+        eligible = np.isfinite(val)
+    eligible &= ~ctx.batch.invalid & (ctx.years >= 0)
+    if spec.where is not None:
+        eligible &= _truth(ctx.evaluate_expr(spec.where)) == 1.0
+    for group in spec.groups:
+        cat = ctx.group_labels(group)
+        eligible_g = eligible & (cat.codes >= 0)
+        key, ncat = _year_label_keys(ctx, cat)
+        k = key[eligible_g]
+        uniq, inv = np.unique(k, return_inverse=True)
+        counts = np.bincount(inv, minlength=len(uniq))
+        entries: dict[tuple[int, str], tuple[Any, int]] = {}
+        if spec.statistic == "ratio_of_sums":
+            s_num = np.bincount(inv, weights=num[eligible_g], minlength=len(uniq))
+            s_den = np.bincount(inv, weights=den[eligible_g], minlength=len(uniq))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                vals = np.where(s_den != 0, s_num / np.where(s_den == 0, 1, s_den), _NAN)
+        elif spec.statistic == "mean":
+            s = np.bincount(inv, weights=val[eligible_g], minlength=len(uniq))
+            vals = s / counts
+        else:
+            v = val[eligible_g]
+            order = np.lexsort((v, inv))
+            sv, sinv = v[order], inv[order]
+            starts = np.searchsorted(sinv, np.arange(len(uniq)))
+            if spec.statistic == "median":
+                lo = starts + (counts - 1) // 2
+                hi = starts + counts // 2
+                vals = (sv[lo] + sv[hi]) / 2.0 if len(uniq) else np.zeros(0)
+            else:
+                vals = [sv[starts[i]:starts[i] + counts[i]].copy() for i in range(len(uniq))]
+        for i, kk in enumerate(uniq.tolist()):
+            year, code = divmod(kk, ncat)
+            entries[(int(year), cat.labels[code - 1])] = (vals[i] if not isinstance(vals, list) else vals[i],
+                                                          int(counts[i]))
+        table.entries.append(entries)
+    if len(levels) > len(spec.groups):
+        fb: dict[tuple[int, str], tuple[Any, int]] = {}
+        if spec.fallback_value is not None:
+            for y, _ in ctx.year_groups():
+                fb[(y, "*")] = (spec.fallback_value, 0)
+        else:
+            p = ctx.plan.parameters[spec.fallback_parameter]  # type: ignore[index]
+            for y, _ in ctx.year_groups():
+                found = p.value_for_year(y)
+                if found:
+                    for label, v in found[1].items():
+                        fb[(y, label)] = (v, 0)
+        table.entries.append(fb)
+    return table
+
+
+def apply_table(spec: BenchmarkSpec, table: BenchmarkTable, ctx: _Context) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each row's benchmark value, peer count and level used (-1: none) from ``table``."""
+    n = ctx.n
+    value = np.full(n, _NAN)
+    peers = np.zeros(n, dtype=np.int64)
+    level = np.full(n, -1, dtype=np.int64)
+    todo = ctx.years >= 0
+    own = None
+    if spec.statistic == "percentile_rank":
+        own = np.broadcast_to(np.asarray(ctx.values_of(spec.of), dtype=np.float64), (n,))
+    for li, entries in enumerate(table.entries):
+        if not todo.any():
+            break
+        is_fallback = table.levels[li] == "fallback"
+        if is_fallback and spec.fallback_value is not None:
+            cat = Category(np.zeros(n, dtype=np.int32), ["*"])
+        elif is_fallback:
+            cat = ctx.group_labels(spec.fallback_key)  # type: ignore[arg-type]
+        else:
+            cat = ctx.group_labels(table.levels[li])
+        for y, rows in ctx.year_groups():
+            rows = rows[todo[rows]]
+            if not rows.size:
+                continue
+            codes = cat.codes[rows]
+            for code in np.unique(codes).tolist():
+                if code < 0:
+                    continue
+                entry = entries.get((y, cat.labels[code]))
+                if entry is None and is_fallback and spec.fallback_parameter:
+                    fkey = ctx.plan.parameters[spec.fallback_parameter].fallback_key
+                    entry = entries.get((y, fkey)) if fkey else None
+                if entry is None:
+                    continue
+                v, count = entry
+                if not is_fallback and count < spec.min_peers:
+                    continue
+                sel = rows[codes == code]
+                if own is not None and isinstance(v, np.ndarray):
+                    x = own[sel]
+                    less = np.searchsorted(v, x, side="left")
+                    more = np.searchsorted(v, x, side="right")
+                    rank = less + (more - less - 1) / 2.0
+                    pct = rank / (count - 1) if count > 1 else np.full(len(sel), 0.5)
+                    value[sel] = np.where(np.isnan(x), _NAN, pct)
+                else:
+                    value[sel] = v
+                peers[sel] = count
+                level[sel] = li
+                todo[sel] = False
+    return value, peers, level
+
+
+def _rate(r: RatingSpec, x: np.ndarray, ctx: _Context) -> np.ndarray:
+    """Level index (into r.ids) per row; -1 where the value is missing."""
+    n = ctx.n
+    x = np.broadcast_to(np.asarray(x, dtype=np.float64), (n,))
+    if r.levels:
+        out = np.full(n, -1, dtype=np.int64)
+        unknown = np.zeros(n, dtype=bool)
+        for i, (_, cond, _) in enumerate(r.levels):
+            if cond is None:
+                out = np.where((out < 0) & ~unknown, i, out)
+                break
+            c = np.broadcast_to(_truth(ctx.evaluate_expr(cond)), (n,))
+            unknown |= (out < 0) & np.isnan(c)
+            out = np.where((out < 0) & ~unknown & (c == 1.0), i, out)
+        return out
+    # bands: edges are the upper bounds of all but the last band, resolved per year
+    side = "left" if r.closed == "right" else "right"
+    out = np.full(n, -1, dtype=np.int64)
+    for y, rows in ctx.year_groups():
+        edges = []
+        for b in r.bands[:-1]:
+            up = b.upper
+            if isinstance(up, str):
+                found = ctx.plan.parameters[up].value_for_year(y)
+                up = found[1] if found else _NAN
+            edges.append(float(up))
+        xv = x[rows]
+        idx = np.searchsorted(np.asarray(edges), xv, side=side)
+        out[rows] = np.where(np.isnan(xv) | np.isnan(np.sum(edges)), -1, idx)
+    return out
+
+
+def _values_of(self: _Context, name: str | None) -> Any:
+    assert name is not None
+    if name in self.values:
+        return self.values[name]
+    if name in self.batch.columns:
+        return self.batch.columns[name]
+    return self.names(ast.Name(id=name))
+
+
+def _evaluate_expr(self: _Context, expr: Any) -> Any:
+    ev = getattr(self, "_ev", None)
+    if ev is None:
+        ev = self._ev = _ArrayEval(self)
+    return ev.eval(expr.text, previously_parsed=expr.node)
+
+
+_Context.values_of = _values_of  # type: ignore[attr-defined]
+_Context.evaluate_expr = _evaluate_expr  # type: ignore[attr-defined]
+
+
+@dataclass
+class Evaluation:
+    """Raw outcome of evaluating a plan over a batch (the results table is built from it)."""
+
+    values: dict[str, Any]
+    levels: dict[str, np.ndarray]
+    aux: dict[str, Any]
+    rated: np.ndarray
+    reasons: np.ndarray
+    fallbacks: np.ndarray
+    tables: dict[str, BenchmarkTable]
+
+
+def evaluate(plan: Plan, batch: Batch, tables: Mapping[str, BenchmarkTable] | None = None,
+             overrides: Mapping[str, Any] | None = None) -> Evaluation:
+    """Evaluate every node of ``plan`` over ``batch`` in dependency order; pure given its arguments."""
+    ctx = _Context(plan, batch, tables, overrides)
+    n = batch.n
+    for name, col in batch.columns.items():
+        ctx.values[name] = col
+    levels: dict[str, np.ndarray] = {}
+    invalid = batch.invalid.copy()
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        for name in plan.order:
+            node = plan.nodes[name]
+            ctx.current = name.split(":", 1)[-1]
+            if node.kind == "variable":
+                if name in ctx.overrides:
+                    v = np.broadcast_to(np.asarray(ctx.overrides[name], dtype=np.float64), (n,)).copy()
+                else:
+                    v = ctx.evaluate_expr(node.expr)
+                if not isinstance(v, Category):
+                    v = np.broadcast_to(np.asarray(v, dtype=np.float64), (n,))
+                ctx.values[name] = v
+            elif node.kind == "benchmark":
+                ctx.benchmark(plan.benchmarks[name])
+            elif node.kind == "check":
+                ok = np.broadcast_to(_truth(ctx.evaluate_expr(node.expr)), (n,))
+                failed = ok == 0.0
+                if failed.any():
+                    severity = node.spec.get("severity", "error")
+                    ctx.notes.reason(failed, f"check {ctx.current}: {node.spec['message']}")
+                    if severity == "error":
+                        invalid |= failed
+            else:
+                rname = name.split(":", 1)[1]
+                rating = plan.ratings[rname]
+                x = ctx.evaluate_expr(rating.value)
+                ctx.values[name] = np.broadcast_to(np.asarray(x, dtype=np.float64), (n,))
+                levels[rname] = _rate(rating, x, ctx)
+    primary = levels[plan.primary]
+    rated = (primary >= 0) & ~invalid
+    for rname, lv in levels.items():
+        lv[invalid] = -1
+    unrated = ~rated
+    if unrated.any():
+        no_reason = unrated.copy()
+        for idx, _ in ctx.notes.reasons:
+            no_reason[idx] = False
+        for i in batch.row_issues:
+            no_reason[i] = False
+        ctx.notes.reason(no_reason, f"{plan.primary}: the rated value could not be computed")
+    reasons = _Notes.join(n, ctx.notes.reasons, batch.row_issues)
+    fallbacks = _Notes.join(n, ctx.notes.fallbacks)
+    values = {k: v for k, v in ctx.values.items() if k in plan.nodes}
+    return Evaluation(values, levels, ctx.aux, rated, reasons, fallbacks, ctx.tables)

@@ -1,0 +1,226 @@
+"""Explain stage: the audit trail of one firm-year as plain data (rendering lives in the CLI).
+
+A :class:`Trace` lists the rating decision(s), the incentive, and every node that fed them, each
+with its formula, the values substituted for the names it uses, its unit and its result; every
+parameter with the value in force for the firm's year and its cited source; every benchmark with
+its peer group, number of peers and fallback level.  Values are read from the batch results, so
+an explanation always shows exactly the numbers the batch produced.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .compiler import Plan, RatingSpec
+from .data import Category
+
+if TYPE_CHECKING:
+    from .results import Results
+
+TRACE_SCHEMA_VERSION = "1"
+
+
+@dataclass
+class TraceNode:
+    name: str
+    kind: str  # input | parameter | variable | benchmark
+    value: Any
+    unit: str = ""
+    formula: str = ""
+    uses: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Decision:
+    rating: str
+    level: str
+    value: float | None
+    value_formula: str
+    band: str
+    because: str
+
+
+@dataclass
+class Trace:
+    schema_version: str
+    rulebook: dict[str, str]
+    firm_id: str
+    year: int
+    status: str
+    reasons: list[str]
+    fallbacks: list[str]
+    decisions: list[Decision]
+    incentive: dict[str, Any]
+    nodes: list[TraceNode]
+    provenance: dict[str, str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return _clean(asdict(self))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, indent=2, sort_keys=False) + "\n"
+
+    def node(self, name: str) -> TraceNode:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+
+def _clean(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_clean(v) for v in x]
+    if isinstance(x, np.floating | float):
+        f = float(x)
+        return None if math.isnan(f) else f
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
+
+
+def _fmt(x: Any) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "missing"
+    if isinstance(x, float):
+        return f"{x:.6g}"
+    return str(x)
+
+
+def _band_text(r: RatingSpec, i: int, plan: Plan, year: int) -> str:
+    if r.levels:
+        cond = r.levels[i][1]
+        return "otherwise" if cond is None else cond.text
+
+    def bound(b: Any) -> str:
+        if isinstance(b, str):
+            found = plan.parameters[b].value_for_year(year)
+            return f"{b} = {_fmt(found[1]) if found else 'missing'}"
+        return _fmt(float(b)) if b is not None else ""
+
+    band = r.bands[i]
+    lo = bound(band.lower) if band.lower is not None else "-inf"
+    hi = bound(band.upper) if band.upper is not None else "inf"
+    return f"({lo}, {hi}]" if r.closed == "right" else f"[{lo}, {hi})"
+
+
+def trace_row(plan: Plan, results: Results, i: int) -> Trace:
+    batch = results.batch
+    ev = results.evaluation
+    assert batch is not None and ev is not None
+    row = results.row(i)
+    year = int(row["year"])
+
+    def value_of(name: str) -> Any:
+        if name in ev.values:
+            v = ev.values[name]
+        elif name in batch.columns:
+            v = batch.columns[name]
+        else:
+            return None
+        if isinstance(v, Category):
+            return v.to_strings()[i] or None
+        v = np.broadcast_to(v, (batch.n,))[i]
+        return v if isinstance(v, str) else float(v)
+
+    nodes: list[TraceNode] = []
+    wanted = set()
+    for end in [f"rating:{r}" for r in plan.ratings] + list(plan.nodes):
+        if end in plan.graph:
+            import networkx as nx
+
+            if end.startswith("rating:") or plan.nodes[end].kind == "variable":
+                wanted.add(end)
+                wanted |= nx.ancestors(plan.graph, end)
+    order = [n for n in plan.graph.nodes if n in wanted]
+    order.sort(key=lambda n: plan.graph.nodes[n]["order"])
+    for name in order:
+        kind = plan.kind_of(name) or ""
+        if kind == "input":
+            spec = plan.inputs[name]
+            nodes.append(TraceNode(name, "input", value_of(name), str(spec.unit or ""),
+                                   detail={"description": spec.description} if spec.description else {}))
+        elif kind == "parameter":
+            p = plan.parameters[name]
+            found = p.value_for_year(year)
+            src = plan.sources.get(p.source, {})
+            detail = {"effective": found[0] if found else None, "status": p.status,
+                      "source_title": src.get("title", "")}
+            val: Any = found[1] if found else None
+            nodes.append(TraceNode(name, "parameter", val, str(p.unit), source=p.source, detail=detail))
+        elif kind == "variable":
+            node = plan.nodes[name]
+            uses = {n: value_of(n) for n in node.expr.names if n not in plan.parameters} if node.expr else {}
+            if node.expr is not None:
+                for sub in ast.walk(node.expr.node):
+                    if isinstance(sub, ast.Subscript) and isinstance(sub.value, ast.Name):
+                        p = plan.parameters[sub.value.id]
+                        found = p.value_for_year(year)
+                        if isinstance(sub.slice, ast.Constant):
+                            key = sub.slice.value
+                        else:
+                            key = value_of(sub.slice.id)  # type: ignore[attr-defined]
+                        table = found[1] if found else {}
+                        used_key = key if key in table else p.fallback_key
+                        label = f"{sub.value.id}[{key!r}]"
+                        uses[label] = table.get(used_key) if used_key else None
+                    elif isinstance(sub, ast.Name) and sub.id in plan.parameters and not plan.parameters[sub.id].is_table:
+                        found = plan.parameters[sub.id].value_for_year(year)
+                        uses[sub.id] = found[1] if found else None
+            unit = str(node.unit) if node.unit is not None else ""
+            nodes.append(TraceNode(name, "variable", value_of(name), unit, node.expr.text if node.expr else "",
+                                   uses, node.spec.get("source", "")))
+        elif kind == "benchmark":
+            bm = plan.benchmarks[name]
+            group_used = results[f"{name}_group"][i]
+            key_label = None
+            if group_used in bm.groups and group_used != "all":
+                key_label = value_of(group_used)
+            elif group_used == "fallback" and bm.fallback_key:
+                key_label = value_of(bm.fallback_key)
+            detail = {"statistic": bm.statistic, "groups": list(bm.groups), "min_peers": bm.min_peers,
+                      "group_used": group_used, "group": key_label,
+                      "peers": int(results[f"{name}_peers"][i])}
+            formula = (f"{bm.statistic}({bm.numerator}, {bm.denominator})" if bm.statistic == "ratio_of_sums"
+                       else f"{bm.statistic}({bm.of})")
+            nodes.append(TraceNode(name, "benchmark", value_of(name), str(bm.unit or ""), formula,
+                                   source=plan.document.data["benchmarks"][name].get("source", "") if plan.document else "",
+                                   detail=detail))
+    decisions = []
+    for rname, r in plan.ratings.items():
+        level_idx = int(ev.levels[rname][i])
+        x = value_of(f"rating:{rname}")
+        if level_idx >= 0:
+            band = _band_text(r, level_idx, plan, year)
+            because = (f"{rname} {r.ids[level_idx]} because {r.value.text} = {_fmt(x)} is in {band}"
+                       if r.bands else f"{rname} {r.ids[level_idx]} because {band} holds for {r.value.text} = {_fmt(x)}")
+            decisions.append(Decision(rname, r.ids[level_idx], x, r.value.text, band, because))
+        else:
+            decisions.append(Decision(rname, "", x, r.value.text, "", f"{rname}: not rated ({_fmt(x)})"))
+    incentive: dict[str, Any] = {}
+    if plan.incentives and row.get("rating"):
+        target_level = results[plan.incentives["rating"]][i]
+        incentive = dict(plan.incentives["levels"].get(target_level, {}))
+    input_row = {n: value_of(n) for n in plan.inputs}
+    row_hash = hashlib.sha256(json.dumps(_clean(input_row), sort_keys=True, default=str).encode()).hexdigest()[:16]
+    tables = {k: t.to_json() for k, t in sorted(results.tables.items())}
+    table_hash = hashlib.sha256(json.dumps(_clean(tables), sort_keys=True).encode()).hexdigest()[:16]
+    return Trace(
+        TRACE_SCHEMA_VERSION,
+        {"id": plan.id, "title": plan.title, "version": plan.version, "hash": plan.hash, "file": plan.file},
+        str(row["firm_id"]), year, row["status"],
+        [r for r in str(row["reasons"]).split("; ") if r], [f for f in str(row["fallbacks"]).split("; ") if f],
+        decisions, incentive, nodes,
+        {"engine_version": row["engine_version"], "input_row_sha256": row_hash,
+         "benchmark_tables_sha256": table_hash, "data_source": batch.source,
+         "data_row": int(batch.row_numbers[i])})

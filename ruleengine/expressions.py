@@ -1,0 +1,473 @@
+"""The formula language: parse with simpleeval, whitelist the syntax tree, infer types and units.
+
+A formula is parsed once (``SimpleEval.parse``), walked against a whitelist of node kinds and a
+fixed function vocabulary, and never handed to Python's ``eval``.  What is allowed:
+
+* numbers, ``+ - * /``, ``**`` with a small constant exponent, comparisons (chains too), ``not``;
+* names of inputs, parameters, variables and benchmarks; ``table['key']`` and ``table[category]``;
+* the functions in :data:`FUNCTIONS` and the rulebook's own scales (``advancement_score(x)``).
+
+``and``/``or``/``x if c else y`` are rejected with a pointer to ``all_of``/``any_of``/``where``:
+Python's versions short-circuit on one truth value and cannot work on whole columns.
+"""
+
+from __future__ import annotations
+
+import ast
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from simpleeval import SimpleEval
+
+from .errors import did_you_mean
+from .units import Unit
+
+MAX_EXPRESSION_LENGTH = 4000
+MAX_POWER = 8
+MAX_DEPTH = 60
+
+
+@dataclass(frozen=True)
+class Signature:
+    min_args: int
+    max_args: int | None
+    doc: str
+
+
+FUNCTIONS: dict[str, Signature] = {
+    "where": Signature(3, 3, "where(condition, if_true, if_false), element by element"),
+    "min": Signature(2, None, "smallest of the arguments, element by element"),
+    "max": Signature(2, None, "largest of the arguments, element by element"),
+    "clip": Signature(3, 3, "clip(x, low, high)"),
+    "abs": Signature(1, 1, "absolute value"),
+    "round": Signature(1, 2, "round(x, digits=0), half to even"),
+    "all_of": Signature(1, None, "true where every condition is true"),
+    "any_of": Signature(1, None, "true where any condition is true"),
+    "safe_div": Signature(3, 3, "safe_div(a, b, if_zero): a / b, or if_zero where b is 0 (a declared rule, not an error)"),
+    "coalesce": Signature(2, None, "first argument that is not missing (measured first, default otherwise)"),
+    "is_missing": Signature(1, 1, "true where the value is missing"),
+    "prev": Signature(1, 2, "prev(x, otherwise?): the same firm's value of x in the previous year"),
+    "baseline": Signature(2, 3, "baseline(x, year, otherwise?): the same firm's value of x in a fixed year"),
+    "prefix": Signature(2, 2, "prefix(category, n): first n characters of a category code"),
+}
+
+NUMBER, BOOLEAN, CATEGORY, STRING = "number", "boolean", "category", "string"
+
+
+class _Literal:
+    """Unit of a bare number: takes the unit of what it is added to, is dimensionless in products."""
+
+    def __repr__(self) -> str:
+        return "LITERAL"
+
+
+class _Unknown:
+    def __repr__(self) -> str:
+        return "UNKNOWN"
+
+
+LITERAL = _Literal()
+UNKNOWN = _Unknown()
+UnitT = Unit | _Literal | _Unknown
+
+
+@dataclass
+class Problem:
+    message: str
+    offset: int  # 0-based character offset into the formula text as written
+
+
+@dataclass
+class Expr:
+    """A parsed, whitelisted formula: its text, syntax tree, and the names and functions it uses."""
+
+    text: str
+    node: ast.AST
+    names: list[str] = field(default_factory=list)
+    calls: list[str] = field(default_factory=list)
+    lead: int = 0  # offset of the parsed text's first character in the text as written
+    line_starts: tuple[int, ...] = (0,)
+
+    def offset(self, node: ast.AST) -> int:
+        return _offset(node, self.line_starts, self.lead)
+
+    def __str__(self) -> str:
+        return self.text
+
+
+_ALLOWED = (
+    ast.Expr, ast.BinOp, ast.UnaryOp, ast.Compare, ast.Call, ast.Name, ast.Constant, ast.Subscript,
+    ast.Load, ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow, ast.USub, ast.UAdd, ast.Not,
+    ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.Eq, ast.NotEq,
+)
+_REJECT_HINTS: dict[type, str] = {
+    ast.BoolOp: "'and'/'or' work on one truth value, not on columns: use all_of(a, b) / any_of(a, b)",
+    ast.IfExp: "'x if c else y' works on one truth value, not on columns: use where(c, x, y)",
+    ast.Attribute: "attribute access ('.') is not allowed in formulas",
+    ast.Lambda: "lambda is not allowed in formulas",
+    ast.List: "lists are not allowed in formulas; declare a scale or a table parameter instead",
+    ast.Tuple: "tuples are not allowed in formulas",
+    ast.Dict: "dicts are not allowed in formulas; declare a table parameter instead",
+    ast.NamedExpr: "assignment is not allowed in formulas",
+    ast.FloorDiv: "'//' is not allowed; use round() or a scale",
+    ast.Mod: "'%' is not allowed in formulas",
+    ast.In: "'in' is not allowed; compare with == and combine with any_of()",
+    ast.NotIn: "'not in' is not allowed; compare with != and combine with all_of()",
+    ast.Is: "'is' is not allowed; use == or is_missing()",
+    ast.IsNot: "'is not' is not allowed; use != or is_missing()",
+}
+
+
+def _offset(node: ast.AST, line_starts: tuple[int, ...], lead: int) -> int:
+    line = getattr(node, "lineno", 1)
+    col = getattr(node, "col_offset", 0)
+    start = line_starts[line - 1] if 0 < line <= len(line_starts) else 0
+    return max(start + col + lead, 0)
+
+
+def parse(text: str) -> Expr:
+    """Parse and whitelist ``text``; raises :class:`ExpressionProblems` listing every problem."""
+    if len(text) > MAX_EXPRESSION_LENGTH:
+        raise ExpressionProblems([Problem(f"formula longer than {MAX_EXPRESSION_LENGTH} characters", 0)])
+    lead = len(text) - len(text.lstrip())
+    body = text.strip()
+    if not body:
+        raise ExpressionProblems([Problem("empty formula", 0)])
+    if "\n" in body:  # a folded multi-line formula reads as one expression
+        body = "(" + body + ")"
+        lead -= 1
+    line_starts = [0]
+    for i, ch in enumerate(body):
+        if ch == "\n":
+            line_starts.append(i + 1)
+    starts = tuple(line_starts)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            node = SimpleEval.parse(body)
+    except SyntaxError as exc:
+        fake = ast.Constant(0, lineno=exc.lineno or 1, col_offset=max((exc.offset or 1) - 1, 0))
+        raise ExpressionProblems([Problem(f"syntax error: {exc.msg}", _offset(fake, starts, lead))]) from None
+    except Warning:
+        raise ExpressionProblems([Problem("a formula is one expression: no ';' or several lines "
+                                          "of statements", max(lead, 0))]) from None
+    problems: list[Problem] = []
+    names: list[str] = []
+    calls: list[str] = []
+
+    def pos(n: ast.AST) -> tuple[int]:
+        return (_offset(n, starts, lead),)
+
+    def walk(n: ast.AST, depth: int) -> None:
+        if depth > MAX_DEPTH:
+            problems.append(Problem("formula nested too deeply", *pos(n)))
+            return
+        if not isinstance(n, _ALLOWED):
+            hint = _REJECT_HINTS.get(type(n), f"'{type(n).__name__}' is not allowed in formulas")
+            problems.append(Problem(hint, *pos(n)))
+            return
+        if isinstance(n, ast.Expr) and not isinstance(n.value, ast.expr):
+            problems.append(Problem("not an expression", *pos(n)))
+            return
+        if isinstance(n, ast.Name):
+            if n.id.startswith("_"):
+                problems.append(Problem(f"names starting with '_' are not allowed: '{n.id}'", *pos(n)))
+            elif n.id not in names:
+                names.append(n.id)
+        elif isinstance(n, ast.Constant):
+            if not isinstance(n.value, int | float | str) or isinstance(n.value, bool):
+                problems.append(Problem(f"constant {n.value!r} is not allowed", *pos(n)))
+            elif isinstance(n.value, str) and len(n.value) > 100:
+                problems.append(Problem("string constant too long", *pos(n)))
+        elif isinstance(n, ast.Call):
+            if not isinstance(n.func, ast.Name):
+                problems.append(Problem("only named functions can be called", *pos(n)))
+                return
+            if n.keywords:
+                problems.append(Problem(f"{n.func.id}() takes no keyword arguments", *pos(n.keywords[0].value)))
+            if any(isinstance(a, ast.Starred) for a in n.args):
+                problems.append(Problem("'*' arguments are not allowed", *pos(n)))
+            calls.append(n.func.id)
+            for a in n.args:
+                walk(a, depth + 1)
+            return
+        elif isinstance(n, ast.BinOp) and isinstance(n.op, ast.Pow):
+            exp = n.right
+            value = exp.value if isinstance(exp, ast.Constant) else None
+            if isinstance(exp, ast.UnaryOp) and isinstance(exp.op, ast.USub) and isinstance(exp.operand, ast.Constant):
+                value = -exp.operand.value if isinstance(exp.operand.value, int | float) else None
+            if not isinstance(value, int | float) or abs(value) > MAX_POWER:
+                problems.append(Problem(f"'**' needs a constant exponent between -{MAX_POWER} and {MAX_POWER}",
+                                        *pos(exp)))
+                return
+        elif isinstance(n, ast.Subscript):
+            if not isinstance(n.value, ast.Name):
+                problems.append(Problem("only a table parameter can be indexed: name['key']", *pos(n)))
+                return
+            sl = n.slice
+            if not (isinstance(sl, ast.Name) or (isinstance(sl, ast.Constant) and isinstance(sl.value, str))):
+                problems.append(Problem("a table is indexed by a quoted key or a category name: "
+                                        "ncv['raw_coal'], grid_ef[grid_region]", *pos(sl)))
+                return
+        for child in ast.iter_child_nodes(n):
+            walk(child, depth + 1)
+
+    walk(node, 0)
+    if problems:
+        raise ExpressionProblems(problems)
+    return Expr(text=body, node=node, names=names, calls=calls, lead=lead, line_starts=starts)
+
+
+class ExpressionProblems(Exception):
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("; ".join(p.message for p in problems))
+
+
+@dataclass(frozen=True)
+class Symbol:
+    """What a name means to the type checker."""
+
+    kind: str  # input, parameter, table, variable, benchmark, scale
+    type: str = NUMBER
+    unit: UnitT = UNKNOWN
+    keys: tuple[str, ...] = ()  # table keys
+    key_units: dict[str, Unit] | None = None
+    scale_input: UnitT = UNKNOWN
+
+
+Lookup = Callable[[str], Symbol | None]
+
+
+@dataclass
+class Inferred:
+    type: str
+    unit: UnitT
+
+
+def _same_unit(a: UnitT, b: UnitT) -> bool:
+    if isinstance(a, Unit) and isinstance(b, Unit):
+        return a == b
+    return True
+
+
+def _join(a: UnitT, b: UnitT) -> UnitT:
+    if isinstance(a, Unit):
+        return a
+    if isinstance(b, Unit):
+        return b
+    if a is UNKNOWN or b is UNKNOWN:
+        return UNKNOWN
+    return LITERAL
+
+
+def _as_factor(u: UnitT) -> Unit | None:
+    if isinstance(u, Unit):
+        return u
+    if u is LITERAL:
+        return Unit()
+    return None
+
+
+def infer(expr: Expr, lookup: Lookup, all_names: list[str]) -> tuple[Inferred, list[Problem]]:
+    """Check names, arities, types and units of ``expr``; returns its type/unit and any problems."""
+    problems: list[Problem] = []
+
+    def pos(n: ast.AST) -> tuple[int]:
+        return (expr.offset(n),)
+
+    def err(n: ast.AST, msg: str) -> None:
+        problems.append(Problem(msg, *pos(n)))
+
+    def fmt(u: UnitT) -> str:
+        return str(u) if isinstance(u, Unit) else "?"
+
+    def need(n: ast.AST, got: Inferred, want: str, what: str) -> None:
+        if got.type != want and not (want == NUMBER and got.type == BOOLEAN):
+            err(n, f"{what} must be a {want}, not a {got.type}")
+
+    def visit(n: ast.AST) -> Inferred:
+        if isinstance(n, ast.Expr):
+            return visit(n.value)
+        if isinstance(n, ast.Constant):
+            if isinstance(n.value, str):
+                return Inferred(STRING, UNKNOWN)
+            return Inferred(NUMBER, LITERAL)
+        if isinstance(n, ast.Name):
+            sym = lookup(n.id)
+            if sym is None:
+                err(n, f"unknown name '{n.id}'{did_you_mean(n.id, all_names)}")
+                return Inferred(NUMBER, UNKNOWN)
+            if sym.kind == "table":
+                err(n, f"'{n.id}' is a table: index it, e.g. {n.id}['{sym.keys[0] if sym.keys else 'key'}']")
+                return Inferred(NUMBER, UNKNOWN)
+            if sym.kind == "scale":
+                err(n, f"'{n.id}' is a scale: call it, e.g. {n.id}(x)")
+                return Inferred(NUMBER, UNKNOWN)
+            return Inferred(sym.type, sym.unit)
+        if isinstance(n, ast.UnaryOp):
+            inner = visit(n.operand)
+            if isinstance(n.op, ast.Not):
+                need(n.operand, inner, BOOLEAN, "the operand of 'not'")
+                return Inferred(BOOLEAN, Unit())
+            need(n.operand, inner, NUMBER, "the operand of '-'")
+            return Inferred(NUMBER, inner.unit)
+        if isinstance(n, ast.BinOp):
+            left, right = visit(n.left), visit(n.right)
+            sym = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**"}[type(n.op)]
+            need(n.left, left, NUMBER, f"the left side of '{sym}'")
+            need(n.right, right, NUMBER, f"the right side of '{sym}'")
+            if isinstance(n.op, ast.Add | ast.Sub):
+                if not _same_unit(left.unit, right.unit):
+                    err(n, f"unit mismatch: '{sym}' of {fmt(left.unit)} and {fmt(right.unit)}")
+                return Inferred(NUMBER, _join(left.unit, right.unit))
+            if isinstance(n.op, ast.Pow):
+                exp = n.right
+                value = exp.value if isinstance(exp, ast.Constant) else -exp.operand.value  # type: ignore[attr-defined]
+                base = left.unit
+                if isinstance(base, Unit) and not base.dimensionless:
+                    if value != int(value):
+                        err(n, f"a quantity in {fmt(base)} can only be raised to a whole power")
+                        return Inferred(NUMBER, UNKNOWN)
+                    return Inferred(NUMBER, base ** int(value))
+                return Inferred(NUMBER, base)
+            if left.unit is LITERAL and right.unit is LITERAL:
+                return Inferred(NUMBER, LITERAL)
+            lf, rf = _as_factor(left.unit), _as_factor(right.unit)
+            if lf is None or rf is None:
+                return Inferred(NUMBER, UNKNOWN)
+            return Inferred(NUMBER, lf * rf if isinstance(n.op, ast.Mult) else lf / rf)
+        if isinstance(n, ast.Compare):
+            items = [n.left, *n.comparators]
+            types = [visit(i) for i in items]
+            for (a, ta), (b, tb), op in zip(zip(items, types), zip(items[1:], types[1:]), n.ops, strict=False):
+                if CATEGORY in (ta.type, tb.type) or STRING in (ta.type, tb.type):
+                    if not isinstance(op, ast.Eq | ast.NotEq):
+                        err(b, "categories can only be compared with == and !=")
+                    elif {ta.type, tb.type} != {CATEGORY, STRING}:
+                        err(b, "compare a category with a quoted code, e.g. industry == '3011'")
+                    continue
+                if not _same_unit(ta.unit, tb.unit):
+                    err(b, f"unit mismatch: comparing {fmt(ta.unit)} with {fmt(tb.unit)}")
+            return Inferred(BOOLEAN, Unit())
+        if isinstance(n, ast.Subscript):
+            name = n.value.id  # type: ignore[attr-defined]
+            sym = lookup(name)
+            if sym is None:
+                err(n.value, f"unknown name '{name}'{did_you_mean(name, all_names)}")
+                return Inferred(NUMBER, UNKNOWN)
+            if sym.kind != "table":
+                err(n.value, f"'{name}' is not a table and cannot be indexed")
+                return Inferred(NUMBER, UNKNOWN)
+            sl = n.slice
+            if isinstance(sl, ast.Constant):
+                key = sl.value
+                if key not in sym.keys:
+                    err(sl, f"table '{name}' has no key '{key}'{did_you_mean(key, sym.keys)}")
+                    return Inferred(NUMBER, sym.unit)
+                if sym.key_units and key in sym.key_units:
+                    return Inferred(NUMBER, sym.key_units[key])
+                return Inferred(NUMBER, sym.unit)
+            key_t = visit(sl)
+            if key_t.type != CATEGORY:
+                err(sl, f"table '{name}' must be indexed by a category (or a quoted key), "
+                        f"not a {key_t.type}")
+            if sym.key_units:
+                err(sl, f"table '{name}' has keys with different units ({', '.join(sorted(sym.key_units))}); "
+                        "index it with a quoted key")
+            return Inferred(NUMBER, sym.unit)
+        if isinstance(n, ast.Call):
+            return call(n)
+        err(n, f"'{type(n).__name__}' is not allowed")  # pragma: no cover - parse() whitelists
+        return Inferred(NUMBER, UNKNOWN)
+
+    def call(n: ast.Call) -> Inferred:
+        fname = n.func.id  # type: ignore[attr-defined]
+        args = n.args
+        sym = lookup(fname)
+        if sym is not None and sym.kind == "scale":
+            if len(args) != 1:
+                err(n, f"scale {fname}() takes exactly one argument")
+                return Inferred(NUMBER, sym.unit)
+            a = visit(args[0])
+            need(args[0], a, NUMBER, f"the argument of {fname}()")
+            if not _same_unit(a.unit, sym.scale_input):
+                err(args[0], f"unit mismatch: {fname}() expects {fmt(sym.scale_input)}, got {fmt(a.unit)}")
+            return Inferred(NUMBER, sym.unit)
+        sig = FUNCTIONS.get(fname)
+        if sig is None:
+            choices = list(FUNCTIONS) + [s for s in all_names if (lookup(s) or Symbol("x")).kind == "scale"]
+            err(n.func, f"unknown function '{fname}'{did_you_mean(fname, choices)}")
+            for a in args:
+                visit(a)
+            return Inferred(NUMBER, UNKNOWN)
+        if len(args) < sig.min_args or (sig.max_args is not None and len(args) > sig.max_args):
+            if sig.max_args == sig.min_args:
+                count = f"{sig.min_args}"
+            elif sig.max_args is None:
+                count = f"at least {sig.min_args}"
+            else:
+                count = f"{sig.min_args} to {sig.max_args}"
+            err(n, f"{fname}() takes {count} arguments, got {len(args)}: {sig.doc}")
+            for a in args:
+                visit(a)
+            return Inferred(NUMBER, UNKNOWN)
+        got = [visit(a) for a in args]
+        if fname == "where":
+            need(args[0], got[0], BOOLEAN, "the condition of where()")
+            for a, g in zip(args[1:], got[1:], strict=True):
+                need(a, g, NUMBER, "a branch of where()")
+            if not _same_unit(got[1].unit, got[2].unit):
+                err(n, f"unit mismatch: where() branches in {fmt(got[1].unit)} and {fmt(got[2].unit)}")
+            return Inferred(NUMBER, _join(got[1].unit, got[2].unit))
+        if fname in ("all_of", "any_of"):
+            for a, g in zip(args, got, strict=True):
+                need(a, g, BOOLEAN, f"an argument of {fname}()")
+            return Inferred(BOOLEAN, Unit())
+        if fname == "is_missing":
+            return Inferred(BOOLEAN, Unit())
+        if fname == "prefix":
+            need(args[0], got[0], CATEGORY, "the first argument of prefix()")
+            if not (isinstance(args[1], ast.Constant) and isinstance(args[1].value, int)
+                    and 1 <= args[1].value <= 20):
+                err(args[1], "prefix() needs a whole number of characters from 1 to 20")
+            return Inferred(CATEGORY, UNKNOWN)
+        if fname in ("prev", "baseline"):
+            if fname == "baseline" and not (isinstance(args[1], ast.Constant)
+                                            and isinstance(args[1].value, int)):
+                err(args[1], "baseline() needs a year as a whole number, e.g. baseline(x, 2020)")
+            unit = got[0].unit
+            other = got[2] if fname == "baseline" and len(got) == 3 else (
+                got[1] if fname == "prev" and len(got) == 2 else None)
+            need(args[0], got[0], NUMBER, f"the first argument of {fname}()")
+            if other is not None and not _same_unit(unit, other.unit):
+                err(n, f"unit mismatch: {fname}() of {fmt(unit)} with a fallback in {fmt(other.unit)}")
+            return Inferred(NUMBER, unit)
+        if fname == "safe_div":
+            for a, g in zip(args, got, strict=True):
+                need(a, g, NUMBER, "an argument of safe_div()")
+            if got[0].unit is LITERAL and got[1].unit is LITERAL:
+                q: UnitT = LITERAL
+            else:
+                fa, fb = _as_factor(got[0].unit), _as_factor(got[1].unit)
+                q = fa / fb if fa is not None and fb is not None else UNKNOWN
+            if not _same_unit(q, got[2].unit):
+                err(args[2], f"unit mismatch: safe_div() gives {fmt(q)}, the if_zero value is in {fmt(got[2].unit)}")
+            return Inferred(NUMBER, _join(q, got[2].unit))
+        if fname == "round":
+            if len(args) == 2 and not (isinstance(args[1], ast.Constant) and isinstance(args[1].value, int)):
+                err(args[1], "round() digits must be a whole number")
+            need(args[0], got[0], NUMBER, "the argument of round()")
+            return Inferred(NUMBER, got[0].unit)
+        # min, max, clip, abs, coalesce: numbers of one unit
+        unit: UnitT = LITERAL
+        for a, g in zip(args, got, strict=True):
+            need(a, g, NUMBER, f"an argument of {fname}()")
+            if not _same_unit(unit, g.unit):
+                err(a, f"unit mismatch: {fname}() of {fmt(unit)} and {fmt(g.unit)}")
+            unit = _join(unit, g.unit)
+        return Inferred(NUMBER, unit)
+
+    result = visit(expr.node)
+    return result, problems

@@ -1,0 +1,91 @@
+"""Validate stage, part 1: the rulebook's shape against ``rulebooks/schema.json`` (Draft 2020-12).
+
+Errors are mapped back to file:line:column through the document's marks and reworded where
+jsonschema's own text would not tell an author what to do (unknown keys get "did you mean").
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from typing import Any
+
+from .errors import Diagnostic, did_you_mean
+from .source import Document, PathT, bundled_dir
+
+# What an author must choose between, where the schema says "oneOf".
+_ONE_OF_HINTS = {
+    "inputs": "an input declares exactly one of 'required: true', 'default: <value>' or "
+              "'optional: true' (missing is meaningful)",
+    "parameters": "a parameter has exactly one of 'value', 'table' or 'values' (effective-dated)",
+    "variables": "a variable has exactly one of 'expr' or 'weights'",
+    "scales": "a scale has exactly one of 'piecewise' or 'steps'",
+    "ratings": "a rating has either 'bands' (with 'closed' and 'better') or 'levels' (with 'better')",
+    "tests": "a test has exactly one of 'input' (one firm-year) or 'rows' (several)",
+}
+
+
+def schema_path() -> str:
+    return str(bundled_dir() / "schema.json")
+
+
+@lru_cache(maxsize=1)
+def _validator() -> Any:
+    import jsonschema
+
+    with open(schema_path(), encoding="utf-8") as fh:
+        schema = json.load(fh)
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
+
+
+def _describe(error: Any, doc: Document) -> list[Diagnostic]:
+    path: PathT = tuple(error.absolute_path)
+    validator = error.validator
+    if validator == "additionalProperties":
+        allowed = list(error.schema.get("properties", {}))
+        known = set(allowed)
+        extra = [k for k in error.instance if k not in known]
+        return [Diagnostic(f"unknown key '{k}'{did_you_mean(k, allowed)}",
+                           doc.loc((*path, k), key=True)) for k in extra]
+    if validator == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else error.message
+        return [Diagnostic(f"missing required key '{missing}'", doc.loc(path))]
+    if validator == "oneOf" or validator == "allOf" or validator == "if":
+        section = str(path[0]) if path else ""
+        hint = _ONE_OF_HINTS.get(section)
+        if hint and len(path) == 2:
+            return [Diagnostic(hint, doc.loc(path))]
+        if error.context:
+            import jsonschema
+
+            best = jsonschema.exceptions.best_match(error.context)
+            return _describe(best, doc)
+    if validator == "enum":
+        options = ", ".join(repr(v) for v in error.validator_value)
+        return [Diagnostic(f"{error.instance!r} is not one of {options}", doc.loc(path))]
+    if validator == "pattern" and path and path[0] == "version":
+        return [Diagnostic(f"version {error.instance!r} is not a semantic version like 1.0.0 "
+                           "(quote it if YAML read it as a number)", doc.loc(path))]
+    if validator == "type" and path and path[0] == "version":
+        return [Diagnostic(f"version must be a string like \"1.0.0\"; YAML read {error.instance!r} "
+                           "as a number (quote it)", doc.loc(path))]
+    if validator == "propertyNames":
+        return [Diagnostic(f"name {error.instance!r} is not allowed here: {error.message}",
+                           doc.loc(path))]
+    return [Diagnostic(error.message, doc.loc(path))]
+
+
+def validate_shape(doc: Document) -> list[Diagnostic]:
+    """Every schema violation in ``doc`` as located diagnostics (empty when the shape is right)."""
+    out: list[Diagnostic] = []
+    seen: set[tuple[str, int, int]] = set()
+    for error in _validator().iter_errors(doc.data):
+        for diag in _describe(error, doc):
+            loc = diag.location
+            key = (diag.message, loc.line if loc else 0, loc.column if loc else 0)
+            if key not in seen:
+                seen.add(key)
+                out.append(diag)
+    return out
