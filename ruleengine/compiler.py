@@ -321,7 +321,7 @@ class _Compiler:
                 self.error(f"the input '{must}' ({typ}, required: true) must be declared", ("inputs",), key=True)
             elif spec.type != typ or not spec.required:
                 self.error(f"the input '{must}' must be type: {typ} with required: true", ("inputs", must))
-        self.check_sources()
+        self.check_boundary()
         raise_if_errors(self.diags)
         return Plan(
             id=d["id"], title=d["title"], version=d["version"], effective=d["effective"],
@@ -458,9 +458,9 @@ class _Compiler:
             spec = {**spec, "expr": text, "_from_weights": True}
         else:
             e = self.parse_expr(spec["expr"], (*path, "expr"))
-        if e is None:
-            return None
         typ = spec.get("type", "number")
+        if e is None:  # reported; keep the name known so its users are not flagged too
+            return Node(name, "variable", None, typ, unit, spec, self.doc.loc(path, key=True))
         return Node(name, "variable", e, typ, unit, spec, self.doc.loc(path, key=True), tuple(e.names))
 
     def compile_benchmark(self, name: str, spec: dict[str, Any]) -> BenchmarkSpec | None:
@@ -865,9 +865,7 @@ class _Compiler:
             self.source_ref(spec, ("incentives", "levels", lid))
         return {"rating": target, "levels": inc["levels"]}, primary  # type: ignore[dict-item]
 
-    def check_sources(self) -> None:
-        for name, spec in (self.data.get("ratings") or {}).items():
-            pass
+    def check_boundary(self) -> None:
         boundary = set(self.data.get("boundary", []) or [])
         for name, spec in (self.data.get("variables") or {}).items():
             cat = spec.get("boundary")

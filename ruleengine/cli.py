@@ -1,0 +1,264 @@
+"""The command line: a thin layer over the Python API. Exit codes: 0 ok, 1 error, 2 usage."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .errors import DataError, RuleEngineError, RulebookError
+
+BOOK_HELP = "a bundled rulebook name (huzhou) or a path to a rulebook .yaml file"
+
+
+class _Group(click.Group):
+    """Turns engine errors into messages and exit codes; never shows a Python traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except RulebookError as exc:
+            for d in exc.diagnostics:
+                click.echo(d.format(), err=True)
+            n = len(exc.errors)
+            click.echo(f"{n} error{'s' if n != 1 else ''}", err=True)
+            sys.exit(exc.exit_code)
+        except RuleEngineError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        except Exception as exc:  # an engine bug: say so plainly, keep the traceback for --debug
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.echo(f"internal error: {type(exc).__name__}: {exc}\n"
+                       "This is a bug in ruleengine; rerun with --debug for the traceback and "
+                       "please report it.", err=True)
+            sys.exit(3)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="ruleengine")
+@click.option("--debug", is_flag=True, help="Show Python tracebacks for internal errors.")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """Carbon-rating methodologies as versioned, declarative YAML rulebooks.
+
+    \b
+    Typical use:
+      ruleengine validate rulebooks/*.yaml        check rulebooks, every error with file:line:col
+      ruleengine rate huzhou firms.csv -o out.csv rate a firm-year portfolio
+      ruleengine explain huzhou firms.csv --firm ID   audit trail of one firm's rating
+      ruleengine test huzhou                      run the rulebook's own test cases
+
+    BOOK is a bundled rulebook name (see `ruleengine books`) or a path to a .yaml file.
+    DATA is a CSV, JSON (list of objects), JSON Lines or Parquet file, one row per firm-year.
+    """
+    ctx.obj = {"debug": debug}
+
+
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+@main.command()
+def books() -> None:
+    """List the bundled rulebooks."""
+    from . import load
+    from .source import bundled_names
+
+    for name in bundled_names():
+        try:
+            plan = load(name)
+            click.echo(f"{name:12} {plan.version:8} {plan.title}")
+        except RuleEngineError as exc:
+            click.echo(f"{name:12} (invalid: {str(exc).splitlines()[0]})")
+
+
+@main.command()
+@click.argument("book", nargs=-1, required=True)
+@click.option("--strict", is_flag=True, help="Treat warnings as errors.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only problems.")
+def validate(book: tuple[str, ...], strict: bool, quiet: bool) -> None:
+    """Check rulebooks: YAML, schema, names, cycles, units, bands. Reports every problem found.
+
+    Each problem is printed as FILE:LINE:COL: error|warning: MESSAGE (at YAML.PATH).
+    Exit code 1 if any rulebook has an error (or a warning, with --strict).
+    """
+    from . import load
+
+    failed = 0
+    errors = 0
+    for name in book:
+        try:
+            plan = load(name)
+        except RulebookError as exc:
+            for d in exc.diagnostics:
+                click.echo(d.format(), err=True)
+            errors += len(exc.errors)
+            failed += 1
+            continue
+        except RuleEngineError as exc:
+            click.echo(f"error: {exc}", err=True)
+            errors += 1
+            failed += 1
+            continue
+        for w in plan.warnings:
+            click.echo(w.format(), err=True)
+        if strict and plan.warnings:
+            failed += 1
+            errors += len(plan.warnings)
+            continue
+        if not quiet:
+            counts = Counter(plan.nodes[n].kind for n in plan.order)
+            click.echo(f"ok: {plan.file}: {plan.id} {plan.version} ({plan.hash}); "
+                       f"{len(plan.inputs)} inputs, {len(plan.parameters)} parameters, "
+                       f"{counts['variable']} variables, {counts['benchmark']} benchmarks, "
+                       f"{counts['rating']} ratings, {len(plan.warnings)} warnings")
+    if failed:
+        click.echo(f"{errors} error{'s' if errors != 1 else ''} in {failed} rulebook"
+                   f"{'s' if failed != 1 else ''}", err=True)
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("book")
+@click.option("--format", "fmt", type=click.Choice(["dot", "mermaid", "json"]), default="dot",
+              show_default=True, help="Graph format.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write to a file instead of stdout.")
+def graph(book: str, fmt: str, output: str | None) -> None:
+    """Print the dependency graph of a rulebook (inputs → variables → benchmarks → ratings)."""
+    from . import load
+    from .render import graph_text
+
+    text = graph_text(load(book), fmt)
+    if output:
+        Path(output).write_text(text, encoding="utf-8")
+    else:
+        click.echo(text, nl=False)
+
+
+def _write_or_fail(results: Any, output: str) -> None:
+    try:
+        results.write(output)
+    except OSError as exc:
+        raise DataError(f"cannot write {output}: {exc.strerror or exc}") from None
+
+
+@main.command()
+@click.argument("book")
+@click.argument("data", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Write results to OUT.csv, OUT.json, OUT.jsonl or OUT.parquet (by extension).")
+@click.option("--format", "fmt", type=click.Choice(["summary", "json", "csv"]), default="summary",
+              show_default=True, help="What to print on stdout: a summary, or all results as JSON/CSV.")
+@click.option("--max-issues", default=20, show_default=True, help="How many data problems to list.")
+def rate(book: str, data: str, output: str | None, fmt: str, max_issues: int) -> None:
+    """Rate every firm-year in DATA with BOOK.
+
+    Prints the rating distribution and every data problem found (file, row, column). Bad rows
+    never stop the batch: they are rated where the rulebook allows, and `unrated` with the
+    reason otherwise (see the `status` and `reasons` columns).
+    """
+    from . import load
+    from ._api import prepare
+    from .evaluator import evaluate
+    from .results import build
+
+    err = _console(stderr=True)
+    plan = load(book)
+    show_progress = err.is_terminal and Path(data).is_file() and Path(data).stat().st_size > 5_000_000
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    steps = ["read", "evaluate", "write"] if output else ["read", "evaluate"]
+    with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+                  console=err, transient=True, disable=not show_progress) as progress:
+        task = progress.add_task(f"reading {data}", total=len(steps))
+        batch = prepare(plan, data)
+        progress.update(task, advance=1, description=f"rating {batch.n:,} firm-years")
+        from . import __version__
+
+        results = build(plan, batch, evaluate(plan, batch), __version__)
+        progress.update(task, advance=1, description=f"writing {output}")
+        if output:
+            _write_or_fail(results, output)
+            progress.update(task, advance=1)
+    if fmt == "json":
+        sys.stdout.write(results.to_json())
+    elif fmt == "csv":
+        import io
+
+        import pyarrow.csv as pacsv
+
+        buf = io.BytesIO()
+        pacsv.write_csv(results.to_arrow(), buf)
+        sys.stdout.write(buf.getvalue().decode())
+    from .render import rate_summary
+
+    rate_summary(err if fmt != "summary" else _console(), results, data, output, max_issues)
+
+
+@main.command()
+@click.argument("book")
+@click.argument("data", type=click.Path(dir_okay=False))
+@click.option("--firm", required=True, help="firm_id of the firm to explain.")
+@click.option("--year", type=int, help="Reporting year (default: the firm's latest).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text",
+              show_default=True)
+def explain(book: str, data: str, firm: str, year: int | None, fmt: str) -> None:
+    """Show the audit trail of one firm's rating: every value, formula, parameter and benchmark."""
+    from . import explain as explain_api
+    from .render import trace_markdown, trace_text
+
+    trace = explain_api(book, data, firm, year)
+    if fmt == "json":
+        sys.stdout.write(trace.to_json())
+    elif fmt == "markdown":
+        sys.stdout.write(trace_markdown(trace))
+    else:
+        trace_text(_console(), trace)
+
+
+@main.command("test")
+@click.argument("book", nargs=-1, required=True)
+@click.option("-k", "select", help="Run only the cases whose name contains this text.")
+def test_cmd(book: tuple[str, ...], select: str | None) -> None:
+    """Run the test cases written in the rulebooks (their `tests:` section).
+
+    Each case rates its input rows and compares the expected outputs (with tolerances);
+    a failing case shows expected against actual. Exit code 1 if any case fails.
+    """
+    from . import load
+    from .authortests import run_cases
+
+    total = failed = 0
+    for name in book:
+        plan = load(name)
+        outcomes = run_cases(plan, select)
+        if not outcomes:
+            click.echo(f"{plan.file}: no test cases")
+        for oc in outcomes:
+            total += 1
+            if oc.ok:
+                click.echo(f"PASS {plan.id}: {oc.name}")
+            else:
+                failed += 1
+                click.echo(f"FAIL {plan.id}: {oc.name}  ({oc.location})")
+                for line in oc.diff:
+                    click.echo(f"    {line}")
+    click.echo(f"{total - failed} passed, {failed} failed")
+    if failed:
+        sys.exit(1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,173 @@
+"""Renderers: pure functions from plans, results and traces to text. Nothing here computes a rating."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+from .compiler import Plan
+from .explain import Trace, _fmt
+from .results import Results
+
+_DOT_SHAPES = {"input": "box", "parameter": "note", "scale": "cds", "variable": "ellipse",
+               "benchmark": "hexagon", "check": "diamond", "rating": "doubleoctagon"}
+
+
+def _graph_nodes(plan: Plan) -> list[str]:
+    g = plan.graph
+    return sorted(g.nodes, key=lambda n: g.nodes[n]["order"])
+
+
+def graph_text(plan: Plan, fmt: str) -> str:
+    g = plan.graph
+    nodes = _graph_nodes(plan)
+    edges = sorted(g.edges, key=lambda e: (g.nodes[e[1]]["order"], g.nodes[e[0]]["order"]))
+    if fmt == "json":
+        out = {"rulebook": plan.id, "version": plan.version, "hash": plan.hash, "nodes": [], "edges": []}
+        for n in nodes:
+            kind = g.nodes[n]["kind"]
+            item: dict[str, Any] = {"id": n, "kind": kind}
+            node = plan.nodes.get(n)
+            if node is not None:
+                item["stage"] = node.stage
+                if node.expr is not None and kind != "benchmark":
+                    item["expr"] = node.expr.text
+                if node.unit is not None:
+                    item["unit"] = str(node.unit)
+            elif n in plan.inputs and plan.inputs[n].unit is not None:
+                item["unit"] = str(plan.inputs[n].unit)
+            elif n in plan.parameters:
+                item["unit"] = str(plan.parameters[n].unit)
+            out["nodes"].append(item)
+        out["edges"] = [[a, b] for a, b in edges]
+        return json.dumps(out, indent=2, ensure_ascii=False) + "\n"
+    if fmt == "mermaid":
+        def mid(n: str) -> str:
+            return n.replace(":", "__")
+
+        shapes = {"input": ("[/", "/]"), "parameter": ("[(", ")]"), "scale": ("[[", "]]"),
+                  "variable": ("(", ")"), "benchmark": ("{{", "}}"), "check": ("{", "}"),
+                  "rating": ("[[", "]]")}
+        lines = ["flowchart LR"]
+        for n in nodes:
+            a, b = shapes[g.nodes[n]["kind"]]
+            lines.append(f'  {mid(n)}{a}"{n}"{b}')
+        lines += [f"  {mid(a)} --> {mid(b)}" for a, b in edges]
+        return "\n".join(lines) + "\n"
+    lines = [f'digraph "{plan.id}" {{', "  rankdir=LR;", '  node [fontname="Helvetica"];']
+    for n in nodes:
+        kind = g.nodes[n]["kind"]
+        stage = plan.nodes[n].stage if n in plan.nodes else 0
+        lines.append(f'  "{n}" [shape={_DOT_SHAPES[kind]}, tooltip="{kind}, stage {stage}"];')
+    lines += [f'  "{a}" -> "{b}";' for a, b in edges]
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def rate_summary(console: Any, results: Results, data: str, output: str | None, max_issues: int) -> None:
+    from rich.table import Table
+
+    plan = results.plan
+    n = len(results)
+    rated = int((results["status"] == "rated").sum())
+    table = Table(title=f"{plan.title} — {plan.id} {plan.version}", title_justify="left")
+    table.add_column(plan.primary)
+    table.add_column("firm-years", justify="right")
+    table.add_column("share", justify="right")
+    if "incentive_rate_bp" in results.columns:
+        table.add_column("rate adj. (bp)", justify="right")
+    inc = plan.incentives.get("levels", {}) if plan.incentives else {}
+    for level, count in results.distribution():
+        row = [level, f"{count:,}", f"{count / n:.1%}" if n else "-"]
+        if "incentive_rate_bp" in results.columns:
+            bp = inc.get(level, {}).get("rate_bp")
+            row.append("" if bp is None else f"{bp:+g}")
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"{n:,} firm-years from {data}: {rated:,} rated, {n - rated:,} unrated")
+    if n - rated:
+        reasons: Counter[str] = Counter()
+        for text in results["reasons"][results["status"] == "unrated"].tolist():
+            for r in str(text).split("; "):
+                if r:
+                    reasons[r.split(":", 1)[0] if ":" in r else r] += 1
+        top = ", ".join(f"{k} ({v})" for k, v in reasons.most_common(5))
+        console.print(f"unrated because of: {top}")
+    fatal = [i for i in results.issues if i.fatal]
+    other = [i for i in results.issues if not i.fatal]
+    for group, title in ((fatal, "data problems"), (other, "data warnings")):
+        if not group:
+            continue
+        console.print(f"{len(group)} {title}:")
+        for issue in group[:max_issues]:
+            console.print(f"  {issue.format()}", markup=False)
+        if len(group) > max_issues:
+            console.print(f"  ... and {len(group) - max_issues} more (see the reasons column)")
+    if output:
+        console.print(f"results written to {output}")
+
+
+def trace_text(console: Any, trace: Trace) -> None:
+    from rich.tree import Tree
+
+    head = ", ".join(f"{d.rating} {d.level or 'unrated'}" for d in trace.decisions)
+    tree = Tree(f"[bold]{trace.firm_id}[/bold] {trace.year} — {trace.rulebook['id']} "
+                f"{trace.rulebook['version']}: {trace.status}; {head}")
+    for d in trace.decisions:
+        tree.add(d.because)
+    if trace.incentive:
+        tree.add("incentive: " + "; ".join(f"{k}: {v}" for k, v in trace.incentive.items()))
+    for r in trace.reasons:
+        tree.add(f"[red]reason[/red]: {r}")
+    for f in trace.fallbacks:
+        tree.add(f"[yellow]fallback[/yellow]: {f}")
+    calc = tree.add("calculation")
+    for node in trace.nodes:
+        unit = f" {node.unit}" if node.unit and node.unit != "1" else ""
+        label = f"[bold]{node.name}[/bold] = {_fmt(node.value)}{unit}  [dim]({node.kind})[/dim]"
+        branch = calc.add(label)
+        if node.formula:
+            branch.add(f"= {node.formula}")
+        if node.uses:
+            branch.add(", ".join(f"{k} = {_fmt(v)}" for k, v in node.uses.items()))
+        if node.kind == "parameter":
+            branch.add(f"source: {node.source} ({node.detail.get('status', '')}), in force from "
+                       f"{node.detail.get('effective') or 'always'}")
+        if node.kind == "benchmark":
+            d = node.detail
+            branch.add(f"peer group: {d['group_used']} {d['group'] or ''} ({d['peers']} peers, "
+                       f"min {d['min_peers']})")
+    console.print(tree)
+    p = trace.provenance
+    console.print(f"[dim]rulebook {trace.rulebook['hash']}, engine {p['engine_version']}, input row "
+                  f"{p['input_row_sha256']}, benchmarks {p['benchmark_tables_sha256']}[/dim]")
+
+
+def trace_markdown(trace: Trace) -> str:
+    lines = [f"# {trace.firm_id} — {trace.year}: {trace.rulebook['title']}", ""]
+    lines.append(f"Rulebook `{trace.rulebook['id']}` {trace.rulebook['version']} (`{trace.rulebook['hash']}`), "
+                 f"status **{trace.status}**.")
+    lines.append("")
+    for d in trace.decisions:
+        lines.append(f"- **{d.rating}: {d.level or 'unrated'}** — {d.because}")
+    if trace.incentive:
+        lines.append(f"- incentive: {'; '.join(f'{k}: {v}' for k, v in trace.incentive.items())}")
+    for r in trace.reasons:
+        lines.append(f"- reason: {r}")
+    for f in trace.fallbacks:
+        lines.append(f"- fallback: {f}")
+    lines += ["", "| name | kind | value | unit | formula / source | values used |", "|---|---|---|---|---|---|"]
+    for node in trace.nodes:
+        src = node.formula or (f"{node.source} ({node.detail.get('status', '')}, from "
+                               f"{node.detail.get('effective') or 'always'})" if node.kind == "parameter" else "")
+        if node.kind == "benchmark":
+            d = node.detail
+            src += f"; peers: {d['group_used']} {d['group'] or ''}, {d['peers']} peers"
+        uses = ", ".join(f"{k} = {_fmt(v)}" for k, v in node.uses.items())
+        value = _fmt(node.value) if not isinstance(node.value, dict) else "table"
+        lines.append(f"| {node.name} | {node.kind} | {value} | {node.unit} | {src.replace('|', '/')} | {uses} |")
+    p = trace.provenance
+    lines += ["", f"Provenance: engine {p['engine_version']}, input row sha256 `{p['input_row_sha256']}`, "
+              f"benchmark tables sha256 `{p['benchmark_tables_sha256']}`, {p['data_source']} row {p['data_row']}.", ""]
+    return "\n".join(lines)
