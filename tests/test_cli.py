@@ -1,0 +1,160 @@
+"""The command line, driven as a user would: real files, real invocations, exact outputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ruleengine.cli import main
+
+HUZHOU = Path(__file__).resolve().parent.parent / "rulebooks" / "huzhou.yaml"
+HEADER = ["firm_id", "year", "industry", "grid_region", "value_added_10k_cny", "raw_coal_t", "diesel_t",
+          "electricity_mwh"]
+
+
+def write_portfolio(path: Path, bad: bool = True) -> None:
+    rows = []
+    for i in range(8):
+        rows.append([f"F{i:02d}", "2022", "3011", "east", str(1000 + 100 * i), str(200 * i), "0", "1500"])
+    if bad:
+        rows[2][5] = "-40"        # a negative quantity: row 3, column raw_coal_t
+        rows[5][6] = "twelve"     # a non-numeric cell: row 6, column diesel_t
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(HEADER)
+        w.writerows(rows)
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, list(args))
+
+
+def test_rate_reports_bad_cells_and_rates_everyone_else(tmp_path):
+    data = tmp_path / "firms.csv"
+    write_portfolio(data)
+    out = tmp_path / "ratings.csv"
+    result = run("rate", "huzhou", str(data), "-o", str(out))
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    assert f"{data}: row 3, column raw_coal_t: -40 is below the minimum 0" in result.output
+    assert f"{data}: row 6, column diesel_t: 'twelve' is not a number" in result.output
+    assert "8 firm-years from" in result.output and "6 rated, 2 unrated" in result.output
+    with out.open(encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    status = {r["firm_id"]: (r["status"], r["reasons"]) for r in rows}
+    assert status["F02"] == ("unrated", "raw_coal_t: -40 is below the minimum 0")
+    assert status["F05"] == ("unrated", "diesel_t: 'twelve' is not a number")
+    assert all(status[f"F{i:02d}"][0] == "rated" for i in (0, 1, 3, 4, 6, 7))
+    # the 6 good firms form the industry peer group (>= 5 peers), the two bad rows are left out
+    assert {r["industry_intensity_peers"] for r in rows} == {"6"}
+
+
+def test_rate_output_is_byte_identical_across_runs(tmp_path):
+    data = tmp_path / "firms.csv"
+    write_portfolio(data)
+    for suffix in ("csv", "json", "jsonl", "parquet"):
+        a, b = tmp_path / f"a.{suffix}", tmp_path / f"b.{suffix}"
+        assert run("rate", "huzhou", str(data), "-o", str(a)).exit_code == 0
+        assert run("rate", str(HUZHOU), str(data), "-o", str(b)).exit_code == 0
+        assert a.read_bytes() == b.read_bytes(), suffix
+
+
+def test_rate_json_to_stdout_has_the_standard_columns(tmp_path):
+    data = tmp_path / "firms.csv"
+    write_portfolio(data, bad=False)
+    result = CliRunner().invoke(main, ["rate", "huzhou", str(data), "--format", "json"])
+    assert result.exit_code == 0
+    records = json.loads(result.stdout)
+    assert len(records) == 8
+    first = list(records[0])
+    assert first[:14] == ["firm_id", "year", "rulebook", "rulebook_version", "rulebook_hash", "engine_version",
+                          "status", "reasons", "fallbacks", "scope1_tco2", "scope2_tco2", "emissions_tco2",
+                          "energy_tce", "rating"]
+    # F00 burns no coal: emissions = 1500 MWh x 0.5617 = 842.55 tCO2
+    assert records[0]["emissions_tco2"] == pytest.approx(842.55, abs=1e-9)
+
+
+def test_rate_missing_required_column_is_one_clear_message(tmp_path):
+    data = tmp_path / "firms.csv"
+    data.write_text("firm_id,year,industry\nA,2022,3011\n", encoding="utf-8")
+    result = run("rate", "huzhou", str(data))
+    assert result.exit_code == 1
+    assert result.output == (f"error: {data}: required column value_added_10k_cny missing (needed by huzhou)\n")
+
+
+@pytest.mark.parametrize("content,expected", [
+    (None, "error: data file not found: {p}\n"),
+    ("", "error: {p}: the file is empty (expected a header row)\n"),
+])
+def test_rate_unreadable_data(tmp_path, content, expected):
+    p = tmp_path / "firms.csv"
+    if content is not None:
+        p.write_text(content, encoding="utf-8")
+    result = run("rate", "huzhou", str(p))
+    assert result.exit_code == 1
+    assert result.output == expected.format(p=p)
+
+
+def test_rate_unknown_format(tmp_path):
+    p = tmp_path / "firms.xlsx"
+    p.write_text("x", encoding="utf-8")
+    result = run("rate", "huzhou", str(p))
+    assert result.exit_code == 1
+    assert "unknown data format '.xlsx' (use .csv, .json, .jsonl or .parquet)" in result.output
+
+
+def test_explain_formats_and_near_matches(tmp_path):
+    data = tmp_path / "firms.csv"
+    write_portfolio(data, bad=False)
+    text = run("explain", "huzhou", str(data), "--firm", "F03")
+    assert text.exit_code == 0, text.output
+    assert "level 3 because k = " in text.output or "level " in text.output
+    js = json.loads(run("explain", "huzhou", str(data), "--firm", "F03", "--format", "json").output)
+    assert js["firm_id"] == "F03" and js["rulebook"]["id"] == "huzhou"
+    md = run("explain", "huzhou", str(data), "--firm", "F03", "--format", "markdown").output
+    assert md.startswith("# F03 — 2022:")
+    missing = run("explain", "huzhou", str(data), "--firm", "F3")
+    assert missing.exit_code == 1
+    assert "no firm 'F3' in the data (did you mean" in missing.output
+
+
+def test_graph_formats():
+    dot = run("graph", "huzhou").output
+    assert dot.startswith('digraph "huzhou" {') and '"intensity" -> "k";' in dot
+    mer = run("graph", "huzhou", "--format", "mermaid").output
+    assert mer.startswith("flowchart LR") and "industry_intensity --> k" in mer
+    js = json.loads(run("graph", "huzhou", "--format", "json").output)
+    kinds = {n["id"]: n["kind"] for n in js["nodes"]}
+    assert kinds["industry_intensity"] == "benchmark" and kinds["rating:level"] == "rating"
+    stage = {n["id"]: n.get("stage") for n in js["nodes"]}
+    assert stage["intensity"] == 0 and stage["industry_intensity"] == 1 and stage["k"] == 2
+
+
+def test_author_tests_pass_and_a_moved_threshold_fails_readably(tmp_path):
+    ok = run("test", "huzhou")
+    assert ok.exit_code == 0, ok.output
+    assert ok.output.splitlines()[-1].endswith(" passed, 0 failed")
+    edited = tmp_path / "huzhou.yaml"
+    edited.write_text(HUZHOU.read_text(encoding="utf-8").replace(
+        '- {id: "3", lower: 0.8, upper: 1.2, label: level 3}\n      - {id: "4", lower: 1.2,',
+        '- {id: "3", lower: 0.8, upper: 1.1, label: level 3}\n      - {id: "4", lower: 1.1,'), encoding="utf-8")
+    bad = run("test", str(edited))
+    assert bad.exit_code == 1
+    assert "FAIL huzhou: K exactly 1.2 is level 3" in bad.output
+    assert "    rating: expected '3', got '4'" in bad.output
+
+
+def test_help_explains_commands():
+    out = run("--help").output
+    for cmd in ("validate", "rate", "explain", "graph", "test", "books"):
+        assert cmd in out
+    assert "FILE:LINE:COL" in run("validate", "--help").output
+
+
+def test_books_lists_huzhou():
+    out = run("books").output
+    assert out.startswith("huzhou       1.0.0")
