@@ -113,13 +113,23 @@ class Batch:
     row_issues: dict[int, list[str]]  # index → messages
     invalid: np.ndarray  # bool: the row has a fatal data problem
     row_numbers: np.ndarray  # 1-based row of each index in its source
+    firm_codes: np.ndarray  # firm_id as integer codes (-1 missing), for panel lookups
 
     def take(self, idx: np.ndarray) -> Batch:
         cols = {k: (v.take(idx) if isinstance(v, Category) else v[idx]) for k, v in self.columns.items()}
         pos = {int(old): new for new, old in enumerate(idx)}
         row_issues = {pos[i]: m for i, m in self.row_issues.items() if i in pos}
         return Batch(cols, len(idx), self.source, self.issues, row_issues, self.invalid[idx],
-                     self.row_numbers[idx])
+                     self.row_numbers[idx], self.firm_codes[idx])
+
+
+def _fill_category(cat: Category, label: str) -> Category:
+    missing = cat.codes < 0
+    if not missing.any():
+        return cat
+    labels = sorted({*cat.labels, label})
+    remap = np.array([labels.index(lab) for lab in cat.labels] + [labels.index(label)], dtype=np.int32)
+    return Category(remap[cat.codes], labels)
 
 
 # -- reading ------------------------------------------------------------------------------------
@@ -274,17 +284,54 @@ def _numbers(col: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
     return out, bad
 
 
-def _strings(col: Any) -> np.ndarray:
-    arr = _to_numpy_object(col)
-    out = np.empty(len(arr), dtype=object)
-    for i, v in enumerate(arr.tolist()):
-        if v is None or (isinstance(v, float) and np.isnan(v)):
-            out[i] = ""
-        elif isinstance(v, float) and v.is_integer():
-            out[i] = str(int(v))
-        else:
-            out[i] = str(v).strip()
-    return out
+def _text_arrow(col: Any, n: int) -> Any:
+    """A column as a pyarrow string array: trimmed, '' for missing; numbers as their integer text."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if col is None:
+        return pa.array([""] * n, type=pa.string())
+    if not isinstance(col, pa.ChunkedArray | pa.Array):
+        values = []
+        for v in np.asarray(col, dtype=object).tolist():
+            if v is None or (isinstance(v, float) and np.isnan(v)):
+                values.append("")
+            elif isinstance(v, float) and v.is_integer():
+                values.append(str(int(v)))
+            else:
+                values.append(str(v))
+        col = pa.array(values, type=pa.string())
+    t = col.type
+    if pa.types.is_floating(t):
+        f = col.to_numpy(zero_copy_only=False)
+        if np.all(np.isnan(f) | (f == np.round(f))):
+            col = col.cast(pa.int64(), safe=False)
+            col = pc.if_else(pc.is_nan(pa.array(f)), None, col) if np.isnan(f).any() else col
+    if pa.types.is_dictionary(t):
+        col = col.cast(t.value_type)
+    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+        col = col.cast(pa.string())
+    return pc.fill_null(pc.utf8_trim_whitespace(col), "")
+
+
+def _category_from_arrow(text: Any) -> Category:
+    """Dictionary-encode in Arrow (no per-row Python), then sort the labels for stable codes."""
+    import pyarrow as pa
+
+    if isinstance(text, pa.ChunkedArray):
+        text = text.combine_chunks()
+    enc = text.dictionary_encode()
+    labels = np.asarray(enc.dictionary.to_pylist(), dtype=object)
+    idx = enc.indices.to_numpy(zero_copy_only=False)
+    order = np.argsort(labels.astype(str), kind="stable")
+    rank = np.empty(len(labels), dtype=np.int32)
+    rank[order] = np.arange(len(labels), dtype=np.int32)
+    sorted_labels = labels[order].tolist()
+    codes = rank[idx] if len(idx) else np.zeros(0, dtype=np.int32)
+    if sorted_labels and sorted_labels[0] == "":
+        codes = codes - 1
+        sorted_labels = sorted_labels[1:]
+    return Category(codes.astype(np.int32), sorted_labels)
 
 
 def prepare(raw: RawTable, inputs: Mapping[str, Any], book: str = "the rulebook") -> Batch:
@@ -315,6 +362,7 @@ def prepare(raw: RawTable, inputs: Mapping[str, Any], book: str = "the rulebook"
                 issues.append(DataIssue(src, None, name, f"unknown column{hint}; it is ignored", fatal=False))
 
     columns: dict[str, Any] = {}
+    firm_codes = np.full(n, -1, dtype=np.int32)
     for name, spec in inputs.items():
         col = raw.columns.get(name)
         if spec.type in ("number", "integer"):
@@ -354,27 +402,32 @@ def prepare(raw: RawTable, inputs: Mapping[str, Any], book: str = "the rulebook"
                 values[absent] = float(spec.default)
             columns[name] = values
         else:
-            strings = _strings(col) if col is not None else np.full(n, "", dtype=object)
-            empty = strings == ""
+            cat = _category_from_arrow(_text_arrow(col, n))
             if spec.default is not None:
-                strings[empty] = str(spec.default)
-            elif spec.required and empty.any():
-                flag(np.flatnonzero(empty), name, "required value is missing")
+                cat = _fill_category(cat, str(spec.default))
+            elif spec.required and (cat.codes < 0).any():
+                flag(np.flatnonzero(cat.codes < 0), name, "required value is missing")
             if spec.values is not None:
                 allowed = set(spec.values)
-                outside = np.array([s != "" and s not in allowed for s in strings.tolist()], dtype=bool)
-                if outside.any():
+                bad_codes = [i for i, lab in enumerate(cat.labels) if lab not in allowed]
+                if bad_codes:
+                    outside = np.isin(cat.codes, bad_codes)
                     idx = np.flatnonzero(outside)
-                    flag(idx, name, [f"{strings[i]!r} is not one of {', '.join(spec.values)}" for i in idx])
-                    strings[idx] = ""
-            columns[name] = Category.from_array(strings) if spec.type == "category" else strings
+                    flag(idx, name, [f"{cat.labels[cat.codes[i]]!r} is not one of {', '.join(spec.values)}"
+                                     for i in idx])
+                    keep = [lab for lab in cat.labels if lab in allowed]
+                    remap = np.array([keep.index(lab) if lab in allowed else -1 for lab in cat.labels] + [-1],
+                                     dtype=np.int32)
+                    cat = Category(remap[cat.codes], keep)
+            columns[name] = cat if spec.type == "category" else cat.to_strings()
+            if name == "firm_id":
+                firm_codes = cat.codes
 
     # duplicate firm-years
     if "firm_id" in columns and "year" in columns and n:
-        ids = Category.from_array(columns["firm_id"])
         years = columns["year"]
-        ok = (ids.codes >= 0) & ~np.isnan(years)
-        key = ids.codes.astype(np.int64) * 10000 + np.where(ok, years, 0).astype(np.int64)
+        ok = (firm_codes >= 0) & ~np.isnan(years)
+        key = firm_codes.astype(np.int64) * 10000 + np.where(ok, years, 0).astype(np.int64)
         key = np.where(ok, key, -1 - np.arange(n))
         order = np.argsort(key, kind="stable")
         sk = key[order]
@@ -394,4 +447,4 @@ def prepare(raw: RawTable, inputs: Mapping[str, Any], book: str = "the rulebook"
                 msgs.append(f"duplicate firm-year ({columns['firm_id'][i]}, {int(years[i])}): also on "
                             f"row {', '.join(map(str, group))}")
             flag(idx_sorted, "firm_id", msgs)
-    return Batch(columns, n, src, issues, row_issues, invalid, np.arange(1, n + 1))
+    return Batch(columns, n, src, issues, row_issues, invalid, np.arange(1, n + 1), firm_codes)
