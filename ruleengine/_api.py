@@ -38,7 +38,13 @@ def load(book: str | Path | Plan) -> Plan:
 
 def compile_text(text: str, file: str = "<string>") -> Plan:
     """Compile rulebook YAML given as text (for tools and tests)."""
-    return compile_document(parse_text(text, file))
+    from pathlib import Path as _P
+
+    from .source import resolve_imports
+
+    doc = parse_text(text, file)
+    resolve_imports(doc, _P(file).parent if file != "<string>" else _P.cwd())
+    return compile_document(doc)
 
 
 def validate(book: str | Path) -> list[Diagnostic]:
@@ -67,6 +73,11 @@ def rate(book: str | Path | Plan, data: Any, *, benchmarks: Mapping[str, Benchma
     variables or benchmarks (used by author tests).
     """
     plan = load(book)
+    if plan.is_library:
+        from .errors import RuleEngineError
+
+        raise RuleEngineError(f"{plan.file} is a library (imported by rulebooks), not a rulebook: it has "
+                              "no rating to compute")
     batch = prepare(plan, data)
     ev = evaluate(plan, batch, benchmarks, overrides)
     return build(plan, batch, ev, _version())

@@ -172,6 +172,8 @@ class Plan:
     graph: Any  # networkx.DiGraph
     warnings: list[Diagnostic] = field(default_factory=list)
     document: Document | None = None
+    overrides: dict[str, str] = field(default_factory=dict)  # "section.name" → library file it replaces
+    is_library: bool = False
 
     @property
     def variables(self) -> list[str]:
@@ -226,12 +228,15 @@ class _Compiler:
         self.doc = doc
         self.data: dict[str, Any] = doc.data
         self.diags: list[Diagnostic] = []
+        self.library = "library" in doc.data
 
     # -- helpers ---------------------------------------------------------------------------------
     def error(self, msg: str, path: PathT, *, key: bool = False, related: tuple = ()) -> None:
         self.diags.append(Diagnostic(msg, self.doc.loc(path, key=key), "error", related))
 
     def warn(self, msg: str, path: PathT, *, key: bool = False) -> None:
+        if self.library or self.doc.origin(path) is not None:
+            return  # a library offers more than any one rulebook uses: not worth a warning
         self.diags.append(Diagnostic(msg, self.doc.loc(path, key=key), "warning"))
 
     def unit(self, text: str | None, path: PathT) -> Unit | None:
@@ -310,8 +315,8 @@ class _Compiler:
         self.check_names_and_units()
         graph, order = self.build_graph()
         self.check_bands(ratings)
-        incentives, primary = self.compile_incentives(ratings)
-        for std in STANDARD_VARIABLES:
+        incentives, primary = self.compile_incentives(ratings) if not self.library else ({}, "")
+        for std in STANDARD_VARIABLES if not self.library else ():
             if std not in nodes and std not in self.names:
                 self.error(f"every rulebook defines the standard variable '{std}' so that methods can "
                            "be compared", ("variables",), key=True)
@@ -321,15 +326,18 @@ class _Compiler:
                 self.error(f"the input '{must}' ({typ}, required: true) must be declared", ("inputs",), key=True)
             elif spec.type != typ or not spec.required:
                 self.error(f"the input '{must}' must be type: {typ} with required: true", ("inputs", must))
-        self.check_boundary()
+        if not self.library:
+            self.check_boundary(graph)
         raise_if_errors(self.diags)
+        overrides = {f"{sec}.{name}": lib.file for (sec, name), lib in self.doc.overrides.items()}
         return Plan(
-            id=d["id"], title=d["title"], version=d["version"], effective=d["effective"],
+            id=d.get("id") or d["library"], title=d["title"], version=d["version"], effective=d.get("effective", ""),
             hash=self.doc.content_hash, file=self.doc.file, sources=d.get("sources", {}),
             boundary=tuple(d.get("boundary", [])), inputs=inputs, parameters=params, scales=scales,
             nodes=nodes, order=order, benchmarks=benchmarks, ratings=ratings, primary=primary,
             incentives=incentives, tests=d.get("tests", []) or [], graph=graph,
-            warnings=[x for x in self.diags if x.severity == "warning"], document=self.doc)
+            warnings=[x for x in self.diags if x.severity == "warning"], document=self.doc,
+            overrides=overrides, is_library=self.library)
 
     def compile_inputs(self) -> dict[str, InputSpec]:
         out = {}
@@ -865,13 +873,20 @@ class _Compiler:
             self.source_ref(spec, ("incentives", "levels", lid))
         return {"rating": target, "levels": inc["levels"]}, primary  # type: ignore[dict-item]
 
-    def check_boundary(self) -> None:
+    def check_boundary(self, graph: Any) -> None:
+        """A source category outside the declared boundary must not reach the emission totals."""
+        import networkx as nx
+
         boundary = set(self.data.get("boundary", []) or [])
+        totals = [t for t in ("scope1_tco2", "scope2_tco2", "emissions_tco2") if t in graph]
+        counted: set[str] = set(totals)
+        for t in totals:
+            counted |= nx.ancestors(graph, t)
         for name, spec in (self.data.get("variables") or {}).items():
             cat = spec.get("boundary")
-            if cat and cat not in boundary:
-                self.error(f"variable counts {cat} emissions, but the rulebook's boundary does not include "
-                           f"{cat} (boundary: {', '.join(sorted(boundary)) or 'none'})",
+            if cat and cat not in boundary and name in counted:
+                self.error(f"'{name}' counts {cat} emissions into the totals, but the rulebook's boundary "
+                           f"does not include {cat} (boundary: {', '.join(sorted(boundary)) or 'none'})",
                            ("variables", name, "boundary"))
 
 

@@ -48,9 +48,17 @@ class Document:
     marks: dict[PathT, tuple[int, int]] = field(default_factory=dict)
     key_marks: dict[PathT, tuple[int, int]] = field(default_factory=dict)
     styles: dict[PathT, str | None] = field(default_factory=dict)
+    origins: dict[PathT, Document] = field(default_factory=dict)  # (section, name) → imported from
+    overrides: dict[PathT, Document] = field(default_factory=dict)  # (section, name) → replaced import
+
+    def origin(self, path: PathT) -> Document | None:
+        return self.origins.get(tuple(path[:2])) if len(path) >= 2 else None
 
     def loc(self, path: PathT, *, key: bool = False) -> SourceLocation:
         """Location of the value at ``path`` (or of its key), falling back to the nearest parent."""
+        other = self.origin(path)
+        if other is not None:
+            return other.loc(path, key=key)
         table = self.key_marks if key else self.marks
         probe = tuple(path)
         while probe not in table and probe:
@@ -64,6 +72,9 @@ class Document:
         Walks the source lines, so it is right for plain and quoted one-line scalars and for
         block (``|``, ``>``) and folded multi-line ones (each line break counts one character).
         """
+        other = self.origin(path)
+        if other is not None:
+            return other.scalar_loc(path, offset)
         key = tuple(path)
         if key not in self.marks:
             return self.loc(path)
@@ -86,6 +97,10 @@ class Document:
             line += 1
             col = len(lines[line]) - len(lines[line].lstrip())
         return SourceLocation(self.file, line + 1, col + remaining + 1, format_path(path))
+
+    def marks_loc(self, path: PathT) -> SourceLocation:
+        line, col = self.key_marks.get(tuple(path), (0, 0))
+        return SourceLocation(self.file, line + 1, col + 1, format_path(path))
 
     @property
     def content_hash(self) -> str:
@@ -214,14 +229,100 @@ def display_name(path: Path) -> str:
             return str(path)
 
 
+MERGED_SECTIONS = ("sources", "inputs", "parameters", "scales", "variables", "checks")
+
+
 def load_document(name_or_path: str | Path) -> Document:
     path = resolve(name_or_path)
+    return _load_path(path, ())
+
+
+def _load_path(path: Path, stack: tuple[Path, ...]) -> Document:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise RulebookError([Diagnostic(f"not UTF-8 text: {exc.reason}",
                                         SourceLocation(display_name(path), 1, 1))]) from None
-    return parse_text(text, display_name(path))
+    doc = parse_text(text, display_name(path))
+    resolve_imports(doc, path.parent, (*stack, path.resolve()))
+    return doc
+
+
+def _find_import(name: str, base: Path) -> Path | None:
+    for folder in (base, bundled_dir()):
+        candidate = folder / f"{name}.yaml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def resolve_imports(doc: Document, base: Path, stack: tuple[Path, ...] = ()) -> None:
+    """Merge the libraries named in ``imports:`` into ``doc`` (imported entries first).
+
+    A local entry with the same name as an imported one is an error unless it says
+    ``override: true``; sources may repeat only if identical.  Locations of imported entries point
+    into the library file.
+    """
+    imports = doc.data.get("imports") if isinstance(doc.data, dict) else None
+    if not imports or not isinstance(imports, list):
+        return
+    errors: list[Diagnostic] = []
+    imported: dict[str, dict[str, Any]] = {s: {} for s in MERGED_SECTIONS}
+    for i, name in enumerate(imports):
+        if not isinstance(name, str):
+            continue  # the schema reports it
+        path = _find_import(name, base)
+        if path is None:
+            errors.append(Diagnostic(f"cannot find the library '{name}' (looked for {name}.yaml next to "
+                                     "this rulebook and among the bundled rulebooks)", doc.loc(("imports", i))))
+            continue
+        if path.resolve() in stack:
+            chain = " → ".join(p.name for p in (*stack, path.resolve()))
+            errors.append(Diagnostic(f"import cycle: {chain}", doc.loc(("imports", i))))
+            continue
+        lib = _load_path(path, stack)
+        if not isinstance(lib.data, dict) or "library" not in lib.data:
+            errors.append(Diagnostic(f"'{name}' is a rulebook, not a library (a library starts with "
+                                     "'library: NAME')", doc.loc(("imports", i))))
+            continue
+        for section in MERGED_SECTIONS:
+            for key, value in (lib.data.get(section) or {}).items():
+                imported[section][key] = value
+                doc.origins[(section, key)] = lib.origin((section, key)) or lib
+    for section in MERGED_SECTIONS:
+        local = doc.data.get(section) or {}
+        if not isinstance(local, dict):
+            continue
+        merged: dict[str, Any] = {}
+        for key, value in imported[section].items():
+            if key in local:
+                mine = local[key]
+                if section == "sources":
+                    if mine != value:
+                        other = doc.origins[(section, key)].loc((section, key), key=True)
+                        errors.append(Diagnostic(f"source '{key}' differs from the imported one at {other}; "
+                                                 "give it another name", doc.marks_loc((section, key))))
+                    doc.origins.pop((section, key), None)
+                    continue
+                if isinstance(mine, dict) and mine.get("override") is True:
+                    doc.overrides[(section, key)] = doc.origins.pop((section, key))
+                    continue
+                other = doc.origins[(section, key)].loc((section, key), key=True)
+                doc.origins.pop((section, key), None)
+                errors.append(Diagnostic(f"'{key}' is already defined by an import (at {other}); write "
+                                         "'override: true' in it to replace the imported one",
+                                         doc.loc((section, key), key=True)))
+                continue
+            merged[key] = value
+        for key, value in local.items():
+            if isinstance(value, dict) and value.get("override") is True and (section, key) not in doc.overrides:
+                errors.append(Diagnostic(f"'{key}' says 'override: true' but no import defines '{key}'",
+                                         doc.loc((section, key, "override"))))
+            merged[key] = value
+        if merged:
+            doc.data[section] = merged
+    if errors:
+        raise RulebookError(errors)
 
 
 def get_path(data: Any, path: PathT) -> Any:
