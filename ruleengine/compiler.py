@@ -173,6 +173,7 @@ class Plan:
     warnings: list[Diagnostic] = field(default_factory=list)
     document: Document | None = None
     overrides: dict[str, str] = field(default_factory=dict)  # "section.name" → library file it replaces
+    crosswalk: dict[str, dict[str, Any]] = field(default_factory=dict)  # other rulebook id → {rating, map}
     is_library: bool = False
 
     @property
@@ -316,6 +317,7 @@ class _Compiler:
         graph, order = self.build_graph()
         self.check_bands(ratings)
         incentives, primary = self.compile_incentives(ratings) if not self.library else ({}, "")
+        crosswalk = self.compile_crosswalk(ratings, primary)
         for std in STANDARD_VARIABLES if not self.library else ():
             if std not in nodes and std not in self.names:
                 self.error(f"every rulebook defines the standard variable '{std}' so that methods can "
@@ -337,7 +339,7 @@ class _Compiler:
             nodes=nodes, order=order, benchmarks=benchmarks, ratings=ratings, primary=primary,
             incentives=incentives, tests=d.get("tests", []) or [], graph=graph,
             warnings=[x for x in self.diags if x.severity == "warning"], document=self.doc,
-            overrides=overrides, is_library=self.library)
+            overrides=overrides, is_library=self.library, crosswalk=crosswalk)
 
     def compile_inputs(self) -> dict[str, InputSpec]:
         out = {}
@@ -872,6 +874,23 @@ class _Compiler:
                            f"'{target}': {', '.join(ids)}", ("incentives", "levels", lid), key=True)
             self.source_ref(spec, ("incentives", "levels", lid))
         return {"rating": target, "levels": inc["levels"]}, primary  # type: ignore[dict-item]
+
+    def compile_crosswalk(self, ratings: dict[str, RatingSpec], primary: str) -> dict[str, dict[str, Any]]:
+        """Maps from other rulebooks' levels onto this one's primary rating; targets must exist."""
+        out = {}
+        for other, spec in (self.data.get("crosswalk") or {}).items():
+            path: PathT = ("crosswalk", other)
+            self.source_ref(spec, path)
+            if primary in ratings:
+                ids = ratings[primary].ids
+                for level, target in spec["map"].items():
+                    if target not in ids:
+                        from .errors import did_you_mean
+
+                        self.error(f"'{target}' is not a level of {primary} ({', '.join(ids)})"
+                                   f"{did_you_mean(target, ids)}", (*path, "map", level))
+            out[other] = {"rating": spec["rating"], "map": dict(spec["map"])}
+        return out
 
     def check_boundary(self, graph: Any) -> None:
         """A source category outside the declared boundary must not reach the emission totals."""
