@@ -1,0 +1,56 @@
+"""Golden snapshots: every result column of every bundled rulebook on fixed portfolios.
+
+A rulebook or engine change that moves any number fails here until the snapshots are updated on
+purpose (``pytest tests/test_golden.py --snapshot-update``) and CHANGELOG.md says why. Snapshots
+are CSV files under golden/snapshots/, one per (rulebook, portfolio), readable in a diff.
+``engine_version`` is left out so that a release alone does not churn them.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
+
+import ruleengine
+
+ROOT = Path(__file__).resolve().parent.parent
+PORTFOLIOS = sorted((ROOT / "golden" / "portfolios").glob("*.csv"))
+BOOKS = sorted(p.stem for p in (ROOT / "rulebooks").glob("*.yaml"))
+
+
+class CsvSnapshot(SingleFileSnapshotExtension):
+    file_extension = "csv"
+    _write_mode = WriteMode.TEXT
+
+    @classmethod
+    def dirname(cls, *, test_location) -> str:  # noqa: ANN001 - syrupy's signature
+        return str(ROOT / "golden" / "snapshots" / test_location.basename)
+
+
+@pytest.fixture
+def csv_snapshot(snapshot):
+    return snapshot.use_extension(CsvSnapshot)
+
+
+def results_csv(book: str, portfolio: Path) -> str:
+    import pyarrow.csv as pacsv
+
+    results = ruleengine.rate(book, portfolio)
+    table = results.to_arrow().drop_columns(["engine_version"])
+    buf = io.BytesIO()
+    pacsv.write_csv(table, buf)
+    return buf.getvalue().decode("utf-8")
+
+
+def test_every_bundled_rulebook_has_golden_coverage():
+    assert {"huzhou", "national"} <= set(BOOKS)
+    assert PORTFOLIOS, "golden/portfolios/ holds the fixed portfolios"
+
+
+@pytest.mark.parametrize("portfolio", PORTFOLIOS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("book", BOOKS)
+def test_golden(book, portfolio, csv_snapshot):
+    assert results_csv(book, portfolio) == csv_snapshot
