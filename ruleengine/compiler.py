@@ -63,7 +63,7 @@ class ParamSpec:
         return tuple(sorted(keys))
 
     def value_for_year(self, year: int) -> tuple[str, Any] | None:
-        """The (date, value) in force for reporting year ``year`` (latest date ≤ 1 January)."""
+        """The (date, value) in force for reporting year ``year``: the latest whose date falls in or before it."""
         best = None
         for date, value in self.dated:
             if not date or int(date[:4]) <= year:
@@ -704,6 +704,15 @@ class _Compiler:
             for dep in (*node.deps, *[c for c in calls if c in self.scales_]):
                 if dep in g:
                     g.add_edge(dep, name)
+        # Rows failing an error check are not peers: run such checks before every benchmark that
+        # does not itself feed the check.
+        for cname, cnode in self.nodes.items():
+            if cnode.kind != "check" or cnode.spec.get("severity", "error") != "error":
+                continue
+            feeding = nx.ancestors(g, cname)
+            for bname, bnode in self.nodes.items():
+                if bnode.kind == "benchmark" and bname not in feeding:
+                    g.add_edge(cname, bname)
         cycles = []
         for cyc in nx.simple_cycles(g):
             cycles.append(cyc)

@@ -173,6 +173,8 @@ def read_file(path: str | Path, text_columns: Iterable[str] = ()) -> RawTable:
             return RawTable({name: table.column(name) for name in table.column_names}, table.num_rows, str(path))
         if suffix in (".json", ".jsonl", ".ndjson"):
             text = p.read_text(encoding="utf-8-sig")
+            if not text.strip():
+                raise DataError(f"{path}: the file is empty (expected a list of objects, one per firm-year)")
             if suffix == ".json" and text.lstrip().startswith("["):
                 records = json.loads(text)
             else:
@@ -379,13 +381,13 @@ def prepare(raw: RawTable, inputs: Mapping[str, Any], book: str = "the rulebook"
             nonfinite = ~np.isfinite(values) & ~np.isnan(values)
             if nonfinite.any():
                 idx = np.flatnonzero(nonfinite)
-                flag(idx, name, [f"{values[i]!r} is not a finite number" for i in idx])
+                flag(idx, name, [f"{float(values[i])!r} is not a finite number" for i in idx])
                 values[idx] = np.nan
             if spec.type == "integer":
                 frac = ~np.isnan(values) & (values != np.round(values))
                 if frac.any():
                     idx = np.flatnonzero(frac)
-                    flag(idx, name, [f"{values[i]!r} is not a whole number" for i in idx])
+                    flag(idx, name, [f"{float(values[i])!r} is not a whole number" for i in idx])
                     values[idx] = np.nan
             for bound, cmp, word in ((spec.min, np.less, "below the minimum"), (spec.max, np.greater, "above the maximum")):
                 if bound is None:

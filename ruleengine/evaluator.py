@@ -102,7 +102,14 @@ class _BoundTable:
                 continue
             table = found[1]
             if isinstance(key, str):
-                out[rows] = table.get(key, _NAN)
+                if key in table:
+                    out[rows] = table[key]
+                elif spec.fallback_key is not None:
+                    out[rows] = table[spec.fallback_key]
+                    ctx.notes.fallback(rows_mask(ctx.n, rows), f"{self.name}: no value for '{key}' in {y}, "
+                                                               f"used '{spec.fallback_key}'")
+                else:
+                    ctx.notes.reason(rows_mask(ctx.n, rows), f"{self.name}: no value for '{key}' in {y}")
                 continue
             labels = key.labels
             vals = np.array([table.get(lab, _NAN) for lab in labels] + [_NAN])
@@ -241,6 +248,7 @@ class _Context:
         self._year_groups: list[tuple[int, np.ndarray]] | None = None
         self._firm_index: tuple[np.ndarray, np.ndarray] | None = None
         self.aux: dict[str, Any] = {}
+        self.invalid = batch.invalid.copy()  # grows as error checks fail
 
     # names -----------------------------------------------------------------------------------
     def names(self, node: ast.Name) -> Any:
@@ -324,8 +332,8 @@ class _Context:
             "where": where, "min": nmin, "max": nmax,
             "clip": lambda x, lo, hi: np.minimum(np.maximum(x, lo), hi),
             "abs": np.abs, "round": rounding,
-            "all_of": lambda *cs: _reduce(np.minimum, [_truth(c) for c in cs]),
-            "any_of": lambda *cs: _reduce(np.maximum, [_truth(c) for c in cs]),
+            "all_of": lambda *cs: _kleene(cs, decisive=0.0),
+            "any_of": lambda *cs: _kleene(cs, decisive=1.0),
             "coalesce": coalesce, "safe_div": safe_div,
             "is_missing": lambda x: np.isnan(np.asarray(x, dtype=np.float64)).astype(np.float64),
             "prev": lambda x, otherwise=None: self.shifted(x, None, otherwise),
@@ -388,7 +396,8 @@ class _Context:
         # notes: fallbacks taken and benchmarks not found
         none = level < 0
         if none.any():
-            self.notes.reason(none, f"{spec.name}: no peer group with at least {spec.min_peers} peers "
+            peers = "peer" if spec.min_peers == 1 else "peers"
+            self.notes.reason(none, f"{spec.name}: no peer group with at least {spec.min_peers} {peers} "
                                     "and no fallback value")
         fell = level > 0
         if fell.any():
@@ -409,8 +418,12 @@ class _Context:
                 label = cats[lv].labels[code] if 0 <= code < len(cats[lv].labels) else "?"
                 tried = " and by ".join(spec.groups[:lv])
                 if table.levels[lv] == "fallback":
-                    used = (f"{spec.fallback_parameter}['{label}']" if spec.fallback_parameter
-                            else f"the fixed value {spec.fallback_value:g}")
+                    if spec.fallback_parameter:
+                        param = self.plan.parameters[spec.fallback_parameter]
+                        key = label if label in param.keys else param.fallback_key
+                        used = f"{spec.fallback_parameter}['{key}']"
+                    else:
+                        used = f"the fixed value {spec.fallback_value:g}"
                 else:
                     used = f"{table.levels[lv]} '{label}'"
                 texts.append(f"{spec.name}: fewer than {spec.min_peers} peers by {tried}, used {used}")
@@ -430,6 +443,16 @@ class _Context:
         if v is None:
             v = self.batch.columns[group]
         return v
+
+
+def _kleene(conditions: Any, decisive: float) -> Any:
+    """Three-valued and/or: one decisive value settles it (false for all_of, true for any_of);
+    otherwise any unknown makes the result unknown."""
+    cs = np.broadcast_arrays(*[_truth(c) for c in conditions])
+    stacked = np.stack(cs)
+    settled = np.any(stacked == decisive, axis=0)
+    unknown = np.any(np.isnan(stacked), axis=0)
+    return np.where(settled, decisive, np.where(unknown, _NAN, 1.0 - decisive))
 
 
 def _reduce(fn: Any, xs: Any) -> Any:
@@ -480,7 +503,7 @@ def compute_table(spec: BenchmarkSpec, ctx: _Context) -> BenchmarkTable:
     else:
         val = np.broadcast_to(np.asarray(ctx.values_of(spec.of), dtype=np.float64), (n,))
         eligible = np.isfinite(val)
-    eligible &= ~ctx.batch.invalid & (ctx.years >= 0)
+    eligible &= ~ctx.invalid & (ctx.years >= 0)
     if spec.where is not None:
         eligible &= _truth(ctx.evaluate_expr(spec.where)) == 1.0
     for group in spec.groups:
@@ -657,7 +680,7 @@ def evaluate(plan: Plan, batch: Batch, tables: Mapping[str, BenchmarkTable] | No
     for name, col in batch.columns.items():
         ctx.values[name] = col
     levels: dict[str, np.ndarray] = {}
-    invalid = batch.invalid.copy()
+    invalid = ctx.invalid
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         for name in plan.order:
             node = plan.nodes[name]
@@ -690,14 +713,10 @@ def evaluate(plan: Plan, batch: Batch, tables: Mapping[str, BenchmarkTable] | No
     rated = (primary >= 0) & ~invalid
     for rname, lv in levels.items():
         lv[invalid] = -1
-    unrated = ~rated
-    if unrated.any():
-        no_reason = unrated.copy()
-        for idx, _ in ctx.notes.reasons:
-            no_reason[idx] = False
-        for i in batch.row_issues:
-            no_reason[i] = False
-        ctx.notes.reason(no_reason, f"{plan.primary}: the rated value could not be computed")
+    not_computed = (levels[plan.primary] < 0) & ~invalid
+    if not_computed.any():
+        value_text = plan.ratings[plan.primary].value.text
+        ctx.notes.reason(not_computed, f"{plan.primary}: {value_text} could not be computed")
     reasons = _Notes.join(n, ctx.notes.reasons, batch.row_issues)
     fallbacks = _Notes.join(n, ctx.notes.fallbacks)
     values = {k: v for k, v in ctx.values.items() if k in plan.nodes}

@@ -25,7 +25,7 @@ from .units import Unit
 
 MAX_EXPRESSION_LENGTH = 4000
 MAX_POWER = 8
-MAX_DEPTH = 60
+MAX_DEPTH = 200
 
 
 @dataclass(frozen=True)
@@ -96,11 +96,10 @@ class Expr:
         return self.text
 
 
-_ALLOWED = (
-    ast.Expr, ast.BinOp, ast.UnaryOp, ast.Compare, ast.Call, ast.Name, ast.Constant, ast.Subscript,
-    ast.Load, ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow, ast.USub, ast.UAdd, ast.Not,
-    ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.Eq, ast.NotEq,
-)
+_ALLOWED = (ast.Expr, ast.BinOp, ast.UnaryOp, ast.Compare, ast.Call, ast.Name, ast.Constant, ast.Subscript)
+_OPERATORS = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow, ast.USub, ast.UAdd, ast.Not,
+              ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.Eq, ast.NotEq)
+_SKIP = (ast.expr_context, ast.operator, ast.unaryop, ast.cmpop, ast.boolop)
 _REJECT_HINTS: dict[type, str] = {
     ast.BoolOp: "'and'/'or' work on one truth value, not on columns: use all_of(a, b) / any_of(a, b)",
     ast.IfExp: "'x if c else y' works on one truth value, not on columns: use where(c, x, y)",
@@ -167,6 +166,12 @@ def parse(text: str) -> Expr:
             hint = _REJECT_HINTS.get(type(n), f"'{type(n).__name__}' is not allowed in formulas")
             problems.append(Problem(hint, *pos(n)))
             return
+        ops = [n.op] if isinstance(n, ast.BinOp | ast.UnaryOp) else list(n.ops) if isinstance(n, ast.Compare) else []
+        for op in ops:  # operators carry no position: report them at their expression
+            if not isinstance(op, _OPERATORS):
+                hint = _REJECT_HINTS.get(type(op), f"operator '{type(op).__name__}' is not allowed in formulas")
+                problems.append(Problem(hint, *pos(n)))
+                return
         if isinstance(n, ast.Expr) and not isinstance(n.value, ast.expr):
             problems.append(Problem("not an expression", *pos(n)))
             return
@@ -183,6 +188,9 @@ def parse(text: str) -> Expr:
         elif isinstance(n, ast.Call):
             if not isinstance(n.func, ast.Name):
                 problems.append(Problem("only named functions can be called", *pos(n)))
+                return
+            if n.func.id.startswith("_"):
+                problems.append(Problem(f"names starting with '_' are not allowed: '{n.func.id}'", *pos(n)))
                 return
             if n.keywords:
                 problems.append(Problem(f"{n.func.id}() takes no keyword arguments", *pos(n.keywords[0].value)))
@@ -211,7 +219,8 @@ def parse(text: str) -> Expr:
                                         "ncv['raw_coal'], grid_ef[grid_region]", *pos(sl)))
                 return
         for child in ast.iter_child_nodes(n):
-            walk(child, depth + 1)
+            if not isinstance(child, _SKIP):
+                walk(child, depth + 1)
 
     walk(node, 0)
     if problems:

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 
 _DIMENSIONLESS = {"", "1", "-", "ratio", "fraction"}
-_POWER = re.compile(r"^(.*?)\^(-?\d+)$")
+_POWER = re.compile(r"^(.*?)\s*\^\s*(-?\d+)$")
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,8 @@ class Unit:
                 if not factor or factor == "1":
                     continue
                 m = _POWER.match(factor)
+                if m is None and "^" in factor:
+                    raise ValueError(f"unit {text!r}: '{factor}' is not name^whole-number")
                 name, power = (m.group(1).strip(), int(m.group(2))) if m else (factor, 1)
                 powers[name] = powers.get(name, 0) + sign * power
         return Unit._make(powers)

@@ -1,0 +1,37 @@
+"""Shared helpers: a small-rulebook builder for evaluator tests."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+import ruleengine
+
+_HEADER = {
+    "id": "t",
+    "title": "test rulebook",
+    "version": "1.0.0",
+    "effective": "2021-01-01",
+    "sources": {"s": {"title": "test", "status": "assumed"}},
+}
+_INPUTS = {"firm_id": {"type": "string", "required": True},
+           "year": {"type": "integer", "required": True}}
+_STANDARD = {name: {"expr": "0", "unit": unit} for name, unit in (
+    ("scope1_tco2", "tCO2"), ("scope2_tco2", "tCO2"), ("emissions_tco2", "tCO2"),
+    ("energy_tce", "tce"))}
+
+
+def make_book(text: str) -> ruleengine.Plan:
+    """Compile the YAML sections in ``text`` with the boilerplate every rulebook needs filled in:
+    id/title/version/sources, the firm_id and year inputs and the four standard variables (0)."""
+    body = yaml.safe_load(text)
+    doc = dict(_HEADER)
+    doc["inputs"] = {**_INPUTS, **body.pop("inputs", {})}
+    doc["variables"] = {**_STANDARD, **body.pop("variables", {})}
+    doc.update(body)
+    return ruleengine.compile_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+@pytest.fixture(scope="session")
+def book():
+    return make_book
