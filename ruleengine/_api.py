@@ -91,12 +91,22 @@ def explain(book: str | Path | Plan, data: Any, firm_id: str, year: int | None =
         results = rate(plan, data)
     hits = results.find(firm_id, year)
     if not hits:
-        from .errors import RuleEngineError, did_you_mean
+        import difflib
+
+        from .errors import RuleEngineError
 
         ids = sorted(set(results["firm_id"].tolist()))
-        hint = did_you_mean(str(firm_id), ids)
+        wanted = str(firm_id)
+        shown = wanted if len(wanted) <= 60 else wanted[:60] + "…"
         when = f" in {year}" if year is not None else ""
-        raise RuleEngineError(f"no firm '{firm_id}'{when} in the data{hint}")
+        if year is not None and wanted in ids:
+            years = sorted({int(results["year"][i]) for i in results.find(wanted)})
+            raise RuleEngineError(f"no firm '{shown}'{when} in the data; it has the years "
+                                  f"{', '.join(map(str, years))}")
+        near = [i for i in ids if i.lower() == wanted.lower()]
+        near += [i for i in difflib.get_close_matches(wanted, ids, n=5, cutoff=0.5) if i not in near]
+        hint = f"; near matches: {', '.join(near[:5])}" if near else f" ({len(ids)} firms in the data)"
+        raise RuleEngineError(f"no firm '{shown}'{when} in the data{hint}")
     if len(hits) > 1 and year is None:
         years = sorted({int(results['year'][i]) for i in hits})
         hits = [h for h in hits if int(results["year"][h]) == years[-1]]

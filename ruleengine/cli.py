@@ -67,7 +67,10 @@ def main(ctx: click.Context, debug: bool) -> None:
 def _console(stderr: bool = False) -> Any:
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+    console = Console(stderr=stderr, highlight=False, soft_wrap=True)
+    if not console.is_terminal:  # files and pipes get whole lines, not an 80-column crop
+        console.width = 200
+    return console
 
 
 @main.command()
@@ -162,7 +165,10 @@ def _write_or_fail(results: Any, output: str) -> None:
 @click.option("--format", "fmt", type=click.Choice(["summary", "json", "csv"]), default="summary",
               show_default=True, help="What to print on stdout: a summary, or all results as JSON/CSV.")
 @click.option("--max-issues", default=20, show_default=True, help="How many data problems to list.")
-def rate(book: str, data: str, output: str | None, fmt: str, max_issues: int) -> None:
+@click.option("--what-it-takes", "what", is_flag=True,
+              help="Add columns: next better/worse level, margins, and the emissions cut that reaches the "
+                   "better level with benchmarks held fixed (about 30 extra evaluations of the batch).")
+def rate(book: str, data: str, output: str | None, fmt: str, max_issues: int, what: bool) -> None:
     """Rate every firm-year in DATA with BOOK.
 
     Prints the rating distribution and every data problem found (file, row, column). Bad rows
@@ -188,6 +194,10 @@ def rate(book: str, data: str, output: str | None, fmt: str, max_issues: int) ->
         from . import __version__
 
         results = build(plan, batch, evaluate(plan, batch), __version__)
+        if what:
+            from .whatif import columns
+
+            results.columns.update(columns(plan, results))
         progress.update(task, advance=1, description=f"writing {output}")
         if output:
             _write_or_fail(results, output)
@@ -226,6 +236,33 @@ def explain(book: str, data: str, firm: str, year: int | None, fmt: str) -> None
         sys.stdout.write(trace_markdown(trace))
     else:
         trace_text(_console(), trace)
+
+
+@main.command()
+@click.argument("trace_file", metavar="TRACE.json", type=click.Path(exists=True, dir_okay=False))
+@click.option("--book", help="Rulebook to replay with (default: the one named in the trace).")
+def verify(trace_file: str, book: str | None) -> None:
+    """Replay a trace made by `explain --format json` and confirm every number in it.
+
+    Re-rates the traced firm's input rows (kept in the trace) with the benchmark values it was
+    given, and compares every value, level and the status. Exit code 1 names the first difference.
+    """
+    from .explain import verify as verify_trace
+
+    try:
+        trace = json.loads(Path(trace_file).read_text(encoding="utf-8"))
+        meta = trace["rulebook"]
+        trace["replay"], trace["nodes"], trace["decisions"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise DataError(f"{trace_file}: not a ruleengine trace ({exc})") from None
+    checked, problems = verify_trace(trace, book)
+    if problems:
+        click.echo(f"mismatch: {problems[0]}", err=True)
+        for p in problems[1:]:
+            click.echo(f"  also: {p}", err=True)
+        sys.exit(1)
+    click.echo(f"verified: {trace['firm_id']} {trace['year']} under {meta['id']} {meta['version']} "
+               f"({meta['hash']}): {checked} values match")
 
 
 @main.command("test")

@@ -207,6 +207,19 @@ def _compare(op: ast.cmpop, a: Any, b: Any) -> np.ndarray:
     return r
 
 
+@dataclass(frozen=True)
+class Patch:
+    """An override of some rows only: where ``mask`` is true the value is replaced by ``values``."""
+
+    mask: np.ndarray
+    values: np.ndarray
+
+    def apply(self, v: Any, n: int) -> np.ndarray:
+        out = np.array(np.broadcast_to(np.asarray(v, dtype=np.float64), (n,)))
+        out[self.mask] = np.broadcast_to(self.values, (n,))[self.mask]
+        return out
+
+
 @dataclass
 class BenchmarkTable:
     """A benchmark's population statistics: per peer-group level, year and group label.
@@ -686,10 +699,13 @@ def evaluate(plan: Plan, batch: Batch, tables: Mapping[str, BenchmarkTable] | No
             node = plan.nodes[name]
             ctx.current = name.split(":", 1)[-1]
             if node.kind == "variable":
-                if name in ctx.overrides:
-                    v = np.broadcast_to(np.asarray(ctx.overrides[name], dtype=np.float64), (n,)).copy()
-                else:
+                given = ctx.overrides.get(name)
+                if given is None or isinstance(given, Patch):
                     v = ctx.evaluate_expr(node.expr)
+                    if isinstance(given, Patch):
+                        v = given.apply(v, n)
+                else:
+                    v = np.broadcast_to(np.asarray(given, dtype=np.float64), (n,)).copy()
                 if not isinstance(v, Category):
                     v = np.broadcast_to(np.asarray(v, dtype=np.float64), (n,))
                 ctx.values[name] = v

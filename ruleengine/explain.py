@@ -24,7 +24,7 @@ from .data import Category
 if TYPE_CHECKING:
     from .results import Results
 
-TRACE_SCHEMA_VERSION = "1"
+TRACE_SCHEMA_VERSION = "1.0"
 
 
 @dataclass
@@ -61,7 +61,9 @@ class Trace:
     decisions: list[Decision]
     incentive: dict[str, Any]
     nodes: list[TraceNode]
-    provenance: dict[str, str]
+    what_it_takes: dict[str, Any]
+    replay: dict[str, Any]
+    provenance: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
         return _clean(asdict(self))
@@ -134,28 +136,35 @@ def trace_row(plan: Plan, results: Results, i: int) -> Trace:
         return v if isinstance(v, str) else float(v)
 
     nodes: list[TraceNode] = []
-    wanted = set()
-    for end in [f"rating:{r}" for r in plan.ratings] + list(plan.nodes):
-        if end in plan.graph:
-            import networkx as nx
+    # the chain that decides: everything feeding the ratings, the checks and the standard columns
+    import networkx as nx
 
-            if end.startswith("rating:") or plan.nodes[end].kind == "variable":
-                wanted.add(end)
-                wanted |= nx.ancestors(plan.graph, end)
+    from .compiler import STANDARD_VARIABLES
+
+    ends = [n for n in plan.nodes if plan.nodes[n].kind in ("rating", "check")]
+    ends += [v for v in STANDARD_VARIABLES if v in plan.graph]
+    wanted: set[str] = set()
+    for end in ends:
+        wanted.add(end)
+        wanted |= nx.ancestors(plan.graph, end)
     order = [n for n in plan.graph.nodes if n in wanted]
     order.sort(key=lambda n: plan.graph.nodes[n]["order"])
     for name in order:
         kind = plan.kind_of(name) or ""
         if kind == "input":
             spec = plan.inputs[name]
-            nodes.append(TraceNode(name, "input", value_of(name), str(spec.unit or ""),
-                                   detail={"description": spec.description} if spec.description else {}))
+            detail = {"description": spec.description} if spec.description else {}
+            if f"inputs.{name}" in plan.overrides:
+                detail["overrides"] = plan.overrides[f"inputs.{name}"]
+            nodes.append(TraceNode(name, "input", value_of(name), str(spec.unit or ""), detail=detail))
         elif kind == "parameter":
             p = plan.parameters[name]
             found = p.value_for_year(year)
             src = plan.sources.get(p.source, {})
             detail = {"effective": found[0] if found else None, "status": p.status,
                       "source_title": src.get("title", "")}
+            if f"parameters.{name}" in plan.overrides:
+                detail["overrides"] = plan.overrides[f"parameters.{name}"]
             val: Any = found[1] if found else None
             nodes.append(TraceNode(name, "parameter", val, str(p.unit), source=p.source, detail=detail))
         elif kind == "variable":
@@ -178,8 +187,20 @@ def trace_row(plan: Plan, results: Results, i: int) -> Trace:
                         found = plan.parameters[sub.id].value_for_year(year)
                         uses[sub.id] = found[1] if found else None
             unit = str(node.unit) if node.unit is not None else ""
+            detail: dict[str, Any] = {}
+            if node.expr is not None:
+                for sub in ast.walk(node.expr.node):
+                    if (isinstance(sub, ast.Call) and isinstance(sub.func, ast.Name) and sub.func.id == "coalesce"
+                            and sub.args and isinstance(sub.args[0], ast.Name)):
+                        first = sub.args[0].id
+                        detail.setdefault("measured_first", {})[first] = (
+                            "measured" if value_of(first) is not None else "default")
+            if f"variables.{name}" in plan.overrides:
+                detail["overrides"] = plan.overrides[f"variables.{name}"]
+            if plan.document is not None and plan.document.origin(("variables", name)) is not None:
+                detail["defined_in"] = plan.document.origin(("variables", name)).file  # type: ignore[union-attr]
             nodes.append(TraceNode(name, "variable", value_of(name), unit, node.expr.text if node.expr else "",
-                                   uses, node.spec.get("source", "")))
+                                   uses, node.spec.get("source", ""), detail))
         elif kind == "benchmark":
             bm = plan.benchmarks[name]
             group_used = results[f"{name}_group"][i]
@@ -211,16 +232,101 @@ def trace_row(plan: Plan, results: Results, i: int) -> Trace:
     if plan.incentives and row.get("rating"):
         target_level = results[plan.incentives["rating"]][i]
         incentive = dict(plan.incentives["levels"].get(target_level, {}))
-    input_row = {n: value_of(n) for n in plan.inputs}
-    row_hash = hashlib.sha256(json.dumps(_clean(input_row), sort_keys=True, default=str).encode()).hexdigest()[:16]
+    # everything needed to replay this firm-year: its input rows (all its years, for prev()) and
+    # the benchmark values it was given
+    firm_rows = [i]
+    if batch.firm_codes[i] >= 0:
+        firm_rows = np.flatnonzero(batch.firm_codes == batch.firm_codes[i]).tolist()
+
+    def typed_row(j: int) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for n, spec in plan.inputs.items():
+            v = batch.columns[n]
+            if isinstance(v, Category):
+                out[n] = v.to_strings()[j] or None
+            elif spec.type in ("string",):
+                out[n] = str(v[j]) or None
+            else:
+                f = float(v[j])
+                out[n] = None if math.isnan(f) else (int(f) if spec.type == "integer" else f)
+        return out
+
+    replay_rows = [typed_row(j) for j in firm_rows]
+
+    def bench_at(name: str, j: int) -> Any:
+        v = float(np.broadcast_to(ev.values[name], (batch.n,))[j])
+        return None if math.isnan(v) else v
+
+    given = {b: [bench_at(b, j) for j in firm_rows] for b in plan.benchmarks}
+    input_row = typed_row(i)
+    row_hash = hashlib.sha256(json.dumps(_clean(input_row), sort_keys=True).encode()).hexdigest()[:16]
     tables = {k: t.to_json() for k, t in sorted(results.tables.items())}
     table_hash = hashlib.sha256(json.dumps(_clean(tables), sort_keys=True).encode()).hexdigest()[:16]
+    from .whatif import firm_steps
+
+    what: dict[str, Any] = {}
+    if row["status"] == "rated":
+        better, worse = firm_steps(plan, results, i)
+        what = {"rating": plan.primary, "better": asdict(better) if better else None,
+                "worse": asdict(worse) if worse else None}
     return Trace(
         TRACE_SCHEMA_VERSION,
         {"id": plan.id, "title": plan.title, "version": plan.version, "hash": plan.hash, "file": plan.file},
         str(row["firm_id"]), year, row["status"],
         [r for r in str(row["reasons"]).split("; ") if r], [f for f in str(row["fallbacks"]).split("; ") if f],
-        decisions, incentive, nodes,
+        decisions, incentive, nodes, what,
+        {"rows": replay_rows, "benchmarks": given, "row": firm_rows.index(i)},
         {"engine_version": row["engine_version"], "input_row_sha256": row_hash,
          "benchmark_tables_sha256": table_hash, "data_source": batch.source,
          "data_row": int(batch.row_numbers[i])})
+
+
+def verify(trace: dict[str, Any], book: Any = None) -> tuple[int, list[str]]:
+    """Replay a trace (as JSON data): re-rate its rows with its benchmark values and compare.
+
+    Returns (how many values were checked, the differences in trace order). ``book`` overrides
+    the rulebook named in the trace (its file if it exists, else the bundled id).
+    """
+    from pathlib import Path
+
+    from ._api import load, rate
+
+    meta = trace["rulebook"]
+    if book is None:
+        book = meta["file"] if Path(meta["file"]).is_file() else meta["id"]
+    plan = load(book)
+    problems: list[str] = []
+    if plan.hash != meta["hash"]:
+        problems.append(f"rulebook {plan.id} has changed since the trace was made: hash {plan.hash}, "
+                        f"trace {meta['hash']}")
+    replay = trace["replay"]
+    overrides = {b: np.array([math.nan if v is None else v for v in vals], dtype=np.float64)
+                 for b, vals in replay["benchmarks"].items()}
+    results = rate(plan, replay["rows"], overrides=overrides)
+    fresh = trace_row(plan, results, int(replay["row"])).to_dict()
+    checked = 0
+
+    def same(a: Any, b: Any) -> bool:
+        if isinstance(a, float) and isinstance(b, float):
+            return a == b or (math.isnan(a) and math.isnan(b))
+        return a == b
+
+    old_nodes = {n["name"]: n for n in trace["nodes"]}
+    for n in fresh["nodes"]:
+        if n["kind"] == "benchmark":
+            continue  # given, not recomputed
+        old = old_nodes.get(n["name"])
+        if old is None:
+            problems.append(f"{n['name']}: not in the trace")
+            continue
+        checked += 1
+        if not same(old["value"], n["value"]):
+            problems.append(f"{n['name']}: trace {old['value']!r}, recomputed {n['value']!r}")
+    for old, new in zip(trace["decisions"], fresh["decisions"], strict=False):
+        checked += 1
+        if old["level"] != new["level"]:
+            problems.append(f"{old['rating']}: trace level {old['level']!r}, recomputed {new['level']!r}")
+    checked += 1
+    if trace["status"] != fresh["status"]:
+        problems.append(f"status: trace {trace['status']}, recomputed {fresh['status']}")
+    return checked, problems

@@ -122,6 +122,8 @@ def trace_text(console: Any, trace: Trace) -> None:
         tree.add(f"[red]reason[/red]: {r}")
     for f in trace.fallbacks:
         tree.add(f"[yellow]fallback[/yellow]: {f}")
+    for line in what_it_takes_lines(trace):
+        tree.add(line)
     calc = tree.add("calculation")
     for node in trace.nodes:
         unit = f" {node.unit}" if node.unit and node.unit != "1" else ""
@@ -144,6 +146,29 @@ def trace_text(console: Any, trace: Trace) -> None:
                   f"{p['input_row_sha256']}, benchmarks {p['benchmark_tables_sha256']}[/dim]")
 
 
+def what_it_takes_lines(trace: Trace) -> list[str]:
+    w = trace.what_it_takes
+    if not w:
+        return []
+    out = []
+    b = w.get("better")
+    if b:
+        out.append(f"to reach {w['rating']} {b['level']} ({b['rule']}): {b['value']:.6g} must move by "
+                   f"{b['margin']:.6g} (benchmarks held fixed)")
+        for c in b["cuts"]:
+            if c["cut"] is None:
+                out.append(f"  cutting {c['what']} alone cannot reach it (current {c['current']:.6g} {c['unit']})")
+            else:
+                out.append(f"  cut {c['what']} by {c['cut']:.6g} {c['unit']} ({c['cut_pct']:.2f}% of "
+                           f"{c['current']:.6g})")
+    else:
+        out.append(f"{w['rating']}: already at the best level")
+    wo = w.get("worse")
+    if wo:
+        out.append(f"room before {w['rating']} {wo['level']} ({wo['rule']}): {wo['margin']:.6g}")
+    return out
+
+
 def trace_markdown(trace: Trace) -> str:
     lines = [f"# {trace.firm_id} — {trace.year}: {trace.rulebook['title']}", ""]
     lines.append(f"Rulebook `{trace.rulebook['id']}` {trace.rulebook['version']} (`{trace.rulebook['hash']}`), "
@@ -157,7 +182,12 @@ def trace_markdown(trace: Trace) -> str:
         lines.append(f"- reason: {r}")
     for f in trace.fallbacks:
         lines.append(f"- fallback: {f}")
-    lines += ["", "| name | kind | value | unit | formula / source | values used |", "|---|---|---|---|---|---|"]
+    wt = what_it_takes_lines(trace)
+    if wt:
+        lines += ["", "## What it would take", ""]
+        lines += [f"- {line.strip()}" if not line.startswith("  ") else f"  - {line.strip()}" for line in wt]
+    lines += ["", "## Calculation", "", "| name | kind | value | unit | formula / source | values used |",
+              "|---|---|---|---|---|---|"]
     for node in trace.nodes:
         src = node.formula or (f"{node.source} ({node.detail.get('status', '')}, from "
                                f"{node.detail.get('effective') or 'always'})" if node.kind == "parameter" else "")

@@ -119,7 +119,7 @@ def test_explain_formats_and_near_matches(tmp_path):
     assert md.startswith("# F03 — 2022:")
     missing = run("explain", "huzhou", str(data), "--firm", "F3")
     assert missing.exit_code == 1
-    assert "no firm 'F3' in the data (did you mean" in missing.output
+    assert "no firm 'F3' in the data; near matches: F03" in missing.output
 
 
 def test_graph_formats():
