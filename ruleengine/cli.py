@@ -265,6 +265,60 @@ def verify(trace_file: str, book: str | None) -> None:
                f"({meta['hash']}): {checked} values match")
 
 
+@main.command()
+@click.argument("old")
+@click.argument("new")
+@click.option("--data", type=click.Path(dir_okay=False, exists=True),
+              help="A portfolio to measure the impact on (rating migration, lending, attribution).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True)
+def diff(old: str, new: str, data: str | None, fmt: str) -> None:
+    """What changed between two rulebooks, on meaning, and what it does to a portfolio.
+
+    Reformatting (key order, whitespace, comments, redundant parentheses) is not a change. Each
+    change is shown with its location in both files. With --data: old × new rating migration,
+    firms that moved (by industry division and size), the change in rate adjustments and, when
+    the data has loan_amount_10k_cny, the annual interest effect in CNY; and which change moved how
+    many firms, applied one at a time and in both orders.
+    """
+    from .diff import run, to_json, to_markdown
+    from .render import diff_text
+
+    result = run(old, new, data)
+    if fmt == "json":
+        sys.stdout.write(to_json(result))
+    elif fmt == "markdown":
+        sys.stdout.write(to_markdown(result))
+    else:
+        diff_text(_console(), result)
+
+
+@main.command()
+@click.argument("book", nargs=-1, required=True)
+@click.option("--data", required=True, type=click.Path(dir_okay=False, exists=True), help="The portfolio to rate under every method.")
+@click.option("--top", default=10, show_default=True, help="How many largest differences to list per pair.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True)
+def compare(book: tuple[str, ...], data: str, top: int, fmt: str) -> None:
+    """Rate the same firms under several methods and show where they disagree, and why.
+
+    Per method: the rating distribution. Per pair: rank agreement (Spearman, Kendall tau-b on each
+    method's rated value), a cross-tab on a common scale (the national draft's crosswalk), and the
+    firms whose relative position differs most, with the reason: boundary (emissions one method
+    leaves out), benchmark (a coarser peer group or fallback) or scale.
+    """
+    from .compare import run, to_json, to_markdown
+    from .render import compare_text
+
+    if len(book) < 2:
+        raise click.UsageError("compare needs at least two rulebooks")
+    result = run(list(book), data, top)
+    if fmt == "json":
+        sys.stdout.write(to_json(result))
+    elif fmt == "markdown":
+        sys.stdout.write(to_markdown(result))
+    else:
+        compare_text(_console(), result)
+
+
 @main.command("test")
 @click.argument("book", nargs=-1, required=True)
 @click.option("-k", "select", help="Run only the cases whose name contains this text.")

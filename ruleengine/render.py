@@ -201,3 +201,71 @@ def trace_markdown(trace: Trace) -> str:
     lines += ["", f"Provenance: engine {p['engine_version']}, input row sha256 `{p['input_row_sha256']}`, "
               f"benchmark tables sha256 `{p['benchmark_tables_sha256']}`, {p['data_source']} row {p['data_row']}.", ""]
     return "\n".join(lines)
+
+
+def diff_text(console: Any, result: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    from .diff import _short
+
+    o, n = result["old"], result["new"]
+    console.print(f"[bold]{o['id']} {o['version']}[/bold] ({o['file']}) → [bold]{n['id']} {n['version']}[/bold] ({n['file']})")
+    for w in result["warnings"]:
+        console.print(f"[yellow]warning[/yellow]: {w}")
+    edits = result["edits"]
+    if not edits:
+        console.print("no changes")
+    for e in edits:
+        console.print(f"{e.kind:8} {e.summary()}", markup=False)
+        console.print(f"         old {e.old_loc}  new {e.new_loc}", markup=False, style="dim")
+    imp = result.get("impact")
+    if not imp:
+        return
+    console.print(f"\n{imp['firm_years']:,} firm-years: {imp['moved']:,} change rating "
+                  f"({imp['up']:,} up, {imp['down']:,} down, {imp['newly_unrated']:,} newly unrated)")
+    m = imp["matrix"]
+    table = Table(title="old (rows) × new (columns)", title_justify="left")
+    table.add_column("")
+    for c in m["columns"]:
+        table.add_column(c, justify="right")
+    for r, counts in zip(m["rows"], m["counts"], strict=True):
+        table.add_row(r, *[str(c) if c else "·" for c in counts])
+    console.print(table)
+    for k, v in imp["lending"].items():
+        console.print(f"{k}: {v:,.2f}")
+    att = result.get("attribution")
+    if att and att["alone"]:
+        console.print("attribution (firm-years moved by each change alone; forward / reverse cumulative):")
+        fwd = {s["change"]: s["moved"] for s in att["forward"]}
+        rev = {s["change"]: s["moved"] for s in att["reverse"]}
+        for a in att["alone"]:
+            def fmt(v: Any) -> str:
+                return "needs other changes" if v is None else str(v)
+            console.print(f"  {a['change']}: {fmt(a['moved'])} ({fmt(fwd.get(a['change']))} / "
+                          f"{fmt(rev.get(a['change']))})", markup=False)
+        console.print("  order-independent: " + ("yes" if att["order_independent"] else "no, the changes interact"))
+    del _short
+
+
+def compare_text(console: Any, result: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{result['firm_years']:,} firm-years under {len(result['methods'])} methods", title_justify="left")
+    for col in ("method", "boundary", "rated", "distribution (best first)"):
+        table.add_column(col)
+    for m in result["methods"]:
+        table.add_row(f"{m['id']} {m['version']}", ", ".join(b.split(".")[1] for b in m["boundary"]),
+                      f"{m['rated']:,}", ", ".join(f"{k} {v}" for k, v in m["distribution"]))
+    console.print(table)
+    cw = result.get("crosswalk")
+    for p in result["pairs"]:
+        same = p.get("same_common_grade")
+        line = (f"{p['a']} vs {p['b']}: Spearman {p['spearman']:.3f}, Kendall tau-b {p['kendall_tau_b']:.3f}"
+                f" on {p['both_rated']:,} firm-years rated by both")
+        if same is not None and cw:
+            line += f"; same {cw['scale']} grade for {100 * same:.0f}%"
+        console.print(line, markup=False)
+        for d in p["largest_differences"]:
+            name = f" {d['firm_name']}" if d["firm_name"] else ""
+            console.print(f"  {d['firm_id']}{name} {d['year']}: {p['a']} {d[p['a'] + '_rating']} vs "
+                          f"{p['b']} {d[p['b'] + '_rating']} — {d['reason']}", markup=False)

@@ -1,0 +1,497 @@
+"""Diff stage: what changed between two rulebooks (on meaning) and what the change does to a portfolio.
+
+Structural diff compares the compiled meaning, not the text: key order, whitespace, comments, flow
+vs block style and parentheses that change nothing are not changes (formulas are compared as parsed
+trees, numbers as numbers). Each :class:`Edit` carries its location in both files and the patches
+that apply it, so that the impact of each change can be measured alone (attribution).
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .compiler import Plan, compile_document
+from .errors import RuleEngineError, RulebookError
+from .source import Document, PathT, format_path
+
+_MISSING = object()
+_SECTIONS = ("inputs", "parameters", "scales", "variables", "checks", "benchmarks", "sources")
+
+
+@dataclass
+class Edit:
+    """One change of meaning. ``patches`` are (path, new value or None for delete) on OLD's data."""
+
+    kind: str  # added | removed | changed
+    what: str  # e.g. "parameter", "threshold", "expression", "band", "incentive", "metadata"
+    name: str  # yaml path in words, e.g. ratings.level: threshold between 3 and 4
+    old: Any
+    new: Any
+    old_loc: str
+    new_loc: str
+    patches: list[tuple[PathT, Any]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        if self.kind == "added":
+            return f"{self.name}: added {_short(self.new)}"
+        if self.kind == "removed":
+            return f"{self.name}: removed (was {_short(self.old)})"
+        return f"{self.name}: {_short(self.old)} → {_short(self.new)}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "what": self.what, "name": self.name, "old": _jsonable(self.old),
+                "new": _jsonable(self.new), "old_location": self.old_loc, "new_location": self.new_loc}
+
+
+def _short(v: Any) -> str:
+    text = v if isinstance(v, str) else json.dumps(_jsonable(v), ensure_ascii=False, sort_keys=True)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _jsonable(v: Any) -> Any:
+    if v is _MISSING:
+        return None
+    return v
+
+
+def _norm_expr(text: Any) -> Any:
+    """A formula as a comparable tree: parentheses and spacing vanish, 1 and 1.0 are equal."""
+    if not isinstance(text, str):
+        return text
+    try:
+        tree = ast.parse(text.strip().replace("\n", " "), mode="eval")
+    except SyntaxError:
+        return text
+
+    class _Num(ast.NodeTransformer):
+        def visit_Constant(self, node: ast.Constant) -> ast.AST:  # noqa: N802 - ast API
+            if isinstance(node.value, int | float) and not isinstance(node.value, bool):
+                return ast.copy_location(ast.Constant(float(node.value)), node)
+            return node
+
+    return ast.dump(_Num().visit(tree), annotate_fields=False, include_attributes=False)
+
+
+_EXPR_KEYS = {"expr", "where", "value", "when"}
+
+
+def _norm(v: Any, key: str = "") -> Any:
+    """Canonical form of a value for comparison (formulas parsed, ints as floats, dicts sorted)."""
+    if isinstance(v, dict):
+        return {k: _norm(x, k) for k, x in sorted(v.items())}
+    if isinstance(v, list):
+        return [_norm(x, key) for x in v]
+    if isinstance(v, bool) or v is None:
+        return v
+    if isinstance(v, int | float):
+        return float(v)
+    if key in _EXPR_KEYS and isinstance(v, str):
+        return _norm_expr(v)
+    return v
+
+
+def _loc(doc: Document, path: PathT, key: bool = False) -> str:
+    loc = doc.loc(path, key=key)
+    return f"{loc.file}:{loc.line}:{loc.column}"
+
+
+_IGNORED_TOP = {"tests", "description", "jurisdiction", "title", "imports"}
+_IGNORED_FIELDS = {"description", "note"}
+
+
+def structural_diff(old: Document, new: Document) -> list[Edit]:
+    """Every change of meaning from ``old`` to ``new`` (both loaded documents), in a stable order."""
+    a, b = old.data, new.data
+    edits: list[Edit] = []
+
+    def add(kind: str, what: str, name: str, va: Any, vb: Any, path: PathT, patches: list | None = None,
+            key: bool = False) -> None:
+        ol = _loc(old, path, key) if va is not _MISSING else "-"
+        nl = _loc(new, path, key) if vb is not _MISSING else "-"
+        edits.append(Edit(kind, what, name, va, vb, ol, nl,
+                          patches if patches is not None else [(path, None if vb is _MISSING else vb)]))
+
+    for meta in ("id", "version", "effective", "title"):
+        if a.get(meta) != b.get(meta):
+            add("changed", "metadata", meta, a.get(meta, _MISSING), b.get(meta, _MISSING), (meta,))
+    if set(a.get("boundary") or []) != set(b.get("boundary") or []):
+        ra, rb = set(a.get("boundary") or []), set(b.get("boundary") or [])
+        desc = ", ".join([f"+{x}" for x in sorted(rb - ra)] + [f"-{x}" for x in sorted(ra - rb)])
+        add("changed", "boundary", f"boundary ({desc})", sorted(ra), sorted(rb), ("boundary",))
+    for section in _SECTIONS:
+        sa, sb = a.get(section) or {}, b.get(section) or {}
+        for name in list(sa) + [n for n in sb if n not in sa]:
+            path = (section, name)
+            what = section[:-1] if section != "sources" else "source"
+            if name not in sb:
+                add("removed", what, f"{section}.{name}", sa[name], _MISSING, path, key=True)
+                continue
+            if name not in sa:
+                add("added", what, f"{section}.{name}", _MISSING, sb[name], path, key=True)
+                continue
+            ea, eb = sa[name], sb[name]
+            if not isinstance(ea, dict) or not isinstance(eb, dict):
+                if _norm(ea) != _norm(eb):
+                    add("changed", what, f"{section}.{name}", ea, eb, path)
+                continue
+            _diff_fields(add, what, section, name, ea, eb)
+    _diff_ratings(add, a.get("ratings") or {}, b.get("ratings") or {}, old, new, edits)
+    ia, ib = (a.get("incentives") or {}).get("levels", {}), (b.get("incentives") or {}).get("levels", {})
+    for lid in list(ia) + [x for x in ib if x not in ia]:
+        path = ("incentives", "levels", lid)
+        va, vb = ia.get(lid, _MISSING), ib.get(lid, _MISSING)
+        if va is _MISSING or vb is _MISSING:
+            add("added" if va is _MISSING else "removed", "incentive", f"incentives.{lid}", va, vb, path, key=True)
+            continue
+        for f in sorted(set(va) | set(vb)):
+            if f in _IGNORED_FIELDS:
+                continue
+            fa, fb = va.get(f, _MISSING), vb.get(f, _MISSING)
+            if _norm(fa) != _norm(fb):
+                add("changed", "incentive", f"incentives.{lid}.{f}", fa, fb, (*path, f))
+    ca, cb = a.get("crosswalk") or {}, b.get("crosswalk") or {}
+    for other in list(ca) + [x for x in cb if x not in ca]:
+        va, vb = ca.get(other, _MISSING), cb.get(other, _MISSING)
+        if va is _MISSING or vb is _MISSING or _norm(va.get("map")) != _norm(vb.get("map")) or va.get("rating") != vb.get("rating"):
+            kind = "added" if va is _MISSING else "removed" if vb is _MISSING else "changed"
+            add(kind, "crosswalk", f"crosswalk.{other}", va, vb, ("crosswalk", other))
+    return edits
+
+
+def _diff_fields(add: Any, what: str, section: str, name: str, ea: dict, eb: dict) -> None:
+    path = (section, name)
+    # dated values are compared per date and per key, so a moved factor is named precisely
+    if "values" in ea and "values" in eb and isinstance(ea["values"], dict) and isinstance(eb["values"], dict):
+        for date in list(ea["values"]) + [d for d in eb["values"] if d not in ea["values"]]:
+            va, vb = ea["values"].get(date, _MISSING), eb["values"].get(date, _MISSING)
+            if isinstance(va, dict) and isinstance(vb, dict):
+                for k in list(va) + [x for x in vb if x not in va]:
+                    xa, xb = va.get(k, _MISSING), vb.get(k, _MISSING)
+                    if _norm(xa) != _norm(xb):
+                        kind = "added" if xa is _MISSING else "removed" if xb is _MISSING else "changed"
+                        add(kind, what, f"{section}.{name}[{date}].{k}", xa, xb, (*path, "values", date, k))
+            elif _norm(va) != _norm(vb):
+                kind = "added" if va is _MISSING else "removed" if vb is _MISSING else "changed"
+                add(kind, what, f"{section}.{name}[{date}]", va, vb, (*path, "values", date), key=True)
+        ea = {k: v for k, v in ea.items() if k != "values"}
+        eb = {k: v for k, v in eb.items() if k != "values"}
+    if "table" in ea and "table" in eb:
+        for k in list(ea["table"]) + [x for x in eb["table"] if x not in ea["table"]]:
+            xa, xb = ea["table"].get(k, _MISSING), eb["table"].get(k, _MISSING)
+            if _norm(xa) != _norm(xb):
+                kind = "added" if xa is _MISSING else "removed" if xb is _MISSING else "changed"
+                add(kind, what, f"{section}.{name}['{k}']", xa, xb, (*path, "table", k))
+        ea = {k: v for k, v in ea.items() if k != "table"}
+        eb = {k: v for k, v in eb.items() if k != "table"}
+    for f in sorted(set(ea) | set(eb)):
+        if f in _IGNORED_FIELDS:
+            continue
+        fa, fb = ea.get(f, _MISSING), eb.get(f, _MISSING)
+        if _norm(fa, f) != _norm(fb, f):
+            label = "expression" if f in _EXPR_KEYS else what
+            add("changed", label, f"{section}.{name}.{f}", fa, fb, (*path, f))
+
+
+def _diff_ratings(add: Any, ra: dict, rb: dict, old: Document, new: Document, edits: list[Edit]) -> None:
+    for name in list(ra) + [n for n in rb if n not in ra]:
+        path = ("ratings", name)
+        if name not in rb or name not in ra:
+            va, vb = ra.get(name, _MISSING), rb.get(name, _MISSING)
+            add("added" if va is _MISSING else "removed", "rating", f"ratings.{name}", va, vb, path, key=True)
+            continue
+        a, b = ra[name], rb[name]
+        for f in ("value", "closed", "better", "primary", "domain"):
+            if _norm(a.get(f, _MISSING), f) != _norm(b.get(f, _MISSING), f):
+                add("changed", "expression" if f == "value" else "rating", f"ratings.{name}.{f}",
+                    a.get(f, _MISSING), b.get(f, _MISSING), (*path, f))
+        if "bands" in a and "bands" in b:
+            ida = [str(x["id"]) for x in a["bands"]]
+            idb = [str(x["id"]) for x in b["bands"]]
+            if ida != idb:
+                add("changed", "levels", f"ratings.{name}.bands (levels {', '.join(ida)} → {', '.join(idb)})",
+                    ida, idb, (*path, "bands"))
+                continue
+            # thresholds: the edge between consecutive bands (upper of i == lower of i+1)
+            for i in range(len(ida) - 1):
+                ua, ub = a["bands"][i].get("upper"), b["bands"][i].get("upper")
+                la, lb = a["bands"][i + 1].get("lower"), b["bands"][i + 1].get("lower")
+                if _norm(ua) != _norm(ub) or _norm(la) != _norm(lb):
+                    bp = (*path, "bands")
+                    edits.append(Edit(
+                        "changed", "threshold", f"ratings.{name}: threshold between {ida[i]} and {ida[i + 1]}",
+                        ua if _norm(ua) == _norm(la) else [ua, la], ub if _norm(ub) == _norm(lb) else [ub, lb],
+                        _loc(old, (*bp, i, "upper")), _loc(new, (*bp, i, "upper")),
+                        [((*bp, i, "upper"), ub), ((*bp, i + 1, "lower"), lb)]))
+            for i, (x, y) in enumerate(zip(a["bands"], b["bands"], strict=True)):
+                for f in ("label",):
+                    if x.get(f) != y.get(f):
+                        add("changed", "label", f"ratings.{name}.bands[{ida[i]}].{f}", x.get(f, _MISSING),
+                            y.get(f, _MISSING), (*path, "bands", i, f))
+                if i == 0 and _norm(x.get("lower")) != _norm(y.get("lower")):
+                    add("changed", "threshold", f"ratings.{name}: lower bound of {ida[0]}", x.get("lower"),
+                        y.get("lower"), (*path, "bands", 0, "lower"))
+                if i == len(ida) - 1 and _norm(x.get("upper")) != _norm(y.get("upper")):
+                    add("changed", "threshold", f"ratings.{name}: upper bound of {ida[-1]}", x.get("upper"),
+                        y.get("upper"), (*path, "bands", i, "upper"))
+        elif _norm(a.get("levels")) != _norm(b.get("levels")) or _norm(a.get("bands")) != _norm(b.get("bands")):
+            add("changed", "levels", f"ratings.{name}.levels", a.get("levels", a.get("bands")),
+                b.get("levels", b.get("bands")), (*path, "levels" if "levels" in b else "bands"))
+
+
+# -- impact on a portfolio -------------------------------------------------------------------------
+
+def _semver(v: str) -> tuple[int, ...]:
+    m = re.match(r"^(\d+)\.(\d+)\.(\d+)", v or "")
+    return tuple(int(x) for x in m.groups()) if m else (0, 0, 0)
+
+
+def version_warnings(old: Plan, new: Plan, new_path: Path | None) -> list[str]:
+    out = []
+    if _semver(new.version) <= _semver(old.version):
+        out.append(f"the new version {new.version} does not increase on {old.version}: bump it "
+                   "(MAJOR when any output can change for the same inputs)")
+    if new_path is not None:
+        found = None
+        for folder in [new_path.parent, *new_path.parent.parents][:4]:
+            if (folder / "CHANGELOG.md").is_file():
+                found = folder / "CHANGELOG.md"
+                break
+        if found is None:
+            out.append(f"no CHANGELOG.md found near {new_path}: record why the method changed")
+        else:
+            text = found.read_text(encoding="utf-8")
+            if not re.search(rf"\b{re.escape(new.id)}\b[^\n]*\b{re.escape(new.version)}\b", text):
+                out.append(f"{found} has no line naming {new.id} {new.version}: record why the method changed")
+    return out
+
+
+def _rank(plan: Plan) -> dict[str, int]:
+    return {lv: i for i, lv in enumerate(plan.ratings[plan.primary].best_first())}
+
+
+def impact(old: Plan, new: Plan, data: Any) -> dict[str, Any]:
+    """Migration of the primary rating from OLD to NEW on a portfolio, and what it does to lending."""
+    from ._api import rate
+
+    ra, rb = rate(old, data), rate(new, data)
+    a, b = ra["rating"], rb["rating"]
+    a_lab = np.where(a == "", "unrated", a)
+    b_lab = np.where(b == "", "unrated", b)
+    rows = [*old.ratings[old.primary].best_first(), "unrated"]
+    cols = [*new.ratings[new.primary].best_first(), "unrated"]
+    pairs = Counter(zip(a_lab.tolist(), b_lab.tolist(), strict=True))
+    matrix = [[pairs.get((r, c), 0) for c in cols] for r in rows]
+    rank_a, rank_b = _rank(old), _rank(new)
+    same_scale = rank_a == rank_b
+    moved = a_lab != b_lab
+    direction = np.full(len(a), "", dtype=object)
+    if same_scale:
+        ia = np.array([rank_a.get(x, -1) for x in a_lab.tolist()])
+        ib = np.array([rank_b.get(x, -1) for x in b_lab.tolist()])
+        both = (ia >= 0) & (ib >= 0)
+        direction[both & (ib < ia)] = "up"
+        direction[both & (ib > ia)] = "down"
+    direction[(a_lab != "unrated") & (b_lab == "unrated")] = "newly unrated"
+    direction[(a_lab == "unrated") & (b_lab != "unrated")] = "newly rated"
+    direction[moved & (direction == "")] = "moved"
+    batch = rb.batch
+    assert batch is not None
+
+    def text_col(name: str) -> np.ndarray:
+        col = batch.columns.get(name)
+        if col is None:
+            return np.full(len(a), "", dtype=object)
+        return col.to_strings() if hasattr(col, "to_strings") else np.asarray(col, dtype=object)
+
+    industry = text_col("industry")
+    division = np.array([s[:2] for s in industry.tolist()], dtype=object)
+    size = text_col("size")
+    by = {}
+    for key, values in (("division", division), ("size", size)):
+        table: dict[str, Counter] = {}
+        for v, d in zip(values.tolist(), direction.tolist(), strict=True):
+            if d:
+                table.setdefault(v or "(none)", Counter())[d] += 1
+        by[key] = {k: dict(sorted(c.items())) for k, c in sorted(table.items())}
+    firms = [{"firm_id": str(ra["firm_id"][i]), "year": int(ra["year"][i]), "old": str(a_lab[i]),
+              "new": str(b_lab[i]), "direction": str(direction[i])} for i in np.flatnonzero(moved)]
+    lending: dict[str, Any] = {}
+    bp_a = ra.columns.get("incentive_rate_bp")
+    bp_b = rb.columns.get("incentive_rate_bp")
+    if bp_a is not None and bp_b is not None:
+        da, db = np.nan_to_num(bp_a), np.nan_to_num(bp_b)
+        lending["rate_bp_sum_change"] = float(np.sum(db - da))
+        from .data import _numbers, read_any
+
+        raw = read_any(data)
+        loan_col = raw.columns.get("loan_amount_10k_cny")
+        if loan_col is not None:
+            loans, _bad = _numbers(loan_col, raw.n)
+            loans = np.nan_to_num(loans)
+            # loan (10^4 CNY) x 10^4 CNY x Δbp x 10^-4 = loan_10k x Δbp CNY a year
+            effect = loans * (db - da)
+            lending["annual_interest_change_cny"] = float(np.sum(effect))
+            lending["loans_affected_10k_cny"] = float(np.sum(loans[db != da]))
+    return {
+        "firm_years": len(a), "moved": int(moved.sum()),
+        "up": int((direction == "up").sum()), "down": int((direction == "down").sum()),
+        "newly_unrated": int((direction == "newly unrated").sum()),
+        "newly_rated": int((direction == "newly rated").sum()),
+        "matrix": {"rows": rows, "columns": cols, "counts": matrix},
+        "by": by, "firms": firms, "lending": lending,
+        "_results": (ra, rb),
+    }
+
+
+def _apply(data: Any, patches: list[tuple[PathT, Any]]) -> Any:
+    out = copy.deepcopy(data)
+    for path, value in patches:
+        node = out
+        for p in path[:-1]:
+            node = node[p]
+        last = path[-1]
+        if value is None:
+            if isinstance(node, dict):
+                node.pop(last, None)
+        else:
+            node[last] = copy.deepcopy(value)
+    return out
+
+
+def attribution(old_doc: Document, new_doc: Document, edits: list[Edit], data: Any,
+                base: Any) -> dict[str, Any]:
+    """Which change moved how many firms: each change alone on OLD, then cumulatively in both orders.
+
+    ``base``: OLD's primary rating labels on ``data``. A change that cannot be applied alone (it
+    needs another change to compile) is reported as such.
+    """
+    from ._api import rate
+
+    def rated_with(doc_data: Any) -> np.ndarray | None:
+        doc = Document(doc_data, old_doc.file, old_doc.text, old_doc.marks, old_doc.key_marks,
+                       old_doc.styles, old_doc.origins, old_doc.overrides)
+        try:
+            plan = compile_document(doc)
+        except RulebookError:
+            return None
+        labels = rate(plan, data)["rating"]
+        return np.where(labels == "", "unrated", labels)
+
+    relevant = [e for e in edits if e.what not in ("metadata", "source", "label") and e.patches]
+    alone = []
+    for e in relevant:
+        got = rated_with(_apply(old_doc.data, e.patches))
+        alone.append({"change": e.name, "moved": None if got is None else int((got != base).sum())})
+    orders = {}
+    for label, seq in (("forward", relevant), ("reverse", relevant[::-1])):
+        cur = old_doc.data
+        prev = base
+        steps = []
+        for e in seq:
+            cur = _apply(cur, e.patches)
+            got = rated_with(cur)
+            if got is None:
+                steps.append({"change": e.name, "moved": None})
+                continue
+            steps.append({"change": e.name, "moved": int((got != prev).sum())})
+            prev = got
+        orders[label] = steps
+    fwd = {s["change"]: s["moved"] for s in orders["forward"]}
+    rev = {s["change"]: s["moved"] for s in orders["reverse"]}
+    independent = fwd == rev and all(a["moved"] == fwd.get(a["change"]) for a in alone)
+    return {"alone": alone, "forward": orders["forward"], "reverse": orders["reverse"],
+            "order_independent": independent}
+
+
+def run(old_book: Any, new_book: Any, data: Any | None = None) -> dict[str, Any]:
+    """The whole diff: structural edits, and with ``data`` the impact and attribution."""
+    from ._api import load
+    from .source import load_document, resolve
+
+    old_path, new_path = resolve(old_book), resolve(new_book)
+    old_doc, new_doc = load_document(old_path), load_document(new_path)
+    old_plan, new_plan = load(old_path), load(new_path)
+    edits = structural_diff(old_doc, new_doc)
+    out: dict[str, Any] = {
+        "old": {"id": old_plan.id, "version": old_plan.version, "hash": old_plan.hash, "file": old_plan.file},
+        "new": {"id": new_plan.id, "version": new_plan.version, "hash": new_plan.hash, "file": new_plan.file},
+        "edits": edits,
+        "warnings": version_warnings(old_plan, new_plan, new_path) if edits else [],
+    }
+    if data is not None:
+        if old_plan.primary != new_plan.primary and old_plan.id == new_plan.id:
+            raise RuleEngineError("the primary rating changed name; impact needs comparable ratings")
+        imp = impact(old_plan, new_plan, data)
+        ra, _ = imp.pop("_results")
+        base = np.where(ra["rating"] == "", "unrated", ra["rating"])
+        out["impact"] = imp
+        out["attribution"] = attribution(old_doc, new_doc, edits, data, base)
+    return out
+
+
+def to_json(result: dict[str, Any]) -> str:
+    data = {k: v for k, v in result.items() if k != "edits"}
+    data["edits"] = [e.to_dict() for e in result["edits"]]
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+
+def to_markdown(result: dict[str, Any]) -> str:
+    o, n = result["old"], result["new"]
+    lines = [f"# Rulebook change: {o['id']} {o['version']} → {n['id']} {n['version']}", "",
+             f"Old: `{o['file']}` ({o['hash']}); new: `{n['file']}` ({n['hash']}).", ""]
+    for w in result["warnings"]:
+        lines.append(f"> **Warning:** {w}")
+    if result["warnings"]:
+        lines.append("")
+    edits = result["edits"]
+    lines += ["## Changes", ""]
+    if not edits:
+        lines.append("No changes of meaning.")
+    else:
+        lines += ["| change | old | new | old location | new location |", "|---|---|---|---|---|"]
+        for e in edits:
+            lines.append(f"| {e.name} | {_short(e.old) if e.old is not _MISSING else '—'} | "
+                         f"{_short(e.new) if e.new is not _MISSING else '—'} | {e.old_loc} | {e.new_loc} |")
+    imp = result.get("impact")
+    if imp:
+        lines += ["", "## Impact on the portfolio", "",
+                  f"{imp['firm_years']} firm-years; {imp['moved']} change rating ({imp['up']} up, "
+                  f"{imp['down']} down, {imp['newly_unrated']} newly unrated).", ""]
+        m = imp["matrix"]
+        lines.append("| old \\ new | " + " | ".join(m["columns"]) + " |")
+        lines.append("|---" * (len(m["columns"]) + 1) + "|")
+        for r, counts in zip(m["rows"], m["counts"], strict=True):
+            lines.append(f"| {r} | " + " | ".join(str(c) for c in counts) + " |")
+        if imp["lending"]:
+            lines += ["", "Lending: " + ", ".join(f"{k} = {v:,.2f}" for k, v in imp["lending"].items())]
+        if imp["firms"]:
+            lines += ["", "Firms that moved:", ""]
+            lines += [f"- {f['firm_id']} {f['year']}: {f['old']} → {f['new']} ({f['direction']})" for f in imp["firms"][:50]]
+            if len(imp["firms"]) > 50:
+                lines.append(f"- … and {len(imp['firms']) - 50} more (see the JSON)")
+        att = result.get("attribution")
+        if att:
+            lines += ["", "## Attribution", "", "| change | moved alone | forward | reverse |", "|---|---|---|---|"]
+            fwd = {s["change"]: s["moved"] for s in att["forward"]}
+            rev = {s["change"]: s["moved"] for s in att["reverse"]}
+            for a in att["alone"]:
+                lines.append(f"| {a['change']} | {_na(a['moved'])} | {_na(fwd.get(a['change']))} | {_na(rev.get(a['change']))} |")
+            lines += ["", "The changes act independently of their order." if att["order_independent"] else
+                      "The changes interact: how many firms each moves depends on the order they are applied in."]
+    return "\n".join(lines) + "\n"
+
+
+def _na(v: Any) -> str:
+    return "needs other changes" if v is None else str(v)
+
+
+__all__ = ["Edit", "run", "structural_diff", "to_json", "to_markdown", "format_path"]

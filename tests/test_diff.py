@@ -1,0 +1,127 @@
+"""diff: changes of meaning with both locations, their impact on a portfolio, and attribution."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import ruleengine
+from ruleengine.cli import main
+from ruleengine.diff import run
+
+ROOT = Path(__file__).resolve().parent.parent
+HUZHOU = ROOT / "rulebooks" / "huzhou.yaml"
+SMALL = ROOT / "golden" / "portfolios" / "small.csv"
+EDGE_OLD = '{id: "3", lower: 0.8, upper: 1.2, label: level 3}\n      - {id: "4", lower: 1.2,'
+EDGE_NEW = '{id: "3", lower: 0.8, upper: 1.1, label: level 3}\n      - {id: "4", lower: 1.1,'
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    p = tmp_path / name
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+def test_moving_one_band_edge_names_exactly_that_change_and_its_firms(tmp_path):
+    text = HUZHOU.read_text(encoding="utf-8")
+    assert EDGE_OLD in text
+    new = write(tmp_path, "huzhou.yaml", text.replace(EDGE_OLD, EDGE_NEW).replace("version: 1.0.0", "version: 2.0.0"))
+    result = run(HUZHOU, new, SMALL)
+    edits = [e for e in result["edits"] if e.what != "metadata"]
+    assert [e.summary() for e in edits] == ["ratings.level: threshold between 3 and 4: 1.2 → 1.1"]
+    line = next(i for i, l in enumerate(text.splitlines(), 1) if '{id: "3", lower: 0.8, upper: 1.2' in l)
+    assert edits[0].old_loc.endswith(f"huzhou.yaml:{line}:38")
+    assert edits[0].new_loc == f"{new}:{line}:38" or edits[0].new_loc.endswith(f"huzhou.yaml:{line}:38")
+    assert edits[0].new_loc != edits[0].old_loc
+    # the golden firms with K in (1.1, 1.2] move from 3 to 4, and only they
+    base = ruleengine.rate("huzhou", SMALL)
+    k = base["k"]
+    expected = sorted((str(base["firm_id"][i]), int(base["year"][i])) for i in np.flatnonzero((k > 1.1) & (k <= 1.2)))
+    assert expected, "the golden portfolio has firms in (1.1, 1.2]"
+    moved = sorted((f["firm_id"], f["year"]) for f in result["impact"]["firms"])
+    assert moved == expected
+    assert {(f["old"], f["new"], f["direction"]) for f in result["impact"]["firms"]} == {("3", "4", "down")}
+    assert result["attribution"]["alone"] == [{"change": edits[0].name, "moved": len(expected)}]
+    assert result["attribution"]["order_independent"] is True
+
+
+def test_reformatting_is_no_change(tmp_path):
+    text = HUZHOU.read_text(encoding="utf-8")
+    reformatted = text.replace("    value: k\n", "    value: (k)\n")  # parentheses that change nothing
+    reformatted = reformatted.replace("    expr: emissions_tco2 - avoided_tco2\n", "    expr: emissions_tco2   -   (avoided_tco2)\n")
+    reformatted = reformatted.replace("values: {2021-01-01: 0.6}", "values:\n      2021-01-01: 0.60")
+    # key order of a mapping
+    reformatted = reformatted.replace("    closed: right\n    better: lower\n    bands:\n      - {id: \"1\"",
+                                      "    better: lower\n    closed: right\n    bands:\n      - {id: \"1\"")
+    new = write(tmp_path, "huzhou.yaml", "# reformatted\n" + reformatted)
+    r = CliRunner().invoke(main, ["diff", str(HUZHOU), str(new)])
+    assert r.exit_code == 0, r.output
+    assert r.output.splitlines()[1] == "no changes"
+
+
+def test_parameter_and_expression_changes_are_precise(tmp_path):
+    text = HUZHOU.read_text(encoding="utf-8")
+    changed = text.replace("values: {2021-01-01: 2.0}", "values: {2021-01-01: 2.0, 2023-01-01: 1.8}")
+    changed = changed.replace("    expr: intensity / industry_intensity\n", "    expr: intensity / industry_intensity * 1.0\n")
+    new = write(tmp_path, "huzhou.yaml", changed)
+    names = [e.summary() for e in run(HUZHOU, new)["edits"]]
+    assert names == ["parameters.high_carbon_min[2023-01-01]: added 1.8",
+                     "variables.k.expr: intensity / industry_intensity → intensity / industry_intensity * 1.0"]
+
+
+def test_incentive_change_gives_the_interest_effect(tmp_path):
+    text = HUZHOU.read_text(encoding="utf-8")
+    changed = text.replace('"3": {rate_bp: 0, credit_policy: standard terms,', '"3": {rate_bp: -10, credit_policy: standard terms,')
+    new = write(tmp_path, "huzhou.yaml", changed.replace("version: 1.0.0", "version: 1.1.0"))
+    result = run(HUZHOU, new, SMALL)
+    base = ruleengine.rate("huzhou", SMALL)
+    import csv
+
+    with SMALL.open(encoding="utf-8") as fh:
+        loans = {(r["firm_id"], int(r["year"])): float(r["loan_amount_10k_cny"]) for r in csv.DictReader(fh)}
+    level3 = [(str(base["firm_id"][i]), int(base["year"][i])) for i in np.flatnonzero(base["rating"] == "3")]
+    # a loan of L x 10^4 CNY at -10 bp pays L x 10^4 x 0.001 = L x 10 CNY less interest a year
+    expected = sum(loans[f] * -10 for f in level3)
+    assert result["impact"]["lending"]["annual_interest_change_cny"] == pytest.approx(expected)
+    assert result["impact"]["lending"]["rate_bp_sum_change"] == -10 * len(level3)
+    assert result["impact"]["moved"] == 0
+
+
+def test_version_and_changelog_warnings(tmp_path):
+    text = HUZHOU.read_text(encoding="utf-8").replace(EDGE_OLD, EDGE_NEW)
+    new = write(tmp_path, "huzhou.yaml", text)
+    warnings = run(HUZHOU, new)["warnings"]
+    assert warnings[0] == ("the new version 1.0.0 does not increase on 1.0.0: bump it (MAJOR when any output can "
+                           "change for the same inputs)")
+    assert warnings[1].startswith("no CHANGELOG.md found near")
+    (tmp_path / "CHANGELOG.md").write_text("- huzhou 2.0.0: moved the 3|4 edge to 1.1\n", encoding="utf-8")
+    write(tmp_path, "huzhou.yaml", text.replace("version: 1.0.0", "version: 2.0.0"))
+    assert run(HUZHOU, new)["warnings"] == []
+
+
+def test_two_changes_attributed_in_both_orders(tmp_path):
+    text = HUZHOU.read_text(encoding="utf-8").replace(EDGE_OLD, EDGE_NEW)
+    text = text.replace('{id: "1", upper: 0.6, label: level 1 (best)}\n      - {id: "2", lower: 0.6,',
+                        '{id: "1", upper: 0.7, label: level 1 (best)}\n      - {id: "2", lower: 0.7,')
+    new = write(tmp_path, "huzhou.yaml", text)
+    result = run(HUZHOU, new, SMALL)
+    att = result["attribution"]
+    assert [a["change"] for a in att["alone"]] == ["ratings.level: threshold between 1 and 2",
+                                                    "ratings.level: threshold between 3 and 4"]
+    assert sum(a["moved"] for a in att["alone"]) == result["impact"]["moved"]
+    assert att["order_independent"] is True
+
+
+def test_diff_json_and_markdown(tmp_path):
+    new = write(tmp_path, "huzhou.yaml", HUZHOU.read_text(encoding="utf-8").replace(EDGE_OLD, EDGE_NEW))
+    js = CliRunner().invoke(main, ["diff", str(HUZHOU), str(new), "--data", str(SMALL), "--format", "json"])
+    data = json.loads(js.stdout)
+    assert data["edits"][0]["what"] == "threshold" and data["impact"]["down"] >= 1
+    md = CliRunner().invoke(main, ["diff", str(HUZHOU), str(new), "--data", str(SMALL), "--format", "markdown"]).output
+    assert md.startswith("# Rulebook change: huzhou 1.0.0 → huzhou 1.0.0")
+    assert "| ratings.level: threshold between 3 and 4 | 1.2 | 1.1 |" in md
+    assert "## Attribution" in md
