@@ -158,3 +158,20 @@ def test_help_explains_commands():
 def test_books_lists_huzhou():
     out = run("books").output
     assert out.startswith("huzhou       1.0.0")
+
+
+def test_sample_command_is_seeded_and_rates(tmp_path):
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    r = run("sample", "--firms", "40", "--years", "2022,2023", "--seed", "7", "-o", str(a))
+    assert r.exit_code == 0, r.output
+    assert r.output == f"wrote 80 firm-years (40 firms × 2 years, seed 7, messy 0) to {a}\n"
+    assert run("sample", "--firms", "40", "--years", "2023,2022", "--seed", "7", "-o", str(b)).exit_code == 0
+    assert a.read_bytes() == b.read_bytes()
+    rated = run("rate", "huzhou", str(a))
+    assert "80 firm-years from" in rated.output and "80 rated, 0 unrated" in rated.output
+
+
+def test_sample_rejects_bad_arguments(tmp_path):
+    assert run("sample", "--years", "20x2", "-o", str(tmp_path / "a.csv")).exit_code == 2
+    bad = run("sample", "-o", str(tmp_path / "a.xlsx"))
+    assert bad.exit_code == 2 and "use a .csv, .json, .jsonl or .parquet file" in bad.output
