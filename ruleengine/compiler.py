@@ -727,8 +727,15 @@ class _Compiler:
             self.diags.append(Diagnostic(f"dependency cycle: {text}", first.loc, "error", related))
         if cycles:
             return g, []
+        # An imported variable that nothing in this rulebook uses (e.g. the library's mobile CO2 in
+        # a city that does not count it) is neither computed nor reported.
+        needed: set[str] = set()
+        for name, node in self.nodes.items():
+            if node.kind != "variable" or self.doc.origin(("variables", name)) is None or name in STANDARD_VARIABLES:
+                needed.add(name)
+                needed |= nx.ancestors(g, name)
         order = [n for n in nx.lexicographical_topological_sort(g, key=lambda n: g.nodes[n]["order"])
-                 if n in self.nodes]
+                 if n in self.nodes and (n in needed or self.library)]
         stage: dict[str, int] = {}
         for name in nx.lexicographical_topological_sort(g, key=lambda n: g.nodes[n]["order"]):
             preds = [stage[p] for p in g.predecessors(name)]

@@ -46,11 +46,13 @@ class _Notes:
             self.fallbacks.append((idx, message))
 
     @staticmethod
-    def join(n: int, items: list[tuple[np.ndarray, Any]], extra: Mapping[int, list[str]] | None = None) -> np.ndarray:
-        """Per-row '; '-joined messages, in the order they were recorded, without a per-row loop.
+    def join(n: int, items: list[tuple[np.ndarray, Any]],
+             extra: Mapping[int, list[str]] | None = None) -> tuple[np.ndarray, list[str]]:
+        """Per-row '; '-joined messages as (codes, texts): row i reads texts[codes[i]], -1 = none.
 
         Each distinct message gets a bit; a row's messages are a bit mask, and the text is built
-        once per distinct mask (a batch has few distinct combinations even with a million rows).
+        once per distinct mask (a batch has few distinct combinations even with a million rows),
+        so there is no per-row Python loop.
         """
         ids: dict[str, int] = {}
         pairs: list[tuple[np.ndarray, np.ndarray]] = []
@@ -63,7 +65,8 @@ class _Notes:
                                     count=len(message))
                 pairs.append((idx, codes))
         texts = list(ids)
-        out = np.full(n, "", dtype=object)
+        out = np.full(n, -1, dtype=np.int32)
+        joined: list[str] = []
         if texts:
             words = (len(texts) + 62) // 63
             masks = np.zeros((words, n), dtype=np.int64)
@@ -74,15 +77,16 @@ class _Notes:
                         np.bitwise_or.at(masks[w], idx[sel], np.left_shift(1, codes[sel] % 63))
             flagged = np.flatnonzero(masks.any(axis=0))
             uniq, inv = np.unique(masks[:, flagged], axis=1, return_inverse=True)
-            joined = []
             for j in range(uniq.shape[1]):
                 msgs = [texts[w * 63 + b] for w in range(words) for b in range(63)
                         if w * 63 + b < len(texts) and (int(uniq[w, j]) >> b) & 1]
                 joined.append("; ".join(msgs))
-            out[flagged] = np.asarray(joined, dtype=object)[inv.ravel()]
+            out[flagged] = inv.ravel().astype(np.int32)
         for i, msgs in (extra or {}).items():  # data problems: few rows, texts specific to the cell
-            out[i] = "; ".join(dict.fromkeys([*msgs, *([out[i]] if out[i] else [])]))
-        return out
+            current = [joined[out[i]]] if out[i] >= 0 else []
+            joined.append("; ".join(dict.fromkeys([*msgs, *current])))
+            out[i] = len(joined) - 1
+        return out, joined
 
 
 class _BoundTable:
@@ -92,8 +96,13 @@ class _BoundTable:
         self.ctx, self.name = ctx, name
         self.spec = ctx.plan.parameters[name]
 
-    def __getitem__(self, key: Any) -> np.ndarray:
+    def __getitem__(self, key: Any) -> Any:
         ctx, spec = self.ctx, self.spec
+        if isinstance(key, str):  # one value for the batch when every year has the same table
+            entries = [spec.value_for_year(y) for y, _ in ctx.year_groups()]
+            if entries and entries[0] is not None and all(e is entries[0] for e in entries) \
+                    and key in entries[0][1]:
+                return entries[0][1][key]
         out = np.full(ctx.n, _NAN)
         for y, rows in ctx.year_groups():
             found = spec.value_for_year(y)
@@ -280,6 +289,9 @@ class _Context:
             return _BoundTable(self, name)
         if len(spec.dated) == 1 and not spec.dated[0][0]:
             return spec.dated[0][1]
+        entries = [spec.value_for_year(y) for y, _ in self.year_groups()]
+        if entries and entries[0] is not None and all(e is entries[0] for e in entries):
+            return entries[0][1]
         out = np.full(self.n, _NAN)
         for y, rows in self.year_groups():
             found = spec.value_for_year(y)
@@ -395,7 +407,7 @@ class _Context:
             v = np.broadcast_to(np.asarray(self.overrides[spec.name], dtype=np.float64), (n,)).copy()
             self.values[spec.name] = v
             self.aux[f"{spec.name}_peers"] = np.zeros(n, dtype=np.int64)
-            self.aux[f"{spec.name}_group"] = np.full(n, "given", dtype=object)
+            self.aux[f"{spec.name}_group"] = (np.zeros(n, dtype=np.int8), ["given"])
             return
         table = self.given_tables.get(spec.name)
         if table is None:
@@ -404,8 +416,7 @@ class _Context:
         value, peers, level = apply_table(spec, table, self)
         self.values[spec.name] = value
         self.aux[f"{spec.name}_peers"] = peers
-        names = np.asarray([*table.levels, ""], dtype=object)
-        self.aux[f"{spec.name}_group"] = names[level]
+        self.aux[f"{spec.name}_group"] = (level, list(table.levels))
         # notes: fallbacks taken and benchmarks not found
         none = level < 0
         if none.any():
@@ -680,8 +691,8 @@ class Evaluation:
     levels: dict[str, np.ndarray]
     aux: dict[str, Any]
     rated: np.ndarray
-    reasons: np.ndarray
-    fallbacks: np.ndarray
+    reasons: tuple[np.ndarray, list[str]]  # (codes, texts); -1 = none
+    fallbacks: tuple[np.ndarray, list[str]]
     tables: dict[str, BenchmarkTable]
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,11 +25,56 @@ STANDARD_COLUMNS = ("firm_id", "year", "rulebook", "rulebook_version", "rulebook
                     "status", "reasons", "fallbacks", *STANDARD_VARIABLES, "rating")
 
 
+class Columns(MutableMapping[str, np.ndarray]):
+    """Result columns in a fixed order. Text columns with few distinct values are kept as codes
+    into labels and turned into string arrays only when read, so writing Parquet/CSV never builds
+    a million Python strings for a column that holds five."""
+
+    def __init__(self) -> None:
+        self._plain: dict[str, np.ndarray] = {}
+        self._encoded: dict[str, tuple[np.ndarray, list[str]]] = {}
+        self._order: dict[str, None] = {}
+
+    def set_encoded(self, name: str, codes: np.ndarray, labels: list[str]) -> None:
+        """Column ``name`` reads labels[codes[i]]; code -1 (or len(labels)) reads ''."""
+        self._plain.pop(name, None)
+        self._encoded[name] = (np.asarray(codes), list(labels))
+        self._order[name] = None
+
+    def encoded(self, name: str) -> tuple[np.ndarray, list[str]] | None:
+        return self._encoded.get(name)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name in self._plain:
+            return self._plain[name]
+        codes, labels = self._encoded[name]
+        lab = np.asarray([*labels, ""], dtype=object)
+        arr = lab[np.where(codes < 0, len(labels), codes)]
+        self._plain[name] = arr
+        return arr
+
+    def __setitem__(self, name: str, value: np.ndarray) -> None:
+        self._encoded.pop(name, None)
+        self._plain[name] = value
+        self._order[name] = None
+
+    def __delitem__(self, name: str) -> None:
+        self._plain.pop(name, None)
+        self._encoded.pop(name, None)
+        del self._order[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._order))
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+
 @dataclass
 class Results:
     """Columns of equal length (float64 arrays, or object arrays of str) plus what was met on the way."""
 
-    columns: dict[str, np.ndarray]
+    columns: Columns
     plan: Plan
     issues: list[DataIssue] = field(default_factory=list)
     tables: dict[str, BenchmarkTable] = field(default_factory=dict)
@@ -47,7 +92,15 @@ class Results:
         return list(self.columns)
 
     def row(self, i: int) -> dict[str, Any]:
-        return {k: _py(v[i]) for k, v in self.columns.items()}
+        out: dict[str, Any] = {}
+        for k in self.columns:
+            enc = self.columns.encoded(k)
+            if enc is not None:
+                code = int(enc[0][i])
+                out[k] = enc[1][code] if 0 <= code < len(enc[1]) else ""
+            else:
+                out[k] = _py(self.columns[k][i])
+        return out
 
     def rows(self) -> Iterator[dict[str, Any]]:
         for i in range(len(self)):
@@ -74,13 +127,23 @@ class Results:
         return out
 
     # -- writers -----------------------------------------------------------------------------
-    def to_arrow(self) -> Any:
+    def to_arrow(self, dictionary: bool = False) -> Any:
+        """The results as a pyarrow Table; ``dictionary=True`` keeps low-cardinality text columns
+        dictionary-encoded (Parquet stores them so anyway)."""
         import pyarrow as pa
 
         arrays = {}
-        for k, v in self.columns.items():
+        for k in self.columns:
+            enc = self.columns.encoded(k) if isinstance(self.columns, Columns) else None
+            if enc is not None:
+                codes, labels = enc
+                idx = np.where(codes < 0, len(labels), codes).astype(np.int32)
+                arr = pa.DictionaryArray.from_arrays(pa.array(idx), pa.array([*labels, ""], type=pa.string()))
+                arrays[k] = arr if dictionary else arr.cast(pa.string())
+                continue
+            v = self.columns[k]
             if v.dtype == object:
-                arrays[k] = pa.array(v.tolist(), type=pa.string())
+                arrays[k] = pa.array(v, type=pa.string())
             elif v.dtype.kind == "i":
                 arrays[k] = pa.array(v)
             else:
@@ -97,6 +160,8 @@ class Results:
         elif suffix == ".parquet":
             import pyarrow.parquet as pq
 
+            # plain strings: Parquet dictionary-encodes them itself, and pyarrow writes dictionary
+            # arrays with bytes that differ run to run (determinism comes first)
             pq.write_table(self.to_arrow(), p)
         elif suffix in (".json", ".jsonl", ".ndjson"):
             with p.open("w", encoding="utf-8") as fh:
@@ -127,25 +192,23 @@ def _py(v: Any) -> Any:
 
 def build(plan: Plan, batch: Batch, ev: Evaluation, engine_version: str) -> Results:
     n = batch.n
-    cols: dict[str, np.ndarray] = {}
+    cols = Columns()
+    zeros = np.zeros(n, dtype=np.int8)
     cols["firm_id"] = np.asarray(batch.columns["firm_id"], dtype=object)
     years = batch.columns["year"]
     cols["year"] = np.where(np.isnan(years), -1, years).astype(np.int64)
-    cols["rulebook"] = np.full(n, plan.id, dtype=object)
-    cols["rulebook_version"] = np.full(n, plan.version, dtype=object)
-    cols["rulebook_hash"] = np.full(n, plan.hash, dtype=object)
-    cols["engine_version"] = np.full(n, engine_version, dtype=object)
-    cols["status"] = np.where(ev.rated, "rated", "unrated").astype(object)
-    cols["reasons"] = ev.reasons
-    cols["fallbacks"] = ev.fallbacks
+    for name, value in (("rulebook", plan.id), ("rulebook_version", plan.version),
+                        ("rulebook_hash", plan.hash), ("engine_version", engine_version)):
+        cols.set_encoded(name, zeros, [value])
+    cols.set_encoded("status", np.where(ev.rated, 0, 1).astype(np.int8), ["rated", "unrated"])
+    cols.set_encoded("reasons", *ev.reasons)
+    cols.set_encoded("fallbacks", *ev.fallbacks)
     for name in STANDARD_VARIABLES:
         cols[name] = _column(ev.values[name])
     for rname, rating in plan.ratings.items():
-        ids = np.asarray([*rating.ids, ""], dtype=object)
-        labels = ids[ev.levels[rname]]
         if rname == plan.primary:
-            cols["rating"] = labels
-        cols[rname] = labels
+            cols.set_encoded("rating", ev.levels[rname], rating.ids)
+        cols.set_encoded(rname, ev.levels[rname], rating.ids)
     if plan.incentives:
         target = plan.incentives["rating"]
         ids = plan.ratings[target].ids
@@ -157,18 +220,24 @@ def build(plan: Plan, batch: Batch, ev: Evaluation, engine_version: str) -> Resu
                                ("incentive_subsidy_pct", "subsidy_pct", float)):
             if not any(key in spec for spec in inc.values()):
                 continue
-            missing = math.nan if conv is float else ""
-            table = [conv(inc[i][key]) if i in inc and key in inc[i] else missing for i in ids] + [missing]
-            arr = np.asarray(table, dtype=np.float64 if conv is float else object)
-            cols[col] = arr[lv]
+            if conv is float:
+                table = np.asarray([float(inc[i][key]) if i in inc and key in inc[i] else math.nan
+                                    for i in ids] + [math.nan])
+                cols[col] = table[np.where(lv < 0, len(ids), lv)]
+            else:
+                cols.set_encoded(col, lv, [conv(inc[i][key]) if i in inc and key in inc[i] else "" for i in ids])
     for name in plan.order:
         node = plan.nodes[name]
         if node.kind == "variable" and name not in cols:
-            cols[name] = _column(ev.values[name])
+            v = ev.values[name]
+            if isinstance(v, Category):
+                cols.set_encoded(name, v.codes, v.labels)
+            else:
+                cols[name] = _column(v)
         elif node.kind == "benchmark":
             cols[name] = _column(ev.values[name])
             cols[f"{name}_peers"] = np.asarray(ev.aux[f"{name}_peers"], dtype=np.int64)
-            cols[f"{name}_group"] = np.asarray(ev.aux[f"{name}_group"], dtype=object)
+            cols.set_encoded(f"{name}_group", *ev.aux[f"{name}_group"])
     issues = sorted(batch.issues, key=lambda i: (i.row or 0, i.column or "", i.message))
     return Results(cols, plan, issues, ev.tables, batch, ev)
 
