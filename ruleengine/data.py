@@ -316,8 +316,9 @@ def _text_arrow(col: Any, n: int) -> Any:
     return pc.fill_null(pc.utf8_trim_whitespace(col), "")
 
 
-def _category_from_arrow(text: Any) -> Category:
-    """Dictionary-encode in Arrow (no per-row Python), then sort the labels for stable codes."""
+def _category_from_arrow(text: Any, sort: bool = True) -> Category:
+    """Dictionary-encode in Arrow (no per-row Python); labels sorted unless ``sort`` is false
+    (firm ids: many labels, and only equality matters)."""
     import pyarrow as pa
 
     if isinstance(text, pa.ChunkedArray):
@@ -325,6 +326,13 @@ def _category_from_arrow(text: Any) -> Category:
     enc = text.dictionary_encode()
     labels = np.asarray(enc.dictionary.to_pylist(), dtype=object)
     idx = enc.indices.to_numpy(zero_copy_only=False)
+    if not sort:
+        codes = idx.astype(np.int32)
+        empty = [i for i, lab in enumerate(labels.tolist()) if lab == ""]
+        if empty:
+            codes = np.where(codes == empty[0], -1, codes - (codes > empty[0]))
+            labels = np.delete(labels, empty[0])
+        return Category(codes.astype(np.int32), labels.tolist())
     order = np.argsort(labels.astype(str), kind="stable")
     rank = np.empty(len(labels), dtype=np.int32)
     rank[order] = np.arange(len(labels), dtype=np.int32)
@@ -368,8 +376,12 @@ def prepare(raw: RawTable, inputs: Mapping[str, Any], book: str = "the rulebook"
     for name, spec in inputs.items():
         col = raw.columns.get(name)
         if spec.type in ("number", "integer"):
-            if col is None:
-                values, bad = np.full(n, np.nan), np.zeros(n, dtype=bool)
+            if col is None:  # an absent column is all-empty
+                if spec.required:
+                    values, bad = np.full(n, np.nan), np.zeros(n, dtype=bool)
+                else:
+                    columns[name] = np.full(n, np.nan if spec.default is None else float(spec.default))
+                    continue
             else:
                 values, bad = _numbers(col, n)
                 values = np.array(values, dtype=np.float64)  # writable copy
@@ -404,7 +416,7 @@ def prepare(raw: RawTable, inputs: Mapping[str, Any], book: str = "the rulebook"
                 values[absent] = float(spec.default)
             columns[name] = values
         else:
-            cat = _category_from_arrow(_text_arrow(col, n))
+            cat = _category_from_arrow(_text_arrow(col, n), sort=spec.type == "category")
             if spec.default is not None:
                 cat = _fill_category(cat, str(spec.default))
             elif spec.required and (cat.codes < 0).any():

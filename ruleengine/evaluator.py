@@ -302,12 +302,25 @@ class _Context:
         return out
 
     def year_groups(self) -> list[tuple[int, np.ndarray]]:
+        """(year, its rows) for each year present; a stable radix sort of small integers."""
         if self._year_groups is None:
-            uniq, inv = np.unique(self.years, return_inverse=True)
-            order = np.argsort(inv, kind="stable")
-            bounds = np.searchsorted(inv[order], np.arange(len(uniq) + 1))
-            self._year_groups = [(int(y), order[bounds[i]:bounds[i + 1]])
-                                 for i, y in enumerate(uniq.tolist()) if y >= 0]
+            ok = self.years >= 0
+            if not ok.any():
+                self._year_groups = []
+                return self._year_groups
+            lo = int(self.years[ok].min())
+            offset = np.where(ok, self.years - lo, -1)
+            if offset.max() < 32000:
+                offset = offset.astype(np.int16)
+            order = np.argsort(offset, kind="stable")
+            counts = np.bincount(offset[ok].astype(np.int64))
+            start = int((~ok).sum())  # rows without a year sort first (-1)
+            groups = []
+            for k, c in enumerate(counts.tolist()):
+                if c:
+                    groups.append((lo + k, order[start:start + c]))
+                    start += c
+            self._year_groups = groups
         return self._year_groups
 
     # arithmetic with bookkeeping -------------------------------------------------------------
@@ -336,12 +349,12 @@ class _Context:
             return _reduce(np.maximum, xs)
 
         def coalesce(*xs: Any) -> Any:
-            out = np.broadcast_to(np.asarray(xs[0], dtype=np.float64), (self.n,)).copy()
+            out: Any = np.asarray(xs[0], dtype=np.float64)
             for x in xs[1:]:
                 miss = np.isnan(out)
                 if not miss.any():
                     break
-                out[miss] = np.broadcast_to(np.asarray(x, dtype=np.float64), (self.n,))[miss]
+                out = x if miss.all() and np.ndim(x) == 0 else np.where(miss, x, out)
             return out
 
         def safe_div(a: Any, b: Any, if_zero: Any) -> Any:
@@ -535,7 +548,14 @@ def compute_table(spec: BenchmarkSpec, ctx: _Context) -> BenchmarkTable:
         eligible_g = eligible & (cat.codes >= 0)
         key, ncat = _year_label_keys(ctx, cat)
         k = key[eligible_g]
-        uniq, inv = np.unique(k, return_inverse=True)
+        if k.size and int(k.max()) < 4 * n + 1_000_000:  # dense keys: count without sorting
+            present = np.bincount(k)
+            uniq = np.flatnonzero(present)
+            remap = np.zeros(len(present), dtype=np.int64)
+            remap[uniq] = np.arange(len(uniq))
+            inv = remap[k]
+        else:
+            uniq, inv = np.unique(k, return_inverse=True)
         counts = np.bincount(inv, minlength=len(uniq))
         entries: dict[tuple[int, str], tuple[Any, int]] = {}
         if spec.statistic == "ratio_of_sums":

@@ -162,7 +162,9 @@ class Results:
 
             # plain strings: Parquet dictionary-encodes them itself, and pyarrow writes dictionary
             # arrays with bytes that differ run to run (determinism comes first)
-            pq.write_table(self.to_arrow(), p)
+            table = self.to_arrow()
+            text = [f.name for f in table.schema if f.type == "string"]
+            pq.write_table(table, p, use_dictionary=text)  # dictionary pages for text only
         elif suffix in (".json", ".jsonl", ".ndjson"):
             with p.open("w", encoding="utf-8") as fh:
                 if suffix == ".json":
