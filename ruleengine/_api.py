@@ -60,7 +60,7 @@ def _version() -> str:
 
 def prepare(plan: Plan, data: Any) -> _data.Batch:
     text_cols = [n for n, s in plan.inputs.items() if s.type in ("string", "category")]
-    raw = _data.read_any(data, text_cols)
+    raw = _data.read_any(data, text_cols, only=list(plan.inputs))
     return _data.prepare(raw, plan.inputs, plan.id)
 
 

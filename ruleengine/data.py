@@ -100,6 +100,11 @@ class RawTable:
     n: int
     source: str
     issues: list[DataIssue] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)  # every column in the source, read or not
+
+    def __post_init__(self) -> None:
+        if not self.names:
+            self.names = list(self.columns)
 
 
 @dataclass
@@ -123,6 +128,11 @@ class Batch:
                      self.row_numbers[idx], self.firm_codes[idx])
 
 
+def _writable(values: np.ndarray) -> np.ndarray:
+    """Arrow hands out read-only views; copy only when a value must change."""
+    return values if values.flags.writeable else values.copy()
+
+
 def _fill_category(cat: Category, label: str) -> Category:
     missing = cat.codes < 0
     if not missing.any():
@@ -144,8 +154,12 @@ def _csv_header(path: Path) -> list[str]:
             raise DataError(f"{path}: the file is empty (expected a header row)") from None
 
 
-def read_file(path: str | Path, text_columns: Iterable[str] = ()) -> RawTable:
-    """Read CSV, JSON (list of objects), JSON Lines or Parquet by extension."""
+def read_file(path: str | Path, text_columns: Iterable[str] = (), only: Iterable[str] | None = None) -> RawTable:
+    """Read CSV, JSON (list of objects), JSON Lines or Parquet by extension.
+
+    ``only``: the columns worth converting (a rulebook's inputs); the others are listed in
+    ``names`` (for the typo check) but not read, which keeps wide files cheap.
+    """
     p = Path(path)
     if not p.is_file():
         raise DataError(f"data file not found: {path}")
@@ -161,16 +175,24 @@ def read_file(path: str | Path, text_columns: Iterable[str] = ()) -> RawTable:
             if dupes:
                 raise DataError(f"{path}: column {', '.join(dupes)} appears more than once in the header")
             types = {h: pa.string() for h in header if h in text_columns}
+            wanted = [h for h in header if h in set(only)] if only is not None else None
             table = pacsv.read_csv(
                 p, read_options=pacsv.ReadOptions(block_size=1 << 24),
                 convert_options=pacsv.ConvertOptions(column_types=types, null_values=_NULLS,
-                                                     strings_can_be_null=True))
-            return RawTable({name: table.column(name) for name in table.column_names}, table.num_rows, str(path))
+                                                     strings_can_be_null=True, include_columns=wanted))
+            return RawTable({name: table.column(name) for name in table.column_names}, table.num_rows,
+                            str(path), names=header)
         if suffix == ".parquet":
             import pyarrow.parquet as pq
 
-            table = pq.read_table(p)
-            return RawTable({name: table.column(name) for name in table.column_names}, table.num_rows, str(path))
+            names = pq.read_schema(p).names
+            wanted = [h for h in names if h in set(only)] if only is not None else None
+            table = pq.read_table(p, columns=wanted)
+            if wanted is not None and not wanted:
+                table_rows = pq.ParquetFile(p).metadata.num_rows
+                return RawTable({}, table_rows, str(path), names=names)
+            return RawTable({name: table.column(name) for name in table.column_names}, table.num_rows,
+                            str(path), names=names)
         if suffix in (".json", ".jsonl", ".ndjson"):
             text = p.read_text(encoding="utf-8-sig")
             if not text.strip():
@@ -206,12 +228,12 @@ def from_records(records: Any, source: str = "<records>") -> RawTable:
     return RawTable(cols, len(records), source)
 
 
-def read_any(data: Any, text_columns: Iterable[str] = ()) -> RawTable:
+def read_any(data: Any, text_columns: Iterable[str] = (), only: Iterable[str] | None = None) -> RawTable:
     """A path, a list of dicts, a dict of columns, a pandas/polars DataFrame or a pyarrow Table."""
     if isinstance(data, RawTable):
         return data
     if isinstance(data, str | Path):
-        return read_file(data, text_columns)
+        return read_file(data, text_columns, only)
     if isinstance(data, list):
         return from_records(data)
     if hasattr(data, "column_names") and hasattr(data, "num_rows"):  # pyarrow.Table
@@ -365,7 +387,7 @@ def prepare(raw: RawTable, inputs: Mapping[str, Any], book: str = "the rulebook"
         raise DataError(f"{src}: required column{'s' if len(missing_required) > 1 else ''} "
                         f"{', '.join(missing_required)} missing (needed by {book})")
     known = set(inputs) | set(CANONICAL_COLUMNS)
-    for name in raw.columns:
+    for name in raw.names:
         if name not in known:
             hint = did_you_mean(name, known)
             if hint:
@@ -380,11 +402,12 @@ def prepare(raw: RawTable, inputs: Mapping[str, Any], book: str = "the rulebook"
                 if spec.required:
                     values, bad = np.full(n, np.nan), np.zeros(n, dtype=bool)
                 else:
-                    columns[name] = np.full(n, np.nan if spec.default is None else float(spec.default))
+                    fill = np.nan if spec.default is None else float(spec.default)
+                    columns[name] = np.broadcast_to(np.float64(fill), (n,))  # read-only, no memory
                     continue
             else:
                 values, bad = _numbers(col, n)
-                values = np.array(values, dtype=np.float64)  # writable copy
+                values = np.asarray(values, dtype=np.float64)
             absent = np.isnan(values) & ~bad  # not reported (as opposed to reported wrong)
             if bad.any():
                 idx = np.flatnonzero(bad)
@@ -394,12 +417,14 @@ def prepare(raw: RawTable, inputs: Mapping[str, Any], book: str = "the rulebook"
             if nonfinite.any():
                 idx = np.flatnonzero(nonfinite)
                 flag(idx, name, [f"{float(values[i])!r} is not a finite number" for i in idx])
+                values = _writable(values)
                 values[idx] = np.nan
             if spec.type == "integer":
                 frac = ~np.isnan(values) & (values != np.round(values))
                 if frac.any():
                     idx = np.flatnonzero(frac)
                     flag(idx, name, [f"{float(values[i])!r} is not a whole number" for i in idx])
+                    values = _writable(values)
                     values[idx] = np.nan
             for bound, cmp, word in ((spec.min, np.less, "below the minimum"), (spec.max, np.greater, "above the maximum")):
                 if bound is None:
@@ -409,10 +434,12 @@ def prepare(raw: RawTable, inputs: Mapping[str, Any], book: str = "the rulebook"
                 if out.any():
                     idx = np.flatnonzero(out)
                     flag(idx, name, [f"{values[i]:g} is {word} {bound:g}" for i in idx])
+                    values = _writable(values)
                     values[idx] = np.nan
             if spec.required and absent.any():
                 flag(np.flatnonzero(absent), name, "required value is missing")
-            elif spec.default is not None:
+            elif spec.default is not None and absent.any():
+                values = _writable(values)
                 values[absent] = float(spec.default)
             columns[name] = values
         else:
@@ -433,7 +460,7 @@ def prepare(raw: RawTable, inputs: Mapping[str, Any], book: str = "the rulebook"
                     remap = np.array([keep.index(lab) if lab in allowed else -1 for lab in cat.labels] + [-1],
                                      dtype=np.int32)
                     cat = Category(remap[cat.codes], keep)
-            columns[name] = cat if spec.type == "category" else cat.to_strings()
+            columns[name] = cat
             if name == "firm_id":
                 firm_codes = cat.codes
 
@@ -458,7 +485,7 @@ def prepare(raw: RawTable, inputs: Mapping[str, Any], book: str = "the rulebook"
             idx_sorted = np.array(sorted(dup_idx.tolist()))
             for i in idx_sorted.tolist():
                 group = [j + 1 for j in idx_sorted.tolist() if key[j] == key[i] and j != i]
-                msgs.append(f"duplicate firm-year ({columns['firm_id'][i]}, {int(years[i])}): also on "
+                msgs.append(f"duplicate firm-year ({columns['firm_id'].labels[firm_codes[i]]}, {int(years[i])}): also on "
                             f"row {', '.join(map(str, group))}")
             flag(idx_sorted, "firm_id", msgs)
     return Batch(columns, n, src, issues, row_issues, invalid, np.arange(1, n + 1), firm_codes)

@@ -82,7 +82,7 @@ class Results:
     evaluation: Evaluation | None = None
 
     def __len__(self) -> int:
-        return len(self.columns["firm_id"])
+        return len(self.columns["year"])
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.columns[name]
@@ -196,7 +196,11 @@ def build(plan: Plan, batch: Batch, ev: Evaluation, engine_version: str) -> Resu
     n = batch.n
     cols = Columns()
     zeros = np.zeros(n, dtype=np.int8)
-    cols["firm_id"] = np.asarray(batch.columns["firm_id"], dtype=object)
+    ids = batch.columns["firm_id"]
+    if isinstance(ids, Category):
+        cols.set_encoded("firm_id", ids.codes, ids.labels)
+    else:
+        cols["firm_id"] = np.asarray(ids, dtype=object)
     years = batch.columns["year"]
     cols["year"] = np.where(np.isnan(years), -1, years).astype(np.int64)
     for name, value in (("rulebook", plan.id), ("rulebook_version", plan.version),

@@ -183,16 +183,14 @@ def parse_text(text: str, file: str) -> Document:
 
 
 def bundled_dir() -> Path:
-    """Folder of the rulebooks shipped with the package (or the repository's, when run from source)."""
-    from importlib import resources
+    """Folder of the rulebooks shipped with the package (the repository's, when run from source).
 
-    try:
-        path = Path(str(resources.files("ruleengine.rulebooks")))
-        if path.is_dir():
-            return path
-    except ModuleNotFoundError:  # running from a source tree without the package mapping
-        pass
-    return Path(__file__).resolve().parent.parent / "rulebooks"
+    Installed, they sit in ``ruleengine/rulebooks/`` (see pyproject's package-dir mapping); in a
+    source checkout or an editable install, in the repository's top-level ``rulebooks/``.
+    """
+    here = Path(__file__).resolve().parent
+    installed = here / "rulebooks"
+    return installed if installed.is_dir() else here.parent / "rulebooks"
 
 
 def bundled_names() -> list[str]:
