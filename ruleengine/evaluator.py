@@ -349,7 +349,7 @@ class _Context:
             return _reduce(np.maximum, xs)
 
         def coalesce(*xs: Any) -> Any:
-            out: Any = np.asarray(xs[0], dtype=np.float64)
+            out: Any = _collapse(np.asarray(xs[0], dtype=np.float64))
             for x in xs[1:]:
                 miss = np.isnan(out)
                 if not miss.any():
@@ -480,6 +480,13 @@ class _Context:
         if v is None:
             v = self.batch.columns[group]
         return v
+
+
+def _collapse(a: np.ndarray) -> np.ndarray:
+    """A broadcast column (one value repeated, e.g. an absent input) as that one value."""
+    if a.ndim == 1 and a.size and a.strides[0] == 0:
+        return a[:1].reshape(())
+    return a
 
 
 def _kleene(conditions: Any, decisive: float) -> Any:

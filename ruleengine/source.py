@@ -216,15 +216,17 @@ def resolve(name_or_path: str | Path) -> Path:
 
 
 def display_name(path: Path) -> str:
-    """A short, stable name for messages: relative to the working directory when possible."""
+    """A short, stable name for messages: ``rulebooks/x.yaml`` for a bundled rulebook wherever the
+    package is installed, else relative to the working directory when possible."""
+    resolved = path.resolve()
     try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
+        return "rulebooks/" + resolved.relative_to(bundled_dir().resolve()).as_posix()
     except ValueError:
-        bundled = bundled_dir().resolve()
-        try:
-            return "rulebooks/" + str(path.resolve().relative_to(bundled))
-        except ValueError:
-            return str(path)
+        pass
+    try:
+        return str(resolved.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 MERGED_SECTIONS = ("sources", "inputs", "parameters", "scales", "variables", "checks")
