@@ -447,11 +447,12 @@ class _Context:
                 cats[lv] = cat
                 sel = level[idx] == lv
                 codes[sel] = cat.codes[idx[sel]]
-            pair = level[idx] * (1 << 32) + codes
+            pair = level[idx] * (1 << 32) + (codes + 1)  # code -1 (no key) → 0
             uniq, inv = np.unique(pair, return_inverse=True)
             texts = []
             for p in uniq.tolist():
                 lv, code = divmod(p, 1 << 32)
+                code -= 1
                 label = cats[lv].labels[code] if 0 <= code < len(cats[lv].labels) else "?"
                 tried = " and by ".join(spec.groups[:lv])
                 if table.levels[lv] == "fallback":
@@ -463,7 +464,10 @@ class _Context:
                         used = f"the fixed value {spec.fallback_value:g}"
                 else:
                     used = f"{table.levels[lv]} '{label}'"
-                texts.append(f"{spec.name}: fewer than {spec.min_peers} peers by {tried}, used {used}")
+                if code < 0:
+                    texts.append(f"{spec.name}: no {spec.fallback_key or spec.groups[0]} for this firm, used {used}")
+                else:
+                    texts.append(f"{spec.name}: fewer than {spec.min_peers} peers by {tried}, used {used}")
             self.notes.fallbacks.append((idx, [texts[j] for j in inv.tolist()]))
 
     def _level_category(self, spec: BenchmarkSpec, table: BenchmarkTable, lv: int) -> Category:
@@ -631,9 +635,9 @@ def apply_table(spec: BenchmarkSpec, table: BenchmarkTable, ctx: _Context) -> tu
                 continue
             codes = cat.codes[rows]
             for code in np.unique(codes).tolist():
-                if code < 0:
-                    continue
-                entry = entries.get((y, cat.labels[code]))
+                if code < 0 and not is_fallback:
+                    continue  # no group key: only a fallback table's default key can serve
+                entry = entries.get((y, cat.labels[code])) if code >= 0 else None
                 if entry is None and is_fallback and spec.fallback_parameter:
                     fkey = ctx.plan.parameters[spec.fallback_parameter].fallback_key
                     entry = entries.get((y, fkey)) if fkey else None
