@@ -6,6 +6,8 @@ import json
 from collections import Counter
 from typing import Any
 
+import numpy as np
+
 from .compiler import Plan
 from .explain import Trace, _fmt
 from .results import Results
@@ -70,7 +72,8 @@ def rate_summary(console: Any, results: Results, data: str, output: str | None, 
 
     plan = results.plan
     n = len(results)
-    rated = int((results["status"] == "rated").sum())
+    rated = dict(results.distribution("status")).get("rated", 0) if results.columns.encoded("status") else \
+        int((results["status"] == "rated").sum())
     table = Table(title=f"{plan.title} — {plan.id} {plan.version}", title_justify="left")
     table.add_column(plan.primary)
     table.add_column("firm-years", justify="right")
@@ -88,10 +91,18 @@ def rate_summary(console: Any, results: Results, data: str, output: str | None, 
     console.print(f"{n:,} firm-years from {data}: {rated:,} rated, {n - rated:,} unrated")
     if n - rated:
         reasons: Counter[str] = Counter()
-        for text in results["reasons"][results["status"] == "unrated"].tolist():
-            for r in str(text).split("; "):
+        codes, texts = results.columns.encoded("reasons") or (None, None)
+        status = results.columns.encoded("status")
+        if codes is not None and status is not None:
+            unrated = status[0] == 1
+            per_text = np.bincount(codes[unrated & (codes >= 0)], minlength=len(texts))
+            items = [(texts[j], int(c)) for j, c in enumerate(per_text.tolist()) if c]
+        else:
+            items = [(t, 1) for t in results["reasons"][results["status"] == "unrated"].tolist()]
+        for text, count in items:
+            for r in dict.fromkeys(str(text).split("; ")):
                 if r:
-                    reasons[r.split(":", 1)[0] if ":" in r else r] += 1
+                    reasons[r.split(":", 1)[0] if ":" in r else r] += count
         top = ", ".join(f"{k} ({v})" for k, v in reasons.most_common(5))
         console.print(f"unrated because of: {top}")
     fatal = [i for i in results.issues if i.fatal]

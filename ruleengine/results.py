@@ -118,9 +118,15 @@ class Results:
 
     def distribution(self, column: str = "rating") -> list[tuple[str, int]]:
         """Counts per level of a rating, best level first, then 'unrated'."""
-        counts = Counter(self.columns[column].tolist())
+        enc = self.columns.encoded(column)
+        if enc is not None:  # count codes, not strings
+            codes, labels = enc
+            counts_arr = np.bincount(np.where(codes < 0, len(labels), codes), minlength=len(labels) + 1)
+            counts = Counter({lab: int(c) for lab, c in zip([*labels, ""], counts_arr.tolist(), strict=True)})
+        else:
+            counts = Counter(self.columns[column].tolist())
         name = self.plan.primary if column == "rating" else column
-        order = self.plan.ratings[name].best_first() if name in self.plan.ratings else sorted(counts)
+        order = self.plan.ratings[name].best_first() if name in self.plan.ratings else sorted(k for k in counts if k)
         out = [(lv, counts.get(lv, 0)) for lv in order]
         if counts.get("", 0):
             out.append(("unrated", counts[""]))
