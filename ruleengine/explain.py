@@ -116,7 +116,8 @@ def _band_text(r: RatingSpec, i: int, plan: Plan, year: int) -> str:
     return f"({lo}, {hi}]" if r.closed == "right" else f"[{lo}, {hi})"
 
 
-def trace_row(plan: Plan, results: Results, i: int) -> Trace:
+def trace_row(plan: Plan, results: Results, i: int, what_if: bool = True) -> Trace:
+    """The trace of row ``i`` of ``results``; ``what_if=False`` skips "what it would take"."""
     batch = results.batch
     ev = results.evaluation
     assert batch is not None and ev is not None
@@ -193,8 +194,9 @@ def trace_row(plan: Plan, results: Results, i: int) -> Trace:
                     if (isinstance(sub, ast.Call) and isinstance(sub.func, ast.Name) and sub.func.id == "coalesce"
                             and sub.args and isinstance(sub.args[0], ast.Name)):
                         first = sub.args[0].id
-                        detail.setdefault("measured_first", {})[first] = (
-                            "measured" if value_of(first) is not None else "default")
+                        got = value_of(first)
+                        missing = got is None or (isinstance(got, float) and math.isnan(got))
+                        detail.setdefault("measured_first", {})[first] = "default" if missing else "measured"
             if f"variables.{name}" in plan.overrides:
                 detail["overrides"] = plan.overrides[f"variables.{name}"]
             if plan.document is not None and plan.document.origin(("variables", name)) is not None:
@@ -265,7 +267,7 @@ def trace_row(plan: Plan, results: Results, i: int) -> Trace:
     from .whatif import firm_steps
 
     what: dict[str, Any] = {}
-    if row["status"] == "rated":
+    if row["status"] == "rated" and what_if:
         better, worse = firm_steps(plan, results, i)
         what = {"rating": plan.primary, "better": asdict(better) if better else None,
                 "worse": asdict(worse) if worse else None}

@@ -175,3 +175,35 @@ def test_sample_rejects_bad_arguments(tmp_path):
     assert run("sample", "--years", "20x2", "-o", str(tmp_path / "a.csv")).exit_code == 2
     bad = run("sample", "-o", str(tmp_path / "a.xlsx"))
     assert bad.exit_code == 2 and "use a .csv, .json, .jsonl or .parquet file" in bad.output
+
+
+def test_every_bundled_rulebook_rates_the_sample_with_the_standard_columns(tmp_path):
+    sample = Path(__file__).resolve().parent.parent / "examples" / "sample_firms.csv"
+    standard = ["firm_id", "year", "rulebook", "rulebook_version", "rulebook_hash", "engine_version", "status",
+                "reasons", "fallbacks", "scope1_tco2", "scope2_tco2", "emissions_tco2", "energy_tce", "rating"]
+    for book in ("huzhou", "quzhou", "shenzhen", "national"):
+        out = tmp_path / f"{book}.csv"
+        r = run("rate", book, str(sample), "-o", str(out))
+        assert r.exit_code == 0, r.output
+        with out.open(encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+        assert list(rows[0])[:14] == standard
+        assert len(rows) == 602
+        rated = sum(row["status"] == "rated" for row in rows)
+        assert 560 <= rated <= 600, (book, rated)  # the sample's deliberate defects stay unrated
+
+
+def test_python_api_accepts_columns_and_arrow_tables():
+    import pyarrow as pa
+
+    import ruleengine
+
+    cols = {"firm_id": ["A", "B"], "year": [2022, 2022], "industry": ["3011", "3011"],
+            "value_added_10k_cny": [100.0, 200.0], "electricity_mwh": [100.0, 100.0]}
+    a = ruleengine.rate("huzhou", cols)
+    b = ruleengine.rate("huzhou", pa.table(cols))
+    c = ruleengine.rate("huzhou", [dict(zip(cols, v)) for v in zip(*cols.values())])
+    for other in (b, c):
+        assert other.to_records() == a.to_records()
+    # 100 MWh x 0.5366 (national 2022: no grid region given) = 53.66 tCO2
+    assert a["emissions_tco2"].tolist() == [pytest.approx(53.66), pytest.approx(53.66)]

@@ -18,6 +18,7 @@ from ruleengine.whatif import columns
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ROOT / "golden" / "portfolios" / "small.csv"
+GENERATED = ROOT / "golden" / "portfolios" / "generated.csv"
 BOOKS = sorted(p.stem for p in (ROOT / "rulebooks").glob("*.yaml"))
 SCHEMA = json.loads((ROOT / "ruleengine" / "trace.schema.json").read_text(encoding="utf-8"))
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
@@ -47,6 +48,33 @@ def test_every_golden_trace_is_the_batch_numbers_and_valid(rated):
                     assert node["value"] == float(got), node["name"]  # exact, not approximate
         for d in data["decisions"]:
             assert d["level"] == results[d["rating"]][i]
+
+
+@pytest.mark.parametrize("book", BOOKS)
+def test_traces_of_every_generated_golden_firm_are_the_batch_numbers(book):
+    plan = ruleengine.load(book)
+    results = ruleengine.rate(plan, GENERATED)
+    for i in range(len(results)):
+        data = trace_row(plan, results, i, what_if=False).to_dict()
+        for node in data["nodes"]:
+            if node["kind"] in ("variable", "benchmark"):
+                got = results[node["name"]][i]
+                if isinstance(got, str):
+                    assert node["value"] == (got or None), (i, node["name"])
+                elif np.isnan(got):
+                    assert node["value"] is None, (i, node["name"])
+                else:
+                    assert node["value"] == float(got), (i, node["name"])
+
+
+def test_an_override_of_an_imported_input_shows_in_the_trace():
+    plan = ruleengine.load("huzhou")
+    results = ruleengine.rate(plan, SMALL)
+    va = trace_row(plan, results, 0, what_if=False).node("value_added_10k_cny")
+    assert va.detail["overrides"] == "rulebooks/lib/accounting.yaml"
+    coal = trace_row(plan, results, 0, what_if=False).node("raw_coal_co2_tco2")
+    assert coal.detail["defined_in"] == "rulebooks/lib/accounting.yaml"
+    assert coal.detail["measured_first"]["raw_coal_ncv_gj_per_unit"] == "default"
 
 
 def test_huzhou_rating_can_be_recomputed_by_hand_from_the_trace():
