@@ -48,18 +48,22 @@ def main() -> int:
     cold = []
     for _ in range(3):
         t = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "ruleengine.cli", "validate", args.rulebook], check=True,
-                       capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "ruleengine.cli", "validate", args.rulebook], check=True, capture_output=True
+        )
         cold.append(time.perf_counter() - t)
     lines = [
-        "# Explain latency and CLI cold start", "",
+        "# Explain latency and CLI cold start",
+        "",
         f"Machine: {platform.processor() or platform.machine()}, Python {platform.python_version()}, "
-        f"ruleengine {ruleengine.__version__}, rulebook {plan.id} {plan.version}.", "",
+        f"ruleengine {ruleengine.__version__}, rulebook {plan.id} {plan.version}.",
+        "",
         f"- portfolio: {len(results):,} firm-years rated in {rate_s:.2f} s",
         f"- explain one firm (trace incl. what it would take), {len(times)} firms: median "
         f"{statistics.median(times):.1f} ms, p95 {np.percentile(times, 95):.1f} ms, max {max(times):.1f} ms",
-        f"- `ruleengine validate {args.rulebook}` as a fresh process: median {statistics.median(cold):.2f} s "
-        f"(of 3)", ""]
+        f"- `ruleengine validate {args.rulebook}` as a fresh process: median {statistics.median(cold):.2f} s (of 3)",
+        "",
+    ]
     text = "\n".join(lines)
     print(text)
     if args.out:

@@ -42,6 +42,7 @@ YEARS = (2022, 2023)
 
 # -- child process: one end-to-end run ----------------------------------------------------------
 
+
 def _peak_rss_mb() -> float:
     """This process's peak resident set.
 
@@ -86,6 +87,7 @@ def _end_to_end(book: str, src: Path, dst: Path) -> dict[str, float]:
 
 # -- data ---------------------------------------------------------------------------------------
 
+
 def _generator_hash() -> str:
     from ruleengine import sample
 
@@ -129,6 +131,7 @@ def columns(pq_path: Path) -> dict[str, Any]:
 
 
 # -- measurements -------------------------------------------------------------------------------
+
 
 def _clear_plan_cache() -> None:
     import importlib
@@ -190,12 +193,10 @@ def in_memory(plan: Any, cols: dict[str, Any], repeat: int) -> dict[str, Any]:
             stage_runs.append(stages)
     peak_mb = _peak_alloc_mb(lambda: ruleengine.rate(plan, cols))
     split = {k: _median(stage_runs, k) for k in stage_runs[0]} if stage_runs else None
-    return {"rate_s": statistics.median(rate_s), "stages": split, "rate_peak_mb": peak_mb,
-            "unrated": unrated}
+    return {"rate_s": statistics.median(rate_s), "stages": split, "rate_peak_mb": peak_mb, "unrated": unrated}
 
 
-def measure(rows: int, book: str, repeat: int, seed: int, data_dir: Path,
-            log: Callable[[str], None]) -> dict[str, Any]:
+def measure(rows: int, book: str, repeat: int, seed: int, data_dir: Path, log: Callable[[str], None]) -> dict[str, Any]:
     """Every measurement for one portfolio size."""
     import ruleengine
 
@@ -224,8 +225,7 @@ def measure(rows: int, book: str, repeat: int, seed: int, data_dir: Path,
         result[f"{fmt}_s"] = _median(runs, "seconds")
         result[f"{fmt}_rss_mb"] = _median(runs, "max_rss_mb")
         result[f"{fmt}_process_s"] = _median(runs, "process_seconds")
-    log(f"{rows:>9,} rows: end to end parquet {result['parquet_s']:.3f} s, "
-        f"csv {result['csv_s']:.3f} s")
+    log(f"{rows:>9,} rows: end to end parquet {result['parquet_s']:.3f} s, csv {result['csv_s']:.3f} s")
     return result
 
 
@@ -248,14 +248,13 @@ def profile(rows: int, book: str, seed: int, data_dir: Path, top: int = 10) -> d
     prof.disable()
     wall = time.perf_counter() - start
     raw = pstats.Stats(prof).stats  # type: ignore[attr-defined]
-    entries = [{"where": _short(file, line), "function": func, "calls": ncalls,
-                "own": tottime, "cumulative": cumtime}
-               for (file, line, func), (_, ncalls, tottime, cumtime, _) in raw.items()]
+    entries = [
+        {"where": _short(file, line), "function": func, "calls": ncalls, "own": tottime, "cumulative": cumtime}
+        for (file, line, func), (_, ncalls, tottime, cumtime, _) in raw.items()
+    ]
     own = sorted(entries, key=lambda e: -e["own"])[:top]
-    engine = sorted((e for e in entries if e["where"].startswith("ruleengine/")),
-                    key=lambda e: -e["cumulative"])[:top]
-    return {"rows": rows, "wall": wall, "total": sum(e["own"] for e in entries),
-            "own": own, "engine": engine}
+    engine = sorted((e for e in entries if e["where"].startswith("ruleengine/")), key=lambda e: -e["cumulative"])[:top]
+    return {"rows": rows, "wall": wall, "total": sum(e["own"] for e in entries), "own": own, "engine": engine}
 
 
 def _short(file: str, line: int) -> str:
@@ -264,15 +263,16 @@ def _short(file: str, line: int) -> str:
         return "(built-in)"
     parts = Path(file).parts
     if "site-packages" in parts:
-        parts = parts[len(parts) - parts[::-1].index("site-packages"):]
+        parts = parts[len(parts) - parts[::-1].index("site-packages") :]
     elif "ruleengine" in parts:
-        parts = parts[len(parts) - 1 - parts[::-1].index("ruleengine"):]
+        parts = parts[len(parts) - 1 - parts[::-1].index("ruleengine") :]
     else:
         parts = parts[-1:]
     return f"{'/'.join(parts)}:{line}"
 
 
 # -- report -------------------------------------------------------------------------------------
+
 
 def machine_info() -> dict[str, str]:
     import numpy
@@ -290,19 +290,28 @@ def machine_info() -> dict[str, str]:
         pass
     commit = ""
     try:  # read-only git queries: which commit, and whether tracked files differ from it
+
         def git(*args: str) -> str:
-            return subprocess.run(["git", *args], cwd=HERE, text=True, capture_output=True,
-                                  check=False, timeout=5).stdout.strip()
+            return subprocess.run(
+                ["git", *args], cwd=HERE, text=True, capture_output=True, check=False, timeout=5
+            ).stdout.strip()
 
         commit = git("rev-parse", "--short", "HEAD")
         if commit and git("status", "--porcelain", "--untracked-files=no"):
             commit += " with uncommitted changes"
     except (OSError, subprocess.SubprocessError):
         pass
-    return {"cpus": str(os.cpu_count()), "cpu": cpu, "os": platform.platform(terse=True),
-            "python": platform.python_version(), "numpy": numpy.__version__,
-            "pyarrow": pyarrow.__version__, "ruleengine": ruleengine.__version__,
-            "commit": commit, "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")}
+    return {
+        "cpus": str(os.cpu_count()),
+        "cpu": cpu,
+        "os": platform.platform(terse=True),
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        "pyarrow": pyarrow.__version__,
+        "ruleengine": ruleengine.__version__,
+        "commit": commit,
+        "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
 
 
 def _per_second(rows: int, seconds: float) -> str:
@@ -310,61 +319,85 @@ def _per_second(rows: int, seconds: float) -> str:
     return f"{per_s / 1e6:.2f}M" if per_s >= 1e6 else f"{per_s / 1e3:.0f}k"
 
 
-_HEADER = ("| rows | compile (ms) | rate in memory (s) | rows/s | prepare / evaluate / build (s) "
-           "| rate peak alloc (MB) | Parquet→Parquet (s) | peak RSS (MB) | CSV→CSV (s) "
-           "| peak RSS (MB) |")
-_PROFILE_HEADER = ("| # | function | where | calls | own (s) | cumulative (s) |",
-                   "|---:|---|---|---:|---:|---:|")
+_HEADER = (
+    "| rows | compile (ms) | rate in memory (s) | rows/s | prepare / evaluate / build (s) "
+    "| rate peak alloc (MB) | Parquet→Parquet (s) | peak RSS (MB) | CSV→CSV (s) "
+    "| peak RSS (MB) |"
+)
+_PROFILE_HEADER = ("| # | function | where | calls | own (s) | cumulative (s) |", "|---:|---|---|---:|---:|---:|")
 
 
 def _row(r: dict[str, Any]) -> str:
     st = r["stages"]
     stages = f"{st['prepare']:.3f} / {st['evaluate']:.3f} / {st['build']:.3f}" if st else "n/a"
-    cells = [f"{r['rows']:,}", f"{r['compile_s'] * 1e3:.0f}", f"{r['rate_s']:.3f}",
-             _per_second(r["rows"], r["rate_s"]), stages, f"{r['rate_peak_mb']:.0f}",
-             f"{r['parquet_s']:.2f}", f"{r['parquet_rss_mb']:.0f}", f"{r['csv_s']:.2f}",
-             f"{r['csv_rss_mb']:.0f}"]
+    cells = [
+        f"{r['rows']:,}",
+        f"{r['compile_s'] * 1e3:.0f}",
+        f"{r['rate_s']:.3f}",
+        _per_second(r["rows"], r["rate_s"]),
+        stages,
+        f"{r['rate_peak_mb']:.0f}",
+        f"{r['parquet_s']:.2f}",
+        f"{r['parquet_rss_mb']:.0f}",
+        f"{r['csv_s']:.2f}",
+        f"{r['csv_rss_mb']:.0f}",
+    ]
     return "| " + " | ".join(cells) + " |"
 
 
 def _profile_section(prof: dict[str, Any], results: Sequence[dict[str, Any]]) -> list[str]:
-    lines = [f"## Where the time goes at {prof['rows']:,} rows", "",
-             f"cProfile of Parquet → `rate` → Parquet with the plan compiled: {prof['wall']:.2f} s "
-             f"under the profiler ({prof['total']:.2f} s of own time recorded).", ""]
+    lines = [
+        f"## Where the time goes at {prof['rows']:,} rows",
+        "",
+        f"cProfile of Parquet → `rate` → Parquet with the plan compiled: {prof['wall']:.2f} s "
+        f"under the profiler ({prof['total']:.2f} s of own time recorded).",
+        "",
+    ]
     big = next((r for r in results if r["rows"] == prof["rows"] and r["stages"]), None)
     if big:
         st = big["stages"]
         total = sum(st.values())
         split = ", ".join(f"{k} {v:.2f} s ({v / total:.0%})" for k, v in st.items())
         lines += [f"In-memory stages without the profiler: {split}.", ""]
-    for title, key in (("Top functions by own time", "own"),
-                       ("Engine functions by cumulative time", "engine")):
+    for title, key in (("Top functions by own time", "own"), ("Engine functions by cumulative time", "engine")):
         lines += [f"{title}:", "", *_PROFILE_HEADER]
         for i, e in enumerate(prof[key], 1):
-            lines.append(f"| {i} | `{e['function']}` | {e['where']} | {e['calls']:,} "
-                         f"| {e['own']:.3f} | {e['cumulative']:.3f} |")
+            lines.append(
+                f"| {i} | `{e['function']}` | {e['where']} | {e['calls']:,} | {e['own']:.3f} | {e['cumulative']:.3f} |"
+            )
         lines.append("")
     return lines
 
 
-def render(results: Sequence[dict[str, Any]], prof: dict[str, Any] | None, info: dict[str, str],
-           command: str, repeat: int, seed: int, plan: Any) -> str:
+def render(
+    results: Sequence[dict[str, Any]],
+    prof: dict[str, Any] | None,
+    info: dict[str, str],
+    command: str,
+    repeat: int,
+    seed: int,
+    plan: Any,
+) -> str:
     commit = f", commit {info['commit']}" if info["commit"] else ""
     plan_hash = str(plan.hash).split(":")[-1][:12]
     startup = statistics.median(r["parquet_process_s"] - r["parquet_s"] for r in results)
     lines = [
-        "# ruleengine rating benchmark", "",
-        f"Generated by `{command}` on {info['date']}.", "",
+        "# ruleengine rating benchmark",
+        "",
+        f"Generated by `{command}` on {info['date']}.",
+        "",
         f"- Machine: {info['cpus']} CPUs ({info['cpu']}), {info['os']}",
         f"- Software: Python {info['python']}, numpy {info['numpy']}, "
         f"pyarrow {info['pyarrow']}, ruleengine {info['ruleengine']}{commit}",
         f"- Rulebook: `{plan.id}` {plan.version} (hash `{plan_hash}`)",
         f"- Data: `ruleengine.sample.generate(firms=rows/2, years={list(YEARS)}, seed={seed})`, "
-        f"clean (every row rated); medians of {repeat} run{'s' if repeat > 1 else ''}", "",
-        _HEADER, "|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
-        *(_row(r) for r in results), "",
-        "- compile: `ruleengine.load` with the plan cache emptied, in a warm process (imports "
-        "done).",
+        f"clean (every row rated); medians of {repeat} run{'s' if repeat > 1 else ''}",
+        "",
+        _HEADER,
+        "|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
+        *(_row(r) for r in results),
+        "",
+        "- compile: `ruleengine.load` with the plan cache emptied, in a warm process (imports done).",
         "- rate in memory: `ruleengine.rate(plan, columns)` on numpy columns with the plan "
         "compiled; rows/s from it. The stage split comes from separate runs of `_api.prepare`, "
         "`evaluator.evaluate` and `results.build`.",
@@ -372,7 +405,8 @@ def render(results: Sequence[dict[str, Any]], prof: dict[str, Any] | None, info:
         "numpy buffers included, the input columns not).",
         "- Parquet→Parquet, CSV→CSV: a fresh Python process imports ruleengine, reads the file, "
         "compiles, rates and writes the results; wall time measured inside it (interpreter "
-        f"start-up adds about {startup:.2f} s) and its peak resident set (`VmHWM`).", "",
+        f"start-up adds about {startup:.2f} s) and its peak resident set (`VmHWM`).",
+        "",
     ]
     if prof:
         lines += _profile_section(prof, results)
@@ -380,6 +414,7 @@ def render(results: Sequence[dict[str, Any]], prof: dict[str, Any] | None, info:
 
 
 # -- command line -------------------------------------------------------------------------------
+
 
 def _sizes(text: str) -> list[int]:
     out = []
@@ -413,19 +448,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         _child(*argv[1:4])
         return 0
     parser = argparse.ArgumentParser(description="Rating throughput benchmark.")
-    parser.add_argument("--sizes", type=_sizes, default=[1000, 50_000, 1_000_000],
-                        help="comma-separated row counts (firm-years), e.g. 1000,50k,1M")
-    parser.add_argument("--repeat", type=int, default=3,
-                        help="runs per measurement; medians are reported")
-    parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md",
-                        help="Markdown report to write")
+    parser.add_argument(
+        "--sizes",
+        type=_sizes,
+        default=[1000, 50_000, 1_000_000],
+        help="comma-separated row counts (firm-years), e.g. 1000,50k,1M",
+    )
+    parser.add_argument("--repeat", type=int, default=3, help="runs per measurement; medians are reported")
+    parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md", help="Markdown report to write")
     parser.add_argument("--quick", action="store_true", help="1,000 rows, one run (smoke test)")
     parser.add_argument("--rulebook", default="huzhou")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--data-dir", type=Path, default=HERE / "data",
-                        help="cache of generated portfolios")
-    parser.add_argument("--profile", action=argparse.BooleanOptionalAction, default=None,
-                        help="profile the largest size (default: on, off with --quick)")
+    parser.add_argument("--data-dir", type=Path, default=HERE / "data", help="cache of generated portfolios")
+    parser.add_argument(
+        "--profile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="profile the largest size (default: on, off with --quick)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes, args.repeat = [1000], 1
@@ -438,8 +478,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import ruleengine
 
     plan = ruleengine.load(args.rulebook)
-    results = [measure(n, args.rulebook, args.repeat, args.seed, args.data_dir, log)
-               for n in args.sizes]
+    results = [measure(n, args.rulebook, args.repeat, args.seed, args.data_dir, log) for n in args.sizes]
     prof = None
     if args.profile:
         log(f"profiling {max(args.sizes):,} rows")

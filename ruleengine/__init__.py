@@ -21,9 +21,9 @@ from .data import DataIssue
 from .errors import (
     DataError,
     Diagnostic,
-    RuleEngineError,
     RulebookError,
     RulebookNotFound,
+    RuleEngineError,
     SourceLocation,
 )
 from .evaluator import BenchmarkTable
@@ -33,7 +33,21 @@ from .results import Results
 __version__ = "0.1.0"
 
 __all__ = [
-    "BenchmarkTable", "DataError", "DataIssue", "Diagnostic", "Plan", "Results", "RuleEngineError",
-    "RulebookError", "RulebookNotFound", "SourceLocation", "Trace", "__version__", "compile_text",
-    "explain", "load", "rate", "validate",
+    "BenchmarkTable",
+    "DataError",
+    "DataIssue",
+    "Diagnostic",
+    "Plan",
+    "Results",
+    "RuleEngineError",
+    "RulebookError",
+    "RulebookNotFound",
+    "SourceLocation",
+    "Trace",
+    "__version__",
+    "compile_text",
+    "explain",
+    "load",
+    "rate",
+    "validate",
 ]

@@ -64,8 +64,13 @@ def prepare(plan: Plan, data: Any) -> _data.Batch:
     return _data.prepare(raw, plan.inputs, plan.id)
 
 
-def rate(book: str | Path | Plan, data: Any, *, benchmarks: Mapping[str, BenchmarkTable] | None = None,
-         overrides: Mapping[str, Any] | None = None) -> Results:
+def rate(
+    book: str | Path | Plan,
+    data: Any,
+    *,
+    benchmarks: Mapping[str, BenchmarkTable] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Results:
     """Rate every firm-year in ``data`` (path, list of dicts, dict of columns or DataFrame).
 
     ``benchmarks``: population tables from an earlier run (``results.tables``) to hold benchmarks
@@ -76,15 +81,17 @@ def rate(book: str | Path | Plan, data: Any, *, benchmarks: Mapping[str, Benchma
     if plan.is_library:
         from .errors import RuleEngineError
 
-        raise RuleEngineError(f"{plan.file} is a library (imported by rulebooks), not a rulebook: it has "
-                              "no rating to compute")
+        raise RuleEngineError(
+            f"{plan.file} is a library (imported by rulebooks), not a rulebook: it has no rating to compute"
+        )
     batch = prepare(plan, data)
     ev = evaluate(plan, batch, benchmarks, overrides)
     return build(plan, batch, ev, _version())
 
 
-def explain(book: str | Path | Plan, data: Any, firm_id: str, year: int | None = None,
-            results: Results | None = None) -> Trace:
+def explain(
+    book: str | Path | Plan, data: Any, firm_id: str, year: int | None = None, results: Results | None = None
+) -> Trace:
     """The audit trail of one firm-year: every value that led to its rating, traced to inputs."""
     plan = load(book)
     if results is None:
@@ -101,14 +108,13 @@ def explain(book: str | Path | Plan, data: Any, firm_id: str, year: int | None =
         when = f" in {year}" if year is not None else ""
         if year is not None and wanted in ids:
             years = sorted({int(results["year"][i]) for i in results.find(wanted)})
-            raise RuleEngineError(f"no firm '{shown}'{when} in the data; it has the years "
-                                  f"{', '.join(map(str, years))}")
+            raise RuleEngineError(f"no firm '{shown}'{when} in the data; it has the years {', '.join(map(str, years))}")
         near = [i for i in ids if i.lower() == wanted.lower()]
         near += [i for i in difflib.get_close_matches(wanted, ids, n=5, cutoff=0.5) if i not in near]
         hint = f"; near matches: {', '.join(near[:5])}" if near else f" ({len(ids)} firms in the data)"
         raise RuleEngineError(f"no firm '{shown}'{when} in the data{hint}")
     if len(hits) > 1 and year is None:
-        years = sorted({int(results['year'][i]) for i in hits})
+        years = sorted({int(results["year"][i]) for i in hits})
         hits = [h for h in hits if int(results["year"][h]) == years[-1]]
     return trace_row(plan, results, hits[0])
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from .errors import DataError, RuleEngineError, RulebookError
+from .errors import DataError, RulebookError, RuleEngineError
 
 BOOK_HELP = "a bundled rulebook name (huzhou) or a path to a rulebook .yaml file"
 
@@ -38,9 +38,12 @@ class _Group(click.Group):
         except Exception as exc:  # an engine bug: say so plainly, keep the traceback for --debug
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            click.echo(f"internal error: {type(exc).__name__}: {exc}\n"
-                       "This is a bug in ruleengine; rerun with --debug for the traceback and "
-                       "please report it.", err=True)
+            click.echo(
+                f"internal error: {type(exc).__name__}: {exc}\n"
+                "This is a bug in ruleengine; rerun with --debug for the traceback and "
+                "please report it.",
+                err=True,
+            )
             sys.exit(3)
 
 
@@ -123,21 +126,32 @@ def validate(book: tuple[str, ...], strict: bool, quiet: bool) -> None:
             continue
         if not quiet:
             counts = Counter(plan.nodes[n].kind for n in plan.order)
-            click.echo(f"ok: {plan.file}: {plan.id} {plan.version} ({plan.hash}); "
-                       f"{len(plan.inputs)} inputs, {len(plan.parameters)} parameters, "
-                       f"{counts['variable']} variables, {counts['benchmark']} benchmarks, "
-                       f"{counts['rating']} ratings, {len(plan.warnings)} warnings")
+            click.echo(
+                f"ok: {plan.file}: {plan.id} {plan.version} ({plan.hash}); "
+                f"{len(plan.inputs)} inputs, {len(plan.parameters)} parameters, "
+                f"{counts['variable']} variables, {counts['benchmark']} benchmarks, "
+                f"{counts['rating']} ratings, {len(plan.warnings)} warnings"
+            )
     if failed:
-        click.echo(f"{errors} error{'s' if errors != 1 else ''} in {failed} rulebook"
-                   f"{'s' if failed != 1 else ''}", err=True)
+        click.echo(
+            f"{errors} error{'s' if errors != 1 else ''} in {failed} rulebook{'s' if failed != 1 else ''}", err=True
+        )
         sys.exit(1)
 
 
 @main.command()
 @click.argument("book")
-@click.option("--format", "fmt", type=click.Choice(["dot", "mermaid", "json"]), default="dot",
-              show_default=True, help="Graph format.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write to a file instead of stdout.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["dot", "mermaid", "json"]),
+    default="dot",
+    show_default=True,
+    help="Graph format.",
+)
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write to a file instead of stdout."
+)
 def graph(book: str, fmt: str, output: str | None) -> None:
     """Print the dependency graph of a rulebook (inputs → variables → benchmarks → ratings)."""
     from . import load
@@ -160,14 +174,28 @@ def _write_or_fail(results: Any, output: str) -> None:
 @main.command()
 @click.argument("book")
 @click.argument("data", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", type=click.Path(dir_okay=False),
-              help="Write results to OUT.csv, OUT.json, OUT.jsonl or OUT.parquet (by extension).")
-@click.option("--format", "fmt", type=click.Choice(["summary", "json", "csv"]), default="summary",
-              show_default=True, help="What to print on stdout: a summary, or all results as JSON/CSV.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="Write results to OUT.csv, OUT.json, OUT.jsonl or OUT.parquet (by extension).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["summary", "json", "csv"]),
+    default="summary",
+    show_default=True,
+    help="What to print on stdout: a summary, or all results as JSON/CSV.",
+)
 @click.option("--max-issues", default=20, show_default=True, help="How many data problems to list.")
-@click.option("--what-it-takes", "what", is_flag=True,
-              help="Add columns: next better/worse level, margins, and the emissions cut that reaches the "
-                   "better level with benchmarks held fixed (about 30 extra evaluations of the batch).")
+@click.option(
+    "--what-it-takes",
+    "what",
+    is_flag=True,
+    help="Add columns: next better/worse level, margins, and the emissions cut that reaches the "
+    "better level with benchmarks held fixed (about 30 extra evaluations of the batch).",
+)
 def rate(book: str, data: str, output: str | None, fmt: str, max_issues: int, what: bool) -> None:
     """Rate every firm-year in DATA with BOOK.
 
@@ -186,8 +214,14 @@ def rate(book: str, data: str, output: str | None, fmt: str, max_issues: int, wh
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     steps = ["read", "evaluate", "write"] if output else ["read", "evaluate"]
-    with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
-                  console=err, transient=True, disable=not show_progress) as progress:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not show_progress,
+    ) as progress:
         task = progress.add_task(f"reading {data}", total=len(steps))
         batch = prepare(plan, data)
         progress.update(task, advance=1, description=f"rating {batch.n:,} firm-years")
@@ -222,8 +256,7 @@ def rate(book: str, data: str, output: str | None, fmt: str, max_issues: int, wh
 @click.argument("data", type=click.Path(dir_okay=False))
 @click.option("--firm", required=True, help="firm_id of the firm to explain.")
 @click.option("--year", type=int, help="Reporting year (default: the firm's latest).")
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text",
-              show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True)
 def explain(book: str, data: str, firm: str, year: int | None, fmt: str) -> None:
     """Show the audit trail of one firm's rating: every value, formula, parameter and benchmark."""
     from . import explain as explain_api
@@ -261,15 +294,20 @@ def verify(trace_file: str, book: str | None) -> None:
         for p in problems[1:]:
             click.echo(f"  also: {p}", err=True)
         sys.exit(1)
-    click.echo(f"verified: {trace['firm_id']} {trace['year']} under {meta['id']} {meta['version']} "
-               f"({meta['hash']}): {checked} values match")
+    click.echo(
+        f"verified: {trace['firm_id']} {trace['year']} under {meta['id']} {meta['version']} "
+        f"({meta['hash']}): {checked} values match"
+    )
 
 
 @main.command()
 @click.argument("old")
 @click.argument("new")
-@click.option("--data", type=click.Path(dir_okay=False, exists=True),
-              help="A portfolio to measure the impact on (rating migration, lending, attribution).")
+@click.option(
+    "--data",
+    type=click.Path(dir_okay=False, exists=True),
+    help="A portfolio to measure the impact on (rating migration, lending, attribution).",
+)
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True)
 def diff(old: str, new: str, data: str | None, fmt: str) -> None:
     """What changed between two rulebooks, on meaning, and what it does to a portfolio.
@@ -294,7 +332,12 @@ def diff(old: str, new: str, data: str | None, fmt: str) -> None:
 
 @main.command()
 @click.argument("book", nargs=-1, required=True)
-@click.option("--data", required=True, type=click.Path(dir_okay=False, exists=True), help="The portfolio to rate under every method.")
+@click.option(
+    "--data",
+    required=True,
+    type=click.Path(dir_okay=False, exists=True),
+    help="The portfolio to rate under every method.",
+)
 @click.option("--top", default=10, show_default=True, help="How many largest differences to list per pair.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True)
 def compare(book: tuple[str, ...], data: str, top: int, fmt: str) -> None:
@@ -331,13 +374,28 @@ def _years(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
 
 @main.command()
 @click.option("--firms", type=click.IntRange(1, 20_000_000), default=300, show_default=True, help="Number of firms.")
-@click.option("--years", default="2022,2023", show_default=True, callback=_years,
-              help="Comma-separated reporting years; every firm reports every year.")
+@click.option(
+    "--years",
+    default="2022,2023",
+    show_default=True,
+    callback=_years,
+    help="Comma-separated reporting years; every firm reports every year.",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed: same seed, same file.")
-@click.option("--messy", type=click.FloatRange(0, 1), default=0.0, show_default=True,
-              help="Fraction of rows given one defect each (blank, negative, non-numeric, duplicate...).")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
-              help="OUT.csv, OUT.json, OUT.jsonl or OUT.parquet.")
+@click.option(
+    "--messy",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Fraction of rows given one defect each (blank, negative, non-numeric, duplicate...).",
+)
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="OUT.csv, OUT.json, OUT.jsonl or OUT.parquet.",
+)
 def sample(firms: int, years: list[int], seed: int, messy: float, output: str) -> None:
     """Generate a realistic synthetic firm-year portfolio (DATA.md columns).
 
@@ -355,8 +413,9 @@ def sample(firms: int, years: list[int], seed: int, messy: float, output: str) -
     except OSError as exc:
         raise DataError(f"cannot write {output}: {exc.strerror or exc}") from None
     n = len(next(iter(cols.values())))
-    click.echo(f"wrote {n:,} firm-years ({firms:,} firms × {len(years)} years, seed {seed}, "
-               f"messy {messy:g}) to {output}")
+    click.echo(
+        f"wrote {n:,} firm-years ({firms:,} firms × {len(years)} years, seed {seed}, messy {messy:g}) to {output}"
+    )
 
 
 @main.command("test")

@@ -22,8 +22,10 @@ from .results import Results
 
 # Boundary categories and the accounting library's variable that holds each one's CO2.
 CATEGORY_VARIABLE = {
-    "scope1.stationary": "stationary_co2_tco2", "scope1.mobile": "mobile_co2_tco2",
-    "scope1.process": "process_co2_tco2", "scope2.heat": "heat_tco2",
+    "scope1.stationary": "stationary_co2_tco2",
+    "scope1.mobile": "mobile_co2_tco2",
+    "scope1.process": "process_co2_tco2",
+    "scope2.heat": "heat_tco2",
 }
 KENDALL_MAX = 5000
 
@@ -77,8 +79,8 @@ def kendall_tau_b(a: np.ndarray, b: np.ndarray) -> float:
     total = 0.0
     block = 512
     for s in range(0, n, block):
-        da = np.sign(a[s:s + block, None] - a[None, :])
-        db = np.sign(b[s:s + block, None] - b[None, :])
+        da = np.sign(a[s : s + block, None] - a[None, :])
+        db = np.sign(b[s : s + block, None] - b[None, :])
         rows = np.arange(s, min(s + block, n))[:, None]
         upper = np.arange(n)[None, :] > rows
         concordant += float(np.sum((da * db)[upper]))
@@ -143,18 +145,28 @@ def _reason(m1: Method, m2: Method, i: int) -> str:
             continue
         share = (total - float(small.results["emissions_tco2"][i])) / total if total > 0 else 0.0
         if amounts and share >= BOUNDARY_MATERIAL:
-            return (f"boundary: {big.id} counts {', '.join(amounts)} that {small.id} leaves out "
-                    f"({100 * share:.0f}% of {big.id}'s emissions)")
-        from_peers = all(str(m.results[f"{bm}_group"][i]) in spec.groups
-                         for m in (big, small) for bm, spec in m.plan.benchmarks.items())
+            return (
+                f"boundary: {big.id} counts {', '.join(amounts)} that {small.id} leaves out "
+                f"({100 * share:.0f}% of {big.id}'s emissions)"
+            )
+        from_peers = all(
+            str(m.results[f"{bm}_group"][i]) in spec.groups
+            for m in (big, small)
+            for bm, spec in m.plan.benchmarks.items()
+        )
         if big.plan.benchmarks and small.plan.benchmarks and from_peers:
             cats = ", ".join(c.split(".")[1] for c in sorted(extra))
-            peers_note = (f"benchmark through the boundary: {big.id} also counts {cats} across the peer group, "
-                          f"which moves the benchmark ({100 * share:.0f}% of the firm's own emissions)")
+            peers_note = (
+                f"benchmark through the boundary: {big.id} also counts {cats} across the peer group, "
+                f"which moves the benchmark ({100 * share:.0f}% of the firm's own emissions)"
+            )
     coarse = []
     for m in (m1, m2):
-        used = [str(m.results[f"{bm}_group"][i]) for bm, spec in m.plan.benchmarks.items()
-                if str(m.results[f"{bm}_group"][i]) not in ("", spec.groups[0])]
+        used = [
+            str(m.results[f"{bm}_group"][i])
+            for bm, spec in m.plan.benchmarks.items()
+            if str(m.results[f"{bm}_group"][i]) not in ("", spec.groups[0])
+        ]
         if used:
             counts = ", ".join(f"{n} by {g}" for g, n in sorted(Counter(used).items()))
             coarse.append(f"{m.id} {counts}")
@@ -184,10 +196,16 @@ def run(books: list[Any], data: Any, top: int = 10) -> dict[str, Any]:
     names = _text_arrow(raw.columns["firm_name"], n).to_pylist() if "firm_name" in raw.columns else None
     out: dict[str, Any] = {"firm_years": n, "methods": [], "pairs": [], "crosswalk": None}
     for m in methods:
-        out["methods"].append({"id": m.id, "version": m.plan.version, "hash": m.plan.hash,
-                               "boundary": list(m.plan.boundary),
-                               "distribution": m.results.distribution(),
-                               "rated": int((m.results["status"] == "rated").sum())})
+        out["methods"].append(
+            {
+                "id": m.id,
+                "version": m.plan.version,
+                "hash": m.plan.hash,
+                "boundary": list(m.plan.boundary),
+                "distribution": m.results.distribution(),
+                "rated": int((m.results["status"] == "rated").sum()),
+            }
+        )
     scale = _crosswalk(plans)
     common = {}
     if scale is not None:
@@ -197,8 +215,12 @@ def run(books: list[Any], data: Any, top: int = 10) -> dict[str, Any]:
     for m1, m2 in combinations(methods, 2):
         s1, s2 = m1.score(), m2.score()
         ok = ~np.isnan(s1) & ~np.isnan(s2)
-        pair: dict[str, Any] = {"a": m1.id, "b": m2.id, "both_rated": int(ok.sum()),
-                                "spearman": spearman(s1[ok], s2[ok])}
+        pair: dict[str, Any] = {
+            "a": m1.id,
+            "b": m2.id,
+            "both_rated": int(ok.sum()),
+            "spearman": spearman(s1[ok], s2[ok]),
+        }
         idx = np.flatnonzero(ok)
         sample = idx if len(idx) <= KENDALL_MAX else idx[np.linspace(0, len(idx) - 1, KENDALL_MAX).astype(int)]
         pair["kendall_tau_b"] = kendall_tau_b(s1[sample], s2[sample])
@@ -206,17 +228,27 @@ def run(books: list[Any], data: Any, top: int = 10) -> dict[str, Any]:
         if common:
             c1, c2 = common[m1.id], common[m2.id]
             levels = [*out["crosswalk"]["levels"], "unrated"]
-            pair["crosstab"] = {"levels": levels,
-                                "counts": [[int(np.sum((c1 == x) & (c2 == y))) for y in levels] for x in levels]}
+            pair["crosstab"] = {
+                "levels": levels,
+                "counts": [[int(np.sum((c1 == x) & (c2 == y))) for y in levels] for x in levels],
+            }
             both = (c1 != "unrated") & (c2 != "unrated")
             pair["same_common_grade"] = float(np.mean(c1[both] == c2[both])) if both.any() else float("nan")
         gap = pct[m2.id] - pct[m1.id]
         order = [i for i in np.argsort(-np.abs(np.nan_to_num(gap)), kind="stable").tolist() if ok[i]][:top]
-        pair["largest_differences"] = [{
-            "firm_id": str(firm[i]), "firm_name": names[i] if names else "", "year": int(year[i]),
-            f"{m1.id}_rating": str(m1.results["rating"][i]), f"{m2.id}_rating": str(m2.results["rating"][i]),
-            f"{m1.id}_percentile": round(float(pct[m1.id][i]), 4), f"{m2.id}_percentile": round(float(pct[m2.id][i]), 4),
-            "reason": _reason(m1, m2, i)} for i in order]
+        pair["largest_differences"] = [
+            {
+                "firm_id": str(firm[i]),
+                "firm_name": names[i] if names else "",
+                "year": int(year[i]),
+                f"{m1.id}_rating": str(m1.results["rating"][i]),
+                f"{m2.id}_rating": str(m2.results["rating"][i]),
+                f"{m1.id}_percentile": round(float(pct[m1.id][i]), 4),
+                f"{m2.id}_percentile": round(float(pct[m2.id][i]), 4),
+                "reason": _reason(m1, m2, i),
+            }
+            for i in order
+        ]
         out["pairs"].append(pair)
     return out
 
@@ -242,22 +274,39 @@ def to_markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {m['id']} | {m['version']} | {', '.join(m['boundary'])} | {m['rated']} | {dist} |")
     cw = result.get("crosswalk")
     for p in result["pairs"]:
-        lines += ["", f"## {p['a']} vs {p['b']}", "",
-                  f"Both rated: {p['both_rated']}. Rank agreement: Spearman {_f(p['spearman'])}, "
-                  f"Kendall tau-b {_f(p['kendall_tau_b'])}" + (f" (on {p['kendall_rows']} rows)" if p['kendall_rows'] < p['both_rated'] else "") + "."]
+        lines += [
+            "",
+            f"## {p['a']} vs {p['b']}",
+            "",
+            f"Both rated: {p['both_rated']}. Rank agreement: Spearman {_f(p['spearman'])}, "
+            f"Kendall tau-b {_f(p['kendall_tau_b'])}"
+            + (f" (on {p['kendall_rows']} rows)" if p["kendall_rows"] < p["both_rated"] else "")
+            + ".",
+        ]
         if "crosstab" in p and cw:
-            lines += ["", f"On the common scale ({cw['scale']}): same grade for {_pct(p['same_common_grade'])} of firms "
-                      "rated by both.", "", f"| {p['a']} \\ {p['b']} | " + " | ".join(p["crosstab"]["levels"]) + " |",
-                      "|---" * (len(p["crosstab"]["levels"]) + 1) + "|"]
+            lines += [
+                "",
+                f"On the common scale ({cw['scale']}): same grade for {_pct(p['same_common_grade'])} of firms "
+                "rated by both.",
+                "",
+                f"| {p['a']} \\ {p['b']} | " + " | ".join(p["crosstab"]["levels"]) + " |",
+                "|---" * (len(p["crosstab"]["levels"]) + 1) + "|",
+            ]
             for lv, row in zip(p["crosstab"]["levels"], p["crosstab"]["counts"], strict=True):
                 lines.append(f"| {lv} | " + " | ".join(str(c) for c in row) + " |")
         if p["largest_differences"]:
-            lines += ["", "Largest differences in relative position (percentile within each method, higher is better):", ""]
+            lines += [
+                "",
+                "Largest differences in relative position (percentile within each method, higher is better):",
+                "",
+            ]
             for d in p["largest_differences"]:
                 name = f" {d['firm_name']}" if d["firm_name"] else ""
-                lines.append(f"- **{d['firm_id']}{name}** {d['year']}: {p['a']} {d[p['a'] + '_rating']} "
-                             f"(p{d[p['a'] + '_percentile']:.2f}) vs {p['b']} {d[p['b'] + '_rating']} "
-                             f"(p{d[p['b'] + '_percentile']:.2f}) — {d['reason']}")
+                lines.append(
+                    f"- **{d['firm_id']}{name}** {d['year']}: {p['a']} {d[p['a'] + '_rating']} "
+                    f"(p{d[p['a'] + '_percentile']:.2f}) vs {p['b']} {d[p['b'] + '_rating']} "
+                    f"(p{d[p['b'] + '_percentile']:.2f}) — {d['reason']}"
+                )
     return "\n".join(lines) + "\n"
 
 

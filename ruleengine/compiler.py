@@ -21,9 +21,21 @@ from .source import Document, PathT
 from .units import Unit
 
 STANDARD_VARIABLES = ("scope1_tco2", "scope2_tco2", "emissions_tco2", "energy_tce")
-RESERVED = ("rulebook", "rulebook_version", "rulebook_hash", "engine_version", "status", "reasons",
-            "fallbacks", "rating", "incentive_rate_bp", "incentive_credit_policy",
-            "incentive_services", "incentive_subsidy_pct", "all")
+RESERVED = (
+    "rulebook",
+    "rulebook_version",
+    "rulebook_hash",
+    "engine_version",
+    "status",
+    "reasons",
+    "fallbacks",
+    "rating",
+    "incentive_rate_bp",
+    "incentive_credit_policy",
+    "incentive_services",
+    "incentive_subsidy_pct",
+    "all",
+)
 
 
 @dataclass
@@ -262,23 +274,31 @@ class _Compiler:
         if src is not None and src not in self.data.get("sources", {}):
             from .errors import did_you_mean
 
-            self.error(f"unknown source '{src}'{did_you_mean(src, self.data.get('sources', {}))}",
-                       (*path, "source"))
+            self.error(f"unknown source '{src}'{did_you_mean(src, self.data.get('sources', {}))}", (*path, "source"))
 
     # -- sections --------------------------------------------------------------------------------
     def compile(self) -> Plan:
         d = self.data
         self.names: dict[str, tuple[str, PathT]] = {}
-        for section, kind in (("inputs", "input"), ("parameters", "parameter"), ("scales", "scale"),
-                              ("variables", "variable"), ("benchmarks", "benchmark")):
+        for section, kind in (
+            ("inputs", "input"),
+            ("parameters", "parameter"),
+            ("scales", "scale"),
+            ("variables", "variable"),
+            ("benchmarks", "benchmark"),
+        ):
             for name in d.get(section, {}) or {}:
                 path = (section, name)
                 if name in RESERVED:
                     self.error(f"'{name}' is a reserved result column; choose another name", path, key=True)
                 if name in self.names:
                     other_kind, other_path = self.names[name]
-                    self.error(f"'{name}' is defined twice: as {other_kind} and as {kind}", path, key=True,
-                               related=(self.doc.loc(other_path, key=True),))
+                    self.error(
+                        f"'{name}' is defined twice: as {other_kind} and as {kind}",
+                        path,
+                        key=True,
+                        related=(self.doc.loc(other_path, key=True),),
+                    )
                     continue
                 self.names[name] = (kind, path)
         inputs = self.compile_inputs()
@@ -302,14 +322,23 @@ class _Compiler:
                     deps.append(bm.fallback_parameter)
                     if bm.fallback_key:
                         deps.append(bm.fallback_key)
-                nodes[name] = Node(name, "benchmark", bm.where, ex.NUMBER, bm.unit, spec,
-                                   self.doc.loc(("benchmarks", name), key=True), tuple(dict.fromkeys(deps)))
+                nodes[name] = Node(
+                    name,
+                    "benchmark",
+                    bm.where,
+                    ex.NUMBER,
+                    bm.unit,
+                    spec,
+                    self.doc.loc(("benchmarks", name), key=True),
+                    tuple(dict.fromkeys(deps)),
+                )
         for name, spec in (d.get("checks") or {}).items():
             path = ("checks", name)
             e = self.parse_expr(spec["expr"], (*path, "expr"))
             if e:
-                nodes[f"check:{name}"] = Node(f"check:{name}", "check", e, ex.BOOLEAN, None, spec,
-                                              self.doc.loc(path, key=True), tuple(e.names))
+                nodes[f"check:{name}"] = Node(
+                    f"check:{name}", "check", e, ex.BOOLEAN, None, spec, self.doc.loc(path, key=True), tuple(e.names)
+                )
         ratings = self.compile_ratings(nodes)
         self.inputs, self.params, self.scales_, self.nodes = inputs, params, scales, nodes
         self.benchmarks = benchmarks
@@ -320,8 +349,11 @@ class _Compiler:
         crosswalk = self.compile_crosswalk(ratings, primary)
         for std in STANDARD_VARIABLES if not self.library else ():
             if std not in nodes and std not in self.names:
-                self.error(f"every rulebook defines the standard variable '{std}' so that methods can "
-                           "be compared", ("variables",), key=True)
+                self.error(
+                    f"every rulebook defines the standard variable '{std}' so that methods can be compared",
+                    ("variables",),
+                    key=True,
+                )
         for must, typ in (("firm_id", "string"), ("year", "integer")):
             spec = inputs.get(must)
             if spec is None:
@@ -333,13 +365,31 @@ class _Compiler:
         raise_if_errors(self.diags)
         overrides = {f"{sec}.{name}": lib.file for (sec, name), lib in self.doc.overrides.items()}
         return Plan(
-            id=d.get("id") or d["library"], title=d["title"], version=d["version"], effective=d.get("effective", ""),
-            hash=self.doc.content_hash, file=self.doc.file, sources=d.get("sources", {}),
-            boundary=tuple(d.get("boundary", [])), inputs=inputs, parameters=params, scales=scales,
-            nodes=nodes, order=order, benchmarks=benchmarks, ratings=ratings, primary=primary,
-            incentives=incentives, tests=d.get("tests", []) or [], graph=graph,
-            warnings=[x for x in self.diags if x.severity == "warning"], document=self.doc,
-            overrides=overrides, is_library=self.library, crosswalk=crosswalk)
+            id=d.get("id") or d["library"],
+            title=d["title"],
+            version=d["version"],
+            effective=d.get("effective", ""),
+            hash=self.doc.content_hash,
+            file=self.doc.file,
+            sources=d.get("sources", {}),
+            boundary=tuple(d.get("boundary", [])),
+            inputs=inputs,
+            parameters=params,
+            scales=scales,
+            nodes=nodes,
+            order=order,
+            benchmarks=benchmarks,
+            ratings=ratings,
+            primary=primary,
+            incentives=incentives,
+            tests=d.get("tests", []) or [],
+            graph=graph,
+            warnings=[x for x in self.diags if x.severity == "warning"],
+            document=self.doc,
+            overrides=overrides,
+            is_library=self.library,
+            crosswalk=crosswalk,
+        )
 
     def compile_inputs(self) -> dict[str, InputSpec]:
         out = {}
@@ -360,13 +410,25 @@ class _Compiler:
                 self.error("min/max apply to number and integer inputs only", path)
             if lo is not None and hi is not None and lo > hi:
                 self.error(f"min {lo} is greater than max {hi}", (*path, "min"))
-            if isinstance(default, int | float) and ((lo is not None and default < lo) or (hi is not None and default > hi)):
+            if isinstance(default, int | float) and (
+                (lo is not None and default < lo) or (hi is not None and default > hi)
+            ):
                 self.error(f"default {default} is outside [min, max]", (*path, "default"))
             if spec.get("required") is False:
                 self.error("write 'optional: true' or a 'default' instead of 'required: false'", (*path, "required"))
-            out[name] = InputSpec(name, typ, unit, bool(spec.get("required")), bool(spec.get("optional")),
-                                  default, lo, hi, tuple(spec["values"]) if "values" in spec else None,
-                                  spec.get("description", ""), self.doc.loc(path, key=True))
+            out[name] = InputSpec(
+                name,
+                typ,
+                unit,
+                bool(spec.get("required")),
+                bool(spec.get("optional")),
+                default,
+                lo,
+                hi,
+                tuple(spec["values"]) if "values" in spec else None,
+                spec.get("description", ""),
+                self.doc.loc(path, key=True),
+            )
         return out
 
     def compile_parameters(self) -> dict[str, ParamSpec]:
@@ -376,8 +438,9 @@ class _Compiler:
             unit = self.unit(spec["unit"], (*path, "unit")) or Unit()
             key_units = None
             if "units" in spec:
-                key_units = {k: u for k, v in spec["units"].items()
-                             if (u := self.unit(v, (*path, "units", k))) is not None}
+                key_units = {
+                    k: u for k, v in spec["units"].items() if (u := self.unit(v, (*path, "units", k))) is not None
+                }
             self.source_ref(spec, path)
             dated: list[tuple[str, Any]] = []
             raw: list[tuple[str, Any, PathT]] = []
@@ -389,7 +452,9 @@ class _Compiler:
                 prev = ""
                 for date, value in spec["values"].items():
                     if date <= prev:
-                        self.error(f"effective dates must increase ({date} after {prev})", (*path, "values", date), key=True)
+                        self.error(
+                            f"effective dates must increase ({date} after {prev})", (*path, "values", date), key=True
+                        )
                     prev = date
                     raw.append((date, value, (*path, "values", date)))
             kinds = {isinstance(v, dict) for _, v, _ in raw}
@@ -415,14 +480,17 @@ class _Compiler:
                 if not is_table:
                     self.error("fallback_key applies to table parameters only", (*path, "fallback_key"))
                 else:
-                    for date, value, vpath in raw:
+                    for _date, value, vpath in raw:
                         if fb not in value:
                             self.error(f"fallback key '{fb}' is missing from this table", vpath)
             if key_units and not is_table:
                 self.error("'units' (per key) applies to table parameters only", (*path, "units"))
-            status = spec.get("status") or (self.data.get("sources", {}).get(spec["source"], {}) or {}).get("status", "")
-            out[name] = ParamSpec(name, unit, is_table, dated, fb, key_units, spec["source"], status,
-                                  self.doc.loc(path, key=True))
+            status = spec.get("status") or (self.data.get("sources", {}).get(spec["source"], {}) or {}).get(
+                "status", ""
+            )
+            out[name] = ParamSpec(
+                name, unit, is_table, dated, fb, key_units, spec["source"], status, self.doc.loc(path, key=True)
+            )
         return out
 
     def compile_scales(self) -> dict[str, ScaleSpec]:
@@ -443,12 +511,15 @@ class _Compiler:
                 st = spec["steps"]
                 edges, values = tuple(map(float, st["edges"])), tuple(map(float, st["values"]))
                 if len(values) != len(edges) + 1:
-                    self.error(f"steps need one more value than edges ({len(edges)} edges, "
-                               f"{len(values)} values)", (*path, "steps", "values"))
+                    self.error(
+                        f"steps need one more value than edges ({len(edges)} edges, {len(values)} values)",
+                        (*path, "steps", "values"),
+                    )
                 if any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
                     self.error("step edges must strictly increase", (*path, "steps", "edges"))
-                out[name] = ScaleSpec(name, "steps", edges, values, st.get("closed", "right"), unit, in_unit,
-                                      self.doc.loc(path, key=True))
+                out[name] = ScaleSpec(
+                    name, "steps", edges, values, st.get("closed", "right"), unit, in_unit, self.doc.loc(path, key=True)
+                )
         return out
 
     def compile_variable(self, name: str, spec: dict[str, Any]) -> Node | None:
@@ -486,10 +557,20 @@ class _Compiler:
         if len(set(groups)) != len(groups):
             self.error("a peer group is listed twice", (*path, "groups"))
         return BenchmarkSpec(
-            name, spec["statistic"], spec.get("of"), spec.get("numerator"), spec.get("denominator"), where,
-            groups, int(spec.get("min_peers", 1)), fb.get("parameter"), fb.get("key"),
+            name,
+            spec["statistic"],
+            spec.get("of"),
+            spec.get("numerator"),
+            spec.get("denominator"),
+            where,
+            groups,
+            int(spec.get("min_peers", 1)),
+            fb.get("parameter"),
+            fb.get("key"),
             float(fb["value"]) if "value" in fb else None,
-            self.unit(spec.get("unit"), (*path, "unit")), self.doc.loc(path, key=True))
+            self.unit(spec.get("unit"), (*path, "unit")),
+            self.doc.loc(path, key=True),
+        )
 
     def compile_ratings(self, nodes: dict[str, Node]) -> dict[str, RatingSpec]:
         out = {}
@@ -501,7 +582,7 @@ class _Compiler:
             levels: list[tuple[str, ex.Expr | None, str]] = []
             deps: list[str] = list(value.names) if value else []
             ids: list[str] = []
-            for i, b in enumerate(spec.get("bands", [])):
+            for b in spec.get("bands", []):
                 bands.append(Band(str(b["id"]), b.get("lower"), b.get("upper"), b.get("label", "")))
                 ids.append(str(b["id"]))
                 deps += [x for x in (b.get("lower"), b.get("upper")) if isinstance(x, str)]
@@ -517,8 +598,10 @@ class _Compiler:
                         self.error("'otherwise' must be the last level", (*path, "levels", i))
                     levels.append((str(lv["id"]), None, lv.get("label", "")))
             if levels and levels[-1][1] is not None:
-                self.error("conditional levels end with a level marked 'otherwise: true', so every "
-                           "rated firm gets a level", (*path, "levels"))
+                self.error(
+                    "conditional levels end with a level marked 'otherwise: true', so every rated firm gets a level",
+                    (*path, "levels"),
+                )
             seen: set[str] = set()
             for i, lid in enumerate(ids):
                 if lid in seen:
@@ -527,11 +610,21 @@ class _Compiler:
                 seen.add(lid)
             if value is None:
                 continue
-            rs = RatingSpec(name, value, spec.get("closed", "right"), spec["better"], bands, levels,
-                            bool(spec.get("primary")), spec.get("title", name), self.doc.loc(path, key=True))
+            rs = RatingSpec(
+                name,
+                value,
+                spec.get("closed", "right"),
+                spec["better"],
+                bands,
+                levels,
+                bool(spec.get("primary")),
+                spec.get("title", name),
+                self.doc.loc(path, key=True),
+            )
             out[name] = rs
-            nodes[f"rating:{name}"] = Node(f"rating:{name}", "rating", value, ex.NUMBER, None, spec,
-                                           rs.loc, tuple(dict.fromkeys(deps)))
+            nodes[f"rating:{name}"] = Node(
+                f"rating:{name}", "rating", value, ex.NUMBER, None, spec, rs.loc, tuple(dict.fromkeys(deps))
+            )
         return out
 
     # -- checks over the whole plan ---------------------------------------------------------------
@@ -592,11 +685,15 @@ class _Compiler:
             if node.kind == "variable":
                 want = {"number": ex.NUMBER, "category": ex.CATEGORY, "boolean": ex.BOOLEAN}[node.type]
                 if not problems and got.type != want and not (want == ex.NUMBER and got.type == ex.BOOLEAN):
-                    self.error(f"the formula gives a {got.type}, but the variable is declared type: {node.type}",
-                               ("variables", name, "expr"))
+                    self.error(
+                        f"the formula gives a {got.type}, but the variable is declared type: {node.type}",
+                        ("variables", name, "expr"),
+                    )
                 if node.unit is not None and isinstance(got.unit, Unit) and got.unit != node.unit and not problems:
-                    self.error(f"unit mismatch: the formula gives {got.unit}, but unit says {node.unit}",
-                               ("variables", name, "unit"))
+                    self.error(
+                        f"unit mismatch: the formula gives {got.unit}, but unit says {node.unit}",
+                        ("variables", name, "unit"),
+                    )
                 self.inferred[name] = node.unit if node.unit is not None else got.unit
             elif node.kind == "check" and got.type != ex.BOOLEAN and not problems:
                 self.error("a check's expr must be a condition (a comparison, all_of, any_of, ...)", path)
@@ -651,7 +748,9 @@ class _Compiler:
             if sym is None:
                 self.error(f"unknown peer group '{g}'{did_you_mean(g, all_names + ['all'])}", (*path, "groups", i))
             elif sym.type != ex.CATEGORY:
-                self.error(f"peer group '{g}' must be a category (e.g. industry), not a {sym.type}", (*path, "groups", i))
+                self.error(
+                    f"peer group '{g}' must be a category (e.g. industry), not a {sym.type}", (*path, "groups", i)
+                )
         if bm.where is not None:
             got, problems = ex.infer(bm.where, self.symbol, all_names)
             for p in problems:
@@ -661,8 +760,10 @@ class _Compiler:
         if bm.fallback_parameter:
             p = self.params.get(bm.fallback_parameter)
             if p is None or not p.is_table:
-                self.error(f"fallback parameter '{bm.fallback_parameter}' must be a table parameter",
-                           (*path, "fallback", "parameter"))
+                self.error(
+                    f"fallback parameter '{bm.fallback_parameter}' must be a table parameter",
+                    (*path, "fallback", "parameter"),
+                )
             key = bm.fallback_key
             if key is None:
                 self.error("a fallback table needs 'key': the category it is looked up by", (*path, "fallback"))
@@ -679,7 +780,9 @@ class _Compiler:
         if bm.unit is not None and isinstance(unit, Unit) and unit != bm.unit:
             self.error(f"unit mismatch: the {bm.statistic} gives {unit}, but unit says {bm.unit}", (*path, "unit"))
         if bm.fallback_parameter and (p := self.params.get(bm.fallback_parameter)) and bm.unit and p.unit != bm.unit:
-            self.error(f"unit mismatch: fallback table in {p.unit}, benchmark in {bm.unit}", (*path, "fallback", "parameter"))
+            self.error(
+                f"unit mismatch: fallback table in {p.unit}, benchmark in {bm.unit}", (*path, "fallback", "parameter")
+            )
         self.inferred[bm.name] = bm.unit if bm.unit is not None else unit
 
     def build_graph(self) -> tuple[Any, list[str]]:
@@ -734,8 +837,11 @@ class _Compiler:
             if node.kind != "variable" or self.doc.origin(("variables", name)) is None or name in STANDARD_VARIABLES:
                 needed.add(name)
                 needed |= nx.ancestors(g, name)
-        order = [n for n in nx.lexicographical_topological_sort(g, key=lambda n: g.nodes[n]["order"])
-                 if n in self.nodes and (n in needed or self.library)]
+        order = [
+            n
+            for n in nx.lexicographical_topological_sort(g, key=lambda n: g.nodes[n]["order"])
+            if n in self.nodes and (n in needed or self.library)
+        ]
         stage: dict[str, int] = {}
         for name in nx.lexicographical_topological_sort(g, key=lambda n: g.nodes[n]["order"]):
             preds = [stage[p] for p in g.predecessors(name)]
@@ -769,8 +875,11 @@ class _Compiler:
                 continue
             if node.spec.get("output") is True:
                 continue
-            self.warn(f"variable '{name}' feeds no rating or check; mark it 'output: true' if it is a "
-                      "reported indicator", ("variables", name), key=True)
+            self.warn(
+                f"variable '{name}' feeds no rating or check; mark it 'output: true' if it is a reported indicator",
+                ("variables", name),
+                key=True,
+            )
         return g, order
 
     def bound_values(self, bound: Any, path: PathT) -> list[float] | None:
@@ -802,15 +911,25 @@ class _Compiler:
                     for side in ("lower", "upper"):
                         bound = getattr(b, side)
                         if isinstance(bound, str) and bound in self.params and self.params[bound].unit != vunit:
-                            self.error(f"unit mismatch: band bound '{bound}' is in {self.params[bound].unit}, "
-                                       f"the rated value in {vunit}", (*path, i, side))
+                            self.error(
+                                f"unit mismatch: band bound '{bound}' is in {self.params[bound].unit}, "
+                                f"the rated value in {vunit}",
+                                (*path, i, side),
+                            )
             # Resolve each bound per effective date; check every date's bands separately.
-            dates = sorted({d for b in r.bands for bound in (b.lower, b.upper)
-                            if isinstance(bound, str) and bound in self.params
-                            for d, _ in self.params[bound].dated})
+            dates = sorted(
+                {
+                    d
+                    for b in r.bands
+                    for bound in (b.lower, b.upper)
+                    if isinstance(bound, str) and bound in self.params
+                    for d, _ in self.params[bound].dated
+                }
+            )
             dates = dates or [""]
             for date in dates:
-                def at(bound: Any, bpath: PathT) -> float | None:
+
+                def at(bound: Any, bpath: PathT, date: str = date) -> float | None:
                     if bound is None:
                         return None
                     if isinstance(bound, int | float):
@@ -823,8 +942,9 @@ class _Compiler:
                     return found[1] if found else p.dated[0][1]
 
                 when = f" (values in force from {date})" if date else ""
-                resolved = [(at(b.lower, (*path, i, "lower")), at(b.upper, (*path, i, "upper")))
-                            for i, b in enumerate(r.bands)]
+                resolved = [
+                    (at(b.lower, (*path, i, "lower")), at(b.upper, (*path, i, "upper"))) for i, b in enumerate(r.bands)
+                ]
                 if any(x is not None and math.isnan(x) for pair in resolved for x in pair):
                     break
                 for i, (lo, hi) in enumerate(resolved):
@@ -843,9 +963,13 @@ class _Compiler:
                             span = f"({hi_s}, {lo_s}]" if gap == "gap" else f"({lo_s}, {hi_s}]"
                             if r.closed == "left":
                                 span = span.replace("(", "[").replace("]", ")")
-                            self.error(f"{gap} between band '{r.bands[i - 1].id}' (upper {hi_s}) and band "
-                                       f"'{bid}' (lower {lo_s}): values in {span} {'get no level' if gap == 'gap' else 'match two levels'}{when}",
-                                       (*path, i, "lower"), related=(self.doc.loc((*path, i - 1, "upper")),))
+                            effect = "get no level" if gap == "gap" else "match two levels"
+                            self.error(
+                                f"{gap} between band '{r.bands[i - 1].id}' (upper {hi_s}) and band "
+                                f"'{bid}' (lower {lo_s}): values in {span} {effect}{when}",
+                                (*path, i, "lower"),
+                                related=(self.doc.loc((*path, i - 1, "upper")),),
+                            )
                 dom = spec.get("domain") or {}
                 dmin, dmax = dom.get("min"), dom.get("max")
                 dmin = self.bound_values(dmin, ("ratings", name, "domain", "min"))
@@ -854,11 +978,14 @@ class _Compiler:
                 hi_d = dmax[0] if dmax else None
                 for i, (lo, hi) in enumerate(resolved):
                     bid = r.bands[i].id
-                    if (lo_d is not None and hi is not None and (hi < lo_d or (hi == lo_d and r.closed == "left"))) or \
-                       (hi_d is not None and lo is not None and (lo > hi_d or (lo == hi_d and r.closed == "right"))):
-                        self.warn(f"level '{bid}' is unreachable: its band lies outside the value's domain "
-                                  f"[{lo_d if lo_d is not None else '-inf'}, {hi_d if hi_d is not None else 'inf'}]{when}",
-                                  (*path, i))
+                    if (lo_d is not None and hi is not None and (hi < lo_d or (hi == lo_d and r.closed == "left"))) or (
+                        hi_d is not None and lo is not None and (lo > hi_d or (lo == hi_d and r.closed == "right"))
+                    ):
+                        self.warn(
+                            f"level '{bid}' is unreachable: its band lies outside the value's domain "
+                            f"[{lo_d if lo_d is not None else '-inf'}, {hi_d if hi_d is not None else 'inf'}]{when}",
+                            (*path, i),
+                        )
 
     def compile_incentives(self, ratings: dict[str, RatingSpec]) -> tuple[dict[str, dict[str, Any]], str]:
         primaries = [n for n, r in ratings.items() if r.primary]
@@ -871,7 +998,9 @@ class _Compiler:
             for n in primaries[1:]:
                 self.error("only one rating can be 'primary: true'", ("ratings", n, "primary"))
         elif ratings:
-            self.error("with several ratings, mark the one reported as 'rating' with 'primary: true'", ("ratings",), key=True)
+            self.error(
+                "with several ratings, mark the one reported as 'rating' with 'primary: true'", ("ratings",), key=True
+            )
         inc = self.data.get("incentives") or {}
         if not inc:
             return {}, primary
@@ -886,8 +1015,12 @@ class _Compiler:
             if lid not in ids:
                 from .errors import did_you_mean
 
-                self.error(f"incentive for unknown level '{lid}'{did_you_mean(lid, ids)}; levels of "
-                           f"'{target}': {', '.join(ids)}", ("incentives", "levels", lid), key=True)
+                self.error(
+                    f"incentive for unknown level '{lid}'{did_you_mean(lid, ids)}; levels of "
+                    f"'{target}': {', '.join(ids)}",
+                    ("incentives", "levels", lid),
+                    key=True,
+                )
             self.source_ref(spec, ("incentives", "levels", lid))
         return {"rating": target, "levels": inc["levels"]}, primary  # type: ignore[dict-item]
 
@@ -903,8 +1036,10 @@ class _Compiler:
                     if target not in ids:
                         from .errors import did_you_mean
 
-                        self.error(f"'{target}' is not a level of {primary} ({', '.join(ids)})"
-                                   f"{did_you_mean(target, ids)}", (*path, "map", level))
+                        self.error(
+                            f"'{target}' is not a level of {primary} ({', '.join(ids)}){did_you_mean(target, ids)}",
+                            (*path, "map", level),
+                        )
             out[other] = {"rating": spec["rating"], "map": dict(spec["map"])}
         return out
 
@@ -920,9 +1055,11 @@ class _Compiler:
         for name, spec in (self.data.get("variables") or {}).items():
             cat = spec.get("boundary")
             if cat and cat not in boundary and name in counted:
-                self.error(f"'{name}' counts {cat} emissions into the totals, but the rulebook's boundary "
-                           f"does not include {cat} (boundary: {', '.join(sorted(boundary)) or 'none'})",
-                           ("variables", name, "boundary"))
+                self.error(
+                    f"'{name}' counts {cat} emissions into the totals, but the rulebook's boundary "
+                    f"does not include {cat} (boundary: {', '.join(sorted(boundary)) or 'none'})",
+                    ("variables", name, "boundary"),
+                )
 
 
 def compile_document(doc: Document) -> Plan:

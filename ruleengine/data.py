@@ -22,12 +22,37 @@ from .errors import DataError, did_you_mean
 
 # DATA.md's canonical columns: names a rulebook may not use but that are not typos.
 CANONICAL_COLUMNS = (
-    "firm_id", "firm_name", "year", "city", "grid_region", "industry", "size", "employees",
-    "output_value_10k_cny", "value_added_10k_cny", "revenue_10k_cny", "tax_10k_cny",
-    "raw_coal_t", "coke_t", "crude_oil_t", "fuel_oil_t", "gasoline_t", "kerosene_t", "diesel_t", "lpg_t",
-    "natural_gas_10k_nm3", "vehicle_gasoline_t", "vehicle_diesel_t", "electricity_mwh",
-    "green_electricity_mwh", "onsite_renewable_mwh", "heat_gj", "clinker_t", "limestone_t",
-    "dolomite_t", "loan_amount_10k_cny",
+    "firm_id",
+    "firm_name",
+    "year",
+    "city",
+    "grid_region",
+    "industry",
+    "size",
+    "employees",
+    "output_value_10k_cny",
+    "value_added_10k_cny",
+    "revenue_10k_cny",
+    "tax_10k_cny",
+    "raw_coal_t",
+    "coke_t",
+    "crude_oil_t",
+    "fuel_oil_t",
+    "gasoline_t",
+    "kerosene_t",
+    "diesel_t",
+    "lpg_t",
+    "natural_gas_10k_nm3",
+    "vehicle_gasoline_t",
+    "vehicle_diesel_t",
+    "electricity_mwh",
+    "green_electricity_mwh",
+    "onsite_renewable_mwh",
+    "heat_gj",
+    "clinker_t",
+    "limestone_t",
+    "dolomite_t",
+    "loan_amount_10k_cny",
 )
 _FUELS = ("raw_coal", "coke", "crude_oil", "fuel_oil", "gasoline", "kerosene", "diesel", "lpg", "natural_gas")
 CANONICAL_COLUMNS += tuple(f"{f}_{s}" for f in _FUELS for s in ("ncv_gj_per_unit", "cc_tc_per_tj", "ox"))
@@ -124,8 +149,16 @@ class Batch:
         cols = {k: (v.take(idx) if isinstance(v, Category) else v[idx]) for k, v in self.columns.items()}
         pos = {int(old): new for new, old in enumerate(idx)}
         row_issues = {pos[i]: m for i, m in self.row_issues.items() if i in pos}
-        return Batch(cols, len(idx), self.source, self.issues, row_issues, self.invalid[idx],
-                     self.row_numbers[idx], self.firm_codes[idx])
+        return Batch(
+            cols,
+            len(idx),
+            self.source,
+            self.issues,
+            row_issues,
+            self.invalid[idx],
+            self.row_numbers[idx],
+            self.firm_codes[idx],
+        )
 
 
 def _writable(values: np.ndarray) -> np.ndarray:
@@ -143,6 +176,7 @@ def _fill_category(cat: Category, label: str) -> Category:
 
 
 # -- reading ------------------------------------------------------------------------------------
+
 
 def _csv_header(path: Path) -> list[str]:
     import csv
@@ -177,11 +211,15 @@ def read_file(path: str | Path, text_columns: Iterable[str] = (), only: Iterable
             types = {h: pa.string() for h in header if h in text_columns}
             wanted = [h for h in header if h in set(only)] if only is not None else None
             table = pacsv.read_csv(
-                p, read_options=pacsv.ReadOptions(block_size=1 << 24),
-                convert_options=pacsv.ConvertOptions(column_types=types, null_values=_NULLS,
-                                                     strings_can_be_null=True, include_columns=wanted))
-            return RawTable({name: table.column(name) for name in table.column_names}, table.num_rows,
-                            str(path), names=header)
+                p,
+                read_options=pacsv.ReadOptions(block_size=1 << 24),
+                convert_options=pacsv.ConvertOptions(
+                    column_types=types, null_values=_NULLS, strings_can_be_null=True, include_columns=wanted
+                ),
+            )
+            return RawTable(
+                {name: table.column(name) for name in table.column_names}, table.num_rows, str(path), names=header
+            )
         if suffix == ".parquet":
             import pyarrow.parquet as pq
 
@@ -191,8 +229,9 @@ def read_file(path: str | Path, text_columns: Iterable[str] = (), only: Iterable
             if wanted is not None and not wanted:
                 table_rows = pq.ParquetFile(p).metadata.num_rows
                 return RawTable({}, table_rows, str(path), names=names)
-            return RawTable({name: table.column(name) for name in table.column_names}, table.num_rows,
-                            str(path), names=names)
+            return RawTable(
+                {name: table.column(name) for name in table.column_names}, table.num_rows, str(path), names=names
+            )
         if suffix in (".json", ".jsonl", ".ndjson"):
             text = p.read_text(encoding="utf-8-sig")
             if not text.strip():
@@ -239,19 +278,23 @@ def read_any(data: Any, text_columns: Iterable[str] = (), only: Iterable[str] | 
     if hasattr(data, "column_names") and hasattr(data, "num_rows"):  # pyarrow.Table
         return RawTable({n: data.column(n) for n in data.column_names}, data.num_rows, "<table>")
     if hasattr(data, "columns") and hasattr(data, "to_dict") and hasattr(data, "__len__"):  # DataFrame
-        cols = {str(c): np.asarray(data[c].to_numpy() if hasattr(data[c], "to_numpy") else data[c])
-                for c in data.columns}
+        cols = {
+            str(c): np.asarray(data[c].to_numpy() if hasattr(data[c], "to_numpy") else data[c]) for c in data.columns
+        }
         return RawTable(cols, len(data), "<dataframe>")
     if isinstance(data, Mapping):
         lengths = {len(v) for v in data.values()}
         if len(lengths) > 1:
             raise DataError("<columns>: columns have different lengths")
         return RawTable(dict(data), lengths.pop() if lengths else 0, "<columns>")
-    raise DataError(f"cannot read data of type {type(data).__name__}: give a file path, a list of "
-                    "dicts, a dict of columns or a DataFrame")
+    raise DataError(
+        f"cannot read data of type {type(data).__name__}: give a file path, a list of "
+        "dicts, a dict of columns or a DataFrame"
+    )
 
 
 # -- typing against the rulebook's inputs -------------------------------------------------------
+
 
 def _to_numpy_object(col: Any) -> np.ndarray:
     if hasattr(col, "to_pylist"):
@@ -384,8 +427,10 @@ def prepare(raw: RawTable, inputs: Mapping[str, Any], book: str = "the rulebook"
 
     missing_required = [name for name, spec in inputs.items() if spec.required and name not in raw.columns]
     if missing_required:
-        raise DataError(f"{src}: required column{'s' if len(missing_required) > 1 else ''} "
-                        f"{', '.join(missing_required)} missing (needed by {book})")
+        raise DataError(
+            f"{src}: required column{'s' if len(missing_required) > 1 else ''} "
+            f"{', '.join(missing_required)} missing (needed by {book})"
+        )
     known = set(inputs) | set(CANONICAL_COLUMNS)
     for name in raw.names:
         if name not in known:
@@ -426,7 +471,10 @@ def prepare(raw: RawTable, inputs: Mapping[str, Any], book: str = "the rulebook"
                     flag(idx, name, [f"{float(values[i])!r} is not a whole number" for i in idx])
                     values = _writable(values)
                     values[idx] = np.nan
-            for bound, cmp, word in ((spec.min, np.less, "below the minimum"), (spec.max, np.greater, "above the maximum")):
+            for bound, cmp, word in (
+                (spec.min, np.less, "below the minimum"),
+                (spec.max, np.greater, "above the maximum"),
+            ):
                 if bound is None:
                     continue
                 with np.errstate(invalid="ignore"):
@@ -454,11 +502,13 @@ def prepare(raw: RawTable, inputs: Mapping[str, Any], book: str = "the rulebook"
                 if bad_codes:
                     outside = np.isin(cat.codes, bad_codes)
                     idx = np.flatnonzero(outside)
-                    flag(idx, name, [f"{cat.labels[cat.codes[i]]!r} is not one of {', '.join(spec.values)}"
-                                     for i in idx])
+                    flag(
+                        idx, name, [f"{cat.labels[cat.codes[i]]!r} is not one of {', '.join(spec.values)}" for i in idx]
+                    )
                     keep = [lab for lab in cat.labels if lab in allowed]
-                    remap = np.array([keep.index(lab) if lab in allowed else -1 for lab in cat.labels] + [-1],
-                                     dtype=np.int32)
+                    remap = np.array(
+                        [keep.index(lab) if lab in allowed else -1 for lab in cat.labels] + [-1], dtype=np.int32
+                    )
                     cat = Category(remap[cat.codes], keep)
             columns[name] = cat
             if name == "firm_id":
@@ -485,7 +535,9 @@ def prepare(raw: RawTable, inputs: Mapping[str, Any], book: str = "the rulebook"
             idx_sorted = np.array(sorted(dup_idx.tolist()))
             for i in idx_sorted.tolist():
                 group = [j + 1 for j in idx_sorted.tolist() if key[j] == key[i] and j != i]
-                msgs.append(f"duplicate firm-year ({columns['firm_id'].labels[firm_codes[i]]}, {int(years[i])}): also on "
-                            f"row {', '.join(map(str, group))}")
+                msgs.append(
+                    f"duplicate firm-year ({columns['firm_id'].labels[firm_codes[i]]}, {int(years[i])}): also on "
+                    f"row {', '.join(map(str, group))}"
+                )
             flag(idx_sorted, "firm_id", msgs)
     return Batch(columns, n, src, issues, row_issues, invalid, np.arange(1, n + 1), firm_codes)

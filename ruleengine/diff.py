@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .compiler import Plan, compile_document
-from .errors import RuleEngineError, RulebookError
+from .errors import RulebookError, RuleEngineError
 from .source import Document, PathT, format_path
 
 _MISSING = object()
@@ -48,8 +48,15 @@ class Edit:
         return f"{self.name}: {_short(self.old)} → {_short(self.new)}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "what": self.what, "name": self.name, "old": _jsonable(self.old),
-                "new": _jsonable(self.new), "old_location": self.old_loc, "new_location": self.new_loc}
+        return {
+            "kind": self.kind,
+            "what": self.what,
+            "name": self.name,
+            "old": _jsonable(self.old),
+            "new": _jsonable(self.new),
+            "old_location": self.old_loc,
+            "new_location": self.new_loc,
+        }
 
 
 def _short(v: Any) -> str:
@@ -113,12 +120,23 @@ def structural_diff(old: Document, new: Document) -> list[Edit]:
     a, b = old.data, new.data
     edits: list[Edit] = []
 
-    def add(kind: str, what: str, name: str, va: Any, vb: Any, path: PathT, patches: list | None = None,
-            key: bool = False) -> None:
+    def add(
+        kind: str, what: str, name: str, va: Any, vb: Any, path: PathT, patches: list | None = None, key: bool = False
+    ) -> None:
         ol = _loc(old, path, key) if va is not _MISSING else "-"
         nl = _loc(new, path, key) if vb is not _MISSING else "-"
-        edits.append(Edit(kind, what, name, va, vb, ol, nl,
-                          patches if patches is not None else [(path, None if vb is _MISSING else vb)]))
+        edits.append(
+            Edit(
+                kind,
+                what,
+                name,
+                va,
+                vb,
+                ol,
+                nl,
+                patches if patches is not None else [(path, None if vb is _MISSING else vb)],
+            )
+        )
 
     for meta in ("id", "version", "effective", "title"):
         if a.get(meta) != b.get(meta):
@@ -161,7 +179,12 @@ def structural_diff(old: Document, new: Document) -> list[Edit]:
     ca, cb = a.get("crosswalk") or {}, b.get("crosswalk") or {}
     for other in list(ca) + [x for x in cb if x not in ca]:
         va, vb = ca.get(other, _MISSING), cb.get(other, _MISSING)
-        if va is _MISSING or vb is _MISSING or _norm(va.get("map")) != _norm(vb.get("map")) or va.get("rating") != vb.get("rating"):
+        if (
+            va is _MISSING
+            or vb is _MISSING
+            or _norm(va.get("map")) != _norm(vb.get("map"))
+            or va.get("rating") != vb.get("rating")
+        ):
             kind = "added" if va is _MISSING else "removed" if vb is _MISSING else "changed"
             add(kind, "crosswalk", f"crosswalk.{other}", va, vb, ("crosswalk", other))
     return edits
@@ -211,14 +234,26 @@ def _diff_ratings(add: Any, ra: dict, rb: dict, old: Document, new: Document, ed
         a, b = ra[name], rb[name]
         for f in ("value", "closed", "better", "primary", "domain"):
             if _norm(a.get(f, _MISSING), f) != _norm(b.get(f, _MISSING), f):
-                add("changed", "expression" if f == "value" else "rating", f"ratings.{name}.{f}",
-                    a.get(f, _MISSING), b.get(f, _MISSING), (*path, f))
+                add(
+                    "changed",
+                    "expression" if f == "value" else "rating",
+                    f"ratings.{name}.{f}",
+                    a.get(f, _MISSING),
+                    b.get(f, _MISSING),
+                    (*path, f),
+                )
         if "bands" in a and "bands" in b:
             ida = [str(x["id"]) for x in a["bands"]]
             idb = [str(x["id"]) for x in b["bands"]]
             if ida != idb:
-                add("changed", "levels", f"ratings.{name}.bands (levels {', '.join(ida)} → {', '.join(idb)})",
-                    ida, idb, (*path, "bands"))
+                add(
+                    "changed",
+                    "levels",
+                    f"ratings.{name}.bands (levels {', '.join(ida)} → {', '.join(idb)})",
+                    ida,
+                    idb,
+                    (*path, "bands"),
+                )
                 continue
             # thresholds: the edge between consecutive bands (upper of i == lower of i+1)
             for i in range(len(ida) - 1):
@@ -226,28 +261,60 @@ def _diff_ratings(add: Any, ra: dict, rb: dict, old: Document, new: Document, ed
                 la, lb = a["bands"][i + 1].get("lower"), b["bands"][i + 1].get("lower")
                 if _norm(ua) != _norm(ub) or _norm(la) != _norm(lb):
                     bp = (*path, "bands")
-                    edits.append(Edit(
-                        "changed", "threshold", f"ratings.{name}: threshold between {ida[i]} and {ida[i + 1]}",
-                        ua if _norm(ua) == _norm(la) else [ua, la], ub if _norm(ub) == _norm(lb) else [ub, lb],
-                        _loc(old, (*bp, i, "upper")), _loc(new, (*bp, i, "upper")),
-                        [((*bp, i, "upper"), ub), ((*bp, i + 1, "lower"), lb)]))
+                    edits.append(
+                        Edit(
+                            "changed",
+                            "threshold",
+                            f"ratings.{name}: threshold between {ida[i]} and {ida[i + 1]}",
+                            ua if _norm(ua) == _norm(la) else [ua, la],
+                            ub if _norm(ub) == _norm(lb) else [ub, lb],
+                            _loc(old, (*bp, i, "upper")),
+                            _loc(new, (*bp, i, "upper")),
+                            [((*bp, i, "upper"), ub), ((*bp, i + 1, "lower"), lb)],
+                        )
+                    )
             for i, (x, y) in enumerate(zip(a["bands"], b["bands"], strict=True)):
                 for f in ("label",):
                     if x.get(f) != y.get(f):
-                        add("changed", "label", f"ratings.{name}.bands[{ida[i]}].{f}", x.get(f, _MISSING),
-                            y.get(f, _MISSING), (*path, "bands", i, f))
+                        add(
+                            "changed",
+                            "label",
+                            f"ratings.{name}.bands[{ida[i]}].{f}",
+                            x.get(f, _MISSING),
+                            y.get(f, _MISSING),
+                            (*path, "bands", i, f),
+                        )
                 if i == 0 and _norm(x.get("lower")) != _norm(y.get("lower")):
-                    add("changed", "threshold", f"ratings.{name}: lower bound of {ida[0]}", x.get("lower"),
-                        y.get("lower"), (*path, "bands", 0, "lower"))
+                    add(
+                        "changed",
+                        "threshold",
+                        f"ratings.{name}: lower bound of {ida[0]}",
+                        x.get("lower"),
+                        y.get("lower"),
+                        (*path, "bands", 0, "lower"),
+                    )
                 if i == len(ida) - 1 and _norm(x.get("upper")) != _norm(y.get("upper")):
-                    add("changed", "threshold", f"ratings.{name}: upper bound of {ida[-1]}", x.get("upper"),
-                        y.get("upper"), (*path, "bands", i, "upper"))
+                    add(
+                        "changed",
+                        "threshold",
+                        f"ratings.{name}: upper bound of {ida[-1]}",
+                        x.get("upper"),
+                        y.get("upper"),
+                        (*path, "bands", i, "upper"),
+                    )
         elif _norm(a.get("levels")) != _norm(b.get("levels")) or _norm(a.get("bands")) != _norm(b.get("bands")):
-            add("changed", "levels", f"ratings.{name}.levels", a.get("levels", a.get("bands")),
-                b.get("levels", b.get("bands")), (*path, "levels" if "levels" in b else "bands"))
+            add(
+                "changed",
+                "levels",
+                f"ratings.{name}.levels",
+                a.get("levels", a.get("bands")),
+                b.get("levels", b.get("bands")),
+                (*path, "levels" if "levels" in b else "bands"),
+            )
 
 
 # -- impact on a portfolio -------------------------------------------------------------------------
+
 
 def _semver(v: str) -> tuple[int, ...]:
     m = re.match(r"^(\d+)\.(\d+)\.(\d+)", v or "")
@@ -257,8 +324,10 @@ def _semver(v: str) -> tuple[int, ...]:
 def version_warnings(old: Plan, new: Plan, new_path: Path | None) -> list[str]:
     out = []
     if _semver(new.version) <= _semver(old.version):
-        out.append(f"the new version {new.version} does not increase on {old.version}: bump it "
-                   "(MAJOR when any output can change for the same inputs)")
+        out.append(
+            f"the new version {new.version} does not increase on {old.version}: bump it "
+            "(MAJOR when any output can change for the same inputs)"
+        )
     if new_path is not None:
         found = None
         for folder in [new_path.parent, *new_path.parent.parents][:4]:
@@ -322,8 +391,16 @@ def impact(old: Plan, new: Plan, data: Any) -> dict[str, Any]:
             if d:
                 table.setdefault(v or "(none)", Counter())[d] += 1
         by[key] = {k: dict(sorted(c.items())) for k, c in sorted(table.items())}
-    firms = [{"firm_id": str(ra["firm_id"][i]), "year": int(ra["year"][i]), "old": str(a_lab[i]),
-              "new": str(b_lab[i]), "direction": str(direction[i])} for i in np.flatnonzero(moved)]
+    firms = [
+        {
+            "firm_id": str(ra["firm_id"][i]),
+            "year": int(ra["year"][i]),
+            "old": str(a_lab[i]),
+            "new": str(b_lab[i]),
+            "direction": str(direction[i]),
+        }
+        for i in np.flatnonzero(moved)
+    ]
     lending: dict[str, Any] = {}
     bp_a = ra.columns.get("incentive_rate_bp")
     bp_b = rb.columns.get("incentive_rate_bp")
@@ -342,12 +419,16 @@ def impact(old: Plan, new: Plan, data: Any) -> dict[str, Any]:
             lending["annual_interest_change_cny"] = float(np.sum(effect))
             lending["loans_affected_10k_cny"] = float(np.sum(loans[db != da]))
     return {
-        "firm_years": len(a), "moved": int(moved.sum()),
-        "up": int((direction == "up").sum()), "down": int((direction == "down").sum()),
+        "firm_years": len(a),
+        "moved": int(moved.sum()),
+        "up": int((direction == "up").sum()),
+        "down": int((direction == "down").sum()),
         "newly_unrated": int((direction == "newly unrated").sum()),
         "newly_rated": int((direction == "newly rated").sum()),
         "matrix": {"rows": rows, "columns": cols, "counts": matrix},
-        "by": by, "firms": firms, "lending": lending,
+        "by": by,
+        "firms": firms,
+        "lending": lending,
         "_results": (ra, rb),
     }
 
@@ -367,8 +448,7 @@ def _apply(data: Any, patches: list[tuple[PathT, Any]]) -> Any:
     return out
 
 
-def attribution(old_doc: Document, new_doc: Document, edits: list[Edit], data: Any,
-                base: Any) -> dict[str, Any]:
+def attribution(old_doc: Document, new_doc: Document, edits: list[Edit], data: Any, base: Any) -> dict[str, Any]:
     """Which change moved how many firms: each change alone on OLD, then cumulatively in both orders.
 
     ``base``: OLD's primary rating labels on ``data``. A change that cannot be applied alone (it
@@ -377,8 +457,16 @@ def attribution(old_doc: Document, new_doc: Document, edits: list[Edit], data: A
     from ._api import rate
 
     def rated_with(doc_data: Any) -> np.ndarray | None:
-        doc = Document(doc_data, old_doc.file, old_doc.text, old_doc.marks, old_doc.key_marks,
-                       old_doc.styles, old_doc.origins, old_doc.overrides)
+        doc = Document(
+            doc_data,
+            old_doc.file,
+            old_doc.text,
+            old_doc.marks,
+            old_doc.key_marks,
+            old_doc.styles,
+            old_doc.origins,
+            old_doc.overrides,
+        )
         try:
             plan = compile_document(doc)
         except RulebookError:
@@ -408,8 +496,12 @@ def attribution(old_doc: Document, new_doc: Document, edits: list[Edit], data: A
     fwd = {s["change"]: s["moved"] for s in orders["forward"]}
     rev = {s["change"]: s["moved"] for s in orders["reverse"]}
     independent = fwd == rev and all(a["moved"] == fwd.get(a["change"]) for a in alone)
-    return {"alone": alone, "forward": orders["forward"], "reverse": orders["reverse"],
-            "order_independent": independent}
+    return {
+        "alone": alone,
+        "forward": orders["forward"],
+        "reverse": orders["reverse"],
+        "order_independent": independent,
+    }
 
 
 def run(old_book: Any, new_book: Any, data: Any | None = None) -> dict[str, Any]:
@@ -446,8 +538,12 @@ def to_json(result: dict[str, Any]) -> str:
 
 def to_markdown(result: dict[str, Any]) -> str:
     o, n = result["old"], result["new"]
-    lines = [f"# Rulebook change: {o['id']} {o['version']} → {n['id']} {n['version']}", "",
-             f"Old: `{o['file']}` ({o['hash']}); new: `{n['file']}` ({n['hash']}).", ""]
+    lines = [
+        f"# Rulebook change: {o['id']} {o['version']} → {n['id']} {n['version']}",
+        "",
+        f"Old: `{o['file']}` ({o['hash']}); new: `{n['file']}` ({n['hash']}).",
+        "",
+    ]
     for w in result["warnings"]:
         lines.append(f"> **Warning:** {w}")
     if result["warnings"]:
@@ -459,13 +555,20 @@ def to_markdown(result: dict[str, Any]) -> str:
     else:
         lines += ["| change | old | new | old location | new location |", "|---|---|---|---|---|"]
         for e in edits:
-            lines.append(f"| {e.name} | {_short(e.old) if e.old is not _MISSING else '—'} | "
-                         f"{_short(e.new) if e.new is not _MISSING else '—'} | {e.old_loc} | {e.new_loc} |")
+            lines.append(
+                f"| {e.name} | {_short(e.old) if e.old is not _MISSING else '—'} | "
+                f"{_short(e.new) if e.new is not _MISSING else '—'} | {e.old_loc} | {e.new_loc} |"
+            )
     imp = result.get("impact")
     if imp:
-        lines += ["", "## Impact on the portfolio", "",
-                  f"{imp['firm_years']} firm-years; {imp['moved']} change rating ({imp['up']} up, "
-                  f"{imp['down']} down, {imp['newly_unrated']} newly unrated).", ""]
+        lines += [
+            "",
+            "## Impact on the portfolio",
+            "",
+            f"{imp['firm_years']} firm-years; {imp['moved']} change rating ({imp['up']} up, "
+            f"{imp['down']} down, {imp['newly_unrated']} newly unrated).",
+            "",
+        ]
         m = imp["matrix"]
         lines.append("| old \\ new | " + " | ".join(m["columns"]) + " |")
         lines.append("|---" * (len(m["columns"]) + 1) + "|")
@@ -475,7 +578,9 @@ def to_markdown(result: dict[str, Any]) -> str:
             lines += ["", "Lending: " + ", ".join(f"{k} = {v:,.2f}" for k, v in imp["lending"].items())]
         if imp["firms"]:
             lines += ["", "Firms that moved:", ""]
-            lines += [f"- {f['firm_id']} {f['year']}: {f['old']} → {f['new']} ({f['direction']})" for f in imp["firms"][:50]]
+            lines += [
+                f"- {f['firm_id']} {f['year']}: {f['old']} → {f['new']} ({f['direction']})" for f in imp["firms"][:50]
+            ]
             if len(imp["firms"]) > 50:
                 lines.append(f"- … and {len(imp['firms']) - 50} more (see the JSON)")
         att = result.get("attribution")
@@ -484,9 +589,15 @@ def to_markdown(result: dict[str, Any]) -> str:
             fwd = {s["change"]: s["moved"] for s in att["forward"]}
             rev = {s["change"]: s["moved"] for s in att["reverse"]}
             for a in att["alone"]:
-                lines.append(f"| {a['change']} | {_na(a['moved'])} | {_na(fwd.get(a['change']))} | {_na(rev.get(a['change']))} |")
-            lines += ["", "The changes act independently of their order." if att["order_independent"] else
-                      "The changes interact: how many firms each moves depends on the order they are applied in."]
+                lines.append(
+                    f"| {a['change']} | {_na(a['moved'])} | {_na(fwd.get(a['change']))} | {_na(rev.get(a['change']))} |"
+                )
+            lines += [
+                "",
+                "The changes act independently of their order."
+                if att["order_independent"]
+                else "The changes interact: how many firms each moves depends on the order they are applied in.",
+            ]
     return "\n".join(lines) + "\n"
 
 

@@ -46,8 +46,9 @@ class _Notes:
             self.fallbacks.append((idx, message))
 
     @staticmethod
-    def join(n: int, items: list[tuple[np.ndarray, Any]],
-             extra: Mapping[int, list[str]] | None = None) -> tuple[np.ndarray, list[str]]:
+    def join(
+        n: int, items: list[tuple[np.ndarray, Any]], extra: Mapping[int, list[str]] | None = None
+    ) -> tuple[np.ndarray, list[str]]:
         """Per-row '; '-joined messages as (codes, texts): row i reads texts[codes[i]], -1 = none.
 
         Each distinct message gets a bit; a row's messages are a bit mask, and the text is built
@@ -61,8 +62,7 @@ class _Notes:
                 mid = ids.setdefault(message, len(ids))
                 pairs.append((idx, np.full(len(idx), mid, dtype=np.int64)))
             else:
-                codes = np.fromiter((ids.setdefault(m, len(ids)) for m in message), dtype=np.int64,
-                                    count=len(message))
+                codes = np.fromiter((ids.setdefault(m, len(ids)) for m in message), dtype=np.int64, count=len(message))
                 pairs.append((idx, codes))
         texts = list(ids)
         out = np.full(n, -1, dtype=np.int32)
@@ -78,8 +78,12 @@ class _Notes:
             flagged = np.flatnonzero(masks.any(axis=0))
             uniq, inv = np.unique(masks[:, flagged], axis=1, return_inverse=True)
             for j in range(uniq.shape[1]):
-                msgs = [texts[w * 63 + b] for w in range(words) for b in range(63)
-                        if w * 63 + b < len(texts) and (int(uniq[w, j]) >> b) & 1]
+                msgs = [
+                    texts[w * 63 + b]
+                    for w in range(words)
+                    for b in range(63)
+                    if w * 63 + b < len(texts) and (int(uniq[w, j]) >> b) & 1
+                ]
                 joined.append("; ".join(msgs))
             out[flagged] = inv.ravel().astype(np.int32)
         for i, msgs in (extra or {}).items():  # data problems: few rows, texts specific to the cell
@@ -100,8 +104,7 @@ class _BoundTable:
         ctx, spec = self.ctx, self.spec
         if isinstance(key, str):  # one value for the batch when every year has the same table
             entries = [spec.value_for_year(y) for y, _ in ctx.year_groups()]
-            if entries and entries[0] is not None and all(e is entries[0] for e in entries) \
-                    and key in entries[0][1]:
+            if entries and entries[0] is not None and all(e is entries[0] for e in entries) and key in entries[0][1]:
                 return entries[0][1][key]
         out = np.full(ctx.n, _NAN)
         for y, rows in ctx.year_groups():
@@ -115,8 +118,9 @@ class _BoundTable:
                     out[rows] = table[key]
                 elif spec.fallback_key is not None:
                     out[rows] = table[spec.fallback_key]
-                    ctx.notes.fallback(rows_mask(ctx.n, rows), f"{self.name}: no value for '{key}' in {y}, "
-                                                               f"used '{spec.fallback_key}'")
+                    ctx.notes.fallback(
+                        rows_mask(ctx.n, rows), f"{self.name}: no value for '{key}' in {y}, used '{spec.fallback_key}'"
+                    )
                 else:
                     ctx.notes.reason(rows_mask(ctx.n, rows), f"{self.name}: no value for '{key}' in {y}")
                 continue
@@ -130,8 +134,7 @@ class _BoundTable:
                 for code in np.unique(codes[miss]).tolist():
                     which = rows[(codes == code) & miss]
                     what = f"no value for '{labels[code]}' in {y}" if code >= 0 else "no key for this firm"
-                    ctx.notes.fallback(rows_mask(ctx.n, which),
-                                       f"{self.name}: {what}, used '{spec.fallback_key}'")
+                    ctx.notes.fallback(rows_mask(ctx.n, which), f"{self.name}: {what}, used '{spec.fallback_key}'")
                 got = np.where(miss, fb, got)
             elif miss.any():
                 for code in np.unique(codes[miss]).tolist():
@@ -205,8 +208,14 @@ def _compare(op: ast.cmpop, a: Any, b: Any) -> np.ndarray:
         eq = (cat.codes == code).astype(np.float64)
         eq[cat.codes < 0] = _NAN
         return eq if isinstance(op, ast.Eq) else 1.0 - eq
-    fn = {ast.Lt: np.less, ast.LtE: np.less_equal, ast.Gt: np.greater, ast.GtE: np.greater_equal,
-          ast.Eq: np.equal, ast.NotEq: np.not_equal}[type(op)]
+    fn = {
+        ast.Lt: np.less,
+        ast.LtE: np.less_equal,
+        ast.Gt: np.greater,
+        ast.GtE: np.greater_equal,
+        ast.Eq: np.equal,
+        ast.NotEq: np.not_equal,
+    }[type(op)]
     a64, b64 = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     r = fn(a64, b64).astype(np.float64)
     unknown = np.isnan(a64) | np.isnan(b64)
@@ -256,8 +265,9 @@ class BenchmarkTable:
 
 
 class _Context:
-    def __init__(self, plan: Plan, batch: Batch, tables: Mapping[str, BenchmarkTable] | None,
-                 overrides: Mapping[str, Any] | None):
+    def __init__(
+        self, plan: Plan, batch: Batch, tables: Mapping[str, BenchmarkTable] | None, overrides: Mapping[str, Any] | None
+    ):
         self.plan, self.batch, self.n = plan, batch, batch.n
         self.notes = _Notes(batch.n)
         self.values: dict[str, Any] = {}
@@ -318,7 +328,7 @@ class _Context:
             groups = []
             for k, c in enumerate(counts.tolist()):
                 if c:
-                    groups.append((lo + k, order[start:start + c]))
+                    groups.append((lo + k, order[start : start + c]))
                     start += c
             self._year_groups = groups
         return self._year_groups
@@ -367,12 +377,16 @@ class _Context:
             return np.round(x, int(digits))
 
         funcs: dict[str, Any] = {
-            "where": where, "min": nmin, "max": nmax,
+            "where": where,
+            "min": nmin,
+            "max": nmax,
             "clip": lambda x, lo, hi: np.minimum(np.maximum(x, lo), hi),
-            "abs": np.abs, "round": rounding,
+            "abs": np.abs,
+            "round": rounding,
             "all_of": lambda *cs: _kleene(cs, decisive=0.0),
             "any_of": lambda *cs: _kleene(cs, decisive=1.0),
-            "coalesce": coalesce, "safe_div": safe_div,
+            "coalesce": coalesce,
+            "safe_div": safe_div,
             "is_missing": lambda x: np.isnan(np.asarray(x, dtype=np.float64)).astype(np.float64),
             "prev": lambda x, otherwise=None: self.shifted(x, None, otherwise),
             "baseline": lambda x, year, otherwise=None: self.shifted(x, int(year), otherwise),
@@ -434,8 +448,9 @@ class _Context:
         none = level < 0
         if none.any():
             peers = "peer" if spec.min_peers == 1 else "peers"
-            self.notes.reason(none, f"{spec.name}: no peer group with at least {spec.min_peers} {peers} "
-                                    "and no fallback value")
+            self.notes.reason(
+                none, f"{spec.name}: no peer group with at least {spec.min_peers} {peers} and no fallback value"
+            )
         fell = level > 0
         if fell.any():
             idx = np.flatnonzero(fell)
@@ -520,9 +535,11 @@ def _prefix(cat: Category, k: int) -> Category:
 def _scale_fn(scale: Any) -> Any:
     xs, ys = np.asarray(scale.xs), np.asarray(scale.ys)
     if scale.kind == "piecewise":
+
         def piecewise(x: Any) -> Any:
             x = np.asarray(x, dtype=np.float64)
             return np.where(np.isnan(x), _NAN, np.interp(x, xs, ys))
+
         return piecewise
     side = "left" if scale.closed == "right" else "right"
 
@@ -530,6 +547,7 @@ def _scale_fn(scale: Any) -> Any:
         x = np.asarray(x, dtype=np.float64)
         idx = np.searchsorted(xs, x, side=side)
         return np.where(np.isnan(x), _NAN, ys[np.minimum(idx, len(ys) - 1)])
+
     return steps
 
 
@@ -587,11 +605,13 @@ def compute_table(spec: BenchmarkSpec, ctx: _Context) -> BenchmarkTable:
                 hi = starts + counts // 2
                 vals = (sv[lo] + sv[hi]) / 2.0 if len(uniq) else np.zeros(0)
             else:
-                vals = [sv[starts[i]:starts[i] + counts[i]].copy() for i in range(len(uniq))]
+                vals = [sv[starts[i] : starts[i] + counts[i]].copy() for i in range(len(uniq))]
         for i, kk in enumerate(uniq.tolist()):
             year, code = divmod(kk, ncat)
-            entries[(int(year), cat.labels[code - 1])] = (vals[i] if not isinstance(vals, list) else vals[i],
-                                                          int(counts[i]))
+            entries[(int(year), cat.labels[code - 1])] = (
+                vals[i] if not isinstance(vals, list) else vals[i],
+                int(counts[i]),
+            )
         table.entries.append(entries)
     if len(levels) > len(spec.groups):
         fb: dict[tuple[int, str], tuple[Any, int]] = {}
@@ -727,8 +747,12 @@ class Evaluation:
     tables: dict[str, BenchmarkTable]
 
 
-def evaluate(plan: Plan, batch: Batch, tables: Mapping[str, BenchmarkTable] | None = None,
-             overrides: Mapping[str, Any] | None = None) -> Evaluation:
+def evaluate(
+    plan: Plan,
+    batch: Batch,
+    tables: Mapping[str, BenchmarkTable] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Evaluation:
     """Evaluate every node of ``plan`` over ``batch`` in dependency order; pure given its arguments."""
     ctx = _Context(plan, batch, tables, overrides)
     n = batch.n
@@ -769,7 +793,7 @@ def evaluate(plan: Plan, batch: Batch, tables: Mapping[str, BenchmarkTable] | No
                 levels[rname] = _rate(rating, x, ctx)
     primary = levels[plan.primary]
     rated = (primary >= 0) & ~invalid
-    for rname, lv in levels.items():
+    for lv in levels.values():
         lv[invalid] = -1
     not_computed = (levels[plan.primary] < 0) & ~invalid
     if not_computed.any():

@@ -162,8 +162,11 @@ def trace_row(plan: Plan, results: Results, i: int, what_if: bool = True) -> Tra
             p = plan.parameters[name]
             found = p.value_for_year(year)
             src = plan.sources.get(p.source, {})
-            detail = {"effective": found[0] if found else None, "status": p.status,
-                      "source_title": src.get("title", "")}
+            detail = {
+                "effective": found[0] if found else None,
+                "status": p.status,
+                "source_title": src.get("title", ""),
+            }
             if f"parameters.{name}" in plan.overrides:
                 detail["overrides"] = plan.overrides[f"parameters.{name}"]
             val: Any = found[1] if found else None
@@ -184,15 +187,22 @@ def trace_row(plan: Plan, results: Results, i: int, what_if: bool = True) -> Tra
                         used_key = key if key in table else p.fallback_key
                         label = f"{sub.value.id}[{key!r}]"
                         uses[label] = table.get(used_key) if used_key else None
-                    elif isinstance(sub, ast.Name) and sub.id in plan.parameters and not plan.parameters[sub.id].is_table:
+                    elif (
+                        isinstance(sub, ast.Name) and sub.id in plan.parameters and not plan.parameters[sub.id].is_table
+                    ):
                         found = plan.parameters[sub.id].value_for_year(year)
                         uses[sub.id] = found[1] if found else None
             unit = str(node.unit) if node.unit is not None else ""
             detail: dict[str, Any] = {}
             if node.expr is not None:
                 for sub in ast.walk(node.expr.node):
-                    if (isinstance(sub, ast.Call) and isinstance(sub.func, ast.Name) and sub.func.id == "coalesce"
-                            and sub.args and isinstance(sub.args[0], ast.Name)):
+                    if (
+                        isinstance(sub, ast.Call)
+                        and isinstance(sub.func, ast.Name)
+                        and sub.func.id == "coalesce"
+                        and sub.args
+                        and isinstance(sub.args[0], ast.Name)
+                    ):
                         first = sub.args[0].id
                         got = value_of(first)
                         missing = got is None or (isinstance(got, float) and math.isnan(got))
@@ -201,8 +211,18 @@ def trace_row(plan: Plan, results: Results, i: int, what_if: bool = True) -> Tra
                 detail["overrides"] = plan.overrides[f"variables.{name}"]
             if plan.document is not None and plan.document.origin(("variables", name)) is not None:
                 detail["defined_in"] = plan.document.origin(("variables", name)).file  # type: ignore[union-attr]
-            nodes.append(TraceNode(name, "variable", value_of(name), unit, node.expr.text if node.expr else "",
-                                   uses, node.spec.get("source", ""), detail))
+            nodes.append(
+                TraceNode(
+                    name,
+                    "variable",
+                    value_of(name),
+                    unit,
+                    node.expr.text if node.expr else "",
+                    uses,
+                    node.spec.get("source", ""),
+                    detail,
+                )
+            )
         elif kind == "benchmark":
             bm = plan.benchmarks[name]
             group_used = results[f"{name}_group"][i]
@@ -211,22 +231,41 @@ def trace_row(plan: Plan, results: Results, i: int, what_if: bool = True) -> Tra
                 key_label = value_of(group_used)
             elif group_used == "fallback" and bm.fallback_key:
                 key_label = value_of(bm.fallback_key)
-            detail = {"statistic": bm.statistic, "groups": list(bm.groups), "min_peers": bm.min_peers,
-                      "group_used": group_used, "group": key_label,
-                      "peers": int(results[f"{name}_peers"][i])}
-            formula = (f"{bm.statistic}({bm.numerator}, {bm.denominator})" if bm.statistic == "ratio_of_sums"
-                       else f"{bm.statistic}({bm.of})")
-            nodes.append(TraceNode(name, "benchmark", value_of(name), str(bm.unit or ""), formula,
-                                   source=plan.document.data["benchmarks"][name].get("source", "") if plan.document else "",
-                                   detail=detail))
+            detail = {
+                "statistic": bm.statistic,
+                "groups": list(bm.groups),
+                "min_peers": bm.min_peers,
+                "group_used": group_used,
+                "group": key_label,
+                "peers": int(results[f"{name}_peers"][i]),
+            }
+            formula = (
+                f"{bm.statistic}({bm.numerator}, {bm.denominator})"
+                if bm.statistic == "ratio_of_sums"
+                else f"{bm.statistic}({bm.of})"
+            )
+            nodes.append(
+                TraceNode(
+                    name,
+                    "benchmark",
+                    value_of(name),
+                    str(bm.unit or ""),
+                    formula,
+                    source=plan.document.data["benchmarks"][name].get("source", "") if plan.document else "",
+                    detail=detail,
+                )
+            )
     decisions = []
     for rname, r in plan.ratings.items():
         level_idx = int(ev.levels[rname][i])
         x = value_of(f"rating:{rname}")
         if level_idx >= 0:
             band = _band_text(r, level_idx, plan, year)
-            because = (f"{rname} {r.ids[level_idx]} because {r.value.text} = {_fmt(x)} is in {band}"
-                       if r.bands else f"{rname} {r.ids[level_idx]} because {band} holds for {r.value.text} = {_fmt(x)}")
+            because = (
+                f"{rname} {r.ids[level_idx]} because {r.value.text} = {_fmt(x)} is in {band}"
+                if r.bands
+                else f"{rname} {r.ids[level_idx]} because {band} holds for {r.value.text} = {_fmt(x)}"
+            )
             decisions.append(Decision(rname, r.ids[level_idx], x, r.value.text, band, because))
         else:
             decisions.append(Decision(rname, "", x, r.value.text, "", f"{rname}: not rated ({_fmt(x)})"))
@@ -269,18 +308,32 @@ def trace_row(plan: Plan, results: Results, i: int, what_if: bool = True) -> Tra
     what: dict[str, Any] = {}
     if row["status"] == "rated" and what_if:
         better, worse = firm_steps(plan, results, i)
-        what = {"rating": plan.primary, "better": asdict(better) if better else None,
-                "worse": asdict(worse) if worse else None}
+        what = {
+            "rating": plan.primary,
+            "better": asdict(better) if better else None,
+            "worse": asdict(worse) if worse else None,
+        }
     return Trace(
         TRACE_SCHEMA_VERSION,
         {"id": plan.id, "title": plan.title, "version": plan.version, "hash": plan.hash, "file": plan.file},
-        str(row["firm_id"]), year, row["status"],
-        [r for r in str(row["reasons"]).split("; ") if r], [f for f in str(row["fallbacks"]).split("; ") if f],
-        decisions, incentive, nodes, what,
+        str(row["firm_id"]),
+        year,
+        row["status"],
+        [r for r in str(row["reasons"]).split("; ") if r],
+        [f for f in str(row["fallbacks"]).split("; ") if f],
+        decisions,
+        incentive,
+        nodes,
+        what,
         {"rows": replay_rows, "benchmarks": given, "row": firm_rows.index(i)},
-        {"engine_version": row["engine_version"], "input_row_sha256": row_hash,
-         "benchmark_tables_sha256": table_hash, "data_source": batch.source,
-         "data_row": int(batch.row_numbers[i])})
+        {
+            "engine_version": row["engine_version"],
+            "input_row_sha256": row_hash,
+            "benchmark_tables_sha256": table_hash,
+            "data_source": batch.source,
+            "data_row": int(batch.row_numbers[i]),
+        },
+    )
 
 
 def verify(trace: dict[str, Any], book: Any = None) -> tuple[int, list[str]]:
@@ -299,11 +352,14 @@ def verify(trace: dict[str, Any], book: Any = None) -> tuple[int, list[str]]:
     plan = load(book)
     problems: list[str] = []
     if plan.hash != meta["hash"]:
-        problems.append(f"rulebook {plan.id} has changed since the trace was made: hash {plan.hash}, "
-                        f"trace {meta['hash']}")
+        problems.append(
+            f"rulebook {plan.id} has changed since the trace was made: hash {plan.hash}, trace {meta['hash']}"
+        )
     replay = trace["replay"]
-    overrides = {b: np.array([math.nan if v is None else v for v in vals], dtype=np.float64)
-                 for b, vals in replay["benchmarks"].items()}
+    overrides = {
+        b: np.array([math.nan if v is None else v for v in vals], dtype=np.float64)
+        for b, vals in replay["benchmarks"].items()
+    }
     results = rate(plan, replay["rows"], overrides=overrides)
     fresh = trace_row(plan, results, int(replay["row"])).to_dict()
     checked = 0

@@ -44,7 +44,9 @@ FUNCTIONS: dict[str, Signature] = {
     "round": Signature(1, 2, "round(x, digits=0), half to even"),
     "all_of": Signature(1, None, "true where every condition is true"),
     "any_of": Signature(1, None, "true where any condition is true"),
-    "safe_div": Signature(3, 3, "safe_div(a, b, if_zero): a / b, or if_zero where b is 0 (a declared rule, not an error)"),
+    "safe_div": Signature(
+        3, 3, "safe_div(a, b, if_zero): a / b, or if_zero where b is 0 (a declared rule, not an error)"
+    ),
     "coalesce": Signature(2, None, "first argument that is not missing (measured first, default otherwise)"),
     "is_missing": Signature(1, 1, "true where the value is missing"),
     "prev": Signature(1, 2, "prev(x, otherwise?): the same firm's value of x in the previous year"),
@@ -97,8 +99,22 @@ class Expr:
 
 
 _ALLOWED = (ast.Expr, ast.BinOp, ast.UnaryOp, ast.Compare, ast.Call, ast.Name, ast.Constant, ast.Subscript)
-_OPERATORS = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow, ast.USub, ast.UAdd, ast.Not,
-              ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.Eq, ast.NotEq)
+_OPERATORS = (
+    ast.Add,
+    ast.Sub,
+    ast.Mult,
+    ast.Div,
+    ast.Pow,
+    ast.USub,
+    ast.UAdd,
+    ast.Not,
+    ast.Lt,
+    ast.LtE,
+    ast.Gt,
+    ast.GtE,
+    ast.Eq,
+    ast.NotEq,
+)
 _SKIP = (ast.expr_context, ast.operator, ast.unaryop, ast.cmpop, ast.boolop)
 _REJECT_HINTS: dict[type, str] = {
     ast.BoolOp: "'and'/'or' work on one truth value, not on columns: use all_of(a, b) / any_of(a, b)",
@@ -149,8 +165,9 @@ def parse(text: str) -> Expr:
         fake = ast.Constant(0, lineno=exc.lineno or 1, col_offset=max((exc.offset or 1) - 1, 0))
         raise ExpressionProblems([Problem(f"syntax error: {exc.msg}", _offset(fake, starts, lead))]) from None
     except Warning:
-        raise ExpressionProblems([Problem("a formula is one expression: no ';' or several lines "
-                                          "of statements", max(lead, 0))]) from None
+        raise ExpressionProblems(
+            [Problem("a formula is one expression: no ';' or several lines of statements", max(lead, 0))]
+        ) from None
     problems: list[Problem] = []
     names: list[str] = []
     calls: list[str] = []
@@ -206,8 +223,9 @@ def parse(text: str) -> Expr:
             if isinstance(exp, ast.UnaryOp) and isinstance(exp.op, ast.USub) and isinstance(exp.operand, ast.Constant):
                 value = -exp.operand.value if isinstance(exp.operand.value, int | float) else None
             if not isinstance(value, int | float) or abs(value) > MAX_POWER:
-                problems.append(Problem(f"'**' needs a constant exponent between -{MAX_POWER} and {MAX_POWER}",
-                                        *pos(exp)))
+                problems.append(
+                    Problem(f"'**' needs a constant exponent between -{MAX_POWER} and {MAX_POWER}", *pos(exp))
+                )
                 return
         elif isinstance(n, ast.Subscript):
             if not isinstance(n.value, ast.Name):
@@ -215,8 +233,12 @@ def parse(text: str) -> Expr:
                 return
             sl = n.slice
             if not (isinstance(sl, ast.Name) or (isinstance(sl, ast.Constant) and isinstance(sl.value, str))):
-                problems.append(Problem("a table is indexed by a quoted key or a category name: "
-                                        "ncv['raw_coal'], grid_ef[grid_region]", *pos(sl)))
+                problems.append(
+                    Problem(
+                        "a table is indexed by a quoted key or a category name: ncv['raw_coal'], grid_ef[grid_region]",
+                        *pos(sl),
+                    )
+                )
                 return
         for child in ast.iter_child_nodes(n):
             if not isinstance(child, _SKIP):
@@ -350,7 +372,8 @@ def infer(expr: Expr, lookup: Lookup, all_names: list[str]) -> tuple[Inferred, l
         if isinstance(n, ast.Compare):
             items = [n.left, *n.comparators]
             types = [visit(i) for i in items]
-            for (a, ta), (b, tb), op in zip(zip(items, types), zip(items[1:], types[1:]), n.ops, strict=False):
+            pairs = zip(types, zip(items[1:], types[1:], strict=True), n.ops, strict=False)
+            for ta, (b, tb), op in pairs:
                 if CATEGORY in (ta.type, tb.type) or STRING in (ta.type, tb.type):
                     if not isinstance(op, ast.Eq | ast.NotEq):
                         err(b, "categories can only be compared with == and !=")
@@ -380,11 +403,13 @@ def infer(expr: Expr, lookup: Lookup, all_names: list[str]) -> tuple[Inferred, l
                 return Inferred(NUMBER, sym.unit)
             key_t = visit(sl)
             if key_t.type != CATEGORY:
-                err(sl, f"table '{name}' must be indexed by a category (or a quoted key), "
-                        f"not a {key_t.type}")
+                err(sl, f"table '{name}' must be indexed by a category (or a quoted key), not a {key_t.type}")
             if sym.key_units:
-                err(sl, f"table '{name}' has keys with different units ({', '.join(sorted(sym.key_units))}); "
-                        "index it with a quoted key")
+                err(
+                    sl,
+                    f"table '{name}' has keys with different units ({', '.join(sorted(sym.key_units))}); "
+                    "index it with a quoted key",
+                )
             return Inferred(NUMBER, sym.unit)
         if isinstance(n, ast.Call):
             return call(n)
@@ -438,17 +463,18 @@ def infer(expr: Expr, lookup: Lookup, all_names: list[str]) -> tuple[Inferred, l
             return Inferred(BOOLEAN, Unit())
         if fname == "prefix":
             need(args[0], got[0], CATEGORY, "the first argument of prefix()")
-            if not (isinstance(args[1], ast.Constant) and isinstance(args[1].value, int)
-                    and 1 <= args[1].value <= 20):
+            if not (isinstance(args[1], ast.Constant) and isinstance(args[1].value, int) and 1 <= args[1].value <= 20):
                 err(args[1], "prefix() needs a whole number of characters from 1 to 20")
             return Inferred(CATEGORY, UNKNOWN)
         if fname in ("prev", "baseline"):
-            if fname == "baseline" and not (isinstance(args[1], ast.Constant)
-                                            and isinstance(args[1].value, int)):
+            if fname == "baseline" and not (isinstance(args[1], ast.Constant) and isinstance(args[1].value, int)):
                 err(args[1], "baseline() needs a year as a whole number, e.g. baseline(x, 2020)")
             unit = got[0].unit
-            other = got[2] if fname == "baseline" and len(got) == 3 else (
-                got[1] if fname == "prev" and len(got) == 2 else None)
+            other = (
+                got[2]
+                if fname == "baseline" and len(got) == 3
+                else (got[1] if fname == "prev" and len(got) == 2 else None)
+            )
             need(args[0], got[0], NUMBER, f"the first argument of {fname}()")
             if other is not None and not _same_unit(unit, other.unit):
                 err(n, f"unit mismatch: {fname}() of {fmt(unit)} with a fallback in {fmt(other.unit)}")

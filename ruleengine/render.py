@@ -12,8 +12,15 @@ from .compiler import Plan
 from .explain import Trace, _fmt
 from .results import Results
 
-_DOT_SHAPES = {"input": "box", "parameter": "note", "scale": "cds", "variable": "ellipse",
-               "benchmark": "hexagon", "check": "diamond", "rating": "doubleoctagon"}
+_DOT_SHAPES = {
+    "input": "box",
+    "parameter": "note",
+    "scale": "cds",
+    "variable": "ellipse",
+    "benchmark": "hexagon",
+    "check": "diamond",
+    "rating": "doubleoctagon",
+}
 
 
 def _graph_nodes(plan: Plan) -> list[str]:
@@ -45,12 +52,19 @@ def graph_text(plan: Plan, fmt: str) -> str:
         out["edges"] = [[a, b] for a, b in edges]
         return json.dumps(out, indent=2, ensure_ascii=False) + "\n"
     if fmt == "mermaid":
+
         def mid(n: str) -> str:
             return n.replace(":", "__")
 
-        shapes = {"input": ("[/", "/]"), "parameter": ("[(", ")]"), "scale": ("[[", "]]"),
-                  "variable": ("(", ")"), "benchmark": ("{{", "}}"), "check": ("{", "}"),
-                  "rating": ("[[", "]]")}
+        shapes = {
+            "input": ("[/", "/]"),
+            "parameter": ("[(", ")]"),
+            "scale": ("[[", "]]"),
+            "variable": ("(", ")"),
+            "benchmark": ("{{", "}}"),
+            "check": ("{", "}"),
+            "rating": ("[[", "]]"),
+        }
         lines = ["flowchart LR"]
         for n in nodes:
             a, b = shapes[g.nodes[n]["kind"]]
@@ -72,8 +86,11 @@ def rate_summary(console: Any, results: Results, data: str, output: str | None, 
 
     plan = results.plan
     n = len(results)
-    rated = dict(results.distribution("status")).get("rated", 0) if results.columns.encoded("status") else \
-        int((results["status"] == "rated").sum())
+    rated = (
+        dict(results.distribution("status")).get("rated", 0)
+        if results.columns.encoded("status")
+        else int((results["status"] == "rated").sum())
+    )
     table = Table(title=f"{plan.title} — {plan.id} {plan.version}", title_justify="left")
     table.add_column(plan.primary)
     table.add_column("firm-years", justify="right")
@@ -123,8 +140,10 @@ def trace_text(console: Any, trace: Trace) -> None:
     from rich.tree import Tree
 
     head = ", ".join(f"{d.rating} {d.level or 'unrated'}" for d in trace.decisions)
-    tree = Tree(f"[bold]{trace.firm_id}[/bold] {trace.year} — {trace.rulebook['id']} "
-                f"{trace.rulebook['version']}: {trace.status}; {head}")
+    tree = Tree(
+        f"[bold]{trace.firm_id}[/bold] {trace.year} — {trace.rulebook['id']} "
+        f"{trace.rulebook['version']}: {trace.status}; {head}"
+    )
     for d in trace.decisions:
         tree.add(d.because)
     if trace.incentive:
@@ -145,16 +164,19 @@ def trace_text(console: Any, trace: Trace) -> None:
         if node.uses:
             branch.add(", ".join(f"{k} = {_fmt(v)}" for k, v in node.uses.items()))
         if node.kind == "parameter":
-            branch.add(f"source: {node.source} ({node.detail.get('status', '')}), in force from "
-                       f"{node.detail.get('effective') or 'always'}")
+            branch.add(
+                f"source: {node.source} ({node.detail.get('status', '')}), in force from "
+                f"{node.detail.get('effective') or 'always'}"
+            )
         if node.kind == "benchmark":
             d = node.detail
-            branch.add(f"peer group: {d['group_used']} {d['group'] or ''} ({d['peers']} peers, "
-                       f"min {d['min_peers']})")
+            branch.add(f"peer group: {d['group_used']} {d['group'] or ''} ({d['peers']} peers, min {d['min_peers']})")
     console.print(tree)
     p = trace.provenance
-    console.print(f"[dim]rulebook {trace.rulebook['hash']}, engine {p['engine_version']}, input row "
-                  f"{p['input_row_sha256']}, benchmarks {p['benchmark_tables_sha256']}[/dim]")
+    console.print(
+        f"[dim]rulebook {trace.rulebook['hash']}, engine {p['engine_version']}, input row "
+        f"{p['input_row_sha256']}, benchmarks {p['benchmark_tables_sha256']}[/dim]"
+    )
 
 
 def what_it_takes_lines(trace: Trace) -> list[str]:
@@ -164,14 +186,17 @@ def what_it_takes_lines(trace: Trace) -> list[str]:
     out = []
     b = w.get("better")
     if b:
-        out.append(f"to reach {w['rating']} {b['level']} ({b['rule']}): {b['value']:.6g} must move by "
-                   f"{b['margin']:.6g} (benchmarks held fixed)")
+        out.append(
+            f"to reach {w['rating']} {b['level']} ({b['rule']}): {b['value']:.6g} must move by "
+            f"{b['margin']:.6g} (benchmarks held fixed)"
+        )
         for c in b["cuts"]:
             if c["cut"] is None:
                 out.append(f"  cutting {c['what']} alone cannot reach it (current {c['current']:.6g} {c['unit']})")
             else:
-                out.append(f"  cut {c['what']} by {c['cut']:.6g} {c['unit']} ({c['cut_pct']:.2f}% of "
-                           f"{c['current']:.6g})")
+                out.append(
+                    f"  cut {c['what']} by {c['cut']:.6g} {c['unit']} ({c['cut_pct']:.2f}% of {c['current']:.6g})"
+                )
     else:
         out.append(f"{w['rating']}: already at the best level")
     wo = w.get("worse")
@@ -182,8 +207,10 @@ def what_it_takes_lines(trace: Trace) -> list[str]:
 
 def trace_markdown(trace: Trace) -> str:
     lines = [f"# {trace.firm_id} — {trace.year}: {trace.rulebook['title']}", ""]
-    lines.append(f"Rulebook `{trace.rulebook['id']}` {trace.rulebook['version']} (`{trace.rulebook['hash']}`), "
-                 f"status **{trace.status}**.")
+    lines.append(
+        f"Rulebook `{trace.rulebook['id']}` {trace.rulebook['version']} (`{trace.rulebook['hash']}`), "
+        f"status **{trace.status}**."
+    )
     lines.append("")
     for d in trace.decisions:
         lines.append(f"- **{d.rating}: {d.level or 'unrated'}** — {d.because}")
@@ -197,11 +224,19 @@ def trace_markdown(trace: Trace) -> str:
     if wt:
         lines += ["", "## What it would take", ""]
         lines += [f"- {line.strip()}" if not line.startswith("  ") else f"  - {line.strip()}" for line in wt]
-    lines += ["", "## Calculation", "", "| name | kind | value | unit | formula / source | values used |",
-              "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Calculation",
+        "",
+        "| name | kind | value | unit | formula / source | values used |",
+        "|---|---|---|---|---|---|",
+    ]
     for node in trace.nodes:
-        src = node.formula or (f"{node.source} ({node.detail.get('status', '')}, from "
-                               f"{node.detail.get('effective') or 'always'})" if node.kind == "parameter" else "")
+        src = node.formula or (
+            f"{node.source} ({node.detail.get('status', '')}, from {node.detail.get('effective') or 'always'})"
+            if node.kind == "parameter"
+            else ""
+        )
         if node.kind == "benchmark":
             d = node.detail
             src += f"; peers: {d['group_used']} {d['group'] or ''}, {d['peers']} peers"
@@ -209,8 +244,12 @@ def trace_markdown(trace: Trace) -> str:
         value = _fmt(node.value) if not isinstance(node.value, dict) else "table"
         lines.append(f"| {node.name} | {node.kind} | {value} | {node.unit} | {src.replace('|', '/')} | {uses} |")
     p = trace.provenance
-    lines += ["", f"Provenance: engine {p['engine_version']}, input row sha256 `{p['input_row_sha256']}`, "
-              f"benchmark tables sha256 `{p['benchmark_tables_sha256']}`, {p['data_source']} row {p['data_row']}.", ""]
+    lines += [
+        "",
+        f"Provenance: engine {p['engine_version']}, input row sha256 `{p['input_row_sha256']}`, "
+        f"benchmark tables sha256 `{p['benchmark_tables_sha256']}`, {p['data_source']} row {p['data_row']}.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -220,7 +259,9 @@ def diff_text(console: Any, result: dict[str, Any]) -> None:
     from .diff import _short
 
     o, n = result["old"], result["new"]
-    console.print(f"[bold]{o['id']} {o['version']}[/bold] ({o['file']}) → [bold]{n['id']} {n['version']}[/bold] ({n['file']})")
+    console.print(
+        f"[bold]{o['id']} {o['version']}[/bold] ({o['file']}) → [bold]{n['id']} {n['version']}[/bold] ({n['file']})"
+    )
     for w in result["warnings"]:
         console.print(f"[yellow]warning[/yellow]: {w}")
     edits = result["edits"]
@@ -232,8 +273,10 @@ def diff_text(console: Any, result: dict[str, Any]) -> None:
     imp = result.get("impact")
     if not imp:
         return
-    console.print(f"\n{imp['firm_years']:,} firm-years: {imp['moved']:,} change rating "
-                  f"({imp['up']:,} up, {imp['down']:,} down, {imp['newly_unrated']:,} newly unrated)")
+    console.print(
+        f"\n{imp['firm_years']:,} firm-years: {imp['moved']:,} change rating "
+        f"({imp['up']:,} up, {imp['down']:,} down, {imp['newly_unrated']:,} newly unrated)"
+    )
     m = imp["matrix"]
     table = Table(title="old (rows) × new (columns)", title_justify="left")
     table.add_column("")
@@ -250,10 +293,14 @@ def diff_text(console: Any, result: dict[str, Any]) -> None:
         fwd = {s["change"]: s["moved"] for s in att["forward"]}
         rev = {s["change"]: s["moved"] for s in att["reverse"]}
         for a in att["alone"]:
+
             def fmt(v: Any) -> str:
                 return "needs other changes" if v is None else str(v)
-            console.print(f"  {a['change']}: {fmt(a['moved'])} ({fmt(fwd.get(a['change']))} / "
-                          f"{fmt(rev.get(a['change']))})", markup=False)
+
+            console.print(
+                f"  {a['change']}: {fmt(a['moved'])} ({fmt(fwd.get(a['change']))} / {fmt(rev.get(a['change']))})",
+                markup=False,
+            )
         console.print("  order-independent: " + ("yes" if att["order_independent"] else "no, the changes interact"))
     del _short
 
@@ -261,22 +308,33 @@ def diff_text(console: Any, result: dict[str, Any]) -> None:
 def compare_text(console: Any, result: dict[str, Any]) -> None:
     from rich.table import Table
 
-    table = Table(title=f"{result['firm_years']:,} firm-years under {len(result['methods'])} methods", title_justify="left")
+    table = Table(
+        title=f"{result['firm_years']:,} firm-years under {len(result['methods'])} methods", title_justify="left"
+    )
     for col in ("method", "boundary", "rated", "distribution (best first)"):
         table.add_column(col)
     for m in result["methods"]:
-        table.add_row(f"{m['id']} {m['version']}", ", ".join(b.split(".")[1] for b in m["boundary"]),
-                      f"{m['rated']:,}", ", ".join(f"{k} {v}" for k, v in m["distribution"]))
+        table.add_row(
+            f"{m['id']} {m['version']}",
+            ", ".join(b.split(".")[1] for b in m["boundary"]),
+            f"{m['rated']:,}",
+            ", ".join(f"{k} {v}" for k, v in m["distribution"]),
+        )
     console.print(table)
     cw = result.get("crosswalk")
     for p in result["pairs"]:
         same = p.get("same_common_grade")
-        line = (f"{p['a']} vs {p['b']}: Spearman {p['spearman']:.3f}, Kendall tau-b {p['kendall_tau_b']:.3f}"
-                f" on {p['both_rated']:,} firm-years rated by both")
+        line = (
+            f"{p['a']} vs {p['b']}: Spearman {p['spearman']:.3f}, Kendall tau-b {p['kendall_tau_b']:.3f}"
+            f" on {p['both_rated']:,} firm-years rated by both"
+        )
         if same is not None and cw:
             line += f"; same {cw['scale']} grade for {100 * same:.0f}%"
         console.print(line, markup=False)
         for d in p["largest_differences"]:
             name = f" {d['firm_name']}" if d["firm_name"] else ""
-            console.print(f"  {d['firm_id']}{name} {d['year']}: {p['a']} {d[p['a'] + '_rating']} vs "
-                          f"{p['b']} {d[p['b'] + '_rating']} — {d['reason']}", markup=False)
+            console.print(
+                f"  {d['firm_id']}{name} {d['year']}: {p['a']} {d[p['a'] + '_rating']} vs "
+                f"{p['b']} {d[p['b'] + '_rating']} — {d['reason']}",
+                markup=False,
+            )

@@ -21,8 +21,19 @@ from .compiler import STANDARD_VARIABLES, Plan
 from .data import Batch, Category, DataIssue
 from .evaluator import BenchmarkTable, Evaluation
 
-STANDARD_COLUMNS = ("firm_id", "year", "rulebook", "rulebook_version", "rulebook_hash", "engine_version",
-                    "status", "reasons", "fallbacks", *STANDARD_VARIABLES, "rating")
+STANDARD_COLUMNS = (
+    "firm_id",
+    "year",
+    "rulebook",
+    "rulebook_version",
+    "rulebook_hash",
+    "engine_version",
+    "status",
+    "reasons",
+    "fallbacks",
+    *STANDARD_VARIABLES,
+    "rating",
+)
 
 
 class Columns(MutableMapping[str, np.ndarray]):
@@ -209,8 +220,12 @@ def build(plan: Plan, batch: Batch, ev: Evaluation, engine_version: str) -> Resu
         cols["firm_id"] = np.asarray(ids, dtype=object)
     years = batch.columns["year"]
     cols["year"] = np.where(np.isnan(years), -1, years).astype(np.int64)
-    for name, value in (("rulebook", plan.id), ("rulebook_version", plan.version),
-                        ("rulebook_hash", plan.hash), ("engine_version", engine_version)):
+    for name, value in (
+        ("rulebook", plan.id),
+        ("rulebook_version", plan.version),
+        ("rulebook_hash", plan.hash),
+        ("engine_version", engine_version),
+    ):
         cols.set_encoded(name, zeros, [value])
     cols.set_encoded("status", np.where(ev.rated, 0, 1).astype(np.int8), ["rated", "unrated"])
     cols.set_encoded("reasons", *ev.reasons)
@@ -226,15 +241,18 @@ def build(plan: Plan, batch: Batch, ev: Evaluation, engine_version: str) -> Resu
         ids = plan.ratings[target].ids
         lv = ev.levels[target]
         inc = plan.incentives["levels"]
-        for col, key, conv in (("incentive_rate_bp", "rate_bp", float),
-                               ("incentive_credit_policy", "credit_policy", str),
-                               ("incentive_services", "services", lambda s: "; ".join(s)),
-                               ("incentive_subsidy_pct", "subsidy_pct", float)):
+        for col, key, conv in (
+            ("incentive_rate_bp", "rate_bp", float),
+            ("incentive_credit_policy", "credit_policy", str),
+            ("incentive_services", "services", lambda s: "; ".join(s)),
+            ("incentive_subsidy_pct", "subsidy_pct", float),
+        ):
             if not any(key in spec for spec in inc.values()):
                 continue
             if conv is float:
-                table = np.asarray([float(inc[i][key]) if i in inc and key in inc[i] else math.nan
-                                    for i in ids] + [math.nan])
+                table = np.asarray(
+                    [float(inc[i][key]) if i in inc and key in inc[i] else math.nan for i in ids] + [math.nan]
+                )
                 cols[col] = table[np.where(lv < 0, len(ids), lv)]
             else:
                 cols.set_encoded(col, lv, [conv(inc[i][key]) if i in inc and key in inc[i] else "" for i in ids])

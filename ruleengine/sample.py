@@ -51,31 +51,64 @@ __all__ = ["COLUMNS", "DEFECTS", "generate", "main", "write"]
 # -- the data contract --------------------------------------------------------------------------
 
 _STATIONARY = ("raw_coal", "coke", "crude_oil", "fuel_oil", "gasoline", "kerosene", "diesel", "lpg")
-_MEASURED = ("raw_coal_ncv_gj_per_unit", "raw_coal_cc_tc_per_tj", "raw_coal_ox",
-             "coke_ncv_gj_per_unit", "natural_gas_ncv_gj_per_unit")
+_MEASURED = (
+    "raw_coal_ncv_gj_per_unit",
+    "raw_coal_cc_tc_per_tj",
+    "raw_coal_ox",
+    "coke_ncv_gj_per_unit",
+    "natural_gas_ncv_gj_per_unit",
+)
 
 #: The generated columns, in DATA.md order (``loan_amount_10k_cny`` and the measured-factor
 #: columns last).
 COLUMNS: tuple[str, ...] = (
-    "firm_id", "firm_name", "year", "city", "grid_region", "industry", "size", "employees",
-    "output_value_10k_cny", "value_added_10k_cny", "revenue_10k_cny", "tax_10k_cny",
-    *(f"{fuel}_t" for fuel in _STATIONARY), "natural_gas_10k_nm3",
-    "vehicle_gasoline_t", "vehicle_diesel_t", "electricity_mwh", "green_electricity_mwh",
-    "onsite_renewable_mwh", "heat_gj", "clinker_t", "limestone_t", "dolomite_t",
-    "loan_amount_10k_cny", *_MEASURED,
+    "firm_id",
+    "firm_name",
+    "year",
+    "city",
+    "grid_region",
+    "industry",
+    "size",
+    "employees",
+    "output_value_10k_cny",
+    "value_added_10k_cny",
+    "revenue_10k_cny",
+    "tax_10k_cny",
+    *(f"{fuel}_t" for fuel in _STATIONARY),
+    "natural_gas_10k_nm3",
+    "vehicle_gasoline_t",
+    "vehicle_diesel_t",
+    "electricity_mwh",
+    "green_electricity_mwh",
+    "onsite_renewable_mwh",
+    "heat_gj",
+    "clinker_t",
+    "limestone_t",
+    "dolomite_t",
+    "loan_amount_10k_cny",
+    *_MEASURED,
 )
 
 #: Defect kinds that ``messy`` injects, one per affected row, assigned in this rotation.
-DEFECTS: tuple[str, ...] = ("blank_value_added", "blank_industry", "negative_quantity",
-                            "non_numeric", "green_exceeds_electricity", "duplicate_firm_year")
+DEFECTS: tuple[str, ...] = (
+    "blank_value_added",
+    "blank_industry",
+    "negative_quantity",
+    "non_numeric",
+    "green_exceeds_electricity",
+    "duplicate_firm_year",
+)
 
 # Decimals kept per column: 3 for physical quantities, 2 for money, factor-specific for measured
 # properties.  Rounding happens in ``generate`` so in-memory columns equal what a file holds.
 _DECIMALS: dict[str, int] = {
     **{c: 3 for c in COLUMNS if c.endswith(("_t", "_mwh", "_gj", "_nm3"))},
     **{c: 2 for c in COLUMNS if c.endswith("_10k_cny")},
-    "raw_coal_ncv_gj_per_unit": 3, "raw_coal_cc_tc_per_tj": 2, "raw_coal_ox": 3,
-    "coke_ncv_gj_per_unit": 3, "natural_gas_ncv_gj_per_unit": 2,
+    "raw_coal_ncv_gj_per_unit": 3,
+    "raw_coal_cc_tc_per_tj": 2,
+    "raw_coal_ox": 3,
+    "coke_ncv_gj_per_unit": 3,
+    "natural_gas_ncv_gj_per_unit": 2,
 }
 _DECIMALS["loan_amount_10k_cny"] = 0  # loans are granted in whole 10^4 CNY
 
@@ -106,41 +139,50 @@ _ROOFTOP_PV = (0.30, 0.20, 0.08, 0.03)  # share of firms with own zero-carbon ge
 # tCO2 per physical unit with the default factors of METHODOLOGY.md §1 (per t, per 10^4 Nm3, per
 # MWh, per GJ).  Electricity uses one national-average conversion so that physical consumption
 # does not depend on the grid the firm happens to be on.
-_CARRIERS = ("raw_coal", "coke", "fuel_oil", "gasoline", "diesel", "lpg", "natural_gas",
-             "electricity", "heat")
-_CARRIER_COLUMN = ("raw_coal_t", "coke_t", "fuel_oil_t", "gasoline_t", "diesel_t", "lpg_t",
-                   "natural_gas_10k_nm3", "electricity_mwh", "heat_gj")
+_CARRIERS = ("raw_coal", "coke", "fuel_oil", "gasoline", "diesel", "lpg", "natural_gas", "electricity", "heat")
+_CARRIER_COLUMN = (
+    "raw_coal_t",
+    "coke_t",
+    "fuel_oil_t",
+    "gasoline_t",
+    "diesel_t",
+    "lpg_t",
+    "natural_gas_10k_nm3",
+    "electricity_mwh",
+    "heat_gj",
+)
 _TCO2_PER_UNIT = np.array([1.9003, 2.8604, 3.1705, 2.9251, 3.0959, 3.1013, 21.622, 0.55, 0.11])
 
 # Energy profiles: carrier → (typical share of the firm's CO2, probability that a firm uses it).
 # Electricity is used by every firm.
 _PROFILES: dict[str, dict[str, tuple[float, float]]] = {
-    "cement": {"raw_coal": (0.72, 0.75), "electricity": (0.24, 1), "diesel": (0.02, 0.5),
-               "fuel_oil": (0.02, 0.2)},
+    "cement": {"raw_coal": (0.72, 0.75), "electricity": (0.24, 1), "diesel": (0.02, 0.5), "fuel_oil": (0.02, 0.2)},
     "cement_products": {"electricity": (0.6, 1), "diesel": (0.3, 0.7), "natural_gas": (0.1, 0.3)},
-    "ironmaking": {"coke": (0.55, 1), "raw_coal": (0.2, 0.8), "electricity": (0.2, 1),
-                   "natural_gas": (0.05, 0.3)},
-    "steelmaking": {"electricity": (0.45, 1), "coke": (0.25, 0.6), "natural_gas": (0.15, 0.6),
-                    "raw_coal": (0.15, 0.4)},
-    "rolling": {"natural_gas": (0.4, 0.8), "electricity": (0.5, 1), "raw_coal": (0.1, 0.2),
-                "fuel_oil": (0.05, 0.1)},
-    "chemicals": {"natural_gas": (0.35, 0.8), "raw_coal": (0.3, 0.5), "electricity": (0.3, 1),
-                  "heat": (0.15, 0.4), "fuel_oil": (0.03, 0.15), "lpg": (0.02, 0.1)},
-    "fine_chemicals": {"electricity": (0.5, 1), "natural_gas": (0.25, 0.7), "heat": (0.25, 0.5),
-                       "lpg": (0.02, 0.1)},
-    "spinning": {"electricity": (0.8, 1), "natural_gas": (0.1, 0.5), "heat": (0.1, 0.3),
-                 "lpg": (0.02, 0.1)},
-    "dyeing": {"heat": (0.35, 0.7), "natural_gas": (0.25, 0.7), "raw_coal": (0.1, 0.2),
-               "electricity": (0.3, 1)},
-    "pulp": {"raw_coal": (0.45, 0.6), "electricity": (0.3, 1), "heat": (0.2, 0.4),
-             "natural_gas": (0.05, 0.4)},
+    "ironmaking": {"coke": (0.55, 1), "raw_coal": (0.2, 0.8), "electricity": (0.2, 1), "natural_gas": (0.05, 0.3)},
+    "steelmaking": {"electricity": (0.45, 1), "coke": (0.25, 0.6), "natural_gas": (0.15, 0.6), "raw_coal": (0.15, 0.4)},
+    "rolling": {"natural_gas": (0.4, 0.8), "electricity": (0.5, 1), "raw_coal": (0.1, 0.2), "fuel_oil": (0.05, 0.1)},
+    "chemicals": {
+        "natural_gas": (0.35, 0.8),
+        "raw_coal": (0.3, 0.5),
+        "electricity": (0.3, 1),
+        "heat": (0.15, 0.4),
+        "fuel_oil": (0.03, 0.15),
+        "lpg": (0.02, 0.1),
+    },
+    "fine_chemicals": {"electricity": (0.5, 1), "natural_gas": (0.25, 0.7), "heat": (0.25, 0.5), "lpg": (0.02, 0.1)},
+    "spinning": {"electricity": (0.8, 1), "natural_gas": (0.1, 0.5), "heat": (0.1, 0.3), "lpg": (0.02, 0.1)},
+    "dyeing": {"heat": (0.35, 0.7), "natural_gas": (0.25, 0.7), "raw_coal": (0.1, 0.2), "electricity": (0.3, 1)},
+    "pulp": {"raw_coal": (0.45, 0.6), "electricity": (0.3, 1), "heat": (0.2, 0.4), "natural_gas": (0.05, 0.4)},
     "glass": {"natural_gas": (0.6, 0.9), "fuel_oil": (0.15, 0.3), "electricity": (0.25, 1)},
-    "food": {"electricity": (0.6, 1), "raw_coal": (0.2, 0.15), "natural_gas": (0.2, 0.5),
-             "diesel": (0.03, 0.3)},
-    "metalwork": {"electricity": (0.75, 1), "natural_gas": (0.2, 0.6), "lpg": (0.03, 0.2),
-                  "diesel": (0.03, 0.3)},
-    "light": {"electricity": (0.85, 1), "natural_gas": (0.1, 0.4), "lpg": (0.03, 0.2),
-              "diesel": (0.03, 0.3), "gasoline": (0.01, 0.03)},
+    "food": {"electricity": (0.6, 1), "raw_coal": (0.2, 0.15), "natural_gas": (0.2, 0.5), "diesel": (0.03, 0.3)},
+    "metalwork": {"electricity": (0.75, 1), "natural_gas": (0.2, 0.6), "lpg": (0.03, 0.2), "diesel": (0.03, 0.3)},
+    "light": {
+        "electricity": (0.85, 1),
+        "natural_gas": (0.1, 0.4),
+        "lpg": (0.03, 0.2),
+        "diesel": (0.03, 0.3),
+        "gasoline": (0.01, 0.03),
+    },
 }
 
 
@@ -189,9 +231,40 @@ _INDUSTRIES: tuple[_Industry, ...] = (
     _Industry("3982", "Circuit Boards", 0.25, 0.22, "light", False, (0.5, 0.3, 3.5)),
 )
 
-_NAME_STEMS = ("Heng", "Xin", "Hua", "Tian", "Jin", "Rui", "Long", "Feng", "Sheng", "Yong", "Tai",
-               "Kai", "Hong", "Da", "Mei", "Chang", "Guang", "Ming", "Li", "Bao", "Fu", "Jia",
-               "Hai", "Shun", "Wei", "Xing", "Yuan", "Zhong", "An", "Cheng", "De", "Run")
+_NAME_STEMS = (
+    "Heng",
+    "Xin",
+    "Hua",
+    "Tian",
+    "Jin",
+    "Rui",
+    "Long",
+    "Feng",
+    "Sheng",
+    "Yong",
+    "Tai",
+    "Kai",
+    "Hong",
+    "Da",
+    "Mei",
+    "Chang",
+    "Guang",
+    "Ming",
+    "Li",
+    "Bao",
+    "Fu",
+    "Jia",
+    "Hai",
+    "Shun",
+    "Wei",
+    "Xing",
+    "Yuan",
+    "Zhong",
+    "An",
+    "Cheng",
+    "De",
+    "Run",
+)
 
 # Measured fuel properties: column → (fuel column that must be used, share of its users who
 # measure, mean, standard deviation, lower clip, upper clip).
@@ -204,16 +277,14 @@ _MEASURED_SPEC: dict[str, tuple[str, float, float, float, float, float]] = {
 }
 
 _NON_NUMERIC = ("n/a?", "12,5", "1 234", "see note")
-_NON_NUMERIC_COLUMNS = ("value_added_10k_cny", "electricity_mwh", "natural_gas_10k_nm3",
-                        "raw_coal_t")
-_NEGATIVE_COLUMNS = ("electricity_mwh", "raw_coal_t", "natural_gas_10k_nm3", "diesel_t",
-                     "coke_t", "lpg_t")
+_NON_NUMERIC_COLUMNS = ("value_added_10k_cny", "electricity_mwh", "natural_gas_10k_nm3", "raw_coal_t")
+_NEGATIVE_COLUMNS = ("electricity_mwh", "raw_coal_t", "natural_gas_10k_nm3", "diesel_t", "coke_t", "lpg_t")
 
 
 # -- generation ---------------------------------------------------------------------------------
 
-def generate(firms: int, years: Sequence[int], seed: int = 0,
-             messy: float = 0.0) -> dict[str, np.ndarray]:
+
+def generate(firms: int, years: Sequence[int], seed: int = 0, messy: float = 0.0) -> dict[str, np.ndarray]:
     """A synthetic firm-year panel: ``firms`` firms, each reporting every year in ``years``.
 
     Returns the columns of :data:`COLUMNS` in that order: ``year`` and ``employees`` as int64,
@@ -277,8 +348,11 @@ def _clean_panel(n_firms: int, years: list[int], rng: np.random.Generator) -> di
 
     va_ratio = np.array([ind.va_ratio for ind in ind_table])[industry] * rng.uniform(0.85, 1.15, nf)
     tax_rate = rng.uniform(0.015, 0.06, nf)
-    intensity = (np.array([ind.intensity for ind in ind_table])[industry]
-                 * np.array(_SIZE_INEFFICIENCY)[size] * rng.lognormal(0.0, 0.4, nf))
+    intensity = (
+        np.array([ind.intensity for ind in ind_table])[industry]
+        * np.array(_SIZE_INEFFICIENCY)[size]
+        * rng.lognormal(0.0, 0.4, nf)
+    )
 
     # Carbon split over carriers: the industry profile, jittered per firm, over the carriers used.
     profile_share = np.zeros((len(ind_table), len(_CARRIERS)))
@@ -387,14 +461,15 @@ def _clean_panel(n_firms: int, years: list[int], rng: np.random.Generator) -> di
     first = stems[rng.integers(0, len(stems), nf)]
     second = np.char.lower(np.array(_NAME_STEMS))[rng.integers(0, len(stems), nf)].astype(object)
     nouns = np.array([ind.noun for ind in ind_table], dtype=object)[industry]
-    firm_name = (np.array(_CITY_TITLE, dtype=object)[city] + " " + first + second + " " + nouns
-                 + " Co., Ltd.")
+    firm_name = np.array(_CITY_TITLE, dtype=object)[city] + " " + first + second + " " + nouns + " Co., Ltd."
     out: dict[str, np.ndarray] = {}
     per_firm_text = {
-        "firm_id": firm_id, "firm_name": firm_name,
+        "firm_id": firm_id,
+        "firm_name": firm_name,
         "city": np.array(_CITIES, dtype=object)[city],
         "grid_region": np.array(_REGIONS, dtype=object)[region],
-        "industry": code.astype(object), "size": np.array(_SIZES, dtype=object)[size],
+        "industry": code.astype(object),
+        "size": np.array(_SIZES, dtype=object)[size],
     }
     for name in COLUMNS:
         if name == "year":
@@ -412,6 +487,7 @@ def _clean_panel(n_firms: int, years: list[int], rng: np.random.Generator) -> di
 
 # -- defects ------------------------------------------------------------------------------------
 
+
 def _as_text(values: np.ndarray) -> np.ndarray:
     """A numeric column as text cells, formatted the way the CSV writer formats numbers."""
     import pyarrow as pa
@@ -420,8 +496,7 @@ def _as_text(values: np.ndarray) -> np.ndarray:
     return np.asarray(text.to_numpy(zero_copy_only=False), dtype=object)
 
 
-def _inject_defects(cols: dict[str, np.ndarray], messy: float,
-                    rng: np.random.Generator) -> dict[str, np.ndarray]:
+def _inject_defects(cols: dict[str, np.ndarray], messy: float, rng: np.random.Generator) -> dict[str, np.ndarray]:
     n = len(cols["firm_id"])
     count = min(n, max(1, int(round(messy * n))))
     rows = rng.choice(n, size=count, replace=False)
@@ -445,7 +520,8 @@ def _inject_defects(cols: dict[str, np.ndarray], messy: float,
 
     green = rows_of("green_exceeds_electricity")
     cols["green_electricity_mwh"][green] = np.round(
-        cols["electricity_mwh"][green] * rng.uniform(1.05, 1.6, green.size), 3)
+        cols["electricity_mwh"][green] * rng.uniform(1.05, 1.6, green.size), 3
+    )
 
     hit = rows_of("non_numeric")
     if hit.size:
@@ -472,6 +548,7 @@ def _inject_defects(cols: dict[str, np.ndarray], messy: float,
 
 
 # -- writing ------------------------------------------------------------------------------------
+
 
 def _arrow_table(columns: Mapping[str, np.ndarray]) -> Any:
     import pyarrow as pa
@@ -525,10 +602,12 @@ def write(columns: Mapping[str, np.ndarray], path: str | Path) -> Path:
 
 # -- command line -------------------------------------------------------------------------------
 
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m ruleengine.sample OUT --firms N --years 2022,2023 --seed S --messy F``."""
-    parser = argparse.ArgumentParser(prog="python -m ruleengine.sample",
-                                     description="Write a synthetic firm-year portfolio.")
+    parser = argparse.ArgumentParser(
+        prog="python -m ruleengine.sample", description="Write a synthetic firm-year portfolio."
+    )
     parser.add_argument("out", help="output file: .csv, .json, .jsonl or .parquet")
     parser.add_argument("--firms", type=int, default=300)
     parser.add_argument("--years", default="2022,2023", help="comma-separated reporting years")

@@ -16,7 +16,7 @@ from .source import Document, PathT, bundled_dir
 # What an author must choose between, where the schema says "oneOf".
 _ONE_OF_HINTS = {
     "inputs": "an input declares exactly one of 'required: true', 'default: <value>' or "
-              "'optional: true' (missing is meaningful)",
+    "'optional: true' (missing is meaningful)",
     "parameters": "a parameter has exactly one of 'value', 'table' or 'values' (effective-dated)",
     "variables": "a variable has exactly one of 'expr' or 'weights'",
     "scales": "a scale has exactly one of 'piecewise' or 'steps'",
@@ -47,8 +47,9 @@ def _describe(error: Any, doc: Document) -> list[Diagnostic]:
         allowed = list(error.schema.get("properties", {}))
         known = set(allowed)
         extra = [k for k in error.instance if k not in known]
-        return [Diagnostic(f"unknown key '{k}'{did_you_mean(k, allowed)}",
-                           doc.loc((*path, k), key=True)) for k in extra]
+        return [
+            Diagnostic(f"unknown key '{k}'{did_you_mean(k, allowed)}", doc.loc((*path, k), key=True)) for k in extra
+        ]
     if validator == "required":
         missing = error.message.split("'")[1] if "'" in error.message else error.message
         return [Diagnostic(f"missing required key '{missing}'", doc.loc(path))]
@@ -66,14 +67,22 @@ def _describe(error: Any, doc: Document) -> list[Diagnostic]:
         options = ", ".join(repr(v) for v in error.validator_value)
         return [Diagnostic(f"{error.instance!r} is not one of {options}", doc.loc(path))]
     if validator == "pattern" and path and path[0] == "version":
-        return [Diagnostic(f"version {error.instance!r} is not a semantic version like 1.0.0 "
-                           "(quote it if YAML read it as a number)", doc.loc(path))]
+        return [
+            Diagnostic(
+                f"version {error.instance!r} is not a semantic version like 1.0.0 "
+                "(quote it if YAML read it as a number)",
+                doc.loc(path),
+            )
+        ]
     if validator == "type" and path and path[0] == "version":
-        return [Diagnostic(f"version must be a string like \"1.0.0\"; YAML read {error.instance!r} "
-                           "as a number (quote it)", doc.loc(path))]
+        return [
+            Diagnostic(
+                f'version must be a string like "1.0.0"; YAML read {error.instance!r} as a number (quote it)',
+                doc.loc(path),
+            )
+        ]
     if validator == "propertyNames":
-        return [Diagnostic(f"name {error.instance!r} is not allowed here: {error.message}",
-                           doc.loc(path))]
+        return [Diagnostic(f"name {error.instance!r} is not allowed here: {error.message}", doc.loc(path))]
     return [Diagnostic(error.message, doc.loc(path))]
 
 

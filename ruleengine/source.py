@@ -128,21 +128,25 @@ class _Builder:
             out: dict[str, Any] = {}
             for key_node, value_node in node.value:
                 if not isinstance(key_node, yaml.ScalarNode):
-                    self.errors.append(Diagnostic("mapping keys must be plain names",
-                                                  self.loc(key_node, path)))
+                    self.errors.append(Diagnostic("mapping keys must be plain names", self.loc(key_node, path)))
                     continue
                 key = self._scalar_value(key_node)
                 if key == "<<" or key_node.tag == "tag:yaml.org,2002:merge":
-                    self.errors.append(Diagnostic("YAML merge keys ('<<') are not supported; "
-                                                  "write the values out", self.loc(key_node, path)))
+                    self.errors.append(
+                        Diagnostic(
+                            "YAML merge keys ('<<') are not supported; write the values out", self.loc(key_node, path)
+                        )
+                    )
                     continue
                 key = str(key) if not isinstance(key, bool) else str(key).lower()
                 child = (*path, key)
                 if key in out:
                     first = self.key_marks[child]
-                    self.errors.append(Diagnostic(
-                        f"duplicate key '{key}' (first defined at line {first[0] + 1})",
-                        self.loc(key_node, child)))
+                    self.errors.append(
+                        Diagnostic(
+                            f"duplicate key '{key}' (first defined at line {first[0] + 1})", self.loc(key_node, child)
+                        )
+                    )
                     continue
                 self.key_marks[child] = (key_node.start_mark.line, key_node.start_mark.column)
                 out[key] = self.build(value_node, child)
@@ -211,7 +215,8 @@ def resolve(name_or_path: str | Path) -> Path:
         hint = did_you_mean(str(name_or_path), bundled_names())
         raise RulebookNotFound(
             f"no rulebook named '{name_or_path}'{hint}; bundled rulebooks: "
-            f"{', '.join(bundled_names()) or 'none'} (or give a path to a .yaml file)")
+            f"{', '.join(bundled_names()) or 'none'} (or give a path to a .yaml file)"
+        )
     raise RulebookNotFound(f"rulebook file not found: {name_or_path}")
 
 
@@ -241,8 +246,9 @@ def _load_path(path: Path, stack: tuple[Path, ...]) -> Document:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise RulebookError([Diagnostic(f"not UTF-8 text: {exc.reason}",
-                                        SourceLocation(display_name(path), 1, 1))]) from None
+        raise RulebookError(
+            [Diagnostic(f"not UTF-8 text: {exc.reason}", SourceLocation(display_name(path), 1, 1))]
+        ) from None
     doc = parse_text(text, display_name(path))
     resolve_imports(doc, path.parent, (*stack, path.resolve()))
     return doc
@@ -273,8 +279,13 @@ def resolve_imports(doc: Document, base: Path, stack: tuple[Path, ...] = ()) -> 
             continue  # the schema reports it
         path = _find_import(name, base)
         if path is None:
-            errors.append(Diagnostic(f"cannot find the library '{name}' (looked for {name}.yaml next to "
-                                     "this rulebook and among the bundled rulebooks)", doc.loc(("imports", i))))
+            errors.append(
+                Diagnostic(
+                    f"cannot find the library '{name}' (looked for {name}.yaml next to "
+                    "this rulebook and among the bundled rulebooks)",
+                    doc.loc(("imports", i)),
+                )
+            )
             continue
         if path.resolve() in stack:
             chain = " → ".join(p.name for p in (*stack, path.resolve()))
@@ -282,8 +293,12 @@ def resolve_imports(doc: Document, base: Path, stack: tuple[Path, ...] = ()) -> 
             continue
         lib = _load_path(path, stack)
         if not isinstance(lib.data, dict) or "library" not in lib.data:
-            errors.append(Diagnostic(f"'{name}' is a rulebook, not a library (a library starts with "
-                                     "'library: NAME')", doc.loc(("imports", i))))
+            errors.append(
+                Diagnostic(
+                    f"'{name}' is a rulebook, not a library (a library starts with 'library: NAME')",
+                    doc.loc(("imports", i)),
+                )
+            )
             continue
         for section in MERGED_SECTIONS:
             for key, value in (lib.data.get(section) or {}).items():
@@ -300,8 +315,12 @@ def resolve_imports(doc: Document, base: Path, stack: tuple[Path, ...] = ()) -> 
                 if section == "sources":
                     if mine != value:
                         other = doc.origins[(section, key)].loc((section, key), key=True)
-                        errors.append(Diagnostic(f"source '{key}' differs from the imported one at {other}; "
-                                                 "give it another name", doc.marks_loc((section, key))))
+                        errors.append(
+                            Diagnostic(
+                                f"source '{key}' differs from the imported one at {other}; give it another name",
+                                doc.marks_loc((section, key)),
+                            )
+                        )
                     doc.origins.pop((section, key), None)
                     continue
                 if isinstance(mine, dict) and mine.get("override") is True:
@@ -309,15 +328,23 @@ def resolve_imports(doc: Document, base: Path, stack: tuple[Path, ...] = ()) -> 
                     continue
                 other = doc.origins[(section, key)].loc((section, key), key=True)
                 doc.origins.pop((section, key), None)
-                errors.append(Diagnostic(f"'{key}' is already defined by an import (at {other}); write "
-                                         "'override: true' in it to replace the imported one",
-                                         doc.loc((section, key), key=True)))
+                errors.append(
+                    Diagnostic(
+                        f"'{key}' is already defined by an import (at {other}); write "
+                        "'override: true' in it to replace the imported one",
+                        doc.loc((section, key), key=True),
+                    )
+                )
                 continue
             merged[key] = value
         for key, value in local.items():
             if isinstance(value, dict) and value.get("override") is True and (section, key) not in doc.overrides:
-                errors.append(Diagnostic(f"'{key}' says 'override: true' but no import defines '{key}'",
-                                         doc.loc((section, key, "override"))))
+                errors.append(
+                    Diagnostic(
+                        f"'{key}' says 'override: true' but no import defines '{key}'",
+                        doc.loc((section, key, "override")),
+                    )
+                )
             merged[key] = value
         if merged:
             doc.data[section] = merged

@@ -73,21 +73,25 @@ def neighbours(plan: Plan, r: RatingSpec, idx: int, value: float, year: int) -> 
     if r.better == "lower":
         if idx > 0:
             bound = _bound(r.bands[idx - 1].upper, plan, year)
-            better = Step("better", r.ids[idx - 1], bound, value, value - bound,
-                          f"{name} {'<=' if right else '<'} {bound:g}")
+            better = Step(
+                "better", r.ids[idx - 1], bound, value, value - bound, f"{name} {'<=' if right else '<'} {bound:g}"
+            )
         if idx < n - 1:
             bound = _bound(r.bands[idx].upper, plan, year)
-            worse = Step("worse", r.ids[idx + 1], bound, value, bound - value,
-                         f"{name} {'>' if right else '>='} {bound:g}")
+            worse = Step(
+                "worse", r.ids[idx + 1], bound, value, bound - value, f"{name} {'>' if right else '>='} {bound:g}"
+            )
     else:
         if idx < n - 1:
             bound = _bound(r.bands[idx].upper, plan, year)
-            better = Step("better", r.ids[idx + 1], bound, value, bound - value,
-                          f"{name} {'>' if right else '>='} {bound:g}")
+            better = Step(
+                "better", r.ids[idx + 1], bound, value, bound - value, f"{name} {'>' if right else '>='} {bound:g}"
+            )
         if idx > 0:
             bound = _bound(r.bands[idx - 1].upper, plan, year)
-            worse = Step("worse", r.ids[idx - 1], bound, value, value - bound,
-                         f"{name} {'<=' if right else '<'} {bound:g}")
+            worse = Step(
+                "worse", r.ids[idx - 1], bound, value, value - bound, f"{name} {'<=' if right else '<'} {bound:g}"
+            )
     return better, worse
 
 
@@ -101,8 +105,7 @@ def energy_inputs(plan: Plan) -> list[str]:
     import networkx as nx
 
     feeding = nx.ancestors(plan.graph, "emissions_tco2") if "emissions_tco2" in plan.graph else set()
-    return [n for n, s in plan.inputs.items()
-            if n in feeding and s.type == "number" and s.default is not None]
+    return [n for n, s in plan.inputs.items() if n in feeding and s.type == "number" and s.default is not None]
 
 
 def firm_steps(plan: Plan, results: Results, i: int) -> tuple[Step | None, Step | None]:
@@ -208,6 +211,7 @@ def columns(plan: Plan, results: Results, iterations: int = 30) -> dict[str, np.
     todo = target >= 0
     cut = np.full(n, np.nan)
     if todo.any():
+
         def reached_at(frac: np.ndarray) -> np.ndarray:
             out = evaluate(plan, batch, results.tables, {"emissions_tco2": Patch(todo, emissions * (1.0 - frac))})
             return _reached(r, out.levels[plan.primary], np.where(todo, target, 0)) & todo
@@ -222,6 +226,11 @@ def columns(plan: Plan, results: Results, iterations: int = 30) -> dict[str, np.
         cut = np.where(possible, hi * emissions, np.nan)
     with np.errstate(divide="ignore", invalid="ignore"):
         pct = np.where(emissions > 0, 100.0 * cut / emissions, np.nan)
-    return {"better_level": better_level, "margin_to_better": margin_b,
-            "emissions_cut_to_better_tco2": cut, "emissions_cut_to_better_pct": pct,
-            "worse_level": worse_level, "margin_to_worse": margin_w}
+    return {
+        "better_level": better_level,
+        "margin_to_better": margin_b,
+        "emissions_cut_to_better_tco2": cut,
+        "emissions_cut_to_better_pct": pct,
+        "worse_level": worse_level,
+        "margin_to_worse": margin_w,
+    }

@@ -14,11 +14,16 @@ _HEADER = {
     "effective": "2021-01-01",
     "sources": {"s": {"title": "test", "status": "assumed"}},
 }
-_INPUTS = {"firm_id": {"type": "string", "required": True},
-           "year": {"type": "integer", "required": True}}
-_STANDARD = {name: {"expr": "0", "unit": unit} for name, unit in (
-    ("scope1_tco2", "tCO2"), ("scope2_tco2", "tCO2"), ("emissions_tco2", "tCO2"),
-    ("energy_tce", "tce"))}
+_INPUTS = {"firm_id": {"type": "string", "required": True}, "year": {"type": "integer", "required": True}}
+_STANDARD = {
+    name: {"expr": "0", "unit": unit}
+    for name, unit in (
+        ("scope1_tco2", "tCO2"),
+        ("scope2_tco2", "tCO2"),
+        ("emissions_tco2", "tCO2"),
+        ("energy_tce", "tce"),
+    )
+}
 
 
 def make_book(text: str) -> ruleengine.Plan:

@@ -7,18 +7,27 @@ import pytest
 import ruleengine
 
 # A cement firm with a vehicle fleet (no purchased heat, which Huzhou also leaves out).
-FIRM = {"firm_id": "C1", "year": 2022, "industry": "3011", "grid_region": "east",
-        "value_added_10k_cny": 5000, "raw_coal_t": 1000, "electricity_mwh": 2000,
-        "vehicle_diesel_t": 400, "vehicle_gasoline_t": 50, "clinker_t": 20000}
+FIRM = {
+    "firm_id": "C1",
+    "year": 2022,
+    "industry": "3011",
+    "grid_region": "east",
+    "value_added_10k_cny": 5000,
+    "raw_coal_t": 1000,
+    "electricity_mwh": 2000,
+    "vehicle_diesel_t": 400,
+    "vehicle_gasoline_t": 50,
+    "clinker_t": 20000,
+}
 
 # Hand computation with METHODOLOGY.md's defaults (quantity x NCV x carbon content x oxidation x 44/12):
-DIESEL = 42.652 * 20.2 * 0.98 * 44 / 12 / 1000      # 3.09591 tCO2/t
-GASOLINE = 43.070 * 18.9 * 0.98 * 44 / 12 / 1000    # 2.92506 tCO2/t
-COAL = 20.908 * 26.37 * 0.94 * 44 / 12 / 1000       # 1.90030 tCO2/t
-MOBILE = 400 * DIESEL + 50 * GASOLINE                # 1238.3639 + 146.2528 = 1384.6166 tCO2
-PROCESS = 20000 * 0.52                               # 10400 tCO2 of clinker
-STATIONARY = 1000 * COAL                             # 1900.2988 tCO2
-ELECTRICITY = 2000 * 0.5617                          # 1123.4 tCO2 (east grid, 2022)
+DIESEL = 42.652 * 20.2 * 0.98 * 44 / 12 / 1000  # 3.09591 tCO2/t
+GASOLINE = 43.070 * 18.9 * 0.98 * 44 / 12 / 1000  # 2.92506 tCO2/t
+COAL = 20.908 * 26.37 * 0.94 * 44 / 12 / 1000  # 1.90030 tCO2/t
+MOBILE = 400 * DIESEL + 50 * GASOLINE  # 1238.3639 + 146.2528 = 1384.6166 tCO2
+PROCESS = 20000 * 0.52  # 10400 tCO2 of clinker
+STATIONARY = 1000 * COAL  # 1900.2988 tCO2
+ELECTRICITY = 2000 * 0.5617  # 1123.4 tCO2 (east grid, 2022)
 
 
 def rate_one(book: str) -> dict:
@@ -60,6 +69,8 @@ def test_a_rulebook_cannot_count_outside_its_boundary(tmp_path):
     with pytest.raises(ruleengine.RulebookError) as info:
         ruleengine.load(book)
     (err,) = info.value.errors
-    assert err.message == ("'mobile_co2_tco2' counts scope1.mobile emissions into the totals, but the rulebook's "
-                           "boundary does not include scope1.mobile (boundary: scope1.stationary, scope2.electricity)")
+    assert err.message == (
+        "'mobile_co2_tco2' counts scope1.mobile emissions into the totals, but the rulebook's "
+        "boundary does not include scope1.mobile (boundary: scope1.stationary, scope2.electricity)"
+    )
     assert err.location.file.endswith("lib/accounting.yaml")

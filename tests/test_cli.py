@@ -12,8 +12,16 @@ from click.testing import CliRunner
 from ruleengine.cli import main
 
 HUZHOU = Path(__file__).resolve().parent.parent / "rulebooks" / "huzhou.yaml"
-HEADER = ["firm_id", "year", "industry", "grid_region", "value_added_10k_cny", "raw_coal_t", "diesel_t",
-          "electricity_mwh"]
+HEADER = [
+    "firm_id",
+    "year",
+    "industry",
+    "grid_region",
+    "value_added_10k_cny",
+    "raw_coal_t",
+    "diesel_t",
+    "electricity_mwh",
+]
 
 
 def write_portfolio(path: Path, bad: bool = True) -> None:
@@ -21,8 +29,8 @@ def write_portfolio(path: Path, bad: bool = True) -> None:
     for i in range(8):
         rows.append([f"F{i:02d}", "2022", "3011", "east", str(1000 + 100 * i), str(200 * i), "0", "1500"])
     if bad:
-        rows[2][5] = "-40"        # a negative quantity: row 3, column raw_coal_t
-        rows[5][6] = "twelve"     # a non-numeric cell: row 6, column diesel_t
+        rows[2][5] = "-40"  # a negative quantity: row 3, column raw_coal_t
+        rows[5][6] = "twelve"  # a non-numeric cell: row 6, column diesel_t
     with path.open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(HEADER)
@@ -71,9 +79,22 @@ def test_rate_json_to_stdout_has_the_standard_columns(tmp_path):
     records = json.loads(result.stdout)
     assert len(records) == 8
     first = list(records[0])
-    assert first[:14] == ["firm_id", "year", "rulebook", "rulebook_version", "rulebook_hash", "engine_version",
-                          "status", "reasons", "fallbacks", "scope1_tco2", "scope2_tco2", "emissions_tco2",
-                          "energy_tce", "rating"]
+    assert first[:14] == [
+        "firm_id",
+        "year",
+        "rulebook",
+        "rulebook_version",
+        "rulebook_hash",
+        "engine_version",
+        "status",
+        "reasons",
+        "fallbacks",
+        "scope1_tco2",
+        "scope2_tco2",
+        "emissions_tco2",
+        "energy_tce",
+        "rating",
+    ]
     # F00 burns no coal: emissions = 1500 MWh x 0.5617 = 842.55 tCO2
     assert records[0]["emissions_tco2"] == pytest.approx(842.55, abs=1e-9)
 
@@ -86,10 +107,13 @@ def test_rate_missing_required_column_is_one_clear_message(tmp_path):
     assert result.output == (f"error: {data}: required column value_added_10k_cny missing (needed by huzhou)\n")
 
 
-@pytest.mark.parametrize("content,expected", [
-    (None, "error: data file not found: {p}\n"),
-    ("", "error: {p}: the file is empty (expected a header row)\n"),
-])
+@pytest.mark.parametrize(
+    "content,expected",
+    [
+        (None, "error: data file not found: {p}\n"),
+        ("", "error: {p}: the file is empty (expected a header row)\n"),
+    ],
+)
 def test_rate_unreadable_data(tmp_path, content, expected):
     p = tmp_path / "firms.csv"
     if content is not None:
@@ -139,9 +163,13 @@ def test_author_tests_pass_and_a_moved_threshold_fails_readably(tmp_path):
     assert ok.exit_code == 0, ok.output
     assert ok.output.splitlines()[-1].endswith(" passed, 0 failed")
     edited = tmp_path / "huzhou.yaml"
-    edited.write_text(HUZHOU.read_text(encoding="utf-8").replace(
-        '- {id: "3", lower: 0.8, upper: 1.2, label: level 3}\n      - {id: "4", lower: 1.2,',
-        '- {id: "3", lower: 0.8, upper: 1.1, label: level 3}\n      - {id: "4", lower: 1.1,'), encoding="utf-8")
+    edited.write_text(
+        HUZHOU.read_text(encoding="utf-8").replace(
+            '- {id: "3", lower: 0.8, upper: 1.2, label: level 3}\n      - {id: "4", lower: 1.2,',
+            '- {id: "3", lower: 0.8, upper: 1.1, label: level 3}\n      - {id: "4", lower: 1.1,',
+        ),
+        encoding="utf-8",
+    )
     bad = run("test", str(edited))
     assert bad.exit_code == 1
     assert "FAIL huzhou: K exactly 1.2 is level 3" in bad.output
@@ -179,8 +207,22 @@ def test_sample_rejects_bad_arguments(tmp_path):
 
 def test_every_bundled_rulebook_rates_the_sample_with_the_standard_columns(tmp_path):
     sample = Path(__file__).resolve().parent.parent / "examples" / "sample_firms.csv"
-    standard = ["firm_id", "year", "rulebook", "rulebook_version", "rulebook_hash", "engine_version", "status",
-                "reasons", "fallbacks", "scope1_tco2", "scope2_tco2", "emissions_tco2", "energy_tce", "rating"]
+    standard = [
+        "firm_id",
+        "year",
+        "rulebook",
+        "rulebook_version",
+        "rulebook_hash",
+        "engine_version",
+        "status",
+        "reasons",
+        "fallbacks",
+        "scope1_tco2",
+        "scope2_tco2",
+        "emissions_tco2",
+        "energy_tce",
+        "rating",
+    ]
     for book in ("huzhou", "quzhou", "shenzhen", "national"):
         out = tmp_path / f"{book}.csv"
         r = run("rate", book, str(sample), "-o", str(out))
@@ -198,11 +240,16 @@ def test_python_api_accepts_columns_and_arrow_tables():
 
     import ruleengine
 
-    cols = {"firm_id": ["A", "B"], "year": [2022, 2022], "industry": ["3011", "3011"],
-            "value_added_10k_cny": [100.0, 200.0], "electricity_mwh": [100.0, 100.0]}
+    cols = {
+        "firm_id": ["A", "B"],
+        "year": [2022, 2022],
+        "industry": ["3011", "3011"],
+        "value_added_10k_cny": [100.0, 200.0],
+        "electricity_mwh": [100.0, 100.0],
+    }
     a = ruleengine.rate("huzhou", cols)
     b = ruleengine.rate("huzhou", pa.table(cols))
-    c = ruleengine.rate("huzhou", [dict(zip(cols, v)) for v in zip(*cols.values())])
+    c = ruleengine.rate("huzhou", [dict(zip(cols, v, strict=True)) for v in zip(*cols.values(), strict=True)])
     for other in (b, c):
         assert other.to_records() == a.to_records()
     # 100 MWh x 0.5366 (national 2022: no grid region given) = 53.66 tCO2

@@ -62,7 +62,9 @@ def test_compare_cli_outputs(tmp_path):
     data = json.loads(r.stdout)
     assert [m["id"] for m in data["methods"]] == ["huzhou", "quzhou", "national"]
     assert len(data["pairs"]) == 3
-    md = CliRunner().invoke(main, ["compare", "huzhou", "national", "--data", str(SMALL), "--format", "markdown"]).output
+    md = (
+        CliRunner().invoke(main, ["compare", "huzhou", "national", "--data", str(SMALL), "--format", "markdown"]).output
+    )
     assert md.startswith("# Method comparison on 26 firm-years")
     assert "**G12 Logistics SME** 2022" in md
     one = CliRunner().invoke(main, ["compare", "huzhou", "--data", str(SMALL)])

@@ -65,9 +65,13 @@ def test_yaml_syntax_error_has_line_and_column():
 
 
 def test_duplicate_key_is_an_error_not_an_overwrite():
-    text = MINIMAL.replace("  ef: {value: 0.5, unit: tCO2/MWh, source: s}\n",
-                           "  ef: {value: 0.5, unit: tCO2/MWh, source: s}\n  ef: {value: 0.6, unit: tCO2/MWh, source: s}\n")
-    assert errors_of(text) == ["book.yaml:14:3: error: duplicate key 'ef' (first defined at line 13) (at parameters.ef)"]
+    text = MINIMAL.replace(
+        "  ef: {value: 0.5, unit: tCO2/MWh, source: s}\n",
+        "  ef: {value: 0.5, unit: tCO2/MWh, source: s}\n  ef: {value: 0.6, unit: tCO2/MWh, source: s}\n",
+    )
+    assert errors_of(text) == [
+        "book.yaml:14:3: error: duplicate key 'ef' (first defined at line 13) (at parameters.ef)"
+    ]
 
 
 def test_unknown_key_suggests_the_right_one():
@@ -78,8 +82,13 @@ def test_unknown_key_suggests_the_right_one():
 
 def test_unknown_name_and_cycle_reported_together_with_lines():
     text = MINIMAL.replace("expr: emissions_tco2 / value_added_10k_cny", "expr: emisions_tco2 / value_added_10k_cny")
-    text = text.replace("expr: scope1_tco2 + scope2_tco2,", "expr: scope1_tco2 + scope2_tco2 + energy_tce / tce_per_mwh * ef,")
-    text = text.replace("expr: electricity_mwh * tce_per_mwh, unit: tce", "expr: electricity_mwh * tce_per_mwh + 0 * emissions_tco2 / ef * tce_per_mwh, unit: tce")
+    text = text.replace(
+        "expr: scope1_tco2 + scope2_tco2,", "expr: scope1_tco2 + scope2_tco2 + energy_tce / tce_per_mwh * ef,"
+    )
+    text = text.replace(
+        "expr: electricity_mwh * tce_per_mwh, unit: tce",
+        "expr: electricity_mwh * tce_per_mwh + 0 * emissions_tco2 / ef * tce_per_mwh, unit: tce",
+    )
     msgs = errors_of(text)
     assert msgs == [
         "book.yaml:18:3: error: dependency cycle: emissions_tco2 → energy_tce → emissions_tco2 (at variables.emissions_tco2)\n"
@@ -91,66 +100,90 @@ def test_unknown_name_and_cycle_reported_together_with_lines():
 def test_unit_mismatch_is_located_at_the_expression():
     text = MINIMAL.replace("expr: scope1_tco2 + scope2_tco2,", "expr: scope1_tco2 + electricity_mwh,")
     assert errors_of(text) == [
-        "book.yaml:18:26: error: unit mismatch: '+' of tCO2 and MWh (at variables.emissions_tco2.expr)"]
+        "book.yaml:18:26: error: unit mismatch: '+' of tCO2 and MWh (at variables.emissions_tco2.expr)"
+    ]
 
 
 def test_declared_unit_must_match_the_formula():
     text = MINIMAL.replace("{expr: electricity_mwh * ef, unit: tCO2,", "{expr: electricity_mwh * ef, unit: tCO2/MWh,")
     msgs = errors_of(text)
-    assert msgs[0] == ("book.yaml:17:51: error: unit mismatch: the formula gives tCO2, but unit says tCO2/MWh "
-                       "(at variables.scope2_tco2.unit)")
+    assert msgs[0] == (
+        "book.yaml:17:51: error: unit mismatch: the formula gives tCO2, but unit says tCO2/MWh "
+        "(at variables.scope2_tco2.unit)"
+    )
     # the declared unit is what flows on, so the sum that uses it is flagged too
-    assert msgs[1:] == ["book.yaml:18:26: error: unit mismatch: '+' of tCO2 and tCO2/MWh (at variables.emissions_tco2.expr)"]
+    assert msgs[1:] == [
+        "book.yaml:18:26: error: unit mismatch: '+' of tCO2 and tCO2/MWh (at variables.emissions_tco2.expr)"
+    ]
 
 
 def test_band_gap_and_overlap():
     gap = MINIMAL.replace("- {id: B, lower: 1, upper: 2}", "- {id: B, lower: 1.1, upper: 2}")
     assert errors_of(gap) == [
         "book.yaml:28:24: error: gap between band 'A' (upper 1) and band 'B' (lower 1.1): values in (1, 1.1] get no "
-        "level (at ratings.level.bands[1].lower)\n  book.yaml:27:24: note: see here (at ratings.level.bands[0].upper)"]
+        "level (at ratings.level.bands[1].lower)\n  book.yaml:27:24: note: see here (at ratings.level.bands[0].upper)"
+    ]
     overlap = MINIMAL.replace("- {id: C, lower: 2}", "- {id: C, lower: 1.5}")
     (msg,) = errors_of(overlap)
     assert "overlap between band 'B' (upper 2) and band 'C' (lower 1.5): values in (1.5, 2] match two levels" in msg
 
 
 def test_forbidden_python_is_rejected_with_the_alternative():
-    text = MINIMAL.replace("expr: emissions_tco2 / value_added_10k_cny",
-                           "expr: emissions_tco2 if value_added_10k_cny else 0")
+    text = MINIMAL.replace(
+        "expr: emissions_tco2 / value_added_10k_cny", "expr: emissions_tco2 if value_added_10k_cny else 0"
+    )
     (msg,) = errors_of(text)
-    assert msg == ("book.yaml:20:21: error: 'x if c else y' works on one truth value, not on columns: use "
-                   "where(c, x, y) (at variables.intensity.expr)")
+    assert msg == (
+        "book.yaml:20:21: error: 'x if c else y' works on one truth value, not on columns: use "
+        "where(c, x, y) (at variables.intensity.expr)"
+    )
 
 
 def test_weights_must_sum_to_one():
-    text = MINIMAL.replace("ratings:", "  score: {weights: {scope1_tco2: 0.5, scope2_tco2: 0.4}, unit: tCO2, output: true}\nratings:")
+    text = MINIMAL.replace(
+        "ratings:", "  score: {weights: {scope1_tco2: 0.5, scope2_tco2: 0.4}, unit: tCO2, output: true}\nratings:"
+    )
     assert errors_of(text) == ["book.yaml:21:20: error: weights sum to 0.9, not 1 (at variables.score.weights)"]
 
 
 def test_version_read_as_number_gets_a_hint():
     text = MINIMAL.replace("version: 1.0.0", "version: 1.0")
-    assert errors_of(text) == ['book.yaml:3:10: error: version must be a string like "1.0.0"; YAML read 1.0 as a '
-                               'number (quote it) (at version)']
+    assert errors_of(text) == [
+        'book.yaml:3:10: error: version must be a string like "1.0.0"; YAML read 1.0 as a '
+        "number (quote it) (at version)"
+    ]
 
 
 def test_cli_validate_acceptance_copy_of_huzhou(tmp_path):
     """Acceptance: a copy of huzhou.yaml with one undefined name and one cycle reports both, exit 1."""
     text = HUZHOU.read_text(encoding="utf-8")
-    text = text.replace("expr: net_emissions_tco2 / value_added_10k_cny",
-                        "expr: net_emisions_tco2 / value_added_10k_cny")
-    text = text.replace("expr: scope1_tco2 + scope2_tco2\n", "expr: scope1_tco2 + scope2_tco2 + net_emissions_tco2 * 0\n")
+    text = text.replace(
+        "expr: net_emissions_tco2 / value_added_10k_cny", "expr: net_emisions_tco2 / value_added_10k_cny"
+    )
+    text = text.replace(
+        "expr: scope1_tco2 + scope2_tco2\n", "expr: scope1_tco2 + scope2_tco2 + net_emissions_tco2 * 0\n"
+    )
     book = tmp_path / "huzhou_broken.yaml"
     book.write_text(text, encoding="utf-8")
     lines = text.splitlines()
-    typo_line = next(i for i, l in enumerate(lines, 1) if "net_emisions_tco2 /" in l)
-    emissions_line = next(i for i, l in enumerate(lines, 1) if l == "  emissions_tco2:")
+    typo_line = next(i for i, ln in enumerate(lines, 1) if "net_emisions_tco2 /" in ln)
+    emissions_line = next(i for i, ln in enumerate(lines, 1) if ln == "  emissions_tco2:")
     result = CliRunner().invoke(main, ["validate", str(book)])
     assert result.exit_code == 1
     assert "Traceback" not in result.output
     out = result.output.splitlines()
-    assert any(l.startswith(f"{book}:{emissions_line}:3: error: dependency cycle: emissions_tco2 → "
-                            "net_emissions_tco2 → emissions_tco2") for l in out), out
-    assert any(l.startswith(f"{book}:{typo_line}:11: error: unknown name 'net_emisions_tco2' (did you mean "
-                            "'net_emissions_tco2'?)") for l in out), out
+    assert any(
+        line.startswith(
+            f"{book}:{emissions_line}:3: error: dependency cycle: emissions_tco2 → net_emissions_tco2 → emissions_tco2"
+        )
+        for line in out
+    ), out
+    assert any(
+        line.startswith(
+            f"{book}:{typo_line}:11: error: unknown name 'net_emisions_tco2' (did you mean 'net_emissions_tco2'?)"
+        )
+        for line in out
+    ), out
     assert out[-1] == "2 errors in 1 rulebook"
 
 

@@ -18,17 +18,49 @@ from ruleengine.data import Category
 # A small portfolio: leading-zero industry code, a missing grid region, a measured NCV,
 # cells left empty (not reported) and columns a firm does not carry at all.
 PORTFOLIO = [
-    {"firm_id": "F1", "year": 2022, "industry": "0610", "grid_region": "east",
-     "value_added_10k_cny": 100.0, "raw_coal_t": 10.0, "electricity_mwh": 50.0},
-    {"firm_id": "F2", "year": 2022, "industry": "3011", "grid_region": None,
-     "value_added_10k_cny": 250.5, "diesel_t": 3.25, "electricity_mwh": 0.0},
-    {"firm_id": "F3", "year": 2023, "industry": "3011", "grid_region": "south",
-     "value_added_10k_cny": 80.0, "coke_t": 1.5, "electricity_mwh": 20.0,
-     "green_electricity_mwh": 5.0, "raw_coal_ncv_gj_per_unit": 21.5},
+    {
+        "firm_id": "F1",
+        "year": 2022,
+        "industry": "0610",
+        "grid_region": "east",
+        "value_added_10k_cny": 100.0,
+        "raw_coal_t": 10.0,
+        "electricity_mwh": 50.0,
+    },
+    {
+        "firm_id": "F2",
+        "year": 2022,
+        "industry": "3011",
+        "grid_region": None,
+        "value_added_10k_cny": 250.5,
+        "diesel_t": 3.25,
+        "electricity_mwh": 0.0,
+    },
+    {
+        "firm_id": "F3",
+        "year": 2023,
+        "industry": "3011",
+        "grid_region": "south",
+        "value_added_10k_cny": 80.0,
+        "coke_t": 1.5,
+        "electricity_mwh": 20.0,
+        "green_electricity_mwh": 5.0,
+        "raw_coal_ncv_gj_per_unit": 21.5,
+    },
 ]
-COLUMNS = ["firm_id", "year", "industry", "grid_region", "value_added_10k_cny", "raw_coal_t",
-           "coke_t", "diesel_t", "electricity_mwh", "green_electricity_mwh",
-           "raw_coal_ncv_gj_per_unit"]
+COLUMNS = [
+    "firm_id",
+    "year",
+    "industry",
+    "grid_region",
+    "value_added_10k_cny",
+    "raw_coal_t",
+    "coke_t",
+    "diesel_t",
+    "electricity_mwh",
+    "green_electricity_mwh",
+    "raw_coal_ncv_gj_per_unit",
+]
 TEXT = {"firm_id", "industry", "grid_region"}
 
 
@@ -87,13 +119,16 @@ def _typed(results: ruleengine.Results) -> dict[str, list]:
 
 
 def _numbers(results: ruleengine.Results) -> dict[str, list]:
-    return {k: [None if (isinstance(x, float) and np.isnan(x)) else x for x in v.tolist()]
-            for k, v in results.columns.items()}
+    return {
+        k: [None if (isinstance(x, float) and np.isnan(x)) else x for x in v.tolist()]
+        for k, v in results.columns.items()
+    }
 
 
 def test_all_formats_give_identical_columns(tmp_path: Path) -> None:
-    results = {fmt: ruleengine.rate("huzhou", write(tmp_path / f"p.{fmt}", PORTFOLIO))
-               for fmt, write in WRITERS.items()}
+    results = {
+        fmt: ruleengine.rate("huzhou", write(tmp_path / f"p.{fmt}", PORTFOLIO)) for fmt, write in WRITERS.items()
+    }
     typed = {fmt: _typed(r) for fmt, r in results.items()}
     for fmt in ("json", "jsonl", "parquet"):
         assert typed[fmt] == typed["csv"], fmt
@@ -116,9 +151,7 @@ def test_all_formats_give_identical_columns(tmp_path: Path) -> None:
 
 def test_leading_zero_industry_in_csv_stays_text(tmp_path: Path) -> None:
     path = tmp_path / "zeros.csv"
-    path.write_text("firm_id,year,industry,value_added_10k_cny\n"
-                    "007,2022,0610,10\n"
-                    "008,2022,0061,10\n", encoding="utf-8")
+    path.write_text("firm_id,year,industry,value_added_10k_cny\n007,2022,0610,10\n008,2022,0061,10\n", encoding="utf-8")
     res = ruleengine.rate("huzhou", path)
     # firm ids and industry codes are strings, never numbers (pyarrow would read 0610 as 610)
     assert res["firm_id"].tolist() == ["007", "008"]
@@ -126,6 +159,7 @@ def test_leading_zero_industry_in_csv_stays_text(tmp_path: Path) -> None:
 
 
 # -- bad cells ----------------------------------------------------------------------------------
+
 
 def _rate_csv(tmp_path: Path, body: str, name: str = "firms.csv") -> tuple[ruleengine.Results, str]:
     path = tmp_path / name
@@ -149,8 +183,7 @@ GOOD_3 = "C,2022,3011,300,30,50\n"
         ("B,1850,3011,200,1,50\n", "year", "1850 is below the minimum 1990"),
     ],
 )
-def test_bad_cell_named_by_file_row_column(tmp_path: Path, bad_row: str, column: str,
-                                           message: str) -> None:
+def test_bad_cell_named_by_file_row_column(tmp_path: Path, bad_row: str, column: str, message: str) -> None:
     res, path = _rate_csv(tmp_path, HEADER + GOOD_1 + bad_row + GOOD_3)
     # the bad row is data row 2 (the header is not counted)
     assert [i.format() for i in res.issues] == [f"{path}: row 2, column {column}: {message}"]
@@ -165,8 +198,7 @@ def test_non_numeric_cell_in_json(tmp_path: Path) -> None:
     rows = [dict(PORTFOLIO[0]), {**PORTFOLIO[1], "diesel_t": "3,25"}, dict(PORTFOLIO[2])]
     path = write_json(tmp_path / "firms.json", rows)
     res = ruleengine.rate("huzhou", path)
-    assert [i.format() for i in res.issues] == [
-        f"{path}: row 2, column diesel_t: '3,25' is not a number"]
+    assert [i.format() for i in res.issues] == [f"{path}: row 2, column diesel_t: '3,25' is not a number"]
     assert res["status"].tolist() == ["rated", "unrated", "rated"]
 
 
@@ -185,15 +217,15 @@ def test_non_integer_year_is_located(tmp_path: Path) -> None:
         ("B,2022,3011,200,inf,50\n", "raw_coal_t", "inf is not a finite number"),
     ],
 )
-def test_number_messages_show_the_number(tmp_path: Path, bad_row: str, column: str,
-                                         message: str) -> None:
+def test_number_messages_show_the_number(tmp_path: Path, bad_row: str, column: str, message: str) -> None:
     res, path = _rate_csv(tmp_path, HEADER + GOOD_1 + bad_row + GOOD_3)
     assert [i.format() for i in res.issues] == [f"{path}: row 2, column {column}: {message}"]
 
 
 def test_duplicate_firm_year(tmp_path: Path) -> None:
-    res, path = _rate_csv(tmp_path, HEADER + GOOD_1 + "B,2022,3011,200,1,50\n"
-                          + "A,2022,3011,100,10,50\n" + "A,2023,3011,100,10,50\n")
+    res, path = _rate_csv(
+        tmp_path, HEADER + GOOD_1 + "B,2022,3011,200,1,50\n" + "A,2022,3011,100,10,50\n" + "A,2023,3011,100,10,50\n"
+    )
     # rows 1 and 3 are both (A, 2022): each names the other; (A, 2023) is a different firm-year
     assert [i.format() for i in res.issues] == [
         f"{path}: row 1, column firm_id: duplicate firm-year (A, 2022): also on row 3",
@@ -203,22 +235,24 @@ def test_duplicate_firm_year(tmp_path: Path) -> None:
 
 
 def test_category_outside_declared_values(tmp_path: Path) -> None:
-    res, path = _rate_csv(tmp_path, "firm_id,year,industry,grid_region,value_added_10k_cny\n"
-                                    "A,2022,3011,east,100\nB,2022,3011,mars,100\n")
+    res, path = _rate_csv(
+        tmp_path, "firm_id,year,industry,grid_region,value_added_10k_cny\nA,2022,3011,east,100\nB,2022,3011,mars,100\n"
+    )
     assert [i.format() for i in res.issues] == [
         f"{path}: row 2, column grid_region: 'mars' is not one of north, northwest, east, "
-        "northeast, central, south, southwest"]
+        "northeast, central, south, southwest"
+    ]
     assert res["status"].tolist() == ["rated", "unrated"]
 
 
 def test_unknown_column_that_looks_like_a_typo(tmp_path: Path) -> None:
-    res, path = _rate_csv(tmp_path,
-                          "firm_id,year,industry,value_added_10k_cny,electricty_mwh,notes\n"
-                          "A,2022,3011,100,50,hello\n")
+    res, path = _rate_csv(
+        tmp_path, "firm_id,year,industry,value_added_10k_cny,electricty_mwh,notes\nA,2022,3011,100,50,hello\n"
+    )
     # a near miss of a known column is reported, not fatal; an unrelated column ('notes') is not
     assert [i.format() for i in res.issues] == [
-        f"{path}, column electricty_mwh: unknown column (did you mean 'electricity_mwh'?); "
-        "it is ignored"]
+        f"{path}, column electricty_mwh: unknown column (did you mean 'electricity_mwh'?); it is ignored"
+    ]
     assert res.issues[0].fatal is False and res.issues[0].row is None
     assert res["status"].tolist() == ["rated"]
     # and it is really ignored: electricity defaults to 0, so there are no emissions
@@ -226,6 +260,7 @@ def test_unknown_column_that_looks_like_a_typo(tmp_path: Path) -> None:
 
 
 # -- files that cannot be used at all ------------------------------------------------------------
+
 
 @pytest.mark.parametrize("fmt", ["csv", "json", "jsonl", "parquet"])
 def test_required_column_absent_is_one_clear_error(tmp_path: Path, fmt: str) -> None:
@@ -243,8 +278,7 @@ def test_required_column_absent_is_one_clear_error(tmp_path: Path, fmt: str) -> 
         WRITERS[fmt](path, rows)
     with pytest.raises(ruleengine.DataError) as info:
         ruleengine.rate("huzhou", path)
-    assert str(info.value) == (f"{path}: required column value_added_10k_cny missing "
-                               "(needed by huzhou)")
+    assert str(info.value) == (f"{path}: required column value_added_10k_cny missing (needed by huzhou)")
 
 
 def test_several_required_columns_absent(tmp_path: Path) -> None:
@@ -252,8 +286,7 @@ def test_several_required_columns_absent(tmp_path: Path) -> None:
     path.write_text("firm_id,year\nA,2022\n", encoding="utf-8")
     with pytest.raises(ruleengine.DataError) as info:
         ruleengine.rate("huzhou", path)
-    assert str(info.value) == (f"{path}: required columns industry, value_added_10k_cny missing "
-                               "(needed by huzhou)")
+    assert str(info.value) == (f"{path}: required columns industry, value_added_10k_cny missing (needed by huzhou)")
 
 
 def test_empty_csv(tmp_path: Path) -> None:
@@ -284,8 +317,9 @@ def test_malformed_json(tmp_path: Path) -> None:
     path.write_text('[{"firm_id": "A", "year": 2022,}]', encoding="utf-8")
     with pytest.raises(ruleengine.DataError) as info:
         ruleengine.rate("huzhou", path)
-    assert str(info.value) == (f"{path}: line 1, column 32: not valid JSON: Expecting property "
-                               "name enclosed in double quotes")
+    assert str(info.value) == (
+        f"{path}: line 1, column 32: not valid JSON: Expecting property name enclosed in double quotes"
+    )
 
 
 def test_malformed_json_lines(tmp_path: Path) -> None:
@@ -293,8 +327,7 @@ def test_malformed_json_lines(tmp_path: Path) -> None:
     path.write_text('{"firm_id": "A", "year": 2022}\n{"firm_id": "B",\n', encoding="utf-8")
     with pytest.raises(ruleengine.DataError) as info:
         ruleengine.rate("huzhou", path)
-    assert str(info.value) == (f"{path}: line 2: not valid JSON: Expecting property name enclosed "
-                               "in double quotes")
+    assert str(info.value) == (f"{path}: line 2: not valid JSON: Expecting property name enclosed in double quotes")
 
 
 def test_json_that_is_not_a_list_of_objects(tmp_path: Path) -> None:
@@ -312,5 +345,4 @@ def test_missing_file_and_unknown_format(tmp_path: Path) -> None:
     path.write_bytes(b"PK")
     with pytest.raises(ruleengine.DataError) as info:
         ruleengine.rate("huzhou", path)
-    assert str(info.value) == (f"{path}: unknown data format '.xlsx' "
-                               "(use .csv, .json, .jsonl or .parquet)")
+    assert str(info.value) == (f"{path}: unknown data format '.xlsx' (use .csv, .json, .jsonl or .parquet)")

@@ -33,7 +33,7 @@ def test_moving_one_band_edge_names_exactly_that_change_and_its_firms(tmp_path):
     result = run(HUZHOU, new, SMALL)
     edits = [e for e in result["edits"] if e.what != "metadata"]
     assert [e.summary() for e in edits] == ["ratings.level: threshold between 3 and 4: 1.2 → 1.1"]
-    line = next(i for i, l in enumerate(text.splitlines(), 1) if '{id: "3", lower: 0.8, upper: 1.2' in l)
+    line = next(i for i, ln in enumerate(text.splitlines(), 1) if '{id: "3", lower: 0.8, upper: 1.2' in ln)
     assert edits[0].old_loc.endswith(f"huzhou.yaml:{line}:38")
     assert edits[0].new_loc == f"{new}:{line}:38" or edits[0].new_loc.endswith(f"huzhou.yaml:{line}:38")
     assert edits[0].new_loc != edits[0].old_loc
@@ -52,11 +52,15 @@ def test_moving_one_band_edge_names_exactly_that_change_and_its_firms(tmp_path):
 def test_reformatting_is_no_change(tmp_path):
     text = HUZHOU.read_text(encoding="utf-8")
     reformatted = text.replace("    value: k\n", "    value: (k)\n")  # parentheses that change nothing
-    reformatted = reformatted.replace("    expr: emissions_tco2 - avoided_tco2\n", "    expr: emissions_tco2   -   (avoided_tco2)\n")
+    reformatted = reformatted.replace(
+        "    expr: emissions_tco2 - avoided_tco2\n", "    expr: emissions_tco2   -   (avoided_tco2)\n"
+    )
     reformatted = reformatted.replace("values: {2021-01-01: 0.6}", "values:\n      2021-01-01: 0.60")
     # key order of a mapping
-    reformatted = reformatted.replace("    closed: right\n    better: lower\n    bands:\n      - {id: \"1\"",
-                                      "    better: lower\n    closed: right\n    bands:\n      - {id: \"1\"")
+    reformatted = reformatted.replace(
+        '    closed: right\n    better: lower\n    bands:\n      - {id: "1"',
+        '    better: lower\n    closed: right\n    bands:\n      - {id: "1"',
+    )
     new = write(tmp_path, "huzhou.yaml", "# reformatted\n" + reformatted)
     r = CliRunner().invoke(main, ["diff", str(HUZHOU), str(new)])
     assert r.exit_code == 0, r.output
@@ -66,16 +70,22 @@ def test_reformatting_is_no_change(tmp_path):
 def test_parameter_and_expression_changes_are_precise(tmp_path):
     text = HUZHOU.read_text(encoding="utf-8")
     changed = text.replace("values: {2021-01-01: 2.0}", "values: {2021-01-01: 2.0, 2023-01-01: 1.8}")
-    changed = changed.replace("    expr: intensity / industry_intensity\n", "    expr: intensity / industry_intensity * 1.0\n")
+    changed = changed.replace(
+        "    expr: intensity / industry_intensity\n", "    expr: intensity / industry_intensity * 1.0\n"
+    )
     new = write(tmp_path, "huzhou.yaml", changed)
     names = [e.summary() for e in run(HUZHOU, new)["edits"]]
-    assert names == ["parameters.high_carbon_min[2023-01-01]: added 1.8",
-                     "variables.k.expr: intensity / industry_intensity → intensity / industry_intensity * 1.0"]
+    assert names == [
+        "parameters.high_carbon_min[2023-01-01]: added 1.8",
+        "variables.k.expr: intensity / industry_intensity → intensity / industry_intensity * 1.0",
+    ]
 
 
 def test_incentive_change_gives_the_interest_effect(tmp_path):
     text = HUZHOU.read_text(encoding="utf-8")
-    changed = text.replace('"3": {rate_bp: 0, credit_policy: standard terms,', '"3": {rate_bp: -10, credit_policy: standard terms,')
+    changed = text.replace(
+        '"3": {rate_bp: 0, credit_policy: standard terms,', '"3": {rate_bp: -10, credit_policy: standard terms,'
+    )
     new = write(tmp_path, "huzhou.yaml", changed.replace("version: 1.0.0", "version: 1.1.0"))
     result = run(HUZHOU, new, SMALL)
     base = ruleengine.rate("huzhou", SMALL)
@@ -95,8 +105,10 @@ def test_version_and_changelog_warnings(tmp_path):
     text = HUZHOU.read_text(encoding="utf-8").replace(EDGE_OLD, EDGE_NEW)
     new = write(tmp_path, "huzhou.yaml", text)
     warnings = run(HUZHOU, new)["warnings"]
-    assert warnings[0] == ("the new version 1.0.0 does not increase on 1.0.0: bump it (MAJOR when any output can "
-                           "change for the same inputs)")
+    assert warnings[0] == (
+        "the new version 1.0.0 does not increase on 1.0.0: bump it (MAJOR when any output can "
+        "change for the same inputs)"
+    )
     assert warnings[1].startswith("no CHANGELOG.md found near")
     (tmp_path / "CHANGELOG.md").write_text("- huzhou 2.0.0: moved the 3|4 edge to 1.1\n", encoding="utf-8")
     write(tmp_path, "huzhou.yaml", text.replace("version: 1.0.0", "version: 2.0.0"))
@@ -105,13 +117,17 @@ def test_version_and_changelog_warnings(tmp_path):
 
 def test_two_changes_attributed_in_both_orders(tmp_path):
     text = HUZHOU.read_text(encoding="utf-8").replace(EDGE_OLD, EDGE_NEW)
-    text = text.replace('{id: "1", upper: 0.6, label: level 1 (best)}\n      - {id: "2", lower: 0.6,',
-                        '{id: "1", upper: 0.7, label: level 1 (best)}\n      - {id: "2", lower: 0.7,')
+    text = text.replace(
+        '{id: "1", upper: 0.6, label: level 1 (best)}\n      - {id: "2", lower: 0.6,',
+        '{id: "1", upper: 0.7, label: level 1 (best)}\n      - {id: "2", lower: 0.7,',
+    )
     new = write(tmp_path, "huzhou.yaml", text)
     result = run(HUZHOU, new, SMALL)
     att = result["attribution"]
-    assert [a["change"] for a in att["alone"]] == ["ratings.level: threshold between 1 and 2",
-                                                    "ratings.level: threshold between 3 and 4"]
+    assert [a["change"] for a in att["alone"]] == [
+        "ratings.level: threshold between 1 and 2",
+        "ratings.level: threshold between 3 and 4",
+    ]
     assert sum(a["moved"] for a in att["alone"]) == result["impact"]["moved"]
     assert att["order_independent"] is True
 

@@ -36,6 +36,7 @@ BANDS_AT_1 = "closed: right, better: lower, bands: [{id: lo, upper: 1}, {id: hi,
 
 # -- vectorised arithmetic ------------------------------------------------------------------------
 
+
 def test_vectorised_arithmetic_over_many_rows(book) -> None:
     plan = book(f"""
 inputs:
@@ -61,6 +62,7 @@ ratings:
 
 # -- missing values ----------------------------------------------------------------------------
 
+
 def test_missing_makes_comparisons_unknown_not_false(book) -> None:
     plan = book(f"""
 inputs:
@@ -77,8 +79,7 @@ ratings:
   lv: {{value: x, better: lower,
        levels: [{{id: big, when: "x > 5"}}, {{id: other, otherwise: true}}]}}
 """)
-    res = ruleengine.rate(plan, [{"firm_id": "known", "year": 2022, "x": 7},
-                                 {"firm_id": "missing", "year": 2022}])
+    res = ruleengine.rate(plan, [{"firm_id": "known", "year": 2022, "x": 7}, {"firm_id": "missing", "year": 2022}])
     known, missing = row_of(res, "known"), row_of(res, "missing")
     # x = 7: 7 > 5 is true, not(true) false, where picks 10, x is reported
     assert (known["big"], known["small"], known["pick"], known["gap"]) == (1.0, 0.0, 10.0, 0.0)
@@ -104,8 +105,7 @@ variables:
 ratings:
   r: {{value: y, {BANDS_AT_1}}}
 """)
-    res = ruleengine.rate(plan, [{"firm_id": "yes", "year": 2022, "y": 9},
-                                 {"firm_id": "no", "year": 2022, "y": 1}])
+    res = ruleengine.rate(plan, [{"firm_id": "yes", "year": 2022, "y": 9}, {"firm_id": "no", "year": 2022, "y": 1}])
     # x missing (unknown). y = 9: y > 5 is true, so any_of(unknown, true) is true ("true where
     # any condition is true"); all_of(unknown, true) stays unknown.
     assert (row_of(res, "yes")["anyv"], row_of(res, "yes")["allv"]) == (1.0, None)
@@ -132,6 +132,7 @@ ratings:
 
 # -- division ------------------------------------------------------------------------------------
 
+
 def test_division_by_zero_is_recorded_and_unrates_the_primary(book) -> None:
     plan = book(f"""
 inputs:
@@ -145,11 +146,14 @@ variables:
 ratings:
   r: {{value: q, {BANDS_AT_1}}}
 """)
-    res = ruleengine.rate(plan, [
-        {"firm_id": "ok", "year": 2022, "a": 1, "b": 2, "c": 4},
-        {"firm_id": "zero_b", "year": 2022, "a": 1, "b": 0, "c": 4},
-        {"firm_id": "zero_c", "year": 2022, "a": 3, "b": 2, "c": 0},
-    ])
+    res = ruleengine.rate(
+        plan,
+        [
+            {"firm_id": "ok", "year": 2022, "a": 1, "b": 2, "c": 4},
+            {"firm_id": "zero_b", "year": 2022, "a": 1, "b": 0, "c": 4},
+            {"firm_id": "zero_c", "year": 2022, "a": 3, "b": 2, "c": 0},
+        ],
+    )
     ok, zb, zc = row_of(res, "ok"), row_of(res, "zero_b"), row_of(res, "zero_c")
     # 1/2 = 0.5 ≤ 1 → lo; 1/4 = 0.25; safe_div(1, 2, -1) = 0.5
     assert (ok["q"], ok["side"], ok["safe"]) == (0.5, 0.25, 0.5)
@@ -178,8 +182,9 @@ variables:
 ratings:
   r: {{value: energy, {BANDS_AT_1}}}
 """)
-    res = ruleengine.rate(plan, [{"firm_id": "m", "year": 2022, "measured": 25, "fuel": 2},
-                                 {"firm_id": "d", "year": 2022, "fuel": 2}])
+    res = ruleengine.rate(
+        plan, [{"firm_id": "m", "year": 2022, "measured": 25, "fuel": 2}, {"firm_id": "d", "year": 2022, "fuel": 2}]
+    )
     # measured 25 is used: 2 * 25 = 50; without it the default: 2 * 20 = 40. No fallback noted.
     assert by_firm(res, "ncv_used") == {"m": 25.0, "d": 20.0}
     assert by_firm(res, "energy") == {"m": 50.0, "d": 40.0}
@@ -187,6 +192,7 @@ ratings:
 
 
 # -- parameters ----------------------------------------------------------------------------------
+
 
 def test_effective_dated_parameter_by_row_year(book) -> None:
     plan = book("""
@@ -230,12 +236,15 @@ variables:
 ratings:
   r: {{value: co2, {BANDS_AT_1}}}
 """)
-    res = ruleengine.rate(plan, [
-        {"firm_id": "east22", "year": 2022, "region": "east", "mwh": 4},
-        {"firm_id": "west22", "year": 2022, "region": "west", "mwh": 4},
-        {"firm_id": "none22", "year": 2022, "mwh": 4},
-        {"firm_id": "east21", "year": 2021, "region": "east", "mwh": 4},
-    ])
+    res = ruleengine.rate(
+        plan,
+        [
+            {"firm_id": "east22", "year": 2022, "region": "east", "mwh": 4},
+            {"firm_id": "west22", "year": 2022, "region": "west", "mwh": 4},
+            {"firm_id": "none22", "year": 2022, "mwh": 4},
+            {"firm_id": "east21", "year": 2021, "region": "east", "mwh": 4},
+        ],
+    )
     # 2022: east 4 * 0.75 = 3; west/none fall back to national: 4 * 0.25 = 1
     # 2021: only national is published: 4 * 0.5 = 2 (recorded as a fallback)
     assert by_firm(res, "co2") == {"east22": 3.0, "west22": 1.0, "none22": 1.0, "east21": 2.0}
@@ -278,6 +287,7 @@ ratings:
 
 
 # -- panel lookups -------------------------------------------------------------------------------
+
 
 def test_prev_and_baseline_across_years(book) -> None:
     plan = book("""
@@ -367,16 +377,18 @@ ratings:
   r: {{value: "x / ros", {BANDS_AT_1}}}
 """
 ROS_ROWS = [  # (firm, industry, division, tCO2, 10k CNY)
-    ("A", "I1", "D1", 1, 10), ("B", "I1", "D1", 2, 10), ("C", "I1", "D1", 6, 20),
-    ("D", "I2", "D1", 4, 10), ("E", "I2", "D1", 4, 20),
+    ("A", "I1", "D1", 1, 10),
+    ("B", "I1", "D1", 2, 10),
+    ("C", "I1", "D1", 6, 20),
+    ("D", "I2", "D1", 4, 10),
+    ("E", "I2", "D1", 4, 20),
     ("F", "I3", "D2", 1, 10),
     ("BAD", "I1", "D1", -5, 10),  # a negative quantity: a data error, so not a peer
 ]
 
 
 def _ros_rows(rows: list[tuple]) -> list[dict[str, object]]:
-    return [{"firm_id": f, "year": 2022, "ind": i, "div": d, "e": e, "va": va}
-            for f, i, d, e, va in rows]
+    return [{"firm_id": f, "year": 2022, "ind": i, "div": d, "e": e, "va": va} for f, i, d, e, va in rows]
 
 
 def test_ratio_of_sums_with_fallback_chain(book) -> None:
@@ -393,8 +405,7 @@ def test_ratio_of_sums_with_fallback_chain(book) -> None:
         assert fallbacks(row_of(res, f)) == ["ros: fewer than 3 peers by ind, used div 'D1'"]
     # I3 and D2 have 1 peer each → the published table by division: pub['D2'] = 0.25
     assert (ros["F"], peers["F"], group["F"]) == (0.25, 0, "fallback")
-    assert fallbacks(row_of(res, "F")) == [
-        "ros: fewer than 3 peers by ind and by div, used pub['D2']"]
+    assert fallbacks(row_of(res, "F")) == ["ros: fewer than 3 peers by ind and by div, used pub['D2']"]
     # x / ros: A 0.1 / 0.225 ≤ 1 → lo; C 0.3 / 0.225 > 1 → hi; F 0.1 / 0.25 → lo
     assert (res.row(0)["rating"], res.row(2)["rating"], res.row(5)["rating"]) == ("lo", "hi", "lo")
     bad = row_of(res, "BAD")
@@ -412,9 +423,12 @@ def test_fallback_table_missing_key_names_the_entry_used(book) -> None:
 
 
 def test_row_failing_an_error_check_is_not_a_peer(book) -> None:
-    text = ROS_BOOK.replace("benchmarks:", """checks:
+    text = ROS_BOOK.replace(
+        "benchmarks:",
+        """checks:
   sane: {expr: "e <= 100", message: implausible emissions, severity: error}
-benchmarks:""")
+benchmarks:""",
+    )
     rows = ROS_ROWS[:3] + [("HUGE", "I1", "D1", 1000, 10)]
     res = ruleengine.rate(book(text), _ros_rows(rows))
     assert row_of(res, "HUGE")["status"] == "unrated"
@@ -442,15 +456,24 @@ ratings:
 """
 #          firm, year, group, division, x
 STATS_ROWS = [
-    ("a1", 2022, "g1", "dA", 1), ("a2", 2022, "g1", "dA", 2), ("a3", 2022, "g1", "dA", 6),
-    ("b1", 2022, "g2", "dA", 4), ("b2", 2022, "g2", "dA", 1), ("b3", 2022, "g2", "dA", 3),
+    ("a1", 2022, "g1", "dA", 1),
+    ("a2", 2022, "g1", "dA", 2),
+    ("a3", 2022, "g1", "dA", 6),
+    ("b1", 2022, "g2", "dA", 4),
+    ("b2", 2022, "g2", "dA", 1),
+    ("b3", 2022, "g2", "dA", 3),
     ("b4", 2022, "g2", "dA", 3),
-    ("c1", 2022, "g3", "dB", 5), ("c2", 2022, "g3", "dB", 8),
+    ("c1", 2022, "g3", "dB", 5),
+    ("c2", 2022, "g3", "dB", 8),
     ("d1", 2022, "g4", "dB", 7),
-    ("e1", 2022, "g5", "dC", 1), ("e2", 2022, "g5", "dC", 2), ("e3", 2022, "g5", "dC", 10),
+    ("e1", 2022, "g5", "dC", 1),
+    ("e2", 2022, "g5", "dC", 2),
+    ("e3", 2022, "g5", "dC", 10),
     ("e4", 2022, "g5", "dC", 20),
     # the same group in another year is another population
-    ("a1", 2023, "g1", "dA", 10), ("a2", 2023, "g1", "dA", 20), ("a3", 2023, "g1", "dA", 30),
+    ("a1", 2023, "g1", "dA", 10),
+    ("a2", 2023, "g1", "dA", 20),
+    ("a3", 2023, "g1", "dA", 30),
 ]
 
 
@@ -461,8 +484,7 @@ def stats(book) -> ruleengine.Results:
 
 
 def _col(res: ruleengine.Results, column: str, year: int = 2022) -> dict[str, object]:
-    return {res.row(i)["firm_id"]: res.row(i)[column] for i in range(len(res))
-            if res.row(i)["year"] == year}
+    return {res.row(i)["firm_id"]: res.row(i)[column] for i in range(len(res)) if res.row(i)["year"] == year}
 
 
 def test_mean(stats: ruleengine.Results) -> None:
@@ -514,7 +536,8 @@ def test_min_peers_falls_back_to_coarser_group_then_value(stats: ruleengine.Resu
     assert (c["c1"], group["c1"], c["d1"], group["d1"]) == (20 / 3, "d", 20 / 3, "d")
     assert fallbacks(row_of(stats, "d1", 2022)) == [
         "chain: fewer than 3 peers by g, used d 'dB'",
-        "chain5: fewer than 5 peers by g and by d, used the fixed value 100"]
+        "chain5: fewer than 5 peers by g and by d, used the fixed value 100",
+    ]
     # min_peers 5: g1, g2 too small; dA has 7 peers: (1+2+6+4+1+3+3)/7 = 20/7
     assert (c5["a1"], c5["b1"]) == (20 / 7, 20 / 7)
     # dB has 3 and dC 4 peers → the fixed fallback value 100
@@ -551,30 +574,25 @@ incentives:
 
 @pytest.fixture(scope="module")
 def rated(book) -> ruleengine.Results:
-    values = {"lt1": 0.5, "eq1": 1, "mid": 1.5, "eq2": 2, "gt2": 3,
-              "above1": float(np.nextafter(1.0, 2.0))}
+    values = {"lt1": 0.5, "eq1": 1, "mid": 1.5, "eq2": 2, "gt2": 3, "above1": float(np.nextafter(1.0, 2.0))}
     rows = [{"firm_id": k, "year": 2022, "v": v} for k, v in values.items()]
-    rows += [{"firm_id": "warn", "year": 2022, "v": 1, "g": 6},
-             {"firm_id": "error", "year": 2022, "v": 1, "g": 11}]
+    rows += [{"firm_id": "warn", "year": 2022, "v": 1, "g": 6}, {"firm_id": "error", "year": 2022, "v": 1, "g": 11}]
     return ruleengine.rate(book(RATINGS_BOOK), rows)
 
 
 def test_bands_closed_right_vs_left_at_edges(rated: ruleengine.Results) -> None:
     rr, rl = by_firm(rated, "rr"), by_firm(rated, "rl")
     # closed right (lower, upper]: an edge belongs to the band below it
-    assert (rr["lt1"], rr["eq1"], rr["above1"], rr["mid"], rr["eq2"], rr["gt2"]) == \
-        ("A", "A", "B", "B", "B", "C")
+    assert (rr["lt1"], rr["eq1"], rr["above1"], rr["mid"], rr["eq2"], rr["gt2"]) == ("A", "A", "B", "B", "B", "C")
     # closed left [lower, upper): an edge belongs to the band above it
-    assert (rl["lt1"], rl["eq1"], rl["above1"], rl["mid"], rl["eq2"], rl["gt2"]) == \
-        ("A", "B", "B", "B", "C", "C")
+    assert (rl["lt1"], rl["eq1"], rl["above1"], rl["mid"], rl["eq2"], rl["gt2"]) == ("A", "B", "B", "B", "C", "C")
     assert by_firm(rated, "rating") == {**rr}
 
 
 def test_conditional_levels_with_otherwise(rated: ruleengine.Results) -> None:
     lv = by_firm(rated, "lv")
     # first true condition wins: 0.5 < 1 → small; 1 and 1.5 < 2 → mid; 2 and 3 → otherwise: big
-    assert (lv["lt1"], lv["eq1"], lv["mid"], lv["eq2"], lv["gt2"]) == \
-        ("small", "mid", "mid", "big", "big")
+    assert (lv["lt1"], lv["eq1"], lv["mid"], lv["eq2"], lv["gt2"]) == ("small", "mid", "mid", "big", "big")
 
 
 def test_checks_error_unrates_warning_only_records(rated: ruleengine.Results) -> None:
@@ -589,11 +607,19 @@ def test_checks_error_unrates_warning_only_records(rated: ruleengine.Results) ->
 
 def test_incentive_columns(rated: ruleengine.Results) -> None:
     lt1, mid, gt2, error = (row_of(rated, f) for f in ("lt1", "mid", "gt2", "error"))
-    assert (lt1["incentive_rate_bp"], lt1["incentive_credit_policy"], lt1["incentive_services"],
-            lt1["incentive_subsidy_pct"]) == (-30.0, "green loan", "audit; plan", 10.0)
+    assert (
+        lt1["incentive_rate_bp"],
+        lt1["incentive_credit_policy"],
+        lt1["incentive_services"],
+        lt1["incentive_subsidy_pct"],
+    ) == (-30.0, "green loan", "audit; plan", 10.0)
     # level B declares only rate_bp; level C declares nothing
-    assert (mid["incentive_rate_bp"], mid["incentive_credit_policy"], mid["incentive_services"],
-            mid["incentive_subsidy_pct"]) == (0.0, "", "", None)
+    assert (
+        mid["incentive_rate_bp"],
+        mid["incentive_credit_policy"],
+        mid["incentive_services"],
+        mid["incentive_subsidy_pct"],
+    ) == (0.0, "", "", None)
     assert (gt2["incentive_rate_bp"], gt2["incentive_credit_policy"]) == (None, "")
     # an unrated firm gets no incentive
     assert (error["incentive_rate_bp"], error["incentive_credit_policy"]) == (None, "")
@@ -609,9 +635,14 @@ ratings:
   label: {value: v, closed: right, better: lower,
           bands: [{id: low, upper: low_max}, {id: high, lower: low_max}]}
 """)
-    res = ruleengine.rate(plan, [{"firm_id": "A", "year": 2021, "v": 0.55},
-                                 {"firm_id": "A", "year": 2022, "v": 0.55},
-                                 {"firm_id": "B", "year": 2022, "v": 0.5}])
+    res = ruleengine.rate(
+        plan,
+        [
+            {"firm_id": "A", "year": 2021, "v": 0.55},
+            {"firm_id": "A", "year": 2022, "v": 0.55},
+            {"firm_id": "B", "year": 2022, "v": 0.5},
+        ],
+    )
     # 0.55 ≤ 0.6 in 2021 → low; 0.55 > 0.5 in 2022 → high; 0.5 ≤ 0.5 (closed right) → low
     assert res["rating"].tolist() == ["low", "high", "low"]
 
@@ -625,8 +656,14 @@ def _huzhou_k(benchmark: float) -> ruleengine.Results:
     # 1 MWh of grid power on 1 (10^4 CNY) of value added, East grid, 2022:
     # scope1 = 0, scope2 = (1 - 0) * 0.5617 = 0.5617 exactly (a product by 1), avoided = 0,
     # so L = 0.5617 / 1 = 0.5617 exactly and K = 0.5617 / benchmark.
-    row = {"firm_id": "F", "year": 2022, "industry": "3011", "grid_region": "east",
-           "value_added_10k_cny": 1, "electricity_mwh": 1}
+    row = {
+        "firm_id": "F",
+        "year": 2022,
+        "industry": "3011",
+        "grid_region": "east",
+        "value_added_10k_cny": 1,
+        "electricity_mwh": 1,
+    }
     return ruleengine.rate("huzhou", [row], overrides={"industry_intensity": benchmark})
 
 
@@ -654,9 +691,18 @@ def test_huzhou_level_1_and_5_extremes() -> None:
 
 
 def test_huzhou_emission_total_by_hand() -> None:
-    firm = {"firm_id": "91330500HAND", "year": 2022, "industry": "3011", "grid_region": "east",
-            "value_added_10k_cny": 500, "raw_coal_t": 100, "natural_gas_10k_nm3": 10,
-            "diesel_t": 20, "electricity_mwh": 1000, "green_electricity_mwh": 200}
+    firm = {
+        "firm_id": "91330500HAND",
+        "year": 2022,
+        "industry": "3011",
+        "grid_region": "east",
+        "value_added_10k_cny": 500,
+        "raw_coal_t": 100,
+        "natural_gas_10k_nm3": 10,
+        "diesel_t": 20,
+        "electricity_mwh": 1000,
+        "green_electricity_mwh": 200,
+    }
     res = ruleengine.rate("huzhou", [firm], overrides={"industry_intensity": 1.0})
     row = res.row(0)
     # fuel CO2 = quantity × NCV × carbon content × oxidation × 0.001 TJ/GJ × 44/12
@@ -697,18 +743,31 @@ def test_huzhou_emission_total_by_hand() -> None:
 
 
 def test_huzhou_measured_ncv_replaces_the_default() -> None:
-    firm = {"firm_id": "M", "year": 2022, "industry": "3011", "grid_region": "east",
-            "value_added_10k_cny": 100, "raw_coal_t": 100, "raw_coal_ncv_gj_per_unit": 25}
+    firm = {
+        "firm_id": "M",
+        "year": 2022,
+        "industry": "3011",
+        "grid_region": "east",
+        "value_added_10k_cny": 100,
+        "raw_coal_t": 100,
+        "raw_coal_ncv_gj_per_unit": 25,
+    }
     row = ruleengine.rate("huzhou", [firm], overrides={"industry_intensity": 1.0}).row(0)
     # 100 t × 25 GJ/t (measured) × 26.37 × 0.94 × 0.001 × 44/12 = 227.2215
     assert row["raw_coal_co2_tco2"] == pytest.approx(227.2215, rel=1e-12)
 
 
 def test_huzhou_green_power_above_purchase_is_unrated() -> None:
-    firm = {"firm_id": "G", "year": 2022, "industry": "3011", "grid_region": "east",
-            "value_added_10k_cny": 100, "electricity_mwh": 100, "green_electricity_mwh": 150}
+    firm = {
+        "firm_id": "G",
+        "year": 2022,
+        "industry": "3011",
+        "grid_region": "east",
+        "value_added_10k_cny": 100,
+        "electricity_mwh": 100,
+        "green_electricity_mwh": 150,
+    }
     row = ruleengine.rate("huzhou", [firm], overrides={"industry_intensity": 1.0}).row(0)
     assert row["status"] == "unrated"
-    assert reasons(row) == ["check green_within_purchased: certified green power exceeds the "
-                            "electricity purchased"]
+    assert reasons(row) == ["check green_within_purchased: certified green power exceeds the electricity purchased"]
     assert row["rating"] == ""

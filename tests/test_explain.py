@@ -99,8 +99,11 @@ def test_huzhou_rating_can_be_recomputed_by_hand_from_the_trace():
     assert 0.8 < k <= 1.2
     assert data["decisions"][0]["because"] == f"level 3 because k = {k:.6g} is in (0.8, 1.2]"
     # the markdown shows the same numbers a reader needs
-    md = CliRunner().invoke(main, ["explain", "huzhou", str(SMALL), "--firm", "G03", "--year", "2022",
-                                   "--format", "markdown"]).output
+    md = (
+        CliRunner()
+        .invoke(main, ["explain", "huzhou", str(SMALL), "--firm", "G03", "--year", "2022", "--format", "markdown"])
+        .output
+    )
     for name in ("intensity", "industry_intensity", "k", "scope1_tco2", "scope2_tco2"):
         assert f"| {name} | " in md
     assert "| raw_coal_ncv_gj_per_unit | input | 21.5 |" in md
@@ -153,8 +156,10 @@ def test_what_it_takes_cut_reaches_the_better_level_and_a_smaller_one_does_not()
     bound = {"1": 0.6, "2": 0.8, "3": 1.2, "4": 2.0}
     for i in np.flatnonzero(rated):
         b = bound[cols["better_level"][i]]
-        exact = e[i] - (b * results.batch.columns["value_added_10k_cny"][i] * results["industry_intensity"][i]
-                        + results["avoided_tco2"][i])
+        exact = e[i] - (
+            b * results.batch.columns["value_added_10k_cny"][i] * results["industry_intensity"][i]
+            + results["avoided_tco2"][i]
+        )
         assert cols["emissions_cut_to_better_tco2"][i] == pytest.approx(exact, rel=1e-6)
         assert cols["margin_to_better"][i] == pytest.approx(results["k"][i] - b, rel=1e-12)
     # applying the reported cut reaches the level; 0.1 % less does not (benchmarks held fixed)
@@ -162,16 +167,18 @@ def test_what_it_takes_cut_reaches_the_better_level_and_a_smaller_one_does_not()
     row = results.row(i)
     for factor, expect in ((1.0, cols["better_level"][i]), (0.999, row["rating"])):
         cut = cols["emissions_cut_to_better_tco2"][i] * factor
-        again = ruleengine.rate(plan, [{**_inputs(results, i)}],
-                                overrides={"industry_intensity": row["industry_intensity"],
-                                           "emissions_tco2": row["emissions_tco2"] - cut})
+        again = ruleengine.rate(
+            plan,
+            [{**_inputs(results, i)}],
+            overrides={"industry_intensity": row["industry_intensity"], "emissions_tco2": row["emissions_tco2"] - cut},
+        )
         assert again["rating"][0] == expect
 
 
 def _inputs(results, i):
     batch = results.batch
     out = {}
-    for name, spec in results.plan.inputs.items():
+    for name in results.plan.inputs:
         col = batch.columns[name]
         if hasattr(col, "labels"):
             out[name] = col.to_strings()[i] or None

@@ -30,6 +30,7 @@ def only_problem(text: str) -> tuple[str, int]:
 
 # -- the whitelist ------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("text", "message", "offset"),
     [
@@ -45,8 +46,7 @@ def only_problem(text: str) -> tuple[str, int]:
         # right-associative: 2 ** (8 ** 8); the exponent '8 ** 8' starts at 5
         ("2 ** 8 ** 8", "'**' needs a constant exponent between -8 and 8", 5),
         ("x ** -9", "'**' needs a constant exponent between -8 and 8", 5),
-        ("[1, 2]", "lists are not allowed in formulas; declare a scale or a table parameter "
-                   "instead", 0),
+        ("[1, 2]", "lists are not allowed in formulas; declare a scale or a table parameter instead", 0),
         ("{'a': 1}", "dicts are not allowed in formulas; declare a table parameter instead", 0),
         ("(1, 2)", "tuples are not allowed in formulas", 0),
         ("[x for x in y]", "'ListComp' is not allowed in formulas", 0),
@@ -59,10 +59,8 @@ def only_problem(text: str) -> tuple[str, int]:
         ("True", "constant True is not allowed", 0),
         ("None", "constant None is not allowed", 0),
         # x[1]: the slice '1' is at 2
-        ("x[1]", "a table is indexed by a quoted key or a category name: ncv['raw_coal'], "
-                 "grid_ef[grid_region]", 2),
-        ("x[0:1]", "a table is indexed by a quoted key or a category name: ncv['raw_coal'], "
-                   "grid_ef[grid_region]", 2),
+        ("x[1]", "a table is indexed by a quoted key or a category name: ncv['raw_coal'], grid_ef[grid_region]", 2),
+        ("x[0:1]", "a table is indexed by a quoted key or a category name: ncv['raw_coal'], grid_ef[grid_region]", 2),
         ("f(x)[1]", "only a table parameter can be indexed: name['key']", 0),
     ],
 )
@@ -182,8 +180,7 @@ def test_deep_unary_nesting_reported_once_where_it_happens() -> None:
 
 @pytest.mark.parametrize("text", ["a; b", "1; import os"])
 def test_multiple_statements(text: str) -> None:
-    assert only_problem(text) == (
-        "a formula is one expression: no ';' or several lines of statements", 0)
+    assert only_problem(text) == ("a formula is one expression: no ';' or several lines of statements", 0)
 
 
 @pytest.mark.parametrize(
@@ -235,8 +232,7 @@ SYMBOLS: dict[str, Symbol] = {
     "k": Symbol("variable", ex.NUMBER, U("1")),
     "flag": Symbol("variable", ex.BOOLEAN, U("1")),
     "grid_ef": Symbol("parameter", ex.NUMBER, U("tCO2/MWh")),
-    "ncv": Symbol("table", ex.NUMBER, U("GJ/t"), ("coal", "diesel", "gas"),
-                  {"gas": U("GJ/10k Nm3")}),
+    "ncv": Symbol("table", ex.NUMBER, U("GJ/t"), ("coal", "diesel", "gas"), {"gas": U("GJ/10k Nm3")}),
     "ef": Symbol("table", ex.NUMBER, U("tCO2/MWh"), ("east", "national")),
     "region": Symbol("input", ex.CATEGORY, UNKNOWN),
     "industry": Symbol("input", ex.CATEGORY, UNKNOWN),
@@ -332,15 +328,14 @@ def test_types(text: str, expected: str) -> None:
         ("emissions > value_added", ("unit mismatch: comparing tCO2 with 10k CNY", 12)),
         # 1 < k < emissions: k (1) vs emissions (tCO2); emissions is at 8
         ("1 < k < emissions", ("unit mismatch: comparing 1 with tCO2", 8)),
-        ("where(k > 1, emissions, value_added)",
-         ("unit mismatch: where() branches in tCO2 and 10k CNY", 0)),
-        ("prev(emissions, value_added)",
-         ("unit mismatch: prev() of tCO2 with a fallback in 10k CNY", 0)),
-        ("baseline(emissions, 2020, value_added)",
-         ("unit mismatch: baseline() of tCO2 with a fallback in 10k CNY", 0)),
+        ("where(k > 1, emissions, value_added)", ("unit mismatch: where() branches in tCO2 and 10k CNY", 0)),
+        ("prev(emissions, value_added)", ("unit mismatch: prev() of tCO2 with a fallback in 10k CNY", 0)),
+        ("baseline(emissions, 2020, value_added)", ("unit mismatch: baseline() of tCO2 with a fallback in 10k CNY", 0)),
         # the if_zero argument 'emissions' starts at 33
-        ("safe_div(emissions, value_added, emissions)",
-         ("unit mismatch: safe_div() gives tCO2/10k CNY, the if_zero value is in tCO2", 33)),
+        (
+            "safe_div(emissions, value_added, emissions)",
+            ("unit mismatch: safe_div() gives tCO2/10k CNY, the if_zero value is in tCO2", 33),
+        ),
         # score(emissions): the argument is at 6
         ("score(emissions)", ("unit mismatch: score() expects tCO2/10k CNY, got tCO2", 6)),
         # max(emissions, value_added): value_added is at 15
@@ -358,25 +353,21 @@ def test_unit_mismatches(text: str, problem: tuple[str, int]) -> None:
         # ef['west']: the key 'west' is at 3
         ("ef['west']", ("table 'ef' has no key 'west' (did you mean 'east'?)", 3)),
         ("ef[k]", ("table 'ef' must be indexed by a category (or a quoted key), not a number", 3)),
-        ("ef[firm_id]",
-         ("table 'ef' must be indexed by a category (or a quoted key), not a string", 3)),
-        ("ncv[region]",
-         ("table 'ncv' has keys with different units (gas); index it with a quoted key", 4)),
+        ("ef[firm_id]", ("table 'ef' must be indexed by a category (or a quoted key), not a string", 3)),
+        ("ncv[region]", ("table 'ncv' has keys with different units (gas); index it with a quoted key", 4)),
         ("ef", ("'ef' is a table: index it, e.g. ef['east']", 0)),
         ("k[region]", ("'k' is not a table and cannot be indexed", 0)),
         ("score", ("'score' is a scale: call it, e.g. score(x)", 0)),
         ("score(1, 2)", ("scale score() takes exactly one argument", 0)),
         # industry == 3011: the number 3011 is at 12
-        ("industry == 3011",
-         ("compare a category with a quoted code, e.g. industry == '3011'", 12)),
+        ("industry == 3011", ("compare a category with a quoted code, e.g. industry == '3011'", 12)),
         ("industry < '3011'", ("categories can only be compared with == and !=", 11)),
         ("not k", ("the operand of 'not' must be a boolean, not a number", 4)),
         ("where(k, 1, 2)", ("the condition of where() must be a boolean, not a number", 6)),
         ("all_of(k, flag)", ("an argument of all_of() must be a boolean, not a number", 7)),
         ("emissions + 'a'", ("the right side of '+' must be a number, not a string", 12)),
         ("prefix(industry, 0)", ("prefix() needs a whole number of characters from 1 to 20", 17)),
-        ("baseline(emissions, 2020.5)",
-         ("baseline() needs a year as a whole number, e.g. baseline(x, 2020)", 20)),
+        ("baseline(emissions, 2020.5)", ("baseline() needs a year as a whole number, e.g. baseline(x, 2020)", 20)),
         ("round(emissions, k)", ("round() digits must be a whole number", 17)),
     ],
 )
@@ -399,18 +390,25 @@ def test_string_repetition_is_rejected_before_evaluation() -> None:
         ("zzz", ("unknown name 'zzz'", 0)),
         ("mni(k, 1)", ("unknown function 'mni' (did you mean 'min'?)", 0)),
         ("scroe(k)", ("unknown function 'scroe' (did you mean 'score'?)", 0)),
-        ("prev()", ("prev() takes 1 to 2 arguments, got 0: prev(x, otherwise?): the same firm's "
-                    "value of x in the previous year", 0)),
-        ("where(k > 1, 1)", ("where() takes 3 arguments, got 2: where(condition, if_true, "
-                             "if_false), element by element", 0)),
+        (
+            "prev()",
+            (
+                "prev() takes 1 to 2 arguments, got 0: prev(x, otherwise?): the same firm's "
+                "value of x in the previous year",
+                0,
+            ),
+        ),
+        (
+            "where(k > 1, 1)",
+            ("where() takes 3 arguments, got 2: where(condition, if_true, if_false), element by element", 0),
+        ),
     ],
 )
 def test_unknown_names_and_functions(text: str, problem: tuple[str, int]) -> None:
     assert infer(text)[1] == [problem]
 
 
-@pytest.mark.parametrize("text", ["open('x')", "eval('1')", "exec('x')",
-                                  "getattr(k, 'x')"])
+@pytest.mark.parametrize("text", ["open('x')", "eval('1')", "exec('x')", "getattr(k, 'x')"])
 def test_non_whitelisted_calls_are_unknown_functions(text: str) -> None:
     name = text.split("(")[0]
     got, problems = infer(text)
@@ -422,7 +420,8 @@ def test_dunder_call_is_rejected_by_parse() -> None:
     with pytest.raises(ex.ExpressionProblems) as info:
         ex.parse("__import__('os')")
     assert [(p.message, p.offset) for p in info.value.problems] == [
-        ("names starting with '_' are not allowed: '__import__'", 0)]
+        ("names starting with '_' are not allowed: '__import__'", 0)
+    ]
 
 
 def test_dunder_call_is_rejected_by_compile() -> None:
@@ -452,4 +451,5 @@ ratings:
     # line 11 (the text starts with a newline) is the scope1_tco2 line: 2 spaces, 'scope1_tco2:'
     # (cols 3-14), ' {expr: ' (cols 15-22), the quote at 23, the formula's first character at 24
     assert [d.format() for d in info.value.errors] == [
-        "<string>:11:24: error: names starting with '_' are not allowed: '__import__' (at variables.scope1_tco2.expr)"]
+        "<string>:11:24: error: names starting with '_' are not allowed: '__import__' (at variables.scope1_tco2.expr)"
+    ]

@@ -57,8 +57,9 @@ def test_hash_ignores_formatting_but_not_values(tmp_path):
     reformatted = tmp_path / "a" / "huzhou.yaml"
     reformatted.parent.mkdir()
     # comments, blank lines and flow vs block style do not change the content
-    reformatted.write_text("# a new comment\n\n" + text.replace(
-        "    value: k\n", "    value: \"k\"   # quoted now\n"), encoding="utf-8")
+    reformatted.write_text(
+        "# a new comment\n\n" + text.replace("    value: k\n", '    value: "k"   # quoted now\n'), encoding="utf-8"
+    )
     assert ruleengine.load(reformatted).hash == base
     changed = tmp_path / "b" / "huzhou.yaml"
     changed.parent.mkdir()

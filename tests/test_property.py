@@ -21,12 +21,10 @@ INDUSTRIES = ("3011", "3011", "3011", "3012", "2611")  # 3011 three times as lik
 REGIONS = (None, "east", "south", "north")
 YEARS = ((2021,), (2022,), (2021, 2022))
 
-quantity = st.one_of(st.just(0.0), st.floats(min_value=0.0, max_value=1e5, allow_nan=False,
-                                             allow_infinity=False))
+quantity = st.one_of(st.just(0.0), st.floats(min_value=0.0, max_value=1e5, allow_nan=False, allow_infinity=False))
 positive = st.floats(min_value=0.01, max_value=1e6, allow_nan=False, allow_infinity=False)
 # now and then 0 (division by zero: recorded, the firm unrated, not a peer)
-value_added = st.integers(min_value=0, max_value=9).flatmap(
-    lambda k: st.just(0.0) if k == 0 else positive)
+value_added = st.integers(min_value=0, max_value=9).flatmap(lambda k: st.just(0.0) if k == 0 else positive)
 
 
 @st.composite
@@ -68,13 +66,18 @@ def _same(a: np.ndarray, b: np.ndarray) -> bool:
         return False
     if a.dtype.kind == "f":
         nan_a, nan_b = np.isnan(a), np.isnan(b)
-        return bool(np.array_equal(nan_a, nan_b)
-                    and np.array_equal(a[~nan_a].view(np.uint64), b[~nan_b].view(np.uint64)))
+        return bool(
+            np.array_equal(nan_a, nan_b) and np.array_equal(a[~nan_a].view(np.uint64), b[~nan_b].view(np.uint64))
+        )
     return a.tolist() == b.tolist()
 
 
-@settings(max_examples=30, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=30,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(portfolio())
 def test_one_firm_alone_equals_the_batch(rows: list[dict[str, object]]) -> None:
     plan = ruleengine.load("huzhou")
@@ -94,8 +97,17 @@ def test_one_firm_alone_equals_the_batch(rows: list[dict[str, object]]) -> None:
 def test_property_is_not_vacuous() -> None:
     """The comparison would see a difference: a different benchmark table changes the numbers."""
     plan = ruleengine.load("huzhou")
-    rows = [{"firm_id": f"F{i}", "year": 2022, "industry": "3011", "grid_region": "east",
-             "value_added_10k_cny": 100.0, "electricity_mwh": 100.0 * (i + 1)} for i in range(5)]
+    rows = [
+        {
+            "firm_id": f"F{i}",
+            "year": 2022,
+            "industry": "3011",
+            "grid_region": "east",
+            "value_added_10k_cny": 100.0,
+            "electricity_mwh": 100.0 * (i + 1),
+        }
+        for i in range(5)
+    ]
     batch = ruleengine.rate(plan, rows)
     # 5 peers in 3011: benchmark = 0.5617 * (100 + 200 + 300 + 400 + 500) / 500 = 1.6851
     assert batch["industry_intensity_group"].tolist() == ["industry"] * 5

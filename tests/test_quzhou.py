@@ -50,10 +50,12 @@ def test_indicator_denominators_are_required(doc):
 
 def test_every_reconstructed_value_is_marked_assumed(doc):
     """Scales, benchmarks, weights and parameters resting on our reconstruction say so."""
-    items = [*(("scales", k, v) for k, v in doc["scales"].items()),
-             *(("benchmarks", k, v) for k, v in doc["benchmarks"].items()),
-             *(("parameters", k, v) for k, v in doc["parameters"].items()),
-             *(("variables", k, v) for k, v in doc["variables"].items() if "weights" in v)]
+    items = [
+        *(("scales", k, v) for k, v in doc["scales"].items()),
+        *(("benchmarks", k, v) for k, v in doc["benchmarks"].items()),
+        *(("parameters", k, v) for k, v in doc["parameters"].items()),
+        *(("variables", k, v) for k, v in doc["variables"].items() if "weights" in v),
+    ]
     assert items
     for section, name, spec in items:
         assert spec["source"] == "ruleengine-assumption", (section, name)
@@ -63,7 +65,10 @@ def test_every_reconstructed_value_is_marked_assumed(doc):
 
 def test_composite_weights_are_50_20_30(doc):
     assert doc["variables"]["composite_score"]["weights"] == {
-        "advancement_score": 0.5, "regional_score": 0.2, "decline_score": 0.3}
+        "advancement_score": 0.5,
+        "regional_score": 0.2,
+        "decline_score": 0.3,
+    }
 
 
 def test_colour_spread_is_plausible(plan):

@@ -18,16 +18,42 @@ YEARS = [2021, 2022, 2023]
 
 # DATA.md's table, transcribed: every one of these is generated, under exactly this name.
 DATA_MD_COLUMNS = (
-    "firm_id", "firm_name", "year", "city", "grid_region", "industry", "size", "employees",
-    "output_value_10k_cny", "value_added_10k_cny", "revenue_10k_cny", "tax_10k_cny",
-    "raw_coal_t", "coke_t", "crude_oil_t", "fuel_oil_t", "gasoline_t", "kerosene_t", "diesel_t",
-    "lpg_t", "natural_gas_10k_nm3", "vehicle_gasoline_t", "vehicle_diesel_t", "electricity_mwh",
-    "green_electricity_mwh", "onsite_renewable_mwh", "heat_gj", "clinker_t", "limestone_t",
+    "firm_id",
+    "firm_name",
+    "year",
+    "city",
+    "grid_region",
+    "industry",
+    "size",
+    "employees",
+    "output_value_10k_cny",
+    "value_added_10k_cny",
+    "revenue_10k_cny",
+    "tax_10k_cny",
+    "raw_coal_t",
+    "coke_t",
+    "crude_oil_t",
+    "fuel_oil_t",
+    "gasoline_t",
+    "kerosene_t",
+    "diesel_t",
+    "lpg_t",
+    "natural_gas_10k_nm3",
+    "vehicle_gasoline_t",
+    "vehicle_diesel_t",
+    "electricity_mwh",
+    "green_electricity_mwh",
+    "onsite_renewable_mwh",
+    "heat_gj",
+    "clinker_t",
+    "limestone_t",
     "dolomite_t",
 )
 TEXT = ("firm_id", "firm_name", "city", "grid_region", "industry", "size")
-MEASURED = re.compile(r"^(raw_coal|coke|crude_oil|fuel_oil|gasoline|kerosene|diesel|lpg"
-                      r"|natural_gas)_(ncv_gj_per_unit|cc_tc_per_tj|ox)$")
+MEASURED = re.compile(
+    r"^(raw_coal|coke|crude_oil|fuel_oil|gasoline|kerosene|diesel|lpg"
+    r"|natural_gas)_(ncv_gj_per_unit|cc_tc_per_tj|ox)$"
+)
 # Not in DATA.md's table but known to the engine (ruleengine.data.CANONICAL_COLUMNS).
 EXTRA = ("loan_amount_10k_cny",)
 
@@ -53,6 +79,7 @@ def _same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
 
 
 # -- data contract ------------------------------------------------------------------------------
+
 
 def test_columns_follow_the_data_contract(clean):
     assert tuple(clean) == sample.COLUMNS
@@ -126,6 +153,7 @@ def test_argument_checks():
 
 # -- determinism --------------------------------------------------------------------------------
 
+
 def test_same_seed_same_columns(clean):
     assert _same(clean, sample.generate(400, YEARS, seed=11))
     assert not _same(clean, sample.generate(400, YEARS, seed=12))
@@ -142,19 +170,25 @@ def test_same_seed_byte_identical_files(tmp_path, suffix):
 
 
 def test_missing_values_are_empty_cells_and_nulls(tmp_path):
-    cols = {"firm_id": np.array(["a", ""], dtype=object), "year": np.array([2022, 2023]),
-            "x_t": np.array([1.5, np.nan])}
+    cols = {
+        "firm_id": np.array(["a", ""], dtype=object),
+        "year": np.array([2022, 2023]),
+        "x_t": np.array([1.5, np.nan]),
+    }
     sample.write(cols, tmp_path / "m.csv")
     sample.write(cols, tmp_path / "m.json")
     csv_lines = (tmp_path / "m.csv").read_text().splitlines()
     assert csv_lines == ["firm_id,year,x_t", '"a",2022,1.5', ",2023,"]
     assert json.loads((tmp_path / "m.json").read_text()) == [
-        {"firm_id": "a", "year": 2022, "x_t": 1.5}, {"firm_id": None, "year": 2023, "x_t": None}]
+        {"firm_id": "a", "year": 2022, "x_t": 1.5},
+        {"firm_id": None, "year": 2023, "x_t": None},
+    ]
     with pytest.raises(ValueError, match="unknown format"):
         sample.write(cols, tmp_path / "m.xlsx")
 
 
 # -- rating -------------------------------------------------------------------------------------
+
 
 def test_clean_sample_rates_every_row(clean):
     res = ruleengine.rate("huzhou", clean)
@@ -252,7 +286,7 @@ def test_bundled_example_is_reproducible(tmp_path):
     bundled = Path(__file__).resolve().parents[1] / "examples" / "sample_firms.csv"
     if not bundled.is_file():
         pytest.skip("examples/ is not part of this checkout")
-    fresh = sample.write(sample.generate(300, [2022, 2023], seed=2026, messy=0.02),
-                         tmp_path / "sample_firms.csv")
+    fresh = sample.write(sample.generate(300, [2022, 2023], seed=2026, messy=0.02), tmp_path / "sample_firms.csv")
     assert fresh.read_bytes() == bundled.read_bytes(), (
-        "the generator changed: regenerate examples/sample_firms.csv (see examples/README.md)")
+        "the generator changed: regenerate examples/sample_firms.csv (see examples/README.md)"
+    )

@@ -49,8 +49,7 @@ def test_every_assumption_cites_the_assumption_source():
     sources = doc["sources"]
     assert sources["ruleengine-assumption"]["status"] == "assumed"
     sections = ("parameters", "scales", "variables", "benchmarks")
-    items = [(f"{section}.{name}", spec) for section in sections
-             for name, spec in (doc.get(section) or {}).items()]
+    items = [(f"{section}.{name}", spec) for section in sections for name, spec in (doc.get(section) or {}).items()]
     items += [(f"incentives.{lid}", spec) for lid, spec in doc["incentives"]["levels"].items()]
     items += [(f"ratings.{name}", spec) for name, spec in doc["ratings"].items()]
     for where, spec in items:
