@@ -15,9 +15,8 @@ Typical use::
 
 from __future__ import annotations
 
-from ._api import compile_text, explain, load, rate, validate
-from .compiler import Plan
-from .data import DataIssue
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     DataError,
     Diagnostic,
@@ -26,11 +25,36 @@ from .errors import (
     RuleEngineError,
     SourceLocation,
 )
-from .evaluator import BenchmarkTable
-from .explain import Trace
-from .results import Results
 
 __version__ = "0.1.0"
+
+# Heavy modules (numpy, pyarrow, networkx) load on first use, so that `ruleengine validate`
+# starts fast; `from ruleengine import rate` works as usual.
+_LAZY = {
+    "compile_text": "._api", "explain": "._api", "load": "._api", "rate": "._api", "validate": "._api",
+    "Plan": ".compiler", "DataIssue": ".data", "BenchmarkTable": ".evaluator", "Trace": ".explain",
+    "Results": ".results",
+}
+
+if TYPE_CHECKING:
+    from ._api import compile_text, explain, load, rate, validate
+    from .compiler import Plan
+    from .data import DataIssue
+    from .evaluator import BenchmarkTable
+    from .explain import Trace
+    from .results import Results
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ruleengine' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "BenchmarkTable",

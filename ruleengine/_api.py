@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import data as _data
 from .compiler import Plan, compile_document
 from .errors import Diagnostic, RulebookError
-from .evaluator import BenchmarkTable, evaluate
-from .explain import Trace, trace_row
-from .results import Results, build
 from .source import load_document, parse_text
+
+if TYPE_CHECKING:  # numpy and pyarrow load only when data is rated
+    from .data import Batch
+    from .evaluator import BenchmarkTable
+    from .explain import Trace
+    from .results import Results
 
 _CACHE: dict[tuple[str, float, int], Plan] = {}
 
@@ -58,7 +60,9 @@ def _version() -> str:
     return __version__
 
 
-def prepare(plan: Plan, data: Any) -> _data.Batch:
+def prepare(plan: Plan, data: Any) -> Batch:
+    from . import data as _data
+
     text_cols = [n for n, s in plan.inputs.items() if s.type in ("string", "category")]
     raw = _data.read_any(data, text_cols, only=list(plan.inputs))
     return _data.prepare(raw, plan.inputs, plan.id)
@@ -84,6 +88,9 @@ def rate(
         raise RuleEngineError(
             f"{plan.file} is a library (imported by rulebooks), not a rulebook: it has no rating to compute"
         )
+    from .evaluator import evaluate
+    from .results import build
+
     batch = prepare(plan, data)
     ev = evaluate(plan, batch, benchmarks, overrides)
     return build(plan, batch, ev, _version())
@@ -116,6 +123,8 @@ def explain(
     if len(hits) > 1 and year is None:
         years = sorted({int(results["year"][i]) for i in hits})
         hits = [h for h in hits if int(results["year"][h]) == years[-1]]
+    from .explain import trace_row
+
     return trace_row(plan, results, hits[0])
 
 
