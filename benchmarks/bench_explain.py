@@ -22,7 +22,7 @@ import numpy as np
 
 import ruleengine
 from ruleengine import sample
-from ruleengine.explain import trace_row
+from ruleengine.trace import trace_row
 
 
 def main() -> int:

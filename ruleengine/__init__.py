@@ -10,7 +10,7 @@ Typical use::
     plan = ruleengine.load("huzhou")                  # bundled name or a path to a .yaml
     results = ruleengine.rate(plan, "firms.csv")      # or a list of dicts / a DataFrame
     results.write("ratings.parquet")
-    trace = ruleengine.explain(plan, "firms.csv", firm_id="91330500MA2B", year=2023)
+    trace = ruleengine.trace(plan, "firms.csv", firm_id="91330500MA2B", year=2023)
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ __version__ = "0.1.0"
 # starts fast; `from ruleengine import rate` works as usual.
 _LAZY = {
     "compile_text": "._api", "explain": "._api", "load": "._api", "rate": "._api", "validate": "._api",
-    "Plan": ".compiler", "DataIssue": ".data", "BenchmarkTable": ".evaluator", "Trace": ".explain",
+    "Plan": ".compiler", "DataIssue": ".data", "BenchmarkTable": ".evaluator", "Trace": ".trace",
     "Results": ".results",
 }
 
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from .compiler import Plan
     from .data import DataIssue
     from .evaluator import BenchmarkTable
-    from .explain import Trace
+    from .trace import Trace
     from .results import Results
 
 

@@ -13,7 +13,7 @@ from .source import load_document, parse_text
 if TYPE_CHECKING:  # numpy and pyarrow load only when data is rated
     from .data import Batch
     from .evaluator import BenchmarkTable
-    from .explain import Trace
+    from .trace import Trace
     from .results import Results
 
 _CACHE: dict[tuple[str, float, int], Plan] = {}
@@ -123,7 +123,7 @@ def explain(
     if len(hits) > 1 and year is None:
         years = sorted({int(results["year"][i]) for i in hits})
         hits = [h for h in hits if int(results["year"][h]) == years[-1]]
-    from .explain import trace_row
+    from .trace import trace_row
 
     return trace_row(plan, results, hits[0])
 

@@ -259,7 +259,7 @@ def rate(book: str, data: str, output: str | None, fmt: str, max_issues: int, wh
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True)
 def explain(book: str, data: str, firm: str, year: int | None, fmt: str) -> None:
     """Show the audit trail of one firm's rating: every value, formula, parameter and benchmark."""
-    from . import explain as explain_api
+    from ._api import explain as explain_api
     from .render import trace_markdown, trace_text
 
     trace = explain_api(book, data, firm, year)
@@ -280,7 +280,7 @@ def verify(trace_file: str, book: str | None) -> None:
     Re-rates the traced firm's input rows (kept in the trace) with the benchmark values it was
     given, and compares every value, level and the status. Exit code 1 names the first difference.
     """
-    from .explain import verify as verify_trace
+    from .trace import verify as verify_trace
 
     try:
         trace = json.loads(Path(trace_file).read_text(encoding="utf-8"))

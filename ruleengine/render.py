@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from .compiler import Plan
-from .explain import Trace, _fmt
+from .trace import Trace, _fmt
 from .results import Results
 
 _DOT_SHAPES = {

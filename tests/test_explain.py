@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 import ruleengine
 from ruleengine.cli import main
-from ruleengine.explain import trace_row, verify
+from ruleengine.trace import trace_row, verify
 from ruleengine.whatif import columns
 
 ROOT = Path(__file__).resolve().parent.parent
