@@ -31,8 +31,15 @@ __version__ = "0.1.0"
 # Heavy modules (numpy, pyarrow, networkx) load on first use, so that `ruleengine validate`
 # starts fast; `from ruleengine import rate` works as usual.
 _LAZY = {
-    "compile_text": "._api", "explain": "._api", "load": "._api", "rate": "._api", "validate": "._api",
-    "Plan": ".compiler", "DataIssue": ".data", "BenchmarkTable": ".evaluator", "Trace": ".trace",
+    "compile_text": "._api",
+    "explain": "._api",
+    "load": "._api",
+    "rate": "._api",
+    "validate": "._api",
+    "Plan": ".compiler",
+    "DataIssue": ".data",
+    "BenchmarkTable": ".evaluator",
+    "Trace": ".trace",
     "Results": ".results",
 }
 
@@ -41,8 +48,8 @@ if TYPE_CHECKING:
     from .compiler import Plan
     from .data import DataIssue
     from .evaluator import BenchmarkTable
-    from .trace import Trace
     from .results import Results
+    from .trace import Trace
 
 
 def __getattr__(name: str) -> Any:

@@ -13,8 +13,8 @@ from .source import load_document, parse_text
 if TYPE_CHECKING:  # numpy and pyarrow load only when data is rated
     from .data import Batch
     from .evaluator import BenchmarkTable
-    from .trace import Trace
     from .results import Results
+    from .trace import Trace
 
 _CACHE: dict[tuple[str, float, int], Plan] = {}
 

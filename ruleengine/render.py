@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 
 from .compiler import Plan
-from .trace import Trace, _fmt
 from .results import Results
+from .trace import Trace, _fmt
 
 _DOT_SHAPES = {
     "input": "box",
