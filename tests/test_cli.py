@@ -254,3 +254,14 @@ def test_python_api_accepts_columns_and_arrow_tables():
         assert other.to_records() == a.to_records()
     # 100 MWh x 0.5366 (national 2022: no grid region given) = 53.66 tCO2
     assert a["emissions_tco2"].tolist() == [pytest.approx(53.66), pytest.approx(53.66)]
+
+
+def test_python_api_accepts_a_pandas_dataframe():
+    pd = pytest.importorskip("pandas")  # optional: CI installs only the test extra
+    import ruleengine
+
+    sample = Path(__file__).resolve().parent.parent / "examples" / "sample_firms.csv"
+    from_file = ruleengine.rate("huzhou", sample)
+    # read without dtypes: pandas makes industry an int and blanks NaN; the engine restores the codes
+    from_frame = ruleengine.rate("huzhou", pd.read_csv(sample))
+    assert from_frame.distribution() == from_file.distribution()
