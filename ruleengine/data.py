@@ -87,25 +87,6 @@ class Category:
     codes: np.ndarray
     labels: list[str]
 
-    @staticmethod
-    def from_strings(values: Iterable[Any]) -> Category:
-        arr = np.asarray([("" if v is None else str(v)) for v in values], dtype=object)
-        return Category.from_array(arr)
-
-    @staticmethod
-    def from_array(arr: np.ndarray) -> Category:
-        """From an object/str array where '' or None means missing."""
-        if arr.size == 0:
-            return Category(np.zeros(0, dtype=np.int32), [])
-        arr = np.where(np.equal(arr, None), "", arr).astype(str)
-        labels, codes = np.unique(arr, return_inverse=True)
-        codes = codes.astype(np.int32)
-        labels = labels.tolist()
-        if labels and labels[0] == "":
-            codes -= 1
-            labels = labels[1:]
-        return Category(codes, labels)
-
     def __len__(self) -> int:
         return len(self.codes)
 

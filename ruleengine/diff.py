@@ -21,7 +21,7 @@ import numpy as np
 
 from .compiler import Plan, compile_document
 from .errors import RulebookError, RuleEngineError
-from .source import Document, PathT, format_path
+from .source import Document, PathT
 
 _MISSING = object()
 _SECTIONS = ("inputs", "parameters", "scales", "variables", "checks", "benchmarks", "sources")
@@ -605,4 +605,4 @@ def _na(v: Any) -> str:
     return "needs other changes" if v is None else str(v)
 
 
-__all__ = ["Edit", "run", "structural_diff", "to_json", "to_markdown", "format_path"]
+__all__ = ["Edit", "run", "structural_diff", "to_json", "to_markdown"]

@@ -256,8 +256,6 @@ def trace_markdown(trace: Trace) -> str:
 def diff_text(console: Any, result: dict[str, Any]) -> None:
     from rich.table import Table
 
-    from .diff import _short
-
     o, n = result["old"], result["new"]
     console.print(
         f"[bold]{o['id']} {o['version']}[/bold] ({o['file']}) → [bold]{n['id']} {n['version']}[/bold] ({n['file']})"
@@ -302,7 +300,6 @@ def diff_text(console: Any, result: dict[str, Any]) -> None:
                 markup=False,
             )
         console.print("  order-independent: " + ("yes" if att["order_independent"] else "no, the changes interact"))
-    del _short
 
 
 def compare_text(console: Any, result: dict[str, Any]) -> None:
