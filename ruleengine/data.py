@@ -204,12 +204,14 @@ def read_file(path: str | Path, text_columns: Iterable[str] = (), only: Iterable
         if suffix == ".parquet":
             import pyarrow.parquet as pq
 
-            names = pq.read_schema(p).names
+            # ParquetFile, not read_table: read_table goes through pyarrow.dataset, which imports
+            # pandas when it is installed (half a second of a cold start)
+            pf = pq.ParquetFile(p)
+            names = pf.schema_arrow.names
             wanted = [h for h in names if h in set(only)] if only is not None else None
-            table = pq.read_table(p, columns=wanted)
             if wanted is not None and not wanted:
-                table_rows = pq.ParquetFile(p).metadata.num_rows
-                return RawTable({}, table_rows, str(path), names=names)
+                return RawTable({}, pf.metadata.num_rows, str(path), names=names)
+            table = pf.read(columns=wanted)
             return RawTable(
                 {name: table.column(name) for name in table.column_names}, table.num_rows, str(path), names=names
             )
@@ -333,17 +335,17 @@ def _numbers(col: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _text_arrow(col: Any, n: int) -> Any:
-    """A column as a pyarrow string array: trimmed, '' for missing; numbers as their integer text."""
+    """A column as a pyarrow string array (null for missing); whole floats as their integer text."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     if col is None:
-        return pa.array([""] * n, type=pa.string())
+        return pa.nulls(n, type=pa.string())
     if not isinstance(col, pa.ChunkedArray | pa.Array):
-        values = []
+        values: list[str | None] = []
         for v in np.asarray(col, dtype=object).tolist():
             if v is None or (isinstance(v, float) and np.isnan(v)):
-                values.append("")
+                values.append(None)
             elif isinstance(v, float) and v.is_integer():
                 values.append(str(int(v)))
             else:
@@ -359,35 +361,42 @@ def _text_arrow(col: Any, n: int) -> Any:
         col = col.cast(t.value_type)
     if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
         col = col.cast(pa.string())
-    return pc.fill_null(pc.utf8_trim_whitespace(col), "")
+    return col
 
 
 def _category_from_arrow(text: Any, sort: bool = True) -> Category:
-    """Dictionary-encode in Arrow (no per-row Python); labels sorted unless ``sort`` is false
-    (firm ids: many labels, and only equality matters)."""
+    """Dictionary-encode in Arrow (no per-row Python), then trim only the distinct labels.
+
+    Surrounding spaces are removed and empty text is missing (-1); labels are sorted unless
+    ``sort`` is false (firm ids: many labels, and only equality matters).
+    """
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     if isinstance(text, pa.ChunkedArray):
         text = text.combine_chunks()
     enc = text.dictionary_encode()
-    labels = np.asarray(enc.dictionary.to_pylist(), dtype=object)
-    idx = enc.indices.to_numpy(zero_copy_only=False)
-    if not sort:
-        codes = idx.astype(np.int32)
-        empty = [i for i, lab in enumerate(labels.tolist()) if lab == ""]
-        if empty:
-            codes = np.where(codes == empty[0], -1, codes - (codes > empty[0]))
-            labels = np.delete(labels, empty[0])
-        return Category(codes.astype(np.int32), labels.tolist())
-    order = np.argsort(labels.astype(str), kind="stable")
-    rank = np.empty(len(labels), dtype=np.int32)
-    rank[order] = np.arange(len(labels), dtype=np.int32)
-    sorted_labels = labels[order].tolist()
-    codes = rank[idx] if len(idx) else np.zeros(0, dtype=np.int32)
-    if sorted_labels and sorted_labels[0] == "":
-        codes = codes - 1
-        sorted_labels = sorted_labels[1:]
-    return Category(codes.astype(np.int32), sorted_labels)
+    raw_idx = enc.indices.to_numpy(zero_copy_only=False)  # float NaN where null
+    null = np.isnan(raw_idx) if raw_idx.dtype.kind == "f" else np.zeros(len(raw_idx), dtype=bool)
+    idx = np.where(null, 0, raw_idx).astype(np.int64)
+    trimmed = pc.utf8_trim_whitespace(enc.dictionary)
+    enc2 = trimmed.dictionary_encode()  # labels that differ only by spaces merge here
+    remap = enc2.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    labels = np.asarray(enc2.dictionary.to_pylist(), dtype=object)
+    codes = remap[idx] if len(remap) else np.zeros(len(idx), dtype=np.int64)
+    if sort and len(labels):
+        order = np.argsort(labels.astype(str), kind="stable")
+        rank = np.empty(len(labels), dtype=np.int64)
+        rank[order] = np.arange(len(labels))
+        labels = labels[order]
+        codes = rank[codes] if len(codes) else codes
+    empty = np.flatnonzero(labels == "")
+    if empty.size:
+        e = int(empty[0])
+        codes = np.where(codes == e, -1, codes - (codes > e))
+        labels = np.delete(labels, e)
+    codes = np.where(null, -1, codes).astype(np.int32)
+    return Category(codes, labels.tolist())
 
 
 def prepare(raw: RawTable, inputs: Mapping[str, Any], book: str = "the rulebook") -> Batch:

@@ -164,7 +164,7 @@ class Results:
             elif v.dtype.kind == "i":
                 arrays[k] = pa.array(v)
             else:
-                arrays[k] = pa.array(v, from_pandas=True)  # NaN → null
+                arrays[k] = pa.array(v, mask=np.isnan(v))  # NaN → null (from_pandas=True would import pandas)
         return pa.table(arrays)
 
     def write(self, path: str | Path) -> None:
