@@ -193,7 +193,9 @@ def run(books: list[Any], data: Any, top: int = 10) -> dict[str, Any]:
     from .data import _text_arrow, read_any
 
     raw = read_any(data, ["firm_name"])
-    names = [x or "" for x in _text_arrow(raw.columns["firm_name"], n).to_pylist()] if "firm_name" in raw.columns else None
+    names = None
+    if "firm_name" in raw.columns:
+        names = [x or "" for x in _text_arrow(raw.columns["firm_name"], n).to_pylist()]
     out: dict[str, Any] = {"firm_years": n, "methods": [], "pairs": [], "crosswalk": None}
     for m in methods:
         out["methods"].append(
