@@ -342,8 +342,15 @@ def _text_arrow(col: Any, n: int) -> Any:
     if col is None:
         return pa.nulls(n, type=pa.string())
     if not isinstance(col, pa.ChunkedArray | pa.Array):
+        arr = np.asarray(col)
+        if arr.dtype.kind in "iufUS":  # numbers and numpy text convert in Arrow, no Python loop
+            return _text_arrow(pa.array(arr), n)
+        try:  # an object array of str/None: also one call
+            return _text_arrow(pa.array(arr, type=pa.string()), n)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            pass  # mixed types (e.g. 3011 and "0610"): convert cell by cell
         values: list[str | None] = []
-        for v in np.asarray(col, dtype=object).tolist():
+        for v in arr.astype(object).tolist():
             if v is None or (isinstance(v, float) and np.isnan(v)):
                 values.append(None)
             elif isinstance(v, float) and v.is_integer():
