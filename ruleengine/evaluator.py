@@ -649,36 +649,45 @@ def apply_table(spec: BenchmarkSpec, table: BenchmarkTable, ctx: _Context) -> tu
             cat = ctx.group_labels(spec.fallback_key)  # type: ignore[arg-type]
         else:
             cat = ctx.group_labels(table.levels[li])
+        fkey = None
+        if is_fallback and spec.fallback_parameter:
+            fkey = ctx.plan.parameters[spec.fallback_parameter].fallback_key
         for y, rows in ctx.year_groups():
             rows = rows[todo[rows]]
             if not rows.size:
                 continue
             codes = cat.codes[rows]
-            for code in np.unique(codes).tolist():
-                if code < 0 and not is_fallback:
-                    continue  # no group key: only a fallback table's default key can serve
-                entry = entries.get((y, cat.labels[code])) if code >= 0 else None
-                if entry is None and is_fallback and spec.fallback_parameter:
-                    fkey = ctx.plan.parameters[spec.fallback_parameter].fallback_key
-                    entry = entries.get((y, fkey)) if fkey else None
-                if entry is None:
-                    continue
-                v, count = entry
-                if not is_fallback and count < spec.min_peers:
-                    continue
-                sel = rows[codes == code]
-                if own is not None and isinstance(v, np.ndarray):
-                    x = own[sel]
+            # the group's entry per category code (slot -1 = no key), then one gather over the rows
+            default = entries.get((y, fkey)) if fkey else None
+            slots = [entries.get((y, label)) or default for label in cat.labels] + [default]
+            usable = np.array([e is not None and (is_fallback or e[1] >= spec.min_peers) for e in slots])
+            if not is_fallback:
+                usable[-1] = False  # no group key: only a fallback table's default key can serve
+            hit = usable[codes]
+            if not hit.any():
+                continue
+            sel = rows[hit]
+            sel_codes = codes[hit]
+            counts = np.array([e[1] if e is not None else 0 for e in slots], dtype=np.int64)
+            if own is not None:
+                for code in np.unique(sel_codes).tolist():
+                    v, count = slots[code]
+                    part = sel[sel_codes == code]
+                    if not isinstance(v, np.ndarray):  # a fixed fallback value, not a peer group
+                        value[part] = v
+                        continue
+                    x = own[part]
                     less = np.searchsorted(v, x, side="left")
                     more = np.searchsorted(v, x, side="right")
                     rank = less + (more - less - 1) / 2.0
-                    pct = rank / (count - 1) if count > 1 else np.full(len(sel), 0.5)
-                    value[sel] = np.where(np.isnan(x), _NAN, pct)
-                else:
-                    value[sel] = v
-                peers[sel] = count
-                level[sel] = li
-                todo[sel] = False
+                    pct = rank / (count - 1) if count > 1 else np.full(len(part), 0.5)
+                    value[part] = np.where(np.isnan(x), _NAN, pct)
+            else:
+                vals = np.array([float(e[0]) if e is not None else _NAN for e in slots])
+                value[sel] = vals[sel_codes]
+            peers[sel] = counts[sel_codes]
+            level[sel] = li
+            todo[sel] = False
     return value, peers, level
 
 
