@@ -16,7 +16,20 @@ if TYPE_CHECKING:  # numpy and pyarrow load only when data is rated
     from .results import Results
     from .trace import Trace
 
-_CACHE: dict[tuple[str, float, int], Plan] = {}
+# Compiled plans by rulebook path, with the (mtime, size) of every file they were built from
+# (the rulebook and the libraries it imports): editing any of them recompiles.
+_CACHE: dict[str, tuple[tuple[tuple[str, float, int], ...], Plan]] = {}
+
+
+def _stamp(files: list[Path]) -> tuple[tuple[str, float, int], ...]:
+    out = []
+    for f in files:
+        try:
+            st = f.stat()
+        except OSError:
+            return ()
+        out.append((str(f), st.st_mtime, st.st_size))
+    return tuple(out)
 
 
 def load(book: str | Path | Plan) -> Plan:
@@ -29,12 +42,13 @@ def load(book: str | Path | Plan) -> Plan:
     from .source import resolve
 
     path = resolve(book)
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_mtime, stat.st_size)
-    plan = _CACHE.get(key)
-    if plan is None:
-        plan = compile_document(load_document(path))
-        _CACHE[key] = plan
+    key = str(path.resolve())
+    cached = _CACHE.get(key)
+    if cached is not None and cached[0] and _stamp([Path(f) for f, _, _ in cached[0]]) == cached[0]:
+        return cached[1]
+    doc = load_document(path)
+    plan = compile_document(doc)
+    _CACHE[key] = (_stamp(doc.files), plan)
     return plan
 
 

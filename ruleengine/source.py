@@ -50,6 +50,7 @@ class Document:
     styles: dict[PathT, str | None] = field(default_factory=dict)
     origins: dict[PathT, Document] = field(default_factory=dict)  # (section, name) → imported from
     overrides: dict[PathT, Document] = field(default_factory=dict)  # (section, name) → replaced import
+    files: list[Path] = field(default_factory=list)  # this file and every library it imports
 
     def origin(self, path: PathT) -> Document | None:
         return self.origins.get(tuple(path[:2])) if len(path) >= 2 else None
@@ -250,6 +251,7 @@ def _load_path(path: Path, stack: tuple[Path, ...]) -> Document:
             [Diagnostic(f"not UTF-8 text: {exc.reason}", SourceLocation(display_name(path), 1, 1))]
         ) from None
     doc = parse_text(text, display_name(path))
+    doc.files.append(path.resolve())
     resolve_imports(doc, path.parent, (*stack, path.resolve()))
     return doc
 
@@ -292,6 +294,7 @@ def resolve_imports(doc: Document, base: Path, stack: tuple[Path, ...] = ()) -> 
             errors.append(Diagnostic(f"import cycle: {chain}", doc.loc(("imports", i))))
             continue
         lib = _load_path(path, stack)
+        doc.files.extend(f for f in lib.files if f not in doc.files)
         if not isinstance(lib.data, dict) or "library" not in lib.data:
             errors.append(
                 Diagnostic(

@@ -197,3 +197,19 @@ def test_cli_validate_unknown_book_suggests():
     result = CliRunner().invoke(main, ["validate", "huzou"])
     assert result.exit_code == 1
     assert "no rulebook named 'huzou' (did you mean 'huzhou'?)" in result.output
+
+
+def test_editing_an_imported_library_recompiles_its_rulebook(tmp_path):
+    import shutil
+
+    root = Path(__file__).resolve().parent.parent / "rulebooks"
+    (tmp_path / "lib").mkdir()
+    shutil.copy(root / "huzhou.yaml", tmp_path / "huzhou.yaml")
+    lib = tmp_path / "lib" / "accounting.yaml"
+    shutil.copy(root / "lib" / "accounting.yaml", lib)
+    before = ruleengine.load(tmp_path / "huzhou.yaml")
+    assert ruleengine.load(tmp_path / "huzhou.yaml") is before  # cached
+    lib.write_text(lib.read_text(encoding="utf-8").replace("east: 0.5617", "east: 0.5600"), encoding="utf-8")
+    after = ruleengine.load(tmp_path / "huzhou.yaml")
+    assert after is not before and after.hash != before.hash
+    assert after.parameters["grid_ef"].value_for_year(2022)[1]["east"] == 0.56
