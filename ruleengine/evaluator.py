@@ -61,6 +61,10 @@ class _Notes:
             if isinstance(message, str):
                 mid = ids.setdefault(message, len(ids))
                 pairs.append((idx, np.full(len(idx), mid, dtype=np.int64)))
+            elif isinstance(message, tuple):  # (codes per row, texts): row k reads texts[codes[k]]
+                local_codes, local_texts = message
+                tid = np.array([ids.setdefault(t, len(ids)) for t in local_texts], dtype=np.int64)
+                pairs.append((idx, tid[local_codes]))
             else:
                 codes = np.fromiter((ids.setdefault(m, len(ids)) for m in message), dtype=np.int64, count=len(message))
                 pairs.append((idx, codes))
@@ -129,18 +133,18 @@ class _BoundTable:
             codes = key.codes[rows]
             got = vals[codes]
             miss = np.isnan(got)
-            if miss.any() and spec.fallback_key is not None:
-                fb = table[spec.fallback_key]
-                for code in np.unique(codes[miss]).tolist():
-                    which = rows[(codes == code) & miss]
-                    what = f"no value for '{labels[code]}' in {y}" if code >= 0 else "no key for this firm"
-                    ctx.notes.fallback(rows_mask(ctx.n, which), f"{self.name}: {what}, used '{spec.fallback_key}'")
-                got = np.where(miss, fb, got)
-            elif miss.any():
-                for code in np.unique(codes[miss]).tolist():
-                    which = rows[(codes == code) & miss]
-                    what = f"no value for '{labels[code]}' in {y}" if code >= 0 else "no key for this firm"
-                    ctx.notes.reason(rows_mask(ctx.n, which), f"{self.name}: {what}")
+            if miss.any():
+                # one message per missing key, attached to its rows without a per-row loop
+                uniq, inv = np.unique(codes[miss], return_inverse=True)
+                whats = [
+                    f"no value for '{labels[c]}' in {y}" if c >= 0 else "no key for this firm" for c in uniq.tolist()
+                ]
+                if spec.fallback_key is not None:
+                    texts = [f"{self.name}: {w}, used '{spec.fallback_key}'" for w in whats]
+                    ctx.notes.fallbacks.append((rows[miss], (inv.ravel(), texts)))
+                    got = np.where(miss, table[spec.fallback_key], got)
+                else:
+                    ctx.notes.reasons.append((rows[miss], (inv.ravel(), [f"{self.name}: {w}" for w in whats])))
             out[rows] = got
         return out
 
@@ -483,7 +487,7 @@ class _Context:
                     texts.append(f"{spec.name}: no {spec.fallback_key or spec.groups[0]} for this firm, used {used}")
                 else:
                     texts.append(f"{spec.name}: fewer than {spec.min_peers} peers by {tried}, used {used}")
-            self.notes.fallbacks.append((idx, [texts[j] for j in inv.tolist()]))
+            self.notes.fallbacks.append((idx, (inv.ravel(), texts)))
 
     def _level_category(self, spec: BenchmarkSpec, table: BenchmarkTable, lv: int) -> Category:
         if table.levels[lv] != "fallback":
