@@ -79,7 +79,17 @@ def prepare(plan: Plan, data: Any) -> Batch:
 
     text_cols = [n for n, s in plan.inputs.items() if s.type in ("string", "category")]
     raw = _data.read_any(data, text_cols, only=list(plan.inputs))
-    return _data.prepare(raw, plan.inputs, plan.id)
+    if isinstance(data, _data.RawTable):
+        raw = _data.RawTable(dict(raw.columns), raw.n, raw.source, list(raw.issues), list(raw.names))
+    batch = _data.prepare(raw, plan.inputs, plan.id)
+    del raw
+    import sys
+
+    if "pyarrow" in sys.modules:  # hand the read buffers back to the OS before evaluation grows
+        import pyarrow as pa
+
+        pa.default_memory_pool().release_unused()
+    return batch
 
 
 def rate(

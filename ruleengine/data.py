@@ -438,7 +438,7 @@ def prepare(raw: RawTable, inputs: Mapping[str, Any], book: str = "the rulebook"
     columns: dict[str, Any] = {}
     firm_codes = np.full(n, -1, dtype=np.int32)
     for name, spec in inputs.items():
-        col = raw.columns.get(name)
+        col = raw.columns.pop(name, None)  # consumed: its Arrow buffers can go once converted
         if spec.type in ("number", "integer"):
             if col is None:  # an absent column is all-empty
                 if spec.required:

@@ -21,6 +21,8 @@ from .compiler import STANDARD_VARIABLES, Plan
 from .data import Batch, Category, DataIssue
 from .evaluator import BenchmarkTable, Evaluation
 
+CHUNK_ROWS = 262_144  # rows converted to Arrow and written at a time
+
 STANDARD_COLUMNS = (
     "firm_id",
     "year",
@@ -144,21 +146,23 @@ class Results:
         return out
 
     # -- writers -----------------------------------------------------------------------------
-    def to_arrow(self, dictionary: bool = False) -> Any:
-        """The results as a pyarrow Table; ``dictionary=True`` keeps low-cardinality text columns
-        dictionary-encoded (Parquet stores them so anyway)."""
+    def to_arrow(self, dictionary: bool = False, start: int = 0, stop: int | None = None) -> Any:
+        """The results (rows ``start:stop``) as a pyarrow Table; ``dictionary=True`` keeps
+        low-cardinality text columns dictionary-encoded."""
         import pyarrow as pa
 
+        rows = slice(start, stop)
         arrays = {}
         for k in self.columns:
             enc = self.columns.encoded(k) if isinstance(self.columns, Columns) else None
             if enc is not None:
                 codes, labels = enc
-                idx = np.where(codes < 0, len(labels), codes).astype(np.int32)
+                part = codes[rows]
+                idx = np.where(part < 0, len(labels), part).astype(np.int32)
                 arr = pa.DictionaryArray.from_arrays(pa.array(idx), pa.array([*labels, ""], type=pa.string()))
                 arrays[k] = arr if dictionary else arr.cast(pa.string())
                 continue
-            v = self.columns[k]
+            v = self.columns[k][rows]
             if v.dtype == object:
                 arrays[k] = pa.array(v, type=pa.string())
             elif v.dtype.kind == "i":
@@ -167,21 +171,39 @@ class Results:
                 arrays[k] = pa.array(v, mask=np.isnan(v))  # NaN → null (from_pandas=True would import pandas)
         return pa.table(arrays)
 
+    def _chunks(self) -> Iterator[Any]:
+        """The results as Arrow tables of CHUNK_ROWS rows: only one chunk is converted at a time."""
+        n = len(self)
+        for start in range(0, max(n, 1), CHUNK_ROWS):
+            yield self.to_arrow(start=start, stop=min(start + CHUNK_ROWS, n))
+
     def write(self, path: str | Path) -> None:
         p = Path(path)
         suffix = p.suffix.lower()
         if suffix == ".csv":
             import pyarrow.csv as pacsv
 
-            pacsv.write_csv(self.to_arrow(), p)
+            writer = None
+            for table in self._chunks():
+                if writer is None:
+                    writer = pacsv.CSVWriter(p, table.schema)
+                writer.write_table(table)
+            if writer is not None:
+                writer.close()
         elif suffix == ".parquet":
             import pyarrow.parquet as pq
 
             # plain strings: Parquet dictionary-encodes them itself, and pyarrow writes dictionary
-            # arrays with bytes that differ run to run (determinism comes first)
-            table = self.to_arrow()
-            text = [f.name for f in table.schema if f.type == "string"]
-            pq.write_table(table, p, use_dictionary=text)  # dictionary pages for text only
+            # arrays with bytes that differ run to run (determinism comes first). One row group per
+            # chunk keeps the Arrow copy of the results small.
+            pwriter = None
+            for table in self._chunks():
+                if pwriter is None:
+                    text = [f.name for f in table.schema if f.type == "string"]
+                    pwriter = pq.ParquetWriter(p, table.schema, use_dictionary=text)
+                pwriter.write_table(table, row_group_size=CHUNK_ROWS)
+            if pwriter is not None:
+                pwriter.close()
         elif suffix in (".json", ".jsonl", ".ndjson"):
             with p.open("w", encoding="utf-8") as fh:
                 if suffix == ".json":
