@@ -77,9 +77,9 @@ class ParamSpec:
     def value_for_year(self, year: int) -> tuple[str, Any] | None:
         """The (date, value) in force for reporting year ``year``: the latest whose date falls in or before it."""
         best = None
-        for date, value in self.dated:
-            if not date or int(date[:4]) <= year:
-                best = (date, value)
+        for entry in self.dated:  # the stored entry itself: callers compare entries by identity
+            if not entry[0] or int(entry[0][:4]) <= year:
+                best = entry
         return best
 
 
