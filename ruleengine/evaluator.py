@@ -712,8 +712,8 @@ def _rate(r: RatingSpec, x: np.ndarray, ctx: _Context) -> np.ndarray:
         return out
     # bands: edges are the upper bounds of all but the last band, resolved per year
     side = "left" if r.closed == "right" else "right"
-    out = np.full(n, -1, dtype=np.int64)
-    for y, rows in ctx.year_groups():
+
+    def edges_for(y: int) -> tuple[float, ...]:
         edges = []
         for b in r.bands[:-1]:
             up = b.upper
@@ -721,8 +721,22 @@ def _rate(r: RatingSpec, x: np.ndarray, ctx: _Context) -> np.ndarray:
                 found = ctx.plan.parameters[up].value_for_year(y)
                 up = found[1] if found else _NAN
             edges.append(float(up))
+        return tuple(edges)
+
+    groups = ctx.year_groups()
+    per_year = [(y, rows, edges_for(y)) for y, rows in groups]
+    out = np.full(n, -1, dtype=np.int64)
+    if per_year and all(e == per_year[0][2] for _, _, e in per_year):  # same edges every year: one pass
+        edges = np.asarray(per_year[0][2])
+        if not np.isnan(edges).any():
+            idx = np.searchsorted(edges, x, side=side)
+            valid = (ctx.years >= 0) & ~np.isnan(x)
+            return np.where(valid, idx, -1)
+        return out
+    for _y, rows, edges_t in per_year:
+        edges = np.asarray(edges_t)
         xv = x[rows]
-        idx = np.searchsorted(np.asarray(edges), xv, side=side)
+        idx = np.searchsorted(edges, xv, side=side)
         out[rows] = np.where(np.isnan(xv) | np.isnan(np.sum(edges)), -1, idx)
     return out
 
