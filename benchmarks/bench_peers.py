@@ -1633,18 +1633,6 @@ def render(
 # -- command line --------------------------------------------------------------------------------
 
 
-def _shown(argv: Sequence[str]) -> str:
-    shown, skip = [], False
-    for a in argv:
-        if skip:
-            skip = False
-        elif a in ("--data-dir", "--out"):
-            skip = True
-        elif not a.startswith(("--data-dir=", "--out=")):
-            shown.append(a)
-    return " ".join(["python benchmarks/bench_peers.py", *shown])
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--child"]:
@@ -1703,7 +1691,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     profiles: dict[str, Any] = {}
     if args.profile:
         profiles = run_profiles(tgts, plan, results[-1]["rows"], args.seed, args.data_dir, log)
-    text = render(results, cold, tgts, profiles, machine_info(peers), _shown(argv), args.repeat, args.seed, peers, plan)
+    text = render(
+        results,
+        cold,
+        tgts,
+        profiles,
+        machine_info(peers),
+        _br._shown(argv, "bench_peers.py"),
+        args.repeat,
+        args.seed,
+        peers,
+        plan,
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text, encoding="utf-8")
     if args.json:

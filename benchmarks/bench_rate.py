@@ -429,7 +429,7 @@ def _sizes(text: str) -> list[int]:
     return out
 
 
-def _shown(argv: Sequence[str]) -> str:
+def _shown(argv: Sequence[str], script: str = "bench_rate.py") -> str:
     """The command worth repeating in the report (not where the cache or the report live)."""
     shown, skip = [], False
     for a in argv:
@@ -439,7 +439,7 @@ def _shown(argv: Sequence[str]) -> str:
             skip = True
         elif not a.startswith(("--data-dir=", "--out=")):
             shown.append(a)
-    return " ".join(["python benchmarks/bench_rate.py", *shown])
+    return " ".join([f"python benchmarks/{script}", *shown])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,8 +20,9 @@ import numpy as np
 
 from .errors import DataError, did_you_mean
 
-# DATA.md's canonical columns: names a rulebook may not use but that are not typos.
-CANONICAL_COLUMNS = (
+# DATA.md's canonical columns (plus the loan balance diff uses): names a rulebook may not use but
+# that are not typos; the measured-factor columns follow.
+DATA_COLUMNS: tuple[str, ...] = (
     "firm_id",
     "firm_name",
     "year",
@@ -55,7 +56,7 @@ CANONICAL_COLUMNS = (
     "loan_amount_10k_cny",
 )
 _FUELS = ("raw_coal", "coke", "crude_oil", "fuel_oil", "gasoline", "kerosene", "diesel", "lpg", "natural_gas")
-CANONICAL_COLUMNS += tuple(f"{f}_{s}" for f in _FUELS for s in ("ncv_gj_per_unit", "cc_tc_per_tj", "ox"))
+CANONICAL_COLUMNS = DATA_COLUMNS + tuple(f"{f}_{s}" for f in _FUELS for s in ("ncv_gj_per_unit", "cc_tc_per_tj", "ox"))
 
 _NULLS = ["", "NA", "N/A", "n/a", "null", "NULL", "None", "nan", "NaN"]
 _NUMBER_RE = r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$"
@@ -524,14 +525,13 @@ def prepare(raw: RawTable, inputs: Mapping[str, Any], book: str = "the rulebook"
         dup_sorted[1:] |= same
         dup_sorted[:-1] |= same
         if dup_sorted.any():
-            dup_idx = order[dup_sorted]
-            first_of: dict[int, int] = {}
-            for i in sorted(dup_idx.tolist()):
-                first_of.setdefault(int(key[i]), i)
-            msgs = []
-            idx_sorted = np.array(sorted(dup_idx.tolist()))
+            idx_sorted = np.sort(order[dup_sorted])
+            rows_of: dict[int, list[int]] = {}  # key -> its rows, in file order (linear, not pairwise)
             for i in idx_sorted.tolist():
-                group = [j + 1 for j in idx_sorted.tolist() if key[j] == key[i] and j != i]
+                rows_of.setdefault(int(key[i]), []).append(i)
+            msgs = []
+            for i in idx_sorted.tolist():
+                group = [j + 1 for j in rows_of[int(key[i])] if j != i]
                 msgs.append(
                     f"duplicate firm-year ({columns['firm_id'].labels[firm_codes[i]]}, {int(years[i])}): also on "
                     f"row {', '.join(map(str, group))}"

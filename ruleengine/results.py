@@ -23,20 +23,6 @@ from .evaluator import BenchmarkTable, Evaluation
 
 CHUNK_ROWS = 262_144  # rows converted to Arrow and written at a time
 
-STANDARD_COLUMNS = (
-    "firm_id",
-    "year",
-    "rulebook",
-    "rulebook_version",
-    "rulebook_hash",
-    "engine_version",
-    "status",
-    "reasons",
-    "fallbacks",
-    *STANDARD_VARIABLES,
-    "rating",
-)
-
 
 class Columns(MutableMapping[str, np.ndarray]):
     """Result columns in a fixed order. Text columns with few distinct values are kept as codes

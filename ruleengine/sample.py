@@ -46,6 +46,8 @@ from typing import Any
 
 import numpy as np
 
+from .data import DATA_COLUMNS
+
 __all__ = ["COLUMNS", "DEFECTS", "generate", "main", "write"]
 
 # -- the data contract --------------------------------------------------------------------------
@@ -61,33 +63,7 @@ _MEASURED = (
 
 #: The generated columns, in DATA.md order (``loan_amount_10k_cny`` and the measured-factor
 #: columns last).
-COLUMNS: tuple[str, ...] = (
-    "firm_id",
-    "firm_name",
-    "year",
-    "city",
-    "grid_region",
-    "industry",
-    "size",
-    "employees",
-    "output_value_10k_cny",
-    "value_added_10k_cny",
-    "revenue_10k_cny",
-    "tax_10k_cny",
-    *(f"{fuel}_t" for fuel in _STATIONARY),
-    "natural_gas_10k_nm3",
-    "vehicle_gasoline_t",
-    "vehicle_diesel_t",
-    "electricity_mwh",
-    "green_electricity_mwh",
-    "onsite_renewable_mwh",
-    "heat_gj",
-    "clinker_t",
-    "limestone_t",
-    "dolomite_t",
-    "loan_amount_10k_cny",
-    *_MEASURED,
-)
+COLUMNS: tuple[str, ...] = (*DATA_COLUMNS, *_MEASURED)
 
 #: Defect kinds that ``messy`` injects, one per affected row, assigned in this rotation.
 DEFECTS: tuple[str, ...] = (
