@@ -81,18 +81,43 @@ class DataIssue:
         return f"{where}: {self.message}"
 
 
-@dataclass
 class Category:
-    """A category column as integer codes into sorted labels (-1 = missing)."""
+    """A category column as integer codes into labels (-1 = missing).
 
-    codes: np.ndarray
-    labels: list[str]
+    ``labels`` may be given as a pyarrow string array (the dictionary read from the file): it is
+    turned into a Python list only when someone asks for it, so half a million firm ids go from
+    Parquet to Parquet without a Python string each.
+    """
+
+    __slots__ = ("codes", "_labels", "_arrow")
+
+    def __init__(self, codes: np.ndarray, labels: Any) -> None:
+        self.codes = codes
+        self._labels: list[str] | None = labels if isinstance(labels, list) else None
+        self._arrow: Any = None if isinstance(labels, list) else labels
+
+    @property
+    def labels(self) -> list[str]:
+        if self._labels is None:
+            self._labels = self._arrow.to_pylist()
+        return self._labels
+
+    def arrow_labels(self) -> Any:
+        """The labels as a pyarrow string array (built once)."""
+        if self._arrow is None:
+            from ._arrow import strings
+
+            self._arrow = strings(self._labels or [])
+        return self._arrow
 
     def __len__(self) -> int:
         return len(self.codes)
 
+    def __repr__(self) -> str:
+        return f"Category({len(self.codes)} rows, {len(self.labels)} labels)"
+
     def take(self, idx: np.ndarray) -> Category:
-        return Category(self.codes[idx], self.labels)
+        return Category(self.codes[idx], self._labels if self._labels is not None else self._arrow)
 
     def to_strings(self) -> np.ndarray:
         lab = np.asarray([*self.labels, ""], dtype=object)
@@ -203,13 +228,22 @@ def read_file(path: str | Path, text_columns: Iterable[str] = (), only: Iterable
                 {name: table.column(name) for name in table.column_names}, table.num_rows, str(path), names=header
             )
         if suffix == ".parquet":
-            import pyarrow.parquet as pq
-
             # ParquetFile, not read_table: read_table goes through pyarrow.dataset, which imports
             # pandas when it is installed (half a second of a cold start)
-            pf = pq.ParquetFile(p)
-            names = pf.schema_arrow.names
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            schema = pq.read_schema(p)
+            names = schema.names
             wanted = [h for h in names if h in set(only)] if only is not None else None
+            # text columns come back as dictionaries: Parquet stores them so, and re-encoding
+            # a million strings is most of the work of reading them
+            text = [
+                f.name
+                for f in schema
+                if f.name in text_columns and (pa.types.is_string(f.type) or pa.types.is_large_string(f.type))
+            ]
+            pf = pq.ParquetFile(p, read_dictionary=text or None)
             if wanted is not None and not wanted:
                 return RawTable({}, pf.metadata.num_rows, str(path), names=names)
             table = pf.read(columns=wanted)
@@ -295,18 +329,24 @@ def _numbers(col: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(col, pa.ChunkedArray | pa.Array):
         t = col.type
         if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
-            return col.cast(pa.float64()).to_numpy(zero_copy_only=False), bad
+            from ._arrow import numbers
+
+            return numbers(col), bad
         if pa.types.is_boolean(t) or pa.types.is_null(t):
             if pa.types.is_null(t):
                 return np.full(n, np.nan), bad
         if pa.types.is_string(t) or pa.types.is_large_string(t):
             trimmed = pc.utf8_trim_whitespace(col)
             ok = pc.match_substring_regex(trimmed, _NUMBER_RE)
-            empty = pc.equal(trimmed, "")
+            from ._arrow import text_scalar
+
+            empty = pc.equal(trimmed, text_scalar(""))
             good = pc.or_kleene(ok, empty)
-            valid = pc.fill_null(good, True).to_numpy(zero_copy_only=False)
-            nums = pc.if_else(pc.fill_null(ok, False), trimmed, None).cast(pa.float64())
-            return nums.to_numpy(zero_copy_only=False), ~valid
+            from ._arrow import booleans, null_scalar, numbers
+
+            valid = booleans(pc.or_kleene(good, pc.is_null(good)))
+            nums = pc.if_else(pc.and_kleene(ok, pc.is_valid(ok)), trimmed, null_scalar(pa.string())).cast(pa.float64())
+            return numbers(nums), ~valid
         col = col.to_pylist()
     arr = np.asarray(col)
     if arr.dtype.kind in "fiu":
@@ -361,11 +401,16 @@ def _text_arrow(col: Any, n: int) -> Any:
         col = pa.array(values, type=pa.string())
     t = col.type
     if pa.types.is_floating(t):
-        f = col.to_numpy(zero_copy_only=False)
+        from ._arrow import null_scalar, numbers
+
+        f = numbers(col)
         if np.all(np.isnan(f) | (f == np.round(f))):
-            col = col.cast(pa.int64(), safe=False)
-            col = pc.if_else(pc.is_nan(pa.array(f)), None, col) if np.isnan(f).any() else col
+            as_int = col.cast(pa.int64(), safe=False)
+            nan = pc.is_nan(col)
+            col = pc.if_else(nan, null_scalar(pa.int64()), as_int) if np.isnan(f).any() else as_int
     if pa.types.is_dictionary(t):
+        if pa.types.is_string(t.value_type):
+            return col  # read as a dictionary from Parquet: encoded already
         col = col.cast(t.value_type)
     if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
         col = col.cast(pa.string())
@@ -375,36 +420,45 @@ def _text_arrow(col: Any, n: int) -> Any:
 def _category_from_arrow(text: Any, sort: bool = True) -> Category:
     """Dictionary-encode in Arrow (no per-row Python), then trim only the distinct labels.
 
-    Surrounding spaces are removed and empty text is missing (-1); labels are sorted unless
-    ``sort`` is false (firm ids: many labels, and only equality matters).
+    ``text`` is a string column, or a dictionary column as read from Parquet (its dictionary is
+    used as is). Surrounding spaces are removed and empty text is missing (-1); labels are
+    sorted unless ``sort`` is false (firm ids: many labels, only equality matters, and they stay
+    an Arrow array until someone asks for them as Python strings).
     """
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    if isinstance(text, pa.ChunkedArray):
-        text = text.combine_chunks()
-    enc = text.dictionary_encode()
-    raw_idx = enc.indices.to_numpy(zero_copy_only=False)  # float NaN where null
-    null = np.isnan(raw_idx) if raw_idx.dtype.kind == "f" else np.zeros(len(raw_idx), dtype=bool)
-    idx = np.where(null, 0, raw_idx).astype(np.int64)
-    trimmed = pc.utf8_trim_whitespace(enc.dictionary)
-    enc2 = trimmed.dictionary_encode()  # labels that differ only by spaces merge here
-    remap = enc2.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    labels = np.asarray(enc2.dictionary.to_pylist(), dtype=object)
-    codes = remap[idx] if len(remap) else np.zeros(len(idx), dtype=np.int64)
-    if sort and len(labels):
-        order = np.argsort(labels.astype(str), kind="stable")
-        rank = np.empty(len(labels), dtype=np.int64)
-        rank[order] = np.arange(len(labels))
-        labels = labels[order]
-        codes = rank[codes] if len(codes) else codes
-    empty = np.flatnonzero(labels == "")
-    if empty.size:
-        e = int(empty[0])
-        codes = np.where(codes == e, -1, codes - (codes > e))
-        labels = np.delete(labels, e)
-    codes = np.where(null, -1, codes).astype(np.int32)
-    return Category(codes, labels.tolist())
+    from . import _arrow
+
+    if not isinstance(text, pa.ChunkedArray):
+        text = pa.chunked_array([text])
+    if len(text) == 0:
+        return Category(np.zeros(0, dtype=np.int32), [])
+    if not pa.types.is_dictionary(text.type):
+        text = pa.chunked_array([text.combine_chunks().dictionary_encode()])
+    text = text.unify_dictionaries()  # one shared dictionary (Parquet has one per row group)
+    chunks = [c for c in text.chunks if len(c)]
+    blank = _arrow.text_scalar("")
+    dictionary = pc.fill_null(chunks[0].dictionary, blank)
+    idx = np.concatenate([_arrow.numbers(c.indices, np.int64, -1) for c in chunks])
+    trimmed = pc.utf8_trim_whitespace(dictionary)
+    if not trimmed.equals(dictionary):  # labels that differ only by spaces merge here
+        enc = trimmed.dictionary_encode()
+        remap = _arrow.numbers(enc.indices, np.int64)
+        idx = np.where(idx < 0, -1, remap[np.maximum(idx, 0)])
+        dictionary = enc.dictionary
+    if sort and len(dictionary):  # code point order (UTF-8 bytes sort the same way)
+        order = _arrow.numbers(pc.array_sort_indices(dictionary), np.int64)
+        rank = np.empty(len(order), dtype=np.int64)
+        rank[order] = np.arange(len(order))
+        dictionary = dictionary.take(_arrow.array(order))
+        idx = np.where(idx < 0, -1, rank[np.maximum(idx, 0)])
+    empty = pc.index(dictionary, blank).as_py()
+    if empty >= 0:
+        idx = np.where(idx == empty, -1, idx - (idx > empty))
+        dictionary = pc.filter(dictionary, pc.not_equal(dictionary, blank))
+    codes = idx.astype(np.int32)
+    return Category(codes, dictionary.to_pylist() if sort else dictionary)
 
 
 def prepare(raw: RawTable, inputs: Mapping[str, Any], book: str = "the rulebook") -> Batch:

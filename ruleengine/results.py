@@ -22,33 +22,46 @@ from .data import Batch, Category, DataIssue
 from .evaluator import BenchmarkTable, Evaluation
 
 CHUNK_ROWS = 262_144  # rows converted to Arrow and written at a time
+DICTIONARY_MAX_LABELS = 65_536  # text columns with more labels (firm ids) are written as plain strings
 
 
 class Columns(MutableMapping[str, np.ndarray]):
-    """Result columns in a fixed order. Text columns with few distinct values are kept as codes
-    into labels and turned into string arrays only when read, so writing Parquet/CSV never builds
-    a million Python strings for a column that holds five."""
+    """Result columns in a fixed order. Text columns are kept as codes into labels (a
+    :class:`Category`) and turned into string arrays only when read, so writing Parquet/CSV never
+    builds a million Python strings for a column that holds five, or half a million firm ids that
+    came from the file as an Arrow dictionary."""
 
     def __init__(self) -> None:
         self._plain: dict[str, np.ndarray] = {}
-        self._encoded: dict[str, tuple[np.ndarray, list[str]]] = {}
+        self._encoded: dict[str, Category] = {}
         self._order: dict[str, None] = {}
 
-    def set_encoded(self, name: str, codes: np.ndarray, labels: list[str]) -> None:
-        """Column ``name`` reads labels[codes[i]]; code -1 (or len(labels)) reads ''."""
+    def set_encoded(self, name: str, codes: np.ndarray, labels: Any) -> None:
+        """Column ``name`` reads labels[codes[i]]; code -1 (or len(labels)) reads ''.
+
+        ``labels``: a list of str, or a pyarrow string array (kept as is until asked for).
+        """
         self._plain.pop(name, None)
-        self._encoded[name] = (np.asarray(codes), list(labels))
+        self.set_category(name, Category(np.asarray(codes), list(labels) if isinstance(labels, tuple) else labels))
+
+    def set_category(self, name: str, cat: Category) -> None:
+        self._plain.pop(name, None)
+        self._encoded[name] = cat
         self._order[name] = None
 
     def encoded(self, name: str) -> tuple[np.ndarray, list[str]] | None:
+        cat = self._encoded.get(name)
+        return None if cat is None else (cat.codes, cat.labels)
+
+    def category(self, name: str) -> Category | None:
         return self._encoded.get(name)
 
     def __getitem__(self, name: str) -> np.ndarray:
         if name in self._plain:
             return self._plain[name]
-        codes, labels = self._encoded[name]
-        lab = np.asarray([*labels, ""], dtype=object)
-        arr = lab[np.where(codes < 0, len(labels), codes)]
+        cat = self._encoded[name]
+        lab = np.asarray([*cat.labels, ""], dtype=object)
+        arr = lab[np.where(cat.codes < 0, len(cat.labels), cat.codes)]
         self._plain[name] = arr
         return arr
 
@@ -137,31 +150,59 @@ class Results:
         low-cardinality text columns dictionary-encoded."""
         import pyarrow as pa
 
-        rows = slice(start, stop)
-        arrays = {}
+        return pa.table(self._arrays(self._labels(), start, stop, dictionary))
+
+    def _labels(self) -> dict[str, tuple[Any, int]]:
+        """Each text column's labels as an Arrow array with a trailing '' (for missing), and how
+        many real labels it has: built once per write, not once per chunk."""
+        import pyarrow as pa
+
+        from ._arrow import strings
+
+        out = {}
         for k in self.columns:
-            enc = self.columns.encoded(k) if isinstance(self.columns, Columns) else None
-            if enc is not None:
-                codes, labels = enc
-                part = codes[rows]
-                idx = np.where(part < 0, len(labels), part).astype(np.int32)
-                arr = pa.DictionaryArray.from_arrays(pa.array(idx), pa.array([*labels, ""], type=pa.string()))
-                arrays[k] = arr if dictionary else arr.cast(pa.string())
+            cat = self.columns.category(k) if isinstance(self.columns, Columns) else None
+            if cat is not None:
+                labels = cat.arrow_labels()
+                out[k] = (pa.concat_arrays([labels.cast(pa.string()), strings([""])]), len(labels))
+        return out
+
+    def _arrays(
+        self, labels: dict[str, tuple[Any, int]], start: int, stop: int | None, dictionary: bool | int
+    ) -> dict[str, Any]:
+        """Arrow arrays of rows ``start:stop``. Text columns are dictionary arrays when
+        ``dictionary`` is True, or (an int) when they have at most that many labels."""
+        import pyarrow as pa
+
+        from ._arrow import array
+
+        rows = slice(start, stop)
+        arrays: dict[str, Any] = {}
+        for k in self.columns:
+            if k in labels:
+                lab, count = labels[k]
+                part = self.columns.category(k).codes[rows]  # type: ignore[union-attr]
+                idx = array(np.where(part < 0, count, part).astype(np.int32))
+                keep = dictionary if isinstance(dictionary, bool) else count <= dictionary
+                arrays[k] = pa.DictionaryArray.from_arrays(idx, lab) if keep else lab.take(idx)
                 continue
             v = self.columns[k][rows]
             if v.dtype == object:
                 arrays[k] = pa.array(v, type=pa.string())
-            elif v.dtype.kind == "i":
-                arrays[k] = pa.array(v)
+            elif v.dtype.kind in "iu":
+                arrays[k] = array(v)
             else:
-                arrays[k] = pa.array(v, mask=np.isnan(v))  # NaN → null (from_pandas=True would import pandas)
-        return pa.table(arrays)
+                arrays[k] = array(v, np.isnan(v))  # NaN → null
+        return arrays
 
-    def _chunks(self) -> Iterator[Any]:
+    def _chunks(self, dictionary: bool | int = False) -> Iterator[Any]:
         """The results as Arrow tables of CHUNK_ROWS rows: only one chunk is converted at a time."""
+        import pyarrow as pa
+
         n = len(self)
+        labels = self._labels()
         for start in range(0, max(n, 1), CHUNK_ROWS):
-            yield self.to_arrow(start=start, stop=min(start + CHUNK_ROWS, n))
+            yield pa.table(self._arrays(labels, start, min(start + CHUNK_ROWS, n), dictionary))
 
     def write(self, path: str | Path) -> None:
         p = Path(path)
@@ -177,16 +218,23 @@ class Results:
             if writer is not None:
                 writer.close()
         elif suffix == ".parquet":
+            import pyarrow as pa
             import pyarrow.parquet as pq
 
-            # plain strings: Parquet dictionary-encodes them itself, and pyarrow writes dictionary
-            # arrays with bytes that differ run to run (determinism comes first). One row group per
-            # chunk keeps the Arrow copy of the results small.
+            # Text columns with few labels go in as Arrow dictionaries (Parquet stores them as
+            # dictionary pages anyway, so nothing is re-hashed); the Arrow schema is not stored, so
+            # every reader sees plain string columns. One row group per chunk keeps the Arrow copy
+            # of the results small. Statistics are kept for the numbers (min/max of strings is
+            # costly and of little use for filtering).
             pwriter = None
-            for table in self._chunks():
+            for table in self._chunks(dictionary=DICTIONARY_MAX_LABELS):
                 if pwriter is None:
-                    text = [f.name for f in table.schema if f.type == "string"]
-                    pwriter = pq.ParquetWriter(p, table.schema, use_dictionary=text)
+                    types = pa.types
+                    numeric = [f.name for f in table.schema if types.is_integer(f.type) or types.is_floating(f.type)]
+                    text = [f.name for f in table.schema if f.name not in set(numeric)]
+                    pwriter = pq.ParquetWriter(
+                        p, table.schema, use_dictionary=text, write_statistics=numeric, store_schema=False
+                    )
                 pwriter.write_table(table, row_group_size=CHUNK_ROWS)
             if pwriter is not None:
                 pwriter.close()
@@ -223,7 +271,7 @@ def build(plan: Plan, batch: Batch, ev: Evaluation, engine_version: str) -> Resu
     zeros = np.zeros(n, dtype=np.int8)
     ids = batch.columns["firm_id"]
     if isinstance(ids, Category):
-        cols.set_encoded("firm_id", ids.codes, ids.labels)
+        cols.set_category("firm_id", ids)
     else:
         cols["firm_id"] = np.asarray(ids, dtype=object)
     years = batch.columns["year"]
