@@ -46,9 +46,18 @@ def load(book: str | Path | Plan) -> Plan:
     cached = _CACHE.get(key)
     if cached is not None and cached[0] and _stamp([Path(f) for f, _, _ in cached[0]]) == cached[0]:
         return cached[1]
+    from . import _plancache
+    from .source import display_name
+
+    shown = display_name(path)
+    stored = _plancache.get(path, shown)
+    if stored is not None:
+        _CACHE[key] = (_stamp([Path(f) for f in stored.document.digests] if stored.document else []), stored)
+        return stored
     doc = load_document(path)
     plan = compile_document(doc)
     _CACHE[key] = (_stamp(doc.files), plan)
+    _plancache.put(path, shown, plan, doc.digests)
     return plan
 
 

@@ -188,6 +188,31 @@ class Plan:
     crosswalk: dict[str, dict[str, Any]] = field(default_factory=dict)  # other rulebook id → {rating, map}
     is_library: bool = False
 
+    # Pickled (the on-disk plan cache) without the networkx graph: it is rebuilt from plain node
+    # and edge lists the first time someone asks, so loading a cached plan does not import networkx.
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        g = state.pop("graph", None)
+        if g is not None:
+            state["_graph_lists"] = (list(g.nodes(data=True)), list(g.edges(data=True)))
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def __getattr__(self, name: str) -> Any:  # only called for attributes not set
+        lists = self.__dict__.get("_graph_lists")
+        if name != "graph" or lists is None:
+            raise AttributeError(name)
+        import networkx as nx
+
+        g = nx.DiGraph()
+        g.add_nodes_from(lists[0])
+        g.add_edges_from(lists[1])
+        self.__dict__["graph"] = g
+        del self.__dict__["_graph_lists"]
+        return g
+
     @property
     def variables(self) -> list[str]:
         return [n for n in self.order if self.nodes[n].kind == "variable"]

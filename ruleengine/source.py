@@ -51,6 +51,7 @@ class Document:
     origins: dict[PathT, Document] = field(default_factory=dict)  # (section, name) → imported from
     overrides: dict[PathT, Document] = field(default_factory=dict)  # (section, name) → replaced import
     files: list[Path] = field(default_factory=list)  # this file and every library it imports
+    digests: dict[str, str] = field(default_factory=dict)  # SHA-256 of each of those files' bytes
 
     def origin(self, path: PathT) -> Document | None:
         return self.origins.get(tuple(path[:2])) if len(path) >= 2 else None
@@ -244,14 +245,16 @@ def load_document(name_or_path: str | Path) -> Document:
 
 
 def _load_path(path: Path, stack: tuple[Path, ...]) -> Document:
+    raw = path.read_bytes()
     try:
-        text = path.read_text(encoding="utf-8")
+        text = raw.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")  # as read_text would
     except UnicodeDecodeError as exc:
         raise RulebookError(
             [Diagnostic(f"not UTF-8 text: {exc.reason}", SourceLocation(display_name(path), 1, 1))]
         ) from None
     doc = parse_text(text, display_name(path))
     doc.files.append(path.resolve())
+    doc.digests[str(path.resolve())] = hashlib.sha256(raw).hexdigest()
     resolve_imports(doc, path.parent, (*stack, path.resolve()))
     return doc
 
@@ -295,6 +298,7 @@ def resolve_imports(doc: Document, base: Path, stack: tuple[Path, ...] = ()) -> 
             continue
         lib = _load_path(path, stack)
         doc.files.extend(f for f in lib.files if f not in doc.files)
+        doc.digests.update(lib.digests)
         if not isinstance(lib.data, dict) or "library" not in lib.data:
             errors.append(
                 Diagnostic(

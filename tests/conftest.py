@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
+
 import pytest
 import yaml
 
 import ruleengine
+
+# Compiled plans are cached on disk; tests (and the CLI processes they start) keep theirs in a
+# throw-away folder, never in the user's ~/.cache.
+if "RULEENGINE_CACHE_DIR" not in os.environ:
+    _cache = tempfile.mkdtemp(prefix="ruleengine-test-cache-")
+    os.environ["RULEENGINE_CACHE_DIR"] = _cache
+    atexit.register(shutil.rmtree, _cache, True)
 
 _HEADER = {
     "id": "t",
