@@ -30,11 +30,12 @@ def valid(arr: Any) -> np.ndarray | None:
     return np.unpackbits(bits, count=arr.offset + len(arr), bitorder="little")[arr.offset :].astype(bool)
 
 
-def numbers(col: Any, dtype: Any = np.float64, fill: Any = np.nan) -> np.ndarray:
+def numbers(col: Any, dtype: Any = np.float64, fill: Any = np.nan, inplace: bool = False) -> np.ndarray:
     """A fixed-width numeric Array or ChunkedArray as a numpy array of ``dtype``; nulls read ``fill``.
 
-    Zero-copy (a read-only view on the Arrow buffer) when the column is one chunk of ``dtype``
-    without nulls.
+    Zero-copy (a view on the Arrow buffer) when the column is one chunk of ``dtype``. With nulls,
+    ``inplace=True`` writes ``fill`` into the Arrow buffer's null slots instead of allocating a new
+    array: only for columns nobody else holds (read from a file by the engine itself).
     """
     dtype = np.dtype(dtype)
     target = pa.from_numpy_dtype(dtype)
@@ -45,9 +46,14 @@ def numbers(col: Any, dtype: Any = np.float64, fill: Any = np.nan) -> np.ndarray
         if len(c) == 0:
             continue
         v = np.frombuffer(c.buffers()[1], dtype=dtype, count=c.offset + len(c))[c.offset :]
+        if not inplace:
+            v.flags.writeable = False  # the caller's Arrow memory: whoever changes a value copies first
         ok = valid(c)
         if ok is not None:
-            v = np.where(ok, v, np.asarray(fill, dtype=dtype))
+            if inplace and v.flags.writeable:
+                v[~ok] = fill
+            else:
+                v = np.where(ok, v, np.asarray(fill, dtype=dtype))
         parts.append(v)
     if not parts:
         return np.empty(0, dtype=dtype)

@@ -133,6 +133,7 @@ class RawTable:
     source: str
     issues: list[DataIssue] = field(default_factory=list)
     names: list[str] = field(default_factory=list)  # every column in the source, read or not
+    owned: bool = False  # the columns were read from a file here: nobody else holds their buffers
 
     def __post_init__(self) -> None:
         if not self.names:
@@ -225,7 +226,11 @@ def read_file(path: str | Path, text_columns: Iterable[str] = (), only: Iterable
                 ),
             )
             return RawTable(
-                {name: table.column(name) for name in table.column_names}, table.num_rows, str(path), names=header
+                {name: table.column(name) for name in table.column_names},
+                table.num_rows,
+                str(path),
+                names=header,
+                owned=True,
             )
         if suffix == ".parquet":
             # ParquetFile, not read_table: read_table goes through pyarrow.dataset, which imports
@@ -248,7 +253,11 @@ def read_file(path: str | Path, text_columns: Iterable[str] = (), only: Iterable
                 return RawTable({}, pf.metadata.num_rows, str(path), names=names)
             table = pf.read(columns=wanted)
             return RawTable(
-                {name: table.column(name) for name in table.column_names}, table.num_rows, str(path), names=names
+                {name: table.column(name) for name in table.column_names},
+                table.num_rows,
+                str(path),
+                names=names,
+                owned=True,
             )
         if suffix in (".json", ".jsonl", ".ndjson"):
             text = p.read_text(encoding="utf-8-sig")
@@ -320,8 +329,16 @@ def _to_numpy_object(col: Any) -> np.ndarray:
     return np.asarray(col, dtype=object)
 
 
-def _numbers(col: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(float64 values with NaN for missing, bool mask of cells that are not numbers)."""
+def col_is_empty(col: Any) -> bool:
+    """A column read from a file with nothing in it (every cell null)."""
+    return hasattr(col, "null_count") and len(col) > 0 and col.null_count == len(col)
+
+
+def _numbers(col: Any, n: int, owned: bool = False, fill: float = np.nan) -> tuple[np.ndarray, np.ndarray]:
+    """(float64 values with NaN for missing, bool mask of cells that are not numbers).
+
+    ``owned``: the Arrow column may be overwritten (its null slots) instead of copied. ``fill``:
+    what an empty cell of a numeric Arrow column reads (the input's default; NaN otherwise)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -331,7 +348,7 @@ def _numbers(col: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
         if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
             from ._arrow import numbers
 
-            return numbers(col), bad
+            return numbers(col, fill=fill, inplace=owned), bad
         if pa.types.is_boolean(t) or pa.types.is_null(t):
             if pa.types.is_null(t):
                 return np.full(n, np.nan), bad
@@ -440,24 +457,31 @@ def _category_from_arrow(text: Any, sort: bool = True) -> Category:
     chunks = [c for c in text.chunks if len(c)]
     blank = _arrow.text_scalar("")
     dictionary = pc.fill_null(chunks[0].dictionary, blank)
-    idx = np.concatenate([_arrow.numbers(c.indices, np.int64, -1) for c in chunks])
+    idx = np.concatenate([_arrow.numbers(c.indices, np.int32, -1) for c in chunks]) if len(chunks) > 1 else None
+    if idx is None:
+        idx = _arrow.numbers(chunks[0].indices, np.int32, -1)  # a view when there are no nulls
+    # Everything below works on the few distinct labels: old code → new code, composed into one
+    # table and applied to the rows in a single gather (none at all when nothing changes).
+    mapping = np.arange(len(dictionary), dtype=np.int32)
     trimmed = pc.utf8_trim_whitespace(dictionary)
     if not trimmed.equals(dictionary):  # labels that differ only by spaces merge here
         enc = trimmed.dictionary_encode()
-        remap = _arrow.numbers(enc.indices, np.int64)
-        idx = np.where(idx < 0, -1, remap[np.maximum(idx, 0)])
+        mapping = _arrow.numbers(enc.indices, np.int32)
         dictionary = enc.dictionary
     if sort and len(dictionary):  # code point order (UTF-8 bytes sort the same way)
         order = _arrow.numbers(pc.array_sort_indices(dictionary), np.int64)
-        rank = np.empty(len(order), dtype=np.int64)
-        rank[order] = np.arange(len(order))
+        rank = np.empty(len(order), dtype=np.int32)
+        rank[order] = np.arange(len(order), dtype=np.int32)
+        mapping = rank[mapping]
         dictionary = dictionary.take(_arrow.array(order))
-        idx = np.where(idx < 0, -1, rank[np.maximum(idx, 0)])
     empty = pc.index(dictionary, blank).as_py()
     if empty >= 0:
-        idx = np.where(idx == empty, -1, idx - (idx > empty))
+        mapping = np.where(mapping == empty, -1, mapping - (mapping > empty)).astype(np.int32)
         dictionary = pc.filter(dictionary, pc.not_equal(dictionary, blank))
-    codes = idx.astype(np.int32)
+    if np.array_equal(mapping, np.arange(len(mapping))):
+        codes = idx
+    else:  # code -1 (missing) reads the appended -1
+        codes = np.append(mapping, np.int32(-1))[idx]
     return Category(codes, dictionary.to_pylist() if sort else dictionary)
 
 
@@ -503,9 +527,24 @@ def prepare(raw: RawTable, inputs: Mapping[str, Any], book: str = "the rulebook"
                     columns[name] = np.broadcast_to(np.float64(fill), (n,))  # read-only, no memory
                     continue
             else:
-                values, bad = _numbers(col, n)
+                default = np.nan if spec.required or spec.default is None else float(spec.default)
+                if col_is_empty(col) and not np.isnan(default):
+                    columns[name] = np.broadcast_to(np.float64(default), (n,))  # all empty: the default
+                    continue
+                values, bad = _numbers(col, n, raw.owned, default)  # empty numeric cells read the default
                 values = np.asarray(values, dtype=np.float64)
-            absent = np.isnan(values) & ~bad  # not reported (as opposed to reported wrong)
+            with np.errstate(all="ignore"):
+                # one pass without allocating: a finite sum means no NaN and no infinity, so the
+                # cell-by-cell checks below are needed only for columns that hold either
+                clean = n == 0 or bool(np.isfinite(np.add.reduce(values)))
+            if clean:
+                if spec.type == "number" and (spec.min is None or n == 0 or values.min() >= spec.min):
+                    if spec.max is None or n == 0 or values.max() <= spec.max:
+                        columns[name] = values
+                        continue
+                absent = np.zeros(n, dtype=bool)
+            else:
+                absent = np.isnan(values) & ~bad  # not reported (as opposed to reported wrong)
             if bad.any():
                 idx = np.flatnonzero(bad)
                 shown = _to_numpy_object(col)[idx] if col is not None else []

@@ -152,23 +152,32 @@ class Results:
 
         return pa.table(self._arrays(self._labels(), start, stop, dictionary))
 
-    def _labels(self) -> dict[str, tuple[Any, int]]:
-        """Each text column's labels as an Arrow array with a trailing '' (for missing), and how
-        many real labels it has: built once per write, not once per chunk."""
+    def _labels(self) -> dict[str, tuple[Any, np.ndarray | None]]:
+        """Each text column's labels as an Arrow array of distinct values including '' (what a
+        missing code reads), and the map from codes to it (None: code i is entry i, -1 the last).
+        Built once per write, not once per chunk. Distinct matters: Arrow writes a Parquet
+        dictionary page with uninitialised bytes in it when the dictionary repeats a value."""
         import pyarrow as pa
 
         from ._arrow import strings
 
-        out = {}
+        out: dict[str, tuple[Any, np.ndarray | None]] = {}
         for k in self.columns:
             cat = self.columns.category(k) if isinstance(self.columns, Columns) else None
-            if cat is not None:
+            if cat is None:
+                continue
+            if cat._labels is None:  # an Arrow dictionary (firm ids): distinct, '' not among them
                 labels = cat.arrow_labels()
-                out[k] = (pa.concat_arrays([labels.cast(pa.string()), strings([""])]), len(labels))
+                out[k] = (pa.concat_arrays([labels.cast(pa.string()), strings([""])]), None)
+                continue
+            seen: dict[str, int] = {}
+            remap = np.array([seen.setdefault(lab, len(seen)) for lab in [*cat.labels, ""]], dtype=np.int32)
+            identity = len(seen) == len(remap)
+            out[k] = (strings(list(seen)), None if identity else remap)
         return out
 
     def _arrays(
-        self, labels: dict[str, tuple[Any, int]], start: int, stop: int | None, dictionary: bool | int
+        self, labels: dict[str, tuple[Any, np.ndarray | None]], start: int, stop: int | None, dictionary: bool | int
     ) -> dict[str, Any]:
         """Arrow arrays of rows ``start:stop``. Text columns are dictionary arrays when
         ``dictionary`` is True, or (an int) when they have at most that many labels."""
@@ -180,10 +189,12 @@ class Results:
         arrays: dict[str, Any] = {}
         for k in self.columns:
             if k in labels:
-                lab, count = labels[k]
+                lab, remap = labels[k]
                 part = self.columns.category(k).codes[rows]  # type: ignore[union-attr]
-                idx = array(np.where(part < 0, count, part).astype(np.int32))
-                keep = dictionary if isinstance(dictionary, bool) else count <= dictionary
+                last = len(lab) - 1 if remap is None else len(remap) - 1
+                codes = np.where(part < 0, last, part)
+                idx = array((codes if remap is None else remap[codes]).astype(np.int32, copy=False))
+                keep = dictionary if isinstance(dictionary, bool) else len(lab) <= dictionary
                 arrays[k] = pa.DictionaryArray.from_arrays(idx, lab) if keep else lab.take(idx)
                 continue
             v = self.columns[k][rows]

@@ -182,3 +182,78 @@ def test_results_with_firm_ids_kept_as_arrow_labels(tmp_path, suffix):
     assert res.find(first) and isinstance(first, str)
     res.write(tmp_path / f"o{suffix}")
     assert (tmp_path / f"o{suffix}").stat().st_size > 0
+
+
+def _dirty_arrow_memory(byte: int) -> None:
+    """Fill and free Arrow pool blocks so the next allocations start with ``byte`` everywhere."""
+    blocks = []
+    for size in (64, 128, 256, 512, 1024, 4096):
+        for _ in range(50):
+            b = pa.allocate_buffer(size)
+            np.frombuffer(b, dtype=np.uint8)[:] = byte
+            blocks.append(b)
+    del blocks
+
+
+def test_parquet_bytes_do_not_depend_on_leftover_memory(tmp_path):
+    """Huzhou's incentive_services reads '' for several levels. Arrow writes a dictionary page with
+    uninitialised bytes when the Arrow dictionary repeats a value, so the file changed with
+    whatever memory the pool handed out; the writer now gives Parquet distinct labels only."""
+    res = ruleengine.rate("huzhou", SMALL)
+    labels = res.columns.category("incentive_services").labels
+    assert len(set(labels)) < len(labels) or "" in labels  # the repeated/blank label this is about
+    outs = set()
+    for byte in (0x00, 0xAB, 0x5C):
+        _dirty_arrow_memory(byte)
+        res.write(tmp_path / "r.parquet")
+        outs.add((tmp_path / "r.parquet").read_bytes())
+    assert len(outs) == 1
+    for name, (lab, _) in res._labels().items():
+        assert len(set(lab.to_pylist())) == len(lab), name
+
+
+def test_rating_an_arrow_table_leaves_the_callers_memory_alone():
+    """Numbers are read as views on the Arrow buffers; a value the engine must blank (below the
+    minimum) or fill (an empty cell) is changed in a copy, never in the caller's table."""
+    table = pa.table(
+        {
+            "firm_id": ["A", "B", "C"],
+            "year": pa.array([2023, 2023, 2023], type=pa.int64()),
+            "industry": ["3011", "3011", "3011"],
+            "value_added_10k_cny": [100.0, 100.0, 100.0],
+            "electricity_mwh": [10.0, -5.0, 20.0],
+            "raw_coal_t": pa.array([1.0, None, 2.0]),
+        }
+    )
+    before = {name: table.column(name).chunk(0).buffers()[1].to_pybytes() for name in ("electricity_mwh", "raw_coal_t")}
+    res = ruleengine.rate("huzhou", table)
+    assert res["status"].tolist() == ["rated", "unrated", "rated"]
+    assert "electricity_mwh: -5 is below the minimum 0" in res["reasons"][1]
+    after = {name: table.column(name).chunk(0).buffers()[1].to_pybytes() for name in ("electricity_mwh", "raw_coal_t")}
+    assert after == before
+    assert table.column("electricity_mwh").to_pylist() == [10.0, -5.0, 20.0]
+
+
+def test_reading_a_file_fills_empty_cells_with_the_default(tmp_path):
+    """Empty numeric cells read the input's default (0 for fuels) in place; a column that is
+    empty throughout is the default without memory of its own."""
+    path = tmp_path / "p.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "firm_id": ["A", "B", "C"],
+                "year": pa.array([2023, 2023, 2023], type=pa.int64()),
+                "industry": ["3011", "3011", "3011"],
+                "value_added_10k_cny": [100.0, 100.0, 100.0],
+                "electricity_mwh": [10.0, 20.0, 30.0],
+                "raw_coal_t": pa.array([1.0, None, 2.0]),
+                "coke_t": pa.array([None, None, None], type=pa.float64()),
+            }
+        ),
+        path,
+    )
+    res = ruleengine.rate("huzhou", path)
+    cols = res.batch.columns
+    assert cols["raw_coal_t"].tolist() == [1.0, 0.0, 2.0]
+    assert cols["coke_t"].tolist() == [0.0, 0.0, 0.0] and cols["coke_t"].strides == (0,)
+    assert res.issues == [] and res["status"].tolist() == ["rated"] * 3
