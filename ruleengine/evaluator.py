@@ -761,7 +761,9 @@ def _level_labels(spec: BenchmarkSpec, table: BenchmarkTable, li: int, ctx: _Con
     return cat, fkey, is_fallback
 
 
-def _apply_ranks(spec: BenchmarkSpec, table: BenchmarkTable, ctx: _Context) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _apply_ranks(
+    spec: BenchmarkSpec, table: BenchmarkTable, ctx: _Context
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """apply_table for percentile ranks: each row ranked among its group's sorted values."""
     n = ctx.n
     value = np.full(n, _NAN)
