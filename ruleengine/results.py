@@ -215,6 +215,45 @@ class Results:
         for start in range(0, max(n, 1), CHUNK_ROWS):
             yield pa.table(self._arrays(labels, start, min(start + CHUNK_ROWS, n), dictionary))
 
+    def _chunks_ahead(self, dictionary: bool | int = False) -> Iterator[Any]:
+        """:meth:`_chunks`, with the next chunk converted in a second thread while the writer
+        (which releases the GIL) compresses the current one. At most two chunks wait."""
+        import queue
+        import threading
+
+        q: queue.Queue[Any] = queue.Queue(maxsize=2)
+        done = object()
+        stop = threading.Event()
+
+        def produce() -> None:
+            try:
+                for table in self._chunks(dictionary):
+                    while not stop.is_set():
+                        try:
+                            q.put(table, timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+                    if stop.is_set():
+                        return
+                q.put(done)
+            except BaseException as exc:  # handed to the writing thread, raised there
+                q.put(exc)
+
+        worker = threading.Thread(target=produce, name="ruleengine-results", daemon=True)
+        worker.start()
+        try:
+            while True:
+                item = q.get()
+                if item is done:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            worker.join()
+
     def write(self, path: str | Path) -> None:
         p = Path(path)
         suffix = p.suffix.lower()
@@ -222,7 +261,7 @@ class Results:
             import pyarrow.csv as pacsv
 
             writer = None
-            for table in self._chunks():
+            for table in self._chunks_ahead():
                 if writer is None:
                     writer = pacsv.CSVWriter(p, table.schema)
                 writer.write_table(table)
@@ -238,7 +277,7 @@ class Results:
             # of the results small. Statistics are kept for the numbers (min/max of strings is
             # costly and of little use for filtering).
             pwriter = None
-            for table in self._chunks(dictionary=DICTIONARY_MAX_LABELS):
+            for table in self._chunks_ahead(dictionary=DICTIONARY_MAX_LABELS):
                 if pwriter is None:
                     types = pa.types
                     numeric = [f.name for f in table.schema if types.is_integer(f.type) or types.is_floating(f.type)]

@@ -257,3 +257,37 @@ def test_reading_a_file_fills_empty_cells_with_the_default(tmp_path):
     assert cols["raw_coal_t"].tolist() == [1.0, 0.0, 2.0]
     assert cols["coke_t"].tolist() == [0.0, 0.0, 0.0] and cols["coke_t"].strides == (0,)
     assert res.issues == [] and res["status"].tolist() == ["rated"] * 3
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_chunked_writing_in_a_second_thread_gives_the_same_file(tmp_path, monkeypatch, suffix):
+    res = ruleengine.rate("huzhou", SMALL)
+    res.write(tmp_path / f"whole{suffix}")
+    monkeypatch.setattr(results, "CHUNK_ROWS", 4)  # 26 rows: 7 chunks through the queue
+    res.write(tmp_path / f"chunked{suffix}")
+    if suffix == ".csv":
+        assert (tmp_path / "chunked.csv").read_bytes() == (tmp_path / "whole.csv").read_bytes()
+    else:
+        assert pq.read_table(tmp_path / "chunked.parquet").equals(pq.read_table(tmp_path / "whole.parquet"))
+        assert pq.ParquetFile(tmp_path / "chunked.parquet").metadata.num_row_groups == 7
+
+
+def test_a_failure_while_converting_reaches_the_caller_and_no_thread_is_left(tmp_path, monkeypatch):
+    import threading
+
+    res = ruleengine.rate("huzhou", SMALL)
+    monkeypatch.setattr(results, "CHUNK_ROWS", 4)
+    calls = {"n": 0}
+    real = results.Results._arrays
+
+    def failing(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise MemoryError("out of memory converting chunk 3")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(results.Results, "_arrays", failing)
+    before = threading.active_count()
+    with pytest.raises(MemoryError, match="chunk 3"):
+        res.write(tmp_path / "r.parquet")
+    assert threading.active_count() == before
