@@ -248,7 +248,7 @@ def read_file(path: str | Path, text_columns: Iterable[str] = (), only: Iterable
                 for f in schema
                 if f.name in text_columns and (pa.types.is_string(f.type) or pa.types.is_large_string(f.type))
             ]
-            pf = pq.ParquetFile(p, read_dictionary=text or None)
+            pf = pq.ParquetFile(p, read_dictionary=text or None, memory_map=True)
             if wanted is not None and not wanted:
                 return RawTable({}, pf.metadata.num_rows, str(path), names=names)
             table = pf.read(columns=wanted)
@@ -327,6 +327,12 @@ def _to_numpy_object(col: Any) -> np.ndarray:
     if hasattr(col, "to_pylist"):
         return np.asarray(col.to_pylist(), dtype=object)
     return np.asarray(col, dtype=object)
+
+
+def _is_integer_type(t: Any) -> bool:
+    import pyarrow as pa
+
+    return bool(pa.types.is_integer(t))
 
 
 def col_is_empty(col: Any) -> bool:
@@ -463,22 +469,26 @@ def _category_from_arrow(text: Any, sort: bool = True) -> Category:
     # Everything below works on the few distinct labels: old code → new code, composed into one
     # table and applied to the rows in a single gather (none at all when nothing changes).
     mapping = np.arange(len(dictionary), dtype=np.int32)
+    changed = False
     trimmed = pc.utf8_trim_whitespace(dictionary)
     if not trimmed.equals(dictionary):  # labels that differ only by spaces merge here
         enc = trimmed.dictionary_encode()
         mapping = _arrow.numbers(enc.indices, np.int32)
         dictionary = enc.dictionary
+        changed = True
     if sort and len(dictionary):  # code point order (UTF-8 bytes sort the same way)
         order = _arrow.numbers(pc.array_sort_indices(dictionary), np.int64)
         rank = np.empty(len(order), dtype=np.int32)
         rank[order] = np.arange(len(order), dtype=np.int32)
         mapping = rank[mapping]
         dictionary = dictionary.take(_arrow.array(order))
+        changed = changed or bool(np.any(order != np.arange(len(order))))
     empty = pc.index(dictionary, blank).as_py()
     if empty >= 0:
         mapping = np.where(mapping == empty, -1, mapping - (mapping > empty)).astype(np.int32)
         dictionary = pc.filter(dictionary, pc.not_equal(dictionary, blank))
-    if np.array_equal(mapping, np.arange(len(mapping))):
+        changed = True
+    if not changed:
         codes = idx
     else:  # code -1 (missing) reads the appended -1
         codes = np.append(mapping, np.int32(-1))[idx]
@@ -537,8 +547,10 @@ def prepare(raw: RawTable, inputs: Mapping[str, Any], book: str = "the rulebook"
                 # one pass without allocating: a finite sum means no NaN and no infinity, so the
                 # cell-by-cell checks below are needed only for columns that hold either
                 clean = n == 0 or bool(np.isfinite(np.add.reduce(values)))
+            whole_by_type = col is not None and hasattr(col, "type") and _is_integer_type(col.type)
             if clean:
-                if spec.type == "number" and (spec.min is None or n == 0 or values.min() >= spec.min):
+                typed_ok = spec.type == "number" or whole_by_type  # integers: whole by their type
+                if typed_ok and (spec.min is None or n == 0 or values.min() >= spec.min):
                     if spec.max is None or n == 0 or values.max() <= spec.max:
                         columns[name] = values
                         continue
@@ -555,7 +567,7 @@ def prepare(raw: RawTable, inputs: Mapping[str, Any], book: str = "the rulebook"
                 flag(idx, name, [f"{float(values[i])!r} is not a finite number" for i in idx])
                 values = _writable(values)
                 values[idx] = np.nan
-            if spec.type == "integer":
+            if spec.type == "integer" and not whole_by_type:
                 frac = ~np.isnan(values) & (values != np.round(values))
                 if frac.any():
                     idx = np.flatnonzero(frac)
