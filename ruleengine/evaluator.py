@@ -312,7 +312,10 @@ class _Context:
     def names(self, node: ast.Name) -> Any:
         name = node.id
         if name in self.values:
-            return self.values[name]
+            v = self.values[name]
+            # a column that is one value repeated (an input empty throughout, a constant variable)
+            # enters arithmetic as that value: results stay one value, not a million copies
+            return _collapse(v) if isinstance(v, np.ndarray) else v
         if name in self.plan.parameters:
             v = self.resolve_param(name)
             self.values[name] = v

@@ -257,6 +257,10 @@ def test_reading_a_file_fills_empty_cells_with_the_default(tmp_path):
     assert cols["raw_coal_t"].tolist() == [1.0, 0.0, 2.0]
     assert cols["coke_t"].tolist() == [0.0, 0.0, 0.0] and cols["coke_t"].strides == (0,)
     assert res.issues == [] and res["status"].tolist() == ["rated"] * 3
+    # what is computed from one repeated value is one repeated value, not three copies
+    coke = res.evaluation.values["coke_co2_tco2"]
+    assert coke.strides == (0,) and coke.tolist() == [0.0, 0.0, 0.0]
+    assert res["coke_co2_tco2"].tolist() == [0.0, 0.0, 0.0]
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
