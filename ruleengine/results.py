@@ -281,9 +281,17 @@ class Results:
                 if pwriter is None:
                     types = pa.types
                     numeric = [f.name for f in table.schema if types.is_integer(f.type) or types.is_floating(f.type)]
-                    text = [f.name for f in table.schema if f.name not in set(numeric)]
+                    # dictionary pages for text, except columns with more labels than that (firm
+                    # ids: half a million distinct would overflow a dictionary page and fall back)
+                    many = {k for k in table.schema.names if _label_count(self.columns, k) > DICTIONARY_MAX_LABELS}
+                    coded = [k for k in table.schema.names if k not in set(numeric) and k not in many]
                     pwriter = pq.ParquetWriter(
-                        p, table.schema, use_dictionary=text, write_statistics=numeric, store_schema=False
+                        p,
+                        table.schema,
+                        use_dictionary=coded,
+                        write_statistics=numeric,
+                        store_schema=False,
+                        write_batch_size=65_536,
                     )
                 pwriter.write_table(table, row_group_size=CHUNK_ROWS)
             if pwriter is not None:
@@ -302,6 +310,14 @@ class Results:
 
     def to_json(self) -> str:
         return json.dumps(self.to_records(), ensure_ascii=False, indent=1) + "\n"
+
+
+def _label_count(columns: Any, name: str) -> int:
+    """How many labels an encoded text column has (0 for other columns)."""
+    cat = columns.category(name) if isinstance(columns, Columns) else None
+    if cat is None:
+        return 0
+    return len(cat._labels) if cat._labels is not None else len(cat.arrow_labels())
 
 
 def _py(v: Any) -> Any:
