@@ -914,6 +914,10 @@ def _end_to_end(book: str, src: Path, dst: Path, cache_dir: Path) -> dict[str, f
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", book, str(src), str(dst)]
     env = {**os.environ, "RULEENGINE_CACHE_DIR": str(cache_dir)}
     env.pop("RULEENGINE_CACHE", None)
+    # every run starts alike: no old output to truncate, no earlier run's dirty pages being
+    # written back underneath it (not timed)
+    dst.unlink(missing_ok=True)
+    os.sync()
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     outer = time.perf_counter() - start
