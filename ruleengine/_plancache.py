@@ -40,10 +40,13 @@ def directory() -> Path:
 
 @lru_cache(maxsize=1)
 def engine_fingerprint() -> str:
-    """SHA-256 over the engine's Python source and the rulebook schema: any edit starts afresh."""
+    """SHA-256 over the Python version, the engine's source and the rulebook schema: any change
+    to them starts afresh."""
+    import sys
+
     from .schema import schema_path
 
-    h = hashlib.sha256(f"format {_FORMAT}".encode())
+    h = hashlib.sha256(f"format {_FORMAT} python {sys.version}".encode())  # pickled ASTs follow Python
     here = Path(__file__).resolve().parent
     for f in sorted(here.glob("*.py")) + [Path(schema_path())]:
         h.update(f.name.encode() + b"\0")
