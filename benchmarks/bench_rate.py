@@ -44,38 +44,8 @@ YEARS = (2022, 2023)
 # -- child process: one end-to-end run ----------------------------------------------------------
 
 
-def _peak_rss_mb() -> float:
-    """This process's peak resident set.
-
-    Linux: ``VmHWM`` of /proc/self/status.  Not ``ru_maxrss``: exec keeps the high-water mark of
-    the forked parent's memory, so a child of a big benchmark process would report the parent's
-    size.  Elsewhere ``ru_maxrss`` (KiB on Linux and BSD, bytes on macOS).
-    """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
-
-
-def _child(book: str, src: str, dst: str) -> None:
-    """Read ``src``, rate with ``book``, write ``dst``; print seconds, rows and peak RSS as JSON."""
-    start = time.perf_counter()
-    import ruleengine
-
-    results = ruleengine.rate(book, src)
-    results.write(dst)
-    seconds = time.perf_counter() - start
-    print(json.dumps({"seconds": seconds, "rows": len(results), "max_rss_mb": _peak_rss_mb()}))
-
-
 def _end_to_end(book: str, src: Path, dst: Path) -> dict[str, float]:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", book, str(src), str(dst)]
+    cmd = [sys.executable, str(HERE / "_rate_child.py"), book, str(src), str(dst)]
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     outer = time.perf_counter() - start
@@ -458,9 +428,6 @@ def _shown(argv: Sequence[str], script: str = "bench_rate.py") -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["--child"]:
-        _child(*argv[1:4])
-        return 0
     parser = argparse.ArgumentParser(description="Rating throughput benchmark.")
     parser.add_argument(
         "--sizes",
@@ -469,7 +436,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="comma-separated row counts (firm-years), e.g. 1000,50k,1M",
     )
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement; medians are reported")
-    parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md", help="Markdown report to write")
+    parser.add_argument("--out", type=Path, default=HERE / "THROUGHPUT.md", help="Markdown report to write")
     parser.add_argument("--quick", action="store_true", help="1,000 rows, one run (smoke test)")
     parser.add_argument("--rulebook", default="huzhou")
     parser.add_argument("--seed", type=int, default=0)

@@ -14,7 +14,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_rate.py"
 
 @pytest.mark.skipif(not SCRIPT.is_file(), reason="benchmarks/ is not part of this checkout")
 def test_quick_benchmark_writes_a_results_row(tmp_path):
-    out = tmp_path / "RESULTS.md"
+    out = tmp_path / "THROUGHPUT.md"
     start = time.perf_counter()
     cmd = [sys.executable, str(SCRIPT), "--quick", "--out", str(out), "--data-dir", str(tmp_path / "data")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)

@@ -22,7 +22,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> str:
     if not SCRIPT.is_file():
         pytest.skip("benchmarks/ is not part of this checkout")
     tmp = tmp_path_factory.mktemp("peers")
-    out = tmp / "PEERS.md"
+    out = tmp / "RESULTS.md"
     cmd = [sys.executable, str(SCRIPT), "--quick", "--out", str(out), "--data-dir", str(tmp / "data")]
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)

@@ -1,0 +1,64 @@
+"""One end-to-end run in a fresh process: ``python _rate_child.py BOOK SRC DST``.
+
+Imports nothing before the clock starts, then does what ``ruleengine.rate(BOOK, SRC).write(DST)``
+does, stage by stage, and prints one JSON line: seconds inside the process, rows, the time of each
+stage, the resident set after the imports and its high-water mark (``VmHWM``; not ``ru_maxrss``,
+which a child started by a big benchmark process inherits from it). The caller times the whole
+process from the outside too (interpreter start-up and exit included).
+"""
+
+import time
+
+start = time.perf_counter()
+
+import json  # noqa: E402
+import sys  # noqa: E402
+
+
+def _status_mb(field: str) -> float:
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def main(book: str, src: str, dst: str) -> None:
+    import ruleengine
+    from ruleengine import _api
+    from ruleengine.evaluator import evaluate
+    from ruleengine.results import build
+
+    marks = [("imports", time.perf_counter())]
+    base = _status_mb("VmRSS")
+    plan = ruleengine.load(book)
+    marks.append(("plan", time.perf_counter()))
+    batch = _api.prepare(plan, src)
+    marks.append(("read + prepare", time.perf_counter()))
+    ev = evaluate(plan, batch)
+    marks.append(("evaluate", time.perf_counter()))
+    results = build(plan, batch, ev, ruleengine.__version__)
+    marks.append(("build", time.perf_counter()))
+    results.write(dst)
+    marks.append(("write", time.perf_counter()))
+    stages = {"imports": marks[0][1] - start}
+    stages.update({name: t - prev for (name, t), (_, prev) in zip(marks[1:], marks, strict=False)})
+    print(
+        json.dumps(
+            {
+                "seconds": time.perf_counter() - start,
+                "rows": len(results),
+                "stages": stages,
+                "base_rss_mb": base,
+                "max_rss_mb": _status_mb("VmHWM"),
+            }
+        ),
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:4])
