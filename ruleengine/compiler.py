@@ -267,6 +267,7 @@ class _Compiler:
         self.data: dict[str, Any] = doc.data
         self.diags: list[Diagnostic] = []
         self.library = "library" in doc.data
+        self.unneeded_inputs: set[str] = set()
 
     # -- helpers ---------------------------------------------------------------------------------
     def error(self, msg: str, path: PathT, *, key: bool = False, related: tuple = ()) -> None:
@@ -398,7 +399,7 @@ class _Compiler:
             file=self.doc.file,
             sources=d.get("sources", {}),
             boundary=tuple(d.get("boundary", [])),
-            inputs=inputs,
+            inputs={k: v for k, v in inputs.items() if k not in self.unneeded_inputs},
             parameters=params,
             scales=scales,
             nodes=nodes,
@@ -867,6 +868,15 @@ class _Compiler:
             for n in nx.lexicographical_topological_sort(g, key=lambda n: g.nodes[n]["order"])
             if n in self.nodes and (n in needed or self.library)
         ]
+        # Likewise an imported input that only such variables use (the library's clinker or
+        # vehicle fuel in a city that counts neither) is not read: a bad cell in it must not
+        # leave a firm unrated by a method that does not look at it.
+        if not self.library:
+            self.unneeded_inputs = {
+                i
+                for i in self.inputs
+                if i not in needed and i not in ("firm_id", "year") and self.doc.origin(("inputs", i)) is not None
+            }
         stage: dict[str, int] = {}
         for name in nx.lexicographical_topological_sort(g, key=lambda n: g.nodes[n]["order"]):
             preds = [stage[p] for p in g.predecessors(name)]

@@ -74,3 +74,20 @@ def test_a_rulebook_cannot_count_outside_its_boundary(tmp_path):
         "boundary does not include scope1.mobile (boundary: scope1.stationary, scope2.electricity)"
     )
     assert err.location.file.endswith("lib/accounting.yaml")
+
+
+def test_a_bad_cell_outside_the_boundary_does_not_unrate_the_firm():
+    """Huzhou counts neither vehicle fuel nor clinker: a typo in those cells is no reason to leave
+    the firm unrated there (their columns are not even read), while the national draft, which
+    counts both, reports each bad cell and leaves the row unrated."""
+    bad = {**FIRM, "clinker_t": "20,000 t", "vehicle_diesel_t": -400}
+    huzhou = ruleengine.rate("huzhou", [bad], overrides={"industry_intensity": 2.0})
+    assert huzhou.row(0)["status"] == "rated" and huzhou.row(0)["reasons"] == ""
+    assert huzhou.issues == []
+    assert huzhou.row(0)["emissions_tco2"] == pytest.approx(STATIONARY + ELECTRICITY, rel=1e-12)
+    assert "clinker_t" not in ruleengine.load("huzhou").inputs
+    national = ruleengine.rate("national", [bad], overrides={"industry_intensity": 2.0})
+    assert national.row(0)["status"] == "unrated"
+    assert national.row(0)["reasons"] == (
+        "vehicle_diesel_t: -400 is below the minimum 0; clinker_t: '20,000 t' is not a number"
+    )
