@@ -78,3 +78,13 @@ def test_zen_engine_rows(report: str) -> None:
     assert _check_row(report, "zen-engine per record")[5] == "passed"
     assert _check_row(report, "zen-engine evaluate_batch")[5] == "passed"
     assert _evaluation_row(report)[6].endswith("/s)")
+
+
+def test_explain_latency_and_fresh_process_rows(report: str) -> None:
+    """The one run also times one firm's explanation and whole fresh processes (issue #6)."""
+    line = next(x for x in report.splitlines() if x.startswith("Explain one firm-year in the rated 1,000-row"))
+    median_ms = float(line.split("median ")[1].split(" ms")[0])
+    assert 0 < median_ms < 5000
+    assert "| explain one firm in a 50k portfolio ≤ 50 ms (issue #4) |" in report
+    stages = report.split("### Where a fresh Parquet → Parquet process spends its time", 1)[1]
+    assert "| read + prepare |" in stages and "| **wall, whole process** |" in stages
