@@ -45,7 +45,9 @@ def load(book: str | Path | Plan) -> Plan:
     key = str(path.resolve())
     cached = _CACHE.get(key)
     if cached is not None and cached[0] and _stamp([Path(f) for f, _, _ in cached[0]]) == cached[0]:
-        return cached[1]
+        doc_ = cached[1].document
+        if doc_ is None or not any(Path(a).exists() for a in doc_.absent):
+            return cached[1]
     from . import _plancache
     from .source import display_name
 
@@ -57,7 +59,7 @@ def load(book: str | Path | Plan) -> Plan:
     doc = load_document(path)
     plan = compile_document(doc)
     _CACHE[key] = (_stamp(doc.files), plan)
-    _plancache.put(path, shown, plan, doc.digests)
+    _plancache.put(path, shown, plan, doc.digests, doc.absent)
     return plan
 
 

@@ -2,9 +2,10 @@
 
 An entry is named by the SHA-256 of the engine's own source, the rulebook's path (as given and
 as shown in messages) and its bytes; inside, it lists every file the plan was built from (the
-imported libraries too) with their SHA-256, and is used only while they all still match. So an
-edit to a rulebook, to a library it imports or to the engine itself compiles afresh; nothing
-depends on modification times.
+imported libraries too) with their SHA-256, and the import candidates that did not exist, and is
+used only while the files all still match and those candidates are still absent. So an edit to a
+rulebook, to a library it imports or to the engine itself, or a library added where it would take
+over an import, compiles afresh; nothing depends on modification times.
 
 Location: ``$RULEENGINE_CACHE_DIR``, else ``$XDG_CACHE_HOME/ruleengine``, else
 ``~/.cache/ruleengine``; ``RULEENGINE_CACHE=off`` turns it off. Entries are pickles: the cache
@@ -18,11 +19,12 @@ import hashlib
 import os
 import pickle
 import tempfile
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-_FORMAT = 1  # bump when the entry layout changes
+_FORMAT = 2  # bump when the entry layout changes
 KEEP = 200  # entries kept; the least recently written go first
 
 
@@ -80,20 +82,23 @@ def get(path: Path, shown: str) -> Any | None:
         for name, digest in stored["files"]:
             if _digest(Path(name)) != digest:
                 return None
+        if any(Path(name).exists() for name in stored["absent"]):
+            return None  # a library now shadows the one the plan was built with
         return stored["plan"]
     except Exception:  # noqa: BLE001 - a damaged or foreign entry is a miss, never an error
         return None
 
 
-def put(path: Path, shown: str, plan: Any, digests: dict[str, str]) -> None:
+def put(path: Path, shown: str, plan: Any, digests: dict[str, str], absent: Sequence[str] = ()) -> None:
     """Keep ``plan`` for the next process; ``digests``: SHA-256 of the bytes of every file it was
-    compiled from, taken as they were read. Failures are ignored."""
+    compiled from, taken as they were read; ``absent``: import candidates that did not exist.
+    Failures are ignored."""
     if not enabled():
         return
     try:
         entry = _entry(path, shown)
         entry.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"format": _FORMAT, "files": sorted(digests.items()), "plan": plan}
+        payload = {"format": _FORMAT, "files": sorted(digests.items()), "absent": sorted(absent), "plan": plan}
         fd, tmp = tempfile.mkstemp(dir=entry.parent, prefix=".plan-", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as fh:

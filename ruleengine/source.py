@@ -52,6 +52,7 @@ class Document:
     overrides: dict[PathT, Document] = field(default_factory=dict)  # (section, name) → replaced import
     files: list[Path] = field(default_factory=list)  # this file and every library it imports
     digests: dict[str, str] = field(default_factory=dict)  # SHA-256 of each of those files' bytes
+    absent: list[str] = field(default_factory=list)  # import candidates looked for and not found
 
     def origin(self, path: PathT) -> Document | None:
         return self.origins.get(tuple(path[:2])) if len(path) >= 2 else None
@@ -259,11 +260,16 @@ def _load_path(path: Path, stack: tuple[Path, ...]) -> Document:
     return doc
 
 
-def _find_import(name: str, base: Path) -> Path | None:
+def _find_import(name: str, base: Path, absent: list[str] | None = None) -> Path | None:
+    """The library file for ``imports: [name]``: next to the rulebook first, then bundled.
+    Candidates looked for and not found are appended to ``absent`` (a cached plan stays valid
+    only while they stay absent: a library added next to the rulebook would take over)."""
     for folder in (base, bundled_dir()):
         candidate = folder / f"{name}.yaml"
         if candidate.is_file():
             return candidate
+        if absent is not None:
+            absent.append(str(candidate.resolve()))
     return None
 
 
@@ -282,7 +288,7 @@ def resolve_imports(doc: Document, base: Path, stack: tuple[Path, ...] = ()) -> 
     for i, name in enumerate(imports):
         if not isinstance(name, str):
             continue  # the schema reports it
-        path = _find_import(name, base)
+        path = _find_import(name, base, doc.absent)
         if path is None:
             errors.append(
                 Diagnostic(
@@ -299,6 +305,7 @@ def resolve_imports(doc: Document, base: Path, stack: tuple[Path, ...] = ()) -> 
         lib = _load_path(path, stack)
         doc.files.extend(f for f in lib.files if f not in doc.files)
         doc.digests.update(lib.digests)
+        doc.absent.extend(a for a in lib.absent if a not in doc.absent)
         if not isinstance(lib.data, dict) or "library" not in lib.data:
             errors.append(
                 Diagnostic(

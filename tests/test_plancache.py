@@ -146,3 +146,33 @@ def test_old_entries_are_pruned(tmp_path, monkeypatch):
 def test_cache_switch_values(monkeypatch, value):
     monkeypatch.setenv("RULEENGINE_CACHE", value)
     assert not _plancache.enabled()
+
+
+def test_a_library_added_next_to_the_rulebook_takes_over_the_cached_import(tmp_path):
+    """imports: [lib/accounting] looks next to the rulebook before the bundled library; a plan
+    cached while the bundled one served must not outlive a local copy appearing."""
+    books = tmp_path / "books"
+    books.mkdir()
+    shutil.copy(BOOKS / "huzhou.yaml", books / "huzhou.yaml")
+    cache = tmp_path / "cache"
+    bundled = probe(books / "huzhou.yaml", cache)
+    assert probe(books / "huzhou.yaml", cache)["compiled"] is False
+    (books / "lib").mkdir()
+    text = (BOOKS / "lib" / "accounting.yaml").read_text(encoding="utf-8")
+    (books / "lib" / "accounting.yaml").write_text(text.replace("east: 0.5617", "east: 1.1234"), encoding="utf-8")
+    local = probe(books / "huzhou.yaml", cache)
+    assert local["compiled"] is True and local["emissions"] != bundled["emissions"]
+
+
+def test_in_process_cache_also_sees_a_new_local_library(tmp_path, monkeypatch):
+    monkeypatch.setenv("RULEENGINE_CACHE", "off")
+    books = tmp_path / "books"
+    books.mkdir()
+    shutil.copy(BOOKS / "huzhou.yaml", books / "huzhou.yaml")
+    first = ruleengine.load(books / "huzhou.yaml")
+    assert ruleengine.load(books / "huzhou.yaml") is first
+    (books / "lib").mkdir()
+    shutil.copy(BOOKS / "lib" / "accounting.yaml", books / "lib" / "accounting.yaml")
+    second = ruleengine.load(books / "huzhou.yaml")
+    assert second is not first
+    assert str((books / "lib" / "accounting.yaml").resolve()) in second.document.digests
