@@ -122,6 +122,11 @@ def test_parquet_output_reads_back_as_plain_columns_equal_to_csv(tmp_path, monke
             assert [repr(float(g)) if g != "" else "" for g in got] == [
                 repr(float(w)) if w != "" else "" for w in want
             ], name
+    # min/max statistics for the year (row groups follow input order: only it can prune)
+    meta = pq.ParquetFile(tmp_path / "r.parquet").metadata.row_group(0)
+    stats = {meta.column(i).path_in_schema: meta.column(i).statistics for i in range(meta.num_columns)}
+    assert (stats["year"].min, stats["year"].max) == (2022, 2023)
+    assert stats["k"] is None and stats["firm_id"] is None
     # every text column written as plain strings gives the same file contents
     monkeypatch.setattr(results, "DICTIONARY_MAX_LABELS", 0)
     res.write(tmp_path / "plain.parquet")
