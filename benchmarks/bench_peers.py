@@ -954,20 +954,47 @@ def measure(
     from ruleengine.evaluator import evaluate
 
     pq_path, csv_path = _br.dataset(rows, seed, data_dir)
+    out_dir = data_dir / "out"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    import tempfile
+
+    cache_root = Path(tempfile.mkdtemp(prefix="bench-peers-cache-"))
+    res: dict[str, Any] = {"rows": rows, "checks": []}
+    # Fresh processes first, while this process holds none of the portfolio (its memory would
+    # only crowd the machine the measured process runs on).
+    gc.collect()
+    # fresh processes: with the plan cache primed (how a service or a nightly run meets a
+    # rulebook it has rated before) and with an empty one (the first run after an edit)
+    primed = cache_root / "primed"
+    _end_to_end(BOOK, pq_path, out_dir / f"peers_ratings_{rows}.parquet", primed)  # primes it
+    e2e: dict[str, list[dict[str, float]]] = {"parquet": [], "csv": [], "parquet_nocache": []}
+    for i in range(max(repeat, E2E_REPEAT)):
+        for fmt, src, cache in (
+            ("parquet", pq_path, primed),
+            ("csv", csv_path, primed),
+            ("parquet_nocache", pq_path, cache_root / f"empty-{i}"),
+        ):
+            ext = "csv" if fmt == "csv" else "parquet"
+            run = _end_to_end(BOOK, src, out_dir / f"peers_ratings_{rows}.{ext}", cache)
+            if run["rows"] != rows:
+                raise RuntimeError(f"{src}: rated {run['rows']} rows, expected {rows}")
+            e2e[fmt].append(run)
+    for fmt, runs in e2e.items():
+        for key in ("seconds", "process_seconds", "max_rss_mb", "base_rss_mb"):
+            res[f"re_{fmt}_process_{key}"] = statistics.median(r[key] for r in runs)
+        res[f"re_{fmt}_process_best_seconds"] = min(r["process_seconds"] for r in runs)
+        res[f"re_{fmt}_process_stages"] = {
+            k: statistics.median(r["stages"][k] for r in runs) for k in runs[0]["stages"]
+        }
+        res[f"re_{fmt}_process_runs"] = [round(r["process_seconds"], 3) for r in runs]
     cols = _br.columns(pq_path)
-    res: dict[str, Any] = {
-        "rows": rows,
-        "input_mb": input_bytes(pq_path) / 2**20,
-        "input_columns": len(cols),
-        "checks": [],
-    }
+    res["input_mb"] = input_bytes(pq_path) / 2**20
+    res["input_columns"] = len(cols)
     log(f"{rows:>9,} rows: data ready ({pq_path.name}, {res['input_mb']:.1f} MB in memory)")
 
     # 1. ruleengine
     import os
-    import tempfile
 
-    cache_root = Path(tempfile.mkdtemp(prefix="bench-peers-cache-"))
     saved = {k: os.environ.get(k) for k in ("RULEENGINE_CACHE", "RULEENGINE_CACHE_DIR")}
     compile_runs, cached_runs = [], []
     try:
@@ -1016,31 +1043,7 @@ def measure(
     res["re_pq_to_pq_s"], _ = _median_time(lambda: ruleengine.rate(plan, pq_path).write(dst), repeat)
     res["re_rate_peak_mb"] = _peak_alloc_mb(lambda: ruleengine.rate(plan, cols))
     res["re_evaluate_peak_mb"] = _peak_alloc_mb(lambda: evaluate(plan, batch))
-    batch = None  # free the prepared batch before the process runs
-    # fresh processes: with the plan cache primed (how a service or a nightly run meets a
-    # rulebook it has rated before) and with an empty one (the first run after an edit)
-    primed = cache_root / "primed"
-    _end_to_end(BOOK, pq_path, out_dir / f"peers_ratings_{rows}.parquet", primed)  # primes it
-    e2e: dict[str, list[dict[str, float]]] = {"parquet": [], "csv": [], "parquet_nocache": []}
-    for i in range(max(repeat, E2E_REPEAT)):
-        for fmt, src, cache in (
-            ("parquet", pq_path, primed),
-            ("csv", csv_path, primed),
-            ("parquet_nocache", pq_path, cache_root / f"empty-{i}"),
-        ):
-            ext = "csv" if fmt == "csv" else "parquet"
-            run = _end_to_end(BOOK, src, out_dir / f"peers_ratings_{rows}.{ext}", cache)
-            if run["rows"] != rows:
-                raise RuntimeError(f"{src}: rated {run['rows']} rows, expected {rows}")
-            e2e[fmt].append(run)
-    for fmt, runs in e2e.items():
-        for key in ("seconds", "process_seconds", "max_rss_mb", "base_rss_mb"):
-            res[f"re_{fmt}_process_{key}"] = statistics.median(r[key] for r in runs)
-        res[f"re_{fmt}_process_best_seconds"] = min(r["process_seconds"] for r in runs)
-        res[f"re_{fmt}_process_stages"] = {
-            k: statistics.median(r["stages"][k] for r in runs) for k in runs[0]["stages"]
-        }
-        res[f"re_{fmt}_process_runs"] = [round(r["process_seconds"], 3) for r in runs]
+    batch = None
     import shutil
 
     shutil.rmtree(cache_root, ignore_errors=True)
