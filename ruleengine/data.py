@@ -102,6 +102,16 @@ class Category:
             self._labels = self._arrow.to_pylist()
         return self._labels
 
+    @property
+    def label_count(self) -> int:
+        """How many labels, without turning Arrow labels into Python strings."""
+        return len(self._labels) if self._labels is not None else len(self._arrow)
+
+    @property
+    def labels_from_arrow(self) -> bool:
+        """The labels are still the Arrow dictionary they were read as (distinct, no '')."""
+        return self._labels is None
+
     def arrow_labels(self) -> Any:
         """The labels as a pyarrow string array (built once)."""
         if self._arrow is None:
@@ -335,7 +345,7 @@ def _is_integer_type(t: Any) -> bool:
     return bool(pa.types.is_integer(t))
 
 
-def col_is_empty(col: Any) -> bool:
+def _col_is_empty(col: Any) -> bool:
     """A column read from a file with nothing in it (every cell null)."""
     return hasattr(col, "null_count") and len(col) > 0 and col.null_count == len(col)
 
@@ -538,7 +548,7 @@ def prepare(raw: RawTable, inputs: Mapping[str, Any], book: str = "the rulebook"
                     continue
             else:
                 default = np.nan if spec.required or spec.default is None else float(spec.default)
-                if col_is_empty(col) and not np.isnan(default):
+                if _col_is_empty(col) and not np.isnan(default):
                     columns[name] = np.broadcast_to(np.float64(default), (n,))  # all empty: the default
                     continue
                 values, bad = _numbers(col, n, raw.owned, default)  # empty numeric cells read the default

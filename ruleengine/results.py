@@ -166,7 +166,7 @@ class Results:
             cat = self.columns.category(k) if isinstance(self.columns, Columns) else None
             if cat is None:
                 continue
-            if cat._labels is None:  # an Arrow dictionary (firm ids): distinct, '' not among them
+            if cat.labels_from_arrow:  # an Arrow dictionary (firm ids): distinct, '' not among them
                 labels = cat.arrow_labels()
                 out[k] = (pa.concat_arrays([labels.cast(pa.string()), strings([""])]), None)
                 continue
@@ -318,7 +318,7 @@ def _label_count(columns: Any, name: str) -> int:
     cat = columns.category(name) if isinstance(columns, Columns) else None
     if cat is None:
         return 0
-    return len(cat._labels) if cat._labels is not None else len(cat.arrow_labels())
+    return cat.label_count
 
 
 def _py(v: Any) -> Any:
