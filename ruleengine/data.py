@@ -472,16 +472,20 @@ def _category_from_arrow(text: Any, sort: bool = True) -> Category:
     text = text.unify_dictionaries()  # one shared dictionary (Parquet has one per row group)
     chunks = [c for c in text.chunks if len(c)]
     blank = _arrow.text_scalar("")
-    dictionary = pc.fill_null(chunks[0].dictionary, blank)
-    idx = np.concatenate([_arrow.numbers(c.indices, np.int32, -1) for c in chunks]) if len(chunks) > 1 else None
-    if idx is None:
-        idx = _arrow.numbers(chunks[0].indices, np.int32, -1)  # a view when there are no nulls
-    # Everything below works on the few distinct labels: old code → new code, composed into one
+    given = chunks[0].dictionary
+    dictionary = pc.fill_null(given, blank)
+    parts = [_arrow.numbers(c.indices, np.int32, -1) for c in chunks]  # views when there are no nulls
+    idx = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    # Everything below works on the distinct labels: old code → new code, composed into one
     # table and applied to the rows in a single gather (none at all when nothing changes).
     mapping = np.arange(len(dictionary), dtype=np.int32)
     changed = False
     trimmed = pc.utf8_trim_whitespace(dictionary)
-    if not trimmed.equals(dictionary):  # labels that differ only by spaces merge here
+    # Re-encoded when labels differ only by spaces, when the dictionary holds a null, or when a
+    # (small) dictionary repeats a value; a large one (firm ids) is taken as distinct: every
+    # dictionary this engine reads or builds is, and checking half a million labels costs 0.1 s.
+    repeats = len(dictionary) <= 65_536 and len(pc.unique(dictionary)) != len(dictionary)
+    if given.null_count or repeats or not trimmed.equals(dictionary):
         enc = trimmed.dictionary_encode()
         mapping = _arrow.numbers(enc.indices, np.int32)
         dictionary = enc.dictionary

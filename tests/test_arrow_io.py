@@ -300,3 +300,39 @@ def test_a_failure_while_converting_reaches_the_caller_and_no_thread_is_left(tmp
     with pytest.raises(MemoryError, match="chunk 3"):
         res.write(tmp_path / "r.parquet")
     assert threading.active_count() == before
+
+
+def test_arrow_dictionary_columns_with_repeated_or_null_labels():
+    """A caller's Arrow table may carry a dictionary that repeats a label or holds a null: the
+    codes still name each category once, and a null label reads as missing."""
+    industry = pa.DictionaryArray.from_arrays(
+        pa.array([0, 1, 2, 3, 0], type=pa.int32()), pa.array(["3011", "3011", None, " 0610"])
+    )
+    table = pa.table(
+        {
+            "firm_id": ["A", "B", "C", "D", "E"],
+            "year": pa.array([2023] * 5, type=pa.int64()),
+            "industry": industry,
+            "value_added_10k_cny": [100.0] * 5,
+            "electricity_mwh": [10.0, 20.0, 30.0, 40.0, 50.0],
+        }
+    )
+    res = ruleengine.rate("huzhou", table)
+    cat = res.batch.columns["industry"]
+    assert cat.labels == ["0610", "3011"]
+    assert cat.codes.tolist() == [1, 1, -1, 0, 1]
+
+
+def test_arrow_dictionary_repeating_a_label_without_spaces():
+    industry = pa.DictionaryArray.from_arrays(pa.array([0, 1, 2], type=pa.int32()), pa.array(["3011", "3011", "0610"]))
+    table = pa.table(
+        {
+            "firm_id": ["A", "B", "C"],
+            "year": pa.array([2023] * 3, type=pa.int64()),
+            "industry": industry,
+            "value_added_10k_cny": [100.0] * 3,
+            "electricity_mwh": [10.0, 20.0, 30.0],
+        }
+    )
+    cat = ruleengine.rate("huzhou", table).batch.columns["industry"]
+    assert cat.labels == ["0610", "3011"] and cat.codes.tolist() == [1, 1, 0]
