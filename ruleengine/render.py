@@ -121,6 +121,9 @@ def rate_summary(console: Any, results: Results, data: str, output: str | None, 
                 if r:
                     reasons[r.split(":", 1)[0] if ":" in r else r] += count
         top = ", ".join(f"{k} ({v})" for k, v in reasons.most_common(5))
+        more = len(reasons) - 5
+        if more > 0:  # say that the list is cut, and by how much
+            top += f" and {more} more cause{'s' if more > 1 else ''} (see the data problems below)"
         console.print(f"unrated because of: {top}")
     fatal = [i for i in results.issues if i.fatal]
     other = [i for i in results.issues if not i.fatal]

@@ -266,3 +266,19 @@ def test_python_api_accepts_a_pandas_dataframe():
     # read without dtypes: pandas makes industry an int and blanks NaN; the engine restores the codes
     from_frame = ruleengine.rate("huzhou", pd.read_csv(sample))
     assert from_frame.distribution() == from_file.distribution()
+
+
+def test_rate_summary_names_every_cause_or_says_how_many_are_left_out(tmp_path):
+    """The bundled sample has eight distinct causes of an unrated row; the summary shows the five
+    most common and says three more exist (it used to drop them silently)."""
+    sample = HUZHOU.parent.parent / "examples" / "sample_firms.csv"
+    result = run("rate", "huzhou", str(sample), "-o", str(tmp_path / "r.csv"))
+    assert result.exit_code == 0
+    with (tmp_path / "r.csv").open(encoding="utf-8") as fh:
+        unrated = [r["reasons"] for r in csv.DictReader(fh) if r["status"] == "unrated"]
+    causes = {part.split(":", 1)[0] for text in unrated for part in text.split("; ") if part}
+    line = next(x for x in result.output.splitlines() if x.startswith("unrated because of:"))
+    shown = line.split(": ", 1)[1].split(" and ")[0].split(", ")
+    assert len(shown) == min(5, len(causes))
+    left = len(causes) - len(shown)
+    assert len(causes) > 5 and line.endswith(f" and {left} more causes (see the data problems below)")
