@@ -213,3 +213,23 @@ def test_editing_an_imported_library_recompiles_its_rulebook(tmp_path):
     after = ruleengine.load(tmp_path / "huzhou.yaml")
     assert after is not before and after.hash != before.hash
     assert after.parameters["grid_ef"].value_for_year(2022)[1]["east"] == 0.56
+
+
+def test_shipped_schema_is_valid_against_its_metaschema():
+    """The engine no longer checks rulebooks/schema.json against the JSON Schema metaschema on
+    every cold start (70 ms); this test does it instead, so an invalid schema cannot ship."""
+    import json
+
+    import jsonschema
+
+    from ruleengine.schema import schema_path
+
+    with open(schema_path(), encoding="utf-8") as fh:
+        schema = json.load(fh)
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    cls = jsonschema.validators.validator_for(schema)
+    assert cls is jsonschema.Draft202012Validator
+    cls.check_schema(schema)  # raises SchemaError on an invalid schema
+    broken = {**schema, "properties": {**schema["properties"], "id": {"type": "strng"}}}
+    with pytest.raises(jsonschema.SchemaError):
+        cls.check_schema(broken)
