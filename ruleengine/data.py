@@ -235,13 +235,7 @@ def read_file(path: str | Path, text_columns: Iterable[str] = (), only: Iterable
                     column_types=types, null_values=_NULLS, strings_can_be_null=True, include_columns=wanted
                 ),
             )
-            return RawTable(
-                {name: table.column(name) for name in table.column_names},
-                table.num_rows,
-                str(path),
-                names=header,
-                owned=True,
-            )
+            return _read_table(table, path, header)
         if suffix == ".parquet":
             # ParquetFile, not read_table: read_table goes through pyarrow.dataset, which imports
             # pandas when it is installed (half a second of a cold start)
@@ -262,13 +256,7 @@ def read_file(path: str | Path, text_columns: Iterable[str] = (), only: Iterable
             if wanted is not None and not wanted:
                 return RawTable({}, pf.metadata.num_rows, str(path), names=names)
             table = pf.read(columns=wanted)
-            return RawTable(
-                {name: table.column(name) for name in table.column_names},
-                table.num_rows,
-                str(path),
-                names=names,
-                owned=True,
-            )
+            return _read_table(table, path, names)
         if suffix in (".json", ".jsonl", ".ndjson"):
             text = p.read_text(encoding="utf-8-sig")
             if not text.strip():
@@ -291,6 +279,13 @@ def read_file(path: str | Path, text_columns: Iterable[str] = (), only: Iterable
     except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
         raise DataError(f"{path}: cannot read: {str(exc).splitlines()[0]}") from None
     raise DataError(f"{path}: unknown data format '{suffix}' (use .csv, .json, .jsonl or .parquet)")
+
+
+def _read_table(table: Any, path: str | Path, names: list[str]) -> RawTable:
+    """A pyarrow Table this module read from ``path`` (so its buffers are ours to overwrite)."""
+    return RawTable(
+        {name: table.column(name) for name in table.column_names}, table.num_rows, str(path), names=names, owned=True
+    )
 
 
 def from_records(records: Any, source: str = "<records>") -> RawTable:
