@@ -883,28 +883,6 @@ def _peak_alloc_mb(fn: Callable[[], Any]) -> float:
         tracemalloc.stop()
 
 
-def _end_to_end(book: str, src: Path, dst: Path, cache_dir: Path) -> dict[str, float]:
-    """A fresh process rates ``src`` into ``dst``; compiled plans are cached in ``cache_dir``
-    (an empty folder: the process compiles the rulebook; a primed one: it loads the plan)."""
-    import os
-
-    cmd = [sys.executable, str(HERE / "_rate_child.py"), book, str(src), str(dst)]
-    env = {**os.environ, "RULEENGINE_CACHE_DIR": str(cache_dir)}
-    env.pop("RULEENGINE_CACHE", None)
-    # every run starts alike: no old output to truncate, no earlier run's dirty pages being
-    # written back underneath it (not timed)
-    dst.unlink(missing_ok=True)
-    os.sync()
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
-    outer = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"end-to-end run failed ({' '.join(cmd)}):\n{proc.stderr}")
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    out["process_seconds"] = outer
-    return out
-
-
 def _ruleengine_cli() -> list[str]:
     exe = Path(sys.executable).parent / "ruleengine"
     if exe.exists():
@@ -966,7 +944,7 @@ def measure(
     # fresh processes: with the plan cache primed (how a service or a nightly run meets a
     # rulebook it has rated before) and with an empty one (the first run after an edit)
     primed = cache_root / "primed"
-    _end_to_end(BOOK, pq_path, out_dir / f"peers_ratings_{rows}.parquet", primed)  # primes it
+    _br._end_to_end(BOOK, pq_path, out_dir / f"peers_ratings_{rows}.parquet", primed)  # primes it
     e2e: dict[str, list[dict[str, float]]] = {"parquet": [], "csv": [], "parquet_nocache": []}
     for i in range(max(repeat, E2E_REPEAT)):
         for fmt, src, cache in (
@@ -975,7 +953,7 @@ def measure(
             ("parquet_nocache", pq_path, cache_root / f"empty-{i}"),
         ):
             ext = "csv" if fmt == "csv" else "parquet"
-            run = _end_to_end(BOOK, src, out_dir / f"peers_ratings_{rows}.{ext}", cache)
+            run = _br._end_to_end(BOOK, src, out_dir / f"peers_ratings_{rows}.{ext}", cache)
             if run["rows"] != rows:
                 raise RuntimeError(f"{src}: rated {run['rows']} rows, expected {rows}")
             e2e[fmt].append(run)

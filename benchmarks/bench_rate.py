@@ -44,10 +44,25 @@ YEARS = (2022, 2023)
 # -- child process: one end-to-end run ----------------------------------------------------------
 
 
-def _end_to_end(book: str, src: Path, dst: Path) -> dict[str, float]:
+def _end_to_end(book: str, src: Path, dst: Path, cache_dir: Path | None = None) -> dict[str, float]:
+    """A fresh process (``_rate_child.py``) rates ``src`` into ``dst``, timed whole from outside.
+
+    ``cache_dir``: where that process keeps compiled plans (an empty folder: it compiles the
+    rulebook; a primed one: it loads the plan); None leaves the environment's choice.
+    """
+    import os
+
     cmd = [sys.executable, str(HERE / "_rate_child.py"), book, str(src), str(dst)]
+    env = dict(os.environ)
+    if cache_dir is not None:
+        env["RULEENGINE_CACHE_DIR"] = str(cache_dir)
+        env.pop("RULEENGINE_CACHE", None)
+    # every run starts alike: no old output to truncate, no earlier run's dirty pages being
+    # written back underneath it (not timed)
+    dst.unlink(missing_ok=True)
+    os.sync()
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     outer = time.perf_counter() - start
     if proc.returncode != 0:
         raise RuntimeError(f"end-to-end run failed ({' '.join(cmd)}):\n{proc.stderr}")
