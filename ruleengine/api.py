@@ -12,7 +12,7 @@ from .rulebook.source import load_document, parse_text
 
 if TYPE_CHECKING:  # numpy and pyarrow load only when data is rated
     from .analysis.trace import Trace
-    from .engine.evaluator import BenchmarkTable
+    from .engine.benchmarks import BenchmarkTable
     from .engine.results import Results
     from .io.data import Batch
 
@@ -45,8 +45,7 @@ def load(book: str | Path | Plan) -> Plan:
     key = str(path.resolve())
     cached = _CACHE.get(key)
     if cached is not None and cached[0] and _stamp([Path(f) for f, _, _ in cached[0]]) == cached[0]:
-        doc_ = cached[1].document
-        if doc_ is None or not any(Path(a).exists() for a in doc_.absent):
+        if not any(Path(a).exists() for a in cached[1].source_map.absent):
             return cached[1]
     from .rulebook import _plancache
     from .rulebook.source import display_name
@@ -54,7 +53,7 @@ def load(book: str | Path | Plan) -> Plan:
     shown = display_name(path)
     stored = _plancache.get(path, shown)
     if stored is not None:
-        _CACHE[key] = (_stamp([Path(f) for f in stored.document.digests] if stored.document else []), stored)
+        _CACHE[key] = (_stamp([Path(f) for f in stored.source_map.files]), stored)
         return stored
     doc = load_document(path)
     plan = compile_document(doc)

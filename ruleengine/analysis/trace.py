@@ -209,8 +209,9 @@ def trace_row(plan: Plan, results: Results, i: int, what_if: bool = True) -> Tra
                         detail.setdefault("measured_first", {})[first] = "default" if missing else "measured"
             if f"variables.{name}" in plan.overrides:
                 detail["overrides"] = plan.overrides[f"variables.{name}"]
-            if plan.document is not None and plan.document.origin(("variables", name)) is not None:
-                detail["defined_in"] = plan.document.origin(("variables", name)).file  # type: ignore[union-attr]
+            origin = plan.source_map.origin("variables", name)
+            if origin is not None:
+                detail["defined_in"] = origin
             nodes.append(
                 TraceNode(
                     name,
@@ -251,7 +252,7 @@ def trace_row(plan: Plan, results: Results, i: int, what_if: bool = True) -> Tra
                     value_of(name),
                     str(bm.unit or ""),
                     formula,
-                    source=plan.document.data["benchmarks"][name].get("source", "") if plan.document else "",
+                    source=bm.source,
                     detail=detail,
                 )
             )
