@@ -928,8 +928,9 @@ def measure(
 ) -> dict[str, Any]:
     """Every implementation on one portfolio size."""
     import ruleengine
-    from ruleengine import api as _api
+    from ruleengine import pipeline as _pipeline
     from ruleengine.engine.evaluator import evaluate
+    from ruleengine.rulebook import loader as _api
 
     pq_path, csv_path = _br.dataset(rows, seed, data_dir)
     out_dir = data_dir / "out"
@@ -995,7 +996,7 @@ def measure(
     res["re_compile_s"] = statistics.median(compile_runs)
     res["re_load_cached_s"] = statistics.median(cached_runs)
     plan = ruleengine.load(BOOK)
-    res["re_prepare_s"], batch = _median_time(lambda: _api.prepare(plan, cols), repeat)
+    res["re_prepare_s"], batch = _median_time(lambda: _pipeline.batch(plan, cols), repeat)
     ref = ruleengine_reference(plan, batch)
     # ruleengine and the hand numpy code take turns, so both meet the same machine (this VM's
     # speed for fresh memory swings run to run); medians and bests of EVAL_REPEAT runs each
@@ -1833,7 +1834,7 @@ def run_profiles(
 ) -> dict[str, Any]:
     """cProfile (top 15 by own time) of ruleengine where a target is missed."""
     import ruleengine
-    from ruleengine import api as _api
+    from ruleengine import pipeline as _pipeline
     from ruleengine.engine.evaluator import evaluate
 
     missed = {t["id"] for t in tgts if t["met"] is False}
@@ -1844,7 +1845,7 @@ def run_profiles(
     if missed & {"eval-vs-numpy", "vs-openfisca"}:
         log(f"profiling evaluate at {rows:,} rows")
         cols = _br.columns(pq_path)
-        batch = _api.prepare(plan, cols)
+        batch = _pipeline.batch(plan, cols)
         profiles[f"evaluate at {rows:,} rows"] = _profile(lambda: evaluate(plan, batch))
         del cols
     if "pq-1m" in missed:
@@ -1856,7 +1857,7 @@ def run_profiles(
     if "memory" in missed:
         log("memory held after evaluate")
         cols = _br.columns(pq_path)
-        batch = _api.prepare(plan, cols)
+        batch = _pipeline.batch(plan, cols)
         profiles[f"memory at {rows:,} rows"] = {"sites": _memory_sites(plan, batch)}
         del cols, batch
     if "validate-cold" in missed:

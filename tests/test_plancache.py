@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import ruleengine
-from ruleengine import api as _api
+from ruleengine.rulebook import loader as _api
 from ruleengine.rulebook import _plancache
 
 ROOT = Path(__file__).resolve().parents[1]

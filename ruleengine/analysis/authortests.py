@@ -44,7 +44,7 @@ def _matches(expected: Any, actual: Any) -> tuple[bool, str]:
 
 
 def run_cases(plan: Plan, select: str | None = None) -> list[Outcome]:
-    from ..api import rate
+    from ..pipeline import rate
 
     out = []
     for i, case in enumerate(plan.tests):

@@ -348,10 +348,13 @@ def _rank(plan: Plan) -> dict[str, int]:
 
 
 def impact(old: Plan, new: Plan, data: Any) -> dict[str, Any]:
-    """Migration of the primary rating from OLD to NEW on a portfolio, and what it does to lending."""
-    from ..api import rate
+    """Migration of the primary rating from OLD to NEW on a portfolio, and what it does to lending.
 
-    ra, rb = rate(old, data), rate(new, data)
+    ``data``: a portfolio, read once here (or already read by :func:`ruleengine.pipeline.read`)."""
+    from .. import pipeline
+
+    raw = pipeline.read(data, [old, new], pipeline.CONTEXT_COLUMNS)
+    ra, rb = pipeline.rate(old, None, raw=raw), pipeline.rate(new, None, raw=raw)
     a, b = ra["rating"], rb["rating"]
     a_lab = np.where(a == "", "unrated", a)
     b_lab = np.where(b == "", "unrated", b)
@@ -407,9 +410,8 @@ def impact(old: Plan, new: Plan, data: Any) -> dict[str, Any]:
     if bp_a is not None and bp_b is not None:
         da, db = np.nan_to_num(bp_a), np.nan_to_num(bp_b)
         lending["rate_bp_sum_change"] = float(np.sum(db - da))
-        from ..io.data import _numbers, read_any
+        from ..io.data import _numbers
 
-        raw = read_any(data)
         loan_col = raw.columns.get("loan_amount_10k_cny")
         if loan_col is not None:
             loans, _bad = _numbers(loan_col, raw.n)
@@ -454,7 +456,7 @@ def attribution(old_doc: Document, new_doc: Document, edits: list[Edit], data: A
     ``base``: OLD's primary rating labels on ``data``. A change that cannot be applied alone (it
     needs another change to compile) is reported as such.
     """
-    from ..api import rate
+    from .. import pipeline
 
     def rated_with(doc_data: Any) -> np.ndarray | None:
         doc = Document(
@@ -471,7 +473,7 @@ def attribution(old_doc: Document, new_doc: Document, edits: list[Edit], data: A
             plan = compile_document(doc)
         except RulebookError:
             return None
-        labels = rate(plan, data)["rating"]
+        labels = pipeline.rate(plan, None, raw=data)["rating"]
         return np.where(labels == "", "unrated", labels)
 
     relevant = [e for e in edits if e.what not in ("metadata", "source", "label") and e.patches]
@@ -506,7 +508,7 @@ def attribution(old_doc: Document, new_doc: Document, edits: list[Edit], data: A
 
 def run(old_book: Any, new_book: Any, data: Any | None = None) -> dict[str, Any]:
     """The whole diff: structural edits, and with ``data`` the impact and attribution."""
-    from ..api import load
+    from ..rulebook.loader import load
     from ..rulebook.source import load_document, resolve
 
     old_path, new_path = resolve(old_book), resolve(new_book)
@@ -522,11 +524,14 @@ def run(old_book: Any, new_book: Any, data: Any | None = None) -> dict[str, Any]
     if data is not None:
         if old_plan.primary != new_plan.primary and old_plan.id == new_plan.id:
             raise RuleEngineError("the primary rating changed name; impact needs comparable ratings")
-        imp = impact(old_plan, new_plan, data)
+        from .. import pipeline
+
+        raw = pipeline.read(data, [old_plan, new_plan], pipeline.CONTEXT_COLUMNS)  # the one read
+        imp = impact(old_plan, new_plan, raw)
         ra, _ = imp.pop("_results")
         base = np.where(ra["rating"] == "", "unrated", ra["rating"])
         out["impact"] = imp
-        out["attribution"] = attribution(old_doc, new_doc, edits, data, base)
+        out["attribution"] = attribution(old_doc, new_doc, edits, raw, base)
     return out
 
 

@@ -345,7 +345,8 @@ def verify(trace: dict[str, Any], book: Any = None) -> tuple[int, list[str]]:
     """
     from pathlib import Path
 
-    from ..api import load, rate
+    from ..pipeline import rate
+    from ..rulebook.loader import load
 
     meta = trace["rulebook"]
     if book is None:

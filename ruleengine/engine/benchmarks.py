@@ -19,6 +19,7 @@ partial (8 bytes per eligible row and benchmark level); merging concatenates and
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -86,8 +87,14 @@ def exact_sums(bins: np.ndarray, x: np.ndarray, k: int) -> list[int]:
 
 
 def to_float(s: int) -> float:
-    """An exact sum (units of 2**-1126) rounded to the nearest float64 (ties to even)."""
-    return s / (1 << _SCALE) if s else 0.0
+    """An exact sum (units of 2**-1126) rounded to the nearest float64 (ties to even); a sum
+    beyond the float64 range is ±inf, as plain float addition would give."""
+    if not s:
+        return 0.0
+    try:
+        return s / (1 << _SCALE)
+    except OverflowError:
+        return math.inf if s > 0 else -math.inf
 
 
 # -- partials -------------------------------------------------------------------------------------
@@ -198,7 +205,9 @@ def merge(*parts: Partials) -> Partials:
         for name, partial in p.items():
             have = out.get(name)
             if have is None:
-                out[name] = Partial(partial.name, partial.statistic, list(partial.levels), [dict(g) for g in partial.groups])
+                out[name] = Partial(
+                    partial.name, partial.statistic, list(partial.levels), [dict(g) for g in partial.groups]
+                )
                 continue
             for mine, theirs in zip(have.groups, partial.groups, strict=True):
                 for key, grp in theirs.items():
@@ -256,7 +265,9 @@ def tables(plan: Plan, merged: Partials) -> dict[str, BenchmarkTable]:
     for name, partial in merged.items():
         spec = plan.benchmarks[name]
         has_fallback = spec.fallback_parameter is not None or spec.fallback_value is not None
-        table = BenchmarkTable(name, spec.statistic, list(spec.groups) + (["fallback"] if has_fallback else []), spec.min_peers)
+        table = BenchmarkTable(
+            name, spec.statistic, list(spec.groups) + (["fallback"] if has_fallback else []), spec.min_peers
+        )
         years: set[int] = set()
         for level in partial.groups:
             entries: dict[tuple[int, str], tuple[Any, int]] = {}
@@ -387,9 +398,7 @@ def _level_labels(spec: BenchmarkSpec, table: BenchmarkTable, li: int, ctx: Fram
     return cat, fkey, is_fallback
 
 
-def _apply_ranks(
-    spec: BenchmarkSpec, table: BenchmarkTable, ctx: Frame
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _apply_ranks(spec: BenchmarkSpec, table: BenchmarkTable, ctx: Frame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """apply_table for percentile ranks: each row ranked among its group's sorted values."""
     n = ctx.n
     value = np.full(n, _NAN)

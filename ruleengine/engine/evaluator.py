@@ -67,7 +67,9 @@ class _Notes:
     def fallback(self, mask: np.ndarray, note: Note, rank: int | None = None) -> None:
         self.add("fallbacks", np.flatnonzero(mask), note, rank)
 
-    def join(self, kind: str, extra: Mapping[int, list[Note]] | None = None) -> tuple[np.ndarray, list[tuple[Note, ...]]]:
+    def join(
+        self, kind: str, extra: Mapping[int, list[Note]] | None = None
+    ) -> tuple[np.ndarray, list[tuple[Note, ...]]]:
         """Per-row notes as (codes, combinations): row i has combinations[codes[i]], -1 = none.
 
         Each distinct note gets a bit; a row's notes are a bit mask, and each distinct mask is
@@ -137,7 +139,9 @@ class _BoundTable:
         for y, rows in ctx.year_groups():
             found = spec.value_for_year(y)
             if found is None:
-                ctx.notes.reason(rows_mask(ctx.n, rows), Note("no_value", self.name, f"{self.name}: no value in force for {y}"))
+                ctx.notes.reason(
+                    rows_mask(ctx.n, rows), Note("no_value", self.name, f"{self.name}: no value in force for {y}")
+                )
                 continue
             table = found[1]
             if isinstance(key, str):
@@ -171,13 +175,16 @@ class _BoundTable:
                 ]
                 if spec.fallback_key is not None:
                     notes = [
-                        Note("table_fallback", self.name, f"{self.name}: {w}, used '{spec.fallback_key}'") for w in whats
+                        Note("table_fallback", self.name, f"{self.name}: {w}, used '{spec.fallback_key}'")
+                        for w in whats
                     ]
                     ctx.notes.add("fallbacks", rows[miss], (inv.ravel(), notes))
                     got = np.where(miss, table[spec.fallback_key], got)
                 else:
                     ctx.notes.add(
-                        "reasons", rows[miss], (inv.ravel(), [Note("no_value", self.name, f"{self.name}: {w}") for w in whats])
+                        "reasons",
+                        rows[miss],
+                        (inv.ravel(), [Note("no_value", self.name, f"{self.name}: {w}") for w in whats]),
                     )
             out[rows] = got
         return out
@@ -426,7 +433,11 @@ class Frame:
             hit = np.broadcast_to(zero & ~np.isnan(a64), (self.n,))
             self.notes.reason(
                 hit,
-                Note("division_by_zero", self.current, f"division by zero in {self.current}: {ast.unparse(node.right)} = 0"),
+                Note(
+                    "division_by_zero",
+                    self.current,
+                    f"division by zero in {self.current}: {ast.unparse(node.right)} = 0",
+                ),
             )
             return out
         return np.divide(a64, b64)
@@ -479,11 +490,15 @@ class Frame:
             fb = np.broadcast_to(np.asarray(otherwise, dtype=np.float64), (self.n,))
             self.notes.fallback(
                 missing,
-                Note("panel_fallback", self.current, f"{self.current}: no {label} value for this firm, used the fallback"),
+                Note(
+                    "panel_fallback", self.current, f"{self.current}: no {label} value for this firm, used the fallback"
+                ),
             )
             out = np.where(missing, fb, out)
         else:
-            self.notes.reason(missing, Note("no_panel_value", self.current, f"{self.current}: no {label} value for this firm"))
+            self.notes.reason(
+                missing, Note("no_panel_value", self.current, f"{self.current}: no {label} value for this firm")
+            )
         return out
 
     # benchmarks ------------------------------------------------------------------------------
@@ -751,7 +766,9 @@ def advance(frame: Frame, below: int | None = None) -> None:
                 failed = ok == 0.0
                 if failed.any():
                     severity = node.spec.get("severity", "error")
-                    frame.notes.reason(failed, Note("check", frame.current, f"check {frame.current}: {node.spec['message']}"))
+                    frame.notes.reason(
+                        failed, Note("check", frame.current, f"check {frame.current}: {node.spec['message']}")
+                    )
                     if severity == "error":
                         invalid |= failed
             else:
@@ -772,7 +789,7 @@ def stage2(frame: Frame, tables: Mapping[str, BenchmarkTable] | None = None) -> 
 
 def finish(frame: Frame) -> Evaluation:
     """The evaluation of a frame whose every node is evaluated."""
-    plan, n = frame.plan, frame.n
+    plan = frame.plan
     levels = frame.levels
     invalid = frame.invalid
     primary = levels[plan.primary]

@@ -122,7 +122,9 @@ def _check_round(c: CallCheck, n: ast.Call, args: list[ast.expr], got: list[Infe
     if len(args) == 2:
         digits = args[1]
         negative = (
-            isinstance(digits, ast.UnaryOp) and isinstance(digits.op, ast.USub) and isinstance(digits.operand, ast.Constant)
+            isinstance(digits, ast.UnaryOp)
+            and isinstance(digits.op, ast.USub)
+            and isinstance(digits.operand, ast.Constant)
         )
         value = -digits.operand.value if negative else getattr(digits, "value", None)  # type: ignore[attr-defined]
         if not (isinstance(digits, ast.Constant) or negative) or type(value) is not int:
@@ -245,9 +247,27 @@ def _prefix(frame: Any, cat: Any, k: Any) -> Any:
 FUNCTIONS: dict[str, Function] = {
     f.name: f
     for f in (
-        Function("where", 3, 3, "where(condition, if_true, if_false), element by element", _check_where, _where, _no_detail),
-        Function("min", 2, None, "smallest of the arguments, element by element", _same_unit_numbers, _fold("minimum"), _no_detail),
-        Function("max", 2, None, "largest of the arguments, element by element", _same_unit_numbers, _fold("maximum"), _no_detail),
+        Function(
+            "where", 3, 3, "where(condition, if_true, if_false), element by element", _check_where, _where, _no_detail
+        ),
+        Function(
+            "min",
+            2,
+            None,
+            "smallest of the arguments, element by element",
+            _same_unit_numbers,
+            _fold("minimum"),
+            _no_detail,
+        ),
+        Function(
+            "max",
+            2,
+            None,
+            "largest of the arguments, element by element",
+            _same_unit_numbers,
+            _fold("maximum"),
+            _no_detail,
+        ),
         Function("clip", 3, 3, "clip(x, low, high)", _same_unit_numbers, _clip, _no_detail),
         Function("abs", 1, 1, "absolute value", _same_unit_numbers, _abs, _no_detail),
         Function("round", 1, 2, "round(x, digits=0), half to even", _check_round, _round, _no_detail),
@@ -290,7 +310,15 @@ FUNCTIONS: dict[str, Function] = {
             _baseline,
             _no_detail,
         ),
-        Function("prefix", 2, 2, "prefix(category, n): first n characters of a category code", _check_prefix, _prefix, _no_detail),
+        Function(
+            "prefix",
+            2,
+            2,
+            "prefix(category, n): first n characters of a category code",
+            _check_prefix,
+            _prefix,
+            _no_detail,
+        ),
     )
 }
 
