@@ -31,6 +31,8 @@ Rules, as checked here:
 - Every module of the package must be placed in a layer: a new sub-package is added to LAYERS
   before it can be imported from anywhere.
 
+Also here: only the CLI (and a module's ``if __name__ == "__main__":`` block) ends the process.
+
 Violations that exist today are listed in KNOWN, each as an ``xfail(strict=True)`` case: when one
 is fixed its case passes, the strict xfail fails, and the entry must be removed from KNOWN. Any
 violation not in KNOWN fails ``test_no_new_violations``.
@@ -408,3 +410,61 @@ def test_checker_rules_for_the_facade_and_unplaced_modules(tmp_path: Path) -> No
             "ruleengine.extras → ruleengine.extras (line 1): module is in no layer: add it to LAYERS",
         ]
     )
+
+
+# --- exit codes are chosen at the CLI edge (issue #10, item 6) ----------------------------------
+
+
+def _exit_code_uses(root: Path) -> list[str]:
+    """``sys.exit``/``os._exit``/``exit()``/``SystemExit`` outside ruleengine/cli.py, except in an
+    ``if __name__ == "__main__":`` block (a module run as a script is an edge too). Exceptions may
+    still carry the code the CLI uses (``RuleEngineError.exit_code``, as STYLE.md asks)."""
+    found: list[str] = []
+    for module, path in modules(root).items():
+        if module == "ruleengine.cli":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        main_blocks = [
+            n
+            for n in ast.walk(tree)
+            if isinstance(n, ast.If)
+            and isinstance(n.test, ast.Compare)
+            and isinstance(n.test.left, ast.Name)
+            and n.test.left.id == "__name__"
+        ]
+        exempt = {id(x) for block in main_blocks for x in ast.walk(block)}
+        for node in ast.walk(tree):
+            if id(node) in exempt:
+                continue
+            what = None
+            if isinstance(node, ast.Name) and node.id == "SystemExit":
+                what = node.id
+            elif isinstance(node, ast.Attribute) and node.attr in ("exit", "_exit"):
+                what = ast.unparse(node)
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("exit", "quit"):
+                what = node.func.id + "()"
+            if what:
+                found.append(f"{module} (line {node.lineno}): {what}")
+    return sorted(set(found))
+
+
+def test_only_the_cli_exits() -> None:
+    found = _exit_code_uses(ROOT)
+    assert not found, "exit codes chosen outside ruleengine/cli.py:\n" + "\n".join(found)
+
+
+def test_exit_code_check_can_fail(tmp_path: Path) -> None:
+    root = tmp_path / PACKAGE
+    (root / "io").mkdir(parents=True)
+    (root / "__init__.py").write_text("")
+    (root / "cli.py").write_text("import sys\nsys.exit(3)\n")  # the edge: fine
+    (root / "errors.py").write_text("class E(Exception):\n    exit_code = 2\n")  # a code to use: fine
+    (root / "io" / "__init__.py").write_text("")
+    (root / "io" / "data.py").write_text(
+        "import sys\ndef f():\n    sys.exit(1)\nif __name__ == '__main__':\n    raise SystemExit(f())\n"
+    )
+    (root / "io" / "read.py").write_text("def g():\n    raise SystemExit(2)\n")
+    assert _exit_code_uses(root) == [
+        "ruleengine.io.data (line 3): sys.exit",
+        "ruleengine.io.read (line 2): SystemExit",
+    ]
