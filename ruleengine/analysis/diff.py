@@ -148,7 +148,7 @@ def structural_diff(old: Document, new: Document) -> list[Edit]:
     for section in _SECTIONS:
         sa, sb = a.get(section) or {}, b.get(section) or {}
         for name in list(sa) + [n for n in sb if n not in sa]:
-            path = (section, name)
+            path: PathT = (section, name)
             what = section[:-1] if section != "sources" else "source"
             if name not in sb:
                 add("removed", what, f"{section}.{name}", sa[name], _MISSING, path, key=True)
@@ -477,15 +477,15 @@ def attribution(old_doc: Document, new_doc: Document, edits: list[Edit], data: A
         return np.where(labels == "", "unrated", labels)
 
     relevant = [e for e in edits if e.what not in ("metadata", "source", "label") and e.patches]
-    alone = []
+    alone: list[dict[str, Any]] = []
     for e in relevant:
         got = rated_with(_apply(old_doc.data, e.patches))
         alone.append({"change": e.name, "moved": None if got is None else int((got != base).sum())})
-    orders = {}
+    orders: dict[str, list[dict[str, Any]]] = {}
     for label, seq in (("forward", relevant), ("reverse", relevant[::-1])):
         cur = old_doc.data
         prev = base
-        steps = []
+        steps: list[dict[str, Any]] = []
         for e in seq:
             cur = _apply(cur, e.patches)
             got = rated_with(cur)
