@@ -76,15 +76,7 @@ FACADE_IMPORTED = 7  # a plain `import ruleengine` inside the package: the whole
 # them in the files being rewritten for issue #10; each fix turns its xfail case into a failure
 # that asks for the entry to be removed here.
 KNOWN: set[tuple[str, str, str]] = {
-    # analysis calls back up into the API (issue #10 item 1: they should call the pipeline)
-    ("ruleengine.analysis.authortests", "ruleengine.api", "layer"),
-    ("ruleengine.analysis.compare", "ruleengine.api", "layer"),
-    ("ruleengine.analysis.diff", "ruleengine.api", "layer"),
-    ("ruleengine.analysis.trace", "ruleengine.api", "layer"),
     # private names used across sub-packages
-    ("ruleengine.analysis.compare", "ruleengine.io.data._text_arrow", "private"),
-    ("ruleengine.analysis.diff", "ruleengine.io.data._numbers", "private"),
-    ("ruleengine.api", "ruleengine.rulebook._plancache", "private"),
     ("ruleengine.engine.results", "ruleengine.io._arrow.array", "private"),
     ("ruleengine.engine.results", "ruleengine.io._arrow.strings", "private"),
     ("ruleengine.render.text", "ruleengine.analysis.trace._fmt", "private"),

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 import ruleengine
-from ruleengine.rulebook import loader as _api
 from ruleengine.rulebook import _plancache
+from ruleengine.rulebook import loader as _api
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOKS = ROOT / "rulebooks"

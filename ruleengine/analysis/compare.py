@@ -192,11 +192,11 @@ def run(books: list[Any], data: Any, top: int = 10) -> dict[str, Any]:
     n = len(methods[0].results)
     firm = methods[0].results["firm_id"]
     year = methods[0].results["year"]
-    from ..io.data import _text_arrow
+    from ..io.data import text_values
 
     names = None
     if "firm_name" in raw.columns:
-        names = [x or "" for x in _text_arrow(raw.columns["firm_name"], n).to_pylist()]
+        names = text_values(raw.columns["firm_name"], n)
     out: dict[str, Any] = {"firm_years": n, "methods": [], "pairs": [], "crosswalk": None}
     for m in methods:
         out["methods"].append(

@@ -410,11 +410,11 @@ def impact(old: Plan, new: Plan, data: Any) -> dict[str, Any]:
     if bp_a is not None and bp_b is not None:
         da, db = np.nan_to_num(bp_a), np.nan_to_num(bp_b)
         lending["rate_bp_sum_change"] = float(np.sum(db - da))
-        from ..io.data import _numbers
+        from ..io.data import number_values
 
         loan_col = raw.columns.get("loan_amount_10k_cny")
         if loan_col is not None:
-            loans, _bad = _numbers(loan_col, raw.n)
+            loans = number_values(loan_col, raw.n)
             loans = np.nan_to_num(loans)
             # loan (10^4 CNY) x 10^4 CNY x Δbp x 10^-4 = loan_10k x Δbp CNY a year
             effect = loans * (db - da)

@@ -152,6 +152,7 @@ def trace_row(plan: Plan, results: Results, i: int, what_if: bool = True) -> Tra
     order.sort(key=lambda n: plan.graph.nodes[n]["order"])
     for name in order:
         kind = plan.kind_of(name) or ""
+        detail: dict[str, Any]
         if kind == "input":
             spec = plan.inputs[name]
             detail = {"description": spec.description} if spec.description else {}
@@ -193,7 +194,7 @@ def trace_row(plan: Plan, results: Results, i: int, what_if: bool = True) -> Tra
                         found = plan.parameters[sub.id].value_for_year(year)
                         uses[sub.id] = found[1] if found else None
             unit = str(node.unit) if node.unit is not None else ""
-            detail: dict[str, Any] = {}
+            detail = {}
             if node.expr is not None:
                 for sub in ast.walk(node.expr.node):
                     if (
@@ -272,7 +273,7 @@ def trace_row(plan: Plan, results: Results, i: int, what_if: bool = True) -> Tra
             decisions.append(Decision(rname, "", x, r.value.text, "", f"{rname}: not rated ({_fmt(x)})"))
     incentive: dict[str, Any] = {}
     if plan.incentives and row.get("rating"):
-        target_level = results[plan.incentives["rating"]][i]
+        target_level = results[str(plan.incentives["rating"])][i]
         incentive = dict(plan.incentives["levels"].get(target_level, {}))
     # everything needed to replay this firm-year: its input rows (all its years, for prev()) and
     # the benchmark values it was given

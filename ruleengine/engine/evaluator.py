@@ -16,7 +16,7 @@ from __future__ import annotations
 import ast
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from simpleeval import SimpleEval
@@ -26,6 +26,7 @@ from ..rulebook.plan import BenchmarkSpec, Plan, RatingSpec
 from .benchmarks import BenchmarkTable
 
 _NAN = np.nan
+Side = Literal["left", "right"]
 
 
 @dataclass(frozen=True)
@@ -267,7 +268,7 @@ class _ArrayEval(SimpleEval):
         return table[key]
 
 
-def _compare(op: ast.cmpop, a: Any, b: Any) -> np.ndarray:
+def _compare(op: ast.cmpop, a: Any, b: Any) -> Any:
     if isinstance(a, Category) or isinstance(b, Category):
         cat, label = (a, b) if isinstance(a, Category) else (b, a)
         code = cat.labels.index(label) if label in cat.labels else -2
@@ -327,6 +328,7 @@ class Frame:
         self.done: set[str] = set()  # nodes evaluated
         self.levels: dict[str, np.ndarray] = {}  # rating → level index per row
         self._first_use: dict[str, int] | None = None
+        self._ev: _ArrayEval | None = None
 
     def at(self, name: str) -> None:
         """Evaluating node ``name`` now: notes taken are ranked at its place in the plan."""
@@ -526,13 +528,13 @@ class Frame:
         # notes: fallbacks taken and benchmarks not found
         none = level < 0
         if none.any():
-            peers = "peer" if spec.min_peers == 1 else "peers"
+            word = "peer" if spec.min_peers == 1 else "peers"
             self.notes.reason(
                 none,
                 Note(
                     "no_benchmark",
                     spec.name,
-                    f"{spec.name}: no peer group with at least {spec.min_peers} {peers} and no fallback value",
+                    f"{spec.name}: no peer group with at least {spec.min_peers} {word} and no fallback value",
                 ),
             )
         fell = level > 0
@@ -576,6 +578,21 @@ class Frame:
             return self.group_labels(spec.fallback_key)
         return Category(np.zeros(self.n, dtype=np.int32), ["*"])
 
+    def values_of(self, name: str | None) -> Any:
+        """The value of an input, variable, benchmark or parameter in this frame."""
+        assert name is not None
+        if name in self.values:
+            return self.values[name]
+        if name in self.batch.columns:
+            return self.batch.columns[name]
+        return self.names(ast.Name(id=name))
+
+    def evaluate_expr(self, expr: Any) -> Any:
+        """A compiled formula over the frame's columns."""
+        if self._ev is None:
+            self._ev = _ArrayEval(self)
+        return self._ev.eval(expr.text, previously_parsed=expr.node)
+
     def group_labels(self, group: str) -> Category:
         if group == "all":
             return Category(np.zeros(self.n, dtype=np.int32), ["all"])
@@ -601,7 +618,7 @@ def _scale_fn(scale: Any) -> Any:
             return np.where(np.isnan(x), _NAN, np.interp(x, xs, ys))
 
         return piecewise
-    side = "left" if scale.closed == "right" else "right"
+    side: Side = "left" if scale.closed == "right" else "right"
 
     def steps(x: Any) -> Any:
         x = np.asarray(x, dtype=np.float64)
@@ -627,7 +644,7 @@ def _rate(r: RatingSpec, x: np.ndarray, ctx: Frame) -> np.ndarray:
             out = np.where((out < 0) & ~unknown & (c == 1.0), i, out)
         return out
     # bands: edges are the upper bounds of all but the last band, resolved per year
-    side = "left" if r.closed == "right" else "right"
+    side: Side = "left" if r.closed == "right" else "right"
 
     def edges_for(y: int) -> tuple[float, ...]:
         edges = []
@@ -636,7 +653,7 @@ def _rate(r: RatingSpec, x: np.ndarray, ctx: Frame) -> np.ndarray:
             if isinstance(up, str):
                 found = ctx.plan.parameters[up].value_for_year(y)
                 up = found[1] if found else _NAN
-            edges.append(float(up))
+            edges.append(_NAN if up is None else float(up))
         return tuple(edges)
 
     groups = ctx.year_groups()
@@ -659,7 +676,7 @@ def _rate(r: RatingSpec, x: np.ndarray, ctx: Frame) -> np.ndarray:
     return out
 
 
-def _band_index(edges: np.ndarray, x: np.ndarray, side: str) -> np.ndarray:
+def _band_index(edges: np.ndarray, x: np.ndarray, side: Side) -> np.ndarray:
     """np.searchsorted(edges, x, side) for a handful of edges: counting the edges passed is a few
     vectorised comparisons, three times faster than a binary search per element."""
     if len(edges) > 8 or not len(edges):
@@ -670,26 +687,6 @@ def _band_index(edges: np.ndarray, x: np.ndarray, side: str) -> np.ndarray:
     for e in rest:
         idx += (x > e) if side == "left" else (x >= e)
     return idx.astype(np.int64)
-
-
-def _values_of(self: Frame, name: str | None) -> Any:
-    assert name is not None
-    if name in self.values:
-        return self.values[name]
-    if name in self.batch.columns:
-        return self.batch.columns[name]
-    return self.names(ast.Name(id=name))
-
-
-def _evaluate_expr(self: Frame, expr: Any) -> Any:
-    ev = getattr(self, "_ev", None)
-    if ev is None:
-        ev = self._ev = _ArrayEval(self)
-    return ev.eval(expr.text, previously_parsed=expr.node)
-
-
-Frame.values_of = _values_of  # type: ignore[attr-defined]
-Frame.evaluate_expr = _evaluate_expr  # type: ignore[attr-defined]
 
 
 @dataclass

@@ -356,6 +356,7 @@ class _Compiler:
             if not math.isclose(total, 1.0, abs_tol=1e-9):
                 self.error(f"weights sum to {total:g}, not 1", (*path, "weights"))
             text = " + ".join(f"{k} * {float(v)!r}" for k, v in weights.items())
+            e: ex.Expr | None
             try:
                 e = ex.parse(text)
             except ex.ExpressionProblems:
@@ -464,8 +465,8 @@ class _Compiler:
                 return ex.Symbol("table", ex.NUMBER, p.unit, p.keys, p.key_units)
             return ex.Symbol("parameter", ex.NUMBER, p.unit)
         if name in self.scales_:
-            s = self.scales_[name]
-            return ex.Symbol("scale", ex.NUMBER, s.unit, scale_input=s.input_unit or ex.UNKNOWN)
+            sc = self.scales_[name]
+            return ex.Symbol("scale", ex.NUMBER, sc.unit, scale_input=sc.input_unit or ex.UNKNOWN)
         node = self.nodes.get(name)
         if node is not None and node.kind in ("variable", "benchmark"):
             if node.kind == "benchmark":
@@ -480,7 +481,7 @@ class _Compiler:
 
         self.inferred: dict[str, Any] = {}
         all_names = sorted(self.names)
-        g = nx.DiGraph()
+        g: Any = nx.DiGraph()
         for name, node in self.nodes.items():
             g.add_node(name)
             for dep in node.deps:
@@ -578,8 +579,8 @@ class _Compiler:
                 )
         if bm.where is not None:
             got, problems = ex.infer(bm.where, self.symbol, all_names)
-            for p in problems:
-                self.diags.append(Diagnostic(p.message, self.doc.scalar_loc((*path, "where"), p.offset)))
+            for prob in problems:
+                self.diags.append(Diagnostic(prob.message, self.doc.scalar_loc((*path, "where"), prob.offset)))
             if not problems and got.type != ex.BOOLEAN:
                 self.error("'where' must be a condition", (*path, "where"))
         if bm.fallback_parameter:
@@ -613,7 +614,7 @@ class _Compiler:
     def build_graph(self) -> tuple[Any, list[str]]:
         import networkx as nx
 
-        g = nx.DiGraph()
+        g: Any = nx.DiGraph()
         decl = 0
         for name in self.inputs:
             g.add_node(name, kind="input", order=decl)
@@ -821,7 +822,7 @@ class _Compiler:
                             (*path, i),
                         )
 
-    def compile_incentives(self, ratings: dict[str, RatingSpec]) -> tuple[dict[str, dict[str, Any]], str]:
+    def compile_incentives(self, ratings: dict[str, RatingSpec]) -> tuple[dict[str, Any], str]:
         primaries = [n for n, r in ratings.items() if r.primary]
         primary = ""
         if len(ratings) == 1 and not primaries:
@@ -856,7 +857,7 @@ class _Compiler:
                     key=True,
                 )
             self.source_ref(spec, ("incentives", "levels", lid))
-        return {"rating": target, "levels": inc["levels"]}, primary  # type: ignore[dict-item]
+        return {"rating": target, "levels": inc["levels"]}, primary
 
     def compile_crosswalk(self, ratings: dict[str, RatingSpec], primary: str) -> dict[str, dict[str, Any]]:
         """Maps from other rulebooks' levels onto this one's primary rating; targets must exist."""

@@ -5,7 +5,8 @@ fixed function vocabulary, and never handed to Python's ``eval``.  What is allow
 
 * numbers, ``+ - * /``, ``**`` with a small constant exponent, comparisons (chains too), ``not``;
 * names of inputs, parameters, variables and benchmarks; ``table['key']`` and ``table[category]``;
-* the functions in :data:`ruleengine.rulebook.functions.FUNCTIONS` and the rulebook's own scales (``advancement_score(x)``).
+* the functions of the registry (:mod:`ruleengine.rulebook.functions`) and the rulebook's own
+  scales (``advancement_score(x)``).
 
 ``and``/``or``/``x if c else y`` are rejected with a pointer to ``all_of``/``any_of``/``where``:
 Python's versions short-circuit on one truth value and cannot work on whole columns.
@@ -17,6 +18,7 @@ import ast
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from simpleeval import SimpleEval
 
@@ -330,16 +332,16 @@ def infer(expr: Expr, lookup: Lookup, all_names: list[str]) -> tuple[Inferred, l
             return Inferred(NUMBER, inner.unit)
         if isinstance(n, ast.BinOp):
             left, right = visit(n.left), visit(n.right)
-            sym = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**"}[type(n.op)]
-            need(n.left, left, NUMBER, f"the left side of '{sym}'")
-            need(n.right, right, NUMBER, f"the right side of '{sym}'")
+            op = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**"}[type(n.op)]
+            need(n.left, left, NUMBER, f"the left side of '{op}'")
+            need(n.right, right, NUMBER, f"the right side of '{op}'")
             if isinstance(n.op, ast.Add | ast.Sub):
                 if not same_unit(left.unit, right.unit):
-                    err(n, f"unit mismatch: '{sym}' of {fmt(left.unit)} and {fmt(right.unit)}")
+                    err(n, f"unit mismatch: '{op}' of {fmt(left.unit)} and {fmt(right.unit)}")
                 return Inferred(NUMBER, join_units(left.unit, right.unit))
             if isinstance(n.op, ast.Pow):
                 exp = n.right
-                value = exp.value if isinstance(exp, ast.Constant) else -exp.operand.value  # type: ignore[attr-defined]
+                value: Any = exp.value if isinstance(exp, ast.Constant) else -exp.operand.value  # type: ignore[attr-defined]
                 base = left.unit
                 if isinstance(base, Unit) and not base.dimensionless:
                     if value != int(value):
@@ -357,9 +359,9 @@ def infer(expr: Expr, lookup: Lookup, all_names: list[str]) -> tuple[Inferred, l
             items = [n.left, *n.comparators]
             types = [visit(i) for i in items]
             pairs = zip(types, zip(items[1:], types[1:], strict=True), n.ops, strict=False)
-            for ta, (b, tb), op in pairs:
+            for ta, (b, tb), cmp in pairs:
                 if CATEGORY in (ta.type, tb.type) or STRING in (ta.type, tb.type):
-                    if not isinstance(op, ast.Eq | ast.NotEq):
+                    if not isinstance(cmp, ast.Eq | ast.NotEq):
                         err(b, "categories can only be compared with == and !=")
                     elif {ta.type, tb.type} != {CATEGORY, STRING}:
                         err(b, "compare a category with a quoted code, e.g. industry == '3011'")
@@ -378,7 +380,7 @@ def infer(expr: Expr, lookup: Lookup, all_names: list[str]) -> tuple[Inferred, l
                 return Inferred(NUMBER, UNKNOWN)
             sl = n.slice
             if isinstance(sl, ast.Constant):
-                key = sl.value
+                key = str(sl.value)
                 if key not in sym.keys:
                     err(sl, f"table '{name}' has no key '{key}'{did_you_mean(key, sym.keys)}")
                     return Inferred(NUMBER, sym.unit)
@@ -408,10 +410,10 @@ def infer(expr: Expr, lookup: Lookup, all_names: list[str]) -> tuple[Inferred, l
             if len(args) != 1:
                 err(n, f"scale {fname}() takes exactly one argument")
                 return Inferred(NUMBER, sym.unit)
-            a = visit(args[0])
-            need(args[0], a, NUMBER, f"the argument of {fname}()")
-            if not same_unit(a.unit, sym.scale_input):
-                err(args[0], f"unit mismatch: {fname}() expects {fmt(sym.scale_input)}, got {fmt(a.unit)}")
+            arg = visit(args[0])
+            need(args[0], arg, NUMBER, f"the argument of {fname}()")
+            if not same_unit(arg.unit, sym.scale_input):
+                err(args[0], f"unit mismatch: {fname}() expects {fmt(sym.scale_input)}, got {fmt(arg.unit)}")
             return Inferred(NUMBER, sym.unit)
         from .functions import FUNCTIONS
 

@@ -199,7 +199,7 @@ class Plan:
     benchmarks: dict[str, BenchmarkSpec]
     ratings: dict[str, RatingSpec]
     primary: str
-    incentives: dict[str, dict[str, Any]]
+    incentives: dict[str, Any]  # {'rating': name of the rating it follows, 'levels': {level: spec}}
     tests: list[dict[str, Any]]
     graph: Any  # networkx.DiGraph
     warnings: list[Diagnostic] = field(default_factory=list)
@@ -227,7 +227,7 @@ class Plan:
             raise AttributeError(name)
         import networkx as nx
 
-        g = nx.DiGraph()
+        g: Any = nx.DiGraph()
         g.add_nodes_from(lists[0])
         g.add_edges_from(lists[1])
         self.__dict__["graph"] = g
