@@ -593,6 +593,29 @@ class Frame:
             self._ev = _ArrayEval(self)
         return self._ev.eval(expr.text, previously_parsed=expr.node)
 
+    def evaluate_node(self, node: ast.AST) -> tuple[Any, list[Note]]:
+        """One piece of a formula over the frame; its value and the notes it took (a table
+        lookup that fell back, a division by zero). The audit trail asks this of a one-row frame,
+        so its lookups follow exactly the rules of the batch."""
+        if self._ev is None:
+            self._ev = _ArrayEval(self)
+        before = {kind: len(items) for kind, items in self.notes.items.items()}
+        value = self._ev._eval(node)
+        taken = [
+            payload
+            for kind, items in self.notes.items.items()
+            for _rank, _seq, _idx, payload in items[before[kind] :]
+            if isinstance(payload, Note)
+        ]
+        taken += [
+            notes[int(codes[0])]
+            for kind, items in self.notes.items.items()
+            for _rank, _seq, _idx, payload in items[before[kind] :]
+            if not isinstance(payload, Note)
+            for codes, notes in [payload]
+        ]
+        return value, taken
+
     def group_labels(self, group: str) -> Category:
         if group == "all":
             return Category(np.zeros(self.n, dtype=np.int32), ["all"])
@@ -700,6 +723,20 @@ class Evaluation:
     reasons: tuple[np.ndarray, list[tuple[Note, ...]]]  # (codes, combinations of notes); -1 = none
     fallbacks: tuple[np.ndarray, list[tuple[Note, ...]]]
     tables: dict[str, BenchmarkTable]
+
+
+def row_frame(plan: Plan, results: Any, i: int) -> Frame:
+    """A frame over row ``i`` of rated ``results`` alone, holding the batch's values for it."""
+    batch, ev = results.batch, results.evaluation
+    pick = np.array([i])
+    one = batch.take(pick)
+    frame = Frame(plan, one, results.tables, None)
+    for name, col in one.columns.items():
+        frame.values[name] = col
+    for name, v in ev.values.items():
+        frame.values[name] = v.take(pick) if isinstance(v, Category) else np.broadcast_to(v, (batch.n,))[i : i + 1]
+    frame.done.update(plan.order)
+    return frame
 
 
 # -- the phases ----------------------------------------------------------------------------------

@@ -114,19 +114,13 @@ def rate_summary(console: Any, results: Results, data: str, output: str | None, 
     console.print(f"{n:,} firm-years from {data}: {rated:,} rated, {n - rated:,} unrated")
     if n - rated:
         reasons: Counter[str] = Counter()
-        encoded = results.columns.encoded("reasons")
-        status = results.columns.encoded("status")
-        if encoded is not None and status is not None:
-            codes, texts = encoded
-            unrated = status[0] == 1
-            per_text = np.bincount(codes[unrated & (codes >= 0)], minlength=len(texts))
-            items = [(texts[j], int(c)) for j, c in enumerate(per_text.tolist()) if c]
-        else:
-            items = [(t, 1) for t in results["reasons"][results["status"] == "unrated"].tolist()]
-        for text, count in items:
-            for r in dict.fromkeys(str(text).split("; ")):
-                if r:
-                    reasons[r.split(":", 1)[0] if ":" in r else r] += count
+        unrated = results["status"] == "unrated"
+        if results.evaluation is not None:  # count each combination of notes once, by its rows
+            codes, combos = results.evaluation.reasons
+            per_combo = np.bincount(codes[unrated & (codes >= 0)], minlength=len(combos))
+            for combo, count in zip(combos, per_combo.tolist(), strict=True):
+                for what in dict.fromkeys(note.message.split(":", 1)[0] for note in combo):
+                    reasons[what] += count
         top = ", ".join(f"{k} ({v})" for k, v in reasons.most_common(5))
         more = len(reasons) - 5
         if more > 0:  # say that the list is cut, and by how much
