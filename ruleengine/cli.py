@@ -288,15 +288,25 @@ def verify(trace_file: str, book: str | None) -> None:
     Re-rates the traced firm's input rows (kept in the trace) with the benchmark values it was
     given, and compares every value, level and the status. Exit code 1 names the first difference.
     """
+    from .analysis.trace import TraceError
     from .analysis.trace import verify as verify_trace
 
+    path = Path(trace_file)
+    if not path.is_file():
+        raise DataError(f"{trace_file}: no such file")
+    if path.stat().st_size > 256 * 2**20:
+        raise DataError(f"{trace_file}: {path.stat().st_size:,} bytes is too large for a trace (256 MiB at most)")
     try:
-        trace = json.loads(Path(trace_file).read_text(encoding="utf-8"))
-        meta = trace["rulebook"]
-        trace["replay"], trace["nodes"], trace["decisions"]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise DataError(f"{trace_file}: not a ruleengine trace ({exc})") from None
-    checked, problems = verify_trace(trace, book)
+        trace = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{trace_file}: not a ruleengine trace (not UTF-8 text at byte {exc.start})") from None
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise DataError(f"{trace_file}: not a ruleengine trace (not JSON: {exc})") from None
+    try:
+        checked, problems = verify_trace(trace, book)
+    except TraceError as exc:
+        raise DataError(f"{trace_file}: {exc}") from None
+    meta = trace["rulebook"]
     if problems:
         click.echo(f"mismatch: {problems[0]}", err=True)
         for p in problems[1:]:

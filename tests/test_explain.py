@@ -119,12 +119,14 @@ def test_verify_replays_a_trace_and_names_the_first_difference(tmp_path):
     assert ok.exit_code == 0, ok.output
     assert ok.output.startswith("verified: G09 2023 under quzhou 1.0.0 (sha256:")
     data = json.loads(out.stdout)
-    victim = next(n for n in data["nodes"] if n["name"] == "scope2_tco2")
-    victim["value"] += 1.0
+    index = next(i for i, n in enumerate(data["nodes"]) if n["name"] == "scope2_tco2")
+    data["nodes"][index]["value"] += 1.0
     path.write_text(json.dumps(data), encoding="utf-8")
     bad = runner.invoke(main, ["verify", str(path)])
     assert bad.exit_code == 1
-    assert bad.output.splitlines()[0].startswith("mismatch: scope2_tco2: trace ")
+    lines = bad.output.splitlines()
+    assert lines[0] == "mismatch: digest: the trace's content does not match its digest (it was changed after it was made)"
+    assert lines[1].startswith(f"  also: nodes[{index}].value: trace ")
 
 
 def test_verify_uses_other_years_for_prev():

@@ -19,13 +19,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..engine.evaluator import row_frame
+from ..errors import RuleEngineError
 from ..io.data import Category
 from ..rulebook.compiler import Plan, RatingSpec
 
 if TYPE_CHECKING:
     from ..engine.results import Results
 
-TRACE_SCHEMA_VERSION = "1.1"  # 1.1: notes (structured reasons and fallbacks)
+TRACE_SCHEMA_VERSION = "1.2"  # 1.1: notes (structured reasons and fallbacks); 1.2: digest, replay.tables
 
 
 @dataclass
@@ -68,7 +69,10 @@ class Trace:
     notes: dict[str, list[dict[str, str]]] = field(default_factory=dict)  # kind → [{code, column, message}]
 
     def to_dict(self) -> dict[str, Any]:
-        return _clean(asdict(self))
+        """The trace as JSON data, ending with ``digest``: the SHA-256 of everything before it."""
+        data = _clean(asdict(self))
+        data["digest"] = digest(data)
+        return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), ensure_ascii=False, indent=2, sort_keys=False) + "\n"
@@ -91,6 +95,55 @@ def _clean(x: Any) -> Any:
     if isinstance(x, np.integer):
         return int(x)
     return x
+
+
+def digest(data: dict[str, Any]) -> str:
+    """``sha256:`` of the canonical JSON (sorted keys, no spaces, UTF-8) of a trace without its
+    ``digest`` field: a changed byte anywhere in the trace changes it."""
+    body = {k: v for k, v in data.items() if k != "digest"}
+    canon = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return "sha256:" + hashlib.sha256(canon.encode("utf-8")).hexdigest()
+
+
+def _firm_tables(plan: Plan, results: Results, rows: list[int]) -> dict[str, Any]:
+    """The entries of the run's benchmark tables that the firm's rows look up (their years, their
+    group at every level, the fallback keys): enough to replay the lookups, peers and all."""
+    ev = results.evaluation
+    assert ev is not None and results.batch is not None
+    years = {int(results["year"][j]) for j in rows}
+    out: dict[str, Any] = {}
+    for name, table in sorted(results.tables.items()):
+        spec = plan.benchmarks.get(name)
+        if spec is None:
+            continue
+        data = table.to_json()
+        for level in data["levels"]:
+            key = level["level"]
+            if key == "all":
+                labels = {"all"}
+            elif key == "fallback":
+                labels = {"*"}
+                if spec.fallback_key:
+                    labels |= _labels_at(results, spec.fallback_key, rows)
+                if spec.fallback_parameter and plan.parameters[spec.fallback_parameter].fallback_key:
+                    labels.add(str(plan.parameters[spec.fallback_parameter].fallback_key))
+            else:
+                labels = _labels_at(results, key, rows)
+            level["groups"] = [g for g in level["groups"] if g["year"] in years and g["group"] in labels]
+        out[name] = data
+    return out
+
+
+def _labels_at(results: Results, name: str, rows: list[int]) -> set[str]:
+    ev, batch = results.evaluation, results.batch
+    assert ev is not None and batch is not None
+    v = ev.values.get(name)
+    if v is None:
+        v = batch.columns.get(name)
+    if isinstance(v, Category):
+        strings = v.to_strings()
+        return {str(strings[j]) for j in rows if strings[j]}
+    return set()
 
 
 def _scalar(v: Any) -> Any:
@@ -330,7 +383,12 @@ def trace_row(plan: Plan, results: Results, i: int, what_if: bool = True) -> Tra
         incentive,
         nodes,
         what,
-        {"rows": replay_rows, "benchmarks": given, "row": firm_rows.index(i)},
+        {
+            "rows": replay_rows,
+            "benchmarks": given,
+            "tables": _firm_tables(plan, results, firm_rows),
+            "row": firm_rows.index(i),
+        },
         {
             "engine_version": row["engine_version"],
             "input_row_sha256": row_hash,
@@ -345,56 +403,130 @@ def trace_row(plan: Plan, results: Results, i: int, what_if: bool = True) -> Tra
     )
 
 
-def verify(trace: dict[str, Any], book: Any = None) -> tuple[int, list[str]]:
-    """Replay a trace (as JSON data): re-rate its rows with its benchmark values and compare.
+class TraceError(RuleEngineError):
+    """A file that is not a well-formed ruleengine trace."""
 
-    Returns (how many values were checked, the differences in trace order). ``book`` overrides
-    the rulebook named in the trace (its file if it exists, else the bundled id).
+
+# Fields that cannot be recomputed from the replay (where the rows came from, the hash of the
+# whole run's tables): the digest covers them.
+_NOT_RECOMPUTED = {("provenance", "data_source"), ("provenance", "data_row"), ("provenance", "benchmark_tables_sha256")}
+
+
+def verify(trace: Any, book: Any = None) -> tuple[int, list[str]]:
+    """Check a trace (as JSON data): its shape, its digest, and every field recomputed.
+
+    The firm's rows kept in the trace are rated again with the benchmark table entries kept in
+    it, the trace is rebuilt, and every field — identity, decisions and bands, incentive, texts,
+    reasons, fallbacks, notes, every node and its peers, what it takes — is compared. Returns
+    (how many values were compared, the differences in trace order, each naming its field).
+    Raises :class:`TraceError` for data that is not a trace. ``book`` overrides the rulebook named
+    in the trace (its file if it exists, else the bundled id).
     """
     from pathlib import Path
 
+    from ..engine.benchmarks import BenchmarkTable
     from ..pipeline import rate
     from ..rulebook.loader import load
 
+    _check_shape(trace)
+    problems: list[str] = []
+    if "digest" in trace and trace["digest"] != digest(trace):
+        problems.append("digest: the trace's content does not match its digest (it was changed after it was made)")
     meta = trace["rulebook"]
     if book is None:
         book = meta["file"] if Path(meta["file"]).is_file() else meta["id"]
     plan = load(book)
-    problems: list[str] = []
     if plan.hash != meta["hash"]:
         problems.append(
-            f"rulebook {plan.id} has changed since the trace was made: hash {plan.hash}, trace {meta['hash']}"
+            f"rulebook.hash: rulebook {plan.id} has changed since the trace was made: "
+            f"hash {plan.hash}, trace {meta['hash']}"
         )
     replay = trace["replay"]
-    overrides = {
-        b: np.array([math.nan if v is None else v for v in vals], dtype=np.float64)
-        for b, vals in replay["benchmarks"].items()
-    }
-    results = rate(plan, replay["rows"], overrides=overrides)
-    fresh = trace_row(plan, results, int(replay["row"])).to_dict()
-    checked = 0
+    try:
+        if "tables" in replay:
+            tables = {name: BenchmarkTable.from_json(data) for name, data in replay["tables"].items()}
+            results = rate(plan, replay["rows"], benchmarks=tables)
+        else:  # traces before 1.2 kept the benchmark values only
+            overrides = {
+                b: np.array([math.nan if v is None else v for v in vals], dtype=np.float64)
+                for b, vals in replay["benchmarks"].items()
+            }
+            results = rate(plan, replay["rows"], overrides=overrides)
+        row = int(replay["row"])
+        if not 0 <= row < len(results):
+            raise TraceError(f"replay.row: {row} is not one of the {len(results)} replayed rows")
+        fresh = trace_row(plan, results, row).to_dict()
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise TraceError(
+            f"replay: the trace's rows or tables cannot be replayed ({type(exc).__name__}: {exc})"
+        ) from None
+    counter = [0]
+    _compare((), trace, fresh, problems, counter, legacy="tables" not in replay)
+    return counter[0], problems
 
-    def same(a: Any, b: Any) -> bool:
-        if isinstance(a, float) and isinstance(b, float):
-            return a == b or (math.isnan(a) and math.isnan(b))
-        return a == b
 
-    old_nodes = {n["name"]: n for n in trace["nodes"]}
-    for n in fresh["nodes"]:
-        if n["kind"] == "benchmark":
-            continue  # given, not recomputed
-        old = old_nodes.get(n["name"])
-        if old is None:
-            problems.append(f"{n['name']}: not in the trace")
-            continue
-        checked += 1
-        if not same(old["value"], n["value"]):
-            problems.append(f"{n['name']}: trace {old['value']!r}, recomputed {n['value']!r}")
-    for old, new in zip(trace["decisions"], fresh["decisions"], strict=False):
-        checked += 1
-        if old["level"] != new["level"]:
-            problems.append(f"{old['rating']}: trace level {old['level']!r}, recomputed {new['level']!r}")
-    checked += 1
-    if trace["status"] != fresh["status"]:
-        problems.append(f"status: trace {trace['status']}, recomputed {fresh['status']}")
-    return checked, problems
+def _check_shape(trace: Any) -> None:
+    """A clear verdict for anything that is not a trace: the first schema error with its path."""
+    if not isinstance(trace, dict):
+        raise TraceError(f"not a ruleengine trace: a JSON {type(trace).__name__}, not an object")
+    from jsonschema import Draft202012Validator
+
+    validator = Draft202012Validator(_trace_schema())
+    for error in sorted(validator.iter_errors(trace), key=lambda e: list(e.absolute_path)):
+        where = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
+        message = error.message if len(error.message) <= 200 else error.message[:200] + "…"
+        raise TraceError(f"not a ruleengine trace: {message} (at {where})")
+
+
+def _trace_schema() -> dict[str, Any]:
+    from pathlib import Path
+
+    return json.loads((Path(__file__).with_name("trace.schema.json")).read_text(encoding="utf-8"))
+
+
+def _compare(path: tuple[Any, ...], old: Any, new: Any, problems: list[str], counter: list[int], legacy: bool) -> None:
+    top = path[0] if path else None
+    if top in ("digest", "replay", "schema_version") or path[:2] in _NOT_RECOMPUTED or path == ("rulebook", "file"):
+        return
+    if legacy and top == "nodes" and isinstance(old, dict) and old.get("kind") == "benchmark":
+        return  # traces before 1.2: benchmark values were given, their peers not kept
+    where = _path_text(path)
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in old:
+            if key not in new:
+                problems.append(f"{where}.{key}: in the trace, not in the recomputed trace")
+        for key in new:
+            if key not in old:
+                if legacy and top is None and key in ("notes",):
+                    continue
+                problems.append(f"{_path_text((*path, key))}: missing from the trace")
+                continue
+            _compare((*path, key), old[key], new[key], problems, counter, legacy)
+        return
+    if isinstance(old, list) and isinstance(new, list):
+        if len(old) != len(new):
+            problems.append(f"{where}: trace has {len(old)} entries, recomputed {len(new)}")
+        for k, (a, b) in enumerate(zip(old, new, strict=False)):
+            _compare((*path, k), a, b, problems, counter, legacy)
+        return
+    counter[0] += 1
+    same = (
+        old == new
+        and type(old) is type(new)
+        or (
+            isinstance(old, int | float)
+            and isinstance(new, int | float)
+            and not isinstance(old, bool)
+            and not isinstance(new, bool)
+            and old == new
+        )
+    )
+    if not same:
+        problems.append(f"{where}: trace {old!r}, recomputed {new!r}")
+
+
+def _path_text(path: tuple[Any, ...]) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "$"
