@@ -463,12 +463,11 @@ def _intervals(ctx: _Ctx, idx: np.ndarray, s: np.ndarray, t: np.ndarray, v: np.n
     k_tail = np.where(last, (hi[s] - t) // step, 0)
     gi = np.flatnonzero(k_in > 0)
     gt = np.flatnonzero(k_tail > 0)
-    empty = np.flatnonzero((np.bincount(s, minlength=S) == 0) & (hi > lo) & (segs.kind == 0))
-    g_seg = np.r_[s[gi], s[gt], empty]
-    g_from = np.r_[t[gi] - k_in[gi] * step, t[gt] + step, lo[empty] + step]
-    g_n = np.r_[k_in[gi], k_tail[gt], (hi[empty] - lo[empty]) // step]
-    g_row = np.r_[row[gidx[gi]], np.zeros(len(gt) + len(empty), dtype=np.int64)]
-    g_file = np.r_[fidx[gidx[gi]], fidx[gidx[gt]], np.full(len(empty), -1)]
+    g_seg = np.r_[s[gi], s[gt]]
+    g_from = np.r_[t[gi] - k_in[gi] * step, t[gt] + step]
+    g_n = np.r_[k_in[gi], k_tail[gt]]
+    g_row = np.r_[row[gidx[gi]], np.zeros(len(gt), dtype=np.int64)]
+    g_file = np.r_[fidx[gidx[gi]], fidx[gidx[gt]]]
     # interpolation between the neighbours of short inner gaps, where the carrier's policy says so
     pol = [ctx.segs.reg.policy_for(en.carrier) for en in segs.entry]
     interp = np.array([p.policy == "interpolate" for p in pol], dtype=bool)
@@ -548,21 +547,19 @@ def _registers(ctx: _Ctx, idx: np.ndarray, s: np.ndarray, t: np.ndarray, v: np.n
     good = ~reset & ~spike
     st.energy += np.bincount(ss[good], weights=energy[good], minlength=S)
     st.covered += np.bincount(ss[good], weights=dur[good] / step, minlength=S)
-    bridged = good & (dur > step) & (np.arange(len(d)) < len(inner))
+    bridged = good & (dur > max(step, 86400)) & (np.arange(len(d)) < len(inner))  # a daily read is normal
     if bridged.any():
         bi = np.flatnonzero(bridged)
         _gap_text(ctx, ss[bi], tend[bi] - dur[bi] + step, dur[bi] // step - 1, row[at[bi]], fidx[at[bi]], "info",
                   "bridged", "without a reading", "energy known from the register difference")
     # not covered: before the first / after the last reading (no declared initial/final reading)
-    has = np.bincount(s, minlength=S) > 0
     lead = np.flatnonzero(new & ~np.isin(np.arange(n), fi) & (t > lo[s]))
     tail = np.flatnonzero(last & ~np.isin(np.arange(n), la) & (t < hi[s]))
-    empty = np.flatnonzero(~has & (hi > lo) & (segs.kind == 1))
-    g_seg = np.r_[s[lead], s[tail], empty]
-    g_from = np.r_[lo[s[lead]] + step, t[tail] + step, lo[empty] + step]
-    g_n = np.r_[(t[lead] - lo[s[lead]]) // step, (hi[s[tail]] - t[tail]) // step, (hi[empty] - lo[empty]) // step]
-    g_row = np.r_[row[idx[lead]], row[idx[tail]], np.zeros(len(empty), dtype=np.int64)]
-    g_file = np.r_[fidx[idx[lead]], fidx[idx[tail]], np.full(len(empty), -1)]
+    g_seg = np.r_[s[lead], s[tail]]
+    g_from = np.r_[lo[s[lead]] + step, t[tail] + step]
+    g_n = np.r_[(t[lead] - lo[s[lead]]) // step, (hi[s[tail]] - t[tail]) // step]
+    g_row = np.r_[row[idx[lead]], row[idx[tail]]]
+    g_file = np.r_[fidx[idx[lead]], fidx[idx[tail]]]
     _gap_text(ctx, g_seg, g_from, g_n, g_row, g_file, "warning", "gap", "not covered by register readings",
               "see the firm's gap policy")
 
@@ -688,6 +685,7 @@ def acquire_meters(sources: Iterable[str | Path], register: str | Path | Registe
         if chunks:
             _process_group(chunks, ctx)
     _register_notes(ctx)
+    _silent_meters(ctx)
     table, firms, totals = _firm_years(ctx, year)
     report = Report("meters", year, files, issues, firms, totals)
     return Acquisition(table, report)
@@ -701,6 +699,18 @@ def _infer_year(paths: list[Path], cache: dict[int, Chunk], reg: Register, issue
             issues.append(Issue("info", "year", f"no year given: {y} inferred from the timestamps", "", c.file))
             return y
     raise AcquireError("no year given (--year, or 'year:' in the register) and none could be inferred from the files")
+
+
+def _silent_meters(ctx: _Ctx) -> None:
+    """Register entries that should report in the year but have no usable reading at all."""
+    lo, hi = _seg_bounds(ctx)
+    for k in np.flatnonzero((ctx.stats.readings == 0) & (hi > lo)).tolist():
+        e = ctx.segs.entry[k]
+        n = int((hi[k] - lo[k]) // ctx.step)
+        ctx.stats.problems[k] += 1
+        ctx.issues.append(Issue("warning", "no_readings", f"no usable reading from {format_ts(int(lo[k]))} to "
+                                f"{format_ts(int(hi[k]), end=True)} ({n} intervals)", "the period counts as missing",
+                                ctx.segs.reg.path, subject=f"meter {e.id}", firm_id=e.firm_id))
 
 
 def _register_notes(ctx: _Ctx) -> None:
