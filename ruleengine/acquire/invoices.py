@@ -29,7 +29,7 @@ import yaml
 from ..errors import did_you_mean
 from .meters import Acquisition
 from .quality import AcquireError, Issue, Report, row_list
-from .readers import find_column, read_table, to_float, to_text
+from .readers import find_column, read_table_rows, to_float, to_text
 from .safeio import SourceError, parse_xml, read_zip_members
 from .tables import carrier_column, load_table, normalize_unit, unit_alias
 
@@ -220,8 +220,11 @@ def _read_ofd(path: Path, rows: dict[str, list[Any]], issues: list[Issue]) -> No
 
 
 def _read_ledger(path: Path, issues: list[Issue]) -> pa.Table:
-    table = read_table(path)
+    table, rows, ragged = read_table_rows(path)
     name = str(path)
+    for r, text, exp, act in ragged:
+        issues.append(Issue("error", "ragged_row", f"{act} cells where the header has {exp}: {text[:60]!r}", "row ignored",
+                            name, (r,) if r > 0 else ()))
     cols: dict[str, pa.Array] = {}
     n = table.num_rows
     for k, aliases in {**HEADER_TAGS, **ITEM_FIELDS, **LEDGER_ONLY}.items():
@@ -244,7 +247,7 @@ def _read_ledger(path: Path, issues: list[Issue]) -> pa.Table:
     out["line"] = pa.array(line)
     out["kind"] = pa.array(["ledger"] * n)
     out["file"] = pa.array([name] * n)
-    out["row"] = pa.array(np.arange(1, n + 1))
+    out["row"] = pa.array(rows)
     return pa.table(out)
 
 

@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .quality import MAX_ROWS, AcquireError, Issue, Report, row_list
-from .readers import find_column, format_ts, read_table, to_epoch, to_float, to_text
+from .readers import find_column, format_ts, read_table_rows, to_epoch, to_float, to_text
 from .register import TZ_OFFSET_S, Register, load_register, unit_matches
 from .safeio import SourceError
 
@@ -80,13 +80,15 @@ def _meter_ids(table: pa.Table, col: str, name: str, issues: list[Issue]) -> tup
 def read_meter_file(path: Path, reg: Register, issues: list[Issue]) -> Chunk:
     """Read one long-form or 96-point wide export; raises SourceError if the file is unusable."""
     name = str(path)
-    table = read_table(path)
+    table, rows, ragged = read_table_rows(path)
+    for r, text, exp, act in ragged:
+        issues.append(Issue("error", "ragged_row", f"{act} cells where the header has {exp}: {text[:60]!r}", "row ignored",
+                            name, (r,) if r > 0 else ()))
     mcol = find_column(table, METER_COLS)
     if mcol is None:
         raise SourceError(f"{name}: no meter column (one of {', '.join(METER_COLS)}); columns are {', '.join(table.column_names)}")
     codes, names, empty_id = _meter_ids(table, mcol, name, issues)
     n = table.num_rows
-    rows = np.arange(1, n + 1, dtype=np.int32)
     step = reg.interval_s
     wide_cols = [(c, WIDE_RE.match(c.strip())) for c in table.column_names]
     wide = [(c, int(m.group(1)) * 60 + int(m.group(2))) for c, m in wide_cols if m]

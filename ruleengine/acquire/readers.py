@@ -25,7 +25,47 @@ TS_RE = (
 )
 
 
-def read_table(path: Path) -> pa.Table:
+class Ragged:
+    """CSV rows with the wrong number of cells: skipped by the reader, located here."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, int, int]] = []  # (text, expected, actual)
+
+    def __call__(self, row: Any) -> str:
+        self.rows.append((str(row.text), int(row.expected_columns), int(row.actual_columns)))
+        return "skip"
+
+    def locate(self, path: Path) -> list[tuple[int, str, int, int]]:
+        """(1-based data row, text, expected, actual) of each skipped row, found in the file's bytes."""
+        if not self.rows:
+            return []
+        data = path.read_bytes()
+        out, start = [], 0
+        for text, exp, act in self.rows:  # the handler sees the rows in file order
+            off = data.find(text.encode("utf-8"), start)
+            line = data.count(b"\n", 0, off) if off >= 0 else -1  # data row = line - 1 (header) + 1
+            out.append((line, text, exp, act))
+            start = off + 1 if off >= 0 else start
+        return out
+
+
+def original_rows(n: int, skipped: list[int]) -> np.ndarray:
+    """1-based data row numbers of the ``n`` rows kept when the rows ``skipped`` were dropped."""
+    r = np.arange(1, n + 1, dtype=np.int64)
+    for b in sorted(x for x in skipped if x > 0):
+        r += r >= b
+    return r
+
+
+def read_table_rows(path: Path) -> tuple[pa.Table, np.ndarray, list[tuple[int, str, int, int]]]:
+    """``read_table`` plus the 1-based data row of each kept row and the rows skipped as ragged."""
+    ragged = Ragged()
+    table = read_table(path, ragged)
+    located = ragged.locate(path) if ragged.rows else []
+    return table, original_rows(table.num_rows, [r for r, *_ in located]), located
+
+
+def read_table(path: Path, ragged: Ragged | None = None) -> pa.Table:
     """A whole file as an Arrow table; CSV cells are all read as text (leading zeros kept)."""
     name = str(path)
     if not path.is_file():
@@ -44,6 +84,7 @@ def read_table(path: Path) -> pa.Table:
                 path,
                 read_options=pacsv.ReadOptions(column_names=names, skip_rows=1, block_size=64 << 20),
                 convert_options=pacsv.ConvertOptions(column_types={n: pa.string() for n in names}, strings_can_be_null=False),
+                parse_options=pacsv.ParseOptions(invalid_row_handler=ragged),
             )
         if suffix in (".parquet", ".pq"):
             import pyarrow.parquet as pq

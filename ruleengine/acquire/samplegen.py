@@ -210,6 +210,7 @@ def generate_sample(directory: str | Path, firms: int = 20, year: int = 2024, se
     wide_rows: list[list[Any]] = []
     gas_rows: list[list[Any]] = []
     monthly_kwh: dict[str, np.ndarray] = {}
+    gas_month: dict[str, np.ndarray] = {}
     month_of_day = (dates.astype("datetime64[M]").astype(np.int64) % 12)
     hdr = ["表号", "日期", "倍率"] + [f"{m // 60:02d}:{m % 60:02d}" for m in range(15, 1441, 15)]
     for i, code in enumerate(codes):
@@ -255,8 +256,8 @@ def generate_sample(directory: str | Path, firms: int = 20, year: int = 2024, se
             wide_rows.append(conflict)
         if defects and i == 4:
             wide_rows.append([meter, f"{year + 1}-01-01", mult, *["1"] * 96])  # outside the year
-        kept = np.where(mask & (raw >= 0), kwh, 0.0)
-        monthly_kwh[code] = np.bincount(month_of_day, weights=kept.sum(axis=1), minlength=12)
+        # the grid company bills what the meter measured, communication gaps or not
+        monthly_kwh[code] = np.bincount(month_of_day, weights=kwh.sum(axis=1), minlength=12)
         if i % 2 == 0:  # a gas register read daily at midnight, 5 digits
             gm = f"G{i:05d}"
             start = 99_000.0 if (defects and i == 0) else float(np.round(rng.uniform(0, 50_000), 1))
@@ -264,6 +265,7 @@ def generate_sample(directory: str | Path, firms: int = 20, year: int = 2024, se
             readings = (start + np.r_[0.0, np.cumsum(daily)]) % 100_000
             reg_meters.append(f'  - {{id: "{gm}", firm_id: "{code}", carrier: natural_gas, kind: register, unit: m3, digits: 5, '
                               f"capacity: {round(float(daily.max()) / 24 * 3, 1)}}}")
+            gas_month[code] = np.bincount(month_of_day, weights=daily, minlength=12)
             for d in range(days + 1):
                 gas_rows.append([gm, f"{(np.datetime64(dates[0]) + d)!s} 00:00", f"{readings[d]:.1f}", "m3"])
             if defects and i == 2:
@@ -314,7 +316,7 @@ def generate_sample(directory: str | Path, firms: int = 20, year: int = 2024, se
         if i % 2 == 0:
             for m in range(0, 12, 2):
                 n += 1
-                qty = float(np.round(rng.uniform(3000, 9000), 0))
+                qty = float(np.round((gas_month[code][m] + gas_month[code][m + 1]) * rng.normal(1.0, 0.005), 0))
                 invs.append(({"no": f"{year % 100:02d}33{n:016d}", "date": f"{year}-{m + 1:02d}-10", "seller": gas, "buyer": code,
                               "items": [_line("*天然气*管道天然气", "1100301000000000000", "立方米", qty, 3.2, 0.09)]}, "xml"))
         if i % 3 == 0:
