@@ -20,8 +20,19 @@ from .quality import AcquireError, Issue, Report
 from .readers import read_table
 from .safeio import SourceError
 
-PROVENANCE = ("_coverage", "_readings", "_invoices", "_lines", "_meters", "_months", "_policy", "_filled", "_source",
-              "_issues", "_resale")
+PROVENANCE = (
+    "_coverage",
+    "_readings",
+    "_invoices",
+    "_lines",
+    "_meters",
+    "_months",
+    "_policy",
+    "_filled",
+    "_source",
+    "_issues",
+    "_resale",
+)
 
 
 def _load(x: str | Path | Acquisition | pa.Table, what: str) -> tuple[pa.Table, str]:
@@ -39,8 +50,12 @@ def _value_columns(t: pa.Table) -> list[str]:
     return [c for c in t.column_names if f"{c}_source" in t.column_names]
 
 
-def crossvalidate(meters: str | Path | Acquisition | pa.Table, invoices: str | Path | Acquisition | pa.Table,
-                  tolerance: float = 0.05, prefer: str = "meters") -> Acquisition:
+def crossvalidate(
+    meters: str | Path | Acquisition | pa.Table,
+    invoices: str | Path | Acquisition | pa.Table,
+    tolerance: float = 0.05,
+    prefer: str = "meters",
+) -> Acquisition:
     """One firm-year panel from both sources; disagreements beyond ``tolerance`` are reported."""
     if prefer not in ("meters", "invoices"):
         raise AcquireError(f"prefer: '{prefer}' is neither 'meters' nor 'invoices'")
@@ -93,13 +108,22 @@ def crossvalidate(meters: str | Path | Acquisition | pa.Table, invoices: str | P
                     else:
                         disagree += 1
                         reason = f"{src_row} (preferred; the other source differs by {rel:.1%})"
-                        issues.append(Issue(
-                            "warning", "crossval",
-                            f"{col}: meters {vm:g} ({rm.get(f'{col}_readings')} readings from {rm.get(f'{col}_meters')} meter(s), "
-                            f"coverage {rm.get(f'{col}_coverage')}) vs invoices {vi:g} ({ri.get(f'{col}_invoices')} invoice(s)): "
-                            f"{rel:.1%} apart, over the {tolerance:.0%} tolerance",
-                            f"{src_row} used (preferred)", nm if src_row == "meters" else ni,
-                            subject=f"firm {key[0]}", firm_id=key[0], column=col))
+                        issues.append(
+                            Issue(
+                                "warning",
+                                "crossval",
+                                f"{col}: meters {vm:g} ({rm.get(f'{col}_readings')} readings from "
+                                f"{rm.get(f'{col}_meters')} meter(s), coverage {rm.get(f'{col}_coverage')}) "
+                                f"vs invoices "
+                                f"{vi:g} ({ri.get(f'{col}_invoices')} invoice(s)): "
+                                f"{rel:.1%} apart, over the {tolerance:.0%} tolerance",
+                                f"{src_row} used (preferred)",
+                                nm if src_row == "meters" else ni,
+                                subject=f"firm {key[0]}",
+                                firm_id=key[0],
+                                column=col,
+                            )
+                        )
                 else:
                     row[f"{col}_crossval"] = None
                     if value is not None and other is None:
@@ -107,8 +131,12 @@ def crossvalidate(meters: str | Path | Acquisition | pa.Table, invoices: str | P
                     elif value is None and other is not None:
                         reason = f"{src_row} (empty: its figure failed its own checks)"
             row[f"{col}_source"] = reason
-            info[col] = {"value": value, "coverage": row.get(f"{col}_coverage"), "count": row.get(f"{col}_readings") or
-                         row.get(f"{col}_invoices"), "policy": reason}
+            info[col] = {
+                "value": value,
+                "coverage": row.get(f"{col}_coverage"),
+                "count": row.get(f"{col}_readings") or row.get(f"{col}_invoices"),
+                "policy": reason,
+            }
         out.append(row)
         firms.append({"firm_id": key[0], "columns": info})
     names: list[str] = []
@@ -130,7 +158,18 @@ def crossvalidate(meters: str | Path | Acquisition | pa.Table, invoices: str | P
         else:
             arrays[n] = pa.array([None if v is None else str(v) for v in vals], type=pa.string())
     years = sorted({k[1] for k in set(rows_m) | set(rows_i)})
-    report = Report("crossval", years[0] if years else 0, [nm, ni], issues, firms,
-                    {"compared": agree + disagree, "within tolerance": agree, "beyond tolerance": disagree,
-                     "tolerance": tolerance, "preferred": prefer})
+    report = Report(
+        "crossval",
+        years[0] if years else 0,
+        [nm, ni],
+        issues,
+        firms,
+        {
+            "compared": agree + disagree,
+            "within tolerance": agree,
+            "beyond tolerance": disagree,
+            "tolerance": tolerance,
+            "preferred": prefer,
+        },
+    )
     return Acquisition(pa.table(arrays), report)

@@ -31,7 +31,7 @@ from .meters import Acquisition
 from .quality import AcquireError, Issue, Report, row_list
 from .readers import find_column, read_table_rows, to_float, to_text
 from .safeio import SourceError, parse_xml, read_zip_members
-from .tables import carrier_column, load_table, normalize_unit, unit_alias
+from .tables import carrier_column, load_table, unit_alias
 
 SOURCE_RANK = {"xml": 0, "ofd": 1, "ledger": 2}
 
@@ -39,16 +39,47 @@ SOURCE_RANK = {"xml": 0, "ofd": 1, "ledger": 2}
 HEADER_TAGS: dict[str, tuple[str, ...]] = {
     "invoice_no": ("invoicenumber", "invoiceno", "fphm", "发票号码", "数电票号码", "eiid"),
     "issue_date": ("issuetime", "issutime", "issuedate", "invoicedate", "kprq", "开票日期", "requesttime"),
-    "seller_id": ("selleridnum", "sellertaxid", "sellertaxno", "xfsh", "xsfnsrsbh", "销售方纳税人识别号", "销方识别号",
-                  "销售方统一社会信用代码/纳税人识别号"),
-    "buyer_id": ("buyeridnum", "buyertaxid", "buyertaxno", "gfsh", "gmfnsrsbh", "购买方纳税人识别号", "购方识别号",
-                 "购买方统一社会信用代码/纳税人识别号"),
-    "original_no": ("originalinvoicenumber", "originalinvoiceno", "blueinvoicenumber", "yfphm", "原发票号码",
-                    "蓝字发票号码", "对应蓝字发票号码"),
+    "seller_id": (
+        "selleridnum",
+        "sellertaxid",
+        "sellertaxno",
+        "xfsh",
+        "xsfnsrsbh",
+        "销售方纳税人识别号",
+        "销方识别号",
+        "销售方统一社会信用代码/纳税人识别号",
+    ),
+    "buyer_id": (
+        "buyeridnum",
+        "buyertaxid",
+        "buyertaxno",
+        "gfsh",
+        "gmfnsrsbh",
+        "购买方纳税人识别号",
+        "购方识别号",
+        "购买方统一社会信用代码/纳税人识别号",
+    ),
+    "original_no": (
+        "originalinvoicenumber",
+        "originalinvoiceno",
+        "blueinvoicenumber",
+        "yfphm",
+        "原发票号码",
+        "蓝字发票号码",
+        "对应蓝字发票号码",
+    ),
 }
 ITEM_TAGS = ("issuiteminformation", "invoiceitem", "item", "lineitem", "mx", "明细", "invoiceline")
 ITEM_FIELDS: dict[str, tuple[str, ...]] = {
-    "item_name": ("itemname", "xmmc", "spmc", "goodsname", "项目名称", "货物或应税劳务名称", "货物或应税劳务、服务名称"),
+    "item_name": (
+        "itemname",
+        "xmmc",
+        "spmc",
+        "goodsname",
+        "项目名称",
+        "货物或应税劳务名称",
+        "货物或应税劳务、服务名称",
+    ),
     "tax_code": ("taxclassificationcode", "spbm", "goodscode", "ssflbm", "税收分类编码", "商品和服务税收分类编码"),
     "unit": ("meunit", "unit", "dw", "单位"),
     "quantity": ("quantity", "num", "xmsl", "数量"),
@@ -109,7 +140,9 @@ def load_mapping(path: str | Path) -> Mapping:
         unknown = set(decl) - {"firm_id", "resale", "vehicle_fuel", "attributes"}
         if unknown:
             k = sorted(unknown)[0]
-            raise AcquireError(f"{where}: unknown key '{k}'{did_you_mean(k, ['firm_id', 'resale', 'vehicle_fuel', 'attributes'])}")
+            raise AcquireError(
+                f"{where}: unknown key '{k}'{did_you_mean(k, ['firm_id', 'resale', 'vehicle_fuel', 'attributes'])}"
+            )
         resale = tuple(decl.get("resale") or ())
         for c in resale:
             if c not in carriers:
@@ -122,7 +155,9 @@ def load_mapping(path: str | Path) -> Mapping:
     rules = load_table("carriers")["empty_unit_rules"]
     for c in infer:
         if c not in rules:
-            raise AcquireError(f"{name}: infer_empty_unit: no declared rule for '{c}' (rules exist for {', '.join(rules)})")
+            raise AcquireError(
+                f"{name}: infer_empty_unit: no declared rule for '{c}' (rules exist for {', '.join(rules)})"
+            )
     year = data.get("year")
     if year is not None and not isinstance(year, int):
         raise AcquireError(f"{name}: year: expected a year such as 2024")
@@ -200,8 +235,12 @@ def _ofd_custom(root: Any) -> Any:
 def _read_ofd(path: Path, rows: dict[str, list[Any]], issues: list[Issue]) -> None:
     name = str(path)
     members = read_zip_members(path, lambda m: m.lower().endswith(".xml"))
-    structural = re.compile(r"(^|/)(ofd|document|document_\d+|publicres|documentres|content|annotations?|signatures?)\.xml$", re.I)
-    embedded = sorted(m for m in members if not structural.search(m) and "/pages/" not in m.lower() and "/tpls/" not in m.lower())
+    structural = re.compile(
+        r"(^|/)(ofd|document|document_\d+|publicres|documentres|content|annotations?|signatures?)\.xml$", re.I
+    )
+    embedded = sorted(
+        m for m in members if not structural.search(m) and "/pages/" not in m.lower() and "/tpls/" not in m.lower()
+    )
     for m in embedded:
         root = parse_xml(members[m], f"{name}!{m}")
         if _first_text(root, HEADER_TAGS["invoice_no"]):
@@ -213,8 +252,15 @@ def _read_ofd(path: Path, rows: dict[str, list[Any]], issues: list[Issue]) -> No
         if _first_text(custom, HEADER_TAGS["invoice_no"]):
             n = _invoice_from_xml(custom, "ofd", name, rows)
             if n == 0:
-                issues.append(Issue("warning", "ofd_header_only", "no embedded invoice XML: header read from the OFD custom data, "
-                                    "no line items", "used for deduplication only", name))
+                issues.append(
+                    Issue(
+                        "warning",
+                        "ofd_header_only",
+                        "no embedded invoice XML: header read from the OFD custom data, no line items",
+                        "used for deduplication only",
+                        name,
+                    )
+                )
             return
     raise SourceError(f"{name}: no invoice XML and no invoice number in the OFD custom data")
 
@@ -223,15 +269,25 @@ def _read_ledger(path: Path, issues: list[Issue]) -> pa.Table:
     table, rows, ragged = read_table_rows(path)
     name = str(path)
     for r, text, exp, act in ragged:
-        issues.append(Issue("error", "ragged_row", f"{act} cells where the header has {exp}: {text[:60]!r}", "row ignored",
-                            name, (r,) if r > 0 else ()))
+        issues.append(
+            Issue(
+                "error",
+                "ragged_row",
+                f"{act} cells where the header has {exp}: {text[:60]!r}",
+                "row ignored",
+                name,
+                (r,) if r > 0 else (),
+            )
+        )
     cols: dict[str, pa.Array] = {}
     n = table.num_rows
     for k, aliases in {**HEADER_TAGS, **ITEM_FIELDS, **LEDGER_ONLY}.items():
         c = find_column(table, aliases)
         if c is None:
             if k in ("invoice_no", "item_name", "quantity", "amount", "buyer_id"):
-                raise SourceError(f"{name}: no {k} column (one of {', '.join(aliases)}); columns are {', '.join(table.column_names)}")
+                raise SourceError(
+                    f"{name}: no {k} column (one of {', '.join(aliases)}); columns are {', '.join(table.column_names)}"
+                )
             cols[k] = pa.array([""] * n, type=pa.string())
         else:
             cols[k] = to_text(table.column(c))
@@ -256,8 +312,13 @@ def _expand(sources: Iterable[str | Path]) -> list[Path]:
     for s in sources:
         p = Path(s)
         if p.is_dir():
-            out.extend(sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in
-                              (".xml", ".ofd", ".csv", ".xlsx", ".parquet")))
+            out.extend(
+                sorted(
+                    q
+                    for q in p.rglob("*")
+                    if q.is_file() and q.suffix.lower() in (".xml", ".ofd", ".csv", ".xlsx", ".parquet")
+                )
+            )
         else:
             out.append(p)
     return out
@@ -314,7 +375,9 @@ class _Lines:
         self.n = t.num_rows
         self.text = {k: t.column(k).combine_chunks() for k in TEXT_FIELDS}
         kinds = pa.array(list(SOURCE_RANK), type=pa.string())
-        self.kind = np.asarray(pc.index_in(t.column("kind"), value_set=kinds).to_numpy(zero_copy_only=False), dtype=np.int64)
+        self.kind = np.asarray(
+            pc.index_in(t.column("kind"), value_set=kinds).to_numpy(zero_copy_only=False), dtype=np.int64
+        )
         fenc = pc.dictionary_encode(t.column("file").combine_chunks())
         self.file_code = np.asarray(fenc.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
         self.files = [str(x) for x in fenc.dictionary.to_pylist()]
@@ -333,10 +396,14 @@ class _Lines:
 
 def _encode(arr: pa.Array) -> tuple[np.ndarray, list[str]]:
     enc = pc.dictionary_encode(arr)
-    return np.asarray(enc.indices.to_numpy(zero_copy_only=False), dtype=np.int64), [str(x) for x in enc.dictionary.to_pylist()]
+    return np.asarray(enc.indices.to_numpy(zero_copy_only=False), dtype=np.int64), [
+        str(x) for x in enc.dictionary.to_pylist()
+    ]
 
 
-def acquire_invoices(sources: Iterable[str | Path], mapping: str | Path | Mapping, year: int | None = None) -> Acquisition:
+def acquire_invoices(
+    sources: Iterable[str | Path], mapping: str | Path | Mapping, year: int | None = None
+) -> Acquisition:
     """Invoice files + mapping -> firm-year table with per-column provenance."""
     mp = mapping if isinstance(mapping, Mapping) else load_mapping(mapping)
     paths = _expand(sources)
@@ -360,9 +427,19 @@ def acquire_invoices(sources: Iterable[str | Path], mapping: str | Path | Mappin
         for a, b in zip(starts.tolist(), np.r_[starts[1:], len(idx)].tolist(), strict=True):
             pos = idx[a:b]
             subj = f"invoice {inv_names[inv_code[pos[0]]]}" if per_invoice else ""
-            issues.append(Issue(severity, code, msg.format(n=b - a, first=inv_names[inv_code[pos[0]]]), action,
-                                files[int(L.file_code[pos[0]])], row_list(L.row[pos]), b - a, subject=subj,
-                                firm_id=str(firm_of[pos[0]]) if firm_of is not None else ""))
+            issues.append(
+                Issue(
+                    severity,
+                    code,
+                    msg.format(n=b - a, first=inv_names[inv_code[pos[0]]]),
+                    action,
+                    files[int(L.file_code[pos[0]])],
+                    row_list(L.row[pos]),
+                    b - a,
+                    subject=subj,
+                    firm_id=str(firm_of[pos[0]]) if firm_of is not None else "",
+                )
+            )
 
     firm_of: np.ndarray | None = None
     inv_code, inv_names = _encode(L.text["invoice_no"])
@@ -383,10 +460,22 @@ def acquire_invoices(sources: Iterable[str | Path], mapping: str | Path | Mappin
         differs = dup & ~np.isclose(tot[cinv], kept_tot[inv_code], atol=0.01)
         has_lines_kept = np.zeros(len(inv_names), dtype=bool)
         has_lines_kept[inv_code[~dup & (L.line > 0)]] = True
-        emit(dup & ~differs & (L.line > 0) | dup & (L.line == 0), "info", "duplicate_invoice",
-             "also arrives from another source ({n} line(s) here)", "this copy dropped", per_invoice=True)
-        emit(dup & differs & (L.line > 0), "warning", "conflicting_invoice",
-             "copies differ in their amounts", "the XML/OFD copy is used", per_invoice=True)
+        emit(
+            dup & ~differs & (L.line > 0) | dup & (L.line == 0),
+            "info",
+            "duplicate_invoice",
+            "also arrives from another source ({n} line(s) here)",
+            "this copy dropped",
+            per_invoice=True,
+        )
+        emit(
+            dup & differs & (L.line > 0),
+            "warning",
+            "conflicting_invoice",
+            "copies differ in their amounts",
+            "the XML/OFD copy is used",
+            per_invoice=True,
+        )
         # a header-only OFD kept while a ledger has the lines: use the ledger's lines
         promote = dup & (L.line > 0) & ~has_lines_kept[inv_code]
         L.use &= ~dup | promote
@@ -410,17 +499,29 @@ def acquire_invoices(sources: Iterable[str | Path], mapping: str | Path | Mappin
     b_firm = np.array([c in known for c in buyer_n], dtype=bool)[buyer_c]
     s_firm = np.array([c in known for c in seller_n], dtype=bool)[seller_c]
     bad_code = np.array([not credit_code_ok(c) for c in buyer_n], dtype=bool)[buyer_c]
-    emit(L.use & b_firm & bad_code, "warning", "credit_code", "buyer credit code of {n} line(s) fails the GB 32100 check "
-         "character", "kept (it is listed in the mapping)")
+    emit(
+        L.use & b_firm & bad_code,
+        "warning",
+        "credit_code",
+        "buyer credit code of {n} line(s) fails the GB 32100 check character",
+        "kept (it is listed in the mapping)",
+    )
     sale = L.use & ~b_firm & s_firm
-    emit(L.use & ~b_firm & ~s_firm, "error", "buyer_not_firm",
-         "{n} line(s) whose buyer credit code is not a firm of the mapping", "ignored")
+    emit(
+        L.use & ~b_firm & ~s_firm,
+        "error",
+        "buyer_not_firm",
+        "{n} line(s) whose buyer credit code is not a firm of the mapping",
+        "ignored",
+    )
     L.use &= b_firm | s_firm
     firm_keys = np.where(b_firm, np.array(buyer_n, dtype=object)[buyer_c], np.array(seller_n, dtype=object)[seller_c])
     firm_of = _map_codes(firm_keys, {k: v.firm_id for k, v in known.items()})
     # 3. carrier: tax code prefix, else *简称*
     ctab = load_table("carriers")
-    carriers = sorted({v["carrier"] for v in ctab["code_prefixes"].values()} | {v["carrier"] for v in ctab["short_names"].values()})
+    carriers = sorted(
+        {v["carrier"] for v in ctab["code_prefixes"].values()} | {v["carrier"] for v in ctab["short_names"].values()}
+    )
     cidx = {c: i for i, c in enumerate(carriers)}
     by_code = np.full(L.n, -1, dtype=np.int64)
     code_text = L.text["tax_code"]
@@ -429,16 +530,30 @@ def acquire_invoices(sources: Iterable[str | Path], mapping: str | Path | Mappin
         by_code[hit] = cidx[ctab["code_prefixes"][prefix]["carrier"]]
     short = pc.fill_null(pc.struct_field(pc.extract_regex(L.text["item_name"], r"^\s*\*(?P<s>[^*]+)\*"), "s"), "")
     sc, sn = _encode(short)
-    s_map = np.array([cidx.get(ctab["short_names"].get(x, {}).get("carrier", ""), -1) for x in sn] + [-1], dtype=np.int64)
+    s_map = np.array(
+        [cidx.get(ctab["short_names"].get(x, {}).get("carrier", ""), -1) for x in sn] + [-1], dtype=np.int64
+    )
     by_short = s_map[sc]
     disagree = L.use & (by_code >= 0) & (by_short >= 0) & (by_code != by_short)
-    emit(disagree, "warning", "code_name_mismatch", "{n} line(s) whose tax code and *简称* name different carriers",
-         "the tax code is followed")
+    emit(
+        disagree,
+        "warning",
+        "code_name_mismatch",
+        "{n} line(s) whose tax code and *简称* name different carriers",
+        "the tax code is followed",
+    )
     carrier = np.where(by_code >= 0, by_code, by_short)
     unmapped = L.use & (carrier < 0)
     if unmapped.any():
-        issues.append(Issue("info", "not_energy", f"{int(unmapped.sum())} line(s) map to no energy carrier or freight",
-                            "not used", count=int(unmapped.sum())))
+        issues.append(
+            Issue(
+                "info",
+                "not_energy",
+                f"{int(unmapped.sum())} line(s) map to no energy carrier or freight",
+                "not used",
+                count=int(unmapped.sum()),
+            )
+        )
     L.use &= carrier >= 0
     names_arr = L.text["item_name"]
     # vehicle fuel: gasoline / diesel with a vehicle word in the name, unless the firm says otherwise
@@ -455,8 +570,13 @@ def acquire_invoices(sources: Iterable[str | Path], mapping: str | Path | Mappin
     empty_unit = np.array([u == "" for u in un], dtype=bool)[uc]
     unknown_unit = L.use & ~empty_unit & (canon == "")
     for u in sorted({un[int(c)] for c in uc[unknown_unit]}):
-        emit(unknown_unit & (np.array(un, dtype=object)[uc] == u), "error", "unknown_unit",
-             f"{{n}} line(s) in unit '{u}', which is not in the unit table", "ignored")
+        emit(
+            unknown_unit & (np.array(un, dtype=object)[uc] == u),
+            "error",
+            "unknown_unit",
+            f"{{n}} line(s) in unit '{u}', which is not in the unit table",
+            "ignored",
+        )
     L.use &= ~unknown_unit
     q, price, amount = L.num["quantity"], L.num["price"], L.num["amount"]
     unit_price = np.where(np.isnan(price), np.abs(amount) / np.abs(q), price)
@@ -469,8 +589,14 @@ def acquire_invoices(sources: Iterable[str | Path], mapping: str | Path | Mappin
         canon = np.where(hit, rule["unit"], canon)
         ufac = np.where(hit, 1.0, ufac)
         inferred |= hit
-    emit(inferred, "warning", "unit_inferred", "{n} line(s) without a unit read as kWh by the declared price-band rule "
-         f"({rules.get('electricity', {}).get('unit_price_cny')} CNY per unit)", "flagged")
+    emit(
+        inferred,
+        "warning",
+        "unit_inferred",
+        "{n} line(s) without a unit read as kWh by the declared price-band rule "
+        f"({rules.get('electricity', {}).get('unit_price_cny')} CNY per unit)",
+        "flagged",
+    )
     no_unit = L.use & empty_unit & ~inferred & (carrier != cidx.get("freight", -2))
     emit(no_unit, "error", "empty_unit", "{n} line(s) without a unit and no declared rule applies", "ignored")
     L.use &= ~no_unit
@@ -488,10 +614,21 @@ def acquire_invoices(sources: Iterable[str | Path], mapping: str | Path | Mappin
             continue
         m = carrier == cidx.get(c, -2)
         allowed[m] = np.isin(np.round(rate[m], 4), np.round(np.array(rates, dtype=np.float64), 4))
-    emit(L.use & ~np.isnan(rate) & ~allowed, "warning", "vat_rate", "{n} line(s) with a VAT rate not plausible for the carrier",
-         "kept; check the mapping")
+    emit(
+        L.use & ~np.isnan(rate) & ~allowed,
+        "warning",
+        "vat_rate",
+        "{n} line(s) with a VAT rate not plausible for the carrier",
+        "kept; check the mapping",
+    )
     tax = L.num["tax"]
-    off = L.use & ~np.isnan(tax) & ~np.isnan(rate) & ~np.isnan(amount) & (np.abs(tax - amount * rate) > float(ctab["vat_tolerance_cny"]))
+    off = (
+        L.use
+        & ~np.isnan(tax)
+        & ~np.isnan(rate)
+        & ~np.isnan(amount)
+        & (np.abs(tax - amount * rate) > float(ctab["vat_tolerance_cny"]))
+    )
     emit(off, "warning", "vat_amount", "{n} line(s) whose tax amount is not amount x rate", "kept")
     # 6. red invoices: negative lines; the sign follows the amount; originals looked up
     red = L.use & ((amount < 0) | (q < 0))
@@ -499,16 +636,27 @@ def acquire_invoices(sources: Iterable[str | Path], mapping: str | Path | Mappin
     emit(sign_fix, "warning", "red_sign", "{n} red-invoice line(s) with a positive quantity", "quantity made negative")
     q = np.where(sign_fix, -np.abs(q), q)
     orig = L.text["original_no"]
-    orig_known = np.asarray(pc.is_in(orig, value_set=pa.array(inv_names, type=pa.string())).to_numpy(zero_copy_only=False), dtype=bool)
+    orig_known = np.asarray(
+        pc.is_in(orig, value_set=pa.array(inv_names, type=pa.string())).to_numpy(zero_copy_only=False), dtype=bool
+    )
     orig_empty = np.asarray(pc.equal(orig, "").to_numpy(zero_copy_only=False), dtype=bool)
     emit(red & orig_empty, "warning", "red_no_original", "red invoice names no original invoice", "netted anyway", True)
-    emit(red & ~orig_empty & ~orig_known, "warning", "red_original_missing",
-         "red invoice: its original is not among the inputs", "netted anyway", True)
+    emit(
+        red & ~orig_empty & ~orig_known,
+        "warning",
+        "red_original_missing",
+        "red invoice: its original is not among the inputs",
+        "netted anyway",
+        True,
+    )
     emit(red & ~orig_empty & orig_known, "info", "red_netted", "red invoice nets its original", "netted", True)
     # 7. quantities in the data-contract columns
     car_name = np.array(carriers + [""], dtype=object)[carrier]
-    out_carrier = np.where(vehicle & (car_name == "gasoline"), "vehicle_gasoline",
-                           np.where(vehicle & (car_name == "diesel"), "vehicle_diesel", car_name))
+    out_carrier = np.where(
+        vehicle & (car_name == "gasoline"),
+        "vehicle_gasoline",
+        np.where(vehicle & (car_name == "diesel"), "vehicle_diesel", car_name),
+    )
     col_of, fac_of = {}, {}
     for c in sorted(set(out_carrier[L.use].tolist()) - {"freight"}):
         col, froms = carrier_column(str(c))
@@ -525,7 +673,13 @@ def acquire_invoices(sources: Iterable[str | Path], mapping: str | Path | Mappin
             column[mm] = col_of[c]
         wrong = m & ~np.isin(canon, list(froms))
         for u in sorted(set(canon[wrong].tolist())):
-            emit(wrong & (canon == u), "error", "unit_carrier", f"{{n}} {c} line(s) in {u}, which cannot measure {c}", "ignored")
+            emit(
+                wrong & (canon == u),
+                "error",
+                "unit_carrier",
+                f"{{n}} {c} line(s) in {u}, which cannot measure {c}",
+                "ignored",
+            )
         L.use &= ~wrong
     freight = L.use & (out_carrier == "freight")
     column[freight] = "freight_spend_10k_cny"
@@ -534,8 +688,13 @@ def acquire_invoices(sources: Iterable[str | Path], mapping: str | Path | Mappin
     resale_decl = _resale_mask(firm_keys, out_carrier, known)
     sale_used = L.use & sale & resale_decl
     sale_ignored = L.use & sale & ~resale_decl
-    emit(sale_ignored, "warning", "sale_not_declared", "{n} line(s) sold by the firm, no resale declared for the carrier",
-         "not subtracted")
+    emit(
+        sale_ignored,
+        "warning",
+        "sale_not_declared",
+        "{n} line(s) sold by the firm, no resale declared for the carrier",
+        "not subtracted",
+    )
     L.use &= ~sale_ignored
     column = np.where(sale_used, np.char.add(column.astype(str), "_resale").astype(object), column)
     return _assemble(L, mp, year, firm_of, column, qty, inv_code, inferred, red, months, paths, issues)
@@ -561,9 +720,20 @@ def _resale_mask(firm_keys: np.ndarray, out_carrier: np.ndarray, known: dict[str
     return np.array(ok, dtype=bool)[inv]
 
 
-def _assemble(L: _Lines, mp: Mapping, year: int, firm_of: np.ndarray, column: np.ndarray, qty: np.ndarray,
-              inv_code: np.ndarray, inferred: np.ndarray, red: np.ndarray, months: np.ndarray, paths: list[Path],
-              issues: list[Issue]) -> Acquisition:
+def _assemble(
+    L: _Lines,
+    mp: Mapping,
+    year: int,
+    firm_of: np.ndarray,
+    column: np.ndarray,
+    qty: np.ndarray,
+    inv_code: np.ndarray,
+    inferred: np.ndarray,
+    red: np.ndarray,
+    months: np.ndarray,
+    paths: list[Path],
+    issues: list[Issue],
+) -> Acquisition:
     use = L.use
     key = np.char.add(np.char.add(firm_of[use].astype(str), "\t"), column[use].astype(str))
     uniq, kinv = np.unique(key, return_inverse=True)
@@ -579,14 +749,21 @@ def _assemble(L: _Lines, mp: Mapping, year: int, firm_of: np.ndarray, column: np
     ninf = np.bincount(kinv, weights=inferred[use], minlength=len(uniq)).astype(np.int64)
     nred = np.bincount(kinv, weights=red[use], minlength=len(uniq)).astype(np.int64)
     problems: dict[tuple[str, str], int] = {}
+    issue: Issue
     cols: dict[tuple[str, str], dict[str, Any]] = {}
     for k, u in enumerate(uniq.tolist()):
         firm, col = u.split("\t")
-        cols[(firm, col)] = {"value": float(total[k]), "lines": int(nlines[k]), "invoices": int(ninv[k]),
-                             "months": int(nmonths[k]), "inferred": int(ninf[k]), "red": int(nred[k])}
-    for i in issues:
-        if i.firm_id and i.severity != "info":
-            problems[(i.firm_id, "")] = problems.get((i.firm_id, ""), 0) + 1
+        cols[(firm, col)] = {
+            "value": float(total[k]),
+            "lines": int(nlines[k]),
+            "invoices": int(ninv[k]),
+            "months": int(nmonths[k]),
+            "inferred": int(ninf[k]),
+            "red": int(nred[k]),
+        }
+    for issue in issues:
+        if issue.firm_id and issue.severity != "info":
+            problems[(issue.firm_id, "")] = problems.get((issue.firm_id, ""), 0) + 1
     # resale netted out of the purchase
     for (firm, col), c in list(cols.items()):
         if col.endswith("_resale"):
@@ -611,7 +788,7 @@ def _assemble(L: _Lines, mp: Mapping, year: int, firm_of: np.ndarray, column: np
     # gas and heat billing periods vary, so only the month count is recorded for them (assumed)
     monthly = {"electricity_mwh"}
     utility = {"electricity_mwh", "natural_gas_10k_nm3", "heat_gj"}
-    firms_out = [{"firm_id": f, "columns": {}} for f in firm_ids]
+    firms_out: list[dict[str, Any]] = [{"firm_id": f, "columns": {}} for f in firm_ids]
     pos = {f: i for i, f in enumerate(firm_ids)}
     for col in out_cols:
         value: list[Any] = [None] * len(firm_ids)
@@ -635,8 +812,16 @@ def _assemble(L: _Lines, mp: Mapping, year: int, firm_of: np.ndarray, column: np
                 notes.append(f"net of {c['resale']:g} resold")
             v = round(c["value"], 9)
             if v < 0:
-                issues.append(Issue("error", "net_negative", f"{col} nets to {v:g} after red invoices", "left empty",
-                                    firm_id=firm, column=col))
+                issues.append(
+                    Issue(
+                        "error",
+                        "net_negative",
+                        f"{col} nets to {v:g} after red invoices",
+                        "left empty",
+                        firm_id=firm,
+                        column=col,
+                    )
+                )
                 v = None
             value[i] = v
             cov[i] = round(c["months"] / 12, 6) if col in monthly else None
@@ -644,8 +829,14 @@ def _assemble(L: _Lines, mp: Mapping, year: int, firm_of: np.ndarray, column: np
             pol[i] = "; ".join(["invoice totals", *notes])
             src[i] = "invoices"
             prob[i] = problems.get((firm, ""), 0)
-            firms_out[i]["columns"][col] = {"value": v, "coverage": cov[i], "count": c["invoices"], "lines": c["lines"],
-                                            "policy": pol[i], "issues": prob[i]}
+            firms_out[i]["columns"][col] = {
+                "value": v,
+                "coverage": cov[i],
+                "count": c["invoices"],
+                "lines": c["lines"],
+                "policy": pol[i],
+                "issues": prob[i],
+            }
         data[col] = pa.array(value, type=pa.float64())
         if col.endswith("_resale"):
             continue
@@ -658,6 +849,12 @@ def _assemble(L: _Lines, mp: Mapping, year: int, firm_of: np.ndarray, column: np
         data[f"{col}_policy"] = pa.array(pol, type=pa.string())
         data[f"{col}_source"] = pa.array(src, type=pa.string())
         data[f"{col}_issues"] = pa.array(prob, type=pa.int64())
-    report = Report("invoices", year, [str(p) for p in paths], issues, firms_out,
-                    {"invoice lines read": int(L.n), "lines used": int(use.sum()), "firms": len(firm_ids)})
+    report = Report(
+        "invoices",
+        year,
+        [str(p) for p in paths],
+        issues,
+        firms_out,
+        {"invoice lines read": int(L.n), "lines used": int(use.sum()), "firms": len(firm_ids)},
+    )
     return Acquisition(pa.table(data), report)

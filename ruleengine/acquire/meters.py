@@ -62,13 +62,20 @@ def _meter_ids(table: pa.Table, col: str, name: str, issues: list[Issue]) -> tup
     arr = table.column(col)
     if pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type):
         issues.append(
-            Issue("warning", "meter_id_numeric", f"column '{col}' holds numbers: meter ids with leading zeros may have lost them",
-                  "ids compared as written", file=name)
+            Issue(
+                "warning",
+                "meter_id_numeric",
+                f"column '{col}' holds numbers: meter ids with leading zeros may have lost them",
+                "ids compared as written",
+                file=name,
+            )
         )
         if pa.types.is_floating(arr.type):
             arr = pc.cast(arr, pa.int64(), safe=False)
     text = to_text(arr)
-    enc = pc.dictionary_encode(text).combine_chunks() if isinstance(text, pa.ChunkedArray) else pc.dictionary_encode(text)
+    enc = (
+        pc.dictionary_encode(text).combine_chunks() if isinstance(text, pa.ChunkedArray) else pc.dictionary_encode(text)
+    )
     codes = np.asarray(enc.indices.to_numpy(zero_copy_only=False), dtype=np.int32)
     names = [str(x) for x in enc.dictionary.to_pylist()]
     empty = np.zeros(len(codes), dtype=bool)
@@ -82,11 +89,21 @@ def read_meter_file(path: Path, reg: Register, issues: list[Issue]) -> Chunk:
     name = str(path)
     table, rows, ragged = read_table_rows(path)
     for r, text, exp, act in ragged:
-        issues.append(Issue("error", "ragged_row", f"{act} cells where the header has {exp}: {text[:60]!r}", "row ignored",
-                            name, (r,) if r > 0 else ()))
+        issues.append(
+            Issue(
+                "error",
+                "ragged_row",
+                f"{act} cells where the header has {exp}: {text[:60]!r}",
+                "row ignored",
+                name,
+                (r,) if r > 0 else (),
+            )
+        )
     mcol = find_column(table, METER_COLS)
     if mcol is None:
-        raise SourceError(f"{name}: no meter column (one of {', '.join(METER_COLS)}); columns are {', '.join(table.column_names)}")
+        raise SourceError(
+            f"{name}: no meter column (one of {', '.join(METER_COLS)}); columns are {', '.join(table.column_names)}"
+        )
     codes, names, empty_id = _meter_ids(table, mcol, name, issues)
     n = table.num_rows
     step = reg.interval_s
@@ -104,11 +121,31 @@ def read_meter_file(path: Path, reg: Register, issues: list[Issue]) -> Chunk:
         mult, mbad = to_float(table.column(kcol))
         if mbad.any():
             bad_rows = rows[mbad]
-            issues.append(Issue("warning", "bad_multiplier", f"{int(mbad.sum())} multiplier cell(s) are not numbers",
-                                "the register's multiplier is used", name, row_list(bad_rows), int(mbad.sum()), column=kcol))
+            issues.append(
+                Issue(
+                    "warning",
+                    "bad_multiplier",
+                    f"{int(mbad.sum())} multiplier cell(s) are not numbers",
+                    "the register's multiplier is used",
+                    name,
+                    row_list(bad_rows),
+                    int(mbad.sum()),
+                    column=kcol,
+                )
+            )
     if empty_id.any():
-        issues.append(Issue("error", "empty_meter_id", f"{int(empty_id.sum())} row(s) have no meter id", "rows ignored",
-                            name, row_list(rows[empty_id]), int(empty_id.sum()), column=mcol))
+        issues.append(
+            Issue(
+                "error",
+                "empty_meter_id",
+                f"{int(empty_id.sum())} row(s) have no meter id",
+                "rows ignored",
+                name,
+                row_list(rows[empty_id]),
+                int(empty_id.sum()),
+                column=mcol,
+            )
+        )
     if wide:
         dcol = find_column(table, DATE_COLS)
         if dcol is None:
@@ -117,24 +154,59 @@ def read_meter_file(path: Path, reg: Register, issues: list[Issue]) -> Chunk:
         if offs.min() == 0 and offs.max() < 86400:
             offs = offs + step  # labelled by the start of the interval: 00:00 ... 23:45
             if reg.convention == "end":
-                issues.append(Issue("info", "convention", "columns run 00:00 ... 23:45: read as interval-begin labels "
-                                    "although the register declares 'end'", "the file's header is followed", name))
+                issues.append(
+                    Issue(
+                        "info",
+                        "convention",
+                        "columns run 00:00 ... 23:45: read as interval-begin labels "
+                        "although the register declares 'end'",
+                        "the file's header is followed",
+                        name,
+                    )
+                )
         elif reg.convention == "begin" and offs.max() == 86400:
-            issues.append(Issue("info", "convention", "columns run to 24:00: read as interval-end labels although the "
-                                "register declares 'begin'", "the file's header is followed", name))
+            issues.append(
+                Issue(
+                    "info",
+                    "convention",
+                    "columns run to 24:00: read as interval-end labels although the register declares 'begin'",
+                    "the file's header is followed",
+                    name,
+                )
+            )
         day, dbad = to_epoch(table.column(dcol), TZ_OFFSET_S)
         dbad |= (day % 86400) != 0
         vals = np.empty((n, len(wide)), dtype=np.float64)
         for j, (c, _) in enumerate(wide):
             v, bad = to_float(table.column(c))
             if bad.any():
-                issues.append(Issue("error", "bad_value", f"{int(bad.sum())} cell(s) in column {c} are not numbers",
-                                    "cells treated as missing readings", name, row_list(rows[bad]), int(bad.sum()), column=c))
+                issues.append(
+                    Issue(
+                        "error",
+                        "bad_value",
+                        f"{int(bad.sum())} cell(s) in column {c} are not numbers",
+                        "cells treated as missing readings",
+                        name,
+                        row_list(rows[bad]),
+                        int(bad.sum()),
+                        column=c,
+                    )
+                )
             vals[:, j] = v
         keep_row = ~dbad & ~empty_id
         if dbad.any():
-            issues.append(Issue("error", "bad_date", f"{int(dbad.sum())} date cell(s) are not dates", "rows ignored", name,
-                                row_list(rows[dbad]), int(dbad.sum()), column=dcol))
+            issues.append(
+                Issue(
+                    "error",
+                    "bad_date",
+                    f"{int(dbad.sum())} date cell(s) are not dates",
+                    "rows ignored",
+                    name,
+                    row_list(rows[dbad]),
+                    int(dbad.sum()),
+                    column=dcol,
+                )
+            )
         k = len(wide)
         ts = (day[:, None] + offs[None, :]).ravel()
         flat = vals.ravel()
@@ -150,7 +222,8 @@ def read_meter_file(path: Path, reg: Register, issues: list[Issue]) -> Chunk:
     vcol = find_column(table, VALUE_COLS)
     if tcol is None or vcol is None:
         raise SourceError(
-            f"{name}: neither a long-form file (meter, timestamp, value) nor a 96-point file (meter, date, 00:15 ... 24:00); "
+            f"{name}: neither a long-form file (meter, timestamp, value) nor a 96-point file "
+            "(meter, date, 00:15 ... 24:00); "
             f"columns are {', '.join(table.column_names)}"
         )
     ts, tbad = to_epoch(table.column(tcol), TZ_OFFSET_S)
@@ -158,15 +231,45 @@ def read_meter_file(path: Path, reg: Register, issues: list[Issue]) -> Chunk:
     if reg.convention == "begin":
         ts = ts + step
     if tbad.any():
-        issues.append(Issue("error", "bad_timestamp", f"{int(tbad.sum())} timestamp(s) cannot be read", "rows ignored", name,
-                            row_list(rows[tbad]), int(tbad.sum()), column=tcol))
+        issues.append(
+            Issue(
+                "error",
+                "bad_timestamp",
+                f"{int(tbad.sum())} timestamp(s) cannot be read",
+                "rows ignored",
+                name,
+                row_list(rows[tbad]),
+                int(tbad.sum()),
+                column=tcol,
+            )
+        )
     if vbad.any():
-        issues.append(Issue("error", "bad_value", f"{int(vbad.sum())} value(s) are not numbers", "rows ignored", name,
-                            row_list(rows[vbad]), int(vbad.sum()), column=vcol))
+        issues.append(
+            Issue(
+                "error",
+                "bad_value",
+                f"{int(vbad.sum())} value(s) are not numbers",
+                "rows ignored",
+                name,
+                row_list(rows[vbad]),
+                int(vbad.sum()),
+                column=vcol,
+            )
+        )
     empty_v = np.isnan(val) & ~vbad
     if empty_v.any():
-        issues.append(Issue("warning", "empty_value", f"{int(empty_v.sum())} row(s) have no value", "treated as missing readings",
-                            name, row_list(rows[empty_v]), int(empty_v.sum()), column=vcol))
+        issues.append(
+            Issue(
+                "warning",
+                "empty_value",
+                f"{int(empty_v.sum())} row(s) have no value",
+                "treated as missing readings",
+                name,
+                row_list(rows[empty_v]),
+                int(empty_v.sum()),
+                column=vcol,
+            )
+        )
     keep = ~tbad & ~np.isnan(val) & ~empty_id
     chunk = Chunk(name, names, codes[keep], ts[keep], val[keep], rows[keep], False)
     if unit_code is not None:
@@ -238,8 +341,20 @@ class _Ctx:
     issues: list[Issue]
     files: list[str] = field(default_factory=list)
 
-    def emit(self, idx: np.ndarray, seg: np.ndarray | None, meter: np.ndarray, fidx: np.ndarray, row: np.ndarray,
-             severity: str, code: str, message: str, action: str, details: Any = None, names: Sequence[str] | None = None) -> None:
+    def emit(
+        self,
+        idx: np.ndarray,
+        seg: np.ndarray | None,
+        meter: np.ndarray,
+        fidx: np.ndarray,
+        row: np.ndarray,
+        severity: str,
+        code: str,
+        message: str,
+        action: str,
+        details: Any = None,
+        names: Sequence[str] | None = None,
+    ) -> None:
         """One issue per (meter, file) for the readings ``idx``; ``message`` may use {n} and {first}.
 
         ``details(positions)`` may add text about the first few readings of each group."""
@@ -263,8 +378,19 @@ class _Ctx:
             text = message.format(n=b - a, first=format_ts(int(self._ts[pos[0]])))
             if details is not None:
                 text += details(pos[:MAX_ROWS])
-            self.issues.append(Issue(severity, code, text, action, self.files[int(fidx[pos[0]])], row_list(row[pos]), b - a,
-                                     subject=f"meter {mid}", firm_id=firm))
+            self.issues.append(
+                Issue(
+                    severity,
+                    code,
+                    text,
+                    action,
+                    self.files[int(fidx[pos[0]])],
+                    row_list(row[pos]),
+                    b - a,
+                    subject=f"meter {mid}",
+                    firm_id=firm,
+                )
+            )
 
     _ts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     _val: np.ndarray = field(default_factory=lambda: np.zeros(0))
@@ -293,12 +419,17 @@ def _process_group(chunks: list[Chunk], ctx: _Ctx) -> None:
         labels = sorted({u for c in chunks for u in (c.unit_labels or [])} | {""})
         lw = {u: i for i, u in enumerate(labels)}
         ucode = np.concatenate([
-            np.array([lw[u] for u in c.unit_labels], dtype=np.int32)[c.unit_code] if c.unit_code is not None and c.unit_labels is not None
+            np.array([lw[u] for u in c.unit_labels], dtype=np.int32)[c.unit_code]
+            if c.unit_code is not None and c.unit_labels is not None
             else np.full(len(c.ts), lw[""], dtype=np.int32)
             for c in chunks
         ])  # fmt: skip
     has_mult = any(c.mult is not None for c in chunks)
-    fmult = np.concatenate([c.mult if c.mult is not None else np.full(len(c.ts), np.nan) for c in chunks]) if has_mult else None
+    fmult = (
+        np.concatenate([c.mult if c.mult is not None else np.full(len(c.ts), np.nan) for c in chunks])
+        if has_mult
+        else None
+    )
     for c in chunks:  # release the per-file arrays early
         c.code = c.ts = c.val = c.row = np.zeros(0)
     ctx._ts, ctx._val = ts, val
@@ -308,8 +439,18 @@ def _process_group(chunks: list[Chunk], ctx: _Ctx) -> None:
     mi = mi_of[code]
     unknown = mi < 0
     if unknown.any():
-        ctx.emit(np.flatnonzero(unknown), None, code, fidx, row, "error", "unknown_meter",
-                 "{n} reading(s) of a meter that is not in the register", "ignored", names=names)
+        ctx.emit(
+            np.flatnonzero(unknown),
+            None,
+            code,
+            fidx,
+            row,
+            "error",
+            "unknown_meter",
+            "{n} reading(s) of a meter that is not in the register",
+            "ignored",
+            names=names,
+        )
     # 2. interval-begin/end convention, judged at the year's edges (long-form rows only)
     kind_r = np.where(unknown, 0, segs.meter_kind[np.maximum(mi, 0)])
     at_start = longform & ~unknown & (kind_r == 0) & (ts == ystart)
@@ -318,10 +459,18 @@ def _process_group(chunks: list[Chunk], ctx: _Ctx) -> None:
         last[mi[(ts == yend) & ~unknown]] = True
         sus = np.flatnonzero(at_start & ~last[np.maximum(mi, 0)])
         conv = ctx.segs.reg.convention
-        ctx.emit(sus, None, mi, fidx, row, "warning", "convention",
-                 f"a reading is labelled {{first}} and none {format_ts(yend)}: the timestamps look like interval-"
-                 f"{'begin' if conv == 'end' else 'end'} labels but the register declares '{conv}'",
-                 "read as declared; the first reading falls outside the year")
+        ctx.emit(
+            sus,
+            None,
+            mi,
+            fidx,
+            row,
+            "warning",
+            "convention",
+            f"a reading is labelled {{first}} and none {format_ts(yend)}: the timestamps look like interval-"
+            f"{'begin' if conv == 'end' else 'end'} labels but the register declares '{conv}'",
+            "read as declared; the first reading falls outside the year",
+        )
     # 3. entry (validity period) of each reading
     t_look = np.where(kind_r == 0, ts - 1, ts)  # an interval (t-step, t] lies where its end does, just before t
     base = ystart - (1 << 34)
@@ -334,12 +483,30 @@ def _process_group(chunks: list[Chunk], ctx: _Ctx) -> None:
     inyear = np.where(kind_r == 0, (ts - step >= ystart) & (ts <= yend), (ts >= ystart) & (ts <= yend))
     out_year = ~unknown & ~inyear
     if out_year.any():
-        ctx.emit(np.flatnonzero(out_year), None, mi, fidx, row, "info", "outside_year",
-                 f"{{n}} reading(s) outside {ctx.year_label} (first {{first}})", "ignored")
+        ctx.emit(
+            np.flatnonzero(out_year),
+            None,
+            mi,
+            fidx,
+            row,
+            "info",
+            "outside_year",
+            f"{{n}} reading(s) outside {ctx.year_label} (first {{first}})",
+            "ignored",
+        )
     out_valid = ~unknown & inyear & ~ok
     if out_valid.any():
-        ctx.emit(np.flatnonzero(out_valid), None, mi, fidx, row, "warning", "outside_validity",
-                 "{n} reading(s) outside the meter's validity periods in the register (first {first})", "ignored")
+        ctx.emit(
+            np.flatnonzero(out_valid),
+            None,
+            mi,
+            fidx,
+            row,
+            "warning",
+            "outside_validity",
+            "{n} reading(s) outside the meter's validity periods in the register (first {first})",
+            "ignored",
+        )
     keep = ok & inyear
     # 4. unit and multiplier written in the file
     if ucode is not None:
@@ -349,18 +516,39 @@ def _process_group(chunks: list[Chunk], ctx: _Ctx) -> None:
                 ok_unit[u] = [unit_matches(lab, e) for e in segs.entry]
         bad_unit = keep & ~ok_unit[ucode, segc]
         if bad_unit.any():
-            ctx.emit(np.flatnonzero(bad_unit), segc, mi, fidx, row, "error", "unit_mismatch",
-                     "{n} reading(s) in a unit that is not the register's",
-                     "ignored (no implicit conversion)",
-                     details=lambda p: f" (file says '{labels[int(ucode[p[0]])]}', register '{segs.entry[int(segc[p[0]])].unit}')")
+            ctx.emit(
+                np.flatnonzero(bad_unit),
+                segc,
+                mi,
+                fidx,
+                row,
+                "error",
+                "unit_mismatch",
+                "{n} reading(s) in a unit that is not the register's",
+                "ignored (no implicit conversion)",
+                details=lambda p: (
+                    f" (file says '{labels[int(ucode[p[0]])]}', register '{segs.entry[int(segc[p[0]])].unit}')"
+                ),
+            )
             keep &= ~bad_unit
     if fmult is not None:
         diff = keep & ~np.isnan(fmult) & ~np.isclose(fmult, segs.mult[segc])
         if diff.any():
-            ctx.emit(np.flatnonzero(diff), segc, mi, fidx, row, "warning", "multiplier_mismatch",
-                     "{n} reading(s) carry a multiplier different from the register's",
-                     "the register's multiplier is used",
-                     details=lambda p: f" (file {fmult[p[0]]:g}, register {segs.mult[int(segc[p[0]])]:g}; first {format_ts(int(ts[p[0]]))})")
+            ctx.emit(
+                np.flatnonzero(diff),
+                segc,
+                mi,
+                fidx,
+                row,
+                "warning",
+                "multiplier_mismatch",
+                "{n} reading(s) carry a multiplier different from the register's",
+                "the register's multiplier is used",
+                details=lambda p: (
+                    f" (file {fmult[p[0]]:g}, register {segs.mult[int(segc[p[0]])]:g}; "
+                    f"first {format_ts(int(ts[p[0]]))})"
+                ),
+            )
     # 5. sort by (entry, time); stable, so equal keys keep file order
     idx = np.flatnonzero(keep)
     skey2 = (segc[idx] << SHIFT) | (ts[idx] - ystart)
@@ -376,12 +564,29 @@ def _process_group(chunks: list[Chunk], ctx: _Ctx) -> None:
         v = val[idx]
         conflict = (np.maximum.reduceat(v, gstart) != np.minimum.reduceat(v, gstart))[gid]
         dup = ~first & ~conflict
-        ctx.emit(idx[dup], segc, mi, fidx, row, "info", "duplicate",
-                 "{n} duplicate reading(s) with the same value (first {first})", "dropped")
-        ctx.emit(idx[conflict], segc, mi, fidx, row, "warning", "conflicting_duplicate",
-                 "{n} reading(s) share a timestamp with different values",
-                 "treated as missing",
-                 details=lambda p: f" (at {format_ts(int(ts[p[0]]))}: " + ", ".join(f"{val[q]:g}" for q in p[:3]) + ")")
+        ctx.emit(
+            idx[dup],
+            segc,
+            mi,
+            fidx,
+            row,
+            "info",
+            "duplicate",
+            "{n} duplicate reading(s) with the same value (first {first})",
+            "dropped",
+        )
+        ctx.emit(
+            idx[conflict],
+            segc,
+            mi,
+            fidx,
+            row,
+            "warning",
+            "conflicting_duplicate",
+            "{n} reading(s) share a timestamp with different values",
+            "treated as missing",
+            details=lambda p: f" (at {format_ts(int(ts[p[0]]))}: " + ", ".join(f"{val[q]:g}" for q in p[:3]) + ")",
+        )
         sel = ~dup & ~conflict
         idx = idx[sel]
     s = segc[idx]
@@ -396,8 +601,18 @@ def _seg_bounds(ctx: _Ctx) -> tuple[np.ndarray, np.ndarray]:
     return np.maximum(ctx.segs.start, ctx.ystart), np.minimum(ctx.segs.end, ctx.yend)
 
 
-def _gap_text(ctx: _Ctx, g_seg: np.ndarray, g_from: np.ndarray, g_n: np.ndarray, g_row: np.ndarray, g_file: np.ndarray,
-              severity: str, code: str, what: str, action: str) -> None:
+def _gap_text(
+    ctx: _Ctx,
+    g_seg: np.ndarray,
+    g_from: np.ndarray,
+    g_n: np.ndarray,
+    g_row: np.ndarray,
+    g_file: np.ndarray,
+    severity: str,
+    code: str,
+    what: str,
+    action: str,
+) -> None:
     """One issue per meter entry with gaps: how many intervals in how many runs, the first three."""
     if len(g_seg) == 0:
         return
@@ -410,7 +625,8 @@ def _gap_text(ctx: _Ctx, g_seg: np.ndarray, g_from: np.ndarray, g_n: np.ndarray,
         sg = int(g_seg[a])
         e = ctx.segs.entry[sg]
         runs = ", ".join(
-            f"{format_ts(int(g_from[k]) - step)} to {format_ts(int(g_from[k]) + (int(g_n[k]) - 1) * step, end=True)} ({int(g_n[k])})"
+            f"{format_ts(int(g_from[k]) - step)} to "
+            f"{format_ts(int(g_from[k]) + (int(g_n[k]) - 1) * step, end=True)} ({int(g_n[k])})"
             for k in range(a, min(b, a + 3))
         )
         more = " ..." if b - a > 3 else ""
@@ -418,36 +634,82 @@ def _gap_text(ctx: _Ctx, g_seg: np.ndarray, g_from: np.ndarray, g_n: np.ndarray,
         rows = row_list(g_row[a:b][g_row[a:b] > 0])
         if severity != "info":
             ctx.stats.problems[sg] += 1
-        ctx.issues.append(Issue(severity, code, f"{total} interval(s) {what} in {b - a} run(s): {runs}{more}", action,
-                                ctx.files[int(g_file[a])] if g_file[a] >= 0 else ctx.segs.reg.path, rows, b - a,
-                                subject=f"meter {e.id}", firm_id=e.firm_id))
+        ctx.issues.append(
+            Issue(
+                severity,
+                code,
+                f"{total} interval(s) {what} in {b - a} run(s): {runs}{more}",
+                action,
+                ctx.files[int(g_file[a])] if g_file[a] >= 0 else ctx.segs.reg.path,
+                rows,
+                b - a,
+                subject=f"meter {e.id}",
+                firm_id=e.firm_id,
+            )
+        )
 
 
-def _intervals(ctx: _Ctx, idx: np.ndarray, s: np.ndarray, t: np.ndarray, v: np.ndarray,
-               mi: np.ndarray, fidx: np.ndarray, row: np.ndarray) -> None:
+def _intervals(
+    ctx: _Ctx,
+    idx: np.ndarray,
+    s: np.ndarray,
+    t: np.ndarray,
+    v: np.ndarray,
+    mi: np.ndarray,
+    fidx: np.ndarray,
+    row: np.ndarray,
+) -> None:
     segs, step, st = ctx.segs, ctx.step, ctx.stats
     S = len(segs.entry)
     off = ((t - ctx.ystart) % step) != 0
     full = np.zeros(len(mi), dtype=np.int64)
     full[idx] = s
     if off.any():
-        ctx.emit(idx[off], full, mi, fidx, row, "warning", "off_grid",
-                 f"{{n}} timestamp(s) not on the {step // 60}-minute grid (first {{first}})", "ignored")
+        ctx.emit(
+            idx[off],
+            full,
+            mi,
+            fidx,
+            row,
+            "warning",
+            "off_grid",
+            f"{{n}} timestamp(s) not on the {step // 60}-minute grid (first {{first}})",
+            "ignored",
+        )
     neg = ~off & (v < 0)
     if neg.any():
-        ctx.emit(idx[neg], full, mi, fidx, row, "warning", "negative_interval",
-                 "{n} negative interval value(s) (first {first})", "treated as missing",
-                 details=lambda p: f": {', '.join(f'{ctx._val[q]:g}' for q in p[:3])}")
+        ctx.emit(
+            idx[neg],
+            full,
+            mi,
+            fidx,
+            row,
+            "warning",
+            "negative_interval",
+            "{n} negative interval value(s) (first {first})",
+            "treated as missing",
+            details=lambda p: f": {', '.join(f'{ctx._val[q]:g}' for q in p[:3])}",
+        )
     energy = v * segs.mult[s]
     cap = segs.cap[s] * (step / 3600.0)
     spike = ~off & ~neg & (energy > cap)  # NaN capacity (not declared) never flags
     if spike.any():
         excl = ctx.segs.reg.spike_policy == "exclude"
-        ctx.emit(idx[spike], full, mi, fidx, row, "warning", "spike",
-                 "{n} interval(s) above the declared capacity (first {first})",
-                 "treated as missing" if excl else "kept (spike_policy: keep)",
-                 details=lambda p: f": {', '.join(f'{ctx._val[q] * segs.mult[full[q]]:g}' for q in p[:3])} > "
-                 f"{segs.cap[full[p[0]]] * step / 3600:g} per interval")
+        ctx.emit(
+            idx[spike],
+            full,
+            mi,
+            fidx,
+            row,
+            "warning",
+            "spike",
+            "{n} interval(s) above the declared capacity (first {first})",
+            "treated as missing" if excl else "kept (spike_policy: keep)",
+            details=lambda p: (
+                f": {', '.join(f'{ctx._val[q] * segs.mult[full[q]]:g}' for q in p[:3])} > "
+                f"{segs.cap[full[p[0]]] * step / 3600:g} per interval"
+            ),
+        )
         if not excl:
             spike = np.zeros_like(spike)
     good = ~off & ~neg & ~spike
@@ -481,8 +743,16 @@ def _intervals(ctx: _Ctx, idx: np.ndarray, s: np.ndarray, t: np.ndarray, v: np.n
     _gap_text(ctx, g_seg, g_from, g_n, g_row, g_file, "warning", "gap", "missing", "see the firm's gap policy")
 
 
-def _registers(ctx: _Ctx, idx: np.ndarray, s: np.ndarray, t: np.ndarray, v: np.ndarray,
-               mi: np.ndarray, fidx: np.ndarray, row: np.ndarray) -> None:
+def _registers(
+    ctx: _Ctx,
+    idx: np.ndarray,
+    s: np.ndarray,
+    t: np.ndarray,
+    v: np.ndarray,
+    mi: np.ndarray,
+    fidx: np.ndarray,
+    row: np.ndarray,
+) -> None:
     segs, step, st = ctx.segs, ctx.step, ctx.stats
     S = len(segs.entry)
     lo, hi = _seg_bounds(ctx)
@@ -520,20 +790,39 @@ def _registers(ctx: _Ctx, idx: np.ndarray, s: np.ndarray, t: np.ndarray, v: np.n
         ri = np.flatnonzero(roll)
         for k in ri.tolist():
             e = segs.entry[int(ss[k])]
-            ctx.issues.append(Issue("info", "rollover",
-                                    f"register rolled over at {format_ts(int(tend[k]))} ({prev_v[k]:g} -> {prev_v[k] + d[k]:g}, "
-                                    f"{e.digits} digits)", f"counted as {w[k]:g} x {e.multiplier:g}",
-                                    ctx.files[int(fidx[at[k]])], (int(row[at[k]]),), 1, f"meter {e.id}", e.firm_id))
+            ctx.issues.append(
+                Issue(
+                    "info",
+                    "rollover",
+                    f"register rolled over at {format_ts(int(tend[k]))} ({prev_v[k]:g} -> {prev_v[k] + d[k]:g}, "
+                    f"{e.digits} digits)",
+                    f"counted as {w[k]:g} x {e.multiplier:g}",
+                    ctx.files[int(fidx[at[k]])],
+                    (int(row[at[k]]),),
+                    1,
+                    f"meter {e.id}",
+                    e.firm_id,
+                )
+            )
         d = np.where(roll, w, d)
     if reset.any():
         for k in np.flatnonzero(reset).tolist():
             e = segs.entry[int(ss[k])]
             st.problems[int(ss[k])] += 1
-            ctx.issues.append(Issue("warning", "reset",
-                                    f"register went back at {format_ts(int(tend[k]))} ({prev_v[k]:g} -> {prev_v[k] + d[k]:g}) "
-                                    "with no replacement in the register and no plausible rollover",
-                                    "the step's energy is unknown: treated as missing",
-                                    ctx.files[int(fidx[at[k]])], (int(row[at[k]]),), 1, f"meter {e.id}", e.firm_id))
+            ctx.issues.append(
+                Issue(
+                    "warning",
+                    "reset",
+                    f"register went back at {format_ts(int(tend[k]))} ({prev_v[k]:g} -> {prev_v[k] + d[k]:g}) "
+                    "with no replacement in the register and no plausible rollover",
+                    "the step's energy is unknown: treated as missing",
+                    ctx.files[int(fidx[at[k]])],
+                    (int(row[at[k]]),),
+                    1,
+                    f"meter {e.id}",
+                    e.firm_id,
+                )
+            )
     energy = d * segs.mult[ss]
     spike = ~reset & (energy > capstep)
     if spike.any():
@@ -541,9 +830,20 @@ def _registers(ctx: _Ctx, idx: np.ndarray, s: np.ndarray, t: np.ndarray, v: np.n
         for k in np.flatnonzero(spike)[: MAX_ROWS * 10].tolist():
             e = segs.entry[int(ss[k])]
             st.problems[int(ss[k])] += 1
-            ctx.issues.append(Issue("warning", "spike", f"{energy[k]:g} in {hours[k]:g} h to {format_ts(int(tend[k]))} is above the "
-                                    f"declared capacity ({capstep[k]:g})", "treated as missing" if excl else "kept",
-                                    ctx.files[int(fidx[at[k]])], (int(row[at[k]]),), 1, f"meter {e.id}", e.firm_id))
+            ctx.issues.append(
+                Issue(
+                    "warning",
+                    "spike",
+                    f"{energy[k]:g} in {hours[k]:g} h to {format_ts(int(tend[k]))} is above the "
+                    f"declared capacity ({capstep[k]:g})",
+                    "treated as missing" if excl else "kept",
+                    ctx.files[int(fidx[at[k]])],
+                    (int(row[at[k]]),),
+                    1,
+                    f"meter {e.id}",
+                    e.firm_id,
+                )
+            )
         if not excl:
             spike = np.zeros_like(spike)
     good = ~reset & ~spike
@@ -552,8 +852,18 @@ def _registers(ctx: _Ctx, idx: np.ndarray, s: np.ndarray, t: np.ndarray, v: np.n
     bridged = good & (dur > max(step, 86400)) & (np.arange(len(d)) < len(inner))  # a daily read is normal
     if bridged.any():
         bi = np.flatnonzero(bridged)
-        _gap_text(ctx, ss[bi], tend[bi] - dur[bi] + step, dur[bi] // step - 1, row[at[bi]], fidx[at[bi]], "info",
-                  "bridged", "without a reading", "energy known from the register difference")
+        _gap_text(
+            ctx,
+            ss[bi],
+            tend[bi] - dur[bi] + step,
+            dur[bi] // step - 1,
+            row[at[bi]],
+            fidx[at[bi]],
+            "info",
+            "bridged",
+            "without a reading",
+            "energy known from the register difference",
+        )
     # not covered: before the first / after the last reading (no declared initial/final reading)
     lead = np.flatnonzero(new & ~np.isin(np.arange(n), fi) & (t > lo[s]))
     tail = np.flatnonzero(last & ~np.isin(np.arange(n), la) & (t < hi[s]))
@@ -562,8 +872,18 @@ def _registers(ctx: _Ctx, idx: np.ndarray, s: np.ndarray, t: np.ndarray, v: np.n
     g_n = np.r_[(t[lead] - lo[s[lead]]) // step, (hi[s[tail]] - t[tail]) // step]
     g_row = np.r_[row[idx[lead]], row[idx[tail]]]
     g_file = np.r_[fidx[idx[lead]], fidx[idx[tail]]]
-    _gap_text(ctx, g_seg, g_from, g_n, g_row, g_file, "warning", "gap", "not covered by register readings",
-              "see the firm's gap policy")
+    _gap_text(
+        ctx,
+        g_seg,
+        g_from,
+        g_n,
+        g_row,
+        g_file,
+        "warning",
+        "gap",
+        "not covered by register readings",
+        "see the firm's gap policy",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -647,7 +967,9 @@ def _meter_set(path: Path) -> set[str] | None:
         return None
 
 
-def acquire_meters(sources: Iterable[str | Path], register: str | Path | Register, year: int | None = None) -> Acquisition:
+def acquire_meters(
+    sources: Iterable[str | Path], register: str | Path | Register, year: int | None = None
+) -> Acquisition:
     """Meter exports + register -> firm-year table with coverage and provenance columns."""
     reg = register if isinstance(register, Register) else load_register(register)
     paths = [Path(p) for p in sources]
@@ -696,7 +1018,7 @@ def acquire_meters(sources: Iterable[str | Path], register: str | Path | Registe
 def _infer_year(paths: list[Path], cache: dict[int, Chunk], reg: Register, issues: list[Issue]) -> int:
     for c in cache.values():
         if len(c.ts):
-            years = (c.ts[: 100_000] - 1).astype("datetime64[s]").astype("datetime64[Y]").astype(np.int64) + 1970
+            years = (c.ts[:100_000] - 1).astype("datetime64[s]").astype("datetime64[Y]").astype(np.int64) + 1970
             y = int(np.bincount(years - years.min()).argmax() + years.min())
             issues.append(Issue("info", "year", f"no year given: {y} inferred from the timestamps", "", c.file))
             return y
@@ -710,9 +1032,17 @@ def _silent_meters(ctx: _Ctx) -> None:
         e = ctx.segs.entry[k]
         n = int((hi[k] - lo[k]) // ctx.step)
         ctx.stats.problems[k] += 1
-        ctx.issues.append(Issue("warning", "no_readings", f"no usable reading from {format_ts(int(lo[k]))} to "
-                                f"{format_ts(int(hi[k]), end=True)} ({n} intervals)", "the period counts as missing",
-                                ctx.segs.reg.path, subject=f"meter {e.id}", firm_id=e.firm_id))
+        ctx.issues.append(
+            Issue(
+                "warning",
+                "no_readings",
+                f"no usable reading from {format_ts(int(lo[k]))} to {format_ts(int(hi[k]), end=True)} ({n} intervals)",
+                "the period counts as missing",
+                ctx.segs.reg.path,
+                subject=f"meter {e.id}",
+                firm_id=e.firm_id,
+            )
+        )
 
 
 def _register_notes(ctx: _Ctx) -> None:
@@ -723,11 +1053,29 @@ def _register_notes(ctx: _Ctx) -> None:
             continue
         when = format_ts(b.start)
         if a.multiplier != b.multiplier:
-            ctx.issues.append(Issue("info", "multiplier_change", f"multiplier changes from {a.multiplier:g} to {b.multiplier:g} at {when}",
-                                    "each period uses its own", segs.reg.path, subject=f"meter {a.id}", firm_id=a.firm_id))
+            ctx.issues.append(
+                Issue(
+                    "info",
+                    "multiplier_change",
+                    f"multiplier changes from {a.multiplier:g} to {b.multiplier:g} at {when}",
+                    "each period uses its own",
+                    segs.reg.path,
+                    subject=f"meter {a.id}",
+                    firm_id=a.firm_id,
+                )
+            )
         else:
-            ctx.issues.append(Issue("info", "replacement", f"meter replaced at {when}", "readings of each period counted apart",
-                                    segs.reg.path, subject=f"meter {a.id}", firm_id=a.firm_id))
+            ctx.issues.append(
+                Issue(
+                    "info",
+                    "replacement",
+                    f"meter replaced at {when}",
+                    "readings of each period counted apart",
+                    segs.reg.path,
+                    subject=f"meter {a.id}",
+                    firm_id=a.firm_id,
+                )
+            )
 
 
 def _out_column(e: Any) -> str:
@@ -771,9 +1119,22 @@ def _firm_years(ctx: _Ctx, year: int) -> tuple[pa.Table, list[dict[str, Any]], d
             value = observed + filled
         else:
             filled = 0.0
-        c = cols.setdefault((firm, col), {"value": 0.0, "observed": 0.0, "filled": 0.0, "cov": 0.0, "exp": 0.0,
-                                          "readings": 0, "meters": set(), "policy": set(), "problems": 0, "note": [],
-                                          "empty": False})
+        c = cols.setdefault(
+            (firm, col),
+            {
+                "value": 0.0,
+                "observed": 0.0,
+                "filled": 0.0,
+                "cov": 0.0,
+                "exp": 0.0,
+                "readings": 0,
+                "meters": set(),
+                "policy": set(),
+                "problems": 0,
+                "note": [],
+                "empty": False,
+            },
+        )
         if value is None:
             c["empty"] = True
         else:
@@ -808,41 +1169,48 @@ def _firm_years(ctx: _Ctx, year: int) -> tuple[pa.Table, list[dict[str, Any]], d
     firms_out: list[dict[str, Any]] = [{"firm_id": f, "columns": {}} for f in firm_ids]
     pos = {f: i for i, f in enumerate(firm_ids)}
     for col in out_cols:
-        value, cov, nread, nmet, pol, fill, src, prob = ([None] * len(firm_ids) for _ in range(8))
+        lists: list[list[Any]] = [[None] * len(firm_ids) for _ in range(8)]
+        vals_, cov, nread, nmet, pols, fill, src, prob = lists
         for (firm, cc), c in cols.items():
             if cc != col:
                 continue
             i = pos[firm]
-            value[i] = None if c["empty"] else round(c["value"], 9)
+            vals_[i] = None if c["empty"] else round(c["value"], 9)
             cov[i] = round(min(c["cov"] / c["exp"], 1.0), 6) if c["exp"] else 0.0
             nread[i], nmet[i] = c["readings"], len(c["meters"])
-            pol[i] = "; ".join(sorted(c["policy"]) + c["note"])
+            pols[i] = "; ".join(sorted(c["policy"]) + c["note"])
             fill[i] = round(c["filled"], 9)
             src[i] = "meters"
             prob[i] = c["problems"]
             firms_out[i]["columns"][col] = {
-                "value": value[i], "coverage": cov[i], "count": nread[i], "meters": sorted(c["meters"]),
-                "policy": pol[i], "filled": fill[i], "issues": prob[i],
+                "value": vals_[i], "coverage": cov[i], "count": nread[i], "meters": sorted(c["meters"]),
+                "policy": pols[i], "filled": fill[i], "issues": prob[i],
             }  # fmt: skip
-        data[col] = value
+        data[col] = vals_
         data[f"{col}_coverage"] = cov
         data[f"{col}_readings"] = nread
         data[f"{col}_meters"] = nmet
-        data[f"{col}_policy"] = pol
+        data[f"{col}_policy"] = pols
         data[f"{col}_filled"] = fill
         data[f"{col}_source"] = src
         data[f"{col}_issues"] = prob
-    schema_types = {"_readings": pa.int64(), "_meters": pa.int64(), "_issues": pa.int64(), "_policy": pa.string(), "_source": pa.string()}
-    arrays = {}
-    for k, vals in data.items():
-        t = next((ty for suf, ty in schema_types.items() if k.endswith(suf)), None)
-        if k == "year":
+    schema_types = {
+        "_readings": pa.int64(),
+        "_meters": pa.int64(),
+        "_issues": pa.int64(),
+        "_policy": pa.string(),
+        "_source": pa.string(),
+    }
+    arrays: dict[str, Any] = {}
+    for cname, vals in data.items():
+        t: Any = next((ty for suf, ty in schema_types.items() if cname.endswith(suf)), None)
+        if cname == "year":
             t = pa.int64()
-        elif k == "firm_id":
+        elif cname == "firm_id":
             t = pa.string()
-        elif t is None and k in out_cols or k.endswith(("_coverage", "_filled")):
+        elif t is None and cname in out_cols or cname.endswith(("_coverage", "_filled")):
             t = pa.float64()
-        arrays[k] = pa.array(vals, type=t)
+        arrays[cname] = pa.array(vals, type=t)
     table = pa.table(arrays)
     totals = {
         "readings used": int(st.readings.sum()),

@@ -53,7 +53,15 @@ class Issue:
         return f"{where + ': ' if where else ''}{self.severity}[{self.code}] {who}{self.message}{act}"
 
     def sort_key(self) -> tuple[Any, ...]:
-        return (SEVERITIES.index(self.severity), self.firm_id, self.subject, self.code, self.file, self.rows, self.message)
+        return (
+            SEVERITIES.index(self.severity),
+            self.firm_id,
+            self.subject,
+            self.code,
+            self.file,
+            self.rows,
+            self.message,
+        )
 
 
 def row_list(rows: Any) -> tuple[int, ...]:
@@ -92,7 +100,10 @@ class Report:
             "counts": self.counts(),
             "totals": self.totals,
             "firms": self.firms,
-            "issues": [{k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(i).items()} for i in self.sorted_issues()],
+            "issues": [
+                {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(i).items()}
+                for i in self.sorted_issues()
+            ],
         }
 
     def render(self, fmt: str = "text") -> str:
@@ -170,7 +181,13 @@ def _markdown(report: Report) -> str:
     out += ["## Firm-years", "", "| firm | column | value | coverage | records | policy |", "|---|---|---|---|---|---|"]
     out += ["| " + " | ".join(_md_cell(x) for x in row) + " |" for row in _firm_lines(report)]
     if report.issues:
-        out += ["", "## Issues", "", "| severity | check | subject | where | found | done |", "|---|---|---|---|---|---|"]
+        out += [
+            "",
+            "## Issues",
+            "",
+            "| severity | check | subject | where | found | done |",
+            "|---|---|---|---|---|---|",
+        ]
         for i in report.sorted_issues():
             out.append(
                 "| "

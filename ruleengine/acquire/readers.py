@@ -83,7 +83,9 @@ def read_table(path: Path, ragged: Ragged | None = None) -> pa.Table:
             return pacsv.read_csv(
                 path,
                 read_options=pacsv.ReadOptions(column_names=names, skip_rows=1, block_size=64 << 20),
-                convert_options=pacsv.ConvertOptions(column_types={n: pa.string() for n in names}, strings_can_be_null=False),
+                convert_options=pacsv.ConvertOptions(
+                    column_types={n: pa.string() for n in names}, strings_can_be_null=False
+                ),
                 parse_options=pacsv.ParseOptions(invalid_row_handler=ragged),
             )
         if suffix in (".parquet", ".pq"):
@@ -219,7 +221,9 @@ def to_epoch(arr: pa.ChunkedArray | pa.Array, tz_offset_s: int) -> tuple[np.ndar
     t = arr.type
     n = len(arr)
     if pa.types.is_timestamp(t):
-        secs = np.asarray(pc.cast(pc.cast(arr, pa.timestamp("s", tz=t.tz)), pa.int64()).fill_null(0).to_numpy(), dtype=np.int64)
+        secs = np.asarray(
+            pc.cast(pc.cast(arr, pa.timestamp("s", tz=t.tz)), pa.int64()).fill_null(0).to_numpy(), dtype=np.int64
+        )
         if t.tz is not None:
             secs = secs + tz_offset_s
         return secs, np.asarray(pc.is_null(arr).to_numpy(zero_copy_only=False), dtype=bool)

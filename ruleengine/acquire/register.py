@@ -134,7 +134,9 @@ def _policy(d: Any, where: str) -> GapPolicy:
         raise AcquireError(f"{where}: expected a mapping such as {{policy: scale, min_coverage: 0.9}}")
     p = d.get("policy", "missing")
     if p not in POLICIES:
-        raise AcquireError(f"{where}.policy: unknown gap policy '{p}'{did_you_mean(str(p), POLICIES)} ({', '.join(POLICIES)})")
+        raise AcquireError(
+            f"{where}.policy: unknown gap policy '{p}'{did_you_mean(str(p), POLICIES)} ({', '.join(POLICIES)})"
+        )
     unknown = set(d) - {"policy", "min_coverage", "max_gap_intervals"}
     if unknown:
         raise AcquireError(f"{where}: unknown key {sorted(unknown)[0]}")
@@ -175,7 +177,9 @@ def load_register(path: str | Path) -> Register:
     policies = {"default": _policy(raw_pol, f"{name}: gap_policy")}
     for carrier, pol in (data.get("gap_policy_by_carrier") or {}).items():
         if carrier not in METER_CARRIERS:
-            raise AcquireError(f"{name}: gap_policy_by_carrier: unknown carrier '{carrier}'{did_you_mean(carrier, METER_CARRIERS)}")
+            raise AcquireError(
+                f"{name}: gap_policy_by_carrier: unknown carrier '{carrier}'{did_you_mean(carrier, METER_CARRIERS)}"
+            )
         policies[carrier] = _policy(pol, f"{name}: gap_policy_by_carrier.{carrier}")
     spike_policy = data.get("spike_policy", "exclude")
     if spike_policy not in ("exclude", "keep"):
@@ -200,7 +204,9 @@ def load_register(path: str | Path) -> Register:
             raise AcquireError(f"{where}.id: write meter ids as quoted text (leading zeros are kept): got {m['id']!r}")
         carrier = m["carrier"]
         if carrier not in METER_CARRIERS:
-            raise AcquireError(f"{where}.carrier: unknown carrier '{carrier}'{did_you_mean(str(carrier), METER_CARRIERS)}")
+            raise AcquireError(
+                f"{where}.carrier: unknown carrier '{carrier}'{did_you_mean(str(carrier), METER_CARRIERS)}"
+            )
         kind = m.get("kind", "interval")
         if kind not in KINDS:
             raise AcquireError(f"{where}.kind: '{kind}' is neither 'interval' nor 'register' (cumulative)")
@@ -212,7 +218,9 @@ def load_register(path: str | Path) -> Register:
         if carrier == "steam" and "steam_gj_per_t" in m:
             froms = {"t": _num(m, "steam_gj_per_t", where, 0)}
         if canon not in froms:
-            raise AcquireError(f"{where}.unit: '{m['unit']}' ({canon}) cannot measure {carrier} (expects {', '.join(froms)})")
+            raise AcquireError(
+                f"{where}.unit: '{m['unit']}' ({canon}) cannot measure {carrier} (expects {', '.join(froms)})"
+            )
         if "multiplier" in m and ("ct" in m or "pt" in m):
             raise AcquireError(f"{where}: give either multiplier or ct/pt, not both")
         mult = _num(m, "multiplier", where, 1.0) if "multiplier" in m else 1.0

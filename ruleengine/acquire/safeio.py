@@ -41,11 +41,15 @@ def parse_xml(data: bytes, name: str, limits: Limits = LIMITS) -> Any:
     except ImportError:  # pragma: no cover - the extra is missing
         raise AcquireError("reading invoice XML needs defusedxml: pip install 'ruleengine[acquire]'") from None
     if len(data) > limits.max_xml_bytes:
-        raise SourceError(f"{name}: XML of {len(data):,} bytes exceeds the {limits.max_xml_bytes:,}-byte limit; not read")
+        raise SourceError(
+            f"{name}: XML of {len(data):,} bytes exceeds the {limits.max_xml_bytes:,}-byte limit; not read"
+        )
     try:
         return fromstring(data, forbid_dtd=True, forbid_entities=True, forbid_external=True)
     except DefusedXmlException as exc:
-        raise SourceError(f"{name}: XML declares a DTD or entities ({type(exc).__name__}); refused, nothing expanded") from None
+        raise SourceError(
+            f"{name}: XML declares a DTD or entities ({type(exc).__name__}); refused, nothing expanded"
+        ) from None
     except ParseError as exc:
         line, col = getattr(exc, "position", (0, 0))
         raise SourceError(f"{name}:{line}:{col + 1}: malformed XML: {str(exc).split(':')[0]}") from None
@@ -64,7 +68,10 @@ def read_zip_members(path: Path, wanted: Any, limits: Limits = LIMITS) -> dict[s
             raise SourceError(f"{name}: {len(infos)} members exceed the limit of {limits.max_zip_members}; not read")
         total = sum(i.file_size for i in infos)
         if total > limits.max_zip_total_bytes:
-            raise SourceError(f"{name}: declares {total:,} bytes uncompressed, over the {limits.max_zip_total_bytes:,}-byte limit; not read")
+            raise SourceError(
+                f"{name}: declares {total:,} bytes uncompressed, "
+                f"over the {limits.max_zip_total_bytes:,}-byte limit; not read"
+            )
         out: dict[str, bytes] = {}
         for info in infos:
             if info.is_dir() or not wanted(info.filename):
@@ -81,7 +88,9 @@ def read_zip_members(path: Path, wanted: Any, limits: Limits = LIMITS) -> dict[s
             except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, NotImplementedError) as exc:
                 raise SourceError(f"{name}: member {info.filename} cannot be read ({exc})") from None
             if len(data) > limits.max_member_bytes:
-                raise SourceError(f"{name}: member {info.filename} expands beyond {limits.max_member_bytes:,} bytes; refused")
+                raise SourceError(
+                    f"{name}: member {info.filename} expands beyond {limits.max_member_bytes:,} bytes; refused"
+                )
             out[info.filename] = data
         return out
 
@@ -101,4 +110,7 @@ def check_zip(path: Path, limits: Limits = LIMITS) -> None:
         raise SourceError(f"{name}: declares {total:,} bytes uncompressed; refused")
     for i in infos:
         if i.file_size / max(i.compress_size, 1) > limits.max_ratio * 5:
-            raise SourceError(f"{name}: member {i.filename} has a compression ratio of {i.file_size / max(i.compress_size, 1):.0f}:1; refused")
+            raise SourceError(
+                f"{name}: member {i.filename} has a compression ratio of "
+                f"{i.file_size / max(i.compress_size, 1):.0f}:1; refused"
+            )

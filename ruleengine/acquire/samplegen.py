@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
@@ -48,7 +49,9 @@ def _firm_code(i: int) -> str:
 
 
 def _fix(code: str) -> str:
-    return credit_code(code[:17].replace("X", "0").replace("I", "1").replace("O", "0").replace("S", "5").replace("V", "0"))
+    return credit_code(
+        code[:17].replace("X", "0").replace("I", "1").replace("O", "0").replace("S", "5").replace("V", "0")
+    )
 
 
 def write_xlsx(path: Path, header: list[str], rows: list[list[Any]]) -> None:
@@ -92,7 +95,7 @@ def write_xlsx(path: Path, header: list[str], rows: list[list[Any]]) -> None:
     _write_zip(path, files)
 
 
-def _write_zip(path: Path, files: dict[str, str | bytes]) -> None:
+def _write_zip(path: Path, files: Mapping[str, str | bytes]) -> None:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         for name, data in files.items():
@@ -116,8 +119,10 @@ def invoice_xml(inv: dict[str, Any], style: str = "std") -> str:
             for it in inv["items"]
         )
         orig = f"<Yfphm>{inv['original']}</Yfphm>" if inv.get("original") else ""
-        return (f'<?xml version="1.0" encoding="UTF-8"?>\n<Fp><Fphm>{inv["no"]}</Fphm><Kprq>{inv["date"]}</Kprq>'
-                f"<Xfsh>{inv['seller']}</Xfsh><Gfsh>{inv['buyer']}</Gfsh>{orig}<Mxxx>{items}</Mxxx></Fp>\n")
+        return (
+            f'<?xml version="1.0" encoding="UTF-8"?>\n<Fp><Fphm>{inv["no"]}</Fphm><Kprq>{inv["date"]}</Kprq>'
+            f"<Xfsh>{inv['seller']}</Xfsh><Gfsh>{inv['buyer']}</Gfsh>{orig}<Mxxx>{items}</Mxxx></Fp>\n"
+        )
     items = "".join(
         f"<IssuItemInformation><ItemName>{escape(it['name'])}</ItemName><SpecMod></SpecMod><MeUnit>{escape(it.get('unit', ''))}</MeUnit>"
         f"<Quantity>{it.get('qty', '')}</Quantity><UnPrice>{it.get('price', '')}</UnPrice><Amount>{it['amount']}</Amount>"
@@ -125,10 +130,15 @@ def invoice_xml(inv: dict[str, Any], style: str = "std") -> str:
         f"<TaxClassificationCode>{it.get('code', '')}</TaxClassificationCode></IssuItemInformation>"
         for it in inv["items"]
     )
-    red = (f"<RedInvoiceInformation><OriginalInvoiceNumber>{inv['original']}</OriginalInvoiceNumber></RedInvoiceInformation>"
-           if inv.get("original") else "")
+    red = (
+        f"<RedInvoiceInformation><OriginalInvoiceNumber>{inv['original']}</OriginalInvoiceNumber></RedInvoiceInformation>"
+        if inv.get("original")
+        else ""
+    )
     return (
-        '<?xml version="1.0" encoding="UTF-8"?>\n<EInvoice><Header><EIid>' + inv["no"] + "</EIid></Header><EInvoiceData>"
+        '<?xml version="1.0" encoding="UTF-8"?>\n<EInvoice><Header><EIid>'
+        + inv["no"]
+        + "</EIid></Header><EInvoiceData>"
         f"<SellerInformation><SellerIdNum>{inv['seller']}</SellerIdNum></SellerInformation>"
         f"<BuyerInformation><BuyerIdNum>{inv['buyer']}</BuyerIdNum></BuyerInformation>"
         f"<BasicInformation><RequestTime>{inv['date']}</RequestTime></BasicInformation>{red}{items}</EInvoiceData>"
@@ -157,20 +167,56 @@ def write_ofd(path: Path, inv: dict[str, Any], embed: bool = True) -> None:
     _write_zip(path, files)
 
 
-LEDGER_HEADER = ["发票号码", "开票日期", "销方识别号", "购方识别号", "项目名称", "税收分类编码", "单位", "数量", "单价", "金额",
-                 "税率", "税额", "原发票号码"]
+LEDGER_HEADER = [
+    "发票号码",
+    "开票日期",
+    "销方识别号",
+    "购方识别号",
+    "项目名称",
+    "税收分类编码",
+    "单位",
+    "数量",
+    "单价",
+    "金额",
+    "税率",
+    "税额",
+    "原发票号码",
+]
 
 
 def ledger_rows(inv: dict[str, Any]) -> list[list[Any]]:
-    return [[inv["no"], inv["date"], inv["seller"], inv["buyer"], it["name"], it.get("code", ""), it.get("unit", ""),
-             it.get("qty", ""), it.get("price", ""), it["amount"], f"{round(it['rate'] * 100)}%", it["tax"],
-             inv.get("original", "")] for it in inv["items"]]
+    return [
+        [
+            inv["no"],
+            inv["date"],
+            inv["seller"],
+            inv["buyer"],
+            it["name"],
+            it.get("code", ""),
+            it.get("unit", ""),
+            it.get("qty", ""),
+            it.get("price", ""),
+            it["amount"],
+            f"{round(it['rate'] * 100)}%",
+            it["tax"],
+            inv.get("original", ""),
+        ]
+        for it in inv["items"]
+    ]
 
 
 def _line(name: str, code: str, unit: str, qty: float, price: float, rate: float) -> dict[str, Any]:
     amount = round(qty * price, 2)
-    return {"name": name, "code": code, "unit": unit, "qty": qty, "price": price, "amount": amount, "rate": rate,
-            "tax": round(amount * rate, 2)}
+    return {
+        "name": name,
+        "code": code,
+        "unit": unit,
+        "qty": qty,
+        "price": price,
+        "amount": amount,
+        "rate": rate,
+        "tax": round(amount * rate, 2),
+    }
 
 
 def _csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
@@ -193,8 +239,9 @@ def _profile(rng: np.random.Generator, days: int, base_kw: float) -> np.ndarray:
     return np.round(base_kw * 0.25 * shape[None, :] * week[:, None] * noise, 3)
 
 
-def generate_sample(directory: str | Path, firms: int = 20, year: int = 2024, seed: int = 0,
-                    defects: bool = True) -> dict[str, list[Path]]:
+def generate_sample(
+    directory: str | Path, firms: int = 20, year: int = 2024, seed: int = 0, defects: bool = True
+) -> dict[str, list[Path]]:
     out = Path(directory)
     (out / "meters").mkdir(parents=True, exist_ok=True)
     (out / "invoices" / "xml").mkdir(parents=True, exist_ok=True)
@@ -204,20 +251,25 @@ def generate_sample(directory: str | Path, firms: int = 20, year: int = 2024, se
     days = int(days_from_civil(np.array([year + 1]), np.array([1]), np.array([1]))[0]) - d0
     dates = (np.datetime64("1970-01-01") + np.arange(d0, d0 + days)).astype(str)
     codes = [_firm_code(i + 1) for i in range(firms)]
-    grid, gas, fuel, freight = (_fix(GRID_SELLER), _fix(GAS_SELLER), _fix(FUEL_SELLER), _fix(FREIGHT_SELLER))
+    grid, gas, fuel = (_fix(GRID_SELLER), _fix(GAS_SELLER), _fix(FUEL_SELLER))
     reg_firms: list[str] = []
     reg_meters: list[str] = []
     wide_rows: list[list[Any]] = []
     gas_rows: list[list[Any]] = []
     monthly_kwh: dict[str, np.ndarray] = {}
     gas_month: dict[str, np.ndarray] = {}
-    month_of_day = (dates.astype("datetime64[M]").astype(np.int64) % 12)
+    month_of_day = dates.astype("datetime64[M]").astype(np.int64) % 12
     hdr = ["表号", "日期", "倍率"] + [f"{m // 60:02d}:{m % 60:02d}" for m in range(15, 1441, 15)]
     for i, code in enumerate(codes):
         va = float(np.round(rng.lognormal(8.0, 0.8), 1))
         ind = INDUSTRIES[i % len(INDUSTRIES)]
-        reg_firms.append(f'  "{code}": {{firm_name: Sample Works {i + 1}, city: huzhou, grid_region: east, '
-                         f'industry: "{ind}", size: medium, value_added_10k_cny: {va}}}')
+        out_v = round(va * float(rng.uniform(3.0, 5.0)), 1)
+        reg_firms.append(
+            f'  "{code}": {{firm_name: Sample Works {i + 1}, city: huzhou, grid_region: east, '
+            f'industry: "{ind}", size: medium, employees: {int(rng.integers(30, 800))}, '
+            f"value_added_10k_cny: {va}, output_value_10k_cny: {out_v}, revenue_10k_cny: {round(out_v * 1.05, 1)}, "
+            f"tax_10k_cny: {round(va * 0.12, 1)}}}"
+        )
         base_kw = float(np.round(rng.lognormal(6.0, 0.7), 1))
         mult = int(rng.choice([1, 40, 80, 200]))
         meter = f"{330500000000 + i * 7:012d}"
@@ -228,7 +280,7 @@ def generate_sample(directory: str | Path, firms: int = 20, year: int = 2024, se
         if defects:
             for _ in range(int(rng.integers(0, 4))):  # short communication gaps
                 d, s = int(rng.integers(0, days)), int(rng.integers(0, 90))
-                mask[d, s: s + int(rng.integers(1, 7))] = False
+                mask[d, s : s + int(rng.integers(1, 7))] = False
             if i == 1:  # a month-long outage
                 mask[100:131] = False
             if i == 2:
@@ -237,14 +289,20 @@ def generate_sample(directory: str | Path, firms: int = 20, year: int = 2024, se
         replaced = defects and i == 3
         cut = 182
         if replaced:
-            reg_meters.append(f'  - {{id: "{meter}", firm_id: "{code}", carrier: electricity, unit: kWh, multiplier: {mult}, '
-                              f"capacity: {cap}, valid_to: {dates[cut]}}}")
+            reg_meters.append(
+                f'  - {{id: "{meter}", firm_id: "{code}", carrier: electricity, unit: kWh, multiplier: {mult}, '
+                f"capacity: {cap}, valid_to: {dates[cut]}}}"
+            )
             new = f"{330500000000 + i * 7 + 1:012d}"
-            reg_meters.append(f'  - {{id: "{new}", firm_id: "{code}", carrier: electricity, unit: kWh, multiplier: {mult}, '
-                              f"capacity: {cap}, valid_from: {dates[cut]}}}")
+            reg_meters.append(
+                f'  - {{id: "{new}", firm_id: "{code}", carrier: electricity, unit: kWh, multiplier: {mult}, '
+                f"capacity: {cap}, valid_from: {dates[cut]}}}"
+            )
         else:
-            reg_meters.append(f'  - {{id: "{meter}", firm_id: "{code}", carrier: electricity, unit: kWh, multiplier: {mult}, '
-                              f"capacity: {cap}}}")
+            reg_meters.append(
+                f'  - {{id: "{meter}", firm_id: "{code}", carrier: electricity, unit: kWh, multiplier: {mult}, '
+                f"capacity: {cap}}}"
+            )
         for d in range(days):
             mid = meter if not replaced or d < cut else f"{330500000000 + i * 7 + 1:012d}"
             cells = [f"{x:g}" if m else "" for x, m in zip(raw[d], mask[d], strict=True)]
@@ -263,22 +321,31 @@ def generate_sample(directory: str | Path, firms: int = 20, year: int = 2024, se
             start = 99_000.0 if (defects and i == 0) else float(np.round(rng.uniform(0, 50_000), 1))
             daily = np.round(rng.uniform(50, 150, size=days) * (1 + i / 10), 1)
             readings = (start + np.r_[0.0, np.cumsum(daily)]) % 100_000
-            reg_meters.append(f'  - {{id: "{gm}", firm_id: "{code}", carrier: natural_gas, kind: register, unit: m3, digits: 5, '
-                              f"capacity: {round(float(daily.max()) / 24 * 3, 1)}}}")
+            reg_meters.append(
+                f'  - {{id: "{gm}", firm_id: "{code}", carrier: natural_gas, kind: register, unit: m3, digits: 5, '
+                f"capacity: {round(float(daily.max()) / 24 * 3, 1)}}}"
+            )
             gas_month[code] = np.bincount(month_of_day, weights=daily, minlength=12)
             for d in range(days + 1):
                 gas_rows.append([gm, f"{(np.datetime64(dates[0]) + d)!s} 00:00", f"{readings[d]:.1f}", "m3"])
             if defects and i == 2:
                 gas_rows[-40][3] = "kg"  # a unit mismatch
-    files: dict[str, list[Path]] = {"register": [out / "register.yaml"], "meters": [], "invoices": [], "mapping": [out / "mapping.yaml"]}
+    files: dict[str, list[Path]] = {
+        "register": [out / "register.yaml"],
+        "meters": [],
+        "invoices": [],
+        "mapping": [out / "mapping.yaml"],
+    }
     (out / "register.yaml").write_text(
         f"# sample meter register (seed {seed})\nyear: {year}\ninterval_minutes: 15\nconvention: end\n"
         "gap_policy: {policy: scale, min_coverage: 0.8}\ngap_policy_by_carrier:\n  natural_gas: {policy: missing}\n"
-        "firms:\n" + "\n".join(reg_firms) + "\nmeters:\n" + "\n".join(reg_meters) + "\n", encoding="utf-8")
+        "firms:\n" + "\n".join(reg_firms) + "\nmeters:\n" + "\n".join(reg_meters) + "\n",
+        encoding="utf-8",
+    )
     block = max(1, (len(wide_rows) + 1) // 2)
     for k in range(0, len(wide_rows), block):
         p = out / "meters" / f"electricity_96_{k // block + 1}.csv"
-        _csv(p, hdr, wide_rows[k: k + block])
+        _csv(p, hdr, wide_rows[k : k + block])
         files["meters"].append(p)
     if gas_rows:
         p = out / "meters" / "gas_register.csv"
@@ -290,18 +357,23 @@ def generate_sample(directory: str | Path, firms: int = 20, year: int = 2024, se
     for i, code in enumerate(codes):
         for m in range(12):
             n += 1
-            kwh = float(np.round(monthly_kwh[code][m] * rng.normal(1.0, 0.005), 0))
-            unit, qty, price = "千瓦时", kwh, 0.68
+            mkwh = float(np.round(monthly_kwh[code][m] * rng.normal(1.0, 0.005), 0))
+            unit, qty, price = "千瓦时", float(mkwh), 0.68
             if defects and i == 0 and m == 2:
-                unit, qty, price = "万千瓦时", round(kwh / 10_000, 4), 6800.0
+                unit, qty, price = "万千瓦时", round(mkwh / 10_000, 4), 6800.0
             line = _line("*供电*电费", "1100101000000000000", unit, qty, price, 0.13)
             if defects and i == 1 and m == 3:
                 line["unit"] = ""  # empty unit: inferred by the declared price-band rule
             if defects and i == 2 and m == 4:
                 line["rate"] = 0.09  # implausible VAT rate for electricity
                 line["tax"] = round(line["amount"] * 0.09, 2)
-            inv = {"no": f"{year % 100:02d}33{n:016d}", "date": f"{year}-{m + 1:02d}-05", "seller": grid, "buyer": code,
-                   "items": [line]}
+            inv = {
+                "no": f"{year % 100:02d}33{n:016d}",
+                "date": f"{year}-{m + 1:02d}-05",
+                "seller": grid,
+                "buyer": code,
+                "items": [line],
+            }
             where = ("xml", "ofd", "ledger")[(i + m) % 3]
             invs.append((inv, where))
             if defects and i == 0 and m == 5:
@@ -310,28 +382,80 @@ def generate_sample(directory: str | Path, firms: int = 20, year: int = 2024, se
                 invs.append((inv, "ledger"))  # and again in the ledger
             if defects and i == 2 and m == 7:  # a red invoice reversing 20% of the month
                 n += 1
-                red_line = _line("*供电*电费", "1100101000000000000", "千瓦时", -round(kwh * 0.2, 0), 0.68, 0.13)
-                invs.append(({"no": f"{year % 100:02d}33{n:016d}", "date": f"{year}-{m + 1:02d}-20", "seller": grid,
-                              "buyer": code, "items": [red_line], "original": inv["no"]}, "xml"))
+                red_line = _line("*供电*电费", "1100101000000000000", "千瓦时", -round(mkwh * 0.2, 0), 0.68, 0.13)
+                invs.append(
+                    (
+                        {
+                            "no": f"{year % 100:02d}33{n:016d}",
+                            "date": f"{year}-{m + 1:02d}-20",
+                            "seller": grid,
+                            "buyer": code,
+                            "items": [red_line],
+                            "original": inv["no"],
+                        },
+                        "xml",
+                    )
+                )
         if i % 2 == 0:
             for m in range(0, 12, 2):
                 n += 1
                 qty = float(np.round((gas_month[code][m] + gas_month[code][m + 1]) * rng.normal(1.0, 0.005), 0))
-                invs.append(({"no": f"{year % 100:02d}33{n:016d}", "date": f"{year}-{m + 1:02d}-10", "seller": gas, "buyer": code,
-                              "items": [_line("*天然气*管道天然气", "1100301000000000000", "立方米", qty, 3.2, 0.09)]}, "xml"))
+                invs.append(
+                    (
+                        {
+                            "no": f"{year % 100:02d}33{n:016d}",
+                            "date": f"{year}-{m + 1:02d}-10",
+                            "seller": gas,
+                            "buyer": code,
+                            "items": [_line("*天然气*管道天然气", "1100301000000000000", "立方米", qty, 3.2, 0.09)],
+                        },
+                        "xml",
+                    )
+                )
         if i % 3 == 0:
             n += 1
-            invs.append(({"no": f"{year % 100:02d}33{n:016d}", "date": f"{year}-06-18", "seller": fuel, "buyer": code,
-                          "items": [_line("*汽油*92号车用汽油(VIB)", "1070101010100000000", "升", 800.0, 7.9, 0.13),
-                                    _line("*柴油*0号车用柴油(VIB)", "1070101030100000000", "升", 1200.0, 7.4, 0.13)]}, "ledger"))
+            invs.append(
+                (
+                    {
+                        "no": f"{year % 100:02d}33{n:016d}",
+                        "date": f"{year}-06-18",
+                        "seller": fuel,
+                        "buyer": code,
+                        "items": [
+                            _line("*汽油*92号车用汽油(VIB)", "1070101010100000000", "升", 800.0, 7.9, 0.13),
+                            _line("*柴油*0号车用柴油(VIB)", "1070101030100000000", "升", 1200.0, 7.4, 0.13),
+                        ],
+                    },
+                    "ledger",
+                )
+            )
             n += 1
-            invs.append(({"no": f"{year % 100:02d}33{n:016d}", "date": f"{year}-09-02", "seller": _fix(FREIGHT_SELLER),
-                          "buyer": code, "items": [_line("*运输服务*国内道路货物运输服务", "3010102020000000000", "", 1, 12000.0, 0.09)]},
-                         "xml"))
+            invs.append(
+                (
+                    {
+                        "no": f"{year % 100:02d}33{n:016d}",
+                        "date": f"{year}-09-02",
+                        "seller": _fix(FREIGHT_SELLER),
+                        "buyer": code,
+                        "items": [_line("*运输服务*国内道路货物运输服务", "3010102020000000000", "", 1, 12000.0, 0.09)],
+                    },
+                    "xml",
+                )
+            )
     if defects:
         n += 1
-        invs.append(({"no": f"{year % 100:02d}33{n:016d}", "date": f"{year}-03-03", "seller": grid, "buyer": _firm_code(99_999),
-                      "items": [_line("*供电*电费", "1100101000000000000", "千瓦时", 1000.0, 0.7, 0.13)]}, "xml"))
+        invs.append(
+            (
+                {
+                    "no": f"{year % 100:02d}33{n:016d}",
+                    "date": f"{year}-03-03",
+                    "seller": grid,
+                    "buyer": _firm_code(99_999),
+                    "items": [_line("*供电*电费", "1100101000000000000", "千瓦时", 1000.0, 0.7, 0.13)],
+                },
+                "xml",
+            )
+        )
     ledger: list[list[Any]] = []
     for k, (inv, where) in enumerate(invs):
         if where == "xml":
@@ -348,7 +472,7 @@ def generate_sample(directory: str | Path, firms: int = 20, year: int = 2024, se
     _csv(p, LEDGER_HEADER, ledger)
     files["invoices"].append(p)
     mapping = [f"# sample invoice mapping (seed {seed})", f"year: {year}", "infer_empty_unit: [electricity]", "firms:"]
-    for i, code in enumerate(codes):
+    for code in codes:
         mapping.append(f'  "{code}": {{firm_id: "{code}"}}')
     (out / "mapping.yaml").write_text("\n".join(mapping) + "\n", encoding="utf-8")
     return files

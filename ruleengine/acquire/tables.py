@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import unicodedata
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from typing import Any
 
 import yaml
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_table(name: str) -> dict[str, Any]:
     text = resources.files("ruleengine.acquire").joinpath("tables", f"{name}.yaml").read_text(encoding="utf-8")
     data = yaml.safe_load(text)
