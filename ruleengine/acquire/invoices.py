@@ -26,6 +26,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import yaml
 
+# libyaml's parser where available (a 3,000-meter register: 0.1 s instead of 3 s); same safe subset
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 from ..errors import did_you_mean
 from .meters import Acquisition
 from .quality import AcquireError, Issue, Report, row_list
@@ -123,7 +126,7 @@ class Mapping:
 def load_mapping(path: str | Path) -> Mapping:
     name = str(path)
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        data = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_LOADER)
     except FileNotFoundError:
         raise AcquireError(f"{name}: mapping file not found") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
@@ -437,7 +440,7 @@ def acquire_invoices(
                     row_list(L.row[pos]),
                     b - a,
                     subject=subj,
-                    firm_id=str(firm_of[pos[0]]) if firm_of is not None else "",
+                    firm_id=str(firm_of[firm_i[pos[0]]]) if firm_of is not None else "",
                 )
             )
 
@@ -480,9 +483,12 @@ def acquire_invoices(
         promote = dup & (L.line > 0) & ~has_lines_kept[inv_code]
         L.use &= ~dup | promote
     # 2. year and firm
-    date = L.text["issue_date"]
-    years, ybad = to_float(pc.utf8_slice_codeunits(date, 0, 4))
-    months, _ = to_float(pc.utf8_slice_codeunits(pc.replace_substring_regex(date, "^\\d{4}[-/年.]?", ""), 0, 2))
+    # dates, codes and names repeat: each distinct text is parsed once (dictionary encoding)
+    dcode, dnames = _encode(L.text["issue_date"])
+    date = pa.array(dnames, type=pa.string())
+    dy, _ = to_float(pc.utf8_slice_codeunits(date, 0, 4))
+    dm, _ = to_float(pc.utf8_slice_codeunits(pc.replace_substring_regex(date, "^\\d{4}[-/年.]?", ""), 0, 2))
+    years, months = np.r_[dy, np.nan][dcode], np.r_[dm, np.nan][dcode]
     if year is None:
         ys = years[L.use & ~np.isnan(years)]
         if not len(ys):
@@ -496,8 +502,15 @@ def acquire_invoices(
     buyer_c, buyer_n = _encode(L.text["buyer_id"])
     seller_c, seller_n = _encode(L.text["seller_id"])
     known = mp.firms
-    b_firm = np.array([c in known for c in buyer_n], dtype=bool)[buyer_c]
-    s_firm = np.array([c in known for c in seller_n], dtype=bool)[seller_c]
+    fnames = sorted({d.firm_id for d in known.values()})
+    fpos = {f: i for i, f in enumerate(fnames)}
+    first_decl: dict[str, FirmDecl] = {}
+    for d in known.values():
+        first_decl.setdefault(d.firm_id, d)
+    decl_of = [first_decl[f] for f in fnames]
+    b_idx = np.array([fpos[known[c].firm_id] if c in known else -1 for c in buyer_n] + [-1], dtype=np.int64)[buyer_c]
+    s_idx = np.array([fpos[known[c].firm_id] if c in known else -1 for c in seller_n] + [-1], dtype=np.int64)[seller_c]
+    b_firm, s_firm = b_idx >= 0, s_idx >= 0
     bad_code = np.array([not credit_code_ok(c) for c in buyer_n], dtype=bool)[buyer_c]
     emit(
         L.use & b_firm & bad_code,
@@ -515,21 +528,26 @@ def acquire_invoices(
         "ignored",
     )
     L.use &= b_firm | s_firm
-    firm_keys = np.where(b_firm, np.array(buyer_n, dtype=object)[buyer_c], np.array(seller_n, dtype=object)[seller_c])
-    firm_of = _map_codes(firm_keys, {k: v.firm_id for k, v in known.items()})
+    firm_i = np.where(b_firm, b_idx, s_idx)  # index into fnames; -1: not a firm of the mapping
+    firm_of = np.array([*fnames, ""], dtype=object)  # firm_of[firm_i[k]] names the firm of line k
     # 3. carrier: tax code prefix, else *简称*
     ctab = load_table("carriers")
     carriers = sorted(
         {v["carrier"] for v in ctab["code_prefixes"].values()} | {v["carrier"] for v in ctab["short_names"].values()}
     )
     cidx = {c: i for i, c in enumerate(carriers)}
-    by_code = np.full(L.n, -1, dtype=np.int64)
-    code_text = L.text["tax_code"]
-    for prefix in sorted(ctab["code_prefixes"], key=len, reverse=True):
-        hit = np.asarray(pc.starts_with(code_text, prefix).to_numpy(zero_copy_only=False), dtype=bool) & (by_code < 0)
-        by_code[hit] = cidx[ctab["code_prefixes"][prefix]["carrier"]]
-    short = pc.fill_null(pc.struct_field(pc.extract_regex(L.text["item_name"], r"^\s*\*(?P<s>[^*]+)\*"), "s"), "")
-    sc, sn = _encode(short)
+    tc, tn = _encode(L.text["tax_code"])
+    prefixes = sorted(ctab["code_prefixes"], key=len, reverse=True)
+    t_map = np.array(
+        [next((cidx[ctab["code_prefixes"][p]["carrier"]] for p in prefixes if x.startswith(p)), -1) for x in tn] + [-1],
+        dtype=np.int64,
+    )
+    by_code = t_map[tc]
+    nc_, nn_ = _encode(L.text["item_name"])
+    name_dict = pa.array(nn_, type=pa.string())
+    short_d = pc.fill_null(pc.struct_field(pc.extract_regex(name_dict, r"^\s*\*(?P<s>[^*]+)\*"), "s"), "")
+    sn = [str(x) for x in short_d.to_pylist()]
+    sc = nc_
     s_map = np.array(
         [cidx.get(ctab["short_names"].get(x, {}).get("carrier", ""), -1) for x in sn] + [-1], dtype=np.int64
     )
@@ -555,20 +573,19 @@ def acquire_invoices(
             )
         )
     L.use &= carrier >= 0
-    names_arr = L.text["item_name"]
     # vehicle fuel: gasoline / diesel with a vehicle word in the name, unless the firm says otherwise
-    vword = np.zeros(L.n, dtype=bool)
-    for w in ctab["vehicle_words"]:
-        vword |= np.asarray(pc.match_substring(names_arr, w).to_numpy(zero_copy_only=False), dtype=bool)
-    vmode = _map_codes(firm_keys, {k: v.vehicle_fuel for k, v in known.items()})
-    vehicle = np.where(vmode == "all", True, np.where(vmode == "none", False, vword))
+    vword = np.array([any(w in x for w in ctab["vehicle_words"]) for x in nn_] + [False], dtype=bool)[nc_]
+    vcode = np.array([{"by_name": 0, "all": 1, "none": 2}[d.vehicle_fuel] for d in decl_of] + [0], dtype=np.int8)
+    vmode = vcode[firm_i]
+    vehicle = np.where(vmode == 1, True, np.where(vmode == 2, False, vword))
     # 4. units
     uc, un = _encode(L.text["unit"])
     alias = [unit_alias(u) if u else None for u in un]
-    canon = np.array([a[0] if a else "" for a in alias] + [""], dtype=object)[uc]
+    canon_names = ["", "kWh", "m3", "GJ", "t", "L"]
+    canon = np.array([canon_names.index(a[0]) if a else 0 for a in alias] + [0], dtype=np.int8)[uc]
     ufac = np.array([a[1] if a else np.nan for a in alias] + [np.nan], dtype=np.float64)[uc]
     empty_unit = np.array([u == "" for u in un], dtype=bool)[uc]
-    unknown_unit = L.use & ~empty_unit & (canon == "")
+    unknown_unit = L.use & ~empty_unit & (canon == 0)
     for u in sorted({un[int(c)] for c in uc[unknown_unit]}):
         emit(
             unknown_unit & (np.array(un, dtype=object)[uc] == u),
@@ -586,7 +603,7 @@ def acquire_invoices(
         rule = rules[c]
         lo, hi = rule["unit_price_cny"]
         hit = L.use & empty_unit & (carrier == cidx.get(c, -2)) & (unit_price >= lo) & (unit_price <= hi)
-        canon = np.where(hit, rule["unit"], canon)
+        canon = np.where(hit, np.int8(canon_names.index(rule["unit"])), canon)
         ufac = np.where(hit, 1.0, ufac)
         inferred |= hit
     emit(
@@ -608,12 +625,14 @@ def acquire_invoices(
     L.use &= ~missing_q
     # 5. VAT plausibility: rate in the carrier's list and tax = amount x rate
     rate = L.num["tax_rate"]
-    allowed = np.zeros(L.n, dtype=bool)
+    # allowed[carrier, rate in basis points]: one gather per line
+    tab = np.zeros((len(carriers) + 1, 10_001), dtype=bool)
     for c, rates in ctab["vat_rates"].items():
-        if c == "source":
-            continue
-        m = carrier == cidx.get(c, -2)
-        allowed[m] = np.isin(np.round(rate[m], 4), np.round(np.array(rates, dtype=np.float64), 4))
+        if c != "source" and c in cidx:
+            tab[cidx[c], np.round(np.array(rates, dtype=np.float64) * 10_000).astype(np.int64)] = True
+    bp = np.round(np.nan_to_num(rate, nan=-1.0) * 10_000)
+    inside = (bp >= 0) & (bp <= 10_000) & (np.abs(np.nan_to_num(rate) * 10_000 - bp) < 1e-6)
+    allowed = inside & tab[carrier, np.clip(bp, 0, 10_000).astype(np.int64)]
     emit(
         L.use & ~np.isnan(rate) & ~allowed,
         "warning",
@@ -651,81 +670,65 @@ def acquire_invoices(
     )
     emit(red & ~orig_empty & orig_known, "info", "red_netted", "red invoice nets its original", "netted", True)
     # 7. quantities in the data-contract columns
-    car_name = np.array(carriers + [""], dtype=object)[carrier]
-    out_carrier = np.where(
-        vehicle & (car_name == "gasoline"),
-        "vehicle_gasoline",
-        np.where(vehicle & (car_name == "diesel"), "vehicle_diesel", car_name),
-    )
-    col_of, fac_of = {}, {}
-    for c in sorted(set(out_carrier[L.use].tolist()) - {"freight"}):
-        col, froms = carrier_column(str(c))
+    out_names = [*carriers, "vehicle_gasoline", "vehicle_diesel"]
+    gas_i, die_i = cidx.get("gasoline", -2), cidx.get("diesel", -2)
+    out_c = np.where(vehicle & (carrier == gas_i), len(carriers), np.where(vehicle & (carrier == die_i), len(carriers) + 1, carrier))
+    present = sorted(set(np.unique(out_c[L.use]).tolist()) - {-1})
+    colnames: list[str] = []
+    col_i = np.full(L.n, -1, dtype=np.int64)
+    col_factor = np.full(L.n, np.nan)
+    for oc in present:
+        c = out_names[oc]
+        if c == "freight":
+            continue
+        col, froms = carrier_column(c)
         if c == "heat":
             froms = {"GJ": 1.0, "t": mp.steam_gj_per_t or carrier_column("steam")[1]["t"]}
-        col_of[c], fac_of[c] = col, froms
-    col_factor = np.full(L.n, np.nan)
-    column = np.full(L.n, "", dtype=object)
-    for c, froms in fac_of.items():
-        m = L.use & (out_carrier == c)
+        if col not in colnames:
+            colnames.append(col)
+        m = L.use & (out_c == oc)
+        ok_u = np.zeros(L.n, dtype=bool)
         for cu, f in froms.items():
-            mm = m & (canon == cu)
+            mm = m & (canon == canon_names.index(cu))
             col_factor[mm] = f
-            column[mm] = col_of[c]
-        wrong = m & ~np.isin(canon, list(froms))
+            col_i[mm] = colnames.index(col)
+            ok_u |= mm
+        wrong = m & ~ok_u
         for u in sorted(set(canon[wrong].tolist())):
-            emit(
-                wrong & (canon == u),
-                "error",
-                "unit_carrier",
-                f"{{n}} {c} line(s) in {u}, which cannot measure {c}",
-                "ignored",
-            )
+            emit(wrong & (canon == u), "error", "unit_carrier",
+                 f"{{n}} {c} line(s) in {canon_names[u]}, which cannot measure {c}", "ignored")  # fmt: skip
         L.use &= ~wrong
-    freight = L.use & (out_carrier == "freight")
-    column[freight] = "freight_spend_10k_cny"
-    col_factor[freight] = 1.0
+    freight = L.use & (out_c == cidx.get("freight", -2))
+    if freight.any():
+        colnames.append("freight_spend_10k_cny")
+        col_i[freight] = len(colnames) - 1
+        col_factor[freight] = 1.0
     qty = np.where(freight, amount / 10_000.0, q * ufac * col_factor)  # freight: spend excl. VAT, 10^4 CNY
-    resale_decl = _resale_mask(firm_keys, out_carrier, known)
+    resale_tab = np.zeros((len(fnames) + 1, len(out_names) + 1), dtype=bool)
+    for fi, d in enumerate(decl_of):
+        for c in d.resale:
+            if c in out_names:
+                resale_tab[fi, out_names.index(c)] = True
+    resale_decl = resale_tab[firm_i, out_c]
     sale_used = L.use & sale & resale_decl
     sale_ignored = L.use & sale & ~resale_decl
-    emit(
-        sale_ignored,
-        "warning",
-        "sale_not_declared",
-        "{n} line(s) sold by the firm, no resale declared for the carrier",
-        "not subtracted",
-    )
+    emit(sale_ignored, "warning", "sale_not_declared",
+         "{n} line(s) sold by the firm, no resale declared for the carrier", "not subtracted")  # fmt: skip
     L.use &= ~sale_ignored
-    column = np.where(sale_used, np.char.add(column.astype(str), "_resale").astype(object), column)
-    return _assemble(L, mp, year, firm_of, column, qty, inv_code, inferred, red, months, paths, issues)
-
-
-def _map_codes(keys: np.ndarray, table: dict[str, Any]) -> np.ndarray:
-    """``table[key]`` for every element, looked up once per distinct key."""
-    if len(keys) == 0:
-        return np.zeros(0, dtype=object)
-    uniq, inv = np.unique(keys.astype(str), return_inverse=True)
-    return np.array([table.get(u, "") for u in uniq.tolist()] + [""], dtype=object)[inv]
-
-
-def _resale_mask(firm_keys: np.ndarray, out_carrier: np.ndarray, known: dict[str, FirmDecl]) -> np.ndarray:
-    if len(firm_keys) == 0:
-        return np.zeros(0, dtype=bool)
-    pairs = np.char.add(np.char.add(firm_keys.astype(str), "\t"), out_carrier.astype(str))
-    uniq, inv = np.unique(pairs, return_inverse=True)
-    ok = []
-    for u in uniq.tolist():
-        f, _, c = u.partition("\t")
-        ok.append(f in known and c in known[f].resale)
-    return np.array(ok, dtype=bool)[inv]
+    ncol = len(colnames)
+    colnames += [f"{c}_resale" for c in colnames]
+    col_i = np.where(sale_used, col_i + ncol, col_i)
+    return _assemble(L, mp, year, firm_i, fnames, col_i, colnames, qty, inv_code, inferred, red, months, paths, issues)
 
 
 def _assemble(
     L: _Lines,
     mp: Mapping,
     year: int,
-    firm_of: np.ndarray,
-    column: np.ndarray,
+    firm_i: np.ndarray,
+    fnames: list[str],
+    col_i: np.ndarray,
+    colnames: list[str],
     qty: np.ndarray,
     inv_code: np.ndarray,
     inferred: np.ndarray,
@@ -735,23 +738,27 @@ def _assemble(
     issues: list[Issue],
 ) -> Acquisition:
     use = L.use
-    key = np.char.add(np.char.add(firm_of[use].astype(str), "\t"), column[use].astype(str))
-    uniq, kinv = np.unique(key, return_inverse=True)
+    use = use & (firm_i >= 0) & (col_i >= 0)
+    nc = max(len(colnames), 1)
+    key = firm_i[use] * nc + col_i[use]
+    present = np.bincount(key, minlength=len(fnames) * nc) > 0
+    ukeys = np.flatnonzero(present)
+    kinv = (np.cumsum(present) - 1)[key]  # dense index of each line's (firm, column)
+    uniq = [f"{fnames[int(k) // nc]}\t{colnames[int(k) % nc]}" for k in ukeys]
     total = np.bincount(kinv, weights=qty[use], minlength=len(uniq))
     nlines = np.bincount(kinv, minlength=len(uniq))
     # distinct invoices and billing months per (firm, column)
     ik = np.unique(kinv.astype(np.int64) * (int(inv_code.max(initial=0)) + 1) + inv_code[use])
     ninv = np.bincount(ik // (int(inv_code.max(initial=0)) + 1), minlength=len(uniq))
     mo = np.nan_to_num(months[use], nan=0).astype(np.int64)
-    mk = np.unique(kinv.astype(np.int64) * 13 + np.clip(mo, 0, 12))
-    mk = mk[(mk % 13) > 0]
-    nmonths = np.bincount(mk // 13, minlength=len(uniq))
+    seen = np.bincount(kinv.astype(np.int64) * 13 + np.clip(mo, 0, 12), minlength=len(uniq) * 13).reshape(-1, 13)
+    nmonths = (seen[:, 1:] > 0).sum(axis=1)
     ninf = np.bincount(kinv, weights=inferred[use], minlength=len(uniq)).astype(np.int64)
     nred = np.bincount(kinv, weights=red[use], minlength=len(uniq)).astype(np.int64)
     problems: dict[tuple[str, str], int] = {}
     issue: Issue
     cols: dict[tuple[str, str], dict[str, Any]] = {}
-    for k, u in enumerate(uniq.tolist()):
+    for k, u in enumerate(uniq):
         firm, col = u.split("\t")
         cols[(firm, col)] = {
             "value": float(total[k]),

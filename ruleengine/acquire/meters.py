@@ -56,6 +56,7 @@ class Chunk:
     unit_labels: list[str] | None = None
     unit_code: np.ndarray | None = None
     mult: np.ndarray | None = None
+    on_grid: bool = False  # wide files: every timestamp is a day plus a header offset on the grid
 
 
 def _meter_ids(table: pa.Table, col: str, name: str, issues: list[Issue]) -> tuple[np.ndarray, list[str], np.ndarray]:
@@ -213,6 +214,7 @@ def read_meter_file(path: Path, reg: Register, issues: list[Issue]) -> Chunk:
         keep = np.repeat(keep_row, k) & ~np.isnan(flat)  # an empty cell is a missing reading (a gap)
         rrow = np.repeat(rows, k)
         chunk = Chunk(name, names, np.repeat(codes, k)[keep], ts[keep], flat[keep], rrow[keep], True)
+        chunk.on_grid = bool((offs % step == 0).all())
         if unit_code is not None:
             chunk.unit_labels, chunk.unit_code = unit_labels, np.repeat(unit_code, k)[keep]
         if mult is not None:
@@ -395,6 +397,7 @@ class _Ctx:
     _ts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     _val: np.ndarray = field(default_factory=lambda: np.zeros(0))
     year_label: str = ""
+    on_grid: bool = False  # every timestamp of the group is known to lie on the interval grid
 
 
 def _ts_list(ts: np.ndarray, pos: np.ndarray, k: int = 3) -> str:
@@ -406,12 +409,21 @@ def _process_group(chunks: list[Chunk], ctx: _Ctx) -> None:
     S = len(segs.entry)
     names = sorted(set().union(*(c.names for c in chunks)))
     where = {m: i for i, m in enumerate(names)}
-    code = np.concatenate([np.array([where[m] for m in c.names], dtype=np.int32)[c.code] for c in chunks])
-    ts = np.concatenate([c.ts for c in chunks])
-    val = np.concatenate([c.val for c in chunks])
-    row = np.concatenate([c.row for c in chunks])
-    fidx = np.concatenate([np.full(len(c.ts), ctx.files.index(c.file), dtype=np.int32) for c in chunks])
-    longform = np.concatenate([np.full(len(c.ts), not c.wide) for c in chunks])
+    if len(chunks) == 1:  # the common case: no copies
+        c0 = chunks[0]
+        code = np.array([where[m] for m in c0.names], dtype=np.int32)[c0.code] if c0.names != names else c0.code
+        ts, val, row = c0.ts, c0.val, c0.row
+        fidx = np.broadcast_to(np.int32(ctx.files.index(c0.file)), ts.shape)
+    else:
+        code = np.concatenate([np.array([where[m] for m in c.names], dtype=np.int32)[c.code] for c in chunks])
+        ts = np.concatenate([c.ts for c in chunks])
+        val = np.concatenate([c.val for c in chunks])
+        row = np.concatenate([c.row for c in chunks])
+        fidx = np.concatenate([np.full(len(c.ts), ctx.files.index(c.file), dtype=np.int32) for c in chunks])
+    any_long = any(not c.wide for c in chunks)
+    longform = (
+        np.concatenate([np.full(len(c.ts), not c.wide) for c in chunks]) if any_long else np.zeros(0, dtype=bool)
+    )
     has_unit = any(c.unit_code is not None for c in chunks)
     labels: list[str] = []
     ucode = None
@@ -433,81 +445,66 @@ def _process_group(chunks: list[Chunk], ctx: _Ctx) -> None:
     for c in chunks:  # release the per-file arrays early
         c.code = c.ts = c.val = c.row = np.zeros(0)
     ctx._ts, ctx._val = ts, val
+    ctx.on_grid = all(c.on_grid for c in chunks)
 
     # 1. meters known to the register
     mi_of = np.array([segs.meter_index.get(m, -1) for m in names], dtype=np.int64)
     mi = mi_of[code]
-    unknown = mi < 0
-    if unknown.any():
-        ctx.emit(
-            np.flatnonzero(unknown),
-            None,
-            code,
-            fidx,
-            row,
-            "error",
-            "unknown_meter",
-            "{n} reading(s) of a meter that is not in the register",
-            "ignored",
-            names=names,
-        )
+    any_unknown = bool((mi_of < 0).any())
+    unknown = mi < 0 if any_unknown else np.zeros(len(mi), dtype=bool)
+    if any_unknown:
+        ctx.emit(np.flatnonzero(unknown), None, code, fidx, row, "error", "unknown_meter",
+                 "{n} reading(s) of a meter that is not in the register", "ignored", names=names)  # fmt: skip
+        mi = np.maximum(mi, 0)
+    used_kinds = set(segs.meter_kind[mi_of[mi_of >= 0]].tolist())
+    one_kind = len(used_kinds) <= 1
+    kind0 = used_kinds.pop() if one_kind and used_kinds else 0
+    kind_r = None if one_kind else segs.meter_kind[mi]
     # 2. interval-begin/end convention, judged at the year's edges (long-form rows only)
-    kind_r = np.where(unknown, 0, segs.meter_kind[np.maximum(mi, 0)])
-    at_start = longform & ~unknown & (kind_r == 0) & (ts == ystart)
-    if at_start.any():
-        last = np.zeros(len(segs.ids), dtype=bool)
-        last[mi[(ts == yend) & ~unknown]] = True
-        sus = np.flatnonzero(at_start & ~last[np.maximum(mi, 0)])
-        conv = ctx.segs.reg.convention
-        ctx.emit(
-            sus,
-            None,
-            mi,
-            fidx,
-            row,
-            "warning",
-            "convention",
-            f"a reading is labelled {{first}} and none {format_ts(yend)}: the timestamps look like interval-"
-            f"{'begin' if conv == 'end' else 'end'} labels but the register declares '{conv}'",
-            "read as declared; the first reading falls outside the year",
-        )
-    # 3. entry (validity period) of each reading
-    t_look = np.where(kind_r == 0, ts - 1, ts)  # an interval (t-step, t] lies where its end does, just before t
-    base = ystart - (1 << 34)
-    key = mi * (1 << 36) + np.clip(t_look - base, 0, (1 << 36) - 1)
-    skey = segs.mi * (1 << 36) + np.clip(segs.start - base, 0, (1 << 36) - 1)
-    seg = np.searchsorted(skey, key, side="right") - 1
-    segc = np.maximum(seg, 0)
-    ok = ~unknown & (seg >= 0) & (segs.mi[segc] == mi)
-    ok &= np.where(kind_r == 0, (ts - step >= segs.start[segc]) & (ts <= segs.end[segc]), ts <= segs.end[segc])
-    inyear = np.where(kind_r == 0, (ts - step >= ystart) & (ts <= yend), (ts >= ystart) & (ts <= yend))
-    out_year = ~unknown & ~inyear
-    if out_year.any():
-        ctx.emit(
-            np.flatnonzero(out_year),
-            None,
-            mi,
-            fidx,
-            row,
-            "info",
-            "outside_year",
-            f"{{n}} reading(s) outside {ctx.year_label} (first {{first}})",
-            "ignored",
-        )
-    out_valid = ~unknown & inyear & ~ok
-    if out_valid.any():
-        ctx.emit(
-            np.flatnonzero(out_valid),
-            None,
-            mi,
-            fidx,
-            row,
-            "warning",
-            "outside_validity",
-            "{n} reading(s) outside the meter's validity periods in the register (first {first})",
-            "ignored",
-        )
-    keep = ok & inyear
+    if any_long:
+        at_start = longform & ~unknown & (ts == ystart)
+        if kind_r is not None:
+            at_start &= kind_r == 0
+        elif kind0 == 1:
+            at_start &= False
+        if at_start.any():
+            last = np.zeros(len(segs.ids), dtype=bool)
+            last[mi[(ts == yend) & ~unknown]] = True
+            sus = np.flatnonzero(at_start & ~last[mi])
+            conv = ctx.segs.reg.convention
+            ctx.emit(sus, None, mi, fidx, row, "warning", "convention",
+                     f"a reading is labelled {{first}} and none {format_ts(yend)}: the timestamps look like interval-"
+                     f"{'begin' if conv == 'end' else 'end'} labels but the register declares '{conv}'",
+                     "read as declared; the first reading falls outside the year")  # fmt: skip
+    # 3. entry (validity period) of each reading: direct for meters with one entry, a sorted search otherwise
+    nseg = np.bincount(segs.mi, minlength=len(segs.ids))
+    first_seg = np.searchsorted(segs.mi, np.arange(len(segs.ids)))
+    seg = first_seg[mi]
+    if (nseg > 1).any():
+        multi = np.flatnonzero(nseg[mi] > 1)
+        tm = ts[multi] - 1 if kind_r is None and kind0 == 0 else (
+            np.where(kind_r[multi] == 0, ts[multi] - 1, ts[multi]) if kind_r is not None else ts[multi])
+        base = ystart - (1 << 34)
+        key = mi[multi] * (1 << 36) + np.clip(tm - base, 0, (1 << 36) - 1)
+        skey = segs.mi * (1 << 36) + np.clip(segs.start - base, 0, (1 << 36) - 1)
+        seg[multi] = np.maximum(np.searchsorted(skey, key, side="right") - 1, 0)
+    segc = seg
+    # one test for year and validity together: (t - step, t] inside [max(start, year), min(end, year end)]
+    lo_s, hi_s = _seg_bounds(ctx)
+    span = np.where(segs.kind == 0, step, 0)
+    lo_t = lo_s + span  # earliest end label
+    keep = (ts >= lo_t[seg]) & (ts <= hi_s[seg])
+    if any_unknown:
+        keep &= ~unknown
+    if not keep.all():
+        bad = np.flatnonzero(~keep & ~unknown)
+        tb, sb = ts[bad], seg[bad]
+        in_year = (tb >= ystart + span[sb]) & (tb <= yend)
+        ctx.emit(bad[~in_year], None, mi, fidx, row, "info", "outside_year",
+                 f"{{n}} reading(s) outside {ctx.year_label} (first {{first}})", "ignored")  # fmt: skip
+        ctx.emit(bad[in_year], None, mi, fidx, row, "warning", "outside_validity",
+                 "{n} reading(s) outside the meter's validity periods in the register (first {first})",
+                 "ignored")  # fmt: skip
     # 4. unit and multiplier written in the file
     if ucode is not None:
         ok_unit = np.ones((len(labels), S), dtype=bool)
@@ -549,49 +546,59 @@ def _process_group(chunks: list[Chunk], ctx: _Ctx) -> None:
                     f"first {format_ts(int(ts[p[0]]))})"
                 ),
             )
-    # 5. sort by (entry, time); stable, so equal keys keep file order
-    idx = np.flatnonzero(keep)
-    skey2 = (segc[idx] << SHIFT) | (ts[idx] - ystart)
-    if len(skey2) > 1 and not bool(np.all(skey2[1:] >= skey2[:-1])):
+    # 5. sort by (entry, time); stable, so equal keys keep file order (files usually come sorted)
+    all_kept = bool(keep.all())
+    identity = all_kept  # idx is 0..n-1: the arrays can be used as they are
+    idx = np.arange(len(ts)) if all_kept else np.flatnonzero(keep)
+    sk_seg = seg if all_kept else seg[idx]
+    sk_t = ts - ystart if all_kept else ts[idx] - ystart
+    skey2 = (sk_seg.astype(np.int64) << SHIFT) | sk_t
+    del sk_seg, sk_t
+    dk = np.diff(skey2)
+    if len(dk) and bool((dk < 0).any()):
         order = np.argsort(skey2, kind="stable")
         idx, skey2 = idx[order], skey2[order]
+        dk = np.diff(skey2)
+        identity = False
     # 6. duplicates: identical ones dropped, conflicting ones treated as missing
-    same = skey2[1:] == skey2[:-1]
-    if same.any():
-        first = np.r_[True, ~same]
-        gstart = np.flatnonzero(first)
-        gid = np.cumsum(first) - 1
-        v = val[idx]
-        conflict = (np.maximum.reduceat(v, gstart) != np.minimum.reduceat(v, gstart))[gid]
-        dup = ~first & ~conflict
-        ctx.emit(
-            idx[dup],
-            segc,
-            mi,
-            fidx,
-            row,
-            "info",
-            "duplicate",
-            "{n} duplicate reading(s) with the same value (first {first})",
-            "dropped",
-        )
-        ctx.emit(
-            idx[conflict],
-            segc,
-            mi,
-            fidx,
-            row,
-            "warning",
-            "conflicting_duplicate",
-            "{n} reading(s) share a timestamp with different values",
-            "treated as missing",
-            details=lambda p: f" (at {format_ts(int(ts[p[0]]))}: " + ", ".join(f"{val[q]:g}" for q in p[:3]) + ")",
-        )
-        sel = ~dup & ~conflict
-        idx = idx[sel]
-    s = segc[idx]
-    t = ts[idx]
-    v = val[idx]
+    dpos = np.flatnonzero(dk == 0) + 1  # later members of a group of equal keys
+    del dk
+    if len(dpos):
+        head = dpos - 1
+        while True:  # walk back to the group's first member (groups are short)
+            more = np.isin(head, dpos)
+            if not more.any():
+                break
+            head = np.where(more, head - 1, head)
+        heads = np.unique(head)
+        members = np.union1d(heads, dpos)
+        is_head = np.isin(members, heads)
+        gid = np.cumsum(is_head) - 1  # members are sorted: each head is followed by its group
+        v = val[idx[members]]
+        gmax = np.full(len(heads), -np.inf)
+        gmin = np.full(len(heads), np.inf)
+        np.maximum.at(gmax, gid, v)
+        np.minimum.at(gmin, gid, v)
+        conflict_m = (gmax != gmin)[gid]
+        dup = members[~is_head & ~conflict_m]
+        conflict = members[conflict_m]
+        ctx.emit(idx[dup], segc, mi, fidx, row, "info", "duplicate",
+                 "{n} duplicate reading(s) with the same value (first {first})", "dropped")  # fmt: skip
+        ctx.emit(idx[conflict], segc, mi, fidx, row, "warning", "conflicting_duplicate",
+                 "{n} reading(s) share a timestamp with different values", "treated as missing",
+                 details=lambda p: f" (at {format_ts(int(ts[p[0]]))}: " + ", ".join(f"{val[q]:g}" for q in p[:3]) + ")")  # fmt: skip
+        drop = np.zeros(len(idx), dtype=bool)
+        drop[dup] = True
+        drop[conflict] = True
+        idx = idx[~drop]
+        identity = False
+    if identity:
+        s, t, v = segc, ts, val  # nothing dropped or reordered: no copies
+    else:
+        s, t, v = segc[idx], ts[idx], val[idx]
+    if one_kind:
+        (_registers if kind0 == 1 else _intervals)(ctx, idx, s, t, v, mi, fidx, row)
+        return
     is_reg = segs.kind[s] == 1
     _intervals(ctx, idx[~is_reg], s[~is_reg], t[~is_reg], v[~is_reg], mi, fidx, row)
     _registers(ctx, idx[is_reg], s[is_reg], t[is_reg], v[is_reg], mi, fidx, row)
@@ -659,87 +666,87 @@ def _intervals(
     fidx: np.ndarray,
     row: np.ndarray,
 ) -> None:
+    """Interval meters: each reading is the energy of (t - step, t]. About a dozen passes over the arrays."""
     segs, step, st = ctx.segs, ctx.step, ctx.stats
     S = len(segs.entry)
-    off = ((t - ctx.ystart) % step) != 0
-    full = np.zeros(len(mi), dtype=np.int64)
-    full[idx] = s
-    if off.any():
-        ctx.emit(
-            idx[off],
-            full,
-            mi,
-            fidx,
-            row,
-            "warning",
-            "off_grid",
-            f"{{n}} timestamp(s) not on the {step // 60}-minute grid (first {{first}})",
-            "ignored",
-        )
-    neg = ~off & (v < 0)
+    if len(s) == 0:
+        return
+    full_seg: list[np.ndarray] = []
+
+    def full() -> np.ndarray:  # the entry of every reading of the group, for issue messages only
+        if not full_seg:
+            f = np.zeros(len(mi), dtype=np.int64)
+            f[idx] = s
+            full_seg.append(f)
+        return full_seg[0]
+
+    bad = np.zeros(0, dtype=bool)
+    if not ctx.on_grid:
+        off = (t % step) != 0  # the year starts at midnight, on the grid
+        if off.any():
+            ctx.emit(idx[off], full(), mi, fidx, row, "warning", "off_grid",
+                     f"{{n}} timestamp(s) not on the {step // 60}-minute grid (first {{first}})", "ignored")  # fmt: skip
+            bad = off
+    neg = v < 0
     if neg.any():
-        ctx.emit(
-            idx[neg],
-            full,
-            mi,
-            fidx,
-            row,
-            "warning",
-            "negative_interval",
-            "{n} negative interval value(s) (first {first})",
-            "treated as missing",
-            details=lambda p: f": {', '.join(f'{ctx._val[q]:g}' for q in p[:3])}",
-        )
-    energy = v * segs.mult[s]
-    cap = segs.cap[s] * (step / 3600.0)
-    spike = ~off & ~neg & (energy > cap)  # NaN capacity (not declared) never flags
-    if spike.any():
-        excl = ctx.segs.reg.spike_policy == "exclude"
-        ctx.emit(
-            idx[spike],
-            full,
-            mi,
-            fidx,
-            row,
-            "warning",
-            "spike",
-            "{n} interval(s) above the declared capacity (first {first})",
-            "treated as missing" if excl else "kept (spike_policy: keep)",
-            details=lambda p: (
-                f": {', '.join(f'{ctx._val[q] * segs.mult[full[q]]:g}' for q in p[:3])} > "
-                f"{segs.cap[full[p[0]]] * step / 3600:g} per interval"
-            ),
-        )
-        if not excl:
-            spike = np.zeros_like(spike)
-    good = ~off & ~neg & ~spike
-    s, t, e, gidx = s[good], t[good], energy[good], idx[good]
-    st.energy += np.bincount(s, weights=e, minlength=S)
+        ctx.emit(idx[neg], full(), mi, fidx, row, "warning", "negative_interval",
+                 "{n} negative interval value(s) (first {first})", "treated as missing",
+                 details=lambda p: f": {', '.join(f'{ctx._val[q]:g}' for q in p[:3])}")  # fmt: skip
+        bad = neg if not len(bad) else bad | neg
+    thr = segs.cap * (step / 3600.0) / segs.mult  # in raw units; NaN where no capacity is declared
+    if not np.isnan(thr).all():
+        spike = v > thr[s]
+        if len(bad):
+            spike &= ~bad
+        if spike.any():
+            excl = ctx.segs.reg.spike_policy == "exclude"
+            fs = full()
+            ctx.emit(idx[spike], fs, mi, fidx, row, "warning", "spike",
+                     "{n} interval(s) above the declared capacity (first {first})",
+                     "treated as missing" if excl else "kept (spike_policy: keep)",
+                     details=lambda p: (f": {', '.join(f'{ctx._val[q] * segs.mult[fs[q]]:g}' for q in p[:3])} > "
+                                        f"{segs.cap[fs[p[0]]] * step / 3600:g} per interval"))  # fmt: skip
+            if excl:
+                bad = spike if not len(bad) else bad | spike
+    if len(bad) and bad.any():
+        good = ~bad
+        s, t, v, idx = s[good], t[good], v[good], idx[good]
+    if len(s) == 0:
+        return
+    st.energy += np.bincount(s, weights=v, minlength=S) * segs.mult
     cnt = np.bincount(s, minlength=S)
     st.covered += cnt
     st.readings += cnt
-    # gaps: between readings, before the first and after the last of each entry
+    # gaps: between readings of one entry, before its first and after its last
     lo, hi = _seg_bounds(ctx)
-    new = np.r_[True, s[1:] != s[:-1]] if len(s) else np.zeros(0, dtype=bool)
-    last = np.r_[s[1:] != s[:-1], True] if len(s) else np.zeros(0, dtype=bool)
-    prev_t = np.r_[0, t[:-1]]
-    k_in = np.where(new, (t - (lo[s] + step)) // step, (t - prev_t) // step - 1)
-    k_tail = np.where(last, (hi[s] - t) // step, 0)
-    gi = np.flatnonzero(k_in > 0)
-    gt = np.flatnonzero(k_tail > 0)
-    g_seg = np.r_[s[gi], s[gt]]
-    g_from = np.r_[t[gi] - k_in[gi] * step, t[gt] + step]
-    g_n = np.r_[k_in[gi], k_tail[gt]]
-    g_row = np.r_[row[gidx[gi]], np.zeros(len(gt), dtype=np.int64)]
-    g_file = np.r_[fidx[gidx[gi]], fidx[gidx[gt]]]
+    ds = np.diff(s)
+    dt = np.diff(t)
+    inner = np.flatnonzero((dt != step) & (ds == 0)) + 1
+    del dt
+    bounds = np.flatnonzero(ds) + 1
+    del ds
+    firsts = np.r_[0, bounds]
+    lasts = np.r_[bounds - 1, len(s) - 1]
+    k_in = (t[inner] - t[inner - 1]) // step - 1
+    k_lead = (t[firsts] - (lo[s[firsts]] + step)) // step
+    k_tail = (hi[s[lasts]] - t[lasts]) // step
+    gi, gl, gt = inner[k_in > 0], firsts[k_lead > 0], lasts[k_tail > 0]
+    k_in, k_lead, k_tail = k_in[k_in > 0], k_lead[k_lead > 0], k_tail[k_tail > 0]
+    g_seg = np.r_[s[gi], s[gl], s[gt]]
+    g_from = np.r_[t[gi] - k_in * step, lo[s[gl]] + step, t[gt] + step]
+    g_n = np.r_[k_in, k_lead, k_tail]
+    g_row = np.r_[row[idx[gi]], row[idx[gl]], np.zeros(len(gt), dtype=np.int64)]
+    g_file = np.r_[fidx[idx[gi]], fidx[idx[gl]], fidx[idx[gt]]]
     # interpolation between the neighbours of short inner gaps, where the carrier's policy says so
     pol = [ctx.segs.reg.policy_for(en.carrier) for en in segs.entry]
     interp = np.array([p.policy == "interpolate" for p in pol], dtype=bool)
     maxgap = np.array([p.max_gap_intervals for p in pol], dtype=np.int64)
-    fill_i = gi[~new[gi] & interp[s[gi]] & (k_in[gi] <= maxgap[s[gi]])]
-    if len(fill_i):
-        amount = k_in[fill_i] * (e[fill_i - 1] + e[fill_i]) / 2.0  # linear between the two neighbours
-        st.filled += np.bincount(s[fill_i], weights=amount, minlength=S)
+    sel = interp[s[gi]] & (k_in <= maxgap[s[gi]])
+    if sel.any():
+        fi, kf = gi[sel], k_in[sel]
+        m = segs.mult[s[fi]]
+        amount = kf * (v[fi - 1] + v[fi]) * m / 2.0  # linear between the two neighbours
+        st.filled += np.bincount(s[fi], weights=amount, minlength=S)
     _gap_text(ctx, g_seg, g_from, g_n, g_row, g_file, "warning", "gap", "missing", "see the firm's gap policy")
 
 

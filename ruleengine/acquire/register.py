@@ -26,6 +26,9 @@ from typing import Any
 
 import yaml
 
+# libyaml's parser where available (a 3,000-meter register: 0.1 s instead of 3 s); same safe subset
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 from ..errors import did_you_mean
 from .quality import AcquireError
 from .tables import carrier_column, normalize_unit, unit_alias
@@ -157,7 +160,7 @@ def load_register(path: str | Path) -> Register:
     p = Path(path)
     name = str(path)
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = yaml.load(p.read_text(encoding="utf-8"), Loader=_LOADER)
     except FileNotFoundError:
         raise AcquireError(f"{name}: register file not found") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:

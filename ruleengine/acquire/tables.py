@@ -9,11 +9,14 @@ from typing import Any
 
 import yaml
 
+# libyaml's parser where available (a 3,000-meter register: 0.1 s instead of 3 s); same safe subset
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 
 @cache
 def load_table(name: str) -> dict[str, Any]:
     text = resources.files("ruleengine.acquire").joinpath("tables", f"{name}.yaml").read_text(encoding="utf-8")
-    data = yaml.safe_load(text)
+    data = yaml.load(text, Loader=_LOADER)
     assert isinstance(data, dict)
     return data
 
