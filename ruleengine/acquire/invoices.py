@@ -673,7 +673,8 @@ def acquire_invoices(
     out_names = [*carriers, "vehicle_gasoline", "vehicle_diesel"]
     gas_i, die_i = cidx.get("gasoline", -2), cidx.get("diesel", -2)
     out_c = np.where(vehicle & (carrier == gas_i), len(carriers), np.where(vehicle & (carrier == die_i), len(carriers) + 1, carrier))
-    present = sorted(set(np.unique(out_c[L.use]).tolist()) - {-1})
+    present = (np.flatnonzero(np.bincount(out_c[L.use] + 1, minlength=len(out_names) + 1)) - 1).tolist()
+    present = [x for x in present if x >= 0]
     colnames: list[str] = []
     col_i = np.full(L.n, -1, dtype=np.int64)
     col_factor = np.full(L.n, np.nan)
@@ -748,8 +749,10 @@ def _assemble(
     total = np.bincount(kinv, weights=qty[use], minlength=len(uniq))
     nlines = np.bincount(kinv, minlength=len(uniq))
     # distinct invoices and billing months per (firm, column)
-    ik = np.unique(kinv.astype(np.int64) * (int(inv_code.max(initial=0)) + 1) + inv_code[use])
-    ninv = np.bincount(ik // (int(inv_code.max(initial=0)) + 1), minlength=len(uniq))
+    big = int(inv_code.max(initial=0)) + 1
+    pairs = np.sort(kinv.astype(np.int64) * big + inv_code[use])
+    distinct = pairs[np.r_[True, pairs[1:] != pairs[:-1]]] if len(pairs) else pairs
+    ninv = np.bincount(distinct // big, minlength=len(uniq))
     mo = np.nan_to_num(months[use], nan=0).astype(np.int64)
     seen = np.bincount(kinv.astype(np.int64) * 13 + np.clip(mo, 0, 12), minlength=len(uniq) * 13).reshape(-1, 13)
     nmonths = (seen[:, 1:] > 0).sum(axis=1)
