@@ -242,3 +242,30 @@ def test_same_inputs_same_bytes(tmp_path: Path) -> None:
         acq.write(tmp_path / f"o{k}.parquet")
         outs.append(((tmp_path / f"o{k}.parquet").read_bytes(), acq.report.render("json")))
     assert outs[0] == outs[1]
+
+
+def test_xlsx_export_resale_steam_and_heat(tmp_path: Path) -> None:
+    from ruleengine.acquire.samplegen import write_xlsx
+
+    reg = _write(tmp_path, "reg.yaml", """\
+year: 2024
+meters:
+  - {id: "E1", firm_id: F, carrier: electricity, unit: kWh, valid_to: 2024-01-01 01:00}
+  - {id: "R1", firm_id: F, carrier: electricity, unit: kWh, resale: true, valid_to: 2024-01-01 01:00}
+  - {id: "X1", firm_id: F, carrier: electricity, unit: kWh, direction: export, valid_to: 2024-01-01 01:00}
+  - {id: "S1", firm_id: F, carrier: steam, unit: 吨, steam_gj_per_t: 2.8, valid_to: 2024-01-01 01:00}
+  - {id: "H1", firm_id: F, carrier: heat, unit: 吉焦, valid_to: 2024-01-01 01:00}
+""")
+    rows = []
+    for meter, value in (("E1", 10), ("R1", 2), ("X1", 3), ("S1", 0.5), ("H1", 1)):
+        rows += [[meter, f"2024-01-01 00:{m:02d}" if m < 60 else "2024-01-01 01:00", value] for m in (15, 30, 45, 60)]
+    write_xlsx(tmp_path / "m.xlsx", ["表号", "采集时间", "示值"], rows)
+    (row,) = acquire_meters([tmp_path / "m.xlsx"], reg).table.to_pylist()
+    # import 4 x 10 = 40 kWh less resale 4 x 2 = 8 kWh -> 0.032 MWh; export 4 x 3 = 12 kWh kept apart
+    assert row["electricity_mwh"] == pytest.approx(0.032)
+    assert row["electricity_resale_mwh"] == pytest.approx(0.008)
+    assert row["electricity_export_mwh"] == pytest.approx(0.012)
+    assert row["electricity_mwh_policy"] == "gaps left missing; net of 0.008 resold (electricity_resale_mwh)"
+    # steam 4 x 0.5 t x 2.8 GJ/t = 5.6 GJ plus heat 4 x 1 GJ = 9.6 GJ
+    assert row["heat_gj"] == pytest.approx(9.6)
+    assert row["heat_gj_meters"] == 2
