@@ -494,26 +494,34 @@ _ACQ_FORMAT = click.option(
     "--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True,
     help="Format of the quality report.",
 )
-_ACQ_REPORT = click.option("--report", type=click.Path(dir_okay=False), help="Write the quality report here (default: stdout).")
-_ACQ_OUT = click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="OUT.parquet or OUT.csv.")
+_ACQ_REPORT = click.option(
+    "--report", type=click.Path(dir_okay=False), help="Write the quality report here (default: stdout)."
+)
+_ACQ_OUT = click.option(
+    "-o", "--output", required=True, type=click.Path(dir_okay=False), help="OUT.parquet or OUT.csv."
+)
 _ACQ_STRICT = click.option("--strict", is_flag=True, help="Exit 1 when the report holds any error.")
-_ACQ_YEAR = click.option("--year", type=click.IntRange(1990, 2100), help="Reporting year (default: the register/mapping's).")
+_ACQ_YEAR = click.option(
+    "--year", type=click.IntRange(1990, 2100), help="Reporting year (default: the register/mapping's)."
+)
 
 
 @acquire.command("meters")
 @click.argument("sources", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--register", required=True, type=click.Path(dir_okay=False), help="Meter register YAML.")
+@click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Worker processes for independent groups of files (files sharing no meter).")
 @_ACQ_YEAR
 @_ACQ_OUT
 @_ACQ_REPORT
 @_ACQ_FORMAT
 @_ACQ_STRICT
-def acquire_meters_cmd(sources: tuple[str, ...], register: str, year: int | None, output: str, report: str | None,
-                       fmt: str, strict: bool) -> None:
+def acquire_meters_cmd(sources: tuple[str, ...], register: str, jobs: int, year: int | None, output: str,
+                       report: str | None, fmt: str, strict: bool) -> None:
     """Meter exports (long or 96-point wide; CSV, Parquet, xlsx) -> firm-year energy."""
     from .acquire.meters import acquire_meters
 
-    _acq_report_out(acquire_meters(list(sources), register, year), output, report, fmt, strict)
+    _acq_report_out(acquire_meters(list(sources), register, year, jobs=jobs), output, report, fmt, strict)
 
 
 @acquire.command("invoices")

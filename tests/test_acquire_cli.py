@@ -128,3 +128,17 @@ def test_sample_is_deterministic(tmp_path: Path) -> None:
     assert digest(tmp_path / "s1") == digest(tmp_path / "s2")
     assert _run("acquire", "sample", str(tmp_path / "s3"), "--firms", "3", "--seed", "12")[0] == 0
     assert digest(tmp_path / "s1") != digest(tmp_path / "s3")
+
+
+def test_jobs_give_the_same_bytes(tmp_path: Path) -> None:
+    assert _run("acquire", "sample", str(tmp_path / "s"), "--firms", "3", "--seed", "5")[0] == 0
+    meters = sorted(str(p) for p in (tmp_path / "s" / "meters").iterdir())
+    assert len(meters) == 3  # two electricity files and the gas file: three independent groups
+    outs = []
+    for jobs in ("1", "2"):
+        out, rep = tmp_path / f"o{jobs}.parquet", tmp_path / f"r{jobs}.json"
+        code, _, err = _run("acquire", "meters", *meters, "--register", str(tmp_path / "s" / "register.yaml"),
+                            "--jobs", jobs, "-o", str(out), "--report", str(rep), "--format", "json")
+        assert code == 0, err
+        outs.append((out.read_bytes(), rep.read_text(encoding="utf-8")))
+    assert outs[0] == outs[1]

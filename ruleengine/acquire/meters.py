@@ -328,6 +328,13 @@ class _Stats:
     readings: np.ndarray
     problems: np.ndarray  # error + warning issues
 
+    def add(self, other: _Stats) -> None:
+        self.energy += other.energy
+        self.filled += other.filled
+        self.covered += other.covered
+        self.readings += other.readings
+        self.problems += other.problems
+
     @classmethod
     def zeros(cls, s: int) -> _Stats:
         return cls(np.zeros(s), np.zeros(s), np.zeros(s), np.zeros(s, dtype=np.int64), np.zeros(s, dtype=np.int64))
@@ -421,9 +428,7 @@ def _process_group(chunks: list[Chunk], ctx: _Ctx) -> None:
         row = np.concatenate([c.row for c in chunks])
         fidx = np.concatenate([np.full(len(c.ts), ctx.files.index(c.file), dtype=np.int32) for c in chunks])
     any_long = any(not c.wide for c in chunks)
-    longform = (
-        np.concatenate([np.full(len(c.ts), not c.wide) for c in chunks]) if any_long else np.zeros(0, dtype=bool)
-    )
+    longform = np.concatenate([np.full(len(c.ts), not c.wide) for c in chunks]) if any_long else np.zeros(0, dtype=bool)
     has_unit = any(c.unit_code is not None for c in chunks)
     labels: list[str] = []
     ucode = None
@@ -448,7 +453,7 @@ def _process_group(chunks: list[Chunk], ctx: _Ctx) -> None:
     ctx.on_grid = all(c.on_grid for c in chunks)
 
     # 1. meters known to the register
-    mi_of = np.array([segs.meter_index.get(m, -1) for m in names], dtype=np.int64)
+    mi_of = np.array([segs.meter_index.get(m, -1) for m in names], dtype=np.int32)
     mi = mi_of[code]
     any_unknown = bool((mi_of < 0).any())
     unknown = mi < 0 if any_unknown else np.zeros(len(mi), dtype=bool)
@@ -478,14 +483,17 @@ def _process_group(chunks: list[Chunk], ctx: _Ctx) -> None:
                      "read as declared; the first reading falls outside the year")  # fmt: skip
     # 3. entry (validity period) of each reading: direct for meters with one entry, a sorted search otherwise
     nseg = np.bincount(segs.mi, minlength=len(segs.ids))
-    first_seg = np.searchsorted(segs.mi, np.arange(len(segs.ids)))
+    first_seg = np.searchsorted(segs.mi, np.arange(len(segs.ids))).astype(np.int32)
     seg = first_seg[mi]
     if (nseg > 1).any():
         multi = np.flatnonzero(nseg[mi] > 1)
-        tm = ts[multi] - 1 if kind_r is None and kind0 == 0 else (
-            np.where(kind_r[multi] == 0, ts[multi] - 1, ts[multi]) if kind_r is not None else ts[multi])
+        tm = (
+            ts[multi] - 1
+            if kind_r is None and kind0 == 0
+            else (np.where(kind_r[multi] == 0, ts[multi] - 1, ts[multi]) if kind_r is not None else ts[multi])
+        )
         base = ystart - (1 << 34)
-        key = mi[multi] * (1 << 36) + np.clip(tm - base, 0, (1 << 36) - 1)
+        key = mi[multi].astype(np.int64) * (1 << 36) + np.clip(tm - base, 0, (1 << 36) - 1)
         skey = segs.mi * (1 << 36) + np.clip(segs.start - base, 0, (1 << 36) - 1)
         seg[multi] = np.maximum(np.searchsorted(skey, key, side="right") - 1, 0)
     segc = seg
@@ -493,7 +501,10 @@ def _process_group(chunks: list[Chunk], ctx: _Ctx) -> None:
     lo_s, hi_s = _seg_bounds(ctx)
     span = np.where(segs.kind == 0, step, 0)
     lo_t = lo_s + span  # earliest end label
-    keep = (ts >= lo_t[seg]) & (ts <= hi_s[seg])
+    if (lo_t == lo_t[0]).all() and (hi_s == hi_s[0]).all():  # every entry spans the same period
+        keep = (ts >= lo_t[0]) & (ts <= hi_s[0])
+    else:
+        keep = (ts >= lo_t[seg]) & (ts <= hi_s[seg])
     if any_unknown:
         keep &= ~unknown
     if not keep.all():
@@ -586,7 +597,8 @@ def _process_group(chunks: list[Chunk], ctx: _Ctx) -> None:
                  "{n} duplicate reading(s) with the same value (first {first})", "dropped")  # fmt: skip
         ctx.emit(idx[conflict], segc, mi, fidx, row, "warning", "conflicting_duplicate",
                  "{n} reading(s) share a timestamp with different values", "treated as missing",
-                 details=lambda p: f" (at {format_ts(int(ts[p[0]]))}: " + ", ".join(f"{val[q]:g}" for q in p[:3]) + ")")  # fmt: skip
+                 details=lambda p: f" (at {format_ts(int(ts[p[0]]))}: "
+                 + ", ".join(f"{val[q]:g}" for q in p[:3]) + ")")  # fmt: skip
         drop = np.zeros(len(idx), dtype=bool)
         drop[dup] = True
         drop[conflict] = True
@@ -685,7 +697,8 @@ def _intervals(
         off = (t % step) != 0  # the year starts at midnight, on the grid
         if off.any():
             ctx.emit(idx[off], full(), mi, fidx, row, "warning", "off_grid",
-                     f"{{n}} timestamp(s) not on the {step // 60}-minute grid (first {{first}})", "ignored")  # fmt: skip
+                     f"{{n}} timestamp(s) not on the {step // 60}-minute grid (first {{first}})",
+                     "ignored")  # fmt: skip
             bad = off
     neg = v < 0
     if neg.any():
@@ -975,13 +988,18 @@ def _meter_set(path: Path) -> set[str] | None:
 
 
 def acquire_meters(
-    sources: Iterable[str | Path], register: str | Path | Register, year: int | None = None
+    sources: Iterable[str | Path], register: str | Path | Register, year: int | None = None, jobs: int = 1
 ) -> Acquisition:
-    """Meter exports + register -> firm-year table with coverage and provenance columns."""
+    """Meter exports + register -> firm-year table with coverage and provenance columns.
+
+    ``jobs`` > 1 processes independent groups of files (no shared meter) in that many worker
+    processes; the result is the same, summed in the same group order."""
     reg = register if isinstance(register, Register) else load_register(register)
     paths = [Path(p) for p in sources]
     if not paths:
         raise AcquireError("no meter files given")
+    if jobs < 1:
+        raise AcquireError(f"jobs: {jobs} is not a positive number of processes")
     issues: list[Issue] = []
     year = year or reg.year
     files = [str(p) for p in paths]
@@ -1003,23 +1021,48 @@ def acquire_meters(
     segs = _segments(reg)
     ctx = _Ctx(segs, ystart, yend, reg.interval_s, _Stats.zeros(len(segs.entry)), issues, files)
     ctx.year_label = str(year)
-    for group in _groups(metas):
-        chunks = []
-        for i in group:
-            if i not in cache:
-                try:
-                    cache[i] = read_meter_file(paths[i], reg, issues)
-                except SourceError as exc:
-                    issues.append(Issue("error", "unreadable", str(exc), "file skipped", files[i]))
-                    continue
-            chunks.append(cache.pop(i))
-        if chunks:
-            _process_group(chunks, ctx)
+    groups = _groups(metas)
+    work = [([cache.pop(i) if i in cache else i for i in g]) for g in groups]
+    if jobs > 1 and len(groups) > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
+            results = list(pool.map(_group_job, [(w, paths, reg, year, files) for w in work]))
+    else:
+        results = [_group_job((w, paths, reg, year, files), segs) for w in work]
+    for st, found in results:  # in group order: deterministic sums and issue lists
+        ctx.stats.add(st)
+        issues.extend(found)
     _register_notes(ctx)
     _silent_meters(ctx)
     table, firms, totals = _firm_years(ctx, year)
     report = Report("meters", year, files, issues, firms, totals)
     return Acquisition(table, report)
+
+
+def _group_job(
+    args: tuple[list[Any], list[Path], Register, int, list[str]], segs: _Segs | None = None
+) -> tuple[_Stats, list[Issue]]:
+    """Read and check one group of files; returns its per-entry sums and issues."""
+    items, paths, reg, year, files = args
+    segs = segs or _segments(reg)
+    ystart, yend = _year_bounds(year)
+    issues: list[Issue] = []
+    ctx = _Ctx(segs, ystart, yend, reg.interval_s, _Stats.zeros(len(segs.entry)), issues, files)
+    ctx.year_label = str(year)
+    chunks = []
+    for it in items:
+        if isinstance(it, Chunk):
+            chunks.append(it)
+            continue
+        try:
+            chunks.append(read_meter_file(paths[it], reg, issues))
+        except SourceError as exc:
+            issues.append(Issue("error", "unreadable", str(exc), "file skipped", files[it]))
+    if chunks:
+        _process_group(chunks, ctx)
+    return ctx.stats, issues
 
 
 def _infer_year(paths: list[Path], cache: dict[int, Chunk], reg: Register, issues: list[Issue]) -> int:

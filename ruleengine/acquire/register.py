@@ -26,12 +26,12 @@ from typing import Any
 
 import yaml
 
-# libyaml's parser where available (a 3,000-meter register: 0.1 s instead of 3 s); same safe subset
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
 from ..errors import did_you_mean
 from .quality import AcquireError
 from .tables import carrier_column, normalize_unit, unit_alias
+
+# libyaml's parser where available (a 3,000-meter register: 0.1 s instead of 3 s); same safe subset
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 TZ_OFFSET_S = 8 * 3600  # all timestamps are China Standard Time, UTC+8, no daylight saving
 KINDS = ("interval", "register")
