@@ -8,6 +8,7 @@ the bad cells get located messages and the good ones are kept.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 from typing import Any
 
@@ -233,6 +234,22 @@ def to_epoch(arr: pa.ChunkedArray | pa.Array, tz_offset_s: int) -> tuple[np.ndar
     if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_dictionary(t)):
         return np.zeros(n, dtype=np.int64), np.ones(n, dtype=bool)
     s = to_text(arr)
+    if n > 1000:  # fast path: the common spellings parsed by Arrow; the rest (24:00, zones, ...) below
+        fast = pc.strptime(s, format="%Y-%m-%d %H:%M:%S" if _has_seconds(s) else "%Y-%m-%d %H:%M", unit="s",
+                           error_is_null=True)  # fmt: skip
+        # Arrow rolls an impossible date over (2024-02-30 -> 03-01): the day written must be the day read
+        day_txt, _ = to_float(pc.utf8_slice_codeunits(s, 8, 10))
+        day_read = np.asarray(pc.fill_null(pc.day(fast), 0).to_numpy(zero_copy_only=False), dtype=np.float64)
+        failed = ~(day_txt == day_read)  # NaN (unparsed, or not zero-padded) compares unequal: slow path
+        if not failed.all():
+            secs = np.array(pc.cast(fast, pa.int64()).fill_null(0).to_numpy(), dtype=np.int64)
+            bad = np.zeros(n, dtype=bool)
+            if failed.any():
+                rest = np.flatnonzero(failed)
+                rs, rb = to_epoch(s.take(pa.array(rest)), tz_offset_s)
+                secs[rest] = rs
+                bad[rest] = rb
+            return secs, bad
     parts = pc.extract_regex(s, TS_RE)
     matched = np.asarray(pc.is_valid(parts).to_numpy(zero_copy_only=False), dtype=bool)
 
@@ -252,6 +269,14 @@ def to_epoch(arr: pa.ChunkedArray | pa.Array, tz_offset_s: int) -> tuple[np.ndar
         offs = np.array([_zone_offset(z, tz_offset_s) for z in uniq], dtype=np.int64)
         secs = secs + offs[inv]
     return np.where(ok, secs, 0), ~ok
+
+
+def _has_seconds(s: pa.Array) -> bool:
+    """Whether the first non-empty timestamp text carries seconds (HH:MM:SS)."""
+    for v in s.slice(0, 50).to_pylist():
+        if v:
+            return bool(re.search(r"\d:\d\d:\d\d", v))
+    return False
 
 
 def _zone_offset(z: str, local: int) -> int:
