@@ -589,7 +589,8 @@ def acquire_sample_cmd(directory: str, firms: int, year: int, seed: int, defects
 
     written = generate_sample(directory, firms=firms, year=year, seed=seed, defects=defects)
     for kind, paths in written.items():
-        click.echo(f"{kind}: {', '.join(str(p) for p in paths)}")
+        shown = ", ".join(str(p) for p in paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+        click.echo(f"{kind}: {len(paths)} file{'s' if len(paths) != 1 else ''} ({shown})")
 
 
 if __name__ == "__main__":  # pragma: no cover
