@@ -91,7 +91,7 @@ def test_report_formats_and_strict(tmp_path: Path) -> None:
 
 def test_sample_invoices_crossval_and_national(tmp_path: Path) -> None:
     code, stdout, _ = _run("acquire", "sample", str(tmp_path / "s"), "--firms", "4", "--seed", "7")
-    assert code == 0 and stdout.startswith(f"register: {tmp_path / 's' / 'register.yaml'}\n")
+    assert code == 0 and stdout.startswith(f"register: 1 file ({tmp_path / 's' / 'register.yaml'})\n")
     s = tmp_path / "s"
     meters = sorted(str(p) for p in (s / "meters").iterdir())
     assert _run("acquire", "meters", *meters, "--register", str(s / "register.yaml"), "-o", str(tmp_path / "m.parquet"),
