@@ -88,9 +88,17 @@ def _describe(error: Any, doc: Document) -> list[Diagnostic]:
 
 
 def validate_shape(doc: Document) -> list[Diagnostic]:
-    """Every schema violation in ``doc`` as located diagnostics (empty when the shape is right)."""
+    """Every schema violation in ``doc`` as located diagnostics (empty when the shape is right),
+    and the bounds the schema cannot express (``_limits.check_document``: formulas nested past
+    what the parser survives, parameter values that are not finite constants)."""
+    from ._limits import check_document
+
     out: list[Diagnostic] = []
     seen: set[tuple[str, int, int]] = set()
+    for diag in check_document(doc):
+        loc = diag.location
+        seen.add((diag.message, loc.line if loc else 0, loc.column if loc else 0))
+        out.append(diag)
     for error in _validator().iter_errors(doc.data):
         for diag in _describe(error, doc):
             loc = diag.location
