@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -462,18 +463,80 @@ def bundled_names() -> list[str]:
     return sorted(p.stem for p in bundled_dir().glob("*.yaml"))
 
 
+def local_candidates(name: str) -> list[Path]:
+    """Files in the working directory that a user may mean by the bare name ``name``:
+    ``./NAME.yaml`` and ``./rulebooks/NAME.yaml`` (a checkout of the rulebooks)."""
+    cwd = Path.cwd()
+    return [p for p in (cwd / f"{name}.yaml", cwd / "rulebooks" / f"{name}.yaml") if p.is_file()]
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:
+        return False
+
+
+def _same_bytes(a: Path, b: Path) -> bool:
+    try:
+        return a.stat().st_size == b.stat().st_size and a.read_bytes() == b.read_bytes()
+    except OSError:
+        return False
+
+
+def shadowing_files(name: str, bundled: Path) -> list[Path]:
+    """Local files named like the bundled rulebook ``name`` that are not it and differ from it."""
+    return [p for p in local_candidates(name) if not _same_file(p, bundled) and not _same_bytes(p, bundled)]
+
+
+_warned: set[tuple[str, str]] = set()
+_log = logging.getLogger("ruleengine.rulebook")
+
+
+def _relative(path: Path) -> str:
+    try:
+        return "./" + path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def resolve(name_or_path: str | Path) -> Path:
-    """A path to an existing file, or the bare name of a bundled rulebook (``huzhou``)."""
+    """A path to an existing file, or the bare name of a bundled rulebook (``huzhou``).
+
+    A bare name always means the bundled rulebook; a local file is used only when given as a path.
+    When a same-named file in the working directory (``./huzhou.yaml`` or
+    ``./rulebooks/huzhou.yaml``) differs from the bundled one — say, an edited checkout after
+    ``pip install .`` — a warning line on stderr names both files and says which one is used.
+    """
     path = Path(name_or_path)
     if path.is_file():
         return path
     if path.suffix == "" and "/" not in str(name_or_path) and "\\" not in str(name_or_path):
-        bundled = bundled_dir() / f"{name_or_path}.yaml"
+        name = str(name_or_path)
+        bundled = bundled_dir() / f"{name}.yaml"
         if bundled.is_file():
+            for local in shadowing_files(name, bundled):
+                key = (name, str(local.resolve()))
+                if key not in _warned:
+                    _warned.add(key)
+                    _log.warning(
+                        "warning: '%s' is the bundled rulebook %s, which is used; %s differs from it and is "
+                        "not used (give its path, %s, to use it)",
+                        name,
+                        bundled.resolve(),
+                        _relative(local),
+                        _relative(local),
+                    )
             return bundled
         from .errors import did_you_mean
 
-        hint = did_you_mean(str(name_or_path), bundled_names())
+        local = local_candidates(name)
+        if local:
+            raise RulebookNotFound(
+                f"no bundled rulebook named '{name}'; to use the file {_relative(local[0])}, give its path "
+                f"(bundled rulebooks: {', '.join(bundled_names()) or 'none'})"
+            )
+        hint = did_you_mean(name, bundled_names())
         raise RulebookNotFound(
             f"no rulebook named '{name_or_path}'{hint}; bundled rulebooks: "
             f"{', '.join(bundled_names()) or 'none'} (or give a path to a .yaml file)"
@@ -483,12 +546,21 @@ def resolve(name_or_path: str | Path) -> Path:
 
 def display_name(path: Path) -> str:
     """A short, stable name for messages: ``rulebooks/x.yaml`` for a bundled rulebook wherever the
-    package is installed, else relative to the working directory when possible."""
+    package is installed, else relative to the working directory when possible.
+
+    A bundled rulebook is shown by its full path instead when ``rulebooks/x.yaml`` in the working
+    directory is another file with other contents: a message must never name the edited local
+    file for the bundled one."""
     resolved = path.resolve()
     try:
-        return "rulebooks/" + resolved.relative_to(bundled_dir().resolve()).as_posix()
+        rel = resolved.relative_to(bundled_dir().resolve()).as_posix()
     except ValueError:
         pass
+    else:
+        local = Path.cwd() / "rulebooks" / rel
+        if local.is_file() and not _same_file(local, resolved) and not _same_bytes(local, resolved):
+            return str(resolved)
+        return "rulebooks/" + rel
     try:
         return str(resolved.relative_to(Path.cwd().resolve()))
     except ValueError:
