@@ -387,9 +387,14 @@ class _Builder:
             return "<<"
         try:
             value = self._scalar.construct_object(node)
-        except (ValueError, OverflowError, ArithmeticError, yaml.YAMLError) as exc:
+        except Exception as exc:  # noqa: BLE001 - e.g. '!!bool maybe' (KeyError), '!!timestamp x', Feb 30
             what = "date" if node.tag == "tag:yaml.org,2002:timestamp" else "value"
-            reason = exc.problem if isinstance(exc, yaml.MarkedYAMLError) and exc.problem else str(exc)
+            if isinstance(exc, yaml.MarkedYAMLError) and exc.problem:
+                reason = exc.problem
+            elif isinstance(exc, ValueError | OverflowError):
+                reason = str(exc)
+            else:
+                reason = f"not a {_short(node.tag)[2:]}"
             self.errors.append(
                 Diagnostic(
                     f"{node.value!r} is not a valid {what}: {reason} (quote it to keep it as text)",
