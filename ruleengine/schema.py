@@ -82,6 +82,9 @@ def _describe(error: Any, doc: Document) -> list[Diagnostic]:
                 doc.loc(path),
             )
         ]
+    if validator == "type" and len(path) >= 4 and path[0] == "tests" and path[2] in ("input", "rows"):
+        kind = "a list" if isinstance(error.instance, list) else "a mapping"
+        return [Diagnostic(f"a test input cell holds one number, text, true/false or null, not {kind}", doc.loc(path))]
     if validator == "propertyNames":
         return [Diagnostic(f"name {error.instance!r} is not allowed here: {error.message}", doc.loc(path))]
     return [Diagnostic(error.message, doc.loc(path))]
