@@ -535,10 +535,10 @@ def resolve(name_or_path: str | Path) -> Path:
             return bundled
         from .errors import did_you_mean
 
-        local = local_candidates(name)
-        if local:
+        found = local_candidates(name)
+        if found:
             raise RulebookNotFound(
-                f"no bundled rulebook named '{name}'; to use the file {_relative(local[0])}, give its path "
+                f"no bundled rulebook named '{name}'; to use the file {_relative(found[0])}, give its path "
                 f"(bundled rulebooks: {', '.join(bundled_names()) or 'none'})"
             )
         hint = did_you_mean(name, bundled_names())
