@@ -94,7 +94,7 @@ def validate_shape(doc: Document) -> list[Diagnostic]:
     """Every schema violation in ``doc`` as located diagnostics (empty when the shape is right),
     and the bounds the schema cannot express (``_limits.check_document``: formulas nested past
     what the parser survives, parameter values that are not finite constants)."""
-    from ._limits import check_document
+    from ruleengine._limits import check_document  # absolute: this module is moving to ruleengine/rulebook/
 
     out: list[Diagnostic] = []
     seen: set[tuple[str, int, int]] = set()
