@@ -32,10 +32,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import logging
 import os
 import pickle
-import secrets
 import stat
 import sys
 import tempfile
@@ -50,7 +48,6 @@ _TAG_BYTES = 32
 KEEP = 200  # entries kept; the least recently written go first
 MAX_ENTRY_BYTES = 64 * 1024 * 1024  # an entry larger than this is not read (Huzhou's is ~0.2 MB)
 
-_log = logging.getLogger("ruleengine.cache")
 _warned: set[str] = set()
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # a planted FIFO must not block the open
@@ -81,7 +78,9 @@ def key_path() -> Path:
 def _warn_once(reason: str) -> None:
     if reason not in _warned:
         _warned.add(reason)
-        _log.warning("warning: plan cache not used: %s", reason)
+        import logging  # only now: importing it costs a cold start ~5 ms
+
+        logging.getLogger("ruleengine.cache").warning("warning: plan cache not used: %s", reason)
 
 
 def _euid() -> int | None:
@@ -137,7 +136,7 @@ def _load_key() -> bytes:
     except FileNotFoundError:
         fd_new, tmp = tempfile.mkstemp(dir=path.parent, prefix=".cache-key-")  # created 0600
         try:
-            os.write(fd_new, secrets.token_hex(32).encode() + b"\n")
+            os.write(fd_new, os.urandom(32).hex().encode() + b"\n")
             os.fsync(fd_new)
             os.close(fd_new)
             try:
@@ -198,11 +197,9 @@ def package_root() -> Path:
 def _engine_files() -> list[Path]:
     root = package_root()
     out = []
-    for f in root.rglob("*"):
-        rel = f.relative_to(root)
-        if "__pycache__" in rel.parts or f.suffix in (".pyc", ".pyo") or not f.is_file():
-            continue
-        out.append(f)
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        out.extend(Path(folder, f) for f in files if not f.endswith((".pyc", ".pyo")))
     out.sort(key=lambda p: p.relative_to(root).as_posix())
     return out
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -495,7 +494,6 @@ def shadowing_files(name: str, bundled: Path) -> list[Path]:
 
 
 _warned: set[tuple[str, str]] = set()
-_log = logging.getLogger("ruleengine.rulebook")
 
 
 def _relative(path: Path) -> str:
@@ -524,7 +522,9 @@ def resolve(name_or_path: str | Path) -> Path:
                 key = (name, str(local.resolve()))
                 if key not in _warned:
                     _warned.add(key)
-                    _log.warning(
+                    import logging  # only when needed: it costs a cold start ~5 ms
+
+                    logging.getLogger("ruleengine.rulebook").warning(
                         "warning: '%s' is the bundled rulebook %s, which is used; %s differs from it and is "
                         "not used (give its path, %s, to use it)",
                         name,
