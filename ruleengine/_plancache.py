@@ -209,6 +209,10 @@ def _digest(path: Path) -> str:
 
 
 def _entry(folder: Path, key: bytes, path: Path, shown: str) -> Path:
+    from .source import LIMITS
+
+    if path.stat().st_size > LIMITS.max_bytes:  # the loader refuses it; never read it whole here
+        raise CacheRefused(f"{path} is larger than a rulebook may be")
     h = hmac.new(key, b"name\0" + engine_fingerprint().encode() + b"\0", hashlib.sha256)
     h.update(str(path.resolve()).encode() + b"\0" + shown.encode() + b"\0")
     h.update(path.read_bytes())

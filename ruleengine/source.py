@@ -426,22 +426,29 @@ class _Builder:
         return value
 
 
+def _too_big(head: bytes, size: int, file: str, limits: LoadLimits) -> RulebookError:
+    """The error for a file of ``size`` bytes over the limit, located where the limit is crossed
+    (``head``: at least its first ``limits.max_bytes`` bytes)."""
+    cut = head[: limits.max_bytes].decode("utf-8", "ignore")
+    line = cut.count("\n") + 1
+    col = len(cut) - (cut.rfind("\n") + 1) + 1
+    return RulebookError(
+        [
+            Diagnostic(
+                f"the file is {size:,} bytes; a rulebook may have at most {limits.max_bytes:,} "
+                "(this is where the limit is crossed)",
+                SourceLocation(file, line, col),
+            )
+        ]
+    )
+
+
 def parse_text(text: str, file: str, limits: LoadLimits = LIMITS) -> Document:
     """Parse YAML ``text`` within ``limits``; raises :class:`RulebookError` with located diagnostics."""
-    size = len(text.encode("utf-8", "surrogatepass")) if len(text) * 4 > limits.max_bytes else len(text)
-    if size > limits.max_bytes:
-        cut = text.encode("utf-8", "surrogatepass")[: limits.max_bytes].decode("utf-8", "ignore")
-        line = cut.count("\n") + 1
-        col = len(cut) - (cut.rfind("\n") + 1) + 1
-        raise RulebookError(
-            [
-                Diagnostic(
-                    f"the file is {size:,} bytes; a rulebook may have at most {limits.max_bytes:,} "
-                    "(this is where the limit is crossed)",
-                    SourceLocation(file, line, col),
-                )
-            ]
-        )
+    if len(text) * 4 > limits.max_bytes:  # else it cannot be over, whatever its encoding
+        encoded = text.encode("utf-8", "surrogatepass")
+        if len(encoded) > limits.max_bytes:
+            raise _too_big(encoded, len(encoded), file, limits)
     node = _compose(text, file, limits)
     if node is None:
         raise RulebookError([Diagnostic("the rulebook is empty", SourceLocation(file, 1, 1))])
@@ -581,12 +588,23 @@ def load_document(name_or_path: str | Path) -> Document:
 
 
 def _load_path(path: Path, stack: tuple[Path, ...]) -> Document:
-    raw = path.read_bytes()
+    with path.open("rb") as fh:  # never more than the limit in memory, whatever the file's size
+        raw = fh.read(LIMITS.max_bytes + 1)
+    if len(raw) > LIMITS.max_bytes:
+        raise _too_big(raw, max(path.stat().st_size, len(raw)), display_name(path), LIMITS)
     try:
         text = raw.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")  # as read_text would
     except UnicodeDecodeError as exc:
+        start = raw.rfind(b"\n", 0, exc.start) + 1
+        line = raw.count(b"\n", 0, exc.start) + 1
+        col = len(raw[start : exc.start].decode("utf-8", "ignore")) + 1
         raise RulebookError(
-            [Diagnostic(f"not UTF-8 text: {exc.reason}", SourceLocation(display_name(path), 1, 1))]
+            [
+                Diagnostic(
+                    f"not UTF-8 text: {exc.reason} (byte 0x{raw[exc.start]:02x}; save the file as UTF-8)",
+                    SourceLocation(display_name(path), line, col),
+                )
+            ]
         ) from None
     doc = parse_text(text, display_name(path))
     doc.files.append(path.resolve())

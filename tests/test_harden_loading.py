@@ -384,3 +384,44 @@ def test_constant_value_refusals(value, reason):
     with pytest.raises(ValueError) as err:
         _limits.constant_value(value)
     assert str(err.value) == reason
+
+
+HUGE_PROBE = """
+from click.testing import CliRunner
+from ruleengine.cli import main
+r = CliRunner().invoke(main, ["validate", sys.argv[1]])
+print(json.dumps({"code": r.exit_code, "stderr": r.stderr,
+                  "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def test_a_huge_rulebook_file_is_never_read_whole(tmp_path):
+    path = tmp_path / "huge.yaml"
+    with path.open("wb") as fh:  # 3 GB, sparse: "id: x" then zeros
+        fh.write(b"id: x\n")
+        fh.truncate(3_000_000_000)
+    out = run_limited(HUGE_PROBE, str(path), memory_mb=512)
+    assert out["code"] == 1
+    # line 2 starts at byte 6; the limit (2,097,152 bytes) is crossed 2,097,146 bytes into it
+    assert out["stderr"] == (
+        f"{path}:2:2097147: error: the file is 3,000,000,000 bytes; a rulebook may have at most 2,097,152 "
+        "(this is where the limit is crossed)\n1 error in 1 rulebook\n"
+    )
+    assert out["maxrss_mb"] < 200
+
+
+def test_text_that_is_not_utf8_is_located(tmp_path):
+    path = tmp_path / "gbk.yaml"
+    path.write_bytes(
+        HUZHOU.replace("Huzhou, Zhejiang", "湖州, Zhejiang")
+        .encode("utf-8")
+        .replace("湖州".encode(), "湖州".encode("gbk"))
+    )
+    code, stderr = validate(path)
+    assert code == 1
+    # every 湖州 is now GBK (0xBA 0xFE 0xD6 0xDD); the first is on line 1 after
+    # "# Huzhou Industrial Carbon Efficiency Code (" (44 characters): column 45
+    assert stderr == (
+        f"{path}:1:45: error: not UTF-8 text: invalid start byte (byte 0xba; save the file as UTF-8)\n"
+        "1 error in 1 rulebook\n"
+    )
