@@ -4,10 +4,11 @@ The rulebook loader (``source.py``) bounds the YAML itself. What is *inside* a s
 such as ``"---…-1"`` 3,000 deep, or a parameter value ``"1/0"`` — is checked here, before the
 compiler parses it, by functions the compiler can also call directly:
 
-- :func:`formula_problem` — a formula text that would exhaust Python's parser or the compiler's
-  recursive walks (``RecursionError``/``MemoryError`` inside ``ast.parse``, or a syntax tree deeper
-  than :data:`MAX_FORMULA_DEPTH`), measured without recursion. Syntax errors are left to the
-  compiler, which words them better.
+- :func:`formula_problem` (:func:`formula_problem_at` with its offset) — a formula text that
+  would exhaust Python's parser or the compiler's recursive walks (``RecursionError``/``MemoryError``
+  inside ``ast.parse``, or a syntax tree deeper than :data:`MAX_FORMULA_DEPTH`), measured without
+  recursion, or a number literal that does not fit (an integer beyond 64 bits, a float that
+  reads as infinity). Syntax errors are left to the compiler, which words them better.
 - :func:`constant_value` — a parameter value (a number, or a constant formula of numbers and
   ``+ - * /``) evaluated within those bounds, refusing division by zero and non-finite results.
 - :func:`check_document` — both, over a loaded document, as located diagnostics. ``schema.py``
@@ -59,17 +60,39 @@ def _parse(text: str) -> ast.Expression | None:
 def formula_problem(text: str) -> str | None:
     """Why ``text`` cannot safely be parsed as a formula, or None (also None for plain syntax
     errors, which the compiler reports)."""
+    found = formula_problem_at(text)
+    return found[0] if found else None
+
+
+def formula_problem_at(text: str) -> tuple[str, int] | None:
+    """:func:`formula_problem` with the 0-based offset in ``text`` where the problem is: formulas
+    too long or too deep (offset 0), and number literals that do not fit — an integer beyond 64
+    bits (``99999999999999999999 + 1`` overflows at run time) or a float that reads as infinity
+    (``1e999``) — at the literal."""
     if len(text) > MAX_FORMULA_CHARS:
-        return f"formula longer than {MAX_FORMULA_CHARS} characters"
+        return f"formula longer than {MAX_FORMULA_CHARS} characters", 0
+    lead = len(text) - len(text.lstrip())
     body = text.strip()
-    if "\n" in body:
+    wrapped = "\n" in body
+    if wrapped:
         body = "(" + body + ")"
     try:
         tree = _parse(body)
     except (RecursionError, MemoryError):
-        return f"formula nested too deeply (more than {MAX_FORMULA_DEPTH} levels)"
-    if tree is not None and _tree_depth(tree) > MAX_FORMULA_DEPTH:
-        return f"formula nested too deeply (more than {MAX_FORMULA_DEPTH} levels)"
+        return f"formula nested too deeply (more than {MAX_FORMULA_DEPTH} levels)", 0
+    if tree is None:
+        return None
+    if _tree_depth(tree) > MAX_FORMULA_DEPTH:
+        return f"formula nested too deeply (more than {MAX_FORMULA_DEPTH} levels)", 0
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Constant) or isinstance(node.value, bool):
+            continue
+        value = node.value
+        where = 0 if wrapped or getattr(node, "lineno", 1) != 1 else lead + node.col_offset
+        if isinstance(value, int) and abs(value) >= 2**63:
+            return "a number that does not fit in 64 bits (it would overflow when rated)", where
+        if isinstance(value, float) and not math.isfinite(value):
+            return "a number too large for a 64-bit float (it reads as infinity)", where
     return None
 
 
@@ -179,9 +202,10 @@ def check_document(doc: Any) -> list[Diagnostic]:
         if not isinstance(entries, dict | list):
             continue
         for path, text in _strings(entries, (section,)):
-            problem = formula_problem(text)
-            if problem:
-                out.append(Diagnostic(problem, doc.loc(path)))
+            found = formula_problem_at(text)
+            if found:
+                message, offset = found
+                out.append(Diagnostic(message, doc.scalar_loc(path, offset) if offset else doc.loc(path)))
     params = data.get("parameters")
     if isinstance(params, dict):
         for name, spec in params.items():

@@ -376,7 +376,7 @@ def test_constant_value_direct(value, expected):
         ("2**3", "only numbers and + - * / are allowed in a constant"),
         ("__import__('os')", "only numbers and + - * / are allowed in a constant"),
         ("-" * 3000 + "1", "formula nested too deeply (more than 200 levels)"),
-        ("99999999999999999999 + 1", "a number does not fit in 64 bits"),
+        ("99999999999999999999 + 1", "a number that does not fit in 64 bits (it would overflow when rated)"),
         ("k +", "not a number or a constant formula"),
     ],
 )
@@ -425,3 +425,19 @@ def test_text_that_is_not_utf8_is_located(tmp_path):
         f"{path}:1:45: error: not UTF-8 text: invalid start byte (byte 0xba; save the file as UTF-8)\n"
         "1 error in 1 rulebook\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("literal", "message"),
+    [
+        ("99999999999999999999", "a number that does not fit in 64 bits (it would overflow when rated)"),
+        ("1e999", "a number too large for a 64-bit float (it reads as infinity)"),
+    ],
+)
+def test_number_literals_in_formulas_that_cannot_be_rated_are_located(tmp_path, literal, message):
+    # line 81 is `    expr: scope1_tco2 + scope2_tco2` (emissions_tco2); the value starts at column 11
+    # and the literal 28 characters into it ("scope1_tco2 + scope2_tco2 * "): column 39
+    path = book(tmp_path, "expr: scope1_tco2 + scope2_tco2", f"expr: scope1_tco2 + scope2_tco2 * {literal}")
+    code, stderr = validate(path)
+    assert code == 1
+    assert stderr == f"{path}:81:39: error: {message} (at variables.emissions_tco2.expr)\n1 error in 1 rulebook\n"
