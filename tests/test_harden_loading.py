@@ -264,7 +264,7 @@ def test_alias_bomb_fails_fast_with_bounded_memory(tmp_path):
             "the document expands to more than 100,000 values through YAML aliases (a 'billion laughs' bomb?) (at f[0])",
         )
     ]
-    assert out["maxrss_mb"] < 300  # measured ~100 MB: the interpreter and imports
+    assert out["maxrss_mb"] < 400  # measured 100-210 MB (interpreter and imports), under a 512 MB limit
 
 
 def test_alias_bomb_inside_the_huzhou_book(tmp_path):
@@ -407,7 +407,7 @@ def test_a_huge_rulebook_file_is_never_read_whole(tmp_path):
         f"{path}:2:2097147: error: the file is 3,000,000,000 bytes; a rulebook may have at most 2,097,152 "
         "(this is where the limit is crossed)\n1 error in 1 rulebook\n"
     )
-    assert out["maxrss_mb"] < 200
+    assert out["maxrss_mb"] < 400  # the 512 MB address-space limit is the real bound; a 3 GB read would fail
 
 
 def test_text_that_is_not_utf8_is_located(tmp_path):
