@@ -82,15 +82,26 @@ def _describe(error: Any, doc: Document) -> list[Diagnostic]:
                 doc.loc(path),
             )
         ]
+    if validator == "type" and len(path) >= 4 and path[0] == "tests" and path[2] in ("input", "rows"):
+        kind = "a list" if isinstance(error.instance, list) else "a mapping"
+        return [Diagnostic(f"a test input cell holds one number, text, true/false or null, not {kind}", doc.loc(path))]
     if validator == "propertyNames":
         return [Diagnostic(f"name {error.instance!r} is not allowed here: {error.message}", doc.loc(path))]
     return [Diagnostic(error.message, doc.loc(path))]
 
 
 def validate_shape(doc: Document) -> list[Diagnostic]:
-    """Every schema violation in ``doc`` as located diagnostics (empty when the shape is right)."""
+    """Every schema violation in ``doc`` as located diagnostics (empty when the shape is right),
+    and the bounds the schema cannot express (``limits.check_document``: formulas nested past
+    what the parser survives, parameter values that are not finite constants)."""
+    from .limits import check_document
+
     out: list[Diagnostic] = []
     seen: set[tuple[str, int, int]] = set()
+    for diag in check_document(doc):
+        loc = diag.location
+        seen.add((diag.message, loc.line if loc else 0, loc.column if loc else 0))
+        out.append(diag)
     for error in _validator().iter_errors(doc.data):
         for diag in _describe(error, doc):
             loc = diag.location

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,6 +113,227 @@ class Document:
         return "sha256:" + hashlib.sha256(canon.encode()).hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class LoadLimits:
+    """Bounds on what a rulebook file may make the loader do (issue #11.2); each is far above the
+    bundled rulebooks (largest: 48 KB, 2,508 nodes, 6 levels, a 960-character string)."""
+
+    max_bytes: int = 2 * 1024 * 1024  # size of the file
+    max_nodes: int = 100_000  # values after expanding aliases (a "billion laughs" bomb stops here)
+    max_depth: int = 32  # nesting of mappings and sequences, aliases included
+    max_string: int = 50_000  # characters in one scalar (key or value)
+    max_int_digits: int = 40  # digits of an integer literal read at all (then it must fit 64 bits)
+
+
+LIMITS = LoadLimits()
+
+# Tags a rulebook may carry (explicitly or as YAML resolves plain scalars); any other tag, such as
+# ``!foo`` or ``!!python/object``, is an error where it is written.
+_SCALAR_TAGS = {
+    "tag:yaml.org,2002:" + t for t in ("str", "int", "float", "bool", "null", "timestamp", "merge", "value")
+}
+_SEQ_TAG = "tag:yaml.org,2002:seq"
+_MAP_TAG = "tag:yaml.org,2002:map"
+_INT_MAX = 2**63
+
+
+class _Frame:
+    __slots__ = ("node", "anchor", "size", "height", "path", "key", "expect_key", "index")
+
+    def __init__(self, node: yaml.Node, anchor: str | None, path: PathT):
+        self.node = node
+        self.anchor = anchor
+        self.size = 1
+        self.height = 1
+        self.path = path
+        self.key: str | int | None = None
+        self.expect_key = True
+        self.index = 0
+
+
+def _short(tag: str) -> str:
+    return "!!" + tag[len("tag:yaml.org,2002:") :] if tag.startswith("tag:yaml.org,2002:") else tag
+
+
+def _compose(text: str, file: str, limits: LoadLimits) -> yaml.Node | None:
+    """YAML events → nodes, as PyYAML's composer does, but bounded as it goes: every value an
+    alias would materialise is counted before it is (so a bomb fails at its first excess alias,
+    in linear time and memory), nesting is limited including what aliases bring in, a
+    self-referencing alias is refused, long scalars and integers are refused before they are
+    converted, and unknown tags are located errors. Raises :class:`RulebookError`."""
+    resolver = yaml.resolver.Resolver()
+    anchors: dict[str, yaml.Node] = {}
+    measured: dict[int, tuple[int, int]] = {}  # id(node) → (values it materialises, height)
+    open_anchors: dict[str, yaml.Node] = {}
+    stack: list[_Frame] = []
+    errors: list[Diagnostic] = []
+    total = 0
+    root: yaml.Node | None = None
+    documents = 0
+
+    def where(mark: Any, path: PathT) -> SourceLocation:
+        return SourceLocation(file, mark.line + 1, mark.column + 1, format_path(path))
+
+    def fail(message: str, mark: Any, path: PathT) -> None:
+        raise RulebookError([Diagnostic(message, where(mark, path))])
+
+    def child_path() -> PathT:
+        if not stack:
+            return ()
+        top = stack[-1]
+        if isinstance(top.node, yaml.SequenceNode):
+            return (*top.path, top.index)
+        if top.expect_key:
+            return top.path
+        return (*top.path, top.key if top.key is not None else "?")
+
+    def attach(node: yaml.Node, size: int, height: int, mark: Any, path: PathT, count: int | None = None) -> None:
+        """Put ``node`` into the open collection; ``size``: values it materialises, ``count``: how
+        many of them are new (a collection's children were counted as they came)."""
+        nonlocal total, root
+        total += size if count is None else count
+        if total > limits.max_nodes:
+            fail(
+                f"the document expands to more than {limits.max_nodes:,} values"
+                + (" through YAML aliases (a 'billion laughs' bomb?)" if size > 1 else ""),
+                mark,
+                path,
+            )
+        if len(stack) + height > limits.max_depth:
+            fail(f"nested more than {limits.max_depth} levels deep", mark, path)
+        if not stack:
+            root = node
+            return
+        top = stack[-1]
+        top.size += size
+        top.height = max(top.height, height + 1)
+        top.node.value.append(node)
+        if isinstance(top.node, yaml.SequenceNode):
+            top.index += 1
+        elif top.expect_key:
+            top.key = node.value if isinstance(node, yaml.ScalarNode) else None
+            top.expect_key = False
+        else:
+            top.node.value[-2:] = [(top.node.value[-2], top.node.value[-1])]
+            top.expect_key = True
+
+    try:
+        for event in yaml.parse(text, Loader=_Loader):
+            if isinstance(event, yaml.DocumentStartEvent):
+                documents += 1
+                if documents > 1:
+                    fail("a rulebook is one YAML document; a second one starts here", event.start_mark, ())
+                continue
+            if isinstance(event, yaml.AliasEvent):
+                path = child_path()
+                if event.anchor in open_anchors:
+                    anchor_mark = open_anchors[event.anchor].start_mark
+                    fail(
+                        f"the alias '*{event.anchor}' refers to the value that contains it "
+                        f"(anchor '&{event.anchor}' at line {anchor_mark.line + 1}): it would never end",
+                        event.start_mark,
+                        path,
+                    )
+                target = anchors.get(event.anchor) if event.anchor is not None else None
+                if target is None:
+                    fail(
+                        f"unknown alias '*{event.anchor}' (no anchor '&{event.anchor}' before it)",
+                        event.start_mark,
+                        path,
+                    )
+                assert target is not None
+                size, height = measured[id(target)]
+                attach(target, size, height, event.start_mark, path)
+                continue
+            if isinstance(event, yaml.ScalarEvent):
+                path = child_path()
+                value = event.value
+                if len(value) > limits.max_string:
+                    fail(
+                        f"a value of {len(value):,} characters; the limit is {limits.max_string:,}",
+                        event.start_mark,
+                        path,
+                    )
+                tag = event.tag
+                if tag is None or tag == "!":
+                    tag = resolver.resolve(yaml.ScalarNode, value, event.implicit)
+                if tag not in _SCALAR_TAGS:
+                    errors.append(
+                        Diagnostic(
+                            f"unknown YAML tag '{_short(tag)}' (rulebooks use plain values; quote the text if it "
+                            "starts with '!')",
+                            where(event.start_mark, path),
+                        )
+                    )
+                    tag = "tag:yaml.org,2002:str"
+                elif tag == "tag:yaml.org,2002:value":
+                    tag = "tag:yaml.org,2002:str"  # a plain '=' is text
+                elif tag == "tag:yaml.org,2002:int":
+                    digits = sum(ch.isdigit() for ch in value)
+                    if digits > limits.max_int_digits:
+                        fail(
+                            f"an integer of {digits:,} digits; numbers must fit in 64 bits "
+                            "(quote it if it is an identifier)",
+                            event.start_mark,
+                            path,
+                        )
+                node: yaml.Node = yaml.ScalarNode(tag, value, event.start_mark, event.end_mark, style=event.style)  # type: ignore[arg-type]
+                if event.anchor is not None:
+                    anchors[event.anchor] = node
+                measured[id(node)] = (1, 1)
+                attach(node, 1, 1, event.start_mark, path)
+                continue
+            if isinstance(event, yaml.SequenceStartEvent | yaml.MappingStartEvent):
+                path = child_path()
+                is_seq = isinstance(event, yaml.SequenceStartEvent)
+                want = _SEQ_TAG if is_seq else _MAP_TAG
+                if event.tag not in (None, "!", want):
+                    errors.append(
+                        Diagnostic(
+                            f"unknown YAML tag '{_short(event.tag)}' (rulebooks use plain mappings and lists)",
+                            where(event.start_mark, path),
+                        )
+                    )
+                cls = yaml.SequenceNode if is_seq else yaml.MappingNode
+                node = cls(want, [], event.start_mark, event.end_mark, flow_style=event.flow_style)  # type: ignore[arg-type]
+                if len(stack) + 1 > limits.max_depth:
+                    fail(f"nested more than {limits.max_depth} levels deep", event.start_mark, path)
+                stack.append(_Frame(node, event.anchor, path))
+                if event.anchor is not None:
+                    open_anchors[event.anchor] = node
+                continue
+            if isinstance(event, yaml.SequenceEndEvent | yaml.MappingEndEvent):
+                frame = stack.pop()
+                frame.node.end_mark = event.end_mark
+                if frame.anchor is not None:
+                    open_anchors.pop(frame.anchor, None)
+                    anchors[frame.anchor] = frame.node
+                measured[id(frame.node)] = (frame.size, frame.height)
+                attach(frame.node, frame.size, frame.height, frame.node.start_mark, frame.path, count=1)
+                continue
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        loc = SourceLocation(file, mark.line + 1, mark.column + 1) if mark else SourceLocation(file, 1, 1)
+        problem = exc.problem or "invalid YAML"
+        context = f" ({exc.context})" if exc.context else ""
+        raise RulebookError([Diagnostic(f"YAML syntax: {problem}{context}", loc)]) from None
+    except yaml.reader.ReaderError as exc:
+        # libyaml counts the position in UTF-8 bytes, the pure-Python reader in characters
+        pos = max(int(exc.position), 0)
+        char = chr(exc.character) if isinstance(exc.character, int) else str(exc.character)
+        if _Loader is not yaml.SafeLoader:
+            pos = len(text.encode("utf-8", "surrogatepass")[:pos].decode("utf-8", "ignore"))
+        line = text.count("\n", 0, pos) + 1
+        col = pos - (text.rfind("\n", 0, pos) + 1) + 1
+        message = f"YAML syntax: unacceptable character #x{ord(char[:1] or ' '):04x}: {exc.reason}"
+        raise RulebookError([Diagnostic(message, SourceLocation(file, line, col))]) from None
+    except yaml.YAMLError as exc:  # pragma: no cover - other unmarked YAML errors are rare
+        raise RulebookError([Diagnostic(f"YAML syntax: {exc}", SourceLocation(file, 1, 1))]) from None
+    if errors:
+        raise RulebookError(errors)
+    return root
+
+
 class _Builder:
     def __init__(self, file: str):
         self.file = file
@@ -133,7 +355,7 @@ class _Builder:
                 if not isinstance(key_node, yaml.ScalarNode):
                     self.errors.append(Diagnostic("mapping keys must be plain names", self.loc(key_node, path)))
                     continue
-                key = self._scalar_value(key_node)
+                key = self._scalar_value(key_node, path)
                 if key == "<<" or key_node.tag == "tag:yaml.org,2002:merge":
                     self.errors.append(
                         Diagnostic(
@@ -156,11 +378,48 @@ class _Builder:
             return out
         if isinstance(node, yaml.SequenceNode):
             return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+        assert isinstance(node, yaml.ScalarNode)
         self.styles[path] = node.style
-        return self._scalar_value(node)
+        return self._scalar_value(node, path)
 
-    def _scalar_value(self, node: yaml.ScalarNode) -> Any:
-        value = self._scalar.construct_object(node)
+    def _scalar_value(self, node: yaml.ScalarNode, path: PathT) -> Any:
+        if node.tag == "tag:yaml.org,2002:merge":
+            return "<<"
+        try:
+            value = self._scalar.construct_object(node)
+        except Exception as exc:  # noqa: BLE001 - e.g. '!!bool maybe' (KeyError), '!!timestamp x', Feb 30
+            what = "date" if node.tag == "tag:yaml.org,2002:timestamp" else "value"
+            if isinstance(exc, yaml.MarkedYAMLError) and exc.problem:
+                reason = exc.problem
+            elif isinstance(exc, ValueError | OverflowError):
+                reason = str(exc)
+            else:
+                reason = f"not a {_short(node.tag)[2:]}"
+            self.errors.append(
+                Diagnostic(
+                    f"{node.value!r} is not a valid {what}: {reason} (quote it to keep it as text)",
+                    self.loc(node, path),
+                )
+            )
+            return node.value
+        if isinstance(value, bool) or value is None:
+            return value
+        if isinstance(value, int) and not -_INT_MAX <= value < _INT_MAX:
+            self.errors.append(
+                Diagnostic(
+                    f"the integer {node.value} does not fit in 64 bits (quote it if it is an identifier)",
+                    self.loc(node, path),
+                )
+            )
+            return 0
+        if isinstance(value, float) and math.isinf(value) and "inf" not in node.value.lower():
+            self.errors.append(
+                Diagnostic(
+                    f"the number {node.value} is too large for a 64-bit float (it would read as infinity)",
+                    self.loc(node, path),
+                )
+            )
+            return 0.0
         if isinstance(value, _dt.datetime):
             return value.isoformat()
         if isinstance(value, _dt.date):
@@ -168,18 +427,30 @@ class _Builder:
         return value
 
 
-def parse_text(text: str, file: str) -> Document:
-    """Parse YAML ``text``; raises :class:`RulebookError` with located diagnostics."""
-    try:
-        node = yaml.compose(text, Loader=_Loader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        loc = SourceLocation(file, mark.line + 1, mark.column + 1) if mark else None
-        problem = exc.problem or "invalid YAML"
-        context = f" ({exc.context})" if exc.context else ""
-        raise RulebookError([Diagnostic(f"YAML syntax: {problem}{context}", loc)]) from None
-    except yaml.YAMLError as exc:  # pragma: no cover - unmarked YAML errors are rare
-        raise RulebookError([Diagnostic(f"YAML syntax: {exc}", SourceLocation(file, 1, 1))]) from None
+def _too_big(head: bytes, size: int, file: str, limits: LoadLimits) -> RulebookError:
+    """The error for a file of ``size`` bytes over the limit, located where the limit is crossed
+    (``head``: at least its first ``limits.max_bytes`` bytes)."""
+    cut = head[: limits.max_bytes].decode("utf-8", "ignore")
+    line = cut.count("\n") + 1
+    col = len(cut) - (cut.rfind("\n") + 1) + 1
+    return RulebookError(
+        [
+            Diagnostic(
+                f"the file is {size:,} bytes; a rulebook may have at most {limits.max_bytes:,} "
+                "(this is where the limit is crossed)",
+                SourceLocation(file, line, col),
+            )
+        ]
+    )
+
+
+def parse_text(text: str, file: str, limits: LoadLimits = LIMITS) -> Document:
+    """Parse YAML ``text`` within ``limits``; raises :class:`RulebookError` with located diagnostics."""
+    if len(text) * 4 > limits.max_bytes:  # else it cannot be over, whatever its encoding
+        encoded = text.encode("utf-8", "surrogatepass")
+        if len(encoded) > limits.max_bytes:
+            raise _too_big(encoded, len(encoded), file, limits)
+    node = _compose(text, file, limits)
     if node is None:
         raise RulebookError([Diagnostic("the rulebook is empty", SourceLocation(file, 1, 1))])
     builder = _Builder(file)
@@ -204,18 +475,81 @@ def bundled_names() -> list[str]:
     return sorted(p.stem for p in bundled_dir().glob("*.yaml"))
 
 
+def local_candidates(name: str) -> list[Path]:
+    """Files in the working directory that a user may mean by the bare name ``name``:
+    ``./NAME.yaml`` and ``./rulebooks/NAME.yaml`` (a checkout of the rulebooks)."""
+    cwd = Path.cwd()
+    return [p for p in (cwd / f"{name}.yaml", cwd / "rulebooks" / f"{name}.yaml") if p.is_file()]
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:
+        return False
+
+
+def _same_bytes(a: Path, b: Path) -> bool:
+    try:
+        return a.stat().st_size == b.stat().st_size and a.read_bytes() == b.read_bytes()
+    except OSError:
+        return False
+
+
+def shadowing_files(name: str, bundled: Path) -> list[Path]:
+    """Local files named like the bundled rulebook ``name`` that are not it and differ from it."""
+    return [p for p in local_candidates(name) if not _same_file(p, bundled) and not _same_bytes(p, bundled)]
+
+
+_warned: set[tuple[str, str]] = set()
+
+
+def _relative(path: Path) -> str:
+    try:
+        return "./" + path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def resolve(name_or_path: str | Path) -> Path:
-    """A path to an existing file, or the bare name of a bundled rulebook (``huzhou``)."""
+    """A path to an existing file, or the bare name of a bundled rulebook (``huzhou``).
+
+    A bare name always means the bundled rulebook; a local file is used only when given as a path.
+    When a same-named file in the working directory (``./huzhou.yaml`` or
+    ``./rulebooks/huzhou.yaml``) differs from the bundled one — say, an edited checkout after
+    ``pip install .`` — a warning line on stderr names both files and says which one is used.
+    """
     path = Path(name_or_path)
     if path.is_file():
         return path
     if path.suffix == "" and "/" not in str(name_or_path) and "\\" not in str(name_or_path):
-        bundled = bundled_dir() / f"{name_or_path}.yaml"
+        name = str(name_or_path)
+        bundled = bundled_dir() / f"{name}.yaml"
         if bundled.is_file():
+            for local in shadowing_files(name, bundled):
+                key = (name, str(local.resolve()))
+                if key not in _warned:
+                    _warned.add(key)
+                    import logging  # only when needed: it costs a cold start ~5 ms
+
+                    logging.getLogger("ruleengine.rulebook").warning(
+                        "warning: '%s' is the bundled rulebook %s, which is used; %s differs from it and is "
+                        "not used (give its path, %s, to use it)",
+                        name,
+                        bundled.resolve(),
+                        _relative(local),
+                        _relative(local),
+                    )
             return bundled
         from ..errors import did_you_mean
 
-        hint = did_you_mean(str(name_or_path), bundled_names())
+        found = local_candidates(name)
+        if found:
+            raise RulebookNotFound(
+                f"no bundled rulebook named '{name}'; to use the file {_relative(found[0])}, give its path "
+                f"(bundled rulebooks: {', '.join(bundled_names()) or 'none'})"
+            )
+        hint = did_you_mean(name, bundled_names())
         raise RulebookNotFound(
             f"no rulebook named '{name_or_path}'{hint}; bundled rulebooks: "
             f"{', '.join(bundled_names()) or 'none'} (or give a path to a .yaml file)"
@@ -225,12 +559,21 @@ def resolve(name_or_path: str | Path) -> Path:
 
 def display_name(path: Path) -> str:
     """A short, stable name for messages: ``rulebooks/x.yaml`` for a bundled rulebook wherever the
-    package is installed, else relative to the working directory when possible."""
+    package is installed, else relative to the working directory when possible.
+
+    A bundled rulebook is shown by its full path instead when ``rulebooks/x.yaml`` in the working
+    directory is another file with other contents: a message must never name the edited local
+    file for the bundled one."""
     resolved = path.resolve()
     try:
-        return "rulebooks/" + resolved.relative_to(bundled_dir().resolve()).as_posix()
+        rel = resolved.relative_to(bundled_dir().resolve()).as_posix()
     except ValueError:
         pass
+    else:
+        local = Path.cwd() / "rulebooks" / rel
+        if local.is_file() and not _same_file(local, resolved) and not _same_bytes(local, resolved):
+            return str(resolved)
+        return "rulebooks/" + rel
     try:
         return str(resolved.relative_to(Path.cwd().resolve()))
     except ValueError:
@@ -246,12 +589,23 @@ def load_document(name_or_path: str | Path) -> Document:
 
 
 def _load_path(path: Path, stack: tuple[Path, ...]) -> Document:
-    raw = path.read_bytes()
+    with path.open("rb") as fh:  # never more than the limit in memory, whatever the file's size
+        raw = fh.read(LIMITS.max_bytes + 1)
+    if len(raw) > LIMITS.max_bytes:
+        raise _too_big(raw, max(path.stat().st_size, len(raw)), display_name(path), LIMITS)
     try:
         text = raw.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")  # as read_text would
     except UnicodeDecodeError as exc:
+        start = raw.rfind(b"\n", 0, exc.start) + 1
+        line = raw.count(b"\n", 0, exc.start) + 1
+        col = len(raw[start : exc.start].decode("utf-8", "ignore")) + 1
         raise RulebookError(
-            [Diagnostic(f"not UTF-8 text: {exc.reason}", SourceLocation(display_name(path), 1, 1))]
+            [
+                Diagnostic(
+                    f"not UTF-8 text: {exc.reason} (byte 0x{raw[exc.start]:02x}; save the file as UTF-8)",
+                    SourceLocation(display_name(path), line, col),
+                )
+            ]
         ) from None
     doc = parse_text(text, display_name(path))
     doc.files.append(path.resolve())
