@@ -85,13 +85,15 @@ def _version() -> str:
     return __version__
 
 
-def prepare(plan: Plan, data: Any) -> Batch:
+def prepare(plan: Plan, data: Any, mapping: Any = None, read_options: Any = None) -> Batch:
+    from dataclasses import replace
+
     from . import data as _data
 
     text_cols = [n for n, s in plan.inputs.items() if s.type in ("string", "category")]
-    raw = _data.read_any(data, text_cols, only=list(plan.inputs))
+    raw = _data.read_any(data, text_cols, only=list(plan.inputs), options=read_options, mapping=mapping)
     if isinstance(data, _data.RawTable):
-        raw = _data.RawTable(dict(raw.columns), raw.n, raw.source, list(raw.issues), list(raw.names))
+        raw = replace(raw, columns=dict(raw.columns), issues=list(raw.issues), names=list(raw.names), owned=False)
     batch = _data.prepare(raw, plan.inputs, plan.id)
     del raw
     import sys
@@ -109,12 +111,16 @@ def rate(
     *,
     benchmarks: Mapping[str, BenchmarkTable] | None = None,
     overrides: Mapping[str, Any] | None = None,
+    mapping: Any = None,
+    read_options: Any = None,
 ) -> Results:
     """Rate every firm-year in ``data`` (path, list of dicts, dict of columns or DataFrame).
 
     ``benchmarks``: population tables from an earlier run (``results.tables``) to hold benchmarks
     fixed, e.g. when rating one firm against its city. ``overrides``: fixed values for named
-    variables or benchmarks (used by author tests).
+    variables or benchmarks (used by author tests). ``mapping``: a column mapping file (path or
+    dict) for a provider's headers and units; ``read_options``: a ``ReadOptions`` or dict
+    (encoding, delimiter, thousands, sheet, missing, id_check); see docs/data-contract.md.
     """
     plan = load(book)
     if plan.is_library:
@@ -126,7 +132,7 @@ def rate(
     from .evaluator import evaluate
     from .results import build
 
-    batch = prepare(plan, data)
+    batch = prepare(plan, data, mapping, read_options)
     ev = evaluate(plan, batch, benchmarks, overrides)
     return build(plan, batch, ev, _version())
 

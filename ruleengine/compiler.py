@@ -51,6 +51,7 @@ class InputSpec:
     values: tuple[str, ...] | None
     description: str
     loc: SourceLocation
+    absent: str = "default"  # a column absent from the data: "error", or "default" (recorded per row)
 
 
 @dataclass
@@ -442,6 +443,9 @@ class _Compiler:
                 self.error(f"default {default} is outside [min, max]", (*path, "default"))
             if spec.get("required") is False:
                 self.error("write 'optional: true' or a 'default' instead of 'required: false'", (*path, "required"))
+            absent = spec.get("absent", "error" if spec.get("required") else "default")
+            if absent == "default" and spec.get("required"):
+                self.error("a required input cannot take a default when its column is absent", (*path, "absent"))
             out[name] = InputSpec(
                 name,
                 typ,
@@ -454,6 +458,7 @@ class _Compiler:
                 tuple(spec["values"]) if "values" in spec else None,
                 spec.get("description", ""),
                 self.doc.loc(path, key=True),
+                absent,
             )
         return out
 

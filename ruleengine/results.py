@@ -353,6 +353,10 @@ def build(plan: Plan, batch: Batch, ev: Evaluation, engine_version: str) -> Resu
     cols.set_encoded("status", np.where(ev.rated, 0, 1).astype(np.int8), ["rated", "unrated"])
     cols.set_encoded("reasons", *ev.reasons)
     cols.set_encoded("fallbacks", *ev.fallbacks)
+    if batch.defaults is not None:  # the inputs that took the rulebook's default, and why (issue #12.1)
+        cols.set_category("defaults", batch.defaults)
+    else:
+        cols.set_encoded("defaults", np.full(n, -1, dtype=np.int8), [])
     for name in STANDARD_VARIABLES:
         cols[name] = _column(ev.values[name])
     for rname, rating in plan.ratings.items():
