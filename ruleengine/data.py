@@ -61,6 +61,9 @@ CANONICAL_COLUMNS = DATA_COLUMNS + tuple(f"{f}_{s}" for f in _FUELS for s in ("n
 from ._formats import MISSING_TOKENS  # noqa: E402
 
 _NULLS = list(MISSING_TOKENS)
+# an unknown header this close to an input's name (difflib ratio) is an error with did-you-mean;
+# one less close to any known column is a warning
+TYPO_CUTOFF = 0.85
 _NUMBER_RE = r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$"
 
 
@@ -785,12 +788,11 @@ def prepare(raw: RawTable, inputs: Mapping[str, Any], book: str = "the rulebook"
     for name in raw.names:
         if name in known:
             continue
-        hint = did_you_mean(name, inputs)
-        if hint:
-            import difflib
+        import difflib
 
-            target = difflib.get_close_matches(name, sorted(inputs), n=1, cutoff=0.6)[0]
-            close[target] = name
+        near = difflib.get_close_matches(name, sorted(inputs), n=1, cutoff=TYPO_CUTOFF)
+        if near:  # a near miss of an input: an error (its column would otherwise read as absent)
+            close[near[0]] = name
             continue
         hint = did_you_mean(name, known)
         if hint:

@@ -297,6 +297,10 @@ class Results:
                 pwriter.write_table(table, row_group_size=CHUNK_ROWS)
             if pwriter is not None:
                 pwriter.close()
+        elif suffix == ".xlsx":
+            from ._xlsx import write_xlsx
+
+            write_xlsx(p, self._chunks_ahead())
         elif suffix in (".json", ".jsonl", ".ndjson"):
             with p.open("w", encoding="utf-8") as fh:
                 if suffix == ".json":
@@ -307,7 +311,7 @@ class Results:
         else:
             from .errors import DataError
 
-            raise DataError(f"{path}: unknown output format '{suffix}' (use .csv, .json, .jsonl or .parquet)")
+            raise DataError(f"{path}: unknown output format '{suffix}' (use .csv, .json, .jsonl, .parquet or .xlsx)")
 
     def to_json(self) -> str:
         return json.dumps(self.to_records(), ensure_ascii=False, indent=1) + "\n"
