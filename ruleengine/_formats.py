@@ -153,14 +153,14 @@ def read_csv(path: Path, opts: ReadOptions, header_map: Any, only: set[str] | No
     canon = [rename.get(h, h) for h in header]
     wanted = [h for h, c in zip(header, canon, strict=True) if only is None or c in only]
     types = {h: pa.string() for h, c in zip(header, canon, strict=True) if c in text_columns}
-    if len(set(header)) == len(header):
+    if len(set(header)) == len(header) and not _has_blank_line(path):
         try:
             table = pacsv.read_csv(
                 path,
                 read_options=pacsv.ReadOptions(
                     block_size=1 << 24, encoding="utf8" if enc in ("utf-8", "utf-8-sig") else enc
                 ),
-                parse_options=pacsv.ParseOptions(delimiter=delim, ignore_empty_lines=False),
+                parse_options=pacsv.ParseOptions(delimiter=delim),
                 convert_options=pacsv.ConvertOptions(
                     column_types=types,
                     null_values=list(opts.missing),
@@ -175,6 +175,14 @@ def read_csv(path: Path, opts: ReadOptions, header_map: Any, only: set[str] | No
             cols = {rename.get(name, name): table.column(name) for name in table.column_names}
             return RawTable(cols, table.num_rows, str(path), names=canon, owned=True, first_row=2, encoding=enc)
     return read_csv_tolerant(path, enc, delim, opts, rename, only)
+
+
+def _has_blank_line(path: Path) -> bool:
+    """A blank line would shift the fast reader's row numbers: such files take the tolerant path."""
+    import mmap
+
+    with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        return mm.find(b"\n\n") >= 0 or mm.find(b"\n\r\n") >= 0
 
 
 def _replace(opts: ReadOptions, **kw: Any) -> ReadOptions:
