@@ -730,6 +730,11 @@ def _encode_defaults(n: int, items: list[tuple[str, np.ndarray | None]]) -> Cate
         key = words[0]
         if key.min() == key.max():
             uniq, inverse = key[:1], np.zeros(n, dtype=np.int64)
+        elif len(masked) <= 20:  # O(n): count the (at most 2^20) keys instead of sorting the rows
+            seen = np.flatnonzero(np.bincount(key, minlength=1 << len(masked)))
+            lookup = np.zeros(1 << len(masked), dtype=np.int32)
+            lookup[seen] = np.arange(len(seen), dtype=np.int32)
+            uniq, inverse = seen.astype(np.int64), lookup[key]
         else:
             uniq, inverse = np.unique(key, return_inverse=True)
         uniq = uniq[:, None]
@@ -1011,7 +1016,8 @@ def _check_firm_ids(cat: Category, mode: str, flag: Any, issues: list[DataIssue]
     """
     if mode == "off" or cat.label_count == 0:
         return
-    from .identifiers import looks_like_uscc, uscc_problems
+    from ._arrow import array
+    from .identifiers import looks_like_uscc, uscc_invalid, uscc_problem
 
     labels = cat.arrow_labels()
     if mode == "warn":
@@ -1020,30 +1026,42 @@ def _check_firm_ids(cat: Category, mode: str, flag: Any, issues: list[DataIssue]
             return
     else:
         cand = np.arange(cat.label_count)
-    from ._arrow import array
-
-    probs = uscc_problems(labels.take(array(cand.astype(np.int64))))
-    bad = {int(cand[j]): p for j, p in enumerate(probs) if p is not None}
-    if not bad:
+    wrong = uscc_invalid(labels.take(array(cand.astype(np.int64))))
+    bad_codes = cand[wrong]
+    if not len(bad_codes):
         return
+    is_bad = np.zeros(cat.label_count + 1, dtype=bool)
+    is_bad[bad_codes] = True
+    rows_bad = np.flatnonzero(is_bad[cat.codes])  # code -1 reads the trailing False
     if mode == "error":
-        idx = np.flatnonzero(np.isin(cat.codes, list(bad)))
-        flag(idx, "firm_id", [f"not a unified social credit code: {bad[int(cat.codes[i])]}" for i in idx])
+        msgs: dict[int, str] = {}
+        texts = []
+        for i in rows_bad.tolist():
+            c = int(cat.codes[i])
+            if c not in msgs:
+                msgs[c] = f"not a unified social credit code: {uscc_problem(cat.labels[c])}"
+            texts.append(msgs[c])
+        flag(rows_bad, "firm_id", texts)
         return
-    codes = np.flatnonzero(np.isin(cat.codes, list(bad)))
-    first: dict[int, int] = {}
-    for i in codes.tolist():
-        first.setdefault(int(cat.codes[i]), i)
-    shown = sorted(first.items(), key=lambda kv: kv[1])
-    examples = "; ".join(f"row {int(rows[i])} {cat.labels[code]!r}: {bad[code]}" for code, i in shown[:3])
-    more = f"; and {len(shown) - 3:,} more" if len(shown) > 3 else ""
+    shown: list[int] = []
+    for i in rows_bad.tolist():  # the first rows of the first three distinct bad ids
+        if int(cat.codes[i]) not in [int(cat.codes[j]) for j in shown]:
+            shown.append(i)
+            if len(shown) == 3:
+                break
+
+    def label(i: int) -> str:
+        return str(labels[int(cat.codes[i])].as_py())
+
+    examples = "; ".join(f"row {int(rows[i])} {label(i)!r}: {uscc_problem(label(i))}" for i in shown)
+    more = f"; and {len(bad_codes) - len(shown):,} more" if len(bad_codes) > len(shown) else ""
     issues.append(
         DataIssue(
             src,
-            int(rows[shown[0][1]]),
+            int(rows[shown[0]]),
             "firm_id",
-            f"{len(shown):,} firm id{'s' if len(shown) > 1 else ''} ({len(codes):,} rows) look like unified social "
-            f"credit codes but fail the GB 32100-2015 check: {examples}{more} (rated; --id-check error leaves "
+            f"{len(bad_codes):,} firm id{'s' if len(bad_codes) > 1 else ''} ({len(rows_bad):,} rows) look like unified "
+            f"social credit codes but fail the GB 32100-2015 check: {examples}{more} (rated; --id-check error leaves "
             "such rows unrated)",
             fatal=False,
         )

@@ -93,6 +93,30 @@ def uscc_problems(codes: Any) -> list[str | None]:
     return out
 
 
+def uscc_invalid(codes: Any) -> np.ndarray:
+    """True where a code (pyarrow string array) is not a valid credit code; vectorised, no messages."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from ._arrow import array, numbers
+
+    arr = codes.cast(pa.string())
+    chars = numbers(pc.utf8_length(arr), np.int64, 0)
+    lengths = numbers(pc.binary_length(arr), np.int64, 0)
+    bad = (chars != 18) | (lengths != 18)
+    ok = np.flatnonzero(~bad)
+    if len(ok):
+        sub = arr.take(array(ok.astype(np.int64)))
+        data = np.frombuffer(sub.buffers()[2], dtype=np.uint8)
+        offsets = np.frombuffer(sub.buffers()[1], dtype=np.int32)[sub.offset : sub.offset + len(sub) + 1]
+        values = _VALUE[data[offsets[:-1, None] + np.arange(18)[None, :]]]
+        wrong = (values < 0).any(axis=1)
+        total = (values[:, :17].astype(np.int64) * np.asarray(USCC_WEIGHTS, dtype=np.int64)).sum(axis=1)
+        wrong |= (31 - total % 31) % 31 != values[:, 17]
+        bad[ok[wrong]] = True
+    return bad
+
+
 def looks_like_uscc(values: Any) -> np.ndarray:
     """True where a firm id looks meant as a credit code: 15-20 digits/capitals, starting with a digit."""
     import pyarrow as pa
