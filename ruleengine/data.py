@@ -805,7 +805,8 @@ def prepare(raw: RawTable, inputs: Mapping[str, Any], book: str = "the rulebook"
     absent_error = [
         name
         for name, spec in inputs.items()
-        if name not in raw.columns and (spec.required or getattr(spec, "absent", "default") == "error")
+        if name not in raw.columns
+        and (spec.required or (getattr(spec, "absent", "default") == "error" and raw.source != "<records>"))
     ]
     if absent_error or close:
         lines = []

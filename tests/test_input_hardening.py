@@ -219,8 +219,9 @@ inputs:
 """
         + _RATING
     )
+    (tmp_path / "x.csv").write_text("firm_id,year\nF,2022\n", encoding="utf-8")
     with pytest.raises(ruleengine.DataError, match="required column a missing"):
-        ruleengine.rate(plan, [{"firm_id": "F", "year": 2022}])
+        ruleengine.rate(plan, tmp_path / "x.csv")
     res = ruleengine.rate(plan, [{"firm_id": "F", "year": 2022, "a": None}, {"firm_id": "G", "year": 2022, "a": 1}])
     assert res["defaults"].tolist() == ["a (cell empty); b (column absent)", "b (column absent)"]
     assert np.array_equal(res.batch.columns["b"], [2.0, 2.0])
