@@ -153,14 +153,14 @@ def read_csv(path: Path, opts: ReadOptions, header_map: Any, only: set[str] | No
     canon = [rename.get(h, h) for h in header]
     wanted = [h for h, c in zip(header, canon, strict=True) if only is None or c in only]
     types = {h: pa.string() for h, c in zip(header, canon, strict=True) if c in text_columns}
-    if len(set(header)) == len(header) and not _has_blank_line(path):
+    if len(set(header)) == len(header):
         try:
             table = pacsv.read_csv(
                 path,
                 read_options=pacsv.ReadOptions(
                     block_size=1 << 24, encoding="utf8" if enc in ("utf-8", "utf-8-sig") else enc
                 ),
-                parse_options=pacsv.ParseOptions(delimiter=delim),
+                parse_options=pacsv.ParseOptions(delimiter=delim, ignore_empty_lines=False),
                 convert_options=pacsv.ConvertOptions(
                     column_types=types,
                     null_values=list(opts.missing),
@@ -172,17 +172,28 @@ def read_csv(path: Path, opts: ReadOptions, header_map: Any, only: set[str] | No
             if not given and enc == "utf-8" and "UTF8" in str(exc) and _decodes_as(path, "gb18030"):
                 return read_csv(path, _replace(opts, encoding="gb18030"), header_map, only, text_columns)
         else:
+            # one record per line is what makes row i the file's line i + 2: a blank line (skipped)
+            # or a quoted newline breaks it, and such a file is read by the tolerant reader
+            if _has_empty_row(table):
+                return read_csv_tolerant(path, enc, delim, opts, rename, only)
             cols = {rename.get(name, name): table.column(name) for name in table.column_names}
             return RawTable(cols, table.num_rows, str(path), names=canon, owned=True, first_row=2, encoding=enc)
     return read_csv_tolerant(path, enc, delim, opts, rename, only)
 
 
-def _has_blank_line(path: Path) -> bool:
-    """A blank line would shift the fast reader's row numbers: such files take the tolerant path."""
-    import mmap
+def _has_empty_row(table: Any) -> bool:
+    """A row with every cell empty: a blank line (read as such, so that row i stays line i + 2).
 
-    with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-        return mm.find(b"\n\n") >= 0 or mm.find(b"\n\r\n") >= 0
+    Free when some column has no empty cell (the usual firm_id), one pass over the validity
+    bitmaps otherwise."""
+    import pyarrow.compute as pc
+
+    if table.num_columns == 0 or table.num_rows == 0 or any(c.null_count == 0 for c in table.columns):
+        return False
+    empty = pc.is_null(table.column(0))
+    for c in table.columns[1:]:
+        empty = pc.and_(empty, pc.is_null(c))
+    return bool(pc.any(empty).as_py())
 
 
 def _replace(opts: ReadOptions, **kw: Any) -> ReadOptions:

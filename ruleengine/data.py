@@ -1017,18 +1017,11 @@ def _check_firm_ids(cat: Category, mode: str, flag: Any, issues: list[DataIssue]
     """
     if mode == "off" or cat.label_count == 0:
         return
-    from ._arrow import array
-    from .identifiers import looks_like_uscc, uscc_invalid, uscc_problem
+    from .identifiers import check_ids, uscc_problem
 
     labels = cat.arrow_labels()
-    if mode == "warn":
-        cand = np.flatnonzero(looks_like_uscc(labels))
-        if not len(cand):
-            return
-    else:
-        cand = np.arange(cat.label_count)
-    wrong = uscc_invalid(labels.take(array(cand.astype(np.int64))))
-    bad_codes = cand[wrong]
+    _, invalid_ids = check_ids(labels, only_lookalikes=mode == "warn")
+    bad_codes = np.flatnonzero(invalid_ids)
     if not len(bad_codes):
         return
     is_bad = np.zeros(cat.label_count + 1, dtype=bool)
@@ -1045,7 +1038,7 @@ def _check_firm_ids(cat: Category, mode: str, flag: Any, issues: list[DataIssue]
         flag(rows_bad, "firm_id", texts)
         return
     shown: list[int] = []
-    for i in rows_bad.tolist():  # the first rows of the first three distinct bad ids
+    for i in rows_bad[:10_000].tolist():  # the first rows of the first three distinct bad ids
         if int(cat.codes[i]) not in [int(cat.codes[j]) for j in shown]:
             shown.append(i)
             if len(shown) == 3:

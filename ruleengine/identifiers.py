@@ -34,6 +34,15 @@ for _i, _ch in enumerate(USCC_ALPHABET):
     _VALUE[ord(_ch)] = _i
 
 
+_VALUE8 = np.where(_VALUE < 0, 255, _VALUE).astype(np.uint8)
+_WEIGHTS32 = np.asarray(USCC_WEIGHTS, dtype=np.float32)
+
+
+_LOOKS = np.zeros(256, dtype=bool)  # digits and capitals: what a credit code is written with
+_LOOKS[48:58] = True
+_LOOKS[65:91] = True
+
+
 def uscc_check_char(first17: str) -> str:
     """The check character of the first 17 characters of a unified social credit code."""
     total = sum(USCC_ALPHABET.index(c) * w for c, w in zip(first17, USCC_WEIGHTS, strict=True))
@@ -93,28 +102,65 @@ def uscc_problems(codes: Any) -> list[str | None]:
     return out
 
 
-def uscc_invalid(codes: Any) -> np.ndarray:
-    """True where a code (pyarrow string array) is not a valid credit code; vectorised, no messages."""
+def _rows18(arr: Any) -> np.ndarray:
+    """The bytes of a string array whose every value is 18 bytes long, as an (n, 18) view."""
+    data = np.frombuffer(arr.buffers()[2], dtype=np.uint8)
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32, count=arr.offset + len(arr) + 1)[arr.offset :]
+    start = int(offsets[0])
+    return data[start : start + 18 * len(arr)].reshape(len(arr), 18)
+
+
+def check_ids(codes: Any, only_lookalikes: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(checked, invalid) masks over ``codes`` (a pyarrow string array), vectorised, no messages.
+
+    ``only_lookalikes``: check only ids that look meant as credit codes (15-20 digits and
+    capitals, starting with a digit); otherwise every id is checked.
+    """
     import pyarrow as pa
     import pyarrow.compute as pc
 
     from ._arrow import array, numbers
 
     arr = codes.cast(pa.string())
+    n = len(arr)
     chars = numbers(pc.utf8_length(arr), np.int64, 0)
     lengths = numbers(pc.binary_length(arr), np.int64, 0)
-    bad = (chars != 18) | (lengths != 18)
-    ok = np.flatnonzero(~bad)
-    if len(ok):
-        sub = arr.take(array(ok.astype(np.int64)))
-        data = np.frombuffer(sub.buffers()[2], dtype=np.uint8)
-        offsets = np.frombuffer(sub.buffers()[1], dtype=np.int32)[sub.offset : sub.offset + len(sub) + 1]
-        values = _VALUE[data[offsets[:-1, None] + np.arange(18)[None, :]]]
-        wrong = (values < 0).any(axis=1)
-        total = (values[:, :17].astype(np.int64) * np.asarray(USCC_WEIGHTS, dtype=np.int64)).sum(axis=1)
-        wrong |= (31 - total % 31) % 31 != values[:, 17]
-        bad[ok[wrong]] = True
-    return bad
+    is18 = (chars == 18) & (lengths == 18)
+    checked = np.ones(n, dtype=bool)
+    invalid = ~is18
+    idx18 = None if is18.all() and arr.null_count == 0 else np.flatnonzero(is18)
+    if only_lookalikes:
+        checked = np.zeros(n, dtype=bool)
+        near = np.flatnonzero(~is18 & (chars >= 15) & (chars <= 20))
+        if len(near):
+            from ._arrow import booleans
+
+            sub = arr.take(array(near.astype(np.int64)))
+            checked[near] = booleans(pc.match_substring_regex(sub, r"^[0-9][0-9A-Z]{14,19}$"))
+    sub18 = arr if idx18 is None else arr.take(array(idx18.astype(np.int64)))
+    if len(sub18):
+        raw_t = np.ascontiguousarray(_rows18(sub18).T)  # (18, m): each character position contiguous
+        values = np.take(_VALUE8, raw_t)  # 255 = not allowed
+        wrong = values.max(axis=0) == 255
+        total = np.zeros(values.shape[1], dtype=np.int32)
+        for i, w in enumerate(USCC_WEIGHTS):
+            total += values[i].astype(np.int32) * w
+        wrong |= (31 - total % 31) % 31 != values[17]
+        where = np.arange(n) if idx18 is None else idx18
+        invalid[where] = wrong
+        if only_lookalikes:  # from the alphabet: looks like a code; else digits and capitals, digit first
+            looks = ~wrong | (values.max(axis=0) != 255)
+            odd = np.flatnonzero(values.max(axis=0) == 255)
+            if len(odd):
+                sub = raw_t[:, odd]
+                looks[odd] = _LOOKS[sub].all(axis=0) & (sub[0] >= 48) & (sub[0] <= 57)
+            checked[where] = looks
+    return checked, invalid & checked
+
+
+def uscc_invalid(codes: Any) -> np.ndarray:
+    """True where a code (pyarrow string array) is not a valid credit code; vectorised."""
+    return check_ids(codes, False)[1]
 
 
 def looks_like_uscc(values: Any) -> np.ndarray:

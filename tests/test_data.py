@@ -151,11 +151,16 @@ def test_all_formats_give_identical_columns(tmp_path: Path) -> None:
 
 def test_leading_zero_industry_in_csv_stays_text(tmp_path: Path) -> None:
     path = tmp_path / "zeros.csv"
-    path.write_text("firm_id,year,industry,value_added_10k_cny\n007,2022,0610,10\n008,2022,0061,10\n", encoding="utf-8")
+    path.write_text(
+        "firm_id,year,industry,value_added_10k_cny,electricity_mwh\n007,2022,0610,10,1\n008,2022,0061,10,1\n",
+        encoding="utf-8",
+    )
     res = ruleengine.rate("huzhou", path)
     # firm ids and industry codes are strings, never numbers (pyarrow would read 0610 as 610)
     assert res["firm_id"].tolist() == ["007", "008"]
     assert res["industry_division"].tolist() == ["06", "00"]
+    # 0061 is no GB/T 4754-2017 class (issue #12.3): kept, with a located warning
+    assert [(i.row, i.column, i.fatal) for i in res.issues] == [(3, "industry", False)]
 
 
 # -- bad cells ----------------------------------------------------------------------------------
@@ -237,7 +242,9 @@ def test_duplicate_firm_year(tmp_path: Path) -> None:
 
 def test_category_outside_declared_values(tmp_path: Path) -> None:
     res, path = _rate_csv(
-        tmp_path, "firm_id,year,industry,grid_region,value_added_10k_cny\nA,2022,3011,east,100\nB,2022,3011,mars,100\n"
+        tmp_path,
+        "firm_id,year,industry,grid_region,value_added_10k_cny,electricity_mwh\nA,2022,3011,east,100,1\n"
+        "B,2022,3011,mars,100,1\n",
     )
     assert [i.format() for i in res.issues] == [
         f"{path}: row 3, column grid_region: 'mars' is not one of north, northwest, east, "
@@ -288,7 +295,10 @@ def test_several_required_columns_absent(tmp_path: Path) -> None:
     path.write_text("firm_id,year\nA,2022\n", encoding="utf-8")
     with pytest.raises(ruleengine.DataError) as info:
         ruleengine.rate("huzhou", path)
-    assert str(info.value) == (f"{path}: required columns industry, value_added_10k_cny missing (needed by huzhou)")
+    # electricity_mwh declares absent: error (issue #12.1)
+    assert str(info.value) == (
+        f"{path}: required columns industry, electricity_mwh, value_added_10k_cny missing (needed by huzhou)"
+    )
 
 
 def test_empty_csv(tmp_path: Path) -> None:
@@ -360,6 +370,4 @@ def test_missing_file_and_unknown_format(tmp_path: Path) -> None:
     path.write_bytes(b"PK")
     with pytest.raises(ruleengine.DataError) as info:
         ruleengine.rate("huzhou", path)
-    assert str(info.value) == (
-        f"{path}: unknown data format '.ods' (use .csv, .tsv, .json, .jsonl, .parquet or .xlsx)"
-    )
+    assert str(info.value) == (f"{path}: unknown data format '.ods' (use .csv, .tsv, .json, .jsonl, .parquet or .xlsx)")
