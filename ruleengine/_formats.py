@@ -367,11 +367,11 @@ def read_json(path: Path, suffix: str, header_map: Any, only: set[str] | None) -
                 ln = text.count("\n", 0, pos) + 1
                 raise DataError(f"{path}: line {ln}: expected ',' or ']' after an object")
     else:
-        for i, ln in enumerate(text.splitlines(), start=1):
-            if not ln.strip():
+        for i, line_text in enumerate(text.splitlines(), start=1):
+            if not line_text.strip():
                 continue
             try:
-                value = _DECODER.decode(ln)
+                value = _DECODER.decode(line_text)
             except RecursionError:
                 value = BadCell("nested too deep to read")
             except json.JSONDecodeError as exc:
@@ -531,7 +531,7 @@ def read_xlsx(path: Path, opts: ReadOptions, header_map: Any, only: set[str] | N
             problems.append((i, None, f"has values right of the last header column {_col_letter(len(header) - 1)}"))
         rec: dict[str, Any] = {}
         for j, h in enumerate(header):
-            v = row[j] if j < len(row) else None
+            v: Any = row[j] if j < len(row) else None
             if isinstance(v, str) and v.strip() in tokens:
                 v = None
             elif v is not None and not isinstance(v, str | int | float) or isinstance(v, bool):

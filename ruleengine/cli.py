@@ -196,7 +196,9 @@ def _write_or_fail(results: Any, output: str) -> None:
     help="Add columns: next better/worse level, margins, and the emissions cut that reaches the "
     "better level with benchmarks held fixed (about 30 extra evaluations of the batch).",
 )
-@click.option("--mapping", type=click.Path(dir_okay=False), help="Column mapping file (YAML): provider headers → inputs.")
+@click.option(
+    "--mapping", type=click.Path(dir_okay=False), help="Column mapping file (YAML): provider headers → inputs."
+)
 @click.option("--encoding", help="Text encoding of a CSV (default: UTF-8 with or without BOM, else GB18030).")
 @click.option("--delimiter", help="CSV delimiter (default: sniffed among , ; and tab).")
 @click.option("--thousands", help="Thousands separator in numbers (default: ',' where unambiguous; '' none).")

@@ -726,6 +726,8 @@ def _encode_defaults(n: int, items: list[tuple[str, np.ndarray | None]]) -> Cate
         for j, m in enumerate(masked[start : start + 62]):
             key |= m.astype(np.int64) << j
         words.append(key)
+    uniq: Any
+    inverse: Any
     if len(words) == 1:
         key = words[0]
         if key.min() == key.max():
@@ -743,8 +745,8 @@ def _encode_defaults(n: int, items: list[tuple[str, np.ndarray | None]]) -> Cate
     labels = []
     for row in uniq.tolist():
         parts, j = [], 0
-        for lab, m in items:
-            if m is None:
+        for lab, mask in items:
+            if mask is None:
                 parts.append(lab)
             else:
                 if (row[j // 62] >> (j % 62)) & 1:

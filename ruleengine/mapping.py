@@ -209,8 +209,8 @@ def _columns(file: str, node: Any, out: ColumnMapping, errors: list[str], scalar
                 conv = UNIT_CONVERSIONS.get(word) or UNIT_CONVERSIONS.get(word.strip().lower())
                 if conv is None:
                     errors.append(
-                        f"{_where(file, spec['unit'][1])}: unknown unit '{word}' (known: {', '.join(UNIT_CONVERSIONS)}); "
-                        "for another conversion give 'factor' and 'source'"
+                        f"{_where(file, spec['unit'][1])}: unknown unit '{word}' "
+                        f"(known: {', '.join(UNIT_CONVERSIONS)}); for another conversion give 'factor' and 'source'"
                     )
                     continue
                 unit, factor, why = conv
