@@ -10,7 +10,7 @@
   ``31 - (Σ a_i·W_i mod 31)``, 31 written as 0.
 * **Industry** (国民经济行业分类), GB/T 4754-2017 (official; 20 sections, 97 divisions, 473 groups,
   1,380 classes), shipped as ``gbt4754_2017.tsv``: code → level, section, Chinese name (and an
-  English name for the sections, ruleengine's own translation, assumed). Firm data carries the
+  English name for the sections and divisions, ruleengine's own translation, assumed). Firm data carries the
   4-digit class code as text.
 
 Checks are vectorised over the distinct values (firm ids come as an Arrow dictionary): a

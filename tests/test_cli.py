@@ -106,7 +106,10 @@ def test_rate_missing_required_column_is_one_clear_message(tmp_path):
     data.write_text("firm_id,year,industry\nA,2022,3011\n", encoding="utf-8")
     result = run("rate", "huzhou", str(data))
     assert result.exit_code == 1
-    assert result.output == (f"error: {data}: required column value_added_10k_cny missing (needed by huzhou)\n")
+    # electricity_mwh declares absent: error (issue #12.1): named with the required denominator
+    assert result.output == (
+        f"error: {data}: required columns electricity_mwh, value_added_10k_cny missing (needed by huzhou)\n"
+    )
 
 
 @pytest.mark.parametrize(

@@ -122,6 +122,7 @@ def test_classification_shipped_and_lost_leading_zero(tmp_path: Path) -> None:
     # GB/T 4754-2017: 20 sections, 97 divisions, 473 groups, 1,380 classes
     assert [sum(v.level == k for v in table.values()) for k in (1, 2, 3, 4)] == [20, 97, 473, 1380]
     assert table["3011"].name_zh == "水泥制造" and table["C"].name_en == "Manufacturing"
+    assert table["30"].name_en == "Manufacture of non-metallic mineral products"
     assert industry_problem("0610") is None
     assert "did you mean '0610'" in industry_problem("610")
     p = _write(tmp_path, "x.csv", "firm_id,year,industry,value_added_10k_cny,electricity_mwh\nA,2022,610,100,5\n"
