@@ -724,7 +724,7 @@ def _encode_defaults(n: int, items: list[tuple[str, np.ndarray | None]]) -> Cate
     for start in range(0, len(masked), 62):
         key = np.zeros(n, dtype=np.int64)
         for j, m in enumerate(masked[start : start + 62]):
-            key |= m.astype(np.int64) << j
+            np.add(key, np.int64(1) << j, out=key, where=m)  # no temporary per mask
         words.append(key)
     uniq: Any
     inverse: Any
