@@ -24,17 +24,29 @@ def rate(
     benchmarks: Mapping[str, BenchmarkTable] | None = None,
     overrides: Mapping[str, Any] | None = None,
     progress: Progress | None = None,
+    mapping: Any = None,
+    read_options: Any = None,
 ) -> Results:
     """Rate every firm-year in ``data`` (path, list of dicts, dict of columns or DataFrame).
 
     ``benchmarks``: population tables from an earlier run (``results.tables``) to hold benchmarks
     fixed, e.g. when rating one firm against its city. ``overrides``: fixed values for named
     variables or benchmarks (used by author tests). ``progress(phase, done, total)``: called as
-    the pipeline's phases go by.
+    the pipeline's phases go by. ``mapping``: a column mapping file (path or dict) for a
+    provider's headers and units; ``read_options``: a ``ReadOptions`` or dict (encoding,
+    delimiter, thousands, sheet, missing, id_check); see docs/data-contract.md.
     """
     from . import pipeline
 
-    return pipeline.rate(load(book), data, benchmarks=benchmarks, overrides=overrides, progress=progress)
+    return pipeline.rate(
+        load(book),
+        data,
+        benchmarks=benchmarks,
+        overrides=overrides,
+        progress=progress,
+        mapping=mapping,
+        read_options=read_options,
+    )
 
 
 def explain(

@@ -186,7 +186,7 @@ def _write_or_fail(results: Any, output: str) -> None:
     "-o",
     "--output",
     type=click.Path(dir_okay=False),
-    help="Write results to OUT.csv, OUT.json, OUT.jsonl or OUT.parquet (by extension).",
+    help="Write results to OUT.csv, OUT.json, OUT.jsonl, OUT.parquet or OUT.xlsx (by extension).",
 )
 @click.option(
     "--format",
@@ -204,15 +204,58 @@ def _write_or_fail(results: Any, output: str) -> None:
     help="Add columns: next better/worse level, margins, and the emissions cut that reaches the "
     "better level with benchmarks held fixed (about 30 extra evaluations of the batch).",
 )
-def rate(book: str, data: str, output: str | None, fmt: str, max_issues: int, what: bool) -> None:
+@click.option(
+    "--mapping", type=click.Path(dir_okay=False), help="Column mapping file (YAML): provider headers → inputs."
+)
+@click.option("--encoding", help="Text encoding of a CSV (default: UTF-8 with or without BOM, else GB18030).")
+@click.option("--delimiter", help="CSV delimiter (default: sniffed among , ; and tab).")
+@click.option("--thousands", help="Thousands separator in numbers (default: ',' where unambiguous; '' none).")
+@click.option("--sheet", help="Excel sheet name or 0-based index (default: the first).")
+@click.option(
+    "--id-check",
+    type=click.Choice(["warn", "error", "off"]),
+    default="warn",
+    show_default=True,
+    help="Unified social credit codes (GB 32100-2015): warn, or error (the row is unrated), or off.",
+)
+@click.option("--missing", "missing", multiple=True, help="An extra missing-value token (repeatable).")
+def rate(
+    book: str,
+    data: str,
+    output: str | None,
+    fmt: str,
+    max_issues: int,
+    what: bool,
+    mapping: str | None = None,
+    encoding: str | None = None,
+    delimiter: str | None = None,
+    thousands: str | None = None,
+    sheet: str | None = None,
+    id_check: str = "warn",
+    missing: tuple[str, ...] = (),
+) -> None:
     """Rate every firm-year in DATA with BOOK.
 
     Prints the rating distribution and every data problem found (file, row, column). Bad rows
     never stop the batch: they are rated where the rulebook allows, and `unrated` with the
-    reason otherwise (see the `status` and `reasons` columns).
+    reason otherwise (see the `status` and `reasons` columns). Every default taken is listed in
+    the `defaults` column.
+
+    DATA is CSV/TSV, JSON, JSON Lines, Parquet or Excel .xlsx. The data contract (columns,
+    missing-value tokens, mapping files, identifiers, encodings): docs/data-contract.md.
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from .io.formats import MISSING_TOKENS, ReadOptions
+
+    read_options = ReadOptions(
+        encoding=encoding,
+        delimiter="\t" if delimiter in ("\\t", "tab") else delimiter,
+        thousands=thousands,
+        sheet=int(sheet) if sheet is not None and sheet.isdigit() else sheet,
+        missing=(*MISSING_TOKENS, *missing),
+        id_check=id_check,
+    )
     from . import load
     from .api import rate as rate_api
     from .pipeline import PHASES
@@ -235,7 +278,7 @@ def rate(book: str, data: str, output: str | None, fmt: str, max_issues: int, wh
             following = steps[steps.index(phase) + 1] if phase in steps[:-1] else phase
             progress.update(task, completed=steps.index(phase) + 1, description=following)
 
-        results = rate_api(plan, data, progress=tick)
+        results = rate_api(plan, data, progress=tick, mapping=mapping, read_options=read_options)
         if what:
             from .analysis.whatif import columns
 

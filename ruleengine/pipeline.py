@@ -53,10 +53,15 @@ def require_rulebook(plan: Plan) -> Plan:
     return plan
 
 
-def read(data: Any, plans: Sequence[Plan], extra: Sequence[str] = ()) -> RawTable:
+def read(
+    data: Any, plans: Sequence[Plan], extra: Sequence[str] = (), *, mapping: Any = None, read_options: Any = None
+) -> RawTable:
     """Read ``data`` once: the columns any of ``plans`` declares as inputs, plus ``extra``.
 
-    Every other column's name is kept (for the did-you-mean check on headers) but not read."""
+    Every other column's name is kept (for the did-you-mean check on headers) but not read.
+    ``mapping``: a column mapping file (path or dict) for a provider's headers and units;
+    ``read_options``: a ``ReadOptions`` or dict (encoding, delimiter, thousands, sheet, missing,
+    id_check); see docs/data-contract.md."""
     from .io import data as _data
 
     if isinstance(data, _data.RawTable):
@@ -71,7 +76,7 @@ def read(data: Any, plans: Sequence[Plan], extra: Sequence[str] = ()) -> RawTabl
     for name in extra:
         wanted[name] = None
         text[name] = None
-    return _data.read_any(data, list(text), only=list(wanted))
+    return _data.read_any(data, list(text), only=list(wanted), options=read_options, mapping=mapping)
 
 
 def prepare(plan: Plan, raw: RawTable, *, consume: bool = False) -> Batch:
@@ -82,7 +87,9 @@ def prepare(plan: Plan, raw: RawTable, *, consume: bool = False) -> Batch:
     from .io import data as _data
 
     if not consume:
-        raw = _data.RawTable(dict(raw.columns), raw.n, raw.source, list(raw.issues), list(raw.names), owned=False)
+        from dataclasses import replace
+
+        raw = replace(raw, columns=dict(raw.columns), issues=list(raw.issues), names=list(raw.names), owned=False)
     batch = _data.prepare(raw, plan.inputs, plan.id)
     if consume and "pyarrow" in sys.modules:  # hand the read buffers back before evaluation grows
         import pyarrow as pa
@@ -144,14 +151,16 @@ def rate(
     overrides: Mapping[str, Any] | None = None,
     progress: Progress | None = None,
     raw: RawTable | None = None,
+    mapping: Any = None,
+    read_options: Any = None,
 ) -> Results:
     """Rate every firm-year of ``data`` with ``plan``; ``raw``: the data already read (by
-    :func:`read`, shared between several plans)."""
+    :func:`read`, shared between several plans); ``mapping``, ``read_options``: see :func:`read`."""
     require_rulebook(plan)
     tick = progress or _quiet
     shared = raw is not None
     if raw is None:
-        raw = read(data, [plan])
+        raw = read(data, [plan], mapping=mapping, read_options=read_options)
         from .io.data import RawTable
 
         shared = isinstance(data, RawTable)

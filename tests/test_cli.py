@@ -48,8 +48,9 @@ def test_rate_reports_bad_cells_and_rates_everyone_else(tmp_path):
     result = run("rate", "huzhou", str(data), "-o", str(out))
     assert result.exit_code == 0, result.output
     assert "Traceback" not in result.output
-    assert f"{data}: row 3, column raw_coal_t: -40 is below the minimum 0" in result.output
-    assert f"{data}: row 6, column diesel_t: 'twelve' is not a number" in result.output
+    # rows are the file's lines (the header is line 1)
+    assert f"{data}: row 4, column raw_coal_t: -40 is below the minimum 0" in result.output
+    assert f"{data}: row 7, column diesel_t: 'twelve' is not a number" in result.output
     assert "8 firm-years from" in result.output and "6 rated, 2 unrated" in result.output
     with out.open(encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
@@ -79,7 +80,7 @@ def test_rate_json_to_stdout_has_the_standard_columns(tmp_path):
     records = json.loads(result.stdout)
     assert len(records) == 8
     first = list(records[0])
-    assert first[:14] == [
+    assert first[:15] == [
         "firm_id",
         "year",
         "rulebook",
@@ -89,6 +90,7 @@ def test_rate_json_to_stdout_has_the_standard_columns(tmp_path):
         "status",
         "reasons",
         "fallbacks",
+        "defaults",
         "scope1_tco2",
         "scope2_tco2",
         "emissions_tco2",
@@ -104,7 +106,10 @@ def test_rate_missing_required_column_is_one_clear_message(tmp_path):
     data.write_text("firm_id,year,industry\nA,2022,3011\n", encoding="utf-8")
     result = run("rate", "huzhou", str(data))
     assert result.exit_code == 1
-    assert result.output == (f"error: {data}: required column value_added_10k_cny missing (needed by huzhou)\n")
+    # electricity_mwh declares absent: error (issue #12.1): named with the required denominator
+    assert result.output == (
+        f"error: {data}: required columns electricity_mwh, value_added_10k_cny missing (needed by huzhou)\n"
+    )
 
 
 @pytest.mark.parametrize(
@@ -124,11 +129,11 @@ def test_rate_unreadable_data(tmp_path, content, expected):
 
 
 def test_rate_unknown_format(tmp_path):
-    p = tmp_path / "firms.xlsx"
+    p = tmp_path / "firms.ods"
     p.write_text("x", encoding="utf-8")
     result = run("rate", "huzhou", str(p))
     assert result.exit_code == 1
-    assert "unknown data format '.xlsx' (use .csv, .json, .jsonl or .parquet)" in result.output
+    assert "unknown data format '.ods' (use .csv, .tsv, .json, .jsonl, .parquet or .xlsx)" in result.output
 
 
 def test_explain_formats_and_near_matches(tmp_path):
@@ -218,6 +223,7 @@ def test_every_bundled_rulebook_rates_the_sample_with_the_standard_columns(tmp_p
         "status",
         "reasons",
         "fallbacks",
+        "defaults",
         "scope1_tco2",
         "scope2_tco2",
         "emissions_tco2",
@@ -230,7 +236,7 @@ def test_every_bundled_rulebook_rates_the_sample_with_the_standard_columns(tmp_p
         assert r.exit_code == 0, r.output
         with out.open(encoding="utf-8") as fh:
             rows = list(csv.DictReader(fh))
-        assert list(rows[0])[:14] == standard
+        assert list(rows[0])[:15] == standard
         assert len(rows) == 602
         rated = sum(row["status"] == "rated" for row in rows)
         assert 560 <= rated <= 600, (book, rated)  # the sample's deliberate defects stay unrated

@@ -151,11 +151,16 @@ def test_all_formats_give_identical_columns(tmp_path: Path) -> None:
 
 def test_leading_zero_industry_in_csv_stays_text(tmp_path: Path) -> None:
     path = tmp_path / "zeros.csv"
-    path.write_text("firm_id,year,industry,value_added_10k_cny\n007,2022,0610,10\n008,2022,0061,10\n", encoding="utf-8")
+    path.write_text(
+        "firm_id,year,industry,value_added_10k_cny,electricity_mwh\n007,2022,0610,10,1\n008,2022,0061,10,1\n",
+        encoding="utf-8",
+    )
     res = ruleengine.rate("huzhou", path)
     # firm ids and industry codes are strings, never numbers (pyarrow would read 0610 as 610)
     assert res["firm_id"].tolist() == ["007", "008"]
     assert res["industry_division"].tolist() == ["06", "00"]
+    # 0061 is no GB/T 4754-2017 class (issue #12.3): kept, with a located warning
+    assert [(i.row, i.column, i.fatal) for i in res.issues] == [(3, "industry", False)]
 
 
 # -- bad cells ----------------------------------------------------------------------------------
@@ -185,8 +190,8 @@ GOOD_3 = "C,2022,3011,300,30,50\n"
 )
 def test_bad_cell_named_by_file_row_column(tmp_path: Path, bad_row: str, column: str, message: str) -> None:
     res, path = _rate_csv(tmp_path, HEADER + GOOD_1 + bad_row + GOOD_3)
-    # the bad row is data row 2 (the header is not counted)
-    assert [i.format() for i in res.issues] == [f"{path}: row 2, column {column}: {message}"]
+    # the bad row is the file's line 3 (the header is line 1; issue #12.6: the file's own line)
+    assert [i.format() for i in res.issues] == [f"{path}: row 3, column {column}: {message}"]
     assert res.issues[0].fatal
     assert res["status"].tolist() == ["rated", "unrated", "rated"]
     # the data problem comes first (a missing industry or year also leaves no benchmark)
@@ -198,6 +203,7 @@ def test_non_numeric_cell_in_json(tmp_path: Path) -> None:
     rows = [dict(PORTFOLIO[0]), {**PORTFOLIO[1], "diesel_t": "3,25"}, dict(PORTFOLIO[2])]
     path = write_json(tmp_path / "firms.json", rows)
     res = ruleengine.rate("huzhou", path)
+    # a JSON list: row = the object's ordinal
     assert [i.format() for i in res.issues] == [f"{path}: row 2, column diesel_t: '3,25' is not a number"]
     assert res["status"].tolist() == ["rated", "unrated", "rated"]
 
@@ -205,7 +211,7 @@ def test_non_numeric_cell_in_json(tmp_path: Path) -> None:
 def test_non_integer_year_is_located(tmp_path: Path) -> None:
     res, path = _rate_csv(tmp_path, HEADER + GOOD_1 + "B,2022.5,3011,200,1,50\n" + GOOD_3)
     [issue] = res.issues
-    assert (issue.source, issue.row, issue.column, issue.fatal) == (path, 2, "year", True)
+    assert (issue.source, issue.row, issue.column, issue.fatal) == (path, 3, "year", True)
     assert "2022.5" in issue.message and issue.message.endswith("is not a whole number")
     assert res["status"].tolist() == ["rated", "unrated", "rated"]
 
@@ -219,44 +225,47 @@ def test_non_integer_year_is_located(tmp_path: Path) -> None:
 )
 def test_number_messages_show_the_number(tmp_path: Path, bad_row: str, column: str, message: str) -> None:
     res, path = _rate_csv(tmp_path, HEADER + GOOD_1 + bad_row + GOOD_3)
-    assert [i.format() for i in res.issues] == [f"{path}: row 2, column {column}: {message}"]
+    assert [i.format() for i in res.issues] == [f"{path}: row 3, column {column}: {message}"]
 
 
 def test_duplicate_firm_year(tmp_path: Path) -> None:
     res, path = _rate_csv(
         tmp_path, HEADER + GOOD_1 + "B,2022,3011,200,1,50\n" + "A,2022,3011,100,10,50\n" + "A,2023,3011,100,10,50\n"
     )
-    # rows 1 and 3 are both (A, 2022): each names the other; (A, 2023) is a different firm-year
+    # lines 2 and 4 are both (A, 2022): one message for the group; (A, 2023) is a different firm-year
     assert [i.format() for i in res.issues] == [
-        f"{path}: row 1, column firm_id: duplicate firm-year (A, 2022): also on row 3",
-        f"{path}: row 3, column firm_id: duplicate firm-year (A, 2022): also on row 1",
+        f"{path}: row 2, column firm_id: duplicate firm-year (A, 2022): 2 rows (2, 4)",
     ]
+    assert res["reasons"].tolist()[2] == "firm_id: duplicate firm-year (A, 2022), 2 rows, first on row 2"
     assert res["status"].tolist() == ["unrated", "rated", "unrated", "rated"]
 
 
 def test_category_outside_declared_values(tmp_path: Path) -> None:
     res, path = _rate_csv(
-        tmp_path, "firm_id,year,industry,grid_region,value_added_10k_cny\nA,2022,3011,east,100\nB,2022,3011,mars,100\n"
+        tmp_path,
+        "firm_id,year,industry,grid_region,value_added_10k_cny,electricity_mwh\nA,2022,3011,east,100,1\n"
+        "B,2022,3011,mars,100,1\n",
     )
     assert [i.format() for i in res.issues] == [
-        f"{path}: row 2, column grid_region: 'mars' is not one of north, northwest, east, "
+        f"{path}: row 3, column grid_region: 'mars' is not one of north, northwest, east, "
         "northeast, central, south, southwest"
     ]
     assert res["status"].tolist() == ["rated", "unrated"]
 
 
 def test_unknown_column_that_looks_like_a_typo(tmp_path: Path) -> None:
-    res, path = _rate_csv(
-        tmp_path, "firm_id,year,industry,value_added_10k_cny,electricty_mwh,notes\nA,2022,3011,100,50,hello\n"
+    # issue #12.2: a near miss of an input is an error with did-you-mean (it used to be a warning,
+    # and electricity silently counted as 0); an unrelated column ('notes') is not
+    path = tmp_path / "firms.csv"
+    path.write_text(
+        "firm_id,year,industry,value_added_10k_cny,electricty_mwh,notes\nA,2022,3011,100,50,hello\n", encoding="utf-8"
     )
-    # a near miss of a known column is reported, not fatal; an unrelated column ('notes') is not
-    assert [i.format() for i in res.issues] == [
-        f"{path}, column electricty_mwh: unknown column (did you mean 'electricity_mwh'?); it is ignored"
-    ]
-    assert res.issues[0].fatal is False and res.issues[0].row is None
-    assert res["status"].tolist() == ["rated"]
-    # and it is really ignored: electricity defaults to 0, so there are no emissions
-    assert res["emissions_tco2"].tolist() == [0.0]
+    with pytest.raises(ruleengine.DataError) as info:
+        ruleengine.rate("huzhou", path)
+    assert (
+        f"{path}: header: unknown column 'electricty_mwh' (did you mean 'electricity_mwh'?): rename it, "
+        "or map it in a column mapping file (--mapping)"
+    ) in str(info.value)
 
 
 # -- files that cannot be used at all ------------------------------------------------------------
@@ -286,7 +295,10 @@ def test_several_required_columns_absent(tmp_path: Path) -> None:
     path.write_text("firm_id,year\nA,2022\n", encoding="utf-8")
     with pytest.raises(ruleengine.DataError) as info:
         ruleengine.rate("huzhou", path)
-    assert str(info.value) == (f"{path}: required columns industry, value_added_10k_cny missing (needed by huzhou)")
+    # electricity_mwh declares absent: error (issue #12.1)
+    assert str(info.value) == (
+        f"{path}: required columns industry, electricity_mwh, value_added_10k_cny missing (needed by huzhou)"
+    )
 
 
 def test_empty_csv(tmp_path: Path) -> None:
@@ -322,27 +334,40 @@ def test_malformed_json(tmp_path: Path) -> None:
     )
 
 
+_REC = '{"firm_id": "A", "year": 2022, "industry": "3011", "value_added_10k_cny": 100, "electricity_mwh": 5}'
+
+
 def test_malformed_json_lines(tmp_path: Path) -> None:
+    # issue #11.5: one broken line is a problem of its row (unrated, line named), not of the file
     path = tmp_path / "bad.jsonl"
-    path.write_text('{"firm_id": "A", "year": 2022}\n{"firm_id": "B",\n', encoding="utf-8")
-    with pytest.raises(ruleengine.DataError) as info:
-        ruleengine.rate("huzhou", path)
-    assert str(info.value) == (f"{path}: line 2: not valid JSON: Expecting property name enclosed in double quotes")
+    path.write_text(_REC + '\n{"firm_id": "B",\n' + _REC.replace('"A"', '"C"') + "\n", encoding="utf-8")
+    res = ruleengine.rate("huzhou", path)
+    assert res["status"].tolist() == ["rated", "unrated", "rated"]
+    assert [i.format() for i in res.issues] == [
+        f"{path}: row 2: not valid JSON at column 17: Expecting property name enclosed in double quotes"
+    ]
 
 
 def test_json_that_is_not_a_list_of_objects(tmp_path: Path) -> None:
     path = tmp_path / "numbers.json"
-    path.write_text("[1, 2, 3]", encoding="utf-8")
+    path.write_text("[" + _REC + ", 2, 3]", encoding="utf-8")
+    res = ruleengine.rate("huzhou", path)
+    # a JSON list: row = the object's ordinal; the numbers are rows of their own, unrated
+    assert res["status"].tolist() == ["rated", "unrated", "unrated"]
+    assert [i.format() for i in res.issues] == [
+        f"{path}: row 2: 2 is not an object (one per firm-year)",
+        f"{path}: row 3: 3 is not an object (one per firm-year)",
+    ]
     with pytest.raises(ruleengine.DataError) as info:
-        ruleengine.rate("huzhou", path)
-    assert str(info.value) == f"{path}: expected a list of objects (one per firm-year)"
+        ruleengine.rate("huzhou", {"a": 1})
+    assert "a dict of columns maps each name to a list" in str(info.value)
 
 
 def test_missing_file_and_unknown_format(tmp_path: Path) -> None:
     with pytest.raises(ruleengine.DataError, match="data file not found"):
         ruleengine.rate("huzhou", tmp_path / "nope.csv")
-    path = tmp_path / "firms.xlsx"
+    path = tmp_path / "firms.ods"
     path.write_bytes(b"PK")
     with pytest.raises(ruleengine.DataError) as info:
         ruleengine.rate("huzhou", path)
-    assert str(info.value) == (f"{path}: unknown data format '.xlsx' (use .csv, .json, .jsonl or .parquet)")
+    assert str(info.value) == (f"{path}: unknown data format '.ods' (use .csv, .tsv, .json, .jsonl, .parquet or .xlsx)")

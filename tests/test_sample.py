@@ -277,7 +277,9 @@ def test_messy_file_reports_the_same_rows(tmp_path, suffix):
     from_file = ruleengine.rate("huzhou", path)
     in_memory = ruleengine.rate("huzhou", cols)
     assert from_file["status"].tolist() == in_memory["status"].tolist()
-    where = [(i.row, i.column) for i in in_memory.issues]
+    # rows are the file's own: a CSV's lines count the header (issue #12.6), records count from 1
+    shift = 1 if suffix == ".csv" else 0
+    where = [(None if i.row is None else i.row + shift, i.column) for i in in_memory.issues]
     assert [(i.row, i.column) for i in from_file.issues] == where
 
 

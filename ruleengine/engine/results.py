@@ -307,6 +307,10 @@ class Results:
                 pwriter.write_table(table, row_group_size=CHUNK_ROWS)
             if pwriter is not None:
                 pwriter.close()
+        elif suffix == ".xlsx":
+            from ..io.xlsx import write_xlsx
+
+            write_xlsx(p, self._chunks_ahead())
         elif suffix in (".json", ".jsonl", ".ndjson"):
             with p.open("w", encoding="utf-8") as fh:
                 if suffix == ".json":
@@ -317,7 +321,7 @@ class Results:
         else:
             from ..errors import DataError
 
-            raise DataError(f"{path}: unknown output format '{suffix}' (use .csv, .json, .jsonl or .parquet)")
+            raise DataError(f"{path}: unknown output format '{suffix}' (use .csv, .json, .jsonl, .parquet or .xlsx)")
 
     def to_json(self) -> str:
         return json.dumps(self.to_records(), ensure_ascii=False, indent=1) + "\n"
@@ -363,6 +367,10 @@ def build(plan: Plan, batch: Batch, ev: Evaluation, engine_version: str) -> Resu
     cols.set_encoded("status", np.where(ev.rated, 0, 1).astype(np.int8), ["rated", "unrated"])
     cols.set_encoded("reasons", ev.reasons[0], joined(ev.reasons[1]))
     cols.set_encoded("fallbacks", ev.fallbacks[0], joined(ev.fallbacks[1]))
+    if batch.defaults is not None:  # the inputs that took the rulebook's default, and why (issue #12.1)
+        cols.set_category("defaults", batch.defaults)
+    else:
+        cols.set_encoded("defaults", np.full(n, -1, dtype=np.int8), [])
     for name in STANDARD_VARIABLES:
         cols[name] = _column(ev.values[name])
     for rname, rating in plan.ratings.items():

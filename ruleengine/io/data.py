@@ -10,7 +10,7 @@ duplicate (firm_id, year) and a column name that looks like a typo each become a
 
 from __future__ import annotations
 
-import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,7 +58,12 @@ DATA_COLUMNS: tuple[str, ...] = (
 _FUELS = ("raw_coal", "coke", "crude_oil", "fuel_oil", "gasoline", "kerosene", "diesel", "lpg", "natural_gas")
 CANONICAL_COLUMNS = DATA_COLUMNS + tuple(f"{f}_{s}" for f in _FUELS for s in ("ncv_gj_per_unit", "cc_tc_per_tj", "ox"))
 
-_NULLS = ["", "NA", "N/A", "n/a", "null", "NULL", "None", "nan", "NaN"]
+from .formats import MISSING_TOKENS  # noqa: E402
+
+_NULLS = list(MISSING_TOKENS)
+# an unknown header this close to an input's name (difflib ratio) is an error with did-you-mean;
+# one less close to any known column is a warning
+TYPO_CUTOFF = 0.85
 _NUMBER_RE = r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$"
 
 
@@ -136,7 +141,12 @@ class Category:
 
 @dataclass
 class RawTable:
-    """Columns as read, before the rulebook's types are applied; ``row_offset`` maps index → row."""
+    """Columns as read, before the rulebook's types are applied.
+
+    Row ``i`` is the file's row ``row_numbers[i]`` (its line for CSV/JSON Lines, the line where a
+    JSON object starts, the Excel row), or ``first_row + i`` when ``row_numbers`` is None.
+    ``row_problems``: (index, column or None, message) found while reading: the row is unrated.
+    """
 
     columns: dict[str, Any]  # name → pyarrow Array/ChunkedArray or numpy/list
     n: int
@@ -144,10 +154,22 @@ class RawTable:
     issues: list[DataIssue] = field(default_factory=list)
     names: list[str] = field(default_factory=list)  # every column in the source, read or not
     owned: bool = False  # the columns were read from a file here: nobody else holds their buffers
+    first_row: int = 1
+    row_numbers: np.ndarray | None = None
+    row_problems: list[tuple[int, str | None, str]] = field(default_factory=list)
+    encoding: str | None = None
+    options: Any = None  # ReadOptions (missing tokens, thousands, id check)
+    mapping: Any = None  # ColumnMapping (unit conversions, industry names)
 
     def __post_init__(self) -> None:
         if not self.names:
             self.names = list(self.columns)
+
+    def rows(self) -> np.ndarray:
+        """The file's row number of every index."""
+        if self.row_numbers is not None:
+            return self.row_numbers
+        return np.arange(self.first_row, self.first_row + self.n, dtype=np.int64)
 
 
 @dataclass
@@ -162,6 +184,7 @@ class Batch:
     invalid: np.ndarray  # bool: the row has a fatal data problem
     row_numbers: np.ndarray  # 1-based row of each index in its source
     firm_codes: np.ndarray  # firm_id as integer codes (-1 missing), for panel lookups
+    defaults: Category | None = None  # per row: the inputs that took the rulebook's default, and why
 
     def take(self, idx: np.ndarray) -> Batch:
         cols = {k: (v.take(idx) if isinstance(v, Category) else v[idx]) for k, v in self.columns.items()}
@@ -176,6 +199,7 @@ class Batch:
             self.invalid[idx],
             self.row_numbers[idx],
             self.firm_codes[idx],
+            self.defaults.take(idx) if self.defaults is not None else None,
         )
 
 
@@ -196,89 +220,71 @@ def _fill_category(cat: Category, label: str) -> Category:
 # -- reading ------------------------------------------------------------------------------------
 
 
-def _csv_header(path: Path) -> list[str]:
-    import csv
+def _header_map(mapping: Any, only: Iterable[str] | None, source: str) -> Any:
+    """headers → canonical names (mapping file, then case/space-insensitive match of known names)."""
+    from .mapping import resolve_headers
 
-    with path.open(encoding="utf-8-sig", newline="") as fh:
-        try:
-            return next(csv.reader(fh))
-        except StopIteration:
-            raise DataError(f"{path}: the file is empty (expected a header row)") from None
+    known = set(CANONICAL_COLUMNS) | set(only or ())
+
+    def resolve(names: list[str]) -> dict[str, str]:
+        return resolve_headers([str(n) for n in names], mapping, known, source)
+
+    return resolve
 
 
-def read_file(path: str | Path, text_columns: Iterable[str] = (), only: Iterable[str] | None = None) -> RawTable:
-    """Read CSV, JSON (list of objects), JSON Lines or Parquet by extension.
+def read_file(
+    path: str | Path,
+    text_columns: Iterable[str] = (),
+    only: Iterable[str] | None = None,
+    options: Any = None,
+    mapping: Any = None,
+) -> RawTable:
+    """Read CSV/TSV, JSON (list of objects), JSON Lines, Parquet or Excel .xlsx by extension.
 
     ``only``: the columns worth converting (a rulebook's inputs); the others are listed in
-    ``names`` (for the typo check) but not read, which keeps wide files cheap.
+    ``names`` (for the typo check) but not read, which keeps wide files cheap. ``options``: a
+    :class:`ruleengine.formats.ReadOptions` (encoding, delimiter, thousands, sheet, missing
+    tokens); ``mapping``: a column mapping (file path or parsed), see docs/data-contract.md.
     """
+    from . import formats
+    from .mapping import load_mapping
+
     p = Path(path)
     if not p.is_file():
         raise DataError(f"data file not found: {path}")
+    opts = formats.ReadOptions.of(options)
+    cmap = load_mapping(mapping) if mapping is not None else None
+    if cmap is not None and cmap.missing:
+        from dataclasses import replace
+
+        opts = replace(opts, missing=tuple(dict.fromkeys((*opts.missing, *cmap.missing))))
     suffix = p.suffix.lower()
-    text_columns = set(text_columns)
+    wanted = set(only) if only is not None else None
+    texts = set(text_columns)
+    hmap = _header_map(cmap, only, str(path))
     try:
-        if suffix in (".csv", ".txt"):
-            import pyarrow as pa
-            import pyarrow.csv as pacsv
-
-            header = _csv_header(p)
-            dupes = sorted({h for h in header if header.count(h) > 1})
-            if dupes:
-                raise DataError(f"{path}: column {', '.join(dupes)} appears more than once in the header")
-            types = {h: pa.string() for h in header if h in text_columns}
-            wanted = [h for h in header if h in set(only)] if only is not None else None
-            table = pacsv.read_csv(
-                p,
-                read_options=pacsv.ReadOptions(block_size=1 << 24),
-                convert_options=pacsv.ConvertOptions(
-                    column_types=types, null_values=_NULLS, strings_can_be_null=True, include_columns=wanted
-                ),
+        if suffix in (".csv", ".txt", ".tsv"):
+            raw = formats.read_csv(p, opts, hmap, wanted, texts)
+        elif suffix == ".parquet":
+            raw = formats.read_parquet(p, hmap, wanted, texts)
+        elif suffix in (".json", ".jsonl", ".ndjson"):
+            raw = formats.read_json(p, suffix, hmap, wanted)
+        elif suffix in (".xlsx", ".xlsm"):
+            raw = formats.read_xlsx(p, opts, hmap, wanted)
+        else:
+            raise DataError(
+                f"{path}: unknown data format '{suffix}' (use .csv, .tsv, .json, .jsonl, .parquet or .xlsx)"
             )
-            return _read_table(table, path, header)
-        if suffix == ".parquet":
-            # ParquetFile, not read_table: read_table goes through pyarrow.dataset, which imports
-            # pandas when it is installed (half a second of a cold start)
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
-            schema = pq.read_schema(p)
-            names = schema.names
-            wanted = [h for h in names if h in set(only)] if only is not None else None
-            # text columns come back as dictionaries: Parquet stores them so, and re-encoding
-            # a million strings is most of the work of reading them
-            text = [
-                f.name
-                for f in schema
-                if f.name in text_columns and (pa.types.is_string(f.type) or pa.types.is_large_string(f.type))
-            ]
-            pf = pq.ParquetFile(p, read_dictionary=text or None, memory_map=True)
-            if wanted is not None and not wanted:
-                return RawTable({}, pf.metadata.num_rows, str(path), names=names)
-            table = pf.read(columns=wanted)
-            return _read_table(table, path, names)
-        if suffix in (".json", ".jsonl", ".ndjson"):
-            text = p.read_text(encoding="utf-8-sig")
-            if not text.strip():
-                raise DataError(f"{path}: the file is empty (expected a list of objects, one per firm-year)")
-            if suffix == ".json" and text.lstrip().startswith("["):
-                records = json.loads(text)
-            else:
-                records = []
-                for i, line in enumerate(text.splitlines(), start=1):
-                    if line.strip():
-                        try:
-                            records.append(json.loads(line))
-                        except json.JSONDecodeError as exc:
-                            raise DataError(f"{path}: line {i}: not valid JSON: {exc.msg}") from None
-            return from_records(records, str(path))
     except DataError:
         raise
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: line {exc.lineno}, column {exc.colno}: not valid JSON: {exc.msg}") from None
-    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
-        raise DataError(f"{path}: cannot read: {str(exc).splitlines()[0]}") from None
-    raise DataError(f"{path}: unknown data format '{suffix}' (use .csv, .json, .jsonl or .parquet)")
+    except RecursionError:
+        raise DataError(f"{path}: nested too deep to read") from None
+    except (OSError, ValueError, TypeError, KeyError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(f"{path}: cannot read: {text[:300]}") from None
+    raw.options = opts
+    raw.mapping = cmap
+    return raw
 
 
 def _read_table(table: Any, path: str | Path, names: list[str]) -> RawTable:
@@ -289,40 +295,66 @@ def _read_table(table: Any, path: str | Path, names: list[str]) -> RawTable:
 
 
 def from_records(records: Any, source: str = "<records>") -> RawTable:
-    if not isinstance(records, list) or not all(isinstance(r, Mapping) for r in records):
+    if not isinstance(records, list):
         raise DataError(f"{source}: expected a list of objects (one per firm-year)")
-    names: dict[str, None] = {}
-    for r in records:
-        for k in r:
-            names.setdefault(str(k), None)
-    cols = {k: [r.get(k) for r in records] for k in names}
-    return RawTable(cols, len(records), source)
+    from . import formats
+
+    return formats.from_records_tolerant(records, source, lambda names: {}, None)
 
 
-def read_any(data: Any, text_columns: Iterable[str] = (), only: Iterable[str] | None = None) -> RawTable:
+def read_any(
+    data: Any,
+    text_columns: Iterable[str] = (),
+    only: Iterable[str] | None = None,
+    options: Any = None,
+    mapping: Any = None,
+) -> RawTable:
     """A path, a list of dicts, a dict of columns, a pandas/polars DataFrame or a pyarrow Table."""
     if isinstance(data, RawTable):
         return data
     if isinstance(data, str | Path):
-        return read_file(data, text_columns, only)
+        return read_file(data, text_columns, only, options, mapping)
     if isinstance(data, list):
-        return from_records(data)
-    if hasattr(data, "column_names") and hasattr(data, "num_rows"):  # pyarrow.Table
-        return RawTable({n: data.column(n) for n in data.column_names}, data.num_rows, "<table>")
-    if hasattr(data, "columns") and hasattr(data, "to_dict") and hasattr(data, "__len__"):  # DataFrame
+        raw = from_records(data)
+    elif hasattr(data, "column_names") and hasattr(data, "num_rows"):  # pyarrow.Table
+        names = list(data.column_names)
+        dupes = sorted({h for h in names if names.count(h) > 1})
+        if dupes:
+            raise DataError(f"<table>: column {', '.join(dupes)} appears more than once")
+        raw = RawTable({n: data.column(n) for n in names}, data.num_rows, "<table>")
+    elif hasattr(data, "columns") and hasattr(data, "to_dict") and hasattr(data, "__len__"):  # DataFrame
         cols = {
             str(c): np.asarray(data[c].to_numpy() if hasattr(data[c], "to_numpy") else data[c]) for c in data.columns
         }
-        return RawTable(cols, len(data), "<dataframe>")
-    if isinstance(data, Mapping):
+        raw = RawTable(cols, len(data), "<dataframe>")
+    elif isinstance(data, Mapping):
+        if not all(hasattr(v, "__len__") and not isinstance(v, str | bytes) for v in data.values()):
+            raise DataError("<columns>: a dict of columns maps each name to a list or array of cells")
         lengths = {len(v) for v in data.values()}
         if len(lengths) > 1:
             raise DataError("<columns>: columns have different lengths")
-        return RawTable(dict(data), lengths.pop() if lengths else 0, "<columns>")
-    raise DataError(
-        f"cannot read data of type {type(data).__name__}: give a file path, a list of "
-        "dicts, a dict of columns or a DataFrame"
-    )
+        raw = RawTable(dict(data), lengths.pop() if lengths else 0, "<columns>")
+    else:
+        raise DataError(
+            f"cannot read data of type {type(data).__name__}: give a file path, a list of "
+            "dicts, a dict of columns or a DataFrame"
+        )
+    from . import formats
+    from .mapping import load_mapping
+
+    cmap = load_mapping(mapping) if mapping is not None else None
+    rename = _header_map(cmap, only, raw.source)(raw.names)
+    if rename:
+        raw.columns = {rename.get(k, k): v for k, v in raw.columns.items()}
+        raw.names = [rename.get(k, k) for k in raw.names]
+    opts = formats.ReadOptions.of(options)
+    if cmap is not None and cmap.missing:
+        from dataclasses import replace
+
+        opts = replace(opts, missing=tuple(dict.fromkeys((*opts.missing, *cmap.missing))))
+    raw.options = opts
+    raw.mapping = cmap
+    return raw
 
 
 # -- typing against the rulebook's inputs -------------------------------------------------------
@@ -345,62 +377,213 @@ def _col_is_empty(col: Any) -> bool:
     return hasattr(col, "null_count") and len(col) > 0 and col.null_count == len(col)
 
 
-def _numbers(col: Any, n: int, owned: bool = False, fill: float = np.nan) -> tuple[np.ndarray, np.ndarray]:
-    """(float64 values with NaN for missing, bool mask of cells that are not numbers).
+_NUMBER_TEXT = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+# thousands separators: where unambiguous by default (a ',' group before a '.' decimal part, or
+# two and more ',' groups); with an explicit separator every well-grouped number
+_THOUSANDS_AUTO = r"^[+-]?\d{1,3}(,\d{3})+\.\d+$|^[+-]?\d{1,3}(,\d{3}){2,}$"
+_AMBIGUOUS = re.compile(r"^[+-]?\d{1,3},\d{3}$")
 
-    ``owned``: the Arrow column may be overwritten (its null slots) instead of copied. ``fill``:
-    what an empty cell of a numeric Arrow column reads (the input's default; NaN otherwise)."""
+
+def _thousands_pattern(sep: str) -> str:
+    s = re.escape(sep)
+    dec = "," if sep == "." else "\\."
+    return rf"^[+-]?\d{{1,3}}({s}\d{{3}})+({dec}\d+)?$"
+
+
+def _why_not_number(v: Any) -> str:
+    from .formats import BadCell, show
+
+    if isinstance(v, BadCell):
+        return v.why
+    if isinstance(v, bool):
+        return f"{v!r} is not a number"
+    if isinstance(v, int):
+        return f"{show(v)} is too large for a number"
+    if isinstance(v, list | dict | tuple):
+        return f"{show(v)} is a {'list' if not isinstance(v, dict) else 'JSON object'}, not a number"
+    if isinstance(v, str) and _AMBIGUOUS.match(v.strip()):
+        return (
+            f"{v.strip()!r} is ambiguous: a thousands separator or a decimal comma? "
+            "(read with --thousands , or write the number without separators)"
+        )
+    return f"{show(v)} is not a number"
+
+
+def _parse_number_text(s: str, thousands: str | None) -> float | None:
+    if _NUMBER_TEXT.match(s):
+        return float(s)
+    if thousands is None:
+        if re.match(_THOUSANDS_AUTO, s):
+            return float(s.replace(",", ""))
+    elif thousands and re.match(_thousands_pattern(thousands), s):
+        t = s.replace(thousands, "")
+        return float(t.replace(",", ".") if thousands == "." else t)
+    return None
+
+
+def _numeric_cells(
+    cells: list[Any], tokens: frozenset[str], thousands: str | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, str]]:
+    """Cell by cell (records, Excel, odd Arrow types): values, bad, empty, why."""
+    n = len(cells)
+    out = np.full(n, np.nan)
+    bad = np.zeros(n, dtype=bool)
+    empty = np.zeros(n, dtype=bool)
+    why: dict[int, str] = {}
+    for i, v in enumerate(cells):
+        if v is None or (isinstance(v, float) and v != v):  # None, or NaN from a DataFrame: missing
+            empty[i] = True
+            continue
+        if isinstance(v, bool):
+            pass
+        elif isinstance(v, int | float):
+            try:
+                out[i] = float(v)
+                continue
+            except OverflowError:
+                pass
+        elif isinstance(v, str):
+            t = v.strip()
+            if t in tokens:
+                empty[i] = True
+                continue
+            num = _parse_number_text(t, thousands)
+            if num is not None:
+                out[i] = num
+                continue
+        bad[i] = True
+        why[i] = _why_not_number(v)
+    return out, bad, empty, why
+
+
+def _numeric(
+    col: Any, n: int, owned: bool = False, tokens: frozenset[str] = frozenset(_NULLS), thousands: str | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict[int, str]]:
+    """(float64 values, NaN where missing or bad; bad mask; empty mask or None; why per bad index).
+
+    ``owned``: the Arrow column may be overwritten (its null slots). A column of a type that is
+    not numbers or text (lists, structs, huge decimals …) is read cell by cell: each cell that is
+    not a number is a problem of its row, never of the batch.
+    """
     import pyarrow as pa
     import pyarrow.compute as pc
+
+    from . import _arrow
 
     bad = np.zeros(n, dtype=bool)
     if isinstance(col, pa.ChunkedArray | pa.Array):
         t = col.type
-        if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
-            from ._arrow import numbers
-
-            return numbers(col, fill=fill, inplace=owned), bad
-        if pa.types.is_boolean(t) or pa.types.is_null(t):
+        try:
+            if pa.types.is_dictionary(t):
+                col = col.cast(t.value_type)
+                t = col.type
             if pa.types.is_null(t):
-                return np.full(n, np.nan), bad
-        if pa.types.is_string(t) or pa.types.is_large_string(t):
-            trimmed = pc.utf8_trim_whitespace(col)
-            ok = pc.match_substring_regex(trimmed, _NUMBER_RE)
-            from ._arrow import text_scalar
-
-            empty = pc.equal(trimmed, text_scalar(""))
-            good = pc.or_kleene(ok, empty)
-            from ._arrow import booleans, null_scalar, numbers
-
-            valid = booleans(pc.or_kleene(good, pc.is_null(good)))
-            nums = pc.if_else(pc.and_kleene(ok, pc.is_valid(ok)), trimmed, null_scalar(pa.string())).cast(pa.float64())
-            return numbers(nums), ~valid
-        col = col.to_pylist()
-    arr = np.asarray(col)
-    if arr.dtype.kind in "fiu":
-        return arr.astype(np.float64), bad
-    out = np.full(n, np.nan)
-    for i, v in enumerate(arr.tolist()):
-        if v is None or (isinstance(v, float) and np.isnan(v)):
-            continue
-        if isinstance(v, bool):
-            bad[i] = True
-        elif isinstance(v, int | float):
-            out[i] = float(v)
-        elif isinstance(v, str):
-            s = v.strip()
-            if s in _NULLS:
-                continue
+                return np.full(n, np.nan), bad, np.ones(n, dtype=bool), {}
+            if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
+                if not pa.types.is_floating(t):
+                    col = pc.cast(col, pa.float64(), safe=False) if pa.types.is_integer(t) else col.cast(pa.float64())
+                    owned = True
+                empty = None
+                if col.null_count:
+                    chunks = col.chunks if isinstance(col, pa.ChunkedArray) else [col]
+                    parts = [
+                        ~v if (v := _arrow.valid(c)) is not None else np.zeros(len(c), dtype=bool)
+                        for c in chunks
+                        if len(c)
+                    ]
+                    empty = np.concatenate(parts) if parts else np.zeros(0, dtype=bool)
+                return _arrow.numbers(col, fill=np.nan, inplace=owned), bad, empty, {}
+            if pa.types.is_string(t) or pa.types.is_large_string(t):
+                trimmed = pc.utf8_trim_whitespace(col)
+                token = pc.is_in(trimmed, value_set=_arrow.strings(sorted(tokens)).cast(t))
+                empty = _arrow.booleans(pc.or_kleene(token, pc.is_null(trimmed)), fill=True)
+                matched = pc.match_substring_regex(trimmed, _NUMBER_RE)
+                ok = _arrow.booleans(matched)
+                nums = pc.if_else(matched, trimmed, _arrow.null_scalar(t)).cast(pa.float64())
+                values = _arrow.numbers(nums)
+                rest = ~ok & ~empty
+                why: dict[int, str] = {}
+                if rest.any():
+                    idx = np.flatnonzero(rest)
+                    cells = trimmed.take(_arrow.array(idx)).to_pylist()
+                    v2, b2, _, w2 = _numeric_cells(cells, tokens, thousands)
+                    values = _writable(values)
+                    values[idx] = v2
+                    bad[idx[b2]] = True
+                    why = {int(idx[j]): w for j, w in w2.items()}
+                return values, bad, empty, why
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, OverflowError, ValueError):
+            pass
+        cells = col.to_pylist()
+    elif isinstance(col, list):
+        cells = col
+        if n and all(type(v) is float for v in col[: min(n, 64)]):
             try:
-                out[i] = float(s)
-                if not np.isfinite(out[i]):
-                    raise ValueError
-            except ValueError:
-                out[i] = np.nan
-                bad[i] = True
+                arr = np.asarray(col, dtype=np.float64)
+                return arr, bad, np.isnan(arr) if np.isnan(arr).any() else None, {}
+            except (TypeError, ValueError):
+                pass
+    else:
+        arr = np.asarray(col)
+        if arr.dtype.kind in "fiub":
+            if arr.dtype.kind == "b":
+                cells = arr.tolist()
+            else:
+                values = arr.astype(np.float64)
+                nan = np.isnan(values)
+                return values, bad, nan if nan.any() else None, {}
         else:
-            bad[i] = True
-    return out, bad
+            cells = arr.astype(object).tolist()
+    values, bad, empty_mask, why = _numeric_cells(cells, tokens, thousands)
+    return values, bad, empty_mask, why
+
+
+def _numbers(col: Any, n: int, owned: bool = False, fill: float = np.nan) -> tuple[np.ndarray, np.ndarray]:
+    """(float64 values with ``fill`` for missing, bool mask of cells that are not numbers)."""
+    values, bad, empty, _ = _numeric(col, n, owned)
+    if empty is not None and not np.isnan(fill) and empty.any():
+        values = _writable(values)
+        values[empty] = fill
+    return values, bad
+
+
+def _text(col: Any, n: int) -> tuple[Any, dict[int, str]]:
+    """A column as a pyarrow string array (null for missing) and the cells that are not text.
+
+    Whole floats read as their integer text (``3011.0`` → ``3011``); lists, objects and numbers
+    too large to be exact are problems of their row.
+    """
+    import pyarrow as pa
+
+    try:
+        return _text_arrow(col, n), {}
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, OverflowError, ValueError, TypeError):
+        pass
+    from .formats import BadCell, show
+
+    cells = col.to_pylist() if hasattr(col, "to_pylist") else list(np.asarray(col, dtype=object).tolist())
+    out: list[str | None] = []
+    why: dict[int, str] = {}
+    for i, v in enumerate(cells):
+        if v is None or (isinstance(v, float) and v != v):
+            out.append(None)
+        elif isinstance(v, str):
+            out.append(v)
+        elif isinstance(v, bool) or isinstance(v, BadCell | list | dict | tuple | bytes):
+            out.append(None)
+            why[i] = v.why if isinstance(v, BadCell) else f"{show(v)} is not text"
+        elif isinstance(v, float) and v.is_integer():
+            if abs(v) >= 2**53:
+                out.append(None)
+                why[i] = f"{v!r} is a number too large to be an exact code (did a spreadsheet turn it into a number?)"
+            else:
+                out.append(str(int(v)))
+        elif isinstance(v, int) and len(str(v)) > 400:
+            out.append(None)
+            why[i] = f"{show(v)} is too long"
+        else:
+            out.append(str(v))
+    return pa.array(out, type=pa.string()), why
 
 
 def _text_arrow(col: Any, n: int) -> Any:
@@ -411,6 +594,19 @@ def _text_arrow(col: Any, n: int) -> Any:
     if col is None:
         return pa.nulls(n, type=pa.string())
     if not isinstance(col, pa.ChunkedArray | pa.Array):
+        if isinstance(col, list):
+            try:
+                arr = pa.array(col)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+                raise ValueError("mixed cells") from None
+            if not (
+                pa.types.is_string(arr.type)
+                or pa.types.is_integer(arr.type)
+                or pa.types.is_floating(arr.type)
+                or pa.types.is_null(arr.type)
+            ):
+                raise ValueError("cells that are not text")
+            return _text_arrow(arr, n)
         arr = np.asarray(col)
         if arr.dtype.kind in "iufUS":  # numbers and numpy text convert in Arrow, no Python loop
             return _text_arrow(pa.array(arr), n)
@@ -424,14 +620,19 @@ def _text_arrow(col: Any, n: int) -> Any:
                 values.append(None)
             elif isinstance(v, float) and v.is_integer():
                 values.append(str(int(v)))
-            else:
+            elif isinstance(v, str | int | float):
                 values.append(str(v))
+            else:
+                raise ValueError("cells that are not text")
         col = pa.array(values, type=pa.string())
     t = col.type
     if pa.types.is_floating(t):
         from ._arrow import null_scalar, numbers
 
         f = numbers(col)
+        with np.errstate(invalid="ignore"):
+            if np.any(np.abs(f[~np.isnan(f)]) >= 2**53):
+                raise ValueError("numbers too large to be exact codes")
         if np.all(np.isnan(f) | (f == np.round(f))):
             as_int = col.cast(pa.int64(), safe=False)
             nan = pc.is_nan(col)
@@ -441,11 +642,13 @@ def _text_arrow(col: Any, n: int) -> Any:
             return col  # read as a dictionary from Parquet: encoded already
         col = col.cast(t.value_type)
     if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+        if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or pa.types.is_null(col.type)):
+            raise ValueError("cells that are not text")
         col = col.cast(pa.string())
     return col
 
 
-def _category_from_arrow(text: Any, sort: bool = True) -> Category:
+def _category_from_arrow(text: Any, sort: bool = True, missing: Iterable[str] = ()) -> Category:
     """Dictionary-encode in Arrow (no per-row Python), then trim only the distinct labels.
 
     ``text`` is a string column, or a dictionary column as read from Parquet (its dictionary is
@@ -476,6 +679,11 @@ def _category_from_arrow(text: Any, sort: bool = True) -> Category:
     mapping = np.arange(len(dictionary), dtype=np.int32)
     changed = False
     trimmed = pc.utf8_trim_whitespace(dictionary)
+    tokens = sorted(set(missing) - {""})
+    if tokens:  # missing-value tokens ('NA', '-', '无' …) are missing: blank, then dropped below
+        is_token = pc.is_in(trimmed, value_set=_arrow.strings(tokens).cast(trimmed.type))
+        if pc.any(is_token).as_py():
+            trimmed = pc.if_else(is_token, blank.cast(trimmed.type), trimmed)
     # Re-encoded when labels differ only by spaces, when the dictionary holds a null, or when a
     # (small) dictionary repeats a value; a large one (firm ids) is taken as distinct: every
     # dictionary this engine reads or builds is, and checking half a million labels costs 0.1 s.
@@ -504,80 +712,183 @@ def _category_from_arrow(text: Any, sort: bool = True) -> Category:
     return Category(codes, dictionary.to_pylist() if sort else dictionary)
 
 
+def _encode_defaults(n: int, items: list[tuple[str, np.ndarray | None]]) -> Category | None:
+    """Per row, '; '-joined labels of the inputs that took their default (mask None = every row)."""
+    items = [(lab, m) for lab, m in items if m is None or m.any()]
+    if not items or n == 0:
+        return None
+    masked = [m for _, m in items if m is not None]
+    if not masked:
+        return Category(np.zeros(n, dtype=np.int32), ["; ".join(lab for lab, _ in items)])
+    words = []
+    for start in range(0, len(masked), 62):
+        key = np.zeros(n, dtype=np.int64)
+        for j, m in enumerate(masked[start : start + 62]):
+            np.add(key, np.int64(1) << j, out=key, where=m)  # no temporary per mask
+        words.append(key)
+    uniq: Any
+    inverse: Any
+    if len(words) == 1:
+        key = words[0]
+        if key.min() == key.max():
+            uniq, inverse = key[:1], np.zeros(n, dtype=np.int64)
+        elif len(masked) <= 20:  # O(n): count the (at most 2^20) keys instead of sorting the rows
+            seen = np.flatnonzero(np.bincount(key, minlength=1 << len(masked)))
+            lookup = np.zeros(1 << len(masked), dtype=np.int32)
+            lookup[seen] = np.arange(len(seen), dtype=np.int32)
+            uniq, inverse = seen.astype(np.int64), lookup[key]
+        else:
+            uniq, inverse = np.unique(key, return_inverse=True)
+        uniq = uniq[:, None]
+    else:
+        uniq, inverse = np.unique(np.stack(words, axis=1), axis=0, return_inverse=True)
+    labels = []
+    for row in uniq.tolist():
+        parts, j = [], 0
+        for lab, mask in items:
+            if mask is None:
+                parts.append(lab)
+            else:
+                if (row[j // 62] >> (j % 62)) & 1:
+                    parts.append(lab)
+                j += 1
+        labels.append("; ".join(parts))
+    codes = np.asarray(inverse, dtype=np.int32).reshape(-1)
+    if "" in labels:  # rows without a default read -1 (empty)
+        e = labels.index("")
+        codes = np.where(codes == e, -1, codes - (codes > e)).astype(np.int32)
+        labels.pop(e)
+    return Category(codes, labels)
+
+
 def prepare(raw: RawTable, inputs: Mapping[str, Any], book: str = "the rulebook") -> Batch:
-    """Apply the rulebook's input declarations to ``raw``: types, defaults, ranges, required values."""
+    """Apply the rulebook's input declarations to ``raw``: types, defaults, ranges, required values.
+
+    Every default taken is recorded per row (``Batch.defaults``: ``input (column absent)`` or
+    ``input (cell empty)``); a missing-value token is missing, never 0.
+    """
+    from .formats import ReadOptions
+
     n = raw.n
     issues: list[DataIssue] = list(raw.issues)
     row_issues: dict[int, list[str]] = {}
     invalid = np.zeros(n, dtype=bool)
     src = raw.source
+    rows = raw.rows()
+    opts = raw.options if raw.options is not None else ReadOptions()
+    tokens = frozenset(opts.missing)
+    cmap = raw.mapping
 
     def flag(idx: np.ndarray, column: str | None, messages: list[str] | str, fatal: bool = True) -> None:
         for j, i in enumerate(idx.tolist()):
             msg = messages if isinstance(messages, str) else messages[j]
-            issues.append(DataIssue(src, i + 1, column, msg, fatal))
+            issues.append(DataIssue(src, int(rows[i]), column, msg, fatal))
             row_issues.setdefault(i, []).append(f"{column}: {msg}" if column else msg)
             if fatal:
                 invalid[i] = True
 
-    missing_required = [name for name, spec in inputs.items() if spec.required and name not in raw.columns]
-    if missing_required:
-        raise DataError(
-            f"{src}: required column{'s' if len(missing_required) > 1 else ''} "
-            f"{', '.join(missing_required)} missing (needed by {book})"
-        )
+    for i, column, msg in raw.row_problems:
+        flag(np.asarray([i]), column, msg)
+
     known = set(inputs) | set(CANONICAL_COLUMNS)
+    close: dict[str, str] = {}  # input → the unknown header that looks like it
     for name in raw.names:
-        if name not in known:
-            hint = did_you_mean(name, known)
-            if hint:
-                issues.append(DataIssue(src, None, name, f"unknown column{hint}; it is ignored", fatal=False))
+        if name in known or is_provenance_column(name, known):
+            continue
+        import difflib
+
+        near = difflib.get_close_matches(name, sorted(inputs), n=1, cutoff=TYPO_CUTOFF)
+        if near:  # a near miss of an input: an error (its column would otherwise read as absent)
+            close[near[0]] = name
+            continue
+        hint = did_you_mean(name, known)
+        if hint:
+            issues.append(DataIssue(src, None, name, f"unknown column{hint}; it is ignored", fatal=False))
+    absent_error = [
+        name
+        for name, spec in inputs.items()
+        if name not in raw.columns
+        and (spec.required or (getattr(spec, "absent", "default") == "error" and raw.source != "<records>"))
+    ]
+    if absent_error or close:
+        lines = []
+        if absent_error:
+            lines.append(
+                f"{src}: required column{'s' if len(absent_error) > 1 else ''} "
+                f"{', '.join(absent_error)} missing (needed by {book})"
+            )
+        for target, header in close.items():
+            lines.append(
+                f"{src}: header: unknown column '{header}' (did you mean '{target}'?): rename it, or map it "
+                "in a column mapping file (--mapping)"
+            )
+        raise DataError("\n".join(lines))
+    if cmap is not None:
+        for rule in cmap.columns.values():
+            spec = inputs.get(rule.input)
+            if rule.input not in known:
+                raise DataError(
+                    f"{rule.where}: '{rule.input}' is not an input of {book} nor a canonical column"
+                    f"{did_you_mean(rule.input, known)}"
+                )
+            if spec is not None and rule.unit is not None and rule.input in raw.columns:
+                from ..rulebook.units import Unit
+
+                if spec.unit is None or Unit.parse(rule.unit) != spec.unit:
+                    raise DataError(
+                        f"{rule.where}: the conversion gives {rule.unit}, but {rule.input} is in {spec.unit} ({book})"
+                    )
+            if rule.factor != 1.0 and rule.input in raw.columns:
+                issues.append(DataIssue(src, None, rule.input, f"read from '{rule.header}' {rule.note}", fatal=False))
+    factors = {r.input: r.factor for r in cmap.columns.values()} if cmap is not None else {}
 
     columns: dict[str, Any] = {}
+    defaulted: list[tuple[str, np.ndarray | None]] = []
     firm_codes = np.full(n, -1, dtype=np.int32)
     for name, spec in inputs.items():
         col = raw.columns.pop(name, None)  # consumed: its Arrow buffers can go once converted
         if spec.type in ("number", "integer"):
-            if col is None:  # an absent column is all-empty
-                if spec.required:
-                    values, bad = np.full(n, np.nan), np.zeros(n, dtype=bool)
-                else:
-                    fill = np.nan if spec.default is None else float(spec.default)
-                    columns[name] = np.broadcast_to(np.float64(fill), (n,))  # read-only, no memory
-                    continue
-            else:
-                default = np.nan if spec.required or spec.default is None else float(spec.default)
-                if _col_is_empty(col) and not np.isnan(default):
-                    columns[name] = np.broadcast_to(np.float64(default), (n,))  # all empty: the default
-                    continue
-                values, bad = _numbers(col, n, raw.owned, default)  # empty numeric cells read the default
-                values = np.asarray(values, dtype=np.float64)
+            default = None if spec.required or spec.default is None else float(spec.default)
+            if col is None:  # an absent column: the default where declared (recorded), else all missing
+                if default is not None:
+                    defaulted.append((f"{name} (column absent)", None))
+                columns[name] = np.broadcast_to(np.float64(np.nan if default is None else default), (n,))
+                continue
+            if _col_is_empty(col) and default is not None:  # every cell empty: one repeated default
+                defaulted.append((f"{name} (cell empty)", None))
+                columns[name] = np.broadcast_to(np.float64(default), (n,))
+                continue
+            values, bad, empty, why = _numeric(col, n, raw.owned, tokens, opts.thousands)
+            values = np.asarray(values, dtype=np.float64)
+            factor = factors.get(name, 1.0)
+            if factor != 1.0:
+                with np.errstate(over="ignore"):
+                    values = values * factor
             with np.errstate(all="ignore"):
                 # one pass without allocating: a finite sum means no NaN and no infinity, so the
                 # cell-by-cell checks below are needed only for columns that hold either
                 clean = n == 0 or bool(np.isfinite(np.add.reduce(values)))
-            whole_by_type = col is not None and hasattr(col, "type") and _is_integer_type(col.type)
-            if clean:
+            whole_by_type = hasattr(col, "type") and _is_integer_type(col.type)
+            if clean and not bad.any():
                 typed_ok = spec.type == "number" or whole_by_type  # integers: whole by their type
                 if typed_ok and (spec.min is None or n == 0 or values.min() >= spec.min):
                     if spec.max is None or n == 0 or values.max() <= spec.max:
                         columns[name] = values
                         continue
-                absent = np.zeros(n, dtype=bool)
-            else:
-                absent = np.isnan(values) & ~bad  # not reported (as opposed to reported wrong)
+            if empty is None:
+                empty = np.zeros(n, dtype=bool)
             if bad.any():
                 idx = np.flatnonzero(bad)
-                shown = _to_numpy_object(col)[idx] if col is not None else []
-                flag(idx, name, [f"{v!r} is not a number" for v in shown])
-            nonfinite = ~np.isfinite(values) & ~np.isnan(values)
+                flag(idx, name, [why.get(int(i), "not a number") for i in idx])
+            nonfinite = ~np.isfinite(values) & ~empty & ~bad
             if nonfinite.any():
                 idx = np.flatnonzero(nonfinite)
                 flag(idx, name, [f"{float(values[i])!r} is not a finite number" for i in idx])
                 values = _writable(values)
                 values[idx] = np.nan
             if spec.type == "integer" and not whole_by_type:
-                frac = ~np.isnan(values) & (values != np.round(values))
+                with np.errstate(invalid="ignore"):
+                    frac = ~np.isnan(values) & (values != np.round(values))
                 if frac.any():
                     idx = np.flatnonzero(frac)
                     flag(idx, name, [f"{float(values[i])!r} is not a whole number" for i in idx])
@@ -596,18 +907,41 @@ def prepare(raw: RawTable, inputs: Mapping[str, Any], book: str = "the rulebook"
                     flag(idx, name, [f"{values[i]:g} is {word} {bound:g}" for i in idx])
                     values = _writable(values)
                     values[idx] = np.nan
-            if spec.required and absent.any():
-                flag(np.flatnonzero(absent), name, "required value is missing")
-            elif spec.default is not None and absent.any():
-                values = _writable(values)
-                values[absent] = float(spec.default)
+            if empty.any():
+                if spec.required:
+                    flag(np.flatnonzero(empty & ~invalid), name, "required value is missing")
+                elif default is not None:
+                    values = _writable(values)
+                    values[empty] = default
+                    defaulted.append((f"{name} (cell empty)", empty))
             columns[name] = values
         else:
-            cat = _category_from_arrow(_text_arrow(col, n), sort=spec.type == "category")
+            if col is None:
+                text, why = _text_arrow(None, n), {}
+                if spec.default is not None:
+                    defaulted.append((f"{name} (column absent)", None))
+            else:
+                text, why = _text(col, n)
+            if why:
+                idx = np.asarray(sorted(why), dtype=np.int64)
+                flag(idx, name, [why[int(i)] for i in idx])
+            cat = _category_from_arrow(text, sort=spec.type == "category", missing=tokens)
+            if name == "industry" and cmap is not None and cmap.industry_names:
+                cat = _rename_labels(cat, cmap.industry_names)
             if spec.default is not None:
+                if col is not None:
+                    gap = cat.codes < 0
+                    if why:
+                        gap[np.asarray(sorted(why), dtype=np.int64)] = False
+                    if gap.any():
+                        defaulted.append((f"{name} (cell empty)", gap))
                 cat = _fill_category(cat, str(spec.default))
             elif spec.required and (cat.codes < 0).any():
-                flag(np.flatnonzero(cat.codes < 0), name, "required value is missing")
+                miss = (cat.codes < 0) & ~invalid
+                if why:
+                    miss[np.asarray(sorted(why), dtype=np.int64)] = False
+                if miss.any():
+                    flag(np.flatnonzero(miss), name, "required value is missing")
             if spec.values is not None:
                 allowed = set(spec.values)
                 bad_codes = [i for i, lab in enumerate(cat.labels) if lab not in allowed]
@@ -618,40 +952,165 @@ def prepare(raw: RawTable, inputs: Mapping[str, Any], book: str = "the rulebook"
                         idx, name, [f"{cat.labels[cat.codes[i]]!r} is not one of {', '.join(spec.values)}" for i in idx]
                     )
                     keep = [lab for lab in cat.labels if lab in allowed]
-                    remap = np.array(
-                        [keep.index(lab) if lab in allowed else -1 for lab in cat.labels] + [-1], dtype=np.int32
-                    )
+                    pos = {lab: k for k, lab in enumerate(keep)}
+                    remap = np.array([pos.get(lab, -1) for lab in cat.labels] + [-1], dtype=np.int32)
                     cat = Category(remap[cat.codes], keep)
+            if name == "industry":
+                cat = _check_industry(cat, flag, issues, src, rows)
             columns[name] = cat
             if name == "firm_id":
                 firm_codes = cat.codes
+                _check_firm_ids(cat, opts.id_check, flag, issues, src, rows)
 
-    # duplicate firm-years
-    if "firm_id" in columns and "year" in columns and n:
-        years = columns["year"]
-        ok = (firm_codes >= 0) & ~np.isnan(years)
-        key = firm_codes.astype(np.int64) * 10000 + np.where(ok, years, 0).astype(np.int64)
-        key = np.where(ok, key, -1 - np.arange(n))
-        order = np.argsort(key, kind="stable")
-        sk = key[order]
-        dup_sorted = np.zeros(n, dtype=bool)
-        same = sk[1:] == sk[:-1]
-        dup_sorted[1:] |= same
-        dup_sorted[:-1] |= same
-        if dup_sorted.any():
-            idx_sorted = np.sort(order[dup_sorted])
-            rows_of: dict[int, list[int]] = {}  # key -> its rows, in file order (linear, not pairwise)
-            for i in idx_sorted.tolist():
-                rows_of.setdefault(int(key[i]), []).append(i)
-            msgs = []
-            for i in idx_sorted.tolist():
-                group = [j + 1 for j in rows_of[int(key[i])] if j != i]
-                msgs.append(
-                    f"duplicate firm-year ({columns['firm_id'].labels[firm_codes[i]]}, {int(years[i])}): also on "
-                    f"row {', '.join(map(str, group))}"
+    _check_duplicates(columns, firm_codes, n, rows, issues, row_issues, invalid, src)
+    return Batch(columns, n, src, issues, row_issues, invalid, rows, firm_codes, _encode_defaults(n, defaulted))
+
+
+def _rename_labels(cat: Category, names: Mapping[str, str]) -> Category:
+    """Category labels renamed through ``names`` (industry names → codes), merged where they meet."""
+    labels = [names.get(lab, lab) for lab in cat.labels]
+    if labels == cat.labels:
+        return cat
+    merged = sorted(set(labels))
+    pos = {lab: k for k, lab in enumerate(merged)}
+    remap = np.array([pos[lab] for lab in labels] + [-1], dtype=np.int32)
+    return Category(remap[cat.codes], merged)
+
+
+def _check_industry(cat: Category, flag: Any, issues: list[DataIssue], src: str, rows: np.ndarray) -> Category:
+    """Industry codes against GB/T 4754-2017.
+
+    A code that lost its leading zero, a name, a code of another level or text that is no code
+    at all leaves its rows unrated (with a did-you-mean). A well-formed 4-digit code that is not a
+    2017 class (e.g. a GB/T 4754-2011 code such as 1310) is rated in its own peer group and
+    reported once per code as a warning.
+    """
+    from .identifiers import industry_problem
+
+    problems = {k: p for k, lab in enumerate(cat.labels) if (p := industry_problem(lab)) is not None}
+    if not problems:
+        return cat
+    fatal = {k: p for k, p in problems.items() if not p.endswith("is not a GB/T 4754-2017 class code")}
+    if fatal:
+        idx = np.flatnonzero(np.isin(cat.codes, list(fatal)))
+        flag(idx, "industry", [fatal[int(cat.codes[i])] for i in idx])
+    for k, p in problems.items():
+        if k in fatal:
+            continue
+        hit = np.flatnonzero(cat.codes == k)
+        if len(hit):
+            issues.append(
+                DataIssue(
+                    src, int(rows[hit[0]]), "industry",
+                    f"{p} ({len(hit):,} rows; a GB/T 4754-2011 code?): kept as given",
+                    fatal=False,
                 )
-            flag(idx_sorted, "firm_id", msgs)
-    return Batch(columns, n, src, issues, row_issues, invalid, np.arange(1, n + 1), firm_codes)
+            )  # fmt: skip
+    return cat
+
+
+def _check_firm_ids(cat: Category, mode: str, flag: Any, issues: list[DataIssue], src: str, rows: np.ndarray) -> None:
+    """Unified social credit codes (GB 32100-2015) per row.
+
+    ``error``: every firm id must be a valid code, a bad one leaves its row unrated. ``warn``:
+    ids that look meant as credit codes (15-20 digits and capitals) are checked and each bad one
+    is listed as a located warning, one line per distinct id; other ids are not credit codes and
+    are not checked. ``off``: no check.
+    """
+    if mode == "off" or cat.label_count == 0:
+        return
+    from .identifiers import check_ids, uscc_problem
+
+    labels = cat.arrow_labels()
+    _, invalid_ids = check_ids(labels, only_lookalikes=mode == "warn")
+    bad_codes = np.flatnonzero(invalid_ids)
+    if not len(bad_codes):
+        return
+    is_bad = np.zeros(cat.label_count + 1, dtype=bool)
+    is_bad[bad_codes] = True
+    rows_bad = np.flatnonzero(is_bad[cat.codes])  # code -1 reads the trailing False
+    if mode == "error":
+        msgs: dict[int, str] = {}
+        texts = []
+        for i in rows_bad.tolist():
+            c = int(cat.codes[i])
+            if c not in msgs:
+                msgs[c] = f"not a unified social credit code: {uscc_problem(cat.labels[c])}"
+            texts.append(msgs[c])
+        flag(rows_bad, "firm_id", texts)
+        return
+    shown: list[int] = []
+    for i in rows_bad[:10_000].tolist():  # the first rows of the first three distinct bad ids
+        if int(cat.codes[i]) not in [int(cat.codes[j]) for j in shown]:
+            shown.append(i)
+            if len(shown) == 3:
+                break
+
+    def label(i: int) -> str:
+        return str(labels[int(cat.codes[i])].as_py())
+
+    examples = "; ".join(f"row {int(rows[i])} {label(i)!r}: {uscc_problem(label(i))}" for i in shown)
+    more = f"; and {len(bad_codes) - len(shown):,} more" if len(bad_codes) > len(shown) else ""
+    issues.append(
+        DataIssue(
+            src,
+            int(rows[shown[0]]),
+            "firm_id",
+            f"{len(bad_codes):,} firm id{'s' if len(bad_codes) > 1 else ''} ({len(rows_bad):,} rows) look like unified "
+            f"social credit codes but fail the GB 32100-2015 check: {examples}{more} (rated; --id-check error leaves "
+            "such rows unrated)",
+            fatal=False,
+        )
+    )
+
+
+def _check_duplicates(
+    columns: dict[str, Any],
+    firm_codes: np.ndarray,
+    n: int,
+    rows: np.ndarray,
+    issues: list[DataIssue],
+    row_issues: dict[int, list[str]],
+    invalid: np.ndarray,
+    src: str,
+) -> None:
+    """Duplicate (firm_id, year) by sorting once: O(n log n) time, one message per group.
+
+    Every row of a group is unrated with a short reason naming the group's first row and size;
+    the issue list gets one entry per group (its first rows), never one per pair.
+    """
+    if "firm_id" not in columns or "year" not in columns or not n:
+        return
+    years = columns["year"]
+    ok = (firm_codes >= 0) & ~np.isnan(years)
+    if not ok.any():
+        return
+    yr = np.where(ok, years, 0).astype(np.int64)
+    key = firm_codes.astype(np.int64) * 100_000 + (yr - yr[ok].min())
+    key = np.where(ok, key, -1 - np.arange(n))
+    order = np.argsort(key, kind="stable")
+    sk = key[order]
+    same = sk[1:] == sk[:-1]
+    if not same.any():
+        return
+    starts = np.flatnonzero(np.concatenate(([True], ~same)))
+    sizes = np.diff(np.append(starts, n))
+    multi = np.flatnonzero(sizes > 1)
+    ids = columns["firm_id"]
+    for g in multi.tolist():
+        members = order[starts[g] : starts[g] + sizes[g]]  # stable sort: file order within the group
+        first = int(members[0])
+        firm = ids.labels[firm_codes[first]] if isinstance(ids, Category) else str(ids[first])
+        label = f"({firm[:60]}, {int(years[first])})"
+        listed = ", ".join(str(int(rows[i])) for i in members[:10]) + (", …" if len(members) > 10 else "")
+        count = len(members)
+        issues.append(
+            DataIssue(src, int(rows[first]), "firm_id", f"duplicate firm-year {label}: {count:,} rows ({listed})")
+        )
+        reason = f"firm_id: duplicate firm-year {label}, {count:,} rows, first on row {int(rows[first])}"
+        for i in members.tolist():
+            row_issues.setdefault(i, []).append(reason)
+        invalid[members] = True
 
 
 def text_values(col: Any, n: int) -> list[str]:
@@ -662,3 +1121,30 @@ def text_values(col: Any, n: int) -> list[str]:
 def number_values(col: Any, n: int) -> np.ndarray:
     """A column as read as ``n`` float64 values, NaN for missing or non-numeric cells."""
     return _numbers(col, n)[0]
+
+
+# Columns that ``ruleengine acquire`` writes next to each energy input it produced: where the value
+# came from and how complete it is (docs/acquire-meters.md, docs/acquire-invoices.md).
+PROVENANCE_SUFFIXES = (
+    "_source",
+    "_coverage",
+    "_policy",
+    "_filled",
+    "_issues",
+    "_readings",
+    "_meters",
+    "_invoices",
+    "_lines",
+    "_months",
+    "_crossval",
+    "_other",
+    "_resale",
+)
+
+
+def is_provenance_column(name: str, inputs: Iterable[str]) -> bool:
+    """``electricity_mwh_coverage`` and the like: an input's provenance, not a misspelt input."""
+    for suffix in PROVENANCE_SUFFIXES:
+        if name.endswith(suffix) and name[: -len(suffix)] in inputs:
+            return True
+    return False

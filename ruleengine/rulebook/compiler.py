@@ -240,6 +240,9 @@ class _Compiler:
                 self.error(f"default {default} is outside [min, max]", (*path, "default"))
             if spec.get("required") is False:
                 self.error("write 'optional: true' or a 'default' instead of 'required: false'", (*path, "required"))
+            absent = spec.get("absent", "error" if spec.get("required") else "default")
+            if absent == "default" and spec.get("required"):
+                self.error("a required input cannot take a default when its column is absent", (*path, "absent"))
             out[name] = InputSpec(
                 name,
                 typ,
@@ -252,6 +255,7 @@ class _Compiler:
                 tuple(spec["values"]) if "values" in spec else None,
                 spec.get("description", ""),
                 self.doc.loc(path, key=True),
+                absent,
             )
         return out
 

@@ -45,6 +45,7 @@ class InputSpec:
     values: tuple[str, ...] | None
     description: str
     loc: SourceLocation
+    absent: str = "default"  # a column absent from the data: "error", or "default" (recorded per row)
 
 
 @dataclass
