@@ -31,9 +31,9 @@ def main(book: str, src: str, dst: str) -> None:
     import pyarrow.parquet  # noqa: F401  and the resident set after imports includes them)
 
     import ruleengine
-    from ruleengine import _api
-    from ruleengine.evaluator import evaluate
-    from ruleengine.results import build
+    from ruleengine import api as _api
+    from ruleengine.engine.evaluator import evaluate
+    from ruleengine.engine.results import build
 
     marks = [("imports", time.perf_counter())]
     base = _status_mb("VmRSS")

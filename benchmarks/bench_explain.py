@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 import ruleengine
-from ruleengine import sample
-from ruleengine.trace import trace_row
+from ruleengine.analysis.trace import trace_row
+from ruleengine.io import sample
 
 
 def explain_latency(plan: ruleengine.Plan, results: ruleengine.Results, firms: int = 50) -> list[float]:

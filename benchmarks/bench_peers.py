@@ -1,6 +1,6 @@
 """ruleengine against its peers on the Huzhou method (issue #6): one command, same portfolios.
 
-On the portfolios of ``bench_rate.py`` (``ruleengine.sample``, clean, two reporting years, cached
+On the portfolios of ``bench_rate.py`` (``ruleengine.io.sample``, clean, two reporting years, cached
 as Parquet and CSV under ``benchmarks/data/``) this measures side by side, as medians of
 ``--repeat`` runs:
 
@@ -313,7 +313,7 @@ def numpy_evaluate(p: dict[str, Any]) -> dict[str, np.ndarray]:
 
 
 def ruleengine_reference(plan: Any, batch: Any) -> dict[str, np.ndarray]:
-    from ruleengine.evaluator import evaluate
+    from ruleengine.engine.evaluator import evaluate
 
     ev = evaluate(plan, batch)
     lv = ev.levels["level"]
@@ -928,8 +928,8 @@ def measure(
 ) -> dict[str, Any]:
     """Every implementation on one portfolio size."""
     import ruleengine
-    from ruleengine import _api
-    from ruleengine.evaluator import evaluate
+    from ruleengine import api as _api
+    from ruleengine.engine.evaluator import evaluate
 
     pq_path, csv_path = _br.dataset(rows, seed, data_dir)
     out_dir = data_dir / "out"
@@ -1278,7 +1278,7 @@ def _memory_sites(plan: Any, batch: Any, top: int = 10) -> list[tuple[str, float
     """Where the memory still held after ``evaluate`` was allocated (tracemalloc, by line)."""
     import tracemalloc
 
-    from ruleengine.evaluator import evaluate
+    from ruleengine.engine.evaluator import evaluate
 
     gc.collect()
     tracemalloc.start()
@@ -1491,7 +1491,7 @@ def render(
         f"ruleengine {info['ruleengine']}{commit}, openfisca-core {info['openfisca']}, "
         f"zen-engine {info['zen']}, simpleeval {info['simpleeval']}",
         f"- Method: `{plan.id}` {plan.version} (hash `{plan_hash}`), the same Huzhou method in every implementation",
-        f"- Data: `ruleengine.sample.generate(firms=rows/2, years={list(_br.YEARS)}, seed={seed})`, "
+        f"- Data: `ruleengine.io.sample.generate(firms=rows/2, years={list(_br.YEARS)}, seed={seed})`, "
         "clean (every row rated); the same portfolio for every implementation; medians of "
         f"{repeat} run{'s' if repeat > 1 else ''}",
         "",
@@ -1609,7 +1609,7 @@ def render(
         f"(medians of ≥5; `python -c pass` alone: {cold['python_seconds']:.3f} s).",
         "",
         "- compile, no cache: `ruleengine.load('huzhou')` with `RULEENGINE_CACHE=off` and "
-        "`ruleengine._api._CACHE` emptied, imports done; load from plan cache: the same with "
+        "`ruleengine.api._CACHE` emptied, imports done; load from plan cache: the same with "
         "the on-disk plan cache primed.",
         "- rate from CSV / Parquet: `ruleengine.rate(plan, path)` in this process with the "
         "plan compiled; the warm Parquet→rate→Parquet adds `Results.write`.",
@@ -1696,8 +1696,8 @@ def render(
         "## How each implementation was written",
         "",
         "- **ruleengine**: `rulebooks/huzhou.yaml` (with `lib/accounting.yaml`) compiled; "
-        "evaluate = `ruleengine.evaluator.evaluate(plan, batch)` on a batch prepared once "
-        "by `ruleengine._api.prepare` (typing, defaults, range checks, category codes); the "
+        "evaluate = `ruleengine.engine.evaluator.evaluate(plan, batch)` on a batch prepared once "
+        "by `ruleengine.api.prepare` (typing, defaults, range checks, category codes); the "
         "Evaluation keeps every variable, the per-row reasons and fallbacks.",
         "- **hand numpy** (`numpy_evaluate`): the same factors and formulas written directly: "
         "measured-first `np.where(isnan)` coalesce for the 9 stationary fuels, the grid factor "
@@ -1833,8 +1833,8 @@ def run_profiles(
 ) -> dict[str, Any]:
     """cProfile (top 15 by own time) of ruleengine where a target is missed."""
     import ruleengine
-    from ruleengine import _api
-    from ruleengine.evaluator import evaluate
+    from ruleengine import api as _api
+    from ruleengine.engine.evaluator import evaluate
 
     missed = {t["id"] for t in tgts if t["met"] is False}
     profiles: dict[str, Any] = {}

@@ -1,6 +1,6 @@
 """Rating throughput benchmark: compile, in-memory rate, end-to-end file runs, peak memory.
 
-Portfolios come from :mod:`ruleengine.sample` (clean, firm-major, two reporting years) and are
+Portfolios come from :mod:`ruleengine.io.sample` (clean, firm-major, two reporting years) and are
 cached as Parquet and CSV under ``benchmarks/data/`` (git-ignored); the cache name carries a hash
 of the generator's source, so a changed generator never reuses stale data.  For every size it
 measures, as the median of ``--repeat`` runs:
@@ -75,14 +75,14 @@ def _end_to_end(book: str, src: Path, dst: Path, cache_dir: Path | None = None) 
 
 
 def _generator_hash() -> str:
-    from ruleengine import sample
+    from ruleengine.io import sample
 
     return hashlib.sha256(Path(sample.__file__).read_bytes()).hexdigest()[:8]
 
 
 def dataset(rows: int, seed: int, data_dir: Path) -> tuple[Path, Path]:
     """Parquet and CSV files of a clean portfolio of ``rows`` firm-years (generated once)."""
-    from ruleengine import sample
+    from ruleengine.io import sample
 
     firms = -(-rows // len(YEARS))
     stem = data_dir / f"firms_{rows}_seed{seed}_{_generator_hash()}"
@@ -122,7 +122,7 @@ def columns(pq_path: Path) -> dict[str, Any]:
 def _clear_plan_cache() -> None:
     import importlib
 
-    cache = getattr(importlib.import_module("ruleengine._api"), "_CACHE", None)
+    cache = getattr(importlib.import_module("ruleengine.api"), "_CACHE", None)
     if cache is not None:
         cache.clear()
 
@@ -141,9 +141,9 @@ def _stages(plan: Any, cols: dict[str, Any]) -> dict[str, float] | None:
     """prepare / evaluate / build seconds, if the engine's stage functions are where they were."""
     try:
         from ruleengine import __version__
-        from ruleengine._api import prepare
-        from ruleengine.evaluator import evaluate
-        from ruleengine.results import build
+        from ruleengine.api import prepare
+        from ruleengine.engine.evaluator import evaluate
+        from ruleengine.engine.results import build
     except ImportError:
         return None
     t_prep, batch = _timed(lambda: prepare(plan, cols))
@@ -387,7 +387,7 @@ def render(
         f"- Software: Python {info['python']}, numpy {info['numpy']}, "
         f"pyarrow {info['pyarrow']}, ruleengine {info['ruleengine']}{commit}",
         f"- Rulebook: `{plan.id}` {plan.version} (hash `{plan_hash}`)",
-        f"- Data: `ruleengine.sample.generate(firms=rows/2, years={list(YEARS)}, seed={seed})`, "
+        f"- Data: `ruleengine.io.sample.generate(firms=rows/2, years={list(YEARS)}, seed={seed})`, "
         f"clean (every row rated); medians of {repeat} run{'s' if repeat > 1 else ''}",
         "",
         _HEADER,

@@ -31,25 +31,25 @@ __version__ = "0.1.0"
 # Heavy modules (numpy, pyarrow, networkx) load on first use, so that `ruleengine validate`
 # starts fast; `from ruleengine import rate` works as usual.
 _LAZY = {
-    "compile_text": "._api",
-    "explain": "._api",
-    "load": "._api",
-    "rate": "._api",
-    "validate": "._api",
-    "Plan": ".compiler",
-    "DataIssue": ".data",
-    "BenchmarkTable": ".evaluator",
-    "Trace": ".trace",
-    "Results": ".results",
+    "compile_text": ".api",
+    "explain": ".api",
+    "load": ".api",
+    "rate": ".api",
+    "validate": ".api",
+    "Plan": ".rulebook.compiler",
+    "DataIssue": ".io.data",
+    "BenchmarkTable": ".engine.evaluator",
+    "Trace": ".analysis.trace",
+    "Results": ".engine.results",
 }
 
 if TYPE_CHECKING:
-    from ._api import compile_text, explain, load, rate, validate
-    from .compiler import Plan
-    from .data import DataIssue
-    from .evaluator import BenchmarkTable
-    from .results import Results
-    from .trace import Trace
+    from .analysis.trace import Trace
+    from .api import compile_text, explain, load, rate, validate
+    from .engine.evaluator import BenchmarkTable
+    from .engine.results import Results
+    from .io.data import DataIssue
+    from .rulebook.compiler import Plan
 
 
 def __getattr__(name: str) -> Any:

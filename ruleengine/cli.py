@@ -80,7 +80,7 @@ def _console(stderr: bool = False) -> Any:
 def books() -> None:
     """List the bundled rulebooks."""
     from . import load
-    from .source import bundled_names
+    from .rulebook.source import bundled_names
 
     for name in bundled_names():
         try:
@@ -155,7 +155,7 @@ def validate(book: tuple[str, ...], strict: bool, quiet: bool) -> None:
 def graph(book: str, fmt: str, output: str | None) -> None:
     """Print the dependency graph of a rulebook (inputs → variables → benchmarks → ratings)."""
     from . import load
-    from .render import graph_text
+    from .render.text import graph_text
 
     text = graph_text(load(book), fmt)
     if output:
@@ -204,9 +204,9 @@ def rate(book: str, data: str, output: str | None, fmt: str, max_issues: int, wh
     reason otherwise (see the `status` and `reasons` columns).
     """
     from . import load
-    from ._api import prepare
-    from .evaluator import evaluate
-    from .results import build
+    from .api import prepare
+    from .engine.evaluator import evaluate
+    from .engine.results import build
 
     err = _console(stderr=True)
     plan = load(book)
@@ -229,7 +229,7 @@ def rate(book: str, data: str, output: str | None, fmt: str, max_issues: int, wh
 
         results = build(plan, batch, evaluate(plan, batch), __version__)
         if what:
-            from .whatif import columns
+            from .analysis.whatif import columns
 
             results.columns.update(columns(plan, results))
         progress.update(task, advance=1, description=f"writing {output}")
@@ -246,7 +246,7 @@ def rate(book: str, data: str, output: str | None, fmt: str, max_issues: int, wh
         buf = io.BytesIO()
         pacsv.write_csv(results.to_arrow(), buf)
         sys.stdout.write(buf.getvalue().decode())
-    from .render import rate_summary
+    from .render.text import rate_summary
 
     rate_summary(err if fmt != "summary" else _console(), results, data, output, max_issues)
 
@@ -259,8 +259,8 @@ def rate(book: str, data: str, output: str | None, fmt: str, max_issues: int, wh
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True)
 def explain(book: str, data: str, firm: str, year: int | None, fmt: str) -> None:
     """Show the audit trail of one firm's rating: every value, formula, parameter and benchmark."""
-    from ._api import explain as explain_api
-    from .render import trace_markdown, trace_text
+    from .api import explain as explain_api
+    from .render.text import trace_markdown, trace_text
 
     trace = explain_api(book, data, firm, year)
     if fmt == "json":
@@ -280,7 +280,7 @@ def verify(trace_file: str, book: str | None) -> None:
     Re-rates the traced firm's input rows (kept in the trace) with the benchmark values it was
     given, and compares every value, level and the status. Exit code 1 names the first difference.
     """
-    from .trace import verify as verify_trace
+    from .analysis.trace import verify as verify_trace
 
     try:
         trace = json.loads(Path(trace_file).read_text(encoding="utf-8"))
@@ -318,8 +318,8 @@ def diff(old: str, new: str, data: str | None, fmt: str) -> None:
     the data has loan_amount_10k_cny, the annual interest effect in CNY; and which change moved how
     many firms, applied one at a time and in both orders.
     """
-    from .diff import run, to_json, to_markdown
-    from .render import diff_text
+    from .analysis.diff import run, to_json, to_markdown
+    from .render.text import diff_text
 
     result = run(old, new, data)
     if fmt == "json":
@@ -348,8 +348,8 @@ def compare(book: tuple[str, ...], data: str, top: int, fmt: str) -> None:
     firms whose relative position differs most, with the reason: boundary (emissions one method
     leaves out), benchmark (a coarser peer group or fallback) or scale.
     """
-    from .compare import run, to_json, to_markdown
-    from .render import compare_text
+    from .analysis.compare import run, to_json, to_markdown
+    from .render.text import compare_text
 
     if len(book) < 2:
         raise click.UsageError("compare needs at least two rulebooks")
@@ -403,7 +403,7 @@ def sample(firms: int, years: list[int], seed: int, messy: float, output: str) -
     textiles next to light industry), many SMEs, consecutive years with plausible change, some
     green power, rooftop solar, vehicles and process emissions; optionally messy rows.
     """
-    from . import sample as gen
+    from .io import sample as gen
 
     if Path(output).suffix.lower() not in (".csv", ".json", ".jsonl", ".parquet"):
         raise click.BadParameter("use a .csv, .json, .jsonl or .parquet file", param_hint="--output")
@@ -428,7 +428,7 @@ def test_cmd(book: tuple[str, ...], select: str | None) -> None:
     a failing case shows expected against actual. Exit code 1 if any case fails.
     """
     from . import load
-    from .authortests import run_cases
+    from .analysis.authortests import run_cases
 
     total = failed = 0
     for name in book:

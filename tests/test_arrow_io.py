@@ -15,8 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 
 import ruleengine
-from ruleengine import _arrow, results
-from ruleengine.data import Category
+from ruleengine.engine import results
+from ruleengine.io import _arrow
+from ruleengine.io.data import Category
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ROOT / "golden" / "portfolios" / "small.csv"

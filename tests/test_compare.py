@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from ruleengine.analysis.compare import kendall_tau_b, run, spearman
 from ruleengine.cli import main
-from ruleengine.compare import kendall_tau_b, run, spearman
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ROOT / "golden" / "portfolios" / "small.csv"

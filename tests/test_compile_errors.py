@@ -222,7 +222,7 @@ def test_shipped_schema_is_valid_against_its_metaschema():
 
     import jsonschema
 
-    from ruleengine.schema import schema_path
+    from ruleengine.rulebook.schema import schema_path
 
     with open(schema_path(), encoding="utf-8") as fh:
         schema = json.load(fh)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import ruleengine
-from ruleengine.data import Category
+from ruleengine.io.data import Category
 
 # A small portfolio: leading-zero industry code, a missing grid region, a measured NCV,
 # cells left empty (not reported) and columns a firm does not carry at all.

@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 import ruleengine
+from ruleengine.analysis.diff import run
 from ruleengine.cli import main
-from ruleengine.diff import run
 
 ROOT = Path(__file__).resolve().parent.parent
 HUZHOU = ROOT / "rulebooks" / "huzhou.yaml"

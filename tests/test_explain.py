@@ -12,15 +12,15 @@ import pytest
 from click.testing import CliRunner
 
 import ruleengine
+from ruleengine.analysis.trace import trace_row, verify
+from ruleengine.analysis.whatif import columns
 from ruleengine.cli import main
-from ruleengine.trace import trace_row, verify
-from ruleengine.whatif import columns
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ROOT / "golden" / "portfolios" / "small.csv"
 GENERATED = ROOT / "golden" / "portfolios" / "generated.csv"
 BOOKS = sorted(p.stem for p in (ROOT / "rulebooks").glob("*.yaml"))
-SCHEMA = json.loads((ROOT / "ruleengine" / "trace.schema.json").read_text(encoding="utf-8"))
+SCHEMA = json.loads((ROOT / "ruleengine" / "analysis" / "trace.schema.json").read_text(encoding="utf-8"))
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from ruleengine import expressions as ex
-from ruleengine.expressions import LITERAL, UNKNOWN, Symbol
-from ruleengine.units import Unit
+from ruleengine.rulebook import expressions as ex
+from ruleengine.rulebook.expressions import LITERAL, UNKNOWN, Symbol
+from ruleengine.rulebook.units import Unit
 
 U = Unit.parse
 

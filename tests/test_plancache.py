@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 import ruleengine
-from ruleengine import _api, _plancache
+from ruleengine import api as _api
+from ruleengine.rulebook import _plancache
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOKS = ROOT / "rulebooks"

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 import ruleengine
-from ruleengine import sample
-from ruleengine.authortests import run_cases
+from ruleengine.analysis.authortests import run_cases
+from ruleengine.io import sample
 
 BOOK = Path(__file__).resolve().parent.parent / "rulebooks" / "quzhou.yaml"
 COLOURS = ("deep-green", "light-green", "yellow", "red")

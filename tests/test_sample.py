@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import ruleengine
-from ruleengine import sample
-from ruleengine.data import CANONICAL_COLUMNS
+from ruleengine.io import sample
+from ruleengine.io.data import CANONICAL_COLUMNS
 
 YEARS = [2021, 2022, 2023]
 
@@ -54,7 +54,7 @@ MEASURED = re.compile(
     r"^(raw_coal|coke|crude_oil|fuel_oil|gasoline|kerosene|diesel|lpg"
     r"|natural_gas)_(ncv_gj_per_unit|cc_tc_per_tj|ox)$"
 )
-# Not in DATA.md's table but known to the engine (ruleengine.data.CANONICAL_COLUMNS).
+# Not in DATA.md's table but known to the engine (ruleengine.io.data.CANONICAL_COLUMNS).
 EXTRA = ("loan_amount_10k_cny",)
 
 

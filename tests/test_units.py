@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ruleengine.units import Unit
+from ruleengine.rulebook.units import Unit
 
 
 @pytest.mark.parametrize("text", ["", "1", "-", "ratio", "fraction", "  1  ", " ratio "])

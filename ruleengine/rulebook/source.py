@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from .errors import Diagnostic, RulebookError, RulebookNotFound, SourceLocation
+from ..errors import Diagnostic, RulebookError, RulebookNotFound, SourceLocation
 
 try:  # the C composer is ~10x faster; fall back quietly when libyaml is absent
     _Loader: type = yaml.CSafeLoader
@@ -195,9 +195,9 @@ def bundled_dir() -> Path:
     Installed, they sit in ``ruleengine/rulebooks/`` (see pyproject's package-dir mapping); in a
     source checkout or an editable install, in the repository's top-level ``rulebooks/``.
     """
-    here = Path(__file__).resolve().parent
-    installed = here / "rulebooks"
-    return installed if installed.is_dir() else here.parent / "rulebooks"
+    package = Path(__file__).resolve().parent.parent
+    installed = package / "rulebooks"
+    return installed if installed.is_dir() else package.parent / "rulebooks"
 
 
 def bundled_names() -> list[str]:
@@ -213,7 +213,7 @@ def resolve(name_or_path: str | Path) -> Path:
         bundled = bundled_dir() / f"{name_or_path}.yaml"
         if bundled.is_file():
             return bundled
-        from .errors import did_you_mean
+        from ..errors import did_you_mean
 
         hint = did_you_mean(str(name_or_path), bundled_names())
         raise RulebookNotFound(

@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from .compiler import Plan, compile_document
-from .errors import RulebookError, RuleEngineError
-from .source import Document, PathT
+from ..errors import RulebookError, RuleEngineError
+from ..rulebook.compiler import Plan, compile_document
+from ..rulebook.source import Document, PathT
 
 _MISSING = object()
 _SECTIONS = ("inputs", "parameters", "scales", "variables", "checks", "benchmarks", "sources")
@@ -349,7 +349,7 @@ def _rank(plan: Plan) -> dict[str, int]:
 
 def impact(old: Plan, new: Plan, data: Any) -> dict[str, Any]:
     """Migration of the primary rating from OLD to NEW on a portfolio, and what it does to lending."""
-    from ._api import rate
+    from ..api import rate
 
     ra, rb = rate(old, data), rate(new, data)
     a, b = ra["rating"], rb["rating"]
@@ -407,7 +407,7 @@ def impact(old: Plan, new: Plan, data: Any) -> dict[str, Any]:
     if bp_a is not None and bp_b is not None:
         da, db = np.nan_to_num(bp_a), np.nan_to_num(bp_b)
         lending["rate_bp_sum_change"] = float(np.sum(db - da))
-        from .data import _numbers, read_any
+        from ..io.data import _numbers, read_any
 
         raw = read_any(data)
         loan_col = raw.columns.get("loan_amount_10k_cny")
@@ -454,7 +454,7 @@ def attribution(old_doc: Document, new_doc: Document, edits: list[Edit], data: A
     ``base``: OLD's primary rating labels on ``data``. A change that cannot be applied alone (it
     needs another change to compile) is reported as such.
     """
-    from ._api import rate
+    from ..api import rate
 
     def rated_with(doc_data: Any) -> np.ndarray | None:
         doc = Document(
@@ -506,8 +506,8 @@ def attribution(old_doc: Document, new_doc: Document, edits: list[Edit], data: A
 
 def run(old_book: Any, new_book: Any, data: Any | None = None) -> dict[str, Any]:
     """The whole diff: structural edits, and with ``data`` the impact and attribution."""
-    from ._api import load
-    from .source import load_document, resolve
+    from ..api import load
+    from ..rulebook.source import load_document, resolve
 
     old_path, new_path = resolve(old_book), resolve(new_book)
     old_doc, new_doc = load_document(old_path), load_document(new_path)

@@ -49,9 +49,10 @@ def engine_fingerprint() -> str:
     from .schema import schema_path
 
     h = hashlib.sha256(f"format {_FORMAT} python {sys.version}".encode())  # pickled ASTs follow Python
-    here = Path(__file__).resolve().parent
-    for f in sorted(here.glob("*.py")) + [Path(schema_path())]:
-        h.update(f.name.encode() + b"\0")
+    package = Path(__file__).resolve().parent.parent
+    for f in sorted(package.rglob("*.py")) + [Path(schema_path())]:
+        h.update(f.relative_to(package).as_posix().encode() if f.is_relative_to(package) else f.name.encode())
+        h.update(b"\0")
         h.update(f.read_bytes())
     return h.hexdigest()
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from .compiler import STANDARD_VARIABLES, Plan
-from .data import Batch, Category, DataIssue
+from ..io.data import Batch, Category, DataIssue
+from ..rulebook.compiler import STANDARD_VARIABLES, Plan
 from .evaluator import BenchmarkTable, Evaluation
 
 CHUNK_ROWS = 262_144  # rows converted to Arrow and written at a time
@@ -159,7 +159,7 @@ class Results:
         dictionary page with uninitialised bytes in it when the dictionary repeats a value."""
         import pyarrow as pa
 
-        from ._arrow import strings
+        from ..io._arrow import strings
 
         out: dict[str, tuple[Any, np.ndarray | None]] = {}
         for k in self.columns:
@@ -183,7 +183,7 @@ class Results:
         ``dictionary`` is True, or (an int) when they have at most that many labels."""
         import pyarrow as pa
 
-        from ._arrow import array
+        from ..io._arrow import array
 
         rows = slice(start, stop)
         arrays: dict[str, Any] = {}
@@ -305,7 +305,7 @@ class Results:
                     for row in self.rows():
                         fh.write(json.dumps(row, ensure_ascii=False) + "\n")
         else:
-            from .errors import DataError
+            from ..errors import DataError
 
             raise DataError(f"{path}: unknown output format '{suffix}' (use .csv, .json, .jsonl or .parquet)")
 

@@ -12,8 +12,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .compiler import Plan
-from .errors import RuleEngineError
+from ..errors import RuleEngineError
+from ..rulebook.compiler import Plan
 
 
 @dataclass
@@ -44,7 +44,7 @@ def _matches(expected: Any, actual: Any) -> tuple[bool, str]:
 
 
 def run_cases(plan: Plan, select: str | None = None) -> list[Outcome]:
-    from ._api import rate
+    from ..api import rate
 
     out = []
     for i, case in enumerate(plan.tests):

@@ -14,8 +14,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import Diagnostic, SourceLocation, raise_if_errors
 from . import expressions as ex
-from .errors import Diagnostic, SourceLocation, raise_if_errors
 from .schema import validate_shape
 from .source import Document, PathT
 from .units import Unit
@@ -298,7 +298,7 @@ class _Compiler:
     def source_ref(self, spec: dict[str, Any], path: PathT) -> None:
         src = spec.get("source")
         if src is not None and src not in self.data.get("sources", {}):
-            from .errors import did_you_mean
+            from ..errors import did_you_mean
 
             self.error(f"unknown source '{src}'{did_you_mean(src, self.data.get('sources', {}))}", (*path, "source"))
 
@@ -752,7 +752,7 @@ class _Compiler:
 
     def check_benchmark(self, bm: BenchmarkSpec, all_names: list[str]) -> None:
         path: PathT = ("benchmarks", bm.name)
-        from .errors import did_you_mean
+        from ..errors import did_you_mean
 
         def numeric(field_name: str, ref: str | None) -> ex.Symbol | None:
             if ref is None:
@@ -925,7 +925,7 @@ class _Compiler:
             return [float(bound)]
         p = self.params.get(bound)
         if p is None:
-            from .errors import did_you_mean
+            from ..errors import did_you_mean
 
             self.error(f"unknown parameter '{bound}'{did_you_mean(bound, self.params)}", path)
             return []
@@ -1041,14 +1041,14 @@ class _Compiler:
             return {}, primary
         target = inc.get("rating", primary)
         if target not in ratings:
-            from .errors import did_you_mean
+            from ..errors import did_you_mean
 
             self.error(f"unknown rating '{target}'{did_you_mean(target, ratings)}", ("incentives", "rating"))
             return {}, primary
         ids = ratings[target].ids
         for lid, spec in inc["levels"].items():
             if lid not in ids:
-                from .errors import did_you_mean
+                from ..errors import did_you_mean
 
                 self.error(
                     f"incentive for unknown level '{lid}'{did_you_mean(lid, ids)}; levels of "
@@ -1069,7 +1069,7 @@ class _Compiler:
                 ids = ratings[primary].ids
                 for level, target in spec["map"].items():
                     if target not in ids:
-                        from .errors import did_you_mean
+                        from ..errors import did_you_mean
 
                         self.error(
                             f"'{target}' is not a level of {primary} ({', '.join(ids)}){did_you_mean(target, ids)}",

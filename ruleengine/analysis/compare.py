@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from .compiler import Plan
-from .results import Results
+from ..engine.results import Results
+from ..rulebook.compiler import Plan
 
 # Boundary categories and the accounting library's variable that holds each one's CO2.
 CATEGORY_VARIABLE = {
@@ -106,7 +106,7 @@ def _crosswalk(plans: list[Plan]) -> Plan | None:
     for p in plans:
         if ids - {p.id} <= set(p.crosswalk):
             return p
-    from ._api import load
+    from ..api import load
 
     try:
         national = load("national")
@@ -179,18 +179,18 @@ def _reason(m1: Method, m2: Method, i: int) -> str:
 
 
 def run(books: list[Any], data: Any, top: int = 10) -> dict[str, Any]:
-    from ._api import load, rate
+    from ..api import load, rate
 
     plans = [load(b) for b in books]
     if len({p.id for p in plans}) != len(plans):
-        from .errors import RuleEngineError
+        from ..errors import RuleEngineError
 
         raise RuleEngineError("compare needs different methods (two rulebooks have the same id)")
     methods = [Method(p, rate(p, data)) for p in plans]
     n = len(methods[0].results)
     firm = methods[0].results["firm_id"]
     year = methods[0].results["year"]
-    from .data import _text_arrow, read_any
+    from ..io.data import _text_arrow, read_any
 
     raw = read_any(data, ["firm_name"])
     names = None

@@ -6,15 +6,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .compiler import Plan, compile_document
 from .errors import Diagnostic, RulebookError
-from .source import load_document, parse_text
+from .rulebook.compiler import Plan, compile_document
+from .rulebook.source import load_document, parse_text
 
 if TYPE_CHECKING:  # numpy and pyarrow load only when data is rated
-    from .data import Batch
-    from .evaluator import BenchmarkTable
-    from .results import Results
-    from .trace import Trace
+    from .analysis.trace import Trace
+    from .engine.evaluator import BenchmarkTable
+    from .engine.results import Results
+    from .io.data import Batch
 
 # Compiled plans by rulebook path, with the (mtime, size) of every file they were built from
 # (the rulebook and the libraries it imports): editing any of them recompiles.
@@ -39,7 +39,7 @@ def load(book: str | Path | Plan) -> Plan:
     """
     if isinstance(book, Plan):
         return book
-    from .source import resolve
+    from .rulebook.source import resolve
 
     path = resolve(book)
     key = str(path.resolve())
@@ -48,8 +48,8 @@ def load(book: str | Path | Plan) -> Plan:
         doc_ = cached[1].document
         if doc_ is None or not any(Path(a).exists() for a in doc_.absent):
             return cached[1]
-    from . import _plancache
-    from .source import display_name
+    from .rulebook import _plancache
+    from .rulebook.source import display_name
 
     shown = display_name(path)
     stored = _plancache.get(path, shown)
@@ -67,7 +67,7 @@ def compile_text(text: str, file: str = "<string>") -> Plan:
     """Compile rulebook YAML given as text (for tools and tests)."""
     from pathlib import Path as _P
 
-    from .source import resolve_imports
+    from .rulebook.source import resolve_imports
 
     doc = parse_text(text, file)
     resolve_imports(doc, _P(file).parent if file != "<string>" else _P.cwd())
@@ -86,7 +86,7 @@ def _version() -> str:
 
 
 def prepare(plan: Plan, data: Any) -> Batch:
-    from . import data as _data
+    from .io import data as _data
 
     text_cols = [n for n, s in plan.inputs.items() if s.type in ("string", "category")]
     raw = _data.read_any(data, text_cols, only=list(plan.inputs))
@@ -123,8 +123,8 @@ def rate(
         raise RuleEngineError(
             f"{plan.file} is a library (imported by rulebooks), not a rulebook: it has no rating to compute"
         )
-    from .evaluator import evaluate
-    from .results import build
+    from .engine.evaluator import evaluate
+    from .engine.results import build
 
     batch = prepare(plan, data)
     ev = evaluate(plan, batch, benchmarks, overrides)
@@ -158,7 +158,7 @@ def explain(
     if len(hits) > 1 and year is None:
         years = sorted({int(results["year"][i]) for i in hits})
         hits = [h for h in hits if int(results["year"][h]) == years[-1]]
-    from .trace import trace_row
+    from .analysis.trace import trace_row
 
     return trace_row(plan, results, hits[0])
 

@@ -10,7 +10,7 @@ import json
 from functools import lru_cache
 from typing import Any
 
-from .errors import Diagnostic, did_you_mean
+from ..errors import Diagnostic, did_you_mean
 from .source import Document, PathT, bundled_dir
 
 # What an author must choose between, where the schema says "oneOf".

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from simpleeval import SimpleEval
 
-from .errors import did_you_mean
+from ..errors import did_you_mean
 from .units import Unit
 
 MAX_EXPRESSION_LENGTH = 4000

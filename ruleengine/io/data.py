@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DataError, did_you_mean
+from ..errors import DataError, did_you_mean
 
 # DATA.md's canonical columns (plus the loan balance diff uses): names a rulebook may not use but
 # that are not typos; the measured-factor columns follow.

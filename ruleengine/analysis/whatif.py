@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .compiler import Plan, RatingSpec
-from .evaluator import Patch, evaluate
+from ..engine.evaluator import Patch, evaluate
+from ..rulebook.compiler import Plan, RatingSpec
 
 if TYPE_CHECKING:
-    from .results import Results
+    from ..engine.results import Results
 
 GRID = 33
 PASSES = 4

@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .compiler import Plan, RatingSpec
-from .data import Category
+from ..io.data import Category
+from ..rulebook.compiler import Plan, RatingSpec
 
 if TYPE_CHECKING:
-    from .results import Results
+    from ..engine.results import Results
 
 TRACE_SCHEMA_VERSION = "1.0"
 
@@ -140,7 +140,7 @@ def trace_row(plan: Plan, results: Results, i: int, what_if: bool = True) -> Tra
     # the chain that decides: everything feeding the ratings, the checks and the standard columns
     import networkx as nx
 
-    from .compiler import STANDARD_VARIABLES
+    from ..rulebook.compiler import STANDARD_VARIABLES
 
     ends = [n for n in plan.nodes if plan.nodes[n].kind in ("rating", "check")]
     ends += [v for v in STANDARD_VARIABLES if v in plan.graph]
@@ -344,7 +344,7 @@ def verify(trace: dict[str, Any], book: Any = None) -> tuple[int, list[str]]:
     """
     from pathlib import Path
 
-    from ._api import load, rate
+    from ..api import load, rate
 
     meta = trace["rulebook"]
     if book is None:

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 from simpleeval import SimpleEval
 
-from .compiler import BenchmarkSpec, Plan, RatingSpec
-from .data import Batch, Category
+from ..io.data import Batch, Category
+from ..rulebook.compiler import BenchmarkSpec, Plan, RatingSpec
 
 _NAN = np.nan
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from .compiler import Plan
-from .results import Results
-from .trace import Trace, _fmt
+from ..analysis.trace import Trace, _fmt
+from ..engine.results import Results
+from ..rulebook.compiler import Plan
 
 _DOT_SHAPES = {
     "input": "box",

@@ -580,9 +580,9 @@ def write(columns: Mapping[str, np.ndarray], path: str | Path) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m ruleengine.sample OUT --firms N --years 2022,2023 --seed S --messy F``."""
+    """``python -m ruleengine.io.sample OUT --firms N --years 2022,2023 --seed S --messy F``."""
     parser = argparse.ArgumentParser(
-        prog="python -m ruleengine.sample", description="Write a synthetic firm-year portfolio."
+        prog="python -m ruleengine.io.sample", description="Write a synthetic firm-year portfolio."
     )
     parser.add_argument("out", help="output file: .csv, .json, .jsonl or .parquet")
     parser.add_argument("--firms", type=int, default=300)

@@ -1,0 +1,1 @@
+"""Analyses over rated portfolios: explain (trace), what it takes, diff, compare, author tests."""

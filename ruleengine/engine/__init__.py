@@ -1,0 +1,1 @@
+"""The engine: a compiled plan evaluated over columns (vectorised), benchmark tables, results."""

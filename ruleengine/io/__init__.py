@@ -1,0 +1,1 @@
+"""Data in and out: the firm-year data contract, file formats, synthetic portfolios."""

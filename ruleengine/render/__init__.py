@@ -1,0 +1,1 @@
+"""Renderers: pure functions from analysis results to text, Markdown and graphs."""

@@ -1,0 +1,1 @@
+"""The rulebook language: YAML source with locations → schema → units and formulas → compiled plan."""
