@@ -66,8 +66,14 @@ def provincial(tmp_path):
 
 def test_guangdong_uses_its_provincial_factor_not_the_south_region(provincial):
     rows = [
-        {"firm_id": "G", "year": 2022, "industry": "3982", "grid_region": "south", "province": "guangdong",
-         "electricity_mwh": 1000},
+        {
+            "firm_id": "G",
+            "year": 2022,
+            "industry": "3982",
+            "grid_region": "south",
+            "province": "guangdong",
+            "electricity_mwh": 1000,
+        },
         {"firm_id": "H", "year": 2022, "industry": "3982", "grid_region": "south", "electricity_mwh": 1000},
     ]
     res = ruleengine.rate(provincial, rows)
@@ -86,17 +92,30 @@ def test_provincial_2023_is_not_published_so_2022_is_used_and_flagged(provincial
     assert res["scope2_tco2"][0] == pytest.approx(515.3, abs=1e-9)
     assert res["grid_factor_vintage"][0] == 2022
     assert res["status"][0] == "rated"
-    assert "check grid_factor_of_data_year: no electricity CO2 factor is published for this data year" in (
-        res["reasons"][0]
+    assert (
+        "check grid_factor_of_data_year: no electricity CO2 factor is published for this data year"
+        in (res["reasons"][0])
     )
 
 
 def test_bundled_rulebooks_rate_2023_with_2023_factors_and_record_2024():
     rows = [
-        {"firm_id": "A", "year": 2023, "industry": "3011", "grid_region": "east", "value_added_10k_cny": 100,
-         "electricity_mwh": 100},
-        {"firm_id": "A", "year": 2024, "industry": "3011", "grid_region": "east", "value_added_10k_cny": 100,
-         "electricity_mwh": 100},
+        {
+            "firm_id": "A",
+            "year": 2023,
+            "industry": "3011",
+            "grid_region": "east",
+            "value_added_10k_cny": 100,
+            "electricity_mwh": 100,
+        },
+        {
+            "firm_id": "A",
+            "year": 2024,
+            "industry": "3011",
+            "grid_region": "east",
+            "value_added_10k_cny": 100,
+            "electricity_mwh": 100,
+        },
     ]
     for book in ("huzhou", "national"):
         res = ruleengine.rate(book, rows)
