@@ -23,6 +23,7 @@ from simpleeval import SimpleEval
 
 from ..io.data import Batch, Category
 from ..rulebook.compiler import BenchmarkSpec, Plan, RatingSpec
+from ..rulebook.expressions import MISSING
 
 _NAN = np.nan
 
@@ -34,16 +35,35 @@ class _Notes:
         self.n = n
         self.reasons: list[tuple[np.ndarray, Any]] = []
         self.fallbacks: list[tuple[np.ndarray, Any]] = []
+        # rows whose notes count: inside a branch of where() only the rows that take that branch
+        # (a value computed for rows that do not use it leaves no reason or fallback on them)
+        self.scope: np.ndarray | None = None
 
-    def reason(self, mask: np.ndarray, message: Any) -> None:
-        idx = np.flatnonzero(mask)
+    def _keep(self, idx: np.ndarray, message: Any) -> tuple[np.ndarray, Any]:
+        if self.scope is None:
+            return idx, message
+        sel = self.scope[idx]
+        if isinstance(message, tuple):  # (codes per row, texts)
+            return idx[sel], (message[0][sel], message[1])
+        if not isinstance(message, str):  # one message per row
+            return idx[sel], [m for m, s in zip(message, sel.tolist(), strict=True) if s]
+        return idx[sel], message
+
+    def add_reasons(self, idx: np.ndarray, message: Any) -> None:
+        idx, message = self._keep(idx, message)
         if idx.size:
             self.reasons.append((idx, message))
 
-    def fallback(self, mask: np.ndarray, message: Any) -> None:
-        idx = np.flatnonzero(mask)
+    def add_fallbacks(self, idx: np.ndarray, message: Any) -> None:
+        idx, message = self._keep(idx, message)
         if idx.size:
             self.fallbacks.append((idx, message))
+
+    def reason(self, mask: np.ndarray, message: Any) -> None:
+        self.add_reasons(np.flatnonzero(mask), message)
+
+    def fallback(self, mask: np.ndarray, message: Any) -> None:
+        self.add_fallbacks(np.flatnonzero(mask), message)
 
     @staticmethod
     def join(
@@ -141,10 +161,10 @@ class _BoundTable:
                 ]
                 if spec.fallback_key is not None:
                     texts = [f"{self.name}: {w}, used '{spec.fallback_key}'" for w in whats]
-                    ctx.notes.fallbacks.append((rows[miss], (inv.ravel(), texts)))
+                    ctx.notes.add_fallbacks(rows[miss], (inv.ravel(), texts))
                     got = np.where(miss, table[spec.fallback_key], got)
                 else:
-                    ctx.notes.reasons.append((rows[miss], (inv.ravel(), [f"{self.name}: {w}" for w in whats])))
+                    ctx.notes.add_reasons(rows[miss], (inv.ravel(), [f"{self.name}: {w}" for w in whats]))
             out[rows] = got
         return out
 
@@ -219,6 +239,37 @@ class _ArrayEval(SimpleEval):
             result = r if result is None else np.minimum(result, r)
             left = right
         return result
+
+    def _eval_call(self, node: ast.Call) -> Any:
+        if isinstance(node.func, ast.Name) and node.func.id == "where" and len(node.args) == 3:
+            # each branch is computed for all rows (vectorised), but its notes count only on the
+            # rows that take it: has_prev(x) guarding prev(x) leaves no "no previous year" reason
+            cond = self._eval(node.args[0])
+            notes = self.ctx.notes
+            outer = notes.scope
+            c = np.broadcast_to(_truth(cond), (self.ctx.n,))
+            branches = []
+            for take in (c == 1.0, c == 0.0):
+                notes.scope = take if outer is None else (take & outer)
+                try:
+                    branches.append(self._eval(node.args[1 + len(branches)]))
+                finally:
+                    notes.scope = outer
+            out = self.functions["where"](cond, *branches)
+            if self.ctx.record:
+                self.ctx.notes.fallback(c == 0.0, self.ctx.record)
+            return out
+        if isinstance(node.func, ast.Name) and node.func.id in ("coalesce", "safe_div") and self.ctx.record:
+            args = [self._eval(a) for a in node.args]
+            out = self.functions[node.func.id](*args)
+            if node.func.id == "coalesce":
+                first = np.broadcast_to(np.isnan(np.asarray(args[0], dtype=np.float64)), (self.ctx.n,))
+                took = first & ~np.broadcast_to(np.isnan(np.asarray(out, dtype=np.float64)), (self.ctx.n,))
+            else:
+                took = np.broadcast_to(np.asarray(args[1], dtype=np.float64) == 0, (self.ctx.n,))
+            self.ctx.notes.fallback(took, self.ctx.record)
+            return out
+        return super()._eval_call(node)
 
     def _eval_subscript(self, node: ast.Subscript) -> Any:
         table = self._eval(node.value)
@@ -300,6 +351,7 @@ class _Context:
         self.tables: dict[str, BenchmarkTable] = {}
         self.overrides = dict(overrides or {})
         self.current = ""
+        self.record: str | None = None  # the current variable's 'record:' text, if it asks for one
         years = batch.columns["year"]
         self.years = np.where(np.isnan(years), -1, years).astype(np.int64)
         self._year_groups: list[tuple[int, np.ndarray]] | None = None
@@ -311,6 +363,8 @@ class _Context:
     # names -----------------------------------------------------------------------------------
     def names(self, node: ast.Name) -> Any:
         name = node.id
+        if name == MISSING:
+            return _NAN
         if name in self.values:
             v = self.values[name]
             # a column that is one value repeated (an input empty throughout, a constant variable)
@@ -432,6 +486,7 @@ class _Context:
             "safe_div": safe_div,
             "is_missing": lambda x: np.isnan(np.asarray(x, dtype=np.float64)).astype(np.float64),
             "prev": lambda x, otherwise=None: self.shifted(x, None, otherwise),
+            "has_prev": lambda x: self.has_shifted(x),
             "baseline": lambda x, year, otherwise=None: self.shifted(x, int(year), otherwise),
             "prefix": lambda cat, k: _prefix(cat, int(k)),
         }
@@ -448,6 +503,19 @@ class _Context:
             self._firm_index = (key[order], order)
             self._firm_codes = firm
         return self._firm_index
+
+    def has_shifted(self, x: Any) -> np.ndarray:
+        """1 where the firm has a previous-year row and x has a value in it, else 0 (never missing)."""
+        keys, rows = self.firm_index()
+        firm = self._firm_codes
+        want = np.where((firm >= 0) & (self.years >= 0), firm * 10000 + self.years - 1, -2)
+        if not len(keys):
+            return np.zeros(self.n)
+        pos = np.minimum(np.searchsorted(keys, want), len(keys) - 1)
+        found = keys[pos] == want
+        xv = np.broadcast_to(np.asarray(x, dtype=np.float64), (self.n,))
+        src = np.where(found, rows[pos], 0)
+        return (found & ~np.isnan(xv[src])).astype(np.float64)
 
     def shifted(self, x: Any, year: int | None, otherwise: Any) -> np.ndarray:
         keys, rows = self.firm_index()
@@ -526,7 +594,7 @@ class _Context:
                     texts.append(f"{spec.name}: no {spec.fallback_key or spec.groups[0]} for this firm, used {used}")
                 else:
                     texts.append(f"{spec.name}: fewer than {spec.min_peers} peers by {tried}, used {used}")
-            self.notes.fallbacks.append((idx, (inv.ravel(), texts)))
+            self.notes.add_fallbacks(idx, (inv.ravel(), texts))
 
     def _level_category(self, spec: BenchmarkSpec, table: BenchmarkTable, lv: int) -> Category:
         if table.levels[lv] != "fallback":
@@ -923,6 +991,7 @@ def evaluate(
         for name in plan.order:
             node = plan.nodes[name]
             ctx.current = name.split(":", 1)[-1]
+            ctx.record = f"{ctx.current}: {node.spec['record']}" if "record" in node.spec else None
             if node.kind == "variable":
                 given = ctx.overrides.get(name)
                 if given is None or isinstance(given, Patch):

@@ -51,6 +51,8 @@ class InputSpec:
     values: tuple[str, ...] | None
     description: str
     loc: SourceLocation
+    source: str | None = None
+    status: str | None = None
 
 
 @dataclass
@@ -268,6 +270,7 @@ class _Compiler:
         self.diags: list[Diagnostic] = []
         self.library = "library" in doc.data
         self.unneeded_inputs: set[str] = set()
+        self.params_: dict[str, ParamSpec] = {}
 
     # -- helpers ---------------------------------------------------------------------------------
     def error(self, msg: str, path: PathT, *, key: bool = False, related: tuple = ()) -> None:
@@ -317,6 +320,10 @@ class _Compiler:
                 path = (section, name)
                 if name in RESERVED:
                     self.error(f"'{name}' is a reserved result column; choose another name", path, key=True)
+                if name == ex.MISSING:
+                    self.error(
+                        f"'{name}' is the literal for a missing value in formulas; choose another name", path, key=True
+                    )
                 if name in self.names:
                     other_kind, other_path = self.names[name]
                     self.error(
@@ -329,6 +336,7 @@ class _Compiler:
                 self.names[name] = (kind, path)
         inputs = self.compile_inputs()
         params = self.compile_parameters()
+        self.params_ = params  # named weights are resolved while the variables compile
         scales = self.compile_scales()
         nodes: dict[str, Node] = {}
         benchmarks: dict[str, BenchmarkSpec] = {}
@@ -442,6 +450,10 @@ class _Compiler:
                 self.error(f"default {default} is outside [min, max]", (*path, "default"))
             if spec.get("required") is False:
                 self.error("write 'optional: true' or a 'default' instead of 'required: false'", (*path, "required"))
+            self.source_ref(spec, path)
+            if "status" in spec and "source" not in spec:
+                self.error("a status needs the source it qualifies", (*path, "status"))
+            src_status = (self.data.get("sources", {}).get(spec.get("source"), {}) or {}).get("status")
             out[name] = InputSpec(
                 name,
                 typ,
@@ -454,6 +466,8 @@ class _Compiler:
                 tuple(spec["values"]) if "values" in spec else None,
                 spec.get("description", ""),
                 self.doc.loc(path, key=True),
+                spec.get("source"),
+                spec.get("status") or src_status,
             )
         return out
 
@@ -554,10 +568,22 @@ class _Compiler:
         unit = self.unit(spec.get("unit"), (*path, "unit"))
         if "weights" in spec:
             weights = spec["weights"]
-            total = sum(weights.values())
+            values: dict[str, float] = {}
+            for k, v in weights.items():
+                if isinstance(v, str):  # a named weight: an undated scalar parameter of unit 1
+                    p = self.params_.get(v)
+                    if p is None or p.is_table or len(p.dated) != 1 or p.dated[0][0]:
+                        self.error(
+                            f"weight '{v}' must be an undated scalar parameter (unit 1)", (*path, "weights", k)
+                        )
+                        return None
+                    values[k] = float(p.dated[0][1])
+                else:
+                    values[k] = float(v)
+            total = sum(values.values())
             if not math.isclose(total, 1.0, abs_tol=1e-9):
                 self.error(f"weights sum to {total:g}, not 1", (*path, "weights"))
-            text = " + ".join(f"{k} * {float(v)!r}" for k, v in weights.items())
+            text = " + ".join(f"{k} * {v if isinstance(v, str) else repr(float(v))}" for k, v in weights.items())
             try:
                 e = ex.parse(text)
             except ex.ExpressionProblems:
@@ -565,6 +591,8 @@ class _Compiler:
             spec = {**spec, "expr": text, "_from_weights": True}
         else:
             e = self.parse_expr(spec["expr"], (*path, "expr"))
+        if "record" in spec and e is not None and not {"coalesce", "where", "safe_div"} & set(e.calls):
+            self.error("'record' applies to a formula with coalesce(), where() or safe_div()", (*path, "record"))
         typ = spec.get("type", "number")
         if e is None:  # reported; keep the name known so its users are not flagged too
             return Node(name, "variable", None, typ, unit, spec, self.doc.loc(path, key=True))

@@ -50,11 +50,18 @@ FUNCTIONS: dict[str, Signature] = {
     "coalesce": Signature(2, None, "first argument that is not missing (measured first, default otherwise)"),
     "is_missing": Signature(1, 1, "true where the value is missing"),
     "prev": Signature(1, 2, "prev(x, otherwise?): the same firm's value of x in the previous year"),
+    "has_prev": Signature(
+        1, 1, "has_prev(x): true where the firm has a previous-year row and x is not missing in it (no note)"
+    ),
     "baseline": Signature(2, 3, "baseline(x, year, otherwise?): the same firm's value of x in a fixed year"),
     "prefix": Signature(2, 2, "prefix(category, n): first n characters of a category code"),
 }
 
 NUMBER, BOOLEAN, CATEGORY, STRING = "number", "boolean", "category", "string"
+
+# the literal for "no value": where(c, x, missing) leaves a value missing on purpose. It is a word
+# of the language, not a name: no entry may be called so, and it is no dependency of a formula.
+MISSING = "missing"
 
 
 class _Literal:
@@ -195,7 +202,7 @@ def parse(text: str) -> Expr:
         if isinstance(n, ast.Name):
             if n.id.startswith("_"):
                 problems.append(Problem(f"names starting with '_' are not allowed: '{n.id}'", *pos(n)))
-            elif n.id not in names:
+            elif n.id != MISSING and n.id not in names:
                 names.append(n.id)
         elif isinstance(n, ast.Constant):
             if not isinstance(n.value, int | float | str) or isinstance(n.value, bool):
@@ -326,6 +333,8 @@ def infer(expr: Expr, lookup: Lookup, all_names: list[str]) -> tuple[Inferred, l
                 return Inferred(STRING, UNKNOWN)
             return Inferred(NUMBER, LITERAL)
         if isinstance(n, ast.Name):
+            if n.id == MISSING:  # a number without a value: takes the unit of what it meets
+                return Inferred(NUMBER, LITERAL)
             sym = lookup(n.id)
             if sym is None:
                 err(n, f"unknown name '{n.id}'{did_you_mean(n.id, all_names)}")
@@ -460,6 +469,9 @@ def infer(expr: Expr, lookup: Lookup, all_names: list[str]) -> tuple[Inferred, l
                 need(a, g, BOOLEAN, f"an argument of {fname}()")
             return Inferred(BOOLEAN, Unit())
         if fname == "is_missing":
+            return Inferred(BOOLEAN, Unit())
+        if fname == "has_prev":
+            need(args[0], got[0], NUMBER, "the argument of has_prev()")
             return Inferred(BOOLEAN, Unit())
         if fname == "prefix":
             need(args[0], got[0], CATEGORY, "the first argument of prefix()")
