@@ -261,3 +261,34 @@ def test_record_needs_a_substituting_function(tmp_path):
     with pytest.raises(RuleEngineError) as err:
         ruleengine.load(bad)
     assert "'record' applies to a formula with coalesce(), where() or safe_div()" in str(err.value)
+
+
+def test_scale_points_may_be_named_parameters(tmp_path):
+    text = RECORD_BOOK.replace(
+        "variables:\n",
+        "scales:\n"
+        "  grade_scale:\n"
+        "    piecewise: [[0, full_marks], [cut_x, 0]]\n"
+        '    unit: "1"\n'
+        '    input_unit: "1"\n'
+        "    source: guess\n"
+        "variables:\n",
+    ).replace(
+        '  b: {expr: "where(sales > 100, a * 0 + 100, a * 0)"',
+        '  b: {expr: "where(sales > 100, grade_scale(a), a * 0)"',
+    )
+    text = text.replace(
+        "  w_a: {value: 0.7",
+        '  full_marks: {value: 100, unit: "1", source: guess}\n  cut_x: {value: 4, unit: "1", source: guess}\n  w_a: {value: 0.7',
+    )
+    plan = ruleengine.load(_write(tmp_path, text))
+    rows = [{"firm_id": "M", "year": 2022, "industry": "1", "co2_t": 50, "measured_t": 40, "sales": 200}]
+    # a = 40 / 200 x 10 = 2 -> on [[0, 100], [4, 0]]: 100 - 2/4 x 100 = 50
+    assert ruleengine.rate(plan, rows)["b"][0] == pytest.approx(50.0)
+    moved = _write(tmp_path, text.replace("cut_x: {value: 4", "cut_x: {value: 8"), "moved.yaml")
+    # [[0, 100], [8, 0]]: 100 - 2/8 x 100 = 75
+    assert ruleengine.rate(ruleengine.load(moved), rows)["b"][0] == pytest.approx(75.0)
+    wrong = _write(tmp_path, text.replace('cut_x: {value: 4, unit: "1"', "cut_x: {value: 4, unit: tCO2"), "w.yaml")
+    with pytest.raises(RuleEngineError) as err:
+        ruleengine.load(wrong)
+    assert "unit mismatch: parameter 'cut_x' is in tCO2, the scale needs 1" in str(err.value)

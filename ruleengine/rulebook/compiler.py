@@ -542,14 +542,19 @@ class _Compiler:
             in_unit = self.unit(spec.get("input_unit"), (*path, "input_unit"))
             if "piecewise" in spec:
                 pts = spec["piecewise"]
-                xs = tuple(float(p[0]) for p in pts)
-                ys = tuple(float(p[1]) for p in pts)
+                xs = tuple(self.named_number(p[0], in_unit, (*path, "piecewise", i, 0)) for i, p in enumerate(pts))
+                ys = tuple(self.named_number(p[1], unit, (*path, "piecewise", i, 1)) for i, p in enumerate(pts))
                 if any(b <= a for a, b in zip(xs, xs[1:], strict=False)):
                     self.error("piecewise points must have strictly increasing x", (*path, "piecewise"))
                 out[name] = ScaleSpec(name, "piecewise", xs, ys, "right", unit, in_unit, self.doc.loc(path, key=True))
             else:
                 st = spec["steps"]
-                edges, values = tuple(map(float, st["edges"])), tuple(map(float, st["values"]))
+                edges = tuple(
+                    self.named_number(v, in_unit, (*path, "steps", "edges", i)) for i, v in enumerate(st["edges"])
+                )
+                values = tuple(
+                    self.named_number(v, unit, (*path, "steps", "values", i)) for i, v in enumerate(st["values"])
+                )
                 if len(values) != len(edges) + 1:
                     self.error(
                         f"steps need one more value than edges ({len(edges)} edges, {len(values)} values)",
@@ -562,6 +567,18 @@ class _Compiler:
                 )
         return out
 
+    def named_number(self, v: Any, unit: Unit | None, path: PathT) -> float:
+        """A number of a scale, or the name of an undated scalar parameter in the scale's unit."""
+        if not isinstance(v, str):
+            return float(v)
+        p = self.params_.get(v)
+        if p is None or p.is_table or len(p.dated) != 1 or p.dated[0][0]:
+            self.error(f"'{v}' must be an undated scalar parameter to stand in a scale", path)
+            return math.nan
+        if unit is not None and p.unit != unit:
+            self.error(f"unit mismatch: parameter '{v}' is in {p.unit}, the scale needs {unit}", path)
+        return float(p.dated[0][1])
+
     def compile_variable(self, name: str, spec: dict[str, Any]) -> Node | None:
         path = ("variables", name)
         self.source_ref(spec, path)
@@ -573,9 +590,7 @@ class _Compiler:
                 if isinstance(v, str):  # a named weight: an undated scalar parameter of unit 1
                     p = self.params_.get(v)
                     if p is None or p.is_table or len(p.dated) != 1 or p.dated[0][0]:
-                        self.error(
-                            f"weight '{v}' must be an undated scalar parameter (unit 1)", (*path, "weights", k)
-                        )
+                        self.error(f"weight '{v}' must be an undated scalar parameter (unit 1)", (*path, "weights", k))
                         return None
                     values[k] = float(p.dated[0][1])
                 else:
