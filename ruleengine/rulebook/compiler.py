@@ -1100,7 +1100,21 @@ class _Compiler:
                     key=True,
                 )
             self.source_ref(spec, ("incentives", "levels", lid))
-        return {"rating": target, "levels": inc["levels"]}, primary  # type: ignore[dict-item]
+        out: dict[str, Any] = {"rating": target, "levels": inc["levels"]}
+        src = inc.get("rate_bp_from")
+        if src is not None:
+            node = self.nodes.get(src)
+            unit = node.unit if node is not None and node.unit is not None else self.inferred.get(src)
+            if node is None or node.kind != "variable":
+                from ..errors import did_you_mean
+
+                names = [n for n, x in self.nodes.items() if x.kind == "variable"]
+                self.error(f"unknown variable '{src}'{did_you_mean(src, names)}", ("incentives", "rate_bp_from"))
+            elif not isinstance(unit, Unit) or str(unit) != "bp":
+                self.error(f"'{src}' must be a variable in bp to price loans", ("incentives", "rate_bp_from"))
+            else:
+                out["rate_bp_from"] = src
+        return out, primary  # type: ignore[return-value]
 
     def compile_crosswalk(self, ratings: dict[str, RatingSpec], primary: str) -> dict[str, dict[str, Any]]:
         """Maps from other rulebooks' levels onto this one's primary rating; targets must exist."""
