@@ -31,7 +31,7 @@ def main(book: str, src: str, dst: str) -> None:
     import pyarrow.parquet  # noqa: F401  and the resident set after imports includes them)
 
     import ruleengine
-    from ruleengine import api as _api
+    from ruleengine import pipeline as _pipeline
     from ruleengine.engine.evaluator import evaluate
     from ruleengine.engine.results import build
 
@@ -39,7 +39,7 @@ def main(book: str, src: str, dst: str) -> None:
     base = _status_mb("VmRSS")
     plan = ruleengine.load(book)
     marks.append(("plan", time.perf_counter()))
-    batch = _api.prepare(plan, src)
+    batch = _pipeline.batch(plan, src)
     marks.append(("read + prepare", time.perf_counter()))
     ev = evaluate(plan, batch)
     marks.append(("evaluate", time.perf_counter()))

@@ -141,9 +141,9 @@ def _stages(plan: Any, cols: dict[str, Any]) -> dict[str, float] | None:
     """prepare / evaluate / build seconds, if the engine's stage functions are where they were."""
     try:
         from ruleengine import __version__
-        from ruleengine.api import prepare
         from ruleengine.engine.evaluator import evaluate
         from ruleengine.engine.results import build
+        from ruleengine.pipeline import batch as prepare
     except ImportError:
         return None
     t_prep, batch = _timed(lambda: prepare(plan, cols))

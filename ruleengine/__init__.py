@@ -38,7 +38,7 @@ _LAZY = {
     "validate": ".api",
     "Plan": ".rulebook.compiler",
     "DataIssue": ".io.data",
-    "BenchmarkTable": ".engine.evaluator",
+    "BenchmarkTable": ".engine.benchmarks",
     "Trace": ".analysis.trace",
     "Results": ".engine.results",
 }
@@ -46,7 +46,7 @@ _LAZY = {
 if TYPE_CHECKING:
     from .analysis.trace import Trace
     from .api import compile_text, explain, load, rate, validate
-    from .engine.evaluator import BenchmarkTable
+    from .engine.benchmarks import BenchmarkTable
     from .engine.results import Results
     from .io.data import DataIssue
     from .rulebook.compiler import Plan

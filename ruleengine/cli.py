@@ -203,17 +203,16 @@ def rate(book: str, data: str, output: str | None, fmt: str, max_issues: int, wh
     never stop the batch: they are rated where the rulebook allows, and `unrated` with the
     reason otherwise (see the `status` and `reasons` columns).
     """
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
     from . import load
-    from .api import prepare
-    from .engine.evaluator import evaluate
-    from .engine.results import build
+    from .api import rate as rate_api
+    from .pipeline import PHASES
 
     err = _console(stderr=True)
     plan = load(book)
     show_progress = err.is_terminal and Path(data).is_file() and Path(data).stat().st_size > 5_000_000
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    steps = ["read", "evaluate", "write"] if output else ["read", "evaluate"]
+    steps = [*PHASES, "write"] if output else list(PHASES)
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -223,19 +222,20 @@ def rate(book: str, data: str, output: str | None, fmt: str, max_issues: int, wh
         disable=not show_progress,
     ) as progress:
         task = progress.add_task(f"reading {data}", total=len(steps))
-        batch = prepare(plan, data)
-        progress.update(task, advance=1, description=f"rating {batch.n:,} firm-years")
-        from . import __version__
 
-        results = build(plan, batch, evaluate(plan, batch), __version__)
+        def tick(phase: str, done: int, total: int) -> None:
+            following = steps[steps.index(phase) + 1] if phase in steps[:-1] else phase
+            progress.update(task, completed=steps.index(phase) + 1, description=following)
+
+        results = rate_api(plan, data, progress=tick)
         if what:
             from .analysis.whatif import columns
 
             results.columns.update(columns(plan, results))
-        progress.update(task, advance=1, description=f"writing {output}")
         if output:
+            progress.update(task, description=f"writing {output}")
             _write_or_fail(results, output)
-            progress.update(task, advance=1)
+            progress.update(task, completed=len(steps))
     if fmt == "json":
         sys.stdout.write(results.to_json())
     elif fmt == "csv":

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -24,11 +23,10 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> str:
     tmp = tmp_path_factory.mktemp("peers")
     out = tmp / "RESULTS.md"
     cmd = [sys.executable, str(SCRIPT), "--quick", "--out", str(out), "--data-dir", str(tmp / "data")]
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
-    elapsed = time.perf_counter() - start
+    # no time limit here: speed is measured in benchmarks/, never in a unit test (a loaded CI
+    # machine made this fail); the timeout only stops a hang
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr
-    assert elapsed < 30, f"--quick took {elapsed:.1f} s"
     return out.read_text(encoding="utf-8")
 
 

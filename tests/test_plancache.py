@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 import ruleengine
-from ruleengine import api as _api
 from ruleengine.rulebook import _plancache
+from ruleengine.rulebook import loader as _api
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOKS = ROOT / "rulebooks"
@@ -176,4 +176,4 @@ def test_in_process_cache_also_sees_a_new_local_library(tmp_path, monkeypatch):
     shutil.copy(BOOKS / "lib" / "accounting.yaml", books / "lib" / "accounting.yaml")
     second = ruleengine.load(books / "huzhou.yaml")
     assert second is not first
-    assert str((books / "lib" / "accounting.yaml").resolve()) in second.document.digests
+    assert str((books / "lib" / "accounting.yaml").resolve()) in second.source_map.files

@@ -44,15 +44,14 @@ def _matches(expected: Any, actual: Any) -> tuple[bool, str]:
 
 
 def run_cases(plan: Plan, select: str | None = None) -> list[Outcome]:
-    from ..api import rate
+    from ..pipeline import rate
 
     out = []
     for i, case in enumerate(plan.tests):
         name = case["name"]
         if select and select not in name:
             continue
-        loc = plan.document.loc(("tests", i)) if plan.document else None
-        where = str(loc) if loc else plan.file
+        where = str(plan.source_map.loc("tests", i))
         rows = [dict(r) for r in (case.get("rows") or [case["input"]])]
         for r in rows:
             r.setdefault("firm_id", "case")

@@ -106,7 +106,7 @@ def _crosswalk(plans: list[Plan]) -> Plan | None:
     for p in plans:
         if ids - {p.id} <= set(p.crosswalk):
             return p
-    from ..api import load
+    from ..rulebook.loader import load
 
     try:
         national = load("national")
@@ -179,23 +179,24 @@ def _reason(m1: Method, m2: Method, i: int) -> str:
 
 
 def run(books: list[Any], data: Any, top: int = 10) -> dict[str, Any]:
-    from ..api import load, rate
+    from .. import pipeline
+    from ..rulebook.loader import load
 
     plans = [load(b) for b in books]
     if len({p.id for p in plans}) != len(plans):
         from ..errors import RuleEngineError
 
         raise RuleEngineError("compare needs different methods (two rulebooks have the same id)")
-    methods = [Method(p, rate(p, data)) for p in plans]
+    rated, raw = pipeline.rate_many(plans, data)  # the data is read once for every method
+    methods = [Method(p, r) for p, r in zip(plans, rated, strict=True)]
     n = len(methods[0].results)
     firm = methods[0].results["firm_id"]
     year = methods[0].results["year"]
-    from ..io.data import _text_arrow, read_any
+    from ..io.data import text_values
 
-    raw = read_any(data, ["firm_name"])
     names = None
     if "firm_name" in raw.columns:
-        names = [x or "" for x in _text_arrow(raw.columns["firm_name"], n).to_pylist()]
+        names = text_values(raw.columns["firm_name"], n)
     out: dict[str, Any] = {"firm_years": n, "methods": [], "pairs": [], "crosswalk": None}
     for m in methods:
         out["methods"].append(

@@ -148,7 +148,7 @@ def structural_diff(old: Document, new: Document) -> list[Edit]:
     for section in _SECTIONS:
         sa, sb = a.get(section) or {}, b.get(section) or {}
         for name in list(sa) + [n for n in sb if n not in sa]:
-            path = (section, name)
+            path: PathT = (section, name)
             what = section[:-1] if section != "sources" else "source"
             if name not in sb:
                 add("removed", what, f"{section}.{name}", sa[name], _MISSING, path, key=True)
@@ -358,10 +358,13 @@ def _rank(plan: Plan) -> dict[str, int]:
 
 
 def impact(old: Plan, new: Plan, data: Any) -> dict[str, Any]:
-    """Migration of the primary rating from OLD to NEW on a portfolio, and what it does to lending."""
-    from ..api import rate
+    """Migration of the primary rating from OLD to NEW on a portfolio, and what it does to lending.
 
-    ra, rb = rate(old, data), rate(new, data)
+    ``data``: a portfolio, read once here (or already read by :func:`ruleengine.pipeline.read`)."""
+    from .. import pipeline
+
+    raw = pipeline.read(data, [old, new], pipeline.CONTEXT_COLUMNS)
+    ra, rb = pipeline.rate(old, None, raw=raw), pipeline.rate(new, None, raw=raw)
     a, b = ra["rating"], rb["rating"]
     a_lab = np.where(a == "", "unrated", a)
     b_lab = np.where(b == "", "unrated", b)
@@ -417,12 +420,11 @@ def impact(old: Plan, new: Plan, data: Any) -> dict[str, Any]:
     if bp_a is not None and bp_b is not None:
         da, db = np.nan_to_num(bp_a), np.nan_to_num(bp_b)
         lending["rate_bp_sum_change"] = float(np.sum(db - da))
-        from ..io.data import _numbers, read_any
+        from ..io.data import number_values
 
-        raw = read_any(data)
         loan_col = raw.columns.get("loan_amount_10k_cny")
         if loan_col is not None:
-            loans, _bad = _numbers(loan_col, raw.n)
+            loans = number_values(loan_col, raw.n)
             loans = np.nan_to_num(loans)
             # loan (10^4 CNY) x 10^4 CNY x Δbp x 10^-4 = loan_10k x Δbp CNY a year
             effect = loans * (db - da)
@@ -464,7 +466,7 @@ def attribution(old_doc: Document, new_doc: Document, edits: list[Edit], data: A
     ``base``: OLD's primary rating labels on ``data``. A change that cannot be applied alone (it
     needs another change to compile) is reported as such.
     """
-    from ..api import rate
+    from .. import pipeline
 
     def rated_with(doc_data: Any) -> np.ndarray | None:
         doc = Document(
@@ -481,19 +483,19 @@ def attribution(old_doc: Document, new_doc: Document, edits: list[Edit], data: A
             plan = compile_document(doc)
         except RulebookError:
             return None
-        labels = rate(plan, data)["rating"]
+        labels = pipeline.rate(plan, None, raw=data)["rating"]
         return np.where(labels == "", "unrated", labels)
 
     relevant = [e for e in edits if e.what not in ("metadata", "source", "label") and e.patches]
-    alone = []
+    alone: list[dict[str, Any]] = []
     for e in relevant:
         got = rated_with(_apply(old_doc.data, e.patches))
         alone.append({"change": e.name, "moved": None if got is None else int((got != base).sum())})
-    orders = {}
+    orders: dict[str, list[dict[str, Any]]] = {}
     for label, seq in (("forward", relevant), ("reverse", relevant[::-1])):
         cur = old_doc.data
         prev = base
-        steps = []
+        steps: list[dict[str, Any]] = []
         for e in seq:
             cur = _apply(cur, e.patches)
             got = rated_with(cur)
@@ -516,7 +518,7 @@ def attribution(old_doc: Document, new_doc: Document, edits: list[Edit], data: A
 
 def run(old_book: Any, new_book: Any, data: Any | None = None) -> dict[str, Any]:
     """The whole diff: structural edits, and with ``data`` the impact and attribution."""
-    from ..api import load
+    from ..rulebook.loader import load
     from ..rulebook.source import load_document, resolve
 
     old_path, new_path = resolve(old_book), resolve(new_book)
@@ -532,11 +534,14 @@ def run(old_book: Any, new_book: Any, data: Any | None = None) -> dict[str, Any]
     if data is not None:
         if old_plan.primary != new_plan.primary and old_plan.id == new_plan.id:
             raise RuleEngineError("the primary rating changed name; impact needs comparable ratings")
-        imp = impact(old_plan, new_plan, data)
+        from .. import pipeline
+
+        raw = pipeline.read(data, [old_plan, new_plan], pipeline.CONTEXT_COLUMNS)  # the one read
+        imp = impact(old_plan, new_plan, raw)
         ra, _ = imp.pop("_results")
         base = np.where(ra["rating"] == "", "unrated", ra["rating"])
         out["impact"] = imp
-        out["attribution"] = attribution(old_doc, new_doc, edits, data, base)
+        out["attribution"] = attribution(old_doc, new_doc, edits, raw, base)
     return out
 
 

@@ -18,13 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..engine.evaluator import row_frame
 from ..io.data import Category
 from ..rulebook.compiler import Plan, RatingSpec
 
 if TYPE_CHECKING:
     from ..engine.results import Results
 
-TRACE_SCHEMA_VERSION = "1.0"
+TRACE_SCHEMA_VERSION = "1.1"  # 1.1: notes (structured reasons and fallbacks)
 
 
 @dataclass
@@ -64,6 +65,7 @@ class Trace:
     what_it_takes: dict[str, Any]
     replay: dict[str, Any]
     provenance: dict[str, Any]
+    notes: dict[str, list[dict[str, str]]] = field(default_factory=dict)  # kind → [{code, column, message}]
 
     def to_dict(self) -> dict[str, Any]:
         return _clean(asdict(self))
@@ -89,6 +91,12 @@ def _clean(x: Any) -> Any:
     if isinstance(x, np.integer):
         return int(x)
     return x
+
+
+def _scalar(v: Any) -> Any:
+    """One row's value of a formula piece, as the trace writes it (None for missing)."""
+    f = float(np.asarray(v, dtype=np.float64).reshape(-1)[0])
+    return None if math.isnan(f) else f
 
 
 def _fmt(x: Any) -> str:
@@ -136,6 +144,7 @@ def trace_row(plan: Plan, results: Results, i: int, what_if: bool = True) -> Tra
         v = np.broadcast_to(v, (batch.n,))[i]
         return v if isinstance(v, str) else float(v)
 
+    one_row = row_frame(plan, results, i)
     nodes: list[TraceNode] = []
     # the chain that decides: everything feeding the ratings, the checks and the standard columns
     import networkx as nx
@@ -152,6 +161,7 @@ def trace_row(plan: Plan, results: Results, i: int, what_if: bool = True) -> Tra
     order.sort(key=lambda n: plan.graph.nodes[n]["order"])
     for name in order:
         kind = plan.kind_of(name) or ""
+        detail: dict[str, Any]
         if kind == "input":
             spec = plan.inputs[name]
             detail = {"description": spec.description} if spec.description else {}
@@ -177,23 +187,17 @@ def trace_row(plan: Plan, results: Results, i: int, what_if: bool = True) -> Tra
             if node.expr is not None:
                 for sub in ast.walk(node.expr.node):
                     if isinstance(sub, ast.Subscript) and isinstance(sub.value, ast.Name):
-                        p = plan.parameters[sub.value.id]
-                        found = p.value_for_year(year)
-                        if isinstance(sub.slice, ast.Constant):
-                            key = sub.slice.value
-                        else:
-                            key = value_of(sub.slice.id)  # type: ignore[attr-defined]
-                        table = found[1] if found else {}
-                        used_key = key if key in table else p.fallback_key
-                        label = f"{sub.value.id}[{key!r}]"
-                        uses[label] = table.get(used_key) if used_key else None
+                        # the evaluator's own lookup (fallback key and all) over this row alone
+                        key = sub.slice.value if isinstance(sub.slice, ast.Constant) else value_of(sub.slice.id)  # type: ignore[attr-defined]
+                        looked_up, _notes = one_row.evaluate_node(sub)
+                        uses[f"{sub.value.id}[{key!r}]"] = _scalar(looked_up)
                     elif (
                         isinstance(sub, ast.Name) and sub.id in plan.parameters and not plan.parameters[sub.id].is_table
                     ):
                         found = plan.parameters[sub.id].value_for_year(year)
                         uses[sub.id] = found[1] if found else None
             unit = str(node.unit) if node.unit is not None else ""
-            detail: dict[str, Any] = {}
+            detail = {}
             if node.expr is not None:
                 for sub in ast.walk(node.expr.node):
                     if (
@@ -209,8 +213,9 @@ def trace_row(plan: Plan, results: Results, i: int, what_if: bool = True) -> Tra
                         detail.setdefault("measured_first", {})[first] = "default" if missing else "measured"
             if f"variables.{name}" in plan.overrides:
                 detail["overrides"] = plan.overrides[f"variables.{name}"]
-            if plan.document is not None and plan.document.origin(("variables", name)) is not None:
-                detail["defined_in"] = plan.document.origin(("variables", name)).file  # type: ignore[union-attr]
+            origin = plan.source_map.origin("variables", name)
+            if origin is not None:
+                detail["defined_in"] = origin
             nodes.append(
                 TraceNode(
                     name,
@@ -251,7 +256,7 @@ def trace_row(plan: Plan, results: Results, i: int, what_if: bool = True) -> Tra
                     value_of(name),
                     str(bm.unit or ""),
                     formula,
-                    source=plan.document.data["benchmarks"][name].get("source", "") if plan.document else "",
+                    source=bm.source,
                     detail=detail,
                 )
             )
@@ -271,7 +276,7 @@ def trace_row(plan: Plan, results: Results, i: int, what_if: bool = True) -> Tra
             decisions.append(Decision(rname, "", x, r.value.text, "", f"{rname}: not rated ({_fmt(x)})"))
     incentive: dict[str, Any] = {}
     if plan.incentives and row.get("rating"):
-        target_level = results[plan.incentives["rating"]][i]
+        target_level = results[str(plan.incentives["rating"])][i]
         incentive = dict(plan.incentives["levels"].get(target_level, {}))
         src = plan.incentives.get("rate_bp_from")
         if src:  # continuous pricing: the value of the firm's own formula
@@ -325,8 +330,8 @@ def trace_row(plan: Plan, results: Results, i: int, what_if: bool = True) -> Tra
         str(row["firm_id"]),
         year,
         row["status"],
-        [r for r in str(row["reasons"]).split("; ") if r],
-        [f for f in str(row["fallbacks"]).split("; ") if f],
+        [note.message for note in results.notes("reasons", i)],
+        [note.message for note in results.notes("fallbacks", i)],
         decisions,
         incentive,
         nodes,
@@ -339,6 +344,10 @@ def trace_row(plan: Plan, results: Results, i: int, what_if: bool = True) -> Tra
             "data_source": batch.source,
             "data_row": int(batch.row_numbers[i]),
         },
+        {
+            kind: [{"code": n.code, "column": n.column, "message": n.message} for n in results.notes(kind, i)]
+            for kind in ("reasons", "fallbacks")
+        },
     )
 
 
@@ -350,7 +359,8 @@ def verify(trace: dict[str, Any], book: Any = None) -> tuple[int, list[str]]:
     """
     from pathlib import Path
 
-    from ..api import load, rate
+    from ..pipeline import rate
+    from ..rulebook.loader import load
 
     meta = trace["rulebook"]
     if book is None:

@@ -95,7 +95,7 @@ def neighbours(plan: Plan, r: RatingSpec, idx: int, value: float, year: int) -> 
     return better, worse
 
 
-def _reached(r: RatingSpec, levels: np.ndarray, target: int) -> np.ndarray:
+def _reached(r: RatingSpec, levels: np.ndarray, target: int | np.ndarray) -> np.ndarray:
     ok = levels >= 0
     return ok & ((levels <= target) if r.better == "lower" else (levels >= target))
 

@@ -15,84 +15,93 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 from simpleeval import SimpleEval
 
 from ..io.data import Batch, Category
-from ..rulebook.compiler import BenchmarkSpec, Plan, RatingSpec
 from ..rulebook.expressions import MISSING
+from ..rulebook.plan import BenchmarkSpec, Plan, RatingSpec
+from .benchmarks import BenchmarkTable
 
 _NAN = np.nan
+Side = Literal["left", "right"]
+
+
+@dataclass(frozen=True)
+class Note:
+    """One reason or fallback: a stable code, the name it concerns, and what a person reads."""
+
+    code: str  # e.g. division_by_zero, no_value, table_fallback, benchmark_fallback, check, data
+    column: str  # the input, parameter, variable, benchmark or check it concerns ('' if none)
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+# a per-row payload: one Note for every row of the mask, or (codes, notes): row k reads notes[codes[k]]
+_Payload = Note | tuple[np.ndarray, list[Note]]
 
 
 class _Notes:
-    """Per-row reasons and fallbacks, collected as (row indices, message) pairs."""
+    """Per-row reasons and fallbacks as (rank, sequence, row indices, payload).
+
+    ``rank`` is the position in the plan's order of the node that took the note, so a row lists its
+    notes in the plan's order however the evaluation was staged or partitioned."""
 
     def __init__(self, n: int):
         self.n = n
-        self.reasons: list[tuple[np.ndarray, Any]] = []
-        self.fallbacks: list[tuple[np.ndarray, Any]] = []
+        self.rank = 0
+        self.items: dict[str, list[tuple[int, int, np.ndarray, _Payload]]] = {"reasons": [], "fallbacks": []}
+        self._seq = 0
         # rows whose notes count: inside a branch of where() only the rows that take that branch
         # (a value computed for rows that do not use it leaves no reason or fallback on them)
         self.scope: np.ndarray | None = None
 
-    def _keep(self, idx: np.ndarray, message: Any) -> tuple[np.ndarray, Any]:
-        if self.scope is None:
-            return idx, message
-        sel = self.scope[idx]
-        if isinstance(message, tuple):  # (codes per row, texts)
-            return idx[sel], (message[0][sel], message[1])
-        if not isinstance(message, str):  # one message per row
-            return idx[sel], [m for m, s in zip(message, sel.tolist(), strict=True) if s]
-        return idx[sel], message
-
-    def add_reasons(self, idx: np.ndarray, message: Any) -> None:
-        idx, message = self._keep(idx, message)
+    def add(self, kind: str, idx: np.ndarray, payload: _Payload, rank: int | None = None) -> None:
+        if self.scope is not None and idx.size:
+            sel = self.scope[idx]
+            idx = idx[sel]
+            if isinstance(payload, tuple):  # (codes per row, notes)
+                payload = (payload[0][sel], payload[1])
         if idx.size:
-            self.reasons.append((idx, message))
+            self._seq += 1
+            self.items[kind].append((self.rank if rank is None else rank, self._seq, idx, payload))
 
-    def add_fallbacks(self, idx: np.ndarray, message: Any) -> None:
-        idx, message = self._keep(idx, message)
-        if idx.size:
-            self.fallbacks.append((idx, message))
+    def reason(self, mask: np.ndarray, note: Note, rank: int | None = None) -> None:
+        self.add("reasons", np.flatnonzero(mask), note, rank)
 
-    def reason(self, mask: np.ndarray, message: Any) -> None:
-        self.add_reasons(np.flatnonzero(mask), message)
+    def fallback(self, mask: np.ndarray, note: Note, rank: int | None = None) -> None:
+        self.add("fallbacks", np.flatnonzero(mask), note, rank)
 
-    def fallback(self, mask: np.ndarray, message: Any) -> None:
-        self.add_fallbacks(np.flatnonzero(mask), message)
-
-    @staticmethod
     def join(
-        n: int, items: list[tuple[np.ndarray, Any]], extra: Mapping[int, list[str]] | None = None
-    ) -> tuple[np.ndarray, list[str]]:
-        """Per-row '; '-joined messages as (codes, texts): row i reads texts[codes[i]], -1 = none.
+        self, kind: str, extra: Mapping[int, list[Note]] | None = None
+    ) -> tuple[np.ndarray, list[tuple[Note, ...]]]:
+        """Per-row notes as (codes, combinations): row i has combinations[codes[i]], -1 = none.
 
-        Each distinct message gets a bit; a row's messages are a bit mask, and the text is built
-        once per distinct mask (a batch has few distinct combinations even with a million rows),
-        so there is no per-row Python loop.
-        """
-        ids: dict[str, int] = {}
+        Each distinct note gets a bit; a row's notes are a bit mask, and each distinct mask is
+        turned into its tuple once (a batch has few distinct combinations even with a million
+        rows), so there is no per-row Python loop. ``extra``: notes of single rows (data problems),
+        listed first."""
+        n = self.n
+        ids: dict[Note, int] = {}
         pairs: list[tuple[np.ndarray, np.ndarray]] = []
-        for idx, message in items:
-            if isinstance(message, str):
-                mid = ids.setdefault(message, len(ids))
+        for _rank, _seq, idx, payload in sorted(self.items[kind], key=lambda it: (it[0], it[1])):
+            if isinstance(payload, Note):
+                mid = ids.setdefault(payload, len(ids))
                 pairs.append((idx, np.full(len(idx), mid, dtype=np.int64)))
-            elif isinstance(message, tuple):  # (codes per row, texts): row k reads texts[codes[k]]
-                local_codes, local_texts = message
-                tid = np.array([ids.setdefault(t, len(ids)) for t in local_texts], dtype=np.int64)
-                pairs.append((idx, tid[local_codes]))
             else:
-                codes = np.fromiter((ids.setdefault(m, len(ids)) for m in message), dtype=np.int64, count=len(message))
-                pairs.append((idx, codes))
-        texts = list(ids)
+                local_codes, local_notes = payload
+                tid = np.array([ids.setdefault(t, len(ids)) for t in local_notes], dtype=np.int64)
+                pairs.append((idx, tid[local_codes]))
+        notes = list(ids)
         out = np.full(n, -1, dtype=np.int32)
-        joined: list[str] = []
-        if texts:
-            words = (len(texts) + 62) // 63
+        combos: list[tuple[Note, ...]] = []
+        if notes:
+            words = (len(notes) + 62) // 63
             masks = np.zeros((words, n), dtype=np.int64)
             for idx, codes in pairs:
                 for w in range(words):
@@ -102,25 +111,31 @@ class _Notes:
             flagged = np.flatnonzero(masks.any(axis=0))
             uniq, inv = np.unique(masks[:, flagged], axis=1, return_inverse=True)
             for j in range(uniq.shape[1]):
-                msgs = [
-                    texts[w * 63 + b]
-                    for w in range(words)
-                    for b in range(63)
-                    if w * 63 + b < len(texts) and (int(uniq[w, j]) >> b) & 1
-                ]
-                joined.append("; ".join(msgs))
+                combos.append(
+                    tuple(
+                        notes[w * 63 + b]
+                        for w in range(words)
+                        for b in range(63)
+                        if w * 63 + b < len(notes) and (int(uniq[w, j]) >> b) & 1
+                    )
+                )
             out[flagged] = inv.ravel().astype(np.int32)
-        for i, msgs in (extra or {}).items():  # data problems: few rows, texts specific to the cell
-            current = [joined[out[i]]] if out[i] >= 0 else []
-            joined.append("; ".join(dict.fromkeys([*msgs, *current])))
-            out[i] = len(joined) - 1
-        return out, joined
+        for i, mine in (extra or {}).items():  # data problems: few rows, texts specific to the cell
+            current = combos[out[i]] if out[i] >= 0 else ()
+            combos.append(tuple(dict.fromkeys([*mine, *current])))
+            out[i] = len(combos) - 1
+        return out, combos
+
+
+def joined(combos: list[tuple[Note, ...]]) -> list[str]:
+    """The text of each combination of notes, as the results' reasons/fallbacks columns read."""
+    return ["; ".join(note.message for note in c) for c in combos]
 
 
 class _BoundTable:
     """A table parameter resolved for this batch's years; index with 'key' or a Category column."""
 
-    def __init__(self, ctx: _Context, name: str):
+    def __init__(self, ctx: Frame, name: str):
         self.ctx, self.name = ctx, name
         self.spec = ctx.plan.parameters[name]
 
@@ -134,7 +149,9 @@ class _BoundTable:
         for y, rows in ctx.year_groups():
             found = spec.value_for_year(y)
             if found is None:
-                ctx.notes.reason(rows_mask(ctx.n, rows), f"{self.name}: no value in force for {y}")
+                ctx.notes.reason(
+                    rows_mask(ctx.n, rows), Note("no_value", self.name, f"{self.name}: no value in force for {y}")
+                )
                 continue
             table = found[1]
             if isinstance(key, str):
@@ -143,10 +160,17 @@ class _BoundTable:
                 elif spec.fallback_key is not None:
                     out[rows] = table[spec.fallback_key]
                     ctx.notes.fallback(
-                        rows_mask(ctx.n, rows), f"{self.name}: no value for '{key}' in {y}, used '{spec.fallback_key}'"
+                        rows_mask(ctx.n, rows),
+                        Note(
+                            "table_fallback",
+                            self.name,
+                            f"{self.name}: no value for '{key}' in {y}, used '{spec.fallback_key}'",
+                        ),
                     )
                 else:
-                    ctx.notes.reason(rows_mask(ctx.n, rows), f"{self.name}: no value for '{key}' in {y}")
+                    ctx.notes.reason(
+                        rows_mask(ctx.n, rows), Note("no_value", self.name, f"{self.name}: no value for '{key}' in {y}")
+                    )
                 continue
             labels = key.labels
             vals = np.array([table.get(lab, _NAN) for lab in labels] + [_NAN])
@@ -160,11 +184,18 @@ class _BoundTable:
                     f"no value for '{labels[c]}' in {y}" if c >= 0 else "no key for this firm" for c in uniq.tolist()
                 ]
                 if spec.fallback_key is not None:
-                    texts = [f"{self.name}: {w}, used '{spec.fallback_key}'" for w in whats]
-                    ctx.notes.add_fallbacks(rows[miss], (inv.ravel(), texts))
+                    notes = [
+                        Note("table_fallback", self.name, f"{self.name}: {w}, used '{spec.fallback_key}'")
+                        for w in whats
+                    ]
+                    ctx.notes.add("fallbacks", rows[miss], (inv.ravel(), notes))
                     got = np.where(miss, table[spec.fallback_key], got)
                 else:
-                    ctx.notes.add_reasons(rows[miss], (inv.ravel(), [f"{self.name}: {w}" for w in whats]))
+                    ctx.notes.add(
+                        "reasons",
+                        rows[miss],
+                        (inv.ravel(), [Note("no_value", self.name, f"{self.name}: {w}") for w in whats]),
+                    )
             out[rows] = got
         return out
 
@@ -193,14 +224,14 @@ def _is_full_column(x: Any, other: Any) -> bool:
     )
 
 
-def _truth(x: Any) -> np.ndarray:
+def truth(x: Any) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 
 class _ArrayEval(SimpleEval):
     """simpleeval with operators that work on whole numpy columns."""
 
-    def __init__(self, ctx: _Context):
+    def __init__(self, ctx: Frame):
         super().__init__(operators={}, functions=ctx.functions(), names=ctx.names)
         self.ctx = ctx
 
@@ -228,7 +259,7 @@ class _ArrayEval(SimpleEval):
             return np.negative(v)
         if isinstance(node.op, ast.UAdd):
             return v
-        return 1.0 - _truth(v)  # not: NaN stays NaN
+        return 1.0 - truth(v)  # not: NaN stays NaN
 
     def _eval_compare(self, node: ast.Compare) -> Any:
         left = self._eval(node.left)
@@ -247,7 +278,7 @@ class _ArrayEval(SimpleEval):
             cond = self._eval(node.args[0])
             notes = self.ctx.notes
             outer = notes.scope
-            c = np.broadcast_to(_truth(cond), (self.ctx.n,))
+            c = np.broadcast_to(truth(cond), (self.ctx.n,))
             branches = []
             for take in (c == 1.0, c == 0.0):
                 notes.scope = take if outer is None else (take & outer)
@@ -277,7 +308,7 @@ class _ArrayEval(SimpleEval):
         return table[key]
 
 
-def _compare(op: ast.cmpop, a: Any, b: Any) -> np.ndarray:
+def _compare(op: ast.cmpop, a: Any, b: Any) -> Any:
     if isinstance(a, Category) or isinstance(b, Category):
         cat, label = (a, b) if isinstance(a, Category) else (b, a)
         code = cat.labels.index(label) if label in cat.labels else -2
@@ -314,33 +345,9 @@ class Patch:
         return out
 
 
-@dataclass
-class BenchmarkTable:
-    """A benchmark's population statistics: per peer-group level, year and group label.
+class Frame:
+    """One batch being evaluated: its columns, the values computed so far, notes and tables."""
 
-    ``entries[level][(year, label)] = (value, peers)``; for percentile ranks ``value`` is the
-    sorted array of the group's values.  ``levels`` names each level (a group key, or
-    'fallback').  Computed once from a batch; applying it to any rows gives the same numbers.
-    """
-
-    name: str
-    statistic: str
-    levels: list[str]
-    min_peers: int
-    entries: list[dict[tuple[int, str], tuple[Any, int]]] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        out = []
-        for level, entries in zip(self.levels, self.entries, strict=False):
-            rows = []
-            for (year, label), (value, peers) in sorted(entries.items()):
-                v = value.tolist() if isinstance(value, np.ndarray) else value
-                rows.append({"year": year, "group": label, "value": v, "peers": peers})
-            out.append({"level": level, "groups": rows})
-        return {"name": self.name, "statistic": self.statistic, "min_peers": self.min_peers, "levels": out}
-
-
-class _Context:
     def __init__(
         self, plan: Plan, batch: Batch, tables: Mapping[str, BenchmarkTable] | None, overrides: Mapping[str, Any] | None
     ):
@@ -351,7 +358,7 @@ class _Context:
         self.tables: dict[str, BenchmarkTable] = {}
         self.overrides = dict(overrides or {})
         self.current = ""
-        self.record: str | None = None  # the current variable's 'record:' text, if it asks for one
+        self.record: Note | None = None  # the current variable's 'record:' note, if it asks for one
         years = batch.columns["year"]
         self.years = np.where(np.isnan(years), -1, years).astype(np.int64)
         self._year_groups: list[tuple[int, np.ndarray]] | None = None
@@ -359,6 +366,37 @@ class _Context:
         self._firm_index: tuple[np.ndarray, np.ndarray] | None = None
         self.aux: dict[str, Any] = {}
         self.invalid = batch.invalid.copy()  # grows as error checks fail
+        self.done: set[str] = set()  # nodes evaluated
+        self.levels: dict[str, np.ndarray] = {}  # rating → level index per row
+        self._first_use: dict[str, int] | None = None
+        self._ev: _ArrayEval | None = None
+
+    def at(self, name: str) -> None:
+        """Evaluating node ``name`` now: notes taken are ranked at its place in the plan."""
+        self.current = name.split(":", 1)[-1]
+        self.notes.rank = self.plan.rank(name)
+        node = self.plan.nodes.get(name)
+        text = node.spec.get("record") if node is not None and node.kind == "variable" else None
+        self.record = Note("record", self.current, f"{self.current}: {text}") if text else None
+
+    def first_use(self, name: str) -> int:
+        """Rank of the first node (in plan order) that uses parameter ``name``."""
+        if self._first_use is None:
+            first: dict[str, int] = {}
+            for i, node in enumerate(self.plan.order):
+                for dep in self.plan.nodes[node].deps:
+                    first.setdefault(dep, i)
+            self._first_use = first
+        return self._first_use.get(name, self.notes.rank)
+
+    def next_benchmark_stage(self) -> int | None:
+        """The lowest stage with a benchmark not evaluated yet (None: no more benchmarks)."""
+        stages = [
+            self.plan.nodes[name].stage
+            for name in self.plan.order
+            if self.plan.nodes[name].kind == "benchmark" and name not in self.done
+        ]
+        return min(stages, default=None)
 
     # names -----------------------------------------------------------------------------------
     def names(self, node: ast.Name) -> Any:
@@ -386,10 +424,13 @@ class _Context:
         if entries and entries[0] is not None and all(e is entries[0] for e in entries):
             return entries[0][1]
         out = np.full(self.n, _NAN)
+        rank = self.first_use(name)
         for y, rows in self.year_groups():
             found = spec.value_for_year(y)
             if found is None:
-                self.notes.reason(rows_mask(self.n, rows), f"{name}: no value in force for {y}")
+                self.notes.reason(
+                    rows_mask(self.n, rows), Note("no_value", name, f"{name}: no value in force for {y}"), rank
+                )
             else:
                 out[rows] = found[1]
         return out
@@ -438,61 +479,37 @@ class _Context:
             out = np.divide(a64, np.where(zero, 1.0, b64))
             out = np.where(zero, _NAN, out)
             hit = np.broadcast_to(zero & ~np.isnan(a64), (self.n,))
-            self.notes.reason(hit, f"division by zero in {self.current}: {ast.unparse(node.right)} = 0")
+            self.notes.reason(
+                hit,
+                Note(
+                    "division_by_zero",
+                    self.current,
+                    f"division by zero in {self.current}: {ast.unparse(node.right)} = 0",
+                ),
+            )
             return out
         return np.divide(a64, b64)
 
     # functions -------------------------------------------------------------------------------
     def functions(self) -> dict[str, Any]:
-        def where(c: Any, a: Any, b: Any) -> Any:
-            c = _truth(c)
-            out = np.where(c == 1.0, a, b).astype(np.float64)
-            return np.where(np.isnan(c), _NAN, out)
+        """The formula functions (one registry: ``ruleengine.rulebook.functions``) and the
+        rulebook's scales, bound to this frame."""
+        from functools import partial
 
-        def nmin(*xs: Any) -> Any:
-            return _reduce(np.minimum, xs)
+        from ..rulebook.functions import FUNCTIONS
 
-        def nmax(*xs: Any) -> Any:
-            return _reduce(np.maximum, xs)
-
-        def coalesce(*xs: Any) -> Any:
-            out: Any = _collapse(np.asarray(xs[0], dtype=np.float64))
-            for x in xs[1:]:
-                miss = np.isnan(out)
-                if not miss.any():
-                    break
-                out = x if miss.all() and np.ndim(x) == 0 else np.where(miss, x, out)
-            return out
-
-        def safe_div(a: Any, b: Any, if_zero: Any) -> Any:
-            b64 = np.asarray(b, dtype=np.float64)
-            zero = b64 == 0
-            q = np.divide(a, np.where(zero, 1.0, b64))
-            return np.where(zero, if_zero, q)
-
-        def rounding(x: Any, digits: int = 0) -> Any:
-            return np.round(x, int(digits))
-
-        funcs: dict[str, Any] = {
-            "where": where,
-            "min": nmin,
-            "max": nmax,
-            "clip": lambda x, lo, hi: np.minimum(np.maximum(x, lo), hi),
-            "abs": np.abs,
-            "round": rounding,
-            "all_of": lambda *cs: _kleene(cs, decisive=0.0),
-            "any_of": lambda *cs: _kleene(cs, decisive=1.0),
-            "coalesce": coalesce,
-            "safe_div": safe_div,
-            "is_missing": lambda x: np.isnan(np.asarray(x, dtype=np.float64)).astype(np.float64),
-            "prev": lambda x, otherwise=None: self.shifted(x, None, otherwise),
-            "has_prev": lambda x: self.has_shifted(x),
-            "baseline": lambda x, year, otherwise=None: self.shifted(x, int(year), otherwise),
-            "prefix": lambda cat, k: _prefix(cat, int(k)),
-        }
+        funcs: dict[str, Any] = {name: partial(fn.run, self) for name, fn in FUNCTIONS.items()}
         for name, scale in self.plan.scales.items():
             funcs[name] = _scale_fn(scale)
         return funcs
+
+    def prefix(self, cat: Category, k: int) -> Category:
+        """The first ``k`` characters of each label (industry → division), labels sorted."""
+        cut = [lab[:k] for lab in cat.labels]
+        labels = sorted(set(cut))
+        position = {lab: i for i, lab in enumerate(labels)}
+        remap = np.array([position[c] for c in cut] + [-1], dtype=np.int32)
+        return Category(remap[cat.codes], labels)
 
     def firm_index(self) -> tuple[np.ndarray, np.ndarray]:
         """(sorted keys firm_code*10000+year, the row of each key) for panel lookups."""
@@ -532,10 +549,17 @@ class _Context:
         missing = ~found | np.isnan(out)
         if otherwise is not None:
             fb = np.broadcast_to(np.asarray(otherwise, dtype=np.float64), (self.n,))
-            self.notes.fallback(missing, f"{self.current}: no {label} value for this firm, used the fallback")
+            self.notes.fallback(
+                missing,
+                Note(
+                    "panel_fallback", self.current, f"{self.current}: no {label} value for this firm, used the fallback"
+                ),
+            )
             out = np.where(missing, fb, out)
         else:
-            self.notes.reason(missing, f"{self.current}: no {label} value for this firm")
+            self.notes.reason(
+                missing, Note("no_panel_value", self.current, f"{self.current}: no {label} value for this firm")
+            )
         return out
 
     # benchmarks ------------------------------------------------------------------------------
@@ -547,20 +571,30 @@ class _Context:
             self.aux[f"{spec.name}_peers"] = np.zeros(n, dtype=np.int64)
             self.aux[f"{spec.name}_group"] = (np.zeros(n, dtype=np.int8), ["given"])
             return
-        table = self.given_tables.get(spec.name)
-        if table is None:
-            table = compute_table(spec, self)
+        from . import benchmarks as bm
+
+        table = self.given_tables.get(spec.name) or self.tables.get(spec.name)
+        if table is None:  # one batch on its own: the population is this batch
+            own = bm.tables(self.plan, bm.partials(self, self.plan.nodes[spec.name].stage))
+            self.tables.update(own)
+            self.at(spec.name)
+            table = own[spec.name]
         self.tables[spec.name] = table
-        value, peers, level = apply_table(spec, table, self)
+        value, peers, level = bm.lookup(spec, table, self)
         self.values[spec.name] = value
         self.aux[f"{spec.name}_peers"] = peers
         self.aux[f"{spec.name}_group"] = (level, list(table.levels))
         # notes: fallbacks taken and benchmarks not found
         none = level < 0
         if none.any():
-            peers = "peer" if spec.min_peers == 1 else "peers"
+            word = "peer" if spec.min_peers == 1 else "peers"
             self.notes.reason(
-                none, f"{spec.name}: no peer group with at least {spec.min_peers} {peers} and no fallback value"
+                none,
+                Note(
+                    "no_benchmark",
+                    spec.name,
+                    f"{spec.name}: no peer group with at least {spec.min_peers} {word} and no fallback value",
+                ),
             )
         fell = level > 0
         if fell.any():
@@ -594,7 +628,7 @@ class _Context:
                     texts.append(f"{spec.name}: no {spec.fallback_key or spec.groups[0]} for this firm, used {used}")
                 else:
                     texts.append(f"{spec.name}: fewer than {spec.min_peers} peers by {tried}, used {used}")
-            self.notes.add_fallbacks(idx, (inv.ravel(), texts))
+            self.notes.add("fallbacks", idx, (inv.ravel(), [Note("benchmark_fallback", spec.name, x) for x in texts]))
 
     def _level_category(self, spec: BenchmarkSpec, table: BenchmarkTable, lv: int) -> Category:
         if table.levels[lv] != "fallback":
@@ -602,6 +636,44 @@ class _Context:
         if spec.fallback_key:
             return self.group_labels(spec.fallback_key)
         return Category(np.zeros(self.n, dtype=np.int32), ["*"])
+
+    def values_of(self, name: str | None) -> Any:
+        """The value of an input, variable, benchmark or parameter in this frame."""
+        assert name is not None
+        if name in self.values:
+            return self.values[name]
+        if name in self.batch.columns:
+            return self.batch.columns[name]
+        return self.names(ast.Name(id=name))
+
+    def evaluate_expr(self, expr: Any) -> Any:
+        """A compiled formula over the frame's columns."""
+        if self._ev is None:
+            self._ev = _ArrayEval(self)
+        return self._ev.eval(expr.text, previously_parsed=expr.node)
+
+    def evaluate_node(self, node: ast.AST) -> tuple[Any, list[Note]]:
+        """One piece of a formula over the frame; its value and the notes it took (a table
+        lookup that fell back, a division by zero). The audit trail asks this of a one-row frame,
+        so its lookups follow exactly the rules of the batch."""
+        if self._ev is None:
+            self._ev = _ArrayEval(self)
+        before = {kind: len(items) for kind, items in self.notes.items.items()}
+        value = self._ev._eval(node)
+        taken = [
+            payload
+            for kind, items in self.notes.items.items()
+            for _rank, _seq, _idx, payload in items[before[kind] :]
+            if isinstance(payload, Note)
+        ]
+        taken += [
+            notes[int(codes[0])]
+            for kind, items in self.notes.items.items()
+            for _rank, _seq, _idx, payload in items[before[kind] :]
+            if not isinstance(payload, Note)
+            for codes, notes in [payload]
+        ]
+        return value, taken
 
     def group_labels(self, group: str) -> Category:
         if group == "all":
@@ -619,30 +691,6 @@ def _collapse(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def _kleene(conditions: Any, decisive: float) -> Any:
-    """Three-valued and/or: one decisive value settles it (false for all_of, true for any_of);
-    otherwise any unknown makes the result unknown."""
-    cs = np.broadcast_arrays(*[_truth(c) for c in conditions])
-    stacked = np.stack(cs)
-    settled = np.any(stacked == decisive, axis=0)
-    unknown = np.any(np.isnan(stacked), axis=0)
-    return np.where(settled, decisive, np.where(unknown, _NAN, 1.0 - decisive))
-
-
-def _reduce(fn: Any, xs: Any) -> Any:
-    out = xs[0]
-    for x in xs[1:]:
-        out = fn(out, x)
-    return out
-
-
-def _prefix(cat: Category, k: int) -> Category:
-    cut = [lab[:k] for lab in cat.labels]
-    labels = sorted(set(cut))
-    remap = np.array([labels.index(c) for c in cut] + [-1], dtype=np.int32)
-    return Category(remap[cat.codes], labels)
-
-
 def _scale_fn(scale: Any) -> Any:
     xs, ys = np.asarray(scale.xs), np.asarray(scale.ys)
     if scale.kind == "piecewise":
@@ -652,7 +700,7 @@ def _scale_fn(scale: Any) -> Any:
             return np.where(np.isnan(x), _NAN, np.interp(x, xs, ys))
 
         return piecewise
-    side = "left" if scale.closed == "right" else "right"
+    side: Side = "left" if scale.closed == "right" else "right"
 
     def steps(x: Any) -> Any:
         x = np.asarray(x, dtype=np.float64)
@@ -662,225 +710,7 @@ def _scale_fn(scale: Any) -> Any:
     return steps
 
 
-def _year_label_keys(ctx: _Context, cat: Category) -> tuple[np.ndarray, int]:
-    ncat = len(cat.labels) + 1
-    codes = cat.codes.astype(np.int64) + 1  # 0 = missing
-    return ctx.years * ncat + codes, ncat
-
-
-def compute_table(spec: BenchmarkSpec, ctx: _Context) -> BenchmarkTable:
-    """Population statistics of one benchmark over this batch, per peer-group level."""
-    n = ctx.n
-    levels = list(spec.groups) + (["fallback"] if spec.fallback_parameter or spec.fallback_value is not None else [])
-    table = BenchmarkTable(spec.name, spec.statistic, levels, spec.min_peers)
-    if spec.statistic == "ratio_of_sums":
-        num = np.broadcast_to(np.asarray(ctx.values_of(spec.numerator), dtype=np.float64), (n,))
-        den = np.broadcast_to(np.asarray(ctx.values_of(spec.denominator), dtype=np.float64), (n,))
-        eligible = np.isfinite(num) & np.isfinite(den)
-    else:
-        val = np.broadcast_to(np.asarray(ctx.values_of(spec.of), dtype=np.float64), (n,))
-        eligible = np.isfinite(val)
-    eligible &= ~ctx.invalid & (ctx.years >= 0)
-    if spec.where is not None:
-        eligible &= _truth(ctx.evaluate_expr(spec.where)) == 1.0
-    for group in spec.groups:
-        cat = ctx.group_labels(group)
-        eligible_g = eligible & (cat.codes >= 0)
-        key, ncat = _year_label_keys(ctx, cat)
-        everyone = bool(eligible_g.all())  # the common case: no row left out, nothing to compress
-        k = key if everyone else key[eligible_g]
-        dense = k.size and int(k.max()) < 4 * n + 1_000_000
-        if dense and spec.statistic in ("ratio_of_sums", "mean"):
-            # sums straight into (year, label) bins, rows in order: the same additions as by group
-            counts_all = np.bincount(k)
-            uniq = np.flatnonzero(counts_all)
-            counts = counts_all[uniq]
-            inv = None
-        elif dense:  # count without sorting
-            present = np.bincount(k)
-            uniq = np.flatnonzero(present)
-            remap = np.zeros(len(present), dtype=np.int64)
-            remap[uniq] = np.arange(len(uniq))
-            inv = remap[k]
-            counts = present[uniq]
-        else:
-            uniq, inv = np.unique(k, return_inverse=True)
-            counts = np.bincount(inv, minlength=len(uniq))
-        bins = inv if inv is not None else k
-        size = len(uniq) if inv is not None else int(k.max()) + 1 if k.size else 0
-        entries: dict[tuple[int, str], tuple[Any, int]] = {}
-        if spec.statistic == "ratio_of_sums":
-            s_num = np.bincount(bins, weights=num if everyone else num[eligible_g], minlength=size)
-            s_den = np.bincount(bins, weights=den if everyone else den[eligible_g], minlength=size)
-            if inv is None:
-                s_num, s_den = s_num[uniq], s_den[uniq]
-            with np.errstate(divide="ignore", invalid="ignore"):
-                vals = np.where(s_den != 0, s_num / np.where(s_den == 0, 1, s_den), _NAN)
-        elif spec.statistic == "mean":
-            s = np.bincount(bins, weights=val if everyone else val[eligible_g], minlength=size)
-            vals = (s[uniq] if inv is None else s) / counts
-        else:
-            assert inv is not None
-            v = val if everyone else val[eligible_g]
-            order = np.lexsort((v, inv))
-            sv, sinv = v[order], inv[order]
-            starts = np.searchsorted(sinv, np.arange(len(uniq)))
-            if spec.statistic == "median":
-                lo = starts + (counts - 1) // 2
-                hi = starts + counts // 2
-                vals = (sv[lo] + sv[hi]) / 2.0 if len(uniq) else np.zeros(0)
-            else:
-                vals = [sv[starts[i] : starts[i] + counts[i]].copy() for i in range(len(uniq))]
-        for i, kk in enumerate(uniq.tolist()):
-            year, code = divmod(kk, ncat)
-            entries[(int(year), cat.labels[code - 1])] = (
-                vals[i] if not isinstance(vals, list) else vals[i],
-                int(counts[i]),
-            )
-        table.entries.append(entries)
-    if len(levels) > len(spec.groups):
-        fb: dict[tuple[int, str], tuple[Any, int]] = {}
-        if spec.fallback_value is not None:
-            for y, _ in ctx.year_groups():
-                fb[(y, "*")] = (spec.fallback_value, 0)
-        else:
-            p = ctx.plan.parameters[spec.fallback_parameter]  # type: ignore[index]
-            for y, _ in ctx.year_groups():
-                found = p.value_for_year(y)
-                if found:
-                    for label, v in found[1].items():
-                        fb[(y, label)] = (v, 0)
-        table.entries.append(fb)
-    return table
-
-
-def apply_table(spec: BenchmarkSpec, table: BenchmarkTable, ctx: _Context) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each row's benchmark value, peer count and level used (-1: none) from ``table``."""
-    n = ctx.n
-    if spec.statistic == "percentile_rank":
-        return _apply_ranks(spec, table, ctx)
-    value = np.full(n, _NAN)
-    peers = np.zeros(n, dtype=np.int64)
-    level = np.full(n, -1, dtype=np.int64)
-    todo = ctx.years >= 0
-    yoff, ylist = ctx.year_offsets()
-    for li, entries in enumerate(table.entries):
-        remaining = int(np.count_nonzero(todo))
-        if not remaining:
-            break
-        cat, fkey, is_fallback = _level_labels(spec, table, li, ctx)
-        # every (year, label) slot of this level in one table, then one gather over the rows;
-        # slot `width` of a year is "no key", the last slot of all is "no year"
-        width = len(cat.labels) + 1
-        usable = np.zeros(len(ylist) * width + 1, dtype=bool)
-        vals = np.full(len(ylist) * width + 1, _NAN)
-        counts = np.zeros(len(ylist) * width + 1, dtype=np.int64)
-        for yi, y in enumerate(ylist):
-            default = entries.get((y, fkey)) if fkey else None
-            slots = [entries.get((y, label)) or default for label in cat.labels] + [default]
-            for j, e in enumerate(slots):
-                if e is None or (not is_fallback and (e[1] < spec.min_peers or j == width - 1)):
-                    continue  # no key: only a fallback table's default key can serve
-                usable[yi * width + j] = True
-                vals[yi * width + j] = float(e[0])
-                counts[yi * width + j] = e[1]
-        if remaining > n // 2:  # most rows still open: whole-column passes
-            slot = _slot_of(yoff, cat.codes, width, len(usable) - 1)
-            hit = usable[slot]
-            if remaining < n:
-                hit &= todo
-            if remaining == n and hit.all():  # every row served by this level (the usual case)
-                value, peers, level = vals[slot], counts[slot], np.full(n, li, dtype=np.int64)
-                todo[:] = False
-                break
-            value = np.where(hit, vals[slot], value)
-            peers = np.where(hit, counts[slot], peers)
-            level = np.where(hit, li, level)
-            todo &= ~hit
-        else:  # the few rows a coarser level must serve
-            idx = np.flatnonzero(todo)
-            slot = _slot_of(yoff[idx], cat.codes[idx], width, len(usable) - 1)
-            h = usable[slot]
-            sel, ss = idx[h], slot[h]
-            value[sel] = vals[ss]
-            peers[sel] = counts[ss]
-            level[sel] = li
-            todo[sel] = False
-    return value, peers, level
-
-
-def _slot_of(yoff: np.ndarray, codes: np.ndarray, width: int, none: int) -> np.ndarray:
-    """Slot per row: year index × width + label code (code -1 → width - 1); rows without a year → none."""
-    label = codes if not len(codes) or codes.min() >= 0 else np.where(codes < 0, width - 1, codes)
-    slot = yoff * width + label
-    return slot if not len(yoff) or yoff.min() >= 0 else np.where(yoff >= 0, slot, none)
-
-
-def _level_labels(spec: BenchmarkSpec, table: BenchmarkTable, li: int, ctx: _Context) -> tuple[Category, Any, bool]:
-    """The group labels of level ``li``, the fallback table's default key (or None), and whether
-    it is the fallback level."""
-    is_fallback = table.levels[li] == "fallback"
-    if is_fallback and spec.fallback_value is not None:
-        cat = Category(np.zeros(ctx.n, dtype=np.int32), ["*"])
-    elif is_fallback:
-        cat = ctx.group_labels(spec.fallback_key)  # type: ignore[arg-type]
-    else:
-        cat = ctx.group_labels(table.levels[li])
-    fkey = None
-    if is_fallback and spec.fallback_parameter:
-        fkey = ctx.plan.parameters[spec.fallback_parameter].fallback_key
-    return cat, fkey, is_fallback
-
-
-def _apply_ranks(
-    spec: BenchmarkSpec, table: BenchmarkTable, ctx: _Context
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """apply_table for percentile ranks: each row ranked among its group's sorted values."""
-    n = ctx.n
-    value = np.full(n, _NAN)
-    peers = np.zeros(n, dtype=np.int64)
-    level = np.full(n, -1, dtype=np.int64)
-    todo = ctx.years >= 0
-    own = np.broadcast_to(np.asarray(ctx.values_of(spec.of), dtype=np.float64), (n,))
-    for li, entries in enumerate(table.entries):
-        if not todo.any():
-            break
-        cat, fkey, is_fallback = _level_labels(spec, table, li, ctx)
-        for y, rows in ctx.year_groups():
-            rows = rows[todo[rows]]
-            if not rows.size:
-                continue
-            codes = cat.codes[rows]
-            default = entries.get((y, fkey)) if fkey else None
-            slots = [entries.get((y, label)) or default for label in cat.labels] + [default]
-            usable = np.array([e is not None and (is_fallback or e[1] >= spec.min_peers) for e in slots])
-            if not is_fallback:
-                usable[-1] = False  # no group key: only a fallback table's default key can serve
-            hit = usable[codes]
-            if not hit.any():
-                continue
-            sel = rows[hit]
-            sel_codes = codes[hit]
-            counts = np.array([e[1] if e is not None else 0 for e in slots], dtype=np.int64)
-            for code in np.unique(sel_codes).tolist():
-                v, count = slots[code]
-                part = sel[sel_codes == code]
-                if not isinstance(v, np.ndarray):  # a fixed fallback value, not a peer group
-                    value[part] = v
-                    continue
-                x = own[part]
-                less = np.searchsorted(v, x, side="left")
-                more = np.searchsorted(v, x, side="right")
-                rank = less + (more - less - 1) / 2.0
-                pct = rank / (count - 1) if count > 1 else np.full(len(part), 0.5)
-                value[part] = np.where(np.isnan(x), _NAN, pct)
-            peers[sel] = counts[sel_codes]
-            level[sel] = li
-            todo[sel] = False
-    return value, peers, level
-
-
-def _rate(r: RatingSpec, x: np.ndarray, ctx: _Context) -> np.ndarray:
+def _rate(r: RatingSpec, x: np.ndarray, ctx: Frame) -> np.ndarray:
     """Level index (into r.ids) per row; -1 where the value is missing."""
     n = ctx.n
     x = np.broadcast_to(np.asarray(x, dtype=np.float64), (n,))
@@ -891,12 +721,12 @@ def _rate(r: RatingSpec, x: np.ndarray, ctx: _Context) -> np.ndarray:
             if cond is None:
                 out = np.where((out < 0) & ~unknown, i, out)
                 break
-            c = np.broadcast_to(_truth(ctx.evaluate_expr(cond)), (n,))
+            c = np.broadcast_to(truth(ctx.evaluate_expr(cond)), (n,))
             unknown |= (out < 0) & np.isnan(c)
             out = np.where((out < 0) & ~unknown & (c == 1.0), i, out)
         return out
     # bands: edges are the upper bounds of all but the last band, resolved per year
-    side = "left" if r.closed == "right" else "right"
+    side: Side = "left" if r.closed == "right" else "right"
 
     def edges_for(y: int) -> tuple[float, ...]:
         edges = []
@@ -905,7 +735,7 @@ def _rate(r: RatingSpec, x: np.ndarray, ctx: _Context) -> np.ndarray:
             if isinstance(up, str):
                 found = ctx.plan.parameters[up].value_for_year(y)
                 up = found[1] if found else _NAN
-            edges.append(float(up))
+            edges.append(_NAN if up is None else float(up))
         return tuple(edges)
 
     groups = ctx.year_groups()
@@ -928,7 +758,7 @@ def _rate(r: RatingSpec, x: np.ndarray, ctx: _Context) -> np.ndarray:
     return out
 
 
-def _band_index(edges: np.ndarray, x: np.ndarray, side: str) -> np.ndarray:
+def _band_index(edges: np.ndarray, x: np.ndarray, side: Side) -> np.ndarray:
     """np.searchsorted(edges, x, side) for a handful of edges: counting the edges passed is a few
     vectorised comparisons, three times faster than a binary search per element."""
     if len(edges) > 8 or not len(edges):
@@ -941,26 +771,6 @@ def _band_index(edges: np.ndarray, x: np.ndarray, side: str) -> np.ndarray:
     return idx.astype(np.int64)
 
 
-def _values_of(self: _Context, name: str | None) -> Any:
-    assert name is not None
-    if name in self.values:
-        return self.values[name]
-    if name in self.batch.columns:
-        return self.batch.columns[name]
-    return self.names(ast.Name(id=name))
-
-
-def _evaluate_expr(self: _Context, expr: Any) -> Any:
-    ev = getattr(self, "_ev", None)
-    if ev is None:
-        ev = self._ev = _ArrayEval(self)
-    return ev.eval(expr.text, previously_parsed=expr.node)
-
-
-_Context.values_of = _values_of  # type: ignore[attr-defined]
-_Context.evaluate_expr = _evaluate_expr  # type: ignore[attr-defined]
-
-
 @dataclass
 class Evaluation:
     """Raw outcome of evaluating a plan over a batch (the results table is built from it)."""
@@ -969,9 +779,134 @@ class Evaluation:
     levels: dict[str, np.ndarray]
     aux: dict[str, Any]
     rated: np.ndarray
-    reasons: tuple[np.ndarray, list[str]]  # (codes, texts); -1 = none
-    fallbacks: tuple[np.ndarray, list[str]]
+    reasons: tuple[np.ndarray, list[tuple[Note, ...]]]  # (codes, combinations of notes); -1 = none
+    fallbacks: tuple[np.ndarray, list[tuple[Note, ...]]]
     tables: dict[str, BenchmarkTable]
+
+
+def row_frame(plan: Plan, results: Any, i: int) -> Frame:
+    """A frame over row ``i`` of rated ``results`` alone, holding the batch's values for it."""
+    batch, ev = results.batch, results.evaluation
+    pick = np.array([i])
+    one = batch.take(pick)
+    frame = Frame(plan, one, results.tables, None)
+    for name, col in one.columns.items():
+        frame.values[name] = col
+    for name, v in ev.values.items():
+        frame.values[name] = v.take(pick) if isinstance(v, Category) else np.broadcast_to(v, (batch.n,))[i : i + 1]
+    frame.done.update(plan.order)
+    return frame
+
+
+# -- the phases ----------------------------------------------------------------------------------
+
+
+def stage1(
+    plan: Plan,
+    batch: Batch,
+    tables: Mapping[str, BenchmarkTable] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Frame:
+    """Stage 1: every per-row formula that the next benchmarks not in ``tables`` depend on.
+
+    Then :func:`ruleengine.engine.benchmarks.partials` of the frame, merged over every partition,
+    gives those benchmarks' tables; :func:`stage2` finishes the frame with them."""
+    frame = Frame(plan, batch, tables, overrides)
+    for name, col in batch.columns.items():
+        frame.values[name] = col
+    advance(frame, _pending_stage(frame))
+    return frame
+
+
+def _pending_stage(frame: Frame) -> int | None:
+    """The lowest benchmark stage whose tables are neither given nor computed yet."""
+    stages = [
+        frame.plan.nodes[name].stage
+        for name in frame.plan.order
+        if frame.plan.nodes[name].kind == "benchmark"
+        and name not in frame.done
+        and name not in frame.given_tables
+        and name not in frame.overrides
+    ]
+    return min(stages, default=None)
+
+
+def advance(frame: Frame, below: int | None = None) -> None:
+    """Evaluate the frame's nodes of stages below ``below`` (all of them: None), in plan order."""
+    plan, n = frame.plan, frame.n
+    todo = [name for name in plan.order if name not in frame.done and (below is None or plan.nodes[name].stage < below)]
+    todo.sort(key=lambda name: plan.nodes[name].stage)  # stable: plan order within a stage
+    invalid = frame.invalid
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        for name in todo:
+            node = plan.nodes[name]
+            frame.at(name)
+            if node.kind == "variable":
+                given = frame.overrides.get(name)
+                if given is None or isinstance(given, Patch):
+                    v = frame.evaluate_expr(node.expr)
+                    if isinstance(given, Patch):
+                        v = given.apply(v, n)
+                else:
+                    v = np.broadcast_to(np.asarray(given, dtype=np.float64), (n,)).copy()
+                if not isinstance(v, Category):
+                    v = np.broadcast_to(np.asarray(v, dtype=np.float64), (n,))
+                frame.values[name] = v
+            elif node.kind == "benchmark":
+                frame.benchmark(plan.benchmarks[name])
+            elif node.kind == "check":
+                ok = np.broadcast_to(truth(frame.evaluate_expr(node.expr)), (n,))
+                failed = ok == 0.0
+                if failed.any():
+                    severity = node.spec.get("severity", "error")
+                    frame.notes.reason(
+                        failed, Note("check", frame.current, f"check {frame.current}: {node.spec['message']}")
+                    )
+                    if severity == "error":
+                        invalid |= failed
+            else:
+                rname = name.split(":", 1)[1]
+                rating = plan.ratings[rname]
+                x = frame.evaluate_expr(rating.value)
+                frame.values[name] = np.broadcast_to(np.asarray(x, dtype=np.float64), (n,))
+                frame.levels[rname] = _rate(rating, x, frame)
+            frame.done.add(name)
+
+
+def stage2(frame: Frame, tables: Mapping[str, BenchmarkTable] | None = None) -> Evaluation:
+    """Stage 2: the rest of the plan over the frame, looking benchmarks up in ``tables``."""
+    frame.given_tables.update(tables or {})
+    advance(frame)
+    return finish(frame)
+
+
+def finish(frame: Frame) -> Evaluation:
+    """The evaluation of a frame whose every node is evaluated."""
+    plan = frame.plan
+    levels = frame.levels
+    invalid = frame.invalid
+    primary = levels[plan.primary]
+    rated = (primary >= 0) & ~invalid
+    for lv in levels.values():
+        lv[invalid] = -1
+    not_computed = (levels[plan.primary] < 0) & ~invalid
+    if not_computed.any():
+        value_text = plan.ratings[plan.primary].value.text
+        frame.notes.reason(
+            not_computed,
+            Note("not_computed", plan.primary, f"{plan.primary}: {value_text} could not be computed"),
+            rank=len(plan.order),
+        )
+    extra = {i: [_data_note(m) for m in msgs] for i, msgs in frame.batch.row_issues.items()}
+    reasons = frame.notes.join("reasons", extra)
+    fallbacks = frame.notes.join("fallbacks")
+    values = {k: v for k, v in frame.values.items() if k in plan.nodes}
+    return Evaluation(values, levels, frame.aux, rated, reasons, fallbacks, frame.tables)
+
+
+def _data_note(message: str) -> Note:
+    column, sep, _ = message.partition(": ")
+    return Note("data", column if sep and " " not in column else "", message)
 
 
 def evaluate(
@@ -980,54 +915,6 @@ def evaluate(
     tables: Mapping[str, BenchmarkTable] | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> Evaluation:
-    """Evaluate every node of ``plan`` over ``batch`` in dependency order; pure given its arguments."""
-    ctx = _Context(plan, batch, tables, overrides)
-    n = batch.n
-    for name, col in batch.columns.items():
-        ctx.values[name] = col
-    levels: dict[str, np.ndarray] = {}
-    invalid = ctx.invalid
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        for name in plan.order:
-            node = plan.nodes[name]
-            ctx.current = name.split(":", 1)[-1]
-            ctx.record = f"{ctx.current}: {node.spec['record']}" if "record" in node.spec else None
-            if node.kind == "variable":
-                given = ctx.overrides.get(name)
-                if given is None or isinstance(given, Patch):
-                    v = ctx.evaluate_expr(node.expr)
-                    if isinstance(given, Patch):
-                        v = given.apply(v, n)
-                else:
-                    v = np.broadcast_to(np.asarray(given, dtype=np.float64), (n,)).copy()
-                if not isinstance(v, Category):
-                    v = np.broadcast_to(np.asarray(v, dtype=np.float64), (n,))
-                ctx.values[name] = v
-            elif node.kind == "benchmark":
-                ctx.benchmark(plan.benchmarks[name])
-            elif node.kind == "check":
-                ok = np.broadcast_to(_truth(ctx.evaluate_expr(node.expr)), (n,))
-                failed = ok == 0.0
-                if failed.any():
-                    severity = node.spec.get("severity", "error")
-                    ctx.notes.reason(failed, f"check {ctx.current}: {node.spec['message']}")
-                    if severity == "error":
-                        invalid |= failed
-            else:
-                rname = name.split(":", 1)[1]
-                rating = plan.ratings[rname]
-                x = ctx.evaluate_expr(rating.value)
-                ctx.values[name] = np.broadcast_to(np.asarray(x, dtype=np.float64), (n,))
-                levels[rname] = _rate(rating, x, ctx)
-    primary = levels[plan.primary]
-    rated = (primary >= 0) & ~invalid
-    for lv in levels.values():
-        lv[invalid] = -1
-    not_computed = (levels[plan.primary] < 0) & ~invalid
-    if not_computed.any():
-        value_text = plan.ratings[plan.primary].value.text
-        ctx.notes.reason(not_computed, f"{plan.primary}: {value_text} could not be computed")
-    reasons = _Notes.join(n, ctx.notes.reasons, batch.row_issues)
-    fallbacks = _Notes.join(n, ctx.notes.fallbacks)
-    values = {k: v for k, v in ctx.values.items() if k in plan.nodes}
-    return Evaluation(values, levels, ctx.aux, rated, reasons, fallbacks, ctx.tables)
+    """Every phase over one batch: stage 1 → partials → tables → stage 2. Pure given its arguments;
+    benchmarks in ``tables`` are looked up instead of computed from the batch."""
+    return stage2(stage1(plan, batch, tables, overrides))

@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 
 from ..io.data import Batch, Category, DataIssue
-from ..rulebook.compiler import STANDARD_VARIABLES, Plan
-from .evaluator import BenchmarkTable, Evaluation
+from ..rulebook.plan import STANDARD_VARIABLES, Plan
+from .benchmarks import BenchmarkTable
+from .evaluator import Evaluation, Note, joined
 
 CHUNK_ROWS = 262_144  # rows converted to Arrow and written at a time
 DICTIONARY_MAX_LABELS = 65_536  # text columns with more labels (firm ids) are written as plain strings
@@ -120,6 +121,15 @@ class Results:
 
     def to_records(self) -> list[dict[str, Any]]:
         return list(self.rows())
+
+    def notes(self, kind: str, i: int) -> tuple[Note, ...]:
+        """The structured reasons (``kind='reasons'``) or fallbacks of row ``i``: each a
+        :class:`~ruleengine.engine.evaluator.Note` (code, column, message)."""
+        if self.evaluation is None:
+            return ()
+        codes, combos = self.evaluation.reasons if kind == "reasons" else self.evaluation.fallbacks
+        code = int(codes[i])
+        return combos[code] if code >= 0 else ()
 
     def find(self, firm_id: str, year: int | None = None) -> list[int]:
         ids = self.columns["firm_id"]
@@ -351,8 +361,8 @@ def build(plan: Plan, batch: Batch, ev: Evaluation, engine_version: str) -> Resu
     ):
         cols.set_encoded(name, zeros, [value])
     cols.set_encoded("status", np.where(ev.rated, 0, 1).astype(np.int8), ["rated", "unrated"])
-    cols.set_encoded("reasons", *ev.reasons)
-    cols.set_encoded("fallbacks", *ev.fallbacks)
+    cols.set_encoded("reasons", ev.reasons[0], joined(ev.reasons[1]))
+    cols.set_encoded("fallbacks", ev.fallbacks[0], joined(ev.fallbacks[1]))
     for name in STANDARD_VARIABLES:
         cols[name] = _column(ev.values[name])
     for rname, rating in plan.ratings.items():

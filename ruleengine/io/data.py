@@ -652,3 +652,13 @@ def prepare(raw: RawTable, inputs: Mapping[str, Any], book: str = "the rulebook"
                 )
             flag(idx_sorted, "firm_id", msgs)
     return Batch(columns, n, src, issues, row_issues, invalid, np.arange(1, n + 1), firm_codes)
+
+
+def text_values(col: Any, n: int) -> list[str]:
+    """A column as read (Arrow, numpy or list) as ``n`` strings, '' for missing cells."""
+    return [x or "" for x in _text_arrow(col, n).to_pylist()]
+
+
+def number_values(col: Any, n: int) -> np.ndarray:
+    """A column as read as ``n`` float64 values, NaN for missing or non-numeric cells."""
+    return _numbers(col, n)[0]

@@ -540,7 +540,8 @@ def _arrow_table(columns: Mapping[str, np.ndarray]) -> Any:
             try:  # text cells: "" and None → null
                 arrays[name] = pa.array(arr, type=pa.string(), mask=arr == "")
             except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed cells: write each as its text
-                text = np.where(np.equal(arr, None), "", arr).astype(str)
+                none = np.array(None, dtype=object)  # np.equal's typed signature takes an array, not None
+                text = np.where(np.equal(arr, none), "", arr).astype(str)
                 arrays[name] = pa.array(text, type=pa.string(), mask=text == "")
     return pa.table(arrays)
 

@@ -33,7 +33,13 @@ def graph_text(plan: Plan, fmt: str) -> str:
     nodes = _graph_nodes(plan)
     edges = sorted(g.edges, key=lambda e: (g.nodes[e[1]]["order"], g.nodes[e[0]]["order"]))
     if fmt == "json":
-        out = {"rulebook": plan.id, "version": plan.version, "hash": plan.hash, "nodes": [], "edges": []}
+        out: dict[str, Any] = {
+            "rulebook": plan.id,
+            "version": plan.version,
+            "hash": plan.hash,
+            "nodes": [],
+            "edges": [],
+        }
         for n in nodes:
             kind = g.nodes[n]["kind"]
             item: dict[str, Any] = {"id": n, "kind": kind}
@@ -108,18 +114,13 @@ def rate_summary(console: Any, results: Results, data: str, output: str | None, 
     console.print(f"{n:,} firm-years from {data}: {rated:,} rated, {n - rated:,} unrated")
     if n - rated:
         reasons: Counter[str] = Counter()
-        codes, texts = results.columns.encoded("reasons") or (None, None)
-        status = results.columns.encoded("status")
-        if codes is not None and status is not None:
-            unrated = status[0] == 1
-            per_text = np.bincount(codes[unrated & (codes >= 0)], minlength=len(texts))
-            items = [(texts[j], int(c)) for j, c in enumerate(per_text.tolist()) if c]
-        else:
-            items = [(t, 1) for t in results["reasons"][results["status"] == "unrated"].tolist()]
-        for text, count in items:
-            for r in dict.fromkeys(str(text).split("; ")):
-                if r:
-                    reasons[r.split(":", 1)[0] if ":" in r else r] += count
+        unrated = results["status"] == "unrated"
+        if results.evaluation is not None:  # count each combination of notes once, by its rows
+            codes, combos = results.evaluation.reasons
+            per_combo = np.bincount(codes[unrated & (codes >= 0)], minlength=len(combos))
+            for combo, count in zip(combos, per_combo.tolist(), strict=True):
+                for what in dict.fromkeys(note.message.split(":", 1)[0] for note in combo):
+                    reasons[what] += count
         top = ", ".join(f"{k} ({v})" for k, v in reasons.most_common(5))
         more = len(reasons) - 5
         if more > 0:  # say that the list is cut, and by how much
@@ -172,8 +173,11 @@ def trace_text(console: Any, trace: Trace) -> None:
                 f"{node.detail.get('effective') or 'always'}"
             )
         if node.kind == "benchmark":
-            d = node.detail
-            branch.add(f"peer group: {d['group_used']} {d['group'] or ''} ({d['peers']} peers, min {d['min_peers']})")
+            peers = node.detail
+            branch.add(
+                f"peer group: {peers['group_used']} {peers['group'] or ''} "
+                f"({peers['peers']} peers, min {peers['min_peers']})"
+            )
     console.print(tree)
     p = trace.provenance
     console.print(
@@ -241,8 +245,8 @@ def trace_markdown(trace: Trace) -> str:
             else ""
         )
         if node.kind == "benchmark":
-            d = node.detail
-            src += f"; peers: {d['group_used']} {d['group'] or ''}, {d['peers']} peers"
+            peers = node.detail
+            src += f"; peers: {peers['group_used']} {peers['group'] or ''}, {peers['peers']} peers"
         uses = ", ".join(f"{k} = {_fmt(v)}" for k, v in node.uses.items())
         value = _fmt(node.value) if not isinstance(node.value, dict) else "table"
         lines.append(f"| {node.name} | {node.kind} | {value} | {node.unit} | {src.replace('|', '/')} | {uses} |")

@@ -11,230 +11,26 @@ from __future__ import annotations
 
 import ast
 import math
-from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import Diagnostic, SourceLocation, raise_if_errors
 from . import expressions as ex
+from .plan import (  # noqa: F401 - re-exported for callers of the compiler
+    RESERVED,
+    STANDARD_VARIABLES,
+    Band,
+    BenchmarkSpec,
+    InputSpec,
+    Node,
+    ParamSpec,
+    Plan,
+    RatingSpec,
+    ScaleSpec,
+    SourceMap,
+)
 from .schema import validate_shape
 from .source import Document, PathT
 from .units import Unit
-
-STANDARD_VARIABLES = ("scope1_tco2", "scope2_tco2", "emissions_tco2", "energy_tce")
-RESERVED = (
-    "rulebook",
-    "rulebook_version",
-    "rulebook_hash",
-    "engine_version",
-    "status",
-    "reasons",
-    "fallbacks",
-    "rating",
-    "incentive_rate_bp",
-    "incentive_credit_policy",
-    "incentive_services",
-    "incentive_subsidy_pct",
-    "all",
-)
-
-
-@dataclass
-class InputSpec:
-    name: str
-    type: str
-    unit: Unit | None
-    required: bool
-    optional: bool
-    default: Any
-    min: float | None
-    max: float | None
-    values: tuple[str, ...] | None
-    description: str
-    loc: SourceLocation
-    source: str | None = None
-    status: str | None = None
-
-
-@dataclass
-class ParamSpec:
-    """A parameter: dated values, each a number or a table {key: number}."""
-
-    name: str
-    unit: Unit
-    is_table: bool
-    dated: list[tuple[str, Any]]  # [(effective date 'YYYY-MM-DD' or '', value or {key: value})]
-    fallback_key: str | None
-    key_units: dict[str, Unit] | None
-    source: str
-    status: str
-    loc: SourceLocation
-
-    @property
-    def keys(self) -> tuple[str, ...]:
-        keys: set[str] = set()
-        for _, v in self.dated:
-            keys.update(v)
-        return tuple(sorted(keys))
-
-    def value_for_year(self, year: int) -> tuple[str, Any] | None:
-        """The (date, value) in force for reporting year ``year``: the latest whose date falls in or before it."""
-        best = None
-        for entry in self.dated:  # the stored entry itself: callers compare entries by identity
-            if not entry[0] or int(entry[0][:4]) <= year:
-                best = entry
-        return best
-
-
-@dataclass
-class ScaleSpec:
-    name: str
-    kind: str  # piecewise | steps
-    xs: tuple[float, ...]
-    ys: tuple[float, ...]
-    closed: str
-    unit: Unit
-    input_unit: Unit | None
-    loc: SourceLocation
-
-
-@dataclass
-class BenchmarkSpec:
-    name: str
-    statistic: str
-    of: str | None
-    numerator: str | None
-    denominator: str | None
-    where: ex.Expr | None
-    groups: tuple[str, ...]
-    min_peers: int
-    fallback_parameter: str | None
-    fallback_key: str | None
-    fallback_value: float | None
-    unit: Unit | None
-    loc: SourceLocation
-
-
-@dataclass
-class Band:
-    id: str
-    lower: float | str | None  # number, scalar parameter name, or unbounded
-    upper: float | str | None
-    label: str
-
-
-@dataclass
-class RatingSpec:
-    name: str
-    value: ex.Expr
-    closed: str  # right: (lower, upper]; left: [lower, upper)
-    better: str  # lower | higher
-    bands: list[Band]
-    levels: list[tuple[str, ex.Expr | None, str]]  # (id, condition or None for otherwise, label)
-    primary: bool
-    title: str
-    loc: SourceLocation
-
-    @property
-    def ids(self) -> list[str]:
-        return [b.id for b in self.bands] if self.bands else [lv[0] for lv in self.levels]
-
-    def best_first(self) -> list[str]:
-        """Level ids from best to worst."""
-        if self.bands:
-            ids = self.ids
-            return ids if self.better == "lower" else ids[::-1]
-        return self.ids
-
-
-@dataclass
-class Node:
-    """A computed name: variable, check, benchmark or rating."""
-
-    name: str
-    kind: str
-    expr: ex.Expr | None
-    type: str
-    unit: Unit | None
-    spec: dict[str, Any]
-    loc: SourceLocation
-    deps: tuple[str, ...] = ()
-    stage: int = 0
-
-
-@dataclass
-class Plan:
-    """Everything evaluation needs, checked: a pure description, no data."""
-
-    id: str
-    title: str
-    version: str
-    effective: str
-    hash: str
-    file: str
-    sources: dict[str, dict[str, Any]]
-    boundary: tuple[str, ...]
-    inputs: dict[str, InputSpec]
-    parameters: dict[str, ParamSpec]
-    scales: dict[str, ScaleSpec]
-    nodes: dict[str, Node]
-    order: list[str]
-    benchmarks: dict[str, BenchmarkSpec]
-    ratings: dict[str, RatingSpec]
-    primary: str
-    incentives: dict[str, dict[str, Any]]
-    tests: list[dict[str, Any]]
-    graph: Any  # networkx.DiGraph
-    warnings: list[Diagnostic] = field(default_factory=list)
-    document: Document | None = None
-    overrides: dict[str, str] = field(default_factory=dict)  # "section.name" → library file it replaces
-    crosswalk: dict[str, dict[str, Any]] = field(default_factory=dict)  # other rulebook id → {rating, map}
-    is_library: bool = False
-
-    # Pickled (the on-disk plan cache) without the networkx graph: it is rebuilt from plain node
-    # and edge lists the first time someone asks, so loading a cached plan does not import networkx.
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        g = state.pop("graph", None)
-        if g is not None:
-            state["_graph_lists"] = (list(g.nodes(data=True)), list(g.edges(data=True)))
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-
-    def __getattr__(self, name: str) -> Any:  # only called for attributes not set
-        lists = self.__dict__.get("_graph_lists")
-        if name != "graph" or lists is None:
-            raise AttributeError(name)
-        import networkx as nx
-
-        g = nx.DiGraph()
-        g.add_nodes_from(lists[0])
-        g.add_edges_from(lists[1])
-        self.__dict__["graph"] = g
-        del self.__dict__["_graph_lists"]
-        return g
-
-    @property
-    def variables(self) -> list[str]:
-        return [n for n in self.order if self.nodes[n].kind == "variable"]
-
-    @property
-    def stages(self) -> dict[int, list[str]]:
-        out: dict[int, list[str]] = {}
-        for name in self.order:
-            out.setdefault(self.nodes[name].stage, []).append(name)
-        return out
-
-    def kind_of(self, name: str) -> str | None:
-        if name in self.inputs:
-            return "input"
-        if name in self.parameters:
-            return "parameter"
-        if name in self.scales:
-            return "scale"
-        node = self.nodes.get(name)
-        return node.kind if node else None
 
 
 def _const_value(text: Any) -> float:
@@ -419,7 +215,7 @@ class _Compiler:
             tests=d.get("tests", []) or [],
             graph=graph,
             warnings=[x for x in self.diags if x.severity == "warning"],
-            document=self.doc,
+            source_map=source_map(self.doc),
             overrides=overrides,
             is_library=self.library,
             crosswalk=crosswalk,
@@ -599,6 +395,7 @@ class _Compiler:
             if not math.isclose(total, 1.0, abs_tol=1e-9):
                 self.error(f"weights sum to {total:g}, not 1", (*path, "weights"))
             text = " + ".join(f"{k} * {v if isinstance(v, str) else repr(float(v))}" for k, v in weights.items())
+            e: ex.Expr | None
             try:
                 e = ex.parse(text)
             except ex.ExpressionProblems:
@@ -639,6 +436,7 @@ class _Compiler:
             float(fb["value"]) if "value" in fb else None,
             self.unit(spec.get("unit"), (*path, "unit")),
             self.doc.loc(path, key=True),
+            str(spec.get("source", "")),
         )
 
     def compile_ratings(self, nodes: dict[str, Node]) -> dict[str, RatingSpec]:
@@ -708,8 +506,8 @@ class _Compiler:
                 return ex.Symbol("table", ex.NUMBER, p.unit, p.keys, p.key_units)
             return ex.Symbol("parameter", ex.NUMBER, p.unit)
         if name in self.scales_:
-            s = self.scales_[name]
-            return ex.Symbol("scale", ex.NUMBER, s.unit, scale_input=s.input_unit or ex.UNKNOWN)
+            sc = self.scales_[name]
+            return ex.Symbol("scale", ex.NUMBER, sc.unit, scale_input=sc.input_unit or ex.UNKNOWN)
         node = self.nodes.get(name)
         if node is not None and node.kind in ("variable", "benchmark"):
             if node.kind == "benchmark":
@@ -724,7 +522,7 @@ class _Compiler:
 
         self.inferred: dict[str, Any] = {}
         all_names = sorted(self.names)
-        g = nx.DiGraph()
+        g: Any = nx.DiGraph()
         for name, node in self.nodes.items():
             g.add_node(name)
             for dep in node.deps:
@@ -822,8 +620,8 @@ class _Compiler:
                 )
         if bm.where is not None:
             got, problems = ex.infer(bm.where, self.symbol, all_names)
-            for p in problems:
-                self.diags.append(Diagnostic(p.message, self.doc.scalar_loc((*path, "where"), p.offset)))
+            for prob in problems:
+                self.diags.append(Diagnostic(prob.message, self.doc.scalar_loc((*path, "where"), prob.offset)))
             if not problems and got.type != ex.BOOLEAN:
                 self.error("'where' must be a condition", (*path, "where"))
         if bm.fallback_parameter:
@@ -857,7 +655,7 @@ class _Compiler:
     def build_graph(self) -> tuple[Any, list[str]]:
         import networkx as nx
 
-        g = nx.DiGraph()
+        g: Any = nx.DiGraph()
         decl = 0
         for name in self.inputs:
             g.add_node(name, kind="input", order=decl)
@@ -1065,7 +863,7 @@ class _Compiler:
                             (*path, i),
                         )
 
-    def compile_incentives(self, ratings: dict[str, RatingSpec]) -> tuple[dict[str, dict[str, Any]], str]:
+    def compile_incentives(self, ratings: dict[str, RatingSpec]) -> tuple[dict[str, Any], str]:
         primaries = [n for n, r in ratings.items() if r.primary]
         primary = ""
         if len(ratings) == 1 and not primaries:
@@ -1114,7 +912,7 @@ class _Compiler:
                 self.error(f"'{src}' must be a variable in bp to price loans", ("incentives", "rate_bp_from"))
             else:
                 out["rate_bp_from"] = src
-        return out, primary  # type: ignore[return-value]
+        return out, primary
 
     def compile_crosswalk(self, ratings: dict[str, RatingSpec], primary: str) -> dict[str, dict[str, Any]]:
         """Maps from other rulebooks' levels onto this one's primary rating; targets must exist."""
@@ -1152,6 +950,23 @@ class _Compiler:
                     f"does not include {cat} (boundary: {', '.join(sorted(boundary)) or 'none'})",
                     ("variables", name, "boundary"),
                 )
+
+
+def source_map(doc: Document) -> SourceMap:
+    """The locations a compiled plan keeps of its document (not the document itself)."""
+    entries: dict[tuple[str, Any], SourceLocation] = {}
+    origins: dict[tuple[str, str], str] = {}
+    for section, body in doc.data.items():
+        if isinstance(body, dict):
+            for name in body:
+                entries[(section, name)] = doc.loc((section, name), key=True)
+                lib = doc.origin((section, name))
+                if lib is not None:
+                    origins[(section, str(name))] = lib.file
+        elif isinstance(body, list):
+            for i in range(len(body)):
+                entries[(section, i)] = doc.loc((section, i))
+    return SourceMap(doc.file, entries, origins, dict(doc.digests), tuple(doc.absent))
 
 
 def compile_document(doc: Document) -> Plan:

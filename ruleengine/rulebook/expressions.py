@@ -5,7 +5,8 @@ fixed function vocabulary, and never handed to Python's ``eval``.  What is allow
 
 * numbers, ``+ - * /``, ``**`` with a small constant exponent, comparisons (chains too), ``not``;
 * names of inputs, parameters, variables and benchmarks; ``table['key']`` and ``table[category]``;
-* the functions in :data:`FUNCTIONS` and the rulebook's own scales (``advancement_score(x)``).
+* the functions of the registry (:mod:`ruleengine.rulebook.functions`) and the rulebook's own
+  scales (``advancement_score(x)``).
 
 ``and``/``or``/``x if c else y`` are rejected with a pointer to ``all_of``/``any_of``/``where``:
 Python's versions short-circuit on one truth value and cannot work on whole columns.
@@ -17,6 +18,7 @@ import ast
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from simpleeval import SimpleEval
 
@@ -27,35 +29,6 @@ MAX_EXPRESSION_LENGTH = 4000
 MAX_POWER = 8
 MAX_DEPTH = 200
 
-
-@dataclass(frozen=True)
-class Signature:
-    min_args: int
-    max_args: int | None
-    doc: str
-
-
-FUNCTIONS: dict[str, Signature] = {
-    "where": Signature(3, 3, "where(condition, if_true, if_false), element by element"),
-    "min": Signature(2, None, "smallest of the arguments, element by element"),
-    "max": Signature(2, None, "largest of the arguments, element by element"),
-    "clip": Signature(3, 3, "clip(x, low, high)"),
-    "abs": Signature(1, 1, "absolute value"),
-    "round": Signature(1, 2, "round(x, digits=0), half to even"),
-    "all_of": Signature(1, None, "true where every condition is true"),
-    "any_of": Signature(1, None, "true where any condition is true"),
-    "safe_div": Signature(
-        3, 3, "safe_div(a, b, if_zero): a / b, or if_zero where b is 0 (a declared rule, not an error)"
-    ),
-    "coalesce": Signature(2, None, "first argument that is not missing (measured first, default otherwise)"),
-    "is_missing": Signature(1, 1, "true where the value is missing"),
-    "prev": Signature(1, 2, "prev(x, otherwise?): the same firm's value of x in the previous year"),
-    "has_prev": Signature(
-        1, 1, "has_prev(x): true where the firm has a previous-year row and x is not missing in it (no note)"
-    ),
-    "baseline": Signature(2, 3, "baseline(x, year, otherwise?): the same firm's value of x in a fixed year"),
-    "prefix": Signature(2, 2, "prefix(category, n): first n characters of a category code"),
-}
 
 NUMBER, BOOLEAN, CATEGORY, STRING = "number", "boolean", "category", "string"
 
@@ -284,13 +257,13 @@ class Inferred:
     unit: UnitT
 
 
-def _same_unit(a: UnitT, b: UnitT) -> bool:
+def same_unit(a: UnitT, b: UnitT) -> bool:
     if isinstance(a, Unit) and isinstance(b, Unit):
         return a == b
     return True
 
 
-def _join(a: UnitT, b: UnitT) -> UnitT:
+def join_units(a: UnitT, b: UnitT) -> UnitT:
     if isinstance(a, Unit):
         return a
     if isinstance(b, Unit):
@@ -300,12 +273,22 @@ def _join(a: UnitT, b: UnitT) -> UnitT:
     return LITERAL
 
 
-def _as_factor(u: UnitT) -> Unit | None:
+def as_factor(u: UnitT) -> Unit | None:
     if isinstance(u, Unit):
         return u
     if u is LITERAL:
         return Unit()
     return None
+
+
+@dataclass(frozen=True)
+class CallCheck:
+    """What a function's type rule may use: its name and the checker's reporting helpers."""
+
+    name: str
+    err: Callable[[ast.AST, str], None]
+    need: Callable[[ast.AST, Inferred, str, str], None]
+    fmt: Callable[[UnitT], str]
 
 
 def infer(expr: Expr, lookup: Lookup, all_names: list[str]) -> tuple[Inferred, list[Problem]]:
@@ -355,16 +338,16 @@ def infer(expr: Expr, lookup: Lookup, all_names: list[str]) -> tuple[Inferred, l
             return Inferred(NUMBER, inner.unit)
         if isinstance(n, ast.BinOp):
             left, right = visit(n.left), visit(n.right)
-            sym = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**"}[type(n.op)]
-            need(n.left, left, NUMBER, f"the left side of '{sym}'")
-            need(n.right, right, NUMBER, f"the right side of '{sym}'")
+            op = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**"}[type(n.op)]
+            need(n.left, left, NUMBER, f"the left side of '{op}'")
+            need(n.right, right, NUMBER, f"the right side of '{op}'")
             if isinstance(n.op, ast.Add | ast.Sub):
-                if not _same_unit(left.unit, right.unit):
-                    err(n, f"unit mismatch: '{sym}' of {fmt(left.unit)} and {fmt(right.unit)}")
-                return Inferred(NUMBER, _join(left.unit, right.unit))
+                if not same_unit(left.unit, right.unit):
+                    err(n, f"unit mismatch: '{op}' of {fmt(left.unit)} and {fmt(right.unit)}")
+                return Inferred(NUMBER, join_units(left.unit, right.unit))
             if isinstance(n.op, ast.Pow):
                 exp = n.right
-                value = exp.value if isinstance(exp, ast.Constant) else -exp.operand.value  # type: ignore[attr-defined]
+                value: Any = exp.value if isinstance(exp, ast.Constant) else -exp.operand.value  # type: ignore[attr-defined]
                 base = left.unit
                 if isinstance(base, Unit) and not base.dimensionless:
                     if value != int(value):
@@ -374,7 +357,7 @@ def infer(expr: Expr, lookup: Lookup, all_names: list[str]) -> tuple[Inferred, l
                 return Inferred(NUMBER, base)
             if left.unit is LITERAL and right.unit is LITERAL:
                 return Inferred(NUMBER, LITERAL)
-            lf, rf = _as_factor(left.unit), _as_factor(right.unit)
+            lf, rf = as_factor(left.unit), as_factor(right.unit)
             if lf is None or rf is None:
                 return Inferred(NUMBER, UNKNOWN)
             return Inferred(NUMBER, lf * rf if isinstance(n.op, ast.Mult) else lf / rf)
@@ -382,14 +365,14 @@ def infer(expr: Expr, lookup: Lookup, all_names: list[str]) -> tuple[Inferred, l
             items = [n.left, *n.comparators]
             types = [visit(i) for i in items]
             pairs = zip(types, zip(items[1:], types[1:], strict=True), n.ops, strict=False)
-            for ta, (b, tb), op in pairs:
+            for ta, (b, tb), cmp in pairs:
                 if CATEGORY in (ta.type, tb.type) or STRING in (ta.type, tb.type):
-                    if not isinstance(op, ast.Eq | ast.NotEq):
+                    if not isinstance(cmp, ast.Eq | ast.NotEq):
                         err(b, "categories can only be compared with == and !=")
                     elif {ta.type, tb.type} != {CATEGORY, STRING}:
                         err(b, "compare a category with a quoted code, e.g. industry == '3011'")
                     continue
-                if not _same_unit(ta.unit, tb.unit):
+                if not same_unit(ta.unit, tb.unit):
                     err(b, f"unit mismatch: comparing {fmt(ta.unit)} with {fmt(tb.unit)}")
             return Inferred(BOOLEAN, Unit())
         if isinstance(n, ast.Subscript):
@@ -403,7 +386,7 @@ def infer(expr: Expr, lookup: Lookup, all_names: list[str]) -> tuple[Inferred, l
                 return Inferred(NUMBER, UNKNOWN)
             sl = n.slice
             if isinstance(sl, ast.Constant):
-                key = sl.value
+                key = str(sl.value)
                 if key not in sym.keys:
                     err(sl, f"table '{name}' has no key '{key}'{did_you_mean(key, sym.keys)}")
                     return Inferred(NUMBER, sym.unit)
@@ -433,88 +416,27 @@ def infer(expr: Expr, lookup: Lookup, all_names: list[str]) -> tuple[Inferred, l
             if len(args) != 1:
                 err(n, f"scale {fname}() takes exactly one argument")
                 return Inferred(NUMBER, sym.unit)
-            a = visit(args[0])
-            need(args[0], a, NUMBER, f"the argument of {fname}()")
-            if not _same_unit(a.unit, sym.scale_input):
-                err(args[0], f"unit mismatch: {fname}() expects {fmt(sym.scale_input)}, got {fmt(a.unit)}")
+            arg = visit(args[0])
+            need(args[0], arg, NUMBER, f"the argument of {fname}()")
+            if not same_unit(arg.unit, sym.scale_input):
+                err(args[0], f"unit mismatch: {fname}() expects {fmt(sym.scale_input)}, got {fmt(arg.unit)}")
             return Inferred(NUMBER, sym.unit)
-        sig = FUNCTIONS.get(fname)
-        if sig is None:
+        from .functions import FUNCTIONS
+
+        fn = FUNCTIONS.get(fname)
+        if fn is None:
             choices = list(FUNCTIONS) + [s for s in all_names if (lookup(s) or Symbol("x")).kind == "scale"]
             err(n.func, f"unknown function '{fname}'{did_you_mean(fname, choices)}")
             for a in args:
                 visit(a)
             return Inferred(NUMBER, UNKNOWN)
-        if len(args) < sig.min_args or (sig.max_args is not None and len(args) > sig.max_args):
-            if sig.max_args == sig.min_args:
-                count = f"{sig.min_args}"
-            elif sig.max_args is None:
-                count = f"at least {sig.min_args}"
-            else:
-                count = f"{sig.min_args} to {sig.max_args}"
-            err(n, f"{fname}() takes {count} arguments, got {len(args)}: {sig.doc}")
+        if len(args) < fn.min_args or (fn.max_args is not None and len(args) > fn.max_args):
+            err(n, f"{fname}() takes {fn.arity_text()} arguments, got {len(args)}: {fn.doc}")
             for a in args:
                 visit(a)
             return Inferred(NUMBER, UNKNOWN)
         got = [visit(a) for a in args]
-        if fname == "where":
-            need(args[0], got[0], BOOLEAN, "the condition of where()")
-            for a, g in zip(args[1:], got[1:], strict=True):
-                need(a, g, NUMBER, "a branch of where()")
-            if not _same_unit(got[1].unit, got[2].unit):
-                err(n, f"unit mismatch: where() branches in {fmt(got[1].unit)} and {fmt(got[2].unit)}")
-            return Inferred(NUMBER, _join(got[1].unit, got[2].unit))
-        if fname in ("all_of", "any_of"):
-            for a, g in zip(args, got, strict=True):
-                need(a, g, BOOLEAN, f"an argument of {fname}()")
-            return Inferred(BOOLEAN, Unit())
-        if fname == "is_missing":
-            return Inferred(BOOLEAN, Unit())
-        if fname == "has_prev":
-            need(args[0], got[0], NUMBER, "the argument of has_prev()")
-            return Inferred(BOOLEAN, Unit())
-        if fname == "prefix":
-            need(args[0], got[0], CATEGORY, "the first argument of prefix()")
-            if not (isinstance(args[1], ast.Constant) and isinstance(args[1].value, int) and 1 <= args[1].value <= 20):
-                err(args[1], "prefix() needs a whole number of characters from 1 to 20")
-            return Inferred(CATEGORY, UNKNOWN)
-        if fname in ("prev", "baseline"):
-            if fname == "baseline" and not (isinstance(args[1], ast.Constant) and isinstance(args[1].value, int)):
-                err(args[1], "baseline() needs a year as a whole number, e.g. baseline(x, 2020)")
-            unit = got[0].unit
-            other = (
-                got[2]
-                if fname == "baseline" and len(got) == 3
-                else (got[1] if fname == "prev" and len(got) == 2 else None)
-            )
-            need(args[0], got[0], NUMBER, f"the first argument of {fname}()")
-            if other is not None and not _same_unit(unit, other.unit):
-                err(n, f"unit mismatch: {fname}() of {fmt(unit)} with a fallback in {fmt(other.unit)}")
-            return Inferred(NUMBER, unit)
-        if fname == "safe_div":
-            for a, g in zip(args, got, strict=True):
-                need(a, g, NUMBER, "an argument of safe_div()")
-            if got[0].unit is LITERAL and got[1].unit is LITERAL:
-                q: UnitT = LITERAL
-            else:
-                fa, fb = _as_factor(got[0].unit), _as_factor(got[1].unit)
-                q = fa / fb if fa is not None and fb is not None else UNKNOWN
-            if not _same_unit(q, got[2].unit):
-                err(args[2], f"unit mismatch: safe_div() gives {fmt(q)}, the if_zero value is in {fmt(got[2].unit)}")
-            return Inferred(NUMBER, _join(q, got[2].unit))
-        if fname == "round":
-            if len(args) == 2 and not (isinstance(args[1], ast.Constant) and isinstance(args[1].value, int)):
-                err(args[1], "round() digits must be a whole number")
-            need(args[0], got[0], NUMBER, "the argument of round()")
-            return Inferred(NUMBER, got[0].unit)
-        # min, max, clip, abs, coalesce: numbers of one unit
-        unit: UnitT = LITERAL
-        for a, g in zip(args, got, strict=True):
-            need(a, g, NUMBER, f"an argument of {fname}()")
-            if not _same_unit(unit, g.unit):
-                err(a, f"unit mismatch: {fname}() of {fmt(unit)} and {fmt(g.unit)}")
-            unit = _join(unit, g.unit)
-        return Inferred(NUMBER, unit)
+        return fn.check(CallCheck(fname, err, need, fmt), n, list(args), got)
 
     result = visit(expr.node)
     return result, problems

@@ -1,0 +1,175 @@
+"""The rating pipeline, in one place. Everything that rates — the CLI, the Python API, ``diff``,
+``compare``, ``explain``, the author tests, the benchmarks and the chunked runner — goes through it:
+
+    read the data once            read(data, plans)          only the columns the plans need
+    → check it against the plan   prepare(plan, raw)         the data contract: types, ranges, ids
+    → stage 1 (per row)           engine.stage1
+    → partials → merge → tables   engine.benchmarks          exact, mergeable across partitions
+    → stage 2 (per row)           engine.stage2
+    → results                     engine.results.build
+
+``progress(phase, done, total)`` is called as the phases go by (for a progress bar).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from .errors import Diagnostic, RulebookError, SourceLocation
+
+if TYPE_CHECKING:
+    from .engine.benchmarks import BenchmarkTable
+    from .engine.results import Results
+    from .io.data import Batch, RawTable
+    from .rulebook.plan import Plan
+
+Progress = Callable[[str, int, int], None]
+
+# Columns the analyses read besides a rulebook's own inputs (names, groupings, loan amounts).
+CONTEXT_COLUMNS = ("firm_name", "industry", "size", "city", "grid_region", "loan_amount_10k_cny")
+
+PHASES = ("read", "check", "stage 1", "benchmarks", "stage 2", "results")
+
+
+class NotARulebook(RulebookError):
+    """A library (or another YAML file without a rating) given where a rulebook is needed."""
+
+    def __init__(self, plan: Plan):
+        what = (
+            f"this is a library (imported by rulebooks with `imports: [lib/{plan.id}]`), not a rulebook"
+            if plan.is_library
+            else "this file declares no rating"
+        )
+        where = SourceLocation(plan.file, 1, 1, "library" if plan.is_library else "ratings")
+        super().__init__([Diagnostic(f"{what}: it has no rating to compute", where)])
+
+
+def require_rulebook(plan: Plan) -> Plan:
+    """``plan``, if it is a rulebook with a rating; a located :class:`NotARulebook` otherwise."""
+    if plan.is_library or not plan.ratings:
+        raise NotARulebook(plan)
+    return plan
+
+
+def read(data: Any, plans: Sequence[Plan], extra: Sequence[str] = ()) -> RawTable:
+    """Read ``data`` once: the columns any of ``plans`` declares as inputs, plus ``extra``.
+
+    Every other column's name is kept (for the did-you-mean check on headers) but not read."""
+    from .io import data as _data
+
+    if isinstance(data, _data.RawTable):
+        return data
+    text: dict[str, None] = {}
+    wanted: dict[str, None] = {}
+    for plan in plans:
+        for name, spec in plan.inputs.items():
+            wanted[name] = None
+            if spec.type in ("string", "category"):
+                text[name] = None
+    for name in extra:
+        wanted[name] = None
+        text[name] = None
+    return _data.read_any(data, list(text), only=list(wanted))
+
+
+def prepare(plan: Plan, raw: RawTable, *, consume: bool = False) -> Batch:
+    """Check ``raw`` against the plan's data contract and type its columns.
+
+    ``consume``: ``raw`` is not used again, so its columns may be converted in place and released
+    (the fast path of a single rating); otherwise ``raw`` is left as it was for the next plan."""
+    from .io import data as _data
+
+    if not consume:
+        raw = _data.RawTable(dict(raw.columns), raw.n, raw.source, list(raw.issues), list(raw.names), owned=False)
+    batch = _data.prepare(raw, plan.inputs, plan.id)
+    if consume and "pyarrow" in sys.modules:  # hand the read buffers back before evaluation grows
+        import pyarrow as pa
+
+        pa.default_memory_pool().release_unused()
+    return batch
+
+
+def batch(plan: Plan, data: Any) -> Batch:
+    """Read and check: the typed columns of ``data`` for ``plan`` (the first two phases)."""
+    from .io.data import RawTable
+
+    return prepare(plan, read(data, [plan]), consume=not isinstance(data, RawTable))
+
+
+def evaluate_batch(
+    plan: Plan,
+    batch: Batch,
+    benchmarks: Mapping[str, BenchmarkTable] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    progress: Progress | None = None,
+) -> Results:
+    """Stage 1 → partials → tables → stage 2 over one batch, then the results table."""
+    from . import __version__
+    from .engine import benchmarks as bm
+    from .engine.evaluator import advance, finish, stage1
+    from .engine.results import build
+
+    tick = progress or _quiet
+    frame = stage1(plan, batch, benchmarks, overrides)
+    tick("stage 1", 1, 1)
+    while (stage := frame.next_benchmark_stage()) is not None:
+        pending = [n for n in plan.order if plan.nodes[n].stage == stage and n not in frame.done]
+        if any(n not in frame.given_tables and n not in frame.overrides for n in pending):
+            frame.given_tables.update(bm.tables(plan, bm.merge(bm.partials(frame, stage))))
+            tick("benchmarks", 1, 1)
+        advance(frame, _next_stage_after(plan, stage))
+    advance(frame)
+    ev = finish(frame)
+    tick("stage 2", 1, 1)
+    results = build(plan, batch, ev, __version__)
+    tick("results", 1, 1)
+    return results
+
+
+def _next_stage_after(plan: Plan, stage: int) -> int | None:
+    """Evaluate up to (not including) the benchmark stage after ``stage``."""
+    later = [
+        plan.nodes[n].stage for n in plan.order if plan.nodes[n].kind == "benchmark" and plan.nodes[n].stage > stage
+    ]
+    return min(later, default=None)
+
+
+def rate(
+    plan: Plan,
+    data: Any,
+    *,
+    benchmarks: Mapping[str, BenchmarkTable] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    progress: Progress | None = None,
+    raw: RawTable | None = None,
+) -> Results:
+    """Rate every firm-year of ``data`` with ``plan``; ``raw``: the data already read (by
+    :func:`read`, shared between several plans)."""
+    require_rulebook(plan)
+    tick = progress or _quiet
+    shared = raw is not None
+    if raw is None:
+        raw = read(data, [plan])
+        from .io.data import RawTable
+
+        shared = isinstance(data, RawTable)
+    tick("read", 1, 1)
+    batch = prepare(plan, raw, consume=not shared)
+    tick("check", 1, 1)
+    return evaluate_batch(plan, batch, benchmarks, overrides, tick)
+
+
+def rate_many(
+    plans: Sequence[Plan], data: Any, extra: Sequence[str] = CONTEXT_COLUMNS
+) -> tuple[list[Results], RawTable]:
+    """Rate the same data with several plans, reading it once; also returns what was read."""
+    for plan in plans:
+        require_rulebook(plan)
+    raw = read(data, plans, extra)
+    return [rate(plan, None, raw=raw) for plan in plans], raw
+
+
+def _quiet(phase: str, done: int, total: int) -> None:
+    return None

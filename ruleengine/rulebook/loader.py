@@ -1,0 +1,73 @@
+"""Load a rulebook: a bundled name or a path → a compiled, checked :class:`Plan`.
+
+Plans are kept in this process (by path, while none of their files changes) and on disk (the
+plan cache, :mod:`ruleengine.rulebook._plancache`), so a rulebook is compiled once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import Diagnostic
+from .compiler import compile_document
+from .plan import Plan
+from .source import load_document, parse_text
+
+# Compiled plans by rulebook path, with the (mtime, size) of every file they were built from
+# (the rulebook and the libraries it imports): editing any of them recompiles.
+_CACHE: dict[str, tuple[tuple[tuple[str, float, int], ...], Plan]] = {}
+
+
+def _stamp(files: list[Path]) -> tuple[tuple[str, float, int], ...]:
+    out = []
+    for f in files:
+        try:
+            st = f.stat()
+        except OSError:
+            return ()
+        out.append((str(f), st.st_mtime, st.st_size))
+    return tuple(out)
+
+
+def load(book: str | Path | Plan) -> Plan:
+    """Load, validate and compile a rulebook: a bundled name (``huzhou``) or a path to a .yaml file.
+
+    Raises :class:`RulebookError` listing every problem with file:line:column.
+    """
+    if isinstance(book, Plan):
+        return book
+    from .source import resolve
+
+    path = resolve(book)
+    key = str(path.resolve())
+    cached = _CACHE.get(key)
+    if cached is not None and cached[0] and _stamp([Path(f) for f, _, _ in cached[0]]) == cached[0]:
+        if not any(Path(a).exists() for a in cached[1].source_map.absent):
+            return cached[1]
+    from . import _plancache
+    from .source import display_name
+
+    shown = display_name(path)
+    stored = _plancache.get(path, shown)
+    if stored is not None:
+        _CACHE[key] = (_stamp([Path(f) for f in stored.source_map.files]), stored)
+        return stored
+    doc = load_document(path)
+    plan = compile_document(doc)
+    _CACHE[key] = (_stamp(doc.files), plan)
+    _plancache.put(path, shown, plan, doc.digests, doc.absent)
+    return plan
+
+
+def compile_text(text: str, file: str = "<string>") -> Plan:
+    """Compile rulebook YAML given as text (for tools and tests)."""
+    from .source import resolve_imports
+
+    doc = parse_text(text, file)
+    resolve_imports(doc, Path(file).parent if file != "<string>" else Path.cwd())
+    return compile_document(doc)
+
+
+def validate(book: str | Path) -> list[Diagnostic]:
+    """Check a rulebook; returns its warnings, raises :class:`RulebookError` on errors."""
+    return load(book).warnings
