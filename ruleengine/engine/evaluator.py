@@ -279,7 +279,7 @@ class _ArrayEval(SimpleEval):
             notes = self.ctx.notes
             outer = notes.scope
             c = np.broadcast_to(truth(cond), (self.ctx.n,))
-            branches = []
+            branches: list[Any] = []
             for take in (c == 1.0, c == 0.0):
                 notes.scope = take if outer is None else (take & outer)
                 try:
