@@ -138,18 +138,20 @@ def _median(runs: Sequence[dict[str, float]], key: str) -> float:
 
 
 def _stages(plan: Any, cols: dict[str, Any]) -> dict[str, float] | None:
-    """prepare / evaluate / build seconds, if the engine's stage functions are where they were."""
-    try:
-        from ruleengine import __version__
-        from ruleengine.engine.evaluator import evaluate
-        from ruleengine.engine.results import build
-        from ruleengine.pipeline import batch as prepare
-    except ImportError:
-        return None
-    t_prep, batch = _timed(lambda: prepare(plan, cols))
-    t_eval, ev = _timed(lambda: evaluate(plan, batch))
-    t_build, _ = _timed(lambda: build(plan, batch, ev, __version__))
-    return {"prepare": t_prep, "evaluate": t_eval, "build": t_build}
+    """prepare / evaluate / build seconds of one pipeline run, from its progress hook."""
+    import ruleengine
+
+    marks: list[tuple[str, float]] = []
+    names = {"check": "prepare", "stage 2": "evaluate", "results": "build"}
+    start = time.perf_counter()
+    ruleengine.rate(plan, cols, progress=lambda phase, done, total: marks.append((phase, time.perf_counter())))
+    out: dict[str, float] = {}
+    prev = start
+    for phase, t in marks:
+        if phase in names:
+            out[names[phase]] = t - prev
+            prev = t
+    return out if len(out) == 3 else None
 
 
 def _peak_alloc_mb(fn: Callable[[], Any]) -> float:

@@ -15,6 +15,14 @@ from .errors import DataError, RulebookError, RuleEngineError
 BOOK_HELP = "a bundled rulebook name (huzhou) or a path to a rulebook .yaml file"
 
 
+# Exit codes are decided here, at the edge, not by the exceptions: 0 ok, 1 an error the engine
+# reports (invalid rulebook, unreadable data, failing test, trace mismatch), 2 a usage error
+# (click's), 3 an internal error (a bug), 130 interrupted.
+EXIT_ERROR = 1
+EXIT_INTERNAL = 3
+EXIT_INTERRUPTED = 130
+
+
 class _Group(click.Group):
     """Turns engine errors into messages and exit codes; never shows a Python traceback."""
 
@@ -26,15 +34,15 @@ class _Group(click.Group):
                 click.echo(d.format(), err=True)
             n = len(exc.errors)
             click.echo(f"{n} error{'s' if n != 1 else ''}", err=True)
-            sys.exit(exc.exit_code)
+            sys.exit(EXIT_ERROR)
         except RuleEngineError as exc:
             click.echo(f"error: {exc}", err=True)
-            sys.exit(exc.exit_code)
+            sys.exit(EXIT_ERROR)
         except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
             raise
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
-            sys.exit(130)
+            sys.exit(EXIT_INTERRUPTED)
         except Exception as exc:  # an engine bug: say so plainly, keep the traceback for --debug
             if ctx.obj and ctx.obj.get("debug"):
                 raise
@@ -44,7 +52,7 @@ class _Group(click.Group):
                 "please report it.",
                 err=True,
             )
-            sys.exit(3)
+            sys.exit(EXIT_INTERNAL)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -136,7 +144,7 @@ def validate(book: tuple[str, ...], strict: bool, quiet: bool) -> None:
         click.echo(
             f"{errors} error{'s' if errors != 1 else ''} in {failed} rulebook{'s' if failed != 1 else ''}", err=True
         )
-        sys.exit(1)
+        sys.exit(EXIT_ERROR)
 
 
 @main.command()
@@ -293,7 +301,7 @@ def verify(trace_file: str, book: str | None) -> None:
         click.echo(f"mismatch: {problems[0]}", err=True)
         for p in problems[1:]:
             click.echo(f"  also: {p}", err=True)
-        sys.exit(1)
+        sys.exit(EXIT_ERROR)
     click.echo(
         f"verified: {trace['firm_id']} {trace['year']} under {meta['id']} {meta['version']} "
         f"({meta['hash']}): {checked} values match"
@@ -447,7 +455,7 @@ def test_cmd(book: tuple[str, ...], select: str | None) -> None:
                     click.echo(f"    {line}")
     click.echo(f"{total - failed} passed, {failed} failed")
     if failed:
-        sys.exit(1)
+        sys.exit(EXIT_ERROR)
 
 
 if __name__ == "__main__":  # pragma: no cover

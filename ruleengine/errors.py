@@ -55,9 +55,7 @@ def _sort_key(d: Diagnostic) -> tuple[str, int, int, str]:
 
 
 class RuleEngineError(Exception):
-    """Root of every error the engine raises on purpose. ``exit_code`` is what the CLI exits with."""
-
-    exit_code = 1
+    """Root of every error the engine raises on purpose (the CLI decides what exit code it means)."""
 
 
 class RulebookError(RuleEngineError):

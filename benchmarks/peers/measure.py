@@ -30,8 +30,8 @@ def measure(
     """Every implementation on one portfolio size."""
     import ruleengine
     from ruleengine import pipeline as _pipeline
-    from ruleengine.rulebook import loader as _api
     from ruleengine.engine.evaluator import evaluate
+    from ruleengine.rulebook import loader as _api
 
     pq_path, csv_path = _br.dataset(rows, seed, data_dir)
     out_dir = data_dir / "out"

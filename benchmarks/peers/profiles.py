@@ -205,7 +205,6 @@ def run_profiles(
     """cProfile (top 15 by own time) of ruleengine where a target is missed."""
     import ruleengine
     from ruleengine import pipeline as _pipeline
-    from ruleengine.rulebook import loader as _api
     from ruleengine.engine.evaluator import evaluate
 
     missed = {t["id"] for t in tgts if t["met"] is False}

@@ -36,7 +36,8 @@ _NAN = np.nan
 _SCALE = 1126  # 2**-1126 divides every float64 split as below (the smallest subnormal is 2**-1074)
 _TWO53 = 9007199254740992.0
 _TWO26 = 67108864.0
-_BLOCK = 1 << 25  # rows per bincount: a bin's sum of 27-bit halves stays below 2**53, exactly
+_BLOCK = 1 << 20  # rows summed at a time: 2**20 limbs of 41 bits stay below 2**62 in int64
+_LIMB = 41
 
 
 # -- exact sums -----------------------------------------------------------------------------------
@@ -45,13 +46,48 @@ _BLOCK = 1 << 25  # rows per bincount: a bin's sum of 27-bit halves stays below 
 def exact_sums(bins: np.ndarray, x: np.ndarray, k: int) -> list[int]:
     """The exact sum of ``x`` in each bin ``0..k-1``, as integers in units of ``2**-1126``.
 
-    Vectorised: each value is split into exponent and two integer halves of its significand; the
-    halves are summed per (bin, exponent) by ``np.bincount`` (exact: integers below 2**53), and
-    only the few non-empty (bin, exponent) cells are combined as Python integers.
+    Vectorised, in integer limbs: with ``2**E`` above every ``|x|``, each value is cut (exactly,
+    by adding and subtracting ``1.5 * 2**(t + 52)``) into a multiple of ``2**t`` and a remainder,
+    for ``t = E - 41, E - 82, ...`` until nothing remains; each limb is a 41-bit integer, summed per
+    bin in int64 (``np.add.at``; exact for up to 2**20 rows a block), and the few bin sums become
+    Python integers. Values in a realistic range need two limbs.
     """
     out = [0] * k
     if not len(x) or not k:
         return out
+    top = float(np.max(np.abs(x)))
+    if top == 0.0:
+        return out
+    e_top = math.frexp(top)[1]  # every |x| < 2**e_top
+    if e_top > 960:  # 1.5 * 2**(t + 52) would overflow: the slower exponent-by-exponent sum
+        return _exact_sums_by_exponent(bins, x, k)
+    acc = np.zeros(k, dtype=object)
+    for start in range(0, len(x), _BLOCK):
+        part_bins = bins[start : start + _BLOCK]
+        rest = np.array(x[start : start + _BLOCK], dtype=np.float64)
+        t = e_top
+        while True:
+            t = max(t - _LIMB, -1074)
+            sigma = math.ldexp(1.5, t + 52)
+            limb = rest + sigma
+            limb -= sigma  # rest rounded to a multiple of 2**t (half to even): exact
+            rest -= limb  # exact
+            # the limb in units of 2**t: an integer below 2**41 (scaling by a power of two is exact)
+            scaled = np.ldexp(limb, -t) if t < -1000 else np.multiply(limb, math.ldexp(1.0, -t), out=limb)
+            sums = np.zeros(k, dtype=np.int64)
+            np.add.at(sums, part_bins, scaled.astype(np.int64))
+            hit = np.flatnonzero(sums)
+            if len(hit):
+                acc[hit] += sums[hit].astype(object) << (t + _SCALE)
+            if t == -1074 or not rest.any():
+                break
+    return [int(v) for v in acc.tolist()]
+
+
+def _exact_sums_by_exponent(bins: np.ndarray, x: np.ndarray, k: int) -> list[int]:
+    """:func:`exact_sums` for values near the top of the float64 range: the two halves of each
+    significand summed per (bin, exponent) by ``np.bincount`` (exact: integers below 2**53)."""
+    out = [0] * k
     frac, e = np.frexp(x)
     m = frac * _TWO53  # the significand as an integer-valued float (exact)
     hi = np.trunc(m * (1.0 / _TWO26))  # |hi| < 2**27, exact
@@ -62,27 +98,17 @@ def exact_sums(bins: np.ndarray, x: np.ndarray, k: int) -> list[int]:
     emin = int(e[nonzero].min())
     width = int(e[nonzero].max()) - emin + 1
     cell = bins.astype(np.int64) * width + np.where(nonzero, e - emin, 0)
-    if k * width > 4 * len(x) + 1_000_000:  # wide spread of exponents: only the cells used
-        used, cell = np.unique(cell, return_inverse=True)
-        size = len(used)
-    else:
-        used, size = None, k * width
-    h_sum = np.zeros(size, dtype=np.int64)
-    l_sum = np.zeros(size, dtype=np.int64)
+    used, cell = np.unique(cell, return_inverse=True)
+    h_sum = np.zeros(len(used), dtype=np.int64)
+    l_sum = np.zeros(len(used), dtype=np.int64)
     for start in range(0, len(x), _BLOCK):
         part = slice(start, start + _BLOCK)
-        h_sum += np.bincount(cell[part], weights=hi[part], minlength=size).astype(np.int64)
-        l_sum += np.bincount(cell[part], weights=lo[part], minlength=size).astype(np.int64)
-    present = np.flatnonzero((h_sum != 0) | (l_sum != 0))
-    if not len(present):
-        return out
-    slot = present if used is None else used[present]
-    shift = (slot % width + emin - 53 + _SCALE).astype(object)
-    whole = (h_sum[present].astype(object) * (1 << 26) + l_sum[present].astype(object)) << shift
-    key = slot // width
-    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-    for b, s in zip(key[starts].tolist(), np.add.reduceat(whole, starts).tolist(), strict=True):
-        out[b] = s
+        h_sum += np.bincount(cell[part], weights=hi[part], minlength=len(used)).astype(np.int64)
+        l_sum += np.bincount(cell[part], weights=lo[part], minlength=len(used)).astype(np.int64)
+    shift = (used % width + emin - 53 + _SCALE).astype(object)
+    whole = (h_sum.astype(object) * (1 << 26) + l_sum.astype(object)) << shift
+    for b, s in zip((used // width).tolist(), whole.tolist(), strict=True):
+        out[b] += s
     return out
 
 
@@ -157,45 +183,117 @@ def _partial(spec: BenchmarkSpec, frame: Frame) -> Partial:
         from .evaluator import truth
 
         eligible &= truth(frame.evaluate_expr(spec.where)) == 1.0
+    finest: _Level | None = None
     for group in spec.groups:
         cat = frame.group_labels(group)
-        rows = eligible & (cat.codes >= 0)
-        everyone = bool(rows.all())
-        ncat = len(cat.labels) + 1
-        key = frame.years * ncat + (cat.codes.astype(np.int64) + 1)
-        k = key if everyone else key[rows]
+        level = _Level(frame, cat, eligible)
+        derived = finest is not None and spec.statistic in ("ratio_of_sums", "mean") and level.nested_in(finest)
+        if derived:
+            assert finest is not None
+            counts, sums_num, sums_den = level.from_finer(
+                finest,
+                spec,
+                num if spec.statistic == "ratio_of_sums" else val,
+                den if spec.statistic == "ratio_of_sums" else None,
+            )
+            values: list[np.ndarray | None] = [None] * level.g
+        else:
+            counts = level.counts
+            sums_num, sums_den, values = [0] * level.g, [0] * level.g, [None] * level.g
+            if spec.statistic == "ratio_of_sums":
+                sums_num = exact_sums(level.inv, level.take(num), level.g)
+                sums_den = exact_sums(level.inv, level.take(den), level.g)
+            elif spec.statistic == "mean":
+                sums_num = exact_sums(level.inv, level.take(val), level.g)
+            else:
+                v = level.take(val) + 0.0  # -0.0 → 0.0: the same multiset whatever the order
+                order = np.argsort(level.inv, kind="stable")
+                starts = np.r_[0, np.cumsum(counts)[:-1]] if level.g else np.zeros(0, dtype=np.int64)
+                sv = v[order]
+                values = [sv[s : s + c] for s, c in zip(starts.tolist(), counts.tolist(), strict=True)]
+            level.sums = (sums_num, sums_den)
+        if finest is None:
+            finest = level
+        groups: dict[tuple[int, str], Group] = {}
+        labels = cat.labels
+        for i, kk in enumerate(level.uniq.tolist()):
+            if counts[i] == 0:
+                continue
+            year, code = divmod(kk, level.ncat)
+            groups[(int(year), labels[code - 1])] = Group(int(counts[i]), sums_num[i], sums_den[i], values[i])
+        part.groups.append(groups)
+    return part
+
+
+class _Level:
+    """The peer groups (year, label) of one group level over a frame's eligible rows."""
+
+    def __init__(self, frame: Frame, cat: Category, eligible: np.ndarray):
+        n = frame.n
+        self.rows = eligible & (cat.codes >= 0)
+        self.everyone = bool(self.rows.all())
+        self.ncat = len(cat.labels) + 1
+        self.key = frame.years * self.ncat + (cat.codes.astype(np.int64) + 1)  # 0: no label
+        k = self.key if self.everyone else self.key[self.rows]
         if k.size and int(k.max()) < 4 * n + 1_000_000:  # dense keys: count without sorting
             present = np.bincount(k)
-            uniq = np.flatnonzero(present)
+            self.uniq = np.flatnonzero(present)
             remap = np.zeros(len(present), dtype=np.int64)
-            remap[uniq] = np.arange(len(uniq))
-            inv = remap[k]
-            counts = present[uniq]
+            remap[self.uniq] = np.arange(len(self.uniq))
+            self.inv = remap[k]
+            self.counts = present[self.uniq]
         else:
-            uniq, inv = np.unique(k, return_inverse=True)
-            counts = np.bincount(inv, minlength=len(uniq))
-        g = len(uniq)
-        sums_num: list[int] = [0] * g
-        sums_den: list[int] = [0] * g
-        values: list[np.ndarray | None] = [None] * g
-        if spec.statistic == "ratio_of_sums":
-            sums_num = exact_sums(inv, num if everyone else num[rows], g)
-            sums_den = exact_sums(inv, den if everyone else den[rows], g)
-        elif spec.statistic == "mean":
-            sums_num = exact_sums(inv, val if everyone else val[rows], g)
-        else:
-            v = (val if everyone else val[rows]) + 0.0  # -0.0 → 0.0: the same multiset whatever the order
-            order = np.argsort(inv, kind="stable")
-            starts = np.r_[0, np.cumsum(counts)[:-1]] if g else np.zeros(0, dtype=np.int64)
-            sv = v[order]
-            values = [sv[s : s + c] for s, c in zip(starts.tolist(), counts.tolist(), strict=True)]
-        level: dict[tuple[int, str], Group] = {}
-        labels = cat.labels
-        for i, kk in enumerate(uniq.tolist()):
-            year, code = divmod(kk, ncat)
-            level[(int(year), labels[code - 1])] = Group(int(counts[i]), sums_num[i], sums_den[i], values[i])
-        part.groups.append(level)
-    return part
+            self.uniq, self.inv = np.unique(k, return_inverse=True)
+            self.counts = np.bincount(self.inv, minlength=len(self.uniq))
+        self.g = len(self.uniq)
+        self.sums: tuple[list[int], list[int]] = ([], [])
+
+    def take(self, x: np.ndarray) -> np.ndarray:
+        return x if self.everyone else x[self.rows]
+
+    def nested_in(self, finer: _Level) -> bool:
+        """Every finer group lies in one group of this level (or in none): industry in division."""
+        if not finer.g or not finer.sums[0] and not finer.sums[1]:
+            return False
+        mine = finer.take(self.key)  # this level's key on the finer level's rows
+        first = np.empty(finer.g, dtype=np.int64)
+        first[finer.inv[::-1]] = np.arange(len(finer.inv) - 1, -1, -1)  # first row of each finer group
+        low = mine[first]
+        if not np.array_equal(mine, low[finer.inv]):
+            return False
+        self._parent = low  # this level's key of each finer group (code 0 → no label here)
+        return True
+
+    def from_finer(
+        self, finer: _Level, spec: BenchmarkSpec, num: np.ndarray, den: np.ndarray | None
+    ) -> tuple[np.ndarray, list[int], list[int]]:
+        """Counts and exact sums of this level from the finer level's groups, plus the rows that
+        have a label here but none at the finer level."""
+        position = {int(k): i for i, k in enumerate(self.uniq.tolist())}
+        counts = np.zeros(self.g, dtype=np.int64)
+        sums_num, sums_den = [0] * self.g, [0] * self.g
+        fine_num, fine_den = finer.sums
+        for j, parent in enumerate(self._parent.tolist()):
+            i = position.get(parent)
+            if i is None:  # the finer group has no label at this level
+                continue
+            counts[i] += finer.counts[j]
+            sums_num[i] += fine_num[j]
+            if fine_den:
+                sums_den[i] += fine_den[j]
+        extra = self.rows & ~finer.rows  # a label here, none at the finer level
+        if extra.any():
+            ek = self.key[extra]
+            idx = np.array([position[int(k)] for k in np.unique(ek).tolist()], dtype=np.int64)
+            local = np.searchsorted(np.unique(ek), ek)
+            bins = idx[local]
+            np.add.at(counts, bins, 1)
+            for i, s in enumerate(exact_sums(bins, num[extra], self.g)):
+                sums_num[i] += s
+            if den is not None:
+                for i, s in enumerate(exact_sums(bins, den[extra], self.g)):
+                    sums_den[i] += s
+        return counts, sums_num, sums_den
 
 
 def merge(*parts: Partials) -> Partials:
