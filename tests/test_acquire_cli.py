@@ -38,11 +38,11 @@ def test_meters_to_rate_through_the_cli(tmp_path: Path) -> None:
     rep = json.loads((tmp_path / "q.json").read_text(encoding="utf-8"))
     assert rep["counts"] == {"error": 0, "warning": 1, "info": 5}
     assert rep["firms"][0]["columns"]["electricity_mwh"]["value"] == pytest.approx(55.2)
-    # Huzhou rates it: scope 2 = 55.2 MWh x 0.5617 (east grid, latest factor) = 31.00584 tCO2
+    # Huzhou rates it: scope 2 = 55.2 MWh x 0.5500 (east grid, 2023 data-year factor) = 30.36 tCO2
     code, stdout, stderr = _run("rate", "huzhou", str(out), "-o", str(tmp_path / "rated.csv"))
     assert code == 0, stderr
     (rated,) = _rows(tmp_path / "rated.csv")
-    assert rated["status"] == "rated" and float(rated["scope2_tco2"]) == pytest.approx(31.00584)
+    assert rated["status"] == "rated" and float(rated["scope2_tco2"]) == pytest.approx(30.36)
     # the test rulebook declares coverage >= 0.9 (error) and >= 0.99 (warning): 0.7486 is unrated
     code, stdout, stderr = _run("rate", str(QUALITY_BOOK), str(out), "-o", str(tmp_path / "q.csv"))
     assert code == 0, stderr
@@ -68,7 +68,10 @@ def test_quality_warning_keeps_the_firm_rated(tmp_path: Path) -> None:
     assert code == 0, stderr
     (r,) = _rows(tmp_path / "q.csv")
     assert r["status"] == "rated"
-    assert r["reasons"] == ("check electricity_coverage_complete: electricity meter readings cover less than 99% "
+    # 366 days: a 2024 data year, for which no grid factor is published yet (the vintage warning)
+    assert r["reasons"] == ("check grid_factor_of_data_year: no electricity CO2 factor is published for this data "
+                            "year yet; the latest earlier vintage is used (grid_factor_vintage); "
+                            "check electricity_coverage_complete: electricity meter readings cover less than 99% "
                             "of the year (provisional)")
 
 

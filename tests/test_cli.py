@@ -191,7 +191,7 @@ def test_help_explains_commands():
 
 def test_books_lists_huzhou():
     out = run("books").output
-    assert out.startswith("huzhou       1.0.0")
+    assert out.startswith("huzhou       2.0.0")
 
 
 def test_sample_command_is_seeded_and_rates(tmp_path):

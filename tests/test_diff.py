@@ -15,6 +15,10 @@ from ruleengine.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 HUZHOU = ROOT / "rulebooks" / "huzhou.yaml"
+# the bundled version, read from the file so that a release of the rulebook does not break these tests
+HV = next(ln.split(": ", 1)[1] for ln in HUZHOU.read_text(encoding="utf-8").splitlines() if ln.startswith("version: "))
+HV_MAJOR = f"{int(HV.split('.')[0]) + 1}.0.0"
+HV_MINOR = f"{HV.split('.')[0]}.{int(HV.split('.')[1]) + 1}.0"
 SMALL = ROOT / "golden" / "portfolios" / "small.csv"
 EDGE_OLD = '{id: "3", lower: 0.8, upper: 1.2, label: level 3}\n      - {id: "4", lower: 1.2,'
 EDGE_NEW = '{id: "3", lower: 0.8, upper: 1.1, label: level 3}\n      - {id: "4", lower: 1.1,'
@@ -29,7 +33,7 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
 def test_moving_one_band_edge_names_exactly_that_change_and_its_firms(tmp_path):
     text = HUZHOU.read_text(encoding="utf-8")
     assert EDGE_OLD in text
-    new = write(tmp_path, "huzhou.yaml", text.replace(EDGE_OLD, EDGE_NEW).replace("version: 1.0.0", "version: 2.0.0"))
+    new = write(tmp_path, "huzhou.yaml", text.replace(EDGE_OLD, EDGE_NEW).replace(f"version: {HV}", f"version: {HV_MAJOR}"))
     result = run(HUZHOU, new, SMALL)
     edits = [e for e in result["edits"] if e.what != "metadata"]
     assert [e.summary() for e in edits] == ["ratings.level: threshold between 3 and 4: 1.2 → 1.1"]
@@ -86,7 +90,7 @@ def test_incentive_change_gives_the_interest_effect(tmp_path):
     changed = text.replace(
         '"3": {rate_bp: 0, credit_policy: standard terms,', '"3": {rate_bp: -10, credit_policy: standard terms,'
     )
-    new = write(tmp_path, "huzhou.yaml", changed.replace("version: 1.0.0", "version: 1.1.0"))
+    new = write(tmp_path, "huzhou.yaml", changed.replace(f"version: {HV}", f"version: {HV_MINOR}"))
     result = run(HUZHOU, new, SMALL)
     base = ruleengine.rate("huzhou", SMALL)
     import csv
@@ -106,12 +110,12 @@ def test_version_and_changelog_warnings(tmp_path):
     new = write(tmp_path, "huzhou.yaml", text)
     warnings = run(HUZHOU, new)["warnings"]
     assert warnings[0] == (
-        "the new version 1.0.0 does not increase on 1.0.0: bump it (MAJOR when any output can "
+        f"the new version {HV} does not increase on {HV}: bump it (MAJOR when any output can "
         "change for the same inputs)"
     )
     assert warnings[1].startswith("no CHANGELOG.md found near")
-    (tmp_path / "CHANGELOG.md").write_text("- huzhou 2.0.0: moved the 3|4 edge to 1.1\n", encoding="utf-8")
-    write(tmp_path, "huzhou.yaml", text.replace("version: 1.0.0", "version: 2.0.0"))
+    (tmp_path / "CHANGELOG.md").write_text(f"- huzhou {HV_MAJOR}: moved the 3|4 edge to 1.1\n", encoding="utf-8")
+    write(tmp_path, "huzhou.yaml", text.replace(f"version: {HV}", f"version: {HV_MAJOR}"))
     assert run(HUZHOU, new)["warnings"] == []
 
 
@@ -138,6 +142,6 @@ def test_diff_json_and_markdown(tmp_path):
     data = json.loads(js.stdout)
     assert data["edits"][0]["what"] == "threshold" and data["impact"]["down"] >= 1
     md = CliRunner().invoke(main, ["diff", str(HUZHOU), str(new), "--data", str(SMALL), "--format", "markdown"]).output
-    assert md.startswith("# Rulebook change: huzhou 1.0.0 → huzhou 1.0.0")
+    assert md.startswith(f"# Rulebook change: huzhou {HV} → huzhou {HV}")
     assert "| ratings.level: threshold between 3 and 4 | 1.2 | 1.1 |" in md
     assert "## Attribution" in md

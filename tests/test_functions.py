@@ -25,6 +25,7 @@ CASES = {
     "coalesce": ("coalesce(z, x)", 4.0),  # z is missing → x
     "is_missing": ("where(is_missing(z), 1, 0)", 1.0),
     "prev": ("prev(x, 0)", 3.0),
+    "has_prev": ("where(has_prev(x), 1, 0)", 1.0),  # 2021 is on record with x = 3
     "baseline": ("baseline(x, 2021, 0)", 3.0),
     "prefix": ("where(prefix(industry, 2) == '30', 1, 0)", 1.0),
 }

@@ -16,7 +16,8 @@ from click.testing import CliRunner
 from ruleengine.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-HUZHOU = (ROOT / "rulebooks" / "huzhou.yaml").read_text(encoding="utf-8")
+FIXTURE = Path(__file__).resolve().parent / "data" / "harden"  # Huzhou 1.0.0 and its library, frozen
+HUZHOU = (FIXTURE / "huzhou.yaml").read_text(encoding="utf-8")
 HEAD = HUZHOU[: HUZHOU.index("\ntests:\n")]
 # the worked example of huzhou.yaml: K = 1.51185 / 2.0 = 0.75592 -> level 2
 INPUT = '{year: 2022, industry: "3011", grid_region: east, value_added_10k_cny: 2000, raw_coal_t: 1000, electricity_mwh: 2000}'
@@ -24,7 +25,7 @@ INPUT = '{year: 2022, industry: "3011", grid_region: east, value_added_10k_cny: 
 
 def book(tmp_path: Path, case: str) -> Path:
     folder = tmp_path / "books"
-    shutil.copytree(ROOT / "rulebooks" / "lib", folder / "lib")
+    shutil.copytree(FIXTURE / "lib", folder / "lib")
     path = folder / "cases.yaml"
     path.write_text(HEAD + "\ntests:\n  - name: the case\n" + case, encoding="utf-8")
     return path

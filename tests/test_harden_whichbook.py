@@ -8,6 +8,7 @@ site folder of its own), and the CLI runs in a separate "checkout" folder whose
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# the bundled Huzhou version, and the one an edited checkout declares
+VERSION = re.search(r"^version: (\S+)$", (ROOT / "rulebooks" / "huzhou.yaml").read_text(encoding="utf-8"), re.M)[1]
+EDITED = VERSION.rsplit(".", 1)[0] + "." + str(int(VERSION.rsplit(".", 1)[1]) + 1)
+
 SMALL = ROOT / "golden" / "portfolios" / "small.csv"
 
 
@@ -51,7 +57,7 @@ def edit(path: Path, old: str, new: str) -> None:
 
 
 def test_edited_checkout_is_not_silently_replaced_by_the_installed_copy(site, checkout):
-    edit(checkout / "rulebooks" / "huzhou.yaml", "\nversion: 1.0.0", "\nversion: 1.0.1")
+    edit(checkout / "rulebooks" / "huzhou.yaml", f"\nversion: {VERSION}", f"\nversion: {EDITED}")
     installed = (site / "ruleengine" / "rulebooks" / "huzhou.yaml").resolve()
     by_name = cli(site, checkout, "validate", "huzhou")
     assert by_name.returncode == 0
@@ -60,10 +66,10 @@ def test_edited_checkout_is_not_silently_replaced_by_the_installed_copy(site, ch
         "from it and is not used (give its path, ./rulebooks/huzhou.yaml, to use it)\n"
     )
     # the bundled one is named by its full path, never by the edited file's
-    assert by_name.stdout.startswith(f"ok: {installed}: huzhou 1.0.0 (sha256:")
+    assert by_name.stdout.startswith(f"ok: {installed}: huzhou {VERSION} (sha256:")
     by_path = cli(site, checkout, "validate", "rulebooks/huzhou.yaml")
     assert by_path.returncode == 0 and by_path.stderr == ""
-    assert by_path.stdout.startswith("ok: rulebooks/huzhou.yaml: huzhou 1.0.1 (sha256:")
+    assert by_path.stdout.startswith(f"ok: rulebooks/huzhou.yaml: huzhou {EDITED} (sha256:")
     # and their hashes differ, as their contents do
     assert by_name.stdout.split("(sha256:")[1][:16] != by_path.stdout.split("(sha256:")[1][:16]
 
@@ -74,8 +80,10 @@ def test_a_broken_local_edit_is_reported_by_path_and_named_by_the_name(site, che
     assert by_name.returncode == 0 and "./rulebooks/huzhou.yaml differs from it and is not used" in by_name.stderr
     by_path = cli(site, checkout, "validate", "rulebooks/huzhou.yaml")
     assert by_path.returncode == 1
+    text = (checkout / "rulebooks" / "huzhou.yaml").read_text(encoding="utf-8")
+    line = text[: text.index("closed: sideways")].count("\n") + 1  # the line of the edit
     assert by_path.stderr == (
-        "rulebooks/huzhou.yaml:140:13: error: 'sideways' is not one of 'left', 'right' (at ratings.level.closed)\n"
+        f"rulebooks/huzhou.yaml:{line}:13: error: 'sideways' is not one of 'left', 'right' (at ratings.level.closed)\n"
         "1 error in 1 rulebook\n"
     )
 
@@ -83,7 +91,7 @@ def test_a_broken_local_edit_is_reported_by_path_and_named_by_the_name(site, che
 def test_an_identical_local_copy_says_nothing(site, checkout):
     out = cli(site, checkout, "validate", "huzhou")
     assert out.returncode == 0 and out.stderr == ""
-    assert out.stdout.startswith("ok: rulebooks/huzhou.yaml: huzhou 1.0.0")
+    assert out.stdout.startswith(f"ok: rulebooks/huzhou.yaml: huzhou {VERSION}")
 
 
 def test_a_same_named_file_in_the_working_directory(site, tmp_path):
@@ -93,12 +101,12 @@ def test_a_same_named_file_in_the_working_directory(site, tmp_path):
     out = cli(site, work, "validate", "huzhou")
     assert out.returncode == 0
     assert "./huzhou.yaml differs from it and is not used (give its path, ./huzhou.yaml, to use it)" in out.stderr
-    assert out.stdout.startswith("ok: rulebooks/huzhou.yaml: huzhou 1.0.0")  # no rulebooks/ folder here
+    assert out.stdout.startswith(f"ok: rulebooks/huzhou.yaml: huzhou {VERSION}")  # no rulebooks/ folder here
     assert cli(site, work, "validate", "./huzhou.yaml").stdout.startswith("ok: huzhou.yaml: shenzhen ")
 
 
 def test_rate_warns_once(site, checkout):
-    edit(checkout / "rulebooks" / "huzhou.yaml", "\nversion: 1.0.0", "\nversion: 1.0.1")
+    edit(checkout / "rulebooks" / "huzhou.yaml", f"\nversion: {VERSION}", f"\nversion: {EDITED}")
     out = cli(site, checkout, "rate", "huzhou", str(SMALL), "-o", str(checkout / "out.csv"))
     assert out.returncode == 0, out.stderr
     assert out.stderr.count("differs from it and is not used") == 1

@@ -112,7 +112,7 @@ def test_property_is_not_vacuous() -> None:
     # 5 peers in 3011: benchmark = 0.5617 * (100 + 200 + 300 + 400 + 500) / 500 = 1.6851
     assert batch["industry_intensity_group"].tolist() == ["industry"] * 5
     assert batch["industry_intensity"][0] == pytest.approx(1.6851, rel=1e-12)
-    # alone, without tables, one firm is too few peers: published_industry_intensity['30'] = 6.5
+    # alone, without tables, one firm is too few peers: placeholder_industry_intensity['30'] = 6.5
     alone = ruleengine.rate(plan, rows[:1])
     assert alone["industry_intensity"][0] == 6.5
     assert not _same(alone["k"], batch["k"][:1])

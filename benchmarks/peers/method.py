@@ -53,9 +53,18 @@ OXIDATION = {
 }
 TJ_PER_GJ = 0.001
 CO2_PER_C = 44 / 12
-# grid factor by first year in force; later years keep the latest table; 2021: national only
+# grid factor by data year (rulebooks/lib/accounting.yaml grid_ef); later years keep the latest table
 GRID_EF: dict[int, dict[str, float]] = {
-    2021: {"national": 0.5568},
+    2021: {
+        "national": 0.5568,
+        "north": 0.7120,
+        "northwest": 0.5951,
+        "east": 0.5992,
+        "northeast": 0.6012,
+        "central": 0.5354,
+        "south": 0.4326,
+        "southwest": 0.2113,
+    },
     2022: {
         "national": 0.5366,
         "north": 0.6776,
@@ -65,6 +74,16 @@ GRID_EF: dict[int, dict[str, float]] = {
         "central": 0.5395,
         "south": 0.3869,
         "southwest": 0.2268,
+    },
+    2023: {
+        "national": 0.5306,
+        "north": 0.6361,
+        "northwest": 0.5543,
+        "east": 0.5500,
+        "northeast": 0.5122,
+        "central": 0.5271,
+        "south": 0.4042,
+        "southwest": 0.2472,
     },
 }
 REGIONS = ("north", "northwest", "east", "northeast", "central", "south", "southwest")
@@ -78,7 +97,7 @@ PUBLISHED = {
     "22": 1.6,
     "26": 2.6,
     "27": 0.45,
-    "28": 3.0,
+    "28": 7.0,
     "29": 0.9,
     "30": 6.5,
     "31": 7.5,

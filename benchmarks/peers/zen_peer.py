@@ -51,11 +51,19 @@ def zen_graph() -> dict[str, Any]:
                 f" * ({fuel}_ox ?? {OXIDATION[fuel]!r}) * {TJ_PER_GJ!r} * (44 / 12)",
             )
         )
-    latest = GRID_EF[max(GRID_EF)]
-    regional = f"{latest['national']!r}"
-    for region in reversed(REGIONS):
-        regional = f"(grid_region == '{region}' ? {latest[region]!r} : {regional})"
-    grid = f"year < 2021 ? null : (year < 2022 ? {GRID_EF[2021]['national']!r} : {regional})"
+
+    def regional(table: dict[str, float]) -> str:
+        expr = f"{table['national']!r}"
+        for region in reversed(REGIONS):
+            expr = f"(grid_region == '{region}' ? {table[region]!r} : {expr})"
+        return expr
+
+    # one vintage per data year; years after the last keep the latest table
+    years = sorted(GRID_EF)
+    grid = regional(GRID_EF[years[-1]])
+    for y in reversed(years[:-1]):
+        grid = f"(year < {y + 1} ? {regional(GRID_EF[y])} : {grid})"
+    grid = f"year < {years[0]} ? null : {grid}"
     totals = [
         (
             "scope1_tco2",

@@ -163,6 +163,16 @@ def structural_diff(old: Document, new: Document) -> list[Edit]:
                 continue
             _diff_fields(add, what, section, name, ea, eb)
     _diff_ratings(add, a.get("ratings") or {}, b.get("ratings") or {}, old, new, edits)
+    fa_, fb_ = (a.get("incentives") or {}).get("rate_bp_from"), (b.get("incentives") or {}).get("rate_bp_from")
+    if fa_ != fb_:
+        add(
+            "changed" if fa_ and fb_ else ("added" if fb_ else "removed"),
+            "incentive",
+            "incentives.rate_bp_from",
+            fa_ if fa_ else _MISSING,
+            fb_ if fb_ else _MISSING,
+            ("incentives", "rate_bp_from"),
+        )
     ia, ib = (a.get("incentives") or {}).get("levels", {}), (b.get("incentives") or {}).get("levels", {})
     for lid in list(ia) + [x for x in ib if x not in ia]:
         path = ("incentives", "levels", lid)

@@ -331,6 +331,12 @@ def trace_row(plan: Plan, results: Results, i: int, what_if: bool = True) -> Tra
     if plan.incentives and row.get("rating"):
         target_level = results[str(plan.incentives["rating"])][i]
         incentive = dict(plan.incentives["levels"].get(target_level, {}))
+        rate_from = plan.incentives.get("rate_bp_from")
+        if isinstance(rate_from, str):  # continuous pricing: the value of the firm's own formula
+            incentive["rate_bp"] = float(results["incentive_rate_bp"][i])
+            incentive["rate_bp_from"] = rate_from
+            expr = plan.nodes[rate_from].expr
+            incentive["rate_bp_formula"] = expr.text if expr is not None else ""
     # everything needed to replay this firm-year: its input rows (all its years, for prev()) and
     # the benchmark values it was given
     firm_rows = [i]

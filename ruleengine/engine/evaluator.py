@@ -22,6 +22,7 @@ import numpy as np
 from simpleeval import SimpleEval
 
 from ..io.data import Batch, Category
+from ..rulebook.expressions import MISSING
 from ..rulebook.plan import BenchmarkSpec, Plan, RatingSpec
 from .benchmarks import BenchmarkTable
 
@@ -56,8 +57,16 @@ class _Notes:
         self.rank = 0
         self.items: dict[str, list[tuple[int, int, np.ndarray, _Payload]]] = {"reasons": [], "fallbacks": []}
         self._seq = 0
+        # rows whose notes count: inside a branch of where() only the rows that take that branch
+        # (a value computed for rows that do not use it leaves no reason or fallback on them)
+        self.scope: np.ndarray | None = None
 
     def add(self, kind: str, idx: np.ndarray, payload: _Payload, rank: int | None = None) -> None:
+        if self.scope is not None and idx.size:
+            sel = self.scope[idx]
+            idx = idx[sel]
+            if isinstance(payload, tuple):  # (codes per row, notes)
+                payload = (payload[0][sel], payload[1])
         if idx.size:
             self._seq += 1
             self.items[kind].append((self.rank if rank is None else rank, self._seq, idx, payload))
@@ -262,6 +271,37 @@ class _ArrayEval(SimpleEval):
             left = right
         return result
 
+    def _eval_call(self, node: ast.Call) -> Any:
+        if isinstance(node.func, ast.Name) and node.func.id == "where" and len(node.args) == 3:
+            # each branch is computed for all rows (vectorised), but its notes count only on the
+            # rows that take it: has_prev(x) guarding prev(x) leaves no "no previous year" reason
+            cond = self._eval(node.args[0])
+            notes = self.ctx.notes
+            outer = notes.scope
+            c = np.broadcast_to(truth(cond), (self.ctx.n,))
+            branches: list[Any] = []
+            for take in (c == 1.0, c == 0.0):
+                notes.scope = take if outer is None else (take & outer)
+                try:
+                    branches.append(self._eval(node.args[1 + len(branches)]))
+                finally:
+                    notes.scope = outer
+            out = self.functions["where"](cond, *branches)
+            if self.ctx.record:
+                self.ctx.notes.fallback(c == 0.0, self.ctx.record)
+            return out
+        if isinstance(node.func, ast.Name) and node.func.id in ("coalesce", "safe_div") and self.ctx.record:
+            args = [self._eval(a) for a in node.args]
+            out = self.functions[node.func.id](*args)
+            if node.func.id == "coalesce":
+                first = np.broadcast_to(np.isnan(np.asarray(args[0], dtype=np.float64)), (self.ctx.n,))
+                took = first & ~np.broadcast_to(np.isnan(np.asarray(out, dtype=np.float64)), (self.ctx.n,))
+            else:
+                took = np.broadcast_to(np.asarray(args[1], dtype=np.float64) == 0, (self.ctx.n,))
+            self.ctx.notes.fallback(took, self.ctx.record)
+            return out
+        return super()._eval_call(node)
+
     def _eval_subscript(self, node: ast.Subscript) -> Any:
         table = self._eval(node.value)
         key = node.slice.value if isinstance(node.slice, ast.Constant) else self._eval(node.slice)
@@ -318,6 +358,7 @@ class Frame:
         self.tables: dict[str, BenchmarkTable] = {}
         self.overrides = dict(overrides or {})
         self.current = ""
+        self.record: Note | None = None  # the current variable's 'record:' note, if it asks for one
         years = batch.columns["year"]
         self.years = np.where(np.isnan(years), -1, years).astype(np.int64)
         self._year_groups: list[tuple[int, np.ndarray]] | None = None
@@ -334,6 +375,9 @@ class Frame:
         """Evaluating node ``name`` now: notes taken are ranked at its place in the plan."""
         self.current = name.split(":", 1)[-1]
         self.notes.rank = self.plan.rank(name)
+        node = self.plan.nodes.get(name)
+        text = node.spec.get("record") if node is not None and node.kind == "variable" else None
+        self.record = Note("record", self.current, f"{self.current}: {text}") if text else None
 
     def first_use(self, name: str) -> int:
         """Rank of the first node (in plan order) that uses parameter ``name``."""
@@ -357,6 +401,8 @@ class Frame:
     # names -----------------------------------------------------------------------------------
     def names(self, node: ast.Name) -> Any:
         name = node.id
+        if name == MISSING:
+            return _NAN
         if name in self.values:
             v = self.values[name]
             # a column that is one value repeated (an input empty throughout, a constant variable)
@@ -474,6 +520,19 @@ class Frame:
             self._firm_index = (key[order], order)
             self._firm_codes = firm
         return self._firm_index
+
+    def has_shifted(self, x: Any) -> np.ndarray:
+        """1 where the firm has a previous-year row and x has a value in it, else 0 (never missing)."""
+        keys, rows = self.firm_index()
+        firm = self._firm_codes
+        want = np.where((firm >= 0) & (self.years >= 0), firm * 10000 + self.years - 1, -2)
+        if not len(keys):
+            return np.zeros(self.n)
+        pos = np.minimum(np.searchsorted(keys, want), len(keys) - 1)
+        found = keys[pos] == want
+        xv = np.broadcast_to(np.asarray(x, dtype=np.float64), (self.n,))
+        src = np.where(found, rows[pos], 0)
+        return (found & ~np.isnan(xv[src])).astype(np.float64)
 
     def shifted(self, x: Any, year: int | None, otherwise: Any) -> np.ndarray:
         keys, rows = self.firm_index()

@@ -397,6 +397,10 @@ def build(plan: Plan, batch: Batch, ev: Evaluation, engine_version: str) -> Resu
                 cols[col] = table[np.where(lv < 0, len(ids), lv)]
             else:
                 cols.set_encoded(col, lv, [conv(inc[i][key]) if i in inc and key in inc[i] else "" for i in ids])
+        src = plan.incentives.get("rate_bp_from")
+        if src:  # continuous pricing: the variable's value for every rated firm, not a per-level table
+            v = np.broadcast_to(np.asarray(ev.values[src], dtype=np.float64), (len(lv),))
+            cols["incentive_rate_bp"] = np.where(lv >= 0, v, math.nan)
     for name in plan.order:
         node = plan.nodes[name]
         if node.kind == "variable" and name not in cols:

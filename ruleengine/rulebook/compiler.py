@@ -66,6 +66,7 @@ class _Compiler:
         self.diags: list[Diagnostic] = []
         self.library = "library" in doc.data
         self.unneeded_inputs: set[str] = set()
+        self.params_: dict[str, ParamSpec] = {}
 
     # -- helpers ---------------------------------------------------------------------------------
     def error(self, msg: str, path: PathT, *, key: bool = False, related: tuple = ()) -> None:
@@ -115,6 +116,10 @@ class _Compiler:
                 path = (section, name)
                 if name in RESERVED:
                     self.error(f"'{name}' is a reserved result column; choose another name", path, key=True)
+                if name == ex.MISSING:
+                    self.error(
+                        f"'{name}' is the literal for a missing value in formulas; choose another name", path, key=True
+                    )
                 if name in self.names:
                     other_kind, other_path = self.names[name]
                     self.error(
@@ -127,6 +132,7 @@ class _Compiler:
                 self.names[name] = (kind, path)
         inputs = self.compile_inputs()
         params = self.compile_parameters()
+        self.params_ = params  # named weights are resolved while the variables compile
         scales = self.compile_scales()
         nodes: dict[str, Node] = {}
         benchmarks: dict[str, BenchmarkSpec] = {}
@@ -243,6 +249,10 @@ class _Compiler:
             absent = spec.get("absent", "error" if spec.get("required") else "default")
             if absent == "default" and spec.get("required"):
                 self.error("a required input cannot take a default when its column is absent", (*path, "absent"))
+            self.source_ref(spec, path)
+            if "status" in spec and "source" not in spec:
+                self.error("a status needs the source it qualifies", (*path, "status"))
+            src_status = (self.data.get("sources", {}).get(spec.get("source"), {}) or {}).get("status")
             out[name] = InputSpec(
                 name,
                 typ,
@@ -256,6 +266,8 @@ class _Compiler:
                 spec.get("description", ""),
                 self.doc.loc(path, key=True),
                 absent,
+                spec.get("source"),
+                spec.get("status") or src_status,
             )
         return out
 
@@ -330,14 +342,19 @@ class _Compiler:
             in_unit = self.unit(spec.get("input_unit"), (*path, "input_unit"))
             if "piecewise" in spec:
                 pts = spec["piecewise"]
-                xs = tuple(float(p[0]) for p in pts)
-                ys = tuple(float(p[1]) for p in pts)
+                xs = tuple(self.named_number(p[0], in_unit, (*path, "piecewise", i, 0)) for i, p in enumerate(pts))
+                ys = tuple(self.named_number(p[1], unit, (*path, "piecewise", i, 1)) for i, p in enumerate(pts))
                 if any(b <= a for a, b in zip(xs, xs[1:], strict=False)):
                     self.error("piecewise points must have strictly increasing x", (*path, "piecewise"))
                 out[name] = ScaleSpec(name, "piecewise", xs, ys, "right", unit, in_unit, self.doc.loc(path, key=True))
             else:
                 st = spec["steps"]
-                edges, values = tuple(map(float, st["edges"])), tuple(map(float, st["values"]))
+                edges = tuple(
+                    self.named_number(v, in_unit, (*path, "steps", "edges", i)) for i, v in enumerate(st["edges"])
+                )
+                values = tuple(
+                    self.named_number(v, unit, (*path, "steps", "values", i)) for i, v in enumerate(st["values"])
+                )
                 if len(values) != len(edges) + 1:
                     self.error(
                         f"steps need one more value than edges ({len(edges)} edges, {len(values)} values)",
@@ -350,16 +367,38 @@ class _Compiler:
                 )
         return out
 
+    def named_number(self, v: Any, unit: Unit | None, path: PathT) -> float:
+        """A number of a scale, or the name of an undated scalar parameter in the scale's unit."""
+        if not isinstance(v, str):
+            return float(v)
+        p = self.params_.get(v)
+        if p is None or p.is_table or len(p.dated) != 1 or p.dated[0][0]:
+            self.error(f"'{v}' must be an undated scalar parameter to stand in a scale", path)
+            return math.nan
+        if unit is not None and p.unit != unit:
+            self.error(f"unit mismatch: parameter '{v}' is in {p.unit}, the scale needs {unit}", path)
+        return float(p.dated[0][1])
+
     def compile_variable(self, name: str, spec: dict[str, Any]) -> Node | None:
         path = ("variables", name)
         self.source_ref(spec, path)
         unit = self.unit(spec.get("unit"), (*path, "unit"))
         if "weights" in spec:
             weights = spec["weights"]
-            total = sum(weights.values())
+            values: dict[str, float] = {}
+            for k, v in weights.items():
+                if isinstance(v, str):  # a named weight: an undated scalar parameter of unit 1
+                    p = self.params_.get(v)
+                    if p is None or p.is_table or len(p.dated) != 1 or p.dated[0][0]:
+                        self.error(f"weight '{v}' must be an undated scalar parameter (unit 1)", (*path, "weights", k))
+                        return None
+                    values[k] = float(p.dated[0][1])
+                else:
+                    values[k] = float(v)
+            total = sum(values.values())
             if not math.isclose(total, 1.0, abs_tol=1e-9):
                 self.error(f"weights sum to {total:g}, not 1", (*path, "weights"))
-            text = " + ".join(f"{k} * {float(v)!r}" for k, v in weights.items())
+            text = " + ".join(f"{k} * {v if isinstance(v, str) else repr(float(v))}" for k, v in weights.items())
             e: ex.Expr | None
             try:
                 e = ex.parse(text)
@@ -368,6 +407,8 @@ class _Compiler:
             spec = {**spec, "expr": text, "_from_weights": True}
         else:
             e = self.parse_expr(spec["expr"], (*path, "expr"))
+        if "record" in spec and e is not None and not {"coalesce", "where", "safe_div"} & set(e.calls):
+            self.error("'record' applies to a formula with coalesce(), where() or safe_div()", (*path, "record"))
         typ = spec.get("type", "number")
         if e is None:  # reported; keep the name known so its users are not flagged too
             return Node(name, "variable", None, typ, unit, spec, self.doc.loc(path, key=True))
@@ -861,7 +902,21 @@ class _Compiler:
                     key=True,
                 )
             self.source_ref(spec, ("incentives", "levels", lid))
-        return {"rating": target, "levels": inc["levels"]}, primary
+        out: dict[str, Any] = {"rating": target, "levels": inc["levels"]}
+        src = inc.get("rate_bp_from")
+        if src is not None:
+            node = self.nodes.get(src)
+            unit = node.unit if node is not None and node.unit is not None else self.inferred.get(src)
+            if node is None or node.kind != "variable":
+                from ..errors import did_you_mean
+
+                names = [n for n, x in self.nodes.items() if x.kind == "variable"]
+                self.error(f"unknown variable '{src}'{did_you_mean(src, names)}", ("incentives", "rate_bp_from"))
+            elif not isinstance(unit, Unit) or str(unit) != "bp":
+                self.error(f"'{src}' must be a variable in bp to price loans", ("incentives", "rate_bp_from"))
+            else:
+                out["rate_bp_from"] = src
+        return out, primary
 
     def compile_crosswalk(self, ratings: dict[str, RatingSpec], primary: str) -> dict[str, dict[str, Any]]:
         """Maps from other rulebooks' levels onto this one's primary rating; targets must exist."""

@@ -32,6 +32,10 @@ MAX_DEPTH = 200
 
 NUMBER, BOOLEAN, CATEGORY, STRING = "number", "boolean", "category", "string"
 
+# the literal for "no value": where(c, x, missing) leaves a value missing on purpose. It is a word
+# of the language, not a name: no entry may be called so, and it is no dependency of a formula.
+MISSING = "missing"
+
 
 class _Literal:
     """Unit of a bare number: takes the unit of what it is added to, is dimensionless in products."""
@@ -171,7 +175,7 @@ def parse(text: str) -> Expr:
         if isinstance(n, ast.Name):
             if n.id.startswith("_"):
                 problems.append(Problem(f"names starting with '_' are not allowed: '{n.id}'", *pos(n)))
-            elif n.id not in names:
+            elif n.id != MISSING and n.id not in names:
                 names.append(n.id)
         elif isinstance(n, ast.Constant):
             if not isinstance(n.value, int | float | str) or isinstance(n.value, bool):
@@ -312,6 +316,8 @@ def infer(expr: Expr, lookup: Lookup, all_names: list[str]) -> tuple[Inferred, l
                 return Inferred(STRING, UNKNOWN)
             return Inferred(NUMBER, LITERAL)
         if isinstance(n, ast.Name):
+            if n.id == MISSING:  # a number without a value: takes the unit of what it meets
+                return Inferred(NUMBER, LITERAL)
             sym = lookup(n.id)
             if sym is None:
                 err(n, f"unknown name '{n.id}'{did_you_mean(n.id, all_names)}")

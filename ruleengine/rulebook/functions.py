@@ -79,6 +79,11 @@ def _check_conditions(c: CallCheck, n: ast.Call, args: list[ast.expr], got: list
     return Inferred(BOOLEAN, Unit())
 
 
+def _check_has_prev(c: CallCheck, n: ast.Call, args: list[ast.expr], got: list[Inferred]) -> Inferred:
+    c.need(args[0], got[0], NUMBER, "the argument of has_prev()")
+    return Inferred(BOOLEAN, Unit())
+
+
 def _check_is_missing(c: CallCheck, n: ast.Call, args: list[ast.expr], got: list[Inferred]) -> Inferred:
     return Inferred(BOOLEAN, Unit())
 
@@ -236,6 +241,10 @@ def _prev(frame: Any, x: Any, otherwise: Any = None) -> Any:
     return frame.shifted(x, None, otherwise)
 
 
+def _has_prev(frame: Any, x: Any) -> Any:
+    return frame.has_shifted(x)
+
+
 def _baseline(frame: Any, x: Any, year: Any, otherwise: Any = None) -> Any:
     return frame.shifted(x, int(year), otherwise)
 
@@ -302,6 +311,15 @@ FUNCTIONS: dict[str, Function] = {
             _no_detail,
         ),
         Function(
+            "has_prev",
+            1,
+            1,
+            "has_prev(x): true where the firm has a previous-year row and x is not missing in it (no note)",
+            _check_has_prev,
+            _has_prev,
+            _no_detail,
+        ),
+        Function(
             "baseline",
             2,
             3,
@@ -322,4 +340,4 @@ FUNCTIONS: dict[str, Function] = {
     )
 }
 
-PANEL_FUNCTIONS = frozenset({"prev", "baseline"})  # they look at other rows of the same firm
+PANEL_FUNCTIONS = frozenset({"prev", "has_prev", "baseline"})  # they look at other rows of the same firm

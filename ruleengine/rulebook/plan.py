@@ -46,6 +46,8 @@ class InputSpec:
     description: str
     loc: SourceLocation
     absent: str = "default"  # a column absent from the data: "error", or "default" (recorded per row)
+    source: str | None = None  # the source the input cites, if any (issue #13)
+    status: str | None = None
 
 
 @dataclass
