@@ -504,9 +504,15 @@ def _category_from_arrow(text: Any, sort: bool = True) -> Category:
     return Category(codes, dictionary.to_pylist() if sort else dictionary)
 
 
-def prepare(raw: RawTable, inputs: Mapping[str, Any], book: str = "the rulebook") -> Batch:
-    """Apply the rulebook's input declarations to ``raw``: types, defaults, ranges, required values."""
+def prepare(
+    raw: RawTable, inputs: Mapping[str, Any], book: str = "the rulebook", rows: np.ndarray | None = None
+) -> Batch:
+    """Apply the rulebook's input declarations to ``raw``: types, defaults, ranges, required values.
+
+    ``rows``: each row's 0-based position in the whole input when ``raw`` is one partition of it
+    (ruleengine.scale), so that issues and duplicate messages name the row in the whole input."""
     n = raw.n
+    rowno = np.arange(1, n + 1) if rows is None else np.asarray(rows, dtype=np.int64) + 1
     issues: list[DataIssue] = list(raw.issues)
     row_issues: dict[int, list[str]] = {}
     invalid = np.zeros(n, dtype=bool)
@@ -515,7 +521,7 @@ def prepare(raw: RawTable, inputs: Mapping[str, Any], book: str = "the rulebook"
     def flag(idx: np.ndarray, column: str | None, messages: list[str] | str, fatal: bool = True) -> None:
         for j, i in enumerate(idx.tolist()):
             msg = messages if isinstance(messages, str) else messages[j]
-            issues.append(DataIssue(src, i + 1, column, msg, fatal))
+            issues.append(DataIssue(src, int(rowno[i]), column, msg, fatal))
             row_issues.setdefault(i, []).append(f"{column}: {msg}" if column else msg)
             if fatal:
                 invalid[i] = True
@@ -645,13 +651,13 @@ def prepare(raw: RawTable, inputs: Mapping[str, Any], book: str = "the rulebook"
                 rows_of.setdefault(int(key[i]), []).append(i)
             msgs = []
             for i in idx_sorted.tolist():
-                group = [j + 1 for j in rows_of[int(key[i])] if j != i]
+                group = sorted(int(rowno[j]) for j in rows_of[int(key[i])] if j != i)
                 msgs.append(
                     f"duplicate firm-year ({columns['firm_id'].labels[firm_codes[i]]}, {int(years[i])}): also on "
                     f"row {', '.join(map(str, group))}"
                 )
             flag(idx_sorted, "firm_id", msgs)
-    return Batch(columns, n, src, issues, row_issues, invalid, np.arange(1, n + 1), firm_codes)
+    return Batch(columns, n, src, issues, row_issues, invalid, rowno, firm_codes)
 
 
 def text_values(col: Any, n: int) -> list[str]:
