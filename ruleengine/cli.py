@@ -173,12 +173,18 @@ def _write_or_fail(results: Any, output: str) -> None:
 
 @main.command()
 @click.argument("book")
-@click.argument("data", type=click.Path(dir_okay=False))
+@click.argument("data", type=click.Path())
 @click.option(
     "-o",
     "--output",
     type=click.Path(dir_okay=False),
     help="Write results to OUT.csv, OUT.json, OUT.jsonl or OUT.parquet (by extension).",
+)
+@click.option(
+    "--chunk-rows",
+    type=click.IntRange(1),
+    help="Rate a Parquet dataset larger than memory (DATA: a .parquet file, a directory or a glob) "
+    "in chunks of about this many rows; needs -o OUT.parquet|OUT.csv.",
 )
 @click.option(
     "--format",
@@ -196,13 +202,26 @@ def _write_or_fail(results: Any, output: str) -> None:
     help="Add columns: next better/worse level, margins, and the emissions cut that reaches the "
     "better level with benchmarks held fixed (about 30 extra evaluations of the batch).",
 )
-def rate(book: str, data: str, output: str | None, fmt: str, max_issues: int, what: bool) -> None:
+def rate(
+    book: str, data: str, output: str | None, chunk_rows: int | None, fmt: str, max_issues: int, what: bool
+) -> None:
     """Rate every firm-year in DATA with BOOK.
 
     Prints the rating distribution and every data problem found (file, row, column). Bad rows
     never stop the batch: they are rated where the rulebook allows, and `unrated` with the
     reason otherwise (see the `status` and `reasons` columns).
     """
+    if chunk_rows is not None:
+        from . import load
+        from .scale.chunked import rate_command, summary
+
+        if fmt != "summary" or what:
+            raise click.UsageError("--chunk-rows writes its results to -o only (no --format json/csv, --what-it-takes)")
+        plan = load(book)
+        run = rate_command(plan, data, output, chunk_rows, max_issues, _console(stderr=True))
+        for line in summary(run, plan):
+            click.echo(line, err=True)
+        return
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from . import load
