@@ -187,6 +187,15 @@ def _write_or_fail(results: Any, output: str) -> None:
     "in chunks of about this many rows; needs -o OUT.parquet|OUT.csv.",
 )
 @click.option(
+    "--engine",
+    type=click.Choice(["local", "spark", "dask"]),
+    default="local",
+    show_default=True,
+    help="Rate a Parquet dataset on Spark or Dask (same bytes as the local run); needs -o.",
+)
+@click.option("--master", help="Spark master URL for --engine spark (default: local[*]).")
+@click.option("--scheduler", help="Dask scheduler address for --engine dask (default: a local scheduler).")
+@click.option(
     "--format",
     "fmt",
     type=click.Choice(["summary", "json", "csv"]),
@@ -203,7 +212,16 @@ def _write_or_fail(results: Any, output: str) -> None:
     "better level with benchmarks held fixed (about 30 extra evaluations of the batch).",
 )
 def rate(
-    book: str, data: str, output: str | None, chunk_rows: int | None, fmt: str, max_issues: int, what: bool
+    book: str,
+    data: str,
+    output: str | None,
+    chunk_rows: int | None,
+    engine: str,
+    master: str | None,
+    scheduler: str | None,
+    fmt: str,
+    max_issues: int,
+    what: bool,
 ) -> None:
     """Rate every firm-year in DATA with BOOK.
 
@@ -211,6 +229,16 @@ def rate(
     never stop the batch: they are rated where the rulebook allows, and `unrated` with the
     reason otherwise (see the `status` and `reasons` columns).
     """
+    if engine != "local":
+        from . import load
+        from .scale.engines import rate_on
+
+        if fmt != "summary" or what or chunk_rows is not None:
+            raise click.UsageError(
+                "--engine writes its results to -o only (no --format, --what-it-takes, --chunk-rows)"
+            )
+        click.echo(rate_on(engine, load(book), data, output, master=master, scheduler=scheduler), err=True)
+        return
     if chunk_rows is not None:
         from . import load
         from .scale.chunked import rate_command, summary
