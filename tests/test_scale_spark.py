@@ -25,6 +25,10 @@ from ruleengine.io import sample  # noqa: E402
 from ruleengine.scale import spark as rspark  # noqa: E402
 from ruleengine.scale.chunked import dataset_files, rate_dataset  # noqa: E402
 
+# PySpark 4.3 warns that it does not fully support pandas 3 (the `spark` extra pins pandas < 3; the
+# Arrow path used here does not go through pandas)
+pytestmark = pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas:FutureWarning")
+
 ROOT = Path(__file__).resolve().parent.parent
 KINDS = ROOT / "tests" / "data" / "scale_kinds.yaml"
 
