@@ -118,7 +118,12 @@ def rate(
         ddf = dd.read_parquet(str(ddf))
     numbered, n = _with_rows(ddf)
     k = npartitions or max(ddf.npartitions, 1)
-    parts_df = numbered.shuffle(BUCKET, npartitions=k) if k > 1 else numbered.repartition(npartitions=1)
+    # a task-based shuffle: every piece of it is a task the scheduler can recompute when a worker
+    # is lost (a P2P shuffle's output is tied to its run)
+    if k > 1:
+        parts_df = numbered.shuffle(BUCKET, npartitions=k, shuffle_method="tasks")
+    else:
+        parts_df = numbered.repartition(npartitions=1)
     parts_df = client.persist(parts_df) if client is not None else parts_df.persist()  # shuffled once
     parts = parts_df.to_delayed()
     compute = client.compute if client is not None else None
