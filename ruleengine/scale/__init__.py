@@ -4,6 +4,11 @@
                    in-memory partitions (the reference every runner is compared with)
     chunked.py     a single-process runner for Parquet datasets larger than memory
     sink.py        results written in canonical row groups (the same bytes whoever computed them)
+    dask.py        the phases on a Dask cluster (``ruleengine[dask]``)
+    spark.py       the phases on Spark through Arrow (``ruleengine[spark]``)
+    engines.py     ``ruleengine rate … --engine spark|dask``
+
+See docs/scale.md.
 
 Every runner goes through the same phases (ruleengine.engine): stage 1 per partition → partials
 → one exact merge → benchmark tables → stage 2 per partition, one pass per benchmark stage plus
