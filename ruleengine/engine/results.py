@@ -321,14 +321,17 @@ def canonical_row_group(table: Any) -> Any:
 
     arrays = []
     for name, chunked in zip(table.column_names, table.columns, strict=True):
-        col = chunked.combine_chunks()
-        t = col.type
+        t = chunked.type
+        if not (pa.types.is_dictionary(t) or pa.types.is_string(t) or pa.types.is_large_string(t)):
+            arrays.append(chunked)  # numbers as they are: no copy
+            continue
+        col = chunked.chunk(0) if chunked.num_chunks == 1 else chunked.combine_chunks()
         text = pa.types.is_string(t) or pa.types.is_large_string(t)
         if pa.types.is_dictionary(t):
             labels = col.dictionary
             distinct = len(labels) <= DICTIONARY_MAX_LABELS and len(pc.unique(labels)) == len(labels)
             if name not in PLAIN_TEXT and distinct:  # the used labels, sorted: no string per row touched
-                arrays.append(_sorted_dictionary(_ints(col.indices), labels))
+                arrays.append(_sorted_dictionary(_ints(col.indices), labels, col))
                 continue
             col = col.cast(t.value_type)
             text = True
@@ -342,16 +345,28 @@ def canonical_row_group(table: Any) -> Any:
     return pa.table(arrays, names=table.column_names)
 
 
-def _sorted_dictionary(idx: np.ndarray, dictionary: Any) -> Any:
-    """Indices (-1: null) into distinct labels → a dictionary array of the used labels, sorted."""
+def _sorted_dictionary(idx: np.ndarray, dictionary: Any, given: Any = None) -> Any:
+    """Indices (-1: null) into distinct labels → a dictionary array of the used labels, sorted.
+    ``given``: the dictionary array ``idx`` came from, returned as it is when it is canonical
+    already (every label used, sorted, int32 indices: the usual case, no copy)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     from ..io._arrow import array
 
-    used = np.flatnonzero(np.bincount(idx[idx >= 0], minlength=len(dictionary)))
+    nulls = bool(given.null_count) if given is not None else bool(len(idx)) and int(idx.min()) < 0
+    counts = np.bincount(idx[idx >= 0] if nulls else idx, minlength=len(dictionary))
+    used = np.flatnonzero(counts)
     labels = dictionary.take(array(used.astype(np.int64))).cast(pa.string())
     order = _ints(pc.array_sort_indices(labels))
+    if (
+        given is not None
+        and len(used) == len(dictionary)
+        and given.type.index_type == pa.int32()
+        and pa.types.is_string(given.type.value_type)
+        and bool(np.all(order == np.arange(len(order))))
+    ):
+        return given
     new = np.full(len(dictionary) + 1, -1, dtype=np.int32)
     new[used[order]] = np.arange(len(used), dtype=np.int32)
     codes = new[idx]  # -1 (null) reads the trailing -1
