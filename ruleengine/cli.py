@@ -181,13 +181,28 @@ def _write_or_fail(results: Any, output: str) -> None:
 
 @main.command()
 @click.argument("book")
-@click.argument("data", type=click.Path(dir_okay=False))
+@click.argument("data", type=click.Path())
 @click.option(
     "-o",
     "--output",
     type=click.Path(dir_okay=False),
     help="Write results to OUT.csv, OUT.json, OUT.jsonl, OUT.parquet or OUT.xlsx (by extension).",
 )
+@click.option(
+    "--chunk-rows",
+    type=click.IntRange(1),
+    help="Rate a Parquet dataset larger than memory (DATA: a .parquet file, a directory or a glob) "
+    "in chunks of about this many rows; needs -o OUT.parquet|OUT.csv.",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "spark", "dask"]),
+    default="local",
+    show_default=True,
+    help="Rate a Parquet dataset on Spark or Dask (same bytes as the local run); needs -o.",
+)
+@click.option("--master", help="Spark master URL for --engine spark (default: local[*]).")
+@click.option("--scheduler", help="Dask scheduler address for --engine dask (default: a local scheduler).")
 @click.option(
     "--format",
     "fmt",
@@ -223,6 +238,10 @@ def rate(
     book: str,
     data: str,
     output: str | None,
+    chunk_rows: int | None,
+    engine: str,
+    master: str | None,
+    scheduler: str | None,
     fmt: str,
     max_issues: int,
     what: bool,
@@ -244,6 +263,27 @@ def rate(
     DATA is CSV/TSV, JSON, JSON Lines, Parquet or Excel .xlsx. The data contract (columns,
     missing-value tokens, mapping files, identifiers, encodings): docs/data-contract.md.
     """
+    if engine != "local":
+        from . import load
+        from .scale.engines import rate_on
+
+        if fmt != "summary" or what or chunk_rows is not None:
+            raise click.UsageError(
+                "--engine writes its results to -o only (no --format, --what-it-takes, --chunk-rows)"
+            )
+        click.echo(rate_on(engine, load(book), data, output, master=master, scheduler=scheduler), err=True)
+        return
+    if chunk_rows is not None:
+        from . import load
+        from .scale.chunked import rate_command, summary
+
+        if fmt != "summary" or what:
+            raise click.UsageError("--chunk-rows writes its results to -o only (no --format json/csv, --what-it-takes)")
+        plan = load(book)
+        run = rate_command(plan, data, output, chunk_rows, max_issues, _console(stderr=True))
+        for line in summary(run, plan):
+            click.echo(line, err=True)
+        return
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .io.formats import MISSING_TOKENS, ReadOptions

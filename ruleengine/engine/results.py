@@ -278,32 +278,14 @@ class Results:
             if writer is not None:
                 writer.close()
         elif suffix == ".parquet":
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
-            # Text columns with few labels go in as Arrow dictionaries (Parquet stores them as
-            # dictionary pages anyway, so nothing is re-hashed); the Arrow schema is not stored, so
-            # every reader sees plain string columns. One row group per chunk keeps the Arrow copy
-            # of the results small. Min/max statistics only for `year`: rows are in input order,
-            # so row groups overlap on every other column and its statistics would prune nothing
-            # (they cost 8% of the write).
+            # One row group per chunk of CHUNK_ROWS rows, each in canonical form (see
+            # canonical_row_group), so that any run that produces the same rows — this one, or
+            # the chunked and distributed runners of ruleengine.scale — writes the same bytes.
             pwriter = None
             for table in self._chunks_ahead(dictionary=DICTIONARY_MAX_LABELS):
+                table = canonical_row_group(table)
                 if pwriter is None:
-                    types = pa.types
-                    numeric = [f.name for f in table.schema if types.is_integer(f.type) or types.is_floating(f.type)]
-                    # dictionary pages for text, except columns with more labels than that (firm
-                    # ids: half a million distinct would overflow a dictionary page and fall back)
-                    many = {k for k in table.schema.names if _label_count(self.columns, k) > DICTIONARY_MAX_LABELS}
-                    coded = [k for k in table.schema.names if k not in set(numeric) and k not in many]
-                    pwriter = pq.ParquetWriter(
-                        p,
-                        table.schema,
-                        use_dictionary=coded,
-                        write_statistics=[k for k in ("year",) if k in table.schema.names],
-                        store_schema=False,
-                        write_batch_size=65_536,
-                    )
+                    pwriter = parquet_writer(p, table.schema)
                 pwriter.write_table(table, row_group_size=CHUNK_ROWS)
             if pwriter is not None:
                 pwriter.close()
@@ -327,12 +309,109 @@ class Results:
         return json.dumps(self.to_records(), ensure_ascii=False, indent=1) + "\n"
 
 
-def _label_count(columns: Any, name: str) -> int:
-    """How many labels an encoded text column has (0 for other columns)."""
-    cat = columns.category(name) if isinstance(columns, Columns) else None
-    if cat is None:
-        return 0
-    return cat.label_count
+_UINT_IDS = (2, 4, 6, 8)  # Arrow type ids of uint8/16/32/64
+PLAIN_TEXT = ("firm_id", "firm_name")  # identifiers: (nearly) one label per row, written as plain strings
+
+
+def canonical_row_group(table: Any) -> Any:
+    """A row group of results in canonical form, a function of its values alone: every text
+    column except :data:`PLAIN_TEXT` as an Arrow dictionary (int32 indices) whose entries are the
+    labels present in the row group, sorted by code point; :data:`PLAIN_TEXT` as plain strings.
+
+    Parquet writes an Arrow dictionary as it is given, so this makes the bytes of a Parquet
+    file independent of how the rows were computed (one batch, chunks, partitions)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    arrays = []
+    for name, chunked in zip(table.column_names, table.columns, strict=True):
+        t = chunked.type
+        if not (pa.types.is_dictionary(t) or pa.types.is_string(t) or pa.types.is_large_string(t)):
+            arrays.append(chunked)  # numbers as they are: no copy
+            continue
+        col = chunked.chunk(0) if chunked.num_chunks == 1 else chunked.combine_chunks()
+        text = pa.types.is_string(t) or pa.types.is_large_string(t)
+        if pa.types.is_dictionary(t):
+            labels = col.dictionary
+            distinct = len(labels) <= DICTIONARY_MAX_LABELS and len(pc.unique(labels)) == len(labels)
+            if name not in PLAIN_TEXT and distinct:  # the used labels, sorted: no string per row touched
+                arrays.append(_sorted_dictionary(_ints(col.indices), labels, col))
+                continue
+            col = col.cast(t.value_type)
+            text = True
+        if text and name not in PLAIN_TEXT:
+            enc = pc.dictionary_encode(col)
+            arrays.append(_sorted_dictionary(_ints(enc.indices), enc.dictionary))
+        elif text:
+            arrays.append(col.cast(pa.string()))
+        else:
+            arrays.append(col)
+    return pa.table(arrays, names=table.column_names)
+
+
+def _sorted_dictionary(idx: np.ndarray, dictionary: Any, given: Any = None) -> Any:
+    """Indices (-1: null) into distinct labels → a dictionary array of the used labels, sorted.
+    ``given``: the dictionary array ``idx`` came from, returned as it is when it is canonical
+    already (every label used, sorted, int32 indices: the usual case, no copy)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from ..io._arrow import array
+
+    nulls = bool(given.null_count) if given is not None else bool(len(idx)) and int(idx.min()) < 0
+    counts = np.bincount(idx[idx >= 0] if nulls else idx, minlength=len(dictionary))
+    used = np.flatnonzero(counts)
+    labels = dictionary.take(array(used.astype(np.int64))).cast(pa.string())
+    order = _ints(pc.array_sort_indices(labels))
+    if (
+        given is not None
+        and len(used) == len(dictionary)
+        and given.type.index_type == pa.int32()
+        and pa.types.is_string(given.type.value_type)
+        and bool(np.all(order == np.arange(len(order))))
+    ):
+        return given
+    new = np.full(len(dictionary) + 1, -1, dtype=np.int32)
+    new[used[order]] = np.arange(len(used), dtype=np.int32)
+    codes = new[idx]  # -1 (null) reads the trailing -1
+    mask = codes < 0
+    indices = array(np.where(mask, 0, codes).astype(np.int32), mask if mask.any() else None)
+    return pa.DictionaryArray.from_arrays(indices, labels.take(array(order)))
+
+
+def _ints(arr: Any) -> np.ndarray:
+    """An Arrow integer array as int64 numpy, nulls as -1 (read from its buffers: no pandas shim)."""
+    if not len(arr):
+        return np.zeros(0, dtype=np.int64)
+    bufs = arr.buffers()
+    width = arr.type.bit_width // 8
+    kind = "u" if arr.type.id in _UINT_IDS else "i"
+    raw = np.frombuffer(bufs[1], dtype=np.dtype(f"{kind}{width}"))[arr.offset : arr.offset + len(arr)]
+    out = raw.astype(np.int64)
+    if arr.null_count:
+        bits = np.unpackbits(np.frombuffer(bufs[0], dtype=np.uint8), bitorder="little")
+        out[bits[arr.offset : arr.offset + len(arr)] == 0] = -1
+    return out
+
+
+def parquet_writer(path: str | Path, schema: Any) -> Any:
+    """The Parquet writer for results (settings shared by every runner): dictionary pages for the
+    canonical dictionary columns, plain pages for numbers and :data:`PLAIN_TEXT`; the Arrow schema
+    not stored, so every reader sees plain string columns. Min/max statistics only for `year`: rows
+    are in input order, so row groups overlap on every other column and its statistics would prune
+    nothing (they cost 8% of the write)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    coded = [f.name for f in schema if pa.types.is_dictionary(f.type)]
+    return pq.ParquetWriter(
+        path,
+        schema,
+        use_dictionary=coded,
+        write_statistics=[k for k in ("year",) if k in schema.names],
+        store_schema=False,
+        write_batch_size=65_536,
+    )
 
 
 def _py(v: Any) -> Any:

@@ -761,20 +761,25 @@ def _encode_defaults(n: int, items: list[tuple[str, np.ndarray | None]]) -> Cate
     return Category(codes, labels)
 
 
-def prepare(raw: RawTable, inputs: Mapping[str, Any], book: str = "the rulebook") -> Batch:
+def prepare(
+    raw: RawTable, inputs: Mapping[str, Any], book: str = "the rulebook", rows: np.ndarray | None = None
+) -> Batch:
     """Apply the rulebook's input declarations to ``raw``: types, defaults, ranges, required values.
 
     Every default taken is recorded per row (``Batch.defaults``: ``input (column absent)`` or
-    ``input (cell empty)``); a missing-value token is missing, never 0.
+    ``input (cell empty)``); a missing-value token is missing, never 0. ``rows``: each row's
+    0-based position in the whole input when ``raw`` is one partition of it (ruleengine.scale), so
+    that issues and duplicate messages name the row in the whole input.
     """
     from .formats import ReadOptions
 
     n = raw.n
+    partition_rows = rows
     issues: list[DataIssue] = list(raw.issues)
     row_issues: dict[int, list[str]] = {}
     invalid = np.zeros(n, dtype=bool)
     src = raw.source
-    rows = raw.rows()
+    rows = raw.rows() if partition_rows is None else np.asarray(partition_rows, dtype=np.int64) + 1
     opts = raw.options if raw.options is not None else ReadOptions()
     tokens = frozenset(opts.missing)
     cmap = raw.mapping

@@ -1,0 +1,308 @@
+"""Firm-complete partitions and the phases over them.
+
+A partition is **firm-complete** when every row of a firm (all its years) is in it: ``prev`` and
+``baseline`` look up the firm's other years, and the duplicate (firm_id, year) check compares a
+row with the firm's other rows, so a firm split across partitions would be rated differently.
+The runners here repartition by :func:`firm_keys` (a stable 64-bit hash of the firm id as the data
+contract reads it: text, surrounding spaces removed) themselves; :func:`check_firm_complete`
+verifies a caller's own partitioning.
+
+:func:`rate_partitions` runs the phases over in-memory partitions: one pass per benchmark stage
+(stage 1 → partials per partition, merged once, exactly, into tables) and a final pass (stage 2).
+Its results, put back in input order, are byte-identical to the one-batch run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import RuleEngineError
+
+if TYPE_CHECKING:
+    from ..engine.benchmarks import BenchmarkTable, Partials
+    from ..engine.results import Results
+    from ..io.data import Batch, RawTable
+    from ..rulebook.plan import Plan
+
+ROW = "__row"  # the column carrying each row's 0-based position in the whole input
+
+_P = np.uint64(0x100000001B3)  # FNV prime: the polynomial's base
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+_BLOCK_BYTES = 1 << 22  # bytes hashed at a time (the per-byte arrays are 8× that)
+
+
+class FirmSplitError(RuleEngineError):
+    """A partitioning that puts one firm's rows in more than one partition."""
+
+
+# -- the firm hash --------------------------------------------------------------------------------
+
+
+def firm_text(ids: Any) -> Any:
+    """Firm ids as a pyarrow string array the way the data contract reads them: text, surrounding
+    spaces removed, missing as ''. Accepts Arrow arrays (also dictionaries), numpy arrays, lists."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(ids, pa.ChunkedArray):
+        ids = ids.combine_chunks() if ids.num_chunks != 1 else ids.chunk(0)
+    if not isinstance(ids, pa.Array):
+        arr = np.asarray(ids)
+        if arr.dtype == object:
+            vals = [_id_text(v) for v in arr.tolist()]
+            ids = pa.array(vals, type=pa.string())
+        else:
+            ids = pa.array(arr)
+    if pa.types.is_dictionary(ids.type):
+        ids = ids.cast(ids.type.value_type)
+    if pa.types.is_floating(ids.type):  # whole floats as their integer text, as the data contract does
+        f = ids.to_numpy(zero_copy_only=False)
+        if np.all(np.isnan(f) | (f == np.round(f))):
+            ids = pc.if_else(pc.is_nan(ids), pa.scalar(None, pa.int64()), ids.cast(pa.int64(), safe=False))
+    if not pa.types.is_string(ids.type):
+        ids = ids.cast(pa.string())
+    return pc.fill_null(pc.utf8_trim_whitespace(ids), "")
+
+
+def _id_text(v: Any) -> str | None:
+    if v is None or (isinstance(v, float) and v != v):
+        return None
+    return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+
+
+def _hash_strings(arr: Any) -> np.ndarray:
+    """A stable 64-bit hash of each string of a pyarrow string array (no nulls): a polynomial in
+    the UTF-8 bytes mod 2**64, with the length mixed in and splitmix64's finaliser. Vectorised."""
+    n = len(arr)
+    out = np.zeros(n, dtype=np.uint64)
+    if not n:
+        return out
+    _, offs_buf, data_buf = arr.buffers()
+    offs = np.frombuffer(offs_buf, dtype=np.int32)[arr.offset : arr.offset + n + 1].astype(np.int64)
+    data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, dtype=np.uint8)
+    lengths = np.diff(offs)
+    maxlen = int(lengths.max()) if n else 0
+    powers = np.ones(maxlen + 1, dtype=np.uint64)
+    if maxlen:
+        powers[1:] = _P
+        with np.errstate(over="ignore"):
+            powers = np.cumprod(powers, dtype=np.uint64)  # P**k mod 2**64 (wraps)
+    start = 0
+    while start < n:  # blocks of rows with at most _BLOCK_BYTES bytes
+        stop = int(np.searchsorted(offs, offs[start] + _BLOCK_BYTES, side="right")) - 1
+        stop = min(max(stop, start + 1), n)
+        lo, hi = int(offs[start]), int(offs[stop])
+        block = data[lo:hi].astype(np.uint64)
+        ln = lengths[start:stop]
+        ends = offs[start + 1 : stop + 1] - lo
+        exp = np.repeat(ends, ln) - 1 - np.arange(hi - lo)
+        with np.errstate(over="ignore"):
+            contrib = block * powers[exp]
+            nonempty = ln > 0
+            h = np.zeros(stop - start, dtype=np.uint64)
+            if contrib.size:
+                starts = (offs[start:stop] - lo)[nonempty]
+                h[nonempty] = np.add.reduceat(contrib, starts)
+            out[start:stop] = h + ln.astype(np.uint64) * _MIX2
+        start = stop
+    with np.errstate(over="ignore"):  # splitmix64's finaliser: every input bit moves every output bit
+        out ^= out >> np.uint64(30)
+        out *= _MIX1
+        out ^= out >> np.uint64(27)
+        out *= _MIX2
+        out ^= out >> np.uint64(31)
+    return out
+
+
+def firm_keys(ids: Any) -> np.ndarray:
+    """A stable 64-bit key per row (uint64) of the firm id as the data contract reads it: the same
+    firm gives the same key on every machine and in every run. Hashes distinct ids only."""
+    import pyarrow.compute as pc
+
+    text = firm_text(ids)
+    enc = pc.dictionary_encode(text)
+    keys = _hash_strings(enc.dictionary)
+    return keys[enc.indices.to_numpy(zero_copy_only=False)]
+
+
+def buckets(ids: Any, k: int) -> np.ndarray:
+    """The bucket ``0..k-1`` of each row: its firm key mod ``k`` (firm-complete by construction)."""
+    return (firm_keys(ids) % np.uint64(max(k, 1))).astype(np.int64)
+
+
+# -- the check --------------------------------------------------------------------------------------
+
+
+def check_firm_complete(partitions: Sequence[Any], column: str = "firm_id") -> None:
+    """Raise :class:`FirmSplitError` naming a firm whose rows are in more than one partition.
+
+    ``partitions``: one entry per partition — an array of firm ids (Arrow, numpy, list), or a
+    table (pyarrow Table, RawTable, or a mapping of columns) holding ``column``. Rows without a
+    firm id are independent of each other and may be anywhere."""
+    import pyarrow as pa
+
+    texts, parts = [], []
+    for i, p in enumerate(partitions):
+        ids = _ids_of(p, column)
+        t = firm_text(ids)
+        texts.append(t)
+        parts.append(np.full(len(t), i, dtype=np.int64))
+    if not texts:
+        return
+    table = pa.table({"firm": pa.concat_arrays(texts), "part": np.concatenate(parts)})
+    table = table.filter(pa.compute.not_equal(table["firm"], ""))
+    if not table.num_rows:
+        return
+    grouped = table.group_by("firm").aggregate([("part", "count_distinct"), ("part", "distinct")])
+    split = grouped.filter(pa.compute.greater(grouped["part_count_distinct"], 1))
+    if split.num_rows:
+        order = pa.compute.sort_indices(split, [("firm", "ascending")])
+        split = split.take(order)
+        firm = split["firm"][0].as_py()
+        where = sorted(split["part_distinct"][0].as_py())
+        more = f" (and {split.num_rows - 1} more firm{'s' if split.num_rows > 2 else ''})" if split.num_rows > 1 else ""
+        raise FirmSplitError(
+            f"partitions are not firm-complete: firm '{firm}' has rows in partitions "
+            f"{', '.join(map(str, where))}{more}; all years of a firm must be in one partition "
+            "(prev/baseline and the duplicate firm-year check look at the firm's other rows) — "
+            "repartition by firm_id"
+        )
+
+
+def _ids_of(p: Any, column: str) -> Any:
+    from ..io.data import RawTable
+
+    if isinstance(p, RawTable):
+        if column not in p.columns:
+            raise FirmSplitError(f"{p.source}: no {column} column to check the partitioning with")
+        return p.columns[column]
+    if hasattr(p, "column_names") and hasattr(p, "column"):
+        if column not in p.column_names:
+            raise FirmSplitError(f"a partition has no {column} column to check the partitioning with")
+        return p.column(column)
+    if isinstance(p, Mapping):
+        if column not in p:
+            raise FirmSplitError(f"a partition has no {column} column to check the partitioning with")
+        return p[column]
+    return p
+
+
+# -- the phases over partitions ---------------------------------------------------------------------
+
+
+def benchmark_passes(plan: Plan) -> int:
+    """How many passes over the data before the final one: one per benchmark stage."""
+    return len({plan.nodes[n].stage for n in plan.order if plan.nodes[n].kind == "benchmark"})
+
+
+def take_raw(raw: RawTable, idx: np.ndarray) -> RawTable:
+    """Rows ``idx`` of a RawTable (Arrow, numpy or list columns) as a new RawTable: the file's row
+    numbers and the problems found while reading travel with their rows."""
+    from dataclasses import replace
+
+    import pyarrow as pa
+
+    idx = np.asarray(idx, dtype=np.int64)
+    cols: dict[str, Any] = {}
+    for k, v in raw.columns.items():
+        if isinstance(v, pa.Array | pa.ChunkedArray):
+            cols[k] = v.take(pa.array(idx, type=pa.int64()))
+        elif isinstance(v, np.ndarray):
+            cols[k] = v[idx]
+        else:
+            cols[k] = [v[i] for i in idx.tolist()]
+    position = {int(old): new for new, old in enumerate(idx.tolist())}
+    problems = [(position[i], column, msg) for i, column, msg in raw.row_problems if i in position]
+    return replace(
+        raw,
+        columns=cols,
+        n=len(idx),
+        issues=list(raw.issues),
+        names=list(raw.names),
+        owned=False,
+        row_numbers=raw.rows()[idx],
+        row_problems=problems,
+    )
+
+
+def prepare(plan: Plan, raw: RawTable, rows: np.ndarray | None) -> Batch:
+    """The data contract over one partition; ``rows``: its rows' positions in the whole input
+    (used for row numbers only when the partition does not carry the file's own)."""
+    from ..io.data import prepare as _prepare
+
+    return _prepare(raw, plan.inputs, plan.id, rows=None if raw.row_numbers is not None else rows)
+
+
+def partials_of(plan: Plan, batch: Batch, tables: Mapping[str, BenchmarkTable]) -> Partials:
+    """One benchmark pass over one partition: stage 1 with the tables known so far → partials of
+    the next benchmark stage."""
+    from ..engine import benchmarks as bm
+    from ..engine.evaluator import stage1
+
+    return bm.partials(stage1(plan, batch, tables))
+
+
+def final_of(plan: Plan, batch: Batch, tables: Mapping[str, BenchmarkTable]) -> Results:
+    """The final pass over one partition: every node, benchmarks looked up in ``tables``."""
+    from .. import __version__
+    from ..engine.evaluator import advance, finish, stage1
+    from ..engine.results import build
+
+    frame = stage1(plan, batch, tables)
+    advance(frame)
+    return build(plan, batch, finish(frame), __version__)
+
+
+def tables_of(plan: Plan, parts: Sequence[Partials]) -> dict[str, BenchmarkTable]:
+    """Partials of every partition merged once (exact, in any order) → benchmark tables."""
+    from ..engine import benchmarks as bm
+
+    return bm.tables(plan, bm.merge(*parts))
+
+
+def rate_partitions(
+    plan: Plan,
+    parts: Sequence[RawTable],
+    rows: Sequence[np.ndarray] | None = None,
+    *,
+    check: bool = True,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> list[Results]:
+    """Rate in-memory partitions: each a RawTable, ``rows[i]`` its rows' 0-based positions in the
+    whole input (issues and duplicate messages name those rows). One result per partition, its
+    rows in input order (ascending ``rows[i]``): within a firm, which of two duplicate rows
+    ``prev`` finds is decided by input order, as in the one-batch run."""
+    from ..pipeline import require_rulebook
+
+    require_rulebook(plan)
+    if check:
+        check_firm_complete(parts)
+    if rows is not None:
+        order = [np.argsort(np.asarray(r, dtype=np.int64), kind="stable") for r in rows]
+        parts = [p if _sorted(o) else take_raw(p, o) for p, o in zip(parts, order, strict=True)]
+        rows = [np.asarray(r, dtype=np.int64)[o] for r, o in zip(rows, order, strict=True)]
+    batches = [prepare(plan, p, None if rows is None else rows[i]) for i, p in enumerate(parts)]
+    tables: dict[str, BenchmarkTable] = {}
+    for stage in range(benchmark_passes(plan)):
+        tables.update(tables_of(plan, [partials_of(plan, b, tables) for b in batches]))
+        if progress:
+            progress("benchmarks", stage + 1, benchmark_passes(plan))
+    return [final_of(plan, b, tables) for b in batches]
+
+
+def _sorted(order: np.ndarray) -> bool:
+    return bool(np.all(order == np.arange(len(order))))
+
+
+def in_input_order(results: Sequence[Results], rows: Sequence[np.ndarray]) -> Any:
+    """The results of :func:`rate_partitions` as one pyarrow Table (plain columns) in input order."""
+    import pyarrow as pa
+
+    tables = [r.to_arrow() for r in results]
+    whole = pa.concat_tables(tables) if tables else pa.table({})
+    order = np.argsort(np.concatenate([np.sort(np.asarray(r, dtype=np.int64)) for r in rows]), kind="stable")
+    return whole.take(pa.array(order, type=pa.int64()))

@@ -1,0 +1,100 @@
+"""Dask (issue #18): a real LocalCluster (2 worker processes, loopback) gives the local runner's bytes.
+
+The portfolio: sample firms in three cities, messy (bad cells, out-of-range values, duplicate
+firm-years, so unrated firm-years), shuffled across 4 Parquet files; the test rulebook has every
+benchmark kind (ratio of sums, mean, median, percentile rank), min-peers fallbacks (small groups),
+two benchmark stages, prev() and baseline(). Reference: the local chunked runner on the same files.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+dd = pytest.importorskip("dask.dataframe")
+distributed = pytest.importorskip("distributed")
+
+import ruleengine  # noqa: E402
+from ruleengine.io import sample  # noqa: E402
+from ruleengine.scale import dask as rdask  # noqa: E402
+from ruleengine.scale.chunked import rate_dataset  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+KINDS = ROOT / "tests" / "data" / "scale_kinds.yaml"
+
+
+@pytest.fixture(scope="session")
+def client():
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+    )
+    c = distributed.Client(cluster)
+    yield c
+    c.close()
+    cluster.close()
+
+
+@pytest.fixture(scope="module")
+def portfolio(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("dask")
+    cols = sample.generate(400, [2021, 2022, 2023], seed=21, messy=0.08)
+    table = pq.read_table(sample.write(cols, tmp / "src.parquet"))
+    table = table.take(pa.array(np.random.default_rng(5).permutation(table.num_rows)))
+    assert set(table.column("city").to_pylist()) >= {"huzhou", "quzhou", "shenzhen"}
+    ds = tmp / "ds"
+    ds.mkdir()
+    cuts = np.linspace(0, table.num_rows, 5).astype(int)
+    for i in range(4):
+        pq.write_table(table.slice(cuts[i], cuts[i + 1] - cuts[i]), ds / f"part-{i}.parquet")
+    plan = ruleengine.load(str(KINDS))
+    reference = tmp / "local.parquet"
+    run = rate_dataset(plan, ds, reference, 300)
+    assert 0 < run.rated < run.rows  # rated and unrated firm-years
+    return plan, ds, reference.read_bytes()
+
+
+@pytest.mark.parametrize("k", [1, 3, 7])
+def test_dask_equals_the_local_runner_byte_for_byte(tmp_path, client, portfolio, k):
+    plan, ds, reference = portfolio
+    out = tmp_path / "dask.parquet"
+    n = rdask.rate(plan, dd.read_parquet(str(ds)), out, npartitions=k, client=client, source=str(ds))
+    assert n == pq.read_metadata(out).num_rows
+    assert out.read_bytes() == reference
+
+
+def test_a_worker_killed_mid_job_gives_the_same_bytes(tmp_path, client, portfolio):
+    plan, ds, reference = portfolio
+    killed: list[int] = []
+
+    def kill_one(stage: str) -> None:
+        if stage == "benchmarks 1" and not killed:  # between two passes: the persisted partitions of
+            pids = client.run(os.getpid)  # that worker are lost and recomputed elsewhere
+            pid = sorted(pids.values())[0]
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+            time.sleep(0.5)
+
+    out = tmp_path / "dask.parquet"
+    rdask.rate(plan, dd.read_parquet(str(ds)), out, npartitions=3, client=client, source=str(ds), on_pass=kill_one)
+    assert killed
+    assert out.read_bytes() == reference
+    client.wait_for_workers(2, timeout=60)  # the nanny restarted it for the next tests
+
+
+def test_the_cli_engine_dask(tmp_path, portfolio):
+    from click.testing import CliRunner
+
+    from ruleengine.cli import main
+
+    plan, ds, reference = portfolio
+    out = tmp_path / "cli.parquet"
+    result = CliRunner().invoke(main, ["rate", str(KINDS), str(ds), "--engine", "dask", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes() == reference
