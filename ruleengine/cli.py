@@ -450,5 +450,80 @@ def test_cmd(book: tuple[str, ...], select: str | None) -> None:
         sys.exit(1)
 
 
+# -- reports (issue #15): ruleengine/report/ ---------------------------------------------------------
+
+
+@main.command("report")
+@click.argument("book")
+@click.argument("data", type=click.Path(dir_okay=False))
+@click.option("--firm", help="firm_id of the firm to report on.")
+@click.option("--all", "all_firms", is_flag=True, help="A report for every firm, into the directory -o DIR/.")
+@click.option("--portfolio", is_flag=True, help="The portfolio report (for a bank) instead of a firm report.")
+@click.option("--year", type=int, help="Reporting year (default: each firm's latest; the portfolio's latest).")
+@click.option("--lang", type=click.Choice(["zh", "en"]), default="zh", show_default=True, help="Report language.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["html", "pdf"]),
+    default="html",
+    show_default=True,
+    help="File format with --all (a single report takes it from the -o extension).",
+)
+@click.option("--date", "date", help="Report date YYYY-MM-DD (default: the end of the reporting year, never today).")
+@click.option("-o", "--output", required=True, type=click.Path(), help="report.html or report.pdf; a directory with --all.")
+def report_cmd(
+    book: str,
+    data: str,
+    firm: str | None,
+    all_firms: bool,
+    portfolio: bool,
+    year: int | None,
+    lang: str,
+    fmt: str,
+    date: str | None,
+    output: str,
+) -> None:
+    """Write a rating report people read: a firm's (--firm), every firm's (--all) or a portfolio's.
+
+    HTML is one self-contained file (inline CSS and SVG charts, no JavaScript, no network); PDF
+    embeds its fonts (CJK included). Needs the extra: pip install 'ruleengine[report]'.
+    """
+    from . import report as rep
+
+    if sum((firm is not None, all_firms, portfolio)) != 1:
+        raise click.UsageError("give exactly one of --firm ID, --all or --portfolio")
+    if date is not None:
+        import re as _re
+
+        if not _re.fullmatch(r"\d{4}-\d{2}-\d{2}", date):
+            raise click.BadParameter("use YYYY-MM-DD", param_hint="--date")
+    if not all_firms and Path(output).suffix.lower() not in (".html", ".htm", ".pdf"):
+        raise click.BadParameter("write report.html or report.pdf (the extension picks the format)", param_hint="-o")
+    rated = rep.rate_portfolio(book, data, what_it_takes=not portfolio)
+    if firm is not None:
+        out = rep.write_firm(rated, firm, year, output, lang, date)
+        click.echo(f"wrote {out}")
+    elif portfolio:
+        out = rep.write_portfolio(rated, output, year, lang, date)
+        click.echo(f"wrote {out}")
+    else:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        n = len({str(f) for f in rated.results["firm_id"].tolist()})
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=_console(stderr=True),
+            transient=True,
+        ) as progress:
+            task = progress.add_task(f"writing {fmt.upper()} reports", total=n)
+            written = rep.write_all(
+                rated, output, fmt, lang, year, date, progress=lambda k: progress.update(task, completed=k)
+            )
+        click.echo(f"wrote {len(written)} reports to {output}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
