@@ -127,7 +127,8 @@ def stacked_bars(
         ax.set_xlabel(unit)
         ax.xaxis.set_major_formatter(_thousands())
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.35 - 0.1 / max(1, len(categories))), ncol=3, fontsize=8)
-        fig.tight_layout()
+        h = fig.get_figheight()
+        fig.subplots_adjust(left=0.14, right=0.97, top=1 - 0.1 / h, bottom=(0.75 + 0.2 * (len(series) // 3)) / h)
         return _svg(fig, salt, title)
 
 
@@ -151,7 +152,8 @@ def bars(
         if xmax is not None:
             ax.set_xlim(0, xmax)
         ax.set_xlabel(unit)
-        fig.tight_layout()
+        h = fig.get_figheight()
+        fig.subplots_adjust(left=0.24, right=0.95, top=1 - 0.1 / h, bottom=0.45 / h)
         return _svg(fig, salt, title)
 
 
@@ -182,7 +184,7 @@ def years_chart(
         h1, l1 = ax.get_legend_handles_labels()
         h2, l2 = ax2.get_legend_handles_labels()
         ax.legend(h1 + h2, l1 + l2, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2, fontsize=8)
-        fig.tight_layout()
+        fig.subplots_adjust(left=0.13, right=0.89, top=0.95, bottom=0.25)
         return _svg(fig, salt, title)
 
 
@@ -215,7 +217,7 @@ def peer_histogram(
         ax.set_xlabel(labels[2])
         ax.yaxis.get_major_locator().set_params(integer=True)
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, fontsize=8)
-        fig.tight_layout()
+        fig.subplots_adjust(left=0.08, right=0.97, top=0.9, bottom=0.3)
         return _svg(fig, salt, title)
 
 

@@ -114,7 +114,7 @@ UI: dict[str, tuple[str, str]] = {
     "qr_alt": ("二维码：规则、企业、年度与摘要", "QR code: rulebook, firm, year and digest"),
     "appendix": ("附录：审计轨迹", "Appendix: audit trail"),
     "appendix_summary": ("展开完整审计轨迹（{n} 项）", "Show the full audit trail ({n} items)"),
-    "zero_inputs": ("值为零或空的输入（{n} 项）", "Inputs that are zero or empty ({n})"),
+    "zero_inputs": ("值为零或空的输入与变量（{n} 项）", "Inputs and variables that are zero or empty ({n})"),
     "name": ("名称", "Name"),
     "kind": ("类型", "Kind"),
     "unit": ("单位", "Unit"),

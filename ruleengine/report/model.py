@@ -364,10 +364,8 @@ def firm_context(rated: Rated, i: int, lang: str = "zh", date: str | None = None
         "coverage": None,
     }
     # -- provenance ------------------------------------------------------------------------------------
-    qr_payload = (
-        f"ruleengine:{plan.id}@{plan.version};{plan.hash};firm={firm_id};year={year};"
-        f"rating={level or 'unrated'};trace={digest}"
-    )
+    # short enough for a small code (and a fast one): method, firm-year, rating and the full digest
+    qr_payload = f"ruleengine|{plan.id}|{plan.version}|{firm_id}|{year}|{level or 'unrated'}|{digest}"
     provenance = {
         "rulebook": plan.id,
         "rulebook_title": L.title(plan.title),
@@ -398,7 +396,9 @@ def firm_context(rated: Rated, i: int, lang: str = "zh", date: str | None = None
             "formula": node.get("formula", ""),
             "source": node.get("source", ""),
         }
-        if node["kind"] == "input" and (v is None or v == 0 or v == ""):
+        # zero or empty inputs, and the variables they leave at zero (every fuel the firm does not burn),
+        # are folded away: the trail a reader opens is the chain that carries the firm's numbers
+        if node["kind"] in ("input", "variable") and (v is None or v == 0 or v == ""):
             folded.append(entry)
         else:
             shown.append(entry)
@@ -434,8 +434,8 @@ def _value_text(v: Any, L: Lang) -> str:
         return str(v)
     if isinstance(v, int | float):
         return L.sig(v, 6) if abs(float(v)) < 1e6 else L.num(v, 1)
-    if isinstance(v, dict):
-        return json.dumps(v, ensure_ascii=False, sort_keys=True)
+    if isinstance(v, dict):  # a table parameter: the variables using it show the entry they took
+        return f"{len(v)} 项表" if L.lang == "zh" else f"table of {len(v)}"
     return str(v)
 
 

@@ -48,10 +48,29 @@ def pdf(html_text: str, date: str) -> bytes:
 
     logging.getLogger("weasyprint").setLevel(logging.ERROR)
     logging.getLogger("fontTools").setLevel(logging.ERROR)
-    doc = weasyprint.HTML(string=html_text, base_url=None).render()
+    doc = weasyprint.HTML(string=_for_pdf(html_text), base_url=None).render()
     doc.metadata.created = f"{date}T00:00:00Z"
     doc.metadata.modified = f"{date}T00:00:00Z"
     return bytes(doc.write_pdf(identifier=b"ruleengine-" + date.encode(), uncompressed_pdf=False))
+
+
+_SVG = re.compile(r'<svg role="img" aria-label="([^"]*)" class="chart".*?</svg>', re.S)
+
+
+def _for_pdf(text: str) -> str:
+    """The same page for the PDF engine: charts as SVG images (drawn by its SVG renderer, not styled
+    element by element) and the body marked ``pdf`` (block layout instead of grid/flex)."""
+    import base64
+
+    def img(m: re.Match[str]) -> str:
+        svg = m.group(0).replace("<svg ", '<svg xmlns="http://www.w3.org/2000/svg" ', 1) if "xmlns=" not in m.group(0) else m.group(0)
+        data = base64.b64encode(svg.encode("utf-8")).decode("ascii")
+        return f'<img class="chart" alt="{m.group(1)}" src="data:image/svg+xml;base64,{data}">'
+
+    text = _SVG.sub(img, text)
+    # paper cannot be clicked open: the data tables and the audit trail are printed in full
+    text = text.replace("<details open", "<details").replace("<details", "<details open")
+    return text.replace("<body>", '<body class="pdf">', 1)
 
 
 def write(text: str, out: str | Path, date: str) -> None:
