@@ -309,7 +309,9 @@ def verify(trace_file: str, book: str | None) -> None:
     help="A portfolio to measure the impact on (rating migration, lending, attribution).",
 )
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True)
-def diff(old: str, new: str, data: str | None, fmt: str) -> None:
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the change report: change.html or .pdf.")
+@click.option("--lang", type=click.Choice(["zh", "en"]), default="zh", show_default=True, help="Language of -o.")
+def diff(old: str, new: str, data: str | None, fmt: str, output: str | None, lang: str) -> None:
     """What changed between two rulebooks, on meaning, and what it does to a portfolio.
 
     Reformatting (key order, whitespace, comments, redundant parentheses) is not a change. Each
@@ -322,6 +324,11 @@ def diff(old: str, new: str, data: str | None, fmt: str) -> None:
     from .render import diff_text
 
     result = run(old, new, data)
+    if output:  # the change report (issue #15), ruleengine/report/
+        from .report import write_change
+
+        click.echo(f"wrote {write_change(result, output, lang)}")
+        return
     if fmt == "json":
         sys.stdout.write(to_json(result))
     elif fmt == "markdown":
@@ -499,7 +506,7 @@ def report_cmd(
             raise click.BadParameter("use YYYY-MM-DD", param_hint="--date")
     if not all_firms and Path(output).suffix.lower() not in (".html", ".htm", ".pdf"):
         raise click.BadParameter("write report.html or report.pdf (the extension picks the format)", param_hint="-o")
-    rated = rep.rate_portfolio(book, data, what_it_takes=not portfolio)
+    rated = rep.rate_portfolio(book, data)
     if firm is not None:
         out = rep.write_firm(rated, firm, year, output, lang, date)
         click.echo(f"wrote {out}")

@@ -69,6 +69,11 @@ def _svg(fig: Any, salt: str, title: str) -> str:
     return text
 
 
+def _width(labels: Sequence[str]) -> float:
+    """Display width of the longest label in em (a CJK character counts twice)."""
+    return max((sum(2 if ord(ch) > 0x2E80 else 1 for ch in lab) for lab in labels), default=4) * 0.5
+
+
 def _esc(s: str) -> str:
     return s.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;")
 
@@ -118,7 +123,7 @@ def stacked_bars(
     """One horizontal bar per category, stacked by series (label, values, colour)."""
     with _ctx(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fig, ax = _figure(6.0, 1.4 + 0.42 * max(1, len(categories)) + 0.2 * (len(series) // 3))
+        fig, ax = _figure(6.0, 1.4 + 0.3 * max(1, len(categories)) + 0.2 * (len(series) // 3))
         left = [0.0] * len(categories)
         for label, vals, colour in series:
             ax.barh(list(categories), list(vals), left=left, color=colour, label=label, height=0.6)
@@ -128,7 +133,8 @@ def stacked_bars(
         ax.xaxis.set_major_formatter(_thousands())
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.35 - 0.1 / max(1, len(categories))), ncol=3, fontsize=8)
         h = fig.get_figheight()
-        fig.subplots_adjust(left=0.14, right=0.97, top=1 - 0.1 / h, bottom=(0.75 + 0.2 * (len(series) // 3)) / h)
+        left = min(0.55, (_width(categories) * 0.125 + 0.2) / 6.0)  # 9 pt labels: 1 em = 0.125 in
+        fig.subplots_adjust(left=left, right=0.97, top=1 - 0.1 / h, bottom=(0.75 + 0.2 * (len(series) // 3)) / h)
         return _svg(fig, salt, title)
 
 
@@ -140,6 +146,7 @@ def bars(
     colours: Sequence[str],
     unit: str,
     xmax: float | None = None,
+    digits: int = 1,
 ) -> str:
     """Horizontal bars, one per label (e.g. indicator scores out of 100)."""
     with _ctx(), warnings.catch_warnings():
@@ -147,13 +154,14 @@ def bars(
         fig, ax = _figure(6.0, 0.6 + 0.42 * max(1, len(labels)))
         ax.barh(list(labels), list(values), color=list(colours), height=0.6)
         for y, v in enumerate(values):
-            ax.text(v, y, f" {v:,.1f}", va="center", fontsize=8)
+            ax.text(v, y, f" {v:,.{digits}f}", va="center", fontsize=8)
         ax.invert_yaxis()
         if xmax is not None:
             ax.set_xlim(0, xmax)
         ax.set_xlabel(unit)
         h = fig.get_figheight()
-        fig.subplots_adjust(left=0.24, right=0.95, top=1 - 0.1 / h, bottom=0.45 / h)
+        left = min(0.55, (_width(labels) * 0.125 + 0.2) / 6.0)
+        fig.subplots_adjust(left=left, right=0.93, top=1 - 0.1 / h, bottom=0.45 / h)
         return _svg(fig, salt, title)
 
 
@@ -234,7 +242,7 @@ def heatmap(
         warnings.simplefilter("ignore")
         fig, ax = _figure(0.9 + 0.55 * len(cols), 0.9 + 0.45 * len(rows))
         ax.imshow(counts, cmap="Blues", aspect="auto")
-        ax.set_xticks(range(len(cols)), list(cols))
+        ax.set_xticks(range(len(cols)), list(cols), rotation=35, ha="right")
         ax.set_yticks(range(len(rows)), list(rows))
         peak = max((max(r) for r in counts if r), default=0)
         for i, r in enumerate(counts):
