@@ -14,7 +14,10 @@ and marked ``group``.
 
 from __future__ import annotations
 
-SOURCE = "GB/T 4754-2017 国民经济行业分类 (official)"
+SOURCE = {
+    "zh": "GB/T 4754-2017《国民经济行业分类》(official)",
+    "en": "GB/T 4754-2017 Industrial classification for national economic activities (official)",
+}
 
 # 2-digit divisions (门类 C 制造业 13-43; 门类 G 54)
 DIVISIONS: dict[str, tuple[str, str]] = {

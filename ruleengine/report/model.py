@@ -380,7 +380,7 @@ def firm_context(rated: Rated, i: int, lang: str = "zh", date: str | None = None
         "digest": digest,
         "qr": charts.qr_svg(qr_payload),
         "qr_payload": qr_payload,
-        "gbt": GBT_SOURCE,
+        "gbt": GBT_SOURCE[lang],
     }
     # -- appendix ----------------------------------------------------------------------------------------
     shown, folded = [], []
