@@ -477,7 +477,9 @@ def test_cmd(book: tuple[str, ...], select: str | None) -> None:
     help="File format with --all (a single report takes it from the -o extension).",
 )
 @click.option("--date", "date", help="Report date YYYY-MM-DD (default: the end of the reporting year, never today).")
-@click.option("-o", "--output", required=True, type=click.Path(), help="report.html or report.pdf; a directory with --all.")
+@click.option(
+    "-o", "--output", required=True, type=click.Path(), help="report.html or report.pdf; a directory with --all."
+)
 def report_cmd(
     book: str,
     data: str,

@@ -76,7 +76,12 @@ def open_in_chromium(html_file: Path, profile: Path, shot: Path) -> dict:
 @pytest.mark.parametrize(
     "book,firm,lang,texts",
     [
-        ("huzhou", "G01", "zh", ["企业碳评价报告", "Cement One", "3011 水泥制造", "三级", "碳效等级", "上年评价", "审计轨迹摘要"]),
+        (
+            "huzhou",
+            "G01",
+            "zh",
+            ["企业碳评价报告", "Cement One", "3011 水泥制造", "三级", "碳效等级", "上年评价", "审计轨迹摘要"],
+        ),
         ("shenzhen", "G11", "en", ["Carbon rating report", "Carbon account grade", "Indicator scores", "Provenance"]),
     ],
 )

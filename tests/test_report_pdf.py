@@ -31,7 +31,9 @@ def tool(*args: str) -> str:
 def pdf_zh(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("pdf") / "G01.pdf"
     r = CliRunner().invoke(
-        main, ["report", "huzhou", str(SMALL), "--firm", "G01", "--year", "2023", "-o", str(out)], catch_exceptions=False
+        main,
+        ["report", "huzhou", str(SMALL), "--firm", "G01", "--year", "2023", "-o", str(out)],
+        catch_exceptions=False,
     )
     assert r.exit_code == 0, r.output
     return out

@@ -119,7 +119,7 @@ def test_change_report_from_diff(tmp_path: Path) -> None:
         assert f'<td class="mono">{fid}</td><td>{year}</td>' in html
     m = result["impact"]["matrix"]
     k3, k4 = m["rows"].index("3"), m["columns"].index("4")
-    assert f"<td class=\"n\">{m['counts'][k3][k4]}</td>" in html
+    assert f'<td class="n">{m["counts"][k3][k4]}</td>' in html
     pdf = tmp_path / "change.pdf"
     r = run("diff", str(HUZHOU), str(new), "--data", str(SMALL), "-o", str(pdf), "--lang", "en")
     assert r.exit_code == 0 and pdf.read_bytes()[:5] == b"%PDF-"

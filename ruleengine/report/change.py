@@ -56,7 +56,9 @@ def change_context(result: dict[str, Any], lang: str = "zh", date: str | None = 
             "title": L.t("migration_matrix"),
             "head": [f"{L.t('old')} \\ {L.t('new')}"] + cols,
             "rows": [[rows[k]] + [str(c) for c in m["counts"][k]] for k in range(len(rows))],
-            "svg": charts.heatmap("migration", L.t("migration_matrix"), rows, cols, m["counts"], (L.t("old"), L.t("new"))),
+            "svg": charts.heatmap(
+                "migration", L.t("migration_matrix"), rows, cols, m["counts"], (L.t("old"), L.t("new"))
+            ),
             "empty": "",
         }
         lending = []

@@ -34,7 +34,7 @@ def _mpl() -> Any:
     return plt
 
 
-_STYLE = {
+_STYLE: dict[str, Any] = {
     "svg.fonttype": "none",
     "font.family": "sans-serif",
     "font.sans-serif": FONTS,
@@ -82,7 +82,7 @@ def _figure(w: float, h: float) -> tuple[Any, Any]:
     import matplotlib
 
     plt = _mpl()
-    with matplotlib.rc_context(_STYLE):
+    with matplotlib.rc_context(_STYLE):  # type: ignore[arg-type]
         fig, ax = plt.subplots(figsize=(w, h))
     return fig, ax
 
@@ -90,7 +90,7 @@ def _figure(w: float, h: float) -> tuple[Any, Any]:
 def _ctx() -> Any:
     import matplotlib
 
-    return matplotlib.rc_context(_STYLE)
+    return matplotlib.rc_context(_STYLE)  # type: ignore[arg-type]
 
 
 def donut(salt: str, title: str, labels: Sequence[str], values: Sequence[float], colours: Sequence[str]) -> str:
@@ -124,10 +124,10 @@ def stacked_bars(
     with _ctx(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fig, ax = _figure(6.0, 1.4 + 0.3 * max(1, len(categories)) + 0.2 * (len(series) // 3))
-        left = [0.0] * len(categories)
+        base = [0.0] * len(categories)
         for label, vals, colour in series:
-            ax.barh(list(categories), list(vals), left=left, color=colour, label=label, height=0.6)
-            left = [a + b for a, b in zip(left, vals, strict=True)]
+            ax.barh(list(categories), list(vals), left=base, color=colour, label=label, height=0.6)
+            base = [a + b for a, b in zip(base, vals, strict=True)]
         ax.invert_yaxis()
         ax.set_xlabel(unit)
         ax.xaxis.set_major_formatter(_thousands())

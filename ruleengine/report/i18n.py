@@ -84,7 +84,10 @@ UI: dict[str, tuple[str, str]] = {
     "no_indicators": ("本方法不设分项得分", "This method has no indicator scores"),
     "no_peers": ("无同行分布（未评价或无基准）", "No peer distribution (not rated or no benchmark)"),
     "one_year": ("数据中仅有一个年度", "Only one year in the data"),
-    "peer_fallback": ("同行不足，采用公布值或缺省值；图中为当年全部企业", "Too few peers: a published or default value was used; the chart shows all firms of the year"),
+    "peer_fallback": (
+        "同行不足，采用公布值或缺省值；图中为当年全部企业",
+        "Too few peers: a published or default value was used; the chart shows all firms of the year",
+    ),
     "data_quality": ("数据质量", "Data quality"),
     "data_issues": ("数据问题", "Data problems"),
     "no_issues": ("无数据问题", "No data problems"),
@@ -107,7 +110,8 @@ UI: dict[str, tuple[str, str]] = {
     "date": ("报告日期", "Report date"),
     "digest": ("审计轨迹摘要", "Audit trail digest"),
     "verify_how": (
-        "用 `ruleengine explain … --format json` 生成审计轨迹，以 `ruleengine verify` 复核；摘要为该轨迹规范 JSON 的 SHA-256。",
+        "用 `ruleengine explain … --format json` 生成审计轨迹，以 `ruleengine verify` 复核；"
+        "摘要为该轨迹规范 JSON 的 SHA-256。",
         "Make the audit trail with `ruleengine explain … --format json` and check it with `ruleengine verify`; "
         "the digest is the SHA-256 of the trail's canonical JSON.",
     ),
@@ -139,7 +143,10 @@ UI: dict[str, tuple[str, str]] = {
     "incentives_effect": ("激励及年度利息影响", "Incentives and their annual interest effect"),
     "loan": ("贷款余额（万元）", "Loans (10k CNY)"),
     "interest_effect": ("年利息影响（元）", "Annual interest effect (CNY)"),
-    "no_loans": ("数据中无贷款金额列（loan_amount_10k_cny），无法计算利息影响", "The data has no loan_amount_10k_cny column: no interest effect"),
+    "no_loans": (
+        "数据中无贷款金额列（loan_amount_10k_cny），无法计算利息影响",
+        "The data has no loan_amount_10k_cny column: no interest effect",
+    ),
     "unrated_firms": ("未评价企业及原因", "Unrated firms and why"),
     "none": ("无", "None"),
     "migration": ("与上年相比的等级迁移", "Migration against the previous year"),

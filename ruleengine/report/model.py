@@ -42,16 +42,16 @@ CARRIERS = (  # energy structure, tce; colours fixed per carrier
     ("heat_tce", "#d62728"),
     ("vehicle_fuels_tce", "#9467bd"),
 )
-SOURCES = (  # emissions by source: (variable, scope, colour)
-    ("coal_co2_tco2", 1, "#4d4d4d"),
-    ("oil_co2_tco2", 1, "#8c564b"),
-    ("gas_co2_tco2", 1, "#1f77b4"),
-    ("mobile_co2_tco2", 1, "#9467bd"),
-    ("process_co2_tco2", 1, "#7f7f7f"),
-    ("electricity_location_tco2", 2, "#f2b701"),
-    ("electricity_green_zero_tco2", 2, "#f2b701"),
-    ("electricity_market_tco2", 2, "#f2b701"),
-    ("heat_tco2", 2, "#d62728"),
+SOURCES = (  # emissions by source: (variable, colour); its scope is where the rulebook's graph puts it
+    ("coal_co2_tco2", "#4d4d4d"),
+    ("oil_co2_tco2", "#8c564b"),
+    ("gas_co2_tco2", "#1f77b4"),
+    ("mobile_co2_tco2", "#9467bd"),
+    ("process_co2_tco2", "#7f7f7f"),
+    ("electricity_location_tco2", "#f2b701"),
+    ("electricity_green_zero_tco2", "#f2b701"),
+    ("electricity_market_tco2", "#f2b701"),
+    ("heat_tco2", "#d62728"),
 )
 
 
@@ -453,7 +453,7 @@ def _firm_charts(
         for c, _ in parts
         if _f(row["energy_tce"]) > 0
     ]
-    chart = {
+    chart: dict[str, Any] = {
         "id": "energy",
         "title": L.t("energy_structure"),
         "head": [L.t("carrier"), "tce", L.t("share")],
@@ -463,26 +463,36 @@ def _firm_charts(
     }
     if parts and _f(row["energy_tce"]) > 0:
         chart["svg"] = charts.donut(
-            "energy", chart["title"], [L.name(c) for c, _ in parts], [_f(row[c]) for c, _ in parts], [k for _, k in parts]
+            "energy",
+            chart["title"],
+            [L.name(c) for c, _ in parts],
+            [_f(row[c]) for c, _ in parts],
+            [k for _, k in parts],
         )
     out.append(chart)
 
     # 2. emissions by source and scope (sources feeding scope 1 / scope 2 are in the boundary)
-    import networkx as nx
+    import networkx as nx  # type: ignore[import-untyped]
 
     g = plan.graph
     s1 = nx.ancestors(g, "scope1_tco2") if "scope1_tco2" in g else set()
     s2 = nx.ancestors(g, "scope2_tco2") if "scope2_tco2" in g else set()
     srcs = []
-    for v, scope, colour in SOURCES:
+    for v, colour in SOURCES:
         if v in names and _f(row.get(v)) > 0 and (v in s1 or v in s2):
             srcs.append((v, 1 if v in s1 else 2, colour))
-    table = [
-        [L.name(v), L.t(f"scope{sc}"), _num(row[v], f"result:{v}", L.num(row[v], 1))] for v, sc, _ in srcs
-    ]
+    table = [[L.name(v), L.t(f"scope{sc}"), _num(row[v], f"result:{v}", L.num(row[v], 1))] for v, sc, _ in srcs]
     table += [
-        [L.name("scope1_tco2"), L.t("scope1"), _num(row["scope1_tco2"], "result:scope1_tco2", L.num(row["scope1_tco2"], 1))],
-        [L.name("scope2_tco2"), L.t("scope2"), _num(row["scope2_tco2"], "result:scope2_tco2", L.num(row["scope2_tco2"], 1))],
+        [
+            L.name("scope1_tco2"),
+            L.t("scope1"),
+            _num(row["scope1_tco2"], "result:scope1_tco2", L.num(row["scope1_tco2"], 1)),
+        ],
+        [
+            L.name("scope2_tco2"),
+            L.t("scope2"),
+            _num(row["scope2_tco2"], "result:scope2_tco2", L.num(row["scope2_tco2"], 1)),
+        ],
         [
             L.name("emissions_tco2"),
             L.t("total"),
@@ -500,7 +510,8 @@ def _firm_charts(
     if srcs:
         cats = [L.t("scope1"), L.t("scope2")]
         series = [
-            (L.name(v), [_f(row[v]) if sc == 1 else 0.0, _f(row[v]) if sc == 2 else 0.0], colour) for v, sc, colour in srcs
+            (L.name(v), [_f(row[v]) if sc == 1 else 0.0, _f(row[v]) if sc == 2 else 0.0], colour)
+            for v, sc, colour in srcs
         ]
         chart["svg"] = charts.stacked_bars("sources", chart["title"], cats, series, "tCO2")
     out.append(chart)
@@ -589,7 +600,9 @@ def _firm_charts(
     if inds and not any(math.isnan(_f(row[v])) for v in inds):
         vals = [_f(row[v]) for v in inds]
         cols = [L.colour(_level_for_score(plan, x, year)) for x in vals]
-        chart["svg"] = charts.bars("indicators", chart["title"], [L.name(v) for v in inds], vals, cols, L.t("score"), 100)
+        chart["svg"] = charts.bars(
+            "indicators", chart["title"], [L.name(v) for v in inds], vals, cols, L.t("score"), 100
+        )
     elif inds:
         chart["empty"] = L.t("unrated")
     out.append(chart)
@@ -608,7 +621,7 @@ def _benchmark_of(plan: Any, value_name: str) -> str:
     """The first benchmark the rated value depends on (its peer comparison)."""
     if not value_name or value_name not in plan.graph:
         return ""
-    import networkx as nx
+    import networkx as nx  # type: ignore[import-untyped]
 
     anc = nx.ancestors(plan.graph, value_name)
     for b in plan.benchmarks:

@@ -16,7 +16,9 @@ from .i18n import Lang
 from .model import Rated, ReportError, _f, _num
 
 
-def portfolio_context(rated: Rated, year: int | None = None, lang: str = "zh", date: str | None = None) -> dict[str, Any]:
+def portfolio_context(
+    rated: Rated, year: int | None = None, lang: str = "zh", date: str | None = None
+) -> dict[str, Any]:
     plan, res = rated.plan, rated.results
     L = Lang(lang, plan.id)
     r = plan.ratings[plan.primary]
@@ -28,7 +30,7 @@ def portfolio_context(rated: Rated, year: int | None = None, lang: str = "zh", d
         year = have[-1]
     elif year not in have:
         raise ReportError(f"no firm-years for {year} in {rated.data_name}; it has {', '.join(map(str, have))}")
-    sel = np.flatnonzero(years_all == year)
+    sel = [int(k) for k in np.flatnonzero(years_all == year)]
     ids = res["firm_id"]
     levels = res["rating"]
     status = res["status"]
@@ -73,7 +75,9 @@ def portfolio_context(rated: Rated, year: int | None = None, lang: str = "zh", d
         rows = []
         for k in sorted(table):
             c = table[k]
-            rows.append([label_of(k)] + [str(c.get(lv, 0)) for lv in order] + [str(c.get("unrated", 0)), str(sum(c.values()))])
+            rows.append(
+                [label_of(k)] + [str(c.get(lv, 0)) for lv in order] + [str(c.get("unrated", 0)), str(sum(c.values()))]
+            )
         return head, rows
 
     div_col = res["industry_division"] if "industry_division" in res.names else None
@@ -112,7 +116,11 @@ def portfolio_context(rated: Rated, year: int | None = None, lang: str = "zh", d
     for lv in order:
         members = [i for i in sel if status[i] == "rated" and str(levels[i]) == lv]
         spec = plan.incentives.get("levels", {}).get(lv, {}) if plan.incentives else {}
-        loans = sum(_f(ident(i).get("loan_amount_10k_cny")) for i in members if not math.isnan(_f(ident(i).get("loan_amount_10k_cny"))))
+        loans = sum(
+            _f(ident(i).get("loan_amount_10k_cny"))
+            for i in members
+            if not math.isnan(_f(ident(i).get("loan_amount_10k_cny")))
+        )
         effect = sum(
             _f(ident(i).get("loan_amount_10k_cny")) * _f(bp[i])
             for i in members
@@ -170,7 +178,10 @@ def portfolio_context(rated: Rated, year: int | None = None, lang: str = "zh", d
         for i in sel:
             if status[i] != "rated":
                 continue
-            for m_, d, lv in ((mb[i], "better", rated.what["better_level"][i]), (mw[i], "worse", rated.what["worse_level"][i])):
+            for m_, d, lv in (
+                (mb[i], "better", rated.what["better_level"][i]),
+                (mw[i], "worse", rated.what["worse_level"][i]),
+            ):
                 if not math.isnan(_f(m_)):
                     cand.append((float(m_), str(ids[i]), d, str(lv), i))
         cand.sort(key=lambda t: (t[0], t[1], t[2]))

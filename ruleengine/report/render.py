@@ -41,7 +41,7 @@ def html(template: str, ctx: dict[str, Any]) -> str:
 def pdf(html_text: str, date: str) -> bytes:
     """HTML → PDF bytes; the dates in the PDF are ``date`` (from the data or an option), never now."""
     try:
-        import weasyprint
+        import weasyprint  # type: ignore[import-untyped]
     except ImportError:  # pragma: no cover
         raise ReportError("PDF reports need the 'report' extra: pip install 'ruleengine[report]'") from None
     import logging
@@ -63,7 +63,11 @@ def _for_pdf(text: str) -> str:
     import base64
 
     def img(m: re.Match[str]) -> str:
-        svg = m.group(0).replace("<svg ", '<svg xmlns="http://www.w3.org/2000/svg" ', 1) if "xmlns=" not in m.group(0) else m.group(0)
+        svg = (
+            m.group(0).replace("<svg ", '<svg xmlns="http://www.w3.org/2000/svg" ', 1)
+            if "xmlns=" not in m.group(0)
+            else m.group(0)
+        )
         data = base64.b64encode(svg.encode("utf-8")).decode("ascii")
         return f'<img class="chart" alt="{m.group(1)}" src="data:image/svg+xml;base64,{data}">'
 
