@@ -477,6 +477,7 @@ def test_cmd(book: tuple[str, ...], select: str | None) -> None:
     help="File format with --all (a single report takes it from the -o extension).",
 )
 @click.option("--date", "date", help="Report date YYYY-MM-DD (default: the end of the reporting year, never today).")
+@click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True, help="Processes writing --all.")
 @click.option(
     "-o", "--output", required=True, type=click.Path(), help="report.html or report.pdf; a directory with --all."
 )
@@ -490,6 +491,7 @@ def report_cmd(
     lang: str,
     fmt: str,
     date: str | None,
+    jobs: int,
     output: str,
 ) -> None:
     """Write a rating report people read: a firm's (--firm), every firm's (--all) or a portfolio's.
@@ -529,7 +531,7 @@ def report_cmd(
         ) as progress:
             task = progress.add_task(f"writing {fmt.upper()} reports", total=n)
             written = rep.write_all(
-                rated, output, fmt, lang, year, date, progress=lambda k: progress.update(task, completed=k)
+                rated, output, fmt, lang, year, date, progress=lambda k: progress.update(task, completed=k), jobs=jobs
             )
         click.echo(f"wrote {len(written)} reports to {output}")
 

@@ -74,6 +74,25 @@ def write_firm(
     return p
 
 
+def _one(rated: Rated, firm: str, year: int | None, out_dir: Path, fmt: str, lang: str, date: str | None) -> Path:
+    from . import render
+
+    i = find_firm(rated, firm, year)
+    dd = _date(rated, i, date)
+    name = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in firm) or "firm"
+    p = out_dir / f"{name}_{int(rated.results['year'][i])}.{fmt}"
+    render.write(render.html("firm.html.j2", firm_context(rated, i, lang, dd)), p, dd)
+    return p
+
+
+_SHARED: dict[str, Any] = {}  # the rated portfolio, inherited by forked workers (never pickled)
+
+
+def _chunk(firms: list[str], year: int | None, out_dir: str, fmt: str, lang: str, date: str | None) -> list[str]:
+    rated = _SHARED["rated"]
+    return [str(_one(rated, f, year, Path(out_dir), fmt, lang, date)) for f in firms]
+
+
 def write_all(
     rated: Rated,
     out_dir: str | Path,
@@ -82,32 +101,59 @@ def write_all(
     year: int | None = None,
     date: str | None = None,
     progress: Any = None,
+    jobs: int = 1,
+    firms: list[str] | None = None,
 ) -> list[Path]:
-    """One report per firm (its latest year, or ``year``) into ``out_dir``; ``progress(n_done)`` per file."""
-    from . import render
+    """One report per firm (its latest year, or ``year``) into ``out_dir``; ``progress(n_done)`` as they go.
 
+    ``firms``: only these firm ids (default: every firm in the data).
+    ``jobs`` > 1 writes them in that many forked processes (POSIX), each with the rated portfolio
+    it inherited; the files are the same as with one process.
+    """
     d = Path(out_dir)
+    if fmt not in ("html", "pdf"):
+        raise ReportError(f"unknown report format '{fmt}': use html or pdf")
     try:
         d.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ReportError(f"cannot create {out_dir}: {exc.strerror or exc}") from None
     res = rated.results
-    firms = sorted({str(f) for f in res["firm_id"].tolist()})
-    written = []
-    for k, firm in enumerate(firms):
-        rows = rated.rows_of(firm)
-        years = [int(res["year"][j]) for j in rows]
-        if year is not None and year not in years:
-            continue
-        i = find_firm(rated, firm, year)
-        dd = _date(rated, i, date)
-        name = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in firm) or "firm"
-        p = d / f"{name}_{int(res['year'][i])}.{fmt}"
-        render.write(render.html("firm.html.j2", firm_context(rated, i, lang, dd)), p, dd)
-        written.append(p)
-        if progress is not None:
-            progress(k + 1)
-    return written
+    every = sorted({str(f) for f in res["firm_id"].tolist()})
+    if firms is not None:
+        unknown = sorted(set(firms) - set(every))
+        if unknown:
+            raise ReportError(f"no firm '{unknown[0]}' in {rated.data_name}")
+        every = sorted(set(firms))
+    firms = every
+    if year is not None:
+        firms = [f for f in firms if any(int(res["year"][j]) == year for j in rated.rows_of(f))]
+    written: list[Path] = []
+    import multiprocessing as mp
+
+    if jobs <= 1 or len(firms) < 2 or "fork" not in mp.get_all_start_methods():
+        for k, firm in enumerate(firms):
+            written.append(_one(rated, firm, year, d, fmt, lang, date))
+            if progress is not None:
+                progress(k + 1)
+        return written
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    rated.rows_of(firms[0])  # build the firm index once, before the fork
+    _SHARED["rated"] = rated
+    size = max(1, min(20, len(firms) // (jobs * 4) or 1))
+    chunks = [firms[k : k + size] for k in range(0, len(firms), size)]
+    done = 0
+    try:
+        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("fork")) as pool:
+            futures = {pool.submit(_chunk, c, year, str(d), fmt, lang, date): c for c in chunks}
+            for fut in as_completed(futures):
+                written.extend(Path(p) for p in fut.result())
+                done += len(futures[fut])
+                if progress is not None:
+                    progress(done)
+    finally:
+        _SHARED.clear()
+    return sorted(written)
 
 
 def portfolio_html(rated: Rated, year: int | None = None, lang: str = "zh", date: str | None = None) -> str:

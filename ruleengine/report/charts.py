@@ -53,8 +53,8 @@ def _svg(fig: Any, salt: str, title: str) -> str:
 
     plt = _mpl()
     buf = io.StringIO()
-    with matplotlib.rc_context({"svg.hashsalt": f"ruleengine-{salt}"}):
-        fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": "ruleengine (matplotlib)"})
+    matplotlib.rcParams["svg.hashsalt"] = f"ruleengine-{salt}"  # inside the chart's rc_context: restored after
+    fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": "ruleengine (matplotlib)"})
     plt.close(fig)
     text = buf.getvalue()
     text = text[text.index("<svg") :]
@@ -79,17 +79,16 @@ def _esc(s: str) -> str:
 
 
 def _figure(w: float, h: float) -> tuple[Any, Any]:
-    import matplotlib
-
-    plt = _mpl()
-    with matplotlib.rc_context(_STYLE):  # type: ignore[arg-type]
-        fig, ax = plt.subplots(figsize=(w, h))
+    """A figure and its axes, made inside the chart's style context (``_ctx``)."""
+    fig, ax = _mpl().subplots(figsize=(w, h))
     return fig, ax
 
 
 def _ctx() -> Any:
+    """One style context per chart (each context copies matplotlib's settings: one is enough)."""
     import matplotlib
 
+    _mpl()
     return matplotlib.rc_context(_STYLE)  # type: ignore[arg-type]
 
 
@@ -261,7 +260,8 @@ def qr_svg(payload: str) -> str:
     import segno
 
     buf = io.BytesIO()
-    segno.make(payload, error="m", micro=False).save(
+    # a fixed mask: choosing the best of eight costs most of the encoding time, and any mask reads
+    segno.make(payload, error="m", micro=False, mask=4).save(
         buf, kind="svg", scale=3, border=2, xmldecl=False, svgns=True, svgclass="qr", lineclass=None
     )
     return buf.getvalue().decode("utf-8")
