@@ -510,7 +510,9 @@ def report_cmd(
             raise click.BadParameter("use YYYY-MM-DD", param_hint="--date")
     if not all_firms and Path(output).suffix.lower() not in (".html", ".htm", ".pdf"):
         raise click.BadParameter("write report.html or report.pdf (the extension picks the format)", param_hint="-o")
-    rated = rep.rate_portfolio(book, data)
+    # the what-it-takes columns (about 30 evaluations of the batch) serve the portfolio report's
+    # "closest to a band edge"; a firm's page takes its own from the trace
+    rated = rep.rate_portfolio(book, data, what_it_takes=portfolio)
     if firm is not None:
         out = rep.write_firm(rated, firm, year, output, lang, date)
         click.echo(f"wrote {out}")

@@ -59,7 +59,7 @@ def firm_pdf(rated: Rated, firm_id: str, year: int | None = None, lang: str = "z
 
     i = find_firm(rated, firm_id, year)
     d = _date(rated, i, date)
-    return render.pdf(render.html("firm.html.j2", firm_context(rated, i, lang, d)), d)
+    return render.pdf(render.html("firm.html.j2", firm_context(rated, i, lang, d), pdf=True), d)
 
 
 def write_firm(
@@ -70,7 +70,8 @@ def write_firm(
     p = _check_out(out)
     i = find_firm(rated, firm_id, year)
     d = _date(rated, i, date)
-    render.write(render.html("firm.html.j2", firm_context(rated, i, lang, d)), p, d)
+    pdf = p.suffix.lower() == ".pdf"
+    render.write(render.html("firm.html.j2", firm_context(rated, i, lang, d), pdf=pdf), p, d)
     return p
 
 
@@ -81,7 +82,7 @@ def _one(rated: Rated, firm: str, year: int | None, out_dir: Path, fmt: str, lan
     dd = _date(rated, i, date)
     name = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in firm) or "firm"
     p = out_dir / f"{name}_{int(rated.results['year'][i])}.{fmt}"
-    render.write(render.html("firm.html.j2", firm_context(rated, i, lang, dd)), p, dd)
+    render.write(render.html("firm.html.j2", firm_context(rated, i, lang, dd), pdf=fmt == "pdf"), p, dd)
     return p
 
 

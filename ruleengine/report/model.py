@@ -310,14 +310,6 @@ def firm_context(rated: Rated, i: int, lang: str = "zh", date: str | None = None
                 }
             )
         steps.append(step)
-    # batch what-it-takes columns (the CLI's --what-it-takes) for the emissions cut, as a cross-check
-    batch_cut = None
-    if rated.what and rated_ok and not math.isnan(_f(rated.what["emissions_cut_to_better_tco2"][i])):
-        c, p = rated.what["emissions_cut_to_better_tco2"][i], rated.what["emissions_cut_to_better_pct"][i]
-        batch_cut = {
-            "tco2": _num(c, "what:emissions_cut_to_better_tco2", L.num(c, 1)),
-            "pct": _num(p, "what:emissions_cut_to_better_pct", L.pct(p)),
-        }
     at_best = rated_ok and r.bands and not wit.get("better")
     at_worst = rated_ok and r.bands and not wit.get("worse")
     # -- last year -------------------------------------------------------------------------------------
@@ -414,7 +406,6 @@ def firm_context(rated: Rated, i: int, lang: str = "zh", date: str | None = None
         "others": others,
         "incentive": incentive,
         "steps": steps,
-        "batch_cut": batch_cut,
         "at_best": at_best,
         "at_worst": at_worst,
         "last_year": last_year,

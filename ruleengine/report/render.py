@@ -33,8 +33,10 @@ def _css() -> str:
     return (TEMPLATES / "report.css").read_text(encoding="utf-8")
 
 
-def html(template: str, ctx: dict[str, Any]) -> str:
-    text = _env().get_template(template).render(css=_css(), **ctx)
+def html(template: str, ctx: dict[str, Any], pdf: bool = False) -> str:
+    """The page; ``pdf=True`` lays the audit trail out as preformatted lines (the same values: the
+    PDF engine sets them in a third of the time a table takes)."""
+    text = _env().get_template(template).render(css=_css(), pdf=pdf, **ctx)
     return re.sub(r"\n\s*\n+", "\n", text)
 
 
