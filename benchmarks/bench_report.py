@@ -149,7 +149,7 @@ def main() -> None:
         "",
         "How the times split (profiled on this machine): a firm's HTML is mostly matplotlib drawing the four or five "
         "charts (about 80%); the trace (`explain` with the rated results) and the template take the rest. A PDF adds "
-        "WeasyPrint's layout of about 7 A4 pages (the appendix prints the full audit trail), its drawing of the SVG "
+        "WeasyPrint's layout of 5-6 A4 pages (the appendix prints the audit trail as preformatted lines), its drawing of the SVG "
         "charts and the CJK font subsetting.",
         "",
         "The 1,000-PDF figure is a projection from the sample above (the sample × 1000 / its size), not a run of "
