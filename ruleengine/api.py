@@ -56,29 +56,9 @@ def explain(
     plan = load(book)
     if results is None:
         results = rate(plan, data)
-    hits = results.find(firm_id, year)
-    if not hits:
-        import difflib
+    from .analysis.trace import explain_firm
 
-        from .errors import RuleEngineError
-
-        ids = sorted(set(results["firm_id"].tolist()))
-        wanted = str(firm_id)
-        shown = wanted if len(wanted) <= 60 else wanted[:60] + "…"
-        when = f" in {year}" if year is not None else ""
-        if year is not None and wanted in ids:
-            years = sorted({int(results["year"][i]) for i in results.find(wanted)})
-            raise RuleEngineError(f"no firm '{shown}'{when} in the data; it has the years {', '.join(map(str, years))}")
-        near = [i for i in ids if i.lower() == wanted.lower()]
-        near += [i for i in difflib.get_close_matches(wanted, ids, n=5, cutoff=0.5) if i not in near]
-        hint = f"; near matches: {', '.join(near[:5])}" if near else f" ({len(ids)} firms in the data)"
-        raise RuleEngineError(f"no firm '{shown}'{when} in the data{hint}")
-    if len(hits) > 1 and year is None:
-        years = sorted({int(results["year"][i]) for i in hits})
-        hits = [h for h in hits if int(results["year"][h]) == years[-1]]
-    from .analysis.trace import trace_row
-
-    return trace_row(plan, results, hits[0])
+    return explain_firm(plan, results, firm_id, year)
 
 
 __all__ = ["Plan", "RulebookError", "compile_text", "explain", "load", "rate", "validate"]

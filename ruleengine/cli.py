@@ -410,7 +410,9 @@ def verify(trace_file: str, book: str | None) -> None:
     help="A portfolio to measure the impact on (rating migration, lending, attribution).",
 )
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True)
-def diff(old: str, new: str, data: str | None, fmt: str) -> None:
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the change report: change.html or .pdf.")
+@click.option("--lang", type=click.Choice(["zh", "en"]), default="zh", show_default=True, help="Language of -o.")
+def diff(old: str, new: str, data: str | None, fmt: str, output: str | None, lang: str) -> None:
     """What changed between two rulebooks, on meaning, and what it does to a portfolio.
 
     Reformatting (key order, whitespace, comments, redundant parentheses) is not a change. Each
@@ -423,6 +425,11 @@ def diff(old: str, new: str, data: str | None, fmt: str) -> None:
     from .render.text import diff_text
 
     result = run(old, new, data)
+    if output:  # the change report (issue #15), ruleengine/report/
+        from .report import write_change
+
+        click.echo(f"wrote {write_change(result, output, lang)}")
+        return
     if fmt == "json":
         sys.stdout.write(to_json(result))
     elif fmt == "markdown":
@@ -674,6 +681,87 @@ def acquire_sample_cmd(directory: str, firms: int, year: int, seed: int, defects
     for kind, paths in written.items():
         shown = ", ".join(str(p) for p in paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
         click.echo(f"{kind}: {len(paths)} file{'s' if len(paths) != 1 else ''} ({shown})")
+
+
+# -- reports (issue #15): ruleengine/report/ ---------------------------------------------------------
+
+
+@main.command("report")
+@click.argument("book")
+@click.argument("data", type=click.Path(dir_okay=False))
+@click.option("--firm", help="firm_id of the firm to report on.")
+@click.option("--all", "all_firms", is_flag=True, help="A report for every firm, into the directory -o DIR/.")
+@click.option("--portfolio", is_flag=True, help="The portfolio report (for a bank) instead of a firm report.")
+@click.option("--year", type=int, help="Reporting year (default: each firm's latest; the portfolio's latest).")
+@click.option("--lang", type=click.Choice(["zh", "en"]), default="zh", show_default=True, help="Report language.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["html", "pdf"]),
+    default="html",
+    show_default=True,
+    help="File format with --all (a single report takes it from the -o extension).",
+)
+@click.option("--date", "date", help="Report date YYYY-MM-DD (default: the end of the reporting year, never today).")
+@click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True, help="Processes writing --all.")
+@click.option(
+    "-o", "--output", required=True, type=click.Path(), help="report.html or report.pdf; a directory with --all."
+)
+def report_cmd(
+    book: str,
+    data: str,
+    firm: str | None,
+    all_firms: bool,
+    portfolio: bool,
+    year: int | None,
+    lang: str,
+    fmt: str,
+    date: str | None,
+    jobs: int,
+    output: str,
+) -> None:
+    """Write a rating report people read: a firm's (--firm), every firm's (--all) or a portfolio's.
+
+    HTML is one self-contained file (inline CSS and SVG charts, no JavaScript, no network); PDF
+    embeds its fonts (CJK included). Needs the extra: pip install 'ruleengine[report]'.
+    """
+    from . import report as rep
+
+    if sum((firm is not None, all_firms, portfolio)) != 1:
+        raise click.UsageError("give exactly one of --firm ID, --all or --portfolio")
+    if date is not None:
+        import re as _re
+
+        if not _re.fullmatch(r"\d{4}-\d{2}-\d{2}", date):
+            raise click.BadParameter("use YYYY-MM-DD", param_hint="--date")
+    if not all_firms and Path(output).suffix.lower() not in (".html", ".htm", ".pdf"):
+        raise click.BadParameter("write report.html or report.pdf (the extension picks the format)", param_hint="-o")
+    # the what-it-takes columns (about 30 evaluations of the batch) serve the portfolio report's
+    # "closest to a band edge"; a firm's page takes its own from the trace
+    rated = rep.rate_portfolio(book, data, what_it_takes=portfolio)
+    if firm is not None:
+        out = rep.write_firm(rated, firm, year, output, lang, date)
+        click.echo(f"wrote {out}")
+    elif portfolio:
+        out = rep.write_portfolio(rated, output, year, lang, date)
+        click.echo(f"wrote {out}")
+    else:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        n = len({str(f) for f in rated.results["firm_id"].tolist()})
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=_console(stderr=True),
+            transient=True,
+        ) as progress:
+            task = progress.add_task(f"writing {fmt.upper()} reports", total=n)
+            written = rep.write_all(
+                rated, output, fmt, lang, year, date, progress=lambda k: progress.update(task, completed=k), jobs=jobs
+            )
+        click.echo(f"wrote {len(written)} reports to {output}")
 
 
 if __name__ == "__main__":  # pragma: no cover

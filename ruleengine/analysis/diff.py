@@ -23,7 +23,7 @@ from ..errors import RulebookError, RuleEngineError
 from ..rulebook.compiler import Plan, compile_document
 from ..rulebook.source import Document, PathT
 
-_MISSING = object()
+MISSING = object()  # a value absent from one side of an edit
 _SECTIONS = ("inputs", "parameters", "scales", "variables", "checks", "benchmarks", "sources")
 
 
@@ -42,10 +42,10 @@ class Edit:
 
     def summary(self) -> str:
         if self.kind == "added":
-            return f"{self.name}: added {_short(self.new)}"
+            return f"{self.name}: added {short(self.new)}"
         if self.kind == "removed":
-            return f"{self.name}: removed (was {_short(self.old)})"
-        return f"{self.name}: {_short(self.old)} → {_short(self.new)}"
+            return f"{self.name}: removed (was {short(self.old)})"
+        return f"{self.name}: {short(self.old)} → {short(self.new)}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -59,13 +59,13 @@ class Edit:
         }
 
 
-def _short(v: Any) -> str:
+def short(v: Any) -> str:
     text = v if isinstance(v, str) else json.dumps(_jsonable(v), ensure_ascii=False, sort_keys=True)
     return text if len(text) <= 120 else text[:117] + "..."
 
 
 def _jsonable(v: Any) -> Any:
-    if v is _MISSING:
+    if v is MISSING:
         return None
     return v
 
@@ -123,8 +123,8 @@ def structural_diff(old: Document, new: Document) -> list[Edit]:
     def add(
         kind: str, what: str, name: str, va: Any, vb: Any, path: PathT, patches: list | None = None, key: bool = False
     ) -> None:
-        ol = _loc(old, path, key) if va is not _MISSING else "-"
-        nl = _loc(new, path, key) if vb is not _MISSING else "-"
+        ol = _loc(old, path, key) if va is not MISSING else "-"
+        nl = _loc(new, path, key) if vb is not MISSING else "-"
         edits.append(
             Edit(
                 kind,
@@ -134,13 +134,13 @@ def structural_diff(old: Document, new: Document) -> list[Edit]:
                 vb,
                 ol,
                 nl,
-                patches if patches is not None else [(path, None if vb is _MISSING else vb)],
+                patches if patches is not None else [(path, None if vb is MISSING else vb)],
             )
         )
 
     for meta in ("id", "version", "effective", "title"):
         if a.get(meta) != b.get(meta):
-            add("changed", "metadata", meta, a.get(meta, _MISSING), b.get(meta, _MISSING), (meta,))
+            add("changed", "metadata", meta, a.get(meta, MISSING), b.get(meta, MISSING), (meta,))
     if set(a.get("boundary") or []) != set(b.get("boundary") or []):
         ra, rb = set(a.get("boundary") or []), set(b.get("boundary") or [])
         desc = ", ".join([f"+{x}" for x in sorted(rb - ra)] + [f"-{x}" for x in sorted(ra - rb)])
@@ -151,10 +151,10 @@ def structural_diff(old: Document, new: Document) -> list[Edit]:
             path: PathT = (section, name)
             what = section[:-1] if section != "sources" else "source"
             if name not in sb:
-                add("removed", what, f"{section}.{name}", sa[name], _MISSING, path, key=True)
+                add("removed", what, f"{section}.{name}", sa[name], MISSING, path, key=True)
                 continue
             if name not in sa:
-                add("added", what, f"{section}.{name}", _MISSING, sb[name], path, key=True)
+                add("added", what, f"{section}.{name}", MISSING, sb[name], path, key=True)
                 continue
             ea, eb = sa[name], sb[name]
             if not isinstance(ea, dict) or not isinstance(eb, dict):
@@ -169,33 +169,33 @@ def structural_diff(old: Document, new: Document) -> list[Edit]:
             "changed" if fa_ and fb_ else ("added" if fb_ else "removed"),
             "incentive",
             "incentives.rate_bp_from",
-            fa_ if fa_ else _MISSING,
-            fb_ if fb_ else _MISSING,
+            fa_ if fa_ else MISSING,
+            fb_ if fb_ else MISSING,
             ("incentives", "rate_bp_from"),
         )
     ia, ib = (a.get("incentives") or {}).get("levels", {}), (b.get("incentives") or {}).get("levels", {})
     for lid in list(ia) + [x for x in ib if x not in ia]:
         path = ("incentives", "levels", lid)
-        va, vb = ia.get(lid, _MISSING), ib.get(lid, _MISSING)
-        if va is _MISSING or vb is _MISSING:
-            add("added" if va is _MISSING else "removed", "incentive", f"incentives.{lid}", va, vb, path, key=True)
+        va, vb = ia.get(lid, MISSING), ib.get(lid, MISSING)
+        if va is MISSING or vb is MISSING:
+            add("added" if va is MISSING else "removed", "incentive", f"incentives.{lid}", va, vb, path, key=True)
             continue
         for f in sorted(set(va) | set(vb)):
             if f in _IGNORED_FIELDS:
                 continue
-            fa, fb = va.get(f, _MISSING), vb.get(f, _MISSING)
+            fa, fb = va.get(f, MISSING), vb.get(f, MISSING)
             if _norm(fa) != _norm(fb):
                 add("changed", "incentive", f"incentives.{lid}.{f}", fa, fb, (*path, f))
     ca, cb = a.get("crosswalk") or {}, b.get("crosswalk") or {}
     for other in list(ca) + [x for x in cb if x not in ca]:
-        va, vb = ca.get(other, _MISSING), cb.get(other, _MISSING)
+        va, vb = ca.get(other, MISSING), cb.get(other, MISSING)
         if (
-            va is _MISSING
-            or vb is _MISSING
+            va is MISSING
+            or vb is MISSING
             or _norm(va.get("map")) != _norm(vb.get("map"))
             or va.get("rating") != vb.get("rating")
         ):
-            kind = "added" if va is _MISSING else "removed" if vb is _MISSING else "changed"
+            kind = "added" if va is MISSING else "removed" if vb is MISSING else "changed"
             add(kind, "crosswalk", f"crosswalk.{other}", va, vb, ("crosswalk", other))
     return edits
 
@@ -205,30 +205,30 @@ def _diff_fields(add: Any, what: str, section: str, name: str, ea: dict, eb: dic
     # dated values are compared per date and per key, so a moved factor is named precisely
     if "values" in ea and "values" in eb and isinstance(ea["values"], dict) and isinstance(eb["values"], dict):
         for date in list(ea["values"]) + [d for d in eb["values"] if d not in ea["values"]]:
-            va, vb = ea["values"].get(date, _MISSING), eb["values"].get(date, _MISSING)
+            va, vb = ea["values"].get(date, MISSING), eb["values"].get(date, MISSING)
             if isinstance(va, dict) and isinstance(vb, dict):
                 for k in list(va) + [x for x in vb if x not in va]:
-                    xa, xb = va.get(k, _MISSING), vb.get(k, _MISSING)
+                    xa, xb = va.get(k, MISSING), vb.get(k, MISSING)
                     if _norm(xa) != _norm(xb):
-                        kind = "added" if xa is _MISSING else "removed" if xb is _MISSING else "changed"
+                        kind = "added" if xa is MISSING else "removed" if xb is MISSING else "changed"
                         add(kind, what, f"{section}.{name}[{date}].{k}", xa, xb, (*path, "values", date, k))
             elif _norm(va) != _norm(vb):
-                kind = "added" if va is _MISSING else "removed" if vb is _MISSING else "changed"
+                kind = "added" if va is MISSING else "removed" if vb is MISSING else "changed"
                 add(kind, what, f"{section}.{name}[{date}]", va, vb, (*path, "values", date), key=True)
         ea = {k: v for k, v in ea.items() if k != "values"}
         eb = {k: v for k, v in eb.items() if k != "values"}
     if "table" in ea and "table" in eb:
         for k in list(ea["table"]) + [x for x in eb["table"] if x not in ea["table"]]:
-            xa, xb = ea["table"].get(k, _MISSING), eb["table"].get(k, _MISSING)
+            xa, xb = ea["table"].get(k, MISSING), eb["table"].get(k, MISSING)
             if _norm(xa) != _norm(xb):
-                kind = "added" if xa is _MISSING else "removed" if xb is _MISSING else "changed"
+                kind = "added" if xa is MISSING else "removed" if xb is MISSING else "changed"
                 add(kind, what, f"{section}.{name}['{k}']", xa, xb, (*path, "table", k))
         ea = {k: v for k, v in ea.items() if k != "table"}
         eb = {k: v for k, v in eb.items() if k != "table"}
     for f in sorted(set(ea) | set(eb)):
         if f in _IGNORED_FIELDS:
             continue
-        fa, fb = ea.get(f, _MISSING), eb.get(f, _MISSING)
+        fa, fb = ea.get(f, MISSING), eb.get(f, MISSING)
         if _norm(fa, f) != _norm(fb, f):
             label = "expression" if f in _EXPR_KEYS else what
             add("changed", label, f"{section}.{name}.{f}", fa, fb, (*path, f))
@@ -238,18 +238,18 @@ def _diff_ratings(add: Any, ra: dict, rb: dict, old: Document, new: Document, ed
     for name in list(ra) + [n for n in rb if n not in ra]:
         path = ("ratings", name)
         if name not in rb or name not in ra:
-            va, vb = ra.get(name, _MISSING), rb.get(name, _MISSING)
-            add("added" if va is _MISSING else "removed", "rating", f"ratings.{name}", va, vb, path, key=True)
+            va, vb = ra.get(name, MISSING), rb.get(name, MISSING)
+            add("added" if va is MISSING else "removed", "rating", f"ratings.{name}", va, vb, path, key=True)
             continue
         a, b = ra[name], rb[name]
         for f in ("value", "closed", "better", "primary", "domain"):
-            if _norm(a.get(f, _MISSING), f) != _norm(b.get(f, _MISSING), f):
+            if _norm(a.get(f, MISSING), f) != _norm(b.get(f, MISSING), f):
                 add(
                     "changed",
                     "expression" if f == "value" else "rating",
                     f"ratings.{name}.{f}",
-                    a.get(f, _MISSING),
-                    b.get(f, _MISSING),
+                    a.get(f, MISSING),
+                    b.get(f, MISSING),
                     (*path, f),
                 )
         if "bands" in a and "bands" in b:
@@ -290,8 +290,8 @@ def _diff_ratings(add: Any, ra: dict, rb: dict, old: Document, new: Document, ed
                             "changed",
                             "label",
                             f"ratings.{name}.bands[{ida[i]}].{f}",
-                            x.get(f, _MISSING),
-                            y.get(f, _MISSING),
+                            x.get(f, MISSING),
+                            y.get(f, MISSING),
                             (*path, "bands", i, f),
                         )
                 if i == 0 and _norm(x.get("lower")) != _norm(y.get("lower")):
@@ -571,8 +571,8 @@ def to_markdown(result: dict[str, Any]) -> str:
         lines += ["| change | old | new | old location | new location |", "|---|---|---|---|---|"]
         for e in edits:
             lines.append(
-                f"| {e.name} | {_short(e.old) if e.old is not _MISSING else '—'} | "
-                f"{_short(e.new) if e.new is not _MISSING else '—'} | {e.old_loc} | {e.new_loc} |"
+                f"| {e.name} | {short(e.old) if e.old is not MISSING else '—'} | "
+                f"{short(e.new) if e.new is not MISSING else '—'} | {e.old_loc} | {e.new_loc} |"
             )
     imp = result.get("impact")
     if imp:

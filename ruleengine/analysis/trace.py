@@ -177,6 +177,35 @@ def _band_text(r: RatingSpec, i: int, plan: Plan, year: int) -> str:
     return f"({lo}, {hi}]" if r.closed == "right" else f"[{lo}, {hi})"
 
 
+def find_firm(results: Results, firm_id: str, year: int | None = None) -> int:
+    """The row of ``firm_id`` in ``year`` (its latest year by default), or a clear error with the
+    years it has or the near matches of its id."""
+    hits = results.find(firm_id, year)
+    if not hits:
+        import difflib
+
+        ids = sorted(set(results["firm_id"].tolist()))
+        wanted = str(firm_id)
+        shown = wanted if len(wanted) <= 60 else wanted[:60] + "…"
+        when = f" in {year}" if year is not None else ""
+        if year is not None and wanted in ids:
+            years = sorted({int(results["year"][i]) for i in results.find(wanted)})
+            raise RuleEngineError(f"no firm '{shown}'{when} in the data; it has the years {', '.join(map(str, years))}")
+        near = [i for i in ids if i.lower() == wanted.lower()]
+        near += [i for i in difflib.get_close_matches(wanted, ids, n=5, cutoff=0.5) if i not in near]
+        hint = f"; near matches: {', '.join(near[:5])}" if near else f" ({len(ids)} firms in the data)"
+        raise RuleEngineError(f"no firm '{shown}'{when} in the data{hint}")
+    if len(hits) > 1 and year is None:
+        years = sorted({int(results["year"][i]) for i in hits})
+        hits = [h for h in hits if int(results["year"][h]) == years[-1]]
+    return hits[0]
+
+
+def explain_firm(plan: Plan, results: Results, firm_id: str, year: int | None = None) -> Trace:
+    """The trace of one firm-year of rated ``results`` (see :func:`find_firm`)."""
+    return trace_row(plan, results, find_firm(results, firm_id, year))
+
+
 def trace_row(plan: Plan, results: Results, i: int, what_if: bool = True) -> Trace:
     """The trace of row ``i`` of ``results``; ``what_if=False`` skips "what it would take"."""
     batch = results.batch

@@ -53,7 +53,7 @@ class Step:
     cuts: list[Cut] = field(default_factory=list)
 
 
-def _bound(b: Any, plan: Plan, year: int) -> float:
+def band_edge(b: Any, plan: Plan, year: int) -> float:
     if b is None:
         return math.nan
     if isinstance(b, str):
@@ -72,23 +72,23 @@ def neighbours(plan: Plan, r: RatingSpec, idx: int, value: float, year: int) -> 
     better = worse = None
     if r.better == "lower":
         if idx > 0:
-            bound = _bound(r.bands[idx - 1].upper, plan, year)
+            bound = band_edge(r.bands[idx - 1].upper, plan, year)
             better = Step(
                 "better", r.ids[idx - 1], bound, value, value - bound, f"{name} {'<=' if right else '<'} {bound:g}"
             )
         if idx < n - 1:
-            bound = _bound(r.bands[idx].upper, plan, year)
+            bound = band_edge(r.bands[idx].upper, plan, year)
             worse = Step(
                 "worse", r.ids[idx + 1], bound, value, bound - value, f"{name} {'>' if right else '>='} {bound:g}"
             )
     else:
         if idx < n - 1:
-            bound = _bound(r.bands[idx].upper, plan, year)
+            bound = band_edge(r.bands[idx].upper, plan, year)
             better = Step(
                 "better", r.ids[idx + 1], bound, value, bound - value, f"{name} {'>' if right else '>='} {bound:g}"
             )
         if idx > 0:
-            bound = _bound(r.bands[idx - 1].upper, plan, year)
+            bound = band_edge(r.bands[idx - 1].upper, plan, year)
             worse = Step(
                 "worse", r.ids[idx - 1], bound, value, value - bound, f"{name} {'<=' if right else '<'} {bound:g}"
             )
