@@ -1,0 +1,169 @@
+"""Canonical bytes and their hashes: what the ledger stores and chains.
+
+* Hashes are written ``<alg>:<hex>``; ``alg`` is ``sha256`` (default) or ``sm3`` (GB/T 32905, via
+  the ``cryptography`` package's OpenSSL build).
+* Canonical JSON: keys sorted, no spaces, UTF-8, ``NaN`` as the JSON extension Python writes.
+* Canonical input rows: the columns the rulebook declares as inputs that the data has, in the
+  rulebook's order, each value as text (numbers in shortest round-trip form as Arrow casts them,
+  missing values as empty text), written as CSV with a header by Arrow. One row's canonical bytes
+  are its values joined by U+001F. The batch's ``input_hash`` is the hash of the CSV.
+* Results digest: the hash of the results as an Arrow IPC stream (``Results.to_arrow()`` in
+  chunks): the same columns, types and values give the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .errors import LedgerError
+
+ALGORITHMS = ("sha256", "sm3")
+CHUNK = 262_144
+
+
+def hasher(alg: str) -> Callable[[bytes], Any]:
+    """A constructor ``f(data) -> object with .update/.digest`` for ``alg``."""
+    if alg == "sha256":
+        return hashlib.sha256
+    if alg == "sm3":
+        from cryptography.hazmat.primitives import hashes
+
+        class _SM3:
+            def __init__(self, data: bytes = b"") -> None:
+                self._h = hashes.Hash(hashes.SM3())
+                if data:
+                    self._h.update(data)
+
+            def update(self, data: bytes) -> None:
+                self._h.update(bytes(data))
+
+            def digest(self) -> bytes:
+                return self._h.finalize()
+
+        return _SM3
+    raise LedgerError(f"unknown hash algorithm '{alg}' (use {' or '.join(ALGORITHMS)})")
+
+
+def digest(data: bytes, alg: str = "sha256") -> str:
+    h = hasher(alg)(data)
+    return f"{alg}:{h.digest().hex()}"
+
+
+def canonical_json(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+# --- input rows -------------------------------------------------------------------------------
+
+
+def canonical_input(plan: Any, data: Any) -> tuple[bytes, list[bytes], list[str]]:
+    """(canonical CSV bytes, one canonical byte string per row, the columns kept) of ``data`` as the
+    engine reads it for ``plan``. Uses the engine's reader (``ruleengine.data.read_any``) so every
+    format the engine takes (CSV, JSON, JSON Lines, Parquet, records, columns, Arrow) is covered."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
+
+    from .. import data as _data
+
+    text_cols = [n for n, s in plan.inputs.items() if s.type in ("string", "category")]
+    raw = _data.read_any(data, text_cols, only=list(plan.inputs))
+    names = [n for n in plan.inputs if n in raw.columns]
+    arrays = []
+    for n in names:
+        col = raw.columns[n]
+        if not isinstance(col, pa.ChunkedArray | pa.Array):
+            col = pa.array(col.tolist() if hasattr(col, "tolist") else list(col), from_pandas=True)
+        if isinstance(col, pa.ChunkedArray):
+            col = col.combine_chunks()
+        if pa.types.is_dictionary(col.type):
+            col = col.dictionary_decode()
+        if not pa.types.is_string(col.type) and not pa.types.is_large_string(col.type):
+            col = pc.cast(col, pa.string())
+        arrays.append(pc.fill_null(col, ""))
+    table = pa.table(arrays, names=names) if names else pa.table({})
+    sink = pa.BufferOutputStream()
+    pacsv.write_csv(table, sink, pacsv.WriteOptions(include_header=True, quoting_style="needed"))
+    csv_bytes = sink.getvalue().to_pybytes()
+    if names:
+        joined = pc.binary_join_element_wise(*arrays, "\x1f") if len(arrays) > 1 else arrays[0]
+        rows = [s.encode("utf-8") for s in joined.to_pylist()]
+    else:
+        rows = [b""] * raw.n
+    return csv_bytes, rows, names
+
+
+# --- results ------------------------------------------------------------------------------------
+
+
+class _HashSink:
+    def __init__(self, alg: str) -> None:
+        self.h = hasher(alg)()
+        self.closed = False
+
+    def write(self, data: Any) -> int:
+        self.h.update(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def results_digest(results: Any, alg: str = "sha256") -> str:
+    """Hash of the results' canonical bytes: every column, in order, as an Arrow IPC stream."""
+    import pyarrow as pa
+
+    sink = _HashSink(alg)
+    n = len(results)
+    writer = None
+    for start in range(0, max(n, 1), CHUNK):
+        table = results.to_arrow(start=start, stop=min(n, start + CHUNK))
+        if writer is None:
+            writer = pa.ipc.new_stream(pa.PythonFile(sink, mode="w"), table.schema)
+        writer.write_table(table)
+    if writer is not None:
+        writer.close()
+    return f"{alg}:{sink.h.digest().hex()}"
+
+
+# --- benchmark tables ---------------------------------------------------------------------------
+
+
+def tables_json(tables: Mapping[str, Any]) -> bytes:
+    """Canonical JSON of the benchmark tables a run used (``BenchmarkTable.to_json`` of each)."""
+    return canonical_json({name: tables[name].to_json() for name in sorted(tables)})
+
+
+def tables_from_json(text: bytes | str) -> dict[str, Any]:
+    """``BenchmarkTable`` objects back from :func:`tables_json` (an adapter: the engine has no
+    ``BenchmarkTable.from_json`` yet). Percentile-rank groups hold the sorted values as arrays."""
+    import numpy as np
+
+    from ruleengine import BenchmarkTable
+
+    doc = json.loads(text)
+    out: dict[str, Any] = {}
+    for name, t in doc.items():
+        levels: list[str] = []
+        entries: list[dict[tuple[int, str], tuple[Any, int]]] = []
+        for level in t["levels"]:
+            levels.append(level["level"])
+            e: dict[tuple[int, str], tuple[Any, int]] = {}
+            for g in level["groups"]:
+                v = g["value"]
+                if isinstance(v, list):
+                    v = np.asarray(v, dtype=np.float64)
+                elif v is None:
+                    v = float("nan")
+                e[(int(g["year"]), str(g["group"]))] = (v, int(g["peers"]))
+            entries.append(e)
+        out[name] = BenchmarkTable(
+            name=t["name"], statistic=t["statistic"], levels=levels, min_peers=int(t["min_peers"]), entries=entries
+        )
+    return out
