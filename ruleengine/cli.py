@@ -511,13 +511,14 @@ def ledger_show(ctx: click.Context, run: int, firm: str | None, fmt: str) -> Non
 
 @ledger.command("history")
 @click.argument("firm")
+@click.option("--edits", is_flag=True, help="List the rulebook edits behind each method change (ruleengine diff).")
 @_LEDGER_FMT
 @click.pass_context
-def ledger_history(ctx: click.Context, firm: str, fmt: str) -> None:
+def ledger_history(ctx: click.Context, firm: str, edits: bool, fmt: str) -> None:
     """A firm's ratings over years and method versions, with why each changed."""
     from .ledger.cli import print_history
 
-    print_history(_open_ledger(ctx), firm, fmt)
+    print_history(_open_ledger(ctx), firm, fmt, edits)
 
 
 @ledger.command("check")

@@ -143,8 +143,18 @@ def print_show(led: Any, run_id: int, firm: str | None, fmt: str) -> None:
     click.echo(f"{'ratings':>18}: " + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
 
 
-def print_history(led: Any, firm: str, fmt: str) -> None:
+def print_history(led: Any, firm: str, fmt: str, edits: bool = False) -> None:
     rows = led.history(firm)
+    if edits:
+        from .history import method_edits
+
+        seen: dict[tuple[int, int], list[str]] = {}
+        for r in rows:
+            if r["previous_run"] and any(w.startswith("method:") for w in r["why"]):
+                key = (r["previous_run"], r["run_id"])
+                if key not in seen:
+                    seen[key] = method_edits(led, *key)
+                r["method_edits"] = seen[key]
     if fmt == "json":
         click.echo(json.dumps([_jsonable(r) for r in rows], indent=1, ensure_ascii=False))
         return
@@ -156,6 +166,8 @@ def print_history(led: Any, firm: str, fmt: str) -> None:
             f"  {r['year']}  run {r['run_id']:>4}  {r['created_at'][:10]}  {r['rulebook_id']} {r['rulebook_version']}  "
             f"rating {r['rating'] or '-':<6} {mark}  {'; '.join(r['why'])}{sup}"
         )
+        for e in r.get("method_edits", []):
+            click.echo(f"        method edit: {e}")
 
 
 def print_check(led: Any) -> None:

@@ -90,3 +90,18 @@ def _why(prev: dict[str, Any] | None, x: dict[str, Any]) -> list[str]:
     if not why:
         why.append("nothing changed (same data, method, benchmarks)" if prev["rating"] == x["rating"] else "unexplained")
     return why
+
+
+def method_edits(ledger: Any, old_run: int, new_run: int) -> list[str]:
+    """What changed in the method between two runs, by ``ruleengine.diff``'s structural diff of the
+    rulebooks stored with each run (meaning, not text: reformatting is no change)."""
+    from ..diff import run as diff_run
+    from .replay import materials
+
+    with materials(ledger, old_run, data=_NoData()) as a, materials(ledger, new_run, data=_NoData()) as b:
+        result = diff_run(a.plan_path, b.plan_path)
+    return [e.summary() for e in result["edits"]]
+
+
+class _NoData:
+    """Placeholder: rulebook-only materials do not need the input rows."""

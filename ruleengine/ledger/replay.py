@@ -22,6 +22,7 @@ class Materials:
     data: Path
     tables: dict[str, Any]
     folder: Path
+    plan_path: Path
 
 
 @dataclass
@@ -58,7 +59,8 @@ def materials(ledger: Any, run_id: int, data: Any = None) -> Iterator[Materials]
             target = book_dir / _safe_rel(rel)
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(ledger.blob(d))
-        plan = ruleengine.load(book_dir / _safe_rel(manifest["main"]))
+        plan_path = book_dir / _safe_rel(manifest["main"])
+        plan = ruleengine.load(plan_path)
         if plan.hash != run["rulebook_hash"]:
             raise LedgerError(
                 f"run {run_id}: the stored rulebook compiles to {plan.hash}, the run recorded {run['rulebook_hash']}"
@@ -68,6 +70,10 @@ def materials(ledger: Any, run_id: int, data: Any = None) -> Iterator[Materials]
         if used and used != stored:
             raise LedgerError(f"run {run_id}: the rebuilt rulebook imported files that are not the stored ones")
         alg = run["hash_alg"]
+        path = folder / "input.csv"
+        if type(data).__name__ == "_NoData":  # the rulebook only (history's method edits)
+            yield Materials(run, plan, path, {}, folder, plan_path)
+            return
         if run["input_blob"]:
             csv_bytes = ledger.blob(run["input_blob"])
         elif data is not None:
@@ -81,10 +87,9 @@ def materials(ledger: Any, run_id: int, data: Any = None) -> Iterator[Materials]
             raise LedgerError(
                 f"run {run_id} was recorded without its input rows (--no-store-rows): give the data with --data FILE"
             )
-        path = folder / "input.csv"
         path.write_bytes(csv_bytes)
         tables = C.tables_from_json(ledger.blob(run["benchmarks_blob"]))
-        yield Materials(run, plan, path, tables, folder)
+        yield Materials(run, plan, path, tables, folder, plan_path)
 
 
 def rerate(m: Materials) -> Any:
