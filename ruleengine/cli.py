@@ -539,9 +539,9 @@ def ledger_replay(ctx: click.Context, run: int | None, every: bool, data: str | 
     """Re-rate RUN from its stored rulebook, rows and benchmark tables; prove byte-identical results."""
     from .ledger.cli import print_replay
 
-    led = _open_ledger(ctx)
     if (run is None) == (not every):
         raise click.UsageError("give RUN or --all")
+    led = _open_ledger(ctx)
     print_replay(led, [r["id"] for r in led.runs()] if every else [run], data)  # type: ignore[list-item]
 
 
