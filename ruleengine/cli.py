@@ -570,7 +570,9 @@ def ledger_export(ctx: click.Context, output: str | None, run_id: int | None, bl
 
 
 @ledger.command("keygen")
-@click.option("--private", "private_out", required=True, type=click.Path(dir_okay=False), help="New private key (PEM, mode 0600).")
+@click.option(
+    "--private", "private_out", required=True, type=click.Path(dir_okay=False), help="New private key (PEM, mode 0600)."
+)
 @click.option("--public", "public_out", required=True, type=click.Path(dir_okay=False), help="Its public key (PEM).")
 def ledger_keygen(private_out: str, public_out: str) -> None:
     """Make an Ed25519 key pair for signing runs (keep the private key out of the repository)."""

@@ -77,12 +77,16 @@ def postgresql_server():
     try:
         subprocess.run(
             [*prefix, str(bindir / "initdb"), "-D", data, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync"],
-            check=True, capture_output=True, env=env,
+            check=True,
+            capture_output=True,
+            env=env,
         )
         opts = f"-p {port} -k {tmp} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50"
         subprocess.run(
             [*prefix, str(bindir / "pg_ctl"), "-D", data, "-l", os.path.join(tmp, "log"), "-o", opts, "-w", "start"],
-            check=True, capture_output=True, env=env,
+            check=True,
+            capture_output=True,
+            env=env,
         )
     except subprocess.CalledProcessError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -90,7 +94,9 @@ def postgresql_server():
     try:
         yield PgServer("127.0.0.1", port, tmp)
     finally:
-        subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", data, "-m", "immediate", "-w", "stop"], capture_output=True)
+        subprocess.run(
+            [*prefix, str(bindir / "pg_ctl"), "-D", data, "-m", "immediate", "-w", "stop"], capture_output=True
+        )
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -112,7 +118,9 @@ def make_sample(path: Path, firms: int = 30, seed: int = 0, years: str = "2022,2
 
     from ruleengine.cli import main
 
-    out = CliRunner().invoke(main, ["sample", "--firms", str(firms), "--seed", str(seed), "--years", years, "-o", str(path)])
+    out = CliRunner().invoke(
+        main, ["sample", "--firms", str(firms), "--seed", str(seed), "--years", years, "-o", str(path)]
+    )
     assert out.exit_code == 0, out.output
     return path
 

@@ -37,8 +37,21 @@ def test_rate_ledger_url_and_the_ledger_commands(ledger_url, tmp_path):
     assert out.exit_code == 0, out.output
     rated = json.loads(out.stdout)
     out = runner.invoke(
-        main, ["rate", "huzhou", str(data), "--ledger", ledger_url, "--supersedes", "1", "--reason", "typo in firm 3",
-               "--hash", "sm3", "--no-store-rows"],
+        main,
+        [
+            "rate",
+            "huzhou",
+            str(data),
+            "--ledger",
+            ledger_url,
+            "--supersedes",
+            "1",
+            "--reason",
+            "typo in firm 3",
+            "--hash",
+            "sm3",
+            "--no-store-rows",
+        ],
     )
     assert out.exit_code == 0, out.output
     out = runner.invoke(main, ["ledger", "-l", ledger_url, "runs"])
@@ -53,7 +66,9 @@ def test_rate_ledger_url_and_the_ledger_commands(ledger_url, tmp_path):
     firm = rated[0]["firm_id"]
     out = runner.invoke(main, ["ledger", "-l", ledger_url, "show", "1", "--firm", firm, "--format", "json"])
     shown = json.loads(out.output)
-    assert [(s["year"], s["rating"]) for s in shown] == [(r["year"], r["rating"]) for r in rated if r["firm_id"] == firm]
+    assert [(s["year"], s["rating"]) for s in shown] == [
+        (r["year"], r["rating"]) for r in rated if r["firm_id"] == firm
+    ]
     out = runner.invoke(main, ["ledger", "-l", ledger_url, "export", "-o", str(tmp_path / "x.jsonl"), "--blobs"])
     assert out.exit_code == 0, out.output
     kinds = [json.loads(line)["type"] for line in (tmp_path / "x.jsonl").read_text().splitlines()]
@@ -89,8 +104,15 @@ def test_errors_are_messages_not_tracebacks(tmp_path):
 def test_real_process_and_env_var(tmp_path):
     data = make_sample(tmp_path / "firms.csv", firms=4)
     url = str(tmp_path / "l.db")
-    subprocess.run([sys.executable, "-m", "ruleengine.cli", "rate", "huzhou", str(data), "--ledger", url], check=True,
-                   capture_output=True)
-    out = subprocess.run([sys.executable, "-m", "ruleengine.cli", "ledger", "check"], capture_output=True, text=True,
-                         env={**__import__("os").environ, "RULEENGINE_LEDGER": url})
+    subprocess.run(
+        [sys.executable, "-m", "ruleengine.cli", "rate", "huzhou", str(data), "--ledger", url],
+        check=True,
+        capture_output=True,
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "ruleengine.cli", "ledger", "check"],
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "RULEENGINE_LEDGER": url},
+    )
     assert out.returncode == 0 and "ledger intact: 1 runs, 8 ratings" in out.stdout

@@ -107,7 +107,10 @@ def test_a_changed_stored_input_is_caught(ledger_url, tmp_path):
     fake = scratch.blob(other_run["input_blob"])
     hexs = fake.hex()
     value = f"'\\x{hexs}'::bytea" if ledger_url.startswith("postgresql") else f"X'{hexs}'"
-    bypass(ledger_url, f"UPDATE ledger_blobs SET data = {value}, encoding = 'identity', size = {len(fake)} WHERE digest = '{run['input_blob']}'")
+    bypass(
+        ledger_url,
+        f"UPDATE ledger_blobs SET data = {value}, encoding = 'identity', size = {len(fake)} WHERE digest = '{run['input_blob']}'",
+    )
     assert led.check().first == f"blob {run['input_blob']} (input-rows): its bytes do not hash to its digest (edited)"
     rep = led.replay(1)
     assert not rep.identical

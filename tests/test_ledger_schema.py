@@ -122,7 +122,9 @@ def test_blobs_are_content_addressed_and_stored_once(one_run, ledger_url, tmp_pa
     manifest = __import__("json").loads(led.blob(run["rulebook_manifest"]))
     assert manifest["main"] == "huzhou.yaml"
     assert led.blob(manifest["files"]["huzhou.yaml"]) == (bundled_dir() / "huzhou.yaml").read_bytes()
-    assert led.blob(manifest["files"]["lib/accounting.yaml"]) == (bundled_dir() / "lib" / "accounting.yaml").read_bytes()
+    assert (
+        led.blob(manifest["files"]["lib/accounting.yaml"]) == (bundled_dir() / "lib" / "accounting.yaml").read_bytes()
+    )
 
 
 def test_an_unsupported_url_is_a_clear_error():

@@ -14,10 +14,14 @@ from ruleengine.ledger import open_ledger
 @pytest.fixture
 def keys(tmp_path):
     runner = CliRunner()
-    out = runner.invoke(main, ["ledger", "keygen", "--private", str(tmp_path / "k.pem"), "--public", str(tmp_path / "k.pub")])
+    out = runner.invoke(
+        main, ["ledger", "keygen", "--private", str(tmp_path / "k.pem"), "--public", str(tmp_path / "k.pub")]
+    )
     assert out.exit_code == 0, out.output
     assert (tmp_path / "k.pem").stat().st_mode & 0o777 == 0o600
-    other = runner.invoke(main, ["ledger", "keygen", "--private", str(tmp_path / "o.pem"), "--public", str(tmp_path / "o.pub")])
+    other = runner.invoke(
+        main, ["ledger", "keygen", "--private", str(tmp_path / "o.pem"), "--public", str(tmp_path / "o.pub")]
+    )
     assert other.exit_code == 0
     return tmp_path / "k.pem", tmp_path / "k.pub", tmp_path / "o.pub"
 
@@ -46,7 +50,10 @@ def test_sign_with_a_key_file_and_verify(ledger_url, tmp_path, keys):
     key = serialization.load_pem_private_key(priv.read_bytes(), None)
     seed = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
     run = led.run(1)
-    assert run["public_key"] == key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
+    assert (
+        run["public_key"]
+        == key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
+    )
     if not ledger_url.startswith("postgresql"):
         blob = __import__("pathlib").Path(ledger_url).read_bytes()
         assert seed not in blob and seed.hex().encode() not in blob
@@ -62,8 +69,12 @@ def test_sign_with_a_key_in_a_named_environment_variable(ledger_url, tmp_path, k
     assert out.exit_code == 0, out.output
     out = runner.invoke(main, ["ledger", "-l", ledger_url, "verify", "1", "--public-key", str(pub), "--no-replay"])
     assert out.exit_code == 0 and "signature valid" in out.output and "recomputed" not in out.output
-    out = runner.invoke(main, ["rate", "huzhou", str(data), "--ledger", ledger_url, "--sign-key-env", "NOT_SET_ANYWHERE"])
-    assert out.exit_code == 1 and "error: the environment variable NOT_SET_ANYWHERE (signing key) is not set" in out.output
+    out = runner.invoke(
+        main, ["rate", "huzhou", str(data), "--ledger", ledger_url, "--sign-key-env", "NOT_SET_ANYWHERE"]
+    )
+    assert (
+        out.exit_code == 1 and "error: the environment variable NOT_SET_ANYWHERE (signing key) is not set" in out.output
+    )
     monkeypatch.setenv("BAD_KEY", "not a key")
     out = runner.invoke(main, ["rate", "huzhou", str(data), "--ledger", ledger_url, "--sign-key-env", "BAD_KEY"])
     assert out.exit_code == 1
@@ -76,7 +87,10 @@ def test_a_changed_signed_run_fails_verification(ledger_url, tmp_path, keys):
     priv, pub, _ = keys
     data = make_sample(tmp_path / "firms.csv", firms=6)
     runner = CliRunner()
-    assert runner.invoke(main, ["rate", "huzhou", str(data), "--ledger", ledger_url, "--sign-key", str(priv)]).exit_code == 0
+    assert (
+        runner.invoke(main, ["rate", "huzhou", str(data), "--ledger", ledger_url, "--sign-key", str(priv)]).exit_code
+        == 0
+    )
     bypass(ledger_url, "UPDATE ledger_ratings SET rating = 'X' WHERE run_id = 1 AND seq = 2")
     out = runner.invoke(main, ["ledger", "-l", ledger_url, "verify", "1", "--public-key", str(pub)])
     assert out.exit_code == 1
@@ -94,5 +108,7 @@ def test_unsigned_run_and_missing_key(ledger_url, tmp_path, keys):
     assert runner.invoke(main, ["rate", "huzhou", str(data), "--ledger", ledger_url]).exit_code == 0
     out = runner.invoke(main, ["ledger", "-l", ledger_url, "verify", "1", "--public-key", str(pub)])
     assert out.exit_code == 1 and "error: run 1 is not signed" in out.output
-    out = runner.invoke(main, ["rate", "huzhou", str(data), "--ledger", ledger_url, "--sign-key", str(tmp_path / "nope.pem")])
+    out = runner.invoke(
+        main, ["rate", "huzhou", str(data), "--ledger", ledger_url, "--sign-key", str(tmp_path / "nope.pem")]
+    )
     assert out.exit_code == 1 and "error: cannot read the signing key" in out.output

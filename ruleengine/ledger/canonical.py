@@ -24,7 +24,7 @@ ALGORITHMS = ("sha256", "sm3")
 CHUNK = 262_144
 
 
-def hasher(alg: str) -> Callable[[bytes], Any]:
+def hasher(alg: str) -> Callable[..., Any]:
     """A constructor ``f(data) -> object with .update/.digest`` for ``alg``."""
     if alg == "sha256":
         return hashlib.sha256

@@ -56,7 +56,8 @@ def check(engine: Any, limit: int = 20) -> CheckReport:
                 rep.problems.append(f"run {rid}: run {prev_id + 1} is missing from the chain (after run {prev_id})")
             if r["prev_hash"] != prev_hash:
                 rep.problems.append(
-                    f"run {rid}: prev_hash {r['prev_hash']} is not run {prev_id}'s hash {prev_hash} (a run was changed or removed)"
+                    f"run {rid}: prev_hash {r['prev_hash']} is not run {prev_id}'s hash {prev_hash} "
+                    "(a run was changed or removed)"
                 )
             try:
                 want = run_hash(r, r["prev_hash"], r["hash_alg"])
@@ -95,7 +96,9 @@ def check(engine: Any, limit: int = 20) -> CheckReport:
                 rep.problems.append(f"run {rid}: blob {d} is missing")
         manifests = [b for b in present if b in digests_needed]
         for d in manifests:
-            row = conn.execute(sa.select(S.blobs).where(S.blobs.c.digest == d, S.blobs.c.kind == "rulebook-manifest")).first()
+            row = conn.execute(
+                sa.select(S.blobs).where(S.blobs.c.digest == d, S.blobs.c.kind == "rulebook-manifest")
+            ).first()
             if row is None:
                 continue
             import json
@@ -127,7 +130,9 @@ def _check_ratings(conn: Any, r: dict[str, Any], rep: CheckReport) -> None:
     root = h()
     expected = 0
     first_bad: str | None = None
-    for seq, firm, year, rating, status, idig, leaf in conn.execution_options(stream_results=True, yield_per=50_000).execute(q):
+    for seq, firm, year, rating, status, idig, leaf in conn.execution_options(
+        stream_results=True, yield_per=50_000
+    ).execute(q):
         if seq != expected and first_bad is None:
             first_bad = f"run {rid}: rating #{expected} is missing (next is #{seq})"
         expected = seq + 1
@@ -144,4 +149,6 @@ def _check_ratings(conn: Any, r: dict[str, Any], rep: CheckReport) -> None:
     elif expected != r["n_ratings"]:
         rep.problems.append(f"run {rid}: {expected} ratings stored, the run header says {r['n_ratings']}")
     elif f"{r['hash_alg']}:{root.digest().hex()}" != r["ratings_root"]:
-        rep.problems.append(f"run {rid}: its ratings do not hash to the header's ratings_root (rows changed or re-hashed)")
+        rep.problems.append(
+            f"run {rid}: its ratings do not hash to the header's ratings_root (rows changed or re-hashed)"
+        )

@@ -30,13 +30,27 @@ def rate_options(f: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option("--supersedes", type=int, metavar="RUN", help="With --ledger: this run corrects run RUN."),
         click.option("--reason", help="With --supersedes: why the correction was made."),
-        click.option("--no-store-rows", is_flag=True, help="With --ledger: keep only the input rows' hashes, not the rows."),
         click.option(
-            "--hash", "hash_alg", type=click.Choice(["sha256", "sm3"]), default="sha256", show_default=True,
+            "--no-store-rows", is_flag=True, help="With --ledger: keep only the input rows' hashes, not the rows."
+        ),
+        click.option(
+            "--hash",
+            "hash_alg",
+            type=click.Choice(["sha256", "sm3"]),
+            default="sha256",
+            show_default=True,
             help="With --ledger: hash for the chain (sm3: GB/T 32905).",
         ),
-        click.option("--sign-key", type=click.Path(dir_okay=False), help="With --ledger: sign the run with this Ed25519 key file."),
-        click.option("--sign-key-env", metavar="NAME", help="With --ledger: sign with the Ed25519 key in environment variable NAME."),
+        click.option(
+            "--sign-key",
+            type=click.Path(dir_okay=False),
+            help="With --ledger: sign the run with this Ed25519 key file.",
+        ),
+        click.option(
+            "--sign-key-env",
+            metavar="NAME",
+            help="With --ledger: sign with the Ed25519 key in environment variable NAME.",
+        ),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -123,16 +137,38 @@ def print_show(led: Any, run_id: int, firm: str | None, fmt: str) -> None:
             click.echo(json.dumps([_jsonable(r) for r in rows], indent=1, ensure_ascii=False))
         else:
             for r in rows:
-                click.echo(f"run {run_id}  firm {r['firm_id']}  year {r['year']}  rating {r['rating']}  ({r['status']})")
+                click.echo(
+                    f"run {run_id}  firm {r['firm_id']}  year {r['year']}  rating {r['rating']}  ({r['status']})"
+                )
         return
     if fmt == "json":
         click.echo(json.dumps(_jsonable(run), indent=1, ensure_ascii=False))
         return
     for key in (
-        "id", "uuid", "created_at", "who", "engine_version", "rulebook_id", "rulebook_version", "rulebook_hash",
-        "rulebook_manifest", "input_name", "input_hash", "input_blob", "n_ratings", "benchmarks_hash",
-        "results_hash", "options", "supersedes", "reason", "superseded_by", "hash_alg", "ratings_root",
-        "prev_hash", "run_hash", "public_key",
+        "id",
+        "uuid",
+        "created_at",
+        "who",
+        "engine_version",
+        "rulebook_id",
+        "rulebook_version",
+        "rulebook_hash",
+        "rulebook_manifest",
+        "input_name",
+        "input_hash",
+        "input_blob",
+        "n_ratings",
+        "benchmarks_hash",
+        "results_hash",
+        "options",
+        "supersedes",
+        "reason",
+        "superseded_by",
+        "hash_alg",
+        "ratings_root",
+        "prev_hash",
+        "run_hash",
+        "public_key",
     ):
         value = run.get(key)
         if value is None or value == []:
@@ -246,8 +282,15 @@ def export(led: Any, output: str | None, run_id: int | None, blobs: bool) -> Non
                         continue
                     data = decompress(b.encoding, b.data, b.size)
                     out.write(
-                        json.dumps({"type": "blob", "digest": b.digest, "kind": b.kind,
-                                    "base64": base64.b64encode(data).decode()}) + "\n"
+                        json.dumps(
+                            {
+                                "type": "blob",
+                                "digest": b.digest,
+                                "kind": b.kind,
+                                "base64": base64.b64encode(data).decode(),
+                            }
+                        )
+                        + "\n"
                     )
     finally:
         if output:

@@ -38,7 +38,9 @@ def normalise_url(url: str | Path) -> str:
         return "postgresql+psycopg://" + text.split("://", 1)[1]
     if "://" in text:
         if not text.startswith(("sqlite:", "postgresql+psycopg:")):
-            raise LedgerError(f"unsupported ledger URL '{redact(text)}': use a file path, sqlite:///FILE or postgresql://…")
+            raise LedgerError(
+                f"unsupported ledger URL '{redact(text)}': use a file path, sqlite:///FILE or postgresql://…"
+            )
         return text
     return "sqlite:///" + str(Path(text))
 
@@ -139,9 +141,10 @@ def translate_errors(engine: Any) -> Iterator[None]:
     import sqlalchemy.exc as sx
 
     where = str(sqlite_path(engine) or redact(str(engine.url)))
+    caught: tuple[type[BaseException], ...] = (sx.DBAPIError, *_driver_errors())
     try:
         yield
-    except (sx.DBAPIError, *_driver_errors()) as exc:
+    except caught as exc:
         orig = getattr(exc, "orig", exc)
         text = str(orig) if orig is not None else str(exc)
         low = text.lower()

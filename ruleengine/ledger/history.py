@@ -47,10 +47,8 @@ def history(engine: Any, firm_id: str) -> list[dict[str, Any]]:
         if not rows:
             raise LedgerError(f"firm '{firm_id}' has no rating in the ledger")
         run_ids = sorted({x["run_id"] for x in rows})
-        sup = conn.execute(
-            sa.select(u.c.supersedes, u.c.id).where(u.c.supersedes.in_(run_ids)).order_by(u.c.id)
-        ).all()
-    superseded = {}
+        sup = conn.execute(sa.select(u.c.supersedes, u.c.id).where(u.c.supersedes.in_(run_ids)).order_by(u.c.id)).all()
+    superseded: dict[int, int] = {}
     for old, new in sup:
         superseded.setdefault(old, new)
     last: dict[Any, dict[str, Any]] = {}
@@ -72,7 +70,9 @@ def _why(prev: dict[str, Any] | None, x: dict[str, Any]) -> list[str]:
     if prev["hash_alg"] != x["hash_alg"]:
         # digests made with different algorithms cannot be compared; only the method can
         if prev["rulebook_hash"] != x["rulebook_hash"]:
-            why.append(f"method: {prev['rulebook_id']} {prev['rulebook_version']} → {x['rulebook_id']} {x['rulebook_version']}")
+            why.append(
+                f"method: {prev['rulebook_id']} {prev['rulebook_version']} → {x['rulebook_id']} {x['rulebook_version']}"
+            )
         why.append(f"data and benchmarks not comparable (digests by {prev['hash_alg']} and {x['hash_alg']})")
         return why
     if prev["input_digest"] != x["input_digest"]:
@@ -80,15 +80,20 @@ def _why(prev: dict[str, Any] | None, x: dict[str, Any]) -> list[str]:
     if prev["rulebook_hash"] != x["rulebook_hash"]:
         why.append(
             f"method: {prev['rulebook_id']} {prev['rulebook_version']} → {x['rulebook_id']} {x['rulebook_version']}"
-            + ("" if prev["rulebook_version"] != x["rulebook_version"] or prev["rulebook_id"] != x["rulebook_id"]
-               else " (same version, rulebook edited)")
+            + (
+                ""
+                if prev["rulebook_version"] != x["rulebook_version"] or prev["rulebook_id"] != x["rulebook_id"]
+                else " (same version, rulebook edited)"
+            )
         )
     if prev["benchmarks_hash"] != x["benchmarks_hash"]:
         why.append("benchmarks: the peer-group tables changed")
     if prev["engine_version"] != x["engine_version"]:
         why.append(f"engine: {prev['engine_version']} → {x['engine_version']}")
     if not why:
-        why.append("nothing changed (same data, method, benchmarks)" if prev["rating"] == x["rating"] else "unexplained")
+        why.append(
+            "nothing changed (same data, method, benchmarks)" if prev["rating"] == x["rating"] else "unexplained"
+        )
     return why
 
 

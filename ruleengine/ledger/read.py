@@ -26,7 +26,8 @@ def run(engine: Any, run_id: int) -> dict[str, Any]:
             raise LedgerError(f"no run {run_id} in the ledger (runs: {'1–' + str(last) if last else 'none'})")
         out = dict(row._mapping)
         out["superseded_by"] = [
-            r[0] for r in conn.execute(sa.select(S.runs.c.id).where(S.runs.c.supersedes == run_id).order_by(S.runs.c.id))
+            r[0]
+            for r in conn.execute(sa.select(S.runs.c.id).where(S.runs.c.supersedes == run_id).order_by(S.runs.c.id))
         ]
         return out
 

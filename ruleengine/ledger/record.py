@@ -120,10 +120,7 @@ def prepare(
 
     n = len(results)
     firms = results["firm_id"].tolist()
-    years_f = results["year"]
-    import numpy as np
-
-    years: list[int | None] = [None if v is None else int(v) for v in np.where(np.isnan(years_f), None, years_f).tolist()]
+    years: list[int | None] = [None if y != y else int(y) for y in results["year"].tolist()]  # NaN: no year
     ratings_col = results["rating"].tolist() if "rating" in results.names else results[plan.primary].tolist()
     status = results["status"].tolist()
     rows: list[tuple[Any, ...]] = []
@@ -131,12 +128,13 @@ def prepare(
     append_row, append_leaf = rows.append, leaves.append
     for seq in range(n):
         idig = h(row_bytes[seq]).digest()
+        year = years[seq]
         leaf = h(
             b"%d\x1e%s\x1e%s\x1e%s\x1e%s\x1e%s"
             % (
                 seq,
                 str(firms[seq]).encode(),
-                b"" if years[seq] is None else b"%d" % years[seq],
+                b"" if year is None else b"%d" % year,
                 str(ratings_col[seq]).encode(),
                 str(status[seq]).encode(),
                 idig,
@@ -204,7 +202,7 @@ def append(engine: Any, prepared: Prepared, signer: Signer | None = None) -> dic
         row = {**header, "prev_hash": prev_hash, "run_hash": link, "signature": None, "public_key": None}
         if signer is not None:
             row["signature"], row["public_key"] = signer(SIGN_CONTEXT + link.encode())
-        have = set()
+        have: set[str] = set()
         wanted = list(prepared.blobs)
         for i in range(0, len(wanted), 500):
             have.update(
