@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
+import struct
 
 import pytest
 from click.testing import CliRunner
@@ -42,42 +42,61 @@ def test_a_run_stores_every_rating_with_its_provenance(ledger_with_runs):
     assert [(r["firm_id"], r["year"], r["rating"], r["status"]) for r in rows] == [
         (res["firm_id"][i], int(res["year"][i]), res["rating"][i], res["status"][i]) for i in range(len(res))
     ]
-    # the stored input rows are the data's input columns as text; the input hash is their SHA-256
-    stored = led.blob(run["input_blob"])
-    assert run["input_hash"] == run["input_blob"] == "sha256:" + hashlib.sha256(stored).hexdigest()
-    parsed = list(csv.reader(io.StringIO(stored.decode())))
+    # the stored input rows are the data's input columns, as Parquet; the input hash covers their values
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    stored = pq.read_table(pa.BufferReader(led.blob(run["input_blob"])))
+    assert run["input_blob"] == "sha256:" + hashlib.sha256(led.blob(run["input_blob"])).hexdigest()
     with open(data, encoding="utf-8") as fh:
         original = list(csv.DictReader(fh))
     # huzhou's inputs that the file has, in the rulebook's order; other columns (firm_name) left out
-    assert parsed[0] == [n for n in res.plan.inputs if n in original[0]]
-    assert "firm_name" not in parsed[0] and parsed[0][:2] == ["firm_id", "year"]
-    assert len(parsed) == 31 and [r[0] for r in parsed[1:]] == [r["firm_id"] for r in original]
-    assert parsed[1][1] == original[0]["year"]
+    assert stored.column_names == [n for n in res.plan.inputs if n in original[0]]
+    assert "firm_name" not in stored.column_names and stored.column_names[:2] == ["firm_id", "year"]
+    assert stored.column("firm_id").to_pylist() == [r["firm_id"] for r in original]
+    assert stored.column("electricity_mwh").to_pylist() == [float(r["electricity_mwh"]) for r in original]
 
 
-def test_hashes_recomputed_by_hand(ledger_with_runs):
+def _canon_int(values):
+    # type, validity bits (all present), little-endian int64 values
+    bits = bytes([0xFF] * (len(values) // 8) + ([(0xFF << (8 - len(values) % 8)) & 0xFF] if len(values) % 8 else []))
+    return b"int64\x00" + bits + b"".join(struct.pack("<q", v) for v in values)
+
+
+def _canon_text(values):
+    bits = bytes([0xFF] * (len(values) // 8) + ([(0xFF << (8 - len(values) % 8)) & 0xFF] if len(values) % 8 else []))
+    raw = [v.encode() for v in values]
+    return b"string\x00" + bits + b"".join(struct.pack("<q", len(r)) for r in raw) + b"".join(raw)
+
+
+def test_hashes_recomputed_by_hand(ledger_with_runs, ledger_url):
     led, _data, _res, r1, r2 = ledger_with_runs
     run1 = led.run(1)
-    stored = led.blob(run1["input_blob"])
-    rows = list(csv.reader(io.StringIO(stored.decode())))[1:]
     ratings = led.ratings(1)
-    # leaf of rating #0 = SHA-256("0␞firm␞year␞rating␞status␞" + SHA-256(row 0's values joined by U+001F))
-    r0 = ratings[0]
-    input_digest = hashlib.sha256("\x1f".join(rows[0]).encode()).digest()
-    assert bytes(r0["input_digest"]) == input_digest
-    leaf = hashlib.sha256(
-        f"0\x1e{r0['firm_id']}\x1e{r0['year']}\x1e{r0['rating']}\x1e{r0['status']}\x1e".encode() + input_digest
-    ).digest()
-    assert bytes(r0["leaf"]) == leaf
-    # ratings_root = SHA-256 of every leaf in row order
-    root = hashlib.sha256(b"".join(bytes(r["leaf"]) for r in ratings)).hexdigest()
-    assert run1["ratings_root"] == "sha256:" + root
+    assert len(ratings) == 30  # one block (4096 rows a block)
+    # the block hash: SHA-256 of "ruleengine-ratings-v1\n0\n" then, per column, its name, type,
+    # validity bits and values (numbers little-endian int64; text lengths then UTF-8)
+    body = b"ruleengine-ratings-v1\n0\n"
+    body += b"seq\x00" + _canon_int([r["seq"] for r in ratings])
+    body += b"firm_id\x00" + _canon_text([r["firm_id"] for r in ratings])
+    body += b"year\x00" + _canon_int([r["year"] for r in ratings])
+    body += b"rating\x00" + _canon_text([r["rating"] for r in ratings])
+    body += b"status\x00" + _canon_text([r["status"] for r in ratings])
+    body += b"input_fp\x00" + _canon_int([r["input_fp"] for r in ratings])
+    block = hashlib.sha256(body).digest()
+    stored = raw_execute(ledger_url, "SELECT block, first_seq, n_rows, hash FROM ledger_blocks WHERE run_id = 1")
+    assert [tuple(x) for x in stored] == [(0, 0, 30, "sha256:" + block.hex())]
+    # ratings_root = SHA-256 of the block hashes in order
+    assert run1["ratings_root"] == "sha256:" + hashlib.sha256(block).hexdigest()
     # run_hash = SHA-256(prev_hash + "\n" + canonical JSON of the header); run 1 follows "genesis"
     header = {k: run1[k] for k in HEADER_FIELDS}
     canon = json.dumps(header, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
     assert run1["prev_hash"] == "genesis"
     assert run1["run_hash"] == "sha256:" + hashlib.sha256(b"genesis\n" + canon).hexdigest()
     assert led.run(2)["prev_hash"] == run1["run_hash"]
+    # the same firm-year rated from the same input row has the same input fingerprint in both runs
+    assert [r["input_fp"] for r in ratings] == [r["input_fp"] for r in led.ratings(2)]
+    assert len({r["input_fp"] for r in ratings}) == 30
 
 
 def test_a_correction_supersedes_with_a_reason(ledger_with_runs, tmp_path):
@@ -100,7 +119,8 @@ def test_sm3_chain(ledger_url, tmp_path):
     led = open_ledger(ledger_url)
     run = led.record("huzhou", data, ruleengine.rate("huzhou", data), hash_alg="sm3")
     assert run["hash_alg"] == "sm3" and run["run_hash"].startswith("sm3:")
-    assert run["input_hash"] == digest(led.blob(run["input_blob"]), "sm3")
+    assert run["input_blob"] == digest(led.blob(run["input_blob"]), "sm3")
+    assert run["input_hash"].startswith("sm3:") and run["input_hash"] != run["input_blob"]
     assert led.check().ok
     assert led.replay(1).identical
     led.dispose()
@@ -126,22 +146,26 @@ def test_an_edited_rating_is_named(ledger_with_runs, ledger_url):
     assert code == 1
     assert (
         f"first broken link: run 2: rating #7 (firm {r7['firm_id']}, year {r7['year']}, rating '{new}') "
-        "does not hash to its leaf (the row was edited)"
+        "does not match its fingerprint (the row was edited)"
     ) in text
 
 
-def test_an_edited_rating_with_its_leaf_recomputed_breaks_the_root(ledger_with_runs, ledger_url):
+def test_an_edited_rating_with_its_fingerprint_forged_breaks_the_block(ledger_with_runs, ledger_url):
+    """The fingerprint is not cryptographic: forge it, and the SHA-256 block hash still objects."""
+    from ruleengine.ledger.chain import _columns
+    from ruleengine.ledger.record import row_fingerprints
+
     led = ledger_with_runs[0]
-    r3 = led.ratings(1)[3]
-    new = "1" if r3["rating"] != "1" else "2"
-    leaf = hashlib.sha256(
-        f"3\x1e{r3['firm_id']}\x1e{r3['year']}\x1e{new}\x1e{r3['status']}\x1e".encode() + bytes(r3["input_digest"])
-    ).digest()
-    hexleaf = leaf.hex()
-    value = f"X'{hexleaf}'" if not ledger_url.startswith("postgresql") else f"'\\x{hexleaf}'::bytea"
-    bypass(ledger_url, f"UPDATE ledger_ratings SET rating = '{new}', leaf = {value} WHERE run_id = 1 AND seq = 3")
+    rows = led.ratings(1)
+    new = "1" if rows[3]["rating"] != "1" else "2"
+    rows[3]["rating"] = new
+    cols = _columns([(r["seq"], r["firm_id"], r["year"], r["rating"], r["status"], r["input_fp"]) for r in rows])
+    forged = row_fingerprints(cols).tolist()[3]
+    bypass(ledger_url, f"UPDATE ledger_ratings SET rating = '{new}', fp = {forged} WHERE run_id = 1 AND seq = 3")
     rep = led.check()
-    assert rep.first == "run 1: its ratings do not hash to the header's ratings_root (rows changed or re-hashed)"
+    assert rep.first == (
+        "run 1: ratings #0–#29 (block 0) do not hash to their block hash (rows or hashes were changed)"
+    )
 
 
 def test_an_edited_run_header_is_named(ledger_with_runs, ledger_url):
@@ -154,7 +178,7 @@ def test_an_edited_run_header_is_named(ledger_with_runs, ledger_url):
 def test_a_deleted_rating_and_a_deleted_run_are_named(ledger_with_runs, ledger_url):
     led = ledger_with_runs[0]
     bypass(ledger_url, "DELETE FROM ledger_ratings WHERE run_id = 2 AND seq = 4")
-    assert led.check().first == "run 2: rating #4 is missing (next is #5)"
+    assert led.check().first == "run 2: rating #4 is missing"
     bypass(ledger_url, "DELETE FROM ledger_ratings WHERE run_id = 1; DELETE FROM ledger_runs WHERE id = 1")
     rep = led.check()
     assert rep.first == "run 2: run 1 is missing from the chain (after run 0)"

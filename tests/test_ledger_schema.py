@@ -31,18 +31,20 @@ def test_migrations_upgrade_and_downgrade(ledger_url):
     assert db.current_revision(engine) is None
     db.upgrade(engine, "0001")
     assert db.current_revision(engine) == "0001"
-    assert {"ledger_blobs", "ledger_runs", "ledger_ratings", "ledger_alembic_version"} <= _tables(ledger_url)
+    assert {"ledger_blobs", "ledger_runs", "ledger_ratings", "ledger_blocks", "ledger_alembic_version"} <= _tables(
+        ledger_url
+    )
     assert _triggers(ledger_url) == set()
     db.upgrade(engine)
     assert db.current_revision(engine) == "0002"
-    # SQLite: one trigger per table and statement (3 × UPDATE/DELETE); PostgreSQL: a row trigger
-    # (UPDATE OR DELETE) and a TRUNCATE trigger per table
-    assert len(_triggers(ledger_url)) == 6
+    # SQLite: one trigger per table and statement (4 tables × UPDATE/DELETE); PostgreSQL: a row
+    # trigger (UPDATE OR DELETE) and a TRUNCATE trigger per table
+    assert len(_triggers(ledger_url)) == 8
     db.downgrade(engine, "0001")
     assert _triggers(ledger_url) == set()
     db.downgrade(engine, "base")
     assert db.current_revision(engine) is None
-    assert not ({"ledger_blobs", "ledger_runs", "ledger_ratings"} & _tables(ledger_url))
+    assert not ({"ledger_blobs", "ledger_runs", "ledger_ratings", "ledger_blocks"} & _tables(ledger_url))
     db.upgrade(engine)  # and up again from nothing
     assert db.current_revision(engine) == "0002"
     engine.dispose()
@@ -75,6 +77,8 @@ def one_run(ledger_url, tmp_path):
         "DELETE FROM ledger_runs",
         "UPDATE ledger_blobs SET kind = 'x'",
         "DELETE FROM ledger_blobs",
+        "UPDATE ledger_blocks SET hash = 'x'",
+        "DELETE FROM ledger_blocks",
     ],
 )
 def test_the_database_refuses_update_and_delete(one_run, ledger_url, sql):

@@ -3,10 +3,9 @@
 * Hashes are written ``<alg>:<hex>``; ``alg`` is ``sha256`` (default) or ``sm3`` (GB/T 32905, via
   the ``cryptography`` package's OpenSSL build).
 * Canonical JSON: keys sorted, no spaces, UTF-8, ``NaN`` as the JSON extension Python writes.
-* Canonical input rows: the columns the rulebook declares as inputs that the data has, in the
-  rulebook's order, each value as text (numbers in shortest round-trip form as Arrow casts them,
-  missing values as empty text), written as CSV with a header by Arrow. One row's canonical bytes
-  are its values joined by U+001F. The batch's ``input_hash`` is the hash of the CSV.
+* Canonical input: the columns the rulebook declares as inputs that the data has, in the
+  rulebook's order, as the engine reads them; ``input_hash`` is the hash of their canonical bytes
+  (see :func:`input_hash`); the rows are stored as Parquet.
 * Results digest: the hash of the results as an Arrow IPC stream (``Results.to_arrow()`` in
   chunks): the same columns, types and values give the same bytes.
 """
@@ -59,15 +58,14 @@ def canonical_json(value: Any) -> bytes:
 # --- input rows -------------------------------------------------------------------------------
 
 
-def canonical_input(plan: Any, data: Any) -> tuple[bytes, list[bytes], list[str]]:
-    """(canonical CSV bytes, one canonical byte string per row, the columns kept) of ``data`` as the
-    engine reads it for ``plan``. Uses the engine's reader (``ruleengine.data.read_any``) so every
-    format the engine takes (CSV, JSON, JSON Lines, Parquet, records, columns, Arrow) is covered."""
+def input_table(plan: Any, data: Any) -> Any:
+    """The data's columns that ``plan`` declares as inputs, in the rulebook's order, as the engine
+    reads them (``ruleengine.data.read_any``: CSV, JSON, JSON Lines, Parquet, records, columns,
+    Arrow), each made plain (:func:`fingerprint.plain`). Other columns are left out."""
     import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.csv as pacsv
 
     from .. import data as _data
+    from .fingerprint import plain
 
     text_cols = [n for n, s in plan.inputs.items() if s.type in ("string", "category")]
     raw = _data.read_any(data, text_cols, only=list(plan.inputs))
@@ -77,23 +75,43 @@ def canonical_input(plan: Any, data: Any) -> tuple[bytes, list[bytes], list[str]
         col = raw.columns[n]
         if not isinstance(col, pa.ChunkedArray | pa.Array):
             col = pa.array(col.tolist() if hasattr(col, "tolist") else list(col), from_pandas=True)
-        if isinstance(col, pa.ChunkedArray):
-            col = col.combine_chunks()
-        if pa.types.is_dictionary(col.type):
-            col = col.dictionary_decode()
-        if not pa.types.is_string(col.type) and not pa.types.is_large_string(col.type):
-            col = pc.cast(col, pa.string())
-        arrays.append(pc.fill_null(col, ""))
-    table = pa.table(arrays, names=names) if names else pa.table({})
+        arrays.append(plain(col))
+    if not names:
+        return pa.table({"__rows__": pa.nulls(raw.n, pa.int64())})
+    return pa.table(arrays, names=names)
+
+
+def input_hash(table: Any, alg: str = "sha256") -> str:
+    """Hash of the canonical bytes of the input table: for each column its name, type, validity
+    bits and values (:func:`fingerprint.column_bytes`). The same values give the same hash
+    whichever file format they came from (as long as the engine reads them as the same types)."""
+    from .fingerprint import column_bytes
+
+    h = hasher(alg)()
+    h.update(b"ruleengine-input-v1\n%d\n" % table.num_rows)
+    for name, col in zip(table.column_names, table.columns, strict=True):
+        h.update(name.encode() + b"\x00")
+        for part in column_bytes(col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()):
+            h.update(part)
+    return f"{alg}:{h.digest().hex()}"
+
+
+def input_fingerprints(table: Any) -> Any:
+    """Per-row 64-bit fingerprint of each firm-year's input row (int64 array)."""
+    from .fingerprint import column_hash, combine
+
+    cols = [c.chunk(0) if c.num_chunks == 1 else c.combine_chunks() for c in table.columns]
+    return combine([column_hash(c) for c in cols], table.num_rows)
+
+
+def parquet_bytes(table: Any) -> bytes:
+    """The input table as Parquet (zstd): what is stored, and what replay rates."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     sink = pa.BufferOutputStream()
-    pacsv.write_csv(table, sink, pacsv.WriteOptions(include_header=True, quoting_style="needed"))
-    csv_bytes = sink.getvalue().to_pybytes()
-    if names:
-        joined = pc.binary_join_element_wise(*arrays, "\x1f") if len(arrays) > 1 else arrays[0]
-        rows = [s.encode("utf-8") for s in joined.to_pylist()]
-    else:
-        rows = [b""] * raw.n
-    return csv_bytes, rows, names
+    pq.write_table(table, sink, compression="zstd", compression_level=1, store_schema=False)
+    return bytes(sink.getvalue().to_pybytes())
 
 
 # --- results ------------------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """``ledger check``: walk the chain and name the first broken link.
 
 Links, in chain order: each run's ``prev_hash`` must be the previous run's ``run_hash`` (run ids
-1, 2, 3 … without a gap); its ``run_hash`` must be the hash of its header; each of its ratings
-must hash to its stored ``leaf`` (seq 0, 1, 2 … without a gap, ``n_ratings`` of them), and the
-leaves together to the header's ``ratings_root``. Every blob must hash to its digest, and every
+1, 2, 3 … without a gap); its ``run_hash`` must be the hash of its header; its ratings (seq 0, 1,
+2 … without a gap, ``n_ratings`` of them) must match their row fingerprints (names the edited row)
+and hash, block by block, to the stored block hashes, which hash to the header's
+``ratings_root``. Every blob must hash to its digest, and every
 digest a run names must be there.
 """
 
@@ -32,13 +33,6 @@ class CheckReport:
     @property
     def first(self) -> str | None:
         return self.problems[0] if self.problems else None
-
-
-def leaf_of(alg_hash: Any, seq: int, firm: str, year: int | None, rating: str, status: str, idig: bytes) -> bytes:
-    return alg_hash(
-        b"%d\x1e%s\x1e%s\x1e%s\x1e%s\x1e%s"
-        % (seq, firm.encode(), b"" if year is None else b"%d" % year, rating.encode(), status.encode(), bytes(idig))
-    ).digest()
 
 
 def check(engine: Any, limit: int = 20) -> CheckReport:
@@ -109,11 +103,33 @@ def check(engine: Any, limit: int = 20) -> CheckReport:
     return rep
 
 
+def _columns(chunk: list[Any]) -> dict[str, Any]:
+    import pyarrow as pa
+
+    seq, firm, year, rating, status, ifp = (list(x) for x in zip(*chunk, strict=True)) if chunk else ([],) * 6
+    return {
+        "seq": pa.array(seq, pa.int64()),
+        "firm_id": pa.array(firm, pa.string()),
+        "year": pa.array(year, pa.int64()),
+        "rating": pa.array(rating, pa.string()),
+        "status": pa.array(status, pa.string()),
+        "input_fp": pa.array(ifp, pa.int64()),
+    }
+
+
 def _check_ratings(conn: Any, r: dict[str, Any], rep: CheckReport) -> None:
     import sqlalchemy as sa
 
+    from .record import BLOCK_ROWS, block_hashes, row_fingerprints
+
     rid = r["id"]
-    h = C.hasher(r["hash_alg"]) if r["hash_alg"] in C.ALGORITHMS else C.hasher("sha256")
+    alg = r["hash_alg"] if r["hash_alg"] in C.ALGORITHMS else "sha256"
+    h = C.hasher(alg)
+    stored_blocks = conn.execute(
+        sa.select(S.blocks.c.block, S.blocks.c.first_seq, S.blocks.c.n_rows, S.blocks.c.hash)
+        .where(S.blocks.c.run_id == rid)
+        .order_by(S.blocks.c.block)
+    ).all()
     q = (
         sa.select(
             S.ratings.c.seq,
@@ -121,34 +137,54 @@ def _check_ratings(conn: Any, r: dict[str, Any], rep: CheckReport) -> None:
             S.ratings.c.year,
             S.ratings.c.rating,
             S.ratings.c.status,
-            S.ratings.c.input_digest,
-            S.ratings.c.leaf,
+            S.ratings.c.input_fp,
+            S.ratings.c.fp,
         )
         .where(S.ratings.c.run_id == rid)
         .order_by(S.ratings.c.seq)
     )
+    result = conn.execution_options(stream_results=True, yield_per=BLOCK_ROWS).execute(q)
     root = h()
     expected = 0
+    block = 0
     first_bad: str | None = None
-    for seq, firm, year, rating, status, idig, leaf in conn.execution_options(
-        stream_results=True, yield_per=50_000
-    ).execute(q):
-        if seq != expected and first_bad is None:
-            first_bad = f"run {rid}: rating #{expected} is missing (next is #{seq})"
-        expected = seq + 1
-        mine = leaf_of(h, seq, firm, year, rating, status, idig)
-        if mine != bytes(leaf) and first_bad is None:
-            first_bad = (
-                f"run {rid}: rating #{seq} (firm {firm}, year {year}, rating {rating!r}) does not hash to its leaf "
-                "(the row was edited)"
-            )
-        root.update(mine)
-        rep.ratings += 1
+    while True:
+        chunk = result.fetchmany(BLOCK_ROWS)
+        if not chunk:
+            break
+        rep.ratings += len(chunk)
+        seqs = [c[0] for c in chunk]
+        if first_bad is None and seqs != list(range(expected, expected + len(chunk))):
+            missing = next(e for e, s in zip(range(expected, expected + len(chunk)), seqs, strict=True) if e != s)
+            first_bad = f"run {rid}: rating #{missing} is missing"
+        expected += len(chunk)
+        cols = _columns([c[:6] for c in chunk])
+        fps = row_fingerprints(cols)
+        if first_bad is None:
+            stored_fp = [c[6] for c in chunk]
+            bad = [i for i, (a, b) in enumerate(zip(fps.tolist(), stored_fp, strict=True)) if a != b]
+            if bad:
+                c = chunk[bad[0]]
+                first_bad = (
+                    f"run {rid}: rating #{c[0]} (firm {c[1]}, year {c[2]}, rating {c[3]!r}) does not match its "
+                    "fingerprint (the row was edited)"
+                )
+        mine = block_hashes(cols, alg, start_block=block)[0]
+        if first_bad is None:
+            if block >= len(stored_blocks) or stored_blocks[block][3] != mine:
+                first_bad = (
+                    f"run {rid}: ratings #{seqs[0]}–#{seqs[-1]} (block {block}) do not hash to their block hash "
+                    "(rows or hashes were changed)"
+                )
+        root.update(bytes.fromhex(mine.split(":", 1)[1]))
+        block += 1
     if first_bad:
         rep.problems.append(first_bad)
     elif expected != r["n_ratings"]:
         rep.problems.append(f"run {rid}: {expected} ratings stored, the run header says {r['n_ratings']}")
-    elif f"{r['hash_alg']}:{root.digest().hex()}" != r["ratings_root"]:
+    elif len(stored_blocks) != block:
+        rep.problems.append(f"run {rid}: {len(stored_blocks)} block hashes stored for {block} blocks of ratings")
+    elif f"{alg}:{root.digest().hex()}" != r["ratings_root"]:
         rep.problems.append(
             f"run {rid}: its ratings do not hash to the header's ratings_root (rows changed or re-hashed)"
         )

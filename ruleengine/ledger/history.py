@@ -1,7 +1,7 @@
 """``ledger history FIRM``: a firm's ratings over years and method versions, with why each changed.
 
 For each firm-year, every run that rated it is compared with the previous run that rated the same
-firm-year: the firm's own input row (``input_digest``), the rulebook (``rulebook_hash``, shown as
+firm-year: the firm's own input row (``input_fp``), the rulebook (``rulebook_hash``, shown as
 id and version), the benchmark tables (``benchmarks_hash``) and the engine version. A rating that
 changed is put down to whichever of those changed (data, method, benchmarks, engine); a rating
 that changed with none of them changed is reported as unexplained (it cannot happen unless the
@@ -27,7 +27,7 @@ def history(engine: Any, firm_id: str) -> list[dict[str, Any]]:
             r.c.run_id,
             r.c.rating,
             r.c.status,
-            r.c.input_digest,
+            r.c.input_fp,
             u.c.created_at,
             u.c.rulebook_id,
             u.c.rulebook_version,
@@ -53,7 +53,6 @@ def history(engine: Any, firm_id: str) -> list[dict[str, Any]]:
         superseded.setdefault(old, new)
     last: dict[Any, dict[str, Any]] = {}
     for x in rows:
-        x["input_digest"] = bytes(x["input_digest"]).hex()
         x["superseded_by"] = superseded.get(x["run_id"])
         prev = last.get(x["year"])
         x["previous_run"] = prev["run_id"] if prev else None
@@ -75,7 +74,7 @@ def _why(prev: dict[str, Any] | None, x: dict[str, Any]) -> list[str]:
             )
         why.append(f"data and benchmarks not comparable (digests by {prev['hash_alg']} and {x['hash_alg']})")
         return why
-    if prev["input_digest"] != x["input_digest"]:
+    if prev["input_fp"] != x["input_fp"]:
         why.append("data: the firm's input row changed")
     if prev["rulebook_hash"] != x["rulebook_hash"]:
         why.append(

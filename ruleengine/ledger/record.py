@@ -34,7 +34,7 @@ class Prepared:
 
     header: dict[str, Any]
     blobs: dict[str, tuple[str, bytes]]  # digest -> (kind, uncompressed bytes)
-    rows: list[tuple[Any, ...]]  # (seq, firm_id, year, rating, status, input_digest, leaf)
+    rows: RatingRows
 
 
 def rulebook_files(book: str | Path, plan: Any) -> tuple[str, dict[str, bytes]]:
@@ -109,40 +109,20 @@ def prepare(
     manifest = {"main": main, "files": {rel: put("rulebook-file", b) for rel, b in sorted(files.items())}}
     manifest_digest = put("rulebook-manifest", C.canonical_json(manifest))
 
-    csv_bytes, row_bytes, _cols = C.canonical_input(plan, data)
-    input_hash = C.digest(csv_bytes, alg)
-    input_blob = put("input-rows", csv_bytes) if store_rows else None
-    if len(row_bytes) != len(results):
-        raise LedgerError(f"the results have {len(results)} rows but the data has {len(row_bytes)}: rate this data")
-
+    table = C.input_table(plan, data)
+    input_hash = C.input_hash(table, alg)
+    input_blob = put("input-rows", C.parquet_bytes(table)) if store_rows else None
+    if table.num_rows != len(results):
+        raise LedgerError(f"the results have {len(results)} rows but the data has {table.num_rows}: rate this data")
     tables = C.tables_json(results.tables)
     tables_digest = put("benchmarks", tables)
-
     n = len(results)
-    firms = results["firm_id"].tolist()
-    years: list[int | None] = [None if y != y else int(y) for y in results["year"].tolist()]  # NaN: no year
-    ratings_col = results["rating"].tolist() if "rating" in results.names else results[plan.primary].tolist()
-    status = results["status"].tolist()
-    rows: list[tuple[Any, ...]] = []
-    leaves: list[bytes] = []
-    append_row, append_leaf = rows.append, leaves.append
-    for seq in range(n):
-        idig = h(row_bytes[seq]).digest()
-        year = years[seq]
-        leaf = h(
-            b"%d\x1e%s\x1e%s\x1e%s\x1e%s\x1e%s"
-            % (
-                seq,
-                str(firms[seq]).encode(),
-                b"" if year is None else b"%d" % year,
-                str(ratings_col[seq]).encode(),
-                str(status[seq]).encode(),
-                idig,
-            )
-        ).digest()
-        append_row((seq, str(firms[seq]), years[seq], str(ratings_col[seq]), str(status[seq]), idig, leaf))
-        append_leaf(leaf)
-    ratings_root = f"{alg}:{h(b''.join(leaves)).digest().hex()}"
+    cols = rating_columns(results, plan, C.input_fingerprints(table))
+    del table
+    fps = row_fingerprints(cols)
+    blocks = block_hashes(cols, alg)
+    ratings_root = f"{alg}:{h(b''.join(bytes.fromhex(b.split(':', 1)[1]) for b in blocks)).digest().hex()}"
+    rows = RatingRows(cols, fps, blocks)
 
     from .. import __version__
 
@@ -234,23 +214,130 @@ def decompress(encoding: str, data: bytes, size: int) -> bytes:
     return pa.Codec("zstd").decompress(bytes(data), decompressed_size=size, asbytes=True)
 
 
-COLUMNS = "run_id, seq, firm_id, year, rating, status, input_digest, leaf"
+COLUMNS = ("run_id", "seq", "firm_id", "year", "rating", "status", "input_fp", "fp")
+BLOCK_ROWS = 4096  # ratings hashed together (SHA-256/SM3) as one link of the chain
 
 
-def _insert_ratings(conn: Any, run_id: int, rows: list[tuple[Any, ...]]) -> None:
-    """Bulk insert through the driver's fast path: executemany on SQLite, COPY on PostgreSQL."""
+@dataclass
+class RatingRows:
+    """A run's ratings as columns (Arrow arrays), their row fingerprints and block hashes."""
+
+    cols: dict[str, Any]
+    fps: Any  # int64 per row
+    blocks: list[str]
+
+
+def rating_columns(results: Any, plan: Any, input_fp: Any) -> dict[str, Any]:
+    import numpy as np
+    import pyarrow as pa
+
+    from .fingerprint import plain
+
+    n = len(results)
+
+    def text(name: str) -> Any:
+        enc = results.columns.encoded(name)
+        if enc is not None:  # codes into labels: build the Arrow array without Python strings
+            codes, labels = enc
+            labels = labels.to_pylist() if hasattr(labels, "to_pylist") else list(labels)
+            idx = pa.array(np.where(codes < 0, len(labels), codes).astype(np.int32))
+            return plain(pa.DictionaryArray.from_arrays(idx, pa.array([*labels, ""], pa.string())))
+        return plain(pa.array(results[name], pa.string()))
+
+    year = np.asarray(results["year"], dtype=np.float64)
+    rating = "rating" if "rating" in results.names else plan.primary
+    return {
+        "seq": pa.array(np.arange(n, dtype=np.int64)),
+        "firm_id": text("firm_id"),
+        "year": pa.array(np.nan_to_num(year, nan=0).astype(np.int64), mask=np.isnan(year)),
+        "rating": text(rating),
+        "status": text("status"),
+        "input_fp": pa.array(np.asarray(input_fp, dtype=np.int64)),
+    }
+
+
+def row_fingerprints(cols: dict[str, Any]) -> Any:
+    from .fingerprint import column_hash, combine
+
+    return combine([column_hash(c) for c in cols.values()], len(cols["seq"]))
+
+
+def block_hashes(cols: dict[str, Any], alg: str, start_block: int = 0) -> list[str]:
+    """Hash of each block of BLOCK_ROWS ratings: the canonical bytes of every rating field."""
+    from .fingerprint import column_bytes
+
+    h = C.hasher(alg)
+    n = len(cols["seq"])
+    out = []
+    for a in range(0, n, BLOCK_ROWS):
+        m = h()
+        m.update(b"ruleengine-ratings-v1\n%d\n" % (start_block + a // BLOCK_ROWS))
+        for name, arr in cols.items():
+            m.update(name.encode() + b"\x00")
+            for part in column_bytes(arr.slice(a, BLOCK_ROWS)):
+                m.update(part)
+        out.append(f"{alg}:{m.digest().hex()}")
+    return out
+
+
+def _insert_ratings(conn: Any, run_id: int, rows: RatingRows) -> None:
+    """Bulk insert through the driver's fast path: executemany on SQLite, COPY (CSV written by
+    Arrow) on PostgreSQL."""
+    import itertools
+
+    import pyarrow as pa
+
+    c = rows.cols
+    n = len(c["seq"])
     raw = conn.connection.dbapi_connection
+    blocks = [(run_id, i, i * BLOCK_ROWS, min(BLOCK_ROWS, n - i * BLOCK_ROWS), b) for i, b in enumerate(rows.blocks)]
     if conn.dialect.name == "postgresql":
-        with raw.cursor() as cur, cur.copy(f"COPY ledger_ratings ({COLUMNS}) FROM STDIN") as copy:
-            write = copy.write_row
-            for r in rows:
-                write((run_id, *r))
+        import pyarrow.csv as pacsv
+
+        table = pa.table(
+            {
+                "run_id": pa.array(itertools.repeat(run_id, n), pa.int64()) if n else pa.array([], pa.int64()),
+                "seq": c["seq"],
+                "firm_id": c["firm_id"],
+                "year": c["year"],
+                "rating": c["rating"],
+                "status": c["status"],
+                "input_fp": c["input_fp"],
+                "fp": pa.array(rows.fps),
+            }
+        )
+        with raw.cursor() as cur:
+            with cur.copy(f"COPY ledger_ratings ({', '.join(COLUMNS)}) FROM STDIN WITH (FORMAT csv)") as copy:
+                for start in range(0, n, 262_144):
+                    sink = pa.BufferOutputStream()
+                    pacsv.write_csv(
+                        table.slice(start, 262_144),
+                        sink,
+                        pacsv.WriteOptions(include_header=False, quoting_style="needed"),
+                    )
+                    copy.write(sink.getvalue())
+            cur.executemany(
+                "INSERT INTO ledger_blocks (run_id, block, first_seq, n_rows, hash) VALUES (%s, %s, %s, %s, %s)", blocks
+            )
     else:
         cur = raw.cursor()
         try:
             cur.executemany(
-                f"INSERT INTO ledger_ratings ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                ((run_id, *r) for r in rows),
+                f"INSERT INTO ledger_ratings ({', '.join(COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                zip(
+                    itertools.repeat(run_id, n),
+                    range(n),
+                    c["firm_id"].to_pylist(),
+                    c["year"].to_pylist(),
+                    c["rating"].to_pylist(),
+                    c["status"].to_pylist(),
+                    c["input_fp"].to_numpy().tolist(),
+                    rows.fps.tolist(),
+                    strict=True,
+                ),
+            )
+            cur.executemany(
+                "INSERT INTO ledger_blocks (run_id, block, first_seq, n_rows, hash) VALUES (?, ?, ?, ?, ?)", blocks
             )
         finally:
             cur.close()

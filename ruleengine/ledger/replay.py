@@ -70,24 +70,25 @@ def materials(ledger: Any, run_id: int, data: Any = None) -> Iterator[Materials]
         if used and used != stored:
             raise LedgerError(f"run {run_id}: the rebuilt rulebook imported files that are not the stored ones")
         alg = run["hash_alg"]
-        path = folder / "input.csv"
+        path = folder / "input.parquet"
         if type(data).__name__ == "_NoData":  # the rulebook only (history's method edits)
             yield Materials(run, plan, path, {}, folder, plan_path)
             return
         if run["input_blob"]:
-            csv_bytes = ledger.blob(run["input_blob"])
+            stored = ledger.blob(run["input_blob"])
         elif data is not None:
-            csv_bytes, _rows, _ = C.canonical_input(plan, data)
-            if C.digest(csv_bytes, alg) != run["input_hash"]:
+            table = C.input_table(plan, data)
+            if C.input_hash(table, alg) != run["input_hash"]:
                 raise LedgerError(
                     f"run {run_id}: the data given is not the data rated (its canonical hash "
-                    f"{C.digest(csv_bytes, alg)} differs from {run['input_hash']})"
+                    f"{C.input_hash(table, alg)} differs from {run['input_hash']})"
                 )
+            stored = C.parquet_bytes(table)
         else:
             raise LedgerError(
                 f"run {run_id} was recorded without its input rows (--no-store-rows): give the data with --data FILE"
             )
-        path.write_bytes(csv_bytes)
+        path.write_bytes(stored)
         tables = C.tables_from_json(ledger.blob(run["benchmarks_blob"]))
         yield Materials(run, plan, path, tables, folder, plan_path)
 
@@ -105,7 +106,6 @@ def rerate(m: Materials) -> Any:
 
 def replay(ledger: Any, run_id: int, data: Any = None) -> ReplayReport:
     from .. import __version__
-    from .chain import leaf_of
 
     with materials(ledger, run_id, data) as m:
         run = m.run
@@ -118,17 +118,17 @@ def replay(ledger: Any, run_id: int, data: Any = None) -> ReplayReport:
             return rep
         if C.tables_json(res.tables) != ledger.blob(run["benchmarks_blob"]):
             rep.differences.append("benchmark tables differ")
+        table = C.input_table(m.plan, m.data)
+        if C.input_hash(table, run["hash_alg"]) != run["input_hash"]:
+            rep.differences.append("the stored input rows do not hash to the run's input_hash")
         if rep.results_hash != rep.replayed_hash:
             # name the first firm-year whose rating differs
-            h = C.hasher(run["hash_alg"])
-            _csv, rows, _ = C.canonical_input(m.plan, m.data)
-            stored = ledger.ratings(run_id)
-            for i, s in enumerate(stored):
-                idig = h(rows[i]).digest()
-                year = res["year"][i]
-                y = None if year != year else int(year)
-                mine = leaf_of(h, i, str(res["firm_id"][i]), y, str(res["rating"][i]), str(res["status"][i]), idig)
-                if mine != bytes(s["leaf"]):
+            from .record import rating_columns, row_fingerprints
+
+            fps = row_fingerprints(rating_columns(res, m.plan, C.input_fingerprints(table))).tolist()
+            for s in ledger.ratings(run_id):
+                if fps[s["seq"]] != s["fp"]:
+                    i = s["seq"]
                     rep.differences.append(
                         f"rating #{i} (firm {s['firm_id']}, year {s['year']}): recorded {s['rating']!r}, "
                         f"replayed {res['rating'][i]!r}"

@@ -1,6 +1,6 @@
 """The ledger's tables as SQLAlchemy Core metadata (the migrations in ``migrations/`` create them).
 
-Three tables, all append-only (database triggers refuse UPDATE and DELETE, see migration 0002):
+Four tables, all append-only (database triggers refuse UPDATE and DELETE, see migration 0002):
 
 ``ledger_blobs``
     Content-addressed bytes: ``digest`` (``sha256:<hex>`` or ``sm3:<hex>`` of the uncompressed
@@ -11,8 +11,12 @@ Three tables, all append-only (database triggers refuse UPDATE and DELETE, see m
     canonical JSON together with ``prev_hash``, give ``run_hash``; the next run's ``prev_hash`` is
     this ``run_hash``. ``ratings_root`` is the hash of the run's rating leaves in row order.
 ``ledger_ratings``
-    One row per firm-year rated: firm, year, primary rating, status, the digest of the firm-year's
-    canonical input row (``input_digest``) and ``leaf`` = hash of those fields.
+    One row per firm-year rated: ``seq`` (row in the run), firm, year, primary rating, status,
+    ``input_fp`` (64-bit fingerprint of the firm-year's input row) and ``fp`` (64-bit fingerprint
+    of all those fields). Fingerprints are not cryptographic: they say which row changed.
+``ledger_blocks``
+    The ratings of a run in blocks of 4096 rows, each with the SHA-256/SM3 ``hash`` of the block's
+    canonical bytes; the run header's ``ratings_root`` is the hash of the block hashes.
 """
 
 from __future__ import annotations
@@ -70,10 +74,20 @@ ratings = sa.Table(
     sa.Column("year", sa.Integer, nullable=True),
     sa.Column("rating", sa.String(80), nullable=False),
     sa.Column("status", sa.String(40), nullable=False),
-    sa.Column("input_digest", sa.LargeBinary, nullable=False),
-    sa.Column("leaf", sa.LargeBinary, nullable=False),
+    sa.Column("input_fp", sa.BigInteger, nullable=False),
+    sa.Column("fp", sa.BigInteger, nullable=False),
 )
 sa.Index("ix_ledger_ratings_firm", ratings.c.firm_id, ratings.c.year)
+
+blocks = sa.Table(
+    "ledger_blocks",
+    metadata,
+    sa.Column("run_id", sa.Integer, sa.ForeignKey("ledger_runs.id"), primary_key=True),
+    sa.Column("block", sa.Integer, primary_key=True),
+    sa.Column("first_seq", sa.Integer, nullable=False),
+    sa.Column("n_rows", sa.Integer, nullable=False),
+    sa.Column("hash", sa.String(80), nullable=False),
+)
 
 # Header fields of a run, in the order they are hashed (``run_hash`` covers all of them).
 HEADER_FIELDS = (

@@ -1,4 +1,5 @@
-"""The ledger's tables: content-addressed blobs, runs (the hash chain) and ratings.
+"""The ledger's tables: content-addressed blobs, runs (the hash chain), ratings and
+rating blocks (their hashes).
 
 Revision ID: 0001
 Revises:
@@ -60,13 +61,22 @@ def upgrade() -> None:
         sa.Column("year", sa.Integer, nullable=True),
         sa.Column("rating", sa.String(80), nullable=False),
         sa.Column("status", sa.String(40), nullable=False),
-        sa.Column("input_digest", sa.LargeBinary, nullable=False),
-        sa.Column("leaf", sa.LargeBinary, nullable=False),
+        sa.Column("input_fp", sa.BigInteger, nullable=False),
+        sa.Column("fp", sa.BigInteger, nullable=False),
     )
     op.create_index("ix_ledger_ratings_firm", "ledger_ratings", ["firm_id", "year"])
+    op.create_table(
+        "ledger_blocks",
+        sa.Column("run_id", sa.Integer, sa.ForeignKey("ledger_runs.id"), primary_key=True),
+        sa.Column("block", sa.Integer, primary_key=True),
+        sa.Column("first_seq", sa.Integer, nullable=False),
+        sa.Column("n_rows", sa.Integer, nullable=False),
+        sa.Column("hash", sa.String(80), nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("ledger_blocks")
     op.drop_index("ix_ledger_ratings_firm", table_name="ledger_ratings")
     op.drop_table("ledger_ratings")
     op.drop_table("ledger_runs")

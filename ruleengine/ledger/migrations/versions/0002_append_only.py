@@ -15,7 +15,7 @@ down_revision = "0001"
 branch_labels = None
 depends_on = None
 
-TABLES = ("ledger_blobs", "ledger_runs", "ledger_ratings")
+TABLES = ("ledger_blobs", "ledger_runs", "ledger_ratings", "ledger_blocks")
 
 
 def upgrade() -> None:
