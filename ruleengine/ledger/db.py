@@ -77,8 +77,8 @@ def create_engine(url: str | Path) -> Any:
             mode = conn.get_execution_options().get("ledger_begin", "DEFERRED")
             conn.exec_driver_sql(f"BEGIN {mode}")
 
-    else:
-        engine = sa.create_engine(norm, poolclass=sa.pool.NullPool)
+    else:  # a small pool: a Ledger object reuses its server connection (history in milliseconds)
+        engine = sa.create_engine(norm, pool_size=2, max_overflow=2)
     return engine
 
 

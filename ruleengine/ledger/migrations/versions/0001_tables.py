@@ -55,9 +55,9 @@ def upgrade() -> None:
     )
     op.create_table(
         "ledger_ratings",
-        sa.Column("run_id", sa.Integer, sa.ForeignKey("ledger_runs.id"), primary_key=True),
+        sa.Column("run_id", sa.Integer, primary_key=True),
         sa.Column("seq", sa.Integer, primary_key=True),
-        sa.Column("firm_id", sa.String(200), nullable=False),
+        sa.Column("firm_id", sa.String(200).with_variant(sa.String(200, collation="C"), "postgresql"), nullable=False),
         sa.Column("year", sa.Integer, nullable=True),
         sa.Column("rating", sa.String(80), nullable=False),
         sa.Column("status", sa.String(40), nullable=False),
@@ -67,7 +67,7 @@ def upgrade() -> None:
     op.create_index("ix_ledger_ratings_firm", "ledger_ratings", ["firm_id", "year"])
     op.create_table(
         "ledger_blocks",
-        sa.Column("run_id", sa.Integer, sa.ForeignKey("ledger_runs.id"), primary_key=True),
+        sa.Column("run_id", sa.Integer, primary_key=True),
         sa.Column("block", sa.Integer, primary_key=True),
         sa.Column("first_seq", sa.Integer, nullable=False),
         sa.Column("n_rows", sa.Integer, nullable=False),
