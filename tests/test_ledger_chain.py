@@ -9,6 +9,7 @@ import hashlib
 import json
 import struct
 
+import ledger_required  # noqa: F401  (skips without the ledger extra)
 import pytest
 from click.testing import CliRunner
 from ledger_pg import bypass, make_sample, raw_execute

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import ledger_required  # noqa: F401  (skips without the ledger extra)
 from click.testing import CliRunner
 from ledger_pg import make_sample
 

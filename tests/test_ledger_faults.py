@@ -12,6 +12,7 @@ import sys
 import textwrap
 import time
 
+import ledger_required  # noqa: F401  (skips without the ledger extra)
 import pytest
 from ledger_pg import make_sample, raw_execute
 

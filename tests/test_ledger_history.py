@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 
+import ledger_required  # noqa: F401  (skips without the ledger extra)
 import numpy as np
 import pytest
 from click.testing import CliRunner

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 
+import ledger_required  # noqa: F401  (skips without the ledger extra)
 import pytest
 from click.testing import CliRunner
 from ledger_pg import bypass, make_sample

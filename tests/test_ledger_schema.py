@@ -3,6 +3,7 @@ downgrade, append-only enforced by the database, content-addressed blobs."""
 
 from __future__ import annotations
 
+import ledger_required  # noqa: F401  (skips without the ledger extra)
 import pytest
 from ledger_pg import make_sample, raw_execute
 

@@ -3,6 +3,7 @@ or stored; `ruleengine ledger verify RUN --public-key` checks signature, digests
 
 from __future__ import annotations
 
+import ledger_required  # noqa: F401  (skips without the ledger extra)
 import pytest
 from click.testing import CliRunner
 from ledger_pg import bypass, make_sample
