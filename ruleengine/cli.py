@@ -557,6 +557,20 @@ def ledger_verify(ctx: click.Context, run: int, public_key: str, replay: bool) -
     print_verify(_open_ledger(ctx), run, public_key, replay)
 
 
+@ledger.command("explain")
+@click.argument("run", type=int)
+@click.option("--firm", required=True, help="firm_id of the firm to explain.")
+@click.option("--year", type=int, help="Reporting year (default: the firm's latest).")
+@click.option("--data", type=click.Path(dir_okay=False), help="The input, for a run recorded with --no-store-rows.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True)
+@click.pass_context
+def ledger_explain(ctx: click.Context, run: int, firm: str, year: int | None, data: str | None, fmt: str) -> None:
+    """The audit trail of a firm's rating as recorded in RUN (rebuilt from the stored materials)."""
+    from .ledger.cli import print_explain
+
+    print_explain(_open_ledger(ctx), run, firm, year, fmt, data)
+
+
 @ledger.command("export")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write JSON Lines here (default: stdout).")
 @click.option("--run", "run_id", type=int, help="Only this run.")

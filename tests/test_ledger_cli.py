@@ -117,3 +117,25 @@ def test_real_process_and_env_var(tmp_path):
         env={**__import__("os").environ, "RULEENGINE_LEDGER": url},
     )
     assert out.returncode == 0 and "ledger intact: 1 runs, 8 ratings" in out.stdout
+
+
+def test_explain_a_rating_from_the_ledger(tmp_path):
+    """The trace of a recorded rating comes from the stored rulebook and rows, not today's files."""
+    data = make_sample(tmp_path / "firms.csv", firms=8)
+    url = str(tmp_path / "l.db")
+    runner = CliRunner()
+    assert runner.invoke(main, ["rate", "huzhou", str(data), "--ledger", url]).exit_code == 0
+    firm = open_ledger(url).ratings(1)[0]["firm_id"]
+    direct = runner.invoke(main, ["explain", "huzhou", str(data), "--firm", firm, "--year", "2022", "--format", "json"])
+    data.write_text("firm_id,year\n", encoding="utf-8")  # the file on disk is gone
+    out = runner.invoke(
+        main, ["ledger", "-l", url, "explain", "1", "--firm", firm, "--year", "2022", "--format", "json"]
+    )
+    assert out.exit_code == 0, out.output
+    got, want = json.loads(out.output), json.loads(direct.output)
+    # every value and decision the same (file paths in the details differ: the replay's temp folder)
+    assert [(n["name"], n["value"]) for n in got["nodes"]] == [(n["name"], n["value"]) for n in want["nodes"]]
+    assert len(got["nodes"]) > 40
+    assert json.dumps(got["decisions"]) == json.dumps(want["decisions"])
+    out = runner.invoke(main, ["ledger", "-l", url, "explain", "1", "--firm", firm, "--year", "2022"])
+    assert out.exit_code == 0 and out.output.startswith("run 1 (")

@@ -299,3 +299,33 @@ def export(led: Any, output: str | None, run_id: int | None, blobs: bool) -> Non
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
     return {k: (bytes(v).hex() if isinstance(v, bytes | memoryview) else v) for k, v in d.items()}
+
+
+def print_explain(led: Any, run_id: int, firm: str, year: int | None, fmt: str, data: str | None) -> None:
+    """The audit trail of one firm-year as rated in RUN: re-rated from the stored materials
+    (replay), so the trace is the one the run produced, whatever the files on disk say today."""
+    import ruleengine
+
+    from .replay import materials, rerate
+
+    with materials(led, run_id, data) as m:
+        res = rerate(m)
+        trace = ruleengine.explain(m.plan, m.data, firm_id=firm, year=year, results=res)
+    if fmt == "json":
+        sys.stdout.write(trace.to_json())
+        return
+    from rich.console import Console
+
+    from ..render import trace_markdown, trace_text
+
+    run = m.run
+    click.echo(
+        f"run {run_id} ({run['created_at'][:19]}Z, {run['rulebook_id']} {run['rulebook_version']}, {run['run_hash']})"
+    )
+    if fmt == "markdown":
+        sys.stdout.write(trace_markdown(trace))
+    else:
+        console = Console(highlight=False, soft_wrap=True)
+        if not console.is_terminal:
+            console.width = 200
+        trace_text(console, trace)
