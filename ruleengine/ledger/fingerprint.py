@@ -114,8 +114,8 @@ def column_hash(arr: Any) -> np.ndarray:
 
 
 def _text_hash(arr: Any) -> np.ndarray:
-    """Texts up to 64 bytes: a polynomial over the bytes, one numpy pass per byte position (rows
-    in slices); longer texts: the BLAKE2b of each distinct label (Arrow's hash table finds them)."""
+    """Texts up to 64 bytes: a polynomial over their 8-byte little-endian words (zero-padded), one
+    numpy pass per word; longer texts: the BLAKE2b of each distinct label (Arrow's hash table)."""
     off, data = _string_parts(arr)
     lengths = np.diff(off)
     n = len(lengths)
@@ -136,17 +136,26 @@ def _text_hash(arr: Any) -> np.ndarray:
     h = lengths.astype(np.uint64)
     if not maxlen:
         return h
-    pos = np.arange(maxlen)
+    # the bytes as a (rows × width) matrix, zero-padded to whole 8-byte words; one pass per word
+    width = (maxlen + 7) // 8 * 8
+    if int(lengths.min()) == maxlen:  # all texts the same length (firm ids): no gather needed
+        mat = np.zeros((n, width), dtype=np.uint8)
+        mat[:, :maxlen] = data.reshape(n, maxlen)
+        return _words(h, mat)
+    pos = np.arange(width)
     last = len(data) - 1
     for a in range(0, n, 65_536):
         b = min(n, a + 65_536)
         present = pos[None, :] < lengths[a:b, None]
         idx = np.minimum(off[a:b, None] + pos[None, :], last)
-        vals = np.where(present, data[idx].astype(np.uint64) + np.uint64(1), np.uint64(0))
-        hh = h[a:b]
-        for j in range(maxlen):
-            hh = hh * P1 + vals[:, j]
-        h[a:b] = hh
+        h[a:b] = _words(h[a:b], np.where(present, data[idx], np.uint8(0)).astype(np.uint8))
+    return h
+
+
+def _words(h: np.ndarray, mat: np.ndarray) -> np.ndarray:
+    words = np.ascontiguousarray(mat).view("<u8")
+    for j in range(words.shape[1]):
+        h = h * P1 + words[:, j]
     return h
 
 
