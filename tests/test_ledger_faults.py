@@ -134,8 +134,10 @@ def test_a_read_only_ledger_is_a_clear_error_and_loses_nothing(ledger_url, tmp_p
     if ledger_url.startswith("postgresql"):
         db = ledger_url.rsplit("/", 1)[1]
         raw_execute(ledger_url, f"ALTER DATABASE {db} SET default_transaction_read_only = on")
+        other = open_ledger(ledger_url)  # a new session: the setting applies to new sessions
         with pytest.raises(LedgerError, match="is read-only: nothing was recorded"):
-            led.record("huzhou", data, ruleengine.rate("huzhou", data))
+            other.record("huzhou", data, ruleengine.rate("huzhou", data))
+        other.dispose()
         import psycopg
 
         with psycopg.connect(ledger_url, autocommit=True) as c:

@@ -120,7 +120,16 @@ class Ledger:
         return replay(self, run_id, data)
 
     def dispose(self) -> None:
+        """Close the ledger's database connections (also done when the object is collected)."""
         self.engine.dispose()
+
+    def __del__(self) -> None:
+        engine = self.__dict__.get("engine")
+        if engine is not None:
+            try:
+                engine.dispose()
+            except Exception:  # noqa: BLE001, S110 - interpreter shutdown: nothing left to close with
+                pass
 
 
 def open_ledger(url: str | Path, *, create: bool = True) -> Ledger:
