@@ -65,9 +65,9 @@ def materials(ledger: Any, run_id: int, data: Any = None) -> Iterator[Materials]
             raise LedgerError(
                 f"run {run_id}: the stored rulebook compiles to {plan.hash}, the run recorded {run['rulebook_hash']}"
             )
-        stored = {C.digest(b, "sha256") for b in (ledger.blob(d) for d in manifest["files"].values())}
+        stored_files = {C.digest(b, "sha256") for b in (ledger.blob(d) for d in manifest["files"].values())}
         used = {"sha256:" + s for s in plan.document.digests.values()} if plan.document else set()
-        if used and used != stored:
+        if used and used != stored_files:
             raise LedgerError(f"run {run_id}: the rebuilt rulebook imported files that are not the stored ones")
         alg = run["hash_alg"]
         path = folder / "input.parquet"
