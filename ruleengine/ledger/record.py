@@ -319,6 +319,8 @@ def _insert_ratings(conn: Any, run_id: int, rows: RatingRows) -> None:
             cur.executemany(
                 "INSERT INTO ledger_blocks (run_id, block, first_seq, n_rows, hash) VALUES (%s, %s, %s, %s, %s)", blocks
             )
+            if n >= 100_000:  # a big run: fresh planner statistics, so `history` uses the firm index at once
+                cur.execute("ANALYZE ledger_ratings")
     else:
         cur = raw.cursor()
         try:
