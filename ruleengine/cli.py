@@ -179,6 +179,9 @@ def _write_or_fail(results: Any, output: str) -> None:
         raise DataError(f"cannot write {output}: {exc.strerror or exc}") from None
 
 
+from .ledger.cli import rate_options as _ledger_options  # noqa: E402 - click options only
+
+
 @main.command()
 @click.argument("book")
 @click.argument("data", type=click.Path())
@@ -234,6 +237,7 @@ def _write_or_fail(results: Any, output: str) -> None:
     help="Unified social credit codes (GB 32100-2015): warn, or error (the row is unrated), or off.",
 )
 @click.option("--missing", "missing", multiple=True, help="An extra missing-value token (repeatable).")
+@_ledger_options
 def rate(
     book: str,
     data: str,
@@ -252,6 +256,7 @@ def rate(
     sheet: str | None = None,
     id_check: str = "warn",
     missing: tuple[str, ...] = (),
+    **ledger: Any,
 ) -> None:
     """Rate every firm-year in DATA with BOOK.
 
@@ -340,6 +345,10 @@ def rate(
     from .render.text import rate_summary
 
     rate_summary(err if fmt != "summary" else _console(), results, data, output, max_issues)
+    if any(v is not None and v is not False for k, v in ledger.items() if k != "hash_alg"):
+        from .ledger.cli import record_from_rate
+
+        record_from_rate(book, data, results, what, ledger)
 
 
 @main.command()
@@ -762,6 +771,145 @@ def report_cmd(
                 rated, output, fmt, lang, year, date, progress=lambda k: progress.update(task, completed=k), jobs=jobs
             )
         click.echo(f"wrote {len(written)} reports to {output}")
+
+
+# --- ledger (issue #16): ruleengine ledger runs|show|history|check|replay|verify|export|keygen ---
+
+
+@main.group()
+@click.option(
+    "-l",
+    "--ledger",
+    "ledger_url",
+    envvar="RULEENGINE_LEDGER",
+    default="ruleengine.db",
+    show_default=True,
+    metavar="URL",
+    help="The ledger: a SQLite file path, sqlite:///FILE or postgresql://… (env RULEENGINE_LEDGER).",
+)
+@click.pass_context
+def ledger(ctx: click.Context, ledger_url: str) -> None:
+    """The ratings ledger: every recorded run, replayable and tamper-evident (docs/ledger.md)."""
+    ctx.obj["ledger_url"] = ledger_url
+
+
+def _open_ledger(ctx: click.Context) -> Any:
+    from .ledger import open_ledger
+
+    return open_ledger(ctx.obj["ledger_url"], create=False)
+
+
+_LEDGER_FMT = click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+
+
+@ledger.command("runs")
+@_LEDGER_FMT
+@click.pass_context
+def ledger_runs(ctx: click.Context, fmt: str) -> None:
+    """List the runs, oldest first."""
+    from .ledger.cli import print_runs
+
+    print_runs(_open_ledger(ctx), fmt)
+
+
+@ledger.command("show")
+@click.argument("run", type=int)
+@click.option("--firm", help="Show this firm's ratings in the run instead of the run's provenance.")
+@_LEDGER_FMT
+@click.pass_context
+def ledger_show(ctx: click.Context, run: int, firm: str | None, fmt: str) -> None:
+    """Show a run's provenance (or one firm's ratings in it)."""
+    from .ledger.cli import print_show
+
+    print_show(_open_ledger(ctx), run, firm, fmt)
+
+
+@ledger.command("history")
+@click.argument("firm")
+@click.option("--edits", is_flag=True, help="List the rulebook edits behind each method change (ruleengine diff).")
+@_LEDGER_FMT
+@click.pass_context
+def ledger_history(ctx: click.Context, firm: str, edits: bool, fmt: str) -> None:
+    """A firm's ratings over years and method versions, with why each changed."""
+    from .ledger.cli import print_history
+
+    print_history(_open_ledger(ctx), firm, fmt, edits)
+
+
+@ledger.command("check")
+@click.pass_context
+def ledger_check(ctx: click.Context) -> None:
+    """Walk the hash chain; name the first broken link (exit 1)."""
+    from .ledger.cli import print_check
+
+    if not print_check(_open_ledger(ctx)):
+        sys.exit(EXIT_ERROR)
+
+
+@ledger.command("replay")
+@click.argument("run", type=int, required=False)
+@click.option("--all", "every", is_flag=True, help="Replay every run.")
+@click.option("--data", type=click.Path(dir_okay=False), help="The input, for a run recorded with --no-store-rows.")
+@click.pass_context
+def ledger_replay(ctx: click.Context, run: int | None, every: bool, data: str | None) -> None:
+    """Re-rate RUN from its stored rulebook, rows and benchmark tables; prove byte-identical results."""
+    from .ledger.cli import print_replay
+
+    if (run is None) == (not every):
+        raise click.UsageError("give RUN or --all")
+    led = _open_ledger(ctx)
+    if not print_replay(led, [r["id"] for r in led.runs()] if every else [run], data):  # type: ignore[list-item]
+        sys.exit(EXIT_ERROR)
+
+
+@ledger.command("verify")
+@click.argument("run", type=int)
+@click.option("--public-key", required=True, help="The signer's Ed25519 public key: PEM file or raw hex.")
+@click.option("--replay/--no-replay", default=True, show_default=True, help="Also recompute the run.")
+@click.pass_context
+def ledger_verify(ctx: click.Context, run: int, public_key: str, replay: bool) -> None:
+    """Check RUN's signature, its digests and (by default) its recomputation."""
+    from .ledger.cli import print_verify
+
+    print_verify(_open_ledger(ctx), run, public_key, replay)
+
+
+@ledger.command("explain")
+@click.argument("run", type=int)
+@click.option("--firm", required=True, help="firm_id of the firm to explain.")
+@click.option("--year", type=int, help="Reporting year (default: the firm's latest).")
+@click.option("--data", type=click.Path(dir_okay=False), help="The input, for a run recorded with --no-store-rows.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True)
+@click.pass_context
+def ledger_explain(ctx: click.Context, run: int, firm: str, year: int | None, data: str | None, fmt: str) -> None:
+    """The audit trail of a firm's rating as recorded in RUN (rebuilt from the stored materials)."""
+    from .ledger.cli import print_explain
+
+    print_explain(_open_ledger(ctx), run, firm, year, fmt, data)
+
+
+@ledger.command("export")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write JSON Lines here (default: stdout).")
+@click.option("--run", "run_id", type=int, help="Only this run.")
+@click.option("--blobs", is_flag=True, help="Include the stored bytes (rulebooks, rows, tables) as base64.")
+@click.pass_context
+def ledger_export(ctx: click.Context, output: str | None, run_id: int | None, blobs: bool) -> None:
+    """Export runs and ratings as JSON Lines."""
+    from .ledger.cli import export
+
+    export(_open_ledger(ctx), output, run_id, blobs)
+
+
+@ledger.command("keygen")
+@click.option(
+    "--private", "private_out", required=True, type=click.Path(dir_okay=False), help="New private key (PEM, mode 0600)."
+)
+@click.option("--public", "public_out", required=True, type=click.Path(dir_okay=False), help="Its public key (PEM).")
+def ledger_keygen(private_out: str, public_out: str) -> None:
+    """Make an Ed25519 key pair for signing runs (keep the private key out of the repository)."""
+    from .ledger.signing import generate
+
+    click.echo(f"public key {generate(private_out, public_out)} written to {public_out}")
 
 
 if __name__ == "__main__":  # pragma: no cover

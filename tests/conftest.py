@@ -52,3 +52,8 @@ def make_book(text: str) -> ruleengine.Plan:
 @pytest.fixture(scope="session")
 def book():
     return make_book
+
+
+# The ratings-ledger tests (issue #16): a throwaway PostgreSQL server (session) and `ledger_url`,
+# parametrised over SQLite and PostgreSQL; defined in tests/ledger_pg.py.
+from ledger_pg import ledger_url, postgresql_server  # noqa: E402,F401

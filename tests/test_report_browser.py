@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("jinja2", reason="the report extra is not installed: pip install 'ruleengine[report]'")
-playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (.ci/setup-report.sh)")
+playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (.ci/system-packages.sh)")
 CHROMIUM = "/usr/bin/chromium"
 if not os.path.exists(CHROMIUM):  # pragma: no cover
-    pytest.skip("Debian's chromium is not installed (.ci/setup-report.sh)", allow_module_level=True)
+    pytest.skip("Debian's chromium is not installed (.ci/system-packages.sh)", allow_module_level=True)
 
 from ruleengine import report  # noqa: E402
 

@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("weasyprint", reason="the report extra is not installed: pip install 'ruleengine[report]'")
 if shutil.which("pdftotext") is None:  # pragma: no cover
-    pytest.skip("poppler-utils is not installed (.ci/setup-report.sh)", allow_module_level=True)
+    pytest.skip("poppler-utils is not installed (.ci/system-packages.sh)", allow_module_level=True)
 
 from click.testing import CliRunner  # noqa: E402
 

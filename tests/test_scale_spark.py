@@ -18,7 +18,7 @@ import pytest
 
 pytest.importorskip("pyspark")
 if shutil.which("java") is None:
-    pytest.skip("Spark needs Java (.ci/setup-scale.sh installs it)", allow_module_level=True)
+    pytest.skip("Spark needs Java (.ci/system-packages.sh installs it)", allow_module_level=True)
 
 import ruleengine  # noqa: E402
 from ruleengine.io import sample  # noqa: E402

@@ -1,0 +1,345 @@
+"""Recording a rating run: everything a rating depends on, stored content-addressed, chained by hash.
+
+The expensive part (canonical input, leaf hashes, results digest, compression) runs before the
+write lock is taken; under the lock only the previous run's hash is read and the rows inserted, in
+one transaction: a writer killed half-way leaves nothing visible.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import getpass
+import json
+import os
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import canonical as C
+from . import schema as S
+from .db import write_transaction
+from .errors import LedgerError
+
+GENESIS = "genesis"
+SIGN_CONTEXT = b"ruleengine-ledger-run\n"
+
+Signer = Callable[[bytes], tuple[str, str]]  # message -> (signature hex, public key hex)
+
+
+@dataclass
+class Prepared:
+    """A run ready to be appended: every hash that does not depend on the chain's tip."""
+
+    header: dict[str, Any]
+    blobs: dict[str, tuple[str, bytes]]  # digest -> (kind, uncompressed bytes)
+    rows: RatingRows
+
+
+def rulebook_files(book: str | Path, plan: Any) -> tuple[str, dict[str, bytes]]:
+    """(main file name, {relative path: bytes}) of the rulebook and every library it imports.
+
+    Libraries are placed where the import lookup finds them first when the folder is rebuilt:
+    relative to the rulebook's folder, or to the bundled rulebooks' folder for bundled libraries.
+    The bytes are checked against the digests the plan was compiled from.
+    """
+    import hashlib
+
+    from ..rulebook.source import bundled_dir, resolve
+
+    digests = plan.source_map.files
+    if not digests:
+        raise LedgerError("a run can be recorded only for a rulebook loaded from a file (ruleengine.load)")
+    main = resolve(book).resolve()
+    base = main.parent
+    bundled = bundled_dir().resolve()
+    files: dict[str, bytes] = {}
+    for name, sha in digests.items():
+        path = Path(name)
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != sha:
+            raise LedgerError(f"{path} changed since the rulebook was loaded; load it again before recording")
+        if path == main:
+            rel = main.name
+        else:
+            for root in (base, bundled):
+                try:
+                    rel = path.relative_to(root).as_posix()
+                    break
+                except ValueError:
+                    continue
+            else:
+                rel = path.name
+        files[rel] = data
+    if main.name not in files:
+        raise LedgerError(f"{main} is not among the files the rulebook was compiled from")
+    return main.name, files
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="microseconds")
+
+
+def prepare(
+    book: str | Path,
+    plan: Any,
+    data: Any,
+    results: Any,
+    *,
+    alg: str = "sha256",
+    store_rows: bool = True,
+    options: Mapping[str, Any] | None = None,
+    who: str | None = None,
+    supersedes: int | None = None,
+    reason: str | None = None,
+    input_name: str | None = None,
+) -> Prepared:
+    h = C.hasher(alg)
+    if supersedes is not None and not (reason or "").strip():
+        raise LedgerError("a correction (--supersedes RUN) needs a --reason")
+    blobs: dict[str, tuple[str, bytes]] = {}
+
+    def put(kind: str, data_: bytes) -> str:
+        d = C.digest(data_, alg)
+        blobs[d] = (kind, data_)
+        return d
+
+    main, files = rulebook_files(book, plan)
+    manifest = {"main": main, "files": {rel: put("rulebook-file", b) for rel, b in sorted(files.items())}}
+    manifest_digest = put("rulebook-manifest", C.canonical_json(manifest))
+
+    table = C.input_table(plan, data)
+    input_hash = C.input_hash(table, alg)
+    input_blob = put("input-rows", C.parquet_bytes(table)) if store_rows else None
+    if table.num_rows != len(results):
+        raise LedgerError(f"the results have {len(results)} rows but the data has {table.num_rows}: rate this data")
+    tables = C.tables_json(results.tables)
+    tables_digest = put("benchmarks", tables)
+    n = len(results)
+    cols = rating_columns(results, plan, C.input_fingerprints(table))
+    del table
+    fps = row_fingerprints(cols)
+    blocks = block_hashes(cols, alg)
+    ratings_root = f"{alg}:{h(b''.join(bytes.fromhex(b.split(':', 1)[1]) for b in blocks)).digest().hex()}"
+    rows = RatingRows(cols, fps, blocks)
+
+    from .. import __version__
+
+    header: dict[str, Any] = {
+        "uuid": str(uuid.uuid4()),
+        "created_at": _now(),
+        "who": who or os.environ.get("RULEENGINE_LEDGER_WHO") or _user(),
+        "engine_version": __version__,
+        "rulebook_id": plan.id,
+        "rulebook_version": plan.version,
+        "rulebook_hash": plan.hash,
+        "rulebook_manifest": manifest_digest,
+        "input_hash": input_hash,
+        "input_blob": input_blob,
+        "input_name": input_name or (str(data) if isinstance(data, str | Path) else "<api>"),
+        "n_ratings": n,
+        "benchmarks_hash": tables_digest,
+        "benchmarks_blob": tables_digest,
+        "results_hash": C.results_digest(results, alg),
+        "options": json.dumps(dict(options or {}), sort_keys=True, separators=(",", ":")),
+        "supersedes": supersedes,
+        "reason": reason,
+        "hash_alg": alg,
+        "ratings_root": ratings_root,
+    }
+    return Prepared(header, blobs, rows)
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no user name in some containers
+        return "unknown"
+
+
+def run_hash(header: Mapping[str, Any], prev_hash: str, alg: str) -> str:
+    """The chain link: hash of the previous run's hash and this run's header (canonical JSON)."""
+    body = {k: header[k] for k in S.HEADER_FIELDS}
+    return C.digest(prev_hash.encode() + b"\n" + C.canonical_json(body), alg)
+
+
+def append(engine: Any, prepared: Prepared, signer: Signer | None = None) -> dict[str, Any]:
+    """Append the run to the ledger in one transaction under the write lock; returns the run row."""
+    import sqlalchemy as sa
+
+    header = dict(prepared.header)
+    alg = header["hash_alg"]
+    with write_transaction(engine) as conn:
+        tip = conn.execute(sa.select(S.runs.c.id, S.runs.c.run_hash).order_by(S.runs.c.id.desc()).limit(1)).first()
+        prev_id, prev_hash = (tip[0], tip[1]) if tip else (0, GENESIS)
+        header["id"] = prev_id + 1
+        if header["supersedes"] is not None:
+            old = conn.execute(sa.select(S.runs.c.id).where(S.runs.c.id == header["supersedes"])).first()
+            if old is None:
+                raise LedgerError(f"run {header['supersedes']} (to be superseded) is not in the ledger")
+        link = run_hash(header, prev_hash, alg)
+        row = {**header, "prev_hash": prev_hash, "run_hash": link, "signature": None, "public_key": None}
+        if signer is not None:
+            row["signature"], row["public_key"] = signer(SIGN_CONTEXT + link.encode())
+        have: set[str] = set()
+        wanted = list(prepared.blobs)
+        for i in range(0, len(wanted), 500):
+            have.update(
+                r[0] for r in conn.execute(sa.select(S.blobs.c.digest).where(S.blobs.c.digest.in_(wanted[i : i + 500])))
+            )
+        for d in wanted:
+            if d not in have:
+                kind, data = prepared.blobs[d]
+                enc, stored = _compress(data)
+                conn.execute(sa.insert(S.blobs).values(digest=d, kind=kind, size=len(data), encoding=enc, data=stored))
+        conn.execute(sa.insert(S.runs).values(**row))
+        _insert_ratings(conn, header["id"], prepared.rows)
+    return row
+
+
+def _compress(data: bytes) -> tuple[str, bytes]:
+    if len(data) < 4096:
+        return "identity", data
+    import pyarrow as pa
+
+    return "zstd", pa.Codec("zstd", compression_level=1).compress(data, asbytes=True)
+
+
+def decompress(encoding: str, data: bytes, size: int) -> bytes:
+    if encoding == "identity":
+        return bytes(data)
+    import pyarrow as pa
+
+    return pa.Codec("zstd").decompress(bytes(data), decompressed_size=size, asbytes=True)
+
+
+COLUMNS = ("run_id", "seq", "firm_id", "year", "rating", "status", "input_fp", "fp")
+BLOCK_ROWS = 4096  # ratings hashed together (SHA-256/SM3) as one link of the chain
+
+
+@dataclass
+class RatingRows:
+    """A run's ratings as columns (Arrow arrays), their row fingerprints and block hashes."""
+
+    cols: dict[str, Any]
+    fps: Any  # int64 per row
+    blocks: list[str]
+
+
+def rating_columns(results: Any, plan: Any, input_fp: Any) -> dict[str, Any]:
+    import numpy as np
+    import pyarrow as pa
+
+    from .fingerprint import plain
+
+    n = len(results)
+
+    def text(name: str) -> Any:
+        enc = results.columns.encoded(name)
+        if enc is not None:  # codes into labels: build the Arrow array without Python strings
+            codes, labels = enc
+            labels = labels.to_pylist() if hasattr(labels, "to_pylist") else list(labels)
+            idx = pa.array(np.where(codes < 0, len(labels), codes).astype(np.int32))
+            return plain(pa.DictionaryArray.from_arrays(idx, pa.array([*labels, ""], pa.string())))
+        return plain(pa.array(results[name], pa.string()))
+
+    year = np.asarray(results["year"], dtype=np.float64)
+    rating = "rating" if "rating" in results.names else plan.primary
+    return {
+        "seq": pa.array(np.arange(n, dtype=np.int64)),
+        "firm_id": text("firm_id"),
+        "year": pa.array(np.nan_to_num(year, nan=0).astype(np.int64), mask=np.isnan(year)),
+        "rating": text(rating),
+        "status": text("status"),
+        "input_fp": pa.array(np.asarray(input_fp, dtype=np.int64)),
+    }
+
+
+def row_fingerprints(cols: dict[str, Any]) -> Any:
+    from .fingerprint import column_hash, combine
+
+    return combine([column_hash(c) for c in cols.values()], len(cols["seq"]))
+
+
+def block_hashes(cols: dict[str, Any], alg: str, start_block: int = 0) -> list[str]:
+    """Hash of each block of BLOCK_ROWS ratings: the canonical bytes of every rating field."""
+    from .fingerprint import column_bytes
+
+    h = C.hasher(alg)
+    n = len(cols["seq"])
+    out = []
+    for a in range(0, n, BLOCK_ROWS):
+        m = h()
+        m.update(b"ruleengine-ratings-v1\n%d\n" % (start_block + a // BLOCK_ROWS))
+        for name, arr in cols.items():
+            m.update(name.encode() + b"\x00")
+            for part in column_bytes(arr.slice(a, BLOCK_ROWS)):
+                m.update(part)
+        out.append(f"{alg}:{m.digest().hex()}")
+    return out
+
+
+def _insert_ratings(conn: Any, run_id: int, rows: RatingRows) -> None:
+    """Bulk insert through the driver's fast path: executemany on SQLite, COPY (CSV written by
+    Arrow) on PostgreSQL."""
+    import itertools
+
+    import pyarrow as pa
+
+    c = rows.cols
+    n = len(c["seq"])
+    raw = conn.connection.dbapi_connection
+    blocks = [(run_id, i, i * BLOCK_ROWS, min(BLOCK_ROWS, n - i * BLOCK_ROWS), b) for i, b in enumerate(rows.blocks)]
+    if conn.dialect.name == "postgresql":
+        import pyarrow.csv as pacsv
+
+        table = pa.table(
+            {
+                "run_id": pa.array(itertools.repeat(run_id, n), pa.int64()) if n else pa.array([], pa.int64()),
+                "seq": c["seq"],
+                "firm_id": c["firm_id"],
+                "year": c["year"],
+                "rating": c["rating"],
+                "status": c["status"],
+                "input_fp": c["input_fp"],
+                "fp": pa.array(rows.fps),
+            }
+        )
+        with raw.cursor() as cur:
+            with cur.copy(f"COPY ledger_ratings ({', '.join(COLUMNS)}) FROM STDIN WITH (FORMAT csv)") as copy:
+                for start in range(0, n, 262_144):
+                    sink = pa.BufferOutputStream()
+                    pacsv.write_csv(
+                        table.slice(start, 262_144),
+                        sink,
+                        pacsv.WriteOptions(include_header=False, quoting_style="needed"),
+                    )
+                    copy.write(sink.getvalue())
+            cur.executemany(
+                "INSERT INTO ledger_blocks (run_id, block, first_seq, n_rows, hash) VALUES (%s, %s, %s, %s, %s)", blocks
+            )
+            if n >= 100_000:  # a big run: fresh planner statistics, so `history` uses the firm index at once
+                cur.execute("ANALYZE ledger_ratings")
+    else:
+        cur = raw.cursor()
+        try:
+            cur.executemany(
+                f"INSERT INTO ledger_ratings ({', '.join(COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                zip(
+                    itertools.repeat(run_id, n),
+                    range(n),
+                    c["firm_id"].to_pylist(),
+                    c["year"].to_pylist(),
+                    c["rating"].to_pylist(),
+                    c["status"].to_pylist(),
+                    c["input_fp"].to_numpy().tolist(),
+                    rows.fps.tolist(),
+                    strict=True,
+                ),
+            )
+            cur.executemany(
+                "INSERT INTO ledger_blocks (run_id, block, first_seq, n_rows, hash) VALUES (?, ?, ?, ?, ?)", blocks
+            )
+        finally:
+            cur.close()

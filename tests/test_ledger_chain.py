@@ -1,0 +1,208 @@
+"""Recording runs and the hash chain (issue #16), on SQLite and PostgreSQL: what a run stores,
+how its hashes are made (recomputed here by hand), corrections, and `check` naming the first
+broken link after a row is edited directly in the database."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import struct
+
+import ledger_required  # noqa: F401  (skips without the ledger extra)
+import pytest
+from click.testing import CliRunner
+from ledger_pg import bypass, make_sample, raw_execute
+
+import ruleengine
+from ruleengine.cli import main
+from ruleengine.ledger import LedgerError, open_ledger
+from ruleengine.ledger.schema import HEADER_FIELDS
+
+
+@pytest.fixture
+def ledger_with_runs(ledger_url, tmp_path):
+    data = make_sample(tmp_path / "firms.csv", firms=15)
+    led = open_ledger(ledger_url)
+    res = ruleengine.rate("huzhou", data)
+    r1 = led.record("huzhou", data, res, who="analyst-a")
+    r2 = led.record("huzhou", data, res, who="analyst-b", supersedes=1, reason="re-run after review")
+    yield led, data, res, r1, r2
+    led.dispose()
+
+
+def test_a_run_stores_every_rating_with_its_provenance(ledger_with_runs):
+    led, data, res, r1, _ = ledger_with_runs
+    run = led.run(1)
+    assert run["n_ratings"] == len(res) == 30  # 15 firms × 2 years
+    assert (run["rulebook_id"], run["rulebook_version"], run["rulebook_hash"]) == ("huzhou", res.plan.version, res.plan.hash)
+    assert run["engine_version"] == ruleengine.__version__
+    assert run["who"] == "analyst-a" and run["created_at"].endswith("+00:00")
+    assert json.loads(run["options"]) == {}  # the API records no options unless given
+    rows = led.ratings(1)
+    assert [(r["firm_id"], r["year"], r["rating"], r["status"]) for r in rows] == [
+        (res["firm_id"][i], int(res["year"][i]), res["rating"][i], res["status"][i]) for i in range(len(res))
+    ]
+    # the stored input rows are the data's input columns, as Parquet; the input hash covers their values
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    stored = pq.read_table(pa.BufferReader(led.blob(run["input_blob"])))
+    assert run["input_blob"] == "sha256:" + hashlib.sha256(led.blob(run["input_blob"])).hexdigest()
+    with open(data, encoding="utf-8") as fh:
+        original = list(csv.DictReader(fh))
+    # huzhou's inputs that the file has, in the rulebook's order; other columns (firm_name) left out
+    assert stored.column_names == [n for n in res.plan.inputs if n in original[0]]
+    assert "firm_name" not in stored.column_names and stored.column_names[:2] == ["firm_id", "year"]
+    assert stored.column("firm_id").to_pylist() == [r["firm_id"] for r in original]
+    assert stored.column("electricity_mwh").to_pylist() == [float(r["electricity_mwh"]) for r in original]
+
+
+def _canon_int(values):
+    # type, validity bits (all present), little-endian int64 values
+    bits = bytes([0xFF] * (len(values) // 8) + ([(0xFF << (8 - len(values) % 8)) & 0xFF] if len(values) % 8 else []))
+    return b"int64\x00" + bits + b"".join(struct.pack("<q", v) for v in values)
+
+
+def _canon_text(values):
+    bits = bytes([0xFF] * (len(values) // 8) + ([(0xFF << (8 - len(values) % 8)) & 0xFF] if len(values) % 8 else []))
+    raw = [v.encode() for v in values]
+    return b"string\x00" + bits + b"".join(struct.pack("<q", len(r)) for r in raw) + b"".join(raw)
+
+
+def test_hashes_recomputed_by_hand(ledger_with_runs, ledger_url):
+    led, _data, _res, r1, r2 = ledger_with_runs
+    run1 = led.run(1)
+    ratings = led.ratings(1)
+    assert len(ratings) == 30  # one block (4096 rows a block)
+    # the block hash: SHA-256 of "ruleengine-ratings-v1\n0\n" then, per column, its name, type,
+    # validity bits and values (numbers little-endian int64; text lengths then UTF-8)
+    body = b"ruleengine-ratings-v1\n0\n"
+    body += b"seq\x00" + _canon_int([r["seq"] for r in ratings])
+    body += b"firm_id\x00" + _canon_text([r["firm_id"] for r in ratings])
+    body += b"year\x00" + _canon_int([r["year"] for r in ratings])
+    body += b"rating\x00" + _canon_text([r["rating"] for r in ratings])
+    body += b"status\x00" + _canon_text([r["status"] for r in ratings])
+    body += b"input_fp\x00" + _canon_int([r["input_fp"] for r in ratings])
+    block = hashlib.sha256(body).digest()
+    stored = raw_execute(ledger_url, "SELECT block, first_seq, n_rows, hash FROM ledger_blocks WHERE run_id = 1")
+    assert [tuple(x) for x in stored] == [(0, 0, 30, "sha256:" + block.hex())]
+    # ratings_root = SHA-256 of the block hashes in order
+    assert run1["ratings_root"] == "sha256:" + hashlib.sha256(block).hexdigest()
+    # run_hash = SHA-256(prev_hash + "\n" + canonical JSON of the header); run 1 follows "genesis"
+    header = {k: run1[k] for k in HEADER_FIELDS}
+    canon = json.dumps(header, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+    assert run1["prev_hash"] == "genesis"
+    assert run1["run_hash"] == "sha256:" + hashlib.sha256(b"genesis\n" + canon).hexdigest()
+    assert led.run(2)["prev_hash"] == run1["run_hash"]
+    # the same firm-year rated from the same input row has the same input fingerprint in both runs
+    assert [r["input_fp"] for r in ratings] == [r["input_fp"] for r in led.ratings(2)]
+    assert len({r["input_fp"] for r in ratings}) == 30
+
+
+def test_a_correction_supersedes_with_a_reason(ledger_with_runs, tmp_path):
+    led, data, res, _r1, r2 = ledger_with_runs
+    assert r2["supersedes"] == 1 and r2["reason"] == "re-run after review"
+    assert led.run(1)["superseded_by"] == [2]
+    with pytest.raises(LedgerError, match="needs a --reason"):
+        led.record("huzhou", data, res, supersedes=1)
+    with pytest.raises(LedgerError, match="run 9 \\(to be superseded\\) is not in the ledger"):
+        led.record("huzhou", data, res, supersedes=9, reason="x")
+    assert [r["id"] for r in led.runs()] == [1, 2]  # the refused corrections left nothing
+
+
+def test_sm3_chain(ledger_url, tmp_path):
+    from ruleengine.ledger.canonical import digest
+
+    # GB/T 32905-2016 appendix A example 1: SM3("abc")
+    assert digest(b"abc", "sm3") == "sm3:66c7f0f462eeedd9d1f2d46bdc10e4e24167c4875cf2f7a2297da02b8f4ba8e0"
+    data = make_sample(tmp_path / "firms.csv", firms=8)
+    led = open_ledger(ledger_url)
+    run = led.record("huzhou", data, ruleengine.rate("huzhou", data), hash_alg="sm3")
+    assert run["hash_alg"] == "sm3" and run["run_hash"].startswith("sm3:")
+    assert run["input_blob"] == digest(led.blob(run["input_blob"]), "sm3")
+    assert run["input_hash"].startswith("sm3:") and run["input_hash"] != run["input_blob"]
+    assert led.check().ok
+    assert led.replay(1).identical
+    led.dispose()
+
+
+def _check_cli(url: str) -> tuple[int, str]:
+    out = CliRunner().invoke(main, ["ledger", "--ledger", url, "check"])
+    return out.exit_code, out.output
+
+
+def test_check_passes_on_an_intact_ledger(ledger_with_runs, ledger_url):
+    code, text = _check_cli(ledger_url)
+    assert code == 0, text
+    assert "ledger intact: 2 runs, 60 ratings, 5 blobs; every link holds" in text
+
+
+def test_an_edited_rating_is_named(ledger_with_runs, ledger_url):
+    led = ledger_with_runs[0]
+    r7 = led.ratings(2)[7]
+    new = "1" if r7["rating"] != "1" else "2"
+    bypass(ledger_url, f"UPDATE ledger_ratings SET rating = '{new}' WHERE run_id = 2 AND seq = 7")
+    code, text = _check_cli(ledger_url)
+    assert code == 1
+    assert (
+        f"first broken link: run 2: rating #7 (firm {r7['firm_id']}, year {r7['year']}, rating '{new}') "
+        "does not match its fingerprint (the row was edited)"
+    ) in text
+
+
+def test_an_edited_rating_with_its_fingerprint_forged_breaks_the_block(ledger_with_runs, ledger_url):
+    """The fingerprint is not cryptographic: forge it, and the SHA-256 block hash still objects."""
+    from ruleengine.ledger.chain import _columns
+    from ruleengine.ledger.record import row_fingerprints
+
+    led = ledger_with_runs[0]
+    rows = led.ratings(1)
+    new = "1" if rows[3]["rating"] != "1" else "2"
+    rows[3]["rating"] = new
+    cols = _columns([(r["seq"], r["firm_id"], r["year"], r["rating"], r["status"], r["input_fp"]) for r in rows])
+    forged = row_fingerprints(cols).tolist()[3]
+    bypass(ledger_url, f"UPDATE ledger_ratings SET rating = '{new}', fp = {forged} WHERE run_id = 1 AND seq = 3")
+    rep = led.check()
+    assert rep.first == (
+        "run 1: ratings #0–#29 (block 0) do not hash to their block hash (rows or hashes were changed)"
+    )
+
+
+def test_an_edited_run_header_is_named(ledger_with_runs, ledger_url):
+    bypass(ledger_url, "UPDATE ledger_runs SET who = 'mallory' WHERE id = 1")
+    code, text = _check_cli(ledger_url)
+    assert code == 1
+    assert "first broken link: run 1: header does not hash to its run_hash (a run field was edited)" in text
+
+
+def test_a_deleted_rating_and_a_deleted_run_are_named(ledger_with_runs, ledger_url):
+    led = ledger_with_runs[0]
+    bypass(ledger_url, "DELETE FROM ledger_ratings WHERE run_id = 2 AND seq = 4")
+    assert led.check().first == "run 2: rating #4 is missing"
+    bypass(ledger_url, "DELETE FROM ledger_ratings WHERE run_id = 1; DELETE FROM ledger_runs WHERE id = 1")
+    rep = led.check()
+    assert rep.first == "run 2: run 1 is missing from the chain (after run 0)"
+    assert "run 2: prev_hash" in rep.problems[1]
+
+
+def test_an_edited_blob_is_named(ledger_with_runs, ledger_url):
+    led = ledger_with_runs[0]
+    d = led.run(1)["benchmarks_blob"]
+    new = f"data || {_bytes(ledger_url, '20')}"
+    if not ledger_url.startswith("postgresql"):
+        new = f"CAST({new} AS BLOB)"  # SQLite's || makes text
+    bypass(ledger_url, f"UPDATE ledger_blobs SET data = {new} WHERE digest = '{d}'")
+    rep = led.check()
+    assert rep.problems == [f"blob {d} (benchmarks): its bytes do not hash to its digest (edited)"]
+
+
+def _bytes(url: str, hexs: str) -> str:
+    return f"'\\x{hexs}'::bytea" if url.startswith("postgresql") else f"X'{hexs}'"
+
+
+def test_ratings_are_read_back_in_order_without_their_run(ledger_with_runs, ledger_url):
+    led = ledger_with_runs[0]
+    assert raw_execute(ledger_url, "SELECT COUNT(*) FROM ledger_ratings")[0][0] == 60
+    with pytest.raises(LedgerError, match="no run 5 in the ledger \\(runs: 1–2\\)"):
+        led.run(5)

@@ -1,0 +1,142 @@
+"""Ledger schema and migrations (issue #16) on SQLite and a real PostgreSQL server: upgrade and
+downgrade, append-only enforced by the database, content-addressed blobs."""
+
+from __future__ import annotations
+
+import ledger_required  # noqa: F401  (skips without the ledger extra)
+import pytest
+from ledger_pg import make_sample, raw_execute
+
+import ruleengine
+from ruleengine.ledger import LedgerError, db, open_ledger
+
+
+def _tables(url: str) -> set[str]:
+    if url.startswith("postgresql"):
+        rows = raw_execute(url, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    else:
+        rows = raw_execute(url, "SELECT name FROM sqlite_master WHERE type = 'table'")
+    return {r[0] for r in rows}
+
+
+def _triggers(url: str) -> set[str]:
+    if url.startswith("postgresql"):
+        rows = raw_execute(url, "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal")
+    else:
+        rows = raw_execute(url, "SELECT name FROM sqlite_master WHERE type = 'trigger'")
+    return {r[0] for r in rows}
+
+
+def test_migrations_upgrade_and_downgrade(ledger_url):
+    engine = db.create_engine(ledger_url)
+    assert db.current_revision(engine) is None
+    db.upgrade(engine, "0001")
+    assert db.current_revision(engine) == "0001"
+    assert {"ledger_blobs", "ledger_runs", "ledger_ratings", "ledger_blocks", "ledger_alembic_version"} <= _tables(
+        ledger_url
+    )
+    assert _triggers(ledger_url) == set()
+    db.upgrade(engine)
+    assert db.current_revision(engine) == "0002"
+    # SQLite: one trigger per table and statement (4 tables × UPDATE/DELETE); PostgreSQL: a row
+    # trigger (UPDATE OR DELETE) and a TRUNCATE trigger per table
+    assert len(_triggers(ledger_url)) == 8
+    db.downgrade(engine, "0001")
+    assert _triggers(ledger_url) == set()
+    db.downgrade(engine, "base")
+    assert db.current_revision(engine) is None
+    assert not ({"ledger_blobs", "ledger_runs", "ledger_ratings", "ledger_blocks"} & _tables(ledger_url))
+    db.upgrade(engine)  # and up again from nothing
+    assert db.current_revision(engine) == "0002"
+    engine.dispose()
+
+
+def test_migrations_ship_inside_the_package_and_need_no_ini(ledger_url, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no alembic.ini anywhere near
+    led = open_ledger(ledger_url)
+    assert db.current_revision(led.engine) == db.HEAD
+    assert not (tmp_path / "alembic.ini").exists()
+    led.dispose()
+
+
+@pytest.fixture
+def one_run(ledger_url, tmp_path):
+    data = make_sample(tmp_path / "firms.csv", firms=12)
+    led = open_ledger(ledger_url)
+    res = ruleengine.rate("huzhou", data)
+    run = led.record("huzhou", data, res)
+    yield led, run, res
+    led.dispose()
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "UPDATE ledger_ratings SET rating = '1'",
+        "DELETE FROM ledger_ratings",
+        "UPDATE ledger_runs SET who = 'mallory'",
+        "DELETE FROM ledger_runs",
+        "UPDATE ledger_blobs SET kind = 'x'",
+        "DELETE FROM ledger_blobs",
+        "UPDATE ledger_blocks SET hash = 'x'",
+        "DELETE FROM ledger_blocks",
+    ],
+)
+def test_the_database_refuses_update_and_delete(one_run, ledger_url, sql):
+    led, _run, _res = one_run
+    with pytest.raises(Exception, match="append-only"):
+        raw_execute(ledger_url, sql)
+    assert led.check().ok
+    assert len(led.ratings(1)) == 24
+
+
+def test_postgresql_refuses_truncate(one_run, ledger_url):
+    if not ledger_url.startswith("postgresql"):
+        pytest.skip("TRUNCATE is PostgreSQL's")
+    with pytest.raises(Exception, match="append-only: TRUNCATE"):
+        raw_execute(ledger_url, "TRUNCATE ledger_ratings")
+
+
+def test_the_api_has_no_update_or_delete():
+    from ruleengine.ledger import Ledger
+
+    verbs = {n for n in dir(Ledger) if not n.startswith("_")}
+    assert verbs == {"record", "runs", "run", "ratings", "blob", "history", "check", "replay", "dispose"}
+
+
+def test_blobs_are_content_addressed_and_stored_once(one_run, ledger_url, tmp_path):
+    led, run, res = one_run
+    kinds = dict(raw_execute(ledger_url, "SELECT kind, COUNT(*) FROM ledger_blobs GROUP BY kind"))
+    # huzhou.yaml + lib/accounting.yaml; its manifest; the input rows; the benchmark tables
+    assert kinds == {"rulebook-file": 2, "rulebook-manifest": 1, "input-rows": 1, "benchmarks": 1}
+    led.record("huzhou", tmp_path / "firms.csv", res)  # the same everything again: no new blob
+    kinds2 = dict(raw_execute(ledger_url, "SELECT kind, COUNT(*) FROM ledger_blobs GROUP BY kind"))
+    assert kinds2 == kinds
+    other = make_sample(tmp_path / "other.csv", firms=12, seed=5)
+    led.record("huzhou", other, ruleengine.rate("huzhou", other))  # new rows and tables, same rulebook
+    kinds3 = dict(raw_execute(ledger_url, "SELECT kind, COUNT(*) FROM ledger_blobs GROUP BY kind"))
+    assert kinds3 == {"rulebook-file": 2, "rulebook-manifest": 1, "input-rows": 2, "benchmarks": 2}
+    # every blob is the hash of its own (uncompressed) bytes
+    import hashlib
+
+    for (digest,) in raw_execute(ledger_url, "SELECT digest FROM ledger_blobs"):
+        assert digest == "sha256:" + hashlib.sha256(led.blob(digest)).hexdigest()
+    # the rulebook bytes are the files on disk
+    from ruleengine.rulebook.source import bundled_dir
+
+    manifest = __import__("json").loads(led.blob(run["rulebook_manifest"]))
+    assert manifest["main"] == "huzhou.yaml"
+    assert led.blob(manifest["files"]["huzhou.yaml"]) == (bundled_dir() / "huzhou.yaml").read_bytes()
+    assert (
+        led.blob(manifest["files"]["lib/accounting.yaml"]) == (bundled_dir() / "lib" / "accounting.yaml").read_bytes()
+    )
+
+
+def test_an_unsupported_url_is_a_clear_error():
+    with pytest.raises(LedgerError, match="unsupported ledger URL 'mysql://u:\\*\\*\\*@h/db'"):
+        open_ledger("mysql://u:secret@h/db")
+
+
+def test_a_missing_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(LedgerError, match="folder .*nope does not exist"):
+        open_ledger(tmp_path / "nope" / "l.db")
