@@ -51,8 +51,10 @@ def test_a_run_stores_every_rating_with_its_provenance(ledger_with_runs):
     assert run["input_blob"] == "sha256:" + hashlib.sha256(led.blob(run["input_blob"])).hexdigest()
     with open(data, encoding="utf-8") as fh:
         original = list(csv.DictReader(fh))
-    # huzhou's inputs that the file has, in the rulebook's order; other columns (firm_name) left out
-    assert stored.column_names == [n for n in res.plan.inputs if n in original[0]]
+    # huzhou's inputs that the file has, in the rulebook's order, then the file's own row numbers
+    # (a CSV's lines: the header is line 1); other columns (firm_name) left out
+    assert stored.column_names == [*(n for n in res.plan.inputs if n in original[0]), "__row_number__"]
+    assert stored.column("__row_number__").to_pylist() == list(range(2, len(original) + 2))
     assert "firm_name" not in stored.column_names and stored.column_names[:2] == ["firm_id", "year"]
     assert stored.column("firm_id").to_pylist() == [r["firm_id"] for r in original]
     assert stored.column("electricity_mwh").to_pylist() == [float(r["electricity_mwh"]) for r in original]
