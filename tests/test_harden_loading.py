@@ -229,8 +229,15 @@ def test_control_character_and_second_document_are_located(tmp_path):
 
 def run_limited(script: str, *args: str, memory_mb: int = 1024, timeout: float = 60) -> dict:
     """Run ``script`` in a child limited to ``memory_mb`` of address space; a hang fails the test."""
+    # VmHWM is this process's own peak (ru_maxrss would carry the parent's peak across fork + exec,
+    # which is what a child of a large pytest process reports)
     prelude = (
         "import resource, sys, json, time\n"
+        "def _hwm_mb():\n"
+        "    for line in open('/proc/self/status'):\n"
+        "        if line.startswith('VmHWM:'):\n"
+        "            return int(line.split()[1]) / 1024\n"
+        "    return 0.0\n"
         f"resource.setrlimit(resource.RLIMIT_AS, ({memory_mb} << 20, {memory_mb} << 20))\n"
     )
     out = subprocess.run(
@@ -250,7 +257,7 @@ from ruleengine.cli import main
 t0 = time.perf_counter()
 r = CliRunner().invoke(main, ["validate", sys.argv[1]])
 print(json.dumps({"code": r.exit_code, "stderr": r.stderr, "seconds": time.perf_counter() - t0,
-                  "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "maxrss_mb": _hwm_mb()}))
 """
 
 
@@ -395,7 +402,7 @@ from click.testing import CliRunner
 from ruleengine.cli import main
 r = CliRunner().invoke(main, ["validate", sys.argv[1]])
 print(json.dumps({"code": r.exit_code, "stderr": r.stderr,
-                  "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "maxrss_mb": _hwm_mb()}))
 """
 
 
