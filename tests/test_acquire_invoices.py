@@ -166,3 +166,13 @@ def test_ofd_without_embedded_xml_falls_back_to_custom_data(tmp_path: Path) -> N
     assert acq.table.column("electricity_mwh").to_pylist() == [120.0]
     assert {i.code for i in acq.report.issues} >= {"ofd_header_only"}
     assert zipfile.is_zipfile(tmp_path / "a.ofd")
+
+
+def test_buyer_credit_codes_use_the_data_contracts_check():
+    from ruleengine.acquire.invoices import credit_code_ok
+    from ruleengine.io.identifiers import uscc_problem
+
+    # 91350100M000100Y43: the worked example of GB 32100-2015 (check character 3)
+    for code in ("91350100M000100Y43", "91350100M000100Y44", "9135010", "91350100M000100YI3"):
+        assert credit_code_ok(code) == (uscc_problem(code) is None)
+    assert credit_code_ok("91350100M000100Y43") and not credit_code_ok("91350100M000100Y44")

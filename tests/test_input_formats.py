@@ -217,3 +217,10 @@ def test_rate_help_names_the_data_contract() -> None:
     out = CliRunner().invoke(main, ["rate", "--help"])
     assert "docs/data-contract.md" in out.output and "--mapping" in out.output
     assert (Path(__file__).resolve().parent.parent / "docs" / "data-contract.md").is_file()
+
+
+def test_excel_column_letters_one_function_for_reading_and_writing():
+    from ruleengine.io.xlsx import column_letter
+
+    # bijective base 26: A..Z, then AA (26), ZZ (26 + 26*26 - 1 = 701), AAA (702)
+    assert [column_letter(j) for j in (0, 25, 26, 701, 702)] == ["A", "Z", "AA", "ZZ", "AAA"]

@@ -94,16 +94,14 @@ ITEM_FIELDS: dict[str, tuple[str, ...]] = {
 LEDGER_ONLY = {"line": ("line", "行号", "序号")}
 TEXT_FIELDS = ("invoice_no", "issue_date", "seller_id", "buyer_id", "original_no", "item_name", "tax_code", "unit")
 NUM_FIELDS = ("quantity", "price", "amount", "tax_rate", "tax")
-CREDIT_CHARS = "0123456789ABCDEFGHJKLMNPQRTUWXY"
-CREDIT_WEIGHTS = (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28)
 
 
 def credit_code_ok(code: str) -> bool:
-    """GB 32100-2015 unified social credit code: 18 characters and a valid check character."""
-    if len(code) != 18 or any(c not in CREDIT_CHARS for c in code):
-        return False
-    total = sum(CREDIT_CHARS.index(c) * w for c, w in zip(code[:17], CREDIT_WEIGHTS, strict=True))
-    return CREDIT_CHARS[(31 - total % 31) % 31] == code[17]
+    """GB 32100-2015 unified social credit code: 18 characters and a valid check character (the
+    data contract's own check, :mod:`ruleengine.io.identifiers`)."""
+    from ..io.identifiers import USCC_ALPHABET, uscc_check_char
+
+    return len(code) == 18 and all(c in USCC_ALPHABET for c in code) and uscc_check_char(code[:17]) == code[17]
 
 
 @dataclass

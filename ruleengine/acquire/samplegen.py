@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .invoices import CREDIT_CHARS, CREDIT_WEIGHTS
+from ..io.identifiers import uscc_check_char
 from .readers import days_from_civil
 
 GRID_SELLER = "91330000MA2CXXXX0"  # completed with a check character below
@@ -40,8 +40,7 @@ INDUSTRIES = ["3011", "3120", "2614", "1713", "3360", "2231", "3484", "1810"]
 
 def credit_code(body17: str) -> str:
     """A GB 32100-2015 unified social credit code: 17 characters plus their check character."""
-    total = sum(CREDIT_CHARS.index(c) * w for c, w in zip(body17, CREDIT_WEIGHTS, strict=True))
-    return body17 + CREDIT_CHARS[(31 - total % 31) % 31]
+    return body17 + uscc_check_char(body17)
 
 
 def _firm_code(i: int) -> str:

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
+from .xlsx import column_letter
 
 # Missing-value tokens (issue #12.1): a cell holding one of these (after trimming) is not
 # reported. Never 0: a default applies only where the rulebook declares one, and is recorded.
@@ -517,7 +518,7 @@ def read_xlsx(path: Path, opts: ReadOptions, header_map: Any, only: set[str] | N
         header.pop()
     for j, h in enumerate(header):
         if not h:
-            raise DataError(f"{source}: row {top + 1}, column {_col_letter(j)}: empty header cell")
+            raise DataError(f"{source}: row {top + 1}, column {column_letter(j)}: empty header cell")
     records: list[Any] = []
     lines: list[int] = []
     problems: list[tuple[int, str | None, str]] = []
@@ -528,7 +529,7 @@ def read_xlsx(path: Path, opts: ReadOptions, header_map: Any, only: set[str] | N
             continue
         i = len(records)
         if any(_cell_text(c) for c in row[len(header) :]):
-            problems.append((i, None, f"has values right of the last header column {_col_letter(len(header) - 1)}"))
+            problems.append((i, None, f"has values right of the last header column {column_letter(len(header) - 1)}"))
         rec: dict[str, Any] = {}
         for j, h in enumerate(header):
             v: Any = row[j] if j < len(row) else None
@@ -544,12 +545,3 @@ def read_xlsx(path: Path, opts: ReadOptions, header_map: Any, only: set[str] | N
 
 def _cell_text(c: Any) -> str:
     return "" if c is None else str(c).strip()
-
-
-def _col_letter(j: int) -> str:
-    out = ""
-    j += 1
-    while j:
-        j, r = divmod(j - 1, 26)
-        out = chr(65 + r) + out
-    return out

@@ -51,7 +51,8 @@ _WORKBOOK_RELS = (
 )
 
 
-def _col(j: int) -> str:
+def column_letter(j: int) -> str:
+    """Excel's letters of the 0-based column ``j`` (0 → A, 25 → Z, 26 → AA)."""
     out = ""
     j += 1
     while j:
@@ -99,7 +100,7 @@ def write_xlsx(path: Path, tables: Iterable[Any]) -> None:
             for table in tables:
                 if r == 0:
                     r = 1
-                    head = "".join(_cell(f"{_col(j)}1", n) for j, n in enumerate(table.column_names))
+                    head = "".join(_cell(f"{column_letter(j)}1", n) for j, n in enumerate(table.column_names))
                     fh.write(f'<row r="1">{head}</row>'.encode())
                 if r + table.num_rows > EXCEL_MAX_ROWS:
                     raise DataError(
@@ -107,7 +108,7 @@ def write_xlsx(path: Path, tables: Iterable[Any]) -> None:
                         "write .csv or .parquet"
                     )
                 cols = [c.to_pylist() for c in table.columns]
-                letters = [_col(j) for j in range(len(cols))]
+                letters = [column_letter(j) for j in range(len(cols))]
                 parts = []
                 for i in range(table.num_rows):
                     r += 1
