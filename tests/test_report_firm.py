@@ -207,8 +207,8 @@ def test_digest_and_qr_match_the_trace_that_verify_checks(tmp_path: Path, huzhou
     assert report.trace_digest(json.loads(r.output)) == digest
     v = run("verify", str(trace_file))
     assert v.exit_code == 0 and v.output.startswith("verified: G06 2023 under huzhou")
-    # the QR code carries method, firm-year, rating and the digest; segno draws it as SVG paths
-    assert f"ruleengine|huzhou|{huzhou.plan.version}|G06|2023|4|{digest}" in json.dumps(html) or "<svg" in html
+    # the QR code carries method, firm-year, rating and the digest (segno draws it as SVG paths,
+    # so the payload is checked where the page gets it)
     ctx = report.firm_context(huzhou, huzhou.results.find("G06", 2023)[0], "zh")
     assert ctx["provenance"]["qr_payload"] == f"ruleengine|huzhou|{huzhou.plan.version}|G06|2023|4|{digest}"
     assert 'class="qr"' in html
