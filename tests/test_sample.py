@@ -101,7 +101,8 @@ def test_columns_follow_the_data_contract(clean):
 def test_values_are_plausible(clean):
     n = len(clean["firm_id"])
     ids = clean["firm_id"].tolist()
-    assert all(len(i) == 18 and i.isdigit() and i.startswith("91") for i in ids)
+    # 17 digits and a check character that may be a capital (GB 32100-2015)
+    assert all(len(i) == 18 and i[:17].isdigit() and i.startswith("91") for i in ids)
     # every firm reports every year, once
     pairs = Counter(zip(ids, clean["year"].tolist(), strict=True))
     assert len(pairs) == n and len(set(ids)) == 400
@@ -292,3 +293,20 @@ def test_bundled_example_is_reproducible(tmp_path):
     assert fresh.read_bytes() == bundled.read_bytes(), (
         "the generator changed: regenerate examples/sample_firms.csv (see examples/README.md)"
     )
+
+
+def test_sample_identifiers_pass_the_data_contract():
+    """Every generated firm id is a valid unified social credit code (GB 32100-2015 check
+    character) with its city's division, and every industry a GB/T 4754-2017 class: the sample
+    draws no identifier warning (it used to draw one for nearly every firm)."""
+    from ruleengine.io.identifiers import classification, uscc_check_char, uscc_problem
+
+    cols = sample.generate(200, [2022], seed=5)
+    ids = [str(x) for x in cols["firm_id"]]
+    assert all(uscc_problem(i) is None for i in ids)
+    assert {i[2:8] for i in ids} <= {"330500", "330800", "440300"}
+    # the check character by hand for one id: 91330500 + 9 digits
+    first = ids[0]
+    assert first[17] == uscc_check_char(first[:17])
+    classes = classification()
+    assert all(classes[str(c)].level == 4 for c in cols["industry"] if c)

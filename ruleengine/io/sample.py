@@ -93,9 +93,22 @@ _DECIMALS["loan_amount_10k_cny"] = 0  # loans are granted in whole 10^4 CNY
 _CITIES = ("huzhou", "quzhou", "shenzhen")
 _CITY_SHARE = (0.45, 0.25, 0.30)
 _CITY_TITLE = ("Huzhou", "Quzhou", "Shenzhen")
-# Unified social credit code: "9" (registered with market regulation) "1" (enterprise), then the
-# 6-digit administrative division of the registering city, then 10 digits (org code + check).
+# Unified social credit code (GB 32100-2015): "9" (registered with market regulation) "1"
+# (enterprise), the 6-digit administrative division of the registering city (GB/T 2260), a 9-digit
+# organisation code and the check character computed from the first 17.
 _CITY_USCC_PREFIX = ("91330500", "91330800", "91440300")
+def _uscc_check_chars(city: np.ndarray, digits: np.ndarray) -> np.ndarray:
+    """The GB 32100-2015 check character of ``_CITY_USCC_PREFIX[city] + digits`` (an (n, 9) array
+    of digit characters), vectorised: ``31 - (Σ a_i·W_i mod 31)``, 31 written as 0."""
+    from .identifiers import USCC_ALPHABET, USCC_WEIGHTS
+
+    weights = np.asarray(USCC_WEIGHTS, dtype=np.int64)
+    prefix = np.array([[USCC_ALPHABET.index(c) for c in p] for p in _CITY_USCC_PREFIX], dtype=np.int64)
+    total = prefix[city] @ weights[:8] + digits.astype(np.int64) @ weights[8:]
+    alphabet = np.array(list(USCC_ALPHABET), dtype=object)
+    return alphabet[(31 - total % 31) % 31]
+
+
 _REGIONS = ("north", "northwest", "east", "northeast", "central", "south", "southwest")
 _CITY_REGION = (_REGIONS.index("east"), _REGIONS.index("east"), _REGIONS.index("south"))
 _OTHER_GRID_SHARE = 0.03  # plants registered in the city but connected to another regional grid
@@ -174,10 +187,10 @@ class _Industry:
 
 
 _INDUSTRIES: tuple[_Industry, ...] = (
-    _Industry("1310", "Grain", 0.35, 0.18, "food", False, (1.5, 2.0, 0.3)),
+    _Industry("1311", "Grain", 0.35, 0.18, "food", False, (1.5, 2.0, 0.3)),
     _Industry("1711", "Cotton Spinning", 0.9, 0.20, "spinning", False, (6.0, 2.0, 0.5)),
     _Industry("1713", "Printing and Dyeing", 1.4, 0.22, "dyeing", False, (4.0, 0.8, 0.3)),
-    _Industry("1810", "Garments", 0.15, 0.25, "light", False, (3.0, 1.0, 4.0)),
+    _Industry("1819", "Garments", 0.15, 0.25, "light", False, (3.0, 1.0, 4.0)),
     _Industry("1951", "Footwear", 0.15, 0.24, "light", False, (0.8, 0.5, 1.5)),
     _Industry("2110", "Furniture", 0.3, 0.24, "light", False, (5.0, 1.0, 1.5)),
     _Industry("2211", "Pulp", 1.8, 0.22, "pulp", True, (0.6, 1.5, 0.0)),
@@ -428,11 +441,12 @@ def _clean_panel(n_firms: int, years: list[int], rng: np.random.Generator) -> di
     put("tax_10k_cny", tax)
 
     # Identity and text columns (per firm, repeated for each year).
-    number = (np.arange(nf, dtype=np.int64) * 2_718_281_829 + 3_141_592_653) % 10_000_000_000
-    # zero-padded to 10 digits: format 1e10 + number, then drop the leading "1" (fixed width)
-    padded = (number + 10_000_000_000).astype("U11").view("U1").reshape(nf, 11)[:, 1:]
-    digits = np.ascontiguousarray(padded).view("U10").reshape(nf).astype(object)
-    firm_id = np.array(_CITY_USCC_PREFIX, dtype=object)[city] + digits
+    number = (np.arange(nf, dtype=np.int64) * 2_718_281_829 + 314_159_265) % 1_000_000_000
+    # zero-padded to 9 digits: format 1e9 + number, then drop the leading "1" (fixed width)
+    padded = (number + 1_000_000_000).astype("U10").view("U1").reshape(nf, 10)[:, 1:]
+    digits = np.ascontiguousarray(padded).view("U9").reshape(nf).astype(object)
+    first17 = np.array(_CITY_USCC_PREFIX, dtype=object)[city] + digits
+    firm_id = first17 + _uscc_check_chars(city, padded)
     stems = np.array(_NAME_STEMS, dtype=object)
     first = stems[rng.integers(0, len(stems), nf)]
     second = np.char.lower(np.array(_NAME_STEMS))[rng.integers(0, len(stems), nf)].astype(object)

@@ -9,9 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import Diagnostic
-from .compiler import compile_document
 from .plan import Plan
-from .source import load_document, parse_text
+
+# The compiler (and the JSON Schema it validates against) is imported only when a rulebook has to
+# be compiled: a plan from the cache needs neither, and a fresh process saves their import time.
 
 # Compiled plans by rulebook path, with the (mtime, size) of every file they were built from
 # (the rulebook and the libraries it imports): editing any of them recompiles.
@@ -52,6 +53,9 @@ def load(book: str | Path | Plan) -> Plan:
     if stored is not None:
         _CACHE[key] = (_stamp([Path(f) for f in stored.source_map.files]), stored)
         return stored
+    from .compiler import compile_document
+    from .source import load_document
+
     doc = load_document(path)
     plan = compile_document(doc)
     _CACHE[key] = (_stamp(doc.files), plan)
@@ -61,7 +65,8 @@ def load(book: str | Path | Plan) -> Plan:
 
 def compile_text(text: str, file: str = "<string>") -> Plan:
     """Compile rulebook YAML given as text (for tools and tests)."""
-    from .source import resolve_imports
+    from .compiler import compile_document
+    from .source import parse_text, resolve_imports
 
     doc = parse_text(text, file)
     resolve_imports(doc, Path(file).parent if file != "<string>" else Path.cwd())
