@@ -72,6 +72,7 @@ class Rated:
     data_name: str
     has_loans: bool
     _by_firm: dict[str, list[int]] = field(default_factory=dict)
+    _peer_charts: dict[Any, Any] = field(default_factory=dict)  # peer-group drawings (charts.peer_histogram)
 
     def rows_of(self, firm_id: str) -> list[int]:
         if not self._by_firm:
@@ -567,6 +568,7 @@ def _firm_charts(
             shown_edges,
             bcol,
             (L.t("peer_group"), L.t("firm_value"), L.name(value_name)),
+            cache=rated._peer_charts,
         )
         chart["head"] = [L.t("indicator"), L.t("value")]
         below = int(np.sum(vals < fv))
