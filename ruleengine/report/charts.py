@@ -85,7 +85,7 @@ def _figure(w: float, h: float) -> tuple[Any, Any]:
 
 def _ctx() -> Any:
     """One style context per chart (each context copies matplotlib's settings: one is enough)."""
-    return _mpl().rc_context(_STYLE)  # type: ignore[arg-type]
+    return _mpl().rc_context(_STYLE)
 
 
 def donut(salt: str, title: str, labels: Sequence[str], values: Sequence[float], colours: Sequence[str]) -> str:
