@@ -224,7 +224,7 @@ def peer_histogram(
         return _svg(fig, salt, title)
 
 
-PEER_CACHE = 64  # peer-group drawings kept per rated portfolio (a figure is ~100 KB)
+PEER_CACHE = 64  # peer-group drawings kept per rated portfolio (bounded: many small groups, bounded memory)
 
 
 def _peer_figure(
