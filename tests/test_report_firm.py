@@ -230,3 +230,33 @@ def test_report_date_is_the_option_or_the_end_of_the_year(huzhou: report.Rated) 
     assert '<meta name="dcterms.created" content="2024-03-15">' in html
     r = run("report", "huzhou", str(SMALL), "--firm", "G01", "--date", "15/03/2024", "-o", "x.html")
     assert r.exit_code == 2 and "YYYY-MM-DD" in r.output
+
+
+def test_a_peer_group_drawn_once_gives_the_same_page_as_a_fresh_drawing() -> None:
+    # G01-G05 are the cement class (3011) peer group of 2023: its histogram is drawn for G01 and kept
+    # with the rated portfolio; G02-G05 only move the firm's marker. Each page equals the page made
+    # first thing from a freshly rated portfolio (nothing cached).
+    warm = report.rate_portfolio("huzhou", SMALL)
+    pages = {f: report.firm_html(warm, f, 2023, "zh") for f in ("G01", "G02", "G03", "G04", "G05")}
+    assert len(warm._peer_charts) == 1  # one group, drawn once
+    for firm in ("G05", "G02"):
+        fresh = report.firm_html(report.rate_portfolio("huzhou", SMALL), firm, 2023, "zh")
+        assert pages[firm] == fresh, firm
+    # and the marker did move: the five peer charts are five different drawings
+    peer = re.compile(r'<figure[^>]*data-chart="peers".*?</figure>', re.S)
+    assert len({peer.search(p).group(0) for p in pages.values()}) == 5
+
+
+def test_no_appendix_leaves_the_audit_trail_out_and_keeps_the_digest(tmp_path: Path) -> None:
+    out = tmp_path / "G01.html"
+    r = run("report", "huzhou", str(SMALL), "--firm", "G01", "--year", "2023", "--no-appendix", "-o", str(out))
+    assert r.exit_code == 0, r.output
+    html = out.read_text(encoding="utf-8")
+    assert 'id="audit-trail"' not in html and "coke_t = 0" not in html and "data-trace=" not in html
+    assert 'id="appendix-left-out"' in html and "ruleengine explain" in html
+    full = report.firm_html(report.rate_portfolio("huzhou", SMALL), "G01", 2023, "zh")
+    digest = re.compile(r'id="digest">(sha256:[0-9a-f]{64})<')
+    assert digest.search(html).group(1) == digest.search(full).group(1)
+    # everything before the appendix is the same page
+    assert html.split('<section id="appendix"')[0] == full.split('<section id="appendix"')[0]
+    assert "--appendix / --no-appendix" in run("report", "--help").output

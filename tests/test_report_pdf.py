@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -74,3 +75,36 @@ def test_pdf_dates_are_the_report_date_and_bytes_repeat(tmp_path: Path) -> None:
     assert "Fri Mar 15 00:00:00 2024 UTC" in tool("pdfinfo", str(path))
     text = tool("pdftotext", str(tmp_path / "G12.pdf"), "-")
     assert "Carbon rating report" in text and "level 1 (best)" in text
+
+
+def test_pdf_bytes_do_not_depend_on_what_the_process_made_before(tmp_path: Path) -> None:
+    # one font configuration per process and the peer-group drawings kept per rated portfolio:
+    # G04's PDF made after three other PDFs equals the one a fresh process makes first thing
+    rated = report.rate_portfolio("huzhou", SMALL)
+    for firm in ("G01", "G12", "G02"):
+        report.firm_pdf(rated, firm, 2023, "zh")
+    after = report.firm_pdf(rated, "G04", 2023, "zh")
+    fresh = tmp_path / "G04.pdf"
+    code = (
+        "import sys; from ruleengine import report; "
+        f"r = report.rate_portfolio('huzhou', {str(SMALL)!r}); "
+        "sys.stdout.buffer.write(report.firm_pdf(r, 'G04', 2023, 'zh'))"
+    )
+    fresh.write_bytes(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=300).stdout)
+    assert fresh.read_bytes() == after
+
+
+def test_pdf_without_appendix_is_shorter_and_says_how_to_get_the_trail(tmp_path: Path) -> None:
+    rated = report.rate_portfolio("huzhou", SMALL)
+    full, short = tmp_path / "full.pdf", tmp_path / "short.pdf"
+    full.write_bytes(report.firm_pdf(rated, "G01", 2023, "en"))
+    short.write_bytes(report.firm_pdf(rated, "G01", 2023, "en", appendix=False))
+
+    def pages(p: Path) -> int:
+        return int(next(ln.split()[-1] for ln in tool("pdfinfo", str(p)).splitlines() if ln.startswith("Pages:")))
+
+    assert pages(short) < pages(full)
+    text = tool("pdftotext", str(short), "-")
+    assert "coke_t = 0" not in text and "net_emissions_tco2" not in text
+    assert "is left out of this report" in " ".join(text.split())
+    assert "Cement One" in text and "133,397.0" in text

@@ -42,28 +42,49 @@ def _check_out(out: str | Path) -> Path:
     return p
 
 
-def firm_html(rated: Rated, firm_id: str, year: int | None = None, lang: str = "zh", date: str | None = None) -> str:
-    """The firm report of one firm-year as one self-contained HTML page."""
+def firm_html(
+    rated: Rated,
+    firm_id: str,
+    year: int | None = None,
+    lang: str = "zh",
+    date: str | None = None,
+    appendix: bool = True,
+) -> str:
+    """The firm report of one firm-year as one self-contained HTML page (``appendix=False``: without
+    the audit trail appendix; a line says how to make it)."""
     from . import render
 
     i = find_firm(rated, firm_id, year)
-    return render.html("firm.html.j2", firm_context(rated, i, lang, date))
+    return render.html("firm.html.j2", firm_context(rated, i, lang, date, appendix))
 
 
 def _date(rated: Rated, i: int, date: str | None) -> str:
     return date or f"{int(rated.results['year'][i])}-12-31"
 
 
-def firm_pdf(rated: Rated, firm_id: str, year: int | None = None, lang: str = "zh", date: str | None = None) -> bytes:
+def firm_pdf(
+    rated: Rated,
+    firm_id: str,
+    year: int | None = None,
+    lang: str = "zh",
+    date: str | None = None,
+    appendix: bool = True,
+) -> bytes:
     from . import render
 
     i = find_firm(rated, firm_id, year)
     d = _date(rated, i, date)
-    return render.pdf(render.html("firm.html.j2", firm_context(rated, i, lang, d), pdf=True), d)
+    return render.pdf(render.html("firm.html.j2", firm_context(rated, i, lang, d, appendix), pdf=True), d)
 
 
 def write_firm(
-    rated: Rated, firm_id: str, year: int | None, out: str | Path, lang: str = "zh", date: str | None = None
+    rated: Rated,
+    firm_id: str,
+    year: int | None,
+    out: str | Path,
+    lang: str = "zh",
+    date: str | None = None,
+    appendix: bool = True,
 ) -> Path:
     from . import render
 
@@ -71,27 +92,31 @@ def write_firm(
     i = find_firm(rated, firm_id, year)
     d = _date(rated, i, date)
     pdf = p.suffix.lower() == ".pdf"
-    render.write(render.html("firm.html.j2", firm_context(rated, i, lang, d), pdf=pdf), p, d)
+    render.write(render.html("firm.html.j2", firm_context(rated, i, lang, d, appendix), pdf=pdf), p, d)
     return p
 
 
-def _one(rated: Rated, firm: str, year: int | None, out_dir: Path, fmt: str, lang: str, date: str | None) -> Path:
+def _one(
+    rated: Rated, firm: str, year: int | None, out_dir: Path, fmt: str, lang: str, date: str | None, appendix: bool
+) -> Path:
     from . import render
 
     i = find_firm(rated, firm, year)
     dd = _date(rated, i, date)
     name = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in firm) or "firm"
     p = out_dir / f"{name}_{int(rated.results['year'][i])}.{fmt}"
-    render.write(render.html("firm.html.j2", firm_context(rated, i, lang, dd), pdf=fmt == "pdf"), p, dd)
+    render.write(render.html("firm.html.j2", firm_context(rated, i, lang, dd, appendix), pdf=fmt == "pdf"), p, dd)
     return p
 
 
 _SHARED: dict[str, Any] = {}  # the rated portfolio, inherited by forked workers (never pickled)
 
 
-def _chunk(firms: list[str], year: int | None, out_dir: str, fmt: str, lang: str, date: str | None) -> list[str]:
+def _chunk(
+    firms: list[str], year: int | None, out_dir: str, fmt: str, lang: str, date: str | None, appendix: bool
+) -> list[str]:
     rated = _SHARED["rated"]
-    return [str(_one(rated, f, year, Path(out_dir), fmt, lang, date)) for f in firms]
+    return [str(_one(rated, f, year, Path(out_dir), fmt, lang, date, appendix)) for f in firms]
 
 
 def write_all(
@@ -104,12 +129,14 @@ def write_all(
     progress: Any = None,
     jobs: int = 1,
     firms: list[str] | None = None,
+    appendix: bool = True,
 ) -> list[Path]:
     """One report per firm (its latest year, or ``year``) into ``out_dir``; ``progress(n_done)`` as they go.
 
     ``firms``: only these firm ids (default: every firm in the data).
     ``jobs`` > 1 writes them in that many forked processes (POSIX), each with the rated portfolio
     it inherited; the files are the same as with one process.
+    ``appendix=False`` leaves the audit trail appendix out of every report (shorter PDFs, faster).
     """
     d = Path(out_dir)
     if fmt not in ("html", "pdf"):
@@ -133,7 +160,7 @@ def write_all(
 
     if jobs <= 1 or len(firms) < 2 or "fork" not in mp.get_all_start_methods():
         for k, firm in enumerate(firms):
-            written.append(_one(rated, firm, year, d, fmt, lang, date))
+            written.append(_one(rated, firm, year, d, fmt, lang, date, appendix))
             if progress is not None:
                 progress(k + 1)
         return written
@@ -146,7 +173,7 @@ def write_all(
     done = 0
     try:
         with ProcessPoolExecutor(jobs, mp_context=mp.get_context("fork")) as pool:
-            futures = {pool.submit(_chunk, c, year, str(d), fmt, lang, date): c for c in chunks}
+            futures = {pool.submit(_chunk, c, year, str(d), fmt, lang, date, appendix): c for c in chunks}
             for fut in as_completed(futures):
                 written.extend(Path(p) for p in fut.result())
                 done += len(futures[fut])

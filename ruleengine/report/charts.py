@@ -20,18 +20,17 @@ FONTS = ["Noto Sans CJK SC", "Noto Sans CJK JP", "WenQuanYi Zen Hei", "DejaVu Sa
 
 
 def _mpl() -> Any:
+    """matplotlib, quiet about missing fallback fonts. Figures are made with ``Figure()`` directly,
+    not pyplot: no figure manager to register with and close (a few ms a chart)."""
     global _READY
     import matplotlib
 
     if not _READY:
-        matplotlib.use("svg", force=True)
         import logging
 
         logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
         _READY = True
-    import matplotlib.pyplot as plt
-
-    return plt
+    return matplotlib
 
 
 _STYLE: dict[str, Any] = {
@@ -49,13 +48,10 @@ _STYLE: dict[str, Any] = {
 
 
 def _svg(fig: Any, salt: str, title: str) -> str:
-    import matplotlib
-
-    plt = _mpl()
+    matplotlib = _mpl()
     buf = io.StringIO()
     matplotlib.rcParams["svg.hashsalt"] = f"ruleengine-{salt}"  # inside the chart's rc_context: restored after
     fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": "ruleengine (matplotlib)"})
-    plt.close(fig)
     text = buf.getvalue()
     text = text[text.index("<svg") :]
     # an accessible name for screen readers; the data table next to the chart carries the numbers
@@ -80,16 +76,16 @@ def _esc(s: str) -> str:
 
 def _figure(w: float, h: float) -> tuple[Any, Any]:
     """A figure and its axes, made inside the chart's style context (``_ctx``)."""
-    fig, ax = _mpl().subplots(figsize=(w, h))
-    return fig, ax
+    _mpl()
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(w, h))
+    return fig, fig.add_subplot()
 
 
 def _ctx() -> Any:
     """One style context per chart (each context copies matplotlib's settings: one is enough)."""
-    import matplotlib
-
-    _mpl()
-    return matplotlib.rc_context(_STYLE)  # type: ignore[arg-type]
+    return _mpl().rc_context(_STYLE)
 
 
 def donut(salt: str, title: str, labels: Sequence[str], values: Sequence[float], colours: Sequence[str]) -> str:
@@ -203,29 +199,60 @@ def peer_histogram(
     edges: Sequence[tuple[float, str]],
     band_colours: Sequence[tuple[float, float, str]],
     labels: tuple[str, str, str],
+    cache: dict[Any, Any] | None = None,
 ) -> str:
-    """The peer group's distribution of the rated value, the band edges and this firm."""
+    """The peer group's distribution of the rated value, the band edges and this firm.
+
+    ``cache`` (one dict per rated portfolio) keeps each peer group's drawing: the firms of a group
+    share everything but their marker, so the group is drawn once and only the marker moves. The SVG
+    is the same with or without the cache (the axis range is the group's, which holds the firm).
+    """
+    finite = [float(v) for v in values if not math.isnan(v)]
+    key = (salt, title, tuple(finite), tuple(edges), tuple(band_colours), labels)
+    inside = bool(finite) and min(finite) <= firm_value <= max(finite)
     with _ctx(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fig, ax = _figure(6.0, 2.6)
-        finite = [v for v in values if not math.isnan(v)]
-        lo = min(finite + [firm_value] + [e for e, _ in edges])
-        hi = max(finite + [firm_value] + [e for e, _ in edges])
-        pad = (hi - lo) * 0.08 or 1.0
-        lo, hi = lo - pad, hi + pad
-        for a, b, colour in band_colours:  # shaded bands
-            ax.axvspan(max(a, lo), min(b, hi), color=colour, alpha=0.18, linewidth=0)
-        ax.hist(finite, bins=min(20, max(5, len(finite))), range=(lo, hi), color="#6b7f99", label=labels[0])
-        for e, lab in edges:
-            ax.axvline(e, color="#444444", linestyle="--", linewidth=0.8)
-            ax.text(e, 1.0, lab, transform=ax.get_xaxis_transform(), ha="center", va="bottom", fontsize=7)
-        ax.axvline(firm_value, color="#d7301f", linewidth=2.2, label=labels[1])
-        ax.set_xlim(lo, hi)
-        ax.set_xlabel(labels[2])
-        ax.yaxis.get_major_locator().set_params(integer=True)
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, fontsize=8)
-        fig.subplots_adjust(left=0.08, right=0.97, top=0.9, bottom=0.3)
+        drawn = cache.get(key) if cache is not None and inside else None
+        if drawn is None:
+            drawn = _peer_figure(finite, firm_value, edges, band_colours, labels)
+            if cache is not None and inside:
+                while len(cache) >= PEER_CACHE:  # bounded: the oldest group goes first
+                    del cache[next(iter(cache))]
+                cache[key] = drawn
+        fig, marker = drawn
+        marker.set_xdata([firm_value, firm_value])
         return _svg(fig, salt, title)
+
+
+PEER_CACHE = 64  # peer-group drawings kept per rated portfolio (bounded: many small groups, bounded memory)
+
+
+def _peer_figure(
+    finite: list[float],
+    firm_value: float,
+    edges: Sequence[tuple[float, str]],
+    band_colours: Sequence[tuple[float, float, str]],
+    labels: tuple[str, str, str],
+) -> tuple[Any, Any]:
+    """The group's figure and the firm's marker line (moved by the caller)."""
+    fig, ax = _figure(6.0, 2.6)
+    lo = min(finite + [firm_value] + [e for e, _ in edges])
+    hi = max(finite + [firm_value] + [e for e, _ in edges])
+    pad = (hi - lo) * 0.08 or 1.0
+    lo, hi = lo - pad, hi + pad
+    for a, b, colour in band_colours:  # shaded bands
+        ax.axvspan(max(a, lo), min(b, hi), color=colour, alpha=0.18, linewidth=0)
+    ax.hist(finite, bins=min(20, max(5, len(finite))), range=(lo, hi), color="#6b7f99", label=labels[0])
+    for e, lab in edges:
+        ax.axvline(e, color="#444444", linestyle="--", linewidth=0.8)
+        ax.text(e, 1.0, lab, transform=ax.get_xaxis_transform(), ha="center", va="bottom", fontsize=7)
+    marker = ax.axvline(firm_value, color="#d7301f", linewidth=2.2, label=labels[1])
+    ax.set_xlim(lo, hi)
+    ax.set_xlabel(labels[2])
+    ax.yaxis.get_major_locator().set_params(integer=True)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, fontsize=8)
+    fig.subplots_adjust(left=0.08, right=0.97, top=0.9, bottom=0.3)
+    return fig, marker
 
 
 def heatmap(

@@ -118,6 +118,11 @@ UI: dict[str, tuple[str, str]] = {
     "qr_alt": ("二维码：规则、企业、年度与摘要", "QR code: rulebook, firm, year and digest"),
     "appendix": ("附录：审计轨迹", "Appendix: audit trail"),
     "appendix_summary": ("展开完整审计轨迹（{n} 项）", "Show the full audit trail ({n} items)"),
+    "appendix_left_out": (
+        "本报告未附审计轨迹（{n} 项）：用上述 `ruleengine explain` 命令生成，摘要与本页一致。",
+        "The audit trail ({n} items) is left out of this report: make it with the `ruleengine explain` command "
+        "above; its digest is the one on this page.",
+    ),
     "zero_inputs": ("值为零或空的输入与变量（{n} 项）", "Inputs and variables that are zero or empty ({n})"),
     "name": ("名称", "Name"),
     "kind": ("类型", "Kind"),

@@ -72,6 +72,7 @@ class Rated:
     data_name: str
     has_loans: bool
     _by_firm: dict[str, list[int]] = field(default_factory=dict)
+    _peer_charts: dict[Any, Any] = field(default_factory=dict)  # peer-group drawings (charts.peer_histogram)
 
     def rows_of(self, firm_id: str) -> list[int]:
         if not self._by_firm:
@@ -204,8 +205,14 @@ def find_firm(rated: Rated, firm_id: str, year: int | None) -> int:
     return hit[0]
 
 
-def firm_context(rated: Rated, i: int, lang: str = "zh", date: str | None = None) -> dict[str, Any]:
-    """Everything the firm template shows for row ``i`` of the rated portfolio."""
+def firm_context(
+    rated: Rated, i: int, lang: str = "zh", date: str | None = None, appendix: bool = True
+) -> dict[str, Any]:
+    """Everything the firm template shows for row ``i`` of the rated portfolio.
+
+    ``appendix=False`` leaves the audit trail appendix out (a line says how to make it; the digest
+    and the QR code stay): a PDF of a page or two fewer, for batches of many reports.
+    """
     from ..analysis.trace import explain_firm
 
     plan, res = rated.plan, rated.results
@@ -414,7 +421,13 @@ def firm_context(rated: Rated, i: int, lang: str = "zh", date: str | None = None
         "charts": chart_list,
         "quality": quality,
         "provenance": provenance,
-        "appendix": {"shown": shown, "folded": folded, "decisions": decisions, "count": len(td["nodes"])},
+        "appendix": {
+            "shown": shown,
+            "folded": folded,
+            "decisions": decisions,
+            "count": len(td["nodes"]),
+            "included": appendix,
+        },
         "trace": td,
         "row": i,
     }
@@ -567,6 +580,7 @@ def _firm_charts(
             shown_edges,
             bcol,
             (L.t("peer_group"), L.t("firm_value"), L.name(value_name)),
+            cache=rated._peer_charts,
         )
         chart["head"] = [L.t("indicator"), L.t("value")]
         below = int(np.sum(vals < fv))
