@@ -336,21 +336,24 @@ async def _upload(request: Request, st: State, fmt: str | None, folder: Path, re
             form = await request.form(max_files=1, max_fields=10)
         except Exception:  # noqa: BLE001 - python-multipart's errors: a malformed body
             raise Problem(400, "Bad Request", "malformed multipart/form-data body", "bad-multipart") from None
-        f = form.get("file")
-        if f is None or isinstance(f, str):
-            raise Problem(
-                422, "Unprocessable Content", "multipart upload needs a 'file' field with the portfolio", "no-file"
-            )
-        name = (f.filename or "").lower()
-        ext = name.rsplit(".", 1)[-1] if "." in name else ""
-        if fmt is None and ext not in UPLOAD_FORMATS:
-            raise Problem(
-                415,
-                "Unsupported Media Type",
-                "name the file .csv, .json, .jsonl, .parquet or .xlsx (or give ?format=)",
-                "unsupported-type",
-            )
-        data = await f.read()
+        try:
+            f = form.get("file")
+            if f is None or isinstance(f, str):
+                raise Problem(
+                    422, "Unprocessable Content", "multipart upload needs a 'file' field with the portfolio", "no-file"
+                )
+            name = (f.filename or "").lower()
+            ext = name.rsplit(".", 1)[-1] if "." in name else ""
+            if fmt is None and ext not in UPLOAD_FORMATS:
+                raise Problem(
+                    415,
+                    "Unsupported Media Type",
+                    "name the file .csv, .json, .jsonl, .parquet or .xlsx (or give ?format=)",
+                    "unsupported-type",
+                )
+            data = await f.read()
+        finally:
+            await form.close()
         return _save_upload(st, data, "", fmt or ext, folder)
     body = await request.body()
     if not body and not required:
