@@ -935,8 +935,10 @@ def ledger_keygen(private_out: str, public_out: str) -> None:
 @click.option("--timeout", type=click.FloatRange(0.1), default=60.0, show_default=True, help="Seconds per request.")
 @click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True,
               help="Requests doing work at once (others wait, then get 503).")
+@click.option("--body-timeout", type=click.FloatRange(0.1), default=30.0, show_default=True,
+              help="Seconds a client may take to send its body (slower: 408).")
 def serve(ledger_url: str, host: str, port: int, keys: str | None, state_dir: str | None, max_body_mb: int,
-          max_rows: int, timeout: float, workers: int) -> None:
+          max_rows: int, timeout: float, workers: int, body_timeout: float) -> None:
     """Run the HTTP API (OpenAPI at /openapi.json, interactive docs at /docs): rulebooks, rating,
     explain, reports, ledger, consent. Needs: pip install 'ruleengine[service]'. See docs/service.md."""
     try:
@@ -946,7 +948,8 @@ def serve(ledger_url: str, host: str, port: int, keys: str | None, state_dir: st
         raise DataError(f"the service needs the 'service' extra ({exc.name} is not installed): "
                         "pip install 'ruleengine[service]'") from None
     cfg = ServiceConfig(ledger=ledger_url, keys=keys, state_dir=state_dir, max_body_bytes=max_body_mb * 2**20,
-                        max_rows=max_rows, request_timeout_s=timeout, max_concurrent=workers)
+                        max_rows=max_rows, request_timeout_s=timeout, max_concurrent=workers,
+                        body_timeout_s=body_timeout)
     run_service(cfg, host, port)
 
 
