@@ -86,7 +86,7 @@ class State:
         self.idem_locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     def close(self) -> None:
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        """Release the database connections (the app stays usable: they reopen when needed)."""
         self.ledger.dispose()
 
     # --- bounded work ------------------------------------------------------------------------
