@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
+from ledger_pg import make_sample
 from service_env import FIRM, make_env
 
-from ledger_pg import make_sample
 from ruleengine.ledger import open_ledger
 
 

@@ -1271,23 +1271,17 @@ def _rate_one(st: State, p: Principal, run_id: int, rows: list[dict[str, Any]], 
 
     if p.role != "admin":
         _scope_rows(st, p, [firm_id], f"rate against run {run_id}")
-    base = st.run_row(run_id)
-    if base is None:
-        raise Problem(404, "Not Found", f"no run {run_id}", "no-run")
     rr = st.rated_run(run_id, with_results=False)
-    with _upload_dir(st) as folder:
-        path = folder / "firm.json"
-        path.write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
-        results = pipeline.rate(rr.plan, path, benchmarks=rr.tables)
-        run = st.ledger.record(
-            rr.book,
-            path,
-            results,
-            plan=rr.plan,
-            who=f"service:{p.name}",
-            input_name=f"firm:{firm_id}",
-            options={"benchmarks_of_run": run_id, "service": "rate-firm"},
-        )
+    results = pipeline.rate(rr.plan, rows, benchmarks=rr.tables)
+    run = st.ledger.record(
+        rr.book,
+        rows,
+        results,
+        plan=rr.plan,
+        who=f"service:{p.name}",
+        input_name=f"firm:{firm_id}",
+        options={"benchmarks_of_run": run_id, "service": "rate-firm"},
+    )
     return _json(
         {
             **_provenance(run),

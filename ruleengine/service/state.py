@@ -154,6 +154,8 @@ class State:
             with self._runs_lock:
                 got = self._runs.get(run_id)
             if got is None:
+                if self.run_row(run_id) is None:
+                    raise Problem(404, "Not Found", f"no run {run_id} in the ledger", "no-run")
                 got = self._materialise(run_id)
             if with_results and got.results is None:
                 from ..ledger.replay import Materials, rerate
