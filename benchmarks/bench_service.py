@@ -62,12 +62,14 @@ def _rss_kb(pid: int) -> int:
 def _sample(path: Path, firms: int) -> None:
     subprocess.run(
         [sys.executable, "-m", "ruleengine.cli", "sample", "--firms", str(firms), "-o", str(path)],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     )
 
 
-def open_loop(url: str, headers: dict[str, str], make: object, rate: float, seconds: float, workers: int = 32
-              ) -> tuple[list[float], list[float], int, float]:
+def open_loop(
+    url: str, headers: dict[str, str], make: object, rate: float, seconds: float, workers: int = 32
+) -> tuple[list[float], list[float], int, float]:
     """Send requests at ``rate``/s for ``seconds`` (open loop: on schedule, whatever the answers);
     returns server ms, client ms, errors, achieved requests/s."""
     n = int(rate * seconds)
@@ -133,10 +135,28 @@ def main() -> int:
     url = f"http://127.0.0.1:{port}"
     log = open(tmp / "server.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ruleengine.cli", "serve", "--ledger", str(tmp / "ledger.db"), "--keys",
-         str(tmp / "keys.json"), "--port", str(port), "--workers", str(args.workers), "--state-dir",
-         str(tmp / "state"), "--max-rows", "1000000", "--max-body-mb", "256"],
-        stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "ruleengine.cli",
+            "serve",
+            "--ledger",
+            str(tmp / "ledger.db"),
+            "--keys",
+            str(tmp / "keys.json"),
+            "--port",
+            str(port),
+            "--workers",
+            str(args.workers),
+            "--state-dir",
+            str(tmp / "state"),
+            "--max-rows",
+            "1000000",
+            "--max-body-mb",
+            "256",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     lines: list[str] = []
     try:
@@ -147,14 +167,16 @@ def main() -> int:
             except httpx.HTTPError:
                 time.sleep(0.2)
         c = httpx.Client(base_url=url, timeout=300, headers=H)
-        r = c.post("/v1/rulebooks/huzhou/rate?detail=ratings", content=base.read_bytes(),
-                   headers={"Content-Type": "text/csv"})
+        r = c.post(
+            "/v1/rulebooks/huzhou/rate?detail=ratings", content=base.read_bytes(), headers={"Content-Type": "text/csv"}
+        )
         r.raise_for_status()
         ratings = r.json()["results"]
         import pyarrow.csv as pacsv
 
-        table = pacsv.read_csv(base, convert_options=pacsv.ConvertOptions(
-            column_types={"firm_id": "string", "industry": "string"}))
+        table = pacsv.read_csv(
+            base, convert_options=pacsv.ConvertOptions(column_types={"firm_id": "string", "industry": "string"})
+        )
         rows = [x for x in table.to_pylist() if x["year"] == 2023]
         firms = [(x["firm_id"], x["year"]) for x in ratings if x["status"] == "rated"]
         # warm: run 1's materials and results are cached on first use
@@ -179,8 +201,11 @@ def main() -> int:
             f"{_pct(seq, 99):.1f} ms | — | — |"
         )
         t = time.perf_counter()
-        r = c.post("/v1/rulebooks/huzhou/rate?detail=summary", content=upload.read_bytes(),
-                   headers={"Content-Type": "text/csv"})
+        r = c.post(
+            "/v1/rulebooks/huzhou/rate?detail=summary",
+            content=upload.read_bytes(),
+            headers={"Content-Type": "text/csv"},
+        )
         wall = time.perf_counter() - t
         r.raise_for_status()
         lines.append(
@@ -225,8 +250,10 @@ def main() -> int:
             f"{last / 1024:.0f} MiB ({drift:+.1f}%) | drift <= 5%, no error |"
         )
         chk = c.get("/v1/ledger/check").json()
-        lines.append(f"| ledger check after the run | {chk['runs']:,} runs, {chk['ratings']:,} ratings | "
-                     f"ok: {chk['ok']} | — | — |")
+        lines.append(
+            f"| ledger check after the run | {chk['runs']:,} runs, {chk['ratings']:,} ratings | "
+            f"ok: {chk['ok']} | — | — |"
+        )
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -235,20 +262,23 @@ def main() -> int:
             proc.kill()
         log.close()
     load = os.getloadavg()
-    text = "\n".join([
-        "# HTTP service load (issue #17)",
-        "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores shared with other users (load average "
-        f"{load[0]:.1f} / {load[1]:.1f} at the end), Python {platform.python_version()}, ruleengine {__version__}, "
-        f"rulebook huzhou; `ruleengine serve --workers {args.workers}`, SQLite ledger, loopback. "
-        f"Run 1: {args.base_firms:,} firms × 2 years. Command: `python benchmarks/bench_service.py "
-        + " ".join(sys.argv[1:]) + "`.",
-        "",
-        "| what | load | server-side | client-side / other | target |",
-        "|---|---|---|---|---|",
-        *lines,
-        "",
-    ])
+    text = "\n".join(
+        [
+            "# HTTP service load (issue #17)",
+            "",
+            f"Machine: {platform.machine()}, {os.cpu_count()} cores shared with other users (load average "
+            f"{load[0]:.1f} / {load[1]:.1f} at the end), Python {platform.python_version()}, ruleengine {__version__}, "
+            f"rulebook huzhou; `ruleengine serve --workers {args.workers}`, SQLite ledger, loopback. "
+            f"Run 1: {args.base_firms:,} firms × 2 years. Command: `python benchmarks/bench_service.py "
+            + " ".join(sys.argv[1:])
+            + "`.",
+            "",
+            "| what | load | server-side | client-side / other | target |",
+            "|---|---|---|---|---|",
+            *lines,
+            "",
+        ]
+    )
     Path(args.out).write_text(text, encoding="utf-8")
     print(text)
     print(json.dumps({"tmp": str(tmp)}))

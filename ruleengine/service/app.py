@@ -535,7 +535,12 @@ def build(cfg: ServiceConfig) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         title = {404: "Not Found", 405: "Method Not Allowed"}.get(exc.status_code, "Error")
-        return _problem_response(st, Problem(exc.status_code, title, str(exc.detail), "http", headers=dict(exc.headers) if exc.headers else None))
+        return _problem_response(
+            st,
+            Problem(
+                exc.status_code, title, str(exc.detail), "http", headers=dict(exc.headers) if exc.headers else None
+            ),
+        )
 
     @app.exception_handler(Exception)
     async def on_bug(request: Request, exc: Exception) -> JSONResponse:
