@@ -229,8 +229,8 @@ def test_publish_validates_runs_tests_diffs_and_refuses_duplicates(env):
     assert r.status_code == 201, r.text
     pub = r.json()
     assert pub["previous"] == "2.0.0" and pub["version"] == "2.0.1" and pub["tests"] > 10
-    assert [e["name"] for e in pub["edits"]] == ["title"] or any(e["what"] == "title" or e["name"] == "title"
-                                                                  for e in pub["edits"])
+    assert sorted(e["name"] for e in pub["edits"]) == ["title", "version"]
+    assert {e["kind"] for e in pub["edits"]} == {"changed"}
     assert_problem(c.post("/v1/rulebooks/huzhou/versions", headers=h, content=good.encode()), 409, "version-exists")
     older = _bumped(text, "1.9.0", ("title: Huzhou Industrial Carbon Efficiency Code", "title: Old"))
     assert_problem(c.post("/v1/rulebooks/huzhou/versions", headers=h, content=older.encode()), 422, "not-newer")
@@ -243,7 +243,13 @@ def test_publish_validates_runs_tests_diffs_and_refuses_duplicates(env):
     r = c.post("/v1/rulebooks/huzhou/diff?old=2.0.0&new=2.0.1", headers=env.h("regulator", **{"Content-Type": "text/csv"}),
                content=env.data.read_bytes())
     assert r.status_code == 200, r.text
-    assert "impact" in r.json()
+    posted = r.json()["impact"]
+    stored = c.get("/v1/rulebooks/huzhou/diff?old=2.0.0&new=2.0.1&run=1", headers=env.h("regulator")).json()["impact"]
+    # run 1 stored the same portfolio; only the rulebook's inputs are stored, so no loan amounts
+    assert {k: v for k, v in stored.items() if k != "lending"} == {k: v for k, v in posted.items() if k != "lending"}
+    assert "annual_interest_change_cny" in posted["lending"] and "annual_interest_change_cny" not in stored["lending"]
+    assert_problem(c.get("/v1/rulebooks/huzhou/diff?old=2.0.0&new=2.0.1&run=1", headers=env.h("other_regulator")),
+                   403)
     # rating with the published version records its own rulebook hash
     r = c.post("/v1/rulebooks/huzhou/rate?version=2.0.1&detail=summary",
                headers=env.h("admin", **{"Content-Type": "text/csv"}), content=env.data.read_bytes())

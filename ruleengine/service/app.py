@@ -750,15 +750,30 @@ def build(cfg: ServiceConfig) -> FastAPI:
         out["edits"] = [e.to_dict() for e in result["edits"]]
         return json.loads(_scrub(st, json.dumps(out, default=str, ensure_ascii=False)))
 
-    @app.get("/v1/rulebooks/{name}/diff", tags=["rulebooks"], summary="Structural diff of two registry versions")
+    @app.get(
+        "/v1/rulebooks/{name}/diff",
+        tags=["rulebooks"],
+        summary="Structural diff of two registry versions (with ?run=: impact on that run's stored portfolio)",
+    )
     async def diff_get(
         p: Who,
         name: Annotated[str, NAME_PARAM],
         old: Annotated[str, Query(max_length=60)],
         new: Annotated[str, Query(max_length=60)],
+        run: Annotated[int | None, Query(ge=1, le=2**31 - 1, description="A recorded run's input rows")] = None,
     ) -> Response:
         _diff_allowed(p, name)
-        return _json(await st.work(_diff, name, old, new, None))
+
+        def go() -> Any:
+            data = None
+            if run is not None:
+                row = st.run_row(run)
+                if row is None or (p.role in ("regulator", "author") and row["rulebook_id"] not in p.rulebooks):
+                    raise Problem(404, "Not Found", "no such run, or outside this key's jurisdiction", "not-found")
+                data = st.rated_run(run, with_results=False).data
+            return _diff(name, old, new, data)
+
+        return _json(await st.work(go))
 
     @app.post(
         "/v1/rulebooks/{name}/diff",
