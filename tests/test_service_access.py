@@ -333,6 +333,16 @@ def test_an_internal_error_is_a_bare_500_problem(env, monkeypatch):
     assert "secret" not in body["detail"] and "ZeroDivision" not in body["detail"]
 
 
+def test_a_regulator_sees_no_firm_level_data(env):
+    c = env.extra["c"]
+    runs = c.get("/v1/ledger/runs", headers=env.h("regulator")).json()
+    assert runs and all("who" not in r and "input_name" not in r for r in runs)
+    assert FIRM not in c.get("/v1/ledger/runs/1", headers=env.h("regulator")).text
+    assert FIRM not in c.get("/v1/ledger/runs/1/aggregate", headers=env.h("regulator")).text
+    assert "who" in c.get("/v1/ledger/runs/1", headers=env.h("admin")).json()
+    assert c.get("/v1/ledger/runs", headers=env.h("other_regulator")).json() == []
+
+
 def test_keys_file_stores_only_hashes(env):
     text = env.keys_file.read_text()
     for key in env.keys.values():

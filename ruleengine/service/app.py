@@ -408,6 +408,14 @@ async def _idempotent(request: Request, p: Principal, key: str | None, make: Any
         raise Problem(400, "Bad Request", "Idempotency-Key: 1-200 printable ASCII characters", "bad-idempotency-key")
     rh = _request_hash(request, await request.body())
     lock = st.idem_locks.setdefault((p.name, key), asyncio.Lock())
+    try:
+        return await _idempotent_locked(st, lock, p, key, rh, make)
+    finally:
+        if not lock.locked():
+            st.idem_locks.pop((p.name, key), None)
+
+
+async def _idempotent_locked(st: State, lock: asyncio.Lock, p: Principal, key: str, rh: str, make: Any) -> Response:
     async with lock:
         got = await st.work(store.idem_get, st.ledger.engine, p.name, key)
         if got is not None:
@@ -433,7 +441,6 @@ async def _idempotent(request: Request, p: Principal, key: str | None, make: Any
                 resp.media_type or "application/json",
                 bytes(resp.body),
             )
-    st.idem_locks.pop((p.name, key), None)
     return resp
 
 
@@ -1141,18 +1148,22 @@ def build(cfg: ServiceConfig) -> FastAPI:
         "run_hash",
     )
 
+    def _fields(p: Principal) -> tuple[str, ...]:
+        # a regulator sees aggregates: not who asked for a rating nor what the input was called
+        return tuple(k for k in _RUN_FIELDS if p.role == "admin" or k not in ("who", "input_name"))
+
     @app.get("/v1/ledger/runs", tags=["ledger"], summary="Recorded runs (a regulator: its jurisdiction's)")
     async def runs(p: Who) -> Response:
         allow(p, "regulator", "admin", what="list runs")
         rows = await st.work(st.ledger.runs)
         if p.role == "regulator":
             rows = [r for r in rows if r["rulebook_id"] in p.rulebooks]
-        return _json([{k: r[k] for k in _RUN_FIELDS} for r in rows])
+        return _json([{k: r[k] for k in _fields(p)} for r in rows])
 
     @app.get("/v1/ledger/runs/{run_id}", tags=["ledger"], summary="A run's provenance")
     async def run_get(p: Who, run_id: Annotated[int, RUN_PARAM]) -> Response:
         run = await st.work(_run_for, p, run_id)
-        return _json({k: run[k] for k in (*_RUN_FIELDS, "prev_hash", "superseded_by")}, headers=_prov_headers(run))
+        return _json({k: run[k] for k in (*_fields(p), "prev_hash", "superseded_by")}, headers=_prov_headers(run))
 
     @app.get(
         "/v1/ledger/runs/{run_id}/aggregate",
@@ -1299,7 +1310,7 @@ def _rate_one(st: State, p: Principal, run_id: int, rows: list[dict[str, Any]], 
         results,
         plan=rr.plan,
         who=f"service:{p.name}",
-        input_name=f"firm:{firm_id}",
+        input_name="firm-rating",
         options={"benchmarks_of_run": run_id, "service": "rate-firm"},
     )
     return _json(
