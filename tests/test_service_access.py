@@ -302,22 +302,45 @@ def test_time_limit_and_concurrency_limit(env):
         body = assert_problem(c.post("/v1/rulebooks/huzhou/rate?detail=summary", headers=env.h("admin", **CSV),
                                      content=env.data.read_bytes()), 503, "timeout")
         assert "0.01 s" in body["detail"]
+    # one request holds the only work slot (blocked on an event) while another arrives
+    from ruleengine.service import app as A
+
+    gate = threading.Event()
+    entered = threading.Event()
+    real = A._rate_file
+
+    def held(*a, **k):
+        entered.set()
+        gate.wait(30)
+        return real(*a, **k)
+
     with client(env, max_concurrent=1, queue_timeout_s=0.05) as c:
         out: list[int] = []
 
         def slow() -> None:
-            r = c.post("/v1/rulebooks/huzhou/rate?detail=summary&what_it_takes=true", headers=env.h("admin", **CSV),
+            r = c.post("/v1/rulebooks/huzhou/rate?detail=summary", headers=env.h("admin", **CSV),
                        content=env.data.read_bytes())
             out.append(r.status_code)
 
-        t = threading.Thread(target=slow)
-        t.start()
-        time.sleep(0.3)
-        r = c.get("/v1/rulebooks", headers=env.h("admin"))
-        t.join()
+        A._rate_file = held
+        try:
+            t = threading.Thread(target=slow)
+            t.start()
+            assert entered.wait(30)
+            r = c.get("/v1/rulebooks", headers=env.h("admin"))
+            gate.set()
+            t.join()
+        finally:
+            A._rate_file = real
+            gate.set()
         assert out == [200]
         body = assert_problem(r, 503, "busy")
         assert r.headers["Retry-After"] == "2" and "busy" in body["detail"]
+        assert c.get("/v1/rulebooks", headers=env.h("admin")).status_code == 200  # the slot is free again
+    deadline = time.monotonic() + 30  # every upload folder is removed (the timed-out one when its work ends)
+    while any((env.folder / "state" / "uploads").iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any((env.folder / "state" / "uploads").iterdir())
 
 
 def test_an_internal_error_is_a_bare_500_problem(env, monkeypatch):

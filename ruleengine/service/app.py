@@ -797,11 +797,7 @@ def build(cfg: ServiceConfig) -> FastAPI:
         format: Annotated[str | None, Query(pattern="^(csv|json|jsonl|parquet|xlsx)$")] = None,
     ) -> Response:
         _diff_allowed(p, name)
-        with _upload_dir(st) as folder:
-            path = await _upload(request, st, format, folder)
-            assert path is not None
-            _rows_limit(st, path)
-            return _json(await st.work(_diff, name, old, new, path))
+        return _json(await _with_upload(request, st, format, lambda path: _diff(name, old, new, path)))
 
     # --- rating ------------------------------------------------------------------------------------
     @app.post(
@@ -823,11 +819,9 @@ def build(cfg: ServiceConfig) -> FastAPI:
         allow(p, "firm", "bank", "admin", what="rate firms")
 
         async def make() -> Response:
-            with _upload_dir(st) as folder:
-                path = await _upload(request, st, format, folder)
-                assert path is not None
-                _rows_limit(st, path)
-                return await st.work(_rate_file, st, p, name, version, path, what_it_takes, detail)
+            return await _with_upload(
+                request, st, format, lambda path: _rate_file(st, p, name, version, path, what_it_takes, detail)
+            )
 
         return await _idempotent(request, p, idempotency_key, make)
 
@@ -1232,12 +1226,32 @@ def build(cfg: ServiceConfig) -> FastAPI:
     return app
 
 
-@contextlib.contextmanager
-def _upload_dir(st: State) -> Any:
+async def _with_upload(request: Request, st: State, fmt: str | None, fn: Any) -> Any:
+    """Save the upload in a folder of its own and run ``fn(path)`` as bounded work; the folder is
+    removed when the work ends (also work abandoned by the time limit, which still finishes)."""
+    import shutil
+
     base = st.folder / "uploads"
     base.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with tempfile.TemporaryDirectory(dir=base) as tmp:
-        yield Path(tmp)
+    folder = Path(tempfile.mkdtemp(dir=base))
+    started = False
+    try:
+        path = await _upload(request, st, fmt, folder)
+        assert path is not None
+        _rows_limit(st, path)
+
+        def job() -> Any:
+            nonlocal started
+            started = True
+            try:
+                return fn(path)
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
+
+        return await st.work(job)
+    finally:
+        if not started:  # refused before the work began (limits, busy): nothing else will remove it
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _clean(x: Any) -> Any:

@@ -122,6 +122,7 @@ class State:
         try:
             return await asyncio.wait_for(asyncio.shield(fut), timeout=self.cfg.request_timeout_s)
         except TimeoutError:
+            fut.add_done_callback(_abandoned)
             raise Problem(
                 503,
                 "Service Unavailable",
@@ -197,6 +198,17 @@ class State:
                 data_path.write_bytes(stored)
         tables = C.tables_from_json(self.ledger.blob(run["benchmarks_blob"]))
         return RatedRun(run, plan, book, data_path, tables)
+
+
+def _abandoned(fut: Any) -> None:
+    """Work that outlived its request: its outcome is logged, never raised into the event loop."""
+    import logging
+
+    exc = fut.exception() if not fut.cancelled() else None
+    if exc is not None:
+        logging.getLogger("ruleengine.service").info(
+            "work abandoned by the time limit ended with %s: %s", type(exc).__name__, exc
+        )
 
 
 def _safe_rel(rel: str) -> PurePosixPath:
