@@ -929,5 +929,61 @@ def ledger_keygen(private_out: str, public_out: str) -> None:
     click.echo(f"public key {generate(private_out, public_out)} written to {public_out}")
 
 
+# --- the HTTP service (issue #17): ruleengine/service/ ------------------------------------------------
+
+
+@main.command("serve")
+@click.option(
+    "-l", "--ledger", "ledger_url", envvar="RULEENGINE_LEDGER", default="ruleengine.db", show_default=True,
+    metavar="URL", help="The ledger every rating is recorded in: a SQLite file, sqlite:///FILE or postgresql://….",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="TCP port.")
+@click.option(
+    "--keys", type=click.Path(dir_okay=False), envvar="RULEENGINE_KEYS",
+    help="API keys file (hashed keys with roles; make keys with `ruleengine service-key`). Without it "
+    "every request but /v1/health is refused.",
+)
+@click.option(
+    "--state-dir", type=click.Path(file_okay=False), help="Folder for rebuilt rulebooks (default: a temp dir)."
+)
+@click.option("--max-body-mb", type=click.IntRange(1, 4096), default=32, show_default=True, help="Largest body.")
+@click.option("--max-rows", type=click.IntRange(1), default=200_000, show_default=True, help="Rows per request.")
+@click.option("--timeout", type=click.FloatRange(0.1), default=60.0, show_default=True, help="Seconds per request.")
+@click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True,
+              help="Requests doing work at once (others wait, then get 503).")
+@click.option("--body-timeout", type=click.FloatRange(0.1), default=30.0, show_default=True,
+              help="Seconds a client may take to send its body (slower: 408).")
+def serve(ledger_url: str, host: str, port: int, keys: str | None, state_dir: str | None, max_body_mb: int,
+          max_rows: int, timeout: float, workers: int, body_timeout: float) -> None:
+    """Run the HTTP API (OpenAPI at /openapi.json, interactive docs at /docs): rulebooks, rating,
+    explain, reports, ledger, consent. Needs: pip install 'ruleengine[service]'. See docs/service.md."""
+    try:
+        from .service import ServiceConfig
+        from .service import serve as run_service
+    except ImportError as exc:
+        raise DataError(f"the service needs the 'service' extra ({exc.name} is not installed): "
+                        "pip install 'ruleengine[service]'") from None
+    cfg = ServiceConfig(ledger=ledger_url, keys=keys, state_dir=state_dir, max_body_bytes=max_body_mb * 2**20,
+                        max_rows=max_rows, request_timeout_s=timeout, max_concurrent=workers,
+                        body_timeout_s=body_timeout)
+    run_service(cfg, host, port)
+
+
+@main.command("service-key")
+@click.argument("keys_file", type=click.Path(dir_okay=False))
+@click.option("--name", required=True, help="A name for the key (logged with every request it makes).")
+@click.option("--role", required=True, type=click.Choice(["firm", "bank", "regulator", "author", "admin"]))
+@click.option("--firm", help="firm role: the firm_id it stands for.")
+@click.option("--bank", help="bank role: the bank's id (firms grant consent to it).")
+@click.option("--rulebook", "rulebooks", multiple=True, help="regulator/author role: a rulebook of its jurisdiction.")
+def service_key(keys_file: str, name: str, role: str, firm: str | None, bank: str | None,
+                rulebooks: tuple[str, ...]) -> None:
+    """Make an API key: its SHA-256 goes into KEYS_FILE (created 0600), the key is printed once."""
+    from .service.keys import add_key
+
+    click.echo(add_key(keys_file, name, role, firm=firm, bank=bank, rulebooks=rulebooks))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

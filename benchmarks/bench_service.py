@@ -1,0 +1,289 @@
+"""HTTP service load (issue #17), loopback only, bounded: a real `ruleengine serve` on 127.0.0.1.
+
+    python benchmarks/bench_service.py [--rate 200] [--seconds 10] [--upload-rows 50000]
+                                       [--soak-seconds 60] [--out benchmarks/SERVICE.md (default)]
+
+Measures, against one server process (2 workers, SQLite ledger in a temp folder):
+- one-firm rating (POST /v1/runs/1/rate: rated against run 1's benchmark tables and recorded as a
+  new run) offered open-loop at --rate requests/s for --seconds: server-side p50/p99 (the
+  Server-Timing header: from the body received to the response started) and client-side p50/p99;
+- a --upload-rows portfolio upload (CSV), rated and recorded: client wall time and server time;
+- explain (JSON trace incl. what it would take) of 200 firm-years of run 1: server-side p50/p99;
+- a soak of --soak-seconds: one-firm ratings and explains at 20 requests/s; errors, and the server's
+  RSS (VmRSS) drift between the first and last tenth of the soak.
+Targets: one-firm p50 <= 5 ms, p99 <= 25 ms; 50k upload <= 1.5 s; explain p99 <= 60 ms; RSS drift <= 5%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _pct(xs: list[float], p: float) -> float:
+    if not xs:
+        return float("nan")
+    ys = sorted(xs)
+    return ys[min(len(ys) - 1, int(round(p / 100 * (len(ys) - 1))))]
+
+
+def _server_ms(r: httpx.Response) -> float:
+    st = r.headers.get("server-timing", "")
+    return float(st.split("dur=")[1]) if "dur=" in st else float("nan")
+
+
+def _rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def _sample(path: Path, firms: int) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "ruleengine.cli", "sample", "--firms", str(firms), "-o", str(path)],
+        check=True,
+        capture_output=True,
+    )
+
+
+def open_loop(
+    url: str, headers: dict[str, str], make: object, rate: float, seconds: float, workers: int = 32
+) -> tuple[list[float], list[float], int, float]:
+    """Send requests at ``rate``/s for ``seconds`` (open loop: on schedule, whatever the answers);
+    returns server ms, client ms, errors, achieved requests/s."""
+    n = int(rate * seconds)
+    server: list[float] = []
+    client: list[float] = []
+    errors = 0
+    lock = threading.Lock()
+    local = threading.local()
+
+    def one(i: int, when: float) -> None:
+        nonlocal errors
+        c = getattr(local, "c", None)
+        if c is None:
+            c = local.c = httpx.Client(base_url=url, timeout=30, headers=headers)
+        delay = when - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        t = time.perf_counter()
+        try:
+            method, path, kw = make(i)  # type: ignore[operator]
+            r = c.request(method, path, **kw)
+            ok = r.status_code < 400
+            ms = _server_ms(r)
+        except httpx.HTTPError:
+            ok, ms = False, float("nan")
+        with lock:
+            client.append((time.perf_counter() - t) * 1000)
+            if ok:
+                server.append(ms)
+            else:
+                errors += 1
+
+    start = time.perf_counter() + 0.2
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        futs = [pool.submit(one, i, start + i / rate) for i in range(n)]
+        for f in futs:
+            f.result()
+    took = time.perf_counter() - start
+    return server, client, errors, n / took
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rate", type=float, default=200.0, help="one-firm ratings offered per second")
+    ap.add_argument("--seconds", type=float, default=10.0, help="how long to offer them")
+    ap.add_argument("--base-firms", type=int, default=2000, help="firms of run 1 (the benchmark tables)")
+    ap.add_argument("--upload-rows", type=int, default=50_000)
+    ap.add_argument("--soak-seconds", type=float, default=60.0)
+    ap.add_argument("--workers", type=int, default=2, help="the server's --workers")
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "SERVICE.md"))
+    args = ap.parse_args()
+
+    from ruleengine import __version__
+    from ruleengine.service.keys import add_key
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-service-"))
+    key = add_key(tmp / "keys.json", "bench", "admin")
+    H = {"Authorization": f"Bearer {key}"}
+    base, upload = tmp / "base.csv", tmp / "upload.csv"
+    _sample(base, args.base_firms)
+    _sample(upload, args.upload_rows // 2)
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = open(tmp / "server.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ruleengine.cli",
+            "serve",
+            "--ledger",
+            str(tmp / "ledger.db"),
+            "--keys",
+            str(tmp / "keys.json"),
+            "--port",
+            str(port),
+            "--workers",
+            str(args.workers),
+            "--state-dir",
+            str(tmp / "state"),
+            "--max-rows",
+            "1000000",
+            "--max-body-mb",
+            "256",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    lines: list[str] = []
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(url + "/v1/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        c = httpx.Client(base_url=url, timeout=300, headers=H)
+        r = c.post(
+            "/v1/rulebooks/huzhou/rate?detail=ratings", content=base.read_bytes(), headers={"Content-Type": "text/csv"}
+        )
+        r.raise_for_status()
+        ratings = r.json()["results"]
+        import pyarrow.csv as pacsv
+
+        table = pacsv.read_csv(
+            base, convert_options=pacsv.ConvertOptions(column_types={"firm_id": "string", "industry": "string"})
+        )
+        rows = [x for x in table.to_pylist() if x["year"] == 2023]
+        firms = [(x["firm_id"], x["year"]) for x in ratings if x["status"] == "rated"]
+        # warm: run 1's materials and results are cached on first use
+        c.post("/v1/runs/1/rate", json=rows[0]).raise_for_status()
+        c.get(f"/v1/runs/1/firms/{firms[0][0]}/explain").raise_for_status()
+
+        def rate_one(i: int) -> tuple[str, str, dict]:
+            return "POST", "/v1/runs/1/rate", {"json": rows[i % len(rows)]}
+
+        s_ms, c_ms, errs, got = open_loop(url, H, rate_one, args.rate, args.seconds)
+        lines.append(
+            f"| one-firm rating, offered {args.rate:g}/s for {args.seconds:g} s | achieved {got:.0f}/s, "
+            f"{errs} errors | server p50 {_pct(s_ms, 50):.1f} ms, p99 {_pct(s_ms, 99):.1f} ms | client p50 "
+            f"{_pct(c_ms, 50):.1f} ms, p99 {_pct(c_ms, 99):.1f} ms | p50 <= 5 ms, p99 <= 25 ms |"
+        )
+        # the same, closed loop one at a time: the floor of one request's cost
+        seq = []
+        for i in range(100):
+            seq.append(_server_ms(c.post("/v1/runs/1/rate", json=rows[i % len(rows)])))
+        lines.append(
+            f"| one-firm rating, one at a time (100) | — | server p50 {_pct(seq, 50):.1f} ms, p99 "
+            f"{_pct(seq, 99):.1f} ms | — | — |"
+        )
+        t = time.perf_counter()
+        r = c.post(
+            "/v1/rulebooks/huzhou/rate?detail=summary",
+            content=upload.read_bytes(),
+            headers={"Content-Type": "text/csv"},
+        )
+        wall = time.perf_counter() - t
+        r.raise_for_status()
+        lines.append(
+            f"| {args.upload_rows:,}-row CSV upload, rated and recorded | {r.json()['n']:,} rows, "
+            f"{upload.stat().st_size / 1e6:.1f} MB | server {_server_ms(r) / 1000:.2f} s | client {wall:.2f} s | "
+            "<= 1.5 s |"
+        )
+        ex = []
+        for i in range(200):
+            f, y = firms[(i * 7919) % len(firms)]
+            ex.append(_server_ms(c.get(f"/v1/runs/1/firms/{f}/explain?year={y}")))
+        lines.append(
+            f"| explain (JSON trace), 200 firm-years of run 1 | — | server p50 {_pct(ex, 50):.1f} ms, p99 "
+            f"{_pct(ex, 99):.1f} ms | — | p99 <= 60 ms |"
+        )
+        # soak: mixed one-firm ratings and explains at 20/s; RSS sampled every second
+        rss: list[int] = []
+        stop = threading.Event()
+
+        def sample_rss() -> None:
+            while not stop.wait(1.0):
+                rss.append(_rss_kb(proc.pid))
+
+        th = threading.Thread(target=sample_rss)
+        th.start()
+
+        def mixed(i: int) -> tuple[str, str, dict]:
+            if i % 2:
+                f, y = firms[(i * 104729) % len(firms)]
+                return "GET", f"/v1/runs/1/firms/{f}/explain?year={y}", {}
+            return "POST", "/v1/runs/1/rate", {"json": rows[i % len(rows)]}
+
+        s2, c2, errs2, got2 = open_loop(url, H, mixed, 20.0, args.soak_seconds, workers=8)
+        stop.set()
+        th.join()
+        k = max(1, len(rss) // 10)
+        first, last = statistics.mean(rss[:k]), statistics.mean(rss[-k:])
+        drift = (last - first) / first * 100 if first else float("nan")
+        lines.append(
+            f"| soak {args.soak_seconds:g} s, ratings + explains at 20/s | {len(s2) + errs2} requests, {errs2} errors "
+            f"| server p50 {_pct(s2, 50):.1f} ms, p99 {_pct(s2, 99):.1f} ms | RSS {first / 1024:.0f} → "
+            f"{last / 1024:.0f} MiB ({drift:+.1f}%) | drift <= 5%, no error |"
+        )
+        chk = c.get("/v1/ledger/check").json()
+        lines.append(
+            f"| ledger check after the run | {chk['runs']:,} runs, {chk['ratings']:,} ratings | "
+            f"ok: {chk['ok']} | — | — |"
+        )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+    load = os.getloadavg()
+    text = "\n".join(
+        [
+            "# HTTP service load (issue #17)",
+            "",
+            f"Machine: {platform.machine()}, {os.cpu_count()} cores shared with other users (load average "
+            f"{load[0]:.1f} / {load[1]:.1f} at the end), Python {platform.python_version()}, ruleengine {__version__}, "
+            f"rulebook huzhou; `ruleengine serve --workers {args.workers}`, SQLite ledger, loopback. "
+            f"Run 1: {args.base_firms:,} firms × 2 years. Command: `python benchmarks/bench_service.py "
+            + " ".join(sys.argv[1:])
+            + "`.",
+            "",
+            "| what | load | server-side | client-side / other | target |",
+            "|---|---|---|---|---|",
+            *lines,
+            "",
+        ]
+    )
+    Path(args.out).write_text(text, encoding="utf-8")
+    print(text)
+    print(json.dumps({"tmp": str(tmp)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

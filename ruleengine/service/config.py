@@ -1,0 +1,29 @@
+"""The service's settings: where the ledger and keys are, and the limits on what a request may ask."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Settings of one service process.
+
+    Limits (each refused with a problem+json response naming the limit):
+    ``max_body_bytes`` request body (413), ``max_rows`` firm-years in one upload (413),
+    ``request_timeout_s`` work per request (503; the work is abandoned), ``body_timeout_s`` time to
+    receive a body (408, slow clients), ``max_concurrent`` requests doing work at once (others wait
+    up to ``queue_timeout_s``, then 503 with Retry-After).
+    """
+
+    ledger: str | Path = "ruleengine.db"
+    keys: str | Path | None = None
+    state_dir: str | Path | None = None  # published rulebooks and run materials (default: a temp dir)
+    max_body_bytes: int = 32 * 2**20
+    max_rows: int = 200_000
+    request_timeout_s: float = 60.0
+    body_timeout_s: float = 30.0
+    max_concurrent: int = 2
+    queue_timeout_s: float = 10.0
+    cached_runs: int = 4  # runs kept rated in memory for explain / one-firm rating

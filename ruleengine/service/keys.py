@@ -1,0 +1,160 @@
+"""API keys: stored as SHA-256 hashes in a JSON file, compared in constant time, never logged.
+
+A key is ``re_`` + 43 characters of ``secrets.token_urlsafe(32)`` (256 bits): a plain SHA-256 is
+enough to store it (no dictionary to try), and the comparison runs over every stored hash with
+``hmac.compare_digest`` so the time taken says nothing about which keys exist.
+
+The keys file::
+
+    {"keys": [
+      {"name": "bank-a-loans", "role": "bank", "bank": "bank-a", "sha256": "…"},
+      {"name": "firm-g01", "role": "firm", "firm": "G01", "sha256": "…"},
+      {"name": "huzhou-regulator", "role": "regulator", "rulebooks": ["huzhou"], "sha256": "…"},
+      {"name": "method-team", "role": "author", "rulebooks": ["huzhou"], "sha256": "…"},
+      {"name": "ops", "role": "admin", "sha256": "…"}]}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import RuleEngineError
+
+ROLES = ("firm", "bank", "regulator", "author", "admin")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@:-]{0,99}")
+
+
+class KeyFileError(RuleEngineError):
+    """A keys file that cannot be used (the message names the file and the entry)."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a request comes from: the key's name (logged; never the key) and what it may see."""
+
+    name: str
+    role: str
+    firm: str | None = None
+    bank: str | None = None
+    rulebooks: tuple[str, ...] = field(default=())
+
+
+def new_key() -> str:
+    return "re_" + secrets.token_urlsafe(32)
+
+
+def key_hash(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class KeyRing:
+    """The known keys (their hashes) and whom each one stands for."""
+
+    def __init__(self, entries: list[tuple[bytes, Principal]]) -> None:
+        self.entries = entries
+
+    def authenticate(self, presented: str | None) -> Principal | None:
+        if not presented or len(presented) > 512:
+            return None
+        digest = hashlib.sha256(presented.encode("utf-8", "surrogatepass")).digest()
+        found: Principal | None = None
+        for stored, principal in self.entries:  # no early exit: the same work for every key
+            if hmac.compare_digest(stored, digest):
+                found = principal
+        return found
+
+
+def _entry(i: int, raw: Any, where: str) -> tuple[bytes, Principal]:
+    at = f"{where}: keys[{i}]"
+    if not isinstance(raw, dict):
+        raise KeyFileError(f"{at}: an entry is an object with name, role and sha256")
+    name, role, sha = raw.get("name"), raw.get("role"), raw.get("sha256")
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise KeyFileError(f"{at}: 'name' must be 1-100 letters, digits or _.@:- (got {name!r})")
+    if role not in ROLES:
+        raise KeyFileError(f"{at} ({name}): 'role' must be one of {', '.join(ROLES)} (got {role!r})")
+    if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-f]{64}", sha):
+        raise KeyFileError(f"{at} ({name}): 'sha256' must be 64 lowercase hex digits (the hash, never the key)")
+    firm, bank, books = raw.get("firm"), raw.get("bank"), raw.get("rulebooks", [])
+    if role == "firm" and not (isinstance(firm, str) and firm):
+        raise KeyFileError(f"{at} ({name}): a firm key names its 'firm' (firm_id)")
+    if role == "bank" and not (isinstance(bank, str) and _NAME.fullmatch(bank)):
+        raise KeyFileError(f"{at} ({name}): a bank key names its 'bank' (1-100 letters, digits or _.@:-)")
+    if role in ("regulator", "author") and not (
+        isinstance(books, list) and books and all(isinstance(b, str) and b for b in books)
+    ):
+        raise KeyFileError(f"{at} ({name}): a {role} key lists the 'rulebooks' (ids) of its jurisdiction")
+    principal = Principal(
+        name,
+        role,
+        firm=firm if role == "firm" else None,
+        bank=bank if role == "bank" else None,
+        rulebooks=tuple(books) if role in ("regulator", "author") else (),
+    )
+    return bytes.fromhex(sha), principal
+
+
+def load_keys(path: str | Path | None) -> KeyRing:
+    """The keys of ``path``; no file means no keys (every request but /health is refused)."""
+    if path is None:
+        return KeyRing([])
+    p = Path(path)
+    try:
+        raw = json.loads(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise KeyFileError(f"cannot read the keys file {p}: {exc.strerror or exc}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise KeyFileError(f"{p}: not a keys file (JSON expected: {exc})") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("keys"), list):
+        raise KeyFileError(f'{p}: a keys file is {{"keys": [...]}}')
+    entries = [_entry(i, e, str(p)) for i, e in enumerate(raw["keys"])]
+    names = [e[1].name for e in entries]
+    dup = next((n for n in names if names.count(n) > 1), None)
+    if dup:
+        raise KeyFileError(f"{p}: the key name {dup!r} is used twice")
+    return KeyRing(entries)
+
+
+def add_key(
+    path: str | Path,
+    name: str,
+    role: str,
+    *,
+    firm: str | None = None,
+    bank: str | None = None,
+    rulebooks: tuple[str, ...] = (),
+) -> str:
+    """Make a new key, store its hash in ``path`` (created 0600) and return the key (shown once)."""
+    p = Path(path)
+    data: dict[str, Any] = {"keys": []}
+    if p.exists():
+        load_keys(p)  # refuse to extend a broken file
+        data = json.loads(p.read_text(encoding="utf-8"))
+    key = new_key()
+    entry: dict[str, Any] = {"name": name, "role": role, "sha256": key_hash(key)}
+    if firm is not None:
+        entry["firm"] = firm
+    if bank is not None:
+        entry["bank"] = bank
+    if rulebooks:
+        entry["rulebooks"] = list(rulebooks)
+    data["keys"].append(entry)
+    _entry(len(data["keys"]) - 1, entry, str(p))
+    names = [e.get("name") for e in data["keys"]]
+    if names.count(name) > 1:
+        raise KeyFileError(f"{p}: the key name {name!r} is used already")
+    tmp = p.with_name(p.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, p)
+    return key

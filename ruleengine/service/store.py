@@ -1,0 +1,179 @@
+"""The service's own ledger tables (migration 0003): published rulebooks, consents, the access log
+and idempotency keys. All append-only: a revocation is a new row, the current state of a consent
+is its latest row."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..ledger.db import translate_errors, write_transaction
+
+metadata = sa.MetaData()
+
+rulebooks = sa.Table(
+    "service_rulebooks",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("version", sa.String(80), primary_key=True),
+    sa.Column("published_at", sa.String(40), nullable=False),
+    sa.Column("who", sa.String(200), nullable=False),
+    sa.Column("rulebook_hash", sa.String(80), nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+)
+consents = sa.Table(
+    "service_consents",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.String(40), nullable=False),
+    sa.Column("firm_id", sa.String(200), nullable=False),
+    sa.Column("bank", sa.String(200), nullable=False),
+    sa.Column("action", sa.String(16), nullable=False),
+    sa.Column("expires_at", sa.String(40), nullable=True),
+    sa.Column("who", sa.String(200), nullable=False),
+)
+access = sa.Table(
+    "service_access",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.String(40), nullable=False),
+    sa.Column("who", sa.String(200), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("bank", sa.String(200), nullable=True),
+    sa.Column("firm_id", sa.String(200), nullable=False),
+    sa.Column("action", sa.String(200), nullable=False),
+    sa.Column("allowed", sa.Boolean, nullable=False),
+)
+idempotency = sa.Table(
+    "service_idempotency",
+    metadata,
+    sa.Column("who", sa.String(200), primary_key=True),
+    sa.Column("key", sa.String(200), primary_key=True),
+    sa.Column("at", sa.String(40), nullable=False),
+    sa.Column("request_hash", sa.String(80), nullable=False),
+    sa.Column("status", sa.Integer, nullable=False),
+    sa.Column("media_type", sa.String(100), nullable=False),
+    sa.Column("body", sa.LargeBinary, nullable=False),
+)
+
+
+def now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
+
+
+# --- published rulebooks -------------------------------------------------------------------------
+def publish(engine: Any, row: dict[str, Any]) -> bool:
+    """Store a new version; False when (name, version) is taken already."""
+    with write_transaction(engine) as conn:
+        taken = conn.execute(
+            sa.select(rulebooks.c.name).where(rulebooks.c.name == row["name"], rulebooks.c.version == row["version"])
+        ).first()
+        if taken:
+            return False
+        conn.execute(sa.insert(rulebooks).values(**row))
+    return True
+
+
+def published(engine: Any, name: str | None = None) -> list[dict[str, Any]]:
+    cols = [c for c in rulebooks.c if c.name != "text"]
+    q = sa.select(*cols).order_by(rulebooks.c.name, rulebooks.c.published_at)
+    if name is not None:
+        q = q.where(rulebooks.c.name == name)
+    with translate_errors(engine), engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(q)]
+
+
+def published_text(engine: Any, name: str, version: str) -> tuple[str, str] | None:
+    q = sa.select(rulebooks.c.text, rulebooks.c.sha256).where(rulebooks.c.name == name, rulebooks.c.version == version)
+    with translate_errors(engine), engine.connect() as conn:
+        r = conn.execute(q).first()
+    return (r[0], r[1]) if r else None
+
+
+# --- consents ------------------------------------------------------------------------------------
+def consent_event(
+    engine: Any, firm_id: str, bank: str, action: str, expires_at: str | None, who: str
+) -> dict[str, Any]:
+    row = {"at": now(), "firm_id": firm_id, "bank": bank, "action": action, "expires_at": expires_at, "who": who}
+    with write_transaction(engine) as conn:
+        conn.execute(sa.insert(consents).values(**row))
+    return row
+
+
+def consent_states(engine: Any, firm_id: str | None = None, bank: str | None = None) -> list[dict[str, Any]]:
+    """The latest consent row of each (firm, bank) pair, with ``active`` as of now."""
+    q = sa.select(consents).order_by(consents.c.id)
+    if firm_id is not None:
+        q = q.where(consents.c.firm_id == firm_id)
+    if bank is not None:
+        q = q.where(consents.c.bank == bank)
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    with translate_errors(engine), engine.connect() as conn:
+        for r in conn.execute(q):
+            latest[(r.firm_id, r.bank)] = dict(r._mapping)
+    t = now()
+    out = []
+    for row in latest.values():
+        row["active"] = row["action"] == "grant" and (row["expires_at"] is None or row["expires_at"] > t)
+        row.pop("id", None)
+        out.append(row)
+    return sorted(out, key=lambda r: (r["firm_id"], r["bank"]))
+
+
+def consented(engine: Any, bank: str, firm_ids: list[str]) -> set[str]:
+    """Which of ``firm_ids`` have an active consent for ``bank`` now."""
+    wanted = set(firm_ids)
+    latest: dict[str, Any] = {}
+    q = sa.select(consents.c.firm_id, consents.c.action, consents.c.expires_at).where(consents.c.bank == bank)
+    if len(wanted) <= 500:
+        q = q.where(consents.c.firm_id.in_(sorted(wanted)))
+    with translate_errors(engine), engine.connect() as conn:
+        for f, action, exp in conn.execute(q.order_by(consents.c.id)):
+            latest[f] = (action, exp)
+    t = now()
+    return {f for f, (a, e) in latest.items() if f in wanted and a == "grant" and (e is None or e > t)}
+
+
+# --- access log ----------------------------------------------------------------------------------
+def log_access(
+    engine: Any, who: str, role: str, bank: str | None, firm_ids: list[str], action: str, allowed: bool
+) -> None:
+    if not firm_ids:
+        return
+    t = now()
+    rows = [
+        {"at": t, "who": who, "role": role, "bank": bank, "firm_id": f, "action": action[:200], "allowed": allowed}
+        for f in firm_ids
+    ]
+    with write_transaction(engine) as conn:
+        conn.execute(sa.insert(access), rows)
+
+
+def access_log(engine: Any, firm_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+    q = sa.select(access).order_by(access.c.id.desc()).limit(limit)
+    if firm_id is not None:
+        q = q.where(access.c.firm_id == firm_id)
+    with translate_errors(engine), engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(q)]
+
+
+# --- idempotency ---------------------------------------------------------------------------------
+def idem_get(engine: Any, who: str, key: str) -> dict[str, Any] | None:
+    q = sa.select(idempotency).where(idempotency.c.who == who, idempotency.c.key == key)
+    with translate_errors(engine), engine.connect() as conn:
+        r = conn.execute(q).first()
+    return dict(r._mapping) if r else None
+
+
+def idem_put(engine: Any, who: str, key: str, request_hash: str, status: int, media_type: str, body: bytes) -> None:
+    with write_transaction(engine) as conn:
+        if conn.execute(sa.select(idempotency.c.key).where(idempotency.c.who == who, idempotency.c.key == key)).first():
+            return  # a concurrent request with the same key stored its answer first
+        conn.execute(
+            sa.insert(idempotency).values(
+                who=who, key=key, at=now(), request_hash=request_hash, status=status, media_type=media_type, body=body
+            )
+        )

@@ -1,0 +1,278 @@
+"""The HTTP service in-process (issue #17): registry, rating in every upload format, provenance,
+idempotency, explain / what-it-takes / reports, one-firm rating against a run, publishing,
+diffs and the ledger endpoints. Numbers are checked against the Python API on the same file."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from service_env import FIRM, OTHER, assert_problem, client, make_env
+
+import ruleengine
+from ruleengine.ledger import open_ledger
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    e = make_env(tmp_path_factory.mktemp("svc"))
+    with client(e) as c:
+        r = c.post("/v1/rulebooks/huzhou/rate", headers=e.h("admin", **{"Content-Type": "text/csv"}),
+                   content=e.data.read_bytes())
+        assert r.status_code == 200, r.text
+        e.extra["run1"] = r.json()
+        e.extra["c"] = c
+        yield e
+
+
+@pytest.fixture(scope="module")
+def expected(env):
+    res = ruleengine.rate("huzhou", env.data)
+    return [(str(f), int(y), str(s), str(r)) for f, y, s, r in
+            zip(res["firm_id"], res["year"], res["status"], res["rating"], strict=True)]
+
+
+def _ratings(body):
+    return [(r["firm_id"], r["year"], r["status"], r["rating"]) for r in body["results"]]
+
+
+def test_health_needs_no_key_and_everything_else_does(env):
+    c = env.extra["c"]
+    assert c.get("/v1/health").json()["status"] == "ok"
+    body = assert_problem(c.get("/v1/rulebooks"), 401, "unauthenticated")
+    assert "Bearer" in body["detail"]
+    assert_problem(c.get("/v1/rulebooks", headers={"Authorization": "Bearer re_wrong"}), 401)
+    assert_problem(c.get("/v1/rulebooks", headers={"Authorization": f"Basic {env.keys['admin']}"}), 401)
+
+
+def test_registry_lists_bundled_rulebooks_with_yaml_and_summary(env):
+    c = env.extra["c"]
+    books = {b["name"]: b for b in c.get("/v1/rulebooks", headers=env.h("firm")).json()}
+    assert {"huzhou", "quzhou", "shenzhen", "national"} <= set(books)
+    assert "lib" not in books and books["huzhou"]["versions"][0] == "2.0.0"
+    one = c.get("/v1/rulebooks/huzhou", headers=env.h("bank")).json()
+    plan = ruleengine.load("huzhou")
+    assert one["summary"]["hash"] == plan.hash and one["summary"]["levels"] == ["1", "2", "3", "4", "5"]
+    assert one["yaml"] == (ruleengine.rulebook.source.bundled_dir() / "huzhou.yaml").read_text(encoding="utf-8")
+    vs = c.get("/v1/rulebooks/huzhou/versions", headers=env.h("bank")).json()
+    assert vs[0]["version"] == "2.0.0" and vs[0]["source"] == "bundled"
+    assert c.get("/v1/rulebooks/huzhou/versions/2.0.0", headers=env.h("bank")).json()["summary"]["hash"] == plan.hash
+    assert_problem(c.get("/v1/rulebooks/huzhou/versions/9.9.9", headers=env.h("bank")), 404, "no-rulebook")
+
+
+def test_rating_a_csv_gives_the_python_api_numbers_and_is_recorded(env, expected):
+    body = env.extra["run1"]
+    assert body["run_id"] == 1 and body["engine_version"] == ruleengine.__version__
+    assert body["rulebook_hash"] == ruleengine.load("huzhou").hash == body["rulebook"]["hash"]
+    assert _ratings(body) == expected
+    led = open_ledger(env.ledger, create=False)
+    run = led.run(1)
+    assert run["n_ratings"] == len(expected) and run["who"] == "service:ops"
+    assert [(r["firm_id"], r["rating"]) for r in led.ratings(1)] == [(f, r) for f, _, _, r in expected]
+    assert led.check().ok
+    led.dispose()
+
+
+@pytest.mark.parametrize("fmt", ["json", "parquet", "xlsx", "jsonl", "multipart"])
+def test_every_upload_format_rates_the_same(env, expected, fmt, tmp_path):
+    import pyarrow.csv as pacsv
+
+    c = env.extra["c"]
+    table = pacsv.read_csv(env.data, convert_options=pacsv.ConvertOptions(
+        column_types={"firm_id": "string", "industry": "string"}))
+    if fmt == "json":
+        kw = {"content": json.dumps(table.to_pylist()), "headers": env.h("admin", **{"Content-Type": "application/json"})}
+    elif fmt == "jsonl":
+        text = "".join(json.dumps(r) + "\n" for r in table.to_pylist())
+        kw = {"content": text, "headers": env.h("admin", **{"Content-Type": "application/x-ndjson"})}
+    elif fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        buf = io.BytesIO()
+        pq.write_table(table, buf)
+        kw = {"content": buf.getvalue(), "headers": env.h("admin", **{"Content-Type": "application/vnd.apache.parquet"})}
+    elif fmt == "xlsx":
+        res = ruleengine.rate("huzhou", env.data)  # any table will do: write the input via the xlsx writer
+        from ruleengine.io.xlsx import write_xlsx
+
+        write_xlsx(tmp_path / "in.xlsx", [table])
+        kw = {"content": (tmp_path / "in.xlsx").read_bytes(),
+              "headers": env.h("admin", **{"Content-Type": "application/octet-stream"})}
+        del res
+    else:
+        kw = {"files": {"file": ("firms.csv", env.data.read_bytes(), "text/csv")}, "headers": env.h("admin")}
+    url = "/v1/rulebooks/huzhou/rate" + ("?format=xlsx" if fmt == "xlsx" else "")
+    r = c.post(url, **kw)
+    assert r.status_code == 200, r.text
+    assert _ratings(r.json()) == expected
+
+
+def test_idempotency_key_replays_the_answer_and_refuses_another_body(env):
+    c = env.extra["c"]
+    led = open_ledger(env.ledger, create=False)
+    h = env.h("admin", **{"Content-Type": "text/csv", "Idempotency-Key": "loan-batch-7"})
+    first = c.post("/v1/rulebooks/huzhou/rate?detail=summary", headers=h, content=env.data.read_bytes())
+    assert first.status_code == 200
+    n = len(led.runs())
+    again = c.post("/v1/rulebooks/huzhou/rate?detail=summary", headers=h, content=env.data.read_bytes())
+    assert again.status_code == 200 and again.content == first.content
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert len(led.runs()) == n  # not rated (nor recorded) twice
+    other = env.data.read_bytes().replace(b"2023", b"2024", 1)
+    assert_problem(c.post("/v1/rulebooks/huzhou/rate?detail=summary", headers=h, content=other), 409,
+                   "idempotency-conflict")
+    # the key belongs to the key holder: another key may use the same string
+    h2 = env.h("firm", **{"Content-Type": "text/csv", "Idempotency-Key": "loan-batch-7"})
+    own = "\n".join(line for line in env.data.read_text().splitlines() if line.startswith(("firm_id", f'"{FIRM}"')))
+    assert c.post("/v1/rulebooks/huzhou/rate?detail=summary", headers=h2, content=own).status_code == 200
+    led.dispose()
+
+
+def test_explain_what_it_takes_and_history_carry_provenance(env):
+    c = env.extra["c"]
+    r = c.get(f"/v1/runs/1/firms/{FIRM}/explain?year=2023", headers=env.h("firm"))
+    assert r.status_code == 200
+    body = r.json()
+    assert body["run_id"] == 1 and body["rulebook_hash"] == ruleengine.load("huzhou").hash
+    local = ruleengine.explain("huzhou", env.data, FIRM, 2023)
+    assert body["trace"]["decisions"][0]["level"] == local.decisions[0].level
+    assert body["trace"]["firm_id"] == FIRM and body["trace"]["year"] == 2023
+    md = c.get(f"/v1/runs/1/firms/{FIRM}/explain?format=markdown", headers=env.h("firm"))
+    assert md.headers["content-type"].startswith("text/markdown") and FIRM in md.text
+    assert md.headers["X-Ruleengine-Run"] == "1" and md.headers["X-Ruleengine-Rulebook-Hash"] == body["rulebook_hash"]
+    w = c.get(f"/v1/runs/1/firms/{FIRM}/what-it-takes?year=2023", headers=env.h("firm")).json()
+    assert w["rating"] == local.decisions[0].level and w["run_id"] == 1
+    hist = c.get(f"/v1/firms/{FIRM}/history", headers=env.h("firm")).json()
+    assert {h["run_id"] for h in hist["history"]} >= {1} and all("rulebook_hash" in h for h in hist["history"])
+
+
+def test_one_firm_rated_against_a_runs_tables_matches_its_rating_in_the_run(env):
+    import pyarrow.csv as pacsv
+
+    c = env.extra["c"]
+    rows = [r for r in pacsv.read_csv(env.data, convert_options=pacsv.ConvertOptions(
+        column_types={"firm_id": "string", "industry": "string"})).to_pylist() if r["firm_id"] == FIRM]
+    r = c.post("/v1/runs/1/rate", headers=env.h("firm"), json=rows)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["benchmarks_of_run"] == 1 and body["run_id"] > 1
+    in_run = {(x["year"], x["rating"]) for x in env.extra["run1"]["results"] if x["firm_id"] == FIRM}
+    assert {(x["year"], x["rating"]) for x in body["results"]} == in_run
+    led = open_ledger(env.ledger, create=False)
+    assert json.loads(led.run(body["run_id"])["options"])["benchmarks_of_run"] == 1
+    assert led.replay(body["run_id"]).identical  # recorded with the tables it was rated against
+    led.dispose()
+    assert_problem(c.post("/v1/runs/1/rate", headers=env.h("firm"), json=[{"firm_id": OTHER, "year": 2023}]), 403)
+    assert_problem(c.post("/v1/runs/1/rate", headers=env.h("firm"), content=b"{", ), 415)
+    assert_problem(c.post("/v1/runs/1/rate", headers=env.h("firm", **{"Content-Type": "application/json"}),
+                          content=b"{"), 400, "bad-json")
+
+
+def test_report_html_when_the_report_extra_is_installed(env):
+    pytest.importorskip("jinja2")
+    c = env.extra["c"]
+    r = c.get(f"/v1/runs/1/firms/{FIRM}/report?lang=en&year=2023", headers=env.h("firm"))
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("text/html") and FIRM in r.text
+    assert r.headers["X-Ruleengine-Run"] == "1"
+
+
+def test_validate_gives_the_clis_located_messages(env, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from ruleengine.cli import main
+
+    c = env.extra["c"]
+    text = (ruleengine.rulebook.source.bundled_dir() / "huzhou.yaml").read_text(encoding="utf-8")
+    bad = text.replace("value_added_10k_cny", "value_added_10k_cnyy", 3)
+    r = c.post("/v1/rulebooks/validate?name=draft", headers=env.h("author", **{"Content-Type": "application/yaml"}),
+               content=bad.encode())
+    body = r.json()
+    assert r.status_code == 200 and body["valid"] is False and body["errors"]
+    (tmp_path / "draft.yaml").write_text(bad, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    cli = CliRunner().invoke(main, ["validate", "draft.yaml"])
+    assert cli.exit_code == 1
+    cli_lines = [ln for ln in cli.output.splitlines() if ": error: " in ln]
+    assert [e["text"].splitlines()[0] for e in body["errors"]] == cli_lines
+    assert all(e["file"] == "draft.yaml" and e["line"] > 0 for e in body["errors"])
+    ok = c.post("/v1/rulebooks/validate", headers=env.h("author", **{"Content-Type": "application/yaml"}),
+                content=text.encode()).json()
+    assert ok["valid"] is True and ok["summary"]["hash"] == ruleengine.load("huzhou").hash
+
+
+def _bumped(text: str, version: str, edit: tuple[str, str] | None = None) -> str:
+    out = text.replace("version: 2.0.0", f"version: {version}", 1)
+    if edit:
+        assert edit[0] in out
+        out = out.replace(*edit, 1)
+    return out
+
+
+def test_publish_validates_runs_tests_diffs_and_refuses_duplicates(env):
+    c = env.extra["c"]
+    text = (ruleengine.rulebook.source.bundled_dir() / "huzhou.yaml").read_text(encoding="utf-8")
+    h = env.h("author", **{"Content-Type": "application/yaml"})
+    # a failing author test: K exactly 0.6 is level 1 -> expect level 2 instead
+    failing = _bumped(text, "2.0.1", ('expect: {k: 0.6, rating: "1", carbon_label: low-carbon}',
+                                      'expect: {k: 0.6, rating: "2", carbon_label: low-carbon}'))
+    body = assert_problem(c.post("/v1/rulebooks/huzhou/versions", headers=h, content=failing.encode()), 422,
+                          "tests-fail")
+    assert "K exactly 0.6 is level 1" in body["errors"][0]["test"]
+    invalid = _bumped(text, "2.0.1", ("imports: [lib/accounting]", "imports: [lib/nope]"))
+    assert_problem(c.post("/v1/rulebooks/huzhou/versions", headers=h, content=invalid.encode()), 422,
+                   "invalid-rulebook")
+    assert_problem(c.post("/v1/rulebooks/huzhou/versions", headers=h, content=text.encode()), 409, "version-exists")
+    good = _bumped(text, "2.0.1", ("title: Huzhou Industrial Carbon Efficiency Code", "title: Huzhou Carbon Code"))
+    r = c.post("/v1/rulebooks/huzhou/versions", headers=h, content=good.encode())
+    assert r.status_code == 201, r.text
+    pub = r.json()
+    assert pub["previous"] == "2.0.0" and pub["version"] == "2.0.1" and pub["tests"] > 10
+    assert sorted(e["name"] for e in pub["edits"]) == ["title", "version"]
+    assert {e["kind"] for e in pub["edits"]} == {"changed"}
+    assert_problem(c.post("/v1/rulebooks/huzhou/versions", headers=h, content=good.encode()), 409, "version-exists")
+    older = _bumped(text, "1.9.0", ("title: Huzhou Industrial Carbon Efficiency Code", "title: Old"))
+    assert_problem(c.post("/v1/rulebooks/huzhou/versions", headers=h, content=older.encode()), 422, "not-newer")
+    vs = c.get("/v1/rulebooks/huzhou/versions", headers=env.h("bank")).json()
+    assert [v["version"] for v in vs] == ["2.0.0", "2.0.1"] and vs[1]["published_by"] == "method-team"
+    assert c.get("/v1/rulebooks/huzhou", headers=env.h("bank")).json()["yaml"] == good
+    d = c.get("/v1/rulebooks/huzhou/diff?old=2.0.0&new=2.0.1", headers=env.h("regulator")).json()
+    assert d["old"]["version"] == "2.0.0" and d["new"]["version"] == "2.0.1" and len(d["edits"]) == len(pub["edits"])
+    # the impact of the edit on a posted portfolio: a title change moves no firm
+    r = c.post("/v1/rulebooks/huzhou/diff?old=2.0.0&new=2.0.1", headers=env.h("regulator", **{"Content-Type": "text/csv"}),
+               content=env.data.read_bytes())
+    assert r.status_code == 200, r.text
+    posted = r.json()["impact"]
+    stored = c.get("/v1/rulebooks/huzhou/diff?old=2.0.0&new=2.0.1&run=1", headers=env.h("regulator")).json()["impact"]
+    # run 1 stored the same portfolio; only the rulebook's inputs are stored, so no loan amounts
+    assert {k: v for k, v in stored.items() if k != "lending"} == {k: v for k, v in posted.items() if k != "lending"}
+    assert "annual_interest_change_cny" in posted["lending"] and "annual_interest_change_cny" not in stored["lending"]
+    assert_problem(c.get("/v1/rulebooks/huzhou/diff?old=2.0.0&new=2.0.1&run=1", headers=env.h("other_regulator")),
+                   403)
+    # rating with the published version records its own rulebook hash
+    r = c.post("/v1/rulebooks/huzhou/rate?version=2.0.1&detail=summary",
+               headers=env.h("admin", **{"Content-Type": "text/csv"}), content=env.data.read_bytes())
+    assert r.status_code == 200 and r.json()["rulebook"]["version"] == "2.0.1"
+    led = open_ledger(env.ledger, create=False)
+    assert led.replay(r.json()["run_id"]).identical and led.check().ok
+    led.dispose()
+
+
+def test_ledger_endpoints(env):
+    c = env.extra["c"]
+    runs = c.get("/v1/ledger/runs", headers=env.h("admin")).json()
+    assert runs[0]["id"] == 1 and runs[0]["rulebook_id"] == "huzhou"
+    agg = c.get("/v1/ledger/runs/1/aggregate", headers=env.h("regulator")).json()
+    dist = {}
+    for x in env.extra["run1"]["results"]:
+        dist[x["rating"] or "unrated"] = dist.get(x["rating"] or "unrated", 0) + 1
+    assert agg["ratings"] == dict(sorted(dist.items())) and agg["run_id"] == 1
+    rep = c.post("/v1/ledger/runs/1/replay", headers=env.h("admin")).json()
+    assert rep["identical"] is True and rep["n"] == len(env.extra["run1"]["results"])
+    chk = c.get("/v1/ledger/check", headers=env.h("regulator")).json()
+    assert chk["ok"] is True and chk["runs"] == len(runs)
+    assert c.get("/docs").status_code == 200 and "/static/swagger/swagger-ui-bundle.js" in c.get("/docs").text
+    assert c.get("/static/swagger/swagger-ui-bundle.js").status_code == 200
+    schema = c.get("/openapi.json").json()
+    assert "/v1/rulebooks/{name}/rate" in schema["paths"]

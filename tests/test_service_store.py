@@ -1,0 +1,68 @@
+"""The service's ledger tables (migration 0003) on SQLite and a real PostgreSQL server: upgrade
+and downgrade, append-only, consent state (latest row wins, expiry), idempotency rows."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import ledger_required  # noqa: F401  (skips without the ledger extra)
+import pytest
+from ledger_pg import raw_execute
+
+from ruleengine.ledger import db, open_ledger
+
+SERVICE_TABLES = {"service_rulebooks", "service_consents", "service_access", "service_idempotency"}
+
+
+def _tables(url: str) -> set[str]:
+    if url.startswith("postgresql"):
+        rows = raw_execute(url, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    else:
+        rows = raw_execute(url, "SELECT name FROM sqlite_master WHERE type = 'table'")
+    return {r[0] for r in rows}
+
+
+def test_migration_0003_upgrades_and_downgrades(ledger_url):
+    engine = db.create_engine(ledger_url)
+    db.upgrade(engine, "0002")
+    assert not (SERVICE_TABLES & _tables(ledger_url))
+    db.upgrade(engine)
+    assert db.current_revision(engine) == "0003" == db.HEAD
+    assert SERVICE_TABLES <= _tables(ledger_url)
+    db.downgrade(engine, "0002")
+    assert db.current_revision(engine) == "0002"
+    assert not (SERVICE_TABLES & _tables(ledger_url))
+    assert {"ledger_runs", "ledger_ratings"} <= _tables(ledger_url)  # the ledger itself untouched
+    db.upgrade(engine)
+    assert SERVICE_TABLES <= _tables(ledger_url)
+    engine.dispose()
+
+
+def test_consents_latest_row_wins_and_tables_are_append_only(ledger_url):
+    from ruleengine.service import store
+
+    led = open_ledger(ledger_url)
+    e = led.engine
+    future = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).isoformat()
+    past = (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)).isoformat()
+    assert store.consented(e, "bank-a", ["F1", "F2"]) == set()
+    store.consent_event(e, "F1", "bank-a", "grant", future, "firm-1")
+    store.consent_event(e, "F2", "bank-a", "grant", past, "firm-2")  # expired already
+    store.consent_event(e, "F1", "bank-b", "grant", future, "firm-1")
+    assert store.consented(e, "bank-a", ["F1", "F2", "F3"]) == {"F1"}
+    store.consent_event(e, "F1", "bank-a", "revoke", None, "firm-1")
+    assert store.consented(e, "bank-a", ["F1"]) == set()
+    assert store.consented(e, "bank-b", ["F1"]) == {"F1"}
+    states = {(s["firm_id"], s["bank"]): (s["action"], s["active"]) for s in store.consent_states(e)}
+    assert states == {("F1", "bank-a"): ("revoke", False), ("F2", "bank-a"): ("grant", False),
+                      ("F1", "bank-b"): ("grant", True)}
+    store.log_access(e, "bank-a-loans", "bank", "bank-a", ["F1"], "explain run 1", False)
+    assert [(x["firm_id"], x["allowed"]) for x in store.access_log(e, "F1")] == [("F1", False)]
+    store.idem_put(e, "ops", "k1", "sha256:aa", 200, "application/json", b"{}")
+    store.idem_put(e, "ops", "k1", "sha256:bb", 200, "application/json", b"[]")  # the first answer stays
+    assert store.idem_get(e, "ops", "k1")["request_hash"] == "sha256:aa"
+    for sql in ("UPDATE service_consents SET action = 'grant'", "DELETE FROM service_consents",
+                "DELETE FROM service_access", "UPDATE service_idempotency SET status = 500"):
+        with pytest.raises(Exception, match="append-only"):
+            raw_execute(ledger_url, sql)
+    led.dispose()
