@@ -111,6 +111,7 @@ def rate_summary(console: Any, results: Results, data: str, output: str | None, 
             row.append("" if bp is None else f"{bp:+g}")
         table.add_row(*row)
     console.print(table)
+    incentive_summary(console, results)
     console.print(f"{n:,} firm-years from {data}: {rated:,} rated, {n - rated:,} unrated")
     if n - rated:
         reasons: Counter[str] = Counter()
@@ -138,6 +139,58 @@ def rate_summary(console: Any, results: Results, data: str, output: str | None, 
             console.print(f"  ... and {len(group) - max_issues} more (see the reasons column)")
     if output:
         console.print(f"results written to {output}")
+
+
+def incentive_rows(results: Results) -> list[list[str]]:
+    """Per level of the incentive rating, best first: what it means for lending, in full.
+
+    Rows of [level, firm-years, rate, credit policy, services, subsidy, source]: the rate is the
+    level's ``rate_bp`` or, with continuous pricing (``rate_bp_from``), the range of the firms'
+    own adjustments at that level; "-" where the rulebook gives no term."""
+    plan = results.plan
+    if not plan.incentives:
+        return []
+    rname = str(plan.incentives["rating"])
+    levels = plan.incentives.get("levels", {})
+    labels = results[rname] if rname in results.columns else None
+    counts: Counter[str] = Counter(labels.tolist()) if labels is not None else Counter()
+    continuous = isinstance(plan.incentives.get("rate_bp_from"), str) and "incentive_rate_bp" in results.columns
+    bp = np.asarray(results["incentive_rate_bp"], dtype=np.float64) if continuous else None
+    out = []
+    for level in plan.ratings[rname].best_first():
+        spec = levels.get(level, {})
+        if bp is not None and labels is not None:
+            sel = bp[(labels == level) & ~np.isnan(bp)]
+            rate = (
+                f"{sel.min():+.1f} bp" if sel.size and sel.min() == sel.max()
+                else f"{sel.min():+.1f} to {sel.max():+.1f} bp" if sel.size
+                else "-"
+            ) + f" ({plan.incentives['rate_bp_from']})"
+        else:
+            rate = f"{spec['rate_bp']:+g} bp" if spec.get("rate_bp") is not None else "-"
+        services = "; ".join(str(x) for x in spec.get("services", [])) or "-"
+        subsidy = f"{spec['subsidy_pct']:g}%" if spec.get("subsidy_pct") is not None else "-"
+        source = str(spec.get("source", "")) + (f" ({spec['status']})" if spec.get("status") else "")
+        out.append(
+            [level, f"{counts.get(level, 0):,}", rate, str(spec.get("credit_policy") or "-"), services, subsidy, source]
+        )
+    return out
+
+
+def incentive_summary(console: Any, results: Results) -> None:
+    """What each level means for credit (issue #19.4): rate, credit policy, services, subsidy."""
+    from rich.table import Table
+
+    rows = incentive_rows(results)
+    if not rows:
+        return
+    rname = str(results.plan.incentives["rating"])
+    table = Table(title=f"what each {rname} means for lending", title_justify="left")
+    for col in (rname, "firm-years", "rate adj.", "credit policy", "services", "subsidy", "source"):
+        table.add_column(col, justify="right" if col == "firm-years" else "left")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
 
 
 def trace_text(console: Any, trace: Trace) -> None:
