@@ -357,8 +357,19 @@ def rate(
 @click.option("--firm", required=True, help="firm_id of the firm to explain.")
 @click.option("--year", type=int, help="Reporting year (default: the firm's latest).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True)
-def explain(book: str, data: str, firm: str, year: int | None, fmt: str) -> None:
-    """Show the audit trail of one firm's rating: every value, formula, parameter and benchmark."""
+@click.option(
+    "--all", "show_all", is_flag=True, help="Text: show every value of the calculation (zero and unused ones too)."
+)
+def explain(book: str, data: str, firm: str, year: int | None, fmt: str, show_all: bool) -> None:
+    """Show why one firm got its rating, and the audit trail behind it.
+
+    The text starts with what a credit officer needs: the firm (name, industry with its GB/T 4754
+    name, city), the decision and the numbers and band or condition behind it, the incentive and
+    what it opens (with this borrower's interest effect when the data has loan_amount_10k_cny),
+    what it would take to move up, last year's rating and what changed, and data quality
+    (defaults taken, fallbacks, where acquired inputs came from). Then the calculation: every
+    formula with its numbers; zero, missing and unused values are folded unless --all.
+    JSON (verifiable with `ruleengine verify`) and Markdown carry the same content in full."""
     from .api import explain as explain_api
     from .render.text import trace_markdown, trace_text
 
@@ -368,7 +379,7 @@ def explain(book: str, data: str, firm: str, year: int | None, fmt: str) -> None
     elif fmt == "markdown":
         sys.stdout.write(trace_markdown(trace))
     else:
-        trace_text(_console(), trace)
+        trace_text(_console(), trace, show_all)
 
 
 @main.command()

@@ -48,9 +48,9 @@ class Cut:
 class Step:
     direction: str  # better | worse
     level: str
-    bound: float
+    bound: float | None  # None for conditional levels
     value: float
-    margin: float  # how far the rated value is from the bound (>= 0 on the firm's side)
+    margin: float | None  # how far the rated value is from the bound (>= 0 on the firm's side)
     rule: str  # e.g. "k <= 0.8"; for conditional levels, the target level's condition
     cuts: list[Cut] = field(default_factory=list)
     # conditional levels: each comparison of the target level's condition, its current value and
@@ -323,14 +323,14 @@ def level_steps(plan: Plan, results: Results, i: int) -> tuple[Step | None, Step
             if cond is None or float(truth(frame.evaluate_expr(cond)).reshape(-1)[0]) == 1.0:
                 fall = j
                 break
-        worse = Step("worse", r.ids[fall], math.nan, value, math.nan, f"not ({own.text})")
+        worse = Step("worse", r.ids[fall], None, value, None, f"not ({own.text})")
         worse.conditions = condition_terms(plan, results, i, own)
     if idx == 0:
         return None, worse
     target = idx - 1
     cond_t = r.levels[target][1]
     assert cond_t is not None  # only the last level is 'otherwise'
-    better = Step("better", r.ids[target], math.nan, value, math.nan, cond_t.text)
+    better = Step("better", r.ids[target], None, value, None, cond_t.text)
     better.conditions = condition_terms(plan, results, i, cond_t)
     candidates: list[tuple[str, str, float]] = []
     for name in level_inputs(plan, [c for _, c, _ in r.levels[: idx + 1] if c is not None]):
@@ -422,7 +422,7 @@ def weighted_scores(plan: Plan, results: Results, i: int, r: RatingSpec, better:
     out = []
     for leaf, w in leaves:
         cur = _value_at(plan, results, leaf, i, year)
-        needed = better.margin / w if w > 0 else math.inf
+        needed = (better.margin or 0.0) / w if w > 0 else math.inf
         reachable = top is None or (not math.isnan(cur) and cur + needed <= float(top))
         out.append(
             {"score": leaf, "weight": w, "current": cur, "needed": needed, "max": top, "reachable": bool(reachable)}
