@@ -443,7 +443,7 @@ def trace_row(plan: Plan, results: Results, i: int, what_if: bool = True) -> Tra
         lending = {"loan_amount_10k_cny": loan, "rate_bp": bp, "annual_interest_change_cny": loan * bp}
     data_quality = {
         "defaults": [{"input": name, "why": why} for name, why in defaults_of(i)],
-        "provenance": _provenance(plan, context, i),
+        "provenance": _provenance(plan, context, value_of, i),
     }
     previous = _previous(plan, results, i, firm_rows, value_of)
     return Trace(
@@ -532,12 +532,23 @@ def _identity(plan: Plan, context: dict[str, list[str]], value_of: Any, i: int) 
     }
 
 
-def _provenance(plan: Plan, context: dict[str, list[str]], i: int) -> dict[str, dict[str, str]]:
+def _provenance(plan: Plan, context: dict[str, list[str]], value_of: Any, i: int) -> dict[str, dict[str, str]]:
+    """Per input, the acquisition columns the data has for this row (``electricity_mwh_source``,
+    ``_coverage``, ``_policy``, ...: io.data.PROVENANCE_SUFFIXES), as text; a rulebook that
+    declares one of them as an input (a coverage threshold) gives its typed value."""
     from ..io.data import PROVENANCE_SUFFIXES
 
     out: dict[str, dict[str, str]] = {}
     for name in plan.inputs:
-        fields = {s[1:]: context[f"{name}{s}"][i] for s in PROVENANCE_SUFFIXES if context.get(f"{name}{s}", [""] * (i + 1))[i]}
+        fields: dict[str, str] = {}
+        for suffix in PROVENANCE_SUFFIXES:
+            col = f"{name}{suffix}"
+            if col in context and context[col][i]:
+                fields[suffix[1:]] = context[col][i]
+            elif col in plan.inputs:
+                v = value_of(col)
+                if v is not None and not (isinstance(v, float) and math.isnan(v)):
+                    fields[suffix[1:]] = _fmt(v)
         if fields:
             out[name] = fields
     return out

@@ -612,18 +612,24 @@ def diff_text(console: Any, result: dict[str, Any]) -> None:
     imp = result.get("impact")
     if not imp:
         return
-    console.print(
-        f"\n{imp['firm_years']:,} firm-years: {imp['moved']:,} change rating "
-        f"({imp['up']:,} up, {imp['down']:,} down, {imp['newly_unrated']:,} newly unrated)"
-    )
-    m = imp["matrix"]
-    table = Table(title="old (rows) × new (columns)", title_justify="left")
-    table.add_column("")
-    for c in m["columns"]:
-        table.add_column(c, justify="right")
-    for r, counts in zip(m["rows"], m["counts"], strict=True):
-        table.add_row(r, *[str(c) if c else "·" for c in counts])
-    console.print(table)
+    ratings = imp.get("ratings") or {"rating": imp}
+    for rname, mig in ratings.items():
+        console.print(
+            f"\n{rname}: {imp['firm_years']:,} firm-years, {mig['moved']:,} change "
+            f"({mig['up']:,} up, {mig['down']:,} down, {mig['newly_unrated']:,} newly unrated, "
+            f"{mig.get('newly_rated', 0):,} newly rated)",
+            markup=False,
+        )
+        m = mig["matrix"]
+        table = Table(title=f"{rname}: old (rows) × new (columns)", title_justify="left")
+        table.add_column("")
+        for c in m["columns"]:
+            table.add_column(c, justify="right")
+        for r, counts in zip(m["rows"], m["counts"], strict=True):
+            table.add_row(r, *[str(c) if c else "·" for c in counts])
+        console.print(table)
+        for line in breakdown_lines(mig.get("by", {})):
+            console.print(line, markup=False)
     for k, v in imp["lending"].items():
         console.print(f"{k}: {v:,.2f}")
     att = result.get("attribution")
@@ -641,6 +647,19 @@ def diff_text(console: Any, result: dict[str, Any]) -> None:
                 markup=False,
             )
         console.print("  order-independent: " + ("yes" if att["order_independent"] else "no, the changes interact"))
+
+
+def breakdown_lines(by: dict[str, dict[str, dict[str, int]]]) -> list[str]:
+    """Movers per category, compactly: one wrapped line per category, ``group: N up, M down``
+    for every group with a mover ("(none)" where the row has no value)."""
+    out = []
+    for key, groups in by.items():
+        if not groups:
+            out.append(f"  movers by {key}: none")
+            continue
+        parts = [f"{g}: " + ", ".join(f"{n} {d}" for d, n in counts.items()) for g, counts in groups.items()]
+        out += _wrap("; ".join(parts), "  ", f"movers by {key}: ")
+    return out
 
 
 def compare_text(console: Any, result: dict[str, Any]) -> None:
