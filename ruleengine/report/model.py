@@ -119,11 +119,11 @@ def _identity(data: Any) -> tuple[dict[tuple[str, int], dict[str, Any]], bool]:
 
 def rate_portfolio(book: Any, data: Any, *, what_it_takes: bool = True) -> Rated:
     """Rate ``data`` with ``book`` once; ``what_it_takes`` adds the CLI's what-it-takes columns."""
-    from ..pipeline import rate
+    from ..pipeline import rate_with_context
     from ..rulebook.loader import load
 
     plan = load(book)
-    results = rate(plan, data)
+    results = rate_with_context(plan, data)  # its traces are explain's, context and all
     what: dict[str, np.ndarray] = {}
     if what_it_takes and len(results):
         from ..analysis.whatif import columns
