@@ -58,7 +58,8 @@ def test_levels_are_rated_by_hand(levels):
     # emissions = 2 coal + 0.5 (electricity - green); intensity = emissions / value added
     # L1: 200 + 100 = 300 → 0.3, green share 200/400 = 0.5 → A; L2 2022: 900 → 0.9 → B;
     # L2 2023: 700 → 0.7 → B; L3: 1500 → 1.5 → C; L4: 3000 → 3.0 → D (otherwise)
-    got = {(f, int(y)): (r, i) for f, y, r, i in zip(res["firm_id"], res["year"], res["rating"], res["intensity"])}
+    cols = (res["firm_id"], res["year"], res["rating"], res["intensity"])
+    got = {(f, int(y)): (r, i) for f, y, r, i in zip(*cols, strict=True)}
     assert got == {
         ("L1", 2023): ("A", 0.3),
         ("L2", 2022): ("B", 0.9),
@@ -361,8 +362,15 @@ def test_explain_defaults_provenance_previous_and_lending_in_json_and_markdown(l
     assert "electricity_mwh came from source meters, coverage 0.97, policy scale (coverage 0.97)" in text
     assert "this borrower: loan 5,000 (10k CNY) x -40 bp = -200,000.00 CNY interest a year" in text
     md = run("explain", str(BOOK), str(FIRMS), "--firm", "L1", "--format", "markdown").output
-    for section in ("## Decision", "## Why", "## Incentive and what it opens", "## What it would take",
-                    "## Last year", "## Data quality", "## Calculation"):
+    for section in (
+        "## Decision",
+        "## Why",
+        "## Incentive and what it opens",
+        "## What it would take",
+        "## Last year",
+        "## Data quality",
+        "## Calculation",
+    ):
         assert section in md
     assert "- electricity_mwh came from source meters, coverage 0.97, policy scale (coverage 0.97)" in md
     js = json.loads(run("explain", str(BOOK), str(FIRMS), "--firm", "L2", "--format", "json").output)
@@ -375,7 +383,11 @@ def test_explain_defaults_provenance_previous_and_lending_in_json_and_markdown(l
     [
         ("identity.firm_name", ("identity", "firm_name"), "Someone Else"),
         ("data_quality.defaults", ("data_quality", "defaults"), []),
-        ("data_quality.provenance.electricity_mwh.coverage", ("data_quality", "provenance", "electricity_mwh", "coverage"), "1"),
+        (
+            "data_quality.provenance.electricity_mwh.coverage",
+            ("data_quality", "provenance", "electricity_mwh", "coverage"),
+            "1",
+        ),
         ("previous.decisions[0].level", ("previous", "decisions", 0, "level"), "A"),
         ("lending.annual_interest_change_cny", ("lending", "annual_interest_change_cny"), -1.0),
         ("what_it_takes.better.cuts[0].direction", ("what_it_takes", "better", "cuts", 0, "direction"), "raise"),
@@ -428,15 +440,28 @@ def test_rate_summary_incentive_in_full():
     row4 = next(line for line in out.splitlines() if line.startswith("│ 4 ") and "bp" in line)
     cells = [c.strip() for c in row4.strip("│").split("│")]
     # level 4: 3 firm-years (small.csv), +0 bp, standard terms, the two services, the 10% subsidy
-    assert cells == ["4", "3", "+0 bp", "standard terms", "free energy-saving assessment; carbon-reduction plan",
-                     "10%", "huzhou-seed"]
+    assert cells == [
+        "4",
+        "3",
+        "+0 bp",
+        "standard terms",
+        "free energy-saving assessment; carbon-reduction plan",
+        "10%",
+        "huzhou-seed",
+    ]
     qz = run("rate", "quzhou", str(SMALL)).output
     red = next(line for line in qz.splitlines() if line.startswith("│ red ") and "credit" in line)
     assert "restricted from new credit" in red
     lv = run("rate", str(BOOK), str(FIRMS)).output
     d = next(line for line in lv.splitlines() if line.startswith("│ D ") and "credit" in line)
     assert [c.strip() for c in d.strip("│").split("│")] == [
-        "D", "1", "+0 bp", "restricted from new credit", "energy audit", "5%", "test-assumption"
+        "D",
+        "1",
+        "+0 bp",
+        "restricted from new credit",
+        "energy audit",
+        "5%",
+        "test-assumption",
     ]
 
 

@@ -42,7 +42,11 @@ CASES = {
     "explain_levels_L1": ["explain", "tests/data/levels/levels.yaml", "tests/data/levels/firms.csv", "--firm", "L1"],
     "explain_levels_L2": ["explain", "tests/data/levels/levels.yaml", "tests/data/levels/firms.csv", "--firm", "L2"],
     "diff_huzhou_next": [
-        "diff", "huzhou", "tests/data/levels/huzhou_next.yaml", "--data", "golden/portfolios/small.csv",
+        "diff",
+        "huzhou",
+        "tests/data/levels/huzhou_next.yaml",
+        "--data",
+        "golden/portfolios/small.csv",
     ],
     "rate_summary_huzhou": ["rate", "huzhou", "golden/portfolios/small.csv"],
     "rate_summary_quzhou": ["rate", "quzhou", "golden/portfolios/small.csv"],

@@ -598,7 +598,12 @@ def _previous(plan: Plan, results: Results, i: int, firm_rows: list[int], value_
         a, b = num(name, j), num(name, i)
         if a != b and not (a in (None, 0.0) and b in (None, 0.0)):
             changes.append({"name": name, "unit": str(spec.unit or ""), "old": a, "new": b})
-    return {"year": int(results["year"][j]), "status": str(results["status"][j]), "decisions": decisions, "changes": changes}
+    return {
+        "year": int(results["year"][j]),
+        "status": str(results["status"][j]),
+        "decisions": decisions,
+        "changes": changes,
+    }
 
 
 class TraceError(RuleEngineError):

@@ -144,9 +144,8 @@ def unreachable_levels(
             limited = _meet(iv, ranges.get(name, _ALL))
             if _empty(limited):
                 declared = ranges.get(name)
-                why = (
-                    f"its condition on {name} cannot hold"
-                    + (f" for the input's declared range [{declared[0]:g}, {declared[2]:g}]" if declared else "")
+                why = f"its condition on {name} cannot hold" + (
+                    f" for the input's declared range [{declared[0]:g}, {declared[2]:g}]" if declared else ""
                 )
                 break
         if why is None:
@@ -155,7 +154,7 @@ def unreachable_levels(
                     why = f"every firm it would match is already given level '{prev_id}' (listed before it)"
                     break
         if why is None and len(bx) == 1:
-            (name, iv), = bx.items()
+            ((name, iv),) = bx.items()
             covers = [pb[name] for _, pb in earlier if set(pb) == {name}]
             if covers and _covered_1d(iv, covers):
                 ids = ", ".join(f"'{p}'" for p, pb in earlier if set(pb) == {name})
