@@ -510,3 +510,26 @@ def test_not_a_mapping_message_names_the_kind(tmp_path):
     assert "not a rulebook: the file holds a list, not a YAML mapping of keys" in r.output
     assert "data file" not in r.output
     assert math.isfinite(len(r.output))
+
+
+def test_rate_what_it_takes_columns_for_conditional_levels(tmp_path):
+    out = tmp_path / "w.csv"
+    r = run("rate", str(BOOK), str(FIRMS), "--what-it-takes", "-o", str(out))
+    assert r.exit_code == 0, r.output
+    rows = {(x["firm_id"], x["year"]): x for x in csv.DictReader(out.read_text(encoding="utf-8").splitlines())}
+    got = {k: (v["better_level"], v["worse_level"]) for k, v in rows.items()}
+    # the level listed just above; the first later level whose condition holds
+    assert got == {
+        ("L1", "2023"): ("", "B"),
+        ("L2", "2022"): ("A", "C"),
+        ("L2", "2023"): ("A", "C"),
+        ("L3", "2023"): ("B", "D"),
+        ("L4", "2023"): ("C", ""),
+    }
+    # L3: emissions 1500 → B needs <= 1000: cut 500 (1/3); L4: 3000 → C needs <= 2000: cut 1000;
+    # L2 cannot reach A by emissions alone (A also needs a green share of 30%)
+    assert float(rows[("L3", "2023")]["emissions_cut_to_better_tco2"]) == pytest.approx(500, rel=1e-6)
+    assert float(rows[("L3", "2023")]["emissions_cut_to_better_pct"]) == pytest.approx(100 / 3, rel=1e-6)
+    assert float(rows[("L4", "2023")]["emissions_cut_to_better_tco2"]) == pytest.approx(1000, rel=1e-6)
+    assert rows[("L2", "2023")]["emissions_cut_to_better_tco2"] == ""
+    assert rows[("L3", "2023")]["margin_to_better"] == ""

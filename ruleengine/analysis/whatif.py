@@ -189,8 +189,41 @@ def firm_steps(plan: Plan, results: Results, i: int) -> tuple[Step | None, Step 
     return better, worse
 
 
+def _level_neighbours(
+    plan: Plan, results: Results, r: RatingSpec, idx: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Conditional levels, every row at once: the level just above (the target), and the level
+    the row would fall to if its own condition stopped holding (the first later one that holds)."""
+    from ..engine.evaluator import Frame, truth
+
+    ev, batch = results.evaluation, results.batch
+    assert ev is not None and batch is not None
+    n = batch.n
+    frame = Frame(plan, batch, results.tables, None)
+    frame.values.update(batch.columns)
+    frame.values.update(ev.values)
+    frame.done.update(plan.order)
+    holds = [
+        np.ones(n, dtype=bool) if cond is None else np.broadcast_to(truth(frame.evaluate_expr(cond)) == 1.0, (n,))
+        for _, cond, _ in r.levels
+    ]
+    ids = np.array(r.ids, dtype=object)
+    better = np.where(idx > 0, ids[np.maximum(idx - 1, 0)], "").astype(object)
+    target = np.where(idx > 0, idx - 1, -1).astype(np.int64)
+    fall = np.full(n, -1, dtype=np.int64)
+    for j in range(len(r.levels) - 1, 0, -1):  # the first later level that holds wins
+        fall = np.where((idx >= 0) & (idx < j) & holds[j], j, fall)
+    own_otherwise = np.array([cond is None for _, cond, _ in r.levels])[idx.clip(0)]
+    fall = np.where(own_otherwise | (idx < 0), -1, fall)
+    worse = np.where(fall >= 0, ids[fall.clip(0)], "").astype(object)
+    return better, worse, target
+
+
 def columns(plan: Plan, results: Results, iterations: int = 30) -> dict[str, np.ndarray]:
     """For every row: next better / worse level, margins, and the emissions cut to the better level.
+
+    Conditional levels have no margins (NaN); their better level is the one listed just above, the
+    worse one the level the firm falls to if its own condition stops holding.
 
     Bisection on the cut fraction, all rows at once: ``iterations`` whole-batch evaluations.
     """
@@ -220,6 +253,8 @@ def columns(plan: Plan, results: Results, iterations: int = 30) -> dict[str, np.
                 if w is not None:
                     worse_level[sel] = w.level
                     margin_w[sel] = (w.bound - value[sel]) if r.better == "lower" else (value[sel] - w.bound)
+    if r.levels:  # conditional levels, best first: the level above; the level a firm falls to
+        better_level, worse_level, target = _level_neighbours(plan, results, r, idx)
     emissions = np.broadcast_to(ev.values["emissions_tco2"], (n,)).astype(np.float64)
     todo = target >= 0
     cut = np.full(n, np.nan)
