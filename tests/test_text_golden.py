@@ -38,6 +38,7 @@ def text_snapshot(snapshot):
 CASES = {
     "explain_huzhou_G01": ["explain", "huzhou", "golden/portfolios/small.csv", "--firm", "G01"],
     "explain_shenzhen_G01": ["explain", "shenzhen", "golden/portfolios/small.csv", "--firm", "G01"],
+    "explain_huzhou_G08_unrated": ["explain", "huzhou", "golden/portfolios/small.csv", "--firm", "G08"],
     "explain_quzhou_G05": ["explain", "quzhou", "golden/portfolios/small.csv", "--firm", "G05"],
     "explain_levels_L1": ["explain", "tests/data/levels/levels.yaml", "tests/data/levels/firms.csv", "--firm", "L1"],
     "explain_levels_L2": ["explain", "tests/data/levels/levels.yaml", "tests/data/levels/firms.csv", "--firm", "L2"],

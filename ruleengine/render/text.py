@@ -275,6 +275,9 @@ def _deciding(trace: Trace) -> list[str]:
 
     nodes = {n.name: n for n in trace.nodes}
     out = []
+    if trace.status != "rated":
+        for r in trace.reasons:
+            out += _wrap(f"unrated because {r}", "  ")
     for d in trace.decisions:
         out += _wrap(d.because, "  ")
         node = nodes.get(d.value_formula.strip())
@@ -345,8 +348,9 @@ def _quality_lines(trace: Trace) -> list[str]:
         out.append("  fallbacks: none")
     for name, fields in (q.get("provenance") or {}).items():
         out += _wrap(f"{name} came from " + ", ".join(f"{k} {v}" for k, v in fields.items()), "  ")
-    for r in trace.reasons:
-        out += _wrap(f"reason: {r}", "  ")
+    if trace.status == "rated":  # an unrated row's reasons open the "why"
+        for r in trace.reasons:
+            out += _wrap(f"reason: {r}", "  ")
     return out
 
 
@@ -355,6 +359,7 @@ def _folded(trace: Trace) -> set[str]:
     the standard totals), and parameters no shown variable uses."""
     keep = {d.value_formula.strip() for d in trace.decisions}
     keep |= {"emissions_tco2", "energy_tce", "scope1_tco2", "scope2_tco2", "year"}
+    keep |= {n["column"] for kind in ("reasons", "fallbacks") for n in trace.notes.get(kind, []) if n.get("column")}
     folded = {
         n.name for n in trace.nodes if n.kind in ("input", "variable") and n.name not in keep and _zeroish(n.value)
     }
