@@ -490,14 +490,23 @@ def _number(text: Any) -> float | None:
     return None if math.isnan(f) else f
 
 
+def _text_at(results: Results, name: str, j: int) -> str:
+    """One row's text of a results column, without decoding the whole column."""
+    enc = results.columns.encoded(name)
+    if enc is not None:
+        code = int(enc[0][j])
+        return str(enc[1][code]) if 0 <= code < len(enc[1]) else ""
+    return str(results[name][j] or "")
+
+
 def _defaults_per_row(results: Results) -> Any:
     """row → [(input, why)] of the defaults it took, from the results' ``defaults`` column."""
-    col = results.columns.get("defaults") if "defaults" in results.columns else None
+    has = "defaults" in results.columns
 
     def of(j: int) -> list[tuple[str, str]]:
-        if col is None:
+        if not has:
             return []
-        text = str(results["defaults"][j] or "")
+        text = _text_at(results, "defaults", j)
         out = []
         for part in text.split("; ") if text else []:
             name, _, why = part.partition(" (")
@@ -561,11 +570,12 @@ def _previous(plan: Plan, results: Results, i: int, firm_rows: list[int], value_
 
     ev = results.evaluation
     assert ev is not None
-    year = int(results["year"][i])
-    earlier = [j for j in firm_rows if int(results["year"][j]) < year]
+    years = results["year"]
+    year = int(years[i])
+    earlier = [j for j in firm_rows if int(years[j]) < year]
     if not earlier:
         return {}
-    j = max(earlier, key=lambda k: int(results["year"][k]))
+    j = max(earlier, key=lambda k: int(years[k]))
     n = len(results)
 
     def num(name: str, k: int) -> float | None:
@@ -599,8 +609,8 @@ def _previous(plan: Plan, results: Results, i: int, firm_rows: list[int], value_
         if a != b and not (a in (None, 0.0) and b in (None, 0.0)):
             changes.append({"name": name, "unit": str(spec.unit or ""), "old": a, "new": b})
     return {
-        "year": int(results["year"][j]),
-        "status": str(results["status"][j]),
+        "year": int(years[j]),
+        "status": _text_at(results, "status", j),
         "decisions": decisions,
         "changes": changes,
     }
