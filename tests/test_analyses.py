@@ -533,3 +533,14 @@ def test_rate_what_it_takes_columns_for_conditional_levels(tmp_path):
     assert float(rows[("L4", "2023")]["emissions_cut_to_better_tco2"]) == pytest.approx(1000, rel=1e-6)
     assert rows[("L2", "2023")]["emissions_cut_to_better_tco2"] == ""
     assert rows[("L3", "2023")]["margin_to_better"] == ""
+
+
+def test_change_report_has_the_breakdowns(tmp_path):
+    pytest.importorskip("jinja2")
+    out = tmp_path / "change.html"
+    r = run("diff", "huzhou", str(NEXT), "--data", str(SMALL), "-o", str(out), "--lang", "en")
+    assert r.exit_code == 0, r.output
+    html = out.read_text(encoding="utf-8")
+    assert "Moves by label set and category" in html
+    assert "<h3>carbon_label: Firms that moved 3 (up 3, down 0)</h3>" in html
+    assert "<td>size</td><td>large: 2 up; medium: 2 up; small: 4 up</td>" in html

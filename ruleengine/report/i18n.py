@@ -169,6 +169,8 @@ UI: dict[str, tuple[str, str]] = {
     "what": ("变更", "Change"),
     "migration_matrix": ("等级迁移矩阵（旧 × 新）", "Migration matrix (old × new)"),
     "movers": ("等级变动企业", "Firms that moved"),
+    "movers_by": ("各标签与类别的变动", "Moves by label set and category"),
+    "category": ("类别", "Category"),
     "lending_effect": ("信贷影响", "Lending effect"),
     "attribution": ("变更归因", "Attribution"),
     "no_data_impact": ("未提供组合数据（--data），无影响分析", "No portfolio given (--data): no impact"),
