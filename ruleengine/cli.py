@@ -288,6 +288,7 @@ def rate(
         run = rate_command(plan, data, output, chunk_rows, max_issues, _console(stderr=True))
         for line in summary(run, plan):
             click.echo(line, err=True)
+        _chunked_incentives(plan, run)
         return
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -349,6 +350,15 @@ def rate(
         from .ledger.cli import record_from_rate
 
         record_from_rate(book, data, results, what, ledger)
+
+
+def _chunked_incentives(plan: Any, run: Any) -> None:
+    """`rate --chunk-rows`: what each level means for lending (issue #19.4; continuous pricing
+    shows no per-firm range here, the run keeps only the distribution)."""
+    from .render.text import incentive_table, level_terms
+
+    if plan.incentives and str(plan.incentives["rating"]) == plan.primary:
+        incentive_table(_console(stderr=True), plan, level_terms(plan, run.distribution))
 
 
 @main.command()

@@ -544,3 +544,20 @@ def test_change_report_has_the_breakdowns(tmp_path):
     assert "Moves by label set and category" in html
     assert "<h3>carbon_label: Firms that moved 3 (up 3, down 0)</h3>" in html
     assert "<td>size</td><td>large: 2 up; medium: 2 up; small: 4 up</td>" in html
+
+
+def test_chunked_rate_summary_has_the_incentives_too(tmp_path):
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    src = tmp_path / "small.parquet"
+    pq.write_table(pacsv.read_csv(SMALL, convert_options=pacsv.ConvertOptions(strings_can_be_null=True)), src)
+    r = CliRunner().invoke(main, ["rate", "quzhou", str(src), "--chunk-rows", "10", "-o", str(tmp_path / "o.parquet")])
+    assert r.exit_code == 0, r.output
+    assert "what each colour means for lending" in r.output
+    red = next(line for line in r.output.splitlines() if line.startswith("│ red ") and "credit" in line)
+    assert "restricted from new credit" in red
+    from ruleengine.render.text import level_terms
+
+    rows = {x[0]: x for x in level_terms(ruleengine.load("shenzhen"), {"B": 3})}
+    assert rows["B"][1:3] == ["3", "per firm (loan_rate_change_bp)"]

@@ -151,21 +151,41 @@ def incentive_rows(results: Results) -> list[list[str]]:
     if not plan.incentives:
         return []
     rname = str(plan.incentives["rating"])
-    levels = plan.incentives.get("levels", {})
     labels = results[rname] if rname in results.columns else None
     counts: Counter[str] = Counter(labels.tolist()) if labels is not None else Counter()
-    continuous = isinstance(plan.incentives.get("rate_bp_from"), str) and "incentive_rate_bp" in results.columns
-    bp = np.asarray(results["incentive_rate_bp"], dtype=np.float64) if continuous else None
+    ranges: dict[str, tuple[float, float] | None] | None = None
+    if isinstance(plan.incentives.get("rate_bp_from"), str) and "incentive_rate_bp" in results.columns:
+        bp = np.asarray(results["incentive_rate_bp"], dtype=np.float64)
+        ranges = {}
+        for level in plan.ratings[rname].best_first():
+            sel = bp[(labels == level) & ~np.isnan(bp)] if labels is not None else bp[:0]
+            ranges[level] = (float(sel.min()), float(sel.max())) if sel.size else None
+    return level_terms(plan, counts, ranges)
+
+
+def level_terms(
+    plan: Plan, counts: Any, ranges: dict[str, tuple[float, float] | None] | None = None
+) -> list[list[str]]:
+    """The rows of :func:`incentive_rows` from a plan, firm-years per level (``counts``) and, for
+    continuous pricing, the (min, max) rate of the firms at each level (``ranges``)."""
+    if not plan.incentives:
+        return []
+    rname = str(plan.incentives["rating"])
+    levels = plan.incentives.get("levels", {})
     out = []
     for level in plan.ratings[rname].best_first():
         spec = levels.get(level, {})
-        if bp is not None and labels is not None:
-            sel = bp[(labels == level) & ~np.isnan(bp)]
-            rate = (
-                f"{sel.min():+.1f} bp" if sel.size and sel.min() == sel.max()
-                else f"{sel.min():+.1f} to {sel.max():+.1f} bp" if sel.size
-                else "-"
-            ) + f" ({plan.incentives['rate_bp_from']})"
+        if isinstance(plan.incentives.get("rate_bp_from"), str):
+            got = (ranges or {}).get(level)
+            if ranges is None:
+                rate = "per firm"  # the firms' own rates were not kept (rate --chunk-rows)
+            elif got is None:
+                rate = "-"
+            elif got[0] == got[1]:
+                rate = f"{got[0]:+.1f} bp"
+            else:
+                rate = f"{got[0]:+.1f} to {got[1]:+.1f} bp"
+            rate += f" ({plan.incentives['rate_bp_from']})"
         else:
             rate = f"{spec['rate_bp']:+g} bp" if spec.get("rate_bp") is not None else "-"
         services = "; ".join(str(x) for x in spec.get("services", [])) or "-"
@@ -179,12 +199,16 @@ def incentive_rows(results: Results) -> list[list[str]]:
 
 def incentive_summary(console: Any, results: Results) -> None:
     """What each level means for credit (issue #19.4): rate, credit policy, services, subsidy."""
+    incentive_table(console, results.plan, incentive_rows(results))
+
+
+def incentive_table(console: Any, plan: Plan, rows: list[list[str]]) -> None:
+    """Print :func:`level_terms` rows as a table (the ``rate`` summary, chunked or not)."""
     from rich.table import Table
 
-    rows = incentive_rows(results)
     if not rows:
         return
-    rname = str(results.plan.incentives["rating"])
+    rname = str(plan.incentives["rating"])
     table = Table(title=f"what each {rname} means for lending", title_justify="left")
     for col in (rname, "firm-years", "rate adj.", "credit policy", "services", "subsidy", "source"):
         table.add_column(col, justify="right" if col == "firm-years" else "left")
