@@ -260,7 +260,8 @@ def rate(
 ) -> None:
     """Rate every firm-year in DATA with BOOK.
 
-    Prints the rating distribution and every data problem found (file, row, column). Bad rows
+    Prints the rating distribution, what each level means for lending (rate, credit policy,
+    services, subsidy) and every data problem found (file, row, column). Bad rows
     never stop the batch: they are rated where the rulebook allows, and `unrated` with the
     reason otherwise (see the `status` and `reasons` columns). Every default taken is listed in
     the `defaults` column.
