@@ -561,3 +561,13 @@ def test_chunked_rate_summary_has_the_incentives_too(tmp_path):
 
     rows = {x[0]: x for x in level_terms(ruleengine.load("shenzhen"), {"B": 3})}
     assert rows["B"][1:3] == ["3", "per firm (loan_rate_change_bp)"]
+
+
+def test_firm_report_names_an_increase_as_such(tmp_path):
+    pytest.importorskip("jinja2")
+    out = tmp_path / "l3.html"
+    r = run("report", str(BOOK), str(FIRMS), "--firm", "L3", "-o", str(out), "--lang", "en")
+    assert r.exit_code == 0, r.output
+    html = re.sub(r"<[^>]+>", " ", out.read_text(encoding="utf-8"))
+    # L3 reaches B by raising value added by 500 (1,500 / 1,000 = 1.5 → 1.0)
+    assert re.search(r"value added \(raise\)\s+1,000\.0\s+10k CNY\s+500\.0\s+10k CNY", html)

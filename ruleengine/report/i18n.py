@@ -170,6 +170,7 @@ UI: dict[str, tuple[str, str]] = {
     "migration_matrix": ("等级迁移矩阵（旧 × 新）", "Migration matrix (old × new)"),
     "movers": ("等级变动企业", "Firms that moved"),
     "movers_by": ("各标签与类别的变动", "Moves by label set and category"),
+    "raise": ("需增加", "raise"),
     "category": ("类别", "Category"),
     "lending_effect": ("信贷影响", "Lending effect"),
     "attribution": ("变更归因", "Attribution"),

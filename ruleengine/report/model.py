@@ -298,6 +298,8 @@ def firm_context(rated: Rated, i: int, lang: str = "zh", date: str | None = None
         }
         for c in s.get("cuts", []):
             label = L.name("emissions_tco2") if c["what"] == "emissions_tco2" else L.name(c["what"])
+            if c.get("direction") == "raise":  # conditional levels: the increase that reaches it
+                label = f"{label} ({L.t('raise')})"
             step["cuts"].append(
                 {
                     "what": label,
