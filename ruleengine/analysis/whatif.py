@@ -9,6 +9,11 @@ tables:
   else equal), and the cut in each energy input alone (e.g. electricity only), or "not reachable"
   when even cutting that input to zero does not get there.
 
+For a weighted score (``weights:`` variables, Shenzhen), each scored indicator's effective weight and
+the points it alone must gain. For conditional ``levels`` (first match wins, best first): the level
+just above, its condition term by term, and per input feeding it the cut — or the increase, up to
+RAISE_MAX times — that alone reaches it, or none (:func:`level_steps`).
+
 The search assumes the level improves monotonically as emissions or an input go down (true of every
 bundled rulebook). It is vectorised: candidate cuts are rows of one batch, refined by a grid search
 (four passes of 33 points: the cut is found to within 1/32**4 ≈ 1e-6 of the current value and
