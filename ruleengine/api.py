@@ -55,7 +55,9 @@ def explain(
     """The audit trail of one firm-year: every value that led to its rating, traced to inputs."""
     plan = load(book)
     if results is None:
-        results = rate(plan, data)
+        from .pipeline import rate_with_context
+
+        results = rate_with_context(plan, data)
     from .analysis.trace import explain_firm
 
     return explain_firm(plan, results, firm_id, year)

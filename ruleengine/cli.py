@@ -260,7 +260,8 @@ def rate(
 ) -> None:
     """Rate every firm-year in DATA with BOOK.
 
-    Prints the rating distribution and every data problem found (file, row, column). Bad rows
+    Prints the rating distribution, what each level means for lending (rate, credit policy,
+    services, subsidy) and every data problem found (file, row, column). Bad rows
     never stop the batch: they are rated where the rulebook allows, and `unrated` with the
     reason otherwise (see the `status` and `reasons` columns). Every default taken is listed in
     the `defaults` column.
@@ -288,6 +289,7 @@ def rate(
         run = rate_command(plan, data, output, chunk_rows, max_issues, _console(stderr=True))
         for line in summary(run, plan):
             click.echo(line, err=True)
+        _chunked_incentives(plan, run)
         return
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -351,14 +353,34 @@ def rate(
         record_from_rate(book, data, results, what, ledger)
 
 
+def _chunked_incentives(plan: Any, run: Any) -> None:
+    """`rate --chunk-rows`: what each level means for lending (issue #19.4; continuous pricing
+    shows no per-firm range here, the run keeps only the distribution)."""
+    from .render.text import incentive_table, level_terms
+
+    if plan.incentives and str(plan.incentives["rating"]) == plan.primary:
+        incentive_table(_console(stderr=True), plan, level_terms(plan, run.distribution))
+
+
 @main.command()
 @click.argument("book")
 @click.argument("data", type=click.Path(dir_okay=False))
 @click.option("--firm", required=True, help="firm_id of the firm to explain.")
 @click.option("--year", type=int, help="Reporting year (default: the firm's latest).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True)
-def explain(book: str, data: str, firm: str, year: int | None, fmt: str) -> None:
-    """Show the audit trail of one firm's rating: every value, formula, parameter and benchmark."""
+@click.option(
+    "--all", "show_all", is_flag=True, help="Text: show every value of the calculation (zero and unused ones too)."
+)
+def explain(book: str, data: str, firm: str, year: int | None, fmt: str, show_all: bool) -> None:
+    """Show why one firm got its rating, and the audit trail behind it.
+
+    The text starts with what a credit officer needs: the firm (name, industry with its GB/T 4754
+    name, city), the decision and the numbers and band or condition behind it, the incentive and
+    what it opens (with this borrower's interest effect when the data has loan_amount_10k_cny),
+    what it would take to move up, last year's rating and what changed, and data quality
+    (defaults taken, fallbacks, where acquired inputs came from). Then the calculation: every
+    formula with its numbers; zero, missing and unused values are folded unless --all.
+    JSON (verifiable with `ruleengine verify`) and Markdown carry the same content in full."""
     from .api import explain as explain_api
     from .render.text import trace_markdown, trace_text
 
@@ -368,7 +390,7 @@ def explain(book: str, data: str, firm: str, year: int | None, fmt: str) -> None
     elif fmt == "markdown":
         sys.stdout.write(trace_markdown(trace))
     else:
-        trace_text(_console(), trace)
+        trace_text(_console(), trace, show_all)
 
 
 @main.command()

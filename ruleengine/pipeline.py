@@ -170,6 +170,37 @@ def rate(
     return evaluate_batch(plan, batch, benchmarks, overrides, tick)
 
 
+def context_names(plan: Plan) -> list[str]:
+    """Columns an explanation shows next to the rating: CONTEXT_COLUMNS and every input's
+    acquisition provenance (``<input>_source``, ``_coverage``, ``_policy``, ...; io.data)."""
+    from .io.data import PROVENANCE_SUFFIXES
+
+    names = [c for c in CONTEXT_COLUMNS if c not in plan.inputs]
+    names += [f"{i}{s}" for i in plan.inputs for s in PROVENANCE_SUFFIXES]
+    return names
+
+
+def rate_with_context(
+    plan: Plan,
+    data: Any,
+    *,
+    benchmarks: Mapping[str, BenchmarkTable] | None = None,
+    mapping: Any = None,
+    read_options: Any = None,
+) -> Results:
+    """:func:`rate`, keeping the context columns (:func:`context_names`) the data has, as text,
+    in ``results.context`` (for explanations: the firm's name, city, size, inputs' provenance)."""
+    from .io.data import text_values
+
+    raw = read(data, [plan], context_names(plan), mapping=mapping, read_options=read_options)
+    extra = [c for c in raw.columns if c not in plan.inputs]
+    context = {c: text_values(raw.columns[c], raw.n) for c in extra}
+    results = rate(plan, None, benchmarks=benchmarks, raw=raw)
+    if results.batch is not None and results.batch.n == raw.n:
+        results.context = context
+    return results
+
+
 def rate_many(
     plans: Sequence[Plan], data: Any, extra: Sequence[str] = CONTEXT_COLUMNS
 ) -> tuple[list[Results], RawTable]:

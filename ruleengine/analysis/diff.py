@@ -353,57 +353,116 @@ def version_warnings(old: Plan, new: Plan, new_path: Path | None) -> list[str]:
     return out
 
 
-def _rank(plan: Plan) -> dict[str, int]:
-    return {lv: i for i, lv in enumerate(plan.ratings[plan.primary].best_first())}
+def _rank(plan: Plan, rating: str | None = None) -> dict[str, int]:
+    return {lv: i for i, lv in enumerate(plan.ratings[rating or plan.primary].best_first())}
 
 
-def impact(old: Plan, new: Plan, data: Any) -> dict[str, Any]:
-    """Migration of the primary rating from OLD to NEW on a portfolio, and what it does to lending.
+# Columns of a portfolio that impact breaks the movers down by, when the data has them; every
+# grouping a benchmark of either rulebook declares is added (issue #19.2).
+BREAKDOWNS = ("division", "size", "city", "grid_region")
 
-    ``data``: a portfolio, read once here (or already read by :func:`ruleengine.pipeline.read`)."""
-    from .. import pipeline
 
-    raw = pipeline.read(data, [old, new], pipeline.CONTEXT_COLUMNS)
-    ra, rb = pipeline.rate(old, None, raw=raw), pipeline.rate(new, None, raw=raw)
-    a, b = ra["rating"], rb["rating"]
-    a_lab = np.where(a == "", "unrated", a)
-    b_lab = np.where(b == "", "unrated", b)
-    rows = [*old.ratings[old.primary].best_first(), "unrated"]
-    cols = [*new.ratings[new.primary].best_first(), "unrated"]
+def _migration(old: Plan, new: Plan, name_a: str, name_b: str, a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
+    """Old x new migration of one rating (label set): counts, directions and the matrix."""
+    a_lab = np.where(a == "", "unrated", a).astype(object)
+    b_lab = np.where(b == "", "unrated", b).astype(object)
+    rows = [*old.ratings[name_a].best_first(), "unrated"]
+    cols = [*new.ratings[name_b].best_first(), "unrated"]
     pairs = Counter(zip(a_lab.tolist(), b_lab.tolist(), strict=True))
     matrix = [[pairs.get((r, c), 0) for c in cols] for r in rows]
-    rank_a, rank_b = _rank(old), _rank(new)
-    same_scale = rank_a == rank_b
+    rank_a, rank_b = _rank(old, name_a), _rank(new, name_b)
     moved = a_lab != b_lab
     direction = np.full(len(a), "", dtype=object)
-    if same_scale:
-        ia = np.array([rank_a.get(x, -1) for x in a_lab.tolist()])
-        ib = np.array([rank_b.get(x, -1) for x in b_lab.tolist()])
+    if rank_a == rank_b:
+        ia = np.array([rank_a.get(x, -1) for x in a_lab.tolist()], dtype=np.int64)
+        ib = np.array([rank_b.get(x, -1) for x in b_lab.tolist()], dtype=np.int64)
         both = (ia >= 0) & (ib >= 0)
         direction[both & (ib < ia)] = "up"
         direction[both & (ib > ia)] = "down"
     direction[(a_lab != "unrated") & (b_lab == "unrated")] = "newly unrated"
     direction[(a_lab == "unrated") & (b_lab != "unrated")] = "newly rated"
     direction[moved & (direction == "")] = "moved"
-    batch = rb.batch
-    assert batch is not None
+    return {
+        "labels": (a_lab, b_lab),
+        "direction": direction,
+        "moved": int(moved.sum()),
+        "up": int((direction == "up").sum()),
+        "down": int((direction == "down").sum()),
+        "newly_unrated": int((direction == "newly unrated").sum()),
+        "newly_rated": int((direction == "newly rated").sum()),
+        "matrix": {"rows": rows, "columns": cols, "counts": matrix},
+    }
 
-    def text_col(name: str) -> np.ndarray:
-        col = batch.columns.get(name)
-        if col is None:
-            return np.full(len(a), "", dtype=object)
-        return col.to_strings() if hasattr(col, "to_strings") else np.asarray(col, dtype=object)
 
-    industry = text_col("industry")
-    division = np.array([s[:2] for s in industry.tolist()], dtype=object)
-    size = text_col("size")
+def _categories(old: Plan, new: Plan, raw: Any, results: Any) -> dict[str, np.ndarray]:
+    """Per row, the value of every category the data has: the industry division, size, city,
+    grid region, and every grouping a benchmark of either rulebook declares (from the data as
+    read, else the rated variable)."""
+    from ..io.data import text_values
+
+    n = raw.n
+    batch, ev = results.batch, results.evaluation
+
+    def values(name: str) -> np.ndarray | None:
+        if name in raw.columns:
+            return np.asarray(text_values(raw.columns[name], n), dtype=object)
+        for src in (ev.values if ev is not None else {}, batch.columns if batch is not None else {}):
+            col = src.get(name)
+            if col is not None and hasattr(col, "to_strings"):
+                return np.asarray(col.to_strings(), dtype=object)
+        return None
+
+    out: dict[str, np.ndarray] = {}
+    industry = values("industry")
+    if industry is not None:
+        out["division"] = np.array([x[:2] for x in industry.tolist()], dtype=object)
+    names = [*BREAKDOWNS[1:]]
+    for plan in (old, new):
+        for bm in plan.benchmarks.values():
+            names += [g for g in bm.groups if g != "all"]
+    for name in dict.fromkeys(names):
+        if name in out or name == "industry_division":
+            continue
+        got = values(name)
+        if got is not None and len(got) == n:
+            out[name] = got
+    return out
+
+
+def _by(categories: dict[str, np.ndarray], direction: np.ndarray) -> dict[str, dict[str, dict[str, int]]]:
     by = {}
-    for key, values in (("division", division), ("size", size)):
+    for key, vals in categories.items():
         table: dict[str, Counter] = {}
-        for v, d in zip(values.tolist(), direction.tolist(), strict=True):
+        for v, d in zip(vals.tolist(), direction.tolist(), strict=True):
             if d:
                 table.setdefault(v or "(none)", Counter())[d] += 1
         by[key] = {k: dict(sorted(c.items())) for k, c in sorted(table.items())}
+    return by
+
+
+def impact(old: Plan, new: Plan, data: Any) -> dict[str, Any]:
+    """Migration of every rating (label set) from OLD to NEW on a portfolio, movers broken down by
+    every category the data has, and what the change does to lending. The top-level counts,
+    ``matrix``, ``by`` and ``firms`` are the primary rating's; ``ratings`` has each label set.
+
+    ``data``: a portfolio, read once here (or already read by :func:`ruleengine.pipeline.read`)."""
+    from .. import pipeline
+
+    raw = pipeline.read(data, [old, new], pipeline.CONTEXT_COLUMNS)
+    ra, rb = pipeline.rate(old, None, raw=raw), pipeline.rate(new, None, raw=raw)
+    categories = _categories(old, new, raw, rb)
+    per_rating: dict[str, Any] = {}
+    for rname in [old.primary, *[r for r in old.ratings if r != old.primary and r in new.ratings]]:
+        col_a = ra["rating"] if rname == old.primary else ra[rname]
+        col_b = rb["rating"] if rname == old.primary else rb[rname]
+        # the primary is compared with the new primary, whatever each rulebook calls it
+        mig = _migration(old, new, rname, new.primary if rname == old.primary else rname, col_a, col_b)
+        mig["by"] = _by(categories, mig["direction"])
+        per_rating[rname] = mig
+    prim = per_rating[old.primary]
+    a_lab, b_lab = prim["labels"]
+    direction = prim["direction"]
+    moved = a_lab != b_lab
     firms = [
         {
             "firm_id": str(ra["firm_id"][i]),
@@ -430,15 +489,19 @@ def impact(old: Plan, new: Plan, data: Any) -> dict[str, Any]:
             effect = loans * (db - da)
             lending["annual_interest_change_cny"] = float(np.sum(effect))
             lending["loans_affected_10k_cny"] = float(np.sum(loans[db != da]))
+    ratings = {
+        name: {k: v for k, v in mig.items() if k not in ("labels", "direction")} for name, mig in per_rating.items()
+    }
     return {
-        "firm_years": len(a),
-        "moved": int(moved.sum()),
-        "up": int((direction == "up").sum()),
-        "down": int((direction == "down").sum()),
-        "newly_unrated": int((direction == "newly unrated").sum()),
-        "newly_rated": int((direction == "newly rated").sum()),
-        "matrix": {"rows": rows, "columns": cols, "counts": matrix},
-        "by": by,
+        "firm_years": len(a_lab),
+        "moved": prim["moved"],
+        "up": prim["up"],
+        "down": prim["down"],
+        "newly_unrated": prim["newly_unrated"],
+        "newly_rated": prim["newly_rated"],
+        "matrix": prim["matrix"],
+        "by": prim["by"],
+        "ratings": ratings,
         "firms": firms,
         "lending": lending,
         "_results": (ra, rb),
@@ -584,11 +647,23 @@ def to_markdown(result: dict[str, Any]) -> str:
             f"{imp['down']} down, {imp['newly_unrated']} newly unrated).",
             "",
         ]
-        m = imp["matrix"]
-        lines.append("| old \\ new | " + " | ".join(m["columns"]) + " |")
-        lines.append("|---" * (len(m["columns"]) + 1) + "|")
-        for r, counts in zip(m["rows"], m["counts"], strict=True):
-            lines.append(f"| {r} | " + " | ".join(str(c) for c in counts) + " |")
+        for rname, mig in (imp.get("ratings") or {"rating": imp}).items():
+            lines += [
+                f"### {rname}",
+                "",
+                f"{mig['moved']} change ({mig['up']} up, {mig['down']} down, {mig['newly_unrated']} newly "
+                f"unrated, {mig.get('newly_rated', 0)} newly rated).",
+                "",
+            ]
+            m = mig["matrix"]
+            lines.append("| old \\ new | " + " | ".join(m["columns"]) + " |")
+            lines.append("|---" * (len(m["columns"]) + 1) + "|")
+            for r, counts in zip(m["rows"], m["counts"], strict=True):
+                lines.append(f"| {r} | " + " | ".join(str(c) for c in counts) + " |")
+            for key, groups in mig.get("by", {}).items():
+                parts = [f"{g}: " + ", ".join(f"{n} {d}" for d, n in c.items()) for g, c in groups.items()]
+                lines += ["", f"Movers by {key}: " + ("; ".join(parts) if parts else "none") + "."]
+            lines.append("")
         if imp["lending"]:
             lines += ["", "Lending: " + ", ".join(f"{k} = {v:,.2f}" for k, v in imp["lending"].items())]
         if imp["firms"]:

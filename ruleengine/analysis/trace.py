@@ -26,7 +26,10 @@ from ..rulebook.compiler import Plan, RatingSpec
 if TYPE_CHECKING:
     from ..engine.results import Results
 
-TRACE_SCHEMA_VERSION = "1.2"  # 1.1: notes (structured reasons and fallbacks); 1.2: digest, replay.tables
+TRACE_SCHEMA_VERSION = "1.3"  # 1.1: notes (structured reasons and fallbacks); 1.2: digest, replay.tables;
+# 1.3: identity, previous, data_quality (defaults, provenance), lending; what it takes for
+# conditional levels and weighted scores (conditions, scores, cut direction); replay rows as read
+NEW_IN_1_3 = ("identity", "previous", "data_quality", "lending")
 
 
 @dataclass
@@ -67,6 +70,14 @@ class Trace:
     replay: dict[str, Any]
     provenance: dict[str, Any]
     notes: dict[str, list[dict[str, str]]] = field(default_factory=dict)  # kind → [{code, column, message}]
+    # who the firm is: firm_name, industry with its GB/T 4754-2017 names, city, size (None if absent)
+    identity: dict[str, Any] = field(default_factory=dict)
+    # the firm's latest earlier year in the data: its decisions and what changed ({} if none)
+    previous: dict[str, Any] = field(default_factory=dict)
+    # defaults taken ({input, why}) and, per input, its acquisition provenance ({input: {field: text}})
+    data_quality: dict[str, Any] = field(default_factory=dict)
+    # this borrower's loan and the yearly interest effect of the rate adjustment ({} without a loan)
+    lending: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The trace as JSON data, ending with ``digest``: the SHA-256 of everything before it."""
@@ -385,7 +396,24 @@ def trace_row(plan: Plan, results: Results, i: int, what_if: bool = True) -> Tra
                 out[n] = None if math.isnan(f) else (int(f) if spec.type == "integer" else f)
         return out
 
-    replay_rows = [typed_row(j) for j in firm_rows]
+    context = results.context or {}
+    defaults_of = _defaults_per_row(results)
+
+    def replay_row(j: int) -> dict[str, Any]:
+        """The row as the data gave it: a default taken is undone (the cell empty, or the column
+        left out), so that the replay takes — and records — the same defaults; plus the context."""
+        out = typed_row(j)
+        for name, why in defaults_of(j):
+            if why == "column absent":
+                out.pop(name, None)
+            elif name in out:
+                out[name] = None
+        for c in sorted(context):
+            if context[c][j]:
+                out[c] = context[c][j]
+        return out
+
+    replay_rows = [replay_row(j) for j in firm_rows]
 
     def bench_at(name: str, j: int) -> Any:
         v = float(np.broadcast_to(ev.values[name], (batch.n,))[j])
@@ -406,6 +434,18 @@ def trace_row(plan: Plan, results: Results, i: int, what_if: bool = True) -> Tra
             "better": asdict(better) if better else None,
             "worse": asdict(worse) if worse else None,
         }
+    identity = _identity(plan, context, value_of, i)
+    lending: dict[str, Any] = {}
+    loan = _number(context.get("loan_amount_10k_cny", [""] * batch.n)[i])
+    if loan is not None and isinstance(incentive.get("rate_bp"), int | float):
+        bp = float(incentive["rate_bp"])
+        # loan (10^4 CNY) x 10^4 CNY x bp x 10^-4 = loan_10k x bp CNY a year
+        lending = {"loan_amount_10k_cny": loan, "rate_bp": bp, "annual_interest_change_cny": loan * bp}
+    data_quality = {
+        "defaults": [{"input": name, "why": why} for name, why in defaults_of(i)],
+        "provenance": _provenance(plan, context, value_of, i),
+    }
+    previous = _previous(plan, results, i, firm_rows, value_of)
     return Trace(
         TRACE_SCHEMA_VERSION,
         {"id": plan.id, "title": plan.title, "version": plan.version, "hash": plan.hash, "file": plan.file},
@@ -435,7 +475,145 @@ def trace_row(plan: Plan, results: Results, i: int, what_if: bool = True) -> Tra
             kind: [{"code": n.code, "column": n.column, "message": n.message} for n in results.notes(kind, i)]
             for kind in ("reasons", "fallbacks")
         },
+        identity,
+        previous,
+        data_quality,
+        lending,
     )
+
+
+def _number(text: Any) -> float | None:
+    try:
+        f = float(str(text).replace(",", "")) if text not in (None, "") else math.nan
+    except ValueError:
+        return None
+    return None if math.isnan(f) else f
+
+
+def _text_at(results: Results, name: str, j: int) -> str:
+    """One row's text of a results column, without decoding the whole column."""
+    enc = results.columns.encoded(name)
+    if enc is not None:
+        code = int(enc[0][j])
+        return str(enc[1][code]) if 0 <= code < len(enc[1]) else ""
+    return str(results[name][j] or "")
+
+
+def _defaults_per_row(results: Results) -> Any:
+    """row → [(input, why)] of the defaults it took, from the results' ``defaults`` column."""
+    has = "defaults" in results.columns
+
+    def of(j: int) -> list[tuple[str, str]]:
+        if not has:
+            return []
+        text = _text_at(results, "defaults", j)
+        out = []
+        for part in text.split("; ") if text else []:
+            name, _, why = part.partition(" (")
+            out.append((name, why.rstrip(")")))
+        return out
+
+    return of
+
+
+def _identity(plan: Plan, context: dict[str, list[str]], value_of: Any, i: int) -> dict[str, Any]:
+    from ..io.identifiers import classification
+
+    def get(name: str) -> Any:
+        if name in context:
+            return context[name][i] or None
+        if name in plan.inputs:
+            v = value_of(name)
+            return v if isinstance(v, str) and v else None
+        return None
+
+    industry = get("industry")
+    found = classification().get(str(industry)) if industry else None
+    division = classification().get(str(industry)[:2]) if industry and len(str(industry)) >= 2 else None
+    return {
+        "firm_name": get("firm_name"),
+        "industry": industry,
+        "industry_name_zh": found.name_zh if found else None,
+        "industry_name_en": found.name_en if found else None,
+        "industry_division": f"{division.code} {division.name_zh}" if division else None,
+        "city": get("city"),
+        "size": get("size"),
+    }
+
+
+def _provenance(plan: Plan, context: dict[str, list[str]], value_of: Any, i: int) -> dict[str, dict[str, str]]:
+    """Per input, the acquisition columns the data has for this row (``electricity_mwh_source``,
+    ``_coverage``, ``_policy``, ...: io.data.PROVENANCE_SUFFIXES), as text; a rulebook that
+    declares one of them as an input (a coverage threshold) gives its typed value."""
+    from ..io.data import PROVENANCE_SUFFIXES
+
+    out: dict[str, dict[str, str]] = {}
+    for name in plan.inputs:
+        fields: dict[str, str] = {}
+        for suffix in PROVENANCE_SUFFIXES:
+            col = f"{name}{suffix}"
+            if col in context and context[col][i]:
+                fields[suffix[1:]] = context[col][i]
+            elif col in plan.inputs:
+                v = value_of(col)
+                if v is not None and not (isinstance(v, float) and math.isnan(v)):
+                    fields[suffix[1:]] = _fmt(v)
+        if fields:
+            out[name] = fields
+    return out
+
+
+def _previous(plan: Plan, results: Results, i: int, firm_rows: list[int], value_of: Any) -> dict[str, Any]:
+    """The firm's latest year before row ``i``'s: its decisions, and what changed since (the rated
+    values, and each number input feeding the primary rating that differs)."""
+    import networkx as nx
+
+    ev = results.evaluation
+    assert ev is not None
+    years = results["year"]
+    year = int(years[i])
+    earlier = [j for j in firm_rows if int(years[j]) < year]
+    if not earlier:
+        return {}
+    j = max(earlier, key=lambda k: int(years[k]))
+    n = len(results)
+
+    def num(name: str, k: int) -> float | None:
+        v = ev.values.get(name)
+        if v is None and results.batch is not None:
+            v = results.batch.columns.get(name)
+        if v is None or isinstance(v, Category):
+            return None
+        f = float(np.broadcast_to(np.asarray(v, dtype=np.float64), (n,))[k])
+        return None if math.isnan(f) else f
+
+    decisions = []
+    for rname, r in plan.ratings.items():
+        lv = int(ev.levels[rname][j])
+        decisions.append(
+            {
+                "rating": rname,
+                "level": r.ids[lv] if lv >= 0 else "",
+                "now": r.ids[int(ev.levels[rname][i])] if int(ev.levels[rname][i]) >= 0 else "",
+                "value_formula": r.value.text,
+                "value": num(f"rating:{rname}", j),
+                "value_now": num(f"rating:{rname}", i),
+            }
+        )
+    feeding = nx.ancestors(plan.graph, f"rating:{plan.primary}") if f"rating:{plan.primary}" in plan.graph else set()
+    changes = []
+    for name, spec in plan.inputs.items():
+        if name not in feeding or spec.type not in ("number", "integer") or name == "year":
+            continue
+        a, b = num(name, j), num(name, i)
+        if a != b and not (a in (None, 0.0) and b in (None, 0.0)):
+            changes.append({"name": name, "unit": str(spec.unit or ""), "old": a, "new": b})
+    return {
+        "year": int(years[j]),
+        "status": _text_at(results, "status", j),
+        "decisions": decisions,
+        "changes": changes,
+    }
 
 
 class TraceError(RuleEngineError):
@@ -460,7 +638,7 @@ def verify(trace: Any, book: Any = None) -> tuple[int, list[str]]:
     from pathlib import Path
 
     from ..engine.benchmarks import BenchmarkTable
-    from ..pipeline import rate
+    from ..pipeline import rate, rate_with_context
     from ..rulebook.loader import load
 
     _check_shape(trace)
@@ -480,7 +658,7 @@ def verify(trace: Any, book: Any = None) -> tuple[int, list[str]]:
     try:
         if "tables" in replay:
             tables = {name: BenchmarkTable.from_json(data) for name, data in replay["tables"].items()}
-            results = rate(plan, replay["rows"], benchmarks=tables)
+            results = rate_with_context(plan, replay["rows"], benchmarks=tables)
         else:  # traces before 1.2 kept the benchmark values only
             overrides = {
                 b: np.array([math.nan if v is None else v for v in vals], dtype=np.float64)
@@ -495,9 +673,26 @@ def verify(trace: Any, book: Any = None) -> tuple[int, list[str]]:
         raise TraceError(
             f"replay: the trace's rows or tables cannot be replayed ({type(exc).__name__}: {exc})"
         ) from None
+    if _version(trace.get("schema_version", "1.0")) < (1, 3):  # fields a 1.2 trace could not have
+        for key in NEW_IN_1_3:
+            fresh.pop(key, None)
+        for side in ("better", "worse"):
+            step = (fresh.get("what_it_takes") or {}).get(side)
+            if isinstance(step, dict):
+                step.pop("conditions", None)
+                step.pop("scores", None)
+                for cut in step.get("cuts", []):
+                    cut.pop("direction", None)
     counter = [0]
     _compare((), trace, fresh, problems, counter, legacy="tables" not in replay)
     return counter[0], problems
+
+
+def _version(text: Any) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in str(text).split("."))
+    except ValueError:
+        return (0,)
 
 
 def _check_shape(trace: Any) -> None:

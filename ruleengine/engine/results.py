@@ -93,6 +93,10 @@ class Results:
     tables: dict[str, BenchmarkTable] = field(default_factory=dict)
     batch: Batch | None = None
     evaluation: Evaluation | None = None
+    # columns as read that the rulebook does not rate on (firm_name, city, size, an input's
+    # acquisition provenance such as electricity_mwh_coverage), per row as text; set by
+    # pipeline.rate_with_context for explanations, empty otherwise
+    context: dict[str, list[str]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.columns["year"])

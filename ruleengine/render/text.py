@@ -111,6 +111,7 @@ def rate_summary(console: Any, results: Results, data: str, output: str | None, 
             row.append("" if bp is None else f"{bp:+g}")
         table.add_row(*row)
     console.print(table)
+    incentive_summary(console, results)
     console.print(f"{n:,} firm-years from {data}: {rated:,} rated, {n - rated:,} unrated")
     if n - rated:
         reasons: Counter[str] = Counter()
@@ -140,97 +141,459 @@ def rate_summary(console: Any, results: Results, data: str, output: str | None, 
         console.print(f"results written to {output}")
 
 
-def trace_text(console: Any, trace: Trace) -> None:
-    from rich.tree import Tree
+def incentive_rows(results: Results) -> list[list[str]]:
+    """Per level of the incentive rating, best first: what it means for lending, in full.
 
-    head = ", ".join(f"{d.rating} {d.level or 'unrated'}" for d in trace.decisions)
-    tree = Tree(
-        f"[bold]{trace.firm_id}[/bold] {trace.year} — {trace.rulebook['id']} "
-        f"{trace.rulebook['version']}: {trace.status}; {head}"
+    Rows of [level, firm-years, rate, credit policy, services, subsidy, source]: the rate is the
+    level's ``rate_bp`` or, with continuous pricing (``rate_bp_from``), the range of the firms'
+    own adjustments at that level; "-" where the rulebook gives no term."""
+    plan = results.plan
+    if not plan.incentives:
+        return []
+    rname = str(plan.incentives["rating"])
+    labels = results[rname] if rname in results.columns else None
+    counts: Counter[str] = Counter(labels.tolist()) if labels is not None else Counter()
+    ranges: dict[str, tuple[float, float] | None] | None = None
+    if isinstance(plan.incentives.get("rate_bp_from"), str) and "incentive_rate_bp" in results.columns:
+        bp = np.asarray(results["incentive_rate_bp"], dtype=np.float64)
+        ranges = {}
+        for level in plan.ratings[rname].best_first():
+            sel = bp[(labels == level) & ~np.isnan(bp)] if labels is not None else bp[:0]
+            ranges[level] = (float(sel.min()), float(sel.max())) if sel.size else None
+    return level_terms(plan, counts, ranges)
+
+
+def level_terms(
+    plan: Plan, counts: Any, ranges: dict[str, tuple[float, float] | None] | None = None
+) -> list[list[str]]:
+    """The rows of :func:`incentive_rows` from a plan, firm-years per level (``counts``) and, for
+    continuous pricing, the (min, max) rate of the firms at each level (``ranges``)."""
+    if not plan.incentives:
+        return []
+    rname = str(plan.incentives["rating"])
+    levels = plan.incentives.get("levels", {})
+    out = []
+    for level in plan.ratings[rname].best_first():
+        spec = levels.get(level, {})
+        if isinstance(plan.incentives.get("rate_bp_from"), str):
+            got = (ranges or {}).get(level)
+            if ranges is None:
+                rate = "per firm"  # the firms' own rates were not kept (rate --chunk-rows)
+            elif got is None:
+                rate = "-"
+            elif got[0] == got[1]:
+                rate = f"{got[0]:+.1f} bp"
+            else:
+                rate = f"{got[0]:+.1f} to {got[1]:+.1f} bp"
+            rate += f" ({plan.incentives['rate_bp_from']})"
+        else:
+            rate = f"{spec['rate_bp']:+g} bp" if spec.get("rate_bp") is not None else "-"
+        services = "; ".join(str(x) for x in spec.get("services", [])) or "-"
+        subsidy = f"{spec['subsidy_pct']:g}%" if spec.get("subsidy_pct") is not None else "-"
+        source = str(spec.get("source", "")) + (f" ({spec['status']})" if spec.get("status") else "")
+        out.append(
+            [level, f"{counts.get(level, 0):,}", rate, str(spec.get("credit_policy") or "-"), services, subsidy, source]
+        )
+    return out
+
+
+def incentive_summary(console: Any, results: Results) -> None:
+    """What each level means for credit (issue #19.4): rate, credit policy, services, subsidy."""
+    incentive_table(console, results.plan, incentive_rows(results))
+
+
+def incentive_table(console: Any, plan: Plan, rows: list[list[str]]) -> None:
+    """Print :func:`level_terms` rows as a table (the ``rate`` summary, chunked or not)."""
+    from rich.table import Table
+
+    if not rows:
+        return
+    rname = str(plan.incentives["rating"])
+    table = Table(title=f"what each {rname} means for lending", title_justify="left")
+    for col in (rname, "firm-years", "rate adj.", "credit policy", "services", "subsidy", "source"):
+        table.add_column(col, justify="right" if col == "firm-years" else "left")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
+WIDTH = 100  # text explanations wrap here: formulas are wrapped at spaces, never cut
+_width = [WIDTH]  # Markdown renders the same sections unwrapped (its viewer wraps)
+
+
+def _wrap(text: str, indent: str, first: str = "") -> list[str]:
+    """``first + text`` wrapped at WIDTH on spaces (a formula's tokens are never split), the
+    continuation lines indented two more than ``indent``."""
+    import textwrap
+
+    lines = textwrap.wrap(
+        " ".join(text.split()),
+        width=_width[0],
+        initial_indent=indent + first,
+        subsequent_indent=indent + "    ",
+        break_long_words=False,
+        break_on_hyphens=False,
     )
+    return lines or [indent + first]
+
+
+def _num(x: Any, unit: str = "") -> str:
+    u = f" {unit}" if unit and unit != "1" else ""
+    return f"{_fmt(x)}{u}"
+
+
+def _zeroish(v: Any) -> bool:
+    if v is None or v == "":
+        return True
+    if isinstance(v, int | float | np.floating) and not isinstance(v, bool):
+        return bool(float(v) == 0.0 or np.isnan(float(v)))
+    return False
+
+
+def identity_line(trace: Trace) -> str:
+    idt = trace.identity or {}
+    parts = []
+    if idt.get("industry"):
+        name = idt.get("industry_name_zh") or ""
+        en = idt.get("industry_name_en") or ""
+        parts.append(
+            f"industry {idt['industry']}" + (f" {name}" if name else "") + (f" ({en})" if en else "")
+            + (f", division {idt['industry_division']}" if idt.get("industry_division") else "")
+        )
+    for key in ("city", "size"):
+        if idt.get(key):
+            parts.append(f"{key} {idt[key]}")
+    return "; ".join(parts)
+
+
+def incentive_text(incentive: dict[str, Any]) -> str:
+    """An incentive entry in words: rate, credit policy, services, subsidy, source (status)."""
+    if not incentive:
+        return ""
+    parts = []
+    if incentive.get("rate_bp") is not None:
+        rate = f"rate {float(incentive['rate_bp']):+.6g} bp"
+        if incentive.get("rate_bp_from"):
+            rate += f" (from {incentive['rate_bp_from']} = {incentive.get('rate_bp_formula', '')})"
+        parts.append(rate)
+    if incentive.get("credit_policy"):
+        parts.append(f"credit policy: {incentive['credit_policy']}")
+    if incentive.get("services"):
+        parts.append("services: " + ", ".join(str(x) for x in incentive["services"]))
+    if incentive.get("subsidy_pct") is not None:
+        parts.append(f"subsidy {incentive['subsidy_pct']:g}%")
+    if incentive.get("note"):
+        parts.append(str(incentive["note"]))
+    src = str(incentive.get("source", ""))
+    if incentive.get("status"):
+        src += f" ({incentive['status']})"
+    if src:
+        parts.append(f"source: {src}")
+    return "; ".join(parts)
+
+
+def _deciding(trace: Trace) -> list[str]:
+    """Why, per decision: the rule that holds, the rated value's formula with its numbers, and the
+    peers of any benchmark it uses."""
+    import re
+
+    nodes = {n.name: n for n in trace.nodes}
+    out = []
+    if trace.status != "rated":
+        for r in trace.reasons:
+            out += _wrap(f"unrated because {r}", "  ")
     for d in trace.decisions:
-        tree.add(d.because)
-    if trace.incentive:
-        tree.add("incentive: " + "; ".join(f"{k}: {v}" for k, v in trace.incentive.items()))
-    for r in trace.reasons:
-        tree.add(f"[red]reason[/red]: {r}")
-    for f in trace.fallbacks:
-        tree.add(f"[yellow]fallback[/yellow]: {f}")
-    for line in what_it_takes_lines(trace):
-        tree.add(line)
-    calc = tree.add("calculation")
-    for node in trace.nodes:
-        unit = f" {node.unit}" if node.unit and node.unit != "1" else ""
-        label = f"[bold]{node.name}[/bold] = {_fmt(node.value)}{unit}  [dim]({node.kind})[/dim]"
-        branch = calc.add(label)
-        if node.formula:
-            branch.add(f"= {node.formula}")
-        if node.uses:
-            branch.add(", ".join(f"{k} = {_fmt(v)}" for k, v in node.uses.items()))
-        if node.kind == "parameter":
-            branch.add(
-                f"source: {node.source} ({node.detail.get('status', '')}), in force from "
-                f"{node.detail.get('effective') or 'always'}"
-            )
-        if node.kind == "benchmark":
-            peers = node.detail
-            branch.add(
-                f"peer group: {peers['group_used']} {peers['group'] or ''} "
-                f"({peers['peers']} peers, min {peers['min_peers']})"
-            )
-    console.print(tree)
-    p = trace.provenance
-    console.print(
-        f"[dim]rulebook {trace.rulebook['hash']}, engine {p['engine_version']}, input row "
-        f"{p['input_row_sha256']}, benchmarks {p['benchmark_tables_sha256']}[/dim]"
+        out += _wrap(d.because, "  ")
+        node = nodes.get(d.value_formula.strip())
+        if node is not None and node.formula:
+            out += _wrap(f"{node.name} = {node.formula}", "    ")
+            if node.uses:
+                out += _wrap(", ".join(f"{k} = {_fmt(v)}" for k, v in node.uses.items()), "      ")
+            for k in node.uses:
+                bm = nodes.get(k)
+                if bm is not None and bm.kind == "benchmark":
+                    peers = bm.detail
+                    group = f"{peers['group_used']} {peers['group'] or ''}".strip()
+                    out += _wrap(
+                        f"{bm.name} = {_num(bm.value, bm.unit)}: {bm.formula} over {group} "
+                        f"({peers['peers']} peers, at least {peers['min_peers']})",
+                        "      ",
+                    )
+        if not d.band.startswith("(") and not d.band.startswith("[") and d.band not in ("", "otherwise"):
+            names = [
+                m
+                for m in dict.fromkeys(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", d.band))
+                if m in nodes and m != d.value_formula.strip()
+            ]
+            if names:
+                out += _wrap(", ".join(f"{m} = {_num(nodes[m].value, nodes[m].unit)}" for m in names), "    ")
+    return out
+
+
+def _previous_lines(trace: Trace) -> list[str]:
+    prev = trace.previous
+    if not prev:
+        return ["last year: no earlier year of this firm in the data"]
+    out = []
+    moves = []
+    for d in prev["decisions"]:
+        if d["level"] == d["now"]:
+            moves.append(f"{d['rating']} {d['level'] or 'unrated'} (unchanged)")
+        else:
+            moves.append(f"{d['rating']} {d['level'] or 'unrated'} → {d['now'] or 'unrated'}")
+    out += _wrap(f"{prev['year']}: {prev['status']}; " + ", ".join(moves), "  ", "")
+    values = [
+        f"{d['value_formula']} {_fmt(d['value'])} → {_fmt(d['value_now'])}"
+        for d in prev["decisions"]
+        if d["value"] != d["value_now"]
+    ]
+    changes = [f"{c['name']} {_fmt(c['old'])} → {_num(c['new'], c['unit'])}" for c in prev["changes"]]
+    if values or changes:
+        out += _wrap("what changed: " + "; ".join(values + changes), "  ")
+    return ["last year:", *out]
+
+
+def _quality_lines(trace: Trace) -> list[str]:
+    q = trace.data_quality or {}
+    out = ["data quality:"]
+    defaults = q.get("defaults", [])
+    if defaults:
+        by_why: dict[str, list[str]] = {}
+        for dft in defaults:
+            by_why.setdefault(dft["why"], []).append(dft["input"])
+        for why, names in by_why.items():
+            out += _wrap(f"defaulted ({why}, the rulebook's default used): " + ", ".join(names), "  ")
+    else:
+        out.append("  defaults: none (every input was given)")
+    if trace.fallbacks:
+        for f in trace.fallbacks:
+            out += _wrap(f"fallback: {f}", "  ")
+    else:
+        out.append("  fallbacks: none")
+    for name, fields in (q.get("provenance") or {}).items():
+        out += _wrap(f"{name} came from " + ", ".join(f"{k} {v}" for k, v in fields.items()), "  ")
+    if trace.status == "rated":  # an unrated row's reasons open the "why"
+        for r in trace.reasons:
+            out += _wrap(f"reason: {r}", "  ")
+    return out
+
+
+def _folded(trace: Trace) -> set[str]:
+    """Names the calculation folds: zero or missing inputs and variables (not the rated values or
+    the standard totals), and parameters no shown variable uses."""
+    keep = {d.value_formula.strip() for d in trace.decisions}
+    keep |= {"emissions_tco2", "energy_tce", "scope1_tco2", "scope2_tco2", "year"}
+    keep |= {n["column"] for kind in ("reasons", "fallbacks") for n in trace.notes.get(kind, []) if n.get("column")}
+    folded = {
+        n.name for n in trace.nodes if n.kind in ("input", "variable") and n.name not in keep and _zeroish(n.value)
+    }
+    used: set[str] = set()
+    for n in trace.nodes:
+        if n.kind == "variable" and n.name not in folded:
+            used |= {k.split("[", 1)[0] for k in n.uses}
+        if n.kind == "benchmark":
+            used.add(n.name)
+    folded |= {n.name for n in trace.nodes if n.kind == "parameter" and n.name not in used}
+    return folded
+
+
+def _node_lines(node: Any) -> list[str]:
+    unit = f" {node.unit}" if node.unit and node.unit != "1" else ""
+    if isinstance(node.value, dict):
+        head = f"{node.name} = table of {len(node.value)} entries{unit}  ({node.kind})"
+    else:
+        head = f"{node.name} = {_fmt(node.value)}{unit}  ({node.kind})"
+    out = _wrap(head, "  ")
+    if node.formula:
+        out += _wrap(f"= {node.formula}", "      ")
+    if node.uses:
+        out += _wrap(", ".join(f"{k} = {_fmt(v)}" for k, v in node.uses.items()), "      ")
+    if node.kind == "parameter":
+        out += _wrap(
+            f"source: {node.source} ({node.detail.get('status', '')}), in force from "
+            f"{node.detail.get('effective') or 'always'}",
+            "      ",
+        )
+    if node.kind == "benchmark":
+        peers = node.detail
+        out += _wrap(
+            f"peer group: {peers['group_used']} {peers['group'] or ''} "
+            f"({peers['peers']} peers, min {peers['min_peers']})",
+            "      ",
+        )
+    return out
+
+
+def trace_lines(trace: Trace, show_all: bool = False) -> list[str]:
+    """The explanation as plain text for people: first who, what was decided and why, what it
+    means for credit, what it would take, last year, data quality; then the calculation (zero,
+    missing and unused values folded unless ``show_all``). Lines are at most WIDTH wide where
+    the words allow; nothing is cut."""
+    idt = trace.identity or {}
+    name = f" {idt['firm_name']}" if idt.get("firm_name") else ""
+    out = _wrap(
+        f"{trace.firm_id}{name} — {trace.year} — {trace.rulebook['id']} {trace.rulebook['version']} "
+        f"({trace.rulebook['title']})",
+        "",
     )
+    ident = identity_line(trace)
+    if ident:
+        out += _wrap(ident, "")
+    out.append("")
+    head = ", ".join(f"{d.rating} {d.level or 'unrated'}" for d in trace.decisions)
+    out.append(f"decision: {head} ({trace.status})")
+    out.append("why:")
+    out += _deciding(trace)
+    if trace.incentive:
+        out.append("incentive and what it opens:")
+        out += _wrap(incentive_text(trace.incentive), "  ")
+    if trace.lending:
+        le = trace.lending
+        out += _wrap(
+            f"this borrower: loan {le['loan_amount_10k_cny']:,.6g} (10k CNY) x {le['rate_bp']:+g} bp = "
+            f"{le['annual_interest_change_cny']:+,.2f} CNY interest a year",
+            "  ",
+        )
+    wt = what_it_takes_lines(trace)
+    if wt:
+        out.append("what it takes:")
+        for line in wt:
+            lead = "    " if line.startswith("  ") else "  "
+            out += _wrap(line.strip(), lead)
+    out += _previous_lines(trace)
+    out += _quality_lines(trace)
+    out.append("")
+    folded = set() if show_all else _folded(trace)
+    shown = [n for n in trace.nodes if n.name not in folded]
+    if folded:
+        kinds = Counter(n.kind for n in trace.nodes if n.name in folded)
+        what = ", ".join(f"{v} {k}{'s' if v != 1 else ''}" for k, v in sorted(kinds.items()))
+        out += _wrap(
+            f"calculation: {len(shown)} of {len(trace.nodes)} values; folded {what} that are zero, "
+            "missing or unused (--all shows every value)",
+            "",
+        )
+    else:
+        out.append(f"calculation: all {len(trace.nodes)} values")
+    for node in shown:
+        out += _node_lines(node)
+    p = trace.provenance
+    out.append("")
+    out += _wrap(
+        f"rulebook {trace.rulebook['hash']}, engine {p['engine_version']}, input row {p['input_row_sha256']}, "
+        f"benchmarks {p['benchmark_tables_sha256']}, {p['data_source']} row {p['data_row']}",
+        "",
+    )
+    return out
+
+
+def trace_text(console: Any, trace: Trace, show_all: bool = False) -> None:
+    for line in trace_lines(trace, show_all):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def what_it_takes_lines(trace: Trace) -> list[str]:
+    """What it would take to move up (and the room before moving down), for bands, conditional
+    levels and weighted scores; sub-lines start with two spaces."""
     w = trace.what_it_takes
     if not w:
         return []
     out = []
     b = w.get("better")
     if b:
-        out.append(
-            f"to reach {w['rating']} {b['level']} ({b['rule']}): {b['value']:.6g} must move by "
-            f"{b['margin']:.6g} (benchmarks held fixed)"
-        )
-        for c in b["cuts"]:
-            if c["cut"] is None:
-                out.append(f"  cutting {c['what']} alone cannot reach it (current {c['current']:.6g} {c['unit']})")
+        if b.get("margin") is None:  # conditional levels: the condition of the nearest better level
+            out.append(f"to reach {w['rating']} {b['level']}: {b['rule']} must hold (benchmarks held fixed)")
+            for c in b.get("conditions", []):
+                state = "holds" if c["holds"] else f"does not hold: {c['name']} must move by {_fmt(c['gap'])}"
+                out.append(f"  {c['condition']}: {c['name']} = {_fmt(c['value'])}, {state}")
+        else:
+            out.append(
+                f"to reach {w['rating']} {b['level']} ({b['rule']}): {b['value']:.6g} must move by "
+                f"{b['margin']:.6g} (benchmarks held fixed)"
+            )
+        for sc in b.get("scores", []):
+            top = f", at most {sc['max']:g}" if sc.get("max") is not None else ""
+            if sc["reachable"]:
+                out.append(
+                    f"  raise {sc['score']} (weight {sc['weight']:.4g}) by {sc['needed']:.4g} points "
+                    f"from {_fmt(sc['current'])}{top}"
+                )
             else:
                 out.append(
-                    f"  cut {c['what']} by {c['cut']:.6g} {c['unit']} ({c['cut_pct']:.2f}% of {c['current']:.6g})"
+                    f"  {sc['score']} (weight {sc['weight']:.4g}) alone cannot: it would need "
+                    f"{sc['needed']:.4g} more points from {_fmt(sc['current'])}{top}"
                 )
+        reached = False
+        for c in b["cuts"]:
+            if c["cut"] is None:
+                out.append(f"  changing {c['what']} alone cannot reach it (current {c['current']:.6g} {c['unit']})")
+            else:
+                reached = True
+                verb = "raise" if c.get("direction") == "raise" else "cut"
+                out.append(
+                    f"  {verb} {c['what']} by {c['cut']:.6g} {c['unit']} ({c['cut_pct']:.2f}% of {c['current']:.6g})"
+                )
+        if b.get("margin") is None and not reached:
+            out.append("  no single input reaches it")
     else:
         out.append(f"{w['rating']}: already at the best level")
     wo = w.get("worse")
     if wo:
-        out.append(f"room before {w['rating']} {wo['level']} ({wo['rule']}): {wo['margin']:.6g}")
+        if wo.get("margin") is None:
+            out.append(f"falls to {w['rating']} {wo['level']} if {wo['rule'][5:-1]} stops holding")
+        else:
+            out.append(f"room before {w['rating']} {wo['level']} ({wo['rule']}): {wo['margin']:.6g}")
+    return out
+
+
+def _bullets(lines: list[str]) -> list[str]:
+    """Indented text lines (two spaces a level) as nested Markdown bullets."""
+    out = []
+    for line in lines:
+        depth = (len(line) - len(line.lstrip(" "))) // 2
+        out.append("  " * max(depth - 1, 0) + "- " + line.strip().replace("|", "/"))
     return out
 
 
 def trace_markdown(trace: Trace) -> str:
-    lines = [f"# {trace.firm_id} — {trace.year}: {trace.rulebook['title']}", ""]
-    lines.append(
-        f"Rulebook `{trace.rulebook['id']}` {trace.rulebook['version']} (`{trace.rulebook['hash']}`), "
-        f"status **{trace.status}**."
-    )
-    lines.append("")
-    for d in trace.decisions:
-        lines.append(f"- **{d.rating}: {d.level or 'unrated'}** — {d.because}")
-    if trace.incentive:
-        lines.append(f"- incentive: {'; '.join(f'{k}: {v}' for k, v in trace.incentive.items())}")
-    for r in trace.reasons:
-        lines.append(f"- reason: {r}")
-    for f in trace.fallbacks:
-        lines.append(f"- fallback: {f}")
-    wt = what_it_takes_lines(trace)
-    if wt:
-        lines += ["", "## What it would take", ""]
-        lines += [f"- {line.strip()}" if not line.startswith("  ") else f"  - {line.strip()}" for line in wt]
+    """The explanation in Markdown: the same sections as the text (identity, decision, why,
+    incentive, what it takes, last year, data quality), then every value of the calculation."""
+    _width[0] = 10**9
+    try:
+        idt = trace.identity or {}
+        name = f" {idt['firm_name']}" if idt.get("firm_name") else ""
+        lines = [f"# {trace.firm_id}{name} — {trace.year}: {trace.rulebook['title']}", ""]
+        lines.append(
+            f"Rulebook `{trace.rulebook['id']}` {trace.rulebook['version']} (`{trace.rulebook['hash']}`), "
+            f"status **{trace.status}**."
+        )
+        ident = identity_line(trace)
+        if ident:
+            lines += ["", ident[:1].upper() + ident[1:] + "."]
+        lines += ["", "## Decision", ""]
+        for d in trace.decisions:
+            lines.append(f"- **{d.rating}: {d.level or 'unrated'}** — {d.because}")
+        lines += ["", "## Why", ""]
+        lines += _bullets(_deciding(trace))
+        if trace.incentive:
+            lines += ["", "## Incentive and what it opens", "", f"- {incentive_text(trace.incentive)}"]
+            if trace.lending:
+                le = trace.lending
+                lines.append(
+                    f"- this borrower: loan {le['loan_amount_10k_cny']:,.6g} (10k CNY) x {le['rate_bp']:+g} bp = "
+                    f"{le['annual_interest_change_cny']:+,.2f} CNY interest a year"
+                )
+        wt = what_it_takes_lines(trace)
+        if wt:
+            lines += ["", "## What it would take", ""]
+            lines += [f"- {line.strip()}" if not line.startswith("  ") else f"  - {line.strip()}" for line in wt]
+        prev = _previous_lines(trace)
+        lines += ["", "## Last year", ""]
+        lines += _bullets(prev[1:] if len(prev) > 1 else ["  " + prev[0].split(": ", 1)[1]])
+        lines += ["", "## Data quality", ""]
+        lines += _bullets(_quality_lines(trace)[1:])
+    finally:
+        _width[0] = WIDTH
     lines += [
         "",
         "## Calculation",
@@ -278,18 +641,24 @@ def diff_text(console: Any, result: dict[str, Any]) -> None:
     imp = result.get("impact")
     if not imp:
         return
-    console.print(
-        f"\n{imp['firm_years']:,} firm-years: {imp['moved']:,} change rating "
-        f"({imp['up']:,} up, {imp['down']:,} down, {imp['newly_unrated']:,} newly unrated)"
-    )
-    m = imp["matrix"]
-    table = Table(title="old (rows) × new (columns)", title_justify="left")
-    table.add_column("")
-    for c in m["columns"]:
-        table.add_column(c, justify="right")
-    for r, counts in zip(m["rows"], m["counts"], strict=True):
-        table.add_row(r, *[str(c) if c else "·" for c in counts])
-    console.print(table)
+    ratings = imp.get("ratings") or {"rating": imp}
+    for rname, mig in ratings.items():
+        console.print(
+            f"\n{rname}: {imp['firm_years']:,} firm-years, {mig['moved']:,} change "
+            f"({mig['up']:,} up, {mig['down']:,} down, {mig['newly_unrated']:,} newly unrated, "
+            f"{mig.get('newly_rated', 0):,} newly rated)",
+            markup=False,
+        )
+        m = mig["matrix"]
+        table = Table(title=f"{rname}: old (rows) × new (columns)", title_justify="left")
+        table.add_column("")
+        for c in m["columns"]:
+            table.add_column(c, justify="right")
+        for r, counts in zip(m["rows"], m["counts"], strict=True):
+            table.add_row(r, *[str(c) if c else "·" for c in counts])
+        console.print(table)
+        for line in breakdown_lines(mig.get("by", {})):
+            console.print(line, markup=False)
     for k, v in imp["lending"].items():
         console.print(f"{k}: {v:,.2f}")
     att = result.get("attribution")
@@ -307,6 +676,19 @@ def diff_text(console: Any, result: dict[str, Any]) -> None:
                 markup=False,
             )
         console.print("  order-independent: " + ("yes" if att["order_independent"] else "no, the changes interact"))
+
+
+def breakdown_lines(by: dict[str, dict[str, dict[str, int]]]) -> list[str]:
+    """Movers per category, compactly: one wrapped line per category, ``group: N up, M down``
+    for every group with a mover ("(none)" where the row has no value)."""
+    out = []
+    for key, groups in by.items():
+        if not groups:
+            out.append(f"  movers by {key}: none")
+            continue
+        parts = [f"{g}: " + ", ".join(f"{n} {d}" for d, n in counts.items()) for g, counts in groups.items()]
+        out += _wrap("; ".join(parts), "  ", f"movers by {key}: ")
+    return out
 
 
 def compare_text(console: Any, result: dict[str, Any]) -> None:

@@ -72,6 +72,18 @@ def change_context(result: dict[str, Any], lang: str = "zh", date: str | None = 
             }.get(key, key)
             lending.append({"label": label, "value": _num(value, f"lending:{key}", L.num(value, 0))})
         direction = {"up": L.t("up"), "down": L.t("down")}
+        breakdowns = []  # every label set, its movers by every category (issue #19.2)
+        for rname, mig in (imp.get("ratings") or {}).items():
+            rows_by = []
+            for key, groups in mig.get("by", {}).items():
+                parts = [
+                    f"{g}: " + ", ".join(f"{c} {direction.get(d, d)}" for d, c in counts.items())
+                    for g, counts in groups.items()
+                ]
+                rows_by.append([key, "; ".join(parts) or L.t("none")])
+            breakdowns.append(
+                {"rating": rname, "moved": mig["moved"], "up": mig["up"], "down": mig["down"], "rows": rows_by}
+            )
         impact = {
             "firm_years": imp["firm_years"],
             "moved": imp["moved"],
@@ -91,6 +103,7 @@ def change_context(result: dict[str, Any], lang: str = "zh", date: str | None = 
             ],
             "more": max(0, len(imp["firms"]) - 200),
             "lending": lending,
+            "breakdowns": breakdowns,
         }
     att = result.get("attribution")
     attribution = None

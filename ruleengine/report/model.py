@@ -120,11 +120,11 @@ def _identity(data: Any) -> tuple[dict[tuple[str, int], dict[str, Any]], bool]:
 
 def rate_portfolio(book: Any, data: Any, *, what_it_takes: bool = True) -> Rated:
     """Rate ``data`` with ``book`` once; ``what_it_takes`` adds the CLI's what-it-takes columns."""
-    from ..pipeline import rate
+    from ..pipeline import rate_with_context
     from ..rulebook.loader import load
 
     plan = load(book)
-    results = rate(plan, data)
+    results = rate_with_context(plan, data)  # its traces are explain's, context and all
     what: dict[str, np.ndarray] = {}
     if what_it_takes and len(results):
         from ..analysis.whatif import columns
@@ -305,6 +305,8 @@ def firm_context(
         }
         for c in s.get("cuts", []):
             label = L.name("emissions_tco2") if c["what"] == "emissions_tco2" else L.name(c["what"])
+            if c.get("direction") == "raise":  # conditional levels: the increase that reaches it
+                label = f"{label} ({L.t('raise')})"
             step["cuts"].append(
                 {
                     "what": label,

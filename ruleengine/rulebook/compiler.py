@@ -779,7 +779,36 @@ class _Compiler:
             return []
         return [v for _, v in p.dated]
 
+    def check_levels(self, ratings: dict[str, RatingSpec]) -> None:
+        """Warn about conditional levels that no firm can be given (rulebook/conditions.py)."""
+        import math
+
+        from .conditions import unreachable_levels
+
+        def resolve(name: str) -> float | None:
+            p = self.params.get(name)
+            if p is None or p.is_table or len({v for _, v in p.dated}) != 1:
+                return None
+            return float(p.dated[0][1])
+
+        ranges = {
+            n: (
+                -math.inf if s.min is None else float(s.min),
+                s.min is not None,
+                math.inf if s.max is None else float(s.max),
+                s.max is not None,
+            )
+            for n, s in self.inputs.items()
+            if s.min is not None or s.max is not None
+        }
+        for name, r in ratings.items():
+            if not r.levels:
+                continue
+            for i, why in unreachable_levels(r.levels, resolve, ranges):
+                self.warn(f"level '{r.ids[i]}' is unreachable: {why}", ("ratings", name, "levels", i))
+
     def check_bands(self, ratings: dict[str, RatingSpec]) -> None:
+        self.check_levels(ratings)
         for name, r in ratings.items():
             if not r.bands:
                 continue

@@ -66,7 +66,7 @@ def _describe(error: Any, doc: Document) -> list[Diagnostic]:
             return _describe(best, doc)
     if validator == "enum":
         options = ", ".join(repr(v) for v in error.validator_value)
-        return [Diagnostic(f"{error.instance!r} is not one of {options}", doc.loc(path))]
+        return [Diagnostic(_short(f"{error.instance!r} is not one of {options}"), doc.loc(path))]
     if validator == "pattern" and path and path[0] == "version":
         return [
             Diagnostic(
@@ -86,8 +86,13 @@ def _describe(error: Any, doc: Document) -> list[Diagnostic]:
         kind = "a list" if isinstance(error.instance, list) else "a mapping"
         return [Diagnostic(f"a test input cell holds one number, text, true/false or null, not {kind}", doc.loc(path))]
     if validator == "propertyNames":
-        return [Diagnostic(f"name {error.instance!r} is not allowed here: {error.message}", doc.loc(path))]
-    return [Diagnostic(error.message, doc.loc(path))]
+        return [Diagnostic(_short(f"name {error.instance!r} is not allowed here: {error.message}"), doc.loc(path))]
+    return [Diagnostic(_short(error.message), doc.loc(path))]
+
+
+def _short(message: str, limit: int = 200) -> str:
+    """A schema message quotes the offending value: never more than ``limit`` characters of it."""
+    return message if len(message) <= limit else message[: limit - 1] + "… (value cut)"
 
 
 def validate_shape(doc: Document) -> list[Diagnostic]:

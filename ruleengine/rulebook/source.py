@@ -457,7 +457,31 @@ def parse_text(text: str, file: str, limits: LoadLimits = LIMITS) -> Document:
     data = builder.build(node, ())
     if builder.errors:
         raise RulebookError(builder.errors)
+    if not isinstance(data, dict):
+        raise RulebookError([Diagnostic(not_a_mapping(text, file, data), SourceLocation(file, 1, 1))])
     return Document(data, file, text, builder.marks, builder.key_marks, builder.styles)
+
+
+DATA_SUFFIXES = (".csv", ".tsv", ".txt", ".json", ".jsonl", ".ndjson", ".parquet", ".xlsx", ".xls")
+
+
+def not_a_mapping(text: str, file: str, data: Any) -> str:
+    """Why a file whose YAML is not a mapping is no rulebook: what it holds, a short excerpt of
+    its first line (never the file), and the likely mix-up (a data file given as the rulebook)."""
+    kind = "a list" if isinstance(data, list) else "a single value" if data is not None else "nothing"
+    first = text.lstrip("\ufeff").split("\n", 1)[0].strip()
+    excerpt = first if len(first) <= 60 else first[:57] + "..."
+    looks_like_data = file.lower().endswith(DATA_SUFFIXES) or (first.count(",") >= 3 and ":" not in first)
+    hint = (
+        "; it looks like a data file: the rulebook comes first, then the data "
+        "(ruleengine rate BOOK DATA)"
+        if looks_like_data
+        else ""
+    )
+    return (
+        f"not a rulebook: the file holds {kind}, not a YAML mapping of keys (id:, inputs:, ratings:, ...); "
+        f"line 1 begins {excerpt!r}{hint}"
+    )
 
 
 def bundled_dir() -> Path:
