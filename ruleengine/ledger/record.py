@@ -349,7 +349,6 @@ def block_hashes(cols: dict[str, Any], alg: str, start_block: int = 0) -> list[s
 def _insert_ratings(conn: Any, run_id: int, rows: RatingRows) -> None:
     """Bulk insert of the ratings through the driver's fast path: COPY on PostgreSQL (CSV written
     by Arrow, in 256k-row pieces), one ``executemany`` on SQLite (inside the run's transaction)."""
-    import itertools
 
     import numpy as np
     import pyarrow as pa
@@ -392,10 +391,9 @@ def _insert_ratings(conn: Any, run_id: int, rows: RatingRows) -> None:
     )
     cur = raw.cursor()
     try:
-        cur.executemany(
-            f"INSERT INTO ledger_ratings ({', '.join(COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        cur.executemany(  # run_id as a literal (an int from the database): one parameter less per row
+            f"INSERT INTO ledger_ratings ({', '.join(COLUMNS)}) VALUES ({int(run_id)}, ?, ?, ?, ?, ?, ?, ?)",
             zip(
-                itertools.repeat(run_id, n),
                 range(n),
                 _text_list(c["firm_id"]),
                 year_list,
