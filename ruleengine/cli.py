@@ -394,13 +394,39 @@ def explain(book: str, data: str, firm: str, year: int | None, fmt: str, show_al
 
 
 @main.command()
-@click.argument("trace_file", metavar="TRACE.json", type=click.Path(exists=True, dir_okay=False))
-@click.option("--book", help="Rulebook to replay with (default: the one named in the trace).")
-def verify(trace_file: str, book: str | None) -> None:
-    """Replay a trace made by `explain --format json` and confirm every number in it.
+@click.argument("trace_file", metavar="FILE", type=click.Path(exists=True, dir_okay=False))
+@click.option("--book", help="Rulebook to replay a trace with (default: the one named in the trace).")
+@click.option(
+    "--public-key",
+    metavar="KEY",
+    help="Check FILE's signature (FILE.sig) with this Ed25519 public key you trust: a PEM file or raw hex. "
+    "Needed for a report; for a trace it adds the signature to the checks.",
+)
+@click.option(
+    "--signature", type=click.Path(dir_okay=False), help="The signature file (default: FILE.sig next to FILE)."
+)
+@click.option(
+    "--data",
+    type=click.Path(dir_okay=False),
+    help="A signed report: the data it was made from, to make it again (default: the file it names, next to it).",
+)
+@click.option("--no-recompute", is_flag=True, help="A signed report: check signature and digest only.")
+def verify(
+    trace_file: str,
+    book: str | None,
+    public_key: str | None,
+    signature: str | None,
+    data: str | None,
+    no_recompute: bool,
+) -> None:
+    """Verify a trace (explain --format json) or a signed trace or report (HTML/PDF).
 
-    Re-rates the traced firm's input rows (kept in the trace) with the benchmark values it was
-    given, and compares every value, level and the status. Exit code 1 names the first difference.
+    A trace: re-rates the traced firm's input rows (kept in the trace) with the benchmark values
+    it was given, and compares every value, level and the status. With --public-key (or for a
+    report, which needs it): first the Ed25519 signature in FILE.sig (written by `ruleengine sign`
+    or `report --sign-key`) with the key you trust, then the file's digest against the signed one,
+    then recomputation (a report is made again from the recipe signed with it and its data, and
+    compared byte for byte). Exit code 1 names the first check that failed.
     """
     from .analysis.trace import TraceError
     from .analysis.trace import verify as verify_trace
@@ -408,6 +434,12 @@ def verify(trace_file: str, book: str | None) -> None:
     path = Path(trace_file)
     if not path.is_file():
         raise DataError(f"{trace_file}: no such file")
+    is_report = path.suffix.lower() in (".html", ".htm", ".pdf")
+    if public_key is not None or is_report:
+        if public_key is None:
+            raise click.UsageError("a report is verified by its signature: give --public-key KEY (the signer's)")
+        _verify_signed(path, public_key, signature, data, book, not no_recompute)
+        return
     if path.stat().st_size > 256 * 2**20:
         raise DataError(f"{trace_file}: {path.stat().st_size:,} bytes is too large for a trace (256 MiB at most)")
     try:
@@ -430,6 +462,59 @@ def verify(trace_file: str, book: str | None) -> None:
         f"verified: {trace['firm_id']} {trace['year']} under {meta['id']} {meta['version']} "
         f"({meta['hash']}): {checked} values match"
     )
+
+
+def _verify_signed(
+    path: Path, public_key: str, signature: str | None, data: str | None, book: str | None, recompute: bool
+) -> None:
+    from .ledger.artifacts import verify as verify_artifact
+    from .ledger.signing import load_public_key
+
+    verdict = verify_artifact(
+        path, load_public_key(public_key), sig_path=signature, data=data, book=book, recompute=recompute
+    )
+    for line in verdict.passed:
+        click.echo(f"  ok: {line}")
+    if not verdict.ok:
+        click.echo(f"mismatch: {verdict.failed[0]}", err=True)
+        for p in verdict.failed[1:]:
+            click.echo(f"  also: {p}", err=True)
+        sys.exit(EXIT_ERROR)
+    click.echo(
+        f"verified: {path.name} (signed {verdict.artifact}): signature, digest and recomputation hold"
+        if recompute or verdict.artifact == "trace"
+        else f"verified: {path.name} (signed {verdict.artifact}): signature and digest hold (not recomputed)"
+    )
+
+
+@main.command("sign")
+@click.argument("file", metavar="FILE", type=click.Path(exists=True, dir_okay=False))
+@click.option("--key", "key_file", type=click.Path(dir_okay=False), help="The Ed25519 private key file (PEM PKCS#8).")
+@click.option(
+    "--key-env",
+    metavar="NAME",
+    help="The NAME of an environment variable holding the private key (PEM, or the 32-byte seed as hex/base64): "
+    "the key stays off the command line and out of shell history.",
+)
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False), help="Where to write the signature (default FILE.sig)."
+)
+def sign_cmd(file: str, key_file: str | None, key_env: str | None, output: str | None) -> None:
+    """Sign a trace (explain --format json) or a report (HTML/PDF) with an operator-held Ed25519 key.
+
+    Writes a detached signature (FILE.sig: the file's SHA-256, what it is, the public key, the
+    signature); the file itself is unchanged. Check it with `ruleengine verify FILE --public-key KEY`.
+    A report signed here has no recipe, so verify can check its signature and digest but not make it
+    again: sign reports with `ruleengine report ... --sign-key` for that. The private key is never
+    printed or written anywhere.
+    """
+    from .ledger.artifacts import sign
+    from .ledger.signing import load_private_key, signer
+
+    if not key_file and not key_env:
+        raise click.UsageError("give the private key: --key FILE or --key-env NAME")
+    out = sign(file, signer(load_private_key(key_file=key_file, key_env=key_env)), out=output)
+    click.echo(f"signed {file}: {out}")
 
 
 @main.command()
@@ -630,7 +715,11 @@ def _acq_report_out(acq: Any, output: str, report: str | None, fmt: str, strict:
 
 
 _ACQ_FORMAT = click.option(
-    "--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True,
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "markdown"]),
+    default="text",
+    show_default=True,
     help="Format of the quality report.",
 )
 _ACQ_REPORT = click.option(
@@ -648,15 +737,28 @@ _ACQ_YEAR = click.option(
 @acquire.command("meters")
 @click.argument("sources", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--register", required=True, type=click.Path(dir_okay=False), help="Meter register YAML.")
-@click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="Worker processes for independent groups of files (files sharing no meter).")
+@click.option(
+    "--jobs",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Worker processes for independent groups of files (files sharing no meter).",
+)
 @_ACQ_YEAR
 @_ACQ_OUT
 @_ACQ_REPORT
 @_ACQ_FORMAT
 @_ACQ_STRICT
-def acquire_meters_cmd(sources: tuple[str, ...], register: str, jobs: int, year: int | None, output: str,
-                       report: str | None, fmt: str, strict: bool) -> None:
+def acquire_meters_cmd(
+    sources: tuple[str, ...],
+    register: str,
+    jobs: int,
+    year: int | None,
+    output: str,
+    report: str | None,
+    fmt: str,
+    strict: bool,
+) -> None:
     """Meter exports (long or 96-point wide; CSV, Parquet, xlsx) -> firm-year energy."""
     from .acquire.meters import acquire_meters
 
@@ -671,8 +773,9 @@ def acquire_meters_cmd(sources: tuple[str, ...], register: str, jobs: int, year:
 @_ACQ_REPORT
 @_ACQ_FORMAT
 @_ACQ_STRICT
-def acquire_invoices_cmd(sources: tuple[str, ...], mapping: str, year: int | None, output: str, report: str | None,
-                         fmt: str, strict: bool) -> None:
+def acquire_invoices_cmd(
+    sources: tuple[str, ...], mapping: str, year: int | None, output: str, report: str | None, fmt: str, strict: bool
+) -> None:
     """数电票 XML, OFD and CSV/xlsx invoice ledgers (files or folders) -> firm-year fuels and energy."""
     from .acquire.invoices import acquire_invoices
 
@@ -682,16 +785,27 @@ def acquire_invoices_cmd(sources: tuple[str, ...], mapping: str, year: int | Non
 @acquire.command("crossval")
 @click.argument("meters", type=click.Path(dir_okay=False))
 @click.argument("invoices", type=click.Path(dir_okay=False))
-@click.option("--tolerance", type=click.FloatRange(0, 1), default=0.05, show_default=True,
-              help="Largest relative difference |m - i| / max(m, i) accepted.")
-@click.option("--prefer", type=click.Choice(["meters", "invoices"]), default="meters", show_default=True,
-              help="Source used where both cover a firm-year and carrier.")
+@click.option(
+    "--tolerance",
+    type=click.FloatRange(0, 1),
+    default=0.05,
+    show_default=True,
+    help="Largest relative difference |m - i| / max(m, i) accepted.",
+)
+@click.option(
+    "--prefer",
+    type=click.Choice(["meters", "invoices"]),
+    default="meters",
+    show_default=True,
+    help="Source used where both cover a firm-year and carrier.",
+)
 @_ACQ_OUT
 @_ACQ_REPORT
 @_ACQ_FORMAT
 @_ACQ_STRICT
-def acquire_crossval_cmd(meters: str, invoices: str, tolerance: float, prefer: str, output: str, report: str | None,
-                         fmt: str, strict: bool) -> None:
+def acquire_crossval_cmd(
+    meters: str, invoices: str, tolerance: float, prefer: str, output: str, report: str | None, fmt: str, strict: bool
+) -> None:
     """Compare meter- and invoice-based firm-years; write one panel saying which source was used."""
     from .acquire.crossval import crossvalidate
 
@@ -746,6 +860,13 @@ def acquire_sample_cmd(directory: str, firms: int, year: int, seed: int, defects
 @click.option(
     "-o", "--output", required=True, type=click.Path(), help="report.html or report.pdf; a directory with --all."
 )
+@click.option(
+    "--sign-key",
+    type=click.Path(dir_okay=False),
+    help="Sign the report (--firm or --portfolio) with this Ed25519 private key: writes OUTPUT.sig with the recipe "
+    "(rulebook, data digest, options) so that `ruleengine verify` can make it again.",
+)
+@click.option("--sign-key-env", metavar="NAME", help="As --sign-key, the key in environment variable NAME.")
 def report_cmd(
     book: str,
     data: str,
@@ -759,6 +880,8 @@ def report_cmd(
     jobs: int,
     appendix: bool,
     output: str,
+    sign_key: str | None,
+    sign_key_env: str | None,
 ) -> None:
     """Write a rating report people read: a firm's (--firm), every firm's (--all) or a portfolio's.
 
@@ -776,15 +899,29 @@ def report_cmd(
             raise click.BadParameter("use YYYY-MM-DD", param_hint="--date")
     if not all_firms and Path(output).suffix.lower() not in (".html", ".htm", ".pdf"):
         raise click.BadParameter("write report.html or report.pdf (the extension picks the format)", param_hint="-o")
+    sign = None
+    if sign_key or sign_key_env:
+        if all_firms:
+            raise click.UsageError("--sign-key signs one report (--firm or --portfolio); sign --all reports one by one")
+        from .ledger.signing import load_private_key, signer
+
+        sign = signer(load_private_key(key_file=sign_key, key_env=sign_key_env))  # a bad key fails before rating
     # the what-it-takes columns (about 30 evaluations of the batch) serve the portfolio report's
     # "closest to a band edge"; a firm's page takes its own from the trace
     rated = rep.rate_portfolio(book, data, what_it_takes=portfolio)
-    if firm is not None:
-        out = rep.write_firm(rated, firm, year, output, lang, date, appendix)
+    if firm is not None or portfolio:
+        if firm is not None:
+            out = rep.write_firm(rated, firm, year, output, lang, date, appendix)
+        else:
+            out = rep.write_portfolio(rated, output, year, lang, date)
         click.echo(f"wrote {out}")
-    elif portfolio:
-        out = rep.write_portfolio(rated, output, year, lang, date)
-        click.echo(f"wrote {out}")
+        if sign is not None:
+            from .ledger.artifacts import report_recipe
+            from .ledger.artifacts import sign as sign_file
+
+            kind = "firm" if firm is not None else "portfolio"
+            recipe = report_recipe(book, rated.plan, data, kind, firm, year, lang, date, appendix)
+            click.echo(f"signed: {sign_file(out, sign, artifact='report', recipe=recipe)}")
     else:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 

@@ -93,6 +93,8 @@ def test_hashes_recomputed_by_hand(ledger_with_runs, ledger_url):
     assert run1["ratings_root"] == "sha256:" + hashlib.sha256(block).hexdigest()
     # run_hash = SHA-256(prev_hash + "\n" + canonical JSON of the header); run 1 follows "genesis"
     header = {k: run1[k] for k in HEADER_FIELDS}
+    header["format"] = 2  # the canonical form, hashed from format 2 on
+    assert run1["format"] == 2
     canon = json.dumps(header, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
     assert run1["prev_hash"] == "genesis"
     assert run1["run_hash"] == "sha256:" + hashlib.sha256(b"genesis\n" + canon).hexdigest()
@@ -208,3 +210,79 @@ def test_ratings_are_read_back_in_order_without_their_run(ledger_with_runs, ledg
     assert raw_execute(ledger_url, "SELECT COUNT(*) FROM ledger_ratings")[0][0] == 60
     with pytest.raises(LedgerError, match="no run 5 in the ledger \\(runs: 1–2\\)"):
         led.run(5)
+
+
+def _bits(valid):
+    out = bytearray((len(valid) + 7) // 8)
+    for i, v in enumerate(valid):
+        if v:
+            out[i // 8] |= 0x80 >> (i % 8)
+    return bytes(out)
+
+
+def test_results_digest_format_2_recomputed_by_hand(tmp_path):
+    """Format 2: per column its name, then a text column's distinct values sorted by UTF-8 bytes and
+    each row's int32 index into them, a number column's validity bits and little-endian values."""
+    from ruleengine.ledger import canonical as C
+
+    data = make_sample(tmp_path / "firms.csv", firms=6)
+    res = ruleengine.rate("huzhou", data)
+    schema = res.to_arrow().schema
+    body = b"ruleengine-results-v2\n%d\n" % len(res)
+    for name in res.names:
+        values = [res.row(i)[name] for i in range(len(res))]
+        body += name.encode() + b"\x00"
+        kind = str(schema.field(name).type)
+        if kind == "string":
+            distinct = sorted(set(values), key=lambda v: v.encode())
+            body += b"dict\x00" + _canon_text(distinct) + b"".join(struct.pack("<i", distinct.index(v)) for v in values)
+        elif kind == "double":
+            present = [v is not None and v == v for v in values]
+            body += b"double\x00" + _bits(present)
+            body += b"".join(struct.pack("<d", v if ok else 0.0) for v, ok in zip(values, present, strict=True))
+        else:
+            assert kind == "int64", (name, kind)
+            body += _canon_int([int(v) for v in values])
+    assert C.results_digest(res, "sha256", 2) == "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+def test_results_digest_does_not_depend_on_how_text_is_held(tmp_path):
+    """The same values held as codes into labels in another order, with a repeated and an unused
+    label, or as plain strings, give the same format-2 digest."""
+    import numpy as np
+
+    from ruleengine.engine.results import Columns, Results
+    from ruleengine.ledger import canonical as C
+
+    plan = ruleengine.load("huzhou")
+    a, b, c = Columns(), Columns(), Columns()
+    a["year"] = b["year"] = c["year"] = np.array([2022.0, np.nan, 2023.0])
+    a.set_encoded("rating", np.array([0, 1, -1]), ["2", "1"])
+    b.set_encoded("rating", np.array([2, 0, 3]), ["1", "unused", "2", ""])
+    c["rating"] = np.array(["2", "1", ""], dtype=object)
+    digests = {C.results_digest(Results(x, plan)) for x in (a, b, c)}
+    assert len(digests) == 1
+    c["rating"] = np.array(["2", "1", "3"], dtype=object)
+    assert C.results_digest(Results(c, plan)) not in digests
+
+
+def test_format_1_runs_still_check_and_replay(ledger_url, tmp_path, monkeypatch):
+    """Runs recorded before canonical form 2 (results hashed as an Arrow IPC stream, header hashed
+    without `format`) keep verifying next to format-2 runs."""
+    from ruleengine.ledger import canonical as C
+
+    data = make_sample(tmp_path / "firms.csv", firms=8)
+    res = ruleengine.rate("huzhou", data)
+    led = open_ledger(ledger_url)
+    with monkeypatch.context() as m:
+        m.setattr(C, "FORMAT", 1)
+        old = led.record("huzhou", data, res)
+    new = led.record("huzhou", data, res)
+    assert (old["format"], new["format"]) == (1, 2)
+    assert old["results_hash"] == C.results_digest(res, "sha256", 1) != new["results_hash"]
+    header = {k: old[k] for k in HEADER_FIELDS}  # no `format` in a format-1 header
+    canon = json.dumps(header, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+    assert old["run_hash"] == "sha256:" + hashlib.sha256(b"genesis\n" + canon).hexdigest()
+    assert led.check().ok, led.check().problems
+    assert led.replay(1).identical and led.replay(2).identical
+    led.dispose()

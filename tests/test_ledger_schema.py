@@ -41,6 +41,8 @@ def test_migrations_upgrade_and_downgrade(ledger_url):
     # SQLite: one trigger per table and statement (4 tables × UPDATE/DELETE); PostgreSQL: a row
     # trigger (UPDATE OR DELETE) and a TRUNCATE trigger per table
     assert len(_triggers(ledger_url)) == 8
+    db.upgrade(engine)
+    assert db.current_revision(engine) == "0004" == db.HEAD  # 0003: the service tables; 0004: ledger_runs.format
     db.downgrade(engine, "0001")
     assert _triggers(ledger_url) == set()
     db.downgrade(engine, "base")
@@ -140,3 +142,42 @@ def test_an_unsupported_url_is_a_clear_error():
 def test_a_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(LedgerError, match="folder .*nope does not exist"):
         open_ledger(tmp_path / "nope" / "l.db")
+
+
+def test_migration_0004_round_trip_keeps_runs_and_refuses_to_drop_format_2(ledger_url, tmp_path, monkeypatch):
+    """Down to 0003 and up again with a (format-1) run stored: its ratings are copied through the
+    SQLite table rebuilds (rowid table ↔ WITHOUT ROWID) unchanged and the chain still holds.
+    Downgrading below 0004 is refused once a format-2 run exists (older code could not verify it)."""
+    from ruleengine.ledger import canonical as C
+
+    data = make_sample(tmp_path / "firms.csv", firms=5)
+    res = ruleengine.rate("huzhou", data)
+    led = open_ledger(ledger_url)
+    monkeypatch.setattr(C, "FORMAT", 1)
+    led.record("huzhou", data, res)
+    monkeypatch.undo()
+    before = raw_execute(ledger_url, "SELECT * FROM ledger_ratings ORDER BY run_id, seq")
+    assert len(before) == 10
+    db.downgrade(led.engine, "0003")
+    assert db.current_revision(led.engine) == "0003"
+    assert raw_execute(ledger_url, "SELECT * FROM ledger_ratings ORDER BY run_id, seq") == before
+    if "postgresql" not in ledger_url:  # back to a rowid table, its triggers in place
+        sql = raw_execute(ledger_url, "SELECT sql FROM sqlite_master WHERE name = 'ledger_ratings'")[0][0]
+        assert "WITHOUT ROWID" not in sql
+        assert len({t for t in _triggers(ledger_url) if t.startswith("ledger_")}) == 8  # the service adds its own at 0003
+    db.upgrade(led.engine)
+    assert raw_execute(ledger_url, "SELECT * FROM ledger_ratings ORDER BY run_id, seq") == before
+    if "postgresql" not in ledger_url:
+        sql = raw_execute(ledger_url, "SELECT sql FROM sqlite_master WHERE name = 'ledger_ratings'")[0][0]
+        assert "WITHOUT ROWID" in sql
+        assert len({t for t in _triggers(ledger_url) if t.startswith("ledger_")}) == 8
+    with pytest.raises(Exception, match="append-only"):
+        raw_execute(ledger_url, "DELETE FROM ledger_ratings")
+    assert led.check().ok and led.run(1)["format"] == 1
+    assert led.replay(1).identical
+    run = led.record("huzhou", data, res)
+    assert run["format"] == 2
+    with pytest.raises(LedgerError, match="cannot downgrade the ledger below 0004: 1 run"):
+        db.downgrade(led.engine, "0003")
+    assert db.current_revision(led.engine) == "0004" and led.check().ok
+    led.dispose()

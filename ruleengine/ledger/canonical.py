@@ -6,15 +6,16 @@
 * Canonical input: the columns the rulebook declares as inputs that the data has, in the
   rulebook's order, as the engine reads them; ``input_hash`` is the hash of their canonical bytes
   (see :func:`input_hash`); the rows are stored as Parquet.
-* Results digest: the hash of the results as an Arrow IPC stream (``Results.to_arrow()`` in
-  chunks): the same columns, types and values give the same bytes.
+* Results digest (format 2): the hash of every result column's canonical bytes
+  (:func:`results_bytes`); runs of format 1 hashed the results as an Arrow IPC stream
+  (``Results.to_arrow()`` in chunks), which :func:`results_digest` still computes for them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from .errors import LedgerError
@@ -138,8 +139,100 @@ class _HashSink:
         self.closed = True
 
 
-def results_digest(results: Any, alg: str = "sha256") -> str:
-    """Hash of the results' canonical bytes: every column, in order, as an Arrow IPC stream."""
+FORMAT = 2  # canonical form of new runs: 1 = results as an Arrow IPC stream, 2 = results by column
+
+
+def results_digest(results: Any, alg: str = "sha256", version: int = FORMAT) -> str:
+    """Hash of the results' canonical bytes, every column in order.
+
+    ``version`` 2 (runs of format 2): :func:`results_bytes`, each column's canonical bytes (text
+    columns as their sorted distinct labels and codes into them); version 1 (format-1 runs,
+    recorded before 0.1.0's ledger speed-up): the results as an Arrow IPC stream (``to_arrow`` in
+    chunks), kept so that those runs still replay and verify."""
+    if version == 1:
+        return _results_digest_v1(results, alg)
+    if version != 2:
+        raise LedgerError(f"unknown canonical form {version} (this ruleengine knows 1 and 2)")
+    h = hasher(alg)()
+    for part in results_bytes(results):
+        h.update(part)
+    return f"{alg}:{h.digest().hex()}"
+
+
+def results_bytes(results: Any) -> Iterator[Any]:
+    """Canonical bytes of the results (bytes-like pieces), format 2:
+    ``"ruleengine-results-v2\n<rows>\n"``, then for each column in order its name and ``\0`` and
+
+    * a text column: ``dict\0``, the canonical bytes (:func:`fingerprint.column_bytes`) of its
+      distinct values sorted by their UTF-8 bytes (a missing value reads ``''``), then each row's
+      index into them as little-endian int32 — the same whether the engine kept the column as codes
+      into labels or as strings, whatever the labels' order or repeats;
+    * a number column: :func:`fingerprint.column_bytes` of it (float64 with NaN as missing, or
+      int64).
+
+    Built from numpy/Arrow buffers, no per-row Python."""
+    import numpy as np
+    import pyarrow as pa
+
+    from .fingerprint import column_bytes, float_bytes
+
+    n = len(results)
+    yield b"ruleengine-results-v2\n%d\n" % n
+    cols = results.columns
+    for name in results.names:
+        yield name.encode() + b"\x00"
+        cat = cols.category(name) if hasattr(cols, "category") else None
+        if cat is not None:
+            yield from _text_bytes(np.asarray(cat.codes), cat.arrow_labels())
+            continue
+        v = np.asarray(cols[name])
+        if v.dtype == object or v.dtype.kind in "US":
+            enc = pa.array(v, pa.string()).dictionary_encode()
+            codes = np.asarray(enc.indices.to_numpy(zero_copy_only=False))
+            if enc.null_count:
+                codes = np.where(enc.is_null().to_numpy(zero_copy_only=False), -1, codes)
+            yield from _text_bytes(codes, enc.dictionary)
+        elif v.dtype.kind == "f":
+            yield from float_bytes(v.astype(np.float64, copy=False))
+        elif v.dtype.kind in "iub":
+            yield from column_bytes(pa.array(v.astype(np.int64, copy=False)))
+        else:
+            raise LedgerError(f"results column {name} has values of type {v.dtype} the ledger cannot hash")
+
+
+def _text_bytes(codes: Any, labels: Any) -> Iterator[Any]:
+    """``dict\0`` + sorted distinct used labels + int32 indices into them (see :func:`results_bytes`)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from .fingerprint import column_bytes, plain
+
+    labels = plain(labels)
+    if labels.null_count:
+        labels = pc.fill_null(labels, "")
+    n_lab = len(labels)
+    lab = pa.concat_arrays([labels, pa.array([""], pa.string())])  # index n_lab: a missing code
+    c = np.where(codes < 0, n_lab, codes).astype(np.int64, copy=False)
+    used = np.flatnonzero(np.bincount(c, minlength=n_lab + 1)) if len(c) else np.zeros(0, dtype=np.int64)
+    ul = lab.take(pa.array(used))
+    order = np.asarray(pc.sort_indices(ul).to_numpy(zero_copy_only=False), dtype=np.int64)
+    srt = ul.take(pa.array(order))
+    first = np.ones(len(srt), dtype=bool)
+    if len(srt) > 1:
+        first[1:] = np.asarray(pc.not_equal(srt.slice(1), srt.slice(0, len(srt) - 1)).to_numpy(zero_copy_only=False))
+    group = np.cumsum(first) - 1
+    rank = np.empty(len(srt), dtype=np.int32)
+    rank[order] = group
+    mapping = np.full(n_lab + 1, -1, dtype=np.int32)
+    mapping[used] = rank
+    yield b"dict\x00"
+    yield from column_bytes(srt.filter(pa.array(first)))
+    yield np.ascontiguousarray(mapping[c].astype("<i4", copy=False))
+
+
+def _results_digest_v1(results: Any, alg: str) -> str:
+    """Format 1: the results as an Arrow IPC stream of ``to_arrow`` chunks."""
     import pyarrow as pa
 
     sink = _HashSink(alg)

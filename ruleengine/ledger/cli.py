@@ -165,6 +165,7 @@ def print_show(led: Any, run_id: int, firm: str | None, fmt: str) -> None:
         "reason",
         "superseded_by",
         "hash_alg",
+        "format",
         "ratings_root",
         "prev_hash",
         "run_hash",

@@ -73,24 +73,41 @@ def _string_parts(arr: Any) -> tuple[np.ndarray, np.ndarray]:
     return off - off[0], data
 
 
-def column_bytes(arr: Any) -> Iterator[bytes]:
+def column_bytes(arr: Any) -> Iterator[Any]:
     """Canonical bytes of a column (after :func:`plain`): its type, validity bits, then values
-    (numbers as little-endian 8 bytes with missing ones zeroed; text as lengths then UTF-8)."""
+    (numbers as little-endian 8 bytes with missing ones zeroed; text as lengths then UTF-8).
+
+    Yields bytes-like pieces (bytes or contiguous numpy arrays, hashed without a copy)."""
     import pyarrow as pa
 
     valid = _valid(arr)
     yield str(arr.type).encode() + b"\x00" + np.packbits(valid).tobytes()
     if pa.types.is_string(arr.type):
         off, data = _string_parts(arr)
-        yield np.diff(off).astype("<i8").tobytes()
-        yield data.tobytes()
+        yield _le(np.diff(off), "<i8")
+        yield np.ascontiguousarray(data)
+        return
+    values = arr.to_numpy(zero_copy_only=False)
+    if arr.type == pa.float64():
+        yield _le(values if arr.null_count == 0 else np.where(valid, values, 0.0), "<f8")
     else:
-        values = arr.to_numpy(zero_copy_only=False)
-        if arr.type == pa.float64():
-            values = np.where(valid, values, 0.0).astype("<f8")
-        else:
-            values = np.where(valid, np.nan_to_num(values) if values.dtype.kind == "f" else values, 0).astype("<i8")
-        yield values.tobytes()
+        if values.dtype.kind == "f":
+            values = np.nan_to_num(values)
+        yield _le(values if arr.null_count == 0 else np.where(valid, values, 0), "<i8")
+
+
+def float_bytes(values: np.ndarray) -> Iterator[Any]:
+    """:func:`column_bytes` of a float64 numpy column whose NaNs are the missing values, straight
+    from numpy (the same bytes as ``column_bytes(pa.array(values, mask=np.isnan(values)))``)."""
+    nan = np.isnan(values)
+    has_nan = bool(nan.any())
+    yield b"double\x00" + np.packbits(~nan).tobytes()
+    yield _le(np.where(nan, 0.0, values) if has_nan else values, "<f8")
+
+
+def _le(values: np.ndarray, dtype: str) -> np.ndarray:
+    """``values`` as a contiguous little-endian array of ``dtype`` (no copy when it already is)."""
+    return np.ascontiguousarray(values.astype(dtype, copy=False))
 
 
 def column_hash(arr: Any) -> np.ndarray:

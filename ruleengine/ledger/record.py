@@ -30,11 +30,25 @@ Signer = Callable[[bytes], tuple[str, str]]  # message -> (signature hex, public
 
 @dataclass
 class Prepared:
-    """A run ready to be appended: every hash that does not depend on the chain's tip."""
+    """A run ready to be appended: every hash that does not depend on the chain's tip.
+
+    The rows needed by the insert (rating columns, fingerprints) are ready at once; the rest (input
+    hash, stored rows, results digest, block hashes) may still be computed by a worker thread
+    (``pending``) while :func:`append` inserts the ratings: :meth:`finish` waits for it."""
 
     header: dict[str, Any]
     blobs: dict[str, tuple[str, bytes]]  # digest -> (kind, uncompressed bytes)
     rows: RatingRows
+    pending: Any = None  # a Future of (header fields, blobs, block hashes), or None
+
+    def finish(self) -> None:
+        if self.pending is None:
+            return
+        fields, blobs, blocks = self.pending.result()
+        self.pending = None
+        self.header.update(fields)
+        self.blobs.update(blobs)
+        self.rows.blocks = blocks
 
 
 def rulebook_files(book: str | Path, plan: Any) -> tuple[str, dict[str, bytes]]:
@@ -94,35 +108,53 @@ def prepare(
     supersedes: int | None = None,
     reason: str | None = None,
     input_name: str | None = None,
+    background: bool = True,
 ) -> Prepared:
-    h = C.hasher(alg)
+    """Everything a run records, but the chain link. The rating rows (what the insert needs) are
+    built here; the input hash, the stored rows' Parquet, the results digest and the block hashes
+    are computed by a worker thread (``background``) that :func:`append` overlaps with the insert
+    and waits for before the run row is written (hashlib, Arrow and SQLite release the GIL)."""
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    C.hasher(alg)  # an unknown algorithm fails here, before any work
     if supersedes is not None and not (reason or "").strip():
         raise LedgerError("a correction (--supersedes RUN) needs a --reason")
     blobs: dict[str, tuple[str, bytes]] = {}
 
-    def put(kind: str, data_: bytes) -> str:
+    def put(into: dict[str, tuple[str, bytes]], kind: str, data_: bytes) -> str:
         d = C.digest(data_, alg)
-        blobs[d] = (kind, data_)
+        into[d] = (kind, data_)
         return d
 
     main, files = rulebook_files(book, plan)
-    manifest = {"main": main, "files": {rel: put("rulebook-file", b) for rel, b in sorted(files.items())}}
-    manifest_digest = put("rulebook-manifest", C.canonical_json(manifest))
+    manifest = {"main": main, "files": {rel: put(blobs, "rulebook-file", b) for rel, b in sorted(files.items())}}
+    manifest_digest = put(blobs, "rulebook-manifest", C.canonical_json(manifest))
+    tables_digest = put(blobs, "benchmarks", C.tables_json(results.tables))
 
-    table = C.input_table(plan, data)
-    input_hash = C.input_hash(table, alg)
-    input_blob = put("input-rows", C.parquet_bytes(table)) if store_rows else None
-    if table.num_rows != len(results):
-        raise LedgerError(f"the results have {len(results)} rows but the data has {table.num_rows}: rate this data")
-    tables = C.tables_json(results.tables)
-    tables_digest = put("benchmarks", tables)
-    n = len(results)
-    cols = rating_columns(results, plan, C.input_fingerprints(table))
-    del table
-    fps = row_fingerprints(cols)
-    blocks = block_hashes(cols, alg)
-    ratings_root = f"{alg}:{h(b''.join(bytes.fromhex(b.split(':', 1)[1]) for b in blocks)).digest().hex()}"
-    rows = RatingRows(cols, fps, blocks)
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ruleengine-ledger") if background else None
+    # the results digest needs nothing from the input: start it at once
+    results_future: Future[str] | None = pool.submit(C.results_digest, results, alg, C.FORMAT) if pool else None
+    try:
+        table = C.input_table(plan, data)
+        if table.num_rows != len(results):
+            raise LedgerError(f"the results have {len(results)} rows but the data has {table.num_rows}: rate this data")
+        cols = rating_columns(results, plan, C.input_fingerprints(table))
+        rows = RatingRows(cols, row_fingerprints(cols), [])
+    except BaseException:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        raise
+
+    def rest() -> tuple[dict[str, Any], dict[str, tuple[str, bytes]], list[str]]:
+        more: dict[str, tuple[str, bytes]] = {}
+        input_hash = C.input_hash(table, alg)
+        input_blob = put(more, "input-rows", C.parquet_bytes(table)) if store_rows else None
+        blocks = block_hashes(cols, alg)
+        h = C.hasher(alg)
+        root = f"{alg}:{h(b''.join(bytes.fromhex(b.split(':', 1)[1]) for b in blocks)).digest().hex()}"
+        digest = results_future.result() if results_future is not None else C.results_digest(results, alg, C.FORMAT)
+        fields = {"input_hash": input_hash, "input_blob": input_blob, "results_hash": digest, "ratings_root": root}
+        return fields, more, blocks
 
     from .. import __version__
 
@@ -135,20 +167,30 @@ def prepare(
         "rulebook_version": plan.version,
         "rulebook_hash": plan.hash,
         "rulebook_manifest": manifest_digest,
-        "input_hash": input_hash,
-        "input_blob": input_blob,
+        "input_hash": None,
+        "input_blob": None,
         "input_name": input_name or (str(data) if isinstance(data, str | Path) else "<api>"),
-        "n_ratings": n,
+        "n_ratings": len(results),
         "benchmarks_hash": tables_digest,
         "benchmarks_blob": tables_digest,
-        "results_hash": C.results_digest(results, alg),
+        "results_hash": None,
         "options": json.dumps(dict(options or {}), sort_keys=True, separators=(",", ":")),
         "supersedes": supersedes,
         "reason": reason,
         "hash_alg": alg,
-        "ratings_root": ratings_root,
+        "ratings_root": None,
+        "format": C.FORMAT,  # the canonical form of this run's digests (canonical.results_digest)
     }
-    return Prepared(header, blobs, rows)
+    prepared = Prepared(header, blobs, rows)
+    if pool is None:
+        fields, more, blocks = rest()
+        header.update(fields)
+        blobs.update(more)
+        rows.blocks = blocks
+    else:
+        prepared.pending = pool.submit(rest)
+        pool.shutdown(wait=False)  # the worker ends when its two tasks are done
+    return prepared
 
 
 def _user() -> str:
@@ -158,48 +200,73 @@ def _user() -> str:
         return "unknown"
 
 
+def header_body(header: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields ``run_hash`` covers: :data:`schema.HEADER_FIELDS`, and ``format`` from format 2
+    on (format-1 runs were hashed without it, and still verify)."""
+    body = {k: header[k] for k in S.HEADER_FIELDS}
+    fmt = header.get("format") or 1
+    if fmt != 1:
+        body["format"] = fmt
+    return body
+
+
 def run_hash(header: Mapping[str, Any], prev_hash: str, alg: str) -> str:
     """The chain link: hash of the previous run's hash and this run's header (canonical JSON)."""
-    body = {k: header[k] for k in S.HEADER_FIELDS}
+    body = header_body(header)
     return C.digest(prev_hash.encode() + b"\n" + C.canonical_json(body), alg)
 
 
 def append(engine: Any, prepared: Prepared, signer: Signer | None = None) -> dict[str, Any]:
-    """Append the run to the ledger in one transaction under the write lock; returns the run row."""
+    """Append the run to the ledger in one transaction under the write lock; returns the run row.
+
+    Order inside the transaction: read the chain's tip, insert the ratings (the bulk of the time,
+    overlapped with the worker still hashing), wait for the worker, then blobs, block hashes and
+    the run row. Nothing is visible before the commit."""
     import sqlalchemy as sa
 
-    header = dict(prepared.header)
-    alg = header["hash_alg"]
-    with write_transaction(engine) as conn:
-        tip = conn.execute(sa.select(S.runs.c.id, S.runs.c.run_hash).order_by(S.runs.c.id.desc()).limit(1)).first()
-        prev_id, prev_hash = (tip[0], tip[1]) if tip else (0, GENESIS)
-        header["id"] = prev_id + 1
-        if header["supersedes"] is not None:
-            old = conn.execute(sa.select(S.runs.c.id).where(S.runs.c.id == header["supersedes"])).first()
-            if old is None:
-                raise LedgerError(f"run {header['supersedes']} (to be superseded) is not in the ledger")
-        link = run_hash(header, prev_hash, alg)
-        row = {**header, "prev_hash": prev_hash, "run_hash": link, "signature": None, "public_key": None}
-        if signer is not None:
-            row["signature"], row["public_key"] = signer(SIGN_CONTEXT + link.encode())
-        have: set[str] = set()
-        wanted = list(prepared.blobs)
-        for i in range(0, len(wanted), 500):
-            have.update(
-                r[0] for r in conn.execute(sa.select(S.blobs.c.digest).where(S.blobs.c.digest.in_(wanted[i : i + 500])))
-            )
-        for d in wanted:
-            if d not in have:
-                kind, data = prepared.blobs[d]
-                enc, stored = _compress(data)
-                conn.execute(sa.insert(S.blobs).values(digest=d, kind=kind, size=len(data), encoding=enc, data=stored))
-        conn.execute(sa.insert(S.runs).values(**row))
-        _insert_ratings(conn, header["id"], prepared.rows)
+    try:
+        with write_transaction(engine) as conn:
+            tip = conn.execute(sa.select(S.runs.c.id, S.runs.c.run_hash).order_by(S.runs.c.id.desc()).limit(1)).first()
+            prev_id, prev_hash = (tip[0], tip[1]) if tip else (0, GENESIS)
+            run_id = prev_id + 1
+            sup = prepared.header["supersedes"]
+            if sup is not None and conn.execute(sa.select(S.runs.c.id).where(S.runs.c.id == sup)).first() is None:
+                raise LedgerError(f"run {sup} (to be superseded) is not in the ledger")
+            _insert_ratings(conn, run_id, prepared.rows)
+            prepared.finish()
+            header = {**prepared.header, "id": run_id}
+            alg = header["hash_alg"]
+            link = run_hash(header, prev_hash, alg)
+            row = {**header, "prev_hash": prev_hash, "run_hash": link, "signature": None, "public_key": None}
+            if signer is not None:
+                row["signature"], row["public_key"] = signer(SIGN_CONTEXT + link.encode())
+            have: set[str] = set()
+            wanted = list(prepared.blobs)
+            for i in range(0, len(wanted), 500):
+                have.update(
+                    r[0]
+                    for r in conn.execute(sa.select(S.blobs.c.digest).where(S.blobs.c.digest.in_(wanted[i : i + 500])))
+                )
+            for d in wanted:
+                if d not in have:
+                    kind, data = prepared.blobs[d]
+                    enc, stored = _compress(data, kind)
+                    conn.execute(
+                        sa.insert(S.blobs).values(digest=d, kind=kind, size=len(data), encoding=enc, data=stored)
+                    )
+            _insert_blocks(conn, run_id, prepared.rows)
+            conn.execute(sa.insert(S.runs).values(**row))
+            if conn.dialect.name == "postgresql" and len(prepared.rows.fps) >= 100_000:
+                # a big run: fresh planner statistics, so `history` uses the firm index at once
+                conn.execute(sa.text("ANALYZE ledger_ratings"))
+    finally:
+        if prepared.pending is not None:  # an error before finish(): let the worker end
+            prepared.pending.cancel()
     return row
 
 
-def _compress(data: bytes) -> tuple[str, bytes]:
-    if len(data) < 4096:
+def _compress(data: bytes, kind: str = "") -> tuple[str, bytes]:
+    if len(data) < 4096 or kind == "input-rows":  # stored rows are Parquet, compressed already
         return "identity", data
     import pyarrow as pa
 
@@ -236,12 +303,11 @@ def rating_columns(results: Any, plan: Any, input_fp: Any) -> dict[str, Any]:
     n = len(results)
 
     def text(name: str) -> Any:
-        enc = results.columns.encoded(name)
-        if enc is not None:  # codes into labels: build the Arrow array without Python strings
-            codes, labels = enc
-            labels = labels.to_pylist() if hasattr(labels, "to_pylist") else list(labels)
-            idx = pa.array(np.where(codes < 0, len(labels), codes).astype(np.int32))
-            return plain(pa.DictionaryArray.from_arrays(idx, pa.array([*labels, ""], pa.string())))
+        cat = results.columns.category(name) if hasattr(results.columns, "category") else None
+        if cat is not None:  # codes into labels: build the Arrow array without Python strings
+            labels = plain(cat.arrow_labels())
+            idx = pa.array(np.where(cat.codes < 0, len(labels), cat.codes).astype(np.int32))
+            return plain(pa.DictionaryArray.from_arrays(idx, pa.concat_arrays([labels, pa.array([""], pa.string())])))
         return plain(pa.array(results[name], pa.string()))
 
     year = np.asarray(results["year"], dtype=np.float64)
@@ -281,22 +347,21 @@ def block_hashes(cols: dict[str, Any], alg: str, start_block: int = 0) -> list[s
 
 
 def _insert_ratings(conn: Any, run_id: int, rows: RatingRows) -> None:
-    """Bulk insert through the driver's fast path: executemany on SQLite, COPY (CSV written by
-    Arrow) on PostgreSQL."""
-    import itertools
+    """Bulk insert of the ratings through the driver's fast path: COPY on PostgreSQL (CSV written
+    by Arrow, in 256k-row pieces), one ``executemany`` on SQLite (inside the run's transaction)."""
 
+    import numpy as np
     import pyarrow as pa
 
     c = rows.cols
     n = len(c["seq"])
     raw = conn.connection.dbapi_connection
-    blocks = [(run_id, i, i * BLOCK_ROWS, min(BLOCK_ROWS, n - i * BLOCK_ROWS), b) for i, b in enumerate(rows.blocks)]
     if conn.dialect.name == "postgresql":
         import pyarrow.csv as pacsv
 
         table = pa.table(
             {
-                "run_id": pa.array(itertools.repeat(run_id, n), pa.int64()) if n else pa.array([], pa.int64()),
+                "run_id": pa.array(np.full(n, run_id, dtype=np.int64)),
                 "seq": c["seq"],
                 "firm_id": c["firm_id"],
                 "year": c["year"],
@@ -316,30 +381,52 @@ def _insert_ratings(conn: Any, run_id: int, rows: RatingRows) -> None:
                         pacsv.WriteOptions(include_header=False, quoting_style="needed"),
                     )
                     copy.write(sink.getvalue())
-            cur.executemany(
-                "INSERT INTO ledger_blocks (run_id, block, first_seq, n_rows, hash) VALUES (%s, %s, %s, %s, %s)", blocks
-            )
-            if n >= 100_000:  # a big run: fresh planner statistics, so `history` uses the firm index at once
-                cur.execute("ANALYZE ledger_ratings")
-    else:
-        cur = raw.cursor()
-        try:
-            cur.executemany(
-                f"INSERT INTO ledger_ratings ({', '.join(COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                zip(
-                    itertools.repeat(run_id, n),
-                    range(n),
-                    c["firm_id"].to_pylist(),
-                    c["year"].to_pylist(),
-                    c["rating"].to_pylist(),
-                    c["status"].to_pylist(),
-                    c["input_fp"].to_numpy().tolist(),
-                    rows.fps.tolist(),
-                    strict=True,
-                ),
-            )
-            cur.executemany(
-                "INSERT INTO ledger_blocks (run_id, block, first_seq, n_rows, hash) VALUES (?, ?, ?, ?, ?)", blocks
-            )
-        finally:
-            cur.close()
+        return
+    # SQLite: in seq order (the table is clustered on (run_id, seq): appended at its end)
+    years = c["year"]
+    year_list = (
+        np.asarray(years.to_numpy(zero_copy_only=False), dtype=np.int64).tolist()
+        if years.null_count == 0
+        else years.to_pylist()
+    )
+    cur = raw.cursor()
+    try:
+        cur.executemany(  # run_id as a literal (an int from the database): one parameter less per row
+            f"INSERT INTO ledger_ratings ({', '.join(COLUMNS)}) VALUES ({int(run_id)}, ?, ?, ?, ?, ?, ?, ?)",
+            zip(
+                range(n),
+                _text_list(c["firm_id"]),
+                year_list,
+                _text_list(c["rating"]),
+                _text_list(c["status"]),
+                np.asarray(c["input_fp"].to_numpy(zero_copy_only=False)).tolist(),
+                np.asarray(rows.fps).tolist(),
+                strict=True,
+            ),
+        )
+    finally:
+        cur.close()
+
+
+def _text_list(arr: Any) -> list[Any]:
+    """A string column's values as Python strings, each distinct text made once."""
+    import numpy as np
+
+    enc = arr.dictionary_encode()
+    labels = np.array([*enc.dictionary.to_pylist(), None], dtype=object)
+    idx = np.asarray(enc.indices.fill_null(len(labels) - 1).to_numpy(zero_copy_only=False), dtype=np.int64)
+    return labels[idx].tolist()
+
+
+def _insert_blocks(conn: Any, run_id: int, rows: RatingRows) -> None:
+    n = len(rows.cols["seq"])
+    blocks = [(run_id, i, i * BLOCK_ROWS, min(BLOCK_ROWS, n - i * BLOCK_ROWS), b) for i, b in enumerate(rows.blocks)]
+    raw = conn.connection.dbapi_connection
+    ph = "%s" if conn.dialect.name == "postgresql" else "?"
+    cur = raw.cursor()
+    try:
+        cur.executemany(
+            f"INSERT INTO ledger_blocks (run_id, block, first_seq, n_rows, hash) VALUES ({', '.join([ph] * 5)})", blocks
+        )
+    finally:
+        cur.close()

@@ -116,7 +116,9 @@ def replay(ledger: Any, run_id: int, data: Any = None) -> ReplayReport:
     with materials(ledger, run_id, data) as m:
         run = m.run
         res = rerate(m)
-        rep = ReplayReport(run_id, run["results_hash"], C.results_digest(res, run["hash_alg"]), len(res))
+        rep = ReplayReport(
+            run_id, run["results_hash"], C.results_digest(res, run["hash_alg"], run.get("format") or 1), len(res)
+        )
         if run["engine_version"] != __version__:
             rep.differences.append(f"engine version: recorded {run['engine_version']}, replayed with {__version__}")
         if len(res) != run["n_ratings"]:

@@ -10,6 +10,8 @@ Four tables, all append-only (database triggers refuse UPDATE and DELETE, see mi
     One row per rating run, in chain order (``id`` 1, 2, 3 …). The header fields, hashed as
     canonical JSON together with ``prev_hash``, give ``run_hash``; the next run's ``prev_hash`` is
     this ``run_hash``. ``ratings_root`` is the hash of the run's rating leaves in row order.
+    ``format`` (migration 0004) is the canonical form the run's digests were made in: 1 (results
+    as an Arrow IPC stream; runs recorded before it existed) or 2 (results column by column).
 ``ledger_ratings``
     One row per firm-year rated: ``seq`` (row in the run), firm, year, primary rating, status,
     ``input_fp`` (64-bit fingerprint of the firm-year's input row) and ``fp`` (64-bit fingerprint
@@ -67,6 +69,7 @@ runs = sa.Table(
     sa.Column("run_hash", sa.String(80), nullable=False, unique=True),
     sa.Column("signature", sa.String(200), nullable=True),
     sa.Column("public_key", sa.String(100), nullable=True),
+    sa.Column("format", sa.Integer, nullable=False, server_default=sa.text("1")),
 )
 
 ratings = sa.Table(
@@ -80,6 +83,7 @@ ratings = sa.Table(
     sa.Column("status", sa.String(40), nullable=False),
     sa.Column("input_fp", sa.BigInteger, nullable=False),
     sa.Column("fp", sa.BigInteger, nullable=False),
+    sqlite_with_rowid=False,  # SQLite: clustered on (run_id, seq), migration 0004
 )
 sa.Index("ix_ledger_ratings_firm", ratings.c.firm_id, ratings.c.year)
 
@@ -93,7 +97,8 @@ blocks = sa.Table(
     sa.Column("hash", sa.String(80), nullable=False),
 )
 
-# Header fields of a run, in the order they are hashed (``run_hash`` covers all of them).
+# Header fields of a run (``run_hash`` covers all of them, and ``format`` when it is not 1: see
+# ``record.header_body``).
 HEADER_FIELDS = (
     "id",
     "uuid",

@@ -82,6 +82,7 @@ def signer(private_key: Any) -> Any:
     def sign(message: bytes) -> tuple[str, str]:
         return private_key.sign(message).hex(), pub
 
+    sign.public_key = pub  # type: ignore[attr-defined]  # the raw public key (hex), for what is signed
     return sign
 
 
