@@ -897,11 +897,67 @@ def finish(frame: Frame) -> Evaluation:
             Note("not_computed", plan.primary, f"{plan.primary}: {value_text} could not be computed"),
             rank=len(plan.order),
         )
+    if frame.batch.jurisdiction is not None:
+        _jurisdiction_notes(frame)
     extra = {i: [_data_note(m) for m in msgs] for i, msgs in frame.batch.row_issues.items()}
     reasons = frame.notes.join("reasons", extra)
     fallbacks = frame.notes.join("fallbacks")
     values = {k: v for k, v in frame.values.items() if k in plan.nodes}
     return Evaluation(values, levels, frame.aux, rated, reasons, fallbacks, frame.tables)
+
+
+def _jurisdiction_notes(frame: Frame) -> None:
+    """The rows outside the rulebook's jurisdiction (a reason), and those judged inside without a
+    division or rated outside it on request (a fallback), one note per division, listed first."""
+    from ..io.jurisdiction import OUTSIDE, OUTSIDE_RATED, UNKNOWN
+
+    jur = frame.batch.jurisdiction
+    where = jur.describe()
+    labels = jur.division.labels
+    codes = jur.division.codes.astype(np.int64)
+
+    def column(label: str) -> str:
+        return "region" if label.endswith("(region)") else "firm_id"
+
+    for status, kind in ((OUTSIDE, "reasons"), (UNKNOWN, "fallbacks"), (OUTSIDE_RATED, "fallbacks")):
+        idx = np.flatnonzero(jur.status == status)
+        if not len(idx):
+            continue
+        uniq, inv = np.unique(codes[idx], return_inverse=True)
+        notes = []
+        for c in uniq.tolist():
+            label = labels[c] if c >= 0 else ""
+            if status == OUTSIDE:
+                notes.append(
+                    Note("outside_jurisdiction", column(label), f"outside jurisdiction: division {label} is not in {where}")
+                )
+            elif status == OUTSIDE_RATED:
+                notes.append(
+                    Note(
+                        "any_jurisdiction",
+                        column(label),
+                        f"jurisdiction: division {label} is outside {where}; rated and counted in the peer groups "
+                        "on request (any jurisdiction)",
+                    )
+                )
+            elif label:
+                notes.append(
+                    Note(
+                        "jurisdiction_unknown",
+                        "region",
+                        f"jurisdiction: division {label} is coarser than {where}; rated as inside",
+                    )
+                )
+            else:
+                notes.append(
+                    Note(
+                        "jurisdiction_unknown",
+                        "firm_id",
+                        "jurisdiction: no administrative division for this firm (no region, and the firm id is not "
+                        f"a valid unified social credit code of a division); rated as inside {where}",
+                    )
+                )
+        frame.notes.add(kind, idx, (inv.ravel(), notes), rank=-1)
 
 
 def _data_note(message: str) -> Note:
