@@ -907,54 +907,33 @@ def finish(frame: Frame) -> Evaluation:
 
 
 def _jurisdiction_notes(frame: Frame) -> None:
-    """The rows outside the rulebook's jurisdiction (a reason), and those judged inside without a
-    division or rated outside it on request (a fallback), one note per division, listed first."""
-    from ..io.jurisdiction import OUTSIDE, OUTSIDE_RATED, UNKNOWN
+    """The rows outside the rulebook's jurisdiction (a reason) and those rated outside it on
+    request (a fallback), one note per division, listed first. A row whose division cannot be
+    told is rated as inside and says so in the ``jurisdiction`` column (``unknown``) only."""
+    from ..io.jurisdiction import OUTSIDE, OUTSIDE_RATED
 
     jur = frame.batch.jurisdiction
     where = jur.describe()
     labels = jur.division.labels
     codes = jur.division.codes.astype(np.int64)
-
-    def column(label: str) -> str:
-        return "region" if label.endswith("(region)") else "firm_id"
-
-    for status, kind in ((OUTSIDE, "reasons"), (UNKNOWN, "fallbacks"), (OUTSIDE_RATED, "fallbacks")):
+    for status, kind in ((OUTSIDE, "reasons"), (OUTSIDE_RATED, "fallbacks")):
         idx = np.flatnonzero(jur.status == status)
         if not len(idx):
             continue
         uniq, inv = np.unique(codes[idx], return_inverse=True)
         notes = []
         for c in uniq.tolist():
-            label = labels[c] if c >= 0 else ""
+            label = labels[c]  # an outside row always has its division
+            column = "region" if label.endswith("(region)") else "firm_id"
             if status == OUTSIDE:
-                notes.append(
-                    Note("outside_jurisdiction", column(label), f"outside jurisdiction: division {label} is not in {where}")
-                )
-            elif status == OUTSIDE_RATED:
-                notes.append(
-                    Note(
-                        "any_jurisdiction",
-                        column(label),
-                        f"jurisdiction: division {label} is outside {where}; rated and counted in the peer groups "
-                        "on request (any jurisdiction)",
-                    )
-                )
-            elif label:
-                notes.append(
-                    Note(
-                        "jurisdiction_unknown",
-                        "region",
-                        f"jurisdiction: division {label} is coarser than {where}; rated as inside",
-                    )
-                )
+                notes.append(Note("outside_jurisdiction", column, f"outside jurisdiction: division {label} is not in {where}"))
             else:
                 notes.append(
                     Note(
-                        "jurisdiction_unknown",
-                        "firm_id",
-                        "jurisdiction: no administrative division for this firm (no region, and the firm id is not "
-                        f"a valid unified social credit code of a division); rated as inside {where}",
+                        "any_jurisdiction",
+                        column,
+                        f"jurisdiction: division {label} is outside {where}; rated and counted in the peer groups "
+                        "on request (any jurisdiction)",
                     )
                 )
         frame.notes.add(kind, idx, (inv.ravel(), notes), rank=-1)

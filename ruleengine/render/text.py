@@ -154,7 +154,7 @@ def contract_summary(
         counts = np.bincount(jur.status, minlength=4).tolist()
         parts = [f"{counts[0]:,} inside", f"{counts[1]:,} outside (unrated, not in the peer groups)"]
         if counts[2]:
-            parts.append(f"{counts[2]:,} without a division (rated as inside, see fallbacks)")
+            parts.append(f"{counts[2]:,} without a division (rated as inside; jurisdiction column 'unknown')")
         if jur.any_jurisdiction:
             parts.append(f"{counts[3]:,} outside rated and in the peer groups on request (--any-jurisdiction)")
         console.print(f"jurisdiction: {jur.describe()}: " + ", ".join(parts), markup=False)

@@ -36,7 +36,6 @@ RESERVED = (
     "incentive_subsidy_pct",
     "provisional",
     "jurisdiction",
-    "region",
     "all",
 )
 
