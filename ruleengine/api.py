@@ -121,7 +121,9 @@ def _note_missing_years(results: Results, tables: Mapping[str, BenchmarkTable], 
 
     from .io.data import DataIssue
 
-    have = {y for t in tables.values() for lv, e in zip(t.levels, t.entries, strict=False) if lv != "fallback" for y, _ in e}
+    have = {
+        y for t in tables.values() for lv, e in zip(t.levels, t.entries, strict=False) if lv != "fallback" for y, _ in e
+    }
     years = sorted({int(y) for y in np.unique(results["year"]).tolist() if y >= 0} - have)
     if years and tables:
         results.issues.append(

@@ -302,7 +302,9 @@ def rate(
             "(not with --engine or --chunk-rows)"
         )
     if any_jurisdiction and recording:
-        raise click.UsageError("--any-jurisdiction runs are not recorded in the ledger (its replay rates by jurisdiction)")
+        raise click.UsageError(
+            "--any-jurisdiction runs are not recorded in the ledger (its replay rates by jurisdiction)"
+        )
     if engine != "local":
         from . import load
         from .scale.engines import rate_on
@@ -668,7 +670,11 @@ def _acq_report_out(acq: Any, output: str, report: str | None, fmt: str, strict:
 
 
 _ACQ_FORMAT = click.option(
-    "--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True,
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "markdown"]),
+    default="text",
+    show_default=True,
     help="Format of the quality report.",
 )
 _ACQ_REPORT = click.option(
@@ -686,15 +692,28 @@ _ACQ_YEAR = click.option(
 @acquire.command("meters")
 @click.argument("sources", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--register", required=True, type=click.Path(dir_okay=False), help="Meter register YAML.")
-@click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="Worker processes for independent groups of files (files sharing no meter).")
+@click.option(
+    "--jobs",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Worker processes for independent groups of files (files sharing no meter).",
+)
 @_ACQ_YEAR
 @_ACQ_OUT
 @_ACQ_REPORT
 @_ACQ_FORMAT
 @_ACQ_STRICT
-def acquire_meters_cmd(sources: tuple[str, ...], register: str, jobs: int, year: int | None, output: str,
-                       report: str | None, fmt: str, strict: bool) -> None:
+def acquire_meters_cmd(
+    sources: tuple[str, ...],
+    register: str,
+    jobs: int,
+    year: int | None,
+    output: str,
+    report: str | None,
+    fmt: str,
+    strict: bool,
+) -> None:
     """Meter exports (long or 96-point wide; CSV, Parquet, xlsx) -> firm-year energy."""
     from .acquire.meters import acquire_meters
 
@@ -709,8 +728,9 @@ def acquire_meters_cmd(sources: tuple[str, ...], register: str, jobs: int, year:
 @_ACQ_REPORT
 @_ACQ_FORMAT
 @_ACQ_STRICT
-def acquire_invoices_cmd(sources: tuple[str, ...], mapping: str, year: int | None, output: str, report: str | None,
-                         fmt: str, strict: bool) -> None:
+def acquire_invoices_cmd(
+    sources: tuple[str, ...], mapping: str, year: int | None, output: str, report: str | None, fmt: str, strict: bool
+) -> None:
     """数电票 XML, OFD and CSV/xlsx invoice ledgers (files or folders) -> firm-year fuels and energy."""
     from .acquire.invoices import acquire_invoices
 
@@ -720,16 +740,27 @@ def acquire_invoices_cmd(sources: tuple[str, ...], mapping: str, year: int | Non
 @acquire.command("crossval")
 @click.argument("meters", type=click.Path(dir_okay=False))
 @click.argument("invoices", type=click.Path(dir_okay=False))
-@click.option("--tolerance", type=click.FloatRange(0, 1), default=0.05, show_default=True,
-              help="Largest relative difference |m - i| / max(m, i) accepted.")
-@click.option("--prefer", type=click.Choice(["meters", "invoices"]), default="meters", show_default=True,
-              help="Source used where both cover a firm-year and carrier.")
+@click.option(
+    "--tolerance",
+    type=click.FloatRange(0, 1),
+    default=0.05,
+    show_default=True,
+    help="Largest relative difference |m - i| / max(m, i) accepted.",
+)
+@click.option(
+    "--prefer",
+    type=click.Choice(["meters", "invoices"]),
+    default="meters",
+    show_default=True,
+    help="Source used where both cover a firm-year and carrier.",
+)
 @_ACQ_OUT
 @_ACQ_REPORT
 @_ACQ_FORMAT
 @_ACQ_STRICT
-def acquire_crossval_cmd(meters: str, invoices: str, tolerance: float, prefer: str, output: str, report: str | None,
-                         fmt: str, strict: bool) -> None:
+def acquire_crossval_cmd(
+    meters: str, invoices: str, tolerance: float, prefer: str, output: str, report: str | None, fmt: str, strict: bool
+) -> None:
     """Compare meter- and invoice-based firm-years; write one panel saying which source was used."""
     from .acquire.crossval import crossvalidate
 

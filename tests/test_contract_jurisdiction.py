@@ -125,7 +125,9 @@ def test_jurisdiction_in_the_rulebook_language(tmp_path):
     with pytest.raises(RulebookError) as err:
         ruleengine.load(str(bad))
     messages = [d.message for d in err.value.diagnostics]
-    assert "'330500' would match that code only; a division and everything in it is its prefix: write '3305'" in messages
+    assert (
+        "'330500' would match that code only; a division and everything in it is its prefix: write '3305'" in messages
+    )
     assert "'99': 99 is not a GB/T 2260 province-level code" in messages
 
 
@@ -215,7 +217,10 @@ def test_one_firm_against_the_exported_tables_gets_its_row_of_the_full_run(expor
         "provisional: 2 rated firm-years rest on a placeholder (unpublished) benchmark value (industry_intensity 2)"
         in r.output
     )
-    assert "fallbacks taken (rated firm-years): industry_intensity from placeholder_industry_intensity [placeholder] 2" in r.output
+    assert (
+        "fallbacks taken (rated firm-years): industry_intensity from placeholder_industry_intensity [placeholder] 2"
+        in r.output
+    )
     # explain against the tables, and the trace verifies
     e = run("explain", "huzhou", str(one), "--firm", fid, "--year", "2022", "--benchmarks", str(tables),
             "--format", "json")  # fmt: skip
@@ -247,9 +252,10 @@ def test_tables_of_another_rulebook_or_no_tables_at_all_are_clear_errors(exporte
     r = run("rate", "quzhou", str(SAMPLE), "--benchmarks", str(tables))
     assert r.exit_code == 1
     plan = ruleengine.load("quzhou")
-    assert r.output.startswith(
-        f"error: {tables}: these benchmark tables belong to rulebook huzhou 3.0.0 ("
-    ) and f"but the rating uses quzhou 3.0.0 ({plan.hash}); export them again" in r.output
+    assert (
+        r.output.startswith(f"error: {tables}: these benchmark tables belong to rulebook huzhou 3.0.0 (")
+        and f"but the rating uses quzhou 3.0.0 ({plan.hash}); export them again" in r.output
+    )
     junk = tmp_path / "junk.json"
     junk.write_text('{"tables": {}}', encoding="utf-8")
     with pytest.raises(DataError, match="not a ruleengine benchmark file"):

@@ -926,7 +926,9 @@ def _jurisdiction_notes(frame: Frame) -> None:
             label = labels[c]  # an outside row always has its division
             column = "region" if label.endswith("(region)") else "firm_id"
             if status == OUTSIDE:
-                notes.append(Note("outside_jurisdiction", column, f"outside jurisdiction: division {label} is not in {where}"))
+                notes.append(
+                    Note("outside_jurisdiction", column, f"outside jurisdiction: division {label} is not in {where}")
+                )
             else:
                 notes.append(
                     Note(

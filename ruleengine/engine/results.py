@@ -186,7 +186,9 @@ class Results:
                     what = f"by {levels[li]}"
                     if levels[li] == "fallback":
                         fixed = f"the fixed value {spec.fallback_value:g}" if spec.fallback_value is not None else ""
-                        what = f"from {spec.fallback_parameter or fixed}" + (" [placeholder]" if spec.placeholder else "")
+                        what = f"from {spec.fallback_parameter or fixed}" + (
+                            " [placeholder]" if spec.placeholder else ""
+                        )
                     bench.append((f"{name} {what}", int(used[li + 1])))
         return bench + out
 

@@ -57,7 +57,9 @@ DATA_COLUMNS: tuple[str, ...] = (
 )
 _FUELS = ("raw_coal", "coke", "crude_oil", "fuel_oil", "gasoline", "kerosene", "diesel", "lpg", "natural_gas")
 # `region`: the firm's GB/T 2260 division code, read when a rulebook declares its jurisdiction
-CANONICAL_COLUMNS = DATA_COLUMNS + ("region",) + tuple(f"{f}_{s}" for f in _FUELS for s in ("ncv_gj_per_unit", "cc_tc_per_tj", "ox"))
+CANONICAL_COLUMNS = (
+    DATA_COLUMNS + ("region",) + tuple(f"{f}_{s}" for f in _FUELS for s in ("ncv_gj_per_unit", "cc_tc_per_tj", "ox"))
+)
 
 from .formats import MISSING_TOKENS  # noqa: E402
 

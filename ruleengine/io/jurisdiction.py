@@ -109,9 +109,10 @@ def assign(
 ) -> Batch:
     """Judge every row of ``batch`` against ``divisions`` (see the module's docstring).
 
-    ``region``: the raw ``region`` column (or None); ``missing``: the missing-value tokens. Rows outside are made invalid (unrated, out
-    of the peer groups) unless ``any_jurisdiction``. A region cell that is not a GB/T 2260 code is
-    a located warning (one per distinct value) and the row is judged by its firm id instead."""
+    ``region``: the raw ``region`` column (or None); ``missing``: the missing-value tokens. Rows
+    outside are made invalid (unrated, out of the peer groups) unless ``any_jurisdiction``. A
+    region cell that is not a GB/T 2260 code is a located warning (one per distinct value) and
+    the row is judged by its firm id instead."""
     if not divisions:
         return batch
     import pyarrow.compute as pc
@@ -170,4 +171,3 @@ def assign(
     division = Category(row_label.astype(np.int32), labels)
     batch.jurisdiction = Jurisdiction(status, division, book, name, divisions, any_jurisdiction)
     return batch
-

@@ -16,8 +16,8 @@ from typing import Any
 from ..errors import Diagnostic, SourceLocation, raise_if_errors
 from . import expressions as ex
 from .plan import (  # noqa: F401 - re-exported for callers of the compiler
-    RESERVED,
     GBT2260_PROVINCES,
+    RESERVED,
     STANDARD_VARIABLES,
     Band,
     BenchmarkSpec,

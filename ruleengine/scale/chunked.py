@@ -30,7 +30,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import DataError
-from .partition import ROW, benchmark_passes, columns_read, final_of, firm_keys, firm_text, partials_of, prepare, tables_of
+from .partition import (
+    ROW,
+    benchmark_passes,
+    columns_read,
+    final_of,
+    firm_keys,
+    firm_text,
+    partials_of,
+    prepare,
+    tables_of,
+)
 from .sink import ResultSink
 
 if TYPE_CHECKING:

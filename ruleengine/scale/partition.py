@@ -239,7 +239,6 @@ def prepare(plan: Plan, raw: RawTable, rows: np.ndarray | None) -> Batch:
     """The data contract over one partition; ``rows``: its rows' positions in the whole input
     (used for row numbers only when the partition does not carry the file's own)."""
     from ..io.data import prepare as _prepare
-
     from ..pipeline import judge
 
     return judge(plan, _prepare(raw, plan.inputs, plan.id, rows=None if raw.row_numbers is not None else rows), raw)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .partition import ROW, benchmark_passes, columns_read, buckets, final_of, partials_of, prepare, tables_of
+from .partition import ROW, benchmark_passes, buckets, columns_read, final_of, partials_of, prepare, tables_of
 from .sink import ResultSink
 
 if TYPE_CHECKING:
