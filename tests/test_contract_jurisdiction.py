@@ -289,3 +289,23 @@ def test_export_is_deterministic_and_the_api_round_trips(tmp_path):
     again = ruleengine.rate("huzhou", [HUZHOU[2]], benchmarks=tables)
     assert again.row(0)["industry_intensity"] == pytest.approx(1.6851, abs=1e-12)
     assert again.row(0)["industry_intensity_peers"] == 5 and again.row(0)["rating"] == res.row(2)["rating"]
+
+
+def test_the_division_of_an_id_written_as_a_credit_code():
+    import pyarrow as pa
+
+    from ruleengine.io.jurisdiction import credit_code_divisions
+
+    ids = [
+        "913305003141592653",  # characters 3-8: 330500 (its check character fails: still a division)
+        "9133O5003141592653",  # a letter O among the division digits
+        "I1330500314159265A",  # 'I' is not in the code's alphabet (character 1)
+        "911000003141592653",  # 100000: the central level, no province
+        "9133050031415926531",  # 19 characters
+        "F01",
+        None,
+        "中文中文中文",  # 18 bytes of UTF-8, not a code
+        code("440304", 7),  # Futian, Shenzhen
+    ]
+    got = credit_code_divisions(pa.array(ids, type=pa.string())).tolist()
+    assert got == [330500, -1, -1, -1, -1, -1, -1, -1, 440304]

@@ -56,30 +56,45 @@ class Jurisdiction:
 
 def credit_code_divisions(labels: Any) -> np.ndarray:
     """The GB/T 2260 division (an int of 6 digits) of each id in ``labels`` (a pyarrow string
-    array) written as a unified social credit code — 18 characters of its alphabet, characters
-    3-8 digits starting with a province-level code; -1 for every other id.
+    array) written as a unified social credit code — 18 bytes, characters 1-2 of the code's
+    alphabet, characters 3-8 digits starting with a province-level code; -1 for every other id.
 
     A code whose check character fails still gives its division: ``--id-check warn`` (the
-    default) rates it and lists it as a data warning, ``--id-check error`` leaves it unrated."""
+    default) rates it and lists it as a data warning, ``--id-check error`` leaves it unrated.
+    Read from the string buffer as an (ids, 18) byte matrix: no regex, no Python string per id."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from ._arrow import booleans, numbers
+    from ._arrow import array, numbers
+    from .identifiers import _VALUE8, _rows18
 
     arr = labels.cast(pa.string())
     out = np.full(len(arr), -1, dtype=np.int64)
     if not len(arr):
         return out
-    alphabet = "[0-9A-HJ-NPQRTUWXY]"
-    shaped = booleans(pc.match_substring_regex(arr, f"^{alphabet}{{2}}[0-9]{{6}}{alphabet}{{10}}$"))
-    if not shaped.any():
+    is18 = numbers(pc.binary_length(arr), np.int64, 0) == 18
+    if not is18.any():
         return out
-    digits = pc.utf8_slice_codeunits(arr, 2, 8)
-    picked = pc.if_else(pa.array(shaped), digits, pa.scalar(None, pa.string())).cast(pa.int64())
-    code = numbers(picked, np.int64, -1)
-    province = np.where(shaped, code // 10_000, -1)
-    known = np.isin(province, np.asarray(sorted(int(p) for p in GBT2260_PROVINCES)))
-    return np.where(shaped & known, code, -1)
+    where = None if is18.all() and arr.null_count == 0 else np.flatnonzero(is18)
+    raw_t = np.ascontiguousarray(_rows18(arr if where is None else arr.take(array(where.astype(np.int64)))).T)
+    # characters 1-2 (authority, entity type) in the code's alphabet; the other characters are the
+    # id check's business (--id-check), not the division's
+    ok = (np.take(_VALUE8, raw_t[0]) != 255) & (np.take(_VALUE8, raw_t[1]) != 255)
+    code = np.zeros(raw_t.shape[1], dtype=np.int32)
+    for i in range(2, 8):  # characters 3-8: digits
+        digit = raw_t[i] - np.uint8(48)  # wraps below '0' to large values
+        ok &= digit <= 9
+        code = code * 10 + digit
+    ok &= _PROVINCE[np.minimum(code // 10_000, 99)]
+    code = np.where(ok, code, -1).astype(np.int64)
+    if where is None:
+        return code
+    out[where] = code
+    return out
+
+
+_PROVINCE = np.zeros(100, dtype=bool)
+_PROVINCE[[int(p) for p in GBT2260_PROVINCES]] = True
 
 
 def _status_of_code(code: np.ndarray, divisions: tuple[str, ...]) -> np.ndarray:
@@ -115,7 +130,6 @@ def assign(
     the row is judged by its firm id instead."""
     if not divisions:
         return batch
-    import pyarrow.compute as pc
 
     from .data import _category_from_arrow, _text
 
@@ -125,19 +139,20 @@ def assign(
     row_label = np.full(n, -1, dtype=np.int64)
     ids = batch.columns.get("firm_id")
     if isinstance(ids, Category) and ids.label_count:
-        codes = credit_code_divisions(ids.arrow_labels())
-        per_label = _status_of_code(codes, divisions)
-        known = np.flatnonzero(codes >= 0)
-        distinct = np.unique(codes[known])
+        codes = credit_code_divisions(ids.arrow_labels())  # per distinct id
+        present = np.zeros(1_000_000, dtype=bool)
+        present[codes[codes >= 0]] = True
+        distinct = np.flatnonzero(present)  # the divisions met, sorted: a few hundred at most
+        lut = np.full(1_000_001, -1, dtype=np.int64)  # the last entry: an id without a division
+        lut[distinct] = np.arange(len(distinct))
+        label_of = np.append(lut[codes], -1)  # per id; the appended -1 serves a missing id
+        per_label = np.append(_status_of_code(distinct, divisions), np.int8(UNKNOWN))[label_of]
         labels = [f"{int(c):06d} (firm_id)" for c in distinct.tolist()]
-        label_of = np.full(len(codes) + 1, -1, dtype=np.int64)
-        label_of[known] = np.searchsorted(distinct, codes[known])
-        status = np.append(per_label, np.int8(UNKNOWN))[ids.codes]  # code -1 reads the trailing UNKNOWN
+        status = per_label[ids.codes]  # code -1 (no id) reads the appended entry
         row_label = label_of[ids.codes]
     if region is not None:
-        text, _ = _text(region, n)
-        trimmed = pc.utf8_trim_whitespace(text)
-        cat = _category_from_arrow(trimmed, sort=True, missing=missing)
+        text, _ = _text(region, n)  # a cell that is not text (a list …) reads as missing
+        cat = _category_from_arrow(text, sort=True, missing=missing)  # labels trimmed
         if cat.label_count:
             lab = cat.labels
             ok = [re.match(_REGION_RE, x) is not None for x in lab]
