@@ -309,3 +309,11 @@ def test_the_division_of_an_id_written_as_a_credit_code():
     ]
     got = credit_code_divisions(pa.array(ids, type=pa.string())).tolist()
     assert got == [330500, -1, -1, -1, -1, -1, -1, -1, 440304]
+
+
+def test_flags_the_runners_cannot_honour_are_usage_errors(tmp_path):
+    r = run("rate", "huzhou", str(SAMPLE), "--chunk-rows", "100", "-o", str(tmp_path / "o.csv"), "--any-jurisdiction")
+    assert r.exit_code == 2 and "work with the local runner only" in r.output
+    r = run("rate", "huzhou", str(SAMPLE), "--any-jurisdiction", "--ledger", str(tmp_path / "l.db"))
+    assert r.exit_code == 2 and "not recorded in the ledger" in r.output
+    assert not (tmp_path / "l.db").exists()
