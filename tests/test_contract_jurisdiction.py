@@ -317,3 +317,11 @@ def test_flags_the_runners_cannot_honour_are_usage_errors(tmp_path):
     r = run("rate", "huzhou", str(SAMPLE), "--any-jurisdiction", "--ledger", str(tmp_path / "l.db"))
     assert r.exit_code == 2 and "not recorded in the ledger" in r.output
     assert not (tmp_path / "l.db").exists()
+
+
+def test_many_bad_region_values_give_five_located_warnings_and_a_count():
+    rows = [firm(f"F{i}", 1.0, region=f"city{i % 8}") for i in range(40)]
+    warn = [i.format() for i in ruleengine.rate("huzhou", rows).issues if i.column == "region"]
+    assert len(warn) == 5
+    assert warn[0].startswith("<records>: row 1, column region: 'city0' is not a GB/T 2260 division code")
+    assert warn[4].endswith("(5 rows): the firm id's division is used; and 3 more such values")

@@ -156,20 +156,22 @@ def assign(
         if cat.label_count:
             lab = cat.labels
             ok = [re.match(_REGION_RE, x) is not None for x in lab]
-            for k, x in enumerate(lab):
-                if ok[k]:
-                    continue
-                hit = np.flatnonzero(cat.codes == k)
-                batch.issues.append(
-                    DataIssue(
-                        batch.source,
-                        int(batch.row_numbers[hit[0]]),
-                        "region",
-                        f"{x[:40]!r} is not a GB/T 2260 division code (2, 4 or 6 digits) ({len(hit):,} rows): the "
-                        "firm id's division is used",
-                        fatal=False,
+            bad = [k for k in range(len(lab)) if not ok[k]]
+            if bad:  # one warning per distinct value, the first 5 of them (a count per value: one pass)
+                per = np.bincount(cat.codes[cat.codes >= 0], minlength=len(lab))
+                for k in bad[:5]:
+                    first = int(np.argmax(cat.codes == k))
+                    batch.issues.append(
+                        DataIssue(
+                            batch.source,
+                            int(batch.row_numbers[first]),
+                            "region",
+                            f"{lab[k][:40]!r} is not a GB/T 2260 division code (2, 4 or 6 digits) ({int(per[k]):,} "
+                            "rows): the firm id's division is used"
+                            + (f"; and {len(bad) - 5:,} more such values" if len(bad) > 5 and k == bad[4] else ""),
+                            fatal=False,
+                        )
                     )
-                )
             region_status = np.array(
                 [_status_of_region(x, divisions) if ok[k] else -1 for k, x in enumerate(lab)] + [-1], dtype=np.int8
             )
