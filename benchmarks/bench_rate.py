@@ -403,7 +403,8 @@ def render(
         f"pyarrow {info['pyarrow']}, ruleengine {info['ruleengine']}{commit}",
         f"- Rulebook: `{plan.id}` {plan.version} (hash `{plan_hash}`)",
         f"- Data: `ruleengine.io.sample.generate(firms=rows/2, years={list(YEARS)}, seed={seed})`, "
-        f"clean (every row rated); medians of {repeat} run{'s' if repeat > 1 else ''}",
+        f"clean (three cities: a city's rulebook rates its own firms and reports the others as outside its "
+        f"jurisdiction); medians of {repeat} run{'s' if repeat > 1 else ''}",
         "",
         _HEADER,
         "|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",

@@ -33,7 +33,9 @@ __version__ = "0.1.0"
 _LAZY = {
     "compile_text": ".api",
     "explain": ".api",
+    "export_benchmarks": ".api",
     "load": ".api",
+    "load_benchmarks": ".api",
     "rate": ".api",
     "validate": ".api",
     "Plan": ".rulebook.compiler",
@@ -45,7 +47,7 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from .analysis.trace import Trace
-    from .api import compile_text, explain, load, rate, validate
+    from .api import compile_text, explain, export_benchmarks, load, load_benchmarks, rate, validate
     from .engine.benchmarks import BenchmarkTable
     from .engine.results import Results
     from .io.data import DataIssue
@@ -78,7 +80,9 @@ __all__ = [
     "__version__",
     "compile_text",
     "explain",
+    "export_benchmarks",
     "load",
+    "load_benchmarks",
     "rate",
     "validate",
 ]

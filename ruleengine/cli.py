@@ -237,6 +237,25 @@ from .ledger.cli import rate_options as _ledger_options  # noqa: E402 - click op
     help="Unified social credit codes (GB 32100-2015): warn, or error (the row is unrated), or off.",
 )
 @click.option("--missing", "missing", multiple=True, help="An extra missing-value token (repeatable).")
+@click.option(
+    "--any-jurisdiction",
+    is_flag=True,
+    help="Also rate firms outside the divisions the rulebook declares (jurisdiction) and count them in its "
+    "peer groups; recorded per row (jurisdiction, fallbacks columns). Default: they are unrated.",
+)
+@click.option(
+    "--benchmarks",
+    "benchmarks_file",
+    type=click.Path(dir_okay=False),
+    help="Rate against the benchmark tables of FILE (written by --export-benchmarks with the same rulebook) "
+    "instead of this data's own peer groups: one firm or a small portfolio against its city.",
+)
+@click.option(
+    "--export-benchmarks",
+    "export_file",
+    type=click.Path(dir_okay=False),
+    help="Write the run's benchmark tables to FILE (JSON: rulebook hash, data years, peer counts, exact values).",
+)
 @_ledger_options
 def rate(
     book: str,
@@ -256,6 +275,9 @@ def rate(
     sheet: str | None = None,
     id_check: str = "warn",
     missing: tuple[str, ...] = (),
+    any_jurisdiction: bool = False,
+    benchmarks_file: str | None = None,
+    export_file: str | None = None,
     **ledger: Any,
 ) -> None:
     """Rate every firm-year in DATA with BOOK.
@@ -267,8 +289,23 @@ def rate(
     the `defaults` column.
 
     DATA is CSV/TSV, JSON, JSON Lines, Parquet or Excel .xlsx. The data contract (columns,
-    missing-value tokens, mapping files, identifiers, encodings): docs/data-contract.md.
+    missing-value tokens, mapping files, identifiers, encodings, jurisdiction, benchmark files):
+    docs/data-contract.md.
+
+    A rulebook that declares its jurisdiction (GB/T 2260 divisions) rates only the firms in it:
+    the others are `unrated` (outside jurisdiction) and left out of its peer groups. A rating that
+    used a placeholder (unpublished) benchmark value is marked in the `provisional` column.
     """
+    recording = any(v is not None and v is not False for k, v in ledger.items() if k != "hash_alg")
+    if (engine != "local" or chunk_rows is not None) and (any_jurisdiction or benchmarks_file or export_file):
+        raise click.UsageError(
+            "--any-jurisdiction, --benchmarks and --export-benchmarks work with the local runner only "
+            "(not with --engine or --chunk-rows)"
+        )
+    if any_jurisdiction and recording:
+        raise click.UsageError(
+            "--any-jurisdiction runs are not recorded in the ledger (its replay rates by jurisdiction)"
+        )
     if engine != "local":
         from . import load
         from .scale.engines import rate_on
@@ -325,7 +362,15 @@ def rate(
             following = steps[steps.index(phase) + 1] if phase in steps[:-1] else phase
             progress.update(task, completed=steps.index(phase) + 1, description=following)
 
-        results = rate_api(plan, data, progress=tick, mapping=mapping, read_options=read_options)
+        results = rate_api(
+            plan,
+            data,
+            progress=tick,
+            mapping=mapping,
+            read_options=read_options,
+            benchmarks=benchmarks_file,
+            any_jurisdiction=any_jurisdiction,
+        )
         if what:
             from .analysis.whatif import columns
 
@@ -344,10 +389,16 @@ def rate(
         buf = io.BytesIO()
         pacsv.write_csv(results.to_arrow(), buf)
         sys.stdout.write(buf.getvalue().decode())
-    from .render.text import rate_summary
+    if export_file:
+        from .api import export_benchmarks
 
-    rate_summary(err if fmt != "summary" else _console(), results, data, output, max_issues)
-    if any(v is not None and v is not False for k, v in ledger.items() if k != "hash_alg"):
+        export_benchmarks(results, export_file)
+    from .render.text import contract_summary, rate_summary
+
+    console = err if fmt != "summary" else _console()
+    rate_summary(console, results, data, output, max_issues)
+    contract_summary(console, results, benchmarks_file, export_file)
+    if recording:
         from .ledger.cli import record_from_rate
 
         record_from_rate(book, data, results, what, ledger)
@@ -371,7 +422,25 @@ def _chunked_incentives(plan: Any, run: Any) -> None:
 @click.option(
     "--all", "show_all", is_flag=True, help="Text: show every value of the calculation (zero and unused ones too)."
 )
-def explain(book: str, data: str, firm: str, year: int | None, fmt: str, show_all: bool) -> None:
+@click.option(
+    "--benchmarks",
+    "benchmarks_file",
+    type=click.Path(dir_okay=False),
+    help="Rate against the benchmark tables of FILE (rate --export-benchmarks, same rulebook).",
+)
+@click.option(
+    "--any-jurisdiction", is_flag=True, help="Also rate firms outside the rulebook's jurisdiction (recorded)."
+)
+def explain(
+    book: str,
+    data: str,
+    firm: str,
+    year: int | None,
+    fmt: str,
+    show_all: bool,
+    benchmarks_file: str | None,
+    any_jurisdiction: bool,
+) -> None:
     """Show why one firm got its rating, and the audit trail behind it.
 
     The text starts with what a credit officer needs: the firm (name, industry with its GB/T 4754
@@ -380,11 +449,12 @@ def explain(book: str, data: str, firm: str, year: int | None, fmt: str, show_al
     what it would take to move up, last year's rating and what changed, and data quality
     (defaults taken, fallbacks, where acquired inputs came from). Then the calculation: every
     formula with its numbers; zero, missing and unused values are folded unless --all.
-    JSON (verifiable with `ruleengine verify`) and Markdown carry the same content in full."""
+    JSON (verifiable with `ruleengine verify`) and Markdown carry the same content in full.
+    With --benchmarks FILE the firm is rated against the exported tables of an earlier run."""
     from .api import explain as explain_api
     from .render.text import trace_markdown, trace_text
 
-    trace = explain_api(book, data, firm, year)
+    trace = explain_api(book, data, firm, year, benchmarks=benchmarks_file, any_jurisdiction=any_jurisdiction)
     if fmt == "json":
         sys.stdout.write(trace.to_json())
     elif fmt == "markdown":

@@ -76,26 +76,44 @@ def read(
     for name in extra:
         wanted[name] = None
         text[name] = None
+    if any(plan.divisions for plan in plans):  # a region column, if any, tells the firm's division
+        wanted["region"] = text["region"] = None
     return _data.read_any(data, list(text), only=list(wanted), options=read_options, mapping=mapping)
 
 
-def prepare(plan: Plan, raw: RawTable, *, consume: bool = False) -> Batch:
+def prepare(plan: Plan, raw: RawTable, *, consume: bool = False, any_jurisdiction: bool = False) -> Batch:
     """Check ``raw`` against the plan's data contract and type its columns.
 
     ``consume``: ``raw`` is not used again, so its columns may be converted in place and released
-    (the fast path of a single rating); otherwise ``raw`` is left as it was for the next plan."""
+    (the fast path of a single rating); otherwise ``raw`` is left as it was for the next plan.
+    ``any_jurisdiction``: rate (and count in the peer groups) firms outside the rulebook's
+    jurisdiction too, recorded per row (see :func:`judge`)."""
     from .io import data as _data
 
     if not consume:
         from dataclasses import replace
 
         raw = replace(raw, columns=dict(raw.columns), issues=list(raw.issues), names=list(raw.names), owned=False)
-    batch = _data.prepare(raw, plan.inputs, plan.id)
+    batch = judge(plan, _data.prepare(raw, plan.inputs, plan.id), raw, any_jurisdiction)
     if consume and "pyarrow" in sys.modules:  # hand the read buffers back before evaluation grows
         import pyarrow as pa
 
         pa.default_memory_pool().release_unused()
     return batch
+
+
+def judge(plan: Plan, batch: Batch, raw: RawTable, any_jurisdiction: bool = False) -> Batch:
+    """Each row's jurisdiction under ``plan`` (io.jurisdiction): rows outside the divisions the
+    rulebook declares become unrated and leave its peer groups, unless ``any_jurisdiction``."""
+    if not plan.divisions:
+        return batch
+    from .io.formats import MISSING_TOKENS
+    from .io.jurisdiction import assign
+
+    missing = tuple(getattr(raw.options, "missing", None) or MISSING_TOKENS)
+    return assign(
+        batch, raw.columns.get("region"), missing, plan.id, plan.jurisdiction, plan.divisions, any_jurisdiction
+    )
 
 
 def batch(plan: Plan, data: Any) -> Batch:
@@ -153,9 +171,11 @@ def rate(
     raw: RawTable | None = None,
     mapping: Any = None,
     read_options: Any = None,
+    any_jurisdiction: bool = False,
 ) -> Results:
     """Rate every firm-year of ``data`` with ``plan``; ``raw``: the data already read (by
-    :func:`read`, shared between several plans); ``mapping``, ``read_options``: see :func:`read`."""
+    :func:`read`, shared between several plans); ``mapping``, ``read_options``: see :func:`read`;
+    ``any_jurisdiction``: see :func:`prepare`."""
     require_rulebook(plan)
     tick = progress or _quiet
     shared = raw is not None
@@ -165,7 +185,7 @@ def rate(
 
         shared = isinstance(data, RawTable)
     tick("read", 1, 1)
-    batch = prepare(plan, raw, consume=not shared)
+    batch = prepare(plan, raw, consume=not shared, any_jurisdiction=any_jurisdiction)
     tick("check", 1, 1)
     return evaluate_batch(plan, batch, benchmarks, overrides, tick)
 
@@ -187,6 +207,7 @@ def rate_with_context(
     benchmarks: Mapping[str, BenchmarkTable] | None = None,
     mapping: Any = None,
     read_options: Any = None,
+    any_jurisdiction: bool = False,
 ) -> Results:
     """:func:`rate`, keeping the context columns (:func:`context_names`) the data has, as text,
     in ``results.context`` (for explanations: the firm's name, city, size, inputs' provenance)."""
@@ -195,7 +216,7 @@ def rate_with_context(
     raw = read(data, [plan], context_names(plan), mapping=mapping, read_options=read_options)
     extra = [c for c in raw.columns if c not in plan.inputs]
     context = {c: text_values(raw.columns[c], raw.n) for c in extra}
-    results = rate(plan, None, benchmarks=benchmarks, raw=raw)
+    results = rate(plan, None, benchmarks=benchmarks, raw=raw, any_jurisdiction=any_jurisdiction)
     if results.batch is not None and results.batch.n == raw.n:
         results.context = context
     return results

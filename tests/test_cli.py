@@ -80,7 +80,7 @@ def test_rate_json_to_stdout_has_the_standard_columns(tmp_path):
     records = json.loads(result.stdout)
     assert len(records) == 8
     first = list(records[0])
-    assert first[:15] == [
+    assert first[:17] == [
         "firm_id",
         "year",
         "rulebook",
@@ -91,6 +91,8 @@ def test_rate_json_to_stdout_has_the_standard_columns(tmp_path):
         "reasons",
         "fallbacks",
         "defaults",
+        "provisional",
+        "jurisdiction",
         "scope1_tco2",
         "scope2_tco2",
         "emissions_tco2",
@@ -192,7 +194,7 @@ def test_help_explains_commands():
 
 def test_books_lists_huzhou():
     out = run("books").output
-    assert out.startswith("huzhou       2.0.0")
+    assert out.startswith("huzhou       3.0.0")
 
 
 def test_sample_command_is_seeded_and_rates(tmp_path):
@@ -202,7 +204,7 @@ def test_sample_command_is_seeded_and_rates(tmp_path):
     assert r.output == f"wrote 80 firm-years (40 firms × 2 years, seed 7, messy 0) to {a}\n"
     assert run("sample", "--firms", "40", "--years", "2023,2022", "--seed", "7", "-o", str(b)).exit_code == 0
     assert a.read_bytes() == b.read_bytes()
-    rated = run("rate", "huzhou", str(a))
+    rated = run("rate", "huzhou", str(a), "--any-jurisdiction")  # the sample mixes three cities
     assert "80 firm-years from" in rated.output and "80 rated, 0 unrated" in rated.output
 
 
@@ -225,6 +227,8 @@ def test_every_bundled_rulebook_rates_the_sample_with_the_standard_columns(tmp_p
         "reasons",
         "fallbacks",
         "defaults",
+        "provisional",
+        "jurisdiction",
         "scope1_tco2",
         "scope2_tco2",
         "emissions_tco2",
@@ -237,10 +241,19 @@ def test_every_bundled_rulebook_rates_the_sample_with_the_standard_columns(tmp_p
         assert r.exit_code == 0, r.output
         with out.open(encoding="utf-8") as fh:
             rows = list(csv.DictReader(fh))
-        assert list(rows[0])[:15] == standard
+        assert list(rows[0])[:17] == standard
         assert len(rows) == 602
+        # the sample mixes Huzhou, Quzhou and Shenzhen: a city's method rates its own firms only
+        outside = [row for row in rows if row["jurisdiction"] == "outside"]
+        assert all(row["status"] == "unrated" for row in outside)
+        assert all("outside jurisdiction: division " in row["reasons"] for row in outside)
+        # the sample's city column: 281 Huzhou (credit codes 913305…), 146 Quzhou (3308), 175 Shenzhen (4403)
+        assert len(outside) == {"huzhou": 602 - 281, "quzhou": 602 - 146, "shenzhen": 602 - 175, "national": 0}[book]
+        if book == "national":  # the national draft declares no jurisdiction
+            assert {row["jurisdiction"] for row in rows} == {""}
         rated = sum(row["status"] == "rated" for row in rows)
-        assert 560 <= rated <= 600, (book, rated)  # the sample's deliberate defects stay unrated
+        inside = len(rows) - len(outside)
+        assert inside - 42 <= rated <= inside, (book, rated)  # the sample's deliberate defects stay unrated
 
 
 def test_python_api_accepts_columns_and_arrow_tables():

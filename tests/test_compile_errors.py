@@ -190,7 +190,7 @@ def test_cli_validate_acceptance_copy_of_huzhou(tmp_path):
 def test_cli_validate_bundled_ok():
     result = CliRunner().invoke(main, ["validate", "huzhou"])
     assert result.exit_code == 0, result.output
-    assert result.output.startswith("ok: rulebooks/huzhou.yaml: huzhou 2.0.0 (sha256:")
+    assert result.output.startswith("ok: rulebooks/huzhou.yaml: huzhou 3.0.0 (sha256:")
 
 
 def test_cli_validate_unknown_book_suggests():

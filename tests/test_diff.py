@@ -145,3 +145,19 @@ def test_diff_json_and_markdown(tmp_path):
     assert md.startswith(f"# Rulebook change: huzhou {HV} → huzhou {HV}")
     assert "| ratings.level: threshold between 3 and 4 | 1.2 | 1.1 |" in md
     assert "## Attribution" in md
+
+
+def test_a_changed_jurisdiction_is_a_change_of_meaning_with_its_firms(tmp_path):
+    text = HUZHOU.read_text(encoding="utf-8")
+    assert 'divisions: ["3305"]' in text
+    new = write(tmp_path, "huzhou.yaml", text.replace('divisions: ["3305"]', 'divisions: ["3305", "3308"]'))
+    sample = ROOT / "examples" / "sample_firms.csv"
+    result = run(HUZHOU, new, sample)
+    edits = [e for e in result["edits"] if e.what != "metadata"]
+    assert [e.summary() for e in edits] == ['jurisdiction.divisions (+3308): ["3305"] → ["3305", "3308"]']
+    # the 146 Quzhou firm-years of the sample (codes 913308…) become rateable: all but its 3 defective
+    # rows (a negative coal quantity, green power above purchases, a missing industry) gain a level
+    base = ruleengine.rate("huzhou", sample)
+    after = ruleengine.rate(new, sample)
+    assert int(((base["rating"] == "") & (after["rating"] != "")).sum()) == 146 - 3
+    assert result["attribution"]["alone"][0]["change"] == edits[0].name

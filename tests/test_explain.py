@@ -117,7 +117,7 @@ def test_verify_replays_a_trace_and_names_the_first_difference(tmp_path):
     path.write_text(out.stdout, encoding="utf-8")
     ok = runner.invoke(main, ["verify", str(path)])
     assert ok.exit_code == 0, ok.output
-    assert ok.output.startswith("verified: G09 2023 under quzhou 2.0.0 (sha256:")
+    assert ok.output.startswith("verified: G09 2023 under quzhou 3.0.0 (sha256:")
     data = json.loads(out.stdout)
     index = next(i for i, n in enumerate(data["nodes"]) if n["name"] == "scope2_tco2")
     data["nodes"][index]["value"] += 1.0

@@ -62,7 +62,7 @@ def test_diff_of_a_bank_base_score_is_a_parameter_change_with_its_lending_effect
     )
     new = tmp_path / "shenzhen.yaml"
     new.write_text(
-        text.replace(old_base, "  bank_base_score:\n    value: 50\n").replace("version: 2.0.0", "version: 2.1.0"),
+        text.replace(old_base, "  bank_base_score:\n    value: 50\n").replace("version: 3.0.0", "version: 3.1.0"),
         encoding="utf-8",
     )
     out = CliRunner().invoke(main, ["diff", str(SHENZHEN), str(new), "--data", str(GENERATED), "--format", "json"])

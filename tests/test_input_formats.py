@@ -106,10 +106,14 @@ def test_credit_code_check_per_row_with_id_check_error(tmp_path: Path) -> None:
         "firm_id,year,industry,value_added_10k_cny,electricity_mwh\n"
         "91350100M000100Y43,2022,3011,100,5\n91350100M000100Y44,2022,3011,100,5\n",
     )  # fmt: skip
-    warn = ruleengine.rate("huzhou", p)
+    # Fuzhou codes (division 350100): outside Huzhou's jurisdiction, rated here on request
+    warn = ruleengine.rate("huzhou", p, any_jurisdiction=True)
     assert warn["status"].tolist() == ["rated", "rated"]
     assert [(i.row, i.fatal) for i in warn.issues] == [(3, False)]
-    err = ruleengine.rate("huzhou", p, read_options={"id_check": "error"})
+    assert ruleengine.rate("huzhou", p)["reasons"].tolist() == [
+        "outside jurisdiction: division 350100 (firm_id) is not in huzhou's jurisdiction (Huzhou, Zhejiang: 3305xx)"
+    ] * 2
+    err = ruleengine.rate("huzhou", p, read_options={"id_check": "error"}, any_jurisdiction=True)
     assert err["status"].tolist() == ["rated", "unrated"]
     assert [i.format() for i in err.issues] == [
         f"{p}: row 3, column firm_id: not a unified social credit code: check character is '4', expected '3' "

@@ -192,8 +192,12 @@ def test_missing_values_are_empty_cells_and_nulls(tmp_path):
 
 
 def test_clean_sample_rates_every_row(clean):
-    res = ruleengine.rate("huzhou", clean)
+    # the sample's three cities, all rated on request; without it only Huzhou's firms (3305…) are
+    res = ruleengine.rate("huzhou", clean, any_jurisdiction=True)
     assert Counter(res["status"].tolist()) == {"rated": len(clean["firm_id"])}
+    own = ruleengine.rate("huzhou", clean)
+    huzhou = np.array([str(f)[2:6] == "3305" for f in clean["firm_id"]])
+    assert huzhou.any() and (own["status"] == np.where(huzhou, "rated", "unrated")).all()
     assert not [i for i in res.issues if i.fatal]
     levels = dict(res.distribution())
     assert all(levels[lv] > 0 for lv in "12345")  # a spread of levels, not one band
@@ -260,7 +264,7 @@ def test_messy_sample_has_every_defect_and_each_is_reported():
     assert len(defective) - dupes == round(0.05 * n_clean)  # one defect per hit row (+ the copies)
     assert any(v.dtype == object for k, v in cols.items() if k not in TEXT)  # a column turned text
 
-    res = ruleengine.rate("huzhou", cols)
+    res = ruleengine.rate("huzhou", cols, any_jurisdiction=True)  # every city: the defects are what is tested
     flagged = {(i.row, i.column) for i in res.issues}
     for kind, rows in found.items():
         for i, columns in rows.items():

@@ -175,3 +175,21 @@ def test_clear_errors(tmp_path, contiguous, args, message):
     assert result.exit_code == 1, result.output
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_region_column_is_read_by_the_chunked_runner_too(tmp_path, contiguous):
+    # every third row moved to Quzhou (330802) by its region column: the chunked runner must read
+    # that column (it reads only the rulebook's inputs otherwise) and judge as the local run does
+    single, _ = contiguous
+    table = pq.read_table(single)
+    region = pa.array(["330802" if i % 3 == 0 else None for i in range(table.num_rows)], type=pa.string())
+    src = tmp_path / "with-region.parquet"
+    pq.write_table(table.append_column("region", region), src)
+    a, b = tmp_path / "memory.parquet", tmp_path / "chunked.parquet"
+    _rate("huzhou", str(src), "-o", str(a))
+    _rate("huzhou", str(src), "--chunk-rows", "4000", "-o", str(b))
+    assert a.read_bytes() == b.read_bytes()
+    out = pq.read_table(b, columns=["jurisdiction", "reasons"])
+    moved = out["jurisdiction"].to_pylist()[::3]
+    assert set(moved) == {"outside"}
+    assert "division 330802 (region)" in out["reasons"].to_pylist()[0]

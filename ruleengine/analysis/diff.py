@@ -145,6 +145,20 @@ def structural_diff(old: Document, new: Document) -> list[Edit]:
         ra, rb = set(a.get("boundary") or []), set(b.get("boundary") or [])
         desc = ", ".join([f"+{x}" for x in sorted(rb - ra)] + [f"-{x}" for x in sorted(ra - rb)])
         add("changed", "boundary", f"boundary ({desc})", sorted(ra), sorted(rb), ("boundary",))
+    ja, jb = a.get("jurisdiction"), b.get("jurisdiction")
+    da = sorted(ja.get("divisions") or []) if isinstance(ja, dict) else []
+    db = sorted(jb.get("divisions") or []) if isinstance(jb, dict) else []
+    if da != db:  # who is rated, and who is a peer (issue #12.4)
+        desc = ", ".join([f"+{x}" for x in db if x not in da] + [f"-{x}" for x in da if x not in db])
+        add(
+            "changed",
+            "jurisdiction",
+            f"jurisdiction.divisions ({desc})",
+            da,
+            db,
+            ("jurisdiction",),
+            patches=[(("jurisdiction",), jb if jb is not None else None)],
+        )
     for section in _SECTIONS:
         sa, sb = a.get(section) or {}, b.get(section) or {}
         for name in list(sa) + [n for n in sb if n not in sa]:

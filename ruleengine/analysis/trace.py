@@ -414,6 +414,13 @@ def trace_row(plan: Plan, results: Results, i: int, what_if: bool = True) -> Tra
         return out
 
     replay_rows = [replay_row(j) for j in firm_rows]
+    jur = batch.jurisdiction
+    if jur is not None:  # the division each row was judged by, so that the replay judges alike
+        labels = jur.division.labels
+        for k, j in enumerate(firm_rows):
+            c = int(jur.division.codes[j])
+            if c >= 0 and labels[c].endswith("(region)"):
+                replay_rows[k]["region"] = labels[c].split(" ", 1)[0]
 
     def bench_at(name: str, j: int) -> Any:
         v = float(np.broadcast_to(ev.values[name], (batch.n,))[j])
@@ -463,6 +470,7 @@ def trace_row(plan: Plan, results: Results, i: int, what_if: bool = True) -> Tra
             "benchmarks": given,
             "tables": _firm_tables(plan, results, firm_rows),
             "row": firm_rows.index(i),
+            **({"any_jurisdiction": True} if jur is not None and jur.any_jurisdiction else {}),
         },
         {
             "engine_version": row["engine_version"],
@@ -658,7 +666,9 @@ def verify(trace: Any, book: Any = None) -> tuple[int, list[str]]:
     try:
         if "tables" in replay:
             tables = {name: BenchmarkTable.from_json(data) for name, data in replay["tables"].items()}
-            results = rate_with_context(plan, replay["rows"], benchmarks=tables)
+            results = rate_with_context(
+                plan, replay["rows"], benchmarks=tables, any_jurisdiction=bool(replay.get("any_jurisdiction"))
+            )
         else:  # traces before 1.2 kept the benchmark values only
             overrides = {
                 b: np.array([math.nan if v is None else v for v in vals], dtype=np.float64)

@@ -542,3 +542,77 @@ def _apply_ranks(spec: BenchmarkSpec, table: BenchmarkTable, ctx: Frame) -> tupl
             level[sel] = li
             todo[sel] = False
     return value, peers, level
+
+
+# -- benchmark files (rate --export-benchmarks / --benchmarks) ------------------------------------
+
+BENCHMARKS_FORMAT = "ruleengine-benchmarks/1"
+
+
+def _json_value(v: Any) -> Any:
+    if isinstance(v, list):
+        return [_json_value(x) for x in v]
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    return v
+
+
+def tables_document(
+    plan: Plan,
+    tables: dict[str, BenchmarkTable],
+    *,
+    source: str,
+    engine_version: str,
+    jurisdiction: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """A run's benchmark tables as a self-describing JSON document: the rulebook (id, version,
+    hash) they belong to, the data years, every peer group's exact value (shortest round-trip
+    floats) and peer count, and whether each benchmark's fallback level is a placeholder."""
+    out: dict[str, Any] = {}
+    years: set[int] = set()
+    for name in sorted(tables):
+        data = tables[name].to_json()
+        for level in data["levels"]:
+            for row in level["groups"]:
+                row["value"] = _json_value(row["value"])
+                if level["level"] != "fallback":
+                    years.add(int(row["year"]))
+        spec = plan.benchmarks.get(name)
+        data["placeholder_fallback"] = bool(spec is not None and spec.placeholder)
+        out[name] = data
+    return {
+        "format": BENCHMARKS_FORMAT,
+        "rulebook": {"id": plan.id, "version": plan.version, "hash": plan.hash},
+        "engine_version": engine_version,
+        "data": {"source": source, "years": sorted(years)},
+        "jurisdiction": jurisdiction,
+        "tables": out,
+    }
+
+
+def tables_from_document(doc: Any, plan: Plan, where: str) -> dict[str, BenchmarkTable]:
+    """The tables of a :func:`tables_document`, checked against ``plan``: a document made with
+    another rulebook (its hash differs) is an error, never silently applied."""
+    from ..errors import DataError
+
+    if not isinstance(doc, dict) or doc.get("format") != BENCHMARKS_FORMAT:
+        raise DataError(f"{where}: not a ruleengine benchmark file (written by rate --export-benchmarks)")
+    book = doc.get("rulebook") or {}
+    if book.get("hash") != plan.hash:
+        raise DataError(
+            f"{where}: these benchmark tables belong to rulebook {book.get('id')} {book.get('version')} "
+            f"({book.get('hash')}), but the rating uses {plan.id} {plan.version} ({plan.hash}); export them "
+            f"again with this rulebook (rate {plan.id} DATA --export-benchmarks FILE)"
+        )
+    out: dict[str, BenchmarkTable] = {}
+    try:
+        for name, data in doc["tables"].items():
+            if name not in plan.benchmarks:
+                raise DataError(f"{where}: '{name}' is not a benchmark of {plan.id}")
+            table = BenchmarkTable.from_json(data)
+            if table.name != name or table.statistic != plan.benchmarks[name].statistic:
+                raise DataError(f"{where}: table '{name}' does not match the benchmark of {plan.id}")
+            out[name] = table
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise DataError(f"{where}: a malformed benchmark table ({type(exc).__name__}: {exc})") from None
+    return out

@@ -897,11 +897,48 @@ def finish(frame: Frame) -> Evaluation:
             Note("not_computed", plan.primary, f"{plan.primary}: {value_text} could not be computed"),
             rank=len(plan.order),
         )
+    if frame.batch.jurisdiction is not None:
+        _jurisdiction_notes(frame)
     extra = {i: [_data_note(m) for m in msgs] for i, msgs in frame.batch.row_issues.items()}
     reasons = frame.notes.join("reasons", extra)
     fallbacks = frame.notes.join("fallbacks")
     values = {k: v for k, v in frame.values.items() if k in plan.nodes}
     return Evaluation(values, levels, frame.aux, rated, reasons, fallbacks, frame.tables)
+
+
+def _jurisdiction_notes(frame: Frame) -> None:
+    """The rows outside the rulebook's jurisdiction (a reason) and those rated outside it on
+    request (a fallback), one note per division, listed first. A row whose division cannot be
+    told is rated as inside and says so in the ``jurisdiction`` column (``unknown``) only."""
+    from ..io.jurisdiction import OUTSIDE, OUTSIDE_RATED
+
+    jur = frame.batch.jurisdiction
+    where = jur.describe()
+    labels = jur.division.labels
+    codes = jur.division.codes.astype(np.int64)
+    for status, kind in ((OUTSIDE, "reasons"), (OUTSIDE_RATED, "fallbacks")):
+        idx = np.flatnonzero(jur.status == status)
+        if not len(idx):
+            continue
+        uniq, inv = np.unique(codes[idx], return_inverse=True)
+        notes = []
+        for c in uniq.tolist():
+            label = labels[c]  # an outside row always has its division
+            column = "region" if label.endswith("(region)") else "firm_id"
+            if status == OUTSIDE:
+                notes.append(
+                    Note("outside_jurisdiction", column, f"outside jurisdiction: division {label} is not in {where}")
+                )
+            else:
+                notes.append(
+                    Note(
+                        "any_jurisdiction",
+                        column,
+                        f"jurisdiction: division {label} is outside {where}; rated and counted in the peer groups "
+                        "on request (any jurisdiction)",
+                    )
+                )
+        frame.notes.add(kind, idx, (inv.ravel(), notes), rank=-1)
 
 
 def _data_note(message: str) -> Note:

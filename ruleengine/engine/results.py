@@ -158,6 +158,44 @@ class Results:
             out.append(("unrated", counts[""]))
         return out
 
+    def fallback_counts(self) -> list[tuple[str, int]]:
+        """Every kind of fallback the rated firm-years took, with how many took it: a benchmark's
+        coarser peer group or placeholder ("industry_intensity: by industry_division",
+        "industry_intensity: placeholder placeholder_industry_intensity"), a table's default key,
+        a panel fallback, a recorded default formula, a firm without a division. Plan order."""
+        ev = self.evaluation
+        if ev is None:
+            return []
+        rated = ev.rated
+        codes, combos = ev.fallbacks
+        per_combo = np.bincount(codes[rated & (codes >= 0)], minlength=len(combos))
+        counts: dict[str, int] = {}
+        for combo, count in zip(combos, per_combo.tolist(), strict=True):
+            if not count:
+                continue
+            for kind in dict.fromkeys(
+                f"{n.column}: {n.code.replace('_', ' ')}" for n in combo if n.code != "benchmark_fallback"
+            ):
+                counts[kind] = counts.get(kind, 0) + count
+        out = sorted(counts.items(), key=lambda kv: (self.plan.rank(kv[0].split(":", 1)[0]), kv[0]))
+        bench: list[tuple[str, int]] = []
+        for name, spec in self.plan.benchmarks.items():
+            group = ev.aux.get(f"{name}_group")
+            if group is None:
+                continue
+            level, levels = group
+            used = np.bincount(np.asarray(level)[rated] + 1, minlength=len(levels) + 1)
+            for li in range(1, len(levels)):
+                if used[li + 1]:
+                    what = f"by {levels[li]}"
+                    if levels[li] == "fallback":
+                        fixed = f"the fixed value {spec.fallback_value:g}" if spec.fallback_value is not None else ""
+                        what = f"from {spec.fallback_parameter or fixed}" + (
+                            " [placeholder]" if spec.placeholder else ""
+                        )
+                    bench.append((f"{name} {what}", int(used[li + 1])))
+        return bench + out
+
     # -- writers -----------------------------------------------------------------------------
     def to_arrow(self, dictionary: bool = False, start: int = 0, stop: int | None = None) -> Any:
         """The results (rows ``start:stop``) as a pyarrow Table; ``dictionary=True`` keeps
@@ -454,6 +492,15 @@ def build(plan: Plan, batch: Batch, ev: Evaluation, engine_version: str) -> Resu
         cols.set_category("defaults", batch.defaults)
     else:
         cols.set_encoded("defaults", np.full(n, -1, dtype=np.int8), [])
+    # a rated row that rests on a placeholder (unpublished) benchmark value (issue #12.5)
+    cols.set_encoded("provisional", np.where(provisional_rows(plan, ev), 0, -1).astype(np.int8), ["yes"])
+    jur = batch.jurisdiction
+    if jur is not None:  # inside / outside / unknown / outside, rated on request (issue #12.4)
+        from ..io.jurisdiction import STATUS_LABELS
+
+        cols.set_encoded("jurisdiction", jur.status, STATUS_LABELS)
+    else:
+        cols.set_encoded("jurisdiction", np.full(n, -1, dtype=np.int8), [])
     for name in STANDARD_VARIABLES:
         cols[name] = _column(ev.values[name])
     for rname, rating in plan.ratings.items():
@@ -498,6 +545,27 @@ def build(plan: Plan, batch: Batch, ev: Evaluation, engine_version: str) -> Resu
             cols.set_encoded(f"{name}_group", *ev.aux[f"{name}_group"])
     issues = sorted(batch.issues, key=lambda i: (i.row or 0, i.column or "", i.message))
     return Results(cols, plan, issues, ev.tables, batch, ev)
+
+
+def placeholder_use(plan: Plan, ev: Evaluation) -> dict[str, np.ndarray]:
+    """Per benchmark whose fallback is a placeholder: the rows that took that fallback level."""
+    out: dict[str, np.ndarray] = {}
+    for name, spec in plan.benchmarks.items():
+        group = ev.aux.get(f"{name}_group")
+        if not spec.placeholder or group is None:
+            continue
+        level, levels = group
+        if "fallback" in levels:
+            out[name] = np.asarray(level) == levels.index("fallback")
+    return out
+
+
+def provisional_rows(plan: Plan, ev: Evaluation) -> np.ndarray:
+    """Rated rows that used a placeholder (unpublished) benchmark value: their rating is provisional."""
+    used = np.zeros(len(ev.rated), dtype=bool)
+    for rows in placeholder_use(plan, ev).values():
+        used |= rows
+    return used & ev.rated
 
 
 def _column(v: Any) -> np.ndarray:

@@ -56,7 +56,10 @@ DATA_COLUMNS: tuple[str, ...] = (
     "loan_amount_10k_cny",
 )
 _FUELS = ("raw_coal", "coke", "crude_oil", "fuel_oil", "gasoline", "kerosene", "diesel", "lpg", "natural_gas")
-CANONICAL_COLUMNS = DATA_COLUMNS + tuple(f"{f}_{s}" for f in _FUELS for s in ("ncv_gj_per_unit", "cc_tc_per_tj", "ox"))
+# `region`: the firm's GB/T 2260 division code, read when a rulebook declares its jurisdiction
+CANONICAL_COLUMNS = (
+    DATA_COLUMNS + ("region",) + tuple(f"{f}_{s}" for f in _FUELS for s in ("ncv_gj_per_unit", "cc_tc_per_tj", "ox"))
+)
 
 from .formats import MISSING_TOKENS  # noqa: E402
 
@@ -185,6 +188,7 @@ class Batch:
     row_numbers: np.ndarray  # 1-based row of each index in its source
     firm_codes: np.ndarray  # firm_id as integer codes (-1 missing), for panel lookups
     defaults: Category | None = None  # per row: the inputs that took the rulebook's default, and why
+    jurisdiction: Any = None  # io.jurisdiction.Jurisdiction: per row inside/outside, when the rulebook declares one
 
     def take(self, idx: np.ndarray) -> Batch:
         cols = {k: (v.take(idx) if isinstance(v, Category) else v[idx]) for k, v in self.columns.items()}
@@ -200,6 +204,7 @@ class Batch:
             self.row_numbers[idx],
             self.firm_codes[idx],
             self.defaults.take(idx) if self.defaults is not None else None,
+            self.jurisdiction.take(idx) if self.jurisdiction is not None else None,
         )
 
 

@@ -141,6 +141,44 @@ def rate_summary(console: Any, results: Results, data: str, output: str | None, 
         console.print(f"results written to {output}")
 
 
+def contract_summary(
+    console: Any, results: Results, benchmarks: str | None = None, exported: str | None = None
+) -> None:
+    """The data-contract block of the rate summary (issue #12.4/12.5), kept apart from the
+    distribution above: jurisdiction, fallbacks taken by kind, provisional ratings, and the
+    benchmark tables given or written."""
+    from ..engine.results import placeholder_use
+
+    plan, ev, batch = results.plan, results.evaluation, results.batch
+    jur = batch.jurisdiction if batch is not None else None
+    if jur is not None:
+        counts = np.bincount(jur.status, minlength=4).tolist()
+        parts = [f"{counts[0]:,} inside", f"{counts[1]:,} outside (unrated, not in the peer groups)"]
+        if counts[2]:
+            parts.append(f"{counts[2]:,} without a division (rated as inside; jurisdiction column 'unknown')")
+        if jur.any_jurisdiction:
+            parts.append(f"{counts[3]:,} outside rated and in the peer groups on request (--any-jurisdiction)")
+        console.print(f"jurisdiction: {jur.describe()}: " + ", ".join(parts), markup=False)
+    fallbacks = results.fallback_counts()
+    if fallbacks:
+        console.print(
+            "fallbacks taken (rated firm-years): " + "; ".join(f"{k} {v:,}" for k, v in fallbacks), markup=False
+        )
+    if ev is not None:
+        prov = np.asarray(results.columns.category("provisional").codes) >= 0  # type: ignore[union-attr]
+        if prov.any():
+            per = [f"{name} {int((rows & prov).sum()):,}" for name, rows in placeholder_use(plan, ev).items()]
+            console.print(
+                f"provisional: {int(prov.sum()):,} rated firm-years rest on a placeholder (unpublished) benchmark "
+                f"value ({', '.join(per)}); column provisional",
+                markup=False,
+            )
+    if benchmarks:
+        console.print(f"benchmarks: the tables of {benchmarks} (peer groups not recomputed)", markup=False)
+    if exported:
+        console.print(f"benchmark tables written to {exported}", markup=False)
+
+
 def incentive_rows(results: Results) -> list[list[str]]:
     """Per level of the incentive rating, best first: what it means for lending, in full.
 

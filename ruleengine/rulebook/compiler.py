@@ -16,6 +16,7 @@ from typing import Any
 from ..errors import Diagnostic, SourceLocation, raise_if_errors
 from . import expressions as ex
 from .plan import (  # noqa: F401 - re-exported for callers of the compiler
+    GBT2260_PROVINCES,
     RESERVED,
     STANDARD_VARIABLES,
     Band,
@@ -192,6 +193,7 @@ class _Compiler:
                 self.error(f"the input '{must}' must be type: {typ} with required: true", ("inputs", must))
         if not self.library:
             self.check_boundary(graph)
+        jurisdiction, divisions = self.compile_jurisdiction() if not self.library else ("", ())
         raise_if_errors(self.diags)
         overrides = {f"{sec}.{name}": lib.file for (sec, name), lib in self.doc.overrides.items()}
         return Plan(
@@ -219,6 +221,8 @@ class _Compiler:
             overrides=overrides,
             is_library=self.library,
             crosswalk=crosswalk,
+            divisions=divisions,
+            jurisdiction=jurisdiction,
         )
 
     def compile_inputs(self) -> dict[str, InputSpec]:
@@ -426,6 +430,12 @@ class _Compiler:
         groups = tuple(spec["groups"])
         if len(set(groups)) != len(groups):
             self.error("a peer group is listed twice", (*path, "groups"))
+        sources = self.data.get("sources", {}) or {}
+        if fb.get("parameter") in self.params_:
+            status = self.params_[fb["parameter"]].status
+        else:  # a fixed value: as sure as the benchmark itself
+            status = spec.get("status") or (sources.get(spec.get("source"), {}) or {}).get("status", "")
+        placeholder = bool(fb) and status == "assumed"
         return BenchmarkSpec(
             name,
             spec["statistic"],
@@ -441,7 +451,34 @@ class _Compiler:
             self.unit(spec.get("unit"), (*path, "unit")),
             self.doc.loc(path, key=True),
             str(spec.get("source", "")),
+            placeholder,
         )
+
+    def compile_jurisdiction(self) -> tuple[str, tuple[str, ...]]:
+        """The jurisdiction's name and its GB/T 2260 division prefixes (none: all of China)."""
+        j = self.data.get("jurisdiction")
+        if not isinstance(j, dict):
+            return (str(j) if j else "", ())
+        path: PathT = ("jurisdiction",)
+        self.source_ref(j, path)
+        out = []
+        for k, code in enumerate(j["divisions"]):
+            where = (*path, "divisions", k)
+            if code[:2] not in GBT2260_PROVINCES:
+                self.error(f"'{code}': {code[:2]} is not a GB/T 2260 province-level code", where)
+                continue
+            short = code
+            while len(short) > 2 and short.endswith("00"):
+                short = short[:-2]
+            if short != code:  # 330500 is the city's own code, not its districts (3305xx)
+                self.error(
+                    f"'{code}' would match that code only; a division and everything in it is its "
+                    f"prefix: write '{short}'",
+                    where,
+                )
+                continue
+            out.append(code)
+        return (str(j["name"]), tuple(out))
 
     def compile_ratings(self, nodes: dict[str, Node]) -> dict[str, RatingSpec]:
         out = {}

@@ -15,6 +15,12 @@ from . import expressions as ex
 from .units import Unit
 
 STANDARD_VARIABLES = ("scope1_tco2", "scope2_tco2", "emissions_tco2", "energy_tce")
+# GB/T 2260 province-level codes (the first two digits of every division code; 71 Taiwan, 81 Hong
+# Kong, 82 Macao). Source: GB/T 2260-2007 and the Ministry of Civil Affairs' current code list
+# (secondary: a transcription of the MCA list, see docs/methods/sources.md).
+GBT2260_PROVINCES = frozenset(
+    "11 12 13 14 15 21 22 23 31 32 33 34 35 36 37 41 42 43 44 45 46 50 51 52 53 54 61 62 63 64 65 71 81 82".split()
+)
 RESERVED = (
     "rulebook",
     "rulebook_version",
@@ -28,6 +34,8 @@ RESERVED = (
     "incentive_credit_policy",
     "incentive_services",
     "incentive_subsidy_pct",
+    "provisional",
+    "jurisdiction",
     "all",
 )
 
@@ -108,6 +116,9 @@ class BenchmarkSpec:
     unit: Unit | None
     loc: SourceLocation
     source: str = ""  # the entry of `sources` the benchmark cites
+    # the fallback level is a placeholder, not a published value: its table parameter (or, for a
+    # fixed value, the benchmark itself) has status `assumed`; a rating that uses it is provisional
+    placeholder: bool = False
 
 
 @dataclass
@@ -210,6 +221,10 @@ class Plan:
     overrides: dict[str, str] = field(default_factory=dict)  # "section.name" → library file it replaces
     crosswalk: dict[str, dict[str, Any]] = field(default_factory=dict)  # other rulebook id → {rating, map}
     is_library: bool = False
+    # the administrative divisions the rulebook rates: GB/T 2260 code prefixes ('33' a province,
+    # '3305' a prefecture-level city, '330502' a county); () = no restriction (all of China)
+    divisions: tuple[str, ...] = ()
+    jurisdiction: str = ""  # its name, e.g. "Huzhou, Zhejiang"
 
     # Pickled (the on-disk plan cache) without the networkx graph: it is rebuilt from plain node
     # and edge lists the first time someone asks, so loading a cached plan does not import networkx.

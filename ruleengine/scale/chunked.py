@@ -30,7 +30,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import DataError
-from .partition import ROW, benchmark_passes, final_of, firm_keys, firm_text, partials_of, prepare, tables_of
+from .partition import (
+    ROW,
+    benchmark_passes,
+    columns_read,
+    final_of,
+    firm_keys,
+    firm_text,
+    partials_of,
+    prepare,
+    tables_of,
+)
 from .sink import ResultSink
 
 if TYPE_CHECKING:
@@ -117,7 +127,7 @@ class Dataset:
                 names.setdefault(n, None)
         self.names = list(names)
         self.n = sum(self.rows_per_file)
-        self.wanted = [n for n in self.names if n in plan.inputs]
+        self.wanted = [n for n in self.names if n in columns_read(plan)]
         fields = []
         for name in self.wanted:
             types = {s.field(name).type for s in schemas if name in s.names}

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .partition import ROW, benchmark_passes, buckets, final_of, partials_of, prepare, tables_of
+from .partition import ROW, benchmark_passes, buckets, columns_read, final_of, partials_of, prepare, tables_of
 from .sink import ResultSink
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ def _raw_of(pdf: Any, plan: Plan, source: str) -> tuple[RawTable, np.ndarray]:
 
     rows = pdf[ROW].to_numpy(dtype=np.int64)
     names = [c for c in pdf.columns if c not in (ROW, BUCKET)]
-    wanted = [c for c in names if c in plan.inputs]
+    wanted = [c for c in names if c in columns_read(plan)]
     table = pa.Table.from_pandas(pdf[wanted], preserve_index=False)
     cols = {n: table.column(n) for n in table.column_names}
     return RawTable(cols, len(pdf), source, names=names), rows

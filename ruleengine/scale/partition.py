@@ -229,12 +229,19 @@ def take_raw(raw: RawTable, idx: np.ndarray) -> RawTable:
     )
 
 
+def columns_read(plan: Plan) -> frozenset[str]:
+    """The columns a runner reads for ``plan``: its inputs, and ``region`` when it declares a
+    jurisdiction (the firm's division, see io.jurisdiction)."""
+    return frozenset(plan.inputs) | ({"region"} if plan.divisions else set())
+
+
 def prepare(plan: Plan, raw: RawTable, rows: np.ndarray | None) -> Batch:
     """The data contract over one partition; ``rows``: its rows' positions in the whole input
     (used for row numbers only when the partition does not carry the file's own)."""
     from ..io.data import prepare as _prepare
+    from ..pipeline import judge
 
-    return _prepare(raw, plan.inputs, plan.id, rows=None if raw.row_numbers is not None else rows)
+    return judge(plan, _prepare(raw, plan.inputs, plan.id, rows=None if raw.row_numbers is not None else rows), raw)
 
 
 def partials_of(plan: Plan, batch: Batch, tables: Mapping[str, BenchmarkTable]) -> Partials:

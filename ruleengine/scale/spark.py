@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .partition import ROW, benchmark_passes, buckets, final_of, partials_of, prepare, tables_of
+from .partition import ROW, benchmark_passes, buckets, columns_read, final_of, partials_of, prepare, tables_of
 from .sink import ResultSink
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ def _raw(table: Any, plan: Plan, source: str, names: Sequence[str]) -> tuple[Raw
     from ..io.data import RawTable
 
     rows = table.column(ROW).to_numpy().astype(np.int64)
-    cols = {n: table.column(n) for n in table.column_names if n in plan.inputs}
+    cols = {n: table.column(n) for n in table.column_names if n in columns_read(plan)}
     return RawTable(cols, table.num_rows, source, names=list(names)), rows
 
 
