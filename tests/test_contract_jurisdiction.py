@@ -193,7 +193,7 @@ def test_one_firm_against_the_exported_tables_gets_its_row_of_the_full_run(expor
     _, rows, tables, _ = exported
     with SAMPLE.open(encoding="utf-8") as fh:
         src = list(csv.DictReader(fh))
-    fid = "913305005859874482"  # Huzhou, class 1713
+    fid = "91330500580895964B"  # Huzhou, class 1713
     one = tmp_path / "one.csv"
     with one.open("w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, fieldnames=list(src[0]))
