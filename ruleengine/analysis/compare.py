@@ -30,10 +30,14 @@ CATEGORY_VARIABLE = {
 KENDALL_MAX = 5000
 
 
+CHUNK_ROWS = 131_072  # rows evaluated at a time (firm-complete chunks)
+
+
 @dataclass
 class Method:
     plan: Plan
-    results: Results
+    results: Results  # only the columns compare reads (see _rate_slim)
+    value: np.ndarray  # the primary rating's value per row
 
     @property
     def id(self) -> str:
@@ -41,10 +45,7 @@ class Method:
 
     def score(self) -> np.ndarray:
         """The primary rating's value, oriented so that a higher number is the better position."""
-        ev = self.results.evaluation
-        assert ev is not None
-        v = np.broadcast_to(ev.values[f"rating:{self.plan.primary}"], (len(self.results),)).astype(np.float64)
-        v = np.where(self.results["status"] == "rated", v, np.nan)
+        v = np.where(self.results["status"] == "rated", self.value, np.nan)
         return -v if self.plan.ratings[self.plan.primary].better == "lower" else v
 
 
@@ -178,7 +179,78 @@ def _reason(m1: Method, m2: Method, i: int) -> str:
     return "scale: same emissions and peers, different indicators, thresholds or scoring"
 
 
-def run(books: list[Any], data: Any, top: int = 10) -> dict[str, Any]:
+def _rate_slim(plan: Plan, raw: Any, chunk_rows: int = CHUNK_ROWS) -> Method:
+    """Rate ``raw`` with ``plan`` in firm-complete chunks and keep only what compare reads: the
+    rating, status and value, emissions and the boundary variables, the benchmark groups. The
+    benchmark tables come from partials merged exactly over the chunks, so every number is the
+    one-batch run's; memory is the typed batch, one chunk's evaluation and these few columns
+    (issue #11.4: compare at 2M rows held every method's whole evaluation, 3.7 GB)."""
+    from .. import pipeline
+    from ..engine.results import Columns
+    from ..scale.partition import benchmark_passes, final_of, firm_chunks, partials_of, tables_of
+
+    pipeline.require_rulebook(plan)
+    batch = pipeline.prepare(plan, raw)
+    n = batch.n
+    chunks = list(firm_chunks(batch.firm_codes, chunk_rows))
+    whole = len(chunks) <= 1
+    tables: dict[str, Any] = {}
+    if not whole:
+        for _ in range(benchmark_passes(plan)):
+            tables.update(tables_of(plan, [partials_of(plan, batch.take(r), tables) for r in chunks]))
+    primary = plan.primary
+    value = np.full(n, np.nan)
+    levels = np.full(n, -1, dtype=np.int64)
+    rated = np.zeros(n, dtype=bool)
+    floats = {name: np.full(n, np.nan) for name in ("emissions_tco2", *CATEGORY_VARIABLE.values())}
+    groups = {f"{bm}_group": np.full(n, "", dtype=object) for bm in plan.benchmarks}
+    present: set[str] = set()
+    for rows in chunks or [np.arange(0)]:
+        if whole:
+            res = pipeline.evaluate_batch(plan, batch)
+            rows = np.arange(n)
+        else:
+            res = final_of(plan, batch.take(rows), tables)
+        ev = res.evaluation
+        assert ev is not None
+        value[rows] = np.broadcast_to(ev.values[f"rating:{primary}"], (len(rows),))
+        levels[rows] = ev.levels[primary]
+        rated[rows] = res["status"] == "rated"
+        for name, arr in floats.items():
+            if name in res.columns:
+                present.add(name)
+                arr[rows] = res[name]
+        for name, arr in groups.items():
+            arr[rows] = res[name]
+        del res, ev
+    cols = Columns()
+    years = batch.columns["year"]
+    cols["year"] = np.where(np.isnan(years), -1, years).astype(np.int64)
+    ids = batch.columns["firm_id"]
+    if hasattr(ids, "codes"):
+        cols.set_category("firm_id", ids)
+    else:
+        cols["firm_id"] = np.asarray(ids, dtype=object)
+    cols.set_encoded("status", np.where(rated, 0, 1).astype(np.int8), ["rated", "unrated"])
+    cols.set_encoded("rating", levels, plan.ratings[primary].ids)
+    for name in floats:
+        if name in present:
+            cols[name] = floats[name]
+    for name, arr in groups.items():
+        cols[name] = arr
+    return Method(plan, Results(cols, plan), value)
+
+
+def _text_at(results: Results, column: str, i: int) -> str:
+    """One cell of a text column, without turning the whole column into strings."""
+    enc = results.columns.encoded(column)
+    if enc is None:
+        return str(results[column][i])
+    code = int(enc[0][i])
+    return str(enc[1][code]) if 0 <= code < len(enc[1]) else ""
+
+
+def run(books: list[Any], data: Any, top: int = 10, chunk_rows: int = CHUNK_ROWS) -> dict[str, Any]:
     from .. import pipeline
     from ..rulebook.loader import load
 
@@ -187,16 +259,13 @@ def run(books: list[Any], data: Any, top: int = 10) -> dict[str, Any]:
         from ..errors import RuleEngineError
 
         raise RuleEngineError("compare needs different methods (two rulebooks have the same id)")
-    rated, raw = pipeline.rate_many(plans, data)  # the data is read once for every method
-    methods = [Method(p, r) for p, r in zip(plans, rated, strict=True)]
+    for plan in plans:
+        pipeline.require_rulebook(plan)
+    raw = pipeline.read(data, plans, pipeline.CONTEXT_COLUMNS)  # the data is read once for every method
+    methods = [_rate_slim(p, raw, chunk_rows) for p in plans]  # one method's evaluation at a time
     n = len(methods[0].results)
-    firm = methods[0].results["firm_id"]
     year = methods[0].results["year"]
-    from ..io.data import text_values
-
-    names = None
-    if "firm_name" in raw.columns:
-        names = text_values(raw.columns["firm_name"], n)
+    names_col = raw.columns.get("firm_name")
     out: dict[str, Any] = {"firm_years": n, "methods": [], "pairs": [], "crosswalk": None}
     for m in methods:
         out["methods"].append(
@@ -241,8 +310,8 @@ def run(books: list[Any], data: Any, top: int = 10) -> dict[str, Any]:
         order = [i for i in np.argsort(-np.abs(np.nan_to_num(gap)), kind="stable").tolist() if ok[i]][:top]
         pair["largest_differences"] = [
             {
-                "firm_id": str(firm[i]),
-                "firm_name": names[i] if names else "",
+                "firm_id": _text_at(methods[0].results, "firm_id", i),
+                "firm_name": _name_at(names_col, i),
                 "year": int(year[i]),
                 f"{m1.id}_rating": str(m1.results["rating"][i]),
                 f"{m2.id}_rating": str(m2.results["rating"][i]),
@@ -254,6 +323,18 @@ def run(books: list[Any], data: Any, top: int = 10) -> dict[str, Any]:
         ]
         out["pairs"].append(pair)
     return out
+
+
+def _name_at(col: Any, i: int) -> str:
+    """Row ``i`` of the firm_name column as read ('' when there is none), read for that row only."""
+    if col is None:
+        return ""
+    import pyarrow as pa
+
+    from ..io.data import text_values
+
+    part = col.slice(i, 1) if isinstance(col, pa.Array | pa.ChunkedArray) else col[i : i + 1]
+    return text_values(part, 1)[0]
 
 
 def to_json(result: dict[str, Any]) -> str:
