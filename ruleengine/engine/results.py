@@ -23,6 +23,7 @@ from .benchmarks import BenchmarkTable
 from .evaluator import Evaluation, Note, joined
 
 CHUNK_ROWS = 262_144  # rows converted to Arrow and written at a time
+TEXT_TABLE_ROWS = 32_768  # rows per Arrow table for the text writers (CSV, xlsx): whole strings per cell
 TEXT_CHUNK_ROWS = 4_096  # rows turned into JSON text at a time (about 10 MB of text for 60 columns)
 DICTIONARY_MAX_LABELS = 65_536  # text columns with more labels (firm ids) are written as plain strings
 
@@ -217,16 +218,16 @@ class Results:
                 arrays[k] = array(v, np.isnan(v))  # NaN → null
         return arrays
 
-    def _chunks(self, dictionary: bool | int = False) -> Iterator[Any]:
-        """The results as Arrow tables of CHUNK_ROWS rows: only one chunk is converted at a time."""
+    def _chunks(self, dictionary: bool | int = False, rows: int = CHUNK_ROWS) -> Iterator[Any]:
+        """The results as Arrow tables of ``rows`` rows: only one chunk is converted at a time."""
         import pyarrow as pa
 
         n = len(self)
         labels = self._labels()
-        for start in range(0, max(n, 1), CHUNK_ROWS):
-            yield pa.table(self._arrays(labels, start, min(start + CHUNK_ROWS, n), dictionary))
+        for start in range(0, max(n, 1), rows):
+            yield pa.table(self._arrays(labels, start, min(start + rows, n), dictionary))
 
-    def _chunks_ahead(self, dictionary: bool | int = False) -> Iterator[Any]:
+    def _chunks_ahead(self, dictionary: bool | int = False, rows: int = CHUNK_ROWS) -> Iterator[Any]:
         """:meth:`_chunks`, with the next chunk converted in a second thread while the writer
         (which releases the GIL) compresses the current one. At most two chunks wait."""
         import queue
@@ -238,7 +239,7 @@ class Results:
 
         def produce() -> None:
             try:
-                for table in self._chunks(dictionary):
+                for table in self._chunks(dictionary, rows):
                     while not stop.is_set():
                         try:
                             q.put(table, timeout=0.1)
@@ -292,7 +293,7 @@ class Results:
                     f"{path}: {len(self):,} result rows do not fit one Excel sheet (at most "
                     f"{EXCEL_MAX_ROWS - 1:,}); write .csv, .jsonl or .parquet"
                 )
-            write_xlsx(p, self._chunks_ahead())
+            write_xlsx(p, self._chunks_ahead(rows=TEXT_TABLE_ROWS))
         elif suffix in (".json", ".jsonl", ".ndjson"):
             with p.open("w", encoding="utf-8") as fh:
                 if suffix == ".json":
@@ -343,7 +344,7 @@ class Results:
         import pyarrow.csv as pacsv
 
         writer = None
-        for table in self._chunks_ahead():
+        for table in self._chunks_ahead(rows=TEXT_TABLE_ROWS):  # the bytes do not depend on the chunk size
             if writer is None:
                 writer = pacsv.CSVWriter(fh, table.schema)
             writer.write_table(table)
