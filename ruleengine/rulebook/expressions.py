@@ -246,16 +246,16 @@ def mixed_years(tree: ast.AST, pos: Callable[[ast.AST], tuple[int]]) -> list[Pro
     ``prev(a / b, fallback)``: the whole expression from one year, or the fallback. The condition
     and the two branches of ``where()`` are apart (a row takes one branch): a guard such as
     ``where(prev(e, 0) > 0, prev(a) + prev(b), 0)`` is fine."""
-    groups: dict[tuple[int, str], list[ast.Call]] = {}
+    groups: dict[tuple[int, str], list[tuple[str, ast.Call]]] = {}
     todo: list[tuple[ast.AST, int]] = [(tree, 0)]
     contexts = 0
     while todo:
         n, ctx = todo.pop()
         if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in _PANEL_FALLBACK_ARG:
             name = n.func.id
-            year = n.args[1] if name == "baseline" and len(n.args) > 1 else None
-            key = "the previous year" if name == "prev" else f"year {ast.unparse(year) if year else '?'}"
-            groups.setdefault((ctx, key), []).append(n)
+            at = n.args[1] if name == "baseline" and len(n.args) > 1 else None
+            key = "the previous year" if name == "prev" else f"year {ast.unparse(at) if at else '?'}"
+            groups.setdefault((ctx, key), []).append((name, n))
             todo.extend((a, ctx) for a in n.args[1:])  # the first argument is computed in that other year
             continue
         if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "where" and len(n.args) == 3:
@@ -266,12 +266,12 @@ def mixed_years(tree: ast.AST, pos: Callable[[ast.AST], tuple[int]]) -> list[Pro
         todo.extend((c, ctx) for c in ast.iter_child_nodes(n))
     problems: list[Problem] = []
     for (_, key), found in groups.items():
-        calls = sorted(found, key=lambda c: (c.lineno, c.col_offset))
-        with_fallback = [c for c in calls if len(c.args) > _PANEL_FALLBACK_ARG[c.func.id]]  # type: ignore[union-attr]
+        ordered = sorted(found, key=lambda fc: (fc[1].lineno, fc[1].col_offset))
+        calls = [c for _, c in ordered]
+        with_fallback = [(f, c) for f, c in ordered if len(c.args) > _PANEL_FALLBACK_ARG[f]]
         if len(calls) < 2 or not with_fallback:
             continue
-        c = with_fallback[0]
-        fn = c.func.id  # type: ignore[union-attr]
+        fn, c = with_fallback[0]
         terms = ", ".join(ast.unparse(x.args[0]) for x in calls)
         joined = " and ".join(dict.fromkeys(ast.unparse(x.args[0]) for x in calls))
         year = "" if fn == "prev" else f", {ast.unparse(c.args[1])}"
