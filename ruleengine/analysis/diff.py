@@ -364,8 +364,15 @@ def impact(old: Plan, new: Plan, data: Any) -> dict[str, Any]:
     from .. import pipeline
 
     raw = pipeline.read(data, [old, new], pipeline.CONTEXT_COLUMNS)
-    ra, rb = pipeline.rate(old, None, raw=raw), pipeline.rate(new, None, raw=raw)
-    a, b = ra["rating"], rb["rating"]
+    # one method's whole results at a time: only the columns used below are kept (issue #11.4)
+    ra = pipeline.rate(old, None, raw=raw)
+    a, bp_a, years = ra["rating"], ra.columns.get("incentive_rate_bp"), ra["year"]
+    firm_ids = ra.columns.category("firm_id")
+    plain_ids = ra["firm_id"] if firm_ids is None else None
+    del ra
+    rb = pipeline.rate(new, None, raw=raw)
+    b, bp_b, batch = rb["rating"], rb.columns.get("incentive_rate_bp"), rb.batch
+    del rb
     a_lab = np.where(a == "", "unrated", a)
     b_lab = np.where(b == "", "unrated", b)
     rows = [*old.ratings[old.primary].best_first(), "unrated"]
@@ -385,7 +392,6 @@ def impact(old: Plan, new: Plan, data: Any) -> dict[str, Any]:
     direction[(a_lab != "unrated") & (b_lab == "unrated")] = "newly unrated"
     direction[(a_lab == "unrated") & (b_lab != "unrated")] = "newly rated"
     direction[moved & (direction == "")] = "moved"
-    batch = rb.batch
     assert batch is not None
 
     def text_col(name: str) -> np.ndarray:
@@ -404,19 +410,24 @@ def impact(old: Plan, new: Plan, data: Any) -> dict[str, Any]:
             if d:
                 table.setdefault(v or "(none)", Counter())[d] += 1
         by[key] = {k: dict(sorted(c.items())) for k, c in sorted(table.items())}
+
+    def firm_at(i: int) -> str:
+        if firm_ids is None:
+            return str(plain_ids[i])  # type: ignore[index]
+        code = int(firm_ids.codes[i])
+        return firm_ids.labels[code] if 0 <= code < firm_ids.label_count else ""
+
     firms = [
         {
-            "firm_id": str(ra["firm_id"][i]),
-            "year": int(ra["year"][i]),
+            "firm_id": firm_at(i),
+            "year": int(years[i]),
             "old": str(a_lab[i]),
             "new": str(b_lab[i]),
             "direction": str(direction[i]),
         }
-        for i in np.flatnonzero(moved)
+        for i in np.flatnonzero(moved).tolist()
     ]
     lending: dict[str, Any] = {}
-    bp_a = ra.columns.get("incentive_rate_bp")
-    bp_b = rb.columns.get("incentive_rate_bp")
     if bp_a is not None and bp_b is not None:
         da, db = np.nan_to_num(bp_a), np.nan_to_num(bp_b)
         lending["rate_bp_sum_change"] = float(np.sum(db - da))
@@ -441,7 +452,7 @@ def impact(old: Plan, new: Plan, data: Any) -> dict[str, Any]:
         "by": by,
         "firms": firms,
         "lending": lending,
-        "_results": (ra, rb),
+        "_base": a_lab,
     }
 
 
@@ -538,8 +549,7 @@ def run(old_book: Any, new_book: Any, data: Any | None = None) -> dict[str, Any]
 
         raw = pipeline.read(data, [old_plan, new_plan], pipeline.CONTEXT_COLUMNS)  # the one read
         imp = impact(old_plan, new_plan, raw)
-        ra, _ = imp.pop("_results")
-        base = np.where(ra["rating"] == "", "unrated", ra["rating"])
+        base = imp.pop("_base")
         out["impact"] = imp
         out["attribution"] = attribution(old_doc, new_doc, edits, raw, base)
     return out
