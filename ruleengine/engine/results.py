@@ -218,16 +218,18 @@ class Results:
                 arrays[k] = array(v, np.isnan(v))  # NaN → null
         return arrays
 
-    def _chunks(self, dictionary: bool | int = False, rows: int = CHUNK_ROWS) -> Iterator[Any]:
-        """The results as Arrow tables of ``rows`` rows: only one chunk is converted at a time."""
+    def _chunks(self, dictionary: bool | int = False, rows: int | None = None) -> Iterator[Any]:
+        """The results as Arrow tables of ``rows`` rows (default :data:`CHUNK_ROWS`): only one
+        chunk is converted at a time."""
         import pyarrow as pa
 
+        rows = rows or CHUNK_ROWS
         n = len(self)
         labels = self._labels()
         for start in range(0, max(n, 1), rows):
             yield pa.table(self._arrays(labels, start, min(start + rows, n), dictionary))
 
-    def _chunks_ahead(self, dictionary: bool | int = False, rows: int = CHUNK_ROWS) -> Iterator[Any]:
+    def _chunks_ahead(self, dictionary: bool | int = False, rows: int | None = None) -> Iterator[Any]:
         """:meth:`_chunks`, with the next chunk converted in a second thread while the writer
         (which releases the GIL) compresses the current one. At most two chunks wait."""
         import queue
@@ -293,7 +295,7 @@ class Results:
                     f"{path}: {len(self):,} result rows do not fit one Excel sheet (at most "
                     f"{EXCEL_MAX_ROWS - 1:,}); write .csv, .jsonl or .parquet"
                 )
-            write_xlsx(p, self._chunks_ahead(rows=TEXT_TABLE_ROWS))
+            write_xlsx(p, self._chunks_ahead(rows=min(TEXT_TABLE_ROWS, CHUNK_ROWS)))
         elif suffix in (".json", ".jsonl", ".ndjson"):
             with p.open("w", encoding="utf-8") as fh:
                 if suffix == ".json":
@@ -343,8 +345,8 @@ class Results:
         same bytes as ``-o OUT.csv``."""
         import pyarrow.csv as pacsv
 
-        writer = None
-        for table in self._chunks_ahead(rows=TEXT_TABLE_ROWS):  # the bytes do not depend on the chunk size
+        writer = None  # the bytes do not depend on the table size
+        for table in self._chunks_ahead(rows=min(TEXT_TABLE_ROWS, CHUNK_ROWS)):
             if writer is None:
                 writer = pacsv.CSVWriter(fh, table.schema)
             writer.write_table(table)
