@@ -179,43 +179,62 @@ def _reason(m1: Method, m2: Method, i: int) -> str:
     return "scale: same emissions and peers, different indicators, thresholds or scoring"
 
 
-def _rate_slim(plan: Plan, raw: Any, chunk_rows: int = CHUNK_ROWS) -> Method:
-    """Rate ``raw`` with ``plan`` in firm-complete chunks and keep only what compare reads: the
-    rating, status and value, emissions and the boundary variables, the benchmark groups. The
-    benchmark tables come from partials merged exactly over the chunks, so every number is the
-    one-batch run's; memory is the typed batch, one chunk's evaluation and these few columns
-    (issue #11.4: compare at 2M rows held every method's whole evaluation, 3.7 GB)."""
+def _firms(raw: Any) -> Any:
+    """(codes, labels) of the firm ids as the data contract reads them (text, spaces trimmed,
+    missing as ''): the labels a pyarrow string array, the codes int32."""
+    import pyarrow.compute as pc
+
+    from ..scale.partition import firm_text
+
+    if "firm_id" not in raw.columns:
+        return None
+    enc = pc.dictionary_encode(firm_text(raw.columns["firm_id"]))
+    return enc.indices.to_numpy(zero_copy_only=False).astype(np.int32, copy=False), enc.dictionary
+
+
+def _rate_slim(plan: Plan, raw: Any, chunk_rows: int = CHUNK_ROWS, firms: Any = None) -> Method:
+    """Rate ``raw`` with ``plan`` in firm-complete chunks (each checked against the data contract
+    and evaluated on its own) and keep only what compare reads: the rating, status and value,
+    emissions and the boundary variables, the benchmark groups. The benchmark tables come from
+    partials merged exactly over the chunks, so every number is the one-batch run's; memory is
+    the data as read, one chunk's batch and evaluation, and these few columns (issue #11.4:
+    compare at 2M rows held every method's whole evaluation, 3.7 GB)."""
     from .. import pipeline
     from ..engine.results import Columns
-    from ..scale.partition import benchmark_passes, final_of, firm_chunks, partials_of, tables_of
+    from ..scale.partition import benchmark_passes, final_of, firm_chunks, partials_of, prepare, tables_of, take_raw
 
     pipeline.require_rulebook(plan)
-    batch = pipeline.prepare(plan, raw)
-    n = batch.n
-    chunks = list(firm_chunks(batch.firm_codes, chunk_rows))
+    n = raw.n
+    firms = firms if firms is not None else _firms(raw)
+    chunks = list(firm_chunks(firms[0], chunk_rows)) if firms is not None else []
     whole = len(chunks) <= 1
+
+    def part(rows: np.ndarray) -> Any:
+        return prepare(plan, take_raw(raw, rows), rows)
+
     tables: dict[str, Any] = {}
     if not whole:
         for _ in range(benchmark_passes(plan)):
-            tables.update(tables_of(plan, [partials_of(plan, batch.take(r), tables) for r in chunks]))
+            tables.update(tables_of(plan, [partials_of(plan, part(r), tables) for r in chunks]))
     primary = plan.primary
     value = np.full(n, np.nan)
-    levels = np.full(n, -1, dtype=np.int64)
+    levels = np.full(n, -1, dtype=np.int16)
     rated = np.zeros(n, dtype=bool)
+    years = np.full(n, -1, dtype=np.int64)
     floats = {name: np.full(n, np.nan) for name in ("emissions_tco2", *CATEGORY_VARIABLE.values())}
     groups = {f"{bm}_group": np.full(n, "", dtype=object) for bm in plan.benchmarks}
     present: set[str] = set()
-    for rows in chunks or [np.arange(0)]:
-        if whole:
-            res = pipeline.evaluate_batch(plan, batch)
-            rows = np.arange(n)
-        else:
-            res = final_of(plan, batch.take(rows), tables)
+    plain_ids = None
+    for rows in [np.arange(n)] if whole else chunks:
+        res = pipeline.rate(plan, None, raw=raw) if whole else final_of(plan, part(rows), tables)
         ev = res.evaluation
         assert ev is not None
         value[rows] = np.broadcast_to(ev.values[f"rating:{primary}"], (len(rows),))
         levels[rows] = ev.levels[primary]
         rated[rows] = res["status"] == "rated"
+        years[rows] = res["year"]
+        if firms is None:
+            plain_ids = res["firm_id"]
         for name, arr in floats.items():
             if name in res.columns:
                 present.add(name)
@@ -224,13 +243,11 @@ def _rate_slim(plan: Plan, raw: Any, chunk_rows: int = CHUNK_ROWS) -> Method:
             arr[rows] = res[name]
         del res, ev
     cols = Columns()
-    years = batch.columns["year"]
-    cols["year"] = np.where(np.isnan(years), -1, years).astype(np.int64)
-    ids = batch.columns["firm_id"]
-    if hasattr(ids, "codes"):
-        cols.set_category("firm_id", ids)
+    cols["year"] = years
+    if firms is not None:
+        cols.set_encoded("firm_id", firms[0], firms[1])
     else:
-        cols["firm_id"] = np.asarray(ids, dtype=object)
+        cols["firm_id"] = np.asarray(plain_ids, dtype=object)
     cols.set_encoded("status", np.where(rated, 0, 1).astype(np.int8), ["rated", "unrated"])
     cols.set_encoded("rating", levels, plan.ratings[primary].ids)
     for name in floats:
@@ -243,11 +260,13 @@ def _rate_slim(plan: Plan, raw: Any, chunk_rows: int = CHUNK_ROWS) -> Method:
 
 def _text_at(results: Results, column: str, i: int) -> str:
     """One cell of a text column, without turning the whole column into strings."""
-    enc = results.columns.encoded(column)
-    if enc is None:
+    cat = results.columns.category(column)
+    if cat is None:
         return str(results[column][i])
-    code = int(enc[0][i])
-    return str(enc[1][code]) if 0 <= code < len(enc[1]) else ""
+    code = int(cat.codes[i])
+    if not 0 <= code < cat.label_count:
+        return ""
+    return str(cat.arrow_labels()[code].as_py()) if cat.labels_from_arrow else str(cat.labels[code])
 
 
 def run(books: list[Any], data: Any, top: int = 10, chunk_rows: int = CHUNK_ROWS) -> dict[str, Any]:
@@ -262,7 +281,8 @@ def run(books: list[Any], data: Any, top: int = 10, chunk_rows: int = CHUNK_ROWS
     for plan in plans:
         pipeline.require_rulebook(plan)
     raw = pipeline.read(data, plans, pipeline.CONTEXT_COLUMNS)  # the data is read once for every method
-    methods = [_rate_slim(p, raw, chunk_rows) for p in plans]  # one method's evaluation at a time
+    firms = _firms(raw)
+    methods = [_rate_slim(p, raw, chunk_rows, firms) for p in plans]  # one method's evaluation at a time
     n = len(methods[0].results)
     year = methods[0].results["year"]
     names_col = raw.columns.get("firm_name")
