@@ -379,16 +379,12 @@ def rate(
             progress.update(task, description=f"writing {output}")
             _write_or_fail(results, output)
             progress.update(task, completed=len(steps))
-    if fmt == "json":
-        sys.stdout.write(results.to_json())
+    if fmt == "json":  # written chunk by chunk: memory does not grow with the text
+        results.write_json(sys.stdout)
     elif fmt == "csv":
-        import io
-
-        import pyarrow.csv as pacsv
-
-        buf = io.BytesIO()
-        pacsv.write_csv(results.to_arrow(), buf)
-        sys.stdout.write(buf.getvalue().decode())
+        sys.stdout.flush()
+        results.write_csv(sys.stdout.buffer)
+        sys.stdout.buffer.flush()
     if export_file:
         from .api import export_benchmarks
 

@@ -463,12 +463,24 @@ def impact(old: Plan, new: Plan, data: Any) -> dict[str, Any]:
     from .. import pipeline
 
     raw = pipeline.read(data, [old, new], pipeline.CONTEXT_COLUMNS)
-    ra, rb = pipeline.rate(old, None, raw=raw), pipeline.rate(new, None, raw=raw)
+    shared = [old.primary, *[r for r in old.ratings if r != old.primary and r in new.ratings]]
+
+    def labels(res: Any) -> dict[str, np.ndarray]:
+        return {name: res["rating"] if name == old.primary else res[name] for name in shared}
+
+    # one method's whole results at a time: only the columns used below are kept (issue #11.4)
+    ra = pipeline.rate(old, None, raw=raw)
+    labels_a, bp_a, years = labels(ra), ra.columns.get("incentive_rate_bp"), ra["year"]
+    firm_ids = ra.columns.category("firm_id")
+    plain_ids = ra["firm_id"] if firm_ids is None else None
+    del ra
+    rb = pipeline.rate(new, None, raw=raw)
+    labels_b, bp_b = labels(rb), rb.columns.get("incentive_rate_bp")
     categories = _categories(old, new, raw, rb)
+    del rb
     per_rating: dict[str, Any] = {}
-    for rname in [old.primary, *[r for r in old.ratings if r != old.primary and r in new.ratings]]:
-        col_a = ra["rating"] if rname == old.primary else ra[rname]
-        col_b = rb["rating"] if rname == old.primary else rb[rname]
+    for rname in shared:
+        col_a, col_b = labels_a[rname], labels_b[rname]
         # the primary is compared with the new primary, whatever each rulebook calls it
         mig = _migration(old, new, rname, new.primary if rname == old.primary else rname, col_a, col_b)
         mig["by"] = _by(categories, mig["direction"])
@@ -477,19 +489,24 @@ def impact(old: Plan, new: Plan, data: Any) -> dict[str, Any]:
     a_lab, b_lab = prim["labels"]
     direction = prim["direction"]
     moved = a_lab != b_lab
+
+    def firm_at(i: int) -> str:
+        if firm_ids is None:
+            return str(plain_ids[i])  # type: ignore[index]
+        code = int(firm_ids.codes[i])
+        return firm_ids.labels[code] if 0 <= code < firm_ids.label_count else ""
+
     firms = [
         {
-            "firm_id": str(ra["firm_id"][i]),
-            "year": int(ra["year"][i]),
+            "firm_id": firm_at(i),
+            "year": int(years[i]),
             "old": str(a_lab[i]),
             "new": str(b_lab[i]),
             "direction": str(direction[i]),
         }
-        for i in np.flatnonzero(moved)
+        for i in np.flatnonzero(moved).tolist()
     ]
     lending: dict[str, Any] = {}
-    bp_a = ra.columns.get("incentive_rate_bp")
-    bp_b = rb.columns.get("incentive_rate_bp")
     if bp_a is not None and bp_b is not None:
         da, db = np.nan_to_num(bp_a), np.nan_to_num(bp_b)
         lending["rate_bp_sum_change"] = float(np.sum(db - da))
@@ -518,7 +535,7 @@ def impact(old: Plan, new: Plan, data: Any) -> dict[str, Any]:
         "ratings": ratings,
         "firms": firms,
         "lending": lending,
-        "_results": (ra, rb),
+        "_base": a_lab,
     }
 
 
@@ -615,8 +632,7 @@ def run(old_book: Any, new_book: Any, data: Any | None = None) -> dict[str, Any]
 
         raw = pipeline.read(data, [old_plan, new_plan], pipeline.CONTEXT_COLUMNS)  # the one read
         imp = impact(old_plan, new_plan, raw)
-        ra, _ = imp.pop("_results")
-        base = np.where(ra["rating"] == "", "unrated", ra["rating"])
+        base = imp.pop("_base")
         out["impact"] = imp
         out["attribution"] = attribution(old_doc, new_doc, edits, raw, base)
     return out

@@ -31,12 +31,14 @@ import numpy as np
 from ..engine.evaluator import Patch, evaluate
 from ..rulebook.compiler import Plan, RatingSpec
 from ..rulebook.conditions import comparisons
+from ..scale.partition import firm_chunks
 
 if TYPE_CHECKING:
     from ..engine.results import Results
 
 GRID = 33
 PASSES = 4
+CHUNK_ROWS = 65_536  # rows evaluated at a time by columns(): memory is one chunk's evaluation
 
 
 @dataclass
@@ -224,13 +226,16 @@ def _level_neighbours(
     return better, worse, target
 
 
-def columns(plan: Plan, results: Results, iterations: int = 30) -> dict[str, np.ndarray]:
+def columns(
+    plan: Plan, results: Results, iterations: int = 30, chunk_rows: int = CHUNK_ROWS
+) -> dict[str, np.ndarray]:
     """For every row: next better / worse level, margins, and the emissions cut to the better level.
 
     Conditional levels have no margins (NaN); their better level is the one listed just above, the
     worse one the level the firm falls to if its own condition stops holding.
 
-    Bisection on the cut fraction, all rows at once: ``iterations`` whole-batch evaluations.
+    Bisection on the cut fraction, all rows of a chunk at once: ``iterations`` evaluations of each
+    firm-complete chunk of about ``chunk_rows`` rows (the same numbers as one whole-batch pass).
     """
     ev, batch = results.evaluation, results.batch
     assert ev is not None and batch is not None
@@ -263,20 +268,29 @@ def columns(plan: Plan, results: Results, iterations: int = 30) -> dict[str, np.
     emissions = np.broadcast_to(ev.values["emissions_tco2"], (n,)).astype(np.float64)
     todo = target >= 0
     cut = np.full(n, np.nan)
-    if todo.any():
+    # firm-complete chunks (prev()/baseline() find the firm's other years in the chunk), benchmarks
+    # held at the batch's tables: each row's cut is what the whole-batch bisection finds, and
+    # memory is one chunk's evaluation, not the whole batch's (issue #11.4)
+    for rows in firm_chunks(batch.firm_codes, chunk_rows):
+        t = todo[rows]
+        if not t.any():
+            continue
+        sub = batch if len(rows) == n else batch.take(rows)
+        em, tg = emissions[rows], np.where(t, target[rows], 0)
 
-        def reached_at(frac: np.ndarray) -> np.ndarray:
-            out = evaluate(plan, batch, results.tables, {"emissions_tco2": Patch(todo, emissions * (1.0 - frac))})
-            return _reached(r, out.levels[plan.primary], np.where(todo, target, 0)) & todo
+        def reached_at(frac: np.ndarray, sub: Any = sub, t: np.ndarray = t, em: np.ndarray = em, tg: Any = tg) -> Any:
+            out = evaluate(plan, sub, results.tables, {"emissions_tco2": Patch(t, em * (1.0 - frac))})
+            return _reached(r, out.levels[plan.primary], tg) & t
 
-        possible = reached_at(np.ones(n))
-        lo, hi = np.zeros(n), np.ones(n)
+        m = len(rows)
+        possible = reached_at(np.ones(m))
+        lo, hi = np.zeros(m), np.ones(m)
         for _ in range(iterations):
             mid = (lo + hi) / 2.0
             ok = reached_at(mid)
             hi = np.where(ok, mid, hi)
             lo = np.where(ok, lo, mid)
-        cut = np.where(possible, hi * emissions, np.nan)
+        cut[rows] = np.where(possible, hi * em, np.nan)
     with np.errstate(divide="ignore", invalid="ignore"):
         pct = np.where(emissions > 0, 100.0 * cut / emissions, np.nan)
     return {

@@ -23,6 +23,7 @@ from simpleeval import SimpleEval
 
 from ..io.data import Batch, Category
 from ..rulebook.expressions import MISSING
+from ..rulebook.functions import PANEL_FUNCTIONS
 from ..rulebook.plan import BenchmarkSpec, Plan, RatingSpec
 from .benchmarks import BenchmarkTable
 
@@ -290,6 +291,25 @@ class _ArrayEval(SimpleEval):
             if self.ctx.record:
                 self.ctx.notes.fallback(c == 0.0, self.ctx.record)
             return out
+        if (
+            isinstance(node.func, ast.Name)
+            and node.func.id in PANEL_FUNCTIONS
+            and node.args
+            and not isinstance(node.args[0], ast.Name | ast.Constant)
+        ):
+            # prev(a / b): the whole expression is computed on every row, then each row takes the
+            # value of its firm's other-year row, so all its terms come from that one year. What
+            # the expression meets on the way (a division by zero, a fallback) belongs to the
+            # other year's row, not to this one: no notes here; a value the other year lacks is
+            # this row's "no previous year value" (issue #13.7)
+            notes = self.ctx.notes
+            outer = notes.scope
+            notes.scope = np.zeros(self.ctx.n, dtype=bool)
+            try:
+                inner = self._eval(node.args[0])
+            finally:
+                notes.scope = outer
+            return self.functions[node.func.id](inner, *[self._eval(a) for a in node.args[1:]])
         if isinstance(node.func, ast.Name) and node.func.id in ("coalesce", "safe_div") and self.ctx.record:
             args = [self._eval(a) for a in node.args]
             out = self.functions[node.func.id](*args)
@@ -903,6 +923,17 @@ def finish(frame: Frame) -> Evaluation:
     reasons = frame.notes.join("reasons", extra)
     fallbacks = frame.notes.join("fallbacks")
     values = {k: v for k, v in frame.values.items() if k in plan.nodes}
+    # the formula evaluator and the frame refer to each other: break the cycles, so that a frame
+    # nobody holds frees its columns at once instead of at the next garbage collection (30
+    # evaluations of what-it-takes piled up 6 GB of such garbage at 2M rows, issue #11.4); a
+    # later evaluate_node() makes a new one
+    if frame._ev is not None:  # simpleeval keeps bound methods of itself: a cycle of its own
+        frame._ev.ctx = None  # type: ignore[assignment]
+        frame._ev.functions = {}
+        frame._ev.names = {}
+        frame._ev = None
+    for name in [k for k, v in frame.values.items() if isinstance(v, _BoundTable)]:
+        del frame.values[name]  # a bound table refers to its frame; it is bound again when looked up
     return Evaluation(values, levels, frame.aux, rated, reasons, fallbacks, frame.tables)
 
 

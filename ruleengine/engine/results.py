@@ -23,6 +23,8 @@ from .benchmarks import BenchmarkTable
 from .evaluator import Evaluation, Note, joined
 
 CHUNK_ROWS = 262_144  # rows converted to Arrow and written at a time
+TEXT_TABLE_ROWS = 32_768  # rows per Arrow table for the text writers (CSV, xlsx): whole strings per cell
+TEXT_CHUNK_ROWS = 4_096  # rows turned into JSON text at a time (about 10 MB of text for 60 columns)
 DICTIONARY_MAX_LABELS = 65_536  # text columns with more labels (firm ids) are written as plain strings
 
 
@@ -258,16 +260,18 @@ class Results:
                 arrays[k] = array(v, np.isnan(v))  # NaN → null
         return arrays
 
-    def _chunks(self, dictionary: bool | int = False) -> Iterator[Any]:
-        """The results as Arrow tables of CHUNK_ROWS rows: only one chunk is converted at a time."""
+    def _chunks(self, dictionary: bool | int = False, rows: int | None = None) -> Iterator[Any]:
+        """The results as Arrow tables of ``rows`` rows (default :data:`CHUNK_ROWS`): only one
+        chunk is converted at a time."""
         import pyarrow as pa
 
+        rows = rows or CHUNK_ROWS
         n = len(self)
         labels = self._labels()
-        for start in range(0, max(n, 1), CHUNK_ROWS):
-            yield pa.table(self._arrays(labels, start, min(start + CHUNK_ROWS, n), dictionary))
+        for start in range(0, max(n, 1), rows):
+            yield pa.table(self._arrays(labels, start, min(start + rows, n), dictionary))
 
-    def _chunks_ahead(self, dictionary: bool | int = False) -> Iterator[Any]:
+    def _chunks_ahead(self, dictionary: bool | int = False, rows: int | None = None) -> Iterator[Any]:
         """:meth:`_chunks`, with the next chunk converted in a second thread while the writer
         (which releases the GIL) compresses the current one. At most two chunks wait."""
         import queue
@@ -279,7 +283,7 @@ class Results:
 
         def produce() -> None:
             try:
-                for table in self._chunks(dictionary):
+                for table in self._chunks(dictionary, rows):
                     while not stop.is_set():
                         try:
                             q.put(table, timeout=0.1)
@@ -310,15 +314,7 @@ class Results:
         p = Path(path)
         suffix = p.suffix.lower()
         if suffix == ".csv":
-            import pyarrow.csv as pacsv
-
-            writer = None
-            for table in self._chunks_ahead():
-                if writer is None:
-                    writer = pacsv.CSVWriter(p, table.schema)
-                writer.write_table(table)
-            if writer is not None:
-                writer.close()
+            self.write_csv(p)
         elif suffix == ".parquet":
             # One row group per chunk of CHUNK_ROWS rows, each in canonical form (see
             # canonical_row_group), so that any run that produces the same rows — this one, or
@@ -332,25 +328,96 @@ class Results:
             if pwriter is not None:
                 pwriter.close()
         elif suffix == ".xlsx":
-            from ..io.xlsx import write_xlsx
+            from ..io.xlsx import EXCEL_MAX_ROWS, write_xlsx
 
-            write_xlsx(p, self._chunks_ahead())
+            if len(self) > EXCEL_MAX_ROWS - 1:  # refused before anything is written
+                from ..errors import DataError
+
+                raise DataError(
+                    f"{path}: {len(self):,} result rows do not fit one Excel sheet (at most "
+                    f"{EXCEL_MAX_ROWS - 1:,}); write .csv, .jsonl or .parquet"
+                )
+            write_xlsx(p, self._chunks_ahead(rows=min(TEXT_TABLE_ROWS, CHUNK_ROWS)))
         elif suffix in (".json", ".jsonl", ".ndjson"):
             with p.open("w", encoding="utf-8") as fh:
                 if suffix == ".json":
-                    fh.write(self.to_json())
+                    self.write_json(fh)
                 else:
-                    for row in self.rows():
-                        fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+                    self.write_jsonl(fh)
         else:
             from ..errors import DataError
 
             raise DataError(f"{path}: unknown output format '{suffix}' (use .csv, .json, .jsonl, .parquet or .xlsx)")
 
     def to_json(self) -> str:
-        return json.dumps(self.to_records(), ensure_ascii=False, indent=1) + "\n"
+        """The results as one JSON array (``json.dumps(records, indent=1)``); for big results
+        use :meth:`write_json`, which writes the same text chunk by chunk."""
+        import io
 
+        buf = io.StringIO()
+        self.write_json(buf)
+        return buf.getvalue()
 
+    def write_json(self, fh: Any) -> None:
+        """Write the results to the text stream ``fh`` as a JSON array of one object per row,
+        exactly ``json.dumps(self.to_records(), ensure_ascii=False, indent=1) + "\\n"``, but
+        :data:`TEXT_CHUNK_ROWS` rows at a time: memory is one chunk's text, not a dict per row."""
+        n = len(self)
+        if n == 0:
+            fh.write("[]\n")
+            return
+        fh.write("[\n")
+        template = " {\n" + ",\n".join(f"  {_key(k)}: %s" for k in self.columns) + "\n }"
+        first = True
+        for values in self._json_values():
+            if not first:
+                fh.write(",\n")
+            first = False
+            fh.write(",\n".join(map(template.__mod__, values)))
+        fh.write("\n]\n")
+
+    def write_jsonl(self, fh: Any) -> None:
+        """Write one JSON object per line (``json.dumps(row, ensure_ascii=False)``), chunk by chunk."""
+        template = "{" + ", ".join(f"{_key(k)}: %s" for k in self.columns) + "}\n"
+        for values in self._json_values():
+            fh.write("".join(map(template.__mod__, values)))
+
+    def write_csv(self, fh: Any) -> None:
+        """Write the results as CSV to the binary stream (or path) ``fh``, chunk by chunk: the
+        same bytes as ``-o OUT.csv``."""
+        import pyarrow.csv as pacsv
+
+        writer = None  # the bytes do not depend on the table size
+        for table in self._chunks_ahead(rows=min(TEXT_TABLE_ROWS, CHUNK_ROWS)):
+            if writer is None:
+                writer = pacsv.CSVWriter(fh, table.schema)
+            writer.write_table(table)
+        if writer is not None:
+            writer.close()
+
+    def _json_values(self) -> Iterator[Iterator[tuple[str, ...]]]:
+        """Per chunk of :data:`TEXT_CHUNK_ROWS` rows: each row's cells as JSON text, in column
+        order (what ``json.dumps`` writes for the value :meth:`row` gives). A text column's
+        labels are encoded once; numbers are written column by column (``float.__repr__``, the
+        shortest round-trip form ``json`` uses; NaN is null)."""
+        n = len(self)
+        labels: dict[str, np.ndarray] = {}
+        for k in self.columns:
+            enc = self.columns.encoded(k)
+            if enc is not None:
+                labels[k] = np.asarray([*map(_jstr, enc[1]), '""'], dtype=object)
+        for start in range(0, n, TEXT_CHUNK_ROWS):
+            stop = min(start + TEXT_CHUNK_ROWS, n)
+            cols: list[list[str]] = []
+            for k in self.columns:
+                if k in labels:
+                    lab = labels[k]
+                    codes = self.columns.encoded(k)[0][start:stop]  # type: ignore[index]
+                    last = len(lab) - 1
+                    cols.append(lab[np.where((codes < 0) | (codes >= last), last, codes)].tolist())
+                else:
+                    cols.append(_json_cells(self.columns[k][start:stop]))
+            yield zip(*cols, strict=True)
 _UINT_IDS = (2, 4, 6, 8)  # Arrow type ids of uint8/16/32/64
 PLAIN_TEXT = ("firm_id", "firm_name")  # identifiers: (nearly) one label per row, written as plain strings
 
@@ -454,6 +521,38 @@ def parquet_writer(path: str | Path, schema: Any) -> Any:
         store_schema=False,
         write_batch_size=65_536,
     )
+
+
+_jstr = json.encoder.encode_basestring  # what json.dumps does to a str
+
+
+def _key(name: str) -> str:
+    """A column name as a JSON key inside a %-template."""
+    return _jstr(name).replace("%", "%%")
+
+
+_NON_FINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}
+
+
+def _json_cells(v: np.ndarray) -> list[str]:
+    """The JSON text of each value of a result column (as ``json.dumps(_py(x))``)."""
+    if v.dtype.kind == "f":
+        finite = np.isfinite(v)
+        if not finite.any():
+            return ["null" if x != x else _NON_FINITE[x] for x in v.tolist()]
+        cells = list(map(float.__repr__, v.astype(np.float64, copy=False).tolist()))
+        for i in np.flatnonzero(~finite).tolist():
+            x = float(v[i])
+            cells[i] = "null" if x != x else _NON_FINITE[x]
+        return cells
+    if v.dtype.kind in "iu":
+        return list(map(int.__repr__, v.tolist()))
+    if v.dtype.kind == "b":
+        return ["true" if x else "false" for x in v.tolist()]
+    values = v.tolist()
+    if all(type(x) is str for x in values):
+        return list(map(_jstr, values))
+    return [json.dumps(_py(x), ensure_ascii=False) for x in values]
 
 
 def _py(v: Any) -> Any:

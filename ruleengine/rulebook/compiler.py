@@ -10,6 +10,7 @@ unused inputs and parameters.
 from __future__ import annotations
 
 import ast
+import keyword
 import math
 from typing import Any
 
@@ -58,6 +59,18 @@ def _const_value(text: Any) -> float:
         raise ValueError("only numbers and + - * / are allowed in a constant")
 
     return ev(node)
+
+
+def reserved_word(name: str) -> str | None:
+    """Why ``name`` cannot be a name in formulas, or None: a Python keyword such as ``lambda``,
+    which the formula parser reads as syntax, or a function of the formula language."""
+    if keyword.iskeyword(name):
+        return "is a reserved word of the formula syntax (a Python keyword) and cannot be a name in formulas"
+    from .functions import FUNCTIONS
+
+    if name in FUNCTIONS:
+        return f"is a function of the formula language ({name}(...))"
+    return None
 
 
 class _Compiler:
@@ -121,6 +134,9 @@ class _Compiler:
                     self.error(
                         f"'{name}' is the literal for a missing value in formulas; choose another name", path, key=True
                     )
+                word = reserved_word(name)
+                if word:
+                    self.error(f"'{name}' {word}; choose another name", path, key=True)
                 if name in self.names:
                     other_kind, other_path = self.names[name]
                     self.error(
@@ -383,6 +399,12 @@ class _Compiler:
             self.error(f"unit mismatch: parameter '{v}' is in {p.unit}, the scale needs {unit}", path)
         return float(p.dated[0][1])
 
+    def unparsed(self, name: str, spec: dict[str, Any], unit: Unit | None) -> Node:
+        """A variable whose formula was refused (reported): its name stays known, so its users are
+        not flagged as unknown names too."""
+        where = self.doc.loc(("variables", name), key=True)
+        return Node(name, "variable", None, spec.get("type", "number"), unit, spec, where)
+
     def compile_variable(self, name: str, spec: dict[str, Any]) -> Node | None:
         path = ("variables", name)
         self.source_ref(spec, path)
@@ -390,6 +412,11 @@ class _Compiler:
         if "weights" in spec:
             weights = spec["weights"]
             values: dict[str, float] = {}
+            for k in weights:
+                word = "is the literal for a missing value in formulas" if k == ex.MISSING else reserved_word(k)
+                if word:  # the weighted sum could not be written as a formula: the variable would vanish
+                    self.error(f"weights key '{k}' {word}", (*path, "weights", k), key=True)
+                    return self.unparsed(name, spec, unit)
             for k, v in weights.items():
                 if isinstance(v, str):  # a named weight: an undated scalar parameter of unit 1
                     p = self.params_.get(v)
@@ -406,8 +433,9 @@ class _Compiler:
             e: ex.Expr | None
             try:
                 e = ex.parse(text)
-            except ex.ExpressionProblems:
-                return None
+            except ex.ExpressionProblems as exc:  # never silently: the variable would disappear
+                self.error(f"the weights do not make a formula ({exc}): {text}", (*path, "weights"))
+                return self.unparsed(name, spec, unit)
             spec = {**spec, "expr": text, "_from_weights": True}
         else:
             e = self.parse_expr(spec["expr"], (*path, "expr"))

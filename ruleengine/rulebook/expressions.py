@@ -225,9 +225,66 @@ def parse(text: str) -> Expr:
                 walk(child, depth + 1)
 
     walk(node, 0)
+    if not problems:
+        problems = mixed_years(node, pos)
     if problems:
         raise ExpressionProblems(problems)
     return Expr(text=body, node=node, names=names, calls=calls, lead=lead, line_starts=starts)
+
+
+_PANEL_FALLBACK_ARG = {"prev": 1, "baseline": 2}  # position of the `otherwise` argument
+
+
+def mixed_years(tree: ast.AST, pos: Callable[[ast.AST], tuple[int]]) -> list[Problem]:
+    """A formula whose other-year terms could come from different years (issue #13.7).
+
+    ``prev(a) / prev(b)`` reads both from the firm's previous-year row: one year, or missing.
+    With a fallback, ``prev(a, 0) / prev(b, 1)`` does not: where the previous-year row lacks ``b``
+    but has ``a``, the quotient divides last year's ``a`` by a substitute, and a ``prev(x, x)``
+    mixes last year with this year. So: terms taken from the same year (``prev``, or ``baseline``
+    of one year) that make one value may carry a fallback only if there is one such term — write
+    ``prev(a / b, fallback)``: the whole expression from one year, or the fallback. The condition
+    and the two branches of ``where()`` are apart (a row takes one branch): a guard such as
+    ``where(prev(e, 0) > 0, prev(a) + prev(b), 0)`` is fine."""
+    groups: dict[tuple[int, str], list[tuple[str, ast.Call]]] = {}
+    todo: list[tuple[ast.AST, int]] = [(tree, 0)]
+    contexts = 0
+    while todo:
+        n, ctx = todo.pop()
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in _PANEL_FALLBACK_ARG:
+            name = n.func.id
+            at = n.args[1] if name == "baseline" and len(n.args) > 1 else None
+            key = "the previous year" if name == "prev" else f"year {ast.unparse(at) if at else '?'}"
+            groups.setdefault((ctx, key), []).append((name, n))
+            todo.extend((a, ctx) for a in n.args[1:])  # the first argument is computed in that other year
+            continue
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "where" and len(n.args) == 3:
+            for a in n.args:  # a row takes one branch: the condition and each branch are apart
+                contexts += 1
+                todo.append((a, contexts))
+            continue
+        todo.extend((c, ctx) for c in ast.iter_child_nodes(n))
+    problems: list[Problem] = []
+    for (_, key), found in groups.items():
+        ordered = sorted(found, key=lambda fc: (fc[1].lineno, fc[1].col_offset))
+        calls = [c for _, c in ordered]
+        with_fallback = [(f, c) for f, c in ordered if len(c.args) > _PANEL_FALLBACK_ARG[f]]
+        if len(calls) < 2 or not with_fallback:
+            continue
+        fn, c = with_fallback[0]
+        terms = ", ".join(ast.unparse(x.args[0]) for x in calls)
+        joined = " and ".join(dict.fromkeys(ast.unparse(x.args[0]) for x in calls))
+        year = "" if fn == "prev" else f", {ast.unparse(c.args[1])}"
+        problems.append(
+            Problem(
+                f"{len(calls)} terms of this formula are taken from {key} ({terms}) and "
+                f"{ast.unparse(c)} has a fallback: where it falls back and the others do not, the "
+                f"formula mixes years. Take the whole expression from one year, e.g. "
+                f"{fn}(<the formula of {joined}>{year}, fallback)",
+                *pos(c),
+            )
+        )
+    return problems
 
 
 class ExpressionProblems(Exception):

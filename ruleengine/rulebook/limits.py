@@ -31,6 +31,9 @@ MAX_FORMULA_DEPTH = 200  # as expressions.MAX_DEPTH: syntax-tree levels of one f
 
 # Sections whose strings are formulas (or may be); prose fields in them are skipped by name.
 FORMULA_SECTIONS = ("variables", "ratings", "benchmarks", "scales", "checks", "incentives")
+# Sections whose numbers must be finite: a NaN band edge made every comparison false and passed
+# `validate` (issue #11.7); parameters are checked by constant_value, author tests may expect NaN.
+NUMBER_SECTIONS = ("inputs", "scales", "variables", "benchmarks", "ratings", "checks", "incentives")
 PROSE_KEYS = frozenset(
     {"description", "title", "label", "note", "source", "unit", "units", "status", "id", "closed", "better", "text"}
 )
@@ -170,6 +173,19 @@ def _strings(data: Any, path: tuple[str | int, ...]) -> Iterator[tuple[tuple[str
             todo.extend((v, (*here, i)) for i, v in enumerate(value))
 
 
+def _non_finite(data: Any, path: tuple[str | int, ...]) -> Iterator[tuple[tuple[str | int, ...], float]]:
+    """Every float in ``data`` that is NaN or infinite (YAML ``.nan``, ``.inf``), with its path."""
+    todo: list[tuple[Any, tuple[str | int, ...]]] = [(data, path)]
+    while todo:
+        value, here = todo.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            yield here, value
+        elif isinstance(value, dict):
+            todo.extend((v, (*here, k)) for k, v in value.items())
+        elif isinstance(value, list):
+            todo.extend((v, (*here, i)) for i, v in enumerate(value))
+
+
 def _parameter_values(spec: Any, path: tuple[str | int, ...]) -> Iterator[tuple[tuple[str | int, ...], Any]]:
     if not isinstance(spec, dict):
         return
@@ -191,8 +207,9 @@ def _parameter_values(spec: Any, path: tuple[str | int, ...]) -> Iterator[tuple[
 
 def check_document(doc: Any) -> list[Diagnostic]:
     """Located errors for formulas and parameter values that the compiler could not handle safely:
-    formulas nested past :data:`MAX_FORMULA_DEPTH` (or that exhaust the parser), and parameter
-    values that are not finite constants (``"1/0"``, ``1e308 * 10``, ``"---…-1"`` 3,000 deep)."""
+    formulas nested past :data:`MAX_FORMULA_DEPTH` (or that exhaust the parser), parameter
+    values that are not finite constants (``"1/0"``, ``1e308 * 10``, ``"---…-1"`` 3,000 deep), and
+    NaN or infinite numbers (band edges, scale points, weights, limits) in :data:`NUMBER_SECTIONS`."""
     data = doc.data
     out: list[Diagnostic] = []
     if not isinstance(data, dict):
@@ -206,6 +223,16 @@ def check_document(doc: Any) -> list[Diagnostic]:
             if found:
                 message, offset = found
                 out.append(Diagnostic(message, doc.scalar_loc(path, offset) if offset else doc.loc(path)))
+    for section in NUMBER_SECTIONS:
+        for path, value in _non_finite(data.get(section), (section,)):
+            what = "band edge" if section == "ratings" else "number"
+            out.append(
+                Diagnostic(
+                    f"{what} {value!r} is not a finite number: band edges, scale points, weights, limits "
+                    "and defaults must be finite (leave a bound out for an open-ended band)",
+                    doc.loc(path),
+                )
+            )
     params = data.get("parameters")
     if isinstance(params, dict):
         for name, spec in params.items():

@@ -14,7 +14,7 @@ Its results, put back in input order, are byte-identical to the one-batch run.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -313,3 +313,24 @@ def in_input_order(results: Sequence[Results], rows: Sequence[np.ndarray]) -> An
     whole = pa.concat_tables(tables) if tables else pa.table({})
     order = np.argsort(np.concatenate([np.sort(np.asarray(r, dtype=np.int64)) for r in rows]), kind="stable")
     return whole.take(pa.array(order, type=pa.int64()))
+
+
+def firm_chunks(firm_codes: np.ndarray, chunk_rows: int) -> Iterator[np.ndarray]:
+    """Firm-complete chunks of one batch: row indices (sorted, i.e. in input order) of about
+    ``chunk_rows`` rows each, cut only between firms (a firm with more rows than that is one
+    chunk). ``firm_codes``: the batch's firm codes (-1: no firm id, a row of its own). Every row
+    is in exactly one chunk; one chunk of everything when the batch is small enough."""
+    codes = np.asarray(firm_codes)
+    n = len(codes)
+    if n <= chunk_rows:
+        if n:
+            yield np.arange(n)
+        return
+    order = np.argsort(codes, kind="stable")
+    sc = codes[order]
+    starts = np.flatnonzero(np.r_[True, (sc[1:] != sc[:-1]) | (sc[1:] < 0)])  # where a firm begins
+    wanted = np.arange(chunk_rows, n, chunk_rows)
+    cuts = np.unique(np.r_[0, starts[np.minimum(np.searchsorted(starts, wanted), len(starts) - 1)], n])
+    for a, b in zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True):
+        if b > a:
+            yield np.sort(order[a:b])
