@@ -13,12 +13,15 @@ import json
 from collections import Counter
 from dataclasses import dataclass
 from itertools import combinations
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..engine.results import Results
 from ..rulebook.compiler import Plan
+from .rated import SCORE, Rated
+
+if TYPE_CHECKING:
+    from ..scale.engines import Engine
 
 # Boundary categories and the accounting library's variable that holds each one's CO2.
 CATEGORY_VARIABLE = {
@@ -33,7 +36,7 @@ KENDALL_MAX = 5000
 @dataclass
 class Method:
     plan: Plan
-    results: Results
+    results: Rated  # the columns compare reads (rated.compare_view), in memory or from an engine
 
     @property
     def id(self) -> str:
@@ -41,9 +44,7 @@ class Method:
 
     def score(self) -> np.ndarray:
         """The primary rating's value, oriented so that a higher number is the better position."""
-        ev = self.results.evaluation
-        assert ev is not None
-        v = np.broadcast_to(ev.values[f"rating:{self.plan.primary}"], (len(self.results),)).astype(np.float64)
+        v = np.asarray(self.results[SCORE], dtype=np.float64)
         v = np.where(self.results["status"] == "rated", v, np.nan)
         return -v if self.plan.ratings[self.plan.primary].better == "lower" else v
 
@@ -178,25 +179,31 @@ def _reason(m1: Method, m2: Method, i: int) -> str:
     return "scale: same emissions and peers, different indicators, thresholds or scoring"
 
 
-def run(books: list[Any], data: Any, top: int = 10) -> dict[str, Any]:
+def run(books: list[Any], data: Any, top: int = 10, engine: Engine | None = None) -> dict[str, Any]:
+    """Rate ``data`` with every rulebook of ``books`` and compare them. ``engine``: rate on
+    ``chunked``, ``spark`` or ``dask`` (``data``: a Parquet dataset) instead of in memory; the
+    result is the same."""
+    import functools
+
     from .. import pipeline
     from ..rulebook.loader import load
+    from .rated import Portfolio, compare_view
 
     plans = [load(b) for b in books]
     if len({p.id for p in plans}) != len(plans):
         from ..errors import RuleEngineError
 
         raise RuleEngineError("compare needs different methods (two rulebooks have the same id)")
-    rated, raw = pipeline.rate_many(plans, data)  # the data is read once for every method
+    for plan in plans:
+        pipeline.require_rulebook(plan)
+    # the data is read once for every method (in memory), or partitioned once (on an engine)
+    with Portfolio(plans, data, engine, pipeline.CONTEXT_COLUMNS) as portfolio:
+        rated = [portfolio.rated(p, functools.partial(compare_view, names=i == 0)) for i, p in enumerate(plans)]
     methods = [Method(p, r) for p, r in zip(plans, rated, strict=True)]
     n = len(methods[0].results)
     firm = methods[0].results["firm_id"]
     year = methods[0].results["year"]
-    from ..io.data import text_values
-
-    names = None
-    if "firm_name" in raw.columns:
-        names = text_values(raw.columns["firm_name"], n)
+    names = methods[0].results.columns["firm_name"].tolist() if "firm_name" in methods[0].results.columns else None
     out: dict[str, Any] = {"firm_years": n, "methods": [], "pairs": [], "crosswalk": None}
     for m in methods:
         out["methods"].append(

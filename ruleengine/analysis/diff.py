@@ -15,13 +15,17 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import RulebookError, RuleEngineError
 from ..rulebook.compiler import Plan, compile_document
 from ..rulebook.source import Document, PathT
+
+if TYPE_CHECKING:
+    from ..scale.engines import Engine
+    from .rated import Portfolio
 
 MISSING = object()  # a value absent from one side of an edit
 _SECTIONS = ("inputs", "parameters", "scales", "variables", "checks", "benchmarks", "sources")
@@ -357,14 +361,25 @@ def _rank(plan: Plan) -> dict[str, int]:
     return {lv: i for i, lv in enumerate(plan.ratings[plan.primary].best_first())}
 
 
-def impact(old: Plan, new: Plan, data: Any) -> dict[str, Any]:
+def impact(old: Plan, new: Plan, data: Any, engine: Engine | None = None) -> dict[str, Any]:
     """Migration of the primary rating from OLD to NEW on a portfolio, and what it does to lending.
 
-    ``data``: a portfolio, read once here (or already read by :func:`ruleengine.pipeline.read`)."""
+    ``data``: a portfolio (read once here), or a :class:`~ruleengine.analysis.rated.Portfolio`
+    already open; ``engine``: rate on ``--engine chunked|spark|dask`` (the same result)."""
     from .. import pipeline
+    from .rated import Portfolio
 
-    raw = pipeline.read(data, [old, new], pipeline.CONTEXT_COLUMNS)
-    ra, rb = pipeline.rate(old, None, raw=raw), pipeline.rate(new, None, raw=raw)
+    if isinstance(data, Portfolio):
+        return _impact(old, new, data)
+    with Portfolio([old, new], data, engine, pipeline.CONTEXT_COLUMNS) as portfolio:
+        return _impact(old, new, portfolio)
+
+
+def _impact(old: Plan, new: Plan, portfolio: Portfolio) -> dict[str, Any]:
+    from .rated import impact_views
+
+    old_view, new_view = impact_views()
+    ra, rb = portfolio.rated(old, old_view), portfolio.rated(new, new_view)
     a, b = ra["rating"], rb["rating"]
     a_lab = np.where(a == "", "unrated", a)
     b_lab = np.where(b == "", "unrated", b)
@@ -385,18 +400,9 @@ def impact(old: Plan, new: Plan, data: Any) -> dict[str, Any]:
     direction[(a_lab != "unrated") & (b_lab == "unrated")] = "newly unrated"
     direction[(a_lab == "unrated") & (b_lab != "unrated")] = "newly rated"
     direction[moved & (direction == "")] = "moved"
-    batch = rb.batch
-    assert batch is not None
-
-    def text_col(name: str) -> np.ndarray:
-        col = batch.columns.get(name)
-        if col is None:
-            return np.full(len(a), "", dtype=object)
-        return col.to_strings() if hasattr(col, "to_strings") else np.asarray(col, dtype=object)
-
-    industry = text_col("industry")
+    industry = rb["industry"]
     division = np.array([s[:2] for s in industry.tolist()], dtype=object)
-    size = text_col("size")
+    size = rb["size"]
     by = {}
     for key, values in (("division", division), ("size", size)):
         table: dict[str, Counter] = {}
@@ -420,11 +426,8 @@ def impact(old: Plan, new: Plan, data: Any) -> dict[str, Any]:
     if bp_a is not None and bp_b is not None:
         da, db = np.nan_to_num(bp_a), np.nan_to_num(bp_b)
         lending["rate_bp_sum_change"] = float(np.sum(db - da))
-        from ..io.data import number_values
-
-        loan_col = raw.columns.get("loan_amount_10k_cny")
-        if loan_col is not None:
-            loans = number_values(loan_col, raw.n)
+        loans = rb.columns.get("loan_amount_10k_cny")
+        if loans is not None:
             loans = np.nan_to_num(loans)
             # loan (10^4 CNY) x 10^4 CNY x Δbp x 10^-4 = loan_10k x Δbp CNY a year
             effect = loans * (db - da)
@@ -460,15 +463,34 @@ def _apply(data: Any, patches: list[tuple[PathT, Any]]) -> Any:
     return out
 
 
-def attribution(old_doc: Document, new_doc: Document, edits: list[Edit], data: Any, base: Any) -> dict[str, Any]:
+def attribution(
+    old_doc: Document, new_doc: Document, edits: list[Edit], data: Any, base: Any, engine: Engine | None = None
+) -> dict[str, Any]:
     """Which change moved how many firms: each change alone on OLD, then cumulatively in both orders.
 
-    ``base``: OLD's primary rating labels on ``data``. A change that cannot be applied alone (it
-    needs another change to compile) is reported as such.
+    ``data``: the portfolio (or an open :class:`~ruleengine.analysis.rated.Portfolio`); ``base``:
+    OLD's primary rating labels on it. A change that cannot be applied alone (it needs another
+    change to compile) is reported as such. A rulebook met twice (the first change alone is also
+    the first step forward) is rated once.
     """
     from .. import pipeline
+    from .rated import Portfolio
+
+    if not isinstance(data, Portfolio):
+        with Portfolio([compile_document(old_doc)], data, engine, pipeline.CONTEXT_COLUMNS) as portfolio:
+            return attribution(old_doc, new_doc, edits, portfolio, base)
+    return _attribution(old_doc, edits, data, base)
+
+
+def _attribution(old_doc: Document, edits: list[Edit], portfolio: Portfolio, base: Any) -> dict[str, Any]:
+    from .rated import rating_view
+
+    seen: dict[str, np.ndarray | None] = {}
 
     def rated_with(doc_data: Any) -> np.ndarray | None:
+        key = json.dumps(doc_data, sort_keys=True, default=repr)
+        if key in seen:
+            return seen[key]
         doc = Document(
             doc_data,
             old_doc.file,
@@ -482,9 +504,11 @@ def attribution(old_doc: Document, new_doc: Document, edits: list[Edit], data: A
         try:
             plan = compile_document(doc)
         except RulebookError:
+            seen[key] = None
             return None
-        labels = pipeline.rate(plan, None, raw=data)["rating"]
-        return np.where(labels == "", "unrated", labels)
+        labels = portfolio.rated(plan, rating_view)["rating"]
+        seen[key] = np.where(labels == "", "unrated", labels)
+        return seen[key]
 
     relevant = [e for e in edits if e.what not in ("metadata", "source", "label") and e.patches]
     alone: list[dict[str, Any]] = []
@@ -516,8 +540,11 @@ def attribution(old_doc: Document, new_doc: Document, edits: list[Edit], data: A
     }
 
 
-def run(old_book: Any, new_book: Any, data: Any | None = None) -> dict[str, Any]:
-    """The whole diff: structural edits, and with ``data`` the impact and attribution."""
+def run(old_book: Any, new_book: Any, data: Any | None = None, engine: Engine | None = None) -> dict[str, Any]:
+    """The whole diff: structural edits, and with ``data`` the impact and attribution.
+
+    ``engine``: rate the portfolio on ``chunked``, ``spark`` or ``dask`` (``data``: a Parquet
+    dataset; for Spark also a URL) instead of in memory; the result is the same."""
     from ..rulebook.loader import load
     from ..rulebook.source import load_document, resolve
 
@@ -535,13 +562,15 @@ def run(old_book: Any, new_book: Any, data: Any | None = None) -> dict[str, Any]
         if old_plan.primary != new_plan.primary and old_plan.id == new_plan.id:
             raise RuleEngineError("the primary rating changed name; impact needs comparable ratings")
         from .. import pipeline
+        from .rated import Portfolio
 
-        raw = pipeline.read(data, [old_plan, new_plan], pipeline.CONTEXT_COLUMNS)  # the one read
-        imp = impact(old_plan, new_plan, raw)
-        ra, _ = imp.pop("_results")
-        base = np.where(ra["rating"] == "", "unrated", ra["rating"])
-        out["impact"] = imp
-        out["attribution"] = attribution(old_doc, new_doc, edits, raw, base)
+        # the one read (in memory), or the one session and partitioning (on an engine)
+        with Portfolio([old_plan, new_plan], data, engine, pipeline.CONTEXT_COLUMNS) as portfolio:
+            imp = impact(old_plan, new_plan, portfolio)
+            ra, _ = imp.pop("_results")
+            base = np.where(ra["rating"] == "", "unrated", ra["rating"])
+            out["impact"] = imp
+            out["attribution"] = attribution(old_doc, new_doc, edits, portfolio, base)
     return out
 
 
