@@ -106,7 +106,7 @@ def child(runner: str, dataset: str, out: str, book: str, partitions: int, chunk
         from ruleengine.scale import dask as rdask
 
         cluster = distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0"
         )
         client = distributed.Client(cluster)
         files = sorted(str(f) for f in Path(dataset).glob("*.parquet"))

@@ -283,9 +283,15 @@ def read_url(spark: Any, url: str) -> Any:
     S3A jars are Spark's configuration (docs/scale.md), never arguments here."""
     from pyspark.sql import functions as F
 
-    df = spark.read.parquet(url)
-    df = df.select("*", F.col("_metadata.file_path").alias("__file"), F.col("_metadata.row_index").alias("__index"))
-    counts = {r["__file"]: int(r["count"]) for r in df.groupBy("__file").count().collect()}
+    from ..errors import DataError
+
+    try:
+        df = spark.read.parquet(url)
+        df = df.select("*", F.col("_metadata.file_path").alias("__file"), F.col("_metadata.row_index").alias("__index"))
+        counts = {r["__file"]: int(r["count"]) for r in df.groupBy("__file").count().collect()}
+    except Exception as exc:  # noqa: BLE001 - Spark's (Py4J's) errors: no common base to name
+        first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+        raise DataError(f"{url}: Spark cannot read it: {first[:300]}") from None
     offsets, start = {}, 0
     for f in sorted(counts, key=_path_key):
         offsets[f] = start
