@@ -150,9 +150,11 @@ def run(
     extra: Sequence[str] = (),
     on_pass: Callable[[str], None] | None = None,
     clock: TaskClock | None = None,
+    output: str | Path | None = None,
 ) -> Any:
     """The passes of ``plan`` over firm-complete ``parts``: a pyarrow Table of ``view(plan,
-    results, raw)`` of every partition, in input order (see ``spark.run``)."""
+    results, raw)`` of every partition, in input order (see ``spark.run``); with ``output``, the
+    views written there instead, the driver holding one partition's results at a time."""
     import dask
     import pyarrow as pa
 
@@ -166,9 +168,13 @@ def run(
         _clock(clock, f"benchmarks {stage + 1}", got)
         if on_pass:
             on_pass(f"benchmarks {stage + 1}")
-    got = parts.compute(
-        [dask.delayed(_final_task)(p, plan, dict(tables), source, view, tuple(extra)) for p in parts.parts]
-    )
+    tasks = [dask.delayed(_final_task)(p, plan, dict(tables), source, view, tuple(extra)) for p in parts.parts]
+    if output is not None:
+        _write_ordered(parts, tasks, output, clock)
+        if on_pass:
+            on_pass("final")
+        return None
+    got = parts.compute(tasks)
     _clock(clock, "final", got)
     if on_pass:
         on_pass("final")
@@ -180,6 +186,35 @@ def run(
 
         raise RuleEngineError(f"internal: {len(order)} result rows for {parts.n} input rows")
     return whole.take(pa.array(order)).drop_columns([ROW])
+
+
+def _write_ordered(parts: Partitions, tasks: list[Any], output: str | Path, clock: TaskClock | None) -> None:
+    """The final tasks' results gathered one at a time as they finish, spilled on the driver and
+    merged in input order into ``output`` (``ordered.OrderedSpill``)."""
+    import dask
+
+    from .ordered import OrderedSpill
+
+    with OrderedSpill(len(tasks)) as spill:
+        if parts.client is not None:
+            from distributed import as_completed
+
+            futures = parts.client.compute(tasks)
+            index = {f.key: i for i, f in enumerate(futures)}
+            for fut in as_completed(futures):
+                table, timing = fut.result()
+                spill.add(index[fut.key], table)
+                _clock(clock, "final", [(None, timing)])
+                fut.release()
+        else:
+            step = 2
+            for start in range(0, len(tasks), step):  # a few at a time: never every result at once
+                for i, (table, timing) in enumerate(dask.compute(*tasks[start : start + step])):
+                    spill.add(start + i, table)
+                    _clock(clock, "final", [(None, timing)])
+        schema = spill.schema or spill.any_schema
+        schema = schema.remove(schema.get_field_index(ROW))
+        spill.write(output, parts.n, schema)
 
 
 def _clock(clock: TaskClock | None, name: str, got: list[Timed]) -> None:
@@ -216,7 +251,5 @@ def rate(
         source = str(ddf)
         ddf = dd.read_parquet(str(ddf))
     parts = Partitions(ddf, npartitions, client)
-    result = run(plan, parts, source=source, on_pass=on_pass, clock=clock)
-    with ResultSink(output) as sink:
-        sink.write(result)
+    run(plan, parts, source=source, on_pass=on_pass, clock=clock, output=output)
     return parts.n

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 
 BUCKET = "__bucket"
 BUCKETS_PER_PARTITION = 16
+BLOB_ROWS = 16_384  # result rows per piece sent back to the driver by ``rate``
 _SPARK_TYPES = {"int64": "long", "double": "double", "string": "string", "large_string": "string"}
 
 
@@ -99,6 +100,14 @@ def _raw(
     return RawTable(cols, table.num_rows, source, names=list(names)), rows
 
 
+def _one_binary(data: Any) -> Any:
+    """A binary array of one value over an Arrow buffer (no copy)."""
+    import pyarrow as pa
+
+    offsets = pa.array([0, data.size], pa.int32()).buffers()[1]
+    return pa.Array.from_buffers(pa.binary(), 1, [None, offsets, data])
+
+
 def firm_partitions(df: Any, npartitions: int | None = None) -> tuple[Any, int]:
     """``df`` (with ``__row``) repartitioned into firm-complete partitions by the stable firm
     bucket, persisted (every pass, and every plan rated on it, reads it), and its row count."""
@@ -134,13 +143,16 @@ def run(
     extra: Sequence[str] = (),
     fail_first_attempt: bool = False,
     clock: TaskClock | None = None,
+    output: str | Path | None = None,
 ) -> Any:
     """The passes of ``plan`` over firm-complete ``parts`` (from :func:`firm_partitions`): a
     pyarrow Table of ``view(plan, results, raw)`` of every partition, in input order.
 
     ``view``: a picklable function of a partition's results and its rows as read (the plan's
     inputs and the ``extra`` columns) returning a pyarrow Table (default: the result columns);
-    ``clock``: filled with the time spent inside the tasks (accumulators)."""
+    ``clock``: filled with the time spent inside the tasks (accumulators); ``output``: write the
+    views to this file instead (canonical row groups; the driver holds one partition's pieces at
+    a time, not the whole result: ``ordered.OrderedSpill``) and return None."""
     import pyarrow as pa
 
     from ..pipeline import require_rulebook
@@ -204,8 +216,27 @@ def run(
         if acc:
             for a, v in zip(acc, (1, len(rows), time.perf_counter() - w0, time.thread_time() - c0), strict=True):
                 a.add(v)
-        yield from out.to_batches()
+        if output is None:
+            yield from out.to_batches()
+            return
+        from pyspark import TaskContext
 
+        ctx = TaskContext.get()
+        part = ctx.partitionId() if ctx is not None else 0
+        options = pa.ipc.IpcWriteOptions(compression="lz4")
+        for start in range(0, out.num_rows, BLOB_ROWS):  # the partition's results as compressed Arrow pieces
+            buf = pa.BufferOutputStream()
+            with pa.ipc.new_stream(buf, out.schema, options=options) as w:
+                w.write_table(out.slice(start, BLOB_ROWS))
+            yield pa.RecordBatch.from_arrays(
+                [pa.array([part], pa.int64()), pa.array([start], pa.int64()), _one_binary(buf.getvalue())],
+                names=["part", "start", "blob"],
+            )
+
+    if output is not None:
+        _write_ordered(parts.mapInArrow(final_task, "part long, start long, blob binary"), output, schema, parts)
+        record("final", acc)
+        return None
     result = parts.mapInArrow(final_task, ddl).toArrow()
     record("final", acc)
     if not result.num_rows:
@@ -235,12 +266,30 @@ def rate(
     ResultSink(output)
     parts, n = firm_partitions(df, npartitions)
     try:
-        result = run(plan, parts, source=source, fail_first_attempt=fail_first_attempt, clock=clock)
+        run(plan, parts, source=source, fail_first_attempt=fail_first_attempt, clock=clock, output=output)
     finally:
         parts.unpersist()
-    with ResultSink(output) as sink:
-        sink.write(result)
     return n
+
+
+def _write_ordered(blobs: Any, output: str | Path, schema: Any, parts: Any) -> None:
+    """The final pass run in parallel (its pieces kept on the executors' disks), then streamed to
+    the driver one partition at a time, spilled, and merged in input order into ``output``."""
+    import pyarrow as pa
+    from pyspark import StorageLevel
+
+    from .ordered import OrderedSpill
+
+    blobs = blobs.persist(StorageLevel.DISK_ONLY)
+    try:
+        blobs.count()  # the final pass: every partition at once
+        n = int(parts.count())
+        with OrderedSpill(parts.rdd.getNumPartitions()) as spill:
+            for r in blobs.toLocalIterator(prefetchPartitions=True):
+                spill.add(r["part"], pa.ipc.open_stream(pa.py_buffer(r["blob"])).read_all())
+            spill.write(output, n, schema)
+    finally:
+        blobs.unpersist()
 
 
 def read_files(spark: Any, files: Sequence[Path]) -> Any:
