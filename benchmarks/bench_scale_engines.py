@@ -214,6 +214,7 @@ def report(results: dict[str, dict | None], args: argparse.Namespace, loads: tup
                 f"| {name} | {pname} | {int(p['tasks'])} | {int(p['rows']):,} | {p['wall']:.1f} | {p['cpu']:.1f} "
                 f"| {per:.1f} |"
             )
+    lines += projection(results, args)
     lines += ["", "## Peak memory per process", ""]
     lines += ["| runner | process | peak RSS (MB) | CPU (s) |", "| --- | --- | ---: | ---: |"]
     for name, r in results.items():
@@ -223,6 +224,50 @@ def report(results: dict[str, dict | None], args: argparse.Namespace, loads: tup
             what = str(p["name"]).replace("|", "/")
             lines.append(f"| {name} | {what} | {p['peak_mb']:,.0f} | {p['cpu_s']:.1f} |")
     return "\n".join(lines) + "\n"
+
+
+TARGET_ROWS = 50_000_000
+NODES, CORES = 20, 8  # the projected cluster: 20 nodes of 8 cores, one task per core
+EFFICIENCY = 0.7  # share of the slots kept busy (stragglers, waves, skew)
+LINK = 1.25e9  # the driver's network link, bytes/s (10 Gbit/s)
+ARROW_ROW_BYTES = 1_000  # result bytes per firm-year in Arrow (huzhou: 976, measured on 100k rows)
+
+
+def projection(results: dict[str, dict | None], args: argparse.Namespace) -> list[str]:
+    """50M firm-years on 20 nodes, from the measured per-row and per-partition costs."""
+    out = [
+        "",
+        f"## Projection: {TARGET_ROWS / 1e6:.0f}M firm-years on {NODES} nodes × {CORES} cores",
+        "",
+        "From the costs measured above (CPU seconds, not wall: the machine was shared), assuming one task "
+        f"per core ({NODES * CORES} slots) kept {EFFICIENCY:.0%} busy, partitions of the measured size, a "
+        f"{LINK * 8 / 1e9:.0f} Gbit/s link into the driver and {ARROW_ROW_BYTES:,} bytes of results per "
+        "firm-year in Arrow. *Executors*: every process but the driver's Python (for Spark `local` the JVM "
+        "also did the driver's JVM work, so this is an upper bound); *driver*: the driver's Python process "
+        "(merging the partials, spilling and merging the results in input order, writing the file), "
+        "which does not get faster with more nodes.",
+        "",
+        "| runner | executor CPU µs/row | driver CPU µs/row | partition rows | CPU s per partition | parallel "
+        "phase (s) | driver phase (s) | results through the link (s) | projected wall (s) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name in ("spark", "dask"):
+        r = results.get(name)
+        if not r:
+            continue
+        driver = r["procs"][0]["cpu_s"]
+        others = sum(p["cpu_s"] for p in r["procs"][1:] if p["cpu_s"] == p["cpu_s"])
+        ex_row, dr_row = others / r["rows"], driver / r["rows"]
+        part_rows = r["rows"] / args.partitions
+        parallel = ex_row * TARGET_ROWS / (NODES * CORES * EFFICIENCY)
+        serial = dr_row * TARGET_ROWS
+        link = TARGET_ROWS * ARROW_ROW_BYTES / LINK
+        total = max(parallel, ex_row * part_rows) + serial + link
+        out.append(
+            f"| {name} | {ex_row * 1e6:.1f} | {dr_row * 1e6:.1f} | {part_rows:,.0f} | {ex_row * part_rows:.0f} | "
+            f"{parallel:.0f} | {serial:.0f} | {link:.0f} | {total:.0f} |"
+        )
+    return out
 
 
 def main() -> int:
@@ -237,7 +282,14 @@ def main() -> int:
     parser.add_argument("--runners", default="chunked,spark,dask")
     parser.add_argument("--out", default=str(HERE / "SCALE_ENGINES.md"))
     parser.add_argument("--json", help="also write the raw measurements here")
+    parser.add_argument("--from-json", help="only write the report again from measurements saved with --json")
     args = parser.parse_args()
+    if args.from_json:
+        saved = json.loads(Path(args.from_json).read_text())
+        same = saved.get("same", {})
+        Path(args.out).write_text(report(saved["results"], args, tuple(saved["loads"]), same), encoding="utf-8")
+        print(f"wrote {args.out}")
+        return 0
     if args.child:
         res = child(args.child, args.dataset, args.target, args.book, args.partitions, args.chunk_rows)
         print(json.dumps(res))
@@ -256,7 +308,7 @@ def main() -> int:
             if runner != "chunked" and results.get(runner) and ref is not None and ref.exists() and path.exists():
                 same[runner] = _same_file(ref, path)
     if args.json:
-        Path(args.json).write_text(json.dumps({"results": results, "loads": [before, after]}, indent=1))
+        Path(args.json).write_text(json.dumps({"results": results, "loads": [before, after], "same": same}, indent=1))
     Path(args.out).write_text(report(results, args, (before, after), same), encoding="utf-8")
     print(f"wrote {args.out}")
     return 0

@@ -557,6 +557,9 @@ def compare(
     method's rated value), a cross-tab on a common scale (the national draft's crosswalk), and the
     firms whose relative position differs most, with the reason: boundary (emissions one method
     leaves out), benchmark (a coarser peer group or fallback) or scale.
+
+    With --engine chunked|spark|dask every method rates the dataset where it lives and only a few
+    columns per firm-year come back; the output is the same as in memory (docs/scale.md).
     """
     from .analysis.compare import run, to_json, to_markdown
     from .render.text import compare_text
