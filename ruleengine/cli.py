@@ -182,6 +182,58 @@ def _write_or_fail(results: Any, output: str) -> None:
 from .ledger.cli import rate_options as _ledger_options  # noqa: E402 - click options only
 
 
+def _engine_options(f: Any) -> Any:
+    """--master, --scheduler, --partitions: where a distributed --engine runs (docs/scale.md)."""
+    for opt in reversed(
+        [
+            click.option(
+                "--master",
+                help="Spark master for --engine spark: local[N], spark://HOST:7077, yarn (default: local[*]).",
+            ),
+            click.option(
+                "--scheduler", help="Dask scheduler address for --engine dask, tcp://HOST:8786 (default: in-process)."
+            ),
+            click.option(
+                "--partitions",
+                type=click.IntRange(1),
+                help="Firm-complete partitions for --engine spark|dask (default: as many as the input has).",
+            ),
+        ]
+    ):
+        f = opt(f)
+    return f
+
+
+def _analysis_engine_options(f: Any) -> Any:
+    """--engine and its options for the analyses that rate a portfolio (diff --data, compare)."""
+    f = _engine_options(f)
+    f = click.option(
+        "--chunk-rows",
+        type=click.IntRange(1),
+        help="Rows per chunk for --engine chunked (default: 500,000).",
+    )(f)
+    return click.option(
+        "--engine",
+        type=click.Choice(["local", "chunked", "spark", "dask"]),
+        default="local",
+        show_default=True,
+        help="Rate the portfolio in memory (local), or a Parquet dataset (a file, a directory, a glob; "
+        "for spark also s3a://… and other URLs) in chunks, on Spark or on Dask: the same output.",
+    )(f)
+
+
+def _engine_of(
+    engine: str, master: str | None, scheduler: str | None, partitions: int | None, chunk_rows: int | None
+) -> Any:
+    from .scale.engines import DEFAULT_CHUNK_ROWS, Engine
+
+    if engine == "local" and (master or scheduler or partitions or chunk_rows):
+        raise click.UsageError(
+            "--master, --scheduler, --partitions and --chunk-rows go with --engine chunked|spark|dask"
+        )
+    return Engine(engine, master, scheduler, partitions, chunk_rows or DEFAULT_CHUNK_ROWS)
+
+
 @main.command()
 @click.argument("book")
 @click.argument("data", type=click.Path())
@@ -199,13 +251,14 @@ from .ledger.cli import rate_options as _ledger_options  # noqa: E402 - click op
 )
 @click.option(
     "--engine",
-    type=click.Choice(["local", "spark", "dask"]),
+    type=click.Choice(["local", "chunked", "spark", "dask"]),
     default="local",
     show_default=True,
-    help="Rate a Parquet dataset on Spark or Dask (same bytes as the local run); needs -o.",
+    help="Where to rate: local (in memory), or a Parquet dataset in chunks (chunked, = --chunk-rows), "
+    "on Spark or on Dask (DATA may then be a URL: s3a://…, hdfs://…, file://…); the same bytes as "
+    "the in-memory run; needs -o. docs/scale.md.",
 )
-@click.option("--master", help="Spark master URL for --engine spark (default: local[*]).")
-@click.option("--scheduler", help="Dask scheduler address for --engine dask (default: a local scheduler).")
+@_engine_options
 @click.option(
     "--format",
     "fmt",
@@ -265,6 +318,7 @@ def rate(
     engine: str,
     master: str | None,
     scheduler: str | None,
+    partitions: int | None,
     fmt: str,
     max_issues: int,
     what: bool,
@@ -306,7 +360,7 @@ def rate(
         raise click.UsageError(
             "--any-jurisdiction runs are not recorded in the ledger (its replay rates by jurisdiction)"
         )
-    if engine != "local":
+    if engine in ("spark", "dask"):
         from . import load
         from .scale.engines import rate_on
 
@@ -314,9 +368,15 @@ def rate(
             raise click.UsageError(
                 "--engine writes its results to -o only (no --format, --what-it-takes, --chunk-rows)"
             )
-        click.echo(rate_on(engine, load(book), data, output, master=master, scheduler=scheduler), err=True)
+        line = rate_on(engine, load(book), data, output, master=master, scheduler=scheduler, partitions=partitions)
+        click.echo(line, err=True)
         return
-    if chunk_rows is not None:
+    if master or scheduler or partitions:
+        raise click.UsageError("--master, --scheduler and --partitions go with --engine spark|dask")
+    if engine == "chunked" or chunk_rows is not None:
+        from .scale.engines import DEFAULT_CHUNK_ROWS
+
+        chunk_rows = chunk_rows or DEFAULT_CHUNK_ROWS
         from . import load
         from .scale.chunked import rate_command, summary
 
@@ -588,13 +648,26 @@ def sign_cmd(file: str, key_file: str | None, key_env: str | None, output: str |
 @click.argument("new")
 @click.option(
     "--data",
-    type=click.Path(dir_okay=False, exists=True),
-    help="A portfolio to measure the impact on (rating migration, lending, attribution).",
+    help="A portfolio to measure the impact on (rating migration, lending, attribution): a data file; "
+    "with --engine chunked|spark|dask a Parquet dataset (for spark also a URL).",
 )
+@_analysis_engine_options
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the change report: change.html or .pdf.")
 @click.option("--lang", type=click.Choice(["zh", "en"]), default="zh", show_default=True, help="Language of -o.")
-def diff(old: str, new: str, data: str | None, fmt: str, output: str | None, lang: str) -> None:
+def diff(
+    old: str,
+    new: str,
+    data: str | None,
+    engine: str,
+    chunk_rows: int | None,
+    master: str | None,
+    scheduler: str | None,
+    partitions: int | None,
+    fmt: str,
+    output: str | None,
+    lang: str,
+) -> None:
     """What changed between two rulebooks, on meaning, and what it does to a portfolio.
 
     Reformatting (key order, whitespace, comments, redundant parentheses) is not a change. Each
@@ -602,11 +675,20 @@ def diff(old: str, new: str, data: str | None, fmt: str, output: str | None, lan
     firms that moved (by industry division and size), the change in rate adjustments and, when
     the data has loan_amount_10k_cny, the annual interest effect in CNY; and which change moved how
     many firms, applied one at a time and in both orders.
+
+    With --engine chunked|spark|dask every rulebook (old, new and each change applied alone and
+    in order) rates the portfolio where it lives: a province sees a method change on all its firms.
+    The output is the same as the in-memory run's.
     """
     from .analysis.diff import run, to_json, to_markdown
     from .render.text import diff_text
 
-    result = run(old, new, data)
+    eng = _engine_of(engine, master, scheduler, partitions, chunk_rows)
+    if data is not None and eng.local:
+        _local_file(data, "--data")
+    elif data is None and not eng.local:
+        raise click.UsageError("--engine rates a portfolio: give --data")
+    result = run(old, new, data, engine=eng)
     if output:  # the change report (issue #15), ruleengine/report/
         from .report import write_change
 
@@ -625,31 +707,60 @@ def diff(old: str, new: str, data: str | None, fmt: str, output: str | None, lan
 @click.option(
     "--data",
     required=True,
-    type=click.Path(dir_okay=False, exists=True),
-    help="The portfolio to rate under every method.",
+    help="The portfolio to rate under every method: a data file; with --engine chunked|spark|dask a "
+    "Parquet dataset (for spark also a URL).",
 )
+@_analysis_engine_options
 @click.option("--top", default=10, show_default=True, help="How many largest differences to list per pair.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True)
-def compare(book: tuple[str, ...], data: str, top: int, fmt: str) -> None:
+def compare(
+    book: tuple[str, ...],
+    data: str,
+    engine: str,
+    chunk_rows: int | None,
+    master: str | None,
+    scheduler: str | None,
+    partitions: int | None,
+    top: int,
+    fmt: str,
+) -> None:
     """Rate the same firms under several methods and show where they disagree, and why.
 
     Per method: the rating distribution. Per pair: rank agreement (Spearman, Kendall tau-b on each
     method's rated value), a cross-tab on a common scale (the national draft's crosswalk), and the
     firms whose relative position differs most, with the reason: boundary (emissions one method
     leaves out), benchmark (a coarser peer group or fallback) or scale.
+
+    With --engine chunked|spark|dask every method rates the dataset where it lives and only a few
+    columns per firm-year come back; the output is the same as in memory (docs/scale.md).
     """
     from .analysis.compare import run, to_json, to_markdown
     from .render.text import compare_text
 
     if len(book) < 2:
         raise click.UsageError("compare needs at least two rulebooks")
-    result = run(list(book), data, top)
+    eng = _engine_of(engine, master, scheduler, partitions, chunk_rows)
+    if eng.local:
+        _local_file(data, "--data")
+    result = run(list(book), data, top, engine=eng)
     if fmt == "json":
         sys.stdout.write(to_json(result))
     elif fmt == "markdown":
         sys.stdout.write(to_markdown(result))
     else:
         compare_text(_console(), result)
+
+
+def _local_file(path: str, option: str) -> None:
+    """An in-memory run reads one data file: click's wording for a path that is not one."""
+    p = Path(path)
+    if not p.exists():
+        raise click.BadParameter(f"Path '{path}' does not exist.", param_hint=f"'{option}'")
+    if p.is_dir():
+        raise click.BadParameter(
+            f"Path '{path}' is a directory (a Parquet dataset is read with --engine chunked|spark|dask).",
+            param_hint=f"'{option}'",
+        )
 
 
 def _years(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:

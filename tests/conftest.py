@@ -54,6 +54,34 @@ def book():
     return make_book
 
 
+# One Spark session and one Dask LocalCluster for the whole test run (issue #18), shared by the
+# scale tests (tests/test_scale_spark.py, test_scale_dask.py, test_scale_analyses.py).
+@pytest.fixture(scope="session")
+def spark():
+    """A real Spark `local[2,4]`: 2 cores; a task may fail up to 4 times (the retry tests)."""
+    pytest.importorskip("pyspark")
+    if shutil.which("java") is None:
+        pytest.skip("Spark needs Java (.ci/system-packages.sh installs it)")
+    from ruleengine.scale import spark as rspark
+
+    s = rspark.session("local[2,4]")
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="session")
+def dask_client():
+    """A real Dask LocalCluster: 2 worker processes of 1 thread, on the loopback interface."""
+    distributed = pytest.importorskip("distributed")
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0"
+    )
+    c = distributed.Client(cluster)
+    yield c
+    c.close()
+    cluster.close()
+
+
 # The ratings-ledger tests (issue #16): a throwaway PostgreSQL server (session) and `ledger_url`,
 # parametrised over SQLite and PostgreSQL; defined in tests/ledger_pg.py.
 from ledger_pg import ledger_url, postgresql_server  # noqa: E402,F401

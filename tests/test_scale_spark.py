@@ -1,4 +1,4 @@
-"""Spark (issue #18): a real Spark `local[2,4]` (one session for the test run) gives the local
+"""Spark (issue #18): a real Spark `local[2,4]` (one session for the test run, tests/conftest.py) gives the local
 runner's bytes at 1, 3 and 7 partitions, also when tasks fail and are retried.
 
 The portfolio is the Dask tests' kind: three cities, messy rows (bad cells, out-of-range values,
@@ -31,13 +31,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:PySpark does not yet fully suppo
 
 ROOT = Path(__file__).resolve().parent.parent
 KINDS = ROOT / "tests" / "data" / "scale_kinds.yaml"
-
-
-@pytest.fixture(scope="session")
-def spark():
-    s = rspark.session("local[2,4]")  # 2 cores; a task may fail up to 4 times
-    yield s
-    s.stop()
 
 
 @pytest.fixture(scope="module")

@@ -13,12 +13,15 @@ import json
 from collections import Counter
 from dataclasses import dataclass
 from itertools import combinations
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..engine.results import Results
 from ..rulebook.compiler import Plan
+from .rated import SCORE, Rated
+
+if TYPE_CHECKING:
+    from ..scale.engines import Engine
 
 # Boundary categories and the accounting library's variable that holds each one's CO2.
 CATEGORY_VARIABLE = {
@@ -30,14 +33,10 @@ CATEGORY_VARIABLE = {
 KENDALL_MAX = 5000
 
 
-CHUNK_ROWS = 131_072  # rows evaluated at a time (firm-complete chunks)
-
-
 @dataclass
 class Method:
     plan: Plan
-    results: Results  # only the columns compare reads (see _rate_slim)
-    value: np.ndarray  # the primary rating's value per row
+    results: Rated  # the columns compare reads (rated.compare_view), in memory or from an engine
 
     @property
     def id(self) -> str:
@@ -45,7 +44,8 @@ class Method:
 
     def score(self) -> np.ndarray:
         """The primary rating's value, oriented so that a higher number is the better position."""
-        v = np.where(self.results["status"] == "rated", self.value, np.nan)
+        v = np.asarray(self.results[SCORE], dtype=np.float64)
+        v = np.where(self.results["status"] == "rated", v, np.nan)
         return -v if self.plan.ratings[self.plan.primary].better == "lower" else v
 
 
@@ -179,99 +179,15 @@ def _reason(m1: Method, m2: Method, i: int) -> str:
     return "scale: same emissions and peers, different indicators, thresholds or scoring"
 
 
-def _firms(raw: Any) -> Any:
-    """(codes, labels) of the firm ids as the data contract reads them (text, spaces trimmed,
-    missing as ''): the labels a pyarrow string array, the codes int32."""
-    import pyarrow.compute as pc
+def run(books: list[Any], data: Any, top: int = 10, engine: Engine | None = None) -> dict[str, Any]:
+    """Rate ``data`` with every rulebook of ``books`` and compare them. ``engine``: rate on
+    ``chunked``, ``spark`` or ``dask`` (``data``: a Parquet dataset) instead of in memory; the
+    result is the same."""
+    import functools
 
-    from ..scale.partition import firm_text
-
-    if "firm_id" not in raw.columns:
-        return None
-    enc = pc.dictionary_encode(firm_text(raw.columns["firm_id"]))
-    return enc.indices.to_numpy(zero_copy_only=False).astype(np.int32, copy=False), enc.dictionary
-
-
-def _rate_slim(plan: Plan, raw: Any, chunk_rows: int = CHUNK_ROWS, firms: Any = None) -> Method:
-    """Rate ``raw`` with ``plan`` in firm-complete chunks (each checked against the data contract
-    and evaluated on its own) and keep only what compare reads: the rating, status and value,
-    emissions and the boundary variables, the benchmark groups. The benchmark tables come from
-    partials merged exactly over the chunks, so every number is the one-batch run's; memory is
-    the data as read, one chunk's batch and evaluation, and these few columns (issue #11.4:
-    compare at 2M rows held every method's whole evaluation, 3.7 GB)."""
-    from .. import pipeline
-    from ..engine.results import Columns
-    from ..scale.partition import benchmark_passes, final_of, firm_chunks, partials_of, prepare, tables_of, take_raw
-
-    pipeline.require_rulebook(plan)
-    n = raw.n
-    firms = firms if firms is not None else _firms(raw)
-    chunks = list(firm_chunks(firms[0], chunk_rows)) if firms is not None else []
-    whole = len(chunks) <= 1
-
-    def part(rows: np.ndarray) -> Any:
-        return prepare(plan, take_raw(raw, rows), rows)
-
-    tables: dict[str, Any] = {}
-    if not whole:
-        for _ in range(benchmark_passes(plan)):
-            tables.update(tables_of(plan, [partials_of(plan, part(r), tables) for r in chunks]))
-    primary = plan.primary
-    value = np.full(n, np.nan)
-    levels = np.full(n, -1, dtype=np.int16)
-    rated = np.zeros(n, dtype=bool)
-    years = np.full(n, -1, dtype=np.int64)
-    floats = {name: np.full(n, np.nan) for name in ("emissions_tco2", *CATEGORY_VARIABLE.values())}
-    groups = {f"{bm}_group": np.full(n, "", dtype=object) for bm in plan.benchmarks}
-    present: set[str] = set()
-    plain_ids = None
-    for rows in [np.arange(n)] if whole else chunks:
-        res = pipeline.rate(plan, None, raw=raw) if whole else final_of(plan, part(rows), tables)
-        ev = res.evaluation
-        assert ev is not None
-        value[rows] = np.broadcast_to(ev.values[f"rating:{primary}"], (len(rows),))
-        levels[rows] = ev.levels[primary]
-        rated[rows] = res["status"] == "rated"
-        years[rows] = res["year"]
-        if firms is None:
-            plain_ids = res["firm_id"]
-        for name, arr in floats.items():
-            if name in res.columns:
-                present.add(name)
-                arr[rows] = res[name]
-        for name, arr in groups.items():
-            arr[rows] = res[name]
-        del res, ev
-    cols = Columns()
-    cols["year"] = years
-    if firms is not None:
-        cols.set_encoded("firm_id", firms[0], firms[1])
-    else:
-        cols["firm_id"] = np.asarray(plain_ids, dtype=object)
-    cols.set_encoded("status", np.where(rated, 0, 1).astype(np.int8), ["rated", "unrated"])
-    cols.set_encoded("rating", levels, plan.ratings[primary].ids)
-    for name in floats:
-        if name in present:
-            cols[name] = floats[name]
-    for name, arr in groups.items():
-        cols[name] = arr
-    return Method(plan, Results(cols, plan), value)
-
-
-def _text_at(results: Results, column: str, i: int) -> str:
-    """One cell of a text column, without turning the whole column into strings."""
-    cat = results.columns.category(column)
-    if cat is None:
-        return str(results[column][i])
-    code = int(cat.codes[i])
-    if not 0 <= code < cat.label_count:
-        return ""
-    return str(cat.arrow_labels()[code].as_py()) if cat.labels_from_arrow else str(cat.labels[code])
-
-
-def run(books: list[Any], data: Any, top: int = 10, chunk_rows: int = CHUNK_ROWS) -> dict[str, Any]:
     from .. import pipeline
     from ..rulebook.loader import load
+    from .rated import Portfolio, compare_view
 
     plans = [load(b) for b in books]
     if len({p.id for p in plans}) != len(plans):
@@ -280,12 +196,14 @@ def run(books: list[Any], data: Any, top: int = 10, chunk_rows: int = CHUNK_ROWS
         raise RuleEngineError("compare needs different methods (two rulebooks have the same id)")
     for plan in plans:
         pipeline.require_rulebook(plan)
-    raw = pipeline.read(data, plans, pipeline.CONTEXT_COLUMNS)  # the data is read once for every method
-    firms = _firms(raw)
-    methods = [_rate_slim(p, raw, chunk_rows, firms) for p in plans]  # one method's evaluation at a time
+    # the data is read once for every method (in memory), or partitioned once (on an engine)
+    with Portfolio(plans, data, engine, pipeline.CONTEXT_COLUMNS) as portfolio:
+        rated = [portfolio.rated(p, functools.partial(compare_view, names=i == 0)) for i, p in enumerate(plans)]
+    methods = [Method(p, r) for p, r in zip(plans, rated, strict=True)]
     n = len(methods[0].results)
+    firm = methods[0].results["firm_id"]
     year = methods[0].results["year"]
-    names_col = raw.columns.get("firm_name")
+    names = methods[0].results.columns["firm_name"].tolist() if "firm_name" in methods[0].results.columns else None
     out: dict[str, Any] = {"firm_years": n, "methods": [], "pairs": [], "crosswalk": None}
     for m in methods:
         out["methods"].append(
@@ -330,8 +248,8 @@ def run(books: list[Any], data: Any, top: int = 10, chunk_rows: int = CHUNK_ROWS
         order = [i for i in np.argsort(-np.abs(np.nan_to_num(gap)), kind="stable").tolist() if ok[i]][:top]
         pair["largest_differences"] = [
             {
-                "firm_id": _text_at(methods[0].results, "firm_id", i),
-                "firm_name": _name_at(names_col, i),
+                "firm_id": str(firm[i]),
+                "firm_name": names[i] if names else "",
                 "year": int(year[i]),
                 f"{m1.id}_rating": str(m1.results["rating"][i]),
                 f"{m2.id}_rating": str(m2.results["rating"][i]),
@@ -343,18 +261,6 @@ def run(books: list[Any], data: Any, top: int = 10, chunk_rows: int = CHUNK_ROWS
         ]
         out["pairs"].append(pair)
     return out
-
-
-def _name_at(col: Any, i: int) -> str:
-    """Row ``i`` of the firm_name column as read ('' when there is none), read for that row only."""
-    if col is None:
-        return ""
-    import pyarrow as pa
-
-    from ..io.data import text_values
-
-    part = col.slice(i, 1) if isinstance(col, pa.Array | pa.ChunkedArray) else col[i : i + 1]
-    return text_values(part, 1)[0]
 
 
 def to_json(result: dict[str, Any]) -> str:

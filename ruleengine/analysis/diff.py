@@ -15,13 +15,17 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import RulebookError, RuleEngineError
 from ..rulebook.compiler import Plan, compile_document
 from ..rulebook.source import Document, PathT
+
+if TYPE_CHECKING:
+    from ..scale.engines import Engine
+    from .rated import Portfolio
 
 MISSING = object()  # a value absent from one side of an edit
 _SECTIONS = ("inputs", "parameters", "scales", "variables", "checks", "benchmarks", "sources")
@@ -408,39 +412,14 @@ def _migration(old: Plan, new: Plan, name_a: str, name_b: str, a: np.ndarray, b:
     }
 
 
-def _categories(old: Plan, new: Plan, raw: Any, results: Any) -> dict[str, np.ndarray]:
-    """Per row, the value of every category the data has: the industry division, size, city,
-    grid region, and every grouping a benchmark of either rulebook declares (from the data as
-    read, else the rated variable)."""
-    from ..io.data import text_values
-
-    n = raw.n
-    batch, ev = results.batch, results.evaluation
-
-    def values(name: str) -> np.ndarray | None:
-        if name in raw.columns:
-            return np.asarray(text_values(raw.columns[name], n), dtype=object)
-        for src in (ev.values if ev is not None else {}, batch.columns if batch is not None else {}):
-            col = src.get(name)
-            if col is not None and hasattr(col, "to_strings"):
-                return np.asarray(col.to_strings(), dtype=object)
-        return None
-
-    out: dict[str, np.ndarray] = {}
-    industry = values("industry")
-    if industry is not None:
-        out["division"] = np.array([x[:2] for x in industry.tolist()], dtype=object)
-    names = [*BREAKDOWNS[1:]]
+def category_names(old: Plan, new: Plan) -> list[str]:
+    """The categories impact breaks movers down by (when the data has them): the industry
+    division, size, city, grid region and every grouping a benchmark of either rulebook declares."""
+    names = [*BREAKDOWNS]
     for plan in (old, new):
         for bm in plan.benchmarks.values():
             names += [g for g in bm.groups if g != "all"]
-    for name in dict.fromkeys(names):
-        if name in out or name == "industry_division":
-            continue
-        got = values(name)
-        if got is not None and len(got) == n:
-            out[name] = got
-    return out
+    return [n for n in dict.fromkeys(names) if n != "industry_division"]
 
 
 def _by(categories: dict[str, np.ndarray], direction: np.ndarray) -> dict[str, dict[str, dict[str, int]]]:
@@ -454,33 +433,37 @@ def _by(categories: dict[str, np.ndarray], direction: np.ndarray) -> dict[str, d
     return by
 
 
-def impact(old: Plan, new: Plan, data: Any) -> dict[str, Any]:
+def impact(old: Plan, new: Plan, data: Any, engine: Engine | None = None) -> dict[str, Any]:
     """Migration of every rating (label set) from OLD to NEW on a portfolio, movers broken down by
     every category the data has, and what the change does to lending. The top-level counts,
     ``matrix``, ``by`` and ``firms`` are the primary rating's; ``ratings`` has each label set.
 
-    ``data``: a portfolio, read once here (or already read by :func:`ruleengine.pipeline.read`)."""
+    ``data``: a portfolio (read once here), or a :class:`~ruleengine.analysis.rated.Portfolio`
+    already open; ``engine``: rate on ``--engine chunked|spark|dask`` (the same result)."""
     from .. import pipeline
+    from .rated import Portfolio
 
-    raw = pipeline.read(data, [old, new], pipeline.CONTEXT_COLUMNS)
-    shared = [old.primary, *[r for r in old.ratings if r != old.primary and r in new.ratings]]
+    if isinstance(data, Portfolio):
+        return _impact(old, new, data)
+    with Portfolio([old, new], data, engine, pipeline.CONTEXT_COLUMNS) as portfolio:
+        return _impact(old, new, portfolio)
 
-    def labels(res: Any) -> dict[str, np.ndarray]:
-        return {name: res["rating"] if name == old.primary else res[name] for name in shared}
 
-    # one method's whole results at a time: only the columns used below are kept (issue #11.4)
-    ra = pipeline.rate(old, None, raw=raw)
-    labels_a, bp_a, years = labels(ra), ra.columns.get("incentive_rate_bp"), ra["year"]
-    firm_ids = ra.columns.category("firm_id")
-    plain_ids = ra["firm_id"] if firm_ids is None else None
-    del ra
-    rb = pipeline.rate(new, None, raw=raw)
-    labels_b, bp_b = labels(rb), rb.columns.get("incentive_rate_bp")
-    categories = _categories(old, new, raw, rb)
-    del rb
+def _impact(old: Plan, new: Plan, portfolio: Portfolio) -> dict[str, Any]:
+    from .rated import CATEGORY, impact_views
+
+    shared = [r for r in old.ratings if r != old.primary and r in new.ratings]
+    # one method at a time, and of each only the few columns read here (issue #11.4)
+    old_view, new_view = impact_views(shared, category_names(old, new))
+    ra = portfolio.rated(old, old_view)
+    rb = portfolio.rated(new, new_view)
+    categories = {
+        name[len(CATEGORY) :]: rb[name] for name in rb.columns if name.startswith(CATEGORY) and rb[name] is not None
+    }
     per_rating: dict[str, Any] = {}
-    for rname in shared:
-        col_a, col_b = labels_a[rname], labels_b[rname]
+    for rname in [old.primary, *shared]:
+        col_a = ra["rating"] if rname == old.primary else ra[f"rating:{rname}"]
+        col_b = rb["rating"] if rname == old.primary else rb[f"rating:{rname}"]
         # the primary is compared with the new primary, whatever each rulebook calls it
         mig = _migration(old, new, rname, new.primary if rname == old.primary else rname, col_a, col_b)
         mig["by"] = _by(categories, mig["direction"])
@@ -489,17 +472,10 @@ def impact(old: Plan, new: Plan, data: Any) -> dict[str, Any]:
     a_lab, b_lab = prim["labels"]
     direction = prim["direction"]
     moved = a_lab != b_lab
-
-    def firm_at(i: int) -> str:
-        if firm_ids is None:
-            return str(plain_ids[i])  # type: ignore[index]
-        code = int(firm_ids.codes[i])
-        return firm_ids.labels[code] if 0 <= code < firm_ids.label_count else ""
-
     firms = [
         {
-            "firm_id": firm_at(i),
-            "year": int(years[i]),
+            "firm_id": str(ra["firm_id"][i]),
+            "year": int(ra["year"][i]),
             "old": str(a_lab[i]),
             "new": str(b_lab[i]),
             "direction": str(direction[i]),
@@ -507,14 +483,13 @@ def impact(old: Plan, new: Plan, data: Any) -> dict[str, Any]:
         for i in np.flatnonzero(moved).tolist()
     ]
     lending: dict[str, Any] = {}
+    bp_a = ra.columns.get("incentive_rate_bp")
+    bp_b = rb.columns.get("incentive_rate_bp")
     if bp_a is not None and bp_b is not None:
         da, db = np.nan_to_num(bp_a), np.nan_to_num(bp_b)
         lending["rate_bp_sum_change"] = float(np.sum(db - da))
-        from ..io.data import number_values
-
-        loan_col = raw.columns.get("loan_amount_10k_cny")
-        if loan_col is not None:
-            loans = number_values(loan_col, raw.n)
+        loans = rb.columns.get("loan_amount_10k_cny")
+        if loans is not None:
             loans = np.nan_to_num(loans)
             # loan (10^4 CNY) x 10^4 CNY x Δbp x 10^-4 = loan_10k x Δbp CNY a year
             effect = loans * (db - da)
@@ -554,15 +529,34 @@ def _apply(data: Any, patches: list[tuple[PathT, Any]]) -> Any:
     return out
 
 
-def attribution(old_doc: Document, new_doc: Document, edits: list[Edit], data: Any, base: Any) -> dict[str, Any]:
+def attribution(
+    old_doc: Document, new_doc: Document, edits: list[Edit], data: Any, base: Any, engine: Engine | None = None
+) -> dict[str, Any]:
     """Which change moved how many firms: each change alone on OLD, then cumulatively in both orders.
 
-    ``base``: OLD's primary rating labels on ``data``. A change that cannot be applied alone (it
-    needs another change to compile) is reported as such.
+    ``data``: the portfolio (or an open :class:`~ruleengine.analysis.rated.Portfolio`); ``base``:
+    OLD's primary rating labels on it. A change that cannot be applied alone (it needs another
+    change to compile) is reported as such. A rulebook met twice (the first change alone is also
+    the first step forward) is rated once.
     """
     from .. import pipeline
+    from .rated import Portfolio
+
+    if not isinstance(data, Portfolio):
+        with Portfolio([compile_document(old_doc)], data, engine, pipeline.CONTEXT_COLUMNS) as portfolio:
+            return attribution(old_doc, new_doc, edits, portfolio, base)
+    return _attribution(old_doc, edits, data, base)
+
+
+def _attribution(old_doc: Document, edits: list[Edit], portfolio: Portfolio, base: Any) -> dict[str, Any]:
+    from .rated import rating_view
+
+    seen: dict[str, np.ndarray | None] = {}
 
     def rated_with(doc_data: Any) -> np.ndarray | None:
+        key = json.dumps(doc_data, sort_keys=True, default=repr)
+        if key in seen:
+            return seen[key]
         doc = Document(
             doc_data,
             old_doc.file,
@@ -576,9 +570,11 @@ def attribution(old_doc: Document, new_doc: Document, edits: list[Edit], data: A
         try:
             plan = compile_document(doc)
         except RulebookError:
+            seen[key] = None
             return None
-        labels = pipeline.rate(plan, None, raw=data)["rating"]
-        return np.where(labels == "", "unrated", labels)
+        labels = portfolio.rated(plan, rating_view)["rating"]
+        seen[key] = np.where(labels == "", "unrated", labels)
+        return seen[key]
 
     relevant = [e for e in edits if e.what not in ("metadata", "source", "label") and e.patches]
     alone: list[dict[str, Any]] = []
@@ -610,8 +606,11 @@ def attribution(old_doc: Document, new_doc: Document, edits: list[Edit], data: A
     }
 
 
-def run(old_book: Any, new_book: Any, data: Any | None = None) -> dict[str, Any]:
-    """The whole diff: structural edits, and with ``data`` the impact and attribution."""
+def run(old_book: Any, new_book: Any, data: Any | None = None, engine: Engine | None = None) -> dict[str, Any]:
+    """The whole diff: structural edits, and with ``data`` the impact and attribution.
+
+    ``engine``: rate the portfolio on ``chunked``, ``spark`` or ``dask`` (``data``: a Parquet
+    dataset; for Spark also a URL) instead of in memory; the result is the same."""
     from ..rulebook.loader import load
     from ..rulebook.source import load_document, resolve
 
@@ -629,12 +628,14 @@ def run(old_book: Any, new_book: Any, data: Any | None = None) -> dict[str, Any]
         if old_plan.primary != new_plan.primary and old_plan.id == new_plan.id:
             raise RuleEngineError("the primary rating changed name; impact needs comparable ratings")
         from .. import pipeline
+        from .rated import Portfolio
 
-        raw = pipeline.read(data, [old_plan, new_plan], pipeline.CONTEXT_COLUMNS)  # the one read
-        imp = impact(old_plan, new_plan, raw)
-        base = imp.pop("_base")
-        out["impact"] = imp
-        out["attribution"] = attribution(old_doc, new_doc, edits, raw, base)
+        # the one read (in memory), or the one session and partitioning (on an engine)
+        with Portfolio([old_plan, new_plan], data, engine, pipeline.CONTEXT_COLUMNS) as portfolio:
+            imp = impact(old_plan, new_plan, portfolio)
+            base = imp.pop("_base")
+            out["impact"] = imp
+            out["attribution"] = attribution(old_doc, new_doc, edits, portfolio, base)
     return out
 
 

@@ -32,6 +32,7 @@ import numpy as np
 from ..errors import DataError
 from .partition import (
     ROW,
+    TaskClock,
     benchmark_passes,
     columns_read,
     final_of,
@@ -39,6 +40,7 @@ from .partition import (
     firm_text,
     partials_of,
     prepare,
+    result_table,
     tables_of,
 )
 from .sink import ResultSink
@@ -106,7 +108,7 @@ class Dataset:
     """The Parquet files of a source read as one stream of rows, only the columns a plan needs,
     each file's batches cast to one schema (a column missing from a file reads as empty)."""
 
-    def __init__(self, source: str | Path, plan: Plan):
+    def __init__(self, source: str | Path, plan: Plan, extra: Sequence[str] = ()):
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -127,7 +129,7 @@ class Dataset:
                 names.setdefault(n, None)
         self.names = list(names)
         self.n = sum(self.rows_per_file)
-        self.wanted = [n for n in self.names if n in columns_read(plan)]
+        self.wanted = [n for n in self.names if n in columns_read(plan) or n in extra]
         fields = []
         for name in self.wanted:
             types = {s.field(name).type for s in schemas if name in s.names}
@@ -356,6 +358,7 @@ def rate_dataset(
     progress: Progress | None = None,
     max_issues: int = 20,
     workdir: str | Path | None = None,
+    clock: TaskClock | None = None,
 ) -> Run:
     """Rate the Parquet dataset ``source`` with ``plan`` in chunks of about ``chunk_rows`` rows and
     write the results (input order) to ``output`` (.parquet or .csv)."""
@@ -381,30 +384,109 @@ def rate_dataset(
             run.spilled = True
             spilled = Buckets(ds, chunk_rows, Path(tmp), tick)
             chunks = spilled.chunks
-        tables: dict[str, BenchmarkTable] = {}
-        for stage in range(benchmark_passes(plan)):
-            tree = _TreeMerge()
-            done = 0
-            phase = f"benchmarks {stage + 1}/{benchmark_passes(plan)}"
-            for table, rows in chunks():
-                tree.add(partials_of(plan, prepare(plan, _raw(table, ds.source, ds.names), rows), tables))
-                done += len(rows)
-                tick(phase, done, ds.n)
-            tables.update(tables_of(plan, tree.result()))
+        tables = _benchmark_passes(plan, ds, chunks, tick, clock)
         with ResultSink(output) as sink:
             if contiguous:
-                _final_in_order(plan, ds, chunks(), tables, sink, run, tick, max_issues)
+                _final_in_order(plan, ds, chunks(), tables, sink, run, tick, max_issues, clock)
             else:
                 step = max(1024, sink.row_group // max(len(spilled.present), 1))
-                _final_by_bucket(plan, ds, chunks(), tables, sink, run, tick, max_issues, Path(tmp), step)
+                _final_by_bucket(plan, ds, chunks(), tables, sink, run, tick, max_issues, Path(tmp), step, clock)
     run.seconds = time.perf_counter() - t0
     return run
 
 
+def _benchmark_passes(
+    plan: Plan,
+    ds: Dataset,
+    chunks: Callable[[], Iterator[tuple[Any, np.ndarray]]],
+    tick: Progress,
+    clock: TaskClock | None,
+) -> dict[str, BenchmarkTable]:
+    """One pass per benchmark stage: stage 1 + partials per chunk, merged in a tree → tables."""
+    tables: dict[str, BenchmarkTable] = {}
+    for stage in range(benchmark_passes(plan)):
+        tree = _TreeMerge()
+        done = 0
+        phase = f"benchmarks {stage + 1}/{benchmark_passes(plan)}"
+        for table, rows in chunks():
+            w0, c0 = time.perf_counter(), time.thread_time()
+            tree.add(partials_of(plan, prepare(plan, _raw(table, ds.source, ds.names), rows), tables))
+            if clock is not None:
+                clock.add(f"benchmarks {stage + 1}", len(rows), time.perf_counter() - w0, time.thread_time() - c0)
+            done += len(rows)
+            tick(phase, done, ds.n)
+        tables.update(tables_of(plan, tree.result()))
+    return tables
+
+
+def _chunks_of(ds: Dataset, chunk_rows: int, tmp: Path, tick: Progress) -> tuple[Callable[[], Iterator[Any]], bool]:
+    """The chunks of ``ds`` (a function giving them, once per pass) and whether they are in input
+    order (firms contiguous) or firm buckets spilled to ``tmp``."""
+    contiguous = firms_contiguous(ds)
+    tick("scan", ds.n, ds.n)
+    if contiguous:
+        return (lambda: contiguous_chunks(ds, chunk_rows)), True
+    return Buckets(ds, chunk_rows, tmp, tick).chunks, False
+
+
+def view_dataset(
+    plan: Plan,
+    source: str | Path,
+    chunk_rows: int,
+    view: Callable[..., Any] = result_table,
+    *,
+    extra: Sequence[str] = (),
+    workdir: str | Path | None = None,
+    clock: TaskClock | None = None,
+) -> Any:
+    """The passes of ``plan`` over the Parquet dataset ``source`` in chunks: a pyarrow Table of
+    ``view(plan, results, raw)`` of every chunk, in input order (``raw``: the chunk's rows as read,
+    the plan's inputs and the ``extra`` columns). For analyses that need a few columns of every
+    firm-year (``diff --data``, ``compare``), not the whole results."""
+    import pyarrow as pa
+
+    from ..pipeline import require_rulebook
+
+    require_rulebook(plan)
+    if chunk_rows < 1:
+        raise DataError(f"--chunk-rows must be at least 1, got {chunk_rows}")
+    ds = Dataset(source, plan, extra)
+    tick: Progress = lambda phase, done, total: None  # noqa: E731
+    with tempfile.TemporaryDirectory(prefix="ruleengine-chunks-", dir=workdir) as tmp:
+        chunks, _ = _chunks_of(ds, chunk_rows, Path(tmp), tick)
+        tables = _benchmark_passes(plan, ds, chunks, tick, clock)
+        pieces, rows_seen = [], []
+        for table, rows in chunks():
+            w0, c0 = time.perf_counter(), time.thread_time()
+            raw = _raw(table, ds.source, ds.names)
+            pieces.append(view(plan, final_of(plan, prepare(plan, raw, rows), tables), raw))
+            rows_seen.append(rows)
+            if clock is not None:
+                clock.add("final", len(rows), time.perf_counter() - w0, time.thread_time() - c0)
+    if not pieces:
+        empty = pa.table({f.name: pa.array([], f.type) for f in ds.schema})
+        return view(plan, _empty_result(plan, ds, tables), _raw(empty, ds.source, ds.names))
+    whole = pa.concat_tables(pieces)
+    order = np.argsort(np.concatenate(rows_seen), kind="stable")
+    return whole.take(pa.array(order))
+
+
 def _rate_chunk(
-    plan: Plan, ds: Dataset, table: Any, rows: np.ndarray, tables: dict[str, BenchmarkTable], run: Run, max_issues: int
-) -> Results:
+    plan: Plan,
+    ds: Dataset,
+    table: Any,
+    rows: np.ndarray,
+    tables: dict[str, BenchmarkTable],
+    run: Run,
+    max_issues: int,
+    clock: TaskClock | None = None,
+) -> tuple[Results, Any]:
+    """Stage 2 of one chunk: its Results (counted in ``run``) and their Arrow table."""
+    w0, c0 = time.perf_counter(), time.thread_time()
     res = final_of(plan, prepare(plan, _raw(table, ds.source, ds.names), rows), tables)
+    out = res.to_arrow()
+    if clock is not None:
+        clock.add("final", len(rows), time.perf_counter() - w0, time.thread_time() - c0)
     run.rows += len(res)
     run.chunks += 1
     for level, count in res.distribution():
@@ -423,7 +505,7 @@ def _rate_chunk(
                         if r:
                             run.unrated_reasons[r.split(":", 1)[0] if ":" in r else r] += c
     _keep_issues(run, res.issues, max_issues)
-    return res
+    return res, out
 
 
 def _keep_issues(run: Run, issues: Sequence[DataIssue], max_issues: int) -> None:
@@ -444,11 +526,12 @@ def _final_in_order(
     run: Run,
     tick: Progress,
     max_issues: int,
+    clock: TaskClock | None = None,
 ) -> None:
     empty = True
     for table, rows in chunks:
-        res = _rate_chunk(plan, ds, table, rows, tables, run, max_issues)
-        sink.write(res.to_arrow())
+        _, out = _rate_chunk(plan, ds, table, rows, tables, run, max_issues, clock)
+        sink.write(out)
         empty = False
         tick("rate", run.rows, ds.n)
     if empty:  # no rows at all: the header / schema of an empty result
@@ -473,6 +556,7 @@ def _final_by_bucket(
     max_issues: int,
     tmp: Path,
     step: int,
+    clock: TaskClock | None = None,
 ) -> None:
     """Stage 2 per bucket, results spilled with their row numbers, then merged back in input order."""
     import pyarrow as pa
@@ -480,8 +564,8 @@ def _final_by_bucket(
     paths: list[Path] = []
     nbuckets = 0
     for table, rows in chunks:
-        res = _rate_chunk(plan, ds, table, rows, tables, run, max_issues)
-        out = res.to_arrow().append_column(ROW, pa.array(rows))
+        _, out = _rate_chunk(plan, ds, table, rows, tables, run, max_issues, clock)
+        out = out.append_column(ROW, pa.array(rows))
         path = tmp / f"results-{nbuckets:05d}.arrow"
         with pa.OSFile(str(path), "wb") as f, pa.ipc.new_file(f, out.schema) as w:
             w.write_table(out, max_chunksize=step)

@@ -19,24 +19,39 @@ columns in the worker.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .partition import ROW, benchmark_passes, buckets, columns_read, final_of, partials_of, prepare, tables_of
+from .partition import (
+    ROW,
+    TaskClock,
+    benchmark_passes,
+    buckets,
+    columns_read,
+    final_of,
+    partials_of,
+    prepare,
+    result_table,
+    tables_of,
+)
 from .sink import ResultSink
 
 if TYPE_CHECKING:
-    from ..engine.benchmarks import BenchmarkTable, Partials
+    from ..engine.benchmarks import BenchmarkTable
+    from ..engine.results import Results
     from ..io.data import RawTable
     from ..rulebook.plan import Plan
+
+    View = Callable[[Plan, Results, RawTable], Any]
 
 BUCKET = "__bucket"
 
 
-def _raw_of(pdf: Any, plan: Plan, source: str) -> tuple[RawTable, np.ndarray]:
+def _raw_of(pdf: Any, plan: Plan, source: str, extra: Sequence[str] = ()) -> tuple[RawTable, np.ndarray]:
     """A pandas partition as the RawTable the data contract reads, and its rows' positions."""
     import pyarrow as pa
 
@@ -44,7 +59,7 @@ def _raw_of(pdf: Any, plan: Plan, source: str) -> tuple[RawTable, np.ndarray]:
 
     rows = pdf[ROW].to_numpy(dtype=np.int64)
     names = [c for c in pdf.columns if c not in (ROW, BUCKET)]
-    wanted = [c for c in names if c in columns_read(plan)]
+    wanted = [c for c in names if c in columns_read(plan) or c in extra]
     table = pa.Table.from_pandas(pdf[wanted], preserve_index=False)
     cols = {n: table.column(n) for n in table.column_names}
     return RawTable(cols, len(pdf), source, names=names), rows
@@ -54,17 +69,28 @@ def _sorted(pdf: Any) -> Any:
     return pdf.sort_values(ROW, kind="stable") if len(pdf) else pdf
 
 
-def _partials_task(pdf: Any, plan: Plan, tables: dict[str, BenchmarkTable], source: str) -> Partials:
-    raw, rows = _raw_of(_sorted(pdf), plan, source)
-    return partials_of(plan, prepare(plan, raw, rows), tables)
+Timed = tuple[Any, tuple[int, float, float]]  # a task's value and (rows, wall s, CPU s) inside it
 
 
-def _final_task(pdf: Any, plan: Plan, tables: dict[str, BenchmarkTable], source: str) -> Any:
+def _partials_task(pdf: Any, plan: Plan, tables: dict[str, BenchmarkTable], source: str) -> Timed:
+    w0, c0 = time.perf_counter(), time.thread_time()
+    pdf = _sorted(pdf)
+    raw, rows = _raw_of(pdf, plan, source)
+    p = partials_of(plan, prepare(plan, raw, rows), tables)
+    return p, (len(rows), time.perf_counter() - w0, time.thread_time() - c0)
+
+
+def _final_task(
+    pdf: Any, plan: Plan, tables: dict[str, BenchmarkTable], source: str, view: View, extra: Sequence[str]
+) -> Timed:
     import pyarrow as pa
 
-    raw, rows = _raw_of(_sorted(pdf), plan, source)
-    res = final_of(plan, prepare(plan, raw, rows), tables)
-    return res.to_arrow().append_column(ROW, pa.array(rows, type=pa.int64()))
+    w0, c0 = time.perf_counter(), time.thread_time()
+    pdf = _sorted(pdf)
+    raw, rows = _raw_of(pdf, plan, source, extra)
+    out = view(plan, final_of(plan, prepare(plan, raw, rows), tables), raw)
+    out = out.append_column(ROW, pa.array(rows, type=pa.int64()))
+    return out, (len(rows), time.perf_counter() - w0, time.thread_time() - c0)
 
 
 def _with_rows(ddf: Any) -> Any:
@@ -90,6 +116,114 @@ def _with_rows(ddf: Any) -> Any:
     return dd.from_delayed(numbered, meta=meta, verify_meta=False), int(offsets[-1])
 
 
+class Partitions:
+    """A dataset shuffled into firm-complete partitions, persisted on the cluster: every pass, and
+    every plan rated on it (``diff``, ``compare``), reads these partitions."""
+
+    def __init__(self, ddf: Any, npartitions: int | None = None, client: Any = None):
+        numbered, self.n = _with_rows(ddf)
+        self.client = client
+        k = npartitions or max(ddf.npartitions, 1)
+        # a task-based shuffle: every piece of it is a task the scheduler can recompute when a
+        # worker is lost (a P2P shuffle's output is tied to its run)
+        if k > 1:
+            parts_df = numbered.shuffle(BUCKET, npartitions=k, shuffle_method="tasks")
+        else:
+            parts_df = numbered.repartition(npartitions=1)
+        self.frame = client.persist(parts_df) if client is not None else parts_df.persist()  # shuffled once
+        self.parts = self.frame.to_delayed()
+        self.meta = ddf._meta
+
+    def compute(self, tasks: list[Any]) -> list[Any]:
+        import dask
+
+        if self.client is not None:
+            return list(self.client.gather(self.client.compute(tasks)))
+        return list(dask.compute(*tasks))
+
+
+def run(
+    plan: Plan,
+    parts: Partitions,
+    *,
+    source: str = "<dask>",
+    view: View = result_table,
+    extra: Sequence[str] = (),
+    on_pass: Callable[[str], None] | None = None,
+    clock: TaskClock | None = None,
+    output: str | Path | None = None,
+) -> Any:
+    """The passes of ``plan`` over firm-complete ``parts``: a pyarrow Table of ``view(plan,
+    results, raw)`` of every partition, in input order (see ``spark.run``); with ``output``, the
+    views written there instead, the driver holding one partition's results at a time."""
+    import dask
+    import pyarrow as pa
+
+    from ..pipeline import require_rulebook
+
+    require_rulebook(plan)
+    tables: dict[str, BenchmarkTable] = {}
+    for stage in range(benchmark_passes(plan)):
+        got = parts.compute([dask.delayed(_partials_task)(p, plan, dict(tables), source) for p in parts.parts])
+        tables.update(tables_of(plan, [g[0] for g in got]))
+        _clock(clock, f"benchmarks {stage + 1}", got)
+        if on_pass:
+            on_pass(f"benchmarks {stage + 1}")
+    tasks = [dask.delayed(_final_task)(p, plan, dict(tables), source, view, tuple(extra)) for p in parts.parts]
+    if output is not None:
+        _write_ordered(parts, tasks, output, clock)
+        if on_pass:
+            on_pass("final")
+        return None
+    got = parts.compute(tasks)
+    _clock(clock, "final", got)
+    if on_pass:
+        on_pass("final")
+    results = [g[0] for g in got]
+    whole = pa.concat_tables([t for t in results if t.num_rows] or results[:1])
+    order = np.argsort(whole.column(ROW).to_numpy(), kind="stable")
+    if len(order) != parts.n:
+        from ..errors import RuleEngineError
+
+        raise RuleEngineError(f"internal: {len(order)} result rows for {parts.n} input rows")
+    return whole.take(pa.array(order)).drop_columns([ROW])
+
+
+def _write_ordered(parts: Partitions, tasks: list[Any], output: str | Path, clock: TaskClock | None) -> None:
+    """The final tasks' results gathered one at a time as they finish, spilled on the driver and
+    merged in input order into ``output`` (``ordered.OrderedSpill``)."""
+    import dask
+
+    from .ordered import OrderedSpill
+
+    with OrderedSpill(len(tasks)) as spill:
+        if parts.client is not None:
+            from distributed import as_completed
+
+            futures = parts.client.compute(tasks)
+            index = {f.key: i for i, f in enumerate(futures)}
+            for fut in as_completed(futures):
+                table, timing = fut.result()
+                spill.add(index[fut.key], table)
+                _clock(clock, "final", [(None, timing)])
+                fut.release()
+        else:
+            step = 2
+            for start in range(0, len(tasks), step):  # a few at a time: never every result at once
+                for i, (table, timing) in enumerate(dask.compute(*tasks[start : start + step])):
+                    spill.add(start + i, table)
+                    _clock(clock, "final", [(None, timing)])
+        schema = spill.schema or spill.any_schema
+        schema = schema.remove(schema.get_field_index(ROW))
+        spill.write(output, parts.n, schema)
+
+
+def _clock(clock: TaskClock | None, name: str, got: list[Timed]) -> None:
+    if clock is not None:
+        for _, (rows, wall, cpu) in got:
+            clock.add(name, rows, wall, cpu)
+
+
 def rate(
     plan: Plan,
     ddf: Any,
@@ -99,14 +233,15 @@ def rate(
     client: Any = None,
     source: str = "<dask>",
     on_pass: Callable[[str], None] | None = None,
+    clock: TaskClock | None = None,
 ) -> int:
     """Rate a dask DataFrame (or a Parquet path/glob) with ``plan`` and write the results (input
     order, canonical row groups) to ``output``. Returns the number of rows.
 
     ``npartitions``: firm-complete partitions after the shuffle (default: as many as the input);
     ``client``: a ``distributed.Client`` (default: the current one, or dask's local scheduler);
-    ``on_pass(name)``: called after each pass (the tests kill a worker there)."""
-    import dask
+    ``on_pass(name)``: called after each pass (the tests kill a worker there); ``clock``: filled
+    with the time spent inside the tasks."""
     import dask.dataframe as dd
 
     from ..pipeline import require_rulebook
@@ -116,45 +251,6 @@ def rate(
     if isinstance(ddf, str | Path):
         source = str(ddf)
         ddf = dd.read_parquet(str(ddf))
-    numbered, n = _with_rows(ddf)
-    k = npartitions or max(ddf.npartitions, 1)
-    # a task-based shuffle: every piece of it is a task the scheduler can recompute when a worker
-    # is lost (a P2P shuffle's output is tied to its run)
-    if k > 1:
-        parts_df = numbered.shuffle(BUCKET, npartitions=k, shuffle_method="tasks")
-    else:
-        parts_df = numbered.repartition(npartitions=1)
-    parts_df = client.persist(parts_df) if client is not None else parts_df.persist()  # shuffled once
-    parts = parts_df.to_delayed()
-    compute = client.compute if client is not None else None
-
-    def run(tasks: list[Any]) -> list[Any]:
-        if compute is not None:
-            return list(client.gather(compute(tasks)))
-        return list(dask.compute(*tasks))
-
-    tables: dict[str, BenchmarkTable] = {}
-    for stage in range(benchmark_passes(plan)):
-        partials = run([dask.delayed(_partials_task)(p, plan, dict(tables), source) for p in parts])
-        tables.update(tables_of(plan, partials))
-        if on_pass:
-            on_pass(f"benchmarks {stage + 1}")
-    results = run([dask.delayed(_final_task)(p, plan, dict(tables), source) for p in parts])
-    if on_pass:
-        on_pass("final")
-    _write_in_order(results, output, n)
-    return n
-
-
-def _write_in_order(results: list[Any], output: str | Path, n: int) -> None:
-    """Per-partition result tables (with ROW) → one file in input order, canonical row groups."""
-    import pyarrow as pa
-
-    whole = pa.concat_tables([t for t in results if t.num_rows] or results[:1])
-    order = np.argsort(whole.column(ROW).to_numpy(), kind="stable")
-    if len(order) != n:
-        from ..errors import RuleEngineError
-
-        raise RuleEngineError(f"internal: {len(order)} result rows for {n} input rows")
-    with ResultSink(output) as sink:
-        sink.write(whole.take(pa.array(order)).drop_columns([ROW]))
+    parts = Partitions(ddf, npartitions, client)
+    run(plan, parts, source=source, on_pass=on_pass, clock=clock, output=output)
+    return parts.n

@@ -301,6 +301,47 @@ def rate_partitions(
     return [final_of(plan, b, tables) for b in batches]
 
 
+class TaskClock:
+    """Time spent inside partition tasks (the engine's own work), apart from the distributed
+    engine's scheduling, shuffles and transfers: per pass, tasks, rows, wall and CPU seconds
+    (CPU: the task thread's own, ``time.thread_time``). Filled by the runners when given one."""
+
+    def __init__(self) -> None:
+        self.passes: dict[str, dict[str, float]] = {}
+
+    def add(self, name: str, rows: int, wall: float, cpu: float, tasks: int = 1) -> None:
+        p = self.passes.setdefault(name, {"tasks": 0, "rows": 0, "wall": 0.0, "cpu": 0.0})
+        p["tasks"] += tasks
+        p["rows"] += rows
+        p["wall"] += wall
+        p["cpu"] += cpu
+
+    def total(self, key: str) -> float:
+        return float(sum(p[key] for p in self.passes.values()))
+
+
+def view_schema(
+    view: Callable[..., Any],
+    plan: Plan,
+    raw_names: Sequence[str],
+    types: Mapping[str, Any],
+    tables: Mapping[str, BenchmarkTable],
+) -> Any:
+    """The Arrow schema ``view`` gives: its output on an empty partition with the columns ``types``."""
+    import pyarrow as pa
+
+    from ..io.data import RawTable
+
+    empty = RawTable({n: pa.array([], t) for n, t in types.items()}, 0, "<schema>", names=list(raw_names))
+    batch = prepare(plan, empty, np.zeros(0, np.int64))
+    return view(plan, final_of(plan, batch, tables), empty).schema
+
+
+def result_table(plan: Plan, results: Results, raw: RawTable) -> Any:
+    """The default view of a partition's results: the result columns as written (plain Arrow)."""
+    return results.to_arrow()
+
+
 def _sorted(order: np.ndarray) -> bool:
     return bool(np.all(order == np.arange(len(order))))
 

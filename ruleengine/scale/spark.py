@@ -18,42 +18,66 @@ from __future__ import annotations
 
 import pickle
 import sys
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .partition import ROW, benchmark_passes, buckets, columns_read, final_of, partials_of, prepare, tables_of
+from .partition import (
+    ROW,
+    TaskClock,
+    benchmark_passes,
+    buckets,
+    columns_read,
+    final_of,
+    partials_of,
+    prepare,
+    result_table,
+    tables_of,
+    view_schema,
+)
 from .sink import ResultSink
 
 if TYPE_CHECKING:
     from ..engine.benchmarks import BenchmarkTable
+    from ..engine.results import Results
     from ..io.data import RawTable
     from ..rulebook.plan import Plan
 
+    View = Callable[[Plan, Results, RawTable], Any]
+
 BUCKET = "__bucket"
+BUCKETS_PER_PARTITION = 16
+BLOB_ROWS = 16_384  # result rows per piece sent back to the driver by ``rate``
 _SPARK_TYPES = {"int64": "long", "double": "double", "string": "string", "large_string": "string"}
 
 
-def session(master: str = "local[*]", app: str = "ruleengine") -> Any:
-    """A SparkSession whose Python workers run this interpreter, with Arrow on."""
+def session(master: str = "local[*]", app: str = "ruleengine", conf: dict[str, str] | None = None) -> Any:
+    """A SparkSession whose Python workers run this interpreter, with Arrow on; ``conf``: more
+    Spark settings (e.g. ``spark.driver.memory``). The results are collected on the driver (to
+    write them in input order), so ``spark.driver.maxResultSize`` is unlimited unless ``conf``
+    says otherwise. An active session is reused (its master and memory stay as they were)."""
     import os
 
     from pyspark.sql import SparkSession
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    return (
+    builder = (
         SparkSession.builder.master(master)
         .appName(app)
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.ui.enabled", "false")
-        .config("spark.driver.host", "127.0.0.1")
-        .config("spark.driver.bindAddress", "127.0.0.1")
         .config("spark.sql.shuffle.partitions", "8")
-        .getOrCreate()
+        .config("spark.driver.maxResultSize", "0")
     )
+    if master.startswith("local"):  # on a cluster the executors must reach the driver's own address
+        builder = builder.config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
+    for key, value in (conf or {}).items():
+        builder = builder.config(key, value)
+    return builder.getOrCreate()
 
 
 def _whole(batches: Iterator[Any]) -> Any:
@@ -63,16 +87,168 @@ def _whole(batches: Iterator[Any]) -> Any:
     if not got:
         return None
     table = pa.Table.from_batches(got)
-    order = np.argsort(table.column(ROW).to_numpy(), kind="stable")  # input order inside the partition
+    rows = table.column(ROW).to_numpy()
+    if len(rows) < 2 or bool(np.all(rows[1:] > rows[:-1])):  # often so: the shuffle keeps each map's order
+        return table
+    order = np.argsort(rows, kind="stable")  # input order inside the partition
     return table.take(pa.array(order))
 
 
-def _raw(table: Any, plan: Plan, source: str, names: Sequence[str]) -> tuple[RawTable, np.ndarray]:
+def _raw(
+    table: Any, plan: Plan, source: str, names: Sequence[str], extra: Sequence[str] = ()
+) -> tuple[RawTable, np.ndarray]:
     from ..io.data import RawTable
 
     rows = table.column(ROW).to_numpy().astype(np.int64)
-    cols = {n: table.column(n) for n in table.column_names if n in columns_read(plan)}
+    cols = {n: table.column(n) for n in table.column_names if n in columns_read(plan) or n in extra}
     return RawTable(cols, table.num_rows, source, names=list(names)), rows
+
+
+def _one_binary(data: Any) -> Any:
+    """A binary array of one value over an Arrow buffer (no copy)."""
+    import pyarrow as pa
+
+    offsets = pa.array([0, data.size], pa.int32()).buffers()[1]
+    return pa.Array.from_buffers(pa.binary(), 1, [None, offsets, data])
+
+
+def firm_partitions(df: Any, npartitions: int | None = None) -> tuple[Any, int]:
+    """``df`` (with ``__row``) repartitioned into firm-complete partitions by the stable firm
+    bucket, persisted (every pass, and every plan rated on it, reads it), and its row count."""
+    import pyarrow as pa
+    from pyspark.sql.types import LongType, StructField, StructType
+
+    if ROW not in df.columns:
+        raise ValueError(f"the DataFrame needs a {ROW} column (each row's position in the input); see read_files")
+    bucket_schema = StructType([*df.schema.fields, StructField(BUCKET, LongType())])  # (.add mutates df.schema)
+    k = npartitions or max(df.rdd.getNumPartitions(), 1)
+    # Spark hashes the bucket number again to pick the partition: with a few buckets per partition
+    # no partition is left empty by a collision (the rows of a bucket stay together either way)
+    nb = k * BUCKETS_PER_PARTITION
+
+    def add_bucket(batches: Iterator[Any]) -> Iterator[Any]:
+        for b in batches:
+            ids = b.column(b.schema.get_field_index("firm_id")) if "firm_id" in b.schema.names else None
+            bk = buckets(ids if ids is not None else np.full(b.num_rows, "", dtype=object), nb)
+            yield pa.RecordBatch.from_arrays(
+                [*b.columns, pa.array(bk, type=pa.int64())], names=[*b.schema.names, BUCKET]
+            )
+
+    parts = df.mapInArrow(add_bucket, bucket_schema).repartition(k, BUCKET).persist()
+    return parts, int(parts.count())
+
+
+def run(
+    plan: Plan,
+    parts: Any,
+    *,
+    source: str = "<spark>",
+    view: View = result_table,
+    extra: Sequence[str] = (),
+    fail_first_attempt: bool = False,
+    clock: TaskClock | None = None,
+    output: str | Path | None = None,
+) -> Any:
+    """The passes of ``plan`` over firm-complete ``parts`` (from :func:`firm_partitions`): a
+    pyarrow Table of ``view(plan, results, raw)`` of every partition, in input order.
+
+    ``view``: a picklable function of a partition's results and its rows as read (the plan's
+    inputs and the ``extra`` columns) returning a pyarrow Table (default: the result columns);
+    ``clock``: filled with the time spent inside the tasks (accumulators); ``output``: write the
+    views to this file instead (canonical row groups; the driver holds one partition's pieces at
+    a time, not the whole result: ``ordered.OrderedSpill``) and return None."""
+    import pyarrow as pa
+
+    from ..pipeline import require_rulebook
+
+    require_rulebook(plan)
+    spark = parts.sparkSession
+    sc = spark.sparkContext
+    names = [c for c in parts.columns if c not in (ROW, BUCKET)]
+    timing = clock is not None
+    # only the columns the plan (and the view) reads travel to the Python workers
+    wanted = parts.select(*[f"`{c}`" for c in names if c in plan.inputs or c in extra], ROW)
+
+    def meters() -> list[Any]:
+        return [sc.accumulator(0.0) for _ in range(4)] if timing else []
+
+    def record(name: str, acc: list[Any]) -> None:
+        if clock is not None:
+            clock.add(name, int(acc[1].value), acc[2].value, acc[3].value, tasks=int(acc[0].value))
+
+    tables: dict[str, BenchmarkTable] = {}
+    for stage in range(benchmark_passes(plan)):
+        given = sc.broadcast(pickle.dumps(tables))
+        acc = meters()
+
+        def partials_task(batches: Iterator[Any], given: Any = given, acc: list[Any] = acc) -> Iterator[Any]:
+            w0, c0 = time.perf_counter(), time.thread_time()  # CPU from here: the partition's own work
+            table = _whole(batches)
+            if table is None:
+                return
+            raw, rows = _raw(table, plan, source, names)
+            p = pickle.dumps(partials_of(plan, prepare(plan, raw, rows), pickle.loads(given.value)))
+            if acc:
+                for a, v in zip(acc, (1, len(rows), time.perf_counter() - w0, time.thread_time() - c0), strict=True):
+                    a.add(v)
+            yield pa.RecordBatch.from_arrays([pa.array([p], type=pa.binary())], names=["p"])
+
+        collected = wanted.mapInArrow(partials_task, "p binary").collect()  # the one action of the pass
+        tables.update(tables_of(plan, [pickle.loads(r["p"]) for r in collected]))
+        record(f"benchmarks {stage + 1}", acc)
+
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    types = {f.name: f.type for f in to_arrow_schema(parts.schema) if f.name not in (ROW, BUCKET)}
+    schema = view_schema(view, plan, names, {n: t for n, t in types.items() if n in plan.inputs or n in extra}, tables)
+    ddl = ", ".join(f"`{f.name}` {_SPARK_TYPES[str(f.type)]}" for f in schema) + f", `{ROW}` long"
+    given = sc.broadcast(pickle.dumps(tables))
+    acc = meters()
+
+    def final_task(batches: Iterator[Any], given: Any = given, acc: list[Any] = acc) -> Iterator[Any]:
+        if fail_first_attempt:
+            from pyspark import TaskContext
+
+            ctx = TaskContext.get()
+            if ctx is not None and ctx.attemptNumber() == 0:
+                raise RuntimeError("injected failure of a first attempt (test)")
+        w0, c0 = time.perf_counter(), time.thread_time()
+        table = _whole(batches)
+        if table is None:
+            return
+        raw, rows = _raw(table, plan, source, names, extra)
+        out = view(plan, final_of(plan, prepare(plan, raw, rows), pickle.loads(given.value)), raw)
+        out = out.append_column(ROW, pa.array(rows, type=pa.int64()))
+        if acc:
+            for a, v in zip(acc, (1, len(rows), time.perf_counter() - w0, time.thread_time() - c0), strict=True):
+                a.add(v)
+        if output is None:
+            yield from out.to_batches()
+            return
+        from pyspark import TaskContext
+
+        ctx = TaskContext.get()
+        part = ctx.partitionId() if ctx is not None else 0
+        options = pa.ipc.IpcWriteOptions(compression="lz4")
+        for start in range(0, out.num_rows, BLOB_ROWS):  # the partition's results as compressed Arrow pieces
+            buf = pa.BufferOutputStream()
+            with pa.ipc.new_stream(buf, out.schema, options=options) as w:
+                w.write_table(out.slice(start, BLOB_ROWS))
+            yield pa.RecordBatch.from_arrays(
+                [pa.array([part], pa.int64()), pa.array([start], pa.int64()), _one_binary(buf.getvalue())],
+                names=["part", "start", "blob"],
+            )
+
+    if output is not None:
+        _write_ordered(wanted.mapInArrow(final_task, "part long, start long, blob binary"), output, schema, parts)
+        record("final", acc)
+        return None
+    result = wanted.mapInArrow(final_task, ddl).toArrow()
+    record("final", acc)
+    if not result.num_rows:
+        return schema.empty_table()
+    order = np.argsort(result.column(ROW).to_numpy(), kind="stable")
+    return result.take(pa.array(order)).drop_columns([ROW]).cast(schema)
 
 
 def rate(
@@ -83,89 +259,43 @@ def rate(
     npartitions: int | None = None,
     source: str = "<spark>",
     fail_first_attempt: bool = False,
+    clock: TaskClock | None = None,
 ) -> int:
     """Rate a Spark DataFrame (with a ``__row`` column: each row's position in the input) and
     write the results (input order, canonical row groups) to ``output``. Returns the row count.
 
     ``fail_first_attempt``: the first attempt of every final-pass task raises (tests: Spark
     retries it; needs a master that allows retries, e.g. ``local[2,4]``)."""
-    import pyarrow as pa
-
     from ..pipeline import require_rulebook
 
     require_rulebook(plan)
     ResultSink(output)
-    spark = df.sparkSession
-    names = [c for c in df.columns if c not in (ROW, BUCKET)]
-    if ROW not in df.columns:
-        raise ValueError(f"the DataFrame needs a {ROW} column (each row's position in the input); see rate_files")
-
-    from pyspark.sql.types import LongType, StructField, StructType
-
-    bucket_schema = StructType([*df.schema.fields, StructField(BUCKET, LongType())])  # (.add mutates df.schema)
-    k = npartitions or max(df.rdd.getNumPartitions(), 1)
-
-    def add_bucket(batches: Iterator[Any]) -> Iterator[Any]:
-        for b in batches:
-            ids = b.column(b.schema.get_field_index("firm_id")) if "firm_id" in b.schema.names else None
-            bk = buckets(ids if ids is not None else np.full(b.num_rows, "", dtype=object), k)
-            yield pa.RecordBatch.from_arrays(
-                [*b.columns, pa.array(bk, type=pa.int64())], names=[*b.schema.names, BUCKET]
-            )
-
-    parts = df.mapInArrow(add_bucket, bucket_schema).repartition(k, BUCKET).persist()
-    n = parts.count()
-    tables: dict[str, BenchmarkTable] = {}
-    for _ in range(benchmark_passes(plan)):
-        given = spark.sparkContext.broadcast(pickle.dumps(tables))
-
-        def partials_task(batches: Iterator[Any], given: Any = given) -> Iterator[Any]:
-            table = _whole(batches)
-            if table is None:
-                return
-            raw, rows = _raw(table, plan, source, names)
-            p = partials_of(plan, prepare(plan, raw, rows), pickle.loads(given.value))
-            yield pa.RecordBatch.from_arrays([pa.array([pickle.dumps(p)], type=pa.binary())], names=["p"])
-
-        collected = parts.mapInArrow(partials_task, "p binary").collect()  # the one action of the pass
-        tables.update(tables_of(plan, [pickle.loads(r["p"]) for r in collected]))
-
-    empty = final_of(plan, prepare(plan, _raw(_empty(df), plan, source, names)[0], np.zeros(0, np.int64)), tables)
-    arrow_schema = empty.to_arrow().schema
-    ddl = ", ".join(f"`{f.name}` {_SPARK_TYPES[str(f.type)]}" for f in arrow_schema) + f", `{ROW}` long"
-    given = spark.sparkContext.broadcast(pickle.dumps(tables))
-
-    def final_task(batches: Iterator[Any], given: Any = given) -> Iterator[Any]:
-        if fail_first_attempt:
-            from pyspark import TaskContext
-
-            ctx = TaskContext.get()
-            if ctx is not None and ctx.attemptNumber() == 0:
-                raise RuntimeError("injected failure of a first attempt (test)")
-        table = _whole(batches)
-        if table is None:
-            return
-        raw, rows = _raw(table, plan, source, names)
-        out = final_of(plan, prepare(plan, raw, rows), pickle.loads(given.value)).to_arrow()
-        out = out.append_column(ROW, pa.array(rows, type=pa.int64()))
-        yield from out.to_batches()
-
-    result = parts.mapInArrow(final_task, ddl).toArrow()
-    parts.unpersist()
-    order = np.argsort(result.column(ROW).to_numpy(), kind="stable")
-    with ResultSink(output) as sink:
-        if result.num_rows:
-            sink.write(result.take(pa.array(order)).drop_columns([ROW]).cast(arrow_schema))
-        else:
-            sink.write(empty.to_arrow())
-    return int(n)
+    parts, n = firm_partitions(df, npartitions)
+    try:
+        run(plan, parts, source=source, fail_first_attempt=fail_first_attempt, clock=clock, output=output)
+    finally:
+        parts.unpersist()
+    return n
 
 
-def _empty(df: Any) -> Any:
+def _write_ordered(blobs: Any, output: str | Path, schema: Any, parts: Any) -> None:
+    """The final pass run in parallel (its pieces kept on the executors' disks), then streamed to
+    the driver one partition at a time, spilled, and merged in input order into ``output``."""
     import pyarrow as pa
-    from pyspark.sql.pandas.types import to_arrow_schema
+    from pyspark import StorageLevel
 
-    return pa.Table.from_pylist([], schema=to_arrow_schema(df.schema))
+    from .ordered import OrderedSpill
+
+    blobs = blobs.persist(StorageLevel.DISK_ONLY)
+    try:
+        blobs.count()  # the final pass: every partition at once
+        n = int(parts.count())
+        with OrderedSpill(parts.rdd.getNumPartitions()) as spill:
+            for r in blobs.toLocalIterator(prefetchPartitions=True):
+                spill.add(r["part"], pa.ipc.open_stream(pa.py_buffer(r["blob"])).read_all())
+            spill.write(output, n, schema)
+    finally:
+        blobs.unpersist()
 
 
 def read_files(spark: Any, files: Sequence[Path]) -> Any:
@@ -186,7 +316,56 @@ def read_files(spark: Any, files: Sequence[Path]) -> Any:
     return df.withColumn(ROW, (mapping[F.col("__file")] + F.col("__index")).cast("long")).drop("__file", "__index")
 
 
-def rate_files(plan: Plan, files: Sequence[Path], output: str | Path, *, master: str, source: str) -> int:
-    """``ruleengine rate BOOK DATA --engine spark``: the files read by Spark, rated, written."""
+def is_url(data: str | Path) -> bool:
+    """A location Spark (Hadoop) or fsspec reads itself: ``s3a://…``, ``hdfs://…``, ``file://…``."""
+    import re
+
+    return bool(re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", str(data)))
+
+
+def _path_key(uri: str) -> tuple[str, ...]:
+    """A file URL's path as the local runner orders paths (component by component)."""
+    from urllib.parse import unquote, urlsplit
+
+    return tuple(unquote(urlsplit(uri).path).split("/"))
+
+
+def read_url(spark: Any, url: str) -> Any:
+    """The Parquet dataset at ``url`` (``s3a://bucket/prefix``, ``hdfs://…``, ``file:///…``), read
+    by Spark itself (nothing is opened on the driver), with ``__row`` numbered as the local runner
+    numbers the rows of the same files: files in path order, then Parquet's row index. The row
+    count of each file comes from one Spark action over the file metadata. Credentials and the
+    S3A jars are Spark's configuration (docs/scale.md), never arguments here."""
+    from pyspark.sql import functions as F
+
+    from ..errors import DataError
+
+    try:
+        df = spark.read.parquet(url)
+        df = df.select("*", F.col("_metadata.file_path").alias("__file"), F.col("_metadata.row_index").alias("__index"))
+        counts = {r["__file"]: int(r["count"]) for r in df.groupBy("__file").count().collect()}
+    except Exception as exc:  # noqa: BLE001 - Spark's (Py4J's) errors: no common base to name
+        first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+        raise DataError(f"{url}: Spark cannot read it: {first[:300]}") from None
+    offsets, start = {}, 0
+    for f in sorted(counts, key=_path_key):
+        offsets[f] = start
+        start += counts[f]
+    if not offsets:
+        return df.withColumn(ROW, F.col("__index").cast("long")).drop("__file", "__index")
+    mapping = F.create_map(*[x for uri, off in offsets.items() for x in (F.lit(uri), F.lit(off))])
+    return df.withColumn(ROW, (mapping[F.col("__file")] + F.col("__index")).cast("long")).drop("__file", "__index")
+
+
+def read(spark: Any, data: str | Path) -> Any:
+    """A dataset for :func:`rate`: a URL read by Spark (:func:`read_url`), or local Parquet
+    (a file, a directory or a glob: :func:`read_files`)."""
+    from .chunked import dataset_files
+
+    return read_url(spark, str(data)) if is_url(data) else read_files(spark, dataset_files(data))
+
+
+def rate_files(plan: Plan, data: str | Path, output: str | Path, *, master: str, source: str) -> int:
+    """``ruleengine rate BOOK DATA --engine spark``: the dataset read by Spark, rated, written."""
     spark = session(master)
-    return rate(plan, read_files(spark, files), output, source=source)
+    return rate(plan, read(spark, data), output, source=source)

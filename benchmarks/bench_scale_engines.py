@@ -1,0 +1,328 @@
+"""Spark and Dask against the local chunked runner (issue #18): one dataset, one run of each.
+
+    python benchmarks/bench_scale_engines.py DATASET_DIR [--book huzhou] [--partitions 20]
+        [--chunk-rows 500000] [--timeout 1500] [--out benchmarks/SCALE_ENGINES.md]
+
+DATASET_DIR: a directory of Parquet files (``bench_scale.write_dataset`` writes 10M firm-years as
+10 files of 1M rows with the sample generator, ``ruleengine.io.sample``, the code behind
+``ruleengine sample``). Each runner rates it once, in its own child process, into a Parquet file:
+
+- local chunked (``scale.chunked.rate_dataset``, chunks of ``--chunk-rows``);
+- Spark ``local[2]`` (``scale.spark.rate``, ``--partitions`` firm-complete partitions);
+- Dask ``LocalCluster`` of 2 worker processes, 1 thread each (``scale.dask.rate``, same partitions).
+
+Measured per run: wall time; CPU seconds and peak resident memory (VmHWM) of every process of the
+run (the driver, the JVM, Spark's Python workers, Dask's workers and nannies), read from /proc just
+before the processes end; and the time inside the partition tasks (``scale.partition.TaskClock``:
+the thread CPU time of each task's own work — Arrow in, data contract, stage 1/partials or stage 2,
+Arrow out), apart from the engine's scheduling, shuffle, transfers, the read and the write. The
+three output files are compared byte for byte.
+
+The machine is shared (2 cores, other people's jobs): the load average is recorded before and
+after. Each child is bounded by ``--timeout`` seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+# -- the child: one runner --------------------------------------------------------------------------
+
+
+def _proc_stats(pid: int) -> dict[str, float]:
+    """Peak resident memory (MB) and CPU seconds of a process, from /proc."""
+    import psutil
+
+    out = {"pid": pid, "peak_mb": float("nan"), "cpu_s": float("nan"), "name": "?"}
+    try:
+        p = psutil.Process(pid)
+        cmd = p.cmdline()
+        if cmd and cmd[0].endswith("java"):
+            out["name"] = "JVM (Spark driver and executor, local mode)"
+        elif "pyspark.daemon" in cmd:
+            out["name"] = "Spark Python worker (pyspark.daemon)"
+        elif pid == os.getpid():
+            out["name"] = "driver (Python)"
+        else:
+            out["name"] = f"Python child {' '.join(cmd[1:3])}"
+        t = p.cpu_times()
+        out["cpu_s"] = t.user + t.system
+        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    out["peak_mb"] = int(line.split()[1]) / 1024
+    except (psutil.Error, OSError):
+        pass
+    return out
+
+
+def _tree() -> list[dict[str, float]]:
+    import psutil
+
+    me = psutil.Process()
+    return [_proc_stats(me.pid)] + [_proc_stats(c.pid) for c in me.children(recursive=True)]
+
+
+def child(runner: str, dataset: str, out: str, book: str, partitions: int, chunk_rows: int) -> dict:
+    import ruleengine
+    from ruleengine.scale.partition import TaskClock
+
+    plan = ruleengine.load(book)
+    clock = TaskClock()
+    procs: list[dict[str, float]] = []
+    t0 = time.perf_counter()
+    if runner == "chunked":
+        from ruleengine.scale.chunked import rate_dataset
+
+        run = rate_dataset(plan, dataset, out, chunk_rows, clock=clock)
+        n = run.rows
+        wall = time.perf_counter() - t0
+        procs = _tree()
+    elif runner == "spark":
+        from ruleengine.scale import spark as rspark
+
+        s = rspark.session("local[2]", conf={"spark.driver.memory": "6g"})
+        started = time.perf_counter()
+        n = rspark.rate(plan, rspark.read(s, dataset), out, npartitions=partitions, source=dataset, clock=clock)
+        wall = time.perf_counter() - t0
+        procs = _tree()  # the JVM and the Python workers are alive until the session stops
+        s.stop()
+        clock.passes["(session start)"] = {"tasks": 0, "rows": 0, "wall": started - t0, "cpu": 0.0}
+    else:
+        import dask.dataframe as dd
+        import distributed
+
+        from ruleengine.scale import dask as rdask
+
+        cluster = distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0"
+        )
+        client = distributed.Client(cluster)
+        files = sorted(str(f) for f in Path(dataset).glob("*.parquet"))
+        n = rdask.rate(
+            plan, dd.read_parquet(files), out, npartitions=partitions, client=client, source=dataset, clock=clock
+        )
+        wall = time.perf_counter() - t0
+        procs = _tree()
+        client.close()
+        cluster.close()
+    return {"runner": runner, "rows": n, "wall": wall, "procs": procs, "passes": clock.passes}
+
+
+# -- the parent ---------------------------------------------------------------------------------------
+
+
+def run_child(runner: str, args: argparse.Namespace, out: Path) -> dict | None:
+    cmd = [
+        sys.executable, __file__, "--child", runner, args.dataset, "--target", str(out), "--book", args.book,
+        "--partitions", str(args.partitions), "--chunk-rows", str(args.chunk_rows),
+    ]  # fmt: skip
+    print(f"{runner}: {' '.join(cmd[2:])}", flush=True)
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        print(f"  {runner}: over {args.timeout} s, stopped", flush=True)
+        return None
+    if proc.returncode != 0:
+        print(f"  {runner} failed ({proc.returncode}):\n{proc.stderr[-3000:]}", flush=True)
+        return None
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    res["outer_wall"] = time.perf_counter() - t0
+    print(f"  {res['wall']:.1f} s", flush=True)
+    return res
+
+
+def _cpu_row(p: dict) -> float:
+    return sum(v["cpu"] for k, v in p["passes"].items() if not k.startswith("("))
+
+
+def report(results: dict[str, dict | None], args: argparse.Namespace, loads: tuple, same: dict[str, bool]) -> str:
+    import pyarrow.parquet as pq
+
+    files = sorted(Path(args.dataset).glob("*.parquet"))
+    n_in = sum(pq.read_metadata(f).num_rows for f in files)
+    size_mb = sum(f.stat().st_size for f in files) / 1e6
+    base = results.get("chunked")
+    base_cpu_row = _cpu_row(base) / base["rows"] if base else float("nan")
+    lines = [
+        "# Spark and Dask against the local runner",
+        "",
+        f"Measured by `python benchmarks/bench_scale_engines.py DATASET --book {args.book} --partitions "
+        f"{args.partitions} --chunk-rows {args.chunk_rows}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: "
+        f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}. One run of each runner, "
+        "one after the other, each in its own child process.",
+        "",
+        f"**The machine is shared**: load average (1/5/15 min) {loads[0][0]:.1f} / {loads[0][1]:.1f} / "
+        f"{loads[0][2]:.1f} before, {loads[1][0]:.1f} / {loads[1][1]:.1f} / {loads[1][2]:.1f} after, on 2 cores. "
+        "Wall times are upper bounds; CPU seconds are the steadier figure.",
+        "",
+        f"Data: {n_in:,} firm-years in {len(files)} Parquet files ({size_mb:,.0f} MB, zstd), firm-major, written by "
+        "`bench_scale.write_dataset` (the sample generator behind `ruleengine sample`, messy 0.001). Rulebook "
+        f"`{args.book}`: one benchmark stage, two passes. Spark `local[2]` (driver memory 6g), Dask LocalCluster "
+        f"2 workers × 1 thread; {args.partitions} firm-complete partitions; chunked: {args.chunk_rows:,}-row chunks.",
+        "",
+        "| runner | rows | wall (s) | rows/s (wall) | CPU all processes (s) | in-task CPU (s) | in-task CPU µs/row "
+        "| × local | output identical to local |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for name, r in results.items():
+        if r is None:
+            lines.append(f"| {name} | — | not finished within {args.timeout} s | | | | | | |")
+            continue
+        cpu_all = sum(p["cpu_s"] for p in r["procs"] if p["cpu_s"] == p["cpu_s"])
+        task = _cpu_row(r)
+        per = task / r["rows"] * 1e6
+        lines.append(
+            f"| {name} | {r['rows']:,} | {r['wall']:.1f} | {r['rows'] / r['wall']:,.0f} | {cpu_all:.1f} | {task:.1f} "
+            f"| {per:.1f} | {per / (base_cpu_row * 1e6):.2f} | {same.get(name, '—')} |"
+        )
+    lines += [
+        "",
+        "In-task CPU: the thread CPU time inside the partition tasks (the local runner: inside each chunk), summed "
+        "over tasks and passes — Arrow batches in, data contract, stage 1 and partials, or stage 2 and the result "
+        "table out. It leaves out what the engine does around the tasks: scheduling, the shuffle to firm-complete "
+        "partitions, serialisation between the JVM (or the Dask worker) and Python, reading the files and writing "
+        "the output on the driver. **× local** is the engine's in-task CPU per row over the local runner's "
+        "(target ≤ 1.3).",
+        "",
+        "## Per pass (inside the tasks)",
+        "",
+        "| runner | pass | tasks | rows | task wall (s) | task CPU (s) | CPU µs/row |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, r in results.items():
+        if r is None:
+            continue
+        for pname, p in r["passes"].items():
+            if pname.startswith("("):
+                lines.append(f"| {name} | {pname} | | | {p['wall']:.1f} | | |")
+                continue
+            per = p["cpu"] / p["rows"] * 1e6 if p["rows"] else float("nan")
+            lines.append(
+                f"| {name} | {pname} | {int(p['tasks'])} | {int(p['rows']):,} | {p['wall']:.1f} | {p['cpu']:.1f} "
+                f"| {per:.1f} |"
+            )
+    lines += projection(results, args)
+    lines += ["", "## Peak memory per process", ""]
+    lines += ["| runner | process | peak RSS (MB) | CPU (s) |", "| --- | --- | ---: | ---: |"]
+    for name, r in results.items():
+        if r is None:
+            continue
+        for p in r["procs"]:
+            what = str(p["name"]).replace("|", "/")
+            lines.append(f"| {name} | {what} | {p['peak_mb']:,.0f} | {p['cpu_s']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+TARGET_ROWS = 50_000_000
+NODES, CORES = 20, 8  # the projected cluster: 20 nodes of 8 cores, one task per core
+EFFICIENCY = 0.7  # share of the slots kept busy (stragglers, waves, skew)
+LINK = 1.25e9  # the driver's network link, bytes/s (10 Gbit/s)
+ARROW_ROW_BYTES = 1_000  # result bytes per firm-year in Arrow (huzhou: 976, measured on 100k rows)
+
+
+def projection(results: dict[str, dict | None], args: argparse.Namespace) -> list[str]:
+    """50M firm-years on 20 nodes, from the measured per-row and per-partition costs."""
+    out = [
+        "",
+        f"## Projection: {TARGET_ROWS / 1e6:.0f}M firm-years on {NODES} nodes × {CORES} cores",
+        "",
+        "From the costs measured above (CPU seconds, not wall: the machine was shared), assuming one task "
+        f"per core ({NODES * CORES} slots) kept {EFFICIENCY:.0%} busy, partitions of the measured size, a "
+        f"{LINK * 8 / 1e9:.0f} Gbit/s link into the driver and {ARROW_ROW_BYTES:,} bytes of results per "
+        "firm-year in Arrow. *Executors*: every process but the driver's Python (for Spark `local` the JVM "
+        "also did the driver's JVM work, so this is an upper bound); *driver*: the driver's Python process "
+        "(merging the partials, spilling and merging the results in input order, writing the file), "
+        "which does not get faster with more nodes.",
+        "",
+        "| runner | executor CPU µs/row | driver CPU µs/row | partition rows | CPU s per partition | parallel "
+        "phase (s) | driver phase (s) | results through the link (s) | projected wall (s) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name in ("spark", "dask"):
+        r = results.get(name)
+        if not r:
+            continue
+        driver = r["procs"][0]["cpu_s"]
+        others = sum(p["cpu_s"] for p in r["procs"][1:] if p["cpu_s"] == p["cpu_s"])
+        ex_row, dr_row = others / r["rows"], driver / r["rows"]
+        part_rows = r["rows"] / args.partitions
+        parallel = ex_row * TARGET_ROWS / (NODES * CORES * EFFICIENCY)
+        serial = dr_row * TARGET_ROWS
+        link = TARGET_ROWS * ARROW_ROW_BYTES / LINK
+        total = max(parallel, ex_row * part_rows) + serial + link
+        out.append(
+            f"| {name} | {ex_row * 1e6:.1f} | {dr_row * 1e6:.1f} | {part_rows:,.0f} | {ex_row * part_rows:.0f} | "
+            f"{parallel:.0f} | {serial:.0f} | {link:.0f} | {total:.0f} |"
+        )
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dataset")
+    parser.add_argument("--child")
+    parser.add_argument("--target")
+    parser.add_argument("--book", default="huzhou")
+    parser.add_argument("--partitions", type=int, default=20)
+    parser.add_argument("--chunk-rows", type=int, default=500_000)
+    parser.add_argument("--timeout", type=int, default=1500)
+    parser.add_argument("--runners", default="chunked,spark,dask")
+    parser.add_argument("--out", default=str(HERE / "SCALE_ENGINES.md"))
+    parser.add_argument("--json", help="also write the raw measurements here")
+    parser.add_argument("--from-json", help="only write the report again from measurements saved with --json")
+    args = parser.parse_args()
+    if args.from_json:
+        saved = json.loads(Path(args.from_json).read_text())
+        same = saved.get("same", {})
+        Path(args.out).write_text(report(saved["results"], args, tuple(saved["loads"]), same), encoding="utf-8")
+        print(f"wrote {args.out}")
+        return 0
+    if args.child:
+        res = child(args.child, args.dataset, args.target, args.book, args.partitions, args.chunk_rows)
+        print(json.dumps(res))
+        return 0
+    before = os.getloadavg()
+    results: dict[str, dict | None] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-engines-") as tmp:
+        outs = {}
+        for runner in args.runners.split(","):
+            outs[runner] = Path(tmp) / f"{runner}.parquet"
+            results[runner] = run_child(runner, args, outs[runner])
+        after = os.getloadavg()
+        ref = outs.get("chunked")
+        same = {}
+        for runner, path in outs.items():
+            if runner != "chunked" and results.get(runner) and ref is not None and ref.exists() and path.exists():
+                same[runner] = _same_file(ref, path)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"results": results, "loads": [before, after], "same": same}, indent=1))
+    Path(args.out).write_text(report(results, args, (before, after), same), encoding="utf-8")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    with a.open("rb") as fa, b.open("rb") as fb:
+        while True:
+            x, y = fa.read(1 << 20), fb.read(1 << 20)
+            if x != y:
+                return False
+            if not x:
+                return True
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,238 @@
+"""The few columns ``diff --data`` and ``compare`` read of every firm-year, whatever rated it.
+
+An analysis asks for a *view* of the results: a function ``view(plan, results, raw)`` of one
+partition's :class:`~ruleengine.engine.results.Results` and its rows as read (``raw``: the plan's
+inputs and the context columns) that returns a small pyarrow Table. In memory the view is applied
+to the whole portfolio; on ``--engine chunked|spark|dask`` it runs inside every partition
+(``ruleengine.scale.engines.Session.view``) and only the view travels back, in input order. Both
+paths turn the table into the same :class:`Rated` columns, so the analyses' outputs are the same
+bytes on every engine.
+
+Views are module-level functions (bound with :func:`functools.partial`): Spark and Dask pickle them
+to the executors.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from ..engine.results import Results
+    from ..io.data import RawTable
+    from ..rulebook.plan import Plan
+    from ..scale.engines import Engine
+
+View = Callable[["Plan", "Results", "RawTable"], Any]
+
+SCORE = "__score"  # the primary rating's value (before banding), e.g. K or a points total
+
+
+class Rated:
+    """Named columns (numpy arrays) of every firm-year rated with ``plan``, in input order."""
+
+    def __init__(self, plan: Plan, columns: dict[str, np.ndarray]):
+        self.plan = plan
+        self.columns = columns
+
+    @classmethod
+    def of(cls, plan: Plan, table: Any) -> Rated:
+        """From a view's pyarrow Table: text as object arrays of str, numbers as float64/int64."""
+        cols: dict[str, np.ndarray] = {}
+        for name in table.column_names:
+            col = table.column(name)
+            arr = col.to_numpy() if col.num_chunks != 1 else col.chunk(0).to_numpy(zero_copy_only=False)
+            if arr.dtype != object:
+                arr = np.array(arr, copy=True)
+            cols[name] = arr
+        return cls(plan, cols)
+
+    def __len__(self) -> int:
+        return len(self.columns["year"])
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.columns[name]
+
+    def distribution(self) -> list[tuple[str, int]]:
+        """Counts per level of the primary rating, best first, then 'unrated' (as Results.distribution)."""
+        counts = Counter(self.columns["rating"].tolist())
+        out = [(lv, counts.get(lv, 0)) for lv in self.plan.ratings[self.plan.primary].best_first()]
+        if counts.get("", 0):
+            out.append(("unrated", counts[""]))
+        return out
+
+
+# -- the views ---------------------------------------------------------------------------------------
+
+
+def _text(values: Any) -> Any:
+    import pyarrow as pa
+
+    return pa.array(np.asarray(values, dtype=object).tolist(), type=pa.string())
+
+
+def _numbers(values: Any, n: int) -> Any:
+    import pyarrow as pa
+
+    return pa.array(np.ascontiguousarray(np.broadcast_to(np.asarray(values, dtype=np.float64), (n,))))
+
+
+def _batch_text(results: Results, name: str) -> np.ndarray:
+    """A text input of the plan as checked (industry, size), '' where the plan does not read it."""
+    batch = results.batch
+    col = batch.columns.get(name) if batch is not None else None
+    if col is None:
+        return np.full(len(results), "", dtype=object)
+    return col.to_strings() if hasattr(col, "to_strings") else np.asarray(col, dtype=object)
+
+
+def rating_view(plan: Plan, results: Results, raw: RawTable) -> Any:
+    """The primary rating's level of every firm-year ('' unrated): what attribution compares."""
+    import pyarrow as pa
+
+    return pa.table({"year": pa.array(results["year"], pa.int64()), "rating": _text(results["rating"])})
+
+
+CATEGORY = "category:"  # a view's column holding one breakdown category (diff --data)
+
+
+def _category(results: Results, raw: RawTable, name: str) -> np.ndarray | None:
+    """Per row, one category's value: from the data as read, else the rated variable (a benchmark
+    grouping the rulebook computes); ``division``: the first two digits of the industry."""
+    from ..io.data import text_values
+
+    if name == "division":
+        industry = _category(results, raw, "industry")
+        return None if industry is None else np.array([x[:2] for x in industry.tolist()], dtype=object)
+    if name in raw.columns:
+        return np.asarray(text_values(raw.columns[name], raw.n), dtype=object)
+    ev, batch = results.evaluation, results.batch
+    for src in (ev.values if ev is not None else {}, batch.columns if batch is not None else {}):
+        col = src.get(name)
+        if col is not None and hasattr(col, "to_strings"):
+            return np.asarray(col.to_strings(), dtype=object)
+    return None
+
+
+def impact_view(
+    plan: Plan,
+    results: Results,
+    raw: RawTable,
+    *,
+    ratings: Sequence[str] = (),
+    categories: Sequence[str] = (),
+) -> Any:
+    """What ``diff --data`` reads of a side: firm, year, the primary rating, every other rating
+    (label set) in ``ratings`` as ``rating:NAME``, the rate adjustment; the new side also its
+    ``categories`` (``category:NAME``, those the data has) and the loan amount as read."""
+    import pyarrow as pa
+
+    from ..io.data import number_values
+
+    n = len(results)
+    cols: dict[str, Any] = {
+        "firm_id": _text(results["firm_id"]),
+        "year": pa.array(results["year"], pa.int64()),
+        "rating": _text(results["rating"]),
+    }
+    for name in ratings:
+        cols[f"rating:{name}"] = _text(results[name])
+    if "incentive_rate_bp" in results.columns:
+        cols["incentive_rate_bp"] = _numbers(results["incentive_rate_bp"], n)
+    for name in categories:
+        got = _category(results, raw, name)
+        if got is not None and len(got) == n:
+            cols[CATEGORY + name] = _text(got)
+    if categories:
+        loan = raw.columns.get("loan_amount_10k_cny")
+        if loan is not None:
+            cols["loan_amount_10k_cny"] = _numbers(number_values(loan, raw.n), n)
+    return pa.table(cols)
+
+
+def compare_view(plan: Plan, results: Results, raw: RawTable, *, names: bool = False) -> Any:
+    """What ``compare`` reads of a method: firm, year, rating, status, the rating's value, the
+    boundary categories' CO2, the emissions, the peer group of every benchmark; with ``names``
+    (the first method) the firm names as read."""
+    import pyarrow as pa
+
+    from ..io.data import text_values
+    from .compare import CATEGORY_VARIABLE
+
+    n = len(results)
+    ev = results.evaluation
+    assert ev is not None
+    cols: dict[str, Any] = {
+        "firm_id": _text(results["firm_id"]),
+        "year": pa.array(results["year"], pa.int64()),
+        "rating": _text(results["rating"]),
+        "status": _text(results["status"]),
+        SCORE: _numbers(ev.values[f"rating:{plan.primary}"], n),
+        "emissions_tco2": _numbers(results["emissions_tco2"], n),
+    }
+    for var in CATEGORY_VARIABLE.values():
+        if var in results.columns:
+            cols[var] = _numbers(results[var], n)
+    for bm in plan.benchmarks:
+        cols[f"{bm}_group"] = _text(results[f"{bm}_group"])
+    if names and "firm_name" in raw.columns:
+        cols["firm_name"] = _text(text_values(raw.columns["firm_name"], raw.n))
+    return pa.table(cols)
+
+
+# -- rating several plans on one portfolio -----------------------------------------------------------
+
+
+class Portfolio:
+    """One portfolio rated with several plans, in memory or on an engine: ``rated(plan, view)``.
+
+    In memory the data is read once (the plans' inputs and ``extra`` context columns) and each plan
+    rated on it; on an engine one session holds the firm-complete partitions for every plan."""
+
+    def __init__(self, plans: Sequence[Plan], data: Any, engine: Engine | None, extra: Sequence[str]):
+        self.engine = engine if engine is not None and not engine.local else None
+        self.data = data
+        self.extra = tuple(extra)
+        self.plans = list(plans)
+        self._session: Any = None
+        self._stack: Any = None
+        self.raw: RawTable | None = None
+
+    def __enter__(self) -> Portfolio:
+        if self.engine is None:
+            from .. import pipeline
+
+            self.raw = pipeline.read(self.data, self.plans, self.extra)
+        else:
+            import contextlib
+
+            self._stack = contextlib.ExitStack()
+            self._session = self._stack.enter_context(self.engine.session(str(self.data), self.extra))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._stack is not None:
+            self._stack.close()
+
+    def rated(self, plan: Plan, view: View) -> Rated:
+        """``plan``'s view of every firm-year, in input order."""
+        if self._session is not None:
+            return Rated.of(plan, self._session.view(plan, view))
+        from .. import pipeline
+
+        assert self.raw is not None
+        results = pipeline.rate(plan, None, raw=self.raw)
+        return Rated.of(plan, view(plan, results, self.raw))
+
+
+def impact_views(ratings: Sequence[str] = (), categories: Sequence[str] = ()) -> tuple[View, View]:
+    """(the old side's view, the new side's view) for ``diff --data``: both with the label sets
+    ``ratings``, the new side with the breakdown ``categories`` and the loan amount."""
+    return (
+        functools.partial(impact_view, ratings=tuple(ratings)),
+        functools.partial(impact_view, ratings=tuple(ratings), categories=tuple(categories)),
+    )
