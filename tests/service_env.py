@@ -14,8 +14,8 @@ for _name in ("fastapi", "uvicorn", "multipart", "sqlalchemy", "alembic", "httpx
 
 from ledger_pg import make_sample  # noqa: E402
 
-FIRM = "914403003141592653"  # the first firm of `ruleengine sample --firms N --seed 0`
-OTHER = "913305005859874482"  # the second
+FIRM = "91330500032441094N"  # the first Huzhou firm of `ruleengine sample --firms N --seed 0`
+OTHER = "91330500469004752F"  # the second Huzhou firm (huzhou rates its own jurisdiction only)
 BANK = "bank-a"
 ROLES = ("admin", "firm", "bank", "regulator", "author", "other_bank", "other_regulator")
 

@@ -50,14 +50,14 @@ def test_registry_lists_bundled_rulebooks_with_yaml_and_summary(env):
     c = env.extra["c"]
     books = {b["name"]: b for b in c.get("/v1/rulebooks", headers=env.h("firm")).json()}
     assert {"huzhou", "quzhou", "shenzhen", "national"} <= set(books)
-    assert "lib" not in books and books["huzhou"]["versions"][0] == "2.0.0"
+    assert "lib" not in books and books["huzhou"]["versions"][0] == HZ
     one = c.get("/v1/rulebooks/huzhou", headers=env.h("bank")).json()
     plan = ruleengine.load("huzhou")
     assert one["summary"]["hash"] == plan.hash and one["summary"]["levels"] == ["1", "2", "3", "4", "5"]
     assert one["yaml"] == (ruleengine.rulebook.source.bundled_dir() / "huzhou.yaml").read_text(encoding="utf-8")
     vs = c.get("/v1/rulebooks/huzhou/versions", headers=env.h("bank")).json()
-    assert vs[0]["version"] == "2.0.0" and vs[0]["source"] == "bundled"
-    assert c.get("/v1/rulebooks/huzhou/versions/2.0.0", headers=env.h("bank")).json()["summary"]["hash"] == plan.hash
+    assert vs[0]["version"] == HZ and vs[0]["source"] == "bundled"
+    assert c.get(f"/v1/rulebooks/huzhou/versions/{HZ}", headers=env.h("bank")).json()["summary"]["hash"] == plan.hash
     assert_problem(c.get("/v1/rulebooks/huzhou/versions/9.9.9", headers=env.h("bank")), 404, "no-rulebook")
 
 
@@ -202,8 +202,14 @@ def test_validate_gives_the_clis_located_messages(env, tmp_path, monkeypatch):
     assert ok["valid"] is True and ok["summary"]["hash"] == ruleengine.load("huzhou").hash
 
 
+HZ = ruleengine.load("huzhou").version  # the bundled version
+_MAJ, _MIN, _PAT = (int(x) for x in HZ.split("."))
+HZ_NEXT = f"{_MAJ}.{_MIN}.{_PAT + 1}"
+HZ_OLDER = f"{_MAJ - 1}.9.0"
+
+
 def _bumped(text: str, version: str, edit: tuple[str, str] | None = None) -> str:
-    out = text.replace("version: 2.0.0", f"version: {version}", 1)
+    out = text.replace(f"version: {HZ}", f"version: {version}", 1)
     if edit:
         assert edit[0] in out
         out = out.replace(*edit, 1)
@@ -215,45 +221,53 @@ def test_publish_validates_runs_tests_diffs_and_refuses_duplicates(env):
     text = (ruleengine.rulebook.source.bundled_dir() / "huzhou.yaml").read_text(encoding="utf-8")
     h = env.h("author", **{"Content-Type": "application/yaml"})
     # a failing author test: K exactly 0.6 is level 1 -> expect level 2 instead
-    failing = _bumped(text, "2.0.1", ('expect: {k: 0.6, rating: "1", carbon_label: low-carbon}',
+    failing = _bumped(text, HZ_NEXT, ('expect: {k: 0.6, rating: "1", carbon_label: low-carbon}',
                                       'expect: {k: 0.6, rating: "2", carbon_label: low-carbon}'))
     body = assert_problem(c.post("/v1/rulebooks/huzhou/versions", headers=h, content=failing.encode()), 422,
                           "tests-fail")
     assert "K exactly 0.6 is level 1" in body["errors"][0]["test"]
-    invalid = _bumped(text, "2.0.1", ("imports: [lib/accounting]", "imports: [lib/nope]"))
+    invalid = _bumped(text, HZ_NEXT, ("imports: [lib/accounting]", "imports: [lib/nope]"))
     assert_problem(c.post("/v1/rulebooks/huzhou/versions", headers=h, content=invalid.encode()), 422,
                    "invalid-rulebook")
     assert_problem(c.post("/v1/rulebooks/huzhou/versions", headers=h, content=text.encode()), 409, "version-exists")
-    good = _bumped(text, "2.0.1", ("title: Huzhou Industrial Carbon Efficiency Code", "title: Huzhou Carbon Code"))
+    good = _bumped(text, HZ_NEXT, ("title: Huzhou Industrial Carbon Efficiency Code", "title: Huzhou Carbon Code"))
     r = c.post("/v1/rulebooks/huzhou/versions", headers=h, content=good.encode())
     assert r.status_code == 201, r.text
     pub = r.json()
-    assert pub["previous"] == "2.0.0" and pub["version"] == "2.0.1" and pub["tests"] > 10
+    assert pub["previous"] == HZ and pub["version"] == HZ_NEXT and pub["tests"] > 10
     assert sorted(e["name"] for e in pub["edits"]) == ["title", "version"]
     assert {e["kind"] for e in pub["edits"]} == {"changed"}
     assert_problem(c.post("/v1/rulebooks/huzhou/versions", headers=h, content=good.encode()), 409, "version-exists")
-    older = _bumped(text, "1.9.0", ("title: Huzhou Industrial Carbon Efficiency Code", "title: Old"))
+    older = _bumped(text, HZ_OLDER, ("title: Huzhou Industrial Carbon Efficiency Code", "title: Old"))
     assert_problem(c.post("/v1/rulebooks/huzhou/versions", headers=h, content=older.encode()), 422, "not-newer")
     vs = c.get("/v1/rulebooks/huzhou/versions", headers=env.h("bank")).json()
-    assert [v["version"] for v in vs] == ["2.0.0", "2.0.1"] and vs[1]["published_by"] == "method-team"
+    assert [v["version"] for v in vs] == [HZ, HZ_NEXT] and vs[1]["published_by"] == "method-team"
     assert c.get("/v1/rulebooks/huzhou", headers=env.h("bank")).json()["yaml"] == good
-    d = c.get("/v1/rulebooks/huzhou/diff?old=2.0.0&new=2.0.1", headers=env.h("regulator")).json()
-    assert d["old"]["version"] == "2.0.0" and d["new"]["version"] == "2.0.1" and len(d["edits"]) == len(pub["edits"])
+    d = c.get(f"/v1/rulebooks/huzhou/diff?old={HZ}&new={HZ_NEXT}", headers=env.h("regulator")).json()
+    assert d["old"]["version"] == HZ and d["new"]["version"] == HZ_NEXT and len(d["edits"]) == len(pub["edits"])
     # the impact of the edit on a posted portfolio: a title change moves no firm
-    r = c.post("/v1/rulebooks/huzhou/diff?old=2.0.0&new=2.0.1", headers=env.h("regulator", **{"Content-Type": "text/csv"}),
+    r = c.post(f"/v1/rulebooks/huzhou/diff?old={HZ}&new={HZ_NEXT}", headers=env.h("regulator", **{"Content-Type": "text/csv"}),
                content=env.data.read_bytes())
     assert r.status_code == 200, r.text
     posted = r.json()["impact"]
-    stored = c.get("/v1/rulebooks/huzhou/diff?old=2.0.0&new=2.0.1&run=1", headers=env.h("regulator")).json()["impact"]
-    # run 1 stored the same portfolio; only the rulebook's inputs are stored, so no loan amounts
-    assert {k: v for k, v in stored.items() if k != "lending"} == {k: v for k, v in posted.items() if k != "lending"}
+    stored = c.get(f"/v1/rulebooks/huzhou/diff?old={HZ}&new={HZ_NEXT}&run=1", headers=env.h("regulator")).json()["impact"]
+    # run 1 stored the same portfolio; only the rulebook's inputs are stored, so no loan amounts and
+    # no breakdown by the context columns it does not read (size, city)
+
+    def core(imp: dict) -> dict:
+        out = {k: v for k, v in imp.items() if k not in ("lending", "by", "ratings")}
+        out["ratings"] = {n: {k: v for k, v in r.items() if k != "by"} for n, r in imp["ratings"].items()}
+        return out
+
+    assert core(stored) == core(posted)
+    assert set(stored["by"]) < set(posted["by"]) and {"size", "city"} <= set(posted["by"]) - set(stored["by"])
     assert "annual_interest_change_cny" in posted["lending"] and "annual_interest_change_cny" not in stored["lending"]
-    assert_problem(c.get("/v1/rulebooks/huzhou/diff?old=2.0.0&new=2.0.1&run=1", headers=env.h("other_regulator")),
+    assert_problem(c.get(f"/v1/rulebooks/huzhou/diff?old={HZ}&new={HZ_NEXT}&run=1", headers=env.h("other_regulator")),
                    403)
     # rating with the published version records its own rulebook hash
-    r = c.post("/v1/rulebooks/huzhou/rate?version=2.0.1&detail=summary",
+    r = c.post(f"/v1/rulebooks/huzhou/rate?version={HZ_NEXT}&detail=summary",
                headers=env.h("admin", **{"Content-Type": "text/csv"}), content=env.data.read_bytes())
-    assert r.status_code == 200 and r.json()["rulebook"]["version"] == "2.0.1"
+    assert r.status_code == 200 and r.json()["rulebook"]["version"] == HZ_NEXT
     led = open_ledger(env.ledger, create=False)
     assert led.replay(r.json()["run_id"]).identical and led.check().ok
     led.dispose()
