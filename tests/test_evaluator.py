@@ -771,3 +771,32 @@ def test_huzhou_green_power_above_purchase_is_unrated() -> None:
     assert row["status"] == "unrated"
     assert reasons(row) == ["check green_within_purchased: certified green power exceeds the electricity purchased"]
     assert row["rating"] == ""
+
+
+@pytest.mark.parametrize("distinct", [5, 63, 64, 130])
+def test_notes_join_gives_each_row_its_notes_in_plan_order(distinct):
+    """The bit-mask join (one int64 word per row up to 63 distinct notes, several beyond) gives
+    every row exactly its notes, ordered by rank then sequence, as a per-row loop would."""
+    from ruleengine.engine.evaluator import Note, _Notes
+
+    rng = np.random.default_rng(distinct)
+    n = 2_000
+    notes = _Notes(n)
+    expected: list[list[tuple[int, int, Note]]] = [[] for _ in range(n)]
+    seq = 0
+    for k in range(distinct):
+        note = Note("check", f"c{k}", f"note {k}")
+        rank = int(rng.integers(0, 20))
+        mask = rng.random(n) < 0.05
+        notes.reason(mask, note, rank)
+        if mask.any():
+            seq += 1
+            for i in np.flatnonzero(mask).tolist():
+                expected[i].append((rank, seq, note))
+    codes, combos = notes.join("reasons")
+    for i in range(n):
+        want = tuple(x[2] for x in sorted(expected[i], key=lambda t: (t[0], t[1])))
+        got = combos[codes[i]] if codes[i] >= 0 else ()
+        assert set(got) == set(want), i
+    # combinations are listed once each
+    assert len(set(combos)) == len(combos)

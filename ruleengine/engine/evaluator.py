@@ -110,7 +110,11 @@ class _Notes:
                     if sel.any():
                         np.bitwise_or.at(masks[w], idx[sel], np.left_shift(1, codes[sel] % 63))
             flagged = np.flatnonzero(masks.any(axis=0))
-            uniq, inv = np.unique(masks[:, flagged], axis=1, return_inverse=True)
+            if words == 1:  # the usual case: one int64 per row; a plain sort, ~10x faster than axis=1
+                u1, inv = np.unique(masks[0, flagged], return_inverse=True)
+                uniq = u1[None, :]
+            else:  # columns sorted by (word 0, word 1, ...): the same order as the one-word case
+                uniq, inv = np.unique(masks[:, flagged], axis=1, return_inverse=True)
             for j in range(uniq.shape[1]):
                 combos.append(
                     tuple(
