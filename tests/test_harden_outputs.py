@@ -155,9 +155,9 @@ def test_compare_in_chunks_gives_the_one_batch_answer(monkeypatch: pytest.Monkey
     table = pacsv.read_csv(GENERATED, convert_options=pacsv.ConvertOptions(strings_can_be_null=False))
     data = tmp_path / "generated.parquet"
     pq.write_table(table.cast(pa_string_schema(table)), data)
-    from ruleengine.scale import partition
+    from ruleengine.scale import chunked as chunked_runner
 
-    seen = _sizes(monkeypatch, partition, "final_of")
+    seen = _sizes(monkeypatch, chunked_runner, "final_of")  # the name the chunked runner calls
     chunked = compare_mod.to_json(compare_mod.run(books, str(data), engine=Engine("chunked", chunk_rows=13)))
     assert chunked == one
     assert seen and max(seen) <= 14 and sum(seen) == 4 * 401

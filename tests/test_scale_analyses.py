@@ -109,7 +109,10 @@ def compare_in_memory(portfolio):
     single, _, _ = portfolio
     out = _cli("compare", "huzhou", "quzhou", "shenzhen", "national", "--data", str(single), "--format", "json")
     got = json.loads(out)
-    assert len(got["pairs"]) == 6 and all(p["largest_differences"] for p in got["pairs"])
+    # each city method rates its own jurisdiction: the city pairs share no firm, each pair with national does
+    assert len(got["pairs"]) == 6
+    assert all(bool(p["largest_differences"]) == (p["both_rated"] > 0) for p in got["pairs"])
+    assert sum(p["both_rated"] > 0 for p in got["pairs"]) == 3
     assert any(d["firm_name"] for p in got["pairs"] for d in p["largest_differences"])
     return out
 
