@@ -222,11 +222,49 @@ class Portfolio:
         """``plan``'s view of every firm-year, in input order."""
         if self._session is not None:
             return Rated.of(plan, self._session.view(plan, view))
-        from .. import pipeline
-
         assert self.raw is not None
-        results = pipeline.rate(plan, None, raw=self.raw)
-        return Rated.of(plan, view(plan, results, self.raw))
+        return Rated.of(plan, _view_in_chunks(plan, self.raw, view, CHUNK_ROWS))
+
+
+CHUNK_ROWS = 250_000  # in memory, a portfolio larger than this is rated in firm-complete chunks
+
+
+def _view_in_chunks(plan: Plan, raw: RawTable, view: View, chunk_rows: int) -> Any:
+    """``view`` of ``plan`` rated on ``raw`` in memory, in firm-complete chunks of about
+    ``chunk_rows`` rows: the benchmark tables from partials merged exactly over the chunks (so
+    every number is the one-batch run's), then each chunk's final pass and view, put back in input
+    order. Memory: the data as read, one chunk's evaluation and the views (issue #11.4)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from .. import pipeline
+    from ..scale.partition import (
+        benchmark_passes,
+        final_of,
+        firm_chunks,
+        firm_text,
+        partials_of,
+        prepare,
+        tables_of,
+        take_raw,
+    )
+
+    pipeline.require_rulebook(plan)
+    chunks: list[np.ndarray] = []
+    if "firm_id" in raw.columns and raw.n > chunk_rows:
+        codes = pc.dictionary_encode(firm_text(raw.columns["firm_id"])).indices
+        chunks = list(firm_chunks(np.asarray(codes.to_numpy(zero_copy_only=False), dtype=np.int64), chunk_rows))
+    if len(chunks) <= 1:
+        return view(plan, pipeline.rate(plan, None, raw=raw), raw)
+    tables: dict[str, Any] = {}
+    for _ in range(benchmark_passes(plan)):
+        tables.update(tables_of(plan, [partials_of(plan, prepare(plan, take_raw(raw, r), r), tables) for r in chunks]))
+    pieces = []
+    for rows in chunks:
+        sub = take_raw(raw, rows)
+        pieces.append(view(plan, final_of(plan, prepare(plan, sub, rows), tables), sub))
+    order = np.argsort(np.concatenate(chunks), kind="stable")
+    return pa.concat_tables(pieces).take(pa.array(order))
 
 
 def impact_views(ratings: Sequence[str] = (), categories: Sequence[str] = ()) -> tuple[View, View]:
