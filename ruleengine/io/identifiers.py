@@ -72,54 +72,6 @@ def uscc_problem(code: str) -> str | None:
     return None
 
 
-def uscc_problems(codes: Any) -> list[str | None]:
-    """:func:`uscc_problem` for many codes (a list or a pyarrow string array), vectorised."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    if not isinstance(codes, pa.Array):
-        return [uscc_problem(str(c)) for c in codes]
-    arr = codes.cast(pa.string())
-    n = len(arr)
-    out: list[str | None] = [None] * n
-    from ._arrow import numbers
-
-    lengths = numbers(pc.binary_length(arr), np.int64, 0)
-    chars = numbers(pc.utf8_length(arr), np.int64, 0)
-    wrong_len = np.flatnonzero((chars != 18) | (lengths != 18))
-    for i in wrong_len.tolist():
-        out[i] = f"has {int(chars[i])} characters, a unified social credit code has 18 (GB 32100-2015)"
-    ok = np.flatnonzero((chars == 18) & (lengths == 18))
-    if len(ok):
-        from ._arrow import array
-
-        sub = arr.take(array(ok.astype(np.int64)))
-        data = np.frombuffer(sub.buffers()[2], dtype=np.uint8)
-        offsets = np.frombuffer(sub.buffers()[1], dtype=np.int32)[sub.offset : sub.offset + len(sub) + 1]
-        idx = offsets[:-1, None] + np.arange(18)[None, :]
-        raw = data[idx]
-        values = _VALUE[raw]
-        bad_char = (values < 0).any(axis=1)
-        for j in np.flatnonzero(bad_char).tolist():
-            pos = int(np.flatnonzero(values[j] < 0)[0])
-            ch = chr(int(raw[j, pos]))
-            out[int(ok[j])] = (
-                f"character {pos + 1} {ch!r} is not allowed in a unified social credit code "
-                "(0-9 and capitals except I, O, Z, S, V; GB 32100-2015)"
-            )
-        good = ~bad_char
-        total = (values[:, :17].astype(np.int64) * np.asarray(USCC_WEIGHTS, dtype=np.int64)).sum(axis=1)
-        expected = (31 - total % 31) % 31
-        wrong = good & (expected != values[:, 17])
-        for j in np.flatnonzero(wrong).tolist():
-            got = chr(int(raw[j, 17]))
-            out[int(ok[j])] = (
-                f"check character is {got!r}, expected {USCC_ALPHABET[int(expected[j])]!r} "
-                "(GB 32100-2015): a typo or a truncated code"
-            )
-    return out
-
-
 def _rows18(arr: Any) -> np.ndarray:
     """The bytes of a string array whose every value is 18 bytes long, as an (n, 18) view."""
     data = np.frombuffer(arr.buffers()[2], dtype=np.uint8)
@@ -178,23 +130,6 @@ def check_ids(codes: Any, only_lookalikes: bool) -> tuple[np.ndarray, np.ndarray
                 looks[odd] = _LOOKS[sub].all(axis=0) & (sub[0] >= 48) & (sub[0] <= 57)
             checked[where] = looks
     return checked, invalid & checked
-
-
-def uscc_invalid(codes: Any) -> np.ndarray:
-    """True where a code (pyarrow string array) is not a valid credit code; vectorised."""
-    return check_ids(codes, False)[1]
-
-
-def looks_like_uscc(values: Any) -> np.ndarray:
-    """True where a firm id looks meant as a credit code: 15-20 digits/capitals, starting with a digit."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    arr = values if isinstance(values, pa.Array) else pa.array(list(values), type=pa.string())
-    hit = pc.match_substring_regex(arr.cast(pa.string()), r"^[0-9][0-9A-Z]{14,19}$")
-    from ._arrow import booleans
-
-    return booleans(hit)
 
 
 # -- GB/T 4754-2017 -------------------------------------------------------------------------------

@@ -82,6 +82,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 NAME_PARAM = PathParam(description="Rulebook name in the registry", max_length=40)
 VERSION_QUERY = Query(description="Version (default: the newest)", max_length=60)
+FORMAT_QUERY = Query(pattern="^(csv|json|jsonl|parquet|xlsx)$")  # an upload's format when its type does not say
 RUN_PARAM = PathParam(ge=1, le=2**31 - 1)
 FIRM_PARAM = PathParam(min_length=1, max_length=200)
 UPLOAD_TYPES = {
@@ -794,7 +795,7 @@ def build(cfg: ServiceConfig) -> FastAPI:
         name: Annotated[str, NAME_PARAM],
         old: Annotated[str, Query(max_length=60)],
         new: Annotated[str, Query(max_length=60)],
-        format: Annotated[str | None, Query(pattern="^(csv|json|jsonl|parquet|xlsx)$")] = None,
+        format: Annotated[str | None, FORMAT_QUERY] = None,
     ) -> Response:
         _diff_allowed(p, name)
         return _json(await _with_upload(request, st, format, lambda path: _diff(name, old, new, path)))
@@ -811,7 +812,7 @@ def build(cfg: ServiceConfig) -> FastAPI:
         p: Who,
         name: Annotated[str, NAME_PARAM],
         version: Annotated[str | None, VERSION_QUERY] = None,
-        format: Annotated[str | None, Query(pattern="^(csv|json|jsonl|parquet|xlsx)$")] = None,
+        format: Annotated[str | None, FORMAT_QUERY] = None,
         what_it_takes: bool = False,
         detail: Annotated[str, Query(pattern="^(summary|ratings|full)$")] = "ratings",
         idempotency_key: Annotated[str | None, IDEM_HEADER] = None,
