@@ -33,7 +33,7 @@ from .config import ServiceConfig
 from .keys import Principal
 from .limits import PROBLEM, BodyLimit
 from .registry import NotInRegistry, valid_name, valid_version
-from .state import Problem, RatedRun, State, not_visible
+from .state import Pending, Problem, RatedRun, State, not_visible
 
 log = logging.getLogger("ruleengine.service")
 
@@ -253,7 +253,7 @@ def _visible(st: State, p: Principal, firm_id: str, action: str) -> None:
     if p.role == "bank":
         assert p.bank is not None
         ok = firm_id in store.consented(st.ledger.engine, p.bank, [firm_id])
-        store.log_access(st.ledger.engine, p.name, p.role, p.bank, [firm_id], action, ok)
+        st.write(store.log_access, st.ledger.engine, p.name, p.role, p.bank, [firm_id], action, ok)
         if not ok:
             raise not_visible()
         return
@@ -293,10 +293,12 @@ def _scope_rows(st: State, p: Principal, firms: list[str], action: str) -> None:
     if p.role == "bank":
         assert p.bank is not None
         ok = store.consented(st.ledger.engine, p.bank, firms)
-        store.log_access(st.ledger.engine, p.name, p.role, p.bank, [f for f in firms if f in ok], action, True)
+        st.write(
+            store.log_access, st.ledger.engine, p.name, p.role, p.bank, [f for f in firms if f in ok], action, True
+        )
         missing = [f for f in firms if f not in ok]
         if missing:
-            store.log_access(st.ledger.engine, p.name, p.role, p.bank, missing, action, False)
+            st.write(store.log_access, st.ledger.engine, p.name, p.role, p.bank, missing, action, False)
             shown = ", ".join(missing[:5]) + (" …" if len(missing) > 5 else "")
             raise Problem(
                 403,
@@ -432,15 +434,17 @@ async def _idempotent_locked(st: State, lock: asyncio.Lock, p: Principal, key: s
             )
         resp: Response = await make()
         if 200 <= resp.status_code < 300:
-            await st.work(
-                store.idem_put,
-                st.ledger.engine,
-                p.name,
-                key,
-                rh,
-                resp.status_code,
-                resp.media_type or "application/json",
-                bytes(resp.body),
+            await asyncio.wrap_future(
+                st.writer.call(
+                    store.idem_put,
+                    st.ledger.engine,
+                    p.name,
+                    key,
+                    rh,
+                    resp.status_code,
+                    resp.media_type or "application/json",
+                    bytes(resp.body),
+                )
             )
     return resp
 
@@ -1081,7 +1085,9 @@ def build(cfg: ServiceConfig) -> FastAPI:
                 422, "Unprocessable Content", "expires_at must lie in the future, within 5 years", "bad-expiry"
             )
         iso = exp.astimezone(dt.UTC).isoformat(timespec="microseconds")
-        row = await st.work(store.consent_event, st.ledger.engine, firm, body.bank, "grant", iso, p.name)
+        row = await asyncio.wrap_future(
+            st.writer.call(store.consent_event, st.ledger.engine, firm, body.bank, "grant", iso, p.name)
+        )
         return _json({k: row[k] for k in ("firm_id", "bank", "action", "expires_at", "at")}, status=201)
 
     @app.delete("/v1/consents/{bank}", tags=["consent"], summary="Revoke a bank's consent (recorded in the ledger)")
@@ -1094,7 +1100,9 @@ def build(cfg: ServiceConfig) -> FastAPI:
         firm = p.firm if p.role == "firm" else firm_id
         if not firm:
             raise Problem(422, "Unprocessable Content", "firm_id: an admin key names the firm", "no-firm")
-        row = await st.work(store.consent_event, st.ledger.engine, firm, bank, "revoke", None, p.name)
+        row = await asyncio.wrap_future(
+            st.writer.call(store.consent_event, st.ledger.engine, firm, bank, "revoke", None, p.name)
+        )
         return _json({k: row[k] for k in ("firm_id", "bank", "action", "at")})
 
     @app.get("/v1/consents", tags=["consent"], summary="Consents: a firm's own, a bank's received, or all (admin)")
@@ -1269,9 +1277,7 @@ def _clean(x: Any) -> Any:
     return x
 
 
-def _rate_file(
-    st: State, p: Principal, name: str, version: str | None, path: Path, what: bool, detail: str
-) -> Response:
+def _rate_file(st: State, p: Principal, name: str, version: str | None, path: Path, what: bool, detail: str) -> Pending:
     from .. import pipeline
 
     book = st.registry.path(name, version)
@@ -1290,18 +1296,7 @@ def _rate_file(
         from ..analysis.whatif import columns
 
         results.columns.update(columns(plan, results))
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    run = st.ledger.record(
-        book,
-        path,
-        results,
-        plan=plan,
-        who=f"service:{p.name}",
-        input_name=f"upload:sha256:{digest}",
-        options={"what_it_takes": bool(what), "service": "rate"},
-    )
-    out = {
-        **_provenance(run),
+    out: dict[str, Any] = {
         "n": len(results),
         "distribution": dict(results.distribution("rating")) if "rating" in results.names else {},
         "issues": [_scrub(st, i.format()) for i in results.issues[:100]],
@@ -1309,34 +1304,63 @@ def _rate_file(
     }
     if detail != "summary":
         out["results"] = _ratings_json(results, plan, detail)
-    return _json(out, headers=_prov_headers(run))
+    rest = _dumps(out)  # the body but its provenance: built here, in the worker thread
+    fut = st.record(
+        book,
+        path,
+        results,
+        plan,
+        who=f"service:{p.name}",
+        input_name=f"upload:sha256:{_file_sha256(path)}",
+        options={"what_it_takes": bool(what), "service": "rate"},
+    )
+    return Pending(fut, lambda run: _with_provenance(run, rest))
 
 
-def _rate_one(st: State, p: Principal, run_id: int, rows: list[dict[str, Any]], firm_id: str) -> Response:
+def _rate_one(st: State, p: Principal, run_id: int, rows: list[dict[str, Any]], firm_id: str) -> Pending:
+    """One firm against a run's benchmark tables: rated here, recorded by the writer thread."""
     from .. import pipeline
 
     if p.role != "admin":
         _scope_rows(st, p, [firm_id], f"rate against run {run_id}")
     rr = st.rated_run(run_id, with_results=False)
     results = pipeline.rate(rr.plan, rows, benchmarks=rr.tables)
-    run = st.ledger.record(
+    rest = _dumps(
+        {
+            "benchmarks_of_run": run_id,
+            "issues": [_scrub(st, i.format()) for i in results.issues[:100]],
+            "results": _ratings_json(results, rr.plan, "full"),
+        }
+    )
+    fut = st.record(
         rr.book,
         rows,
         results,
-        plan=rr.plan,
+        rr.plan,
         who=f"service:{p.name}",
         input_name="firm-rating",
         options={"benchmarks_of_run": run_id, "service": "rate-firm"},
     )
-    return _json(
-        {
-            **_provenance(run),
-            "benchmarks_of_run": run_id,
-            "issues": [_scrub(st, i.format()) for i in results.issues[:100]],
-            "results": _ratings_json(results, rr.plan, "full"),
-        },
-        headers=_prov_headers(run),
-    )
+    return Pending(fut, lambda run: _with_provenance(run, rest))
+
+
+def _dumps(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, ensure_ascii=False, default=str, allow_nan=False).encode("utf-8")
+
+
+def _with_provenance(run: dict[str, Any], rest: bytes) -> Response:
+    """``{**provenance, **rest}`` as JSON, the rest serialised already (same bytes as one dumps)."""
+    head = _dumps(_provenance(run))
+    body = head[:-1] + (b", " + rest[1:] if rest != b"{}" else b"}")
+    return Response(body, media_type="application/json", headers=_prov_headers(run))
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def run(cfg: ServiceConfig, host: str, port: int) -> None:

@@ -27,3 +27,5 @@ class ServiceConfig:
     max_concurrent: int = 2
     queue_timeout_s: float = 10.0
     cached_runs: int = 4  # runs kept rated in memory for explain / one-firm rating
+    keys_check_s: float = 2.0  # the keys file is looked at (mtime) at most this often; SIGHUP forces it
+    spool_memory_bytes: int = 1 * 2**20  # a body above this is spooled to a file in the state folder

@@ -158,3 +158,58 @@ def add_key(
         f.write("\n")
     os.replace(tmp, p)
     return key
+
+
+class KeyWatch:
+    """The keys of a file, reloaded when it changes: its (mtime, size, inode) is looked at, at most
+    every ``check_s`` seconds, and :meth:`reload` forces a look (``ruleengine serve`` calls it on
+    SIGHUP). A changed file that cannot be used keeps the previous keys and logs why: a typo in
+    the keys file must not lock every client out (nor let anyone in)."""
+
+    def __init__(self, path: str | Path | None, check_s: float = 2.0) -> None:
+        import threading
+
+        self.path = Path(path) if path is not None else None
+        self.check_s = check_s
+        self._lock = threading.Lock()
+        self._stamp = self._stat()
+        self._ring = load_keys(self.path)  # a broken file at start-up stops the service
+        self._next = 0.0
+        self.error: str | None = None
+
+    def _stat(self) -> tuple[int, int, int] | None:
+        if self.path is None:
+            return None
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def ring(self) -> KeyRing:
+        if self.path is not None and self.check_s >= 0:
+            import time
+
+            now = time.monotonic()
+            if now >= self._next:
+                self._next = now + self.check_s
+                if self._stat() != self._stamp:
+                    self.reload()
+        return self._ring
+
+    def reload(self) -> bool:
+        """Read the keys file again; True when its keys are now in use."""
+        import logging
+
+        with self._lock:
+            stamp = self._stat()
+            try:
+                ring = load_keys(self.path)
+            except KeyFileError as exc:
+                self._stamp = stamp  # do not retry a broken file on every request; its next change will
+                self.error = str(exc)
+                logging.getLogger("ruleengine.service").error("keys not reloaded, the previous keys stay: %s", exc)
+                return False
+            self._ring, self._stamp, self.error = ring, stamp, None
+            logging.getLogger("ruleengine.service").info("keys reloaded from %s: %d keys", self.path, len(ring.entries))
+            return True

@@ -19,10 +19,35 @@ from ..errors import RuleEngineError
 from ..ledger import Ledger, open_ledger
 from ..rulebook.loader import load
 from .config import ServiceConfig
-from .keys import KeyRing, load_keys
+from .keys import KeyRing, KeyWatch
 from .registry import Registry
+from .writer import Writer
 
 T = TypeVar("T")
+_job = threading.local()  # the Ticket of the bounded work running in this thread
+
+
+class Abandoned(RuleEngineError):
+    """The request's time limit passed before its run was handed to the ledger writer."""
+
+
+class Ticket:
+    """One piece of bounded work: whether its request gave up (time limit) and whether its run was
+    handed to the ledger writer. Both change under ``lock``, so exactly one of them wins: a request
+    answered 503 (time limit) recorded nothing; a run handed over is committed and answered."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.abandoned = False
+        self.handed = False
+
+
+@dataclass
+class Pending:
+    """Work whose answer waits for the ledger: ``finish(run row)`` once ``fut`` says it is committed."""
+
+    fut: concurrent.futures.Future[dict[str, Any]]
+    finish: Callable[[dict[str, Any]], Any]
 
 
 class Problem(Exception):
@@ -70,7 +95,8 @@ class State:
     def __init__(self, cfg: ServiceConfig) -> None:
         self.cfg = cfg
         self.ledger: Ledger = open_ledger(cfg.ledger)
-        self.keys: KeyRing = load_keys(cfg.keys)
+        self.key_watch = KeyWatch(cfg.keys, cfg.keys_check_s)
+        self.writer = Writer(self.ledger.engine)
         if cfg.state_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="ruleengine-service-")
             self.folder = Path(self._tmp.name)
@@ -82,12 +108,46 @@ class State:
         self._sem: asyncio.Semaphore | None = None
         self._runs: collections.OrderedDict[int, RatedRun] = collections.OrderedDict()
         self._runs_lock = threading.Lock()
-        self._run_locks: dict[int, threading.Lock] = collections.defaultdict(threading.Lock)
+        self._run_locks: dict[int, list[Any]] = {}  # [lock, users]: only while a run is being materialised
         self.idem_locks: dict[tuple[str, str], asyncio.Lock] = {}
 
+    @property
+    def keys(self) -> KeyRing:
+        """The API keys, reloaded when the keys file changes (or on SIGHUP: :meth:`reload_keys`)."""
+        return self.key_watch.ring()
+
+    def reload_keys(self) -> bool:
+        return self.key_watch.reload()
+
     def close(self) -> None:
-        """Release the database connections (the app stays usable: they reopen when needed)."""
+        """Commit what the writer holds and release the database connections (the app stays usable:
+        a new writer thread and new connections start when needed)."""
+        self.writer.close()
+        self.writer = Writer(self.ledger.engine)
         self.ledger.dispose()
+
+    # --- recording ---------------------------------------------------------------------------
+    def record(self, book: Path, data: Any, results: Any, plan: Any, **kw: Any) -> concurrent.futures.Future[Any]:
+        """Prepare the run here (this worker thread: the hashing) and hand it to the one writer.
+
+        Inside bounded work, the hand-over is refused (:class:`Abandoned`) once the request's time
+        limit has passed: a request answered 503 records no run."""
+        from ..ledger import record as R
+
+        prepared = R.prepare(book, plan, data, results, background=False, **kw)
+        ticket: Ticket | None = getattr(_job, "ticket", None)
+        if ticket is None:
+            return self.writer.submit(prepared)
+        with ticket.lock:
+            if ticket.abandoned:
+                raise Abandoned("the request's time limit passed before its run was recorded")
+            fut = self.writer.submit(prepared)
+            ticket.handed = True
+        return fut
+
+    def write(self, fn: Callable[..., T], *args: Any) -> T:
+        """Another ledger write (access log, idempotency answer) through the writer; waits for it."""
+        return self.writer.call(fn, *args).result()
 
     # --- bounded work ------------------------------------------------------------------------
     async def work(self, fn: Callable[..., T], *args: Any) -> T:
@@ -108,10 +168,14 @@ class State:
             ) from None
         loop = asyncio.get_running_loop()
 
+        ticket = Ticket()
+
         def job() -> T:
+            _job.ticket = ticket
             try:
                 return fn(*args)
             finally:  # the slot is free when the work ends, not when the client stops waiting
+                _job.ticket = None
                 loop.call_soon_threadsafe(sem.release)
 
         try:
@@ -120,15 +184,25 @@ class State:
             sem.release()
             raise
         try:
-            return await asyncio.wait_for(asyncio.shield(fut), timeout=self.cfg.request_timeout_s)
+            out = await asyncio.wait_for(asyncio.shield(fut), timeout=self.cfg.request_timeout_s)
         except TimeoutError:
-            fut.add_done_callback(_abandoned)
-            raise Problem(
-                503,
-                "Service Unavailable",
-                f"the request took longer than {self.cfg.request_timeout_s:g} s, this service's limit per request",
-                "timeout",
-            ) from None
+            with ticket.lock:
+                ticket.abandoned = True
+                handed = ticket.handed
+            if not handed:
+                fut.add_done_callback(_abandoned)
+                raise Problem(
+                    503,
+                    "Service Unavailable",
+                    f"the request took longer than {self.cfg.request_timeout_s:g} s, this service's limit per "
+                    "request; nothing was recorded",
+                    "timeout",
+                ) from None
+            out = await fut  # its run is on its way into the ledger: the answer is owed
+        if isinstance(out, Pending):  # the slot is free again while the writer commits
+            row = await asyncio.wrap_future(out.fut)
+            return out.finish(row)  # type: ignore[no-any-return]
+        return out
 
     # --- runs kept rated ---------------------------------------------------------------------
     def run_row(self, run_id: int) -> dict[str, Any] | None:
@@ -150,7 +224,17 @@ class State:
             if got is not None and (got.results is not None or not with_results):
                 self._runs.move_to_end(run_id)
                 return got
-            lock = self._run_locks[run_id]
+            held = self._run_locks.setdefault(run_id, [threading.Lock(), 0])
+            held[1] += 1
+        try:
+            return self._rated_run_locked(run_id, held[0], with_results)
+        finally:
+            with self._runs_lock:  # bounded: a lock lives only while someone materialises the run
+                held[1] -= 1
+                if held[1] == 0:
+                    self._run_locks.pop(run_id, None)
+
+    def _rated_run_locked(self, run_id: int, lock: threading.Lock, with_results: bool) -> RatedRun:
         with lock:
             with self._runs_lock:
                 got = self._runs.get(run_id)
