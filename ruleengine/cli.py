@@ -1290,8 +1290,12 @@ def ledger_keygen(private_out: str, public_out: str) -> None:
               help="Requests doing work at once (others wait, then get 503).")
 @click.option("--body-timeout", type=click.FloatRange(0.1), default=30.0, show_default=True,
               help="Seconds a client may take to send its body (slower: 408).")
+@click.option("--keys-check", type=float, default=2.0, show_default=True,
+              help="Seconds between looks at the keys file's mtime: a changed file is reloaded (a broken one is "
+              "refused and the previous keys stay). 0: at every request; negative: only on SIGHUP "
+              "(`kill -HUP PID` reloads at once in any case).")
 def serve(ledger_url: str, host: str, port: int, keys: str | None, state_dir: str | None, max_body_mb: int,
-          max_rows: int, timeout: float, workers: int, body_timeout: float) -> None:
+          max_rows: int, timeout: float, workers: int, body_timeout: float, keys_check: float) -> None:
     """Run the HTTP API (OpenAPI at /openapi.json, interactive docs at /docs): rulebooks, rating,
     explain, reports, ledger, consent. Needs: pip install 'ruleengine[service]'. See docs/service.md."""
     try:
@@ -1302,7 +1306,7 @@ def serve(ledger_url: str, host: str, port: int, keys: str | None, state_dir: st
                         "pip install 'ruleengine[service]'") from None
     cfg = ServiceConfig(ledger=ledger_url, keys=keys, state_dir=state_dir, max_body_bytes=max_body_mb * 2**20,
                         max_rows=max_rows, request_timeout_s=timeout, max_concurrent=workers,
-                        body_timeout_s=body_timeout)
+                        body_timeout_s=body_timeout, keys_check_s=keys_check)
     run_service(cfg, host, port)
 
 

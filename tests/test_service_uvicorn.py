@@ -32,6 +32,7 @@ class Server:
         self.folder = folder
         self.port = _free_port()
         self.proc: subprocess.Popen | None = None
+        self.extra_args: list[str] = []
 
     @property
     def url(self) -> str:
@@ -44,7 +45,7 @@ class Server:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "ruleengine.cli", "serve", "--ledger", str(self.env.ledger), "--keys",
              str(self.env.keys_file), "--port", str(self.port), "--body-timeout", "1", "--state-dir",
-             str(self.folder / "state")],
+             str(self.folder / "state"), *self.extra_args],
             stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": os.environ.get("PYTHONPATH", "")},
         )
         deadline = time.monotonic() + 60

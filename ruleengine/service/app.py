@@ -6,14 +6,16 @@ import asyncio
 import contextlib
 import datetime as dt
 import hashlib
+import io
 import json
 import logging
 import re
+import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import IO, Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi import Path as PathParam
@@ -31,7 +33,7 @@ from ..ledger.errors import LedgerError
 from . import store
 from .config import ServiceConfig
 from .keys import Principal
-from .limits import PROBLEM, BodyLimit
+from .limits import PROBLEM, BodyLimit, body_file
 from .registry import NotInRegistry, valid_name, valid_version
 from .state import Pending, Problem, RatedRun, State, not_visible
 
@@ -311,7 +313,9 @@ def _scope_rows(st: State, p: Principal, firms: list[str], action: str) -> None:
     raise Problem(403, "Forbidden", f"a {p.role} key may not rate firms", "forbidden")
 
 
-def _save_upload(st: State, body: bytes, content_type: str, fmt: str | None, folder: Path) -> Path:
+def _save_upload(st: State, src: IO[bytes], content_type: str, fmt: str | None, folder: Path) -> Path:
+    """Copy the upload (a spooled body or a multipart part, read from its start) to its own file in
+    pieces: never the whole upload in memory."""
     ctype = content_type.split(";")[0].strip().lower()
     if fmt is not None:
         suffix = UPLOAD_FORMATS[fmt]
@@ -325,10 +329,13 @@ def _save_upload(st: State, body: bytes, content_type: str, fmt: str | None, fol
             "?format=csv|json|jsonl|parquet|xlsx",
             "unsupported-type",
         )
-    if not body:
-        raise Problem(422, "Unprocessable Content", "the portfolio is empty", "empty-upload")
     path = folder / f"upload{suffix}"
-    path.write_bytes(body)
+    src.seek(0)
+    with path.open("wb") as out:
+        shutil.copyfileobj(src, out, 1 << 20)
+        size = out.tell()
+    if not size:
+        raise Problem(422, "Unprocessable Content", "the portfolio is empty", "empty-upload")
     return path
 
 
@@ -354,14 +361,16 @@ async def _upload(request: Request, st: State, fmt: str | None, folder: Path, re
                     "name the file .csv, .json, .jsonl, .parquet or .xlsx (or give ?format=)",
                     "unsupported-type",
                 )
-            data = await f.read()
+            return await asyncio.to_thread(_save_upload, st, f.file, "", fmt or ext, folder)
         finally:
             await form.close()
-        return _save_upload(st, data, "", fmt or ext, folder)
-    body = await request.body()
-    if not body and not required:
-        return None
-    return _save_upload(st, body, ctype, fmt, folder)
+    spooled = body_file(request.scope)
+    src: IO[bytes] = spooled if spooled is not None else io.BytesIO(await request.body())
+    if not required:
+        src.seek(0, io.SEEK_END)
+        if src.tell() == 0:
+            return None
+    return await asyncio.to_thread(_save_upload, st, src, ctype, fmt, folder)
 
 
 def _rows_limit(st: State, path: Path) -> None:
@@ -376,7 +385,11 @@ def _rows_limit(st: State, path: Path) -> None:
         except Exception:  # noqa: BLE001 - not Parquet: the reader says so with its own message
             return
     elif path.suffix in (".csv", ".jsonl"):
-        n = path.read_bytes().count(b"\n") - (1 if path.suffix == ".csv" else 0)
+        n = 0
+        with path.open("rb") as f:  # in pieces: the upload is on disk, not in memory
+            while piece := f.read(1 << 20):
+                n += piece.count(b"\n")
+        n -= 1 if path.suffix == ".csv" else 0
     if n is not None and n > limit:
         raise Problem(
             413, "Content Too Large", f"the data has about {n:,} rows; at most {limit:,} per request", "too-many-rows"
@@ -391,11 +404,16 @@ def _ratings_json(results: Any, plan: Any, detail: str) -> list[dict[str, Any]]:
     return t.to_pylist()
 
 
-def _request_hash(request: Request, body: bytes) -> str:
+async def _request_hash(request: Request) -> str:
     h = hashlib.sha256()
     for part in (request.method, request.url.path, request.url.query, request.headers.get("content-type", "")):
         h.update(part.encode() + b"\0")
-    h.update(body)
+    spooled = body_file(request.scope)
+    if spooled is None:
+        h.update(await request.body())
+    else:  # in pieces from the spooled body: an upload is never held whole in memory for its hash
+        while piece := spooled.read(1 << 20):
+            h.update(piece)
     return "sha256:" + h.hexdigest()
 
 
@@ -409,7 +427,7 @@ async def _idempotent(request: Request, p: Principal, key: str | None, make: Any
         return await make()
     if not _IDEM_RE.fullmatch(key):
         raise Problem(400, "Bad Request", "Idempotency-Key: 1-200 printable ASCII characters", "bad-idempotency-key")
-    rh = _request_hash(request, await request.body())
+    rh = await _request_hash(request)
     lock = st.idem_locks.setdefault((p.name, key), asyncio.Lock())
     try:
         return await _idempotent_locked(st, lock, p, key, rh, make)
@@ -511,7 +529,13 @@ def build(cfg: ServiceConfig) -> FastAPI:
         responses=ERRORS,
     )
     app.state.service = st
-    app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes, timeout_s=cfg.body_timeout_s)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=cfg.max_body_bytes,
+        timeout_s=cfg.body_timeout_s,
+        spool_bytes=cfg.spool_memory_bytes,
+        spool_dir=st.folder / "spool",
+    )
 
     import swagger_ui_bundle
 
@@ -1238,8 +1262,6 @@ def build(cfg: ServiceConfig) -> FastAPI:
 async def _with_upload(request: Request, st: State, fmt: str | None, fn: Any) -> Any:
     """Save the upload in a folder of its own and run ``fn(path)`` as bounded work; the folder is
     removed when the work ends (also work abandoned by the time limit, which still finishes)."""
-    import shutil
-
     base = st.folder / "uploads"
     base.mkdir(parents=True, exist_ok=True, mode=0o700)
     folder = Path(tempfile.mkdtemp(dir=base))
@@ -1364,9 +1386,14 @@ def _file_sha256(path: Path) -> str:
 
 
 def run(cfg: ServiceConfig, host: str, port: int) -> None:
+    import signal
+
     import uvicorn
 
     app = build(cfg)
+    st: State = app.state.service
+    if hasattr(signal, "SIGHUP"):  # `kill -HUP PID`: read the keys file again now
+        signal.signal(signal.SIGHUP, lambda _sig, _frame: st.reload_keys())
     uvicorn.run(
         app,
         host=host,

@@ -1,16 +1,33 @@
 """Request limits as ASGI middleware and the problem+json response shape.
 
 The body of every request is read here, before the application sees it, within a size bound
-(413) and a time bound (408: a client that trickles its body is cut off); the application then
-reads the buffered body. Errors are RFC 9457 ``application/problem+json`` objects.
+(413) and a time bound (408: a client that trickles its body is cut off). It is spooled: held in
+memory up to ``spool_bytes`` (1 MiB by default), beyond that in a temporary file of the service's
+state folder, so a 32 MiB upload costs 32 MiB of disk, not of memory. The application reads the
+spooled body as a stream of 64 KiB pieces, or takes the file itself (:func:`body_file`: uploads
+are copied from it to their own file). Errors are RFC 9457 ``application/problem+json`` objects.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import tempfile
 import time
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
+
+BODY_KEY = "ruleengine.body"  # the scope entry holding the spooled body (a file object at 0)
+PIECE = 64 * 1024
+
+
+def body_file(scope: Any) -> IO[bytes] | None:
+    """The request's spooled body, rewound, or None (no BodyLimit in front of the app)."""
+    f = scope.get(BODY_KEY)
+    if f is not None:
+        f.seek(0)
+    return f
+
 
 PROBLEM = "application/problem+json"
 
@@ -40,10 +57,21 @@ async def _send_problem(send: Any, status: int, title: str, detail: str, code: s
 class BodyLimit:
     """Buffer the request body up to ``max_bytes`` within ``timeout_s`` seconds, or answer 413/408."""
 
-    def __init__(self, app: Any, max_bytes: int, timeout_s: float) -> None:
+    def __init__(
+        self, app: Any, max_bytes: int, timeout_s: float, spool_bytes: int = 2**20, spool_dir: Path | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.timeout_s = timeout_s
+        self.spool_bytes = spool_bytes
+        self.spool_dir = spool_dir
+
+    def _spool(self) -> IO[bytes]:
+        if self.spool_dir is not None:
+            self.spool_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return tempfile.SpooledTemporaryFile(  # noqa: SIM115 - closed in __call__'s finally
+            max_size=self.spool_bytes, mode="w+b", dir=str(self.spool_dir) if self.spool_dir else None
+        )
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -66,11 +94,18 @@ class BodyLimit:
                 "body-too-large",
             )
             return
-        chunks: list[bytes] = []
+        spool = self._spool()
+        try:
+            if await self._receive_body(receive, send, spool):
+                await self._forward(scope, receive, send, spool)
+        finally:
+            spool.close()
+
+    async def _receive_body(self, receive: Any, send: Any, spool: IO[bytes]) -> bool:
+        """Spool the body; False when the request was answered (413, 408) or the client left."""
         size = 0
         deadline = time.monotonic() + self.timeout_s
         more = True
-        disconnected = False
         while more:
             left = deadline - time.monotonic()
             try:
@@ -85,10 +120,9 @@ class BodyLimit:
                     f"the body did not arrive within {self.timeout_s:g} s (slow client)",
                     "body-timeout",
                 )
-                return
+                return False
             if msg["type"] == "http.disconnect":
-                disconnected = True
-                break
+                return False
             part = msg.get("body", b"")
             size += len(part)
             if size > self.max_bytes:
@@ -99,13 +133,14 @@ class BodyLimit:
                     f"the body is larger than {self.max_bytes:,} bytes, the most this service accepts",
                     "body-too-large",
                 )
-                return
-            chunks.append(part)
+                return False
+            if part:
+                spool.write(part)
             more = msg.get("more_body", False)
-        if disconnected:
-            return
-        body = b"".join(chunks)
-        sent = False
+        spool.seek(0)
+        return True
+
+    async def _forward(self, scope: Any, receive: Any, send: Any, spool: IO[bytes]) -> None:
         started = time.perf_counter()
 
         async def timed_send(msg: Any) -> None:
@@ -114,11 +149,18 @@ class BodyLimit:
                 msg = {**msg, "headers": [*msg.get("headers", []), (b"server-timing", b"app;dur=%.3f" % ms)]}
             await send(msg)
 
-        async def replay() -> Any:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
+        pos = 0
+        done = False
 
-        await self.app(scope, replay, timed_send)
+        async def replay() -> Any:
+            nonlocal pos, done
+            if done:
+                return await receive()
+            spool.seek(pos)
+            piece = spool.read(PIECE)
+            pos += len(piece)
+            more = len(piece) == PIECE and spool.read(1) != b""
+            done = not more
+            return {"type": "http.request", "body": piece, "more_body": more}
+
+        await self.app({**scope, BODY_KEY: spool}, replay, timed_send)

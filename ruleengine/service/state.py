@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from ..errors import RuleEngineError
 from ..ledger import Ledger, open_ledger
@@ -150,7 +150,11 @@ class State:
         return self.writer.call(fn, *args).result()
 
     # --- bounded work ------------------------------------------------------------------------
-    async def work(self, fn: Callable[..., T], *args: Any) -> T:
+    @overload
+    async def work(self, fn: Callable[..., Pending], *args: Any) -> Any: ...
+    @overload
+    async def work(self, fn: Callable[..., T], *args: Any) -> T: ...
+    async def work(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run ``fn`` in a worker thread: at most ``max_concurrent`` at once (others wait up to
         ``queue_timeout_s``: 503), each answered within ``request_timeout_s`` (503)."""
         if self._sem is None:
@@ -170,7 +174,7 @@ class State:
 
         ticket = Ticket()
 
-        def job() -> T:
+        def job() -> Any:
             _job.ticket = ticket
             try:
                 return fn(*args)
@@ -201,7 +205,7 @@ class State:
             out = await fut  # its run is on its way into the ledger: the answer is owed
         if isinstance(out, Pending):  # the slot is free again while the writer commits
             row = await asyncio.wrap_future(out.fut)
-            return out.finish(row)  # type: ignore[no-any-return]
+            return out.finish(row)
         return out
 
     # --- runs kept rated ---------------------------------------------------------------------

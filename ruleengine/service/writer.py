@@ -128,22 +128,26 @@ class Writer:
             except BaseException:  # noqa: BLE001 - one bad run must not fail the group: retry one by one
                 log.info("group commit of %d runs failed; committing them one by one", len(runs))
             else:
+                self.stats.runs += len(runs)
                 for (_, fut), row in zip(runs, rows, strict=True):
                     fut.set_result(row)
-                self.stats.runs += len(runs)
                 runs = []
         for prepared, fut in runs:
             try:
-                fut.set_result(self._append(self.engine, prepared))
-                self.stats.runs += 1
+                row = self._append(self.engine, prepared)
             except BaseException as exc:  # noqa: BLE001 - handed to the waiting request
                 self.stats.errors += 1
                 fut.set_exception(exc)
+            else:
+                self.stats.runs += 1
+                fut.set_result(row)
         for (fn, args), fut in calls:
             try:
-                fut.set_result(fn(*args))
-                self.stats.calls += 1
+                out = fn(*args)
             except BaseException as exc:  # noqa: BLE001 - handed to the waiting request
                 self.stats.errors += 1
                 fut.set_exception(exc)
+            else:
+                self.stats.calls += 1
+                fut.set_result(out)
         self.stats.busy_s += time.thread_time() - t0

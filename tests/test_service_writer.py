@@ -1,0 +1,314 @@
+"""The service's ledger writer, time limits, streamed uploads, key reloading, the PDF report and
+bounded per-request state (issue #17, session 3)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import signal
+import subprocess
+import threading
+import time
+import tracemalloc
+
+import pytest
+from service_env import FIRM, assert_problem, client, make_env
+
+import ruleengine
+from ruleengine.ledger import open_ledger
+
+
+def _rows(env, firm=FIRM):
+    import pyarrow.csv as pacsv
+
+    table = pacsv.read_csv(
+        env.data, convert_options=pacsv.ConvertOptions(column_types={"firm_id": "string", "industry": "string"})
+    )
+    return [r for r in table.to_pylist() if r["firm_id"] == firm]
+
+
+@pytest.fixture
+def env(tmp_path):
+    return make_env(tmp_path, firms=12)
+
+
+def _first_run(c, env):
+    r = c.post("/v1/rulebooks/huzhou/rate?detail=summary", headers=env.h("admin", **{"Content-Type": "text/csv"}),
+               content=env.data.read_bytes())
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+# --- the one writer ---------------------------------------------------------------------------------
+
+
+def test_concurrent_one_firm_ratings_are_all_committed_by_the_one_writer_in_order(env):
+    rows = _rows(env)
+    with client(env, max_concurrent=4) as c:
+        _first_run(c, env)
+        st = c.app.state.service
+        out: list = []
+
+        def one() -> None:
+            out.append(c.post("/v1/runs/1/rate", headers=env.h("firm"), json=rows))
+
+        threads = [threading.Thread(target=one) for _ in range(12)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert [r.status_code for r in out] == [200] * 12
+        ids = sorted(r.json()["run_id"] for r in out)
+        assert ids == list(range(2, 14))  # each answer names its own committed run
+        assert st.writer.stats.runs == 13 and st.writer.stats.errors == 0
+        assert st.writer._thread is not None and st.writer._thread.name == "ruleengine-ledger-writer"
+        first = out[0].json()
+        assert all(r.json()["results"] == first["results"] for r in out)  # same firm, same tables
+    led = open_ledger(env.ledger, create=False)
+    assert [r["id"] for r in led.runs()] == list(range(1, 14)) and led.check().ok
+    for rid in ids:  # each answer was sent only after its run was in the ledger
+        assert json.loads(led.run(rid)["options"]) == {"benchmarks_of_run": 1, "service": "rate-firm"}
+    led.dispose()
+
+
+def test_one_firm_answer_is_the_same_bytes_as_before_the_writer(env):
+    """The body is spliced from the provenance and the rest: it must equal one json.dumps."""
+    from ruleengine.service.app import _dumps, _with_provenance
+
+    run = {"id": 7, "rulebook_id": "huzhou", "rulebook_version": "1.0.0", "rulebook_hash": "sha256:ab",
+           "engine_version": "0.1.0"}
+    rest = {"benchmarks_of_run": 1, "issues": ["a \u201cquoted\u201d issue"], "results": [{"k": 1.5, "r": None}]}
+    from ruleengine.service.app import _provenance
+
+    assert _with_provenance(run, _dumps(rest)).body == _dumps({**_provenance(run), **rest})
+    assert _with_provenance(run, b"{}").body == _dumps(_provenance(run))
+
+
+def test_a_ledger_failure_in_the_writer_is_a_503_and_records_nothing(env):
+    from ruleengine.ledger import LedgerError
+
+    with client(env) as c:
+        _first_run(c, env)
+        st = c.app.state.service
+
+        def broken(engine, prepared, signer=None):
+            raise LedgerError("the ledger ledger.db: disk full: nothing was recorded")
+
+        st.writer._append = broken
+        body = assert_problem(c.post("/v1/runs/1/rate", headers=env.h("firm"), json=_rows(env)), 503, "ledger")
+        assert "disk full" in body["detail"]
+    led = open_ledger(env.ledger, create=False)
+    assert len(led.runs()) == 1
+    led.dispose()
+
+
+# --- time limits --------------------------------------------------------------------------------------
+
+
+def test_a_request_over_its_time_limit_records_no_run(env, monkeypatch):
+    from ruleengine import pipeline
+
+    with client(env, request_timeout_s=0.5) as c:
+        _first_run(c, env)
+        real = pipeline.rate
+
+        def slow(*a, **k):
+            time.sleep(1.5)
+            return real(*a, **k)
+
+        monkeypatch.setattr(pipeline, "rate", slow)
+        body = assert_problem(c.post("/v1/runs/1/rate", headers=env.h("firm"), json=_rows(env)), 503, "timeout")
+        assert "nothing was recorded" in body["detail"]
+        time.sleep(2.0)  # the abandoned work finishes rating ... and is refused the hand-over
+        monkeypatch.setattr(pipeline, "rate", real)
+        st = c.app.state.service
+        assert st.writer.stats.runs == 1
+    led = open_ledger(env.ledger, create=False)
+    assert [r["id"] for r in led.runs()] == [1]
+    led.dispose()
+
+
+def test_a_run_handed_to_the_writer_is_answered_even_past_the_time_limit(env):
+    with client(env, request_timeout_s=0.5) as c:
+        _first_run(c, env)
+        st = c.app.state.service
+        real = st.writer._append
+
+        def slow_commit(engine, prepared, signer=None):
+            time.sleep(1.2)
+            return real(engine, prepared, signer)
+
+        st.writer._append = slow_commit
+        r = c.post("/v1/runs/1/rate", headers=env.h("firm"), json=_rows(env))
+        assert r.status_code == 200, r.text  # recorded, so answered: never a 503 for a recorded run
+        assert r.json()["run_id"] == 2
+    led = open_ledger(env.ledger, create=False)
+    assert [r["id"] for r in led.runs()] == [1, 2]
+    led.dispose()
+
+
+# --- streamed uploads ---------------------------------------------------------------------------------
+
+
+def test_body_limit_spools_a_large_body_to_disk_not_memory(tmp_path):
+    from ruleengine.service.limits import BodyLimit, body_file
+
+    piece = (b"firm_id,year,x\n" + b"91330500032441094N,2023,1.5\n" * 2000)[:65536]
+    pieces = 256  # 16 MiB
+    seen: dict = {}
+
+    async def app(scope, receive, send):
+        f = body_file(scope)
+        seen["rolled"] = getattr(f, "_rolled", None)
+        n = 0
+        while True:  # the app may also read the body as a stream of pieces
+            msg = await receive()
+            n += len(msg["body"])
+            if not msg["more_body"]:
+                break
+        seen["streamed"] = n
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    mw = BodyLimit(app, max_bytes=32 * 2**20, timeout_s=30, spool_bytes=2**20, spool_dir=tmp_path / "spool")
+    sent = [0]
+
+    async def receive():
+        sent[0] += 1
+        return {"type": "http.request", "body": piece, "more_body": sent[0] < pieces}
+
+    out: list = []
+
+    async def send(msg):
+        out.append(msg)
+
+    tracemalloc.start()
+    asyncio.run(mw({"type": "http", "headers": [], "method": "POST", "path": "/"}, receive, send))
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert out[0]["status"] == 200 and seen["streamed"] == pieces * len(piece)
+    assert seen["rolled"] is True  # on disk past 1 MiB
+    assert peak < 4 * 2**20, peak  # a 16 MiB body, never more than a few pieces in memory
+
+
+def test_a_large_csv_upload_is_rated_from_its_spooled_file(env, tmp_path):
+    from ledger_pg import make_sample
+
+    big = make_sample(tmp_path / "big.csv", firms=1500)
+    assert big.stat().st_size > 4 * 64 * 1024  # well past the 64 KiB kept in memory
+    with client(env, spool_memory_bytes=64 * 1024) as c:
+        r = c.post("/v1/rulebooks/huzhou/rate?detail=summary", headers=env.h("admin", **{"Content-Type": "text/csv"}),
+                   content=big.read_bytes())
+        assert r.status_code == 200, r.text
+        res = ruleengine.rate("huzhou", big)
+        assert r.json()["n"] == len(res)
+        assert r.json()["distribution"] == dict(res.distribution("rating"))
+        m1 = c.post("/v1/rulebooks/huzhou/rate?detail=summary", headers=env.h("admin"),
+                    files={"file": ("big.csv", big.read_bytes(), "text/csv")})
+        assert m1.status_code == 200 and m1.json()["n"] == len(res)
+        # the idempotency hash is computed from the spooled file in pieces: same body replayed,
+        # one byte changed near the end (past the first pieces) refused
+        h = env.h("admin", **{"Idempotency-Key": "big-1", "Content-Type": "text/csv"})
+        first = c.post("/v1/rulebooks/huzhou/rate?detail=summary", headers=h, content=big.read_bytes())
+        again = c.post("/v1/rulebooks/huzhou/rate?detail=summary", headers=h, content=big.read_bytes())
+        assert again.headers.get("Idempotent-Replayed") == "true" and again.content == first.content
+        changed = bytearray(big.read_bytes())
+        changed[-3] = ord("9") if changed[-3] != ord("9") else ord("8")
+        assert_problem(c.post("/v1/rulebooks/huzhou/rate?detail=summary", headers=h, content=bytes(changed)), 409,
+                       "idempotency-conflict")
+        st = c.app.state.service
+        assert not list((st.folder / "uploads").iterdir())  # every upload folder removed
+
+
+# --- keys reloaded --------------------------------------------------------------------------------------
+
+
+def test_keys_are_reloaded_when_the_file_changes_and_a_broken_file_keeps_the_old_keys(env, caplog):
+    from ruleengine.service.keys import add_key
+
+    with client(env, keys_check_s=0) as c:
+        assert c.get("/v1/rulebooks", headers=env.h("admin")).status_code == 200
+        new = add_key(env.keys_file, "late-bank", "bank", bank="bank-z")
+        assert c.get("/v1/rulebooks", headers={"Authorization": f"Bearer {new}"}).status_code == 200
+        # the admin key removed from the file: refused from the next request on
+        data = json.loads(env.keys_file.read_text())
+        data["keys"] = [k for k in data["keys"] if k["name"] != "ops"]
+        env.keys_file.write_text(json.dumps(data))
+        assert_problem(c.get("/v1/rulebooks", headers=env.h("admin")), 401)
+        # a broken file: the keys in use stay, the error is logged
+        env.keys_file.write_text('{"keys": [{"name": "x", "role": "wizard"}]}')
+        with caplog.at_level("ERROR", logger="ruleengine.service"):
+            assert c.get("/v1/rulebooks", headers={"Authorization": f"Bearer {new}"}).status_code == 200
+        assert "keys not reloaded" in caplog.text and "'role' must be one of" in caplog.text
+        assert_problem(c.get("/v1/rulebooks", headers=env.h("admin")), 401)
+
+
+def test_sighup_reloads_the_keys_of_a_running_server(tmp_path):
+    import httpx
+    from test_service_uvicorn import Server
+
+    from ruleengine.service.keys import add_key
+
+    env = make_env(tmp_path, firms=4)
+    s = Server(env, tmp_path)
+    s.extra_args = ["--keys-check", "-1"]  # no mtime checks: only the signal reloads
+    s.start()
+    try:
+        new = add_key(env.keys_file, "late-firm", "firm", firm=FIRM)
+        h = {"Authorization": f"Bearer {new}"}
+        assert httpx.get(s.url + "/v1/rulebooks", headers=h, timeout=30).status_code == 401
+        s.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        code = 401
+        while code == 401 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            code = httpx.get(s.url + "/v1/rulebooks", headers=h, timeout=30).status_code
+        assert code == 200
+        assert s.proc.poll() is None  # SIGHUP does not stop the server
+    finally:
+        s.stop()
+
+
+# --- the PDF report -------------------------------------------------------------------------------------
+
+
+def test_report_pdf_is_a_real_pdf_naming_the_firm(env, tmp_path):
+    pytest.importorskip("weasyprint", reason="the report extra is not installed")
+    if shutil.which("pdftotext") is None:  # pragma: no cover
+        pytest.skip("poppler-utils is not installed")
+    with client(env) as c:
+        _first_run(c, env)
+        r = c.get(f"/v1/runs/1/firms/{FIRM}/report?format=pdf&lang=en&year=2023", headers=env.h("firm"))
+        assert r.status_code == 200, r.text
+        assert r.headers["content-type"] == "application/pdf" and r.content.startswith(b"%PDF-")
+        assert r.headers["X-Ruleengine-Run"] == "1"
+        pdf = tmp_path / "firm.pdf"
+        pdf.write_bytes(r.content)
+        text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], check=True, capture_output=True,
+                              text=True, timeout=120).stdout
+        assert FIRM in text and "2023" in text
+        level = c.get(f"/v1/runs/1/firms/{FIRM}", headers=env.h("firm")).json()["ratings"]
+        rating = next(x["rating"] for x in level if x["year"] == 2023)
+        assert rating and rating in text
+        # another firm's report: the same 404 as a firm that does not exist
+        assert_problem(c.get("/v1/runs/1/firms/NOPE/report?format=pdf", headers=env.h("firm")), 404)
+
+
+# --- bounded state --------------------------------------------------------------------------------------
+
+
+def test_per_request_state_does_not_grow(env):
+    rows = _rows(env)
+    with client(env) as c:
+        _first_run(c, env)
+        st = c.app.state.service
+        for i in range(30):
+            h = env.h("firm", **{"Idempotency-Key": f"k-{i}"})
+            assert c.post("/v1/runs/1/rate", headers=h, json=rows).status_code == 200
+            assert c.get(f"/v1/runs/1/firms/{FIRM}/explain", headers=env.h("firm")).status_code == 200
+        assert st.idem_locks == {} and st._run_locks == {}
+        assert len(st._runs) <= st.cfg.cached_runs
+        assert st.writer._q.qsize() == 0
+        spool = st.folder / "spool"
+        assert not spool.exists() or not any(spool.iterdir())
