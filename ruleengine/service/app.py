@@ -948,9 +948,9 @@ def build(cfg: ServiceConfig) -> FastAPI:
                 return Response(
                     _scrub(st, trace_markdown(trace)), media_type="text/markdown", headers=_prov_headers(rr.run)
                 )
-            return _json(
-                {**_provenance(rr.run), "trace": json.loads(_scrub(st, trace.to_json()))}, headers=_prov_headers(rr.run)
-            )
+            # serialised once (not the CLI's indented text parsed back): the same JSON, the same bytes
+            rest = _scrub(st, _dumps({"trace": trace.to_dict()}).decode("utf-8")).encode("utf-8")
+            return _with_provenance(rr.run, rest)
 
         return await st.work(go)
 
