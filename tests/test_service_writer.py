@@ -106,45 +106,62 @@ def test_a_ledger_failure_in_the_writer_is_a_503_and_records_nothing(env):
 # --- time limits --------------------------------------------------------------------------------------
 
 
-def test_a_request_over_its_time_limit_records_no_run(env, monkeypatch):
+def _limited(c, env, seconds):
+    """Run 1 recorded and cached (no limit yet), then a time limit of ``seconds`` per request."""
+    import dataclasses
+
+    _first_run(c, env)
+    assert c.post("/v1/runs/1/rate", headers=env.h("firm"), json=_rows(env)).status_code == 200  # run 2
+    st = c.app.state.service
+    st.cfg = dataclasses.replace(st.cfg, request_timeout_s=seconds)
+    return st
+
+
+def test_a_request_over_its_time_limit_records_no_run(env, monkeypatch, caplog):
     from ruleengine import pipeline
 
-    with client(env, request_timeout_s=0.5) as c:
-        _first_run(c, env)
+    with client(env) as c:
+        st = _limited(c, env, 1.0)
         real = pipeline.rate
+        rated = threading.Event()
 
         def slow(*a, **k):
-            time.sleep(1.5)
-            return real(*a, **k)
+            time.sleep(2.0)
+            try:
+                return real(*a, **k)
+            finally:
+                rated.set()
 
         monkeypatch.setattr(pipeline, "rate", slow)
-        body = assert_problem(c.post("/v1/runs/1/rate", headers=env.h("firm"), json=_rows(env)), 503, "timeout")
-        assert "nothing was recorded" in body["detail"]
-        time.sleep(2.0)  # the abandoned work finishes rating ... and is refused the hand-over
-        monkeypatch.setattr(pipeline, "rate", real)
-        st = c.app.state.service
-        assert st.writer.stats.runs == 1
+        with caplog.at_level("INFO", logger="ruleengine.service"):
+            body = assert_problem(c.post("/v1/runs/1/rate", headers=env.h("firm"), json=_rows(env)), 503, "timeout")
+            assert "nothing was recorded" in body["detail"]
+            assert rated.wait(30)  # the abandoned work finishes rating ... and is refused the hand-over
+            deadline = time.monotonic() + 30
+            while "ended with Abandoned" not in caplog.text and time.monotonic() < deadline:
+                time.sleep(0.05)
+        assert "ended with Abandoned" in caplog.text
+        assert st.writer.stats.runs == 2
     led = open_ledger(env.ledger, create=False)
-    assert [r["id"] for r in led.runs()] == [1]
+    assert [r["id"] for r in led.runs()] == [1, 2]
     led.dispose()
 
 
 def test_a_run_handed_to_the_writer_is_answered_even_past_the_time_limit(env):
-    with client(env, request_timeout_s=0.5) as c:
-        _first_run(c, env)
-        st = c.app.state.service
+    with client(env) as c:
+        st = _limited(c, env, 1.0)
         real = st.writer._append
 
         def slow_commit(engine, prepared, signer=None):
-            time.sleep(1.2)
+            time.sleep(2.5)
             return real(engine, prepared, signer)
 
         st.writer._append = slow_commit
         r = c.post("/v1/runs/1/rate", headers=env.h("firm"), json=_rows(env))
         assert r.status_code == 200, r.text  # recorded, so answered: never a 503 for a recorded run
-        assert r.json()["run_id"] == 2
+        assert r.json()["run_id"] == 3
     led = open_ledger(env.ledger, create=False)
-    assert [r["id"] for r in led.runs()] == [1, 2]
+    assert [r["id"] for r in led.runs()] == [1, 2, 3]
     led.dispose()
 
 
