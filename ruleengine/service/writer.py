@@ -38,7 +38,7 @@ class WriterStats:
     busy_s: float = 0.0  # thread CPU time spent committing
     largest_group: int = 0
     errors: int = 0
-    group_sizes: list[int] = field(default_factory=list)
+    group_sizes: dict[int, int] = field(default_factory=dict)  # runs per group -> groups (<= MAX_GROUP keys)
 
 
 class Writer:
@@ -120,8 +120,7 @@ class Writer:
         if runs:
             self.stats.groups += 1
             self.stats.largest_group = max(self.stats.largest_group, len(runs))
-            if len(self.stats.group_sizes) < 100_000:
-                self.stats.group_sizes.append(len(runs))
+            self.stats.group_sizes[len(runs)] = self.stats.group_sizes.get(len(runs), 0) + 1
         if self._append_many is not None and len(runs) > 1:
             try:
                 rows = self._append_many(self.engine, [p for p, _ in runs])
