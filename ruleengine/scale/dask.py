@@ -109,16 +109,22 @@ def _final_task(
     return out, (len(rows), time.perf_counter() - w0, time.thread_time() - c0)
 
 
-def _with_rows(ddf: Any) -> Any:
-    """``ddf`` with ROW (0-based position in the input) and BUCKET (firm bucket) columns."""
+def _with_rows(ddf: Any, keep: set[str] | None = None) -> Any:
+    """``ddf`` with ROW (0-based position in the input) and BUCKET (firm bucket) columns; only the
+    columns ``keep`` (default: all). The columns are dropped inside the partitions, not by
+    selecting them on ``ddf``: dask may then read the files in fewer partitions than it counted."""
     import dask
 
     lengths = ddf.map_partitions(len).compute()
     offsets = np.concatenate([[0], np.cumsum(np.asarray(lengths, dtype=np.int64))])
     parts = ddf.to_delayed()
+    if len(parts) != len(lengths):
+        from ..errors import RuleEngineError
+
+        raise RuleEngineError(f"internal: dask counted {len(lengths)} partitions and gave {len(parts)}")
 
     def number(pdf: Any, start: int, k: int) -> Any:
-        pdf = pdf.copy()
+        pdf = (pdf[[c for c in pdf.columns if c in keep]] if keep is not None else pdf).copy()
         pdf[ROW] = np.arange(start, start + len(pdf), dtype=np.int64)
         ids = pdf["firm_id"].to_numpy() if "firm_id" in pdf.columns else np.full(len(pdf), "", dtype=object)
         pdf[BUCKET] = buckets(ids, k)
@@ -126,7 +132,8 @@ def _with_rows(ddf: Any) -> Any:
 
     import dask.dataframe as dd
 
-    meta = ddf._meta.assign(**{ROW: np.zeros(0, dtype=np.int64), BUCKET: np.zeros(0, dtype=np.int64)})
+    meta = ddf._meta if keep is None else ddf._meta[[c for c in ddf._meta.columns if c in keep]]
+    meta = meta.assign(**{ROW: np.zeros(0, dtype=np.int64), BUCKET: np.zeros(0, dtype=np.int64)})
     k = max(ddf.npartitions, 1)
     numbered = [dask.delayed(number)(p, int(offsets[i]), k) for i, p in enumerate(parts)]
     return dd.from_delayed(numbered, meta=meta, verify_meta=False), int(offsets[-1])
@@ -140,11 +147,11 @@ class Partitions:
         self, ddf: Any, npartitions: int | None = None, client: Any = None, columns: Iterable[str] | None = None
     ):
         self.names: list[str] | None = None  # every input column, when only some were kept
+        keep = None
         if columns is not None:  # only these columns (and the firm id) go through the shuffle
             keep = set(columns) | {"firm_id"}
             self.names = [str(c) for c in ddf.columns]
-            ddf = ddf[[c for c in ddf.columns if c in keep]]
-        numbered, self.n = _with_rows(ddf)
+        numbered, self.n = _with_rows(ddf, keep)
         self.client = client
         k = npartitions or max(ddf.npartitions, 1)
         # a task-based shuffle: every piece of it is a task the scheduler can recompute when a
