@@ -67,6 +67,10 @@ def _proc_stats(pid: int) -> dict[str, float]:
             out["name"] = "Spark Python worker (pyspark.daemon)"
         elif pid == os.getpid():
             out["name"] = "driver (Python)"
+        elif any("resource_tracker" in c for c in cmd):
+            out["name"] = "multiprocessing resource tracker"
+        elif any("multiprocessing" in c for c in cmd):  # Dask's nannies and workers are spawned children
+            out["name"] = "Dask worker or nanny (spawned process)"
         else:
             out["name"] = f"Python child {' '.join(cmd[1:3])}"
         t = p.cpu_times()
@@ -230,6 +234,8 @@ def report(results: dict[str, dict | None], args: argparse.Namespace, loads: tup
         if r is None:
             continue
         for p in r["procs"]:
+            if p["cpu_s"] != p["cpu_s"]:  # a process that ended before it was read
+                continue
             what = str(p["name"]).replace("|", "/")
             lines.append(f"| {name} | {what} | {p['peak_mb']:,.0f} | {p['cpu_s']:.1f} |")
     return "\n".join(lines) + "\n"

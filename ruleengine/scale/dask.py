@@ -66,13 +66,16 @@ def _raw_of(
     names = list(names) if names is not None else present
     keep = columns_read(plan) | set(extra)
     wanted = [c for c in present if c in keep]
-    table = pa.Table.from_pandas(pdf[wanted], preserve_index=False)
+    table = pa.Table.from_pandas(pdf, columns=wanted, preserve_index=False)
     cols = {n: table.column(n) for n in table.column_names}
     return RawTable(cols, len(pdf), source, names=names), rows
 
 
 def _sorted(pdf: Any) -> Any:
-    return pdf.sort_values(ROW, kind="stable") if len(pdf) else pdf
+    """The partition in input order (the task shuffle mostly delivers it so: then no copy)."""
+    if not len(pdf) or pdf[ROW].is_monotonic_increasing:
+        return pdf
+    return pdf.sort_values(ROW, kind="stable")
 
 
 Timed = tuple[Any, tuple[int, float, float]]  # a task's value and (rows, wall s, CPU s) inside it
