@@ -303,7 +303,8 @@ def main() -> int:
     parser.add_argument("--from-json", help="only write the report again from measurements saved with --json")
     args = parser.parse_args()
     if args.dataset is None:
-        args.dataset = str(HERE / "data" / f"firm-years-{args.rows // 1_000_000}m")
+        size = f"{args.rows // 1_000_000}m" if args.rows % 1_000_000 == 0 else str(args.rows)
+        args.dataset = str(HERE / "data" / f"firm-years-{size}")
     if args.from_json:
         saved = json.loads(Path(args.from_json).read_text())
         same = saved.get("same", {})
