@@ -1,11 +1,13 @@
 """Spark and Dask against the local chunked runner (issue #18): one dataset, one run of each.
 
-    python benchmarks/bench_scale_engines.py DATASET_DIR [--book huzhou] [--partitions 20]
-        [--chunk-rows 500000] [--timeout 1500] [--out benchmarks/SCALE_ENGINES.md]
+    python benchmarks/bench_scale_engines.py [DATASET_DIR] [--rows 10000000] [--book huzhou]
+        [--partitions 20] [--chunk-rows 500000] [--timeout 600] [--out benchmarks/SCALE_ENGINES.md]
 
-DATASET_DIR: a directory of Parquet files (``bench_scale.write_dataset`` writes 10M firm-years as
-10 files of 1M rows with the sample generator, ``ruleengine.io.sample``, the code behind
-``ruleengine sample``). Each runner rates it once, in its own child process, into a Parquet file:
+DATASET_DIR (default ``benchmarks/data/firm-years-<rows>``, git-ignored): a directory of Parquet
+files. When it does not exist it is written first, once, with ``--rows`` firm-years
+(``bench_scale.write_dataset``: files of 1M rows from the sample generator, ``ruleengine.io.sample``,
+the code behind ``ruleengine sample``; about 2 minutes for 10M) and reused by later runs. Each
+runner rates it once, in its own child process, into a Parquet file:
 
 - local chunked (``scale.chunked.rate_dataset``, chunks of ``--chunk-rows``);
 - Spark ``local[2]`` (``scale.spark.rate``, ``--partitions`` firm-complete partitions);
@@ -13,13 +15,12 @@ DATASET_DIR: a directory of Parquet files (``bench_scale.write_dataset`` writes 
 
 Measured per run: wall time; CPU seconds and peak resident memory (VmHWM) of every process of the
 run (the driver, the JVM, Spark's Python workers, Dask's workers and nannies), read from /proc just
-before the processes end; and the time inside the partition tasks (``scale.partition.TaskClock``:
-the thread CPU time of each task's own work — Arrow in, data contract, stage 1/partials or stage 2,
-Arrow out), apart from the engine's scheduling, shuffle, transfers, the read and the write. The
-three output files are compared byte for byte.
+before the processes end; and the time inside the partition tasks (``scale.partition.TaskClock``,
+see IN_TASK below), apart from the engine's scheduling, shuffle, transfers, the read and the write.
+The output files are compared byte for byte with the local runner's.
 
-The machine is shared (2 cores, other people's jobs): the load average is recorded before and
-after. Each child is bounded by ``--timeout`` seconds.
+The load average is recorded before and after (the machine may be shared). Each runner is bounded
+by ``--timeout`` seconds; one that does not finish is reported as such and the others still run.
 """
 
 from __future__ import annotations
@@ -35,6 +36,18 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+
+IN_TASK = (
+    "**In-task CPU** (`scale.partition.TaskClock`): the CPU time of the thread running each partition task "
+    "(`time.thread_time()`), from the start of the task's own work to the moment its output is ready, "
+    "summed over the tasks and passes — for Spark: pulling the partition's Arrow batches from the JVM, "
+    "putting them in input order, the data contract, stage 1 and the partials (pickled) or stage 2 and the "
+    "result table; for Dask: pandas to Arrow and the same; for the local runner: the same work on each chunk "
+    "after it was read from Parquet. Left out on every side: the worker process's imports "
+    "(`partition.warm_up()`, once per process, before the clock starts), the engine's scheduling, the shuffle "
+    "into firm-complete partitions, sending the output back (Spark: Arrow IPC pieces to the driver) and the "
+    "driver's read and write. **× local** = in-task CPU per row over the local runner's (target ≤ 1.3)."
+)
 
 
 # -- the child: one runner --------------------------------------------------------------------------
@@ -54,6 +67,10 @@ def _proc_stats(pid: int) -> dict[str, float]:
             out["name"] = "Spark Python worker (pyspark.daemon)"
         elif pid == os.getpid():
             out["name"] = "driver (Python)"
+        elif any("resource_tracker" in c for c in cmd):
+            out["name"] = "multiprocessing resource tracker"
+        elif any("multiprocessing" in c for c in cmd):  # Dask's nannies and workers are spawned children
+            out["name"] = "Dask worker or nanny (spawned process)"
         else:
             out["name"] = f"Python child {' '.join(cmd[1:3])}"
         t = p.cpu_times()
@@ -76,9 +93,10 @@ def _tree() -> list[dict[str, float]]:
 
 def child(runner: str, dataset: str, out: str, book: str, partitions: int, chunk_rows: int) -> dict:
     import ruleengine
-    from ruleengine.scale.partition import TaskClock
+    from ruleengine.scale.partition import TaskClock, warm_up
 
     plan = ruleengine.load(book)
+    warm_up()  # as every Spark/Dask task does before its clock starts
     clock = TaskClock()
     procs: list[dict[str, float]] = []
     t0 = time.perf_counter()
@@ -190,12 +208,7 @@ def report(results: dict[str, dict | None], args: argparse.Namespace, loads: tup
         )
     lines += [
         "",
-        "In-task CPU: the thread CPU time inside the partition tasks (the local runner: inside each chunk), summed "
-        "over tasks and passes — Arrow batches in, data contract, stage 1 and partials, or stage 2 and the result "
-        "table out. It leaves out what the engine does around the tasks: scheduling, the shuffle to firm-complete "
-        "partitions, serialisation between the JVM (or the Dask worker) and Python, reading the files and writing "
-        "the output on the driver. **× local** is the engine's in-task CPU per row over the local runner's "
-        "(target ≤ 1.3).",
+        IN_TASK,
         "",
         "## Per pass (inside the tasks)",
         "",
@@ -221,6 +234,8 @@ def report(results: dict[str, dict | None], args: argparse.Namespace, loads: tup
         if r is None:
             continue
         for p in r["procs"]:
+            if p["cpu_s"] != p["cpu_s"]:  # a process that ended before it was read
+                continue
             what = str(p["name"]).replace("|", "/")
             lines.append(f"| {name} | {what} | {p['peak_mb']:,.0f} | {p['cpu_s']:.1f} |")
     return "\n".join(lines) + "\n"
@@ -272,18 +287,24 @@ def projection(results: dict[str, dict | None], args: argparse.Namespace) -> lis
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("dataset")
+    parser.add_argument(
+        "dataset", nargs="?", help="a directory of Parquet files (default: benchmarks/data/firm-years-ROWS)"
+    )
+    parser.add_argument("--rows", type=int, default=10_000_000, help="firm-years to write when DATASET does not exist")
     parser.add_argument("--child")
     parser.add_argument("--target")
     parser.add_argument("--book", default="huzhou")
     parser.add_argument("--partitions", type=int, default=20)
     parser.add_argument("--chunk-rows", type=int, default=500_000)
-    parser.add_argument("--timeout", type=int, default=1500)
+    parser.add_argument("--timeout", type=int, default=600, help="seconds allowed to each runner")
     parser.add_argument("--runners", default="chunked,spark,dask")
     parser.add_argument("--out", default=str(HERE / "SCALE_ENGINES.md"))
     parser.add_argument("--json", help="also write the raw measurements here")
     parser.add_argument("--from-json", help="only write the report again from measurements saved with --json")
     args = parser.parse_args()
+    if args.dataset is None:
+        size = f"{args.rows // 1_000_000}m" if args.rows % 1_000_000 == 0 else str(args.rows)
+        args.dataset = str(HERE / "data" / f"firm-years-{size}")
     if args.from_json:
         saved = json.loads(Path(args.from_json).read_text())
         same = saved.get("same", {})
@@ -294,6 +315,7 @@ def main() -> int:
         res = child(args.child, args.dataset, args.target, args.book, args.partitions, args.chunk_rows)
         print(json.dumps(res))
         return 0
+    ensure_dataset(Path(args.dataset), args.rows)
     before = os.getloadavg()
     results: dict[str, dict | None] = {}
     with tempfile.TemporaryDirectory(prefix="bench-engines-") as tmp:
@@ -312,6 +334,25 @@ def main() -> int:
     Path(args.out).write_text(report(results, args, (before, after), same), encoding="utf-8")
     print(f"wrote {args.out}")
     return 0
+
+
+def ensure_dataset(path: Path, rows: int) -> None:
+    """Write ``rows`` firm-years to ``path`` once (Parquet files of 1M rows); reuse them afterwards."""
+    if path.is_dir() and any(path.glob("*.parquet")):
+        print(f"data: {path} (reused)", flush=True)
+        return
+    sys.path.insert(0, str(HERE))
+    from bench_scale import write_dataset
+
+    partial = path.with_name(path.name + ".partial")  # renamed when complete: an interrupted run is not reused
+    if partial.exists():
+        import shutil
+
+        shutil.rmtree(partial)
+    print(f"data: writing {rows:,} firm-years to {path}", flush=True)
+    n, seconds = write_dataset(partial, rows)
+    partial.rename(path)
+    print(f"data: {n:,} rows in {seconds:.0f} s", flush=True)
 
 
 def _same_file(a: Path, b: Path) -> bool:

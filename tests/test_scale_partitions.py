@@ -14,6 +14,7 @@ import io
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -166,3 +167,24 @@ def test_the_firm_hash_is_stable():
         return h ^ (h >> 31)
 
     assert [int(k) for k in keys] == [ref("F1"), ref("F1"), ref(""), ref("企业-甲")]
+
+
+def test_a_shuffled_partition_is_put_back_in_input_order_by_slicing_when_runs_do_not_interleave():
+    from ruleengine.scale.spark import in_input_order
+
+    # two map tasks' runs (rows 10-12, then 0-6 less 3 and 4) arrive in that order: slices, no gather
+    rows = np.array([10, 11, 12, 0, 1, 2, 5, 6])
+    table = pa.table({"v": [f"r{r}" for r in rows.tolist()], "__row": rows})
+    out, got = in_input_order(table, rows)
+    assert got.tolist() == [0, 1, 2, 5, 6, 10, 11, 12]
+    assert out.column("v").to_pylist() == ["r0", "r1", "r2", "r5", "r6", "r10", "r11", "r12"]
+    assert out.column("v").num_chunks == 2  # the two runs as slices of the columns
+    # runs that interleave (0, 2, 4 | 1, 3) are gathered row by row
+    rows = np.array([0, 2, 4, 1, 3])
+    out, got = in_input_order(pa.table({"v": rows * 10}), rows)
+    assert got.tolist() == [0, 1, 2, 3, 4]
+    assert out.column("v").to_pylist() == [0, 10, 20, 30, 40]
+    # already in order: the same table back
+    rows = np.arange(4)
+    table = pa.table({"v": rows})
+    assert in_input_order(table, rows)[0] is table
