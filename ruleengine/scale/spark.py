@@ -219,9 +219,9 @@ def run(
     present = [c for c in parts.columns if c not in (ROW, BUCKET)]
     names = list(names) if names is not None else present
     timing = clock is not None
-    read = columns_read(plan) | set(extra)
+    needed = columns_read(plan) | set(extra)
     # only the columns the plan (and the view) reads travel to the Python workers
-    wanted = parts.select(*[f"`{c}`" for c in present if c in read], ROW)
+    wanted = parts.select(*[f"`{c}`" for c in present if c in needed], ROW)
     # the plan travels once per worker process (a broadcast, unpickled once: _loaded), not with every task
     shipped = _shipped(sc, plan)
 
@@ -259,7 +259,7 @@ def run(
     from pyspark.sql.pandas.types import to_arrow_schema
 
     types = {f.name: f.type for f in to_arrow_schema(parts.schema) if f.name not in (ROW, BUCKET)}
-    schema = view_schema(view, plan, names, {n: t for n, t in types.items() if n in read}, tables)
+    schema = view_schema(view, plan, names, {n: t for n, t in types.items() if n in needed}, tables)
     ddl = ", ".join(f"`{f.name}` {_SPARK_TYPES[str(f.type)]}" for f in schema) + f", `{ROW}` long"
     given = _shipped(sc, tables)
     acc = meters()
