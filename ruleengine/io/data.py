@@ -725,30 +725,8 @@ def _encode_defaults(n: int, items: list[tuple[str, np.ndarray | None]]) -> Cate
     masked = [m for _, m in items if m is not None]
     if not masked:
         return Category(np.zeros(n, dtype=np.int32), ["; ".join(lab for lab, _ in items)])
-    words = []
-    for start in range(0, len(masked), 62):
-        key = np.zeros(n, dtype=np.int64)
-        for j, m in enumerate(masked[start : start + 62]):
-            np.add(key, np.int64(1) << j, out=key, where=m)  # no temporary per mask
-        words.append(key)
-    uniq: Any
-    inverse: Any
-    if len(words) == 1:
-        key = words[0]
-        if key.min() == key.max():
-            uniq, inverse = key[:1], np.zeros(n, dtype=np.int64)
-        elif len(masked) <= 20:  # O(n): count the (at most 2^20) keys instead of sorting the rows
-            seen = np.flatnonzero(np.bincount(key, minlength=1 << len(masked)))
-            lookup = np.zeros(1 << len(masked), dtype=np.int32)
-            lookup[seen] = np.arange(len(seen), dtype=np.int32)
-            uniq, inverse = seen.astype(np.int64), lookup[key]
-        else:
-            uniq, inverse = np.unique(key, return_inverse=True)
-        uniq = uniq[:, None]
-    else:
-        uniq, inverse = np.unique(np.stack(words, axis=1), axis=0, return_inverse=True)
-    labels = []
-    for row in uniq.tolist():
+
+    def label_of(row: list[int]) -> str:
         parts, j = [], 0
         for lab, mask in items:
             if mask is None:
@@ -757,7 +735,36 @@ def _encode_defaults(n: int, items: list[tuple[str, np.ndarray | None]]) -> Cate
                 if (row[j // 62] >> (j % 62)) & 1:
                     parts.append(lab)
                 j += 1
-        labels.append("; ".join(parts))
+        return "; ".join(parts)
+
+    if len(masked) <= 20:  # O(n): a narrow key per row, the (at most 2^20) keys met marked in a table
+        dt = np.uint16 if len(masked) <= 16 else np.uint32
+        key = np.zeros(n, dtype=dt)
+        bit = np.empty(n, dtype=dt)
+        for j, m in enumerate(masked):
+            np.multiply(np.asarray(m, dtype=bool).view(np.uint8), dt(1 << j), out=bit, dtype=dt)
+            key |= bit
+        present = np.zeros(1 << len(masked), dtype=bool)
+        present[key] = True
+        labels = [label_of([k]) for k in np.flatnonzero(present).tolist()]
+        lookup = np.full(1 << len(masked), -1, dtype=np.int32)  # key 0 with no column absent: -1 (empty)
+        kept = [k for k, lab in zip(np.flatnonzero(present).tolist(), labels, strict=True) if lab]
+        lookup[kept] = np.arange(len(kept), dtype=np.int32)
+        return Category(np.take(lookup, key), [lab for lab in labels if lab])
+    words = []
+    for start in range(0, len(masked), 62):
+        key64 = np.zeros(n, dtype=np.int64)
+        for j, m in enumerate(masked[start : start + 62]):
+            np.add(key64, np.int64(1) << j, out=key64, where=m)  # no temporary per mask
+        words.append(key64)
+    uniq: Any
+    inverse: Any
+    if len(words) == 1:
+        uniq, inverse = np.unique(words[0], return_inverse=True)
+        uniq = uniq[:, None]
+    else:
+        uniq, inverse = np.unique(np.stack(words, axis=1), axis=0, return_inverse=True)
+    labels = [label_of(row) for row in uniq.tolist()]
     codes = np.asarray(inverse, dtype=np.int32).reshape(-1)
     if "" in labels:  # rows without a default read -1 (empty)
         e = labels.index("")
@@ -874,17 +881,28 @@ def prepare(
             if factor != 1.0:
                 with np.errstate(over="ignore"):
                     values = values * factor
+            any_bad = bool(bad.any())
+            # empty cells take the default first, so that a column with gaps can still pass the
+            # one-pass check below (the common case: optional fuels mostly empty); undone if not
+            filled = default is not None and empty is not None and not any_bad and bool(empty.any())
+            if filled:
+                values = _writable(values)
+                values[empty] = default
             with np.errstate(all="ignore"):
                 # one pass without allocating: a finite sum means no NaN and no infinity, so the
                 # cell-by-cell checks below are needed only for columns that hold either
                 clean = n == 0 or bool(np.isfinite(np.add.reduce(values)))
             whole_by_type = hasattr(col, "type") and _is_integer_type(col.type)
-            if clean and not bad.any():
+            if clean and not any_bad:
                 typed_ok = spec.type == "number" or whole_by_type  # integers: whole by their type
                 if typed_ok and (spec.min is None or n == 0 or values.min() >= spec.min):
                     if spec.max is None or n == 0 or values.max() <= spec.max:
+                        if filled:
+                            defaulted.append((f"{name} (cell empty)", empty))
                         columns[name] = values
                         continue
+            if filled:  # the checks below see the empty cells as empty (a default is not checked)
+                values[empty] = np.nan
             if empty is None:
                 empty = np.zeros(n, dtype=bool)
             if bad.any():

@@ -154,6 +154,13 @@ def read_csv(path: Path, opts: ReadOptions, header_map: Any, only: set[str] | No
     canon = [rename.get(h, h) for h in header]
     wanted = [h for h, c in zip(header, canon, strict=True) if only is None or c in only]
     types = {h: pa.string() for h, c in zip(header, canon, strict=True) if c in text_columns}
+    if len(set(header)) == len(header) and enc == "gb18030":
+        fast = _read_gb18030_bytes(path, header, delim, types, wanted, opts)
+        if fast is not None:
+            if _has_empty_row(fast):
+                return read_csv_tolerant(path, enc, delim, opts, rename, only)
+            cols = {rename.get(name, name): fast.column(name) for name in fast.column_names}
+            return RawTable(cols, fast.num_rows, str(path), names=canon, owned=True, first_row=2, encoding=enc)
     if len(set(header)) == len(header):
         try:
             table = pacsv.read_csv(
@@ -170,7 +177,11 @@ def read_csv(path: Path, opts: ReadOptions, header_map: Any, only: set[str] | No
                 ),
             )
         except (pa.ArrowInvalid, UnicodeDecodeError, ValueError) as exc:
-            if not given and enc == "utf-8" and "UTF8" in str(exc) and _decodes_as(path, "gb18030"):
+            # the first 64 KiB read as UTF-8, a later byte does not. Pure ASCII so far is no evidence
+            # either way: GB18030 is tried (its own checks, or the tolerant reader, locate any cell
+            # that is neither). UTF-8 text already seen is: the file is read as UTF-8, each cell that
+            # is not UTF-8 a located problem of its row (never a silent re-read as GB18030).
+            if not given and enc == "utf-8" and "UTF8" in str(exc) and head.isascii():
                 return read_csv(path, _replace(opts, encoding="gb18030"), header_map, only, text_columns)
         else:
             # one record per line is what makes row i the file's line i + 2: a blank line (skipped)
@@ -203,12 +214,73 @@ def _replace(opts: ReadOptions, **kw: Any) -> ReadOptions:
     return replace(opts, **kw)
 
 
-def _decodes_as(path: Path, enc: str) -> bool:
+def _read_gb18030_bytes(
+    path: Path, header: list[str], delim: str, types: dict[str, Any], wanted: list[str], opts: ReadOptions
+) -> Any:
+    """A GB18030 (GBK) CSV parsed as bytes, only its text cells decoded; None when it cannot be.
+
+    GB18030 is ASCII-compatible and none of its multi-byte characters holds a byte that CSV gives
+    a meaning to (quote, delimiter, CR, LF: the second and fourth bytes are 0x30-0x39 or
+    0x40-0xFE), so the file parses as it is, without decoding 1M rows of numbers first. Text
+    columns are read as binary; a column whose bytes are all ASCII is its own text (a view), the
+    others are decoded value by distinct value. Anything else — a byte sequence that is not
+    GB18030, a number column holding non-ASCII text — returns None and the file takes the
+    decoding reader, whose checks locate the bad cell."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    if "\ufffd" in "".join(header):
+        return None  # the header itself did not decode
     try:
-        path.read_bytes().decode(enc)
-        return True
-    except UnicodeDecodeError:
-        return False
+        table = pacsv.read_csv(
+            path,
+            read_options=pacsv.ReadOptions(block_size=1 << 24, column_names=header, skip_rows=1),
+            parse_options=pacsv.ParseOptions(delimiter=delim, ignore_empty_lines=False),
+            convert_options=pacsv.ConvertOptions(
+                column_types={h: pa.binary() for h in types},
+                null_values=[t for t in opts.missing if t.isascii()],
+                strings_can_be_null=True,
+                include_columns=wanted,
+            ),
+        )
+    except (pa.ArrowInvalid, ValueError):
+        return None
+    for i, name in enumerate(table.column_names):
+        col = table.column(i)
+        if pa.types.is_binary(col.type) or pa.types.is_string(col.type):
+            text = _gb18030_text(col, set(opts.missing))
+            if text is None:
+                return None
+            table = table.set_column(i, name, text)
+    return table
+
+
+def _gb18030_text(col: Any, tokens: set[str]) -> Any:
+    """A binary (or string) column of GB18030 bytes as a string column; None if some value is not
+    GB18030. Missing-value tokens outside ASCII ('无', '—') read as missing here, as the decoding
+    reader's null values make them."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    chunks = []
+    for chunk in col.chunks:
+        data = chunk.buffers()[2]
+        if data is None or len(chunk) == 0:
+            chunks.append(chunk.view(pa.string()))
+            continue
+        offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int32, count=chunk.offset + len(chunk) + 1)
+        span = np.frombuffer(data, dtype=np.uint8)[offsets[chunk.offset] : offsets[-1]]
+        if not len(span) or int(span.max()) < 0x80:
+            chunks.append(chunk.view(pa.string()))  # ASCII: the same bytes are the text
+            continue
+        enc = pc.dictionary_encode(chunk)
+        try:
+            labels = [b.decode("gb18030") for b in enc.dictionary.to_pylist()]
+        except UnicodeDecodeError:
+            return None
+        decoded = pa.array([None if lab in tokens else lab for lab in labels], type=pa.string())
+        chunks.append(decoded.take(enc.indices))
+    return pa.chunked_array(chunks, type=pa.string())
 
 
 _SURROGATE = re.compile("[\udc80-\udcff]")
