@@ -155,12 +155,22 @@ def read_csv(path: Path, opts: ReadOptions, header_map: Any, only: set[str] | No
     wanted = [h for h, c in zip(header, canon, strict=True) if only is None or c in only]
     types = {h: pa.string() for h, c in zip(header, canon, strict=True) if c in text_columns}
     if len(set(header)) == len(header) and enc == "gb18030":
-        fast = _read_gb18030_bytes(path, header, delim, types, wanted, opts)
+        fast = _read_gb18030_bytes(path, header, delim, types, wanted, opts, detected=not given)
         if fast is not None:
-            if _has_empty_row(fast):
+            table, problems = fast
+            if _has_empty_row(table):
                 return read_csv_tolerant(path, enc, delim, opts, rename, only)
-            cols = {rename.get(name, name): fast.column(name) for name in fast.column_names}
-            return RawTable(cols, fast.num_rows, str(path), names=canon, owned=True, first_row=2, encoding=enc)
+            cols = {rename.get(name, name): table.column(name) for name in table.column_names}
+            return RawTable(
+                cols,
+                table.num_rows,
+                str(path),
+                names=canon,
+                owned=True,
+                first_row=2,
+                encoding=enc,
+                row_problems=[(i, rename.get(h, h), msg) for i, h, msg in problems],
+            )
     if len(set(header)) == len(header):
         try:
             table = pacsv.read_csv(
@@ -215,8 +225,14 @@ def _replace(opts: ReadOptions, **kw: Any) -> ReadOptions:
 
 
 def _read_gb18030_bytes(
-    path: Path, header: list[str], delim: str, types: dict[str, Any], wanted: list[str], opts: ReadOptions
-) -> Any:
+    path: Path,
+    header: list[str],
+    delim: str,
+    types: dict[str, Any],
+    wanted: list[str],
+    opts: ReadOptions,
+    detected: bool,
+) -> tuple[Any, list[tuple[int, str, str]]] | None:
     """A GB18030 (GBK) CSV parsed as bytes, only its text cells decoded; None when it cannot be.
 
     GB18030 is ASCII-compatible and none of its multi-byte characters holds a byte that CSV gives
@@ -225,7 +241,12 @@ def _read_gb18030_bytes(
     columns are read as binary; a column whose bytes are all ASCII is its own text (a view), the
     others are decoded value by distinct value. Anything else — a byte sequence that is not
     GB18030, a number column holding non-ASCII text — returns None and the file takes the
-    decoding reader, whose checks locate the bad cell."""
+    decoding reader, whose checks locate the bad cell.
+
+    ``detected``: the encoding was told from the file's first 64 KiB, not given. A later text cell
+    that is UTF-8 Chinese (valid UTF-8 with a character of three bytes or more — GBK text almost
+    never is) then means a file that mixes encodings: that cell is a located problem of its row
+    (read as GB18030 it would be silent mojibake), the rows after it are read as usual."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
@@ -245,42 +266,77 @@ def _read_gb18030_bytes(
         )
     except (pa.ArrowInvalid, ValueError):
         return None
+    problems: list[tuple[int, str, str]] = []
     for i, name in enumerate(table.column_names):
         col = table.column(i)
         if pa.types.is_binary(col.type) or pa.types.is_string(col.type):
-            text = _gb18030_text(col, set(opts.missing))
-            if text is None:
+            got = _gb18030_text(col, set(opts.missing), detected)
+            if got is None:
                 return None
+            text, utf8_rows = got
             table = table.set_column(i, name, text)
-    return table
+            problems += [
+                (int(r), name, "the cell is UTF-8 text in a file read as GB18030 (GBK) from its first 64 KiB: "
+                 "a file that mixes encodings (re-save it in one, or give --encoding)")
+                for r in utf8_rows
+            ]  # fmt: skip
+    problems.sort()
+    return table, problems
 
 
-def _gb18030_text(col: Any, tokens: set[str]) -> Any:
-    """A binary (or string) column of GB18030 bytes as a string column; None if some value is not
-    GB18030. Missing-value tokens outside ASCII ('无', '—') read as missing here, as the decoding
-    reader's null values make them."""
+def _gb18030_text(col: Any, tokens: set[str], detected: bool) -> tuple[Any, np.ndarray] | None:
+    """A binary (or string) column of GB18030 bytes as a string column, and the rows whose cell is
+    UTF-8 Chinese instead (``detected`` only; those cells read as missing); None if some value is
+    not GB18030. Missing-value tokens outside ASCII ('无', '—') read as missing here, as the
+    decoding reader's null values make them."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    from ._arrow import numbers
+
     chunks = []
+    odd_rows = []
+    start = 0
     for chunk in col.chunks:
         data = chunk.buffers()[2]
-        if data is None or len(chunk) == 0:
-            chunks.append(chunk.view(pa.string()))
-            continue
-        offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int32, count=chunk.offset + len(chunk) + 1)
-        span = np.frombuffer(data, dtype=np.uint8)[offsets[chunk.offset] : offsets[-1]]
+        span = np.zeros(0, dtype=np.uint8)
+        if data is not None and len(chunk):
+            offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int32, count=chunk.offset + len(chunk) + 1)
+            span = np.frombuffer(data, dtype=np.uint8)[offsets[chunk.offset] : offsets[-1]]
         if not len(span) or int(span.max()) < 0x80:
             chunks.append(chunk.view(pa.string()))  # ASCII: the same bytes are the text
+            start += len(chunk)
             continue
         enc = pc.dictionary_encode(chunk)
-        try:
-            labels = [b.decode("gb18030") for b in enc.dictionary.to_pylist()]
-        except UnicodeDecodeError:
-            return None
-        decoded = pa.array([None if lab in tokens else lab for lab in labels], type=pa.string())
+        labels: list[str | None] = []
+        odd = []
+        for k, raw in enumerate(enc.dictionary.to_pylist()):
+            try:
+                lab = raw.decode("gb18030")
+            except UnicodeDecodeError:
+                return None
+            if detected and not raw.isascii() and _utf8_chinese(raw):
+                odd.append(k)
+                labels.append(None)
+            else:
+                labels.append(None if lab in tokens else lab)
+        decoded = pa.array(labels, type=pa.string())
         chunks.append(decoded.take(enc.indices))
-    return pa.chunked_array(chunks, type=pa.string())
+        if odd:
+            idx = numbers(enc.indices, np.int64, -1)
+            odd_rows.append(start + np.flatnonzero(np.isin(idx, odd)))
+        start += len(chunk)
+    rows = np.concatenate(odd_rows) if odd_rows else np.zeros(0, dtype=np.int64)
+    return pa.chunked_array(chunks, type=pa.string()), rows
+
+
+def _utf8_chinese(raw: bytes) -> bool:
+    """Valid UTF-8 holding a character of three bytes or more (CJK and beyond)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return any(ord(c) >= 0x800 for c in text)
 
 
 _SURROGATE = re.compile("[\udc80-\udcff]")
