@@ -196,19 +196,20 @@ def test_utf8_head_then_a_gbk_cell_is_a_located_problem(tmp_path: Path) -> None:
         ("湖州二", "not valid gb18030 text"),  # its UTF-8 bytes are not GB18030 at all
     ],
 )
-def test_gbk_head_then_a_utf8_cell_is_a_located_problem(tmp_path: Path, late: str, why: str) -> None:
+@pytest.mark.parametrize("blank", [False, True])  # a blank line: the tolerant reader, same check
+def test_gbk_head_then_a_utf8_cell_is_a_located_problem(tmp_path: Path, late: str, why: str, blank: bool) -> None:
     # GBK in the first 64 KiB, a UTF-8 Chinese cell later: a located problem of its row, the
     # other rows rated
     assert late.encode("utf-8").decode("gb18030", errors="replace") != late
-    data = (HEAD6 + "湖州一,湖州一有限公司,2022,3011,100,5\n" + FILLER).encode("gbk")
+    data = (HEAD6 + "湖州一,湖州一有限公司,2022,3011,100,5\n" + ("\n" if blank else "") + FILLER).encode("gbk")
     data += f"{late},Late Co,2022,3011,100,5\n".encode("utf-8")
     p = tmp_path / "x.csv"
     p.write_bytes(data)
     res = ruleengine.rate("huzhou", p)
     assert res["firm_id"].tolist()[0] == "湖州一" and res["status"].tolist()[0] == "rated"
-    assert res["status"].tolist()[2001] == "unrated"
+    assert len(res) == 2002 and res["status"].tolist()[2001] == "unrated"
     bad = [i for i in res.issues if i.fatal]
-    assert [(i.row, i.column) for i in bad] == [(2003, "firm_id")]
+    assert [(i.row, i.column) for i in bad] == [(2004 if blank else 2003, "firm_id")]
     assert why in bad[0].message
     assert set(res["status"].tolist()[1:2001]) == {"rated"}
 

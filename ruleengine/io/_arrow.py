@@ -30,12 +30,15 @@ def valid(arr: Any) -> np.ndarray | None:
     return np.unpackbits(bits, count=arr.offset + len(arr), bitorder="little")[arr.offset :].astype(bool)
 
 
-def numbers(col: Any, dtype: Any = np.float64, fill: Any = np.nan, inplace: bool = False) -> np.ndarray:
+def numbers(
+    col: Any, dtype: Any = np.float64, fill: Any = np.nan, inplace: bool = False, empty: list[np.ndarray] | None = None
+) -> np.ndarray:
     """A fixed-width numeric Array or ChunkedArray as a numpy array of ``dtype``; nulls read ``fill``.
 
     Zero-copy (a view on the Arrow buffer) when the column is one chunk of ``dtype``. With nulls,
     ``inplace=True`` writes ``fill`` into the Arrow buffer's null slots instead of allocating a new
-    array: only for columns nobody else holds (read from a file by the engine itself).
+    array: only for columns nobody else holds (read from a file by the engine itself). ``empty``:
+    the null masks of the column's non-empty chunks, when the caller has made them already.
     """
     dtype = np.dtype(dtype)
     target = pa.from_numpy_dtype(dtype)
@@ -48,6 +51,15 @@ def numbers(col: Any, dtype: Any = np.float64, fill: Any = np.nan, inplace: bool
         v = np.frombuffer(c.buffers()[1], dtype=dtype, count=c.offset + len(c))[c.offset :]
         if not inplace:
             v.flags.writeable = False  # the caller's Arrow memory: whoever changes a value copies first
+        if empty is not None:
+            null = empty[len(parts)]
+            if c.null_count:
+                if inplace and v.flags.writeable:
+                    v[null] = fill
+                else:
+                    v = np.where(null, np.asarray(fill, dtype=dtype), v)
+            parts.append(v)
+            continue
         ok = valid(c)
         if ok is not None:
             if inplace and v.flags.writeable:

@@ -496,7 +496,9 @@ def _numeric(
                         for c in chunks
                         if len(c)
                     ]
-                    empty = np.concatenate(parts) if parts else np.zeros(0, dtype=bool)
+                    empty = np.concatenate(parts) if len(parts) > 1 else parts[0] if parts else np.zeros(0, dtype=bool)
+                    # the nulls filled by the masks just made (not unpacked a second time)
+                    return _arrow.numbers(col, fill=np.nan, inplace=owned, empty=parts), bad, empty, {}
                 return _arrow.numbers(col, fill=np.nan, inplace=owned), bad, empty, {}
             if pa.types.is_string(t) or pa.types.is_large_string(t):
                 trimmed = pc.utf8_trim_whitespace(col)
@@ -685,6 +687,10 @@ def _category_from_arrow(text: Any, sort: bool = True, missing: Iterable[str] = 
     changed = False
     trimmed = pc.utf8_trim_whitespace(dictionary)
     tokens = sorted(set(missing) - {""})
+    if tokens and len(trimmed):  # a label longer than every token (firm ids) cannot be one: no lookup
+        shortest = pc.min(pc.binary_length(trimmed)).as_py()
+        if shortest is not None and shortest > max(len(t.encode("utf-8")) for t in tokens):
+            tokens = []
     if tokens:  # missing-value tokens ('NA', '-', '无' …) are missing: blank, then dropped below
         is_token = pc.is_in(trimmed, value_set=_arrow.strings(tokens).cast(trimmed.type))
         if pc.any(is_token).as_py():
@@ -1116,6 +1122,8 @@ def _check_duplicates(
     yr = np.where(ok, years, 0).astype(np.int64)
     key = firm_codes.astype(np.int64) * 100_000 + (yr - yr[ok].min())
     key = np.where(ok, key, -1 - np.arange(n))
+    if n < 2 or bool(np.all(key[1:] > key[:-1])):  # rows in (firm, year) order, no repeat: no sort
+        return
     order = np.argsort(key, kind="stable")
     sk = key[order]
     same = sk[1:] == sk[:-1]

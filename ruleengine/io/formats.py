@@ -159,7 +159,7 @@ def read_csv(path: Path, opts: ReadOptions, header_map: Any, only: set[str] | No
         if fast is not None:
             table, problems = fast
             if _has_empty_row(table):
-                return read_csv_tolerant(path, enc, delim, opts, rename, only)
+                return read_csv_tolerant(path, enc, delim, opts, rename, only, detected=not given)
             cols = {rename.get(name, name): table.column(name) for name in table.column_names}
             return RawTable(
                 cols,
@@ -197,10 +197,10 @@ def read_csv(path: Path, opts: ReadOptions, header_map: Any, only: set[str] | No
             # one record per line is what makes row i the file's line i + 2: a blank line (skipped)
             # or a quoted newline breaks it, and such a file is read by the tolerant reader
             if _has_empty_row(table):
-                return read_csv_tolerant(path, enc, delim, opts, rename, only)
+                return read_csv_tolerant(path, enc, delim, opts, rename, only, detected=not given)
             cols = {rename.get(name, name): table.column(name) for name in table.column_names}
             return RawTable(cols, table.num_rows, str(path), names=canon, owned=True, first_row=2, encoding=enc)
-    return read_csv_tolerant(path, enc, delim, opts, rename, only)
+    return read_csv_tolerant(path, enc, delim, opts, rename, only, detected=not given)
 
 
 def _has_empty_row(table: Any) -> bool:
@@ -222,6 +222,12 @@ def _replace(opts: ReadOptions, **kw: Any) -> ReadOptions:
     from dataclasses import replace
 
     return replace(opts, **kw)
+
+
+MIXED_UTF8 = (
+    "the cell is UTF-8 text in a file read as GB18030 (GBK) from its first 64 KiB: a file that mixes "
+    "encodings (re-save it in one, or give --encoding)"
+)
 
 
 def _read_gb18030_bytes(
@@ -259,7 +265,7 @@ def _read_gb18030_bytes(
             parse_options=pacsv.ParseOptions(delimiter=delim, ignore_empty_lines=False),
             convert_options=pacsv.ConvertOptions(
                 column_types={h: pa.binary() for h in types},
-                null_values=[t for t in opts.missing if t.isascii()],
+                null_values=[t.encode("gb18030") for t in opts.missing],  # matched on the bytes
                 strings_can_be_null=True,
                 include_columns=wanted,
             ),
@@ -275,11 +281,7 @@ def _read_gb18030_bytes(
                 return None
             text, utf8_rows = got
             table = table.set_column(i, name, text)
-            problems += [
-                (int(r), name, "the cell is UTF-8 text in a file read as GB18030 (GBK) from its first 64 KiB: "
-                 "a file that mixes encodings (re-save it in one, or give --encoding)")
-                for r in utf8_rows
-            ]  # fmt: skip
+            problems += [(int(r), name, MIXED_UTF8) for r in utf8_rows]
     problems.sort()
     return table, problems
 
@@ -343,9 +345,18 @@ _SURROGATE = re.compile("[\udc80-\udcff]")
 
 
 def read_csv_tolerant(
-    path: Path, enc: str, delim: str, opts: ReadOptions, rename: dict[str, str], only: set[str] | None
+    path: Path,
+    enc: str,
+    delim: str,
+    opts: ReadOptions,
+    rename: dict[str, str],
+    only: set[str] | None,
+    detected: bool = False,
 ) -> Any:
-    """Record by record with the csv module: a bad record or cell is a problem of its line only."""
+    """Record by record with the csv module: a bad record or cell is a problem of its line only.
+
+    ``detected``: the encoding was told from the first 64 KiB; in a GB18030 file, a cell that is
+    UTF-8 Chinese is then a problem of its row (see :func:`_read_gb18030_bytes`)."""
     import pyarrow as pa
 
     from .data import RawTable
@@ -370,6 +381,7 @@ def read_csv_tolerant(
     rows: list[int] = []
     problems: list[tuple[int, str | None, str]] = []
     tokens = set(opts.missing)
+    check_utf8 = detected and enc == "gb18030"
     start = reader.line_num + 1
     while True:
         try:
@@ -396,6 +408,9 @@ def read_csv_tolerant(
             cell = rec[j]
             if _SURROGATE.search(cell):
                 problems.append((i, canon[j], f"the cell is not valid {enc} text (use --encoding)"))
+                out.append(None)
+            elif check_utf8 and not cell.isascii() and _utf8_chinese(cell.encode("gb18030")):
+                problems.append((i, canon[j], MIXED_UTF8))
                 out.append(None)
             elif cell.strip() in tokens:
                 out.append(None)
