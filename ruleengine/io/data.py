@@ -1119,9 +1119,14 @@ def _check_duplicates(
     ok = (firm_codes >= 0) & ~np.isnan(years)
     if not ok.any():
         return
-    yr = np.where(ok, years, 0).astype(np.int64)
-    key = firm_codes.astype(np.int64) * 100_000 + (yr - yr[ok].min())
-    key = np.where(ok, key, -1 - np.arange(n))
+    if ok.all():  # the usual case: every row has an id and a year
+        yr = years.astype(np.int64)
+        key = firm_codes.astype(np.int64) * 100_000
+        key += yr - yr.min()
+    else:
+        yr = np.where(ok, years, 0).astype(np.int64)
+        key = firm_codes.astype(np.int64) * 100_000 + (yr - yr[ok].min())
+        key = np.where(ok, key, -1 - np.arange(n))
     if n < 2 or bool(np.all(key[1:] > key[:-1])):  # rows in (firm, year) order, no repeat: no sort
         return
     order = np.argsort(key, kind="stable")

@@ -145,10 +145,10 @@ def assign(
         lut = np.full(1_000_001, -1, dtype=np.int32)  # the last entry (code -1): an id without a division
         lut[distinct] = np.arange(len(distinct), dtype=np.int32)
         label_of = np.append(np.take(lut, codes), np.int32(-1))  # per id; the appended -1 serves a missing id
-        per_label = np.append(_status_of_code(distinct, divisions), np.int8(UNKNOWN))[label_of]
+        per_division = np.append(_status_of_code(distinct, divisions), np.int8(UNKNOWN))  # -1: the last
         labels = [f"{int(c):06d} (firm_id)" for c in distinct.tolist()]
-        status = per_label[ids.codes]  # code -1 (no id) reads the appended entry
-        row_label = label_of[ids.codes]
+        row_label = label_of[ids.codes]  # code -1 (no id) reads the appended entry
+        status = per_division[row_label]  # a gather from a table of a few hundred entries
     if region is not None:
         text, _ = _text(region, n)  # a cell that is not text (a list …) reads as missing
         cat = _category_from_arrow(text, sort=True, missing=missing)  # labels trimmed
