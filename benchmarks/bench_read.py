@@ -215,7 +215,12 @@ def main() -> None:
             "",
         ]
     else:
-        lines += ["## Clean files (this tree)", "", "| file | read s | prepare s | read + prepare s |", "|---|---:|---:|---:|"]
+        lines += [
+            "## Clean files (this tree)",
+            "",
+            "| file | read s | prepare s | read + prepare s |",
+            "|---|---:|---:|---:|",
+        ]
         for label, path in (("Parquet", clean[0]), ("CSV", clean[1])):
             lines.append(
                 f"| {label}, {n} rows | {best('new', path, 'read'):.3f} | {best('new', path, 'prepare'):.3f} "

@@ -202,7 +202,7 @@ def test_gbk_head_then_a_utf8_cell_is_a_located_problem(tmp_path: Path, late: st
     # other rows rated
     assert late.encode("utf-8").decode("gb18030", errors="replace") != late
     data = (HEAD6 + "湖州一,湖州一有限公司,2022,3011,100,5\n" + ("\n" if blank else "") + FILLER).encode("gbk")
-    data += f"{late},Late Co,2022,3011,100,5\n".encode("utf-8")
+    data += f"{late},Late Co,2022,3011,100,5\n".encode()
     p = tmp_path / "x.csv"
     p.write_bytes(data)
     res = ruleengine.rate("huzhou", p)

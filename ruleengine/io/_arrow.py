@@ -42,7 +42,7 @@ def numbers(
     """
     dtype = np.dtype(dtype)
     target = pa.from_numpy_dtype(dtype)
-    parts = []
+    parts: list[np.ndarray] = []
     for c in _chunks(col):
         if c.type != target:
             c = c.cast(target)

@@ -462,9 +462,28 @@ def _numeric_cells(
 
 
 def _numeric(
-    col: Any, n: int, owned: bool = False, tokens: frozenset[str] = frozenset(_NULLS), thousands: str | None = None
+    col: Any,
+    n: int,
+    owned: bool = False,
+    tokens: frozenset[str] = frozenset(_NULLS),
+    thousands: str | None = None,
+    fill: float = np.nan,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict[int, str]]:
-    """(float64 values, NaN where missing or bad; bad mask; empty mask or None; why per bad index).
+    """(float64 values, ``fill`` where empty, NaN where bad; bad mask; empty mask or None; why per bad index).
+
+    ``fill``: what an empty cell reads (a number column from Parquet or CSV gets it written into
+    its null slots directly, as it is converted)."""
+    values, bad, empty, why, filled = _numeric_cells_or_arrow(col, n, owned, tokens, thousands, fill)
+    if not filled and not np.isnan(fill) and empty is not None and empty.any():
+        values = _writable(values)
+        values[empty] = fill
+    return values, bad, empty, why
+
+
+def _numeric_cells_or_arrow(
+    col: Any, n: int, owned: bool, tokens: frozenset[str], thousands: str | None, fill: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict[int, str], bool]:
+    """:func:`_numeric`, and whether the empty cells hold ``fill`` already (else NaN).
 
     ``owned``: the Arrow column may be overwritten (its null slots). A column of a type that is
     not numbers or text (lists, structs, huge decimals …) is read cell by cell: each cell that is
@@ -483,7 +502,7 @@ def _numeric(
                 col = col.cast(t.value_type)
                 t = col.type
             if pa.types.is_null(t):
-                return np.full(n, np.nan), bad, np.ones(n, dtype=bool), {}
+                return np.full(n, fill), bad, np.ones(n, dtype=bool), {}, True
             if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
                 if not pa.types.is_floating(t):
                     col = pc.cast(col, pa.float64(), safe=False) if pa.types.is_integer(t) else col.cast(pa.float64())
@@ -498,8 +517,8 @@ def _numeric(
                     ]
                     empty = np.concatenate(parts) if len(parts) > 1 else parts[0] if parts else np.zeros(0, dtype=bool)
                     # the nulls filled by the masks just made (not unpacked a second time)
-                    return _arrow.numbers(col, fill=np.nan, inplace=owned, empty=parts), bad, empty, {}
-                return _arrow.numbers(col, fill=np.nan, inplace=owned), bad, empty, {}
+                    return _arrow.numbers(col, fill=fill, inplace=owned, empty=parts), bad, empty, {}, True
+                return _arrow.numbers(col, fill=fill, inplace=owned), bad, empty, {}, True
             if pa.types.is_string(t) or pa.types.is_large_string(t):
                 trimmed = pc.utf8_trim_whitespace(col)
                 token = pc.is_in(trimmed, value_set=_arrow.strings(sorted(tokens)).cast(t))
@@ -518,7 +537,7 @@ def _numeric(
                     values[idx] = v2
                     bad[idx[b2]] = True
                     why = {int(idx[j]): w for j, w in w2.items()}
-                return values, bad, empty, why
+                return values, bad, empty, why, False
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, OverflowError, ValueError):
             pass
         cells = col.to_pylist()
@@ -527,7 +546,7 @@ def _numeric(
         if n and all(type(v) is float for v in col[: min(n, 64)]):
             try:
                 arr = np.asarray(col, dtype=np.float64)
-                return arr, bad, np.isnan(arr) if np.isnan(arr).any() else None, {}
+                return arr, bad, np.isnan(arr) if np.isnan(arr).any() else None, {}, False
             except (TypeError, ValueError):
                 pass
     else:
@@ -538,19 +557,16 @@ def _numeric(
             else:
                 values = arr.astype(np.float64)
                 nan = np.isnan(values)
-                return values, bad, nan if nan.any() else None, {}
+                return values, bad, nan if nan.any() else None, {}, False
         else:
             cells = arr.astype(object).tolist()
     values, bad, empty_mask, why = _numeric_cells(cells, tokens, thousands)
-    return values, bad, empty_mask, why
+    return values, bad, empty_mask, why, False
 
 
 def _numbers(col: Any, n: int, owned: bool = False, fill: float = np.nan) -> tuple[np.ndarray, np.ndarray]:
     """(float64 values with ``fill`` for missing, bool mask of cells that are not numbers)."""
-    values, bad, empty, _ = _numeric(col, n, owned)
-    if empty is not None and not np.isnan(fill) and empty.any():
-        values = _writable(values)
-        values[empty] = fill
+    values, bad, _, _ = _numeric(col, n, owned, fill=fill)
     return values, bad
 
 
@@ -744,12 +760,12 @@ def _encode_defaults(n: int, items: list[tuple[str, np.ndarray | None]]) -> Cate
         return "; ".join(parts)
 
     if len(masked) <= 20:  # O(n): a narrow key per row, the (at most 2^20) keys met marked in a table
-        dt = np.uint16 if len(masked) <= 16 else np.uint32
-        key = np.zeros(n, dtype=dt)
-        bit = np.empty(n, dtype=dt)
+        dt: Any = np.uint16 if len(masked) <= 16 else np.uint32
+        key: np.ndarray = np.zeros(n, dtype=dt)
+        bit: np.ndarray = np.empty(n, dtype=dt)
         for j, m in enumerate(masked):
             np.multiply(np.asarray(m, dtype=bool).view(np.uint8), dt(1 << j), out=bit, dtype=dt)
-            key |= bit
+            np.bitwise_or(key, bit, out=key)
         present = np.zeros(1 << len(masked), dtype=bool)
         present[key] = True
         labels = [label_of([k]) for k in np.flatnonzero(present).tolist()]
@@ -881,17 +897,19 @@ def prepare(
                 defaulted.append((f"{name} (cell empty)", None))
                 columns[name] = np.broadcast_to(np.float64(default), (n,))
                 continue
-            values, bad, empty, why = _numeric(col, n, raw.owned, tokens, opts.thousands)
-            values = np.asarray(values, dtype=np.float64)
             factor = factors.get(name, 1.0)
+            # empty cells read the default at once (written into the null slots as the column is
+            # converted), so that a column with gaps can pass the one-pass check below (the
+            # common case: optional fuels mostly empty); set back to NaN before the checks if not
+            pre = np.nan if default is None or factor != 1.0 else default
+            values, bad, empty, why = _numeric(col, n, raw.owned, tokens, opts.thousands, fill=pre)
+            values = np.asarray(values, dtype=np.float64)
             if factor != 1.0:
                 with np.errstate(over="ignore"):
                     values = values * factor
             any_bad = bool(bad.any())
-            # empty cells take the default first, so that a column with gaps can still pass the
-            # one-pass check below (the common case: optional fuels mostly empty); undone if not
-            filled = default is not None and empty is not None and not any_bad and bool(empty.any())
-            if filled:
+            filled = default is not None and empty is not None and bool(empty.any())
+            if filled and factor != 1.0:
                 values = _writable(values)
                 values[empty] = default
             with np.errstate(all="ignore"):
@@ -908,6 +926,7 @@ def prepare(
                         columns[name] = values
                         continue
             if filled:  # the checks below see the empty cells as empty (a default is not checked)
+                values = _writable(values)
                 values[empty] = np.nan
             if empty is None:
                 empty = np.zeros(n, dtype=bool)

@@ -63,6 +63,7 @@ def credit_code_divisions(labels: Any) -> np.ndarray:
     default) rates it and lists it as a data warning, ``--id-check error`` leaves it unrated.
     Read from the string buffer as an (ids, 18) byte matrix: no regex, no Python string per id."""
     import pyarrow as pa
+
     from ._arrow import array
     from .identifiers import _VALUE8, _rows18, byte_lengths
 
