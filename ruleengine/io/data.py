@@ -694,14 +694,14 @@ def _category_from_arrow(text: Any, sort: bool = True, missing: Iterable[str] = 
     chunks = [c for c in text.chunks if len(c)]
     blank = _arrow.text_scalar("")
     given = chunks[0].dictionary
-    dictionary = pc.fill_null(given, blank)
+    dictionary = pc.fill_null(given, blank) if given.null_count else given
     parts = [_arrow.numbers(c.indices, np.int32, -1) for c in chunks]  # views when there are no nulls
     idx = parts[0] if len(parts) == 1 else np.concatenate(parts)
     # Everything below works on the distinct labels: old code → new code, composed into one
     # table and applied to the rows in a single gather (none at all when nothing changes).
     mapping = np.arange(len(dictionary), dtype=np.int32)
     changed = False
-    trimmed = pc.utf8_trim_whitespace(dictionary)
+    trimmed = pc.utf8_trim_whitespace(dictionary) if _arrow.may_have_edge_space(dictionary) else dictionary
     tokens = sorted(set(missing) - {""})
     if tokens and len(trimmed):  # a label longer than every token (firm ids) cannot be one: no lookup
         shortest = pc.min(pc.binary_length(trimmed)).as_py()
@@ -715,7 +715,7 @@ def _category_from_arrow(text: Any, sort: bool = True, missing: Iterable[str] = 
     # (small) dictionary repeats a value; a large one (firm ids) is taken as distinct: every
     # dictionary this engine reads or builds is, and checking half a million labels costs 0.1 s.
     repeats = len(dictionary) <= 65_536 and len(pc.unique(dictionary)) != len(dictionary)
-    if given.null_count or repeats or not trimmed.equals(dictionary):
+    if given.null_count or repeats or (trimmed is not dictionary and not trimmed.equals(dictionary)):
         enc = trimmed.dictionary_encode()
         mapping = _arrow.numbers(enc.indices, np.int32)
         dictionary = enc.dictionary
