@@ -245,6 +245,18 @@ def main() -> None:
         "| measure | s |",
         "|---|---:|",
         f"| rate 20,000 identical rows (one duplicate group), CPU | {_min(dups):.3f} |",
+        "",
+        "## How to read this",
+        "",
+        "* *before* is the code at the baseline commit, checked out into a temporary git worktree and run",
+        "  on the same files (written by this tree's sample generator) in its own child processes;",
+        "  *now* is this tree. Both read only the columns the Huzhou rulebook declares.",
+        "* CPU time counts every thread of the process, so it is steadier than wall-clock time on a",
+        "  shared machine but not immune: under load, caches and memory bandwidth are shared and",
+        "  both columns inflate. Re-run on a quiet machine for figures to quote:",
+        "  `python benchmarks/bench_read.py --rounds 5`.",
+        "* The GBK file is the UTF-8 file re-encoded (Chinese firm names); both are read end to end",
+        "  by this tree, so the difference is everything detection and decoding add.",
     ]
     args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     if args.json is not None:
