@@ -158,6 +158,74 @@ def test_gbk_with_explicit_encoding_and_wrong_encoding(tmp_path: Path) -> None:
     assert ruleengine.rate("huzhou", p, read_options={"encoding": "gbk"})["firm_id"].tolist() == ["湖州"]
 
 
+HEAD6 = "firm_id,firm_name,year,industry,value_added_10k_cny,electricity_mwh\n"
+FILLER = "".join(f"F{i:05d},Plain Ascii Works Co,2022,3011,100,{10 + i % 7}\n" for i in range(2000))  # > 64 KiB
+
+
+def test_gbk_first_seen_after_64k_is_decoded(tmp_path: Path) -> None:
+    # the first 64 KiB are ASCII (detected as UTF-8); the GBK bytes come later: the whole file is
+    # read as GB18030 and the late cell decodes right (not a UTF-8 error, not mojibake)
+    assert len(HEAD6 + FILLER) > 1 << 16
+    p = _write(tmp_path, "x.csv", HEAD6 + FILLER + "湖州水泥,湖州水泥有限公司,2022,3011,100,5\n", "gbk")
+    res = ruleengine.rate("huzhou", p)
+    assert res["firm_id"].tolist()[-1] == "湖州水泥"
+    assert set(res["status"].tolist()) == {"rated"} and len(res) == 2001 and res.issues == []
+
+
+def test_utf8_head_then_a_gbk_cell_is_a_located_problem(tmp_path: Path) -> None:
+    # UTF-8 Chinese within the first 64 KiB, one GBK cell after it: that row is unrated with its
+    # line and column, never the whole file re-read as GB18030 (which would garble the UTF-8 rows)
+    data = (HEAD6 + "湖州一,湖州一有限公司,2022,3011,100,5\n" + FILLER).encode("utf-8")
+    data += "湖州二,湖州二有限公司,2022,3011,100,5\n".encode("gbk")
+    p = tmp_path / "x.csv"
+    p.write_bytes(data)
+    res = ruleengine.rate("huzhou", p)
+    assert res["firm_id"].tolist()[0] == "湖州一" and res["status"].tolist()[0] == "rated"
+    last = len(res) - 1
+    assert last == 2001 and res["status"].tolist()[last] == "unrated"
+    bad = [i for i in res.issues if i.fatal]
+    assert [(i.row, i.column) for i in bad] == [(2003, "firm_id")]
+    assert "not valid utf-8 text" in bad[0].message
+
+
+@pytest.mark.parametrize(
+    ("late", "why"),
+    [
+        # its UTF-8 bytes are valid GB18030 too: read as GB18030 it would be silent mojibake ('婀栧窞')
+        ("湖州", "UTF-8 text in a file read as GB18030"),
+        ("湖州二", "not valid gb18030 text"),  # its UTF-8 bytes are not GB18030 at all
+    ],
+)
+@pytest.mark.parametrize("blank", [False, True])  # a blank line: the tolerant reader, same check
+def test_gbk_head_then_a_utf8_cell_is_a_located_problem(tmp_path: Path, late: str, why: str, blank: bool) -> None:
+    # GBK in the first 64 KiB, a UTF-8 Chinese cell later: a located problem of its row, the
+    # other rows rated
+    assert late.encode("utf-8").decode("gb18030", errors="replace") != late
+    data = (HEAD6 + "湖州一,湖州一有限公司,2022,3011,100,5\n" + ("\n" if blank else "") + FILLER).encode("gbk")
+    data += f"{late},Late Co,2022,3011,100,5\n".encode()
+    p = tmp_path / "x.csv"
+    p.write_bytes(data)
+    res = ruleengine.rate("huzhou", p)
+    assert res["firm_id"].tolist()[0] == "湖州一" and res["status"].tolist()[0] == "rated"
+    assert len(res) == 2002 and res["status"].tolist()[2001] == "unrated"
+    bad = [i for i in res.issues if i.fatal]
+    assert [(i.row, i.column) for i in bad] == [(2004 if blank else 2003, "firm_id")]
+    assert why in bad[0].message
+    assert set(res["status"].tolist()[1:2001]) == {"rated"}
+
+
+def test_gbk_file_reads_as_its_utf8_twin(tmp_path: Path) -> None:
+    # GBK files are parsed as bytes with only text columns decoded: the batch equals the UTF-8
+    # file's, Chinese missing-value tokens ('无', '—') included, in text and in number columns
+    text = HEAD6 + "湖州一,湖州一有限公司,2022,3011,100,无\n湖州二,—,2022,3011,无,5\nF3, 空 ,2022,3011,7,8\n"
+    a = ruleengine.rate("huzhou", _write(tmp_path, "u.csv", text))
+    b = ruleengine.rate("huzhou", _write(tmp_path, "g.csv", text, "gbk"))
+    assert a["firm_id"].tolist() == b["firm_id"].tolist() == ["湖州一", "湖州二", "F3"]
+    assert a["status"].tolist() == b["status"].tolist()
+    assert a["reasons"].tolist() == b["reasons"].tolist()
+    assert [(i.row, i.column, i.message) for i in a.issues] == [(i.row, i.column, i.message) for i in b.issues]
+
+
 @pytest.mark.parametrize("delim", [";", "\t"])
 def test_delimiter_sniffed(tmp_path: Path, delim: str) -> None:
     text = ("firm_id,year,industry,value_added_10k_cny,electricity_mwh\n" + ROWS).replace(",", delim)

@@ -30,16 +30,19 @@ def valid(arr: Any) -> np.ndarray | None:
     return np.unpackbits(bits, count=arr.offset + len(arr), bitorder="little")[arr.offset :].astype(bool)
 
 
-def numbers(col: Any, dtype: Any = np.float64, fill: Any = np.nan, inplace: bool = False) -> np.ndarray:
+def numbers(
+    col: Any, dtype: Any = np.float64, fill: Any = np.nan, inplace: bool = False, empty: list[np.ndarray] | None = None
+) -> np.ndarray:
     """A fixed-width numeric Array or ChunkedArray as a numpy array of ``dtype``; nulls read ``fill``.
 
     Zero-copy (a view on the Arrow buffer) when the column is one chunk of ``dtype``. With nulls,
     ``inplace=True`` writes ``fill`` into the Arrow buffer's null slots instead of allocating a new
-    array: only for columns nobody else holds (read from a file by the engine itself).
+    array: only for columns nobody else holds (read from a file by the engine itself). ``empty``:
+    the null masks of the column's non-empty chunks, when the caller has made them already.
     """
     dtype = np.dtype(dtype)
     target = pa.from_numpy_dtype(dtype)
-    parts = []
+    parts: list[np.ndarray] = []
     for c in _chunks(col):
         if c.type != target:
             c = c.cast(target)
@@ -48,6 +51,15 @@ def numbers(col: Any, dtype: Any = np.float64, fill: Any = np.nan, inplace: bool
         v = np.frombuffer(c.buffers()[1], dtype=dtype, count=c.offset + len(c))[c.offset :]
         if not inplace:
             v.flags.writeable = False  # the caller's Arrow memory: whoever changes a value copies first
+        if empty is not None:
+            null = empty[len(parts)]
+            if c.null_count:
+                if inplace and v.flags.writeable:
+                    v[null] = fill
+                else:
+                    v = np.where(null, np.asarray(fill, dtype=dtype), v)
+            parts.append(v)
+            continue
         ok = valid(c)
         if ok is not None:
             if inplace and v.flags.writeable:
@@ -58,6 +70,28 @@ def numbers(col: Any, dtype: Any = np.float64, fill: Any = np.nan, inplace: bool
     if not parts:
         return np.empty(0, dtype=dtype)
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+_EDGE = np.ones(256, dtype=bool)  # a first or last byte that may be (part of) white space
+_EDGE[0x21:0x7F] = False  # printable ASCII other than the space
+
+
+def may_have_edge_space(arr: Any) -> bool:
+    """False when no value of a ``string`` Array starts or ends with white space (checked on the
+    first and last byte of each value: control bytes, the space and every non-ASCII byte count as
+    maybe); True when it may, or for any other type. Lets a trim of half a million firm ids be
+    skipped."""
+    if not isinstance(arr, pa.Array) or arr.type != pa.string() or arr.null_count:
+        return True
+    data = arr.buffers()[2]
+    if data is None or len(arr) == 0:
+        return False
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32, count=arr.offset + len(arr) + 1)[arr.offset :]
+    nonempty = offsets[1:] > offsets[:-1]
+    starts = offsets[:-1] if nonempty.all() else offsets[:-1][nonempty]
+    ends = (offsets[1:] if nonempty.all() else offsets[1:][nonempty]) - 1
+    raw = np.frombuffer(data, dtype=np.uint8)
+    return bool(_EDGE[raw[starts]].any() or _EDGE[raw[ends]].any())
 
 
 def booleans(col: Any, fill: bool = False) -> np.ndarray:

@@ -462,9 +462,28 @@ def _numeric_cells(
 
 
 def _numeric(
-    col: Any, n: int, owned: bool = False, tokens: frozenset[str] = frozenset(_NULLS), thousands: str | None = None
+    col: Any,
+    n: int,
+    owned: bool = False,
+    tokens: frozenset[str] = frozenset(_NULLS),
+    thousands: str | None = None,
+    fill: float = np.nan,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict[int, str]]:
-    """(float64 values, NaN where missing or bad; bad mask; empty mask or None; why per bad index).
+    """(float64 values, ``fill`` where empty, NaN where bad; bad mask; empty mask or None; why per bad index).
+
+    ``fill``: what an empty cell reads (a number column from Parquet or CSV gets it written into
+    its null slots directly, as it is converted)."""
+    values, bad, empty, why, filled = _numeric_cells_or_arrow(col, n, owned, tokens, thousands, fill)
+    if not filled and not np.isnan(fill) and empty is not None and empty.any():
+        values = _writable(values)
+        values[empty] = fill
+    return values, bad, empty, why
+
+
+def _numeric_cells_or_arrow(
+    col: Any, n: int, owned: bool, tokens: frozenset[str], thousands: str | None, fill: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict[int, str], bool]:
+    """:func:`_numeric`, and whether the empty cells hold ``fill`` already (else NaN).
 
     ``owned``: the Arrow column may be overwritten (its null slots). A column of a type that is
     not numbers or text (lists, structs, huge decimals …) is read cell by cell: each cell that is
@@ -483,7 +502,7 @@ def _numeric(
                 col = col.cast(t.value_type)
                 t = col.type
             if pa.types.is_null(t):
-                return np.full(n, np.nan), bad, np.ones(n, dtype=bool), {}
+                return np.full(n, fill), bad, np.ones(n, dtype=bool), {}, True
             if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
                 if not pa.types.is_floating(t):
                     col = pc.cast(col, pa.float64(), safe=False) if pa.types.is_integer(t) else col.cast(pa.float64())
@@ -496,8 +515,10 @@ def _numeric(
                         for c in chunks
                         if len(c)
                     ]
-                    empty = np.concatenate(parts) if parts else np.zeros(0, dtype=bool)
-                return _arrow.numbers(col, fill=np.nan, inplace=owned), bad, empty, {}
+                    empty = np.concatenate(parts) if len(parts) > 1 else parts[0] if parts else np.zeros(0, dtype=bool)
+                    # the nulls filled by the masks just made (not unpacked a second time)
+                    return _arrow.numbers(col, fill=fill, inplace=owned, empty=parts), bad, empty, {}, True
+                return _arrow.numbers(col, fill=fill, inplace=owned), bad, empty, {}, True
             if pa.types.is_string(t) or pa.types.is_large_string(t):
                 trimmed = pc.utf8_trim_whitespace(col)
                 token = pc.is_in(trimmed, value_set=_arrow.strings(sorted(tokens)).cast(t))
@@ -516,7 +537,7 @@ def _numeric(
                     values[idx] = v2
                     bad[idx[b2]] = True
                     why = {int(idx[j]): w for j, w in w2.items()}
-                return values, bad, empty, why
+                return values, bad, empty, why, False
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, OverflowError, ValueError):
             pass
         cells = col.to_pylist()
@@ -525,7 +546,7 @@ def _numeric(
         if n and all(type(v) is float for v in col[: min(n, 64)]):
             try:
                 arr = np.asarray(col, dtype=np.float64)
-                return arr, bad, np.isnan(arr) if np.isnan(arr).any() else None, {}
+                return arr, bad, np.isnan(arr) if np.isnan(arr).any() else None, {}, False
             except (TypeError, ValueError):
                 pass
     else:
@@ -536,19 +557,16 @@ def _numeric(
             else:
                 values = arr.astype(np.float64)
                 nan = np.isnan(values)
-                return values, bad, nan if nan.any() else None, {}
+                return values, bad, nan if nan.any() else None, {}, False
         else:
             cells = arr.astype(object).tolist()
     values, bad, empty_mask, why = _numeric_cells(cells, tokens, thousands)
-    return values, bad, empty_mask, why
+    return values, bad, empty_mask, why, False
 
 
 def _numbers(col: Any, n: int, owned: bool = False, fill: float = np.nan) -> tuple[np.ndarray, np.ndarray]:
     """(float64 values with ``fill`` for missing, bool mask of cells that are not numbers)."""
-    values, bad, empty, _ = _numeric(col, n, owned)
-    if empty is not None and not np.isnan(fill) and empty.any():
-        values = _writable(values)
-        values[empty] = fill
+    values, bad, _, _ = _numeric(col, n, owned, fill=fill)
     return values, bad
 
 
@@ -676,15 +694,19 @@ def _category_from_arrow(text: Any, sort: bool = True, missing: Iterable[str] = 
     chunks = [c for c in text.chunks if len(c)]
     blank = _arrow.text_scalar("")
     given = chunks[0].dictionary
-    dictionary = pc.fill_null(given, blank)
+    dictionary = pc.fill_null(given, blank) if given.null_count else given
     parts = [_arrow.numbers(c.indices, np.int32, -1) for c in chunks]  # views when there are no nulls
     idx = parts[0] if len(parts) == 1 else np.concatenate(parts)
     # Everything below works on the distinct labels: old code → new code, composed into one
     # table and applied to the rows in a single gather (none at all when nothing changes).
     mapping = np.arange(len(dictionary), dtype=np.int32)
     changed = False
-    trimmed = pc.utf8_trim_whitespace(dictionary)
+    trimmed = pc.utf8_trim_whitespace(dictionary) if _arrow.may_have_edge_space(dictionary) else dictionary
     tokens = sorted(set(missing) - {""})
+    if tokens and len(trimmed):  # a label longer than every token (firm ids) cannot be one: no lookup
+        shortest = pc.min(pc.binary_length(trimmed)).as_py()
+        if shortest is not None and shortest > max(len(t.encode("utf-8")) for t in tokens):
+            tokens = []
     if tokens:  # missing-value tokens ('NA', '-', '无' …) are missing: blank, then dropped below
         is_token = pc.is_in(trimmed, value_set=_arrow.strings(tokens).cast(trimmed.type))
         if pc.any(is_token).as_py():
@@ -693,7 +715,7 @@ def _category_from_arrow(text: Any, sort: bool = True, missing: Iterable[str] = 
     # (small) dictionary repeats a value; a large one (firm ids) is taken as distinct: every
     # dictionary this engine reads or builds is, and checking half a million labels costs 0.1 s.
     repeats = len(dictionary) <= 65_536 and len(pc.unique(dictionary)) != len(dictionary)
-    if given.null_count or repeats or not trimmed.equals(dictionary):
+    if given.null_count or repeats or (trimmed is not dictionary and not trimmed.equals(dictionary)):
         enc = trimmed.dictionary_encode()
         mapping = _arrow.numbers(enc.indices, np.int32)
         dictionary = enc.dictionary
@@ -725,30 +747,8 @@ def _encode_defaults(n: int, items: list[tuple[str, np.ndarray | None]]) -> Cate
     masked = [m for _, m in items if m is not None]
     if not masked:
         return Category(np.zeros(n, dtype=np.int32), ["; ".join(lab for lab, _ in items)])
-    words = []
-    for start in range(0, len(masked), 62):
-        key = np.zeros(n, dtype=np.int64)
-        for j, m in enumerate(masked[start : start + 62]):
-            np.add(key, np.int64(1) << j, out=key, where=m)  # no temporary per mask
-        words.append(key)
-    uniq: Any
-    inverse: Any
-    if len(words) == 1:
-        key = words[0]
-        if key.min() == key.max():
-            uniq, inverse = key[:1], np.zeros(n, dtype=np.int64)
-        elif len(masked) <= 20:  # O(n): count the (at most 2^20) keys instead of sorting the rows
-            seen = np.flatnonzero(np.bincount(key, minlength=1 << len(masked)))
-            lookup = np.zeros(1 << len(masked), dtype=np.int32)
-            lookup[seen] = np.arange(len(seen), dtype=np.int32)
-            uniq, inverse = seen.astype(np.int64), lookup[key]
-        else:
-            uniq, inverse = np.unique(key, return_inverse=True)
-        uniq = uniq[:, None]
-    else:
-        uniq, inverse = np.unique(np.stack(words, axis=1), axis=0, return_inverse=True)
-    labels = []
-    for row in uniq.tolist():
+
+    def label_of(row: list[int]) -> str:
         parts, j = [], 0
         for lab, mask in items:
             if mask is None:
@@ -757,7 +757,36 @@ def _encode_defaults(n: int, items: list[tuple[str, np.ndarray | None]]) -> Cate
                 if (row[j // 62] >> (j % 62)) & 1:
                     parts.append(lab)
                 j += 1
-        labels.append("; ".join(parts))
+        return "; ".join(parts)
+
+    if len(masked) <= 20:  # O(n): a narrow key per row, the (at most 2^20) keys met marked in a table
+        dt: Any = np.uint16 if len(masked) <= 16 else np.uint32
+        key: np.ndarray = np.zeros(n, dtype=dt)
+        bit: np.ndarray = np.empty(n, dtype=dt)
+        for j, m in enumerate(masked):
+            np.multiply(np.asarray(m, dtype=bool).view(np.uint8), dt(1 << j), out=bit, dtype=dt)
+            np.bitwise_or(key, bit, out=key)
+        present = np.zeros(1 << len(masked), dtype=bool)
+        present[key] = True
+        labels = [label_of([k]) for k in np.flatnonzero(present).tolist()]
+        lookup = np.full(1 << len(masked), -1, dtype=np.int32)  # key 0 with no column absent: -1 (empty)
+        kept = [k for k, lab in zip(np.flatnonzero(present).tolist(), labels, strict=True) if lab]
+        lookup[kept] = np.arange(len(kept), dtype=np.int32)
+        return Category(np.take(lookup, key), [lab for lab in labels if lab])
+    words = []
+    for start in range(0, len(masked), 62):
+        key64 = np.zeros(n, dtype=np.int64)
+        for j, m in enumerate(masked[start : start + 62]):
+            np.add(key64, np.int64(1) << j, out=key64, where=m)  # no temporary per mask
+        words.append(key64)
+    uniq: Any
+    inverse: Any
+    if len(words) == 1:
+        uniq, inverse = np.unique(words[0], return_inverse=True)
+        uniq = uniq[:, None]
+    else:
+        uniq, inverse = np.unique(np.stack(words, axis=1), axis=0, return_inverse=True)
+    labels = [label_of(row) for row in uniq.tolist()]
     codes = np.asarray(inverse, dtype=np.int32).reshape(-1)
     if "" in labels:  # rows without a default read -1 (empty)
         e = labels.index("")
@@ -868,23 +897,37 @@ def prepare(
                 defaulted.append((f"{name} (cell empty)", None))
                 columns[name] = np.broadcast_to(np.float64(default), (n,))
                 continue
-            values, bad, empty, why = _numeric(col, n, raw.owned, tokens, opts.thousands)
-            values = np.asarray(values, dtype=np.float64)
             factor = factors.get(name, 1.0)
+            # empty cells read the default at once (written into the null slots as the column is
+            # converted), so that a column with gaps can pass the one-pass check below (the
+            # common case: optional fuels mostly empty); set back to NaN before the checks if not
+            pre = np.nan if default is None or factor != 1.0 else default
+            values, bad, empty, why = _numeric(col, n, raw.owned, tokens, opts.thousands, fill=pre)
+            values = np.asarray(values, dtype=np.float64)
             if factor != 1.0:
                 with np.errstate(over="ignore"):
                     values = values * factor
+            any_bad = bool(bad.any())
+            filled = default is not None and empty is not None and bool(empty.any())
+            if filled and factor != 1.0:
+                values = _writable(values)
+                values[empty] = default
             with np.errstate(all="ignore"):
                 # one pass without allocating: a finite sum means no NaN and no infinity, so the
                 # cell-by-cell checks below are needed only for columns that hold either
                 clean = n == 0 or bool(np.isfinite(np.add.reduce(values)))
             whole_by_type = hasattr(col, "type") and _is_integer_type(col.type)
-            if clean and not bad.any():
+            if clean and not any_bad:
                 typed_ok = spec.type == "number" or whole_by_type  # integers: whole by their type
                 if typed_ok and (spec.min is None or n == 0 or values.min() >= spec.min):
                     if spec.max is None or n == 0 or values.max() <= spec.max:
+                        if filled:
+                            defaulted.append((f"{name} (cell empty)", empty))
                         columns[name] = values
                         continue
+            if filled:  # the checks below see the empty cells as empty (a default is not checked)
+                values = _writable(values)
+                values[empty] = np.nan
             if empty is None:
                 empty = np.zeros(n, dtype=bool)
             if bad.any():
@@ -1095,9 +1138,16 @@ def _check_duplicates(
     ok = (firm_codes >= 0) & ~np.isnan(years)
     if not ok.any():
         return
-    yr = np.where(ok, years, 0).astype(np.int64)
-    key = firm_codes.astype(np.int64) * 100_000 + (yr - yr[ok].min())
-    key = np.where(ok, key, -1 - np.arange(n))
+    if ok.all():  # the usual case: every row has an id and a year
+        yr = years.astype(np.int64)
+        key = firm_codes.astype(np.int64) * 100_000
+        key += yr - yr.min()
+    else:
+        yr = np.where(ok, years, 0).astype(np.int64)
+        key = firm_codes.astype(np.int64) * 100_000 + (yr - yr[ok].min())
+        key = np.where(ok, key, -1 - np.arange(n))
+    if n < 2 or bool(np.all(key[1:] > key[:-1])):  # rows in (firm, year) order, no repeat: no sort
+        return
     order = np.argsort(key, kind="stable")
     sk = key[order]
     same = sk[1:] == sk[:-1]

@@ -154,6 +154,23 @@ def read_csv(path: Path, opts: ReadOptions, header_map: Any, only: set[str] | No
     canon = [rename.get(h, h) for h in header]
     wanted = [h for h, c in zip(header, canon, strict=True) if only is None or c in only]
     types = {h: pa.string() for h, c in zip(header, canon, strict=True) if c in text_columns}
+    if len(set(header)) == len(header) and enc == "gb18030":
+        fast = _read_gb18030_bytes(path, header, delim, types, wanted, opts, detected=not given)
+        if fast is not None:
+            table, problems = fast
+            if _has_empty_row(table):
+                return read_csv_tolerant(path, enc, delim, opts, rename, only, detected=not given)
+            cols = {rename.get(name, name): table.column(name) for name in table.column_names}
+            return RawTable(
+                cols,
+                table.num_rows,
+                str(path),
+                names=canon,
+                owned=True,
+                first_row=2,
+                encoding=enc,
+                row_problems=[(i, rename.get(h, h), msg) for i, h, msg in problems],
+            )
     if len(set(header)) == len(header):
         try:
             table = pacsv.read_csv(
@@ -170,16 +187,20 @@ def read_csv(path: Path, opts: ReadOptions, header_map: Any, only: set[str] | No
                 ),
             )
         except (pa.ArrowInvalid, UnicodeDecodeError, ValueError) as exc:
-            if not given and enc == "utf-8" and "UTF8" in str(exc) and _decodes_as(path, "gb18030"):
+            # the first 64 KiB read as UTF-8, a later byte does not. Pure ASCII so far is no evidence
+            # either way: GB18030 is tried (its own checks, or the tolerant reader, locate any cell
+            # that is neither). UTF-8 text already seen is: the file is read as UTF-8, each cell that
+            # is not UTF-8 a located problem of its row (never a silent re-read as GB18030).
+            if not given and enc == "utf-8" and "UTF8" in str(exc) and head.isascii():
                 return read_csv(path, _replace(opts, encoding="gb18030"), header_map, only, text_columns)
         else:
             # one record per line is what makes row i the file's line i + 2: a blank line (skipped)
             # or a quoted newline breaks it, and such a file is read by the tolerant reader
             if _has_empty_row(table):
-                return read_csv_tolerant(path, enc, delim, opts, rename, only)
+                return read_csv_tolerant(path, enc, delim, opts, rename, only, detected=not given)
             cols = {rename.get(name, name): table.column(name) for name in table.column_names}
             return RawTable(cols, table.num_rows, str(path), names=canon, owned=True, first_row=2, encoding=enc)
-    return read_csv_tolerant(path, enc, delim, opts, rename, only)
+    return read_csv_tolerant(path, enc, delim, opts, rename, only, detected=not given)
 
 
 def _has_empty_row(table: Any) -> bool:
@@ -203,21 +224,139 @@ def _replace(opts: ReadOptions, **kw: Any) -> ReadOptions:
     return replace(opts, **kw)
 
 
-def _decodes_as(path: Path, enc: str) -> bool:
+MIXED_UTF8 = (
+    "the cell is UTF-8 text in a file read as GB18030 (GBK) from its first 64 KiB: a file that mixes "
+    "encodings (re-save it in one, or give --encoding)"
+)
+
+
+def _read_gb18030_bytes(
+    path: Path,
+    header: list[str],
+    delim: str,
+    types: dict[str, Any],
+    wanted: list[str],
+    opts: ReadOptions,
+    detected: bool,
+) -> tuple[Any, list[tuple[int, str, str]]] | None:
+    """A GB18030 (GBK) CSV parsed as bytes, only its text cells decoded; None when it cannot be.
+
+    GB18030 is ASCII-compatible and none of its multi-byte characters holds a byte that CSV gives
+    a meaning to (quote, delimiter, CR, LF: the second and fourth bytes are 0x30-0x39 or
+    0x40-0xFE), so the file parses as it is, without decoding 1M rows of numbers first. Text
+    columns are read as binary; a column whose bytes are all ASCII is its own text (a view), the
+    others are decoded value by distinct value. Anything else — a byte sequence that is not
+    GB18030, a number column holding non-ASCII text — returns None and the file takes the
+    decoding reader, whose checks locate the bad cell.
+
+    ``detected``: the encoding was told from the file's first 64 KiB, not given. A later text cell
+    that is UTF-8 Chinese (valid UTF-8 with a character of three bytes or more — GBK text almost
+    never is) then means a file that mixes encodings: that cell is a located problem of its row
+    (read as GB18030 it would be silent mojibake), the rows after it are read as usual."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    if "\ufffd" in "".join(header):
+        return None  # the header itself did not decode
     try:
-        path.read_bytes().decode(enc)
-        return True
+        table = pacsv.read_csv(
+            path,
+            read_options=pacsv.ReadOptions(block_size=1 << 24, column_names=header, skip_rows=1),
+            parse_options=pacsv.ParseOptions(delimiter=delim, ignore_empty_lines=False),
+            convert_options=pacsv.ConvertOptions(
+                column_types={h: pa.binary() for h in types},
+                null_values=[t.encode("gb18030") for t in opts.missing],  # matched on the bytes
+                strings_can_be_null=True,
+                include_columns=wanted,
+            ),
+        )
+    except (pa.ArrowInvalid, ValueError):
+        return None
+    problems: list[tuple[int, str, str]] = []
+    for i, name in enumerate(table.column_names):
+        col = table.column(i)
+        if pa.types.is_binary(col.type) or pa.types.is_string(col.type):
+            got = _gb18030_text(col, set(opts.missing), detected)
+            if got is None:
+                return None
+            text, utf8_rows = got
+            table = table.set_column(i, name, text)
+            problems += [(int(r), name, MIXED_UTF8) for r in utf8_rows]
+    problems.sort()
+    return table, problems
+
+
+def _gb18030_text(col: Any, tokens: set[str], detected: bool) -> tuple[Any, np.ndarray] | None:
+    """A binary (or string) column of GB18030 bytes as a string column, and the rows whose cell is
+    UTF-8 Chinese instead (``detected`` only; those cells read as missing); None if some value is
+    not GB18030. Missing-value tokens outside ASCII ('无', '—') read as missing here, as the
+    decoding reader's null values make them."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from ._arrow import numbers
+
+    chunks = []
+    odd_rows = []
+    start = 0
+    for chunk in col.chunks:
+        data = chunk.buffers()[2]
+        span = np.zeros(0, dtype=np.uint8)
+        if data is not None and len(chunk):
+            offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int32, count=chunk.offset + len(chunk) + 1)
+            span = np.frombuffer(data, dtype=np.uint8)[offsets[chunk.offset] : offsets[-1]]
+        if not len(span) or int(span.max()) < 0x80:
+            chunks.append(chunk.view(pa.string()))  # ASCII: the same bytes are the text
+            start += len(chunk)
+            continue
+        enc = pc.dictionary_encode(chunk)
+        labels: list[str | None] = []
+        odd = []
+        for k, raw in enumerate(enc.dictionary.to_pylist()):
+            try:
+                lab = raw.decode("gb18030")
+            except UnicodeDecodeError:
+                return None
+            if detected and not raw.isascii() and _utf8_chinese(raw):
+                odd.append(k)
+                labels.append(None)
+            else:
+                labels.append(None if lab in tokens else lab)
+        decoded = pa.array(labels, type=pa.string())
+        chunks.append(decoded.take(enc.indices))
+        if odd:
+            idx = numbers(enc.indices, np.int64, -1)
+            odd_rows.append(start + np.flatnonzero(np.isin(idx, odd)))
+        start += len(chunk)
+    rows = np.concatenate(odd_rows) if odd_rows else np.zeros(0, dtype=np.int64)
+    return pa.chunked_array(chunks, type=pa.string()), rows
+
+
+def _utf8_chinese(raw: bytes) -> bool:
+    """Valid UTF-8 holding a character of three bytes or more (CJK and beyond)."""
+    try:
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         return False
+    return any(ord(c) >= 0x800 for c in text)
 
 
 _SURROGATE = re.compile("[\udc80-\udcff]")
 
 
 def read_csv_tolerant(
-    path: Path, enc: str, delim: str, opts: ReadOptions, rename: dict[str, str], only: set[str] | None
+    path: Path,
+    enc: str,
+    delim: str,
+    opts: ReadOptions,
+    rename: dict[str, str],
+    only: set[str] | None,
+    detected: bool = False,
 ) -> Any:
-    """Record by record with the csv module: a bad record or cell is a problem of its line only."""
+    """Record by record with the csv module: a bad record or cell is a problem of its line only.
+
+    ``detected``: the encoding was told from the first 64 KiB; in a GB18030 file, a cell that is
+    UTF-8 Chinese is then a problem of its row (see :func:`_read_gb18030_bytes`)."""
     import pyarrow as pa
 
     from .data import RawTable
@@ -242,6 +381,7 @@ def read_csv_tolerant(
     rows: list[int] = []
     problems: list[tuple[int, str | None, str]] = []
     tokens = set(opts.missing)
+    check_utf8 = detected and enc == "gb18030"
     start = reader.line_num + 1
     while True:
         try:
@@ -268,6 +408,9 @@ def read_csv_tolerant(
             cell = rec[j]
             if _SURROGATE.search(cell):
                 problems.append((i, canon[j], f"the cell is not valid {enc} text (use --encoding)"))
+                out.append(None)
+            elif check_utf8 and not cell.isascii() and _utf8_chinese(cell.encode("gb18030")):
+                problems.append((i, canon[j], MIXED_UTF8))
                 out.append(None)
             elif cell.strip() in tokens:
                 out.append(None)

@@ -35,7 +35,6 @@ for _i, _ch in enumerate(USCC_ALPHABET):
 
 
 _VALUE8 = np.where(_VALUE < 0, 255, _VALUE).astype(np.uint8)
-_WEIGHTS32 = np.asarray(USCC_WEIGHTS, dtype=np.float32)
 
 
 _LOOKS = np.zeros(256, dtype=bool)  # digits and capitals: what a credit code is written with
@@ -80,51 +79,79 @@ def _rows18(arr: Any) -> np.ndarray:
     return data[start : start + 18 * len(arr)].reshape(len(arr), 18)
 
 
+def byte_lengths(arr: Any) -> np.ndarray:
+    """The UTF-8 byte length of each value of a pyarrow ``string`` array (0 for a null), read from
+    its offsets buffer: no compute kernel, no conversion."""
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32, count=arr.offset + len(arr) + 1)[arr.offset :]
+    lengths = np.diff(offsets)
+    if arr.null_count:  # a null slot may still span bytes (the format allows it)
+        from ._arrow import valid
+
+        ok = valid(arr)
+        if ok is not None:
+            lengths[~ok] = 0
+    return lengths
+
+
+def _uscc_values(raw_t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(values, disallowed): each character's value in the code's alphabet, an (18, m) uint8
+    matrix (255 = not allowed) from the (18, m) bytes; and per id whether any character is not
+    allowed. Digits by arithmetic; the few other bytes (mostly the check character) looked up
+    only where they occur, position by position."""
+    values = raw_t - np.uint8(48)  # wraps below '0' to large values
+    disallowed = np.zeros(raw_t.shape[1], dtype=bool)
+    for i in range(raw_t.shape[0]):
+        other = np.flatnonzero(values[i] > 9)
+        if len(other):
+            looked = _VALUE8[raw_t[i, other]]
+            values[i, other] = looked
+            disallowed[other[looked == 255]] = True
+    return values, disallowed
+
+
 def check_ids(codes: Any, only_lookalikes: bool) -> tuple[np.ndarray, np.ndarray]:
     """(checked, invalid) masks over ``codes`` (a pyarrow string array), vectorised, no messages.
 
     ``only_lookalikes``: check only ids that look meant as credit codes (15-20 digits and
-    capitals, starting with a digit); otherwise every id is checked.
+    capitals, starting with a digit); otherwise every id is checked. Lengths come from the
+    offsets (bytes): an 18-byte id with a character outside ASCII fails the alphabet and, in the
+    lookalike mode, does not look like a code, as it would by its character count.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from ._arrow import array, numbers
+    from ._arrow import array, booleans
 
-    arr = codes.cast(pa.string())
+    arr = codes if codes.type == pa.string() else codes.cast(pa.string())
     n = len(arr)
-    chars = numbers(pc.utf8_length(arr), np.int64, 0)
-    lengths = numbers(pc.binary_length(arr), np.int64, 0)
-    is18 = (chars == 18) & (lengths == 18)
+    lengths = byte_lengths(arr)
+    is18 = lengths == 18
     checked = np.ones(n, dtype=bool)
     invalid = ~is18
-    idx18 = None if is18.all() and arr.null_count == 0 else np.flatnonzero(is18)
+    idx18 = None if is18.all() else np.flatnonzero(is18)
     if only_lookalikes:
         checked = np.zeros(n, dtype=bool)
-        near = np.flatnonzero(~is18 & (chars >= 15) & (chars <= 20))
+        # 15-20 characters of digits and capitals are 15-20 bytes
+        near = np.flatnonzero(~is18 & (lengths >= 15) & (lengths <= 20))
         if len(near):
-            from ._arrow import booleans
-
             sub = arr.take(array(near.astype(np.int64)))
             checked[near] = booleans(pc.match_substring_regex(sub, r"^[0-9][0-9A-Z]{14,19}$"))
     sub18 = arr if idx18 is None else arr.take(array(idx18.astype(np.int64)))
     if len(sub18):
         raw_t = np.ascontiguousarray(_rows18(sub18).T)  # (18, m): each character position contiguous
-        # digits by arithmetic (vectorised compares), only the other bytes through the table
-        values = raw_t - np.uint8(48)  # wraps below '0' to large values
-        other = values > 9
-        if other.any():
-            values[other] = _VALUE8[raw_t[other]]  # 255 = not allowed
-        wrong = values.max(axis=0) == 255
-        total = np.zeros(values.shape[1], dtype=np.int32)
+        values, disallowed = _uscc_values(raw_t)
+        m = raw_t.shape[1]
+        total = np.zeros(m, dtype=np.int16)  # at most 30 * 305: fits
+        term = np.empty(m, dtype=np.int16)
         for i, w in enumerate(USCC_WEIGHTS):
-            total += values[i].astype(np.int32) * w
-        wrong |= (31 - total % 31) % 31 != values[17]
+            np.multiply(values[i], w, out=term, dtype=np.int16)
+            total += term
+        wrong = disallowed | ((31 - total % 31) % 31 != values[17])
         where = np.arange(n) if idx18 is None else idx18
         invalid[where] = wrong
         if only_lookalikes:  # from the alphabet: looks like a code; else digits and capitals, digit first
-            looks = ~wrong | (values.max(axis=0) != 255)
-            odd = np.flatnonzero(values.max(axis=0) == 255)
+            looks = ~disallowed
+            odd = np.flatnonzero(disallowed)
             if len(odd):
                 sub = raw_t[:, odd]
                 looks[odd] = _LOOKS[sub].all(axis=0) & (sub[0] >= 48) & (sub[0] <= 57)

@@ -63,28 +63,28 @@ def credit_code_divisions(labels: Any) -> np.ndarray:
     default) rates it and lists it as a data warning, ``--id-check error`` leaves it unrated.
     Read from the string buffer as an (ids, 18) byte matrix: no regex, no Python string per id."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
-    from ._arrow import array, numbers
-    from .identifiers import _VALUE8, _rows18
+    from ._arrow import array
+    from .identifiers import _VALUE8, _rows18, byte_lengths
 
-    arr = labels.cast(pa.string())
+    arr = labels if labels.type == pa.string() else labels.cast(pa.string())
     out = np.full(len(arr), -1, dtype=np.int64)
     if not len(arr):
         return out
-    is18 = numbers(pc.binary_length(arr), np.int64, 0) == 18
+    is18 = byte_lengths(arr) == 18
     if not is18.any():
         return out
-    where = None if is18.all() and arr.null_count == 0 else np.flatnonzero(is18)
-    raw_t = np.ascontiguousarray(_rows18(arr if where is None else arr.take(array(where.astype(np.int64)))).T)
+    where = None if is18.all() else np.flatnonzero(is18)
+    head = np.ascontiguousarray(_rows18(arr if where is None else arr.take(array(where.astype(np.int64))))[:, :8].T)
     # characters 1-2 (authority, entity type) in the code's alphabet; the other characters are the
     # id check's business (--id-check), not the division's
-    ok = (np.take(_VALUE8, raw_t[0]) != 255) & (np.take(_VALUE8, raw_t[1]) != 255)
-    code = np.zeros(raw_t.shape[1], dtype=np.int32)
+    ok = (np.take(_VALUE8, head[0]) != 255) & (np.take(_VALUE8, head[1]) != 255)
+    code = np.zeros(head.shape[1], dtype=np.int32)
     for i in range(2, 8):  # characters 3-8: digits
-        digit = raw_t[i] - np.uint8(48)  # wraps below '0' to large values
+        digit = head[i] - np.uint8(48)  # wraps below '0' to large values
         ok &= digit <= 9
-        code = code * 10 + digit
+        code *= 10
+        code += digit
     ok &= _PROVINCE[np.minimum(code // 10_000, 99)]
     code = np.where(ok, code, -1).astype(np.int64)
     if where is None:
@@ -136,20 +136,20 @@ def assign(
     n = batch.n
     status = np.full(n, UNKNOWN, dtype=np.int8)
     labels: list[str] = []
-    row_label = np.full(n, -1, dtype=np.int64)
+    row_label = np.full(n, -1, dtype=np.int32)
     ids = batch.columns.get("firm_id")
     if isinstance(ids, Category) and ids.label_count:
         codes = credit_code_divisions(ids.arrow_labels())  # per distinct id
         present = np.zeros(1_000_000, dtype=bool)
         present[codes[codes >= 0]] = True
         distinct = np.flatnonzero(present)  # the divisions met, sorted: a few hundred at most
-        lut = np.full(1_000_001, -1, dtype=np.int64)  # the last entry: an id without a division
-        lut[distinct] = np.arange(len(distinct))
-        label_of = np.append(lut[codes], -1)  # per id; the appended -1 serves a missing id
-        per_label = np.append(_status_of_code(distinct, divisions), np.int8(UNKNOWN))[label_of]
+        lut = np.full(1_000_001, -1, dtype=np.int32)  # the last entry (code -1): an id without a division
+        lut[distinct] = np.arange(len(distinct), dtype=np.int32)
+        label_of = np.append(np.take(lut, codes), np.int32(-1))  # per id; the appended -1 serves a missing id
+        per_division = np.append(_status_of_code(distinct, divisions), np.int8(UNKNOWN))  # -1: the last
         labels = [f"{int(c):06d} (firm_id)" for c in distinct.tolist()]
-        status = per_label[ids.codes]  # code -1 (no id) reads the appended entry
-        row_label = label_of[ids.codes]
+        row_label = label_of[ids.codes]  # code -1 (no id) reads the appended entry
+        status = per_division[row_label]  # a gather from a table of a few hundred entries
     if region is not None:
         text, _ = _text(region, n)  # a cell that is not text (a list …) reads as missing
         cat = _category_from_arrow(text, sort=True, missing=missing)  # labels trimmed
@@ -180,11 +180,11 @@ def assign(
             rs = region_status[cat.codes]
             use = rs >= 0
             status = np.where(use, rs, status).astype(np.int8)
-            row_label = np.where(use, base + cat.codes, row_label)
+            row_label = np.where(use, base + cat.codes, row_label).astype(np.int32)
     if any_jurisdiction:
         status = np.where(status == OUTSIDE, OUTSIDE_RATED, status).astype(np.int8)
     else:
         batch.invalid |= status == OUTSIDE
-    division = Category(row_label.astype(np.int32), labels)
+    division = Category(row_label, labels)
     batch.jurisdiction = Jurisdiction(status, division, book, name, divisions, any_jurisdiction)
     return batch
