@@ -35,7 +35,11 @@ def test_a_run_stores_every_rating_with_its_provenance(ledger_with_runs):
     led, data, res, r1, _ = ledger_with_runs
     run = led.run(1)
     assert run["n_ratings"] == len(res) == 30  # 15 firms × 2 years
-    assert (run["rulebook_id"], run["rulebook_version"], run["rulebook_hash"]) == ("huzhou", res.plan.version, res.plan.hash)
+    assert (run["rulebook_id"], run["rulebook_version"], run["rulebook_hash"]) == (
+        "huzhou",
+        res.plan.version,
+        res.plan.hash,
+    )
     assert run["engine_version"] == ruleengine.__version__
     assert run["who"] == "analyst-a" and run["created_at"].endswith("+00:00")
     assert json.loads(run["options"]) == {}  # the API records no options unless given
@@ -153,6 +157,23 @@ def test_an_edited_rating_is_named(ledger_with_runs, ledger_url):
         f"first broken link: run 2: rating #7 (firm {r7['firm_id']}, year {r7['year']}, rating '{new}') "
         "does not match its fingerprint (the row was edited)"
     ) in text
+
+
+def test_an_edited_firm_index_is_reported(ledger_with_runs, ledger_url):
+    """SQLite keeps the firm index in its own table (migration 0005): derived data, but check
+    compares it with the ratings both ways, so an edit that would mislead `history` is found."""
+    if "postgresql" in ledger_url:  # no such table: a B-tree index on ledger_ratings(firm_id, year)
+        assert raw_execute(ledger_url, "SELECT to_regclass('ledger_firm_index')") == [(None,)]
+        return
+    led = ledger_with_runs[0]
+    r5 = led.ratings(1)[5]
+    bypass(ledger_url, "UPDATE ledger_firm_index SET firm_id = 'X' WHERE run_id = 1 AND seq = 5")
+    code, text = _check_cli(ledger_url)
+    assert code == 1
+    assert (
+        f"first broken link: firm index: rating #5 of run 1 (firm {r5['firm_id']}) has no ledger_firm_index row"
+    ) in text
+    assert "firm index: ledger_firm_index row (firm X, run 1, #5) matches no rating (the index was edited)" in text
 
 
 def test_an_edited_rating_with_its_fingerprint_forged_breaks_the_block(ledger_with_runs, ledger_url):

@@ -348,7 +348,7 @@ def block_hashes(cols: dict[str, Any], alg: str, start_block: int = 0) -> list[s
 
 def _insert_ratings(conn: Any, run_id: int, rows: RatingRows) -> None:
     """Bulk insert of the ratings through the driver's fast path: COPY on PostgreSQL (CSV written
-    by Arrow, in 256k-row pieces), one ``executemany`` on SQLite (inside the run's transaction)."""
+    by Arrow, in 256k-row pieces); on SQLite :func:`_insert_sqlite` (inside the run's transaction)."""
 
     import numpy as np
     import pyarrow as pa
@@ -382,30 +382,69 @@ def _insert_ratings(conn: Any, run_id: int, rows: RatingRows) -> None:
                     )
                     copy.write(sink.getvalue())
         return
-    # SQLite: in seq order (the table is clustered on (run_id, seq): appended at its end)
+    _insert_sqlite(raw, run_id, rows)
+
+
+SQLITE_ROWS_PER_STATEMENT = 64  # ratings per INSERT … VALUES (…), (…): fewer statement steps per row
+
+
+def _insert_sqlite(raw: Any, run_id: int, rows: RatingRows) -> None:
+    """SQLite: the ratings in seq order (the table is clustered on (run_id, seq): appended at its
+    end), then the firm index rows (``ledger_firm_index``, clustered on (firm_id, run_id, seq))
+    sorted by firm, so both B-trees are filled in key order — a secondary index on
+    ``ledger_ratings(firm_id)`` took its inserts in the portfolio's (random) firm order, about
+    half the CPU time of a 1M-row insert. Several rows per statement; the parameters are the
+    column lists interleaved by ``zip``/``chain`` in C, no per-row Python."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    c = rows.cols
+    n = len(c["seq"])
     years = c["year"]
     year_list = (
         np.asarray(years.to_numpy(zero_copy_only=False), dtype=np.int64).tolist()
         if years.null_count == 0
         else years.to_pylist()
     )
+    firms = _text_list(c["firm_id"])
+    rid = int(run_id)  # an int from the database: a literal, one parameter less per row
+    ratings = zip(
+        range(n),
+        firms,
+        year_list,
+        _text_list(c["rating"]),
+        _text_list(c["status"]),
+        np.asarray(c["input_fp"].to_numpy(zero_copy_only=False)).tolist(),
+        np.asarray(rows.fps).tolist(),
+        strict=True,
+    )
+    order = pc.sort_indices(pa.table({"f": c["firm_id"], "s": c["seq"]}), [("f", "ascending"), ("s", "ascending")])
+    order_np = np.asarray(order.to_numpy(zero_copy_only=False), dtype=np.int64)
+    fi = zip(np.asarray(firms, dtype=object)[order_np].tolist(), order_np.tolist(), strict=True)
     cur = raw.cursor()
     try:
-        cur.executemany(  # run_id as a literal (an int from the database): one parameter less per row
-            f"INSERT INTO ledger_ratings ({', '.join(COLUMNS)}) VALUES ({int(run_id)}, ?, ?, ?, ?, ?, ?, ?)",
-            zip(
-                range(n),
-                _text_list(c["firm_id"]),
-                year_list,
-                _text_list(c["rating"]),
-                _text_list(c["status"]),
-                np.asarray(c["input_fp"].to_numpy(zero_copy_only=False)).tolist(),
-                np.asarray(rows.fps).tolist(),
-                strict=True,
-            ),
-        )
+        head = f"INSERT INTO ledger_ratings ({', '.join(COLUMNS)}) VALUES "
+        _insert_many(cur, head, f"({rid}, ?, ?, ?, ?, ?, ?, ?)", 7, ratings, n)
+        _insert_many(cur, "INSERT INTO ledger_firm_index (firm_id, run_id, seq) VALUES ", f"(?, {rid}, ?)", 2, fi, n)
     finally:
         cur.close()
+
+
+def _insert_many(cur: Any, head: str, one: str, width: int, tuples: Any, n: int) -> None:
+    """``executemany`` of ``n`` row tuples, :data:`SQLITE_ROWS_PER_STATEMENT` rows per statement."""
+    import itertools
+
+    k = SQLITE_ROWS_PER_STATEMENT
+    full = n // k
+    flat = itertools.chain.from_iterable(tuples)
+    if full:
+        batch = iter(flat)
+        cur.executemany(head + ", ".join([one] * k), itertools.islice(zip(*[batch] * (width * k), strict=False), full))
+        flat = batch
+    rest = n - full * k
+    if rest:
+        cur.execute(head + ", ".join([one] * rest), tuple(itertools.islice(flat, width * rest)))
 
 
 def _text_list(arr: Any) -> list[Any]:
