@@ -396,7 +396,6 @@ def _insert_sqlite(raw: Any, run_id: int, rows: RatingRows) -> None:
     half the CPU time of a 1M-row insert. Several rows per statement; the parameters are the
     column lists interleaved by ``zip``/``chain`` in C, no per-row Python."""
     import numpy as np
-    import pyarrow as pa
     import pyarrow.compute as pc
 
     c = rows.cols
@@ -407,11 +406,19 @@ def _insert_sqlite(raw: Any, run_id: int, rows: RatingRows) -> None:
         if years.null_count == 0
         else years.to_pylist()
     )
-    firms = _text_list(c["firm_id"])
+    # firm ids: each distinct text made once; the firm index order from the labels' sorted ranks
+    # (a stable argsort of int ranks keeps seq order within a firm): no string sort of every row
+    enc = c["firm_id"].dictionary_encode()
+    labels = enc.dictionary
+    codes = np.asarray(enc.indices.to_numpy(zero_copy_only=False), dtype=np.int64)  # firm_id is never null
+    rank = np.empty(len(labels), dtype=np.int64)
+    rank[np.asarray(pc.sort_indices(labels).to_numpy(zero_copy_only=False), dtype=np.int64)] = np.arange(len(labels))
+    order = np.argsort(rank[codes], kind="stable")
+    label_obj = np.array(labels.to_pylist(), dtype=object)
     rid = int(run_id)  # an int from the database: a literal, one parameter less per row
     ratings = zip(
         range(n),
-        firms,
+        label_obj[codes].tolist(),
         year_list,
         _text_list(c["rating"]),
         _text_list(c["status"]),
@@ -419,9 +426,7 @@ def _insert_sqlite(raw: Any, run_id: int, rows: RatingRows) -> None:
         np.asarray(rows.fps).tolist(),
         strict=True,
     )
-    order = pc.sort_indices(pa.table({"f": c["firm_id"], "s": c["seq"]}), [("f", "ascending"), ("s", "ascending")])
-    order_np = np.asarray(order.to_numpy(zero_copy_only=False), dtype=np.int64)
-    fi = zip(np.asarray(firms, dtype=object)[order_np].tolist(), order_np.tolist(), strict=True)
+    fi = zip(label_obj[codes[order]].tolist(), order.tolist(), strict=True)
     cur = raw.cursor()
     try:
         head = f"INSERT INTO ledger_ratings ({', '.join(COLUMNS)}) VALUES "
