@@ -307,3 +307,34 @@ def test_format_1_runs_still_check_and_replay(ledger_url, tmp_path, monkeypatch)
     assert led.check().ok, led.check().problems
     assert led.replay(1).identical and led.replay(2).identical
     led.dispose()
+
+
+def test_several_small_runs_in_one_transaction(ledger_url, tmp_path):
+    """record.append_many: one-firm runs (as the service records them) chained in one transaction;
+    when one of them fails, none of the batch lands."""
+    from ruleengine.ledger import record as R
+
+    led = open_ledger(ledger_url)
+    runs = []
+    for i in range(3):
+        data = make_sample(tmp_path / f"one{i}.csv", firms=1, seed=i, years="2023")
+        runs.append((data, ruleengine.rate("huzhou", data)))
+    led.record("huzhou", *runs[0])  # run 1, alone
+    rows = R.append_many(led.engine, [R.prepare("huzhou", res.plan, data, res) for data, res in runs])
+    assert [r["id"] for r in rows] == [2, 3, 4]
+    assert [r["prev_hash"] for r in rows[1:]] == [r["run_hash"] for r in rows[:-1]]
+    assert [r["n_ratings"] for r in rows] == [1, 1, 1]
+    firm = runs[2][1]["firm_id"][0]
+    rated = [(rid, res) for rid, (_, res) in zip([1, 2, 3, 4], [runs[0], *runs], strict=True)]
+    want = [(rid, res["rating"][0]) for rid, res in rated if res["firm_id"][0] == firm]
+    assert (4, runs[2][1]["rating"][0]) in want
+    assert [(h["run_id"], h["rating"]) for h in led.history(firm)] == want
+    bad = [R.prepare("huzhou", res.plan, data, res) for data, res in runs]
+    bad[1] = R.prepare("huzhou", runs[1][1].plan, runs[1][0], runs[1][1], supersedes=99, reason="typo")
+    with pytest.raises(LedgerError, match="run 99 \\(to be superseded\\) is not in the ledger"):
+        R.append_many(led.engine, bad)
+    assert [r["id"] for r in led.runs()] == [1, 2, 3, 4]
+    rep = led.check()
+    assert rep.ok, rep.problems
+    assert rep.ratings == 1 + 3
+    led.dispose()
