@@ -35,7 +35,11 @@ def test_a_run_stores_every_rating_with_its_provenance(ledger_with_runs):
     led, data, res, r1, _ = ledger_with_runs
     run = led.run(1)
     assert run["n_ratings"] == len(res) == 30  # 15 firms × 2 years
-    assert (run["rulebook_id"], run["rulebook_version"], run["rulebook_hash"]) == ("huzhou", res.plan.version, res.plan.hash)
+    assert (run["rulebook_id"], run["rulebook_version"], run["rulebook_hash"]) == (
+        "huzhou",
+        res.plan.version,
+        res.plan.hash,
+    )
     assert run["engine_version"] == ruleengine.__version__
     assert run["who"] == "analyst-a" and run["created_at"].endswith("+00:00")
     assert json.loads(run["options"]) == {}  # the API records no options unless given
@@ -153,6 +157,23 @@ def test_an_edited_rating_is_named(ledger_with_runs, ledger_url):
         f"first broken link: run 2: rating #7 (firm {r7['firm_id']}, year {r7['year']}, rating '{new}') "
         "does not match its fingerprint (the row was edited)"
     ) in text
+
+
+def test_an_edited_firm_index_is_reported(ledger_with_runs, ledger_url):
+    """SQLite keeps the firm index in its own table (migration 0005): derived data, but check
+    compares it with the ratings both ways, so an edit that would mislead `history` is found."""
+    if "postgresql" in ledger_url:  # no such table: a B-tree index on ledger_ratings(firm_id, year)
+        assert raw_execute(ledger_url, "SELECT to_regclass('ledger_firm_index')") == [(None,)]
+        return
+    led = ledger_with_runs[0]
+    r5 = led.ratings(1)[5]
+    bypass(ledger_url, "UPDATE ledger_firm_index SET firm_id = 'X' WHERE run_id = 1 AND seq = 5")
+    code, text = _check_cli(ledger_url)
+    assert code == 1
+    assert (
+        f"first broken link: firm index: rating #5 of run 1 (firm {r5['firm_id']}) has no ledger_firm_index row"
+    ) in text
+    assert "firm index: ledger_firm_index row (firm X, run 1, #5) matches no rating (the index was edited)" in text
 
 
 def test_an_edited_rating_with_its_fingerprint_forged_breaks_the_block(ledger_with_runs, ledger_url):
@@ -285,4 +306,35 @@ def test_format_1_runs_still_check_and_replay(ledger_url, tmp_path, monkeypatch)
     assert old["run_hash"] == "sha256:" + hashlib.sha256(b"genesis\n" + canon).hexdigest()
     assert led.check().ok, led.check().problems
     assert led.replay(1).identical and led.replay(2).identical
+    led.dispose()
+
+
+def test_several_small_runs_in_one_transaction(ledger_url, tmp_path):
+    """record.append_many: one-firm runs (as the service records them) chained in one transaction;
+    when one of them fails, none of the batch lands."""
+    from ruleengine.ledger import record as R
+
+    led = open_ledger(ledger_url)
+    runs = []
+    for i in range(3):
+        data = make_sample(tmp_path / f"one{i}.csv", firms=1, seed=i, years="2023")
+        runs.append((data, ruleengine.rate("huzhou", data)))
+    led.record("huzhou", *runs[0])  # run 1, alone
+    rows = R.append_many(led.engine, [R.prepare("huzhou", res.plan, data, res) for data, res in runs])
+    assert [r["id"] for r in rows] == [2, 3, 4]
+    assert [r["prev_hash"] for r in rows[1:]] == [r["run_hash"] for r in rows[:-1]]
+    assert [r["n_ratings"] for r in rows] == [1, 1, 1]
+    firm = runs[2][1]["firm_id"][0]
+    rated = [(rid, res) for rid, (_, res) in zip([1, 2, 3, 4], [runs[0], *runs], strict=True)]
+    want = [(rid, res["rating"][0]) for rid, res in rated if res["firm_id"][0] == firm]
+    assert (4, runs[2][1]["rating"][0]) in want
+    assert [(h["run_id"], h["rating"]) for h in led.history(firm)] == want
+    bad = [R.prepare("huzhou", res.plan, data, res) for data, res in runs]
+    bad[1] = R.prepare("huzhou", runs[1][1].plan, runs[1][0], runs[1][1], supersedes=99, reason="typo")
+    with pytest.raises(LedgerError, match="run 99 \\(to be superseded\\) is not in the ledger"):
+        R.append_many(led.engine, bad)
+    assert [r["id"] for r in led.runs()] == [1, 2, 3, 4]
+    rep = led.check()
+    assert rep.ok, rep.problems
+    assert rep.ratings == 1 + 3
     led.dispose()

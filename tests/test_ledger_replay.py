@@ -138,3 +138,32 @@ def test_messy_data_replays_identically(tmp_path):
         rep = led.replay(run["id"])
         assert rep.identical, rep.differences
     led.dispose()
+
+
+def test_small_text_columns_hash_to_the_same_bytes_as_the_vectorised_path(monkeypatch):
+    """canonical._text_bytes takes a plain-Python path up to SMALL_ROWS rows (a one-firm run);
+    its bytes must be those of the numpy/Arrow path: missing codes, null and repeated labels,
+    non-ASCII text, more than 8 distinct values (validity bytes)."""
+    import random
+
+    import numpy as np
+    import pyarrow as pa
+
+    from ruleengine.ledger import canonical as C
+
+    rnd = random.Random(7)
+    pool = ["", "A", "B", "é", "中文", "AAA", "b", None, "A", "x1", "x2", "x3", "x4", "x5", "x6"]
+    for _ in range(400):
+        labels = pa.array([rnd.choice(pool) for _ in range(rnd.randrange(0, 15))], pa.string())
+        n = rnd.randrange(1, C.SMALL_ROWS + 1)
+        codes = np.array([rnd.randrange(-1, len(labels)) if len(labels) else -1 for _ in range(n)], dtype=np.int64)
+        small = b"".join(bytes(x) for x in C._text_bytes(codes, labels))
+        monkeypatch.setattr(C, "SMALL_ROWS", 0)
+        vectorised = b"".join(bytes(x) for x in C._text_bytes(codes, labels))
+        monkeypatch.undo()
+        assert small == vectorised, (labels, codes)
+    # one hand-checked case: labels ['b', 'A'], rows b, A, missing -> sorted '' < 'A' < 'b'
+    got = b"".join(bytes(x) for x in C._text_bytes(np.array([0, 1, -1]), pa.array(["b", "A"])))
+    assert got == (
+        b"dict\x00string\x00\xe0" + np.array([0, 1, 1], "<i8").tobytes() + b"Ab" + np.array([2, 1, 0], "<i4").tobytes()
+    )

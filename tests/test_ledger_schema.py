@@ -42,7 +42,8 @@ def test_migrations_upgrade_and_downgrade(ledger_url):
     # trigger (UPDATE OR DELETE) and a TRUNCATE trigger per table
     assert len(_triggers(ledger_url)) == 8
     db.upgrade(engine)
-    assert db.current_revision(engine) == "0004" == db.HEAD  # 0003: the service tables; 0004: ledger_runs.format
+    # 0003: the service tables; 0004: ledger_runs.format; 0005: SQLite's firm index table
+    assert db.current_revision(engine) == "0005" == db.HEAD
     db.downgrade(engine, "0001")
     assert _triggers(ledger_url) == set()
     db.downgrade(engine, "base")
@@ -164,13 +165,15 @@ def test_migration_0004_round_trip_keeps_runs_and_refuses_to_drop_format_2(ledge
     if "postgresql" not in ledger_url:  # back to a rowid table, its triggers in place
         sql = raw_execute(ledger_url, "SELECT sql FROM sqlite_master WHERE name = 'ledger_ratings'")[0][0]
         assert "WITHOUT ROWID" not in sql
-        assert len({t for t in _triggers(ledger_url) if t.startswith("ledger_")}) == 8  # the service adds its own at 0003
+        assert (
+            len({t for t in _triggers(ledger_url) if t.startswith("ledger_")}) == 8
+        )  # the service adds its own at 0003
     db.upgrade(led.engine)
     assert raw_execute(ledger_url, "SELECT * FROM ledger_ratings ORDER BY run_id, seq") == before
     if "postgresql" not in ledger_url:
         sql = raw_execute(ledger_url, "SELECT sql FROM sqlite_master WHERE name = 'ledger_ratings'")[0][0]
         assert "WITHOUT ROWID" in sql
-        assert len({t for t in _triggers(ledger_url) if t.startswith("ledger_")}) == 8
+        assert len({t for t in _triggers(ledger_url) if t.startswith("ledger_")}) == 10  # + ledger_firm_index
     with pytest.raises(Exception, match="append-only"):
         raw_execute(ledger_url, "DELETE FROM ledger_ratings")
     assert led.check().ok and led.run(1)["format"] == 1
@@ -179,5 +182,43 @@ def test_migration_0004_round_trip_keeps_runs_and_refuses_to_drop_format_2(ledge
     assert run["format"] == 2
     with pytest.raises(LedgerError, match="cannot downgrade the ledger below 0004: 1 run"):
         db.downgrade(led.engine, "0003")
-    assert db.current_revision(led.engine) == "0004" and led.check().ok
+    assert db.current_revision(led.engine) == db.HEAD and led.check().ok  # nothing was downgraded
+    led.dispose()
+
+
+def test_migration_0005_moves_the_firm_index_into_its_own_table_and_back(ledger_url, tmp_path):
+    """SQLite: down to 0004 the secondary index on ledger_ratings(firm_id, year) comes back and
+    ledger_firm_index goes; up again, the table is filled from the ratings, history reads it and
+    check holds. PostgreSQL: 0005 changes nothing (the B-tree index stays)."""
+    data = make_sample(tmp_path / "firms.csv", firms=4)
+    res = ruleengine.rate("huzhou", data)
+    led = open_ledger(ledger_url)
+    led.record("huzhou", data, res)
+    led.record("huzhou", data, res)
+    firm = res["firm_id"][3]
+    want = [(2022, 1), (2022, 2), (2023, 1), (2023, 2)]
+    assert [(h["year"], h["run_id"]) for h in led.history(firm)] == want
+    sqlite = "postgresql" not in ledger_url
+    index_rows = "SELECT firm_id, run_id, seq FROM ledger_firm_index ORDER BY firm_id, run_id, seq"
+    rating_rows = "SELECT firm_id, run_id, seq FROM ledger_ratings"
+    if sqlite:
+        assert raw_execute(ledger_url, index_rows) == sorted(raw_execute(ledger_url, rating_rows))
+        assert len(raw_execute(ledger_url, index_rows)) == 16
+    db.downgrade(led.engine, "0004")
+    assert "ledger_firm_index" not in _tables(ledger_url)
+    ix = (
+        "SELECT name FROM sqlite_master WHERE name = 'ix_ledger_ratings_firm'"
+        if sqlite
+        else "SELECT indexname FROM pg_indexes WHERE indexname = 'ix_ledger_ratings_firm'"
+    )
+    assert raw_execute(ledger_url, ix) == [("ix_ledger_ratings_firm",)]
+    db.upgrade(led.engine)
+    assert raw_execute(ledger_url, ix) == ([] if sqlite else [("ix_ledger_ratings_firm",)])
+    if sqlite:
+        assert raw_execute(ledger_url, index_rows) == sorted(raw_execute(ledger_url, rating_rows))
+        with pytest.raises(Exception, match="append-only"):
+            raw_execute(ledger_url, "DELETE FROM ledger_firm_index")
+    assert [(h["year"], h["run_id"]) for h in led.history(firm)] == want
+    assert [r["seq"] for r in led.ratings(2, firm)] == [i for i, f in enumerate(res["firm_id"]) if f == firm]
+    assert led.check().ok
     led.dispose()

@@ -211,6 +211,9 @@ def _text_bytes(codes: Any, labels: Any) -> Iterator[Any]:
     labels = plain(labels)
     if labels.null_count:
         labels = pc.fill_null(labels, "")
+    if 0 < len(codes) <= SMALL_ROWS:
+        yield from _text_bytes_small(np.asarray(codes), labels)
+        return
     n_lab = len(labels)
     lab = pa.concat_arrays([labels, pa.array([""], pa.string())])  # index n_lab: a missing code
     c = np.where(codes < 0, n_lab, codes).astype(np.int64, copy=False)
@@ -229,6 +232,31 @@ def _text_bytes(codes: Any, labels: Any) -> Iterator[Any]:
     yield b"dict\x00"
     yield from column_bytes(srt.filter(pa.array(first)))
     yield np.ascontiguousarray(mapping[c].astype("<i4", copy=False))
+
+
+SMALL_ROWS = 64  # up to this many rows, text columns are hashed by the plain-Python path below
+
+
+def _text_bytes_small(codes: Any, labels: Any) -> Iterator[Any]:
+    """:func:`_text_bytes` for a few rows (a one-firm run: ~100 text columns of one row, where
+    numpy/Arrow call overhead dominates), in plain Python; the same bytes (a test compares them)."""
+    import struct
+
+    n_lab = len(labels)
+    idx = [int(c) for c in codes]
+    import pyarrow as pa
+
+    picked = labels.take(pa.array([c for c in idx if 0 <= c < n_lab], pa.int64())).to_pylist() if n_lab else []
+    it = iter(picked)
+    vals = [next(it).encode() if 0 <= c < n_lab else b"" for c in idx]
+    distinct = sorted(set(vals))
+    rank = {v: i for i, v in enumerate(distinct)}
+    m = len(distinct)
+    yield b"dict\x00"
+    yield b"string\x00" + bytes([0xFF] * (m // 8)) + (bytes([(0xFF << (8 - m % 8)) & 0xFF]) if m % 8 else b"")
+    yield struct.pack(f"<{m}q", *(len(v) for v in distinct))
+    yield b"".join(distinct)
+    yield struct.pack(f"<{len(vals)}i", *(rank[v] for v in vals))
 
 
 def _results_digest_v1(results: Any, alg: str) -> str:

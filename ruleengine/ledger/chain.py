@@ -5,7 +5,8 @@ Links, in chain order: each run's ``prev_hash`` must be the previous run's ``run
 2 … without a gap, ``n_ratings`` of them) must match their row fingerprints (names the edited row)
 and hash, block by block, to the stored block hashes, which hash to the header's
 ``ratings_root``. Every blob must hash to its digest, and every
-digest a run names must be there.
+digest a run names must be there. On SQLite the firm index table (derived, not hashed) must match
+the ratings row for row.
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ def check(engine: Any, limit: int = 20) -> CheckReport:
         ).all()
         for run_id, count in orphans:
             rep.problems.append(f"ratings of run {run_id}: {count} rows belong to no run (the run was removed)")
+        if conn.dialect.name == "sqlite":
+            _check_firm_index(conn, rep)
         # blobs: each hashes to its digest; each digest a run names is present
         present: set[str] = set()
         for b in conn.execution_options(stream_results=True).execute(sa.select(S.blobs)):
@@ -187,4 +190,32 @@ def _check_ratings(conn: Any, r: dict[str, Any], rep: CheckReport) -> None:
     elif f"{alg}:{root.digest().hex()}" != r["ratings_root"]:
         rep.problems.append(
             f"run {rid}: its ratings do not hash to the header's ratings_root (rows changed or re-hashed)"
+        )
+
+
+def _check_firm_index(conn: Any, rep: CheckReport) -> None:
+    """SQLite: every rating has its ``ledger_firm_index`` row (same firm) and no index row points
+    elsewhere — the index is derived data, not hashed, but an edited one would mislead ``history``."""
+    import sqlalchemy as sa
+
+    fi, r = S.firm_index, S.ratings
+    unindexed = conn.execute(
+        sa.select(r.c.run_id, r.c.seq, r.c.firm_id)
+        .where(~sa.exists().where(fi.c.firm_id == r.c.firm_id, fi.c.run_id == r.c.run_id, fi.c.seq == r.c.seq))
+        .limit(1)
+    ).first()
+    if unindexed is not None:
+        rep.problems.append(
+            f"firm index: rating #{unindexed.seq} of run {unindexed.run_id} (firm {unindexed.firm_id}) has no "
+            "ledger_firm_index row (history would miss it)"
+        )
+    stray = conn.execute(
+        sa.select(fi.c.run_id, fi.c.seq, fi.c.firm_id)
+        .where(~sa.exists().where(r.c.run_id == fi.c.run_id, r.c.seq == fi.c.seq, r.c.firm_id == fi.c.firm_id))
+        .limit(1)
+    ).first()
+    if stray is not None:
+        rep.problems.append(
+            f"firm index: ledger_firm_index row (firm {stray.firm_id}, run {stray.run_id}, #{stray.seq}) "
+            "matches no rating (the index was edited)"
         )

@@ -5,7 +5,8 @@ firm-year: the firm's own input row (``input_fp``), the rulebook (``rulebook_has
 id and version), the benchmark tables (``benchmarks_hash``) and the engine version. A rating that
 changed is put down to whichever of those changed (data, method, benchmarks, engine); a rating
 that changed with none of them changed is reported as unexplained (it cannot happen unless the
-engine is not deterministic). Served by the index on (firm_id, year).
+engine is not deterministic). Served by the firm index: the table ``ledger_firm_index`` on SQLite,
+the index on ``ledger_ratings(firm_id, year)`` on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -39,9 +40,13 @@ def history(engine: Any, firm_id: str) -> list[dict[str, Any]]:
             u.c.reason,
         )
         .join(u, u.c.id == r.c.run_id)
-        .where(r.c.firm_id == firm_id)
         .order_by(r.c.year, r.c.run_id, r.c.seq)
     )
+    if engine.dialect.name == "sqlite":  # the firm index table (migration 0005), then ratings by key
+        fi = S.firm_index
+        q = q.join(fi, (fi.c.run_id == r.c.run_id) & (fi.c.seq == r.c.seq)).where(fi.c.firm_id == firm_id)
+    else:  # the B-tree index on ledger_ratings(firm_id, year)
+        q = q.where(r.c.firm_id == firm_id)
     with translate_errors(engine), engine.connect() as conn:
         rows = [dict(x._mapping) for x in conn.execute(q)]
         if not rows:

@@ -38,6 +38,9 @@ def ratings(engine: Any, run_id: int, firm_id: str | None = None) -> list[dict[s
     q = sa.select(S.ratings).where(S.ratings.c.run_id == run_id)
     if firm_id is not None:
         q = q.where(S.ratings.c.firm_id == firm_id)
+        if engine.dialect.name == "sqlite":  # the firm's seqs from the firm index (migration 0005)
+            fi = S.firm_index
+            q = q.where(S.ratings.c.seq.in_(sa.select(fi.c.seq).where(fi.c.firm_id == firm_id, fi.c.run_id == run_id)))
     with translate_errors(engine), engine.connect() as conn:
         return [dict(r._mapping) for r in conn.execute(q.order_by(S.ratings.c.seq))]
 

@@ -1,6 +1,6 @@
 """The ledger's tables as SQLAlchemy Core metadata (the migrations in ``migrations/`` create them).
 
-Four tables, all append-only (database triggers refuse UPDATE and DELETE, see migration 0002):
+Four tables (five on SQLite), all append-only (database triggers refuse UPDATE and DELETE, see migration 0002):
 
 ``ledger_blobs``
     Content-addressed bytes: ``digest`` (``sha256:<hex>`` or ``sm3:<hex>`` of the uncompressed
@@ -16,6 +16,12 @@ Four tables, all append-only (database triggers refuse UPDATE and DELETE, see mi
     One row per firm-year rated: ``seq`` (row in the run), firm, year, primary rating, status,
     ``input_fp`` (64-bit fingerprint of the firm-year's input row) and ``fp`` (64-bit fingerprint
     of all those fields). Fingerprints are not cryptographic: they say which row changed.
+``ledger_firm_index`` (SQLite only, migration 0005)
+    ``(firm_id, run_id, seq)`` of every rating, a ``WITHOUT ROWID`` table clustered on all three:
+    what ``history FIRM`` looks a firm up in (then the ratings by their primary key). Filled by
+    each run sorted by firm (in key order); on PostgreSQL the B-tree index
+    ``ix_ledger_ratings_firm`` on ``ledger_ratings(firm_id, year)`` does this job. Derived data,
+    not hashed: ``ledger check`` compares it with the ratings.
 ``ledger_blocks``
     The ratings of a run in blocks of 4096 rows, each with the SHA-256/SM3 ``hash`` of the block's
     canonical bytes; the run header's ``ratings_root`` is the hash of the block hashes.
@@ -85,7 +91,16 @@ ratings = sa.Table(
     sa.Column("fp", sa.BigInteger, nullable=False),
     sqlite_with_rowid=False,  # SQLite: clustered on (run_id, seq), migration 0004
 )
-sa.Index("ix_ledger_ratings_firm", ratings.c.firm_id, ratings.c.year)
+sa.Index("ix_ledger_ratings_firm", ratings.c.firm_id, ratings.c.year)  # PostgreSQL (SQLite: firm_index)
+
+firm_index = sa.Table(  # SQLite only (migration 0005)
+    "ledger_firm_index",
+    metadata,
+    sa.Column("firm_id", sa.String(200), primary_key=True),
+    sa.Column("run_id", sa.Integer, primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True),
+    sqlite_with_rowid=False,
+)
 
 blocks = sa.Table(
     "ledger_blocks",
