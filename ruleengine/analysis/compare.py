@@ -122,7 +122,7 @@ def _common(method: Method, scale: Plan) -> np.ndarray:
         mapped = labels
     else:
         cw = scale.crosswalk[method.id]
-        mapped = np.array([cw["map"].get(x, "") for x in labels.tolist()], dtype=object)
+        mapped = labels.map(cw["map"], "")
     return np.where(mapped == "", "unrated", mapped)
 
 
@@ -203,7 +203,7 @@ def run(books: list[Any], data: Any, top: int = 10, engine: Engine | None = None
     n = len(methods[0].results)
     firm = methods[0].results["firm_id"]
     year = methods[0].results["year"]
-    names = methods[0].results.columns["firm_name"].tolist() if "firm_name" in methods[0].results.columns else None
+    names = methods[0].results.columns.get("firm_name")
     out: dict[str, Any] = {"firm_years": n, "methods": [], "pairs": [], "crosswalk": None}
     for m in methods:
         out["methods"].append(
@@ -249,7 +249,7 @@ def run(books: list[Any], data: Any, top: int = 10, engine: Engine | None = None
         pair["largest_differences"] = [
             {
                 "firm_id": str(firm[i]),
-                "firm_name": names[i] if names else "",
+                "firm_name": names[i] if names is not None and len(names) else "",
                 "year": int(year[i]),
                 f"{m1.id}_rating": str(m1.results["rating"][i]),
                 f"{m2.id}_rating": str(m2.results["rating"][i]),
