@@ -198,7 +198,10 @@ def run(books: list[Any], data: Any, top: int = 10, engine: Engine | None = None
         pipeline.require_rulebook(plan)
     # the data is read once for every method (in memory), or partitioned once (on an engine)
     with Portfolio(plans, data, engine, pipeline.CONTEXT_COLUMNS) as portfolio:
-        rated = [portfolio.rated(p, functools.partial(compare_view, names=i == 0)) for i, p in enumerate(plans)]
+        rated = []
+        for i, p in enumerate(plans):
+            rated.append(portfolio.rated(p, functools.partial(compare_view, names=i == 0)))
+            portfolio.keep_for(plans[i + 1 :])  # the columns only methods already rated read go
     methods = [Method(p, r) for p, r in zip(plans, rated, strict=True)]
     n = len(methods[0].results)
     firm = methods[0].results["firm_id"]
@@ -245,7 +248,8 @@ def run(books: list[Any], data: Any, top: int = 10, engine: Engine | None = None
             both = (c1 != "unrated") & (c2 != "unrated")
             pair["same_common_grade"] = float(np.mean(c1[both] == c2[both])) if both.any() else float("nan")
         gap = pct[m2.id] - pct[m1.id]
-        order = [i for i in np.argsort(-np.abs(np.nan_to_num(gap)), kind="stable").tolist() if ok[i]][:top]
+        ranked = np.argsort(-np.abs(np.nan_to_num(gap)), kind="stable")
+        order = ranked[ok[ranked]][:top].tolist()
         pair["largest_differences"] = [
             {
                 "firm_id": str(firm[i]),

@@ -227,9 +227,10 @@ def impact_view(
 
 
 def compare_view(plan: Plan, results: Results, raw: RawTable, *, names: bool = False) -> Any:
-    """What ``compare`` reads of a method: firm, year, rating, status, the rating's value, the
+    """What ``compare`` reads of a method: year, rating, status, the rating's value, the
     boundary categories' CO2, the emissions, the peer group of every benchmark; with ``names``
-    (the first method) the firm names as read."""
+    (the first method) the firm ids and the firm names as read (the rows are in input order for
+    every method, so the other methods' ids would be the same)."""
     import pyarrow as pa
 
     from ..io.data import text_values
@@ -239,7 +240,6 @@ def compare_view(plan: Plan, results: Results, raw: RawTable, *, names: bool = F
     ev = results.evaluation
     assert ev is not None
     cols: dict[str, Any] = {
-        "firm_id": _text(results["firm_id"]),
         "year": pa.array(results["year"], pa.int64()),
         "rating": _text(results["rating"]),
         "status": _text(results["status"]),
@@ -251,6 +251,8 @@ def compare_view(plan: Plan, results: Results, raw: RawTable, *, names: bool = F
             cols[var] = _numbers(results[var], n)
     for bm in plan.benchmarks:
         cols[f"{bm}_group"] = _text(results[f"{bm}_group"])
+    if names:
+        cols["firm_id"] = _text(results["firm_id"])
     if names and "firm_name" in raw.columns:
         cols["firm_name"] = _text(text_values(raw.columns["firm_name"], raw.n))
     return pa.table(cols)
@@ -287,15 +289,42 @@ class Portfolio:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.raw = None
         if self._stack is not None:
             self._stack.close()
+        _release()
 
     def rated(self, plan: Plan, view: View) -> Rated:
         """``plan``'s view of every firm-year, in input order."""
         if self._session is not None:
             return Rated.of(plan, self._session.view(plan, view))
         assert self.raw is not None
-        return Rated.of(plan, _view_in_chunks(plan, self.raw, view, CHUNK_ROWS))
+        table = _view_in_chunks(plan, self.raw, view, CHUNK_ROWS)
+        out = Rated.of(plan, table)
+        del table
+        _release()
+        return out
+
+    def keep_for(self, plans: Sequence[Plan]) -> None:
+        """Only ``plans`` are rated from now on (without reading the context columns again): in
+        memory, release every column as read that none of them takes as an input (issue #11.4)."""
+        if self.raw is None:
+            return
+        from dataclasses import replace
+
+        keep = {"firm_id", "year", "region"}
+        for plan in plans:
+            keep.update(plan.inputs)
+        cols = {k: v for k, v in self.raw.columns.items() if k in keep}
+        if len(cols) < len(self.raw.columns):
+            self.raw = replace(self.raw, columns=cols)
+            _release()
+
+
+def _release() -> None:
+    from ..pipeline import release_memory
+
+    release_memory()
 
 
 CHUNK_ROWS = 250_000  # in memory, a portfolio larger than this is rated in firm-complete chunks
@@ -330,11 +359,18 @@ def _view_in_chunks(plan: Plan, raw: RawTable, view: View, chunk_rows: int) -> A
         return view(plan, pipeline.rate(plan, None, raw=raw), raw)
     tables: dict[str, Any] = {}
     for _ in range(benchmark_passes(plan)):
-        tables.update(tables_of(plan, [partials_of(plan, prepare(plan, take_raw(raw, r), r), tables) for r in chunks]))
+        parts = []
+        for r in chunks:  # memory freed after each chunk, not after the pass (issue #11.4)
+            parts.append(partials_of(plan, prepare(plan, take_raw(raw, r), r), tables))
+            _release()
+        tables.update(tables_of(plan, parts))
+        del parts
     pieces = []
     for rows in chunks:
         sub = take_raw(raw, rows)
         pieces.append(view(plan, final_of(plan, prepare(plan, sub, rows), tables), sub))
+        del sub
+        _release()
     order = np.argsort(np.concatenate(chunks), kind="stable")
     return pa.concat_tables(pieces).take(pa.array(order))
 
