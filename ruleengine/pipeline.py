@@ -250,7 +250,7 @@ def rate_with_context(
     return results
 
 
-def _take_text(col: Any, rows: np.ndarray, n: int) -> list[str]:
+def _take_text(col: Any, rows: Any, n: int) -> list[str]:
     """A column as read, at ``rows`` only, as text ('' for missing cells; io.data.text_values)."""
     from .io.data import text_values
 

@@ -68,10 +68,10 @@ class Text:
             return self.labels[self.codes[i]]
         return Text(self.codes[i], self.labels)
 
-    def __eq__(self, other: object) -> Any:  # type: ignore[override]
+    def __eq__(self, other: object) -> Any:
         return (self.labels == other)[self.codes]
 
-    def __ne__(self, other: object) -> Any:  # type: ignore[override]
+    def __ne__(self, other: object) -> Any:
         return (self.labels != other)[self.codes]
 
     __hash__ = None  # type: ignore[assignment]
@@ -128,7 +128,8 @@ class Rated:
         col = self.columns["rating"]
         if isinstance(col, Text):  # one count per distinct label, from the codes
             counts: Counter[Any] = Counter()
-            for label, k in zip(col.labels.tolist(), np.bincount(col.codes, minlength=len(col.labels)).tolist(), strict=True):
+            per_code = np.bincount(col.codes, minlength=len(col.labels)).tolist()
+            for label, k in zip(col.labels.tolist(), per_code, strict=True):
                 counts[label] += k
         else:
             counts = Counter(col.tolist())
