@@ -158,7 +158,9 @@ def explain(
         if isinstance(benchmarks, str | Path):
             file = str(benchmarks)
             benchmarks = load_benchmarks(benchmarks, plan)
-        results = rate_with_context(plan, data, benchmarks=benchmarks, any_jurisdiction=any_jurisdiction)
+        results = rate_with_context(
+            plan, data, benchmarks=benchmarks, any_jurisdiction=any_jurisdiction, firm=str(firm_id)
+        )
         if file is not None:
             _note_missing_years(results, benchmarks or {}, file)
     from .analysis.trace import explain_firm

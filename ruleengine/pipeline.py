@@ -208,18 +208,93 @@ def rate_with_context(
     mapping: Any = None,
     read_options: Any = None,
     any_jurisdiction: bool = False,
+    firm: str | None = None,
 ) -> Results:
     """:func:`rate`, keeping the context columns (:func:`context_names`) the data has, as text,
-    in ``results.context`` (for explanations: the firm's name, city, size, inputs' provenance)."""
-    from .io.data import text_values
+    in ``results.context`` (for explanations: the firm's name, city, size, inputs' provenance).
+
+    ``firm``: only that firm's rows (every year, as :meth:`Results.find` matches it) get their
+    context as text (:class:`~ruleengine.engine.results.RowText`); every row is still rated, so
+    that the benchmarks are the whole portfolio's. The data as read is released as it is typed
+    (issue #11.4: no row's context as a Python string but the explained firm's)."""
+    import numpy as np
+
+    from .io.data import RawTable, text_values
 
     raw = read(data, [plan], context_names(plan), mapping=mapping, read_options=read_options)
     extra = [c for c in raw.columns if c not in plan.inputs]
-    context = {c: text_values(raw.columns[c], raw.n) for c in extra}
-    results = rate(plan, None, benchmarks=benchmarks, raw=raw, any_jurisdiction=any_jurisdiction)
+    if firm is None:
+        context: dict[str, Any] = {c: text_values(raw.columns[c], raw.n) for c in extra}
+        results = rate(plan, None, benchmarks=benchmarks, raw=raw, any_jurisdiction=any_jurisdiction)
+    else:
+        from .engine.results import RowText
+
+        require_rulebook(plan)
+        as_read = {c: raw.columns[c] for c in extra}  # Arrow columns, until the firm's rows are known
+        n = raw.n
+        batch = prepare(plan, raw, consume=not isinstance(data, RawTable), any_jurisdiction=any_jurisdiction)
+        del raw
+        results = evaluate_batch(plan, batch, benchmarks)
+        rows = np.asarray(results.find(firm), dtype=np.int64)
+        codes = results.batch.firm_codes if results.batch is not None else None
+        if len(rows) and codes is not None and len(codes) == n:
+            firm_codes = codes[rows]
+            rows = np.union1d(rows, np.flatnonzero(np.isin(codes, firm_codes[firm_codes >= 0])))
+        context = {c: RowText(rows, _take_text(col, rows, n)) for c, col in as_read.items()}
+        del as_read
+        if results.batch is not None and results.batch.n == n:
+            results.context = context
+        return results
     if results.batch is not None and results.batch.n == raw.n:
         results.context = context
     return results
+
+
+def _take_text(col: Any, rows: Any, n: int) -> list[str]:
+    """A column as read, at ``rows`` only, as text ('' for missing cells; io.data.text_values)."""
+    from .io.data import text_values
+
+    if "pyarrow" in sys.modules and isinstance(col, sys.modules["pyarrow"].Array | sys.modules["pyarrow"].ChunkedArray):
+        import pyarrow as pa
+
+        return text_values(col.take(pa.array(rows, pa.int64())), len(rows))
+    values = text_values(col, n)
+    return [values[j] for j in rows.tolist()]
+
+
+def release_memory() -> None:
+    """Hand memory freed by a big step (one chunk's or one method's rating) back to the system:
+    objects in reference cycles (an evaluation's frames), the pages Arrow's allocator keeps for
+    reuse, and — with glibc — the free pages of the C heap, where numpy's arrays of a chunk's
+    size end up (glibc raises its mmap threshold after the first free, so they fragment the heap
+    and the process keeps them: 1.2 GB of 2.5 GB at 2M rows in compare; issue #11.4)."""
+    import gc
+
+    gc.collect()
+    if "pyarrow" in sys.modules:
+        sys.modules["pyarrow"].default_memory_pool().release_unused()
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+_TRIM: list[Any] = []
+
+
+def _malloc_trim() -> Any:
+    """glibc's ``malloc_trim``, or None (another C library, another system)."""
+    if not _TRIM:
+        fn = None
+        if sys.platform.startswith("linux"):
+            import ctypes
+
+            try:
+                fn = ctypes.CDLL(None).malloc_trim
+                fn.argtypes, fn.restype = [ctypes.c_size_t], ctypes.c_int
+            except (OSError, AttributeError):
+                fn = None
+        _TRIM.append(fn)
+    return _TRIM[0]
 
 
 def rate_many(

@@ -122,7 +122,7 @@ def _common(method: Method, scale: Plan) -> np.ndarray:
         mapped = labels
     else:
         cw = scale.crosswalk[method.id]
-        mapped = np.array([cw["map"].get(x, "") for x in labels.tolist()], dtype=object)
+        mapped = labels.map(cw["map"], "")
     return np.where(mapped == "", "unrated", mapped)
 
 
@@ -198,12 +198,15 @@ def run(books: list[Any], data: Any, top: int = 10, engine: Engine | None = None
         pipeline.require_rulebook(plan)
     # the data is read once for every method (in memory), or partitioned once (on an engine)
     with Portfolio(plans, data, engine, pipeline.CONTEXT_COLUMNS) as portfolio:
-        rated = [portfolio.rated(p, functools.partial(compare_view, names=i == 0)) for i, p in enumerate(plans)]
+        rated = []
+        for i, p in enumerate(plans):
+            rated.append(portfolio.rated(p, functools.partial(compare_view, names=i == 0)))
+            portfolio.keep_for(plans[i + 1 :])  # the columns only methods already rated read go
     methods = [Method(p, r) for p, r in zip(plans, rated, strict=True)]
     n = len(methods[0].results)
     firm = methods[0].results["firm_id"]
     year = methods[0].results["year"]
-    names = methods[0].results.columns["firm_name"].tolist() if "firm_name" in methods[0].results.columns else None
+    names = methods[0].results.columns.get("firm_name")
     out: dict[str, Any] = {"firm_years": n, "methods": [], "pairs": [], "crosswalk": None}
     for m in methods:
         out["methods"].append(
@@ -245,11 +248,12 @@ def run(books: list[Any], data: Any, top: int = 10, engine: Engine | None = None
             both = (c1 != "unrated") & (c2 != "unrated")
             pair["same_common_grade"] = float(np.mean(c1[both] == c2[both])) if both.any() else float("nan")
         gap = pct[m2.id] - pct[m1.id]
-        order = [i for i in np.argsort(-np.abs(np.nan_to_num(gap)), kind="stable").tolist() if ok[i]][:top]
+        ranked = np.argsort(-np.abs(np.nan_to_num(gap)), kind="stable")
+        order = ranked[ok[ranked]][:top].tolist()
         pair["largest_differences"] = [
             {
                 "firm_id": str(firm[i]),
-                "firm_name": names[i] if names else "",
+                "firm_name": names[i] if names is not None and len(names) else "",
                 "year": int(year[i]),
                 f"{m1.id}_rating": str(m1.results["rating"][i]),
                 f"{m2.id}_rating": str(m2.results["rating"][i]),

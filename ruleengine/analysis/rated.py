@@ -32,34 +32,107 @@ View = Callable[["Plan", "Results", "RawTable"], Any]
 SCORE = "__score"  # the primary rating's value (before banding), e.g. K or a points total
 
 
-class Rated:
-    """Named columns (numpy arrays) of every firm-year rated with ``plan``, in input order."""
+class Text:
+    """A text column, dictionary-encoded: ``codes`` (int32, one per row) into ``labels`` (the few
+    distinct strings, an object array; a missing cell is ``None``). 4 bytes a row instead of a
+    Python string per row (issue #11.4). Reads like an object array of str: ``col[i]`` is a str,
+    ``col == "x"`` a boolean array, ``np.asarray(col)`` / ``tolist()`` give the labels (shared
+    objects, one per distinct value, not one per row)."""
 
-    def __init__(self, plan: Plan, columns: dict[str, np.ndarray]):
+    __slots__ = ("codes", "labels")
+
+    def __init__(self, codes: np.ndarray, labels: np.ndarray):
+        self.codes = codes
+        self.labels = labels
+
+    @classmethod
+    def of(cls, col: Any) -> Text:
+        """From a pyarrow string (or dictionary) array or chunked array."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if isinstance(col, pa.ChunkedArray):
+            col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+        enc = col if pa.types.is_dictionary(col.type) else pc.dictionary_encode(col)
+        labels = np.empty(len(enc.dictionary) + 1, dtype=object)
+        labels[:-1] = enc.dictionary.to_pylist()
+        labels[-1] = None  # a missing cell (as to_numpy gives it)
+        codes = enc.indices.fill_null(len(enc.dictionary)).to_numpy(zero_copy_only=False)
+        return cls(np.asarray(codes, dtype=np.int32), labels)
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, int | np.integer):
+            return self.labels[self.codes[i]]
+        return Text(self.codes[i], self.labels)
+
+    def __eq__(self, other: object) -> Any:
+        return (self.labels == other)[self.codes]
+
+    def __ne__(self, other: object) -> Any:
+        return (self.labels != other)[self.codes]
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = self.labels[self.codes]
+        return out if dtype is None else out.astype(dtype)
+
+    def tolist(self) -> list[Any]:
+        return self.labels[self.codes].tolist()
+
+    def map(self, table: dict[Any, Any], default: Any = "") -> np.ndarray:
+        """Each row's label through ``table`` (one look-up per distinct label), an object array."""
+        out = np.empty(len(self.labels), dtype=object)
+        out[:] = [table.get(x, default) for x in self.labels.tolist()]
+        return out[self.codes]
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.codes.nbytes)
+
+
+class Rated:
+    """Named columns of every firm-year rated with ``plan``, in input order: numbers as numpy
+    arrays, text as :class:`Text` (dictionary codes)."""
+
+    def __init__(self, plan: Plan, columns: dict[str, Any]):
         self.plan = plan
         self.columns = columns
 
     @classmethod
     def of(cls, plan: Plan, table: Any) -> Rated:
-        """From a view's pyarrow Table: text as object arrays of str, numbers as float64/int64."""
-        cols: dict[str, np.ndarray] = {}
+        """From a view's pyarrow Table: text as :class:`Text`, numbers as float64/int64."""
+        import pyarrow as pa
+
+        cols: dict[str, Any] = {}
         for name in table.column_names:
             col = table.column(name)
-            arr = col.to_numpy() if col.num_chunks != 1 else col.chunk(0).to_numpy(zero_copy_only=False)
-            if arr.dtype != object:
-                arr = np.array(arr, copy=True)
-            cols[name] = arr
+            if pa.types.is_string(col.type) or pa.types.is_large_string(col.type) or pa.types.is_dictionary(col.type):
+                cols[name] = Text.of(col)
+            else:
+                arr = col.to_numpy() if col.num_chunks != 1 else col.chunk(0).to_numpy(zero_copy_only=False)
+                cols[name] = np.array(arr, copy=True)
         return cls(plan, cols)
 
     def __len__(self) -> int:
         return len(self.columns["year"])
 
-    def __getitem__(self, name: str) -> np.ndarray:
+    def __getitem__(self, name: str) -> Any:
         return self.columns[name]
 
     def distribution(self) -> list[tuple[str, int]]:
         """Counts per level of the primary rating, best first, then 'unrated' (as Results.distribution)."""
-        counts = Counter(self.columns["rating"].tolist())
+        col = self.columns["rating"]
+        if isinstance(col, Text):  # one count per distinct label, from the codes
+            counts: Counter[Any] = Counter()
+            per_code = np.bincount(col.codes, minlength=len(col.labels)).tolist()
+            for label, k in zip(col.labels.tolist(), per_code, strict=True):
+                counts[label] += k
+        else:
+            counts = Counter(col.tolist())
         out = [(lv, counts.get(lv, 0)) for lv in self.plan.ratings[self.plan.primary].best_first()]
         if counts.get("", 0):
             out.append(("unrated", counts[""]))
@@ -155,9 +228,10 @@ def impact_view(
 
 
 def compare_view(plan: Plan, results: Results, raw: RawTable, *, names: bool = False) -> Any:
-    """What ``compare`` reads of a method: firm, year, rating, status, the rating's value, the
+    """What ``compare`` reads of a method: year, rating, status, the rating's value, the
     boundary categories' CO2, the emissions, the peer group of every benchmark; with ``names``
-    (the first method) the firm names as read."""
+    (the first method) the firm ids and the firm names as read (the rows are in input order for
+    every method, so the other methods' ids would be the same)."""
     import pyarrow as pa
 
     from ..io.data import text_values
@@ -167,7 +241,6 @@ def compare_view(plan: Plan, results: Results, raw: RawTable, *, names: bool = F
     ev = results.evaluation
     assert ev is not None
     cols: dict[str, Any] = {
-        "firm_id": _text(results["firm_id"]),
         "year": pa.array(results["year"], pa.int64()),
         "rating": _text(results["rating"]),
         "status": _text(results["status"]),
@@ -179,6 +252,8 @@ def compare_view(plan: Plan, results: Results, raw: RawTable, *, names: bool = F
             cols[var] = _numbers(results[var], n)
     for bm in plan.benchmarks:
         cols[f"{bm}_group"] = _text(results[f"{bm}_group"])
+    if names:
+        cols["firm_id"] = _text(results["firm_id"])
     if names and "firm_name" in raw.columns:
         cols["firm_name"] = _text(text_values(raw.columns["firm_name"], raw.n))
     return pa.table(cols)
@@ -215,15 +290,42 @@ class Portfolio:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.raw = None
         if self._stack is not None:
             self._stack.close()
+        _release()
 
     def rated(self, plan: Plan, view: View) -> Rated:
         """``plan``'s view of every firm-year, in input order."""
         if self._session is not None:
             return Rated.of(plan, self._session.view(plan, view))
         assert self.raw is not None
-        return Rated.of(plan, _view_in_chunks(plan, self.raw, view, CHUNK_ROWS))
+        table = _view_in_chunks(plan, self.raw, view, CHUNK_ROWS)
+        out = Rated.of(plan, table)
+        del table
+        _release()
+        return out
+
+    def keep_for(self, plans: Sequence[Plan]) -> None:
+        """Only ``plans`` are rated from now on (without reading the context columns again): in
+        memory, release every column as read that none of them takes as an input (issue #11.4)."""
+        if self.raw is None:
+            return
+        from dataclasses import replace
+
+        keep = {"firm_id", "year", "region"}
+        for plan in plans:
+            keep.update(plan.inputs)
+        cols = {k: v for k, v in self.raw.columns.items() if k in keep}
+        if len(cols) < len(self.raw.columns):
+            self.raw = replace(self.raw, columns=cols)
+            _release()
+
+
+def _release() -> None:
+    from ..pipeline import release_memory
+
+    release_memory()
 
 
 CHUNK_ROWS = 250_000  # in memory, a portfolio larger than this is rated in firm-complete chunks
@@ -258,11 +360,18 @@ def _view_in_chunks(plan: Plan, raw: RawTable, view: View, chunk_rows: int) -> A
         return view(plan, pipeline.rate(plan, None, raw=raw), raw)
     tables: dict[str, Any] = {}
     for _ in range(benchmark_passes(plan)):
-        tables.update(tables_of(plan, [partials_of(plan, prepare(plan, take_raw(raw, r), r), tables) for r in chunks]))
+        parts = []
+        for r in chunks:  # memory freed after each chunk, not after the pass (issue #11.4)
+            parts.append(partials_of(plan, prepare(plan, take_raw(raw, r), r), tables))
+            _release()
+        tables.update(tables_of(plan, parts))
+        del parts
     pieces = []
     for rows in chunks:
         sub = take_raw(raw, rows)
         pieces.append(view(plan, final_of(plan, prepare(plan, sub, rows), tables), sub))
+        del sub
+        _release()
     order = np.argsort(np.concatenate(chunks), kind="stable")
     return pa.concat_tables(pieces).take(pa.array(order))
 

@@ -443,7 +443,7 @@ def trace_row(plan: Plan, results: Results, i: int, what_if: bool = True) -> Tra
         }
     identity = _identity(plan, context, value_of, i)
     lending: dict[str, Any] = {}
-    loan = _number(context.get("loan_amount_10k_cny", [""] * batch.n)[i])
+    loan = _number(context["loan_amount_10k_cny"][i] if "loan_amount_10k_cny" in context else "")
     if loan is not None and isinstance(incentive.get("rate_bp"), int | float):
         bp = float(incentive["rate_bp"])
         # loan (10^4 CNY) x 10^4 CNY x bp x 10^-4 = loan_10k x bp CNY a year
@@ -524,7 +524,7 @@ def _defaults_per_row(results: Results) -> Any:
     return of
 
 
-def _identity(plan: Plan, context: dict[str, list[str]], value_of: Any, i: int) -> dict[str, Any]:
+def _identity(plan: Plan, context: dict[str, Any], value_of: Any, i: int) -> dict[str, Any]:
     from ..io.identifiers import classification
 
     def get(name: str) -> Any:
@@ -549,7 +549,7 @@ def _identity(plan: Plan, context: dict[str, list[str]], value_of: Any, i: int) 
     }
 
 
-def _provenance(plan: Plan, context: dict[str, list[str]], value_of: Any, i: int) -> dict[str, dict[str, str]]:
+def _provenance(plan: Plan, context: dict[str, Any], value_of: Any, i: int) -> dict[str, dict[str, str]]:
     """Per input, the acquisition columns the data has for this row (``electricity_mwh_source``,
     ``_coverage``, ``_policy``, ...: io.data.PROVENANCE_SUFFIXES), as text; a rulebook that
     declares one of them as an input (a coverage threshold) gives its typed value."""

@@ -85,6 +85,30 @@ class Columns(MutableMapping[str, np.ndarray]):
         return len(self._order)
 
 
+class RowText:
+    """A context column kept for a few rows only (``explain`` of one firm, issue #11.4): the text
+    of each row of ``rows`` (their positions in the results). Indexing another row is an error,
+    never a silent blank: the explanation must only read the explained firm's rows."""
+
+    __slots__ = ("_at", "n")
+
+    def __init__(self, rows: np.ndarray, values: list[str]):
+        self._at = dict(zip(np.asarray(rows).tolist(), values, strict=True))
+        self.n = len(self._at)
+
+    def __getitem__(self, i: int) -> str:
+        try:
+            return self._at[int(i)]
+        except KeyError:
+            raise IndexError(f"context kept for {self.n} rows (the explained firm's); row {i} is not one") from None
+
+    def __len__(self) -> int:
+        return self.n
+
+    def rows(self) -> list[int]:
+        return sorted(self._at)
+
+
 @dataclass
 class Results:
     """Columns of equal length (float64 arrays, or object arrays of str) plus what was met on the way."""
@@ -98,7 +122,7 @@ class Results:
     # columns as read that the rulebook does not rate on (firm_name, city, size, an input's
     # acquisition provenance such as electricity_mwh_coverage), per row as text; set by
     # pipeline.rate_with_context for explanations, empty otherwise
-    context: dict[str, list[str]] = field(default_factory=dict)
+    context: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.columns["year"])
