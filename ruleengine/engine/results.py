@@ -468,7 +468,7 @@ def canonical_row_group(table: Any) -> Any:
             labels = col.dictionary
             distinct = len(labels) <= DICTIONARY_MAX_LABELS and len(pc.unique(labels)) == len(labels)
             if name not in PLAIN_TEXT and distinct:  # the used labels, sorted: no string per row touched
-                arrays.append(_sorted_dictionary(_ints(col.indices), labels, col))
+                arrays.append(_sorted_dictionary(_ints(col.indices, native=True), labels, col))
                 continue
             col = col.cast(t.value_type)
             text = True
@@ -506,20 +506,24 @@ def _sorted_dictionary(idx: np.ndarray, dictionary: Any, given: Any = None) -> A
         return given
     new = np.full(len(dictionary) + 1, -1, dtype=np.int32)
     new[used[order]] = np.arange(len(used), dtype=np.int32)
-    codes = new[idx]  # -1 (null) reads the trailing -1
+    codes = new[idx]  # -1 (null) reads the trailing -1; int32
     mask = codes < 0
-    indices = array(np.where(mask, 0, codes).astype(np.int32), mask if mask.any() else None)
+    indices = array(np.where(mask, 0, codes), mask) if mask.any() else array(codes)
     return pa.DictionaryArray.from_arrays(indices, labels.take(array(order)))
 
 
-def _ints(arr: Any) -> np.ndarray:
-    """An Arrow integer array as int64 numpy, nulls as -1 (read from its buffers: no pandas shim)."""
+def _ints(arr: Any, native: bool = False) -> np.ndarray:
+    """An Arrow integer array as int64 numpy, nulls as -1 (read from its buffers: no pandas shim).
+    ``native``: a signed array without nulls comes back as a read-only view of its buffer, in
+    its own width (no copy)."""
     if not len(arr):
         return np.zeros(0, dtype=np.int64)
     bufs = arr.buffers()
     width = arr.type.bit_width // 8
     kind = "u" if arr.type.id in _UINT_IDS else "i"
     raw = np.frombuffer(bufs[1], dtype=np.dtype(f"{kind}{width}"))[arr.offset : arr.offset + len(arr)]
+    if native and kind == "i" and not arr.null_count:
+        return raw
     out = raw.astype(np.int64)
     if arr.null_count:
         bits = np.unpackbits(np.frombuffer(bufs[0], dtype=np.uint8), bitorder="little")
