@@ -15,7 +15,6 @@ to the executors.
 from __future__ import annotations
 
 import functools
-import os
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -329,24 +328,10 @@ def _release() -> None:
     release_memory()
 
 
-RELEASE_ABOVE = 1 << 30  # bytes of resident memory above which a chunk's freed memory is handed back
-
-
 def _release_if_large() -> None:
-    """Between chunks, hand freed memory back only when the process holds more than
-    RELEASE_ABOVE: releasing costs page faults when the next chunk touches the memory again
-    (compare at 2M: about twice the CPU), so a portfolio that fits comfortably does not pay it."""
-    if _resident_bytes() > RELEASE_ABOVE:
-        _release()
+    from ..pipeline import release_memory_if_large
 
-
-def _resident_bytes() -> int:
-    """This process's resident memory (Linux /proc; 0 where it cannot be read: then never release)."""
-    try:
-        with open("/proc/self/statm", "rb") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
+    release_memory_if_large()
 
 
 CHUNK_ROWS = 250_000  # in memory, a portfolio larger than this is rated in firm-complete chunks

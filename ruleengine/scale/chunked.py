@@ -411,6 +411,7 @@ def _benchmark_passes(
         for table, rows in chunks():
             w0, c0 = time.perf_counter(), time.thread_time()
             tree.add(partials_of(plan, prepare(plan, _raw(table, ds.source, ds.names), rows), tables))
+            _release_if_large()
             if clock is not None:
                 clock.add(f"benchmarks {stage + 1}", len(rows), time.perf_counter() - w0, time.thread_time() - c0)
             done += len(rows)
@@ -460,6 +461,8 @@ def view_dataset(
             w0, c0 = time.perf_counter(), time.thread_time()
             raw = _raw(table, ds.source, ds.names)
             pieces.append(view(plan, final_of(plan, prepare(plan, raw, rows), tables), raw))
+            del raw
+            _release_if_large()
             rows_seen.append(rows)
             if clock is not None:
                 clock.add("final", len(rows), time.perf_counter() - w0, time.thread_time() - c0)
@@ -532,6 +535,8 @@ def _final_in_order(
     for table, rows in chunks:
         _, out = _rate_chunk(plan, ds, table, rows, tables, run, max_issues, clock)
         sink.write(out)
+        del out
+        _release_if_large()
         empty = False
         tick("rate", run.rows, ds.n)
     if empty:  # no rows at all: the header / schema of an empty result
@@ -569,6 +574,8 @@ def _final_by_bucket(
         path = tmp / f"results-{nbuckets:05d}.arrow"
         with pa.OSFile(str(path), "wb") as f, pa.ipc.new_file(f, out.schema) as w:
             w.write_table(out, max_chunksize=step)
+        del out
+        _release_if_large()
         paths.append(path)
         nbuckets += 1
         tick("rate", run.rows, ds.n)
@@ -686,3 +693,10 @@ def rate_command(plan: Plan, data: str, output: str | None, chunk_rows: int, max
             bar.update(tasks[phase], completed=done, total=total)
 
         return rate_dataset(plan, data, output, chunk_rows, progress=tick, max_issues=max_issues)
+
+
+def _release_if_large() -> None:
+    """After each chunk: memory it freed handed back when the process holds a lot (pipeline)."""
+    from ..pipeline import release_memory_if_large
+
+    release_memory_if_large()

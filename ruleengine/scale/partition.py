@@ -248,9 +248,12 @@ def partials_of(plan: Plan, batch: Batch, tables: Mapping[str, BenchmarkTable]) 
     """One benchmark pass over one partition: stage 1 with the tables known so far → partials of
     the next benchmark stage."""
     from ..engine import benchmarks as bm
-    from ..engine.evaluator import stage1
+    from ..engine.evaluator import release, stage1
 
-    return bm.partials(stage1(plan, batch, tables))
+    frame = stage1(plan, batch, tables)
+    out = bm.partials(frame)
+    release(frame)  # its columns freed now, not at the next garbage collection
+    return out
 
 
 def final_of(plan: Plan, batch: Batch, tables: Mapping[str, BenchmarkTable]) -> Results:
