@@ -33,24 +33,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_scale import CLI_PEAK_WRAPPER  # the same child: `ruleengine ARGS` reporting its VmHWM
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 TARGET_MB = 2048
 PIECE_FIRMS = 500_000
 YEARS = [2022, 2023]
 
-_WRAPPER = """
-import atexit, sys
-def _report():
-    with open('/proc/self/status') as fh:
-        hwm = [line.split()[1] for line in fh if line.startswith('VmHWM:')][0]
-    with open({out!r}, 'w') as fh:
-        fh.write(hwm)
-atexit.register(_report)
-sys.argv = ['ruleengine', *{args!r}]
-from ruleengine.cli import main
-main()
-"""
 
 _WRITE = """
 import sys
@@ -90,7 +80,7 @@ def run_child(args: list[str], cpu_limit: int, stdout: Path | None = None) -> di
     """Wall s, CPU s, peak MB (the child's own VmHWM), exit code and stderr of ``ruleengine ARGS``."""
     with tempfile.TemporaryDirectory() as tmp:
         hwm_file = Path(tmp) / "hwm"
-        code = _WRAPPER.format(out=str(hwm_file), args=list(args))
+        code = CLI_PEAK_WRAPPER.format(out=str(hwm_file), args=list(args))
 
         def limit() -> None:
             resource.setrlimit(resource.RLIMIT_CPU, (cpu_limit, cpu_limit))
@@ -180,8 +170,13 @@ def main() -> int:
                 None,
                 "",
             ),
-            ("rate --chunk-rows 500000", "-o .parquet", ["rate", B, D, "--chunk-rows", "500000", "-o",
-                                                          str(work / "chunked.parquet")], None, ""),
+            (
+                "rate --chunk-rows 500000",
+                "-o .parquet",
+                ["rate", B, D, "--chunk-rows", "500000", "-o", str(work / "chunked.parquet")],
+                None,
+                "",
+            ),
             ("explain", "--format json", ["explain", B, D, "--firm", first_id, "--format", "json"], trace, ""),
             ("verify", "the trace above", ["verify", str(trace)], None, ""),
             (

@@ -61,7 +61,7 @@ def write_dataset(out: Path, rows: int) -> tuple[int, float]:
     return total, time.perf_counter() - t0
 
 
-_WRAPPER = """
+CLI_PEAK_WRAPPER = """  # runs `ruleengine ARGS`; writes its VmHWM (kB) to OUT as it exits
 import atexit, sys
 def _report():
     with open('/proc/self/status') as fh:
@@ -81,7 +81,7 @@ def run_child(args: list[str]) -> tuple[float, float, float, str]:
     starts from the forking parent's high-water mark); CPU is user + system time from wait4."""
     with tempfile.TemporaryDirectory() as tmp:
         hwm_file = Path(tmp) / "hwm"
-        code = _WRAPPER.format(out=str(hwm_file), args=list(args))
+        code = CLI_PEAK_WRAPPER.format(out=str(hwm_file), args=list(args))
         with tempfile.TemporaryFile("w+") as err:
             t0 = time.perf_counter()
             proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=err, text=True)
