@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import io
 import json
@@ -176,16 +177,24 @@ def allow(p: Principal, *roles: str, what: str) -> None:
         raise Problem(403, "Forbidden", f"a {p.role} key may not {what}", "forbidden")
 
 
-def _scrub(st: State, text: str) -> str:
-    """Messages name the client's own upload or rulebook, never the server's folders."""
+@functools.lru_cache(maxsize=16)
+def _scrub_rules(folder: Path) -> tuple[tuple[re.Pattern[str], str], ...]:
+    """The patterns of :func:`_scrub` for a state folder: built once, not per message."""
     from ..rulebook.source import bundled_dir
 
-    for folder, shown in ((st.folder, ""), (bundled_dir().resolve(), "rulebooks")):
-        text = re.sub(
-            re.escape(str(folder)) + r"/(?:uploads/[^/\s]+/|drafts/[0-9a-f]+/|registry/|runs/\d+/book/)?",
+    return tuple(
+        (
+            re.compile(re.escape(str(where)) + r"/(?:uploads/[^/\s]+/|drafts/[0-9a-f]+/|registry/|runs/\d+/book/)?"),
             shown + ("/" if shown else ""),
-            text,
         )
+        for where, shown in ((folder, ""), (bundled_dir().resolve(), "rulebooks"))
+    )
+
+
+def _scrub(st: State, text: str) -> str:
+    """Messages name the client's own upload or rulebook, never the server's folders."""
+    for pattern, shown in _scrub_rules(st.folder):
+        text = pattern.sub(shown, text)
     return text
 
 
