@@ -616,8 +616,10 @@ def build(cfg: ServiceConfig) -> FastAPI:
         return _json(await st.work(go))
 
     def _book_detail(name: str, version: str | None) -> dict[str, Any]:
+        from ..rulebook.loader import load
+
         path = st.registry.path(name, version)
-        plan = st.registry.plan(name, version)
+        plan = load(path)  # the same file: the registry is looked up once
         return {"name": name, "summary": _summary(plan), "yaml": path.read_text(encoding="utf-8")}
 
     @app.get("/v1/rulebooks/{name}", tags=["rulebooks"], summary="The newest version: YAML and compiled summary")
@@ -1310,9 +1312,10 @@ def _clean(x: Any) -> Any:
 
 def _rate_file(st: State, p: Principal, name: str, version: str | None, path: Path, what: bool, detail: str) -> Pending:
     from .. import pipeline
+    from ..rulebook.loader import load
 
     book = st.registry.path(name, version)
-    plan = st.registry.plan(name, version)
+    plan = load(book)  # the file recorded: no second lookup a newer publish could answer differently
     raw = pipeline.read(path, [plan], pipeline.CONTEXT_COLUMNS)
     if raw.n > st.cfg.max_rows:
         raise Problem(
