@@ -284,8 +284,6 @@ def test_oversized_body_and_too_many_rows(env):
         body = assert_problem(c.post("/v1/rulebooks/huzhou/rate", headers=env.h("admin", **CSV),
                                      content=env.data.read_bytes()), 413, "body-too-large")
         assert "2,000" in body["detail"]
-        small = "\n".join(env.data.read_text().splitlines()[:8]).encode()
-        assert len(small) < 2000 or True
     with client(env, max_rows=5) as c:
         assert_problem(c.post("/v1/rulebooks/huzhou/rate", headers=env.h("admin", **CSV),
                               content=env.data.read_bytes()), 413, "too-many-rows")

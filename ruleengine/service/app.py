@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import io
 import json
@@ -176,16 +177,24 @@ def allow(p: Principal, *roles: str, what: str) -> None:
         raise Problem(403, "Forbidden", f"a {p.role} key may not {what}", "forbidden")
 
 
-def _scrub(st: State, text: str) -> str:
-    """Messages name the client's own upload or rulebook, never the server's folders."""
+@functools.lru_cache(maxsize=16)
+def _scrub_rules(folder: Path) -> tuple[tuple[re.Pattern[str], str], ...]:
+    """The patterns of :func:`_scrub` for a state folder: built once, not per message."""
     from ..rulebook.source import bundled_dir
 
-    for folder, shown in ((st.folder, ""), (bundled_dir().resolve(), "rulebooks")):
-        text = re.sub(
-            re.escape(str(folder)) + r"/(?:uploads/[^/\s]+/|drafts/[0-9a-f]+/|registry/|runs/\d+/book/)?",
+    return tuple(
+        (
+            re.compile(re.escape(str(where)) + r"/(?:uploads/[^/\s]+/|drafts/[0-9a-f]+/|registry/|runs/\d+/book/)?"),
             shown + ("/" if shown else ""),
-            text,
         )
+        for where, shown in ((folder, ""), (bundled_dir().resolve(), "rulebooks"))
+    )
+
+
+def _scrub(st: State, text: str) -> str:
+    """Messages name the client's own upload or rulebook, never the server's folders."""
+    for pattern, shown in _scrub_rules(st.folder):
+        text = pattern.sub(shown, text)
     return text
 
 
@@ -313,7 +322,7 @@ def _scope_rows(st: State, p: Principal, firms: list[str], action: str) -> None:
     raise Problem(403, "Forbidden", f"a {p.role} key may not rate firms", "forbidden")
 
 
-def _save_upload(st: State, src: IO[bytes], content_type: str, fmt: str | None, folder: Path) -> Path:
+def _save_upload(src: IO[bytes], content_type: str, fmt: str | None, folder: Path) -> Path:
     """Copy the upload (a spooled body or a multipart part, read from its start) to its own file in
     pieces: never the whole upload in memory."""
     ctype = content_type.split(";")[0].strip().lower()
@@ -361,7 +370,7 @@ async def _upload(request: Request, st: State, fmt: str | None, folder: Path, re
                     "name the file .csv, .json, .jsonl, .parquet or .xlsx (or give ?format=)",
                     "unsupported-type",
                 )
-            return await asyncio.to_thread(_save_upload, st, f.file, "", fmt or ext, folder)
+            return await asyncio.to_thread(_save_upload, f.file, "", fmt or ext, folder)
         finally:
             await form.close()
     spooled = body_file(request.scope)
@@ -370,7 +379,7 @@ async def _upload(request: Request, st: State, fmt: str | None, folder: Path, re
         src.seek(0, io.SEEK_END)
         if src.tell() == 0:
             return None
-    return await asyncio.to_thread(_save_upload, st, src, ctype, fmt, folder)
+    return await asyncio.to_thread(_save_upload, src, ctype, fmt, folder)
 
 
 def _rows_limit(st: State, path: Path) -> None:
@@ -396,7 +405,7 @@ def _rows_limit(st: State, path: Path) -> None:
         )
 
 
-def _ratings_json(results: Any, plan: Any, detail: str) -> list[dict[str, Any]]:
+def _ratings_json(results: Any, detail: str) -> list[dict[str, Any]]:
     if detail == "full":
         return json.loads(results.to_json())
     names = ["firm_id", "year", "status", "rating", *(["level"] if "level" in results.names else []), "reasons"]
@@ -607,8 +616,10 @@ def build(cfg: ServiceConfig) -> FastAPI:
         return _json(await st.work(go))
 
     def _book_detail(name: str, version: str | None) -> dict[str, Any]:
+        from ..rulebook.loader import load
+
         path = st.registry.path(name, version)
-        plan = st.registry.plan(name, version)
+        plan = load(path)  # the same file: the registry is looked up once
         return {"name": name, "summary": _summary(plan), "yaml": path.read_text(encoding="utf-8")}
 
     @app.get("/v1/rulebooks/{name}", tags=["rulebooks"], summary="The newest version: YAML and compiled summary")
@@ -1301,9 +1312,10 @@ def _clean(x: Any) -> Any:
 
 def _rate_file(st: State, p: Principal, name: str, version: str | None, path: Path, what: bool, detail: str) -> Pending:
     from .. import pipeline
+    from ..rulebook.loader import load
 
     book = st.registry.path(name, version)
-    plan = st.registry.plan(name, version)
+    plan = load(book)  # the file recorded: no second lookup a newer publish could answer differently
     raw = pipeline.read(path, [plan], pipeline.CONTEXT_COLUMNS)
     if raw.n > st.cfg.max_rows:
         raise Problem(
@@ -1325,7 +1337,7 @@ def _rate_file(st: State, p: Principal, name: str, version: str | None, path: Pa
         "n_issues": len(results.issues),
     }
     if detail != "summary":
-        out["results"] = _ratings_json(results, plan, detail)
+        out["results"] = _ratings_json(results, detail)
     rest = _dumps(out)  # the body but its provenance: built here, in the worker thread
     fut = st.record(
         book,
@@ -1343,15 +1355,14 @@ def _rate_one(st: State, p: Principal, run_id: int, rows: list[dict[str, Any]], 
     """One firm against a run's benchmark tables: rated here, recorded by the writer thread."""
     from .. import pipeline
 
-    if p.role != "admin":
-        _scope_rows(st, p, [firm_id], f"rate against run {run_id}")
+    _scope_rows(st, p, [firm_id], f"rate against run {run_id}")  # admin: no check
     rr = st.rated_run(run_id, with_results=False)
     results = pipeline.rate(rr.plan, rows, benchmarks=rr.tables)
     rest = _dumps(
         {
             "benchmarks_of_run": run_id,
             "issues": [_scrub(st, i.format()) for i in results.issues[:100]],
-            "results": _ratings_json(results, rr.plan, "full"),
+            "results": _ratings_json(results, "full"),
         }
     )
     fut = st.record(
@@ -1378,11 +1389,8 @@ def _with_provenance(run: dict[str, Any], rest: bytes) -> Response:
 
 
 def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+    with path.open("rb") as f:  # in pieces: the upload is on disk, not in memory
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def run(cfg: ServiceConfig, host: str, port: int) -> None:

@@ -10,7 +10,6 @@ from typing import Any
 
 from ..errors import RuleEngineError
 from ..rulebook.loader import load
-from ..rulebook.plan import Plan
 from ..rulebook.source import bundled_dir, bundled_names
 from . import store
 
@@ -101,9 +100,6 @@ class Registry:
             tmp.write_bytes(data)
             tmp.replace(target)
         return target
-
-    def plan(self, name: str, version: str | None = None) -> Plan:
-        return load(self.path(name, version))
 
     def draft_path(self, name: str, text: str) -> Path:
         """A posted draft written where the engine can load it (with bundled libraries)."""

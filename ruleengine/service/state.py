@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
-import hashlib
 import json
 import tempfile
 import threading
@@ -279,10 +278,7 @@ class State:
         data_path = folder / "input.parquet"
         if run["input_blob"]:
             stored = self.ledger.blob(run["input_blob"])
-            if (
-                not data_path.is_file()
-                or hashlib.sha256(data_path.read_bytes()).digest() != hashlib.sha256(stored).digest()
-            ):
+            if not data_path.is_file() or data_path.read_bytes() != stored:
                 data_path.write_bytes(stored)
         tables = C.tables_from_json(self.ledger.blob(run["benchmarks_blob"]))
         return RatedRun(run, plan, book, data_path, tables)
