@@ -319,15 +319,5 @@ def _malloc_trim() -> Any:
     return _TRIM[0]
 
 
-def rate_many(
-    plans: Sequence[Plan], data: Any, extra: Sequence[str] = CONTEXT_COLUMNS
-) -> tuple[list[Results], RawTable]:
-    """Rate the same data with several plans, reading it once; also returns what was read."""
-    for plan in plans:
-        require_rulebook(plan)
-    raw = read(data, plans, extra)
-    return [rate(plan, None, raw=raw) for plan in plans], raw
-
-
 def _quiet(phase: str, done: int, total: int) -> None:
     return None

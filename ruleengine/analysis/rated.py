@@ -154,15 +154,6 @@ def _numbers(values: Any, n: int) -> Any:
     return pa.array(np.ascontiguousarray(np.broadcast_to(np.asarray(values, dtype=np.float64), (n,))))
 
 
-def _batch_text(results: Results, name: str) -> np.ndarray:
-    """A text input of the plan as checked (industry, size), '' where the plan does not read it."""
-    batch = results.batch
-    col = batch.columns.get(name) if batch is not None else None
-    if col is None:
-        return np.full(len(results), "", dtype=object)
-    return col.to_strings() if hasattr(col, "to_strings") else np.asarray(col, dtype=object)
-
-
 def rating_view(plan: Plan, results: Results, raw: RawTable) -> Any:
     """The primary rating's level of every firm-year ('' unrated): what attribution compares."""
     import pyarrow as pa
