@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..pipeline import release_memory, release_memory_if_large
+
 if TYPE_CHECKING:
     from ..engine.results import Results
     from ..io.data import RawTable
@@ -284,7 +286,7 @@ class Portfolio:
         self.raw = None
         if self._stack is not None:
             self._stack.close()
-        _release()
+        release_memory()
 
     def rated(self, plan: Plan, view: View) -> Rated:
         """``plan``'s view of every firm-year, in input order."""
@@ -294,7 +296,7 @@ class Portfolio:
         table = _view_in_chunks(plan, self.raw, view, CHUNK_ROWS)
         out = Rated.of(plan, table)
         del table
-        _release()
+        release_memory()
         return out
 
     def keep_for(self, plans: Sequence[Plan]) -> None:
@@ -310,19 +312,7 @@ class Portfolio:
         cols = {k: v for k, v in self.raw.columns.items() if k in keep}
         if len(cols) < len(self.raw.columns):
             self.raw = replace(self.raw, columns=cols)
-            _release()
-
-
-def _release() -> None:
-    from ..pipeline import release_memory
-
-    release_memory()
-
-
-def _release_if_large() -> None:
-    from ..pipeline import release_memory_if_large
-
-    release_memory_if_large()
+            release_memory()
 
 
 CHUNK_ROWS = 250_000  # in memory, a portfolio larger than this is rated in firm-complete chunks
@@ -360,7 +350,7 @@ def _view_in_chunks(plan: Plan, raw: RawTable, view: View, chunk_rows: int) -> A
         parts = []
         for r in chunks:  # memory freed after each chunk, not after the pass (issue #11.4)
             parts.append(partials_of(plan, prepare(plan, take_raw(raw, r), r), tables))
-            _release_if_large()
+            release_memory_if_large()
         tables.update(tables_of(plan, parts))
         del parts
     pieces = []
@@ -368,7 +358,7 @@ def _view_in_chunks(plan: Plan, raw: RawTable, view: View, chunk_rows: int) -> A
         sub = take_raw(raw, rows)
         pieces.append(view(plan, final_of(plan, prepare(plan, sub, rows), tables), sub))
         del sub
-        _release_if_large()
+        release_memory_if_large()
     order = np.argsort(np.concatenate(chunks), kind="stable")
     return pa.concat_tables(pieces).take(pa.array(order))
 
