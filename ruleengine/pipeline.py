@@ -224,6 +224,7 @@ def rate_with_context(
 
     raw = read(data, [plan], context_names(plan), mapping=mapping, read_options=read_options)
     extra = [c for c in raw.columns if c not in plan.inputs]
+    n = raw.n
     if firm is None:
         context: dict[str, Any] = {c: text_values(raw.columns[c], raw.n) for c in extra}
         results = rate(plan, None, benchmarks=benchmarks, raw=raw, any_jurisdiction=any_jurisdiction)
@@ -232,7 +233,6 @@ def rate_with_context(
 
         require_rulebook(plan)
         as_read = {c: raw.columns[c] for c in extra}  # Arrow columns, until the firm's rows are known
-        n = raw.n
         batch = prepare(plan, raw, consume=not isinstance(data, RawTable), any_jurisdiction=any_jurisdiction)
         del raw
         results = evaluate_batch(plan, batch, benchmarks)
@@ -243,10 +243,7 @@ def rate_with_context(
             rows = np.union1d(rows, np.flatnonzero(np.isin(codes, firm_codes[firm_codes >= 0])))
         context = {c: RowText(rows, _take_text(col, rows, n)) for c, col in as_read.items()}
         del as_read
-        if results.batch is not None and results.batch.n == n:
-            results.context = context
-        return results
-    if results.batch is not None and results.batch.n == raw.n:
+    if results.batch is not None and results.batch.n == n:
         results.context = context
     return results
 
@@ -317,16 +314,6 @@ def _malloc_trim() -> Any:
                 fn = None
         _TRIM.append(fn)
     return _TRIM[0]
-
-
-def rate_many(
-    plans: Sequence[Plan], data: Any, extra: Sequence[str] = CONTEXT_COLUMNS
-) -> tuple[list[Results], RawTable]:
-    """Rate the same data with several plans, reading it once; also returns what was read."""
-    for plan in plans:
-        require_rulebook(plan)
-    raw = read(data, plans, extra)
-    return [rate(plan, None, raw=raw) for plan in plans], raw
 
 
 def _quiet(phase: str, done: int, total: int) -> None:

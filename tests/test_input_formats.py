@@ -214,6 +214,18 @@ def test_gbk_head_then_a_utf8_cell_is_a_located_problem(tmp_path: Path, late: st
     assert set(res["status"].tolist()[1:2001]) == {"rated"}
 
 
+def test_gbk_file_with_a_utf8_cell_in_a_number_column(tmp_path: Path) -> None:
+    # Arrow takes a number column whose only non-ASCII cell is valid UTF-8 as text (not binary):
+    # its cell is the same located problem as in a text column, not a crash of the byte reader
+    data = (HEAD6 + "湖州一,湖州一有限公司,2022,3011,100,5\n").encode("gbk") + "F2,x,2022,3011,100,湖州\n".encode()
+    p = tmp_path / "x.csv"
+    p.write_bytes(data)
+    res = ruleengine.rate("huzhou", p)
+    assert res["firm_id"].tolist() == ["湖州一", "F2"] and res["status"].tolist() == ["rated", "unrated"]
+    assert [(i.row, i.column, i.fatal) for i in res.issues] == [(3, "electricity_mwh", True)]
+    assert "UTF-8 text in a file read as GB18030" in res.issues[0].message
+
+
 def test_gbk_file_reads_as_its_utf8_twin(tmp_path: Path) -> None:
     # GBK files are parsed as bytes with only text columns decoded: the batch equals the UTF-8
     # file's, Chinese missing-value tokens ('无', '—') included, in text and in number columns

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..pipeline import release_memory, release_memory_if_large
+
 if TYPE_CHECKING:
     from ..engine.results import Results
     from ..io.data import RawTable
@@ -154,15 +156,6 @@ def _numbers(values: Any, n: int) -> Any:
     return pa.array(np.ascontiguousarray(np.broadcast_to(np.asarray(values, dtype=np.float64), (n,))))
 
 
-def _batch_text(results: Results, name: str) -> np.ndarray:
-    """A text input of the plan as checked (industry, size), '' where the plan does not read it."""
-    batch = results.batch
-    col = batch.columns.get(name) if batch is not None else None
-    if col is None:
-        return np.full(len(results), "", dtype=object)
-    return col.to_strings() if hasattr(col, "to_strings") else np.asarray(col, dtype=object)
-
-
 def rating_view(plan: Plan, results: Results, raw: RawTable) -> Any:
     """The primary rating's level of every firm-year ('' unrated): what attribution compares."""
     import pyarrow as pa
@@ -293,7 +286,7 @@ class Portfolio:
         self.raw = None
         if self._stack is not None:
             self._stack.close()
-        _release()
+        release_memory()
 
     def rated(self, plan: Plan, view: View) -> Rated:
         """``plan``'s view of every firm-year, in input order."""
@@ -303,7 +296,7 @@ class Portfolio:
         table = _view_in_chunks(plan, self.raw, view, CHUNK_ROWS)
         out = Rated.of(plan, table)
         del table
-        _release()
+        release_memory()
         return out
 
     def keep_for(self, plans: Sequence[Plan]) -> None:
@@ -319,19 +312,7 @@ class Portfolio:
         cols = {k: v for k, v in self.raw.columns.items() if k in keep}
         if len(cols) < len(self.raw.columns):
             self.raw = replace(self.raw, columns=cols)
-            _release()
-
-
-def _release() -> None:
-    from ..pipeline import release_memory
-
-    release_memory()
-
-
-def _release_if_large() -> None:
-    from ..pipeline import release_memory_if_large
-
-    release_memory_if_large()
+            release_memory()
 
 
 CHUNK_ROWS = 250_000  # in memory, a portfolio larger than this is rated in firm-complete chunks
@@ -369,7 +350,7 @@ def _view_in_chunks(plan: Plan, raw: RawTable, view: View, chunk_rows: int) -> A
         parts = []
         for r in chunks:  # memory freed after each chunk, not after the pass (issue #11.4)
             parts.append(partials_of(plan, prepare(plan, take_raw(raw, r), r), tables))
-            _release_if_large()
+            release_memory_if_large()
         tables.update(tables_of(plan, parts))
         del parts
     pieces = []
@@ -377,7 +358,7 @@ def _view_in_chunks(plan: Plan, raw: RawTable, view: View, chunk_rows: int) -> A
         sub = take_raw(raw, rows)
         pieces.append(view(plan, final_of(plan, prepare(plan, sub, rows), tables), sub))
         del sub
-        _release_if_large()
+        release_memory_if_large()
     order = np.argsort(np.concatenate(chunks), kind="stable")
     return pa.concat_tables(pieces).take(pa.array(order))
 

@@ -110,6 +110,21 @@ def neighbours(plan: Plan, r: RatingSpec, idx: int, value: float, year: int) -> 
     return better, worse
 
 
+def _narrow(
+    reached: np.ndarray, grid: np.ndarray, lo: np.ndarray, hi: np.ndarray, found: np.ndarray, first: bool
+) -> None:
+    """One pass of the grid search, in place: each row of ``grid`` whose ``reached`` has a hit
+    narrows [``lo``, ``hi``] to the grid step around its first hit. ``first``: the first pass,
+    which sets ``found`` (a row without a hit there is never narrowed)."""
+    hit = reached.any(axis=1)
+    if first:
+        found[:] = hit
+    rows = np.flatnonzero(hit & found)
+    j = reached[rows].argmax(axis=1)
+    lo[rows] = grid[rows, np.maximum(j - 1, 0)]
+    hi[rows] = grid[rows, j]
+
+
 def _reached(r: RatingSpec, levels: np.ndarray, target: int | np.ndarray) -> np.ndarray:
     ok = levels >= 0
     # conditional levels are listed best first: a lower index is better whatever `better` says
@@ -177,14 +192,7 @@ def firm_steps(plan: Plan, results: Results, i: int) -> tuple[Step | None, Step 
             lever[0] = True
             reached &= lever[:, None]
             keep = lever
-        for c in range(len(candidates)):
-            hits = np.flatnonzero(reached[c])
-            if p == 0:
-                found[c] = hits.size > 0
-            if hits.size == 0 or not found[c]:
-                continue
-            j = hits[0]
-            lo[c], hi[c] = (grid[c, j - 1], grid[c, j]) if j > 0 else (grid[c, 0], grid[c, 0])
+        _narrow(reached, grid, lo, hi, found, first=p == 0)
     for c, (name, unit, current) in enumerate(candidates):
         if not keep[c]:
             continue
@@ -422,14 +430,7 @@ def _search_levels(
             sub.columns[name][sl] = current * factor
         out = evaluate(plan, sub, results.tables, None)
         reached = _reached(r, out.levels[plan.primary][k:], target).reshape(len(tries), GRID)
-        for t in range(len(tries)):
-            hits = np.flatnonzero(reached[t])
-            if p == 0:
-                found[t] = hits.size > 0
-            if hits.size == 0 or not found[t]:
-                continue
-            j = hits[0]
-            lo[t], hi[t] = (grid[t, j - 1], grid[t, j]) if j > 0 else (grid[t, 0], grid[t, 0])
+        _narrow(reached, grid, lo, hi, found, first=p == 0)
     cuts = []
     for c, (name, unit, current) in enumerate(candidates):
         t_cut, t_raise = 2 * c, 2 * c + 1

@@ -300,6 +300,8 @@ def _gb18030_text(col: Any, tokens: set[str], detected: bool) -> tuple[Any, np.n
     odd_rows = []
     start = 0
     for chunk in col.chunks:
+        if not pa.types.is_binary(chunk.type):  # a column Arrow took as UTF-8: its bytes, decoded below
+            chunk = chunk.view(pa.binary())
         data = chunk.buffers()[2]
         span = np.zeros(0, dtype=np.uint8)
         if data is not None and len(chunk):
