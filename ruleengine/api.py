@@ -43,14 +43,11 @@ def rate(
     from . import pipeline
 
     plan = load(book)
-    file = None
-    if isinstance(benchmarks, str | Path):
-        file = str(benchmarks)
-        benchmarks = load_benchmarks(benchmarks, plan)
+    tables, file = _given_tables(benchmarks, plan)
     results = pipeline.rate(
         plan,
         data,
-        benchmarks=benchmarks,
+        benchmarks=tables,
         overrides=overrides,
         progress=progress,
         mapping=mapping,
@@ -58,8 +55,18 @@ def rate(
         any_jurisdiction=any_jurisdiction,
     )
     if file is not None:
-        _note_missing_years(results, benchmarks or {}, file)
+        _note_missing_years(results, tables or {}, file)
     return results
+
+
+def _given_tables(
+    benchmarks: Mapping[str, BenchmarkTable] | str | Path | None, plan: Plan
+) -> tuple[Mapping[str, BenchmarkTable] | None, str | None]:
+    """The ``benchmarks`` argument of :func:`rate` / :func:`explain` as tables, and the file they
+    were read from (None when they were given as tables, or not given)."""
+    if isinstance(benchmarks, str | Path):
+        return load_benchmarks(benchmarks, plan), str(benchmarks)
+    return benchmarks, None
 
 
 def load_benchmarks(path: str | Path, book: str | Path | Plan) -> dict[str, BenchmarkTable]:
@@ -154,15 +161,10 @@ def explain(
     if results is None:
         from .pipeline import rate_with_context
 
-        file = None
-        if isinstance(benchmarks, str | Path):
-            file = str(benchmarks)
-            benchmarks = load_benchmarks(benchmarks, plan)
-        results = rate_with_context(
-            plan, data, benchmarks=benchmarks, any_jurisdiction=any_jurisdiction, firm=str(firm_id)
-        )
+        tables, file = _given_tables(benchmarks, plan)
+        results = rate_with_context(plan, data, benchmarks=tables, any_jurisdiction=any_jurisdiction, firm=str(firm_id))
         if file is not None:
-            _note_missing_years(results, benchmarks or {}, file)
+            _note_missing_years(results, tables or {}, file)
     from .analysis.trace import explain_firm
 
     return explain_firm(plan, results, firm_id, year)

@@ -49,6 +49,7 @@ class Verdict:
     artifact: str
     passed: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    recipe: dict[str, Any] | None = None  # the signed recipe (a report's), from the signature checked
 
     @property
     def ok(self) -> bool:
@@ -149,7 +150,7 @@ def check_signature(path: str | Path, public_key: Any, sig_path: str | Path | No
     if not sp.is_file():
         raise LedgerError(f"{p} is not signed: no signature file {sp} (sign it with: ruleengine sign {p} --key …)")
     sig = read_signature(sp)
-    v = Verdict(p, str(sig["artifact"]))
+    v = Verdict(p, str(sig["artifact"]), recipe=sig.get("recipe"))
     body = {k: val for k, val in sig.items() if k != "signature"}
     trusted = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
     try:
@@ -305,8 +306,7 @@ def verify(
             return v
         v.passed.append(f"recomputation: the trace's digest holds and {checked} values match when re-rated")
         return v
-    sig = read_signature(Path(sig_path) if sig_path is not None else signature_path(p))
-    recipe = sig.get("recipe")
+    recipe = v.recipe  # from the signature file check_signature read and verified (not read again)
     if not recompute:
         v.passed.append("recomputation: skipped (--no-recompute)")
     elif not recipe:

@@ -198,22 +198,20 @@ def _check_firm_index(conn: Any, rep: CheckReport) -> None:
     elsewhere — the index is derived data, not hashed, but an edited one would mislead ``history``."""
     import sqlalchemy as sa
 
-    fi, r = S.firm_index, S.ratings
-    unindexed = conn.execute(
-        sa.select(r.c.run_id, r.c.seq, r.c.firm_id)
-        .where(~sa.exists().where(fi.c.firm_id == r.c.firm_id, fi.c.run_id == r.c.run_id, fi.c.seq == r.c.seq))
-        .limit(1)
-    ).first()
+    def first_unmatched(rows: Any, other: Any) -> Any:
+        """The first row of ``rows`` with no row of ``other`` on the same (firm_id, run_id, seq)."""
+        same = [other.c[k] == rows.c[k] for k in ("firm_id", "run_id", "seq")]
+        return conn.execute(
+            sa.select(rows.c.run_id, rows.c.seq, rows.c.firm_id).where(~sa.exists().where(*same)).limit(1)
+        ).first()
+
+    unindexed = first_unmatched(S.ratings, S.firm_index)
     if unindexed is not None:
         rep.problems.append(
             f"firm index: rating #{unindexed.seq} of run {unindexed.run_id} (firm {unindexed.firm_id}) has no "
             "ledger_firm_index row (history would miss it)"
         )
-    stray = conn.execute(
-        sa.select(fi.c.run_id, fi.c.seq, fi.c.firm_id)
-        .where(~sa.exists().where(r.c.run_id == fi.c.run_id, r.c.seq == fi.c.seq, r.c.firm_id == fi.c.firm_id))
-        .limit(1)
-    ).first()
+    stray = first_unmatched(S.firm_index, S.ratings)
     if stray is not None:
         rep.problems.append(
             f"firm index: ledger_firm_index row (firm {stray.firm_id}, run {stray.run_id}, #{stray.seq}) "

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .partition import (
+    BUCKET,
     ROW,
     TaskClock,
     benchmark_passes,
@@ -48,8 +49,6 @@ if TYPE_CHECKING:
     from ..rulebook.plan import Plan
 
     View = Callable[[Plan, Results, RawTable], Any]
-
-BUCKET = "__bucket"
 
 
 def _raw_of(

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import DataError, RuleEngineError
-from .partition import TaskClock, result_table
+from .partition import TaskClock, is_url, result_table
 from .sink import ResultSink
 
 if TYPE_CHECKING:
@@ -29,12 +29,6 @@ if TYPE_CHECKING:
 
 ENGINES = ("local", "chunked", "spark", "dask")
 DEFAULT_CHUNK_ROWS = 500_000
-
-
-def _is_url(data: str) -> bool:
-    import re
-
-    return bool(re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", data))
 
 
 def _spark() -> Any:
@@ -63,7 +57,7 @@ def _dask_frame(data: str) -> Any:
     (the local runner's row order); an fsspec URL (``s3://…``, ``file://…``) is listed with fsspec."""
     import dask.dataframe as dd
 
-    if _is_url(data):
+    if is_url(data):
         import fsspec  # type: ignore[import-untyped]
 
         fs, path = fsspec.core.url_to_fs(data)
@@ -101,7 +95,7 @@ class Engine:
 
     def check_data(self, data: str) -> None:
         """A clear error for data this engine cannot read, before anything starts."""
-        if _is_url(data):
+        if is_url(data):
             if self.name not in ("spark", "dask"):
                 raise DataError(f"{data}: a URL is read by --engine spark (or dask with fsspec), not {self.name}")
             return

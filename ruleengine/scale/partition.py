@@ -22,12 +22,15 @@ import numpy as np
 from ..errors import RuleEngineError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from ..engine.benchmarks import BenchmarkTable, Partials
     from ..engine.results import Results
     from ..io.data import Batch, RawTable
     from ..rulebook.plan import Plan
 
 ROW = "__row"  # the column carrying each row's 0-based position in the whole input
+BUCKET = "__bucket"  # the column carrying each row's firm bucket (Spark and Dask shuffles)
 
 _P = np.uint64(0x100000001B3)  # FNV prime: the polynomial's base
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -37,6 +40,13 @@ _BLOCK_BYTES = 1 << 22  # bytes hashed at a time (the per-byte arrays are 8× th
 
 class FirmSplitError(RuleEngineError):
     """A partitioning that puts one firm's rows in more than one partition."""
+
+
+def is_url(data: str | Path) -> bool:
+    """A location Spark (Hadoop) or fsspec reads itself: ``s3a://…``, ``hdfs://…``, ``file://…``."""
+    import re
+
+    return bool(re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", str(data)))
 
 
 # -- the firm hash --------------------------------------------------------------------------------

@@ -28,12 +28,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .partition import (
+    BUCKET,
     ROW,
     TaskClock,
     benchmark_passes,
     buckets,
     columns_read,
     final_of,
+    is_url,
     partials_of,
     prepare,
     result_table,
@@ -51,7 +53,6 @@ if TYPE_CHECKING:
 
     View = Callable[[Plan, Results, RawTable], Any]
 
-BUCKET = "__bucket"
 BUCKETS_PER_PARTITION = 16
 ARROW_BATCH_ROWS = 65_536  # spark.sql.execution.arrow.maxRecordsPerBatch (Spark's default: 10,000)
 BLOB_ROWS = 16_384  # result rows per piece sent back to the driver by ``rate``
@@ -377,13 +378,6 @@ def read_files(spark: Any, files: Sequence[Path]) -> Any:
     df = df.select("*", F.col("_metadata.file_path").alias("__file"), F.col("_metadata.row_index").alias("__index"))
     mapping = F.create_map(*[x for uri, off in offsets.items() for x in (F.lit(uri), F.lit(off))])
     return df.withColumn(ROW, (mapping[F.col("__file")] + F.col("__index")).cast("long")).drop("__file", "__index")
-
-
-def is_url(data: str | Path) -> bool:
-    """A location Spark (Hadoop) or fsspec reads itself: ``s3a://…``, ``hdfs://…``, ``file://…``."""
-    import re
-
-    return bool(re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", str(data)))
 
 
 def _path_key(uri: str) -> tuple[str, ...]:
