@@ -1241,6 +1241,31 @@ def ledger_explain(ctx: click.Context, run: int, firm: str, year: int | None, da
     print_explain(_open_ledger(ctx), run, firm, year, fmt, data)
 
 
+@ledger.command("report")
+@click.argument("run", type=int)
+@click.option("--firm", required=True, help="firm_id of the firm to report on.")
+@click.option("--year", type=int, help="Reporting year (default: the firm's latest in the run).")
+@click.option("--lang", type=click.Choice(["zh", "en"]), default="zh", show_default=True, help="Report language.")
+@click.option(
+    "--appendix/--no-appendix", default=True, show_default=True, help="Include the full audit trail as an appendix."
+)
+@click.option("--data", type=click.Path(dir_okay=False), help="The input, for a run recorded with --no-store-rows.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="report.html or report.pdf.")
+@click.pass_context
+def ledger_report(
+    ctx: click.Context, run: int, firm: str, year: int | None, lang: str, appendix: bool, data: str | None, output: str
+) -> None:
+    """A firm's rating report (HTML or PDF) as recorded in RUN, years later.
+
+    Re-rated from the run's stored rulebook, rows and benchmark tables, so the report shows the
+    recorded rating even after the rulebook or data on disk changed. Needs the extra:
+    pip install 'ruleengine[report]'.
+    """
+    from .ledger.cli import write_report
+
+    write_report(_open_ledger(ctx), run, firm, year, lang, output, appendix, data)
+
+
 @ledger.command("export")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write JSON Lines here (default: stdout).")
 @click.option("--run", "run_id", type=int, help="Only this run.")

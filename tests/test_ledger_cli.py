@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import ledger_required  # noqa: F401  (skips without the ledger extra)
+import pytest
 from click.testing import CliRunner
 from ledger_pg import make_sample
 
@@ -140,3 +141,44 @@ def test_explain_a_rating_from_the_ledger(tmp_path):
     assert json.dumps(got["decisions"]) == json.dumps(want["decisions"])
     out = runner.invoke(main, ["ledger", "-l", url, "explain", "1", "--firm", firm, "--year", "2022"])
     assert out.exit_code == 0 and out.output.startswith("run 1 (")
+
+
+def _report_text(path) -> str:
+    import html
+    import re
+
+    t = re.sub(r"<style.*?</style>", " ", path.read_text(encoding="utf-8"), flags=re.S)
+    return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", t)))
+
+
+def test_report_of_a_rating_from_the_ledger(tmp_path):
+    """`ledger report RUN --firm` shows the recorded rating, from the stored rulebook, rows and
+    tables: the same rating card as a report made at the time, after the data file is gone."""
+    pytest.importorskip("jinja2")
+    data = make_sample(tmp_path / "firms.csv", firms=8)
+    url = str(tmp_path / "l.db")
+    runner = CliRunner()
+    assert runner.invoke(main, ["rate", "huzhou", str(data), "--ledger", url]).exit_code == 0
+    firm = next(r for r in open_ledger(url).ratings(1) if r["status"] == "rated")["firm_id"]
+    then = tmp_path / "then.html"
+    args = ["--firm", firm, "--year", "2022", "--lang", "en", "--no-appendix", "-o"]
+    out = runner.invoke(main, ["report", "huzhou", str(data), *args, str(then)])
+    assert out.exit_code == 0, out.output
+    data.write_text("firm_id,year\n", encoding="utf-8")  # the file on disk is gone
+    now = tmp_path / "now.html"
+    out = runner.invoke(main, ["ledger", "-l", url, "report", "1", *args, str(now)])
+    assert out.exit_code == 0, out.output
+    assert "run 1, huzhou 3.0.0" in out.output
+
+    def card(text: str) -> str:
+        return text[text.index("Carbon efficiency level") : text.index("Loan incentive")]
+
+    got, want = card(_report_text(now)), card(_report_text(then))
+    assert got == want and "Band" in got
+    assert "ledger run 1" in _report_text(now)
+    # an unknown firm and a wrong extension: clear errors, no traceback, nothing written
+    out = runner.invoke(main, ["ledger", "-l", url, "report", "1", "--firm", "NOPE", "-o", str(tmp_path / "x.html")])
+    assert out.exit_code == 1 and "no firm 'NOPE' in ledger run 1" in out.output
+    assert not (tmp_path / "x.html").exists()
+    out = runner.invoke(main, ["ledger", "-l", url, "report", "1", "--firm", firm, "-o", str(tmp_path / "x.txt")])
+    assert out.exit_code == 2 and "report.html or report.pdf" in out.output

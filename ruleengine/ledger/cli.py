@@ -331,3 +331,23 @@ def print_explain(led: Any, run_id: int, firm: str, year: int | None, fmt: str, 
         if not console.is_terminal:
             console.width = 200
         trace_text(console, trace)
+
+
+def write_report(
+    led: Any, run_id: int, firm: str, year: int | None, lang: str, output: str, appendix: bool, data: str | None
+) -> None:
+    """A firm's report as rated in RUN: re-rated from the stored rulebook, rows and benchmark tables
+    (replay), so it shows the recorded rating whatever the files on disk say today."""
+    from .. import report as rep
+    from .replay import materials, rerate
+
+    if Path(output).suffix.lower() not in (".html", ".htm", ".pdf"):
+        raise click.BadParameter("write report.html or report.pdf (the extension picks the format)", param_hint="-o")
+    with materials(led, run_id, data) as m:
+        res = rerate(m)
+        rated = rep.rated_from(m.plan, res, m.data, f"ledger run {run_id}")
+        out = rep.write_firm(rated, firm, year, output, lang, None, appendix)
+    run = m.run
+    click.echo(
+        f"wrote {out} (run {run_id}, {run['rulebook_id']} {run['rulebook_version']}, rulebook {run['rulebook_hash']})"
+    )

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .model import Rated, ReportError, find_firm, firm_context, rate_portfolio, trace_digest
+from .model import Rated, ReportError, find_firm, firm_context, rate_portfolio, rated_from, trace_digest
 
 __all__ = [
     "Rated",
@@ -25,6 +25,7 @@ __all__ = [
     "firm_pdf",
     "portfolio_html",
     "rate_portfolio",
+    "rated_from",
     "trace_digest",
     "write_all",
     "write_change",

@@ -135,6 +135,15 @@ def rate_portfolio(book: Any, data: Any, *, what_it_takes: bool = True) -> Rated
     return Rated(plan, results, data, what, identity, h, name, has_loans)
 
 
+def rated_from(plan: Any, results: Any, data: Any, data_name: str) -> Rated:
+    """A :class:`Rated` over results made elsewhere, e.g. a ledger run re-rated from its stored rulebook,
+    rows and benchmark tables (``ledger report``): the report shows those results, not a fresh rating
+    of ``data`` against benchmarks of its own."""
+    identity, has_loans = _identity(data)
+    h, _ = _hash_data(data)
+    return Rated(plan, results, data, {}, identity, h, data_name, has_loans)
+
+
 def trace_digest(trace_dict: dict[str, Any]) -> str:
     """The trace's digest: SHA-256 of its canonical JSON, 'digest' itself left out — the one
     ``ruleengine verify`` checks (:func:`ruleengine.analysis.trace.digest`)."""
