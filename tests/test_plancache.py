@@ -177,3 +177,22 @@ def test_in_process_cache_also_sees_a_new_local_library(tmp_path, monkeypatch):
     second = ruleengine.load(books / "huzhou.yaml")
     assert second is not first
     assert str((books / "lib" / "accounting.yaml").resolve()) in second.source_map.files
+
+
+def test_in_memory_plans_are_bounded(tmp_path, monkeypatch):
+    """A long-running process compiling many distinct rulebooks (the service validating posted
+    drafts) keeps at most CACHED_PLANS plans in memory, the least recently used dropped first."""
+    monkeypatch.setenv("RULEENGINE_CACHE", "off")
+    _api._CACHE.clear()
+    text = (ROOT / "rulebooks" / "quzhou.yaml").read_text(encoding="utf-8")
+    first = tmp_path / "draft-0.yaml"
+    first.write_text(text, encoding="utf-8")
+    kept = ruleengine.load(first)
+    for k in range(1, _api.CACHED_PLANS + 8):
+        draft = tmp_path / f"draft-{k}.yaml"
+        draft.write_text(text, encoding="utf-8")
+        ruleengine.load(draft)
+        assert ruleengine.load(first) is kept  # used again: stays
+        assert len(_api._CACHE) <= _api.CACHED_PLANS
+    assert str((tmp_path / "draft-1.yaml").resolve()) not in _api._CACHE  # the least recently used went
+    assert str(first.resolve()) in _api._CACHE

@@ -6,6 +6,8 @@ plan cache, :mod:`ruleengine.rulebook._plancache`), so a rulebook is compiled on
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from pathlib import Path
 
 from ..errors import Diagnostic
@@ -16,7 +18,19 @@ from .plan import Plan
 
 # Compiled plans by rulebook path, with the (mtime, size) of every file they were built from
 # (the rulebook and the libraries it imports): editing any of them recompiles.
-_CACHE: dict[str, tuple[tuple[tuple[str, float, int], ...], Plan]] = {}
+# Bounded, least recently used first out: a service validating many posted drafts (each its own
+# file) must not keep every plan it ever compiled.
+_CACHE: OrderedDict[str, tuple[tuple[tuple[str, float, int], ...], Plan]] = OrderedDict()
+CACHED_PLANS = 32
+_LOCK = threading.Lock()  # the service loads from several threads
+
+
+def _keep(key: str, entry: tuple[tuple[tuple[str, float, int], ...], Plan]) -> None:
+    with _LOCK:
+        _CACHE[key] = entry
+        _CACHE.move_to_end(key)
+        while len(_CACHE) > CACHED_PLANS:
+            _CACHE.popitem(last=False)
 
 
 def _stamp(files: list[Path]) -> tuple[tuple[str, float, int], ...]:
@@ -44,6 +58,9 @@ def load(book: str | Path | Plan) -> Plan:
     cached = _CACHE.get(key)
     if cached is not None and cached[0] and _stamp([Path(f) for f, _, _ in cached[0]]) == cached[0]:
         if not any(Path(a).exists() for a in cached[1].source_map.absent):
+            with _LOCK:
+                if key in _CACHE:
+                    _CACHE.move_to_end(key)
             return cached[1]
     from . import _plancache
     from .source import display_name
@@ -51,14 +68,14 @@ def load(book: str | Path | Plan) -> Plan:
     shown = display_name(path)
     stored = _plancache.get(path, shown)
     if stored is not None:
-        _CACHE[key] = (_stamp([Path(f) for f in stored.source_map.files]), stored)
+        _keep(key, (_stamp([Path(f) for f in stored.source_map.files]), stored))
         return stored
     from .compiler import compile_document
     from .source import load_document
 
     doc = load_document(path)
     plan = compile_document(doc)
-    _CACHE[key] = (_stamp(doc.files), plan)
+    _keep(key, (_stamp(doc.files), plan))
     _plancache.put(path, shown, plan, doc.digests, doc.absent)
     return plan
 
