@@ -264,7 +264,7 @@ def _visible(st: State, p: Principal, firm_id: str, action: str) -> None:
     if p.role == "bank":
         assert p.bank is not None
         ok = firm_id in store.consented(st.ledger.engine, p.bank, [firm_id])
-        st.write(store.log_access, st.ledger.engine, p.name, p.role, p.bank, [firm_id], action, ok)
+        st.write(store.log_access, st.writer.engine, p.name, p.role, p.bank, [firm_id], action, ok)
         if not ok:
             raise not_visible()
         return
@@ -305,11 +305,11 @@ def _scope_rows(st: State, p: Principal, firms: list[str], action: str) -> None:
         assert p.bank is not None
         ok = store.consented(st.ledger.engine, p.bank, firms)
         st.write(
-            store.log_access, st.ledger.engine, p.name, p.role, p.bank, [f for f in firms if f in ok], action, True
+            store.log_access, st.writer.engine, p.name, p.role, p.bank, [f for f in firms if f in ok], action, True
         )
         missing = [f for f in firms if f not in ok]
         if missing:
-            st.write(store.log_access, st.ledger.engine, p.name, p.role, p.bank, missing, action, False)
+            st.write(store.log_access, st.writer.engine, p.name, p.role, p.bank, missing, action, False)
             shown = ", ".join(missing[:5]) + (" …" if len(missing) > 5 else "")
             raise Problem(
                 403,
@@ -464,7 +464,7 @@ async def _idempotent_locked(st: State, lock: asyncio.Lock, p: Principal, key: s
             await asyncio.wrap_future(
                 st.writer.call(
                     store.idem_put,
-                    st.ledger.engine,
+                    st.writer.engine,
                     p.name,
                     key,
                     rh,
@@ -1121,7 +1121,7 @@ def build(cfg: ServiceConfig) -> FastAPI:
             )
         iso = exp.astimezone(dt.UTC).isoformat(timespec="microseconds")
         row = await asyncio.wrap_future(
-            st.writer.call(store.consent_event, st.ledger.engine, firm, body.bank, "grant", iso, p.name)
+            st.writer.call(store.consent_event, st.writer.engine, firm, body.bank, "grant", iso, p.name)
         )
         return _json({k: row[k] for k in ("firm_id", "bank", "action", "expires_at", "at")}, status=201)
 
@@ -1136,7 +1136,7 @@ def build(cfg: ServiceConfig) -> FastAPI:
         if not firm:
             raise Problem(422, "Unprocessable Content", "firm_id: an admin key names the firm", "no-firm")
         row = await asyncio.wrap_future(
-            st.writer.call(store.consent_event, st.ledger.engine, firm, bank, "revoke", None, p.name)
+            st.writer.call(store.consent_event, st.writer.engine, firm, bank, "revoke", None, p.name)
         )
         return _json({k: row[k] for k in ("firm_id", "bank", "action", "at")})
 
@@ -1373,6 +1373,7 @@ def _rate_one(st: State, p: Principal, run_id: int, rows: list[dict[str, Any]], 
         who=f"service:{p.name}",
         input_name="firm-rating",
         options={"benchmarks_of_run": run_id, "service": "rate-firm"},
+        fixed_tables=True,  # the run's tables, loaded once and never changed: digested once
     )
     return Pending(fut, lambda run: _with_provenance(run, rest))
 

@@ -95,7 +95,11 @@ class State:
         self.cfg = cfg
         self.ledger: Ledger = open_ledger(cfg.ledger)
         self.key_watch = KeyWatch(cfg.keys, cfg.keys_check_s)
-        self.writer = Writer(self.ledger.engine)
+        from ..ledger import db
+
+        # the writer's own engine: one pooled connection (SQLite: WAL + synchronous=NORMAL by default)
+        self.write_engine = db.writer_engine(cfg.ledger, cfg.ledger_sync)
+        self.writer = Writer(self.write_engine)
         if cfg.state_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="ruleengine-service-")
             self.folder = Path(self._tmp.name)
@@ -121,9 +125,14 @@ class State:
     def close(self) -> None:
         """Commit what the writer holds and release the database connections (the app stays usable:
         a new writer thread and new connections start when needed)."""
+        from ..ledger import db
+
         self.writer.close()
-        self.writer = Writer(self.ledger.engine)
+        self.writer = Writer(self.write_engine)
+        self.write_engine.dispose()
         self.ledger.dispose()
+        if self.cfg.ledger_sync == "normal":
+            db.leave_wal(self.ledger.engine)  # the file back to its rollback journal when nobody has it open
 
     # --- recording ---------------------------------------------------------------------------
     def record(self, book: Path, data: Any, results: Any, plan: Any, **kw: Any) -> concurrent.futures.Future[Any]:
