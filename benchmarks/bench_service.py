@@ -6,7 +6,7 @@
 Measures, against one server process (2 workers, SQLite ledger in a temp folder):
 - one-firm rating (POST /v1/runs/1/rate: rated against run 1's benchmark tables and recorded as a
   new run) offered open-loop at --rate requests/s for --seconds: server-side p50/p99 (the
-  Server-Timing header: from the body received to the response started) and client-side p50/p99;
+  Server-Timing header: from the request headers read to the response started) and client-side p50/p99;
 - a --upload-rows portfolio upload (CSV), rated and recorded: client wall time and server time;
 - explain (JSON trace incl. what it would take) of 200 firm-years of run 1: server-side p50/p99;
 - a soak of --soak-seconds: one-firm ratings and explains at 20 requests/s; errors, and the server's

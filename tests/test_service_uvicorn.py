@@ -115,6 +115,23 @@ def test_a_slow_client_is_cut_off(server):
     assert time.monotonic() - t < 8
 
 
+def _write_locked(path: Path) -> bool:
+    """Whether some connection holds the SQLite file's write lock (a write transaction is open):
+    works in WAL mode (the service's default) and with a rollback journal."""
+    import sqlite3
+
+    con = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        con.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        return "locked" in str(exc)
+    else:
+        con.execute("ROLLBACK")
+        return False
+    finally:
+        con.close()
+
+
 def test_killed_mid_rating_loses_nothing_and_restarts(server, tmp_path):
     import httpx
 
@@ -134,16 +151,17 @@ def test_killed_mid_rating_loses_nothing_and_restarts(server, tmp_path):
         except httpx.HTTPError as exc:
             outcome.append(type(exc).__name__)
 
-    journal = Path(str(env.ledger) + "-journal")
     t = threading.Thread(target=rate_big)
     t.start()
     deadline = time.monotonic() + 60
-    while not journal.exists() and time.monotonic() < deadline and t.is_alive():
+    in_write = False
+    while not in_write and time.monotonic() < deadline and t.is_alive():
         time.sleep(0.0005)  # until the ledger's write transaction has begun
-    in_write = journal.exists()
+        in_write = _write_locked(env.ledger)
     server.stop(signal.SIGKILL)
     t.join()
     assert in_write, "the server finished before its ledger write could be interrupted"
+    assert Path(str(env.ledger) + "-wal").exists()  # killed while writing in WAL mode (--ledger-sync normal)
     assert outcome and outcome[0] != 200, outcome  # the rating never finished
     led = open_ledger(env.ledger, create=False)
     rep = led.check()

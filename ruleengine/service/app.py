@@ -1394,7 +1394,7 @@ def _file_sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def run(cfg: ServiceConfig, host: str, port: int) -> None:
+def run(cfg: ServiceConfig, host: str, port: int, access_log: bool = False) -> None:
     import signal
 
     import uvicorn
@@ -1408,6 +1408,7 @@ def run(cfg: ServiceConfig, host: str, port: int) -> None:
         host=host,
         port=port,
         log_level="info",
+        access_log=access_log,  # a line per request costs CPU; the ledger logs every bank access anyway
         timeout_keep_alive=5,
         limit_concurrency=256,
         h11_max_incomplete_event_size=64 * 1024,

@@ -77,6 +77,7 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        started = time.perf_counter()  # the request's arrival: Server-Timing covers receiving the body too
         length = None
         for k, v in scope.get("headers", []):
             if k == b"content-length":
@@ -97,7 +98,7 @@ class BodyLimit:
         spool = self._spool()
         try:
             if await self._receive_body(receive, send, spool):
-                await self._forward(scope, receive, send, spool)
+                await self._forward(scope, receive, send, spool, started)
         finally:
             spool.close()
 
@@ -140,8 +141,7 @@ class BodyLimit:
         spool.seek(0)
         return True
 
-    async def _forward(self, scope: Any, receive: Any, send: Any, spool: IO[bytes]) -> None:
-        started = time.perf_counter()
+    async def _forward(self, scope: Any, receive: Any, send: Any, spool: IO[bytes], started: float) -> None:
 
         async def timed_send(msg: Any) -> None:
             if msg["type"] == "http.response.start":  # the server-side time, for clients and benchmarks
