@@ -310,9 +310,12 @@ def _column_bytes_small(cat: Any, cols: Any, name: str) -> list[bytes] | None:
 
 
 def _bits(valid: list[bool]) -> bytes:
-    from .fingerprint import _bits as bits
-
-    return bits(valid)
+    """``np.packbits(valid).tobytes()`` (as ``fingerprint._bits``; here without an import per call)."""
+    out = bytearray((len(valid) + 7) // 8)
+    for i, v in enumerate(valid):
+        if v:
+            out[i >> 3] |= 0x80 >> (i & 7)
+    return bytes(out)
 
 
 def _text_pieces(vals: list[bytes]) -> list[bytes]:

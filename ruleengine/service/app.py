@@ -155,7 +155,11 @@ def _st(request: Request) -> State:
 bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer re_…`")
 
 
-def principal(request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Principal:
+async def principal(
+    request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> Principal:
+    # async: FastAPI runs a plain `def` dependency in its thread pool (a thread hop per request); the
+    # lookup is one dict access and, at most every --keys-check seconds, a stat of the keys file
     p = _st(request).keys.authenticate(creds.credentials if creds else None)
     if p is None:
         raise Problem(
@@ -1358,13 +1362,12 @@ def _rate_one(st: State, p: Principal, run_id: int, rows: list[dict[str, Any]], 
     _scope_rows(st, p, [firm_id], f"rate against run {run_id}")  # admin: no check
     rr = st.rated_run(run_id, with_results=False)
     results = pipeline.rate(rr.plan, rows, benchmarks=rr.tables)
-    rest = _dumps(
-        {
-            "benchmarks_of_run": run_id,
-            "issues": [_scrub(st, i.format()) for i in results.issues[:100]],
-            "results": _ratings_json(results, "full"),
-        }
-    )
+    head = {"benchmarks_of_run": run_id, "issues": [_scrub(st, i.format()) for i in results.issues[:100]]}
+    text = results.to_json()  # the engine's JSON of the rows, put into the body as it is (no parse + dump)
+    if "NaN" in text or "Infinity" in text:  # (never expected: such values are null) the strict JSON path
+        rest = _dumps({**head, "results": _ratings_json(results, "full")})
+    else:
+        rest = _dumps(head)[:-1] + b', "results": ' + text.strip().encode("utf-8") + b"}"
     fut = st.record(
         rr.book,
         rows,
@@ -1401,6 +1404,12 @@ def run(cfg: ServiceConfig, host: str, port: int, access_log: bool = False) -> N
 
     app = build(cfg)
     st: State = app.state.service
+    own = logging.getLogger("ruleengine")
+    if not own.handlers:  # the service's own lines (keys reloaded, the writer's figures) on stderr, like uvicorn's
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+        own.addHandler(handler)
+        own.setLevel(logging.INFO)
     if hasattr(signal, "SIGHUP"):  # `kill -HUP PID`: read the keys file again now
         signal.signal(signal.SIGHUP, lambda _sig, _frame: st.reload_keys())
     uvicorn.run(

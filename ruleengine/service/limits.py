@@ -54,6 +54,16 @@ async def _send_problem(send: Any, status: int, title: str, detail: str, code: s
     await send({"type": "http.response.body", "body": body})
 
 
+class _Spool(tempfile.SpooledTemporaryFile):
+    """A spooled body whose folder is created only when it rolls over to a file."""
+
+    def rollover(self) -> None:
+        folder = getattr(self, "_TemporaryFileArgs", {}).get("dir")
+        if folder and not self._rolled:  # type: ignore[attr-defined]
+            Path(folder).mkdir(parents=True, exist_ok=True, mode=0o700)
+        super().rollover()
+
+
 class BodyLimit:
     """Buffer the request body up to ``max_bytes`` within ``timeout_s`` seconds, or answer 413/408."""
 
@@ -67,9 +77,8 @@ class BodyLimit:
         self.spool_dir = spool_dir
 
     def _spool(self) -> IO[bytes]:
-        if self.spool_dir is not None:
-            self.spool_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return tempfile.SpooledTemporaryFile(  # noqa: SIM115 - closed in __call__'s finally
+        # the folder is made when a body first outgrows memory (_Spool.rollover), not per request
+        return _Spool(  # noqa: SIM115 - closed in __call__'s finally
             max_size=self.spool_bytes, mode="w+b", dir=str(self.spool_dir) if self.spool_dir else None
         )
 
