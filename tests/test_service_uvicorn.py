@@ -140,6 +140,13 @@ def test_killed_mid_rating_loses_nothing_and_restarts(server, tmp_path):
         r = c.post("/v1/rulebooks/huzhou/rate?detail=summary", content=env.data.read_bytes(),
                    headers=env.h("admin", **{"Content-Type": "text/csv"}))
         assert r.status_code == 200
+        # a one-firm rating answered (committed by the writer's pooled connection, WAL, no fsync): run 2
+        import pyarrow.csv as pacsv
+
+        rows = [r for r in pacsv.read_csv(env.data, convert_options=pacsv.ConvertOptions(column_types={
+            "firm_id": "string", "industry": "string"})).to_pylist() if r["firm_id"] == FIRM]
+        one = c.post("/v1/runs/1/rate", headers=env.h("firm"), json=rows)
+        assert one.status_code == 200 and one.json()["run_id"] == 2, one.text
     big = make_sample(tmp_path / "big.csv", firms=10_000)
     outcome: list[object] = []
 
@@ -167,9 +174,11 @@ def test_killed_mid_rating_loses_nothing_and_restarts(server, tmp_path):
     rep = led.check()
     assert rep.ok, rep.problems
     runs = led.runs()
-    assert runs[0]["id"] == 1 and len(runs) in (1, 2)  # run 1 intact; the killed one all or nothing
-    if len(runs) == 2:
-        assert runs[1]["n_ratings"] == 20_000 and len(led.ratings(2)) == 20_000
+    # runs 1 and 2 (answered before the kill) intact; the killed one all or nothing
+    assert [r["id"] for r in runs[:2]] == [1, 2] and len(runs) in (2, 3)
+    assert runs[1]["n_ratings"] == len(rows) and led.replay(2).identical
+    if len(runs) == 3:
+        assert runs[2]["n_ratings"] == 20_000 and len(led.ratings(3)) == 20_000
     led.dispose()
     server.start()  # same ledger, same port number is not needed: a new one
     with httpx.Client(base_url=server.url, timeout=60) as c:

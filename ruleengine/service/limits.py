@@ -121,7 +121,8 @@ class BodyLimit:
             try:
                 if left <= 0:
                     raise TimeoutError
-                msg = await asyncio.wait_for(receive(), timeout=left)
+                async with asyncio.timeout(left):  # (no task per receive, unlike wait_for)
+                    msg = await receive()
             except TimeoutError:
                 await _send_problem(
                     send,

@@ -184,7 +184,11 @@ class State:
             self._sem = asyncio.Semaphore(self.cfg.max_concurrent)
         sem = self._sem
         try:
-            await asyncio.wait_for(sem.acquire(), timeout=self.cfg.queue_timeout_s)
+            if sem.locked():
+                async with asyncio.timeout(self.cfg.queue_timeout_s):
+                    await sem.acquire()
+            else:  # a free slot: taken at once (no timer, no task)
+                await sem.acquire()
         except TimeoutError:
             raise Problem(
                 503,
@@ -211,7 +215,8 @@ class State:
             sem.release()
             raise
         try:
-            out = await asyncio.wait_for(asyncio.shield(fut), timeout=self.cfg.request_timeout_s)
+            async with asyncio.timeout(self.cfg.request_timeout_s):
+                out = await asyncio.shield(fut)
         except TimeoutError:
             with ticket.lock:
                 ticket.abandoned = True
