@@ -274,13 +274,20 @@ def test_a_key_is_found_by_one_lookup_among_many_and_only_its_exact_hash_matches
     assert smaller.authenticate(keys[0]) is None and smaller.authenticate(keys[1]).name == "k1"
 
 
-def test_the_writer_logs_its_group_commits_when_the_service_stops(env, caplog):
+def test_the_writer_logs_its_group_commits_when_the_service_stops(env, caplog, monkeypatch):
+    from ruleengine.ledger import canonical as C
+
     rows = _rows(env)
+    built = []
+    real = C.tables_json
+    monkeypatch.setattr(C, "tables_json", lambda tables: built.append(1) or real(tables))
     with caplog.at_level("INFO", logger="ruleengine.service"):
         with client(env) as c:
             _first_run(c, env)
+            n = len(built)
             for _ in range(3):
                 assert c.post("/v1/runs/1/rate", headers=env.h("firm"), json=rows).status_code == 200
+    assert len(built) - n == 1  # run 1's tables (fixed for the service): digested once, not per rating
     assert "ledger writer: 4 runs in 4 groups (largest 1, sizes {1: 4})" in caplog.text, caplog.text
     # the service's writer wrote in WAL mode, and the file is back to its rollback journal once closed
     import sqlite3
