@@ -6,7 +6,7 @@
 Measures, against one server process (2 workers, SQLite ledger in a temp folder):
 - one-firm rating (POST /v1/runs/1/rate: rated against run 1's benchmark tables and recorded as a
   new run) offered open-loop at --rate requests/s for --seconds: server-side p50/p99 (the
-  Server-Timing header: from the body received to the response started) and client-side p50/p99;
+  Server-Timing header: from the request headers read to the response started) and client-side p50/p99;
 - a --upload-rows portfolio upload (CSV), rated and recorded: client wall time and server time;
 - explain (JSON trace incl. what it would take) of 200 firm-years of run 1: server-side p50/p99;
 - a soak of --soak-seconds: one-firm ratings and explains at 20 requests/s; errors, and the server's
@@ -22,6 +22,7 @@ the issue's figures: the defaults and ``--soak-seconds 600``.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import concurrent.futures
 import json
 import os
@@ -68,6 +69,23 @@ def _cpu_s(pid: int) -> float:
     """CPU seconds (user + system, every thread) the process has used so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_split(pid: int) -> tuple[float, float]:
+    """CPU seconds of the process's main thread (uvicorn's event loop: HTTP, FastAPI, middleware)
+    and of all its other threads (the work pool: rating and preparing the run; the ledger writer)."""
+    main = other = 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # a thread that just ended
+        cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        if task.name == str(pid):
+            main += cpu
+        else:
+            other += cpu
+    return main, other
 
 
 def _sample(path: Path, firms: int) -> None:
@@ -120,6 +138,92 @@ def open_loop(
             f.result()
     took = time.perf_counter() - start
     return server, client, errors, n / took
+
+
+class _Conn:
+    """One keep-alive HTTP/1.1 connection, requests written and responses parsed by hand (the
+    offered-load client shares the machine's 2 cores with the server: httpx costs ~1 ms of CPU per
+    request, this a few tens of microseconds)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    async def request(self, raw: bytes) -> tuple[int, float]:
+        """(status, Server-Timing ms) of one request (its bytes, headers and body, made beforehand)."""
+        self.writer.write(raw)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        ms = float("nan")
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"server-timing" and b"dur=" in value:
+                ms = float(value.split(b"dur=")[1].split(b";")[0].split(b",")[0])
+        if length:
+            await self.reader.readexactly(length)
+        return status, ms
+
+
+def _raw_request(port: int, method: str, path: str, headers: dict[str, str], body: bytes = b"") -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", *(f"{k}: {v}" for k, v in headers.items())]
+    if body or method == "POST":
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def open_loop_raw(
+    port: int, requests: list[bytes], rate: float, seconds: float, max_conns: int = 64
+) -> tuple[list[float], list[float], int, float]:
+    """:func:`open_loop` with the light client (:class:`_Conn`, asyncio, keep-alive connections
+    reused, a new one only when all are busy): request ``i`` is ``requests[i % len(requests)]``,
+    sent at ``start + i / rate``. Client time runs from the request's *scheduled* time (a late
+    send counts against the latency: no coordinated omission)."""
+
+    async def run() -> tuple[list[float], list[float], int, float]:
+        n = int(rate * seconds)
+        idle: list[_Conn] = []
+        opened = 0
+        server: list[float] = []
+        client: list[float] = []
+        errors = 0
+        slots = asyncio.Semaphore(max_conns)
+        loop = asyncio.get_running_loop()
+        start = loop.time() + 0.2
+
+        async def one(i: int) -> None:
+            nonlocal opened, errors
+            when = start + i / rate
+            await asyncio.sleep(max(0.0, when - loop.time()))
+            async with slots:
+                if idle:
+                    conn = idle.pop()
+                else:
+                    opened += 1
+                    conn = _Conn(*await asyncio.open_connection("127.0.0.1", port))
+                try:
+                    status, ms = await conn.request(requests[i % len(requests)])
+                except (OSError, asyncio.IncompleteReadError, ValueError):
+                    errors += 1
+                    conn.writer.close()
+                    return
+                client.append((loop.time() - when) * 1000)
+                if status < 400:
+                    server.append(ms)
+                else:
+                    errors += 1
+                idle.append(conn)
+
+        t0 = loop.time()
+        await asyncio.gather(*(one(i) for i in range(n)))
+        took = loop.time() - t0 - 0.2
+        for c in idle:
+            c.writer.close()
+        return server, client, errors, n / max(took, 1e-9)
+
+    return asyncio.run(run())
 
 
 def main() -> int:
@@ -194,27 +298,36 @@ def main() -> int:
         c.post("/v1/runs/1/rate", json=rows[0]).raise_for_status()
         c.get(f"/v1/runs/1/firms/{firms[0][0]}/explain").raise_for_status()
 
-        def rate_one(i: int) -> tuple[str, str, dict]:
-            return "POST", "/v1/runs/1/rate", {"json": rows[i % len(rows)]}
-
+        raw = [
+            _raw_request(port, "POST", "/v1/runs/1/rate", {**H, "Content-Type": "application/json"},
+                         json.dumps(row).encode())
+            for row in rows[:500]
+        ]
         cpu0 = _cpu_s(proc.pid)
-        s_ms, c_ms, errs, got = open_loop(url, H, rate_one, args.rate, args.seconds)
+        me0 = time.process_time()
+        s_ms, c_ms, errs, got = open_loop_raw(port, raw, args.rate, args.seconds)
+        client_cpu = (time.process_time() - me0) * 1000 / max(1, len(s_ms) + errs)
         cpu_open = (_cpu_s(proc.pid) - cpu0) * 1000 / max(1, len(s_ms) + errs)
         lines.append(
             f"| one-firm rating, offered {args.rate:g}/s for {args.seconds:g} s | achieved {got:.0f}/s, "
             f"{errs} errors | server p50 {_pct(s_ms, 50):.1f} ms, p99 {_pct(s_ms, 99):.1f} ms | client p50 "
             f"{_pct(c_ms, 50):.1f} ms, p99 {_pct(c_ms, 99):.1f} ms; server CPU {cpu_open:.1f} ms/request "
-            "| p50 <= 5 ms, p99 <= 25 ms |"
+            f"(load client {client_cpu:.2f} ms/request) | p50 <= 5 ms, p99 <= 25 ms |"
         )
-        # the same, closed loop one at a time: the floor of one request's cost
+        # the same, closed loop one at a time: the floor of one request's cost (threads' CPU apart;
+        # threads that ended in between are missed by the split, so it is read over one loop)
         seq = []
         cpu0 = _cpu_s(proc.pid)
-        for i in range(100):
+        split0 = _cpu_split(proc.pid)
+        for i in range(300):
             seq.append(_server_ms(c.post("/v1/runs/1/rate", json=rows[i % len(rows)])))
-        cpu_seq = (_cpu_s(proc.pid) - cpu0) * 1000 / 100
+        split1 = _cpu_split(proc.pid)
+        cpu_seq = (_cpu_s(proc.pid) - cpu0) * 1000 / 300
+        loop_ms, threads_ms = ((b - a) * 1000 / 300 for a, b in zip(split0, split1, strict=True))
         lines.append(
-            f"| one-firm rating, one at a time (100) | — | server p50 {_pct(seq, 50):.1f} ms, p99 "
-            f"{_pct(seq, 99):.1f} ms | server CPU {cpu_seq:.1f} ms/request (rating + recording) | — |"
+            f"| one-firm rating, one at a time (300) | — | server p50 {_pct(seq, 50):.1f} ms, p99 "
+            f"{_pct(seq, 99):.1f} ms | server CPU {cpu_seq:.1f} ms/request: event loop (HTTP, FastAPI) "
+            f"{loop_ms:.1f} ms, work + writer threads (rating, recording) {threads_ms:.1f} ms | — |"
         )
         cpu0 = _cpu_s(proc.pid)
         t = time.perf_counter()
@@ -281,6 +394,9 @@ def main() -> int:
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+    writer = [x for x in (tmp / "server.log").read_text(errors="replace").splitlines() if "ledger writer:" in x]
+    if writer:  # group commit at work: runs per commit group over the whole benchmark
+        lines.append(f"| the ledger writer, whole benchmark | — | — | {writer[-1].split('ledger writer: ')[1]} | — |")
     load = os.getloadavg()
     cores = os.cpu_count() or 1
     busy = load[0] > 0.5 * cores

@@ -115,6 +115,23 @@ def test_a_slow_client_is_cut_off(server):
     assert time.monotonic() - t < 8
 
 
+def _write_locked(path: Path) -> bool:
+    """Whether some connection holds the SQLite file's write lock (a write transaction is open):
+    works in WAL mode (the service's default) and with a rollback journal."""
+    import sqlite3
+
+    con = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        con.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        return "locked" in str(exc)
+    else:
+        con.execute("ROLLBACK")
+        return False
+    finally:
+        con.close()
+
+
 def test_killed_mid_rating_loses_nothing_and_restarts(server, tmp_path):
     import httpx
 
@@ -123,6 +140,13 @@ def test_killed_mid_rating_loses_nothing_and_restarts(server, tmp_path):
         r = c.post("/v1/rulebooks/huzhou/rate?detail=summary", content=env.data.read_bytes(),
                    headers=env.h("admin", **{"Content-Type": "text/csv"}))
         assert r.status_code == 200
+        # a one-firm rating answered (committed by the writer's pooled connection, WAL, no fsync): run 2
+        import pyarrow.csv as pacsv
+
+        rows = [r for r in pacsv.read_csv(env.data, convert_options=pacsv.ConvertOptions(column_types={
+            "firm_id": "string", "industry": "string"})).to_pylist() if r["firm_id"] == FIRM]
+        one = c.post("/v1/runs/1/rate", headers=env.h("firm"), json=rows)
+        assert one.status_code == 200 and one.json()["run_id"] == 2, one.text
     big = make_sample(tmp_path / "big.csv", firms=10_000)
     outcome: list[object] = []
 
@@ -134,24 +158,27 @@ def test_killed_mid_rating_loses_nothing_and_restarts(server, tmp_path):
         except httpx.HTTPError as exc:
             outcome.append(type(exc).__name__)
 
-    journal = Path(str(env.ledger) + "-journal")
     t = threading.Thread(target=rate_big)
     t.start()
     deadline = time.monotonic() + 60
-    while not journal.exists() and time.monotonic() < deadline and t.is_alive():
+    in_write = False
+    while not in_write and time.monotonic() < deadline and t.is_alive():
         time.sleep(0.0005)  # until the ledger's write transaction has begun
-    in_write = journal.exists()
+        in_write = _write_locked(env.ledger)
     server.stop(signal.SIGKILL)
     t.join()
     assert in_write, "the server finished before its ledger write could be interrupted"
+    assert Path(str(env.ledger) + "-wal").exists()  # killed while writing in WAL mode (--ledger-sync normal)
     assert outcome and outcome[0] != 200, outcome  # the rating never finished
     led = open_ledger(env.ledger, create=False)
     rep = led.check()
     assert rep.ok, rep.problems
     runs = led.runs()
-    assert runs[0]["id"] == 1 and len(runs) in (1, 2)  # run 1 intact; the killed one all or nothing
-    if len(runs) == 2:
-        assert runs[1]["n_ratings"] == 20_000 and len(led.ratings(2)) == 20_000
+    # runs 1 and 2 (answered before the kill) intact; the killed one all or nothing
+    assert [r["id"] for r in runs[:2]] == [1, 2] and len(runs) in (2, 3)
+    assert runs[1]["n_ratings"] == len(rows) and led.replay(2).identical
+    if len(runs) == 3:
+        assert runs[2]["n_ratings"] == 20_000 and len(led.ratings(3)) == 20_000
     led.dispose()
     server.start()  # same ledger, same port number is not needed: a new one
     with httpx.Client(base_url=server.url, timeout=60) as c:

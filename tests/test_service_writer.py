@@ -261,6 +261,41 @@ def test_keys_are_reloaded_when_the_file_changes_and_a_broken_file_keeps_the_old
         assert_problem(c.get("/v1/rulebooks", headers=env.h("admin")), 401)
 
 
+def test_a_key_is_found_by_one_lookup_among_many_and_only_its_exact_hash_matches():
+    from ruleengine.service.keys import KeyRing, Principal, key_hash, new_key
+
+    keys = [new_key() for _ in range(2000)]
+    ring = KeyRing([(bytes.fromhex(key_hash(k)), Principal(f"k{i}", "admin")) for i, k in enumerate(keys)])
+    assert ring.authenticate(keys[0]).name == "k0" and ring.authenticate(keys[-1]).name == "k1999"
+    assert ring.authenticate(keys[5][:-1]) is None and ring.authenticate(key_hash(keys[5])) is None
+    assert ring.authenticate(None) is None and ring.authenticate("") is None and ring.authenticate("x" * 513) is None
+    # a ring is never changed: a reload builds a new one (tested above), so no stale entry survives it
+    smaller = KeyRing([(bytes.fromhex(key_hash(keys[1])), Principal("k1", "admin"))])
+    assert smaller.authenticate(keys[0]) is None and smaller.authenticate(keys[1]).name == "k1"
+
+
+def test_the_writer_logs_its_group_commits_when_the_service_stops(env, caplog, monkeypatch):
+    from ruleengine.ledger import canonical as C
+
+    rows = _rows(env)
+    built = []
+    real = C.tables_json
+    monkeypatch.setattr(C, "tables_json", lambda tables: built.append(1) or real(tables))
+    with caplog.at_level("INFO", logger="ruleengine.service"):
+        with client(env) as c:
+            _first_run(c, env)
+            n = len(built)
+            for _ in range(3):
+                assert c.post("/v1/runs/1/rate", headers=env.h("firm"), json=rows).status_code == 200
+    assert len(built) - n == 1  # run 1's tables (fixed for the service): digested once, not per rating
+    assert "ledger writer: 4 runs in 4 groups (largest 1, sizes {1: 4})" in caplog.text, caplog.text
+    # the service's writer wrote in WAL mode, and the file is back to its rollback journal once closed
+    import sqlite3
+
+    assert sqlite3.connect(env.ledger).execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    assert open_ledger(env.ledger, create=False).check().ok
+
+
 def test_sighup_reloads_the_keys_of_a_running_server(tmp_path):
     import httpx
     from test_service_uvicorn import Server

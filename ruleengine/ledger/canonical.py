@@ -104,10 +104,10 @@ def input_hash(table: Any, alg: str = "sha256") -> str:
 
 def input_fingerprints(table: Any) -> Any:
     """Per-row 64-bit fingerprint of each firm-year's input row (int64 array)."""
-    from .fingerprint import column_hash, combine
+    from .fingerprint import row_hashes
 
     cols = [c.chunk(0) if c.num_chunks == 1 else c.combine_chunks() for c in table.columns]
-    return combine([column_hash(c) for c in cols], table.num_rows)
+    return row_hashes(cols, table.num_rows)
 
 
 def parquet_bytes(table: Any) -> bytes:
@@ -116,7 +116,14 @@ def parquet_bytes(table: Any) -> bytes:
     import pyarrow.parquet as pq
 
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd", compression_level=1, store_schema=False)
+    if table.num_rows <= SMALL_ROWS:
+        # a few rows (a one-firm run): zstd, statistics and dictionaries cost more CPU than they save
+        # bytes; still a plain Parquet file (what is hashed is the canonical input, not these bytes)
+        pq.write_table(
+            table, sink, compression="none", use_dictionary=False, write_statistics=False, store_schema=False
+        )
+    else:
+        pq.write_table(table, sink, compression="zstd", compression_level=1, store_schema=False)
     return bytes(sink.getvalue().to_pybytes())
 
 
@@ -182,6 +189,11 @@ def results_bytes(results: Any) -> Iterator[Any]:
     for name in results.names:
         yield name.encode() + b"\x00"
         cat = cols.category(name) if hasattr(cols, "category") else None
+        if 0 < n <= SMALL_ROWS:
+            tiny = _column_bytes_small(cat, cols, name)
+            if tiny is not None:
+                yield from tiny
+                continue
         if cat is not None:
             yield from _text_bytes(np.asarray(cat.codes), cat.arrow_labels())
             continue
@@ -257,6 +269,69 @@ def _text_bytes_small(codes: Any, labels: Any) -> Iterator[Any]:
     yield struct.pack(f"<{m}q", *(len(v) for v in distinct))
     yield b"".join(distinct)
     yield struct.pack(f"<{len(vals)}i", *(rank[v] for v in vals))
+
+
+def _column_bytes_small(cat: Any, cols: Any, name: str) -> list[bytes] | None:
+    """A results column's pieces of :func:`results_bytes` for a few rows, in plain Python (the
+    same bytes; tests/test_ledger_replay.py compares), or None where the numpy path must run."""
+    import struct
+
+    import numpy as np
+
+    if cat is not None:
+        if cat.labels_from_arrow and cat.label_count > 256:
+            return None  # many Arrow labels: the Arrow take of the vectorised path is cheaper
+        labels = cat.labels
+        n_lab = len(labels)
+        vals = []
+        for c in np.asarray(cat.codes).tolist():
+            label = labels[c] if 0 <= c < n_lab else ""
+            if label is None:
+                label = ""
+            if not isinstance(label, str):
+                return None
+            vals.append(label.encode())
+        return _text_pieces(vals)
+    v = np.asarray(cols[name])
+    if v.dtype == object or v.dtype.kind in "US":
+        items = v.tolist()
+        if not all(x is None or isinstance(x, str) for x in items):
+            return None
+        return _text_pieces([b"" if x is None else x.encode() for x in items])
+    if v.dtype.kind == "f":
+        xs = v.astype(np.float64, copy=False).tolist()
+        valid = [x == x for x in xs]
+        head = b"double\x00" + _bits(valid)
+        return [head, struct.pack(f"<{len(xs)}d", *(x if ok else 0.0 for x, ok in zip(xs, valid, strict=True)))]
+    if v.dtype.kind in "iub":
+        xs = v.astype(np.int64, copy=False).tolist()
+        return [b"int64\x00" + _bits([True] * len(xs)), struct.pack(f"<{len(xs)}q", *xs)]
+    return None
+
+
+def _bits(valid: list[bool]) -> bytes:
+    """``np.packbits(valid).tobytes()`` (as ``fingerprint._bits``; here without an import per call)."""
+    out = bytearray((len(valid) + 7) // 8)
+    for i, v in enumerate(valid):
+        if v:
+            out[i >> 3] |= 0x80 >> (i & 7)
+    return bytes(out)
+
+
+def _text_pieces(vals: list[bytes]) -> list[bytes]:
+    """:func:`_text_bytes` of the rows' texts (UTF-8, a missing value as ``b''``)."""
+    import struct
+
+    distinct = sorted(set(vals))
+    rank = {v: i for i, v in enumerate(distinct)}
+    m = len(distinct)
+    return [
+        b"dict\x00",
+        b"string\x00" + _bits([True] * m),
+        struct.pack(f"<{m}q", *(len(v) for v in distinct)),
+        b"".join(distinct),
+        struct.pack(f"<{len(vals)}i", *(rank[v] for v in vals)),
+    ]
 
 
 def _results_digest_v1(results: Any, alg: str) -> str:

@@ -77,9 +77,16 @@ def column_bytes(arr: Any) -> Iterator[Any]:
     """Canonical bytes of a column (after :func:`plain`): its type, validity bits, then values
     (numbers as little-endian 8 bytes with missing ones zeroed; text as lengths then UTF-8).
 
-    Yields bytes-like pieces (bytes or contiguous numpy arrays, hashed without a copy)."""
+    Yields bytes-like pieces (bytes or contiguous numpy arrays, hashed without a copy). Up to
+    :data:`TINY_ROWS` rows the pieces are built in plain Python (:func:`_column_bytes_tiny`: the
+    same bytes, without numpy/Arrow call overhead per column)."""
     import pyarrow as pa
 
+    if 0 < len(arr) <= TINY_ROWS:
+        tiny = _column_bytes_tiny(arr)
+        if tiny is not None:
+            yield from tiny
+            return
     valid = _valid(arr)
     yield str(arr.type).encode() + b"\x00" + np.packbits(valid).tobytes()
     if pa.types.is_string(arr.type):
@@ -114,6 +121,10 @@ def column_hash(arr: Any) -> np.ndarray:
     """64-bit per-row hash of a column (after :func:`plain`)."""
     import pyarrow as pa
 
+    if 0 < len(arr) <= TINY_ROWS:
+        tiny = column_hash_tiny(arr)
+        if tiny is not None:
+            return np.array(tiny, dtype=np.uint64)
     valid = _valid(arr)
     if pa.types.is_string(arr.type):
         h = _text_hash(arr)
@@ -182,3 +193,113 @@ def combine(hashes: list[np.ndarray], n: int) -> np.ndarray:
     for h in hashes:
         acc = _mix(acc * P1 + h)
     return acc.view(np.int64)
+
+
+# --- tiny columns (a one-firm run: ~50 input and ~60 result columns of one or two rows) ----------
+# The same bytes and hashes as the numpy/Arrow code above, in plain Python: for a row or two the
+# per-call overhead of numpy/Arrow (a dozen calls per column) costs far more than the arithmetic.
+# tests/test_ledger_replay.py compares both paths on random columns.
+
+TINY_ROWS = 64
+_MASK = (1 << 64) - 1
+_P1, _NULL, _M1_, _M2_ = int(P1), int(NULL), int(_M1), int(_M2)
+_EXACT = 1 << 53  # an int64 column with nulls goes through float64 in the numpy path: exact below this
+
+
+def _mix_int(x: int) -> int:
+    x ^= x >> 30
+    x = (x * _M1_) & _MASK
+    x ^= x >> 27
+    x = (x * _M2_) & _MASK
+    return x ^ (x >> 31)
+
+
+def _bits(valid: list[bool]) -> bytes:
+    """``np.packbits(valid).tobytes()``: most significant bit first, the last byte zero-padded."""
+    out = bytearray((len(valid) + 7) // 8)
+    for i, v in enumerate(valid):
+        if v:
+            out[i >> 3] |= 0x80 >> (i & 7)
+    return bytes(out)
+
+
+def _tiny_values(arr: Any) -> tuple[str, list[Any]] | None:
+    """(``string``/``double``/``int64``, the values as Python objects, None = missing), or None
+    for what the tiny paths do not cover (then the numpy path runs)."""
+    import pyarrow as pa
+
+    t = arr.type
+    kind = "string" if pa.types.is_string(t) else "double" if t == pa.float64() else "int64" if t == pa.int64() else ""
+    if not kind:
+        return None
+    vals = arr.to_pylist()
+    if kind == "int64" and arr.null_count and any(v is not None and not -_EXACT <= v <= _EXACT for v in vals):
+        return None  # the numpy path rounds these through float64: leave it to that path
+    return kind, vals
+
+
+def _column_bytes_tiny(arr: Any) -> list[bytes] | None:
+    import struct
+
+    got = _tiny_values(arr)
+    if got is None:
+        return None
+    kind, vals = got
+    n = len(vals)
+    head = kind.encode() + b"\x00" + _bits([v is not None for v in vals])
+    if kind == "string":
+        bs = [v.encode() if v is not None else b"" for v in vals]
+        return [head, struct.pack(f"<{n}q", *map(len, bs)), b"".join(bs)]
+    if kind == "double":
+        return [head, struct.pack(f"<{n}d", *(0.0 if v is None else v for v in vals))]
+    return [head, struct.pack(f"<{n}q", *(0 if v is None else v for v in vals))]
+
+
+def column_hash_tiny(arr: Any) -> list[int] | None:
+    """:func:`column_hash` as Python ints (unsigned 64-bit), or None where the numpy path must run."""
+    import struct
+
+    got = _tiny_values(arr)
+    if got is None:
+        return None
+    kind, vals = got
+    if kind == "string":
+        bs = [v.encode() if v is not None else b"" for v in vals]
+        maxlen = max(len(b) for b in bs)
+        if maxlen > 64:
+            import hashlib
+
+            raw = [int.from_bytes(hashlib.blake2b(b, digest_size=8).digest(), "little") for b in bs]
+        else:
+            words = (maxlen + 7) // 8
+            raw = []
+            for b in bs:
+                x = len(b)
+                padded = b.ljust(words * 8, b"\x00")
+                for j in range(0, words * 8, 8):
+                    x = (x * _P1 + int.from_bytes(padded[j : j + 8], "little")) & _MASK
+                raw.append(x)
+    elif kind == "double":
+        raw = [struct.unpack("<Q", struct.pack("<d", (v or 0.0) if v == v else v))[0] for v in vals]
+        # (v or 0.0): a missing value and -0.0 count as 0.0; NaN (v != v) keeps its bits
+    else:
+        raw = [(v or 0) & _MASK for v in vals]
+    return [_mix_int(x) if v is not None else _NULL for x, v in zip(raw, vals, strict=True)]
+
+
+def combine_tiny(hashes: list[list[int]], n: int) -> np.ndarray:
+    """:func:`combine` of :func:`column_hash_tiny` lists."""
+    acc = [len(hashes)] * n
+    for h in hashes:
+        acc = [_mix_int((a * _P1 + x) & _MASK) for a, x in zip(acc, h, strict=True)]
+    return np.array(acc, dtype=np.uint64).view(np.int64)
+
+
+def row_hashes(cols: list[Any], n: int) -> np.ndarray:
+    """:func:`combine` of :func:`column_hash` of each column: int64 row fingerprints (the tiny
+    path for a few rows)."""
+    if 0 < n <= TINY_ROWS:
+        tiny = [column_hash_tiny(c) for c in cols]
+        if all(h is not None for h in tiny):
+            return combine_tiny(tiny, n)  # type: ignore[arg-type]
+    return combine([column_hash(c) for c in cols], n)

@@ -135,11 +135,16 @@ def prepare(
     reason: str | None = None,
     input_name: str | None = None,
     background: bool = True,
+    fixed_tables: bool = False,
 ) -> Prepared:
     """Everything a run records, but the chain link. The rating rows (what the insert needs) are
     built here; the input hash, the stored rows' Parquet, the results digest and the block hashes
     are computed by a worker thread (``background``) that :func:`append` overlaps with the insert
-    and waits for before the run row is written (hashlib, Arrow and SQLite release the GIL)."""
+    and waits for before the run row is written (hashlib, Arrow and SQLite release the GIL).
+
+    ``fixed_tables``: the results' benchmark table objects are never changed (the service's tables
+    of a recorded run): their canonical JSON is built and digested once per set of table objects,
+    not per run."""
     from concurrent.futures import Future, ThreadPoolExecutor
 
     C.hasher(alg)  # an unknown algorithm fails here, before any work
@@ -153,9 +158,8 @@ def prepare(
         return d
 
     main, files = rulebook_files(book, plan)
-    manifest = {"main": main, "files": {rel: put(blobs, "rulebook-file", b) for rel, b in sorted(files.items())}}
-    manifest_digest = put(blobs, "rulebook-manifest", C.canonical_json(manifest))
-    tables_digest = put(blobs, "benchmarks", C.tables_json(results.tables))
+    manifest_digest = _rulebook_blobs(blobs, alg, main, files)
+    tables_digest = _tables_blob(blobs, alg, results.tables, fixed_tables)
 
     # a worker thread pays off for big runs only (a one-firm run: the thread costs more than it saves)
     background = background and len(results) >= BACKGROUND_ROWS
@@ -221,6 +225,62 @@ def prepare(
     return prepared
 
 
+# Per-run-constant blobs, digested once: a service rating one firm after another against the same
+# run's tables records the same rulebook files and benchmark tables every time. Keyed by the
+# identity of the (immutable) objects, which the cache entry keeps alive (so an id is never reused
+# while its entry exists); an entry's blobs are copied into each run's own dict.
+_CONSTANT_BLOBS: dict[Any, tuple[Any, str, dict[str, tuple[str, bytes]]]] = {}
+_CONSTANT_MAX = 32
+
+
+def _cached_blobs(
+    key: Any, keep: Any, into: dict[str, tuple[str, bytes]], make: Callable[[dict[str, tuple[str, bytes]]], str]
+) -> str:
+    hit = _CONSTANT_BLOBS.get(key)
+    if hit is None:
+        made: dict[str, tuple[str, bytes]] = {}
+        digest = make(made)
+        if len(_CONSTANT_BLOBS) >= _CONSTANT_MAX:
+            _CONSTANT_BLOBS.clear()
+        hit = _CONSTANT_BLOBS[key] = (keep, digest, made)
+    into.update(hit[2])
+    return hit[1]
+
+
+def _rulebook_blobs(into: dict[str, tuple[str, bytes]], alg: str, main: str, files: Mapping[str, bytes]) -> str:
+    """The rulebook files and their manifest as blobs; returns the manifest's digest."""
+    items = sorted(files.items())
+
+    def make(out: dict[str, tuple[str, bytes]]) -> str:
+        def put(kind: str, data: bytes) -> str:
+            d = C.digest(data, alg)
+            out[d] = (kind, data)
+            return d
+
+        manifest = {"main": main, "files": {rel: put("rulebook-file", b) for rel, b in items}}
+        return put("rulebook-manifest", C.canonical_json(manifest))
+
+    key = ("rulebook", alg, main, tuple((rel, id(b)) for rel, b in items))
+    return _cached_blobs(key, [b for _, b in items], into, make)
+
+
+def _tables_blob(into: dict[str, tuple[str, bytes]], alg: str, tables: Mapping[str, Any], fixed: bool) -> str:
+    """The benchmark tables as a blob (canonical JSON); returns its digest. Cached by the tables'
+    identity only when the caller says they are ``fixed`` (a BenchmarkTable is mutable)."""
+    items = sorted(tables.items())
+
+    def make(out: dict[str, tuple[str, bytes]]) -> str:
+        data = C.tables_json(tables)
+        d = C.digest(data, alg)
+        out[d] = ("benchmarks", data)
+        return d
+
+    if not fixed:
+        return str(make(into))
+    key = ("tables", alg, tuple((name, id(t)) for name, t in items))
+    return _cached_blobs(key, [t for _, t in items], into, make)
+
+
 def _user() -> str:
     try:
         return getpass.getuser()
@@ -256,18 +316,25 @@ def append(engine: Any, prepared: Prepared, signer: Signer | None = None) -> dic
 def append_many(engine: Any, prepared: Sequence[Prepared], signer: Signer | None = None) -> list[dict[str, Any]]:
     """Append several runs, in order, in ONE transaction under the write lock (one lock, one
     commit — what a service recording many small runs wants); all land, or none. Returns their
-    run rows, chained one after the other."""
-    import sqlalchemy as sa
+    run rows, chained one after the other.
 
+    The statements go straight to the DB-API cursor (fixed SQL text, no SQLAlchemy statement
+    building per run: for a one-firm run that was most of the append's CPU)."""
     out: list[dict[str, Any]] = []
     try:
         with write_transaction(engine) as conn:
-            tip = conn.execute(sa.select(S.runs.c.id, S.runs.c.run_hash).order_by(S.runs.c.id.desc()).limit(1)).first()
-            prev_id, prev_hash = (tip[0], tip[1]) if tip else (0, GENESIS)
-            for p in prepared:
-                row = _append_one(conn, p, prev_id + 1, prev_hash, signer)
-                out.append(row)
-                prev_id, prev_hash = row["id"], row["run_hash"]
+            sql = _Sql(conn.dialect.name)
+            cur = conn.connection.dbapi_connection.cursor()
+            try:
+                cur.execute(sql.tip)
+                tip = cur.fetchone()
+                prev_id, prev_hash = (int(tip[0]), str(tip[1])) if tip else (0, GENESIS)
+                for p in prepared:
+                    row = _append_one(conn, cur, sql, p, prev_id + 1, prev_hash, signer)
+                    out.append(row)
+                    prev_id, prev_hash = row["id"], row["run_hash"]
+            finally:
+                cur.close()
     finally:
         for p in prepared:
             if p.pending is not None:  # an error before finish(): let the worker end
@@ -275,12 +342,48 @@ def append_many(engine: Any, prepared: Sequence[Prepared], signer: Signer | None
     return out
 
 
-def _append_one(conn: Any, prepared: Prepared, run_id: int, prev_hash: str, signer: Signer | None) -> dict[str, Any]:
-    import sqlalchemy as sa
+class _Sql:
+    """The append's SQL text for a dialect (``?`` or ``%s`` placeholders)."""
 
+    _cache: dict[str, _Sql] = {}
+
+    def __new__(cls, dialect: str) -> _Sql:
+        got = cls._cache.get(dialect)
+        if got is None:
+            got = super().__new__(cls)
+            ph = "%s" if dialect == "postgresql" else "?"
+            got.ph = ph
+            got.tip = "SELECT id, run_hash FROM ledger_runs ORDER BY id DESC LIMIT 1"
+            got.run_exists = f"SELECT id FROM ledger_runs WHERE id = {ph}"
+            got.run_cols = tuple(c.name for c in S.runs.columns)
+            got.insert_run = (
+                f"INSERT INTO ledger_runs ({', '.join(got.run_cols)}) VALUES ({', '.join([ph] * len(got.run_cols))})"
+            )
+            got.insert_blob = (
+                f"INSERT INTO ledger_blobs (digest, kind, size, encoding, data) VALUES ({', '.join([ph] * 5)})"
+            )
+            cls._cache[dialect] = got
+        return got
+
+    ph: str
+    tip: str
+    run_exists: str
+    run_cols: tuple[str, ...]
+    insert_run: str
+    insert_blob: str
+
+    def have_blobs(self, n: int) -> str:
+        return f"SELECT digest FROM ledger_blobs WHERE digest IN ({', '.join([self.ph] * n)})"
+
+
+def _append_one(
+    conn: Any, cur: Any, sql: _Sql, prepared: Prepared, run_id: int, prev_hash: str, signer: Signer | None
+) -> dict[str, Any]:
     sup = prepared.header["supersedes"]
-    if sup is not None and conn.execute(sa.select(S.runs.c.id).where(S.runs.c.id == sup)).first() is None:
-        raise LedgerError(f"run {sup} (to be superseded) is not in the ledger")
+    if sup is not None:
+        cur.execute(sql.run_exists, (sup,))
+        if cur.fetchone() is None:
+            raise LedgerError(f"run {sup} (to be superseded) is not in the ledger")
     _insert_ratings(conn, run_id, prepared.rows)
     prepared.finish()
     header = {**prepared.header, "id": run_id}
@@ -292,19 +395,22 @@ def _append_one(conn: Any, prepared: Prepared, run_id: int, prev_hash: str, sign
     wanted = list(prepared.blobs)
     have: set[str] = set()
     for i in range(0, len(wanted), 500):
-        have.update(
-            r[0] for r in conn.execute(sa.select(S.blobs.c.digest).where(S.blobs.c.digest.in_(wanted[i : i + 500])))
-        )
+        part = wanted[i : i + 500]
+        cur.execute(sql.have_blobs(len(part)), part)
+        have.update(r[0] for r in cur.fetchall())
+    new = []
     for d in wanted:
         if d not in have:
             kind, data = prepared.blobs[d]
             enc, stored = _compress(data, kind)
-            conn.execute(sa.insert(S.blobs).values(digest=d, kind=kind, size=len(data), encoding=enc, data=stored))
+            new.append((d, kind, len(data), enc, stored))
+    if new:
+        cur.executemany(sql.insert_blob, new)
     _insert_blocks(conn, run_id, prepared.rows)
-    conn.execute(sa.insert(S.runs).values(**row))
+    cur.execute(sql.insert_run, tuple(row[c] for c in sql.run_cols))
     if conn.dialect.name == "postgresql" and len(prepared.rows.fps) >= 100_000:
         # a big run: fresh planner statistics, so `history` uses the firm index at once
-        conn.execute(sa.text("ANALYZE ledger_ratings"))
+        cur.execute("ANALYZE ledger_ratings")
     return row
 
 
@@ -367,9 +473,9 @@ def rating_columns(results: Any, plan: Any, input_fp: Any) -> dict[str, Any]:
 
 
 def row_fingerprints(cols: dict[str, Any]) -> Any:
-    from .fingerprint import column_hash, combine
+    from .fingerprint import row_hashes
 
-    return combine([column_hash(c) for c in cols.values()], len(cols["seq"]))
+    return row_hashes(list(cols.values()), len(cols["seq"]))
 
 
 def block_hashes(cols: dict[str, Any], alg: str, start_block: int = 0) -> list[str]:

@@ -23,8 +23,8 @@ def create_app(config: ServiceConfig) -> object:
     return build(config)
 
 
-def serve(config: ServiceConfig, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Run the service under uvicorn until interrupted."""
+def serve(config: ServiceConfig, host: str = "127.0.0.1", port: int = 8000, access_log: bool = False) -> None:
+    """Run the service under uvicorn until interrupted (``access_log``: uvicorn's line per request)."""
     from .app import run
 
-    run(config, host, port)
+    run(config, host, port, access_log)

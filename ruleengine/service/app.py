@@ -155,7 +155,11 @@ def _st(request: Request) -> State:
 bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer re_…`")
 
 
-def principal(request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Principal:
+async def principal(
+    request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> Principal:
+    # async: FastAPI runs a plain `def` dependency in its thread pool (a thread hop per request); the
+    # lookup is one dict access and, at most every --keys-check seconds, a stat of the keys file
     p = _st(request).keys.authenticate(creds.credentials if creds else None)
     if p is None:
         raise Problem(
@@ -264,7 +268,7 @@ def _visible(st: State, p: Principal, firm_id: str, action: str) -> None:
     if p.role == "bank":
         assert p.bank is not None
         ok = firm_id in store.consented(st.ledger.engine, p.bank, [firm_id])
-        st.write(store.log_access, st.ledger.engine, p.name, p.role, p.bank, [firm_id], action, ok)
+        st.write(store.log_access, st.writer.engine, p.name, p.role, p.bank, [firm_id], action, ok)
         if not ok:
             raise not_visible()
         return
@@ -305,11 +309,11 @@ def _scope_rows(st: State, p: Principal, firms: list[str], action: str) -> None:
         assert p.bank is not None
         ok = store.consented(st.ledger.engine, p.bank, firms)
         st.write(
-            store.log_access, st.ledger.engine, p.name, p.role, p.bank, [f for f in firms if f in ok], action, True
+            store.log_access, st.writer.engine, p.name, p.role, p.bank, [f for f in firms if f in ok], action, True
         )
         missing = [f for f in firms if f not in ok]
         if missing:
-            st.write(store.log_access, st.ledger.engine, p.name, p.role, p.bank, missing, action, False)
+            st.write(store.log_access, st.writer.engine, p.name, p.role, p.bank, missing, action, False)
             shown = ", ".join(missing[:5]) + (" …" if len(missing) > 5 else "")
             raise Problem(
                 403,
@@ -464,7 +468,7 @@ async def _idempotent_locked(st: State, lock: asyncio.Lock, p: Principal, key: s
             await asyncio.wrap_future(
                 st.writer.call(
                     store.idem_put,
-                    st.ledger.engine,
+                    st.writer.engine,
                     p.name,
                     key,
                     rh,
@@ -1121,7 +1125,7 @@ def build(cfg: ServiceConfig) -> FastAPI:
             )
         iso = exp.astimezone(dt.UTC).isoformat(timespec="microseconds")
         row = await asyncio.wrap_future(
-            st.writer.call(store.consent_event, st.ledger.engine, firm, body.bank, "grant", iso, p.name)
+            st.writer.call(store.consent_event, st.writer.engine, firm, body.bank, "grant", iso, p.name)
         )
         return _json({k: row[k] for k in ("firm_id", "bank", "action", "expires_at", "at")}, status=201)
 
@@ -1136,7 +1140,7 @@ def build(cfg: ServiceConfig) -> FastAPI:
         if not firm:
             raise Problem(422, "Unprocessable Content", "firm_id: an admin key names the firm", "no-firm")
         row = await asyncio.wrap_future(
-            st.writer.call(store.consent_event, st.ledger.engine, firm, bank, "revoke", None, p.name)
+            st.writer.call(store.consent_event, st.writer.engine, firm, bank, "revoke", None, p.name)
         )
         return _json({k: row[k] for k in ("firm_id", "bank", "action", "at")})
 
@@ -1358,13 +1362,12 @@ def _rate_one(st: State, p: Principal, run_id: int, rows: list[dict[str, Any]], 
     _scope_rows(st, p, [firm_id], f"rate against run {run_id}")  # admin: no check
     rr = st.rated_run(run_id, with_results=False)
     results = pipeline.rate(rr.plan, rows, benchmarks=rr.tables)
-    rest = _dumps(
-        {
-            "benchmarks_of_run": run_id,
-            "issues": [_scrub(st, i.format()) for i in results.issues[:100]],
-            "results": _ratings_json(results, "full"),
-        }
-    )
+    head = {"benchmarks_of_run": run_id, "issues": [_scrub(st, i.format()) for i in results.issues[:100]]}
+    text = results.to_json()  # the engine's JSON of the rows, put into the body as it is (no parse + dump)
+    if "NaN" in text or "Infinity" in text:  # (never expected: such values are null) the strict JSON path
+        rest = _dumps({**head, "results": _ratings_json(results, "full")})
+    else:
+        rest = _dumps(head)[:-1] + b', "results": ' + text.strip().encode("utf-8") + b"}"
     fut = st.record(
         rr.book,
         rows,
@@ -1373,6 +1376,7 @@ def _rate_one(st: State, p: Principal, run_id: int, rows: list[dict[str, Any]], 
         who=f"service:{p.name}",
         input_name="firm-rating",
         options={"benchmarks_of_run": run_id, "service": "rate-firm"},
+        fixed_tables=True,  # the run's tables, loaded once and never changed: digested once
     )
     return Pending(fut, lambda run: _with_provenance(run, rest))
 
@@ -1393,13 +1397,19 @@ def _file_sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def run(cfg: ServiceConfig, host: str, port: int) -> None:
+def run(cfg: ServiceConfig, host: str, port: int, access_log: bool = False) -> None:
     import signal
 
     import uvicorn
 
     app = build(cfg)
     st: State = app.state.service
+    own = logging.getLogger("ruleengine")
+    if not own.handlers:  # the service's own lines (keys reloaded, the writer's figures) on stderr, like uvicorn's
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+        own.addHandler(handler)
+        own.setLevel(logging.INFO)
     if hasattr(signal, "SIGHUP"):  # `kill -HUP PID`: read the keys file again now
         signal.signal(signal.SIGHUP, lambda _sig, _frame: st.reload_keys())
     uvicorn.run(
@@ -1407,6 +1417,7 @@ def run(cfg: ServiceConfig, host: str, port: int) -> None:
         host=host,
         port=port,
         log_level="info",
+        access_log=access_log,  # a line per request costs CPU; the ledger logs every bank access anyway
         timeout_keep_alive=5,
         limit_concurrency=256,
         h11_max_incomplete_event_size=64 * 1024,

@@ -15,6 +15,8 @@ class ServiceConfig:
     ``request_timeout_s`` work per request (503; the work is abandoned), ``body_timeout_s`` time to
     receive a body (408, slow clients), ``max_concurrent`` requests doing work at once (others wait
     up to ``queue_timeout_s``, then 503 with Retry-After).
+
+    ``ledger_sync`` (SQLite): how the writer commits, see :func:`ruleengine.ledger.db.writer_engine`.
     """
 
     ledger: str | Path = "ruleengine.db"
@@ -29,3 +31,8 @@ class ServiceConfig:
     cached_runs: int = 4  # runs kept rated in memory for explain / one-firm rating
     keys_check_s: float = 2.0  # the keys file is looked at (mtime) at most this often; SIGHUP forces it
     spool_memory_bytes: int = 1 * 2**20  # a body above this is spooled to a file in the state folder
+    # SQLite ledger, the writer's commits (ledger.db.writer_engine): "normal" = WAL + synchronous=NORMAL
+    # (a committed run survives the server killed, kill -9 included; an OS crash or power cut may lose the
+    # last commits, whole ones); "full" = rollback journal + synchronous=FULL (survives a power cut;
+    # ~10 ms of fsyncs per commit here)
+    ledger_sync: str = "normal"

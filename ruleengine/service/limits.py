@@ -54,6 +54,16 @@ async def _send_problem(send: Any, status: int, title: str, detail: str, code: s
     await send({"type": "http.response.body", "body": body})
 
 
+class _Spool(tempfile.SpooledTemporaryFile):
+    """A spooled body whose folder is created only when it rolls over to a file."""
+
+    def rollover(self) -> None:
+        folder = getattr(self, "_TemporaryFileArgs", {}).get("dir")
+        if folder and not self._rolled:  # type: ignore[attr-defined]
+            Path(folder).mkdir(parents=True, exist_ok=True, mode=0o700)
+        super().rollover()
+
+
 class BodyLimit:
     """Buffer the request body up to ``max_bytes`` within ``timeout_s`` seconds, or answer 413/408."""
 
@@ -67,9 +77,8 @@ class BodyLimit:
         self.spool_dir = spool_dir
 
     def _spool(self) -> IO[bytes]:
-        if self.spool_dir is not None:
-            self.spool_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return tempfile.SpooledTemporaryFile(  # noqa: SIM115 - closed in __call__'s finally
+        # the folder is made when a body first outgrows memory (_Spool.rollover), not per request
+        return _Spool(  # noqa: SIM115 - closed in __call__'s finally
             max_size=self.spool_bytes, mode="w+b", dir=str(self.spool_dir) if self.spool_dir else None
         )
 
@@ -77,6 +86,7 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        started = time.perf_counter()  # the request's arrival: Server-Timing covers receiving the body too
         length = None
         for k, v in scope.get("headers", []):
             if k == b"content-length":
@@ -97,7 +107,7 @@ class BodyLimit:
         spool = self._spool()
         try:
             if await self._receive_body(receive, send, spool):
-                await self._forward(scope, receive, send, spool)
+                await self._forward(scope, receive, send, spool, started)
         finally:
             spool.close()
 
@@ -111,7 +121,8 @@ class BodyLimit:
             try:
                 if left <= 0:
                     raise TimeoutError
-                msg = await asyncio.wait_for(receive(), timeout=left)
+                async with asyncio.timeout(left):  # (no task per receive, unlike wait_for)
+                    msg = await receive()
             except TimeoutError:
                 await _send_problem(
                     send,
@@ -140,8 +151,7 @@ class BodyLimit:
         spool.seek(0)
         return True
 
-    async def _forward(self, scope: Any, receive: Any, send: Any, spool: IO[bytes]) -> None:
-        started = time.perf_counter()
+    async def _forward(self, scope: Any, receive: Any, send: Any, spool: IO[bytes], started: float) -> None:
 
         async def timed_send(msg: Any) -> None:
             if msg["type"] == "http.response.start":  # the server-side time, for clients and benchmarks

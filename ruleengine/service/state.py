@@ -95,7 +95,11 @@ class State:
         self.cfg = cfg
         self.ledger: Ledger = open_ledger(cfg.ledger)
         self.key_watch = KeyWatch(cfg.keys, cfg.keys_check_s)
-        self.writer = Writer(self.ledger.engine)
+        from ..ledger import db
+
+        # the writer's own engine: one pooled connection (SQLite: WAL + synchronous=NORMAL by default)
+        self.write_engine = db.writer_engine(cfg.ledger, cfg.ledger_sync)
+        self.writer = Writer(self.write_engine)
         if cfg.state_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="ruleengine-service-")
             self.folder = Path(self._tmp.name)
@@ -121,9 +125,29 @@ class State:
     def close(self) -> None:
         """Commit what the writer holds and release the database connections (the app stays usable:
         a new writer thread and new connections start when needed)."""
+        from ..ledger import db
+
         self.writer.close()
-        self.writer = Writer(self.ledger.engine)
+        w = self.writer.stats
+        if w.runs or w.calls:  # for the benchmark: does group commit group?
+            import logging
+
+            logging.getLogger("ruleengine.service").info(
+                "ledger writer: %d runs in %d groups (largest %d, sizes %s), %d other writes, %.1f ms CPU per commit "
+                "group, %d errors",
+                w.runs,
+                w.groups,
+                w.largest_group,
+                dict(sorted(w.group_sizes.items())),
+                w.calls,
+                w.busy_s * 1000 / max(1, w.groups + w.calls),
+                w.errors,
+            )
+        self.writer = Writer(self.write_engine)
+        self.write_engine.dispose()
         self.ledger.dispose()
+        if self.cfg.ledger_sync == "normal":
+            db.leave_wal(self.ledger.engine)  # the file back to its rollback journal when nobody has it open
 
     # --- recording ---------------------------------------------------------------------------
     def record(self, book: Path, data: Any, results: Any, plan: Any, **kw: Any) -> concurrent.futures.Future[Any]:
@@ -160,7 +184,11 @@ class State:
             self._sem = asyncio.Semaphore(self.cfg.max_concurrent)
         sem = self._sem
         try:
-            await asyncio.wait_for(sem.acquire(), timeout=self.cfg.queue_timeout_s)
+            if sem.locked():
+                async with asyncio.timeout(self.cfg.queue_timeout_s):
+                    await sem.acquire()
+            else:  # a free slot: taken at once (no timer, no task)
+                await sem.acquire()
         except TimeoutError:
             raise Problem(
                 503,
@@ -187,7 +215,8 @@ class State:
             sem.release()
             raise
         try:
-            out = await asyncio.wait_for(asyncio.shield(fut), timeout=self.cfg.request_timeout_s)
+            async with asyncio.timeout(self.cfg.request_timeout_s):
+                out = await asyncio.shield(fut)
         except TimeoutError:
             with ticket.lock:
                 ticket.abandoned = True

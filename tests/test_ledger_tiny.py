@@ -1,0 +1,177 @@
+"""Tiny runs (one firm, as the HTTP service records them, issue #17): the plain-Python paths of the
+canonical bytes and fingerprints give exactly the bytes and hashes of the numpy/Arrow paths (the
+ledger's contents do not depend on which path ran), a tiny run verifies and replays, the writer's
+pooled connection and WAL mode, and the per-run-constant blobs digested once."""
+
+from __future__ import annotations
+
+import math
+import random
+import sqlite3
+import struct
+
+import ledger_required  # noqa: F401  (skips without the ledger extra)
+import numpy as np
+import pyarrow as pa
+import pytest
+from ledger_pg import make_sample
+
+import ruleengine
+from ruleengine.ledger import canonical as C
+from ruleengine.ledger import db, open_ledger
+from ruleengine.ledger import fingerprint as F
+from ruleengine.ledger import record as R
+
+TEXTS = ["", "A", "é", "中文", "x" * 8, "y" * 9, "z" * 64, "long " * 20, "91330500032441094N", None]
+FLOATS = [0.0, -0.0, 1.5, -2.25, 1e300, math.inf, -math.inf, math.nan, None, 3.0]
+INTS = [0, 1, -1, 2**62, -(2**63), 2**63 - 1, None, 7]
+
+
+def _random_array(rnd: random.Random, kind: str) -> pa.Array:
+    n = rnd.randrange(1, F.TINY_ROWS + 1)
+    if kind == "string":
+        pool = TEXTS if rnd.random() < 0.5 else [t for t in TEXTS if t is None or len(t) <= 64]
+        return pa.array([rnd.choice(pool) for _ in range(n)], pa.string())
+    if kind == "double":
+        return pa.array([rnd.choice(FLOATS) for _ in range(n)], pa.float64())
+    # big ints without nulls only (with nulls the numpy path goes through float64: the tiny path leaves those to it)
+    pool = [i for i in INTS if i is None or abs(i) < 2**53] if rnd.random() < 0.5 else [i for i in INTS if i is not None]
+    return pa.array([rnd.choice(pool) for _ in range(n)], pa.int64())
+
+
+def _vectorised(monkeypatch, fn, *args):
+    monkeypatch.setattr(F, "TINY_ROWS", 0)
+    monkeypatch.setattr(C, "SMALL_ROWS", 0)
+    try:
+        return fn(*args)
+    finally:
+        monkeypatch.undo()
+
+
+def _bytes(arr) -> bytes:
+    return b"".join(bytes(x) for x in F.column_bytes(arr))
+
+
+@pytest.mark.parametrize("kind", ["string", "double", "int64"])
+def test_tiny_column_bytes_and_hashes_equal_the_vectorised_paths(monkeypatch, kind):
+    rnd = random.Random(11)
+    for _ in range(300):
+        arr = _random_array(rnd, kind)
+        assert F._column_bytes_tiny(arr) is not None  # the tiny path really runs
+        tiny_b, tiny_h = _bytes(arr), F.column_hash(arr)
+        vec_b = _vectorised(monkeypatch, _bytes, arr)
+        vec_h = _vectorised(monkeypatch, F.column_hash, arr)
+        assert tiny_b == vec_b, arr
+        assert tiny_h.dtype == vec_h.dtype and tiny_h.tobytes() == vec_h.tobytes(), arr
+        sliced = arr.slice(len(arr) // 2)  # an offset into the buffers
+        if len(sliced):
+            assert _bytes(sliced) == _vectorised(monkeypatch, _bytes, sliced)
+
+
+def test_tiny_row_fingerprints_equal_the_vectorised_combine(monkeypatch):
+    rnd = random.Random(5)
+    for _ in range(100):
+        n = rnd.randrange(1, 10)
+        cols = []
+        for kind in ("string", "double", "int64", "string"):
+            a = _random_array(rnd, kind)
+            cols.append(pa.array((a.to_pylist() * n)[:n], a.type))
+        tiny = F.row_hashes(cols, n)
+        vec = _vectorised(monkeypatch, F.row_hashes, cols, n)
+        assert tiny.dtype == np.int64 and tiny.tolist() == vec.tolist()
+
+
+def test_hand_checked_tiny_bytes():
+    # a string column ['ab', None]: type, validity 10000000, lengths 2 and 0, the UTF-8
+    got = _bytes(pa.array(["ab", None]))
+    assert got == b"string\x00\x80" + struct.pack("<2q", 2, 0) + b"ab"
+    # a double column [1.5, None, -0.0]: validity 10100000, the missing value as 0.0, -0.0 kept
+    got = _bytes(pa.array([1.5, None, -0.0]))
+    assert got == b"double\x00\xa0" + struct.pack("<3d", 1.5, 0.0, -0.0)
+    # an int column with a null and a value past 2**53: left to the numpy path (it goes via float64)
+    assert F._column_bytes_tiny(pa.array([2**60, None], pa.int64())) is None
+
+
+def test_tiny_results_digest_and_input_hash_equal_the_vectorised_ones(monkeypatch, tmp_path):
+    data = make_sample(tmp_path / "firms.csv", firms=30)
+    plan = ruleengine.load("huzhou")
+    full = ruleengine.rate(plan, data)
+    import pyarrow.csv as pacsv
+
+    table = pacsv.read_csv(data, convert_options=pacsv.ConvertOptions(column_types={"firm_id": "string"}))
+    rows_all = table.to_pylist()
+    for rows in (rows_all[:1], rows_all[:2], rows_all[5:8]):
+        res = ruleengine.rate(plan, rows, benchmarks=full.tables)
+        assert 0 < len(res) <= C.SMALL_ROWS
+        tab = C.input_table(plan, rows)
+        assert C.results_digest(res) == _vectorised(monkeypatch, C.results_digest, res)
+        assert C.input_hash(tab) == _vectorised(monkeypatch, C.input_hash, tab)
+        assert C.input_fingerprints(tab).tolist() == _vectorised(monkeypatch, C.input_fingerprints, tab).tolist()
+
+
+def test_a_one_firm_run_recorded_by_the_fast_path_verifies_and_replays(ledger_url, tmp_path):
+    data = make_sample(tmp_path / "firms.csv", firms=30)
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    led = open_ledger(ledger_url)
+    full = ruleengine.rate("huzhou", data)
+    led.record("huzhou", data, full)
+    rows = pacsv.read_csv(data, convert_options=pacsv.ConvertOptions(column_types={"firm_id": "string"})).to_pylist()
+    plan = ruleengine.load("huzhou")
+    for part in (rows[:1], rows[2:4]):
+        res = ruleengine.rate(plan, part, benchmarks=full.tables)
+        run = led.record("huzhou", part, res, plan=plan, options={"benchmarks_of_run": 1})
+        rep = led.replay(run["id"])
+        assert rep.identical, rep.differences
+        stored = pq.read_table(pa.BufferReader(led.blob(run["input_blob"])))  # still a plain Parquet file
+        assert stored.num_rows == len(part) and C.input_hash(stored) == run["input_hash"]
+    assert led.check().ok
+    led.dispose()
+
+
+def test_fixed_tables_are_digested_once_and_only_when_said_fixed(tmp_path, monkeypatch):
+    data = make_sample(tmp_path / "firms.csv", firms=30)
+    plan = ruleengine.load("huzhou")
+    full = ruleengine.rate(plan, data)
+    res = ruleengine.rate(plan, data, benchmarks=full.tables)
+    calls = []
+    real = C.tables_json
+    monkeypatch.setattr(C, "tables_json", lambda t: calls.append(1) or real(t))
+    R._CONSTANT_BLOBS.clear()
+    a = R.prepare("huzhou", plan, data, res, fixed_tables=True)
+    b = R.prepare("huzhou", plan, data, res, fixed_tables=True)
+    assert len(calls) == 1 and a.header["benchmarks_hash"] == b.header["benchmarks_hash"]
+    assert a.header["benchmarks_hash"] == C.digest(real(res.tables))
+    assert a.blobs == b.blobs and a.header["rulebook_manifest"] == b.header["rulebook_manifest"]
+    R.prepare("huzhou", plan, data, res)  # not said fixed: built again (a BenchmarkTable is mutable)
+    assert len(calls) == 2
+
+
+def test_the_writer_engine_keeps_one_connection_and_writes_in_wal_mode(tmp_path):
+    data = make_sample(tmp_path / "firms.csv", firms=20)
+    path = tmp_path / "ledger.db"
+    open_ledger(path).dispose()  # the schema
+    plan = ruleengine.load("huzhou")
+    res = ruleengine.rate(plan, data)
+    eng = db.writer_engine(path, "normal")
+    seen = set()
+    from sqlalchemy import event
+
+    event.listen(eng, "connect", lambda conn, _rec: seen.add(id(conn)))
+    for _ in range(3):
+        R.append(eng, R.prepare("huzhou", plan, data, res))
+    assert len(seen) == 1  # one connection for every transaction
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    led = open_ledger(path, create=False)
+    assert [r["id"] for r in led.runs()] == [1, 2, 3] and led.check().ok
+    led.dispose()
+    eng.dispose()
+    assert db.leave_wal(eng)
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    full = db.writer_engine(path, "full")
+    R.append(full, R.prepare("huzhou", plan, data, res))
+    full.dispose()
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    with pytest.raises(ruleengine.ledger.LedgerError, match="unknown SQLite sync mode 'off'"):
+        db.writer_engine(path, "off")
