@@ -1319,11 +1319,12 @@ def ledger_keygen(private_out: str, public_out: str) -> None:
               help="Seconds between looks at the keys file's mtime: a changed file is reloaded (a broken one is "
               "refused and the previous keys stay). 0: at every request; negative: only on SIGHUP "
               "(`kill -HUP PID` reloads at once in any case).")
-@click.option("--ledger-sync", type=click.Choice(["normal", "full"]), default="normal", show_default=True,
-              help="SQLite ledger only: how ratings are committed. normal: WAL journal, synchronous=NORMAL: no "
-              "fsync per commit; a rating answered survives the server being killed (kill -9 too), an OS "
-              "crash or power cut may lose the last few (whole runs; the chain stays valid). full: rollback "
-              "journal, synchronous=FULL (what the CLI uses): survives a power cut, ~10 ms of fsyncs per commit.")
+@click.option("--ledger-sync", type=click.Choice(["full", "normal", "journal"]), default="full", show_default=True,
+              help="SQLite ledger only: how ratings are committed. full: WAL journal, synchronous=FULL: one "
+              "fsync per commit (shared by the runs committed together); an answered rating survives the "
+              "server being killed and a power cut. normal: WAL, no fsync per commit: survives kill -9, an OS "
+              "crash or power cut may lose the last few (whole runs; the chain stays valid). journal: rollback "
+              "journal, synchronous=FULL (what the CLI uses): ~10 ms of fsyncs per commit.")
 @click.option("--access-log/--no-access-log", default=False, show_default=True,
               help="uvicorn's log line per request (off: it costs CPU on every request; the ledger records every "
               "bank access and every rating anyway).")

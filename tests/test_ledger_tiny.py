@@ -169,9 +169,18 @@ def test_the_writer_engine_keeps_one_connection_and_writes_in_wal_mode(tmp_path)
     eng.dispose()
     assert db.leave_wal(eng)
     assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "delete"
-    full = db.writer_engine(path, "full")
-    R.append(full, R.prepare("huzhou", plan, data, res))
-    full.dispose()
+    journal = db.writer_engine(path, "journal")
+    R.append(journal, R.prepare("huzhou", plan, data, res))
+    journal.dispose()
     assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    for sync, level in (("full", 2), ("normal", 1)):  # PRAGMA synchronous: 1 NORMAL, 2 FULL
+        eng = db.writer_engine(path, sync)
+        R.append(eng, R.prepare("huzhou", plan, data, res))
+        with eng.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == level
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        eng.dispose()
+        assert db.leave_wal(eng)
+    assert [r["id"] for r in open_ledger(path, create=False).runs()] == [1, 2, 3, 4, 5, 6]
     with pytest.raises(ruleengine.ledger.LedgerError, match="unknown SQLite sync mode 'off'"):
         db.writer_engine(path, "off")

@@ -168,7 +168,7 @@ def test_killed_mid_rating_loses_nothing_and_restarts(server, tmp_path):
     server.stop(signal.SIGKILL)
     t.join()
     assert in_write, "the server finished before its ledger write could be interrupted"
-    assert Path(str(env.ledger) + "-wal").exists()  # killed while writing in WAL mode (--ledger-sync normal)
+    assert Path(str(env.ledger) + "-wal").exists()  # killed while writing in WAL mode (--ledger-sync full, the default)
     assert outcome and outcome[0] != 200, outcome  # the rating never finished
     led = open_ledger(env.ledger, create=False)
     rep = led.check()

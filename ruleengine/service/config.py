@@ -31,8 +31,8 @@ class ServiceConfig:
     cached_runs: int = 4  # runs kept rated in memory for explain / one-firm rating
     keys_check_s: float = 2.0  # the keys file is looked at (mtime) at most this often; SIGHUP forces it
     spool_memory_bytes: int = 1 * 2**20  # a body above this is spooled to a file in the state folder
-    # SQLite ledger, the writer's commits (ledger.db.writer_engine): "normal" = WAL + synchronous=NORMAL
-    # (a committed run survives the server killed, kill -9 included; an OS crash or power cut may lose the
-    # last commits, whole ones); "full" = rollback journal + synchronous=FULL (survives a power cut;
-    # ~10 ms of fsyncs per commit here)
-    ledger_sync: str = "normal"
+    # SQLite ledger, the writer's commits (ledger.db.writer_engine): "full" = WAL + synchronous=FULL
+    # (a committed run survives kill -9 and a power cut; one WAL fsync per commit group); "normal" = WAL +
+    # synchronous=NORMAL (survives kill -9; an OS crash or power cut may lose the last commits, whole
+    # ones); "journal" = rollback journal + synchronous=FULL, as the CLI writes (~10 ms of fsyncs a commit)
+    ledger_sync: str = "full"

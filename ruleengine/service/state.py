@@ -97,7 +97,7 @@ class State:
         self.key_watch = KeyWatch(cfg.keys, cfg.keys_check_s)
         from ..ledger import db
 
-        # the writer's own engine: one pooled connection (SQLite: WAL + synchronous=NORMAL by default)
+        # the writer's own engine: one pooled connection (SQLite: WAL + synchronous=FULL by default)
         self.write_engine = db.writer_engine(cfg.ledger, cfg.ledger_sync)
         self.writer = Writer(self.write_engine)
         if cfg.state_dir is None:
@@ -146,7 +146,7 @@ class State:
         self.writer = Writer(self.write_engine)
         self.write_engine.dispose()
         self.ledger.dispose()
-        if self.cfg.ledger_sync == "normal":
+        if self.cfg.ledger_sync != "journal":
             db.leave_wal(self.ledger.engine)  # the file back to its rollback journal when nobody has it open
 
     # --- recording ---------------------------------------------------------------------------
