@@ -71,7 +71,7 @@ def create_engine(url: str | Path) -> Any:
 SYNC_MODES = ("full", "normal", "journal")
 
 
-def writer_engine(url: str | Path, sync: str = "full") -> Any:  # noqa: C901
+def writer_engine(url: str | Path, sync: str = "full") -> Any:
     """An engine for one long-lived writer (the HTTP service's ledger writer thread).
 
     SQLite: ONE pooled connection, kept open between transactions (a new connection per
