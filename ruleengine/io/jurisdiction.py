@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 
-from ..rulebook.plan import GBT2260_PROVINCES
 from .data import Batch, Category, DataIssue
 
 INSIDE, OUTSIDE, UNKNOWN, OUTSIDE_RATED = 0, 1, 2, 3
@@ -61,40 +60,23 @@ def credit_code_divisions(labels: Any) -> np.ndarray:
 
     A code whose check character fails still gives its division: ``--id-check warn`` (the
     default) rates it and lists it as a data warning, ``--id-check error`` leaves it unrated.
-    Read from the string buffer as an (ids, 18) byte matrix: no regex, no Python string per id."""
+    Read from the string buffer by table lookups over byte pairs: no regex, no Python string per id."""
     import pyarrow as pa
 
     from ._arrow import array
-    from .identifiers import _VALUE8, _rows18, byte_lengths
+    from .identifiers import byte_lengths, division_digits
 
     arr = labels if labels.type == pa.string() else labels.cast(pa.string())
     out = np.full(len(arr), -1, dtype=np.int64)
     if not len(arr):
         return out
     is18 = byte_lengths(arr) == 18
-    if not is18.any():
-        return out
-    where = None if is18.all() else np.flatnonzero(is18)
-    head = np.ascontiguousarray(_rows18(arr if where is None else arr.take(array(where.astype(np.int64))))[:, :8].T)
-    # characters 1-2 (authority, entity type) in the code's alphabet; the other characters are the
-    # id check's business (--id-check), not the division's
-    ok = (np.take(_VALUE8, head[0]) != 255) & (np.take(_VALUE8, head[1]) != 255)
-    code = np.zeros(head.shape[1], dtype=np.int32)
-    for i in range(2, 8):  # characters 3-8: digits
-        digit = head[i] - np.uint8(48)  # wraps below '0' to large values
-        ok &= digit <= 9
-        code *= 10
-        code += digit
-    ok &= _PROVINCE[np.minimum(code // 10_000, 99)]
-    code = np.where(ok, code, -1).astype(np.int64)
-    if where is None:
-        return code
-    out[where] = code
+    if is18.all():
+        return division_digits(arr).astype(np.int64)
+    where = np.flatnonzero(is18)
+    if len(where):
+        out[where] = division_digits(arr.take(array(where.astype(np.int64))))
     return out
-
-
-_PROVINCE = np.zeros(100, dtype=bool)
-_PROVINCE[[int(p) for p in GBT2260_PROVINCES]] = True
 
 
 def _status_of_code(code: np.ndarray, divisions: tuple[str, ...]) -> np.ndarray:
