@@ -762,10 +762,9 @@ def _encode_defaults(n: int, items: list[tuple[str, np.ndarray | None]]) -> Cate
     if len(masked) <= 20:  # O(n): a narrow key per row, the (at most 2^20) keys met marked in a table
         dt: Any = np.uint16 if len(masked) <= 16 else np.uint32
         key: np.ndarray = np.zeros(n, dtype=dt)
-        bit: np.ndarray = np.empty(n, dtype=dt)
-        for j, m in enumerate(masked):
-            np.multiply(np.asarray(m, dtype=bool).view(np.uint8), dt(1 << j), out=bit, dtype=dt)
-            np.bitwise_or(key, bit, out=key)
+        for m in reversed(masked):  # bit j: masked[j]; in place, no temporary per mask
+            np.left_shift(key, 1, out=key)
+            np.bitwise_or(key, np.asarray(m, dtype=bool), out=key)
         present = np.zeros(1 << len(masked), dtype=bool)
         present[key] = True
         labels = [label_of([k]) for k in np.flatnonzero(present).tolist()]
@@ -1139,9 +1138,15 @@ def _check_duplicates(
     if not ok.any():
         return
     if ok.all():  # the usual case: every row has an id and a year
-        yr = years.astype(np.int64)
-        key = firm_codes.astype(np.int64) * 100_000
-        key += yr - yr.min()
+        y0, y1 = int(years.min()), int(years.max())  # years are whole here (checked as integers)
+        span = y1 - y0 + 1  # key = firm * span + year: in (firm, year) order, one key per pair
+        if int(firm_codes.max()) * span + max(abs(y0), abs(y1)) < 2**31 - 1:  # int32: the usual case
+            key = firm_codes * np.int32(span)
+            key += years.astype(np.int32)
+        else:
+            yr = years.astype(np.int64)
+            key = firm_codes.astype(np.int64) * 100_000
+            key += yr - yr.min()
     else:
         yr = np.where(ok, years, 0).astype(np.int64)
         key = firm_codes.astype(np.int64) * 100_000 + (yr - yr[ok].min())

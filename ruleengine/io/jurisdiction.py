@@ -54,7 +54,7 @@ class Jurisdiction:
 
 
 def credit_code_divisions(labels: Any) -> np.ndarray:
-    """The GB/T 2260 division (an int of 6 digits) of each id in ``labels`` (a pyarrow string
+    """The GB/T 2260 division (an int32 of 6 digits) of each id in ``labels`` (a pyarrow string
     array) written as a unified social credit code — 18 bytes, characters 1-2 of the code's
     alphabet, characters 3-8 digits starting with a province-level code; -1 for every other id.
 
@@ -67,12 +67,12 @@ def credit_code_divisions(labels: Any) -> np.ndarray:
     from .identifiers import byte_lengths, division_digits
 
     arr = labels if labels.type == pa.string() else labels.cast(pa.string())
-    out = np.full(len(arr), -1, dtype=np.int64)
+    out = np.full(len(arr), -1, dtype=np.int32)
     if not len(arr):
         return out
     is18 = byte_lengths(arr) == 18
     if is18.all():
-        return division_digits(arr).astype(np.int64)
+        return division_digits(arr)
     where = np.flatnonzero(is18)
     if len(where):
         out[where] = division_digits(arr.take(array(where.astype(np.int64))))
@@ -116,22 +116,27 @@ def assign(
     from .data import _category_from_arrow, _text
 
     n = batch.n
-    status = np.full(n, UNKNOWN, dtype=np.int8)
     labels: list[str] = []
-    row_label = np.full(n, -1, dtype=np.int32)
+    outside = False  # whether any row can be outside (else the outside passes below are skipped)
     ids = batch.columns.get("firm_id")
-    if isinstance(ids, Category) and ids.label_count:
+    if not (isinstance(ids, Category) and ids.label_count):
+        status = np.full(n, UNKNOWN, dtype=np.int8)
+        row_label = np.full(n, -1, dtype=np.int32)
+    else:
         codes = credit_code_divisions(ids.arrow_labels())  # per distinct id
-        present = np.zeros(1_000_000, dtype=bool)
-        present[codes[codes >= 0]] = True
+        present = np.zeros(1_000_001, dtype=bool)  # the last entry: code -1 (an id without a division)
+        present[codes] = True
+        present[-1] = False
         distinct = np.flatnonzero(present)  # the divisions met, sorted: a few hundred at most
-        lut = np.full(1_000_001, -1, dtype=np.int32)  # the last entry (code -1): an id without a division
+        lut = np.empty(1_000_001, dtype=np.int32)  # read only where set: the codes met, and -1
         lut[distinct] = np.arange(len(distinct), dtype=np.int32)
+        lut[-1] = -1
         label_of = np.append(np.take(lut, codes), np.int32(-1))  # per id; the appended -1 serves a missing id
         per_division = np.append(_status_of_code(distinct, divisions), np.int8(UNKNOWN))  # -1: the last
         labels = [f"{int(c):06d} (firm_id)" for c in distinct.tolist()]
         row_label = label_of[ids.codes]  # code -1 (no id) reads the appended entry
         status = per_division[row_label]  # a gather from a table of a few hundred entries
+        outside = bool((per_division == OUTSIDE).any())
     if region is not None:
         text, _ = _text(region, n)  # a cell that is not text (a list …) reads as missing
         cat = _category_from_arrow(text, sort=True, missing=missing)  # labels trimmed
@@ -162,10 +167,11 @@ def assign(
             rs = region_status[cat.codes]
             use = rs >= 0
             status = np.where(use, rs, status).astype(np.int8)
+            outside = outside or bool((region_status == OUTSIDE).any())
             row_label = np.where(use, base + cat.codes, row_label).astype(np.int32)
-    if any_jurisdiction:
+    if outside and any_jurisdiction:
         status = np.where(status == OUTSIDE, OUTSIDE_RATED, status).astype(np.int8)
-    else:
+    elif outside:
         batch.invalid |= status == OUTSIDE
     division = Category(row_label, labels)
     batch.jurisdiction = Jurisdiction(status, division, book, name, divisions, any_jurisdiction)
