@@ -510,11 +510,7 @@ def _numeric_cells_or_arrow(
                 empty = None
                 if col.null_count:
                     chunks = col.chunks if isinstance(col, pa.ChunkedArray) else [col]
-                    parts = [
-                        ~v if (v := _arrow.valid(c)) is not None else np.zeros(len(c), dtype=bool)
-                        for c in chunks
-                        if len(c)
-                    ]
+                    parts = [_arrow.nulls(c) for c in chunks if len(c)]
                     empty = np.concatenate(parts) if len(parts) > 1 else parts[0] if parts else np.zeros(0, dtype=bool)
                     # the nulls filled by the masks just made (not unpacked a second time)
                     return _arrow.numbers(col, fill=fill, inplace=owned, empty=parts), bad, empty, {}, True
@@ -1141,7 +1137,7 @@ def _check_duplicates(
         y0, y1 = int(years.min()), int(years.max())  # years are whole here (checked as integers)
         span = y1 - y0 + 1  # key = firm * span + year: in (firm, year) order, one key per pair
         if int(firm_codes.max()) * span + max(abs(y0), abs(y1)) < 2**31 - 1:  # int32: the usual case
-            key = firm_codes * np.int32(span)
+            key: np.ndarray = firm_codes * np.int32(span)
             key += years.astype(np.int32)
         else:
             yr = years.astype(np.int64)
