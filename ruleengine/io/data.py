@@ -1134,7 +1134,7 @@ def _check_duplicates(
     if not ok.any():
         return
     if ok.all():  # the usual case: every row has an id and a year
-        y0, y1 = int(years.min()), int(years.max())  # years are whole here (checked as integers)
+        y0, y1 = int(years.min()), int(years.max())  # a fraction is cut off, as before
         span = y1 - y0 + 1  # key = firm * span + year: in (firm, year) order, one key per pair
         if int(firm_codes.max()) * span + max(abs(y0), abs(y1)) < 2**31 - 1:  # int32: the usual case
             key: np.ndarray = firm_codes * np.int32(span)
