@@ -223,3 +223,37 @@ def test_null_masks_unpacked_from_inverted_bits() -> None:
         assert _arrow.valid(a).tolist() == [not w for w in want]
     assert _arrow.nulls(pa.array([1.0, 2.0])).tolist() == [False, False]
     assert _arrow.nulls(pa.nulls(3, type=pa.float64())).tolist() == [True] * 3
+
+
+def test_nan_and_infinite_cells_of_a_parquet_file_are_issues_of_their_rows(tmp_path: Path) -> None:
+    """NaN (not null) and infinite float cells: one fatal issue per cell, as before, built per column."""
+    nan, inf = float("nan"), float("inf")
+    table = pa.table(
+        {
+            "firm_id": ["F1", "F2", "F3", "F4"],
+            "year": [2022] * 4,
+            "industry": ["3011"] * 4,
+            "value_added_10k_cny": [100.0, nan, 100.0, -inf],
+            "electricity_mwh": [5.0, 5.0, inf, None],  # None: a null, the missing value (required)
+            "raw_coal_t": [nan, nan, 1.0, None],  # optional: a null takes the default, a NaN does not
+        }
+    )
+    pq.write_table(table, tmp_path / "nan.parquet")
+    plan = ruleengine.load("huzhou")
+    batch = pipeline.prepare(plan, pipeline.read(tmp_path / "nan.parquet", [plan]), consume=True)
+    # in the rulebook's input order; row 4's missing electricity is not listed: the row is unrated already
+    assert [(i.row, i.column, i.message, i.fatal) for i in batch.issues] == [
+        (1, "raw_coal_t", "nan is not a finite number", True),
+        (2, "raw_coal_t", "nan is not a finite number", True),
+        (3, "electricity_mwh", "inf is not a finite number", True),
+        (2, "value_added_10k_cny", "nan is not a finite number", True),
+        (4, "value_added_10k_cny", "-inf is not a finite number", True),
+    ]
+    assert batch.row_issues == {
+        0: ["raw_coal_t: nan is not a finite number"],
+        1: ["raw_coal_t: nan is not a finite number", "value_added_10k_cny: nan is not a finite number"],
+        2: ["electricity_mwh: inf is not a finite number"],
+        3: ["value_added_10k_cny: -inf is not a finite number"],
+    }
+    assert batch.invalid.tolist() == [True, True, True, True]
+    assert np.isnan(batch.columns["raw_coal_t"][:2]).all() and batch.columns["raw_coal_t"][3] == 0.0

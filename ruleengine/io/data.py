@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -814,12 +815,23 @@ def prepare(
     cmap = raw.mapping
 
     def flag(idx: np.ndarray, column: str | None, messages: list[str] | str, fatal: bool = True) -> None:
-        for j, i in enumerate(idx.tolist()):
-            msg = messages if isinstance(messages, str) else messages[j]
-            issues.append(DataIssue(src, int(rows[i]), column, msg, fatal))
-            row_issues.setdefault(i, []).append(f"{column}: {msg}" if column else msg)
-            if fatal:
-                invalid[i] = True
+        """One issue per index of ``idx`` (one message each, or one for all), built per column: the
+        rows and messages as lists, the issues made by map(), the rows marked invalid at once."""
+        at = idx.tolist()
+        if not at:
+            return
+        msgs = [messages] * len(at) if isinstance(messages, str) else messages
+        issues.extend(map(DataIssue, repeat(src), rows[idx].tolist(), repeat(column), msgs, repeat(fatal)))
+        texts = [f"{column}: {m}" for m in msgs] if column else msgs
+        get = row_issues.get
+        for i, text in zip(at, texts, strict=True):
+            have = get(i)
+            if have is None:
+                row_issues[i] = [text]
+            else:
+                have.append(text)
+        if fatal:
+            invalid[idx] = True
 
     for i, column, msg in raw.row_problems:
         flag(np.asarray([i]), column, msg)
@@ -931,7 +943,10 @@ def prepare(
             nonfinite = ~np.isfinite(values) & ~empty & ~bad
             if nonfinite.any():
                 idx = np.flatnonzero(nonfinite)
-                flag(idx, name, [f"{float(values[i])!r} is not a finite number" for i in idx])
+                # nan, inf or -inf: three messages, picked per cell without formatting each
+                said = np.array([f"{v!r} is not a finite number" for v in (np.nan, np.inf, -np.inf)], dtype=object)
+                kind = np.where(np.isnan(values[idx]), 0, np.where(values[idx] > 0, 1, 2))
+                flag(idx, name, said[kind].tolist())
                 values = _writable(values)
                 values[idx] = np.nan
             if spec.type == "integer" and not whole_by_type:
