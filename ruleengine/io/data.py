@@ -700,14 +700,17 @@ def _category_from_arrow(text: Any, sort: bool = True, missing: Iterable[str] = 
     changed = False
     trimmed = pc.utf8_trim_whitespace(dictionary) if _arrow.may_have_edge_space(dictionary) else dictionary
     tokens = sorted(set(missing) - {""})
+    no_blank = False  # known to hold no empty label (then not searched for one below)
     if tokens and len(trimmed):  # a label longer than every token (firm ids) cannot be one: no lookup
         shortest = pc.min(pc.binary_length(trimmed)).as_py()
+        no_blank = shortest is not None and shortest > 0
         if shortest is not None and shortest > max(len(t.encode("utf-8")) for t in tokens):
             tokens = []
     if tokens:  # missing-value tokens ('NA', '-', '无' …) are missing: blank, then dropped below
         is_token = pc.is_in(trimmed, value_set=_arrow.strings(tokens).cast(trimmed.type))
         if pc.any(is_token).as_py():
             trimmed = pc.if_else(is_token, blank.cast(trimmed.type), trimmed)
+            no_blank = False
     # Re-encoded when labels differ only by spaces, when the dictionary holds a null, or when a
     # (small) dictionary repeats a value; a large one (firm ids) is taken as distinct: every
     # dictionary this engine reads or builds is, and checking half a million labels costs 0.1 s.
@@ -724,7 +727,7 @@ def _category_from_arrow(text: Any, sort: bool = True, missing: Iterable[str] = 
         mapping = rank[mapping]
         dictionary = dictionary.take(_arrow.array(order))
         changed = changed or bool(np.any(order != np.arange(len(order))))
-    empty = pc.index(dictionary, blank).as_py()
+    empty = -1 if no_blank else pc.index(dictionary, blank).as_py()
     if empty >= 0:
         mapping = np.where(mapping == empty, -1, mapping - (mapping > empty)).astype(np.int32)
         dictionary = pc.filter(dictionary, pc.not_equal(dictionary, blank))
