@@ -257,3 +257,29 @@ def test_nan_and_infinite_cells_of_a_parquet_file_are_issues_of_their_rows(tmp_p
     }
     assert batch.invalid.tolist() == [True, True, True, True]
     assert np.isnan(batch.columns["raw_coal_t"][:2]).all() and batch.columns["raw_coal_t"][3] == 0.0
+
+
+def test_the_division_per_row_is_built_when_first_read_and_survives_take(tmp_path: Path) -> None:
+    rng = random.Random(5)
+    shenzhen, huzhou = _valid_code(rng, "440304"), _valid_code(rng, "330502")
+    csv = tmp_path / "j.csv"
+    csv.write_text(
+        "firm_id,year,industry,value_added_10k_cny,electricity_mwh\n"
+        f"{huzhou},2022,3011,100,5\n{shenzhen},2022,3011,100,5\nF-1,2022,3011,100,5\n,2023,3011,100,5\n"
+        f"{huzhou},2023,3011,100,5\n",
+        encoding="utf-8",
+    )
+    plan = ruleengine.load("huzhou")
+    batch = pipeline.prepare(plan, pipeline.read(csv, [plan]), consume=True)
+    jur = batch.jurisdiction
+    assert jur.status.tolist() == [0, 1, 2, 2, 0]  # inside, outside, unknown (no code), unknown (no id)
+    assert batch.invalid.tolist() == [False, True, False, True, False]  # the missing id: a required value
+    part = jur.take(np.array([4, 1, 2]))  # taken before the division was ever read
+    assert part.status.tolist() == [0, 1, 2]
+    assert [part.division.labels[c] if c >= 0 else None for c in part.division.codes.tolist()] == [
+        "330502 (firm_id)",
+        "440304 (firm_id)",
+        None,
+    ]
+    assert jur.division.labels == ["330502 (firm_id)", "440304 (firm_id)"]
+    assert jur.division.codes.tolist() == [0, 1, -1, -1, 0]

@@ -119,8 +119,10 @@ def _uscc18(arr: Any) -> tuple[np.ndarray, np.ndarray]:
     Nine table lookups over the byte pairs, each a strided view on the string buffer: no copy, no
     transpose, no per-character pass."""
     total = np.take(_PAIR_SUM[0], _pair(arr, 0))
+    term = np.empty_like(total)  # one buffer for the other eight lookups
     for k in range(1, 9):
-        total += np.take(_PAIR_SUM[k], _pair(arr, k))
+        np.take(_PAIR_SUM[k], _pair(arr, k), out=term, mode="clip")  # in range: no check
+        total += term
     return np.take(_SUM_OK, total), total >= _DISALLOWED
 
 

@@ -36,16 +36,27 @@ class Jurisdiction:
     """Per row: the jurisdiction status (:data:`STATUS_LABELS`) and the division it was judged by."""
 
     status: np.ndarray  # int8: INSIDE, OUTSIDE, UNKNOWN or OUTSIDE_RATED
-    division: Category  # e.g. '330800 (firm_id)' or '3308 (region)'; -1: none could be told
+    # the division per row (see ``division``), or what makes it: (division label per firm code, with
+    # -1 appended for a missing id; the rows' firm codes; the labels), gathered when first read
+    _division: Category | tuple[np.ndarray, np.ndarray, list[str]]
     book: str
     name: str
     divisions: tuple[str, ...]
     any_jurisdiction: bool = False
 
+    @property
+    def division(self) -> Category:
+        """Per row, the division it was judged by: e.g. '330800 (firm_id)' or '3308 (region)'; code
+        -1 where none could be told. Built on first use (most runs never read it row by row)."""
+        if not isinstance(self._division, Category):
+            per_id, firm_codes, labels = self._division
+            self._division = Category(per_id[firm_codes], labels)
+        return self._division
+
     def take(self, idx: np.ndarray) -> Jurisdiction:
-        return Jurisdiction(
-            self.status[idx], self.division.take(idx), self.book, self.name, self.divisions, self.any_jurisdiction
-        )
+        d = self._division
+        division = d.take(idx) if isinstance(d, Category) else (d[0], d[1][idx], d[2])
+        return Jurisdiction(self.status[idx], division, self.book, self.name, self.divisions, self.any_jurisdiction)
 
     def describe(self) -> str:
         """E.g. "huzhou's jurisdiction (Huzhou, Zhejiang: 3305xx)"."""
@@ -119,6 +130,7 @@ def assign(
     labels: list[str] = []
     outside = False  # whether any row can be outside (else the outside passes below are skipped)
     ids = batch.columns.get("firm_id")
+    row_label: np.ndarray | tuple[np.ndarray, np.ndarray]  # per row, or (per firm code, firm codes)
     if not (isinstance(ids, Category) and ids.label_count):
         status = np.full(n, UNKNOWN, dtype=np.int8)
         row_label = np.full(n, -1, dtype=np.int32)
@@ -134,8 +146,8 @@ def assign(
         label_of = np.append(np.take(lut, codes), np.int32(-1))  # per id; the appended -1 serves a missing id
         per_division = np.append(_status_of_code(distinct, divisions), np.int8(UNKNOWN))  # -1: the last
         labels = [f"{int(c):06d} (firm_id)" for c in distinct.tolist()]
-        row_label = label_of[ids.codes]  # code -1 (no id) reads the appended entry
-        status = per_division[row_label]  # a gather from a table of a few hundred entries
+        status = np.take(per_division, label_of)[ids.codes]  # per id, then per row (code -1: the appended)
+        row_label = (label_of, ids.codes)  # per row when first needed (Jurisdiction.division)
         outside = bool((per_division == OUTSIDE).any())
     if region is not None:
         text, _ = _text(region, n)  # a cell that is not text (a list …) reads as missing
@@ -166,6 +178,8 @@ def assign(
             labels = labels + [f"{x} (region)" for x in lab]
             rs = region_status[cat.codes]
             use = rs >= 0
+            if isinstance(row_label, tuple):
+                row_label = row_label[0][row_label[1]]
             status = np.where(use, rs, status).astype(np.int8)
             outside = outside or bool((region_status == OUTSIDE).any())
             row_label = np.where(use, base + cat.codes, row_label).astype(np.int32)
@@ -173,6 +187,6 @@ def assign(
         status = np.where(status == OUTSIDE, OUTSIDE_RATED, status).astype(np.int8)
     elif outside:
         batch.invalid |= status == OUTSIDE
-    division = Category(row_label, labels)
+    division = Category(row_label, labels) if not isinstance(row_label, tuple) else (*row_label, labels)
     batch.jurisdiction = Jurisdiction(status, division, book, name, divisions, any_jurisdiction)
     return batch
