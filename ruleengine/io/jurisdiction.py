@@ -36,9 +36,9 @@ class Jurisdiction:
     """Per row: the jurisdiction status (:data:`STATUS_LABELS`) and the division it was judged by."""
 
     status: np.ndarray  # int8: INSIDE, OUTSIDE, UNKNOWN or OUTSIDE_RATED
-    # the division per row (see ``division``), or what makes it: (division label per firm code, with
-    # -1 appended for a missing id; the rows' firm codes; the labels), gathered when first read
-    _division: Category | tuple[np.ndarray, np.ndarray, list[str]]
+    # the division per row (see ``division``), or what makes it when first read: (each firm id's
+    # division code, -1 for none; the rows' firm codes, -1 for a missing id)
+    _division: Category | tuple[np.ndarray, np.ndarray]
     book: str
     name: str
     divisions: tuple[str, ...]
@@ -49,13 +49,14 @@ class Jurisdiction:
         """Per row, the division it was judged by: e.g. '330800 (firm_id)' or '3308 (region)'; code
         -1 where none could be told. Built on first use (most runs never read it row by row)."""
         if not isinstance(self._division, Category):
-            per_id, firm_codes, labels = self._division
-            self._division = Category(per_id[firm_codes], labels)
+            codes, firm_codes = self._division
+            label_of, labels = _id_division_labels(codes)
+            self._division = Category(label_of[firm_codes], labels)
         return self._division
 
     def take(self, idx: np.ndarray) -> Jurisdiction:
         d = self._division
-        division = d.take(idx) if isinstance(d, Category) else (d[0], d[1][idx], d[2])
+        division = d.take(idx) if isinstance(d, Category) else (d[0], d[1][idx])
         return Jurisdiction(self.status[idx], division, self.book, self.name, self.divisions, self.any_jurisdiction)
 
     def describe(self) -> str:
@@ -93,9 +94,24 @@ def credit_code_divisions(labels: Any) -> np.ndarray:
 def _status_of_code(code: np.ndarray, divisions: tuple[str, ...]) -> np.ndarray:
     """INSIDE / OUTSIDE for 6-digit division codes (UNKNOWN where code < 0)."""
     inside = np.zeros(len(code), dtype=bool)
-    for d in divisions:
-        inside |= code // 10 ** (6 - len(d)) == int(d)
+    for d in divisions:  # code // 10^(6 - len(d)) == d, as a range of codes (no division)
+        lo = int(d) * 10 ** (6 - len(d))
+        inside |= (code >= lo) & (code < lo + 10 ** (6 - len(d)))
     return np.where(code < 0, UNKNOWN, np.where(inside, INSIDE, OUTSIDE)).astype(np.int8)
+
+
+def _id_division_labels(codes: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """(label per firm id, with a -1 appended that a missing id (code -1) reads; the labels, e.g.
+    '330500 (firm_id)', sorted) from each id's division code (-1: none)."""
+    present = np.zeros(1_000_001, dtype=bool)  # the last entry: code -1 (an id without a division)
+    present[codes] = True
+    present[-1] = False
+    distinct = np.flatnonzero(present)  # the divisions met, sorted: a few hundred at most
+    lut = np.empty(1_000_001, dtype=np.int32)  # read only where set: the codes met, and -1
+    lut[distinct] = np.arange(len(distinct), dtype=np.int32)
+    lut[-1] = -1
+    label_of = np.append(np.take(lut, codes), np.int32(-1))
+    return label_of, [f"{int(c):06d} (firm_id)" for c in distinct.tolist()]
 
 
 def _status_of_region(region: str, divisions: tuple[str, ...]) -> int:
@@ -136,19 +152,10 @@ def assign(
         row_label = np.full(n, -1, dtype=np.int32)
     else:
         codes = credit_code_divisions(ids.arrow_labels())  # per distinct id
-        present = np.zeros(1_000_001, dtype=bool)  # the last entry: code -1 (an id without a division)
-        present[codes] = True
-        present[-1] = False
-        distinct = np.flatnonzero(present)  # the divisions met, sorted: a few hundred at most
-        lut = np.empty(1_000_001, dtype=np.int32)  # read only where set: the codes met, and -1
-        lut[distinct] = np.arange(len(distinct), dtype=np.int32)
-        lut[-1] = -1
-        label_of = np.append(np.take(lut, codes), np.int32(-1))  # per id; the appended -1 serves a missing id
-        per_division = np.append(_status_of_code(distinct, divisions), np.int8(UNKNOWN))  # -1: the last
-        labels = [f"{int(c):06d} (firm_id)" for c in distinct.tolist()]
-        status = np.take(per_division, label_of)[ids.codes]  # per id, then per row (code -1: the appended)
-        row_label = (label_of, ids.codes)  # per row when first needed (Jurisdiction.division)
-        outside = bool((per_division == OUTSIDE).any())
+        per_id = np.append(_status_of_code(codes, divisions), np.int8(UNKNOWN))  # the appended: no id
+        status = per_id[ids.codes]  # code -1 (no id) reads the appended entry
+        row_label = (codes, ids.codes)  # the division per row when first read (Jurisdiction.division)
+        outside = bool((per_id == OUTSIDE).any())
     if region is not None:
         text, _ = _text(region, n)  # a cell that is not text (a list …) reads as missing
         cat = _category_from_arrow(text, sort=True, missing=missing)  # labels trimmed
@@ -174,12 +181,13 @@ def assign(
             region_status = np.array(
                 [_status_of_region(x, divisions) if ok[k] else -1 for k, x in enumerate(lab)] + [-1], dtype=np.int8
             )
+            if isinstance(row_label, tuple):  # the id divisions first, then the regions
+                label_of, labels = _id_division_labels(row_label[0])
+                row_label = label_of[row_label[1]]
             base = len(labels)
             labels = labels + [f"{x} (region)" for x in lab]
             rs = region_status[cat.codes]
             use = rs >= 0
-            if isinstance(row_label, tuple):
-                row_label = row_label[0][row_label[1]]
             status = np.where(use, rs, status).astype(np.int8)
             outside = outside or bool((region_status == OUTSIDE).any())
             row_label = np.where(use, base + cat.codes, row_label).astype(np.int32)
@@ -187,6 +195,6 @@ def assign(
         status = np.where(status == OUTSIDE, OUTSIDE_RATED, status).astype(np.int8)
     elif outside:
         batch.invalid |= status == OUTSIDE
-    division = Category(row_label, labels) if not isinstance(row_label, tuple) else (*row_label, labels)
+    division = row_label if isinstance(row_label, tuple) else Category(row_label, labels)
     batch.jurisdiction = Jurisdiction(status, division, book, name, divisions, any_jurisdiction)
     return batch
