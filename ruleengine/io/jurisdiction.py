@@ -97,7 +97,10 @@ def _status_of_code(code: np.ndarray, divisions: tuple[str, ...]) -> np.ndarray:
     for d in divisions:  # code // 10^(6 - len(d)) == d, as a range of codes (no division)
         lo = int(d) * 10 ** (6 - len(d))
         inside |= (code >= lo) & (code < lo + 10 ** (6 - len(d)))
-    return np.where(code < 0, UNKNOWN, np.where(inside, INSIDE, OUTSIDE)).astype(np.int8)
+    # int8 arithmetic, no temporaries of int64: OUTSIDE (1) - inside, + 1 where unknown (never inside)
+    status = np.subtract(np.int8(OUTSIDE), inside.view(np.int8))
+    status += (code < 0).view(np.int8)
+    return status
 
 
 def _id_division_labels(codes: np.ndarray) -> tuple[np.ndarray, list[str]]:
