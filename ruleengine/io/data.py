@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -510,11 +511,7 @@ def _numeric_cells_or_arrow(
                 empty = None
                 if col.null_count:
                     chunks = col.chunks if isinstance(col, pa.ChunkedArray) else [col]
-                    parts = [
-                        ~v if (v := _arrow.valid(c)) is not None else np.zeros(len(c), dtype=bool)
-                        for c in chunks
-                        if len(c)
-                    ]
+                    parts = [_arrow.nulls(c) for c in chunks if len(c)]
                     empty = np.concatenate(parts) if len(parts) > 1 else parts[0] if parts else np.zeros(0, dtype=bool)
                     # the nulls filled by the masks just made (not unpacked a second time)
                     return _arrow.numbers(col, fill=fill, inplace=owned, empty=parts), bad, empty, {}, True
@@ -703,14 +700,17 @@ def _category_from_arrow(text: Any, sort: bool = True, missing: Iterable[str] = 
     changed = False
     trimmed = pc.utf8_trim_whitespace(dictionary) if _arrow.may_have_edge_space(dictionary) else dictionary
     tokens = sorted(set(missing) - {""})
+    no_blank = False  # known to hold no empty label (then not searched for one below)
     if tokens and len(trimmed):  # a label longer than every token (firm ids) cannot be one: no lookup
         shortest = pc.min(pc.binary_length(trimmed)).as_py()
+        no_blank = shortest is not None and shortest > 0
         if shortest is not None and shortest > max(len(t.encode("utf-8")) for t in tokens):
             tokens = []
     if tokens:  # missing-value tokens ('NA', '-', '无' …) are missing: blank, then dropped below
         is_token = pc.is_in(trimmed, value_set=_arrow.strings(tokens).cast(trimmed.type))
         if pc.any(is_token).as_py():
             trimmed = pc.if_else(is_token, blank.cast(trimmed.type), trimmed)
+            no_blank = False
     # Re-encoded when labels differ only by spaces, when the dictionary holds a null, or when a
     # (small) dictionary repeats a value; a large one (firm ids) is taken as distinct: every
     # dictionary this engine reads or builds is, and checking half a million labels costs 0.1 s.
@@ -727,7 +727,7 @@ def _category_from_arrow(text: Any, sort: bool = True, missing: Iterable[str] = 
         mapping = rank[mapping]
         dictionary = dictionary.take(_arrow.array(order))
         changed = changed or bool(np.any(order != np.arange(len(order))))
-    empty = pc.index(dictionary, blank).as_py()
+    empty = -1 if no_blank else pc.index(dictionary, blank).as_py()
     if empty >= 0:
         mapping = np.where(mapping == empty, -1, mapping - (mapping > empty)).astype(np.int32)
         dictionary = pc.filter(dictionary, pc.not_equal(dictionary, blank))
@@ -762,10 +762,9 @@ def _encode_defaults(n: int, items: list[tuple[str, np.ndarray | None]]) -> Cate
     if len(masked) <= 20:  # O(n): a narrow key per row, the (at most 2^20) keys met marked in a table
         dt: Any = np.uint16 if len(masked) <= 16 else np.uint32
         key: np.ndarray = np.zeros(n, dtype=dt)
-        bit: np.ndarray = np.empty(n, dtype=dt)
-        for j, m in enumerate(masked):
-            np.multiply(np.asarray(m, dtype=bool).view(np.uint8), dt(1 << j), out=bit, dtype=dt)
-            np.bitwise_or(key, bit, out=key)
+        for m in reversed(masked):  # bit j: masked[j]; in place, no temporary per mask
+            np.left_shift(key, 1, out=key)
+            np.bitwise_or(key, np.asarray(m, dtype=bool), out=key)
         present = np.zeros(1 << len(masked), dtype=bool)
         present[key] = True
         labels = [label_of([k]) for k in np.flatnonzero(present).tolist()]
@@ -819,12 +818,23 @@ def prepare(
     cmap = raw.mapping
 
     def flag(idx: np.ndarray, column: str | None, messages: list[str] | str, fatal: bool = True) -> None:
-        for j, i in enumerate(idx.tolist()):
-            msg = messages if isinstance(messages, str) else messages[j]
-            issues.append(DataIssue(src, int(rows[i]), column, msg, fatal))
-            row_issues.setdefault(i, []).append(f"{column}: {msg}" if column else msg)
-            if fatal:
-                invalid[i] = True
+        """One issue per index of ``idx`` (one message each, or one for all), built per column: the
+        rows and messages as lists, the issues made by map(), the rows marked invalid at once."""
+        at = idx.tolist()
+        if not at:
+            return
+        msgs = [messages] * len(at) if isinstance(messages, str) else messages
+        issues.extend(map(DataIssue, repeat(src), rows[idx].tolist(), repeat(column), msgs, repeat(fatal)))
+        texts = [f"{column}: {m}" for m in msgs] if column else msgs
+        get = row_issues.get
+        for i, text in zip(at, texts, strict=True):
+            have = get(i)
+            if have is None:
+                row_issues[i] = [text]
+            else:
+                have.append(text)
+        if fatal:
+            invalid[idx] = True
 
     for i, column, msg in raw.row_problems:
         flag(np.asarray([i]), column, msg)
@@ -936,7 +946,10 @@ def prepare(
             nonfinite = ~np.isfinite(values) & ~empty & ~bad
             if nonfinite.any():
                 idx = np.flatnonzero(nonfinite)
-                flag(idx, name, [f"{float(values[i])!r} is not a finite number" for i in idx])
+                # nan, inf or -inf: three messages, picked per cell without formatting each
+                said = np.array([f"{v!r} is not a finite number" for v in (np.nan, np.inf, -np.inf)], dtype=object)
+                kind = np.where(np.isnan(values[idx]), 0, np.where(values[idx] > 0, 1, 2))
+                flag(idx, name, said[kind].tolist())
                 values = _writable(values)
                 values[idx] = np.nan
             if spec.type == "integer" and not whole_by_type:
@@ -1139,9 +1152,15 @@ def _check_duplicates(
     if not ok.any():
         return
     if ok.all():  # the usual case: every row has an id and a year
-        yr = years.astype(np.int64)
-        key = firm_codes.astype(np.int64) * 100_000
-        key += yr - yr.min()
+        y0, y1 = int(years.min()), int(years.max())  # a fraction is cut off, as before
+        span = y1 - y0 + 1  # key = firm * span + year: in (firm, year) order, one key per pair
+        if int(firm_codes.max()) * span + max(abs(y0), abs(y1)) < 2**31 - 1:  # int32: the usual case
+            key: np.ndarray = firm_codes * np.int32(span)
+            key += years.astype(np.int32)
+        else:
+            yr = years.astype(np.int64)
+            key = firm_codes.astype(np.int64) * 100_000
+            key += yr - yr.min()
     else:
         yr = np.where(ok, years, 0).astype(np.int64)
         key = firm_codes.astype(np.int64) * 100_000 + (yr - yr[ok].min())

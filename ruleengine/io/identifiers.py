@@ -26,15 +26,14 @@ from typing import Any
 
 import numpy as np
 
+from ..rulebook.plan import GBT2260_PROVINCES
+
 USCC_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
 USCC_WEIGHTS = tuple(pow(3, i, 31) for i in range(17))  # GB 32100-2015, 4.3: W_i = 3^(i-1) mod 31
 
 _VALUE = np.full(256, -1, dtype=np.int16)  # byte → value in the alphabet (-1 = not allowed)
 for _i, _ch in enumerate(USCC_ALPHABET):
     _VALUE[ord(_ch)] = _i
-
-
-_VALUE8 = np.where(_VALUE < 0, 255, _VALUE).astype(np.uint8)
 
 
 _LOOKS = np.zeros(256, dtype=bool)  # digits and capitals: what a credit code is written with
@@ -79,6 +78,67 @@ def _rows18(arr: Any) -> np.ndarray:
     return data[start : start + 18 * len(arr)].reshape(len(arr), 18)
 
 
+def _pair(arr: Any, k: int) -> np.ndarray:
+    """Characters ``2k+1`` and ``2k+2`` of each value of a string array whose every value is 18
+    bytes long, as one little-endian uint16 (first byte + 256 x second byte): a strided view on
+    the string buffer, no copy."""
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32, count=arr.offset + len(arr) + 1)[arr.offset :]
+    return np.ndarray((len(arr),), dtype="<u2", buffer=arr.buffers()[2], offset=int(offsets[0]) + 2 * k, strides=(18,))
+
+
+# Lookup tables over a pair of bytes (65,536 entries each; see _pair). The check: with the check
+# character's weight taken as 1, a code is valid iff sum(a_i*W_i) + a_18 = 0 (mod 31) (the check
+# value 31 - s mod 31, 31 written as 0, is the a_18 with s + a_18 = 0 mod 31). Pair k of the 9
+# gives (a*W + b*W') mod 31 (<= 30), or _DISALLOWED when either byte is outside the alphabet:
+# the sum over the 9 pairs is below _DISALLOWED (at most 270) only for a code written wholly in
+# the alphabet, and fits a uint16 either way (9 x 4,096 + 270).
+_DISALLOWED = 4096
+_LO = _VALUE[np.arange(65536) & 255].astype(np.int32)
+_HI = _VALUE[np.arange(65536) >> 8].astype(np.int32)
+_PAIR_SUM = []
+for _k in range(9):
+    _w = (*USCC_WEIGHTS, 1)
+    _PAIR_SUM.append(
+        np.where((_LO < 0) | (_HI < 0), _DISALLOWED, (_LO * _w[2 * _k] + _HI * _w[2 * _k + 1]) % 31).astype(np.uint16)
+    )
+_SUM_OK = np.zeros(65536, dtype=bool)  # the pair sums of a code that passes: in the alphabet, 0 mod 31
+_SUM_OK[np.arange(0, _DISALLOWED, 31)] = True
+_IN_ALPHABET2 = (_LO >= 0) & (_HI >= 0)  # both characters of a pair in the code's alphabet
+_B0, _B1 = np.arange(65536) & 255, np.arange(65536) >> 8
+_DIGITS2 = np.where(  # two digit characters → their number 0-99; 255 for anything else
+    (_B0 >= 48) & (_B0 <= 57) & (_B1 >= 48) & (_B1 <= 57), (_B0 - 48) * 10 + (_B1 - 48), 255
+).astype(np.uint8)
+_PROVINCE = np.zeros(256, dtype=bool)  # the first two digits of a province-level division (GB/T 2260)
+_PROVINCE[[int(p) for p in GBT2260_PROVINCES]] = True
+del _LO, _HI, _B0, _B1, _k, _w
+
+
+def _uscc18(arr: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(valid, disallowed) per value of a string array whose every value is 18 bytes long: the
+    value is a valid unified social credit code; a character of it is outside the code's alphabet.
+    Nine table lookups over the byte pairs, each a strided view on the string buffer: no copy, no
+    transpose, no per-character pass."""
+    total = np.take(_PAIR_SUM[0], _pair(arr, 0))
+    term = np.empty_like(total)  # one buffer for the other eight lookups
+    for k in range(1, 9):
+        np.take(_PAIR_SUM[k], _pair(arr, k), out=term, mode="clip")  # in range: no check
+        total += term
+    return np.take(_SUM_OK, total), total >= _DISALLOWED
+
+
+def division_digits(arr: Any) -> np.ndarray:
+    """Per value of a string array whose every value is 18 bytes long: characters 3-8 as a number
+    (0-999,999) when characters 1-2 are in the credit code's alphabet and 3-8 are digits starting
+    with a province-level code (GB/T 2260), else -1. Four table lookups over byte pairs."""
+    d1, d2, d3 = (np.take(_DIGITS2, _pair(arr, k)) for k in (1, 2, 3))
+    ok = np.take(_IN_ALPHABET2, _pair(arr, 0)) & np.take(_PROVINCE, d1) & (np.maximum(d2, d3) <= 99)
+    code = d1.astype(np.int32) * 10_000
+    code += d2.astype(np.int32) * 100
+    code += d3
+    code[~ok] = -1
+    return code
+
+
 def byte_lengths(arr: Any) -> np.ndarray:
     """The UTF-8 byte length of each value of a pyarrow ``string`` array (0 for a null), read from
     its offsets buffer: no compute kernel, no conversion."""
@@ -91,22 +151,6 @@ def byte_lengths(arr: Any) -> np.ndarray:
         if ok is not None:
             lengths[~ok] = 0
     return lengths
-
-
-def _uscc_values(raw_t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(values, disallowed): each character's value in the code's alphabet, an (18, m) uint8
-    matrix (255 = not allowed) from the (18, m) bytes; and per id whether any character is not
-    allowed. Digits by arithmetic; the few other bytes (mostly the check character) looked up
-    only where they occur, position by position."""
-    values = raw_t - np.uint8(48)  # wraps below '0' to large values
-    disallowed = np.zeros(raw_t.shape[1], dtype=bool)
-    for i in range(raw_t.shape[0]):
-        other = np.flatnonzero(values[i] > 9)
-        if len(other):
-            looked = _VALUE8[raw_t[i, other]]
-            values[i, other] = looked
-            disallowed[other[looked == 255]] = True
-    return values, disallowed
 
 
 def check_ids(codes: Any, only_lookalikes: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -126,9 +170,10 @@ def check_ids(codes: Any, only_lookalikes: bool) -> tuple[np.ndarray, np.ndarray
     n = len(arr)
     lengths = byte_lengths(arr)
     is18 = lengths == 18
+    all18 = bool(is18.all())
     checked = np.ones(n, dtype=bool)
-    invalid = ~is18
-    idx18 = None if is18.all() else np.flatnonzero(is18)
+    invalid = np.zeros(n, dtype=bool) if all18 else ~is18
+    idx18 = None if all18 else np.flatnonzero(is18)
     if only_lookalikes:
         checked = np.zeros(n, dtype=bool)
         # 15-20 characters of digits and capitals are 15-20 bytes
@@ -138,23 +183,15 @@ def check_ids(codes: Any, only_lookalikes: bool) -> tuple[np.ndarray, np.ndarray
             checked[near] = booleans(pc.match_substring_regex(sub, r"^[0-9][0-9A-Z]{14,19}$"))
     sub18 = arr if idx18 is None else arr.take(array(idx18.astype(np.int64)))
     if len(sub18):
-        raw_t = np.ascontiguousarray(_rows18(sub18).T)  # (18, m): each character position contiguous
-        values, disallowed = _uscc_values(raw_t)
-        m = raw_t.shape[1]
-        total = np.zeros(m, dtype=np.int16)  # at most 30 * 305: fits
-        term = np.empty(m, dtype=np.int16)
-        for i, w in enumerate(USCC_WEIGHTS):
-            np.multiply(values[i], w, out=term, dtype=np.int16)
-            total += term
-        wrong = disallowed | ((31 - total % 31) % 31 != values[17])
-        where = np.arange(n) if idx18 is None else idx18
-        invalid[where] = wrong
+        valid, disallowed = _uscc18(sub18)
+        where = slice(None) if idx18 is None else idx18
+        invalid[where] = ~valid
         if only_lookalikes:  # from the alphabet: looks like a code; else digits and capitals, digit first
             looks = ~disallowed
             odd = np.flatnonzero(disallowed)
             if len(odd):
-                sub = raw_t[:, odd]
-                looks[odd] = _LOOKS[sub].all(axis=0) & (sub[0] >= 48) & (sub[0] <= 57)
+                sub = _rows18(sub18)[odd]
+                looks[odd] = _LOOKS[sub].all(axis=1) & (sub[:, 0] >= 48) & (sub[:, 0] <= 57)
             checked[where] = looks
     return checked, invalid & checked
 

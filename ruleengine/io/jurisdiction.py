@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 
-from ..rulebook.plan import GBT2260_PROVINCES
 from .data import Batch, Category, DataIssue
 
 INSIDE, OUTSIDE, UNKNOWN, OUTSIDE_RATED = 0, 1, 2, 3
@@ -37,16 +36,28 @@ class Jurisdiction:
     """Per row: the jurisdiction status (:data:`STATUS_LABELS`) and the division it was judged by."""
 
     status: np.ndarray  # int8: INSIDE, OUTSIDE, UNKNOWN or OUTSIDE_RATED
-    division: Category  # e.g. '330800 (firm_id)' or '3308 (region)'; -1: none could be told
+    # the division per row (see ``division``), or what makes it when first read: (each firm id's
+    # division code, -1 for none; the rows' firm codes, -1 for a missing id)
+    _division: Category | tuple[np.ndarray, np.ndarray]
     book: str
     name: str
     divisions: tuple[str, ...]
     any_jurisdiction: bool = False
 
+    @property
+    def division(self) -> Category:
+        """Per row, the division it was judged by: e.g. '330800 (firm_id)' or '3308 (region)'; code
+        -1 where none could be told. Built on first use (most runs never read it row by row)."""
+        if not isinstance(self._division, Category):
+            codes, firm_codes = self._division
+            label_of, labels = _id_division_labels(codes)
+            self._division = Category(label_of[firm_codes], labels)
+        return self._division
+
     def take(self, idx: np.ndarray) -> Jurisdiction:
-        return Jurisdiction(
-            self.status[idx], self.division.take(idx), self.book, self.name, self.divisions, self.any_jurisdiction
-        )
+        d = self._division
+        division = d.take(idx) if isinstance(d, Category) else (d[0], d[1][idx])
+        return Jurisdiction(self.status[idx], division, self.book, self.name, self.divisions, self.any_jurisdiction)
 
     def describe(self) -> str:
         """E.g. "huzhou's jurisdiction (Huzhou, Zhejiang: 3305xx)"."""
@@ -55,54 +66,55 @@ class Jurisdiction:
 
 
 def credit_code_divisions(labels: Any) -> np.ndarray:
-    """The GB/T 2260 division (an int of 6 digits) of each id in ``labels`` (a pyarrow string
+    """The GB/T 2260 division (an int32 of 6 digits) of each id in ``labels`` (a pyarrow string
     array) written as a unified social credit code — 18 bytes, characters 1-2 of the code's
     alphabet, characters 3-8 digits starting with a province-level code; -1 for every other id.
 
     A code whose check character fails still gives its division: ``--id-check warn`` (the
     default) rates it and lists it as a data warning, ``--id-check error`` leaves it unrated.
-    Read from the string buffer as an (ids, 18) byte matrix: no regex, no Python string per id."""
+    Read from the string buffer by table lookups over byte pairs: no regex, no Python string per id."""
     import pyarrow as pa
 
     from ._arrow import array
-    from .identifiers import _VALUE8, _rows18, byte_lengths
+    from .identifiers import byte_lengths, division_digits
 
     arr = labels if labels.type == pa.string() else labels.cast(pa.string())
-    out = np.full(len(arr), -1, dtype=np.int64)
+    out = np.full(len(arr), -1, dtype=np.int32)
     if not len(arr):
         return out
     is18 = byte_lengths(arr) == 18
-    if not is18.any():
-        return out
-    where = None if is18.all() else np.flatnonzero(is18)
-    head = np.ascontiguousarray(_rows18(arr if where is None else arr.take(array(where.astype(np.int64))))[:, :8].T)
-    # characters 1-2 (authority, entity type) in the code's alphabet; the other characters are the
-    # id check's business (--id-check), not the division's
-    ok = (np.take(_VALUE8, head[0]) != 255) & (np.take(_VALUE8, head[1]) != 255)
-    code = np.zeros(head.shape[1], dtype=np.int32)
-    for i in range(2, 8):  # characters 3-8: digits
-        digit = head[i] - np.uint8(48)  # wraps below '0' to large values
-        ok &= digit <= 9
-        code *= 10
-        code += digit
-    ok &= _PROVINCE[np.minimum(code // 10_000, 99)]
-    code = np.where(ok, code, -1).astype(np.int64)
-    if where is None:
-        return code
-    out[where] = code
+    if is18.all():
+        return division_digits(arr)
+    where = np.flatnonzero(is18)
+    if len(where):
+        out[where] = division_digits(arr.take(array(where.astype(np.int64))))
     return out
-
-
-_PROVINCE = np.zeros(100, dtype=bool)
-_PROVINCE[[int(p) for p in GBT2260_PROVINCES]] = True
 
 
 def _status_of_code(code: np.ndarray, divisions: tuple[str, ...]) -> np.ndarray:
     """INSIDE / OUTSIDE for 6-digit division codes (UNKNOWN where code < 0)."""
     inside = np.zeros(len(code), dtype=bool)
-    for d in divisions:
-        inside |= code // 10 ** (6 - len(d)) == int(d)
-    return np.where(code < 0, UNKNOWN, np.where(inside, INSIDE, OUTSIDE)).astype(np.int8)
+    for d in divisions:  # code // 10^(6 - len(d)) == d, as a range of codes (no division)
+        lo = int(d) * 10 ** (6 - len(d))
+        inside |= (code >= lo) & (code < lo + 10 ** (6 - len(d)))
+    # int8 arithmetic, no temporaries of int64: OUTSIDE (1) - inside, + 1 where unknown (never inside)
+    status = np.subtract(np.int8(OUTSIDE), inside.view(np.int8))
+    status += (code < 0).view(np.int8)
+    return status
+
+
+def _id_division_labels(codes: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """(label per firm id, with a -1 appended that a missing id (code -1) reads; the labels, e.g.
+    '330500 (firm_id)', sorted) from each id's division code (-1: none)."""
+    present = np.zeros(1_000_001, dtype=bool)  # the last entry: code -1 (an id without a division)
+    present[codes] = True
+    present[-1] = False
+    distinct = np.flatnonzero(present)  # the divisions met, sorted: a few hundred at most
+    lut = np.empty(1_000_001, dtype=np.int32)  # read only where set: the codes met, and -1
+    lut[distinct] = np.arange(len(distinct), dtype=np.int32)
+    lut[-1] = -1
+    label_of = np.append(np.take(lut, codes), np.int32(-1))
+    return label_of, [f"{int(c):06d} (firm_id)" for c in distinct.tolist()]
 
 
 def _status_of_region(region: str, divisions: tuple[str, ...]) -> int:
@@ -134,22 +146,19 @@ def assign(
     from .data import _category_from_arrow, _text
 
     n = batch.n
-    status = np.full(n, UNKNOWN, dtype=np.int8)
     labels: list[str] = []
-    row_label = np.full(n, -1, dtype=np.int32)
+    outside = False  # whether any row can be outside (else the outside passes below are skipped)
     ids = batch.columns.get("firm_id")
-    if isinstance(ids, Category) and ids.label_count:
+    row_label: np.ndarray | tuple[np.ndarray, np.ndarray]  # per row, or (per firm code, firm codes)
+    if not (isinstance(ids, Category) and ids.label_count):
+        status = np.full(n, UNKNOWN, dtype=np.int8)
+        row_label = np.full(n, -1, dtype=np.int32)
+    else:
         codes = credit_code_divisions(ids.arrow_labels())  # per distinct id
-        present = np.zeros(1_000_000, dtype=bool)
-        present[codes[codes >= 0]] = True
-        distinct = np.flatnonzero(present)  # the divisions met, sorted: a few hundred at most
-        lut = np.full(1_000_001, -1, dtype=np.int32)  # the last entry (code -1): an id without a division
-        lut[distinct] = np.arange(len(distinct), dtype=np.int32)
-        label_of = np.append(np.take(lut, codes), np.int32(-1))  # per id; the appended -1 serves a missing id
-        per_division = np.append(_status_of_code(distinct, divisions), np.int8(UNKNOWN))  # -1: the last
-        labels = [f"{int(c):06d} (firm_id)" for c in distinct.tolist()]
-        row_label = label_of[ids.codes]  # code -1 (no id) reads the appended entry
-        status = per_division[row_label]  # a gather from a table of a few hundred entries
+        per_id = np.append(_status_of_code(codes, divisions), np.int8(UNKNOWN))  # the appended: no id
+        status = per_id[ids.codes]  # code -1 (no id) reads the appended entry
+        row_label = (codes, ids.codes)  # the division per row when first read (Jurisdiction.division)
+        outside = bool((per_id == OUTSIDE).any())
     if region is not None:
         text, _ = _text(region, n)  # a cell that is not text (a list …) reads as missing
         cat = _category_from_arrow(text, sort=True, missing=missing)  # labels trimmed
@@ -175,16 +184,20 @@ def assign(
             region_status = np.array(
                 [_status_of_region(x, divisions) if ok[k] else -1 for k, x in enumerate(lab)] + [-1], dtype=np.int8
             )
+            if isinstance(row_label, tuple):  # the id divisions first, then the regions
+                label_of, labels = _id_division_labels(row_label[0])
+                row_label = label_of[row_label[1]]
             base = len(labels)
             labels = labels + [f"{x} (region)" for x in lab]
             rs = region_status[cat.codes]
             use = rs >= 0
             status = np.where(use, rs, status).astype(np.int8)
+            outside = outside or bool((region_status == OUTSIDE).any())
             row_label = np.where(use, base + cat.codes, row_label).astype(np.int32)
-    if any_jurisdiction:
+    if outside and any_jurisdiction:
         status = np.where(status == OUTSIDE, OUTSIDE_RATED, status).astype(np.int8)
-    else:
+    elif outside:
         batch.invalid |= status == OUTSIDE
-    division = Category(row_label, labels)
+    division = row_label if isinstance(row_label, tuple) else Category(row_label, labels)
     batch.jurisdiction = Jurisdiction(status, division, book, name, divisions, any_jurisdiction)
     return batch
