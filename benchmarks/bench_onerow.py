@@ -170,7 +170,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.evaluate_rows and not args.profile:
         plan = load(ROOT / "rulebooks" / "huzhou.yaml")
         s = evaluate_large(plan, args.evaluate_rows, args.repeat)
-        line = f"| {args.label} | huzhou | evaluate {args.evaluate_rows:,} rows | {s:.3f} s CPU (median of {args.repeat}) |"
+        line = (
+            f"| {args.label} | huzhou | evaluate {args.evaluate_rows:,} rows "
+            f"| {s:.3f} s CPU (median of {args.repeat}) |"
+        )
         print(line, flush=True)
         lines.append(line)
     if args.out is not None and lines:

@@ -372,7 +372,7 @@ def _function(plan: Plan, name: str, cache: dict[Any, Any]) -> Callable[..., Any
         return lambda ctx, *args: scale(*args)
     from ..rulebook.functions import FUNCTIONS
 
-    return FUNCTIONS[name].run  # type: ignore[no-any-return]
+    return FUNCTIONS[name].run
 
 
 def _compile(plan: Plan, node: ast.AST, cache: dict[Any, Any]) -> Compiled:  # noqa: C901 - one case per node kind
