@@ -143,12 +143,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3, help="runs of the large evaluate (median)")
     ap.add_argument("--label", default="", help="a label for the figures (e.g. 'before')")
     ap.add_argument("--out", type=Path, default=None, help="Markdown to append the figures to")
+    ap.add_argument(
+        "--reference",
+        action="store_true",
+        help="formulas through the reference interpreter (simpleeval's walk, as before the compiled evaluator)",
+    )
     ap.add_argument("--profile", type=int, default=0, help="print a cProfile of the one-row calls (top N)")
     args = ap.parse_args(argv)
 
+    from ruleengine.engine.evaluator import Frame
     from ruleengine.io.sample import generate
     from ruleengine.rulebook.loader import load
 
+    Frame.reference = args.reference
     cols = generate(args.firms, YEARS, seed=0)
     load_avg = os.getloadavg()[0]
     lines = []

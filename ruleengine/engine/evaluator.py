@@ -143,13 +143,17 @@ class _BoundTable:
     def __init__(self, ctx: Frame, name: str):
         self.ctx, self.name = ctx, name
         self.spec = ctx.plan.parameters[name]
+        self.same: dict[str, Any] | None = None  # the table in force for every year of the batch, or {}
 
     def __getitem__(self, key: Any) -> Any:
         ctx, spec = self.ctx, self.spec
         if isinstance(key, str):  # one value for the batch when every year has the same table
-            entries = [spec.value_for_year(y) for y, _ in ctx.year_groups()]
-            if entries and entries[0] is not None and all(e is entries[0] for e in entries) and key in entries[0][1]:
-                return entries[0][1][key]
+            if self.same is None:
+                entries = [spec.value_for_year(y) for y, _ in ctx.year_groups()]
+                one = entries and entries[0] is not None and all(e is entries[0] for e in entries)
+                self.same = entries[0][1] if one else {}  # type: ignore[index]
+            if key in self.same:
+                return self.same[key]
         out = np.full(ctx.n, _NAN)
         for y, rows in ctx.year_groups():
             found = spec.value_for_year(y)
@@ -231,6 +235,17 @@ def _is_full_column(x: Any, other: Any) -> bool:
 
 def truth(x: Any) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
+
+
+def as_column(x: Any, n: int) -> np.ndarray:
+    """``np.broadcast_to(np.asarray(x, dtype=np.float64), (n,))``: a read-only float64 column
+    (a view of ``x``); for a float64 column of length ``n`` already, the same view made directly
+    (broadcast_to's own checks cost more than a one-row evaluation's arithmetic)."""
+    if type(x) is np.ndarray and x.dtype == np.float64 and x.shape == (n,):
+        v = x.view()
+        v.flags.writeable = False
+        return v
+    return np.broadcast_to(np.asarray(x, dtype=np.float64), (n,))
 
 
 class _ArrayEval(SimpleEval):
@@ -345,12 +360,19 @@ Compiled = Callable[["Frame"], Any]
 _CACHE_LIMIT = 4096  # formulas cached per plan (a plan has dozens; foreign nodes are compiled anyway)
 
 
-def compiled(plan: Plan, node: ast.AST) -> Compiled:
-    """The closure that evaluates ``node`` (a formula of ``plan`` or a piece of one) over a frame;
-    compiled once and kept on the plan (dropped when it is pickled or copied: Plan.__getstate__)."""
+def _plan_cache(plan: Plan) -> dict[Any, tuple[Any, Any]]:
+    """What the engine works out once per plan (compiled formulas, per-node bookkeeping), kept on
+    the plan and dropped when it is pickled or copied (Plan.__getstate__)."""
     cache = plan.__dict__.get("_compiled")
     if cache is None:
         cache = plan.__dict__["_compiled"] = {}
+    return cache  # type: ignore[no-any-return]
+
+
+def compiled(plan: Plan, node: ast.AST) -> Compiled:
+    """The closure that evaluates ``node`` (a formula of ``plan`` or a piece of one) over a frame;
+    compiled once and kept on the plan (dropped when it is pickled or copied: Plan.__getstate__)."""
+    cache = _plan_cache(plan)
     got = cache.get(id(node))
     if got is not None and got[0] is node:
         return got[1]
@@ -614,11 +636,15 @@ class Frame:
 
     def at(self, name: str) -> None:
         """Evaluating node ``name`` now: notes taken are ranked at its place in the plan."""
-        self.current = name.split(":", 1)[-1]
-        self.notes.rank = self.plan.rank(name)
-        node = self.plan.nodes.get(name)
-        text = node.spec.get("record") if node is not None and node.kind == "variable" else None
-        self.record = Note("record", self.current, f"{self.current}: {text}") if text else None
+        cache = _plan_cache(self.plan)
+        got = cache.get(("at", name))
+        if got is None:  # the same for every frame of the plan: worked out once
+            current = name.split(":", 1)[-1]
+            node = self.plan.nodes.get(name)
+            text = node.spec.get("record") if node is not None and node.kind == "variable" else None
+            record = Note("record", current, f"{current}: {text}") if text else None
+            got = cache[("at", name)] = (None, (current, self.plan.rank(name), record))
+        self.current, self.notes.rank, self.record = got[1]
 
     def first_use(self, name: str) -> int:
         """Rank of the first node (in plan order) that uses parameter ``name``."""
@@ -959,7 +985,7 @@ def _scale_fn(scale: Any) -> Any:
 def _rate(r: RatingSpec, x: np.ndarray, ctx: Frame) -> np.ndarray:
     """Level index (into r.ids) per row; -1 where the value is missing."""
     n = ctx.n
-    x = np.broadcast_to(np.asarray(x, dtype=np.float64), (n,))
+    x = as_column(x, n)
     if r.levels:
         out = np.full(n, -1, dtype=np.int64)
         unknown = np.zeros(n, dtype=bool)
@@ -1096,12 +1122,12 @@ def advance(frame: Frame, below: int | None = None) -> None:
                 else:
                     v = np.broadcast_to(np.asarray(given, dtype=np.float64), (n,)).copy()
                 if not isinstance(v, Category):
-                    v = np.broadcast_to(np.asarray(v, dtype=np.float64), (n,))
+                    v = as_column(v, n)
                 frame.values[name] = v
             elif node.kind == "benchmark":
                 frame.benchmark(plan.benchmarks[name])
             elif node.kind == "check":
-                ok = np.broadcast_to(truth(frame.evaluate_expr(node.expr)), (n,))
+                ok = as_column(frame.evaluate_expr(node.expr), n)
                 failed = ok == 0.0
                 if failed.any():
                     severity = node.spec.get("severity", "error")
@@ -1114,7 +1140,7 @@ def advance(frame: Frame, below: int | None = None) -> None:
                 rname = name.split(":", 1)[1]
                 rating = plan.ratings[rname]
                 x = frame.evaluate_expr(rating.value)
-                frame.values[name] = np.broadcast_to(np.asarray(x, dtype=np.float64), (n,))
+                frame.values[name] = as_column(x, n)
                 frame.levels[rname] = _rate(rating, x, frame)
             frame.done.add(name)
 
