@@ -366,7 +366,7 @@ def _plan_cache(plan: Plan) -> dict[Any, tuple[Any, Any]]:
     cache = plan.__dict__.get("_compiled")
     if cache is None:
         cache = plan.__dict__["_compiled"] = {}
-    return cache  # type: ignore[no-any-return]
+    return cache
 
 
 def compiled(plan: Plan, node: ast.AST) -> Compiled:
