@@ -507,7 +507,7 @@ def _compile_call(plan: Plan, node: ast.Call, fname: str, args: list[Compiled], 
             cond = cond_fn(ctx)
             notes = ctx.notes
             outer = notes.scope
-            c = np.broadcast_to(truth(cond), (ctx.n,))
+            c = as_column(cond, ctx.n)
             branches: list[Any] = []
             for take, branch in ((c == 1.0, then_fn), (c == 0.0, else_fn)):
                 notes.scope = take if outer is None else (take & outer)
@@ -545,10 +545,10 @@ def _compile_call(plan: Plan, node: ast.Call, fname: str, args: list[Compiled], 
             values = [a(ctx) for a in args]
             out = fn(ctx, *values)
             if is_coalesce:
-                first = np.broadcast_to(np.isnan(np.asarray(values[0], dtype=np.float64)), (ctx.n,))
-                took = first & ~np.broadcast_to(np.isnan(np.asarray(out, dtype=np.float64)), (ctx.n,))
+                first = _full(np.isnan(np.asarray(values[0], dtype=np.float64)), ctx.n)
+                took = first & ~_full(np.isnan(np.asarray(out, dtype=np.float64)), ctx.n)
             else:
-                took = np.broadcast_to(np.asarray(values[1], dtype=np.float64) == 0, (ctx.n,))
+                took = _full(np.asarray(values[1], dtype=np.float64) == 0, ctx.n)
             ctx.notes.fallback(took, ctx.record)
             return out
 
@@ -565,6 +565,11 @@ def _compile_call(plan: Plan, node: ast.Call, fname: str, args: list[Compiled], 
 
         return call2
     return lambda ctx: fn(ctx, *[a(ctx) for a in args])
+
+
+def _full(x: Any, n: int) -> Any:
+    """A temporary mask as ``n`` rows (np.broadcast_to unless it has them already)."""
+    return x if isinstance(x, np.ndarray) and x.shape == (n,) else np.broadcast_to(x, (n,))
 
 
 def _compare(op: ast.cmpop, a: Any, b: Any) -> Any:
