@@ -249,3 +249,20 @@ def test_compiled_formulas_are_kept_on_the_plan_but_not_pickled():
     again = pickle.loads(pickle.dumps(plan))
     assert "_compiled" not in again.__dict__
     assert evaluator.Frame.reference is False
+
+
+def test_bench_onerow_runs_and_writes_its_table(tmp_path):
+    """benchmarks/bench_onerow.py, bounded: a one-firm rating's CPU per phase and the large evaluate."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_onerow", ROOT / "benchmarks" / "bench_onerow.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "onerow.md"
+    argv = ["--books", "national", "--firms", "40", "--calls", "10", "--evaluate-rows", "2000", "--repeat", "1"]
+    assert bench.main([*argv, "--label", "t", "--out", str(out)]) == 0
+    lines = [x for x in out.read_text(encoding="utf-8").splitlines() if x.startswith("| t |")]
+    assert [x.split("|")[3].strip() for x in lines] == ["1 row", "2 rows", "evaluate 2,000 rows"]
+    cells = [float(c) for c in lines[0].split("|")[4:8]]  # rate, read + check, evaluate, results (ms)
+    assert all(c > 0 for c in cells) and cells[0] < 1000
