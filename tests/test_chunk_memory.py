@@ -8,6 +8,8 @@ from __future__ import annotations
 import gc
 import weakref
 
+import pytest
+
 import ruleengine
 from ruleengine import pipeline
 from ruleengine.engine import evaluator
@@ -15,7 +17,11 @@ from ruleengine.io.sample import generate, write
 from ruleengine.scale import partition
 
 
-def test_partials_of_frees_its_frame_without_a_garbage_collection(tmp_path, monkeypatch):
+@pytest.mark.parametrize("reference", [False, True], ids=["compiled", "interpreter"])
+def test_partials_of_frees_its_frame_without_a_garbage_collection(tmp_path, monkeypatch, reference):
+    # the compiled formulas take the frame as an argument (no cycle); the reference interpreter
+    # (simpleeval) and the frame refer to each other until evaluator.release breaks the cycle
+    monkeypatch.setattr(evaluator.Frame, "reference", reference)
     plan = ruleengine.load("huzhou")
     src = write(generate(firms=40, years=[2022, 2023], seed=3), tmp_path / "f.parquet")
     batch = pipeline.prepare(plan, pipeline.read(src, [plan]))
@@ -26,7 +32,7 @@ def test_partials_of_frees_its_frame_without_a_garbage_collection(tmp_path, monk
         frame = real(*args, **kw)
         done = next(n for n in plan.order if n in frame.done and plan.nodes[n].kind == "variable")
         frame.evaluate_expr(plan.nodes[done].expr)  # the formula evaluator exists
-        assert frame._ev is not None
+        assert (frame._ev is not None) is reference
         frames.append(weakref.ref(frame))
         return frame
 

@@ -14,7 +14,7 @@ applied to rows by lookup; passing tables in makes evaluation a pure function of
 from __future__ import annotations
 
 import ast
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -143,13 +143,17 @@ class _BoundTable:
     def __init__(self, ctx: Frame, name: str):
         self.ctx, self.name = ctx, name
         self.spec = ctx.plan.parameters[name]
+        self.same: dict[str, Any] | None = None  # the table in force for every year of the batch, or {}
 
     def __getitem__(self, key: Any) -> Any:
         ctx, spec = self.ctx, self.spec
         if isinstance(key, str):  # one value for the batch when every year has the same table
-            entries = [spec.value_for_year(y) for y, _ in ctx.year_groups()]
-            if entries and entries[0] is not None and all(e is entries[0] for e in entries) and key in entries[0][1]:
-                return entries[0][1][key]
+            if self.same is None:
+                entries = [spec.value_for_year(y) for y, _ in ctx.year_groups()]
+                one = entries and entries[0] is not None and all(e is entries[0] for e in entries)
+                self.same = entries[0][1] if one else {}  # type: ignore[index]
+            if key in self.same:
+                return self.same[key]
         out = np.full(ctx.n, _NAN)
         for y, rows in ctx.year_groups():
             found = spec.value_for_year(y)
@@ -231,6 +235,17 @@ def _is_full_column(x: Any, other: Any) -> bool:
 
 def truth(x: Any) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
+
+
+def as_column(x: Any, n: int) -> np.ndarray:
+    """``np.broadcast_to(np.asarray(x, dtype=np.float64), (n,))``: a read-only float64 column
+    (a view of ``x``); for a float64 column of length ``n`` already, the same view made directly
+    (broadcast_to's own checks cost more than a one-row evaluation's arithmetic)."""
+    if type(x) is np.ndarray and x.dtype == np.float64 and x.shape == (n,):
+        v = x.view()
+        v.flags.writeable = False
+        return v
+    return np.broadcast_to(np.asarray(x, dtype=np.float64), (n,))
 
 
 class _ArrayEval(SimpleEval):
@@ -332,6 +347,231 @@ class _ArrayEval(SimpleEval):
         return table[key]
 
 
+# -- the compiled evaluator ------------------------------------------------------------------------
+#
+# Each formula's whitelisted syntax tree (rulebook.expressions) is turned once per plan into a tree
+# of Python closures, each calling exactly the operator functions _ArrayEval calls for its node
+# kind, in the same order, so the numbers (and the notes) are the same to the bit. No source text
+# is compiled or evaluated: the closures only dispatch on node kinds chosen at compile time instead
+# of on every evaluation (simpleeval's walk, its per-node result check, the per-frame function
+# table). _ArrayEval stays the reference interpreter (tests compare the two on every rulebook).
+
+Compiled = Callable[["Frame"], Any]
+_CACHE_LIMIT = 4096  # formulas cached per plan (a plan has dozens; foreign nodes are compiled anyway)
+
+
+def _plan_cache(plan: Plan) -> dict[Any, tuple[Any, Any]]:
+    """What the engine works out once per plan (compiled formulas, per-node bookkeeping), kept on
+    the plan and dropped when it is pickled or copied (Plan.__getstate__)."""
+    cache = plan.__dict__.get("_compiled")
+    if cache is None:
+        cache = plan.__dict__["_compiled"] = {}
+    return cache
+
+
+def compiled(plan: Plan, node: ast.AST) -> Compiled:
+    """The closure that evaluates ``node`` (a formula of ``plan`` or a piece of one) over a frame;
+    compiled once and kept on the plan (dropped when it is pickled or copied: Plan.__getstate__)."""
+    cache = _plan_cache(plan)
+    got = cache.get(id(node))
+    if got is not None and got[0] is node:
+        return got[1]
+    fn = _compile(plan, node, cache)
+    if len(cache) < _CACHE_LIMIT:
+        cache[id(node)] = (node, fn)  # the node is held: its id cannot be reused while cached
+    return fn
+
+
+def _function(plan: Plan, name: str, cache: dict[Any, Any]) -> Callable[..., Any]:
+    """What ``name(...)`` calls, as Frame.functions() binds it: a rulebook scale (which shadows a
+    registry function of the same name), else the registry's implementation taking the frame."""
+    if name in plan.scales:
+        key = ("scale", name)
+        got = cache.get(key)
+        if got is None:
+            got = cache[key] = (None, _scale_fn(plan.scales[name]))
+        scale = got[1]
+        return lambda ctx, *args: scale(*args)
+    from ..rulebook.functions import FUNCTIONS
+
+    return FUNCTIONS[name].run
+
+
+def _compile(plan: Plan, node: ast.AST, cache: dict[Any, Any]) -> Compiled:  # noqa: C901 - one case per node kind
+    """One node kind per branch, mirroring _ArrayEval's method for it."""
+
+    def sub(n: ast.AST) -> Compiled:
+        return _compile(plan, n, cache)
+
+    if isinstance(node, ast.Expr):
+        return sub(node.value)
+    if isinstance(node, ast.Constant):
+        const = node.value
+        return lambda ctx: const
+    if isinstance(node, ast.Name):
+        name = node.id
+        if name == MISSING:
+            return lambda ctx: _NAN
+
+        def look(ctx: Frame) -> Any:
+            values = ctx.values
+            if name in values:
+                v = values[name]
+                return _collapse(v) if isinstance(v, np.ndarray) else v
+            return ctx.names(node)  # a parameter, resolved (and kept) on first use
+
+        return look
+    if isinstance(node, ast.BinOp):
+        left, right = sub(node.left), sub(node.right)
+        op = type(node.op)
+        if op in _ARITH:
+            ufunc = _ARITH[op]
+            left_fresh, right_fresh = type(node.left) in _FRESH, type(node.right) in _FRESH
+
+            def arith(ctx: Frame) -> Any:
+                a, b = left(ctx), right(ctx)
+                out = None
+                if left_fresh and _is_full_column(a, b):
+                    out = a
+                elif right_fresh and _is_full_column(b, a):
+                    out = b
+                return ufunc(a, b, out=out)
+
+            return arith
+        if op is ast.Div:
+            div_node = node
+
+            def div(ctx: Frame) -> Any:
+                a = left(ctx)
+                return ctx.divide(a, right(ctx), div_node)
+
+            return div
+        if op is ast.Pow:
+
+            def power(ctx: Frame) -> Any:
+                a = left(ctx)
+                return np.power(np.asarray(a, dtype=np.float64), right(ctx))
+
+            return power
+        raise TypeError(f"operator {op.__name__} not allowed")
+    if isinstance(node, ast.UnaryOp):
+        operand = sub(node.operand)
+        if isinstance(node.op, ast.USub):
+            return lambda ctx: np.negative(operand(ctx))
+        if isinstance(node.op, ast.UAdd):
+            return operand
+        if isinstance(node.op, ast.Not):
+            return lambda ctx: 1.0 - truth(operand(ctx))
+        raise TypeError(f"operator {type(node.op).__name__} not allowed")
+    if isinstance(node, ast.Compare):
+        first = sub(node.left)
+        steps = [(op, sub(comp)) for op, comp in zip(node.ops, node.comparators, strict=True)]
+
+        def compare(ctx: Frame) -> Any:
+            left = first(ctx)
+            result: Any = None
+            for op, comp in steps:
+                right = comp(ctx)
+                r = _compare(op, left, right)
+                result = r if result is None else np.minimum(result, r)
+                left = right
+            return result
+
+        return compare
+    if isinstance(node, ast.Subscript):
+        table = sub(node.value)
+        if isinstance(node.slice, ast.Constant):
+            key = node.slice.value
+            return lambda ctx: table(ctx)[key]
+        index = sub(node.slice)
+
+        def subscript(ctx: Frame) -> Any:
+            t = table(ctx)
+            return t[index(ctx)]
+
+        return subscript
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.keywords:
+        return _compile_call(plan, node, node.func.id, [sub(a) for a in node.args], cache)
+    raise TypeError(f"'{type(node).__name__}' is not allowed in formulas")
+
+
+def _compile_call(plan: Plan, node: ast.Call, fname: str, args: list[Compiled], cache: dict[Any, Any]) -> Compiled:
+    """A function call, with _ArrayEval._eval_call's special cases (where, panel functions of an
+    expression, the 'record:' fallbacks of coalesce and safe_div)."""
+    fn = _function(plan, fname, cache)
+    if fname == "where" and len(args) == 3:
+        cond_fn, then_fn, else_fn = args
+
+        def where(ctx: Frame) -> Any:
+            # each branch is computed for all rows, its notes count only on the rows that take it
+            cond = cond_fn(ctx)
+            notes = ctx.notes
+            outer = notes.scope
+            c = as_column(cond, ctx.n)
+            branches: list[Any] = []
+            for take, branch in ((c == 1.0, then_fn), (c == 0.0, else_fn)):
+                notes.scope = take if outer is None else (take & outer)
+                try:
+                    branches.append(branch(ctx))
+                finally:
+                    notes.scope = outer
+            out = fn(ctx, cond, *branches)
+            if ctx.record:
+                ctx.notes.fallback(c == 0.0, ctx.record)
+            return out
+
+        return where
+    if fname in PANEL_FUNCTIONS and node.args and not isinstance(node.args[0], ast.Name | ast.Constant):
+        inner_fn, rest = args[0], args[1:]
+
+        def panel(ctx: Frame) -> Any:
+            # the other year's notes belong to the other year's row (issue #13.7): none here
+            notes = ctx.notes
+            outer = notes.scope
+            notes.scope = np.zeros(ctx.n, dtype=bool)
+            try:
+                inner = inner_fn(ctx)
+            finally:
+                notes.scope = outer
+            return fn(ctx, inner, *[a(ctx) for a in rest])
+
+        return panel
+    if fname in ("coalesce", "safe_div"):
+        is_coalesce = fname == "coalesce"
+
+        def recorded(ctx: Frame) -> Any:
+            if not ctx.record:
+                return fn(ctx, *[a(ctx) for a in args])
+            values = [a(ctx) for a in args]
+            out = fn(ctx, *values)
+            if is_coalesce:
+                first = _full(np.isnan(np.asarray(values[0], dtype=np.float64)), ctx.n)
+                took = first & ~_full(np.isnan(np.asarray(out, dtype=np.float64)), ctx.n)
+            else:
+                took = _full(np.asarray(values[1], dtype=np.float64) == 0, ctx.n)
+            ctx.notes.fallback(took, ctx.record)
+            return out
+
+        return recorded
+    if len(args) == 1:
+        (only,) = args
+        return lambda ctx: fn(ctx, only(ctx))
+    if len(args) == 2:
+        a1, a2 = args
+
+        def call2(ctx: Frame) -> Any:
+            x = a1(ctx)
+            return fn(ctx, x, a2(ctx))
+
+        return call2
+    return lambda ctx: fn(ctx, *[a(ctx) for a in args])
+
+
+def _full(x: Any, n: int) -> Any:
+    """A temporary mask as ``n`` rows (np.broadcast_to unless it has them already)."""
+    return x if isinstance(x, np.ndarray) and x.shape == (n,) else np.broadcast_to(x, (n,))
+
+
 def _compare(op: ast.cmpop, a: Any, b: Any) -> Any:
     if isinstance(a, Category) or isinstance(b, Category):
         cat, label = (a, b) if isinstance(a, Category) else (b, a)
@@ -372,6 +612,10 @@ class Patch:
 class Frame:
     """One batch being evaluated: its columns, the values computed so far, notes and tables."""
 
+    # True: formulas go through the reference interpreter (_ArrayEval, simpleeval's walk) instead
+    # of the compiled closures; the tests compare the two, bit for bit, on every bundled rulebook
+    reference = False
+
     def __init__(
         self, plan: Plan, batch: Batch, tables: Mapping[str, BenchmarkTable] | None, overrides: Mapping[str, Any] | None
     ):
@@ -397,11 +641,15 @@ class Frame:
 
     def at(self, name: str) -> None:
         """Evaluating node ``name`` now: notes taken are ranked at its place in the plan."""
-        self.current = name.split(":", 1)[-1]
-        self.notes.rank = self.plan.rank(name)
-        node = self.plan.nodes.get(name)
-        text = node.spec.get("record") if node is not None and node.kind == "variable" else None
-        self.record = Note("record", self.current, f"{self.current}: {text}") if text else None
+        cache = _plan_cache(self.plan)
+        got = cache.get(("at", name))
+        if got is None:  # the same for every frame of the plan: worked out once
+            current = name.split(":", 1)[-1]
+            node = self.plan.nodes.get(name)
+            text = node.spec.get("record") if node is not None and node.kind == "variable" else None
+            record = Note("record", current, f"{current}: {text}") if text else None
+            got = cache[("at", name)] = (None, (current, self.plan.rank(name), record))
+        self.current, self.notes.rank, self.record = got[1]
 
     def first_use(self, name: str) -> int:
         """Rank of the first node (in plan order) that uses parameter ``name``."""
@@ -672,18 +920,23 @@ class Frame:
 
     def evaluate_expr(self, expr: Any) -> Any:
         """A compiled formula over the frame's columns."""
-        if self._ev is None:
-            self._ev = _ArrayEval(self)
-        return self._ev.eval(expr.text, previously_parsed=expr.node)
+        if self.reference:
+            if self._ev is None:
+                self._ev = _ArrayEval(self)
+            return self._ev.eval(expr.text, previously_parsed=expr.node)
+        return compiled(self.plan, expr.node)(self)
 
     def evaluate_node(self, node: ast.AST) -> tuple[Any, list[Note]]:
         """One piece of a formula over the frame; its value and the notes it took (a table
         lookup that fell back, a division by zero). The audit trail asks this of a one-row frame,
         so its lookups follow exactly the rules of the batch."""
-        if self._ev is None:
-            self._ev = _ArrayEval(self)
         before = {kind: len(items) for kind, items in self.notes.items.items()}
-        value = self._ev._eval(node)
+        if self.reference:
+            if self._ev is None:
+                self._ev = _ArrayEval(self)
+            value = self._ev._eval(node)
+        else:
+            value = compiled(self.plan, node)(self)
         taken = [
             payload
             for kind, items in self.notes.items.items()
@@ -737,7 +990,7 @@ def _scale_fn(scale: Any) -> Any:
 def _rate(r: RatingSpec, x: np.ndarray, ctx: Frame) -> np.ndarray:
     """Level index (into r.ids) per row; -1 where the value is missing."""
     n = ctx.n
-    x = np.broadcast_to(np.asarray(x, dtype=np.float64), (n,))
+    x = as_column(x, n)
     if r.levels:
         out = np.full(n, -1, dtype=np.int64)
         unknown = np.zeros(n, dtype=bool)
@@ -874,12 +1127,12 @@ def advance(frame: Frame, below: int | None = None) -> None:
                 else:
                     v = np.broadcast_to(np.asarray(given, dtype=np.float64), (n,)).copy()
                 if not isinstance(v, Category):
-                    v = np.broadcast_to(np.asarray(v, dtype=np.float64), (n,))
+                    v = as_column(v, n)
                 frame.values[name] = v
             elif node.kind == "benchmark":
                 frame.benchmark(plan.benchmarks[name])
             elif node.kind == "check":
-                ok = np.broadcast_to(truth(frame.evaluate_expr(node.expr)), (n,))
+                ok = as_column(frame.evaluate_expr(node.expr), n)
                 failed = ok == 0.0
                 if failed.any():
                     severity = node.spec.get("severity", "error")
@@ -892,7 +1145,7 @@ def advance(frame: Frame, below: int | None = None) -> None:
                 rname = name.split(":", 1)[1]
                 rating = plan.ratings[rname]
                 x = frame.evaluate_expr(rating.value)
-                frame.values[name] = np.broadcast_to(np.asarray(x, dtype=np.float64), (n,))
+                frame.values[name] = as_column(x, n)
                 frame.levels[rname] = _rate(rating, x, frame)
             frame.done.add(name)
 

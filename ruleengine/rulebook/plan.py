@@ -231,6 +231,7 @@ class Plan:
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state.pop("_ranks", None)
+        state.pop("_compiled", None)  # the engine's compiled formulas (closures): rebuilt on use
         g = state.pop("graph", None)
         if g is not None:
             state["_graph_lists"] = (list(g.nodes(data=True)), list(g.edges(data=True)))
