@@ -108,12 +108,25 @@ class Dataset:
     """The Parquet files of a source read as one stream of rows, only the columns a plan needs,
     each file's batches cast to one schema (a column missing from a file reads as empty)."""
 
-    def __init__(self, source: str | Path, plan: Plan, extra: Sequence[str] = ()):
+    def __init__(
+        self,
+        source: str | Path | list[Any] | tuple[Any, ...],
+        plan: Plan | None,
+        extra: Sequence[str] = (),
+        keep: Any = None,
+    ):
+        """``source``: a file, directory or glob (:func:`dataset_files`), or a list of files;
+        the columns read: ``plan``'s and ``extra``, or (``plan`` None) those in ``keep`` (None:
+        every column)."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        self.source = str(source)
-        self.files = dataset_files(source)
+        if isinstance(source, list | tuple):
+            self.files = [Path(f) for f in source]
+            self.source = str(self.files[0].parent) if self.files else "<no files>"
+        else:
+            self.files = dataset_files(source)
+            self.source = str(source)
         names: dict[str, None] = {}
         schemas = []
         self.rows_per_file = []
@@ -129,7 +142,10 @@ class Dataset:
                 names.setdefault(n, None)
         self.names = list(names)
         self.n = sum(self.rows_per_file)
-        self.wanted = [n for n in self.names if n in columns_read(plan) or n in extra]
+        if plan is not None:
+            self.wanted = [n for n in self.names if n in columns_read(plan) or n in extra]
+        else:
+            self.wanted = [n for n in self.names if keep is None or n in keep]
         fields = []
         for name in self.wanted:
             types = {s.field(name).type for s in schemas if name in s.names}
