@@ -240,8 +240,11 @@ def _engine_of(
 @click.option(
     "-o",
     "--output",
-    type=click.Path(dir_okay=False),
-    help="Write results to OUT.csv, OUT.json, OUT.jsonl, OUT.parquet or OUT.xlsx (by extension).",
+    type=click.Path(),
+    help="Write results to OUT.csv, OUT.json, OUT.jsonl, OUT.parquet or OUT.xlsx (by extension). "
+    "With --engine chunked|spark|dask (or --chunk-rows) also a directory, DIR/ or a name without an "
+    "extension: one Parquet file per partition (part-00000.parquet, …), written by the executors or "
+    "workers themselves (the driver never holds the results; rows of a partition in input order).",
 )
 @click.option(
     "--chunk-rows",
@@ -373,6 +376,14 @@ def rate(
         return
     if master or scheduler or partitions:
         raise click.UsageError("--master, --scheduler and --partitions go with --engine spark|dask")
+    if output and engine == "local" and chunk_rows is None:
+        from .scale.sink import is_parts_dir
+
+        if is_parts_dir(output):
+            raise click.UsageError(
+                f"-o {output}: a directory (one Parquet file per partition) goes with --engine "
+                "chunked|spark|dask or --chunk-rows; in memory give -o OUT.parquet, .csv, .json, .jsonl or .xlsx"
+            )
     if engine == "chunked" or chunk_rows is not None:
         from .scale.engines import DEFAULT_CHUNK_ROWS
 
