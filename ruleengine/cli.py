@@ -1281,13 +1281,21 @@ def ledger_keygen(private_out: str, public_out: str) -> None:
 
 @main.command("serve")
 @click.option(
-    "-l", "--ledger", "ledger_url", envvar="RULEENGINE_LEDGER", default="ruleengine.db", show_default=True,
-    metavar="URL", help="The ledger every rating is recorded in: a SQLite file, sqlite:///FILE or postgresql://….",
+    "-l",
+    "--ledger",
+    "ledger_url",
+    envvar="RULEENGINE_LEDGER",
+    default="ruleengine.db",
+    show_default=True,
+    metavar="URL",
+    help="The ledger every rating is recorded in: a SQLite file, sqlite:///FILE or postgresql://….",
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="TCP port.")
 @click.option(
-    "--keys", type=click.Path(dir_okay=False), envvar="RULEENGINE_KEYS",
+    "--keys",
+    type=click.Path(dir_okay=False),
+    envvar="RULEENGINE_KEYS",
     help="API keys file (hashed keys with roles; make keys with `ruleengine service-key`). Without it "
     "every request but /v1/health is refused.",
 )
@@ -1297,27 +1305,62 @@ def ledger_keygen(private_out: str, public_out: str) -> None:
 @click.option("--max-body-mb", type=click.IntRange(1, 4096), default=32, show_default=True, help="Largest body.")
 @click.option("--max-rows", type=click.IntRange(1), default=200_000, show_default=True, help="Rows per request.")
 @click.option("--timeout", type=click.FloatRange(0.1), default=60.0, show_default=True, help="Seconds per request.")
-@click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True,
-              help="Requests doing work at once (others wait, then get 503).")
-@click.option("--body-timeout", type=click.FloatRange(0.1), default=30.0, show_default=True,
-              help="Seconds a client may take to send its body (slower: 408).")
-@click.option("--keys-check", type=float, default=2.0, show_default=True,
-              help="Seconds between looks at the keys file's mtime: a changed file is reloaded (a broken one is "
-              "refused and the previous keys stay). 0: at every request; negative: only on SIGHUP "
-              "(`kill -HUP PID` reloads at once in any case).")
-def serve(ledger_url: str, host: str, port: int, keys: str | None, state_dir: str | None, max_body_mb: int,
-          max_rows: int, timeout: float, workers: int, body_timeout: float, keys_check: float) -> None:
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=2,
+    show_default=True,
+    help="Requests doing work at once (others wait, then get 503).",
+)
+@click.option(
+    "--body-timeout",
+    type=click.FloatRange(0.1),
+    default=30.0,
+    show_default=True,
+    help="Seconds a client may take to send its body (slower: 408).",
+)
+@click.option(
+    "--keys-check",
+    type=float,
+    default=2.0,
+    show_default=True,
+    help="Seconds between looks at the keys file's mtime: a changed file is reloaded (a broken one is "
+    "refused and the previous keys stay). 0: at every request; negative: only on SIGHUP "
+    "(`kill -HUP PID` reloads at once in any case).",
+)
+def serve(
+    ledger_url: str,
+    host: str,
+    port: int,
+    keys: str | None,
+    state_dir: str | None,
+    max_body_mb: int,
+    max_rows: int,
+    timeout: float,
+    workers: int,
+    body_timeout: float,
+    keys_check: float,
+) -> None:
     """Run the HTTP API (OpenAPI at /openapi.json, interactive docs at /docs): rulebooks, rating,
     explain, reports, ledger, consent. Needs: pip install 'ruleengine[service]'. See docs/service.md."""
     try:
         from .service import ServiceConfig
         from .service import serve as run_service
     except ImportError as exc:
-        raise DataError(f"the service needs the 'service' extra ({exc.name} is not installed): "
-                        "pip install 'ruleengine[service]'") from None
-    cfg = ServiceConfig(ledger=ledger_url, keys=keys, state_dir=state_dir, max_body_bytes=max_body_mb * 2**20,
-                        max_rows=max_rows, request_timeout_s=timeout, max_concurrent=workers,
-                        body_timeout_s=body_timeout, keys_check_s=keys_check)
+        raise DataError(
+            f"the service needs the 'service' extra ({exc.name} is not installed): pip install 'ruleengine[service]'"
+        ) from None
+    cfg = ServiceConfig(
+        ledger=ledger_url,
+        keys=keys,
+        state_dir=state_dir,
+        max_body_bytes=max_body_mb * 2**20,
+        max_rows=max_rows,
+        request_timeout_s=timeout,
+        max_concurrent=workers,
+        body_timeout_s=body_timeout,
+        keys_check_s=keys_check,
+    )
     run_service(cfg, host, port)
 
 
@@ -1328,8 +1371,9 @@ def serve(ledger_url: str, host: str, port: int, keys: str | None, state_dir: st
 @click.option("--firm", help="firm role: the firm_id it stands for.")
 @click.option("--bank", help="bank role: the bank's id (firms grant consent to it).")
 @click.option("--rulebook", "rulebooks", multiple=True, help="regulator/author role: a rulebook of its jurisdiction.")
-def service_key(keys_file: str, name: str, role: str, firm: str | None, bank: str | None,
-                rulebooks: tuple[str, ...]) -> None:
+def service_key(
+    keys_file: str, name: str, role: str, firm: str | None, bank: str | None, rulebooks: tuple[str, ...]
+) -> None:
     """Make an API key: its SHA-256 goes into KEYS_FILE (created 0600), the key is printed once."""
     from .service.keys import add_key
 

@@ -16,6 +16,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from scale_parts import read_parts, same_rows
 
 import ruleengine
 from ruleengine.cli import main
@@ -23,7 +24,6 @@ from ruleengine.engine import results as results_module
 from ruleengine.io import sample
 from ruleengine.scale.chunked import rate_dataset
 from ruleengine.scale.sink import parts_of
-from scale_parts import read_parts, same_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 KINDS = ROOT / "tests" / "data" / "scale_kinds.yaml"  # every benchmark kind, two benchmark stages

@@ -21,12 +21,13 @@ import pytest
 dd = pytest.importorskip("dask.dataframe")
 distributed = pytest.importorskip("distributed")
 
+from scale_parts import same_rows  # noqa: E402
+
 import ruleengine  # noqa: E402
 from ruleengine.io import sample  # noqa: E402
 from ruleengine.scale import dask as rdask  # noqa: E402
 from ruleengine.scale.chunked import rate_dataset  # noqa: E402
 from ruleengine.scale.sink import parts_of  # noqa: E402
-from scale_parts import same_rows  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 KINDS = ROOT / "tests" / "data" / "scale_kinds.yaml"

@@ -20,12 +20,13 @@ pytest.importorskip("pyspark")
 if shutil.which("java") is None:
     pytest.skip("Spark needs Java (.ci/system-packages.sh installs it)", allow_module_level=True)
 
+from scale_parts import same_rows  # noqa: E402
+
 import ruleengine  # noqa: E402
 from ruleengine.io import sample  # noqa: E402
 from ruleengine.scale import spark as rspark  # noqa: E402
 from ruleengine.scale.chunked import dataset_files, rate_dataset  # noqa: E402
 from ruleengine.scale.sink import parts_of  # noqa: E402
-from scale_parts import same_rows  # noqa: E402
 
 # PySpark 4.3 warns that it does not fully support pandas 3 (the `spark` extra pins pandas < 3; the
 # Arrow path used here does not go through pandas)
