@@ -1,13 +1,16 @@
 """Spark and Dask against the local chunked runner (issue #18): one dataset, one run of each.
 
     python benchmarks/bench_scale_engines.py [DATASET_DIR] [--rows 10000000] [--book huzhou]
-        [--partitions 20] [--chunk-rows 500000] [--timeout 600] [--out benchmarks/SCALE_ENGINES.md]
+        [--partitions 20] [--chunk-rows 500000] [--timeout 600] [--layout parts|file]
+        [--out benchmarks/SCALE_ENGINES.md]
 
 DATASET_DIR (default ``benchmarks/data/firm-years-<rows>``, git-ignored): a directory of Parquet
 files. When it does not exist it is written first, once, with ``--rows`` firm-years
 (``bench_scale.write_dataset``: files of 1M rows from the sample generator, ``ruleengine.io.sample``,
 the code behind ``ruleengine sample``; about 2 minutes for 10M) and reused by later runs. Each
-runner rates it once, in its own child process, into a Parquet file:
+runner rates it once, in its own child process, into ``--layout parts`` (default): a directory of
+one Parquet file per partition / chunk, written by the executors, workers or the chunked runner
+itself (``-o DIR/``), or ``--layout file``: one Parquet file in input order written by the driver:
 
 - local chunked (``scale.chunked.rate_dataset``, chunks of ``--chunk-rows``);
 - Spark ``local[2]`` (``scale.spark.rate``, ``--partitions`` firm-complete partitions);
@@ -17,7 +20,8 @@ Measured per run: wall time; CPU seconds and peak resident memory (VmHWM) of eve
 run (the driver, the JVM, Spark's Python workers, Dask's workers and nannies), read from /proc just
 before the processes end; and the time inside the partition tasks (``scale.partition.TaskClock``,
 see IN_TASK below), apart from the engine's scheduling, shuffle, transfers, the read and the write.
-The output files are compared byte for byte with the local runner's.
+The outputs are compared with the local runner's: one file byte for byte; part files row by row
+after a stable sort by firm and year, every column bit for bit (``_same_rows``).
 
 The load average is recorded before and after (the machine may be shared). Each runner is bounded
 by ``--timeout`` seconds; one that does not finish is reported as such and the others still run.
@@ -42,11 +46,14 @@ IN_TASK = (
     "(`time.thread_time()`), from the start of the task's own work to the moment its output is ready, "
     "summed over the tasks and passes — for Spark: pulling the partition's Arrow batches from the JVM, "
     "putting them in input order, the data contract, stage 1 and the partials (pickled) or stage 2 and the "
-    "result table; for Dask: pandas to Arrow and the same; for the local runner: the same work on each chunk "
-    "after it was read from Parquet. Left out on every side: the worker process's imports "
-    "(`partition.warm_up()`, once per process, before the clock starts), the engine's scheduling, the shuffle "
-    "into firm-complete partitions, sending the output back (Spark: Arrow IPC pieces to the driver) and the "
-    "driver's read and write. **× local** = in-task CPU per row over the local runner's (target ≤ 1.3)."
+    "result (`partition.task`, the same body for Spark and Dask); for Dask: the same from the partition's "
+    "Arrow table; for the local runner: the same work on each chunk after it was read from Parquet. With "
+    "`--layout parts` the output is ready when the task has written its part file (the write's CPU, the same "
+    "code on every runner, is counted and also shown apart as `(write)`); with `--layout file` when its "
+    "result table is made. Left out on every side: the worker process's imports (`partition.warm_up()`, once "
+    "per process, before the clock starts), the engine's scheduling, the shuffle into firm-complete "
+    "partitions, sending anything back and the driver's read and write. **× local** = in-task CPU per row "
+    "over the local runner's (target ≤ 1.3)."
 )
 
 
@@ -92,6 +99,7 @@ def _tree() -> list[dict[str, float]]:
 
 
 def child(runner: str, dataset: str, out: str, book: str, partitions: int, chunk_rows: int) -> dict:
+    """One runner in this process: ``out`` a file, or a directory (ending in /: part files)."""
     import ruleengine
     from ruleengine.scale.partition import TaskClock, warm_up
 
@@ -118,7 +126,6 @@ def child(runner: str, dataset: str, out: str, book: str, partitions: int, chunk
         s.stop()
         clock.passes["(session start)"] = {"tasks": 0, "rows": 0, "wall": started - t0, "cpu": 0.0}
     else:
-        import dask.dataframe as dd
         import distributed
 
         from ruleengine.scale import dask as rdask
@@ -127,10 +134,8 @@ def child(runner: str, dataset: str, out: str, book: str, partitions: int, chunk
             n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0"
         )
         client = distributed.Client(cluster)
-        files = sorted(str(f) for f in Path(dataset).glob("*.parquet"))
-        n = rdask.rate(
-            plan, dd.read_parquet(files), out, npartitions=partitions, client=client, source=dataset, clock=clock
-        )
+        # the files are read by the workers with pyarrow (scale.dask.Partitions)
+        n = rdask.rate(plan, dataset, out, npartitions=partitions, client=client, source=dataset, clock=clock)
         wall = time.perf_counter() - t0
         procs = _tree()
         client.close()
@@ -178,33 +183,42 @@ def report(results: dict[str, dict | None], args: argparse.Namespace, loads: tup
         "# Spark and Dask against the local runner",
         "",
         f"Measured by `python benchmarks/bench_scale_engines.py DATASET --book {args.book} --partitions "
-        f"{args.partitions} --chunk-rows {args.chunk_rows}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: "
+        f"{args.partitions} --chunk-rows {args.chunk_rows} --layout {args.layout}` on "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: "
         f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}. One run of each runner, "
         "one after the other, each in its own child process.",
         "",
-        f"**The machine is shared**: load average (1/5/15 min) {loads[0][0]:.1f} / {loads[0][1]:.1f} / "
+        f"{'**Under load** (load average ' + format(loads[0][0], '.1f') + ')' if loads[0][0] > 1.5 else 'Quiet'}"
+        ": the machine may be shared. Load average (1/5/15 min) {loads[0][0]:.1f} / {loads[0][1]:.1f} / "
         f"{loads[0][2]:.1f} before, {loads[1][0]:.1f} / {loads[1][1]:.1f} / {loads[1][2]:.1f} after, on 2 cores. "
         "Wall times are upper bounds; CPU seconds are the steadier figure.",
         "",
         f"Data: {n_in:,} firm-years in {len(files)} Parquet files ({size_mb:,.0f} MB, zstd), firm-major, written by "
         "`bench_scale.write_dataset` (the sample generator behind `ruleengine sample`, messy 0.001). Rulebook "
         f"`{args.book}`: one benchmark stage, two passes. Spark `local[2]` (driver memory 6g), Dask LocalCluster "
-        f"2 workers × 1 thread; {args.partitions} firm-complete partitions; chunked: {args.chunk_rows:,}-row chunks.",
+        f"2 workers × 1 thread; {args.partitions} firm-complete partitions; chunked: {args.chunk_rows:,}-row chunks. "
+        + (
+            "Output: one Parquet file per partition (chunk), written by the tasks themselves (`-o DIR/`)."
+            if args.layout == "parts"
+            else "Output: one Parquet file in input order, written by the driver."
+        ),
         "",
         "| runner | rows | wall (s) | rows/s (wall) | CPU all processes (s) | in-task CPU (s) | in-task CPU µs/row "
-        "| × local | output identical to local |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| × local | driver peak (MB) | largest other process (MB) | output identical to local |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for name, r in results.items():
         if r is None:
-            lines.append(f"| {name} | — | not finished within {args.timeout} s | | | | | | |")
+            lines.append(f"| {name} | — | not finished within {args.timeout} s | | | | | | | | |")
             continue
         cpu_all = sum(p["cpu_s"] for p in r["procs"] if p["cpu_s"] == p["cpu_s"])
         task = _cpu_row(r)
         per = task / r["rows"] * 1e6
+        peaks = [p["peak_mb"] for p in r["procs"] if p["cpu_s"] == p["cpu_s"]]
+        other = max(peaks[1:], default=float("nan"))
         lines.append(
             f"| {name} | {r['rows']:,} | {r['wall']:.1f} | {r['rows'] / r['wall']:,.0f} | {cpu_all:.1f} | {task:.1f} "
-            f"| {per:.1f} | {per / (base_cpu_row * 1e6):.2f} | {same.get(name, '—')} |"
+            f"| {per:.2f} | {per / (base_cpu_row * 1e6):.2f} | {peaks[0]:,.0f} | {other:,.0f} | {same.get(name, '—')} |"
         )
     lines += [
         "",
@@ -219,13 +233,17 @@ def report(results: dict[str, dict | None], args: argparse.Namespace, loads: tup
         if r is None:
             continue
         for pname, p in r["passes"].items():
+            if pname == "(write)":
+                per = p["cpu"] / p["rows"] * 1e6 if p["rows"] else float("nan")
+                lines.append(f"| {name} | (of the final pass: the write) | | | | {p['cpu']:.1f} | {per:.2f} |")
+                continue
             if pname.startswith("("):
                 lines.append(f"| {name} | {pname} | | | {p['wall']:.1f} | | |")
                 continue
             per = p["cpu"] / p["rows"] * 1e6 if p["rows"] else float("nan")
             lines.append(
                 f"| {name} | {pname} | {int(p['tasks'])} | {int(p['rows']):,} | {p['wall']:.1f} | {p['cpu']:.1f} "
-                f"| {per:.1f} |"
+                f"| {per:.2f} |"
             )
     lines += projection(results, args)
     lines += ["", "## Peak memory per process", ""]
@@ -298,6 +316,12 @@ def main() -> int:
     parser.add_argument("--chunk-rows", type=int, default=500_000)
     parser.add_argument("--timeout", type=int, default=600, help="seconds allowed to each runner")
     parser.add_argument("--runners", default="chunked,spark,dask")
+    parser.add_argument(
+        "--layout",
+        choices=["parts", "file"],
+        default="parts",
+        help="parts: one Parquet file per partition written by the tasks (-o DIR/); file: one file in input order",
+    )
     parser.add_argument("--out", default=str(HERE / "SCALE_ENGINES.md"))
     parser.add_argument("--json", help="also write the raw measurements here")
     parser.add_argument("--from-json", help="only write the report again from measurements saved with --json")
@@ -313,6 +337,7 @@ def main() -> int:
         return 0
     if args.child:
         res = child(args.child, args.dataset, args.target, args.book, args.partitions, args.chunk_rows)
+        res["layout"] = args.layout
         print(json.dumps(res))
         return 0
     ensure_dataset(Path(args.dataset), args.rows)
@@ -321,14 +346,14 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-engines-") as tmp:
         outs = {}
         for runner in args.runners.split(","):
-            outs[runner] = Path(tmp) / f"{runner}.parquet"
+            outs[runner] = Path(tmp) / (f"{runner}/" if args.layout == "parts" else f"{runner}.parquet")
             results[runner] = run_child(runner, args, outs[runner])
         after = os.getloadavg()
         ref = outs.get("chunked")
         same = {}
         for runner, path in outs.items():
             if runner != "chunked" and results.get(runner) and ref is not None and ref.exists() and path.exists():
-                same[runner] = _same_file(ref, path)
+                same[runner] = _same_file(ref, path) if args.layout == "file" else _same_rows(ref, path)
     if args.json:
         Path(args.json).write_text(json.dumps({"results": results, "loads": [before, after], "same": same}, indent=1))
     Path(args.out).write_text(report(results, args, (before, after), same), encoding="utf-8")
@@ -353,6 +378,49 @@ def ensure_dataset(path: Path, rows: int) -> None:
     n, seconds = write_dataset(partial, rows)
     partial.rename(path)
     print(f"data: {n:,} rows in {seconds:.0f} s", flush=True)
+
+
+def _same_rows(a: Path, b: Path) -> bool:
+    """Two directories of part files hold the same rows: both sorted stably by firm and year (ties:
+    the position in the part files taken in order; a firm's rows are in one part, in input order),
+    then every column compared bit for bit, one column at a time (memory: a few columns)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from ruleengine.scale.sink import parts_of
+
+    def read(d: Path, col: str) -> pa.Array:
+        arr = pa.chunked_array([pq.read_table(f, columns=[col]).column(col) for f in parts_of(d)])
+        if pa.types.is_dictionary(arr.type):
+            arr = arr.cast(arr.type.value_type)
+        return arr
+
+    def order(d: Path) -> pa.Array:
+        keys = pa.table({"f": read(d, "firm_id"), "y": read(d, "year")})
+        keys = keys.append_column("p", pa.array(np.arange(keys.num_rows, dtype=np.int64)))
+        return pc.sort_indices(keys, [("f", "ascending"), ("y", "ascending"), ("p", "ascending")])
+
+    oa, ob = order(a), order(b)
+    if len(oa) != len(ob):
+        return False
+    names = pq.read_schema(parts_of(a)[0]).names
+    if names != pq.read_schema(parts_of(b)[0]).names:
+        return False
+    for col in names:
+        x, y = read(a, col).take(oa).combine_chunks(), read(b, col).take(ob).combine_chunks()
+        if x.type != y.type or not pc.all(pc.equal(x.is_null(), y.is_null())).as_py():
+            return False
+        if x.type == pa.float64():  # the bits (NaN included), where not null
+            bits_x = np.frombuffer(x.buffers()[1], np.int64)[x.offset : x.offset + len(x)]
+            bits_y = np.frombuffer(y.buffers()[1], np.int64)[y.offset : y.offset + len(y)]
+            valid = ~x.is_null().to_numpy(zero_copy_only=False)
+            if not np.array_equal(bits_x[valid], bits_y[valid]):
+                return False
+        elif not x.equals(y):
+            return False
+    return True
 
 
 def _same_file(a: Path, b: Path) -> bool:
