@@ -131,3 +131,17 @@ def test_a_worker_killed_mid_job_gives_the_same_part_files(tmp_path, client, por
     assert [f.read_bytes() for f in parts_of(out)] == [f.read_bytes() for f in parts_of(clean)]
     assert same_rows(out, reference, tmp_path)
     client.wait_for_workers(2, timeout=60)
+
+
+def test_the_cli_engine_dask_writes_part_files(tmp_path, portfolio):
+    from click.testing import CliRunner
+
+    from ruleengine.cli import main
+
+    plan, ds, _, reference = portfolio
+    out = tmp_path / "parts"
+    args = ["rate", str(KINDS), str(ds), "--engine", "dask", "--partitions", "3", "-o", f"{out}/"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "part files, one per partition" in result.output
+    assert same_rows(out, reference, tmp_path)

@@ -86,3 +86,16 @@ def test_per_partition_output_holds_the_local_runners_rows(tmp_path, spark, port
     assert 1 <= len(files) <= k
     assert sum(pq.read_metadata(f).num_rows for f in files) == n
     assert same_rows(out, reference, tmp_path)
+
+
+def test_files_reached_through_symbolic_links_are_numbered(tmp_path, spark, portfolio):
+    """A dataset directory of symbolic links: Spark names the files by the link, not the target;
+    every row still gets its number (it was null, and the run failed)."""
+    plan, ds, reference, _ = portfolio
+    links = tmp_path / "links"
+    links.mkdir()
+    for f in dataset_files(ds):
+        (links / f.name).symlink_to(f)
+    out = tmp_path / "spark.parquet"
+    rspark.rate(plan, rspark.read_files(spark, dataset_files(links)), out, npartitions=2, source=str(links))
+    assert out.read_bytes() == reference

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import DataError, RuleEngineError
 from .partition import TaskClock, is_url, result_table
-from .sink import check_output
+from .sink import check_output, is_parts_dir, parts_of
 
 if TYPE_CHECKING:
     from ..rulebook.plan import Plan
@@ -189,4 +189,7 @@ def rate_on(
         n = rspark.rate(plan, rspark.read(spark, data), output, npartitions=partitions, source=data)
     else:
         raise DataError(f"unknown engine {engine!r} (use spark or dask)")
-    return f"{n:,} firm-years from {data} rated on {engine} in {time.perf_counter() - t0:.1f} s; wrote {output}"
+    wrote = output
+    if is_parts_dir(output):
+        wrote = f"{output} ({len(parts_of(output)):,} part files, one per partition)"
+    return f"{n:,} firm-years from {data} rated on {engine} in {time.perf_counter() - t0:.1f} s; wrote {wrote}"

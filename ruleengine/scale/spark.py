@@ -380,9 +380,10 @@ def read_files(spark: Any, files: Sequence[Path]) -> Any:
 
     offsets, start = {}, 0
     for f in files:
-        path = str(Path(f).resolve())
-        for form in (Path(path).as_uri(), f"file:{path}", path):  # how Spark spells the path varies
-            offsets[form] = start
+        # how Spark spells the path varies; a symbolic link may be named as given or resolved
+        for path in dict.fromkeys((str(Path(f).absolute()), str(Path(f).resolve()))):
+            for form in (Path(path).as_uri(), f"file:{path}", path):
+                offsets[form] = start
         start += pq.read_metadata(f).num_rows
     df = spark.read.parquet(*[str(f) for f in files])
     df = df.select("*", F.col("_metadata.file_path").alias("__file"), F.col("_metadata.row_index").alias("__index"))
