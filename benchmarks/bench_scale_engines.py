@@ -349,6 +349,8 @@ def main() -> int:
             outs[runner] = Path(tmp) / (f"{runner}/" if args.layout == "parts" else f"{runner}.parquet")
             results[runner] = run_child(runner, args, outs[runner])
         after = os.getloadavg()
+        if args.json:  # the measurements first: the comparison below takes a while at 10M rows
+            Path(args.json).write_text(json.dumps({"results": results, "loads": [before, after], "same": {}}, indent=1))
         ref = outs.get("chunked")
         same = {}
         for runner, path in outs.items():
@@ -380,47 +382,60 @@ def ensure_dataset(path: Path, rows: int) -> None:
     print(f"data: {n:,} rows in {seconds:.0f} s", flush=True)
 
 
-def _same_rows(a: Path, b: Path) -> bool:
-    """Two directories of part files hold the same rows: both sorted stably by firm and year (ties:
-    the position in the part files taken in order; a firm's rows are in one part, in input order),
-    then every column compared bit for bit, one column at a time (memory: a few columns)."""
+def _same_rows(a: Path, b: Path, buckets: int = 16) -> bool:
+    """Two directories of part files hold the same rows, byte for byte per row: each side's rows
+    are spilled into firm-hash buckets (part files taken in order, so a firm's rows stay in input
+    order), then bucket by bucket both sides are sorted stably by firm and year and written
+    through the canonical sink; the bytes are compared. Memory: a part file and a bucket per side."""
+    import tempfile
+
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from ruleengine.scale.sink import parts_of
+    from ruleengine.scale.partition import firm_keys
+    from ruleengine.scale.sink import ResultSink, parts_of
 
-    def read(d: Path, col: str) -> pa.Array:
-        arr = pa.chunked_array([pq.read_table(f, columns=[col]).column(col) for f in parts_of(d)])
-        if pa.types.is_dictionary(arr.type):
-            arr = arr.cast(arr.type.value_type)
-        return arr
+    with tempfile.TemporaryDirectory(prefix="bench-compare-") as tmp:
+        root = Path(tmp)
 
-    def order(d: Path) -> pa.Array:
-        keys = pa.table({"f": read(d, "firm_id"), "y": read(d, "year")})
-        keys = keys.append_column("p", pa.array(np.arange(keys.num_rows, dtype=np.int64)))
-        return pc.sort_indices(keys, [("f", "ascending"), ("y", "ascending"), ("p", "ascending")])
+        def spill(d: Path, side: str) -> tuple[int, object]:
+            writers: dict[int, object] = {}
+            n, schema = 0, None
+            for f in parts_of(d):
+                pf = pq.ParquetFile(f)
+                for i in range(pf.metadata.num_row_groups):
+                    t = pf.read_row_group(i)
+                    t = t.cast(pa.schema([pa.field(x.name, x.type.value_type if pa.types.is_dictionary(x.type)
+                                                   else x.type) for x in t.schema]))  # fmt: skip
+                    schema = schema or t.schema
+                    k = (firm_keys(t.column("firm_id")) % np.uint64(buckets)).astype(np.int64)
+                    for j in np.unique(k).tolist():
+                        if j not in writers:
+                            writers[j] = pa.ipc.new_file(str(root / f"{side}-{j}.arrow"), t.schema)
+                        writers[j].write_table(t.filter(pa.array(k == j)))  # type: ignore[attr-defined]
+                    n += t.num_rows
+            for w in writers.values():
+                w.close()  # type: ignore[attr-defined]
+            return n, schema
 
-    oa, ob = order(a), order(b)
-    if len(oa) != len(ob):
-        return False
-    names = pq.read_schema(parts_of(a)[0]).names
-    if names != pq.read_schema(parts_of(b)[0]).names:
-        return False
-    for col in names:
-        x, y = read(a, col).take(oa).combine_chunks(), read(b, col).take(ob).combine_chunks()
-        if x.type != y.type or not pc.all(pc.equal(x.is_null(), y.is_null())).as_py():
+        def canonical(side: str, j: int) -> bytes:
+            path = root / f"{side}-{j}.arrow"
+            if not path.exists():
+                return b""
+            t = pa.ipc.open_file(str(path)).read_all()
+            t = t.append_column("__pos", pa.array(np.arange(t.num_rows, dtype=np.int64)))
+            order = pc.sort_indices(t, [("firm_id", "ascending"), ("year", "ascending"), ("__pos", "ascending")])
+            out = root / f"{side}-{j}.parquet"
+            with ResultSink(out) as sink:
+                sink.write(t.take(order).drop_columns(["__pos"]))
+            return out.read_bytes()
+
+        (na, sa), (nb, sb) = spill(a, "a"), spill(b, "b")
+        if na != nb or sa != sb:
             return False
-        if x.type == pa.float64():  # the bits (NaN included), where not null
-            bits_x = np.frombuffer(x.buffers()[1], np.int64)[x.offset : x.offset + len(x)]
-            bits_y = np.frombuffer(y.buffers()[1], np.int64)[y.offset : y.offset + len(y)]
-            valid = ~x.is_null().to_numpy(zero_copy_only=False)
-            if not np.array_equal(bits_x[valid], bits_y[valid]):
-                return False
-        elif not x.equals(y):
-            return False
-    return True
+        return all(canonical("a", j) == canonical("b", j) for j in range(buckets))
 
 
 def _same_file(a: Path, b: Path) -> bool:
