@@ -189,7 +189,7 @@ def report(results: dict[str, dict | None], args: argparse.Namespace, loads: tup
         "one after the other, each in its own child process.",
         "",
         f"{'**Under load** (load average ' + format(loads[0][0], '.1f') + ')' if loads[0][0] > 1.5 else 'Quiet'}"
-        ": the machine may be shared. Load average (1/5/15 min) {loads[0][0]:.1f} / {loads[0][1]:.1f} / "
+        f": the machine may be shared. Load average (1/5/15 min) {loads[0][0]:.1f} / {loads[0][1]:.1f} / "
         f"{loads[0][2]:.1f} before, {loads[1][0]:.1f} / {loads[1][1]:.1f} / {loads[1][2]:.1f} after, on 2 cores. "
         "Wall times are upper bounds; CPU seconds are the steadier figure.",
         "",
@@ -215,10 +215,10 @@ def report(results: dict[str, dict | None], args: argparse.Namespace, loads: tup
         task = _cpu_row(r)
         per = task / r["rows"] * 1e6
         peaks = [p["peak_mb"] for p in r["procs"] if p["cpu_s"] == p["cpu_s"]]
-        other = max(peaks[1:], default=float("nan"))
+        other = f"{max(peaks[1:]):,.0f}" if len(peaks) > 1 else "—"
         lines.append(
             f"| {name} | {r['rows']:,} | {r['wall']:.1f} | {r['rows'] / r['wall']:,.0f} | {cpu_all:.1f} | {task:.1f} "
-            f"| {per:.2f} | {per / (base_cpu_row * 1e6):.2f} | {peaks[0]:,.0f} | {other:,.0f} | {same.get(name, '—')} |"
+            f"| {per:.2f} | {per / (base_cpu_row * 1e6):.2f} | {peaks[0]:,.0f} | {other} | {same.get(name, '—')} |"
         )
     lines += [
         "",
