@@ -98,7 +98,7 @@ def _tree() -> list[dict[str, float]]:
     return [_proc_stats(me.pid)] + [_proc_stats(c.pid) for c in me.children(recursive=True)]
 
 
-def child(runner: str, dataset: str, out: str, book: str, partitions: int, chunk_rows: int) -> dict:
+def child(runner: str, dataset: str, out: str, book: str, partitions: int, chunk_rows: int, workers: int = 2) -> dict:
     """One runner in this process: ``out`` a file, or a directory (ending in /: part files)."""
     import ruleengine
     from ruleengine.scale.partition import TaskClock, warm_up
@@ -118,7 +118,7 @@ def child(runner: str, dataset: str, out: str, book: str, partitions: int, chunk
     elif runner == "spark":
         from ruleengine.scale import spark as rspark
 
-        s = rspark.session("local[2]", conf={"spark.driver.memory": "6g"})
+        s = rspark.session(f"local[{workers}]", conf={"spark.driver.memory": "6g"})
         started = time.perf_counter()
         n = rspark.rate(plan, rspark.read(s, dataset), out, npartitions=partitions, source=dataset, clock=clock)
         wall = time.perf_counter() - t0
@@ -131,7 +131,7 @@ def child(runner: str, dataset: str, out: str, book: str, partitions: int, chunk
         from ruleengine.scale import dask as rdask
 
         cluster = distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0"
+            n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0"
         )
         client = distributed.Client(cluster)
         # the files are read by the workers with pyarrow (scale.dask.Partitions)
@@ -149,7 +149,7 @@ def child(runner: str, dataset: str, out: str, book: str, partitions: int, chunk
 def run_child(runner: str, args: argparse.Namespace, out: Path) -> dict | None:
     cmd = [
         sys.executable, __file__, "--child", runner, args.dataset, "--target", str(out), "--book", args.book,
-        "--partitions", str(args.partitions), "--chunk-rows", str(args.chunk_rows),
+        "--partitions", str(args.partitions), "--chunk-rows", str(args.chunk_rows), "--workers", str(args.workers),
     ]  # fmt: skip
     print(f"{runner}: {' '.join(cmd[2:])}", flush=True)
     t0 = time.perf_counter()
@@ -195,8 +195,9 @@ def report(results: dict[str, dict | None], args: argparse.Namespace, loads: tup
         "",
         f"Data: {n_in:,} firm-years in {len(files)} Parquet files ({size_mb:,.0f} MB, zstd), firm-major, written by "
         "`bench_scale.write_dataset` (the sample generator behind `ruleengine sample`, messy 0.001). Rulebook "
-        f"`{args.book}`: one benchmark stage, two passes. Spark `local[2]` (driver memory 6g), Dask LocalCluster "
-        f"2 workers × 1 thread; {args.partitions} firm-complete partitions; chunked: {args.chunk_rows:,}-row chunks. "
+        f"`{args.book}`: one benchmark stage, two passes. Spark `local[{args.workers}]` (driver memory 6g), "
+        f"Dask LocalCluster {args.workers} workers × 1 thread; {args.partitions} firm-complete partitions; "
+        f"chunked: {args.chunk_rows:,}-row chunks. "
         + (
             "Output: one Parquet file per partition (chunk), written by the tasks themselves (`-o DIR/`)."
             if args.layout == "parts"
@@ -317,6 +318,12 @@ def main() -> int:
     parser.add_argument("--timeout", type=int, default=600, help="seconds allowed to each runner")
     parser.add_argument("--runners", default="chunked,spark,dask")
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="Spark local[N] cores and Dask workers (default 2; 1: no two tasks at once, a check of contention)",
+    )
+    parser.add_argument(
         "--layout",
         choices=["parts", "file"],
         default="parts",
@@ -336,7 +343,7 @@ def main() -> int:
         print(f"wrote {args.out}")
         return 0
     if args.child:
-        res = child(args.child, args.dataset, args.target, args.book, args.partitions, args.chunk_rows)
+        res = child(args.child, args.dataset, args.target, args.book, args.partitions, args.chunk_rows, args.workers)
         res["layout"] = args.layout
         print(json.dumps(res))
         return 0
