@@ -425,6 +425,9 @@ def _benchmark_passes(
     clock: TaskClock | None,
 ) -> dict[str, BenchmarkTable]:
     """One pass per benchmark stage: stage 1 + partials per chunk, merged in a tree → tables."""
+    from ..pipeline import keep_heap_for_reuse
+
+    keep_heap_for_reuse()  # as the Spark and Dask tasks do (partition.warm_up)
     tables: dict[str, BenchmarkTable] = {}
     for stage in range(benchmark_passes(plan)):
         tree = _TreeMerge()

@@ -360,6 +360,8 @@ def task(
 
     import pyarrow as pa
 
+    from ..pipeline import release_memory_if_large
+
     w0, c0 = started or (time.perf_counter(), time.thread_time())
     raw = raw_of(table, plan, source, names, extra if final else ())
     batch = prepare(plan, raw, rows)
@@ -376,13 +378,21 @@ def task(
             write_cpu = time.thread_time() - c1
         else:
             value = (view or result_table)(plan, results, raw).append_column(ROW, pa.array(rows, type=pa.int64()))
-    return value, (len(rows), time.perf_counter() - w0, time.thread_time() - c0, write_cpu)
+        del results
+    timing = (len(rows), time.perf_counter() - w0, time.thread_time() - c0, write_cpu)
+    del raw, batch
+    release_memory_if_large()  # as the chunked runner does after each chunk (outside the clock)
+    return value, timing
 
 
 def warm_up() -> None:
     """Import what a partition task runs, so that a task's clock (:class:`TaskClock`) counts the
-    partition's own work, not a fresh worker process's imports (paid once per process)."""
-    from .. import pipeline  # noqa: F401
+    partition's own work, not a fresh worker process's imports (paid once per process); and keep
+    glibc's heap for reuse where the worker's environment turned that off
+    (``pipeline.keep_heap_for_reuse``: Dask's workers)."""
+    from .. import pipeline
+
+    pipeline.keep_heap_for_reuse()
     from ..engine import benchmarks, evaluator, results  # noqa: F401
     from ..io import data  # noqa: F401
 
