@@ -233,13 +233,12 @@ def run(
 
         def partials_task(batches: Iterator[Any], given: Any = given, acc: list[Any] = acc) -> Iterator[Any]:
             warm_up()  # the worker's imports: once per process, not the partition's work
+            the_plan, the_tables = _loaded(shipped), _loaded(given)  # unpickled once per worker process
             started = time.perf_counter(), time.thread_time()  # CPU from here: the partition's own work
             whole = _whole(batches)
             if whole is None:
                 return
-            p, timing = task(
-                _loaded(shipped), *whole, _loaded(given), final=False, source=source, names=names, started=started
-            )
+            p, timing = task(the_plan, *whole, the_tables, final=False, source=source, names=names, started=started)
             blob = pickle.dumps(p)
             _meter(acc, timing)
             yield pa.RecordBatch.from_arrays([pa.array([blob], type=pa.binary())], names=["p"])
@@ -265,13 +264,14 @@ def run(
         if fail_first_attempt and ctx is not None and ctx.attemptNumber() == 0:
             raise RuntimeError("injected failure of a first attempt (test)")
         warm_up()
+        the_plan, the_tables = _loaded(shipped), _loaded(given)
         started = time.perf_counter(), time.thread_time()
         whole = _whole(batches)
         if whole is None:
             return
         part = ctx.partitionId() if ctx is not None else 0
         out, timing = task(
-            _loaded(shipped), *whole, _loaded(given), final=True, source=source, names=names, view=view,
+            the_plan, *whole, the_tables, final=True, source=source, names=names, view=view,
             extra=extra, out_dir=out_dir, part=part, started=started,
         )  # fmt: skip
         _meter(acc, timing)
