@@ -278,8 +278,10 @@ def projection(results: dict[str, dict | None], args: argparse.Namespace) -> lis
         f"{LINK * 8 / 1e9:.0f} Gbit/s link into the driver and {ARROW_ROW_BYTES:,} bytes of results per "
         "firm-year in Arrow. *Executors*: every process but the driver's Python (for Spark `local` the JVM "
         "also did the driver's JVM work, so this is an upper bound); *driver*: the driver's Python process "
-        "(merging the partials, spilling and merging the results in input order, writing the file), "
-        "which does not get faster with more nodes.",
+        "(merging the partials; with `--layout file` also spilling and merging the results in input order and "
+        "writing the file), which does not get faster with more nodes. With `--layout parts` no results go "
+        "through the driver's link (each task writes its part file; the shared file system's bandwidth is "
+        "not modelled).",
         "",
         "| runner | executor CPU µs/row | driver CPU µs/row | partition rows | CPU s per partition | parallel "
         "phase (s) | driver phase (s) | results through the link (s) | projected wall (s) |",
@@ -295,7 +297,7 @@ def projection(results: dict[str, dict | None], args: argparse.Namespace) -> lis
         part_rows = r["rows"] / args.partitions
         parallel = ex_row * TARGET_ROWS / (NODES * CORES * EFFICIENCY)
         serial = dr_row * TARGET_ROWS
-        link = TARGET_ROWS * ARROW_ROW_BYTES / LINK
+        link = TARGET_ROWS * ARROW_ROW_BYTES / LINK if args.layout == "file" else 0.0  # parts: written in place
         total = max(parallel, ex_row * part_rows) + serial + link
         out.append(
             f"| {name} | {ex_row * 1e6:.1f} | {dr_row * 1e6:.1f} | {part_rows:,.0f} | {ex_row * part_rows:.0f} | "
