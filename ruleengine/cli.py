@@ -240,8 +240,11 @@ def _engine_of(
 @click.option(
     "-o",
     "--output",
-    type=click.Path(dir_okay=False),
-    help="Write results to OUT.csv, OUT.json, OUT.jsonl, OUT.parquet or OUT.xlsx (by extension).",
+    type=click.Path(),
+    help="Write results to OUT.csv, OUT.json, OUT.jsonl, OUT.parquet or OUT.xlsx (by extension). "
+    "With --engine chunked|spark|dask (or --chunk-rows) also a directory, DIR/ or a name without an "
+    "extension: one Parquet file per partition (part-00000.parquet, …), written by the executors or "
+    "workers themselves (the driver never holds the results; rows of a partition in input order).",
 )
 @click.option(
     "--chunk-rows",
@@ -373,6 +376,14 @@ def rate(
         return
     if master or scheduler or partitions:
         raise click.UsageError("--master, --scheduler and --partitions go with --engine spark|dask")
+    if output and engine == "local" and chunk_rows is None:
+        from .scale.sink import is_parts_dir
+
+        if is_parts_dir(output):
+            raise click.UsageError(
+                f"-o {output}: a directory (one Parquet file per partition) goes with --engine "
+                "chunked|spark|dask or --chunk-rows; in memory give -o OUT.parquet, .csv, .json, .jsonl or .xlsx"
+            )
     if engine == "chunked" or chunk_rows is not None:
         from .scale.engines import DEFAULT_CHUNK_ROWS
 
@@ -1295,13 +1306,21 @@ def ledger_keygen(private_out: str, public_out: str) -> None:
 
 @main.command("serve")
 @click.option(
-    "-l", "--ledger", "ledger_url", envvar="RULEENGINE_LEDGER", default="ruleengine.db", show_default=True,
-    metavar="URL", help="The ledger every rating is recorded in: a SQLite file, sqlite:///FILE or postgresql://….",
+    "-l",
+    "--ledger",
+    "ledger_url",
+    envvar="RULEENGINE_LEDGER",
+    default="ruleengine.db",
+    show_default=True,
+    metavar="URL",
+    help="The ledger every rating is recorded in: a SQLite file, sqlite:///FILE or postgresql://….",
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="TCP port.")
 @click.option(
-    "--keys", type=click.Path(dir_okay=False), envvar="RULEENGINE_KEYS",
+    "--keys",
+    type=click.Path(dir_okay=False),
+    envvar="RULEENGINE_KEYS",
     help="API keys file (hashed keys with roles; make keys with `ruleengine service-key`). Without it "
     "every request but /v1/health is refused.",
 )
@@ -1352,8 +1371,9 @@ def serve(ledger_url: str, host: str, port: int, keys: str | None, state_dir: st
 @click.option("--firm", help="firm role: the firm_id it stands for.")
 @click.option("--bank", help="bank role: the bank's id (firms grant consent to it).")
 @click.option("--rulebook", "rulebooks", multiple=True, help="regulator/author role: a rulebook of its jurisdiction.")
-def service_key(keys_file: str, name: str, role: str, firm: str | None, bank: str | None,
-                rulebooks: tuple[str, ...]) -> None:
+def service_key(
+    keys_file: str, name: str, role: str, firm: str | None, bank: str | None, rulebooks: tuple[str, ...]
+) -> None:
     """Make an API key: its SHA-256 goes into KEYS_FILE (created 0600), the key is printed once."""
     from .service.keys import add_key
 

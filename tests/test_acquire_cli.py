@@ -31,10 +31,23 @@ def test_meters_to_rate_through_the_cli(tmp_path: Path) -> None:
     (tmp_path / "reg.yaml").write_text(REGISTER_METER.replace("{policy}", "missing"), encoding="utf-8")
     (tmp_path / "r.csv").write_text(READINGS, encoding="utf-8")
     out = tmp_path / "fy.parquet"
-    code, stdout, _ = _run("acquire", "meters", str(tmp_path / "r.csv"), "--register", str(tmp_path / "reg.yaml"),
-                           "-o", str(out), "--report", str(tmp_path / "q.json"), "--format", "json")
+    code, stdout, _ = _run(
+        "acquire",
+        "meters",
+        str(tmp_path / "r.csv"),
+        "--register",
+        str(tmp_path / "reg.yaml"),
+        "-o",
+        str(out),
+        "--report",
+        str(tmp_path / "q.json"),
+        "--format",
+        "json",
+    )
     assert code == 0
-    assert stdout == f"wrote 1 firm-year(s) to {out}; report {tmp_path / 'q.json'}: 0 error(s), 1 warning(s), 5 note(s)\n"
+    assert (
+        stdout == f"wrote 1 firm-year(s) to {out}; report {tmp_path / 'q.json'}: 0 error(s), 1 warning(s), 5 note(s)\n"
+    )
     rep = json.loads((tmp_path / "q.json").read_text(encoding="utf-8"))
     assert rep["counts"] == {"error": 0, "warning": 1, "info": 5}
     assert rep["firms"][0]["columns"]["electricity_mwh"]["value"] == pytest.approx(55.2)
@@ -50,7 +63,9 @@ def test_meters_to_rate_through_the_cli(tmp_path: Path) -> None:
     assert q["electricity_mwh_coverage"] == pytest.approx(0.748634)
     (r,) = _rows(tmp_path / "q.csv")
     assert r["status"] == "unrated"
-    assert "check electricity_coverage_minimum: electricity meter readings cover less than 90% of the year" in r["reasons"]
+    assert (
+        "check electricity_coverage_minimum: electricity meter readings cover less than 90% of the year" in r["reasons"]
+    )
 
 
 def test_quality_warning_keeps_the_firm_rated(tmp_path: Path) -> None:
@@ -58,8 +73,20 @@ def test_quality_warning_keeps_the_firm_rated(tmp_path: Path) -> None:
     (tmp_path / "reg.yaml").write_text(REGISTER_METER.replace("{policy}", "missing"), encoding="utf-8")
     (tmp_path / "r.csv").write_text(READINGS + "000123,2024-12-20 00:00,200\n", encoding="utf-8")
     out = tmp_path / "fy.parquet"
-    assert _run("acquire", "meters", str(tmp_path / "r.csv"), "--register", str(tmp_path / "reg.yaml"), "-o", str(out),
-                "--report", str(tmp_path / "q.txt"))[0] == 0
+    assert (
+        _run(
+            "acquire",
+            "meters",
+            str(tmp_path / "r.csv"),
+            "--register",
+            str(tmp_path / "reg.yaml"),
+            "-o",
+            str(out),
+            "--report",
+            str(tmp_path / "q.txt"),
+        )[0]
+        == 0
+    )
     row = pq.read_table(out).to_pylist()[0]
     # covered 1 Jan - 20 Dec = 354 of 366 days = 0.967213; energy 52,000 + (200 x 40 = 8,000) = 60 MWh
     assert row["electricity_mwh"] == pytest.approx(60.0)
@@ -69,16 +96,26 @@ def test_quality_warning_keeps_the_firm_rated(tmp_path: Path) -> None:
     (r,) = _rows(tmp_path / "q.csv")
     assert r["status"] == "rated"
     # 366 days: a 2024 data year, for which no grid factor is published yet (the vintage warning)
-    assert r["reasons"] == ("check grid_factor_of_data_year: no electricity CO2 factor is published for this data "
-                            "year yet; the latest earlier vintage is used (grid_factor_vintage); "
-                            "check electricity_coverage_complete: electricity meter readings cover less than 99% "
-                            "of the year (provisional)")
+    assert r["reasons"] == (
+        "check grid_factor_of_data_year: no electricity CO2 factor is published for this data "
+        "year yet; the latest earlier vintage is used (grid_factor_vintage); "
+        "check electricity_coverage_complete: electricity meter readings cover less than 99% "
+        "of the year (provisional)"
+    )
 
 
 def test_report_formats_and_strict(tmp_path: Path) -> None:
     (tmp_path / "reg.yaml").write_text(REGISTER_METER.replace("{policy}", "missing"), encoding="utf-8")
     (tmp_path / "r.csv").write_text(READINGS + "999999,2024-01-01 00:15,1\n", encoding="utf-8")
-    base = ["acquire", "meters", str(tmp_path / "r.csv"), "--register", str(tmp_path / "reg.yaml"), "-o", str(tmp_path / "o.csv")]
+    base = [
+        "acquire",
+        "meters",
+        str(tmp_path / "r.csv"),
+        "--register",
+        str(tmp_path / "reg.yaml"),
+        "-o",
+        str(tmp_path / "o.csv"),
+    ]
     code, md, _ = _run(*base, "--format", "markdown")
     assert code == 0
     assert md.startswith("# Data acquisition: meters, 2024\n")
@@ -86,7 +123,9 @@ def test_report_formats_and_strict(tmp_path: Path) -> None:
     code, text, _ = _run(*base)
     assert "error[unknown_meter] meter 999999: 1 reading(s) of a meter that is not in the register; ignored" in text
     assert _run(*base, "--strict")[0] == 1
-    code, _, err = _run("acquire", "meters", str(tmp_path / "r.csv"), "--register", str(tmp_path / "none.yaml"), "-o", "x.parquet")
+    code, _, err = _run(
+        "acquire", "meters", str(tmp_path / "r.csv"), "--register", str(tmp_path / "none.yaml"), "-o", "x.parquet"
+    )
     assert code == 1 and err == f"error: {tmp_path / 'none.yaml'}: register file not found\n"
     code, _, err = _run(*base[:-2], "-o", str(tmp_path / "o.txt"))
     assert code == 1 and err == f"error: {tmp_path / 'o.txt'}: write .parquet or .csv\n"
@@ -97,13 +136,50 @@ def test_sample_invoices_crossval_and_national(tmp_path: Path) -> None:
     assert code == 0 and stdout.startswith(f"register: 1 file ({tmp_path / 's' / 'register.yaml'})\n")
     s = tmp_path / "s"
     meters = sorted(str(p) for p in (s / "meters").iterdir())
-    assert _run("acquire", "meters", *meters, "--register", str(s / "register.yaml"), "-o", str(tmp_path / "m.parquet"),
-                "--report", str(tmp_path / "m.md"), "--format", "markdown")[0] == 0
-    assert _run("acquire", "invoices", str(s / "invoices"), "--mapping", str(s / "mapping.yaml"),
-                "-o", str(tmp_path / "i.parquet"), "--report", str(tmp_path / "i.txt"))[0] == 0
-    code, stdout, _ = _run("acquire", "crossval", str(tmp_path / "m.parquet"), str(tmp_path / "i.parquet"),
-                           "--tolerance", "0.05", "-o", str(tmp_path / "x.parquet"), "--report", str(tmp_path / "x.json"),
-                           "--format", "json")
+    assert (
+        _run(
+            "acquire",
+            "meters",
+            *meters,
+            "--register",
+            str(s / "register.yaml"),
+            "-o",
+            str(tmp_path / "m.parquet"),
+            "--report",
+            str(tmp_path / "m.md"),
+            "--format",
+            "markdown",
+        )[0]
+        == 0
+    )
+    assert (
+        _run(
+            "acquire",
+            "invoices",
+            str(s / "invoices"),
+            "--mapping",
+            str(s / "mapping.yaml"),
+            "-o",
+            str(tmp_path / "i.parquet"),
+            "--report",
+            str(tmp_path / "i.txt"),
+        )[0]
+        == 0
+    )
+    code, stdout, _ = _run(
+        "acquire",
+        "crossval",
+        str(tmp_path / "m.parquet"),
+        str(tmp_path / "i.parquet"),
+        "--tolerance",
+        "0.05",
+        "-o",
+        str(tmp_path / "x.parquet"),
+        "--report",
+        str(tmp_path / "x.json"),
+        "--format",
+        "json",
+    )
     assert code == 0
     rep = json.loads((tmp_path / "x.json").read_text(encoding="utf-8"))
     assert rep["totals"]["compared"] >= 4 and rep["totals"]["beyond tolerance"] == 0
@@ -140,8 +216,21 @@ def test_jobs_give_the_same_bytes(tmp_path: Path) -> None:
     outs = []
     for jobs in ("1", "2"):
         out, rep = tmp_path / f"o{jobs}.parquet", tmp_path / f"r{jobs}.json"
-        code, _, err = _run("acquire", "meters", *meters, "--register", str(tmp_path / "s" / "register.yaml"),
-                            "--jobs", jobs, "-o", str(out), "--report", str(rep), "--format", "json")
+        code, _, err = _run(
+            "acquire",
+            "meters",
+            *meters,
+            "--register",
+            str(tmp_path / "s" / "register.yaml"),
+            "--jobs",
+            jobs,
+            "-o",
+            str(out),
+            "--report",
+            str(rep),
+            "--format",
+            "json",
+        )
         assert code == 0, err
         outs.append((out.read_bytes(), rep.read_text(encoding="utf-8")))
     assert outs[0] == outs[1]

@@ -18,8 +18,16 @@ GRID = credit_code("91330000MA2C00000")
 
 def _line(name, code, unit, qty, price, rate):
     amount = round(qty * price, 2)
-    return {"name": name, "code": code, "unit": unit, "qty": qty, "price": price, "amount": amount, "rate": rate,
-            "tax": round(amount * rate, 2)}
+    return {
+        "name": name,
+        "code": code,
+        "unit": unit,
+        "qty": qty,
+        "price": price,
+        "amount": amount,
+        "rate": rate,
+        "tax": round(amount * rate, 2),
+    }
 
 
 def _inv(no, date, items, buyer=FIRM, original=""):
@@ -31,9 +39,19 @@ INV1 = _inv("24332000000000000001", "2024-01-05", [_line(*ELEC, "千瓦时", 120
 INV2 = _inv("24332000000000000002", "2024-02-05", [_line(*ELEC, "", 50000, 0.7, 0.13)])  # empty unit
 INV3 = _inv("24332000000000000003", "2024-03-05", [_line("*电力*电费", "", "万千瓦时", 1.5, 7000, 0.13)])
 INV4 = _inv("24332000000000000004", "2024-01-20", [_line(*ELEC, "千瓦时", -20000, 0.7, 0.13)], original=INV1["no"])
-INV5 = _inv("24332000000000000005", "2024-04-10", [_line("*天然气*管道天然气", "1100301000000000000", "立方米", 30000, 3.2, 0.09)])
-INV6 = _inv("24332000000000000006", "2024-06-18", [_line("*汽油*92号车用汽油(VIB)", "1070101010100000000", "升", 1000, 7.9, 0.13),
-                                                  _line("*运输服务*国内道路货物运输服务", "3010102020000000000", "", 1, 5000, 0.09)])
+INV5 = _inv(
+    "24332000000000000005",
+    "2024-04-10",
+    [_line("*天然气*管道天然气", "1100301000000000000", "立方米", 30000, 3.2, 0.09)],
+)
+INV6 = _inv(
+    "24332000000000000006",
+    "2024-06-18",
+    [
+        _line("*汽油*92号车用汽油(VIB)", "1070101010100000000", "升", 1000, 7.9, 0.13),
+        _line("*运输服务*国内道路货物运输服务", "3010102020000000000", "", 1, 5000, 0.09),
+    ],
+)
 INV7 = _inv("24332000000000000007", "2024-05-05", [_line(*ELEC, "千瓦时", 999, 0.7, 0.13)], buyer=OTHER)
 
 MAPPING = f"""\
@@ -99,15 +117,25 @@ def test_without_the_declared_rule_an_empty_unit_is_an_error(tmp_path: Path) -> 
 
 
 def test_ledger_checks_vat_units_and_resale(tmp_path: Path) -> None:
-    sale = {"no": "24332000000000000010", "date": "2024-07-05", "seller": FIRM, "buyer": OTHER,
-            "items": [_line(*ELEC, "kWh", 3000, 0.8, 0.13)]}  # 转供电 to a tenant
-    rows = (ledger_rows(INV1) + ledger_rows(sale)
-            + ledger_rows(_inv("24332000000000000011", "2024-08-05", [_line(*ELEC, "千瓦时", 1000, 0.7, 0.09)]))
-            + ledger_rows(_inv("24332000000000000012", "2024-09-05", [_line(*ELEC, "桶", 5, 0.7, 0.13)]))
-            + ledger_rows(_inv("24332000000000000013", "2023-12-05", [_line(*ELEC, "千瓦时", 7, 0.7, 0.13)])))
+    sale = {
+        "no": "24332000000000000010",
+        "date": "2024-07-05",
+        "seller": FIRM,
+        "buyer": OTHER,
+        "items": [_line(*ELEC, "kWh", 3000, 0.8, 0.13)],
+    }  # 转供电 to a tenant
+    rows = (
+        ledger_rows(INV1)
+        + ledger_rows(sale)
+        + ledger_rows(_inv("24332000000000000011", "2024-08-05", [_line(*ELEC, "千瓦时", 1000, 0.7, 0.09)]))
+        + ledger_rows(_inv("24332000000000000012", "2024-09-05", [_line(*ELEC, "桶", 5, 0.7, 0.13)]))
+        + ledger_rows(_inv("24332000000000000013", "2023-12-05", [_line(*ELEC, "千瓦时", 7, 0.7, 0.13)]))
+    )
     rows[2][7] = "abc"  # a quantity that is not a number (ledger row 3)
     write_xlsx(tmp_path / "ledger.xlsx", LEDGER_HEADER, rows)
-    (tmp_path / "m.yaml").write_text(MAPPING.replace("{attributes", "{resale: [electricity], attributes"), encoding="utf-8")
+    (tmp_path / "m.yaml").write_text(
+        MAPPING.replace("{attributes", "{resale: [electricity], attributes"), encoding="utf-8"
+    )
     acq = acquire_invoices([tmp_path / "ledger.xlsx"], tmp_path / "m.yaml")
     (row,) = acq.table.to_pylist()
     # bought 120,000 kWh (INV1); resold 3,000 kWh to a tenant: 117 MWh; row 3 (bad quantity) ignored,

@@ -109,9 +109,16 @@ def _wide(tmp: Path) -> Path:
     d2[col["18:00"]] = "-1"  # negative interval
     d3 = list(d2)
     d3[col["23:00"]] = "1.6"  # the same day again: 95 identical duplicates, one conflicting
-    lines = [",".join(hdr)] + [",".join([m, d, *v]) for m, d, v in [
-        ("0042", "2024-03-01", d1), ("0042", "2024-03-02", d2), ("0042", "2024-03-02", d3),
-        ("0042", "2024-03-04", ["1"] * 96), ("9999", "2024-03-01", ["1"] * 96)]]
+    lines = [",".join(hdr)] + [
+        ",".join([m, d, *v])
+        for m, d, v in [
+            ("0042", "2024-03-01", d1),
+            ("0042", "2024-03-02", d2),
+            ("0042", "2024-03-02", d3),
+            ("0042", "2024-03-04", ["1"] * 96),
+            ("9999", "2024-03-01", ["1"] * 96),
+        ]
+    ]
     return _write(tmp, "wide.csv", "\n".join(lines) + "\n")
 
 
@@ -135,8 +142,15 @@ def test_wide_96_point_interval_meter(tmp_path: Path) -> None:
     assert row["electricity_mwh_coverage"] == pytest.approx(187 / 192, abs=1e-6)
     assert row["electricity_mwh_readings"] == 187
     codes = _codes(acq)
-    assert sorted(codes) == ["conflicting_duplicate", "duplicate", "gap", "negative_interval",
-                             "outside_validity", "spike", "unknown_meter"]
+    assert sorted(codes) == [
+        "conflicting_duplicate",
+        "duplicate",
+        "gap",
+        "negative_interval",
+        "outside_validity",
+        "spike",
+        "unknown_meter",
+    ]
     assert codes["unknown_meter"][0].severity == "error" and codes["unknown_meter"][0].rows == (5,)
     assert codes["outside_validity"][0].rows == (4,)
     assert codes["spike"][0].rows == (2,)
@@ -144,7 +158,8 @@ def test_wide_96_point_interval_meter(tmp_path: Path) -> None:
     assert codes["conflicting_duplicate"][0].rows == (2, 3)
     assert codes["duplicate"][0].count == 95
     assert codes["gap"][0].message.startswith(
-        "5 interval(s) missing in 4 run(s): 2024-03-01 09:45 to 2024-03-01 10:15 (2), ")
+        "5 interval(s) missing in 4 run(s): 2024-03-01 09:45 to 2024-03-01 10:15 (2), "
+    )
 
 
 def test_wide_begin_labelled_header_and_parquet(tmp_path: Path) -> None:
@@ -161,13 +176,20 @@ def test_wide_begin_labelled_header_and_parquet(tmp_path: Path) -> None:
 
 
 def test_long_form_checks_units_timezone_year_edges(tmp_path: Path) -> None:
-    reg = _write(tmp_path, "reg.yaml", """\
+    reg = _write(
+        tmp_path,
+        "reg.yaml",
+        """\
 year: 2024
 meters:
   - {id: "G-01", firm_id: F2, carrier: natural_gas, unit: m3, valid_from: 2024-12-31 23:00}
-""")
+""",
+    )
     # five intervals of gas in the last hour of 2024 (end labels 23:15 ... 24:00)
-    src = _write(tmp_path, "gas.csv", """\
+    src = _write(
+        tmp_path,
+        "gas.csv",
+        """\
 meter,timestamp,value,unit
 G-01,2024-12-31 23:15,10,m3
 G-01,2024-12-31T15:30:00Z,10,立方米
@@ -177,7 +199,8 @@ G-01,2025-01-01 00:15,10,m3
 G-01,2024-12-31 23:50,10,m3
 G-01,not a time,10,m3
 G-01,2024-12-31 23:45,abc,m3
-""")
+""",
+    )
     acq = acquire_meters([src], reg)
     row = acq.table.to_pylist()[0]
     # kept: 23:15, 23:30 (15:30 UTC = 23:30 UTC+8), 24:00 = 30 m3 = 0.003 x 10^4 Nm3; 23:45 is in kg: unit mismatch
@@ -193,15 +216,24 @@ G-01,2024-12-31 23:45,abc,m3
 
 
 def test_leading_zeros_kept_and_interval_begin_suspected(tmp_path: Path) -> None:
-    reg = _write(tmp_path, "reg.yaml", """\
+    reg = _write(
+        tmp_path,
+        "reg.yaml",
+        """\
 year: 2024
 meters:
   - {id: "007", firm_id: F3, carrier: heat, unit: GJ, valid_to: 2024-01-01 01:00}
   - {id: "7", firm_id: F4, carrier: heat, unit: GJ, valid_to: 2024-01-01 01:00}
-""")
+""",
+    )
     # meter 007 exported with interval-BEGIN labels (00:00 ... 00:45) though the register says end
-    src = _write(tmp_path, "h.csv", "meter,timestamp,value\n" + "".join(
-        f"007,2024-01-01 00:{m:02d},1\n" for m in (0, 15, 30, 45)) + "7,2024-01-01 01:00,5\n")
+    src = _write(
+        tmp_path,
+        "h.csv",
+        "meter,timestamp,value\n"
+        + "".join(f"007,2024-01-01 00:{m:02d},1\n" for m in (0, 15, 30, 45))
+        + "7,2024-01-01 01:00,5\n",
+    )
     acq = acquire_meters([src], reg)
     rows = {r["firm_id"]: r for r in acq.table.to_pylist()}
     assert rows["F3"]["heat_gj"] == 3.0  # 00:00 falls in 2023 under interval-end labels
@@ -213,15 +245,11 @@ meters:
 def test_register_errors_are_located(tmp_path: Path) -> None:
     src = _write(tmp_path, "r.csv", READINGS)
     cases = {
-        "meters:\n  - {id: 12, firm_id: F, carrier: electricity, unit: kWh}\n":
-            "meters[0].id: write meter ids as quoted text (leading zeros are kept): got 12",
-        "meters:\n  - {id: '1', firm_id: F, carrier: electric, unit: kWh}\n":
-            "meters[0].carrier: unknown carrier 'electric' (did you mean 'electricity'?)",
-        "meters:\n  - {id: '1', firm_id: F, carrier: electricity, unit: 吨}\n":
-            "meters[0].unit: '吨' (t) cannot measure electricity (expects kWh)",
+        "meters:\n  - {id: 12, firm_id: F, carrier: electricity, unit: kWh}\n": "meters[0].id: write meter ids as quoted text (leading zeros are kept): got 12",
+        "meters:\n  - {id: '1', firm_id: F, carrier: electric, unit: kWh}\n": "meters[0].carrier: unknown carrier 'electric' (did you mean 'electricity'?)",
+        "meters:\n  - {id: '1', firm_id: F, carrier: electricity, unit: 吨}\n": "meters[0].unit: '吨' (t) cannot measure electricity (expects kWh)",
         "meters:\n  - {id: '1', firm_id: F, carrier: electricity, unit: kWh, valid_to: 2024-06-01}\n"
-        "  - {id: '1', firm_id: F, carrier: electricity, unit: kWh, valid_from: 2024-05-01}\n":
-            "meters[1]: validity of meter 1 overlaps",
+        "  - {id: '1', firm_id: F, carrier: electricity, unit: kWh, valid_from: 2024-05-01}\n": "meters[1]: validity of meter 1 overlaps",
         "gap_policy: {policy: ffill}\nmeters: []\n": "gap_policy.policy: unknown gap policy 'ffill'",
     }
     for text, expected in cases.items():
@@ -247,7 +275,10 @@ def test_same_inputs_same_bytes(tmp_path: Path) -> None:
 def test_xlsx_export_resale_steam_and_heat(tmp_path: Path) -> None:
     from ruleengine.acquire.samplegen import write_xlsx
 
-    reg = _write(tmp_path, "reg.yaml", """\
+    reg = _write(
+        tmp_path,
+        "reg.yaml",
+        """\
 year: 2024
 meters:
   - {id: "E1", firm_id: F, carrier: electricity, unit: kWh, valid_to: 2024-01-01 01:00}
@@ -255,7 +286,8 @@ meters:
   - {id: "X1", firm_id: F, carrier: electricity, unit: kWh, direction: export, valid_to: 2024-01-01 01:00}
   - {id: "S1", firm_id: F, carrier: steam, unit: 吨, steam_gj_per_t: 2.8, valid_to: 2024-01-01 01:00}
   - {id: "H1", firm_id: F, carrier: heat, unit: 吉焦, valid_to: 2024-01-01 01:00}
-""")
+""",
+    )
     rows = []
     for meter, value in (("E1", 10), ("R1", 2), ("X1", 3), ("S1", 0.5), ("H1", 1)):
         rows += [[meter, f"2024-01-01 00:{m:02d}" if m < 60 else "2024-01-01 01:00", value] for m in (15, 30, 45, 60)]

@@ -33,7 +33,9 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
 def test_moving_one_band_edge_names_exactly_that_change_and_its_firms(tmp_path):
     text = HUZHOU.read_text(encoding="utf-8")
     assert EDGE_OLD in text
-    new = write(tmp_path, "huzhou.yaml", text.replace(EDGE_OLD, EDGE_NEW).replace(f"version: {HV}", f"version: {HV_MAJOR}"))
+    new = write(
+        tmp_path, "huzhou.yaml", text.replace(EDGE_OLD, EDGE_NEW).replace(f"version: {HV}", f"version: {HV_MAJOR}")
+    )
     result = run(HUZHOU, new, SMALL)
     edits = [e for e in result["edits"] if e.what != "metadata"]
     assert [e.summary() for e in edits] == ["ratings.level: threshold between 3 and 4: 1.2 → 1.1"]

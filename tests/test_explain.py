@@ -125,7 +125,9 @@ def test_verify_replays_a_trace_and_names_the_first_difference(tmp_path):
     bad = runner.invoke(main, ["verify", str(path)])
     assert bad.exit_code == 1
     lines = bad.output.splitlines()
-    assert lines[0] == "mismatch: digest: the trace's content does not match its digest (it was changed after it was made)"
+    assert (
+        lines[0] == "mismatch: digest: the trace's content does not match its digest (it was changed after it was made)"
+    )
     assert lines[1].startswith(f"  also: nodes[{index}].value: trace ")
 
 

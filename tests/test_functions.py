@@ -73,7 +73,9 @@ variables:
 ratings:
   r: {value: x, closed: right, better: lower, bands: [{id: lo, upper: 0}, {id: hi, lower: 0}]}
 """)
-    assert f"round() digits must be between -{MAX_ROUND_DIGITS} and {MAX_ROUND_DIGITS}, not 1000000000" in str(err.value)
+    assert f"round() digits must be between -{MAX_ROUND_DIGITS} and {MAX_ROUND_DIGITS}, not 1000000000" in str(
+        err.value
+    )
 
 
 def test_trace_looks_tables_up_with_the_batch_rules(book):
@@ -90,7 +92,10 @@ variables:
 ratings:
   r: {value: v, closed: right, better: lower, bands: [{id: lo, upper: 10}, {id: hi, lower: 10}]}
 """)
-    rows = [{"firm_id": "A", "year": 2022, "x": 3, "region": "east"}, {"firm_id": "B", "year": 2022, "x": 3, "region": "mars"}]
+    rows = [
+        {"firm_id": "A", "year": 2022, "x": 3, "region": "east"},
+        {"firm_id": "B", "year": 2022, "x": 3, "region": "mars"},
+    ]
     res = ruleengine.rate(plan, rows)
     assert res["v"].tolist() == [6.0, 15.0]  # 3 × 2 (east); 3 × 5 (mars → national)
     trace = ruleengine.explain(plan, rows, firm_id="B", results=res)

@@ -173,6 +173,7 @@ def pa_string_schema(table):  # type: ignore[no-untyped-def]
 
     return pa.schema([pa.field(f.name, pa.string()) for f in table.schema])
 
+
 def test_an_evaluation_frees_its_columns_without_waiting_for_the_garbage_collector() -> None:
     """The formula evaluator, its bound tables and the frame referred to each other: every
     evaluation's columns stayed until the next garbage collection, and what-it-takes (31
@@ -213,4 +214,7 @@ def test_in_memory_compare_and_diff_in_firm_complete_chunks(monkeypatch: pytest.
     seen = _sizes(monkeypatch, partition, "final_of")
     assert compare_mod.to_json(compare_mod.run(books, GENERATED)) == one
     assert seen and max(seen) <= 14
-    assert diff_mod.to_json(diff_mod.run("huzhou", ROOT / "tests" / "data" / "levels" / "huzhou_next.yaml", GENERATED)) == d_one
+    assert (
+        diff_mod.to_json(diff_mod.run("huzhou", ROOT / "tests" / "data" / "levels" / "huzhou_next.yaml", GENERATED))
+        == d_one
+    )

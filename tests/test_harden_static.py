@@ -93,7 +93,9 @@ def test_reserved_weights_key_is_a_located_error(tmp_path: Path, key: str) -> No
     err = _errors(tmp_path, text)
     line = text.splitlines().index(next(x for x in text.splitlines() if "weights" in x)) + 1
     col = text.splitlines()[line - 1].index(f"{key}:") + 1
-    assert re.search(rf"t\.yaml:{line}:{col}: error: weights key '{key}' .*\(at variables\.s\.weights\.{key}\)", err), err
+    assert re.search(rf"t\.yaml:{line}:{col}: error: weights key '{key}' .*\(at variables\.s\.weights\.{key}\)", err), (
+        err
+    )
     assert "unknown name 's'" not in err
 
 
@@ -125,7 +127,7 @@ def test_weights_with_ordinary_keys_still_compile(tmp_path: Path) -> None:
 
 
 def test_non_finite_default_and_scale_point(tmp_path: Path) -> None:
-    text = _tiny('  s: {expr: a, unit: "1"}\n').replace('default: 0}', "default: .nan}", 1)
+    text = _tiny('  s: {expr: a, unit: "1"}\n').replace("default: 0}", "default: .nan}", 1)
     err = _errors(tmp_path, text)
     assert re.search(r"error: number nan is not a finite number: .*\(at inputs\.a\.default\)", err), err
     scale = 'scales:\n  sc: {unit: "1", input_unit: "1", source: s, piecewise: [[0, 0], [.inf, 1]]}\n'

@@ -110,9 +110,13 @@ def test_credit_code_check_per_row_with_id_check_error(tmp_path: Path) -> None:
     warn = ruleengine.rate("huzhou", p, any_jurisdiction=True)
     assert warn["status"].tolist() == ["rated", "rated"]
     assert [(i.row, i.fatal) for i in warn.issues] == [(3, False)]
-    assert ruleengine.rate("huzhou", p)["reasons"].tolist() == [
-        "outside jurisdiction: division 350100 (firm_id) is not in huzhou's jurisdiction (Huzhou, Zhejiang: 3305xx)"
-    ] * 2
+    assert (
+        ruleengine.rate("huzhou", p)["reasons"].tolist()
+        == [
+            "outside jurisdiction: division 350100 (firm_id) is not in huzhou's jurisdiction (Huzhou, Zhejiang: 3305xx)"
+        ]
+        * 2
+    )
     err = ruleengine.rate("huzhou", p, read_options={"id_check": "error"}, any_jurisdiction=True)
     assert err["status"].tolist() == ["rated", "unrated"]
     assert [i.format() for i in err.issues] == [

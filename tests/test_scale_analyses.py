@@ -138,7 +138,8 @@ def test_spark_reads_a_url_itself(portfolio, reference, spark, tmp_path):
     out = tmp_path / "url.parquet"
     url = ds.resolve().as_uri()  # file:///…: Spark (Hadoop) opens it, as it would s3a://
     result = CliRunner().invoke(
-        main, ["rate", "huzhou", url, "--engine", "spark", "--master", "local[2,4]", "--partitions", "3", "-o", str(out)]
+        main,
+        ["rate", "huzhou", url, "--engine", "spark", "--master", "local[2,4]", "--partitions", "3", "-o", str(out)],
     )
     assert result.exit_code == 0, result.output
     assert f"from {url} rated on spark" in result.output
@@ -196,4 +197,3 @@ def test_rate_engine_chunked_is_chunk_rows(portfolio, reference, tmp_path):
     assert result.exit_code == 0, result.output
     assert "spilled to firm buckets" in result.output  # shuffled rows: firms are not contiguous
     assert out.read_bytes() == reference
-

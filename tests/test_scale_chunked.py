@@ -16,12 +16,14 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from scale_parts import read_parts, same_rows
 
 import ruleengine
 from ruleengine.cli import main
 from ruleengine.engine import results as results_module
 from ruleengine.io import sample
 from ruleengine.scale.chunked import rate_dataset
+from ruleengine.scale.sink import parts_of
 
 ROOT = Path(__file__).resolve().parent.parent
 KINDS = ROOT / "tests" / "data" / "scale_kinds.yaml"  # every benchmark kind, two benchmark stages
@@ -155,7 +157,7 @@ def test_bad_rows_and_odd_files_never_fail_a_chunk(tmp_path):
         (["huzhou", "{csv}", "--chunk-rows", "10", "-o", "{out}"], "--chunk-rows reads Parquet"),
         (["huzhou", "{empty}", "--chunk-rows", "10", "-o", "{out}"], "no .parquet files in this directory"),
         (["huzhou", "{dir}/*.nothing", "--chunk-rows", "10", "-o", "{out}"], "no .parquet file matches"),
-        (["huzhou", "{single}", "--chunk-rows", "10"], "give -o OUT.parquet or -o OUT.csv"),
+        (["huzhou", "{single}", "--chunk-rows", "10"], "give -o OUT.parquet, -o OUT.csv or -o DIR/"),
         (["huzhou", "{single}", "--chunk-rows", "10", "-o", "{dir}/x.json"], "write .parquet or .csv, not '.json'"),
     ],
     ids=["csv", "empty-dir", "glob", "no-output", "json"],
@@ -193,3 +195,42 @@ def test_a_region_column_is_read_by_the_chunked_runner_too(tmp_path, contiguous)
     moved = out["jurisdiction"].to_pylist()[::3]
     assert set(moved) == {"outside"}
     assert "division 330802 (region)" in out["reasons"].to_pylist()[0]
+
+
+def test_per_chunk_output_files_hold_the_same_rows(tmp_path, contiguous, shuffled, monkeypatch):
+    """``-o DIR/``: one part file per chunk. Firms contiguous: the chunks are consecutive runs of
+    the input, so the part files read in order are the one-file output's rows in order; spilled:
+    one part per firm bucket, the same rows after sorting by firm and year."""
+    monkeypatch.setattr(results_module, "CHUNK_ROWS", 4_096)
+    single, ds = contiguous
+    a, parts = tmp_path / "memory.parquet", tmp_path / "parts"
+    _rate(str(KINDS), str(single), "-o", str(a))
+    out = _rate(str(KINDS), str(ds), "--chunk-rows", "3000", "-o", str(parts))  # a name without extension
+    assert "firms contiguous" in out and f"wrote {parts}" in out
+    files = parts_of(parts)
+    assert len(files) > 2 and f"({len(files)} chunks" in out
+    assert [f.name for f in files][:2] == ["part-00000.parquet", "part-00001.parquet"]
+    whole = tmp_path / "whole.parquet"
+    from ruleengine.scale.sink import ResultSink
+
+    with ResultSink(whole) as sink:  # the parts concatenated, re-cut into canonical row groups
+        sink.write(read_parts(parts))
+    assert whole.read_bytes() == a.read_bytes()
+
+    single_s, ds_s = shuffled
+    b, parts_s = tmp_path / "memory-s.parquet", tmp_path / "parts-s"
+    _rate(str(KINDS), str(single_s), "-o", str(b))
+    (parts_s / "part-00999.parquet").parent.mkdir()
+    (parts_s / "part-00999.parquet").write_bytes(b"stale part of an earlier run")
+    (parts_s / "notes.txt").write_text("kept")
+    out = _rate(str(KINDS), str(ds_s), "--chunk-rows", "3000", "-o", f"{parts_s}/")
+    assert "spilled to firm buckets" in out
+    assert same_rows(parts_s, b, tmp_path)
+    assert (parts_s / "notes.txt").read_text() == "kept"  # only the part files are replaced
+
+
+def test_a_directory_output_needs_a_partitioned_runner(tmp_path, contiguous):
+    single, _ = contiguous
+    result = CliRunner().invoke(main, ["rate", "huzhou", str(single), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert "goes with --engine chunked|spark|dask or --chunk-rows" in result.output

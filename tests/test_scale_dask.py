@@ -21,10 +21,13 @@ import pytest
 dd = pytest.importorskip("dask.dataframe")
 distributed = pytest.importorskip("distributed")
 
+from scale_parts import same_rows  # noqa: E402
+
 import ruleengine  # noqa: E402
 from ruleengine.io import sample  # noqa: E402
 from ruleengine.scale import dask as rdask  # noqa: E402
 from ruleengine.scale.chunked import rate_dataset  # noqa: E402
+from ruleengine.scale.sink import parts_of  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 KINDS = ROOT / "tests" / "data" / "scale_kinds.yaml"
@@ -51,12 +54,12 @@ def portfolio(tmp_path_factory):
     reference = tmp / "local.parquet"
     run = rate_dataset(plan, ds, reference, 300)
     assert 0 < run.rated < run.rows  # rated and unrated firm-years
-    return plan, ds, reference.read_bytes()
+    return plan, ds, reference.read_bytes(), reference
 
 
 @pytest.mark.parametrize("k", [1, 3, 7])
 def test_dask_equals_the_local_runner_byte_for_byte(tmp_path, client, portfolio, k):
-    plan, ds, reference = portfolio
+    plan, ds, reference, _ = portfolio
     out = tmp_path / "dask.parquet"
     n = rdask.rate(plan, dd.read_parquet(str(ds)), out, npartitions=k, client=client, source=str(ds))
     assert n == pq.read_metadata(out).num_rows
@@ -64,7 +67,7 @@ def test_dask_equals_the_local_runner_byte_for_byte(tmp_path, client, portfolio,
 
 
 def test_a_worker_killed_mid_job_gives_the_same_bytes(tmp_path, client, portfolio):
-    plan, ds, reference = portfolio
+    plan, ds, reference, _ = portfolio
     killed: list[int] = []
 
     def kill_one(stage: str) -> None:
@@ -87,8 +90,58 @@ def test_the_cli_engine_dask(tmp_path, portfolio):
 
     from ruleengine.cli import main
 
-    plan, ds, reference = portfolio
+    plan, ds, reference, _ = portfolio
     out = tmp_path / "cli.parquet"
     result = CliRunner().invoke(main, ["rate", str(KINDS), str(ds), "--engine", "dask", "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert out.read_bytes() == reference
+
+
+@pytest.mark.parametrize("k", [1, 3, 7])
+def test_per_partition_output_holds_the_local_runners_rows(tmp_path, client, portfolio, k):
+    """``-o DIR``: the workers write one part file per (non-empty) partition; the rows, sorted by
+    firm and year, are the local runner's byte for byte. A second run into the same directory
+    replaces the first run's part files (fewer partitions: no stale part is left)."""
+    plan, ds, _, reference = portfolio
+    out = tmp_path / "parts"
+    rdask.rate(plan, str(ds), out, npartitions=7, client=client, source=str(ds))
+    n = rdask.rate(plan, str(ds), out, npartitions=k, client=client, source=str(ds))  # files read by the workers
+    files = parts_of(out)
+    assert 1 <= len(files) <= k and all(int(f.stem.split("-")[1]) < k for f in files)
+    assert sum(pq.read_metadata(f).num_rows for f in files) == n
+    assert same_rows(out, reference, tmp_path)
+
+
+def test_a_worker_killed_mid_job_gives_the_same_part_files(tmp_path, client, portfolio):
+    plan, ds, _, reference = portfolio
+    killed: list[int] = []
+
+    def kill_one(stage: str) -> None:
+        if stage == "benchmarks 1" and not killed:
+            pid = sorted(client.run(os.getpid).values())[0]
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+            time.sleep(0.5)
+
+    clean = tmp_path / "clean"
+    rdask.rate(plan, str(ds), clean, npartitions=3, client=client, source=str(ds))
+    out = tmp_path / "parts"
+    rdask.rate(plan, str(ds), out, npartitions=3, client=client, source=str(ds), on_pass=kill_one)
+    assert killed
+    assert [f.read_bytes() for f in parts_of(out)] == [f.read_bytes() for f in parts_of(clean)]
+    assert same_rows(out, reference, tmp_path)
+    client.wait_for_workers(2, timeout=60)
+
+
+def test_the_cli_engine_dask_writes_part_files(tmp_path, portfolio):
+    from click.testing import CliRunner
+
+    from ruleengine.cli import main
+
+    plan, ds, _, reference = portfolio
+    out = tmp_path / "parts"
+    args = ["rate", str(KINDS), str(ds), "--engine", "dask", "--partitions", "3", "-o", f"{out}/"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "part files, one per partition" in result.output
+    assert same_rows(out, reference, tmp_path)

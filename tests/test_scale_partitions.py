@@ -11,6 +11,8 @@ rulebook.
 from __future__ import annotations
 
 import io
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -188,3 +190,24 @@ def test_a_shuffled_partition_is_put_back_in_input_order_by_slicing_when_runs_do
     rows = np.arange(4)
     table = pa.table({"v": rows})
     assert in_input_order(table, rows)[0] is table
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_a_worker_started_with_a_tiny_malloc_trim_threshold_keeps_its_heap(tmp_path):
+    """Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536: glibc then maps and faults in
+    every partition-sized array afresh (about twice a task's CPU). The first partition task of such
+    a process (partition.warm_up) sets the thresholds back to what glibc's defaults reach; a
+    process without that environment is left alone."""
+    import subprocess
+
+    code = "from ruleengine.scale.partition import warm_up; from ruleengine import pipeline; warm_up(); print(pipeline.keep_heap_for_reuse())"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    plain = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    dask_like = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**env, "MALLOC_TRIM_THRESHOLD_": "65536"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert (plain.stdout.strip(), dask_like.stdout.strip()) == ("False", "True")

@@ -20,10 +20,13 @@ pytest.importorskip("pyspark")
 if shutil.which("java") is None:
     pytest.skip("Spark needs Java (.ci/system-packages.sh installs it)", allow_module_level=True)
 
+from scale_parts import same_rows  # noqa: E402
+
 import ruleengine  # noqa: E402
 from ruleengine.io import sample  # noqa: E402
 from ruleengine.scale import spark as rspark  # noqa: E402
 from ruleengine.scale.chunked import dataset_files, rate_dataset  # noqa: E402
+from ruleengine.scale.sink import parts_of  # noqa: E402
 
 # PySpark 4.3 warns that it does not fully support pandas 3 (the `spark` extra pins pandas < 3; the
 # Arrow path used here does not go through pandas)
@@ -49,12 +52,12 @@ def portfolio(tmp_path_factory):
     reference = tmp / "local.parquet"
     run = rate_dataset(plan, ds, reference, 300)
     assert 0 < run.rated < run.rows
-    return plan, ds, reference.read_bytes()
+    return plan, ds, reference.read_bytes(), reference
 
 
 @pytest.mark.parametrize("k", [1, 3, 7])
 def test_spark_equals_the_local_runner_byte_for_byte(tmp_path, spark, portfolio, k):
-    plan, ds, reference = portfolio
+    plan, ds, reference, _ = portfolio
     out = tmp_path / "spark.parquet"
     df = rspark.read_files(spark, dataset_files(ds))
     # at 3 partitions every final-pass task fails once and is retried by Spark
@@ -64,7 +67,35 @@ def test_spark_equals_the_local_runner_byte_for_byte(tmp_path, spark, portfolio,
 
 
 def test_a_dataframe_without_row_numbers_is_refused(spark, portfolio, tmp_path):
-    plan, ds, _ = portfolio
+    plan, ds, _, _ = portfolio
     df = spark.read.parquet(str(ds))
     with pytest.raises(ValueError, match="needs a __row column"):
         rspark.rate(plan, df, tmp_path / "x.parquet")
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_per_partition_output_holds_the_local_runners_rows(tmp_path, spark, portfolio, k):
+    """``-o DIR/``: the executors write one part file per partition (at 3 partitions every task
+    fails once first and is retried: no half-written file is left); the rows, sorted by firm and
+    year, are the local runner's byte for byte."""
+    plan, ds, _, reference = portfolio
+    out = tmp_path / "parts"
+    df = rspark.read_files(spark, dataset_files(ds))
+    n = rspark.rate(plan, df, f"{out}/", npartitions=k, source=str(ds), fail_first_attempt=k == 3)
+    files = parts_of(out)
+    assert 1 <= len(files) <= k
+    assert sum(pq.read_metadata(f).num_rows for f in files) == n
+    assert same_rows(out, reference, tmp_path)
+
+
+def test_files_reached_through_symbolic_links_are_numbered(tmp_path, spark, portfolio):
+    """A dataset directory of symbolic links: Spark names the files by the link, not the target;
+    every row still gets its number (it was null, and the run failed)."""
+    plan, ds, reference, _ = portfolio
+    links = tmp_path / "links"
+    links.mkdir()
+    for f in dataset_files(ds):
+        (links / f.name).symlink_to(f)
+    out = tmp_path / "spark.parquet"
+    rspark.rate(plan, rspark.read_files(spark, dataset_files(links)), out, npartitions=2, source=str(links))
+    assert out.read_bytes() == reference

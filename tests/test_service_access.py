@@ -26,8 +26,11 @@ def _own_rows(env) -> bytes:
 def env(tmp_path_factory):
     e = make_env(tmp_path_factory.mktemp("svc-access"))
     with client(e) as c:
-        r = c.post("/v1/rulebooks/huzhou/rate?detail=summary", headers=e.h("admin", **{"Content-Type": "text/csv"}),
-                   content=e.data.read_bytes())
+        r = c.post(
+            "/v1/rulebooks/huzhou/rate?detail=summary",
+            headers=e.h("admin", **{"Content-Type": "text/csv"}),
+            content=e.data.read_bytes(),
+        )
         assert r.status_code == 200, r.text
         e.extra["c"] = c
         yield e
@@ -40,10 +43,24 @@ def _future(days: int = 30) -> str:
 YAML = {"Content-Type": "application/yaml"}
 CSV = {"Content-Type": "text/csv"}
 ALL = {r: 200 for r in ROLES}
-FIRM_DATA = {"admin": 200, "firm": 200, "bank": 404, "other_bank": 404, "regulator": 403, "author": 403,
-             "other_regulator": 403}
-RUNS = {"admin": 200, "regulator": 200, "other_regulator": 404, "firm": 403, "bank": 403, "other_bank": 403,
-        "author": 403}
+FIRM_DATA = {
+    "admin": 200,
+    "firm": 200,
+    "bank": 404,
+    "other_bank": 404,
+    "regulator": 403,
+    "author": 403,
+    "other_regulator": 403,
+}
+RUNS = {
+    "admin": 200,
+    "regulator": 200,
+    "other_regulator": 404,
+    "firm": 403,
+    "bank": 403,
+    "other_bank": 403,
+    "author": 403,
+}
 
 HZ = ruleengine.load("huzhou").version  # the bundled version, whatever it is now
 
@@ -53,47 +70,179 @@ MATRIX = [
     ("GET", "/v1/rulebooks/huzhou", None, {}, ALL),
     ("GET", "/v1/rulebooks/huzhou/versions", None, {}, ALL),
     ("GET", f"/v1/rulebooks/huzhou/versions/{HZ}", None, {}, ALL),
-    ("POST", "/v1/rulebooks/validate", "yaml", YAML,
-     {"admin": 200, "regulator": 200, "other_regulator": 200, "author": 200, "firm": 403, "bank": 403,
-      "other_bank": 403}),
-    ("POST", "/v1/rulebooks/huzhou/versions", "bad-yaml", YAML,
-     {"admin": 422, "author": 422, "regulator": 403, "other_regulator": 403, "firm": 403, "bank": 403,
-      "other_bank": 403}),
-    ("GET", f"/v1/rulebooks/huzhou/diff?old={HZ}&new={HZ}", None, {},
-     {"admin": 200, "regulator": 200, "author": 200, "other_regulator": 403, "firm": 403, "bank": 403,
-      "other_bank": 403}),
-    ("POST", "/v1/rulebooks/huzhou/rate?detail=summary", "own-csv", CSV,
-     {"admin": 200, "firm": 200, "bank": 403, "other_bank": 403, "regulator": 403, "other_regulator": 403,
-      "author": 403}),
-    ("POST", "/v1/runs/1/rate", "own-json", {},
-     {"admin": 200, "firm": 200, "bank": 403, "other_bank": 403, "regulator": 403, "other_regulator": 403,
-      "author": 403}),
+    (
+        "POST",
+        "/v1/rulebooks/validate",
+        "yaml",
+        YAML,
+        {
+            "admin": 200,
+            "regulator": 200,
+            "other_regulator": 200,
+            "author": 200,
+            "firm": 403,
+            "bank": 403,
+            "other_bank": 403,
+        },
+    ),
+    (
+        "POST",
+        "/v1/rulebooks/huzhou/versions",
+        "bad-yaml",
+        YAML,
+        {
+            "admin": 422,
+            "author": 422,
+            "regulator": 403,
+            "other_regulator": 403,
+            "firm": 403,
+            "bank": 403,
+            "other_bank": 403,
+        },
+    ),
+    (
+        "GET",
+        f"/v1/rulebooks/huzhou/diff?old={HZ}&new={HZ}",
+        None,
+        {},
+        {
+            "admin": 200,
+            "regulator": 200,
+            "author": 200,
+            "other_regulator": 403,
+            "firm": 403,
+            "bank": 403,
+            "other_bank": 403,
+        },
+    ),
+    (
+        "POST",
+        "/v1/rulebooks/huzhou/rate?detail=summary",
+        "own-csv",
+        CSV,
+        {
+            "admin": 200,
+            "firm": 200,
+            "bank": 403,
+            "other_bank": 403,
+            "regulator": 403,
+            "other_regulator": 403,
+            "author": 403,
+        },
+    ),
+    (
+        "POST",
+        "/v1/runs/1/rate",
+        "own-json",
+        {},
+        {
+            "admin": 200,
+            "firm": 200,
+            "bank": 403,
+            "other_bank": 403,
+            "regulator": 403,
+            "other_regulator": 403,
+            "author": 403,
+        },
+    ),
     ("GET", f"/v1/runs/1/firms/{FIRM}", None, {}, FIRM_DATA),
     ("GET", f"/v1/runs/1/firms/{FIRM}/explain", None, {}, FIRM_DATA),
     ("GET", f"/v1/runs/1/firms/{FIRM}/what-it-takes", None, {}, FIRM_DATA),
     ("GET", f"/v1/firms/{FIRM}/history", None, {}, FIRM_DATA),
     ("GET", f"/v1/runs/1/firms/{OTHER}", None, {}, {**FIRM_DATA, "firm": 404}),
-    ("GET", "/v1/ledger/runs", None, {},
-     {"admin": 200, "regulator": 200, "other_regulator": 200, "firm": 403, "bank": 403, "other_bank": 403,
-      "author": 403}),
+    (
+        "GET",
+        "/v1/ledger/runs",
+        None,
+        {},
+        {
+            "admin": 200,
+            "regulator": 200,
+            "other_regulator": 200,
+            "firm": 403,
+            "bank": 403,
+            "other_bank": 403,
+            "author": 403,
+        },
+    ),
     ("GET", "/v1/ledger/runs/1", None, {}, RUNS),
     ("GET", "/v1/ledger/runs/1/aggregate", None, {}, RUNS),
     ("POST", "/v1/ledger/runs/1/replay", None, {}, {**{r: 403 for r in ROLES}, "admin": 200}),
-    ("GET", "/v1/ledger/check", None, {},
-     {"admin": 200, "regulator": 200, "other_regulator": 200, "firm": 403, "bank": 403, "other_bank": 403,
-      "author": 403}),
-    ("GET", "/v1/consents", None, {},
-     {"admin": 200, "firm": 200, "bank": 200, "other_bank": 200, "regulator": 403, "other_regulator": 403,
-      "author": 403}),
-    ("POST", "/v1/consents", "consent", {},
-     {"firm": 201, "admin": 422, "bank": 403, "other_bank": 403, "regulator": 403, "other_regulator": 403,
-      "author": 403}),
-    ("DELETE", "/v1/consents/bank-z", None, {},
-     {"firm": 200, "admin": 422, "bank": 403, "other_bank": 403, "regulator": 403, "other_regulator": 403,
-      "author": 403}),
-    ("GET", "/v1/access-log", None, {},
-     {"admin": 200, "firm": 200, "bank": 403, "other_bank": 403, "regulator": 403, "other_regulator": 403,
-      "author": 403}),
+    (
+        "GET",
+        "/v1/ledger/check",
+        None,
+        {},
+        {
+            "admin": 200,
+            "regulator": 200,
+            "other_regulator": 200,
+            "firm": 403,
+            "bank": 403,
+            "other_bank": 403,
+            "author": 403,
+        },
+    ),
+    (
+        "GET",
+        "/v1/consents",
+        None,
+        {},
+        {
+            "admin": 200,
+            "firm": 200,
+            "bank": 200,
+            "other_bank": 200,
+            "regulator": 403,
+            "other_regulator": 403,
+            "author": 403,
+        },
+    ),
+    (
+        "POST",
+        "/v1/consents",
+        "consent",
+        {},
+        {
+            "firm": 201,
+            "admin": 422,
+            "bank": 403,
+            "other_bank": 403,
+            "regulator": 403,
+            "other_regulator": 403,
+            "author": 403,
+        },
+    ),
+    (
+        "DELETE",
+        "/v1/consents/bank-z",
+        None,
+        {},
+        {
+            "firm": 200,
+            "admin": 422,
+            "bank": 403,
+            "other_bank": 403,
+            "regulator": 403,
+            "other_regulator": 403,
+            "author": 403,
+        },
+    ),
+    (
+        "GET",
+        "/v1/access-log",
+        None,
+        {},
+        {
+            "admin": 200,
+            "firm": 200,
+            "bank": 403,
+            "other_bank": 403,
+            "regulator": 403,
+            "other_regulator": 403,
+            "author": 403,
+        },
+    ),
 ]
 
 
@@ -113,8 +262,10 @@ def _body(env, kind):
     if kind == "own-json":
         import pyarrow.csv as pacsv
 
-        rows = pacsv.read_csv(io.BytesIO(_own_rows(env)), convert_options=pacsv.ConvertOptions(
-            column_types={"firm_id": "string", "industry": "string"})).to_pylist()
+        rows = pacsv.read_csv(
+            io.BytesIO(_own_rows(env)),
+            convert_options=pacsv.ConvertOptions(column_types={"firm_id": "string", "industry": "string"}),
+        ).to_pylist()
         return {"content": json.dumps(rows), "ct": "application/json"}
     if kind == "consent":
         return {"content": json.dumps({"bank": "bank-z", "expires_at": _future()}), "ct": "application/json"}
@@ -155,10 +306,13 @@ def test_consent_granted_revoked_expired_and_every_bank_access_logged(env):
     url = f"/v1/runs/1/firms/{FIRM}/explain"
     assert c.get(url, headers=env.h("bank")).status_code == 404
     past = (dt.datetime.now(dt.UTC) - dt.timedelta(days=1)).isoformat()
-    assert_problem(c.post("/v1/consents", headers=env.h("firm"), json={"bank": BANK, "expires_at": past}), 422,
-                   "bad-expiry")
-    assert_problem(c.post("/v1/consents", headers=env.h("firm"),
-                          json={"bank": BANK, "expires_at": _future(), "firm_id": OTHER}), 403)
+    assert_problem(
+        c.post("/v1/consents", headers=env.h("firm"), json={"bank": BANK, "expires_at": past}), 422, "bad-expiry"
+    )
+    assert_problem(
+        c.post("/v1/consents", headers=env.h("firm"), json={"bank": BANK, "expires_at": _future(), "firm_id": OTHER}),
+        403,
+    )
     r = c.post("/v1/consents", headers=env.h("firm"), json={"bank": BANK, "expires_at": _future(10)})
     assert r.status_code == 201 and r.json()["firm_id"] == FIRM
     assert c.get(url, headers=env.h("bank")).status_code == 200
@@ -169,8 +323,11 @@ def test_consent_granted_revoked_expired_and_every_bank_access_logged(env):
     # the bank may now rate a portfolio of consented firms only
     r = c.post("/v1/rulebooks/huzhou/rate?detail=summary", headers=env.h("bank", **CSV), content=_own_rows(env))
     assert r.status_code == 200, r.text
-    body = assert_problem(c.post("/v1/rulebooks/huzhou/rate?detail=summary", headers=env.h("bank", **CSV),
-                                 content=env.data.read_bytes()), 403, "no-consent")
+    body = assert_problem(
+        c.post("/v1/rulebooks/huzhou/rate?detail=summary", headers=env.h("bank", **CSV), content=env.data.read_bytes()),
+        403,
+        "no-consent",
+    )
     assert BANK in body["detail"]
     # revoked
     assert c.delete(f"/v1/consents/{BANK}", headers=env.h("firm")).json()["action"] == "revoke"
@@ -197,23 +354,43 @@ def test_consent_granted_revoked_expired_and_every_bank_access_logged(env):
         raw_execute(str(env.ledger), "DELETE FROM service_access")
 
 
-TRAVERSAL = ["%2e%2e", "..%2Fhuzhou", "..%2F..%2Fetc%2Fpasswd", "%2e%2e%2f%2e%2e%2fetc%2fpasswd", "huzhou.yaml", "%2Fetc%2Fpasswd",
-             "lib", "lib%2Faccounting", "HUZHOU", "huzhou%00", "huzhou%20", "~root", "schema", "a" * 41, "%5C..%5Cx"]
+TRAVERSAL = [
+    "%2e%2e",
+    "..%2Fhuzhou",
+    "..%2F..%2Fetc%2Fpasswd",
+    "%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+    "huzhou.yaml",
+    "%2Fetc%2Fpasswd",
+    "lib",
+    "lib%2Faccounting",
+    "HUZHOU",
+    "huzhou%00",
+    "huzhou%20",
+    "~root",
+    "schema",
+    "a" * 41,
+    "%5C..%5Cx",
+]
 
 
 @pytest.mark.parametrize("name", TRAVERSAL)
 def test_path_traversal_in_rulebook_names_finds_nothing(env, name):
     c = env.extra["c"]
-    for url in (f"/v1/rulebooks/{name}", f"/v1/rulebooks/{name}/versions", f"/v1/rulebooks/huzhou/versions/{name}",
-                f"/v1/rulebooks/huzhou/diff?old={name}&new={HZ}"):
+    for url in (
+        f"/v1/rulebooks/{name}",
+        f"/v1/rulebooks/{name}/versions",
+        f"/v1/rulebooks/huzhou/versions/{name}",
+        f"/v1/rulebooks/huzhou/diff?old={name}&new={HZ}",
+    ):
         r = c.get(url, headers=env.h("admin"))
         assert r.status_code in (404, 422), (url, r.status_code, r.text)
         assert_problem(r, r.status_code)
         assert "root:" not in r.text and "/etc" not in r.json()["detail"]
     r = c.post(f"/v1/rulebooks/{name}/rate", headers=env.h("admin", **CSV), content=env.data.read_bytes())
     assert r.status_code in (404, 422), r.text
-    r = c.post(f"/v1/rulebooks/huzhou/rate?version={name}", headers=env.h("admin", **CSV),
-               content=env.data.read_bytes())
+    r = c.post(
+        f"/v1/rulebooks/huzhou/rate?version={name}", headers=env.h("admin", **CSV), content=env.data.read_bytes()
+    )
     assert r.status_code in (404, 422), r.text
 
 
@@ -221,17 +398,27 @@ def _zip_bomb(sheet: str | None = None) -> bytes:
     """An .xlsx whose one sheet inflates from ~100 KB to ~100 MB of XML (or holds ``sheet``)."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-        z.writestr("[Content_Types].xml", '<?xml version="1.0"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"/>')
-        z.writestr("xl/workbook.xml", '<?xml version="1.0"?><workbook xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"><sheets><sheet name="s" sheetId="1"/></sheets></workbook>')
+        z.writestr(
+            "[Content_Types].xml",
+            '<?xml version="1.0"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"/>',
+        )
+        z.writestr(
+            "xl/workbook.xml",
+            '<?xml version="1.0"?><workbook xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"><sheets><sheet name="s" sheetId="1"/></sheets></workbook>',
+        )
         row = '<row><c t="inlineStr"><is><t>x</t></is></c></row>'
-        z.writestr("xl/worksheets/sheet1.xml", sheet or '<?xml version="1.0"?><worksheet><sheetData>'
-                   + row * 2_000_000 + "</sheetData></worksheet>")
+        z.writestr(
+            "xl/worksheets/sheet1.xml",
+            sheet or '<?xml version="1.0"?><worksheet><sheetData>' + row * 2_000_000 + "</sheetData></worksheet>",
+        )
     return buf.getvalue()
 
 
-XML_BOMB = (b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;'
-            b'&lol;&lol;&lol;&lol;&lol;"><!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">'
-            b']><lolz>&lol3;</lolz>')
+XML_BOMB = (
+    b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;'
+    b'&lol;&lol;&lol;&lol;&lol;"><!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">'
+    b"]><lolz>&lol3;</lolz>"
+)
 
 
 @pytest.mark.parametrize(
@@ -251,8 +438,9 @@ XML_BOMB = (b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY l
 )
 def test_malformed_uploads_are_located_4xx_never_a_traceback(env, content, ctype, code):
     c = env.extra["c"]
-    r = c.post("/v1/rulebooks/huzhou/rate?detail=summary", headers=env.h("admin", **{"Content-Type": ctype}),
-               content=content)
+    r = c.post(
+        "/v1/rulebooks/huzhou/rate?detail=summary", headers=env.h("admin", **{"Content-Type": ctype}), content=content
+    )
     if r.status_code == 200:  # rows that are all unrated are an answer, not an error
         assert code is None and all(k in r.json() for k in ("run_id", "rulebook_hash", "engine_version"))
         return
@@ -261,8 +449,10 @@ def test_malformed_uploads_are_located_4xx_never_a_traceback(env, content, ctype
     assert "/tmp" not in body["detail"] and str(env.folder) not in r.text
 
 
-ENTITY_SHEET = (XML_BOMB.decode().replace("<lolz>&lol3;</lolz>", "")
-                + '<worksheet><sheetData><row><c t="inlineStr"><is><t>&lol3;</t></is></c></row></sheetData></worksheet>')
+ENTITY_SHEET = (
+    XML_BOMB.decode().replace("<lolz>&lol3;</lolz>", "")
+    + '<worksheet><sheetData><row><c t="inlineStr"><is><t>&lol3;</t></is></c></row></sheetData></worksheet>'
+)
 
 
 @pytest.mark.parametrize("sheet", [None, ENTITY_SHEET], ids=["zip-bomb", "entity-bomb"])
@@ -271,8 +461,11 @@ def test_xlsx_bombs_are_bounded(env, sheet):
     assert len(bomb) < 1_000_000
     with client(env, max_rows=1000, request_timeout_s=20) as c:
         t = time.monotonic()
-        r = c.post("/v1/rulebooks/huzhou/rate?format=xlsx", headers=env.h("admin", **{"Content-Type": "application/octet-stream"}),
-                   content=bomb)
+        r = c.post(
+            "/v1/rulebooks/huzhou/rate?format=xlsx",
+            headers=env.h("admin", **{"Content-Type": "application/octet-stream"}),
+            content=bomb,
+        )
         assert time.monotonic() - t < 25
         assert 400 <= r.status_code < 500, r.text
         body = assert_problem(r, r.status_code)
@@ -281,27 +474,51 @@ def test_xlsx_bombs_are_bounded(env, sheet):
 
 def test_oversized_body_and_too_many_rows(env):
     with client(env, max_body_bytes=2000, max_rows=5) as c:
-        body = assert_problem(c.post("/v1/rulebooks/huzhou/rate", headers=env.h("admin", **CSV),
-                                     content=env.data.read_bytes()), 413, "body-too-large")
+        body = assert_problem(
+            c.post("/v1/rulebooks/huzhou/rate", headers=env.h("admin", **CSV), content=env.data.read_bytes()),
+            413,
+            "body-too-large",
+        )
         assert "2,000" in body["detail"]
     with client(env, max_rows=5) as c:
-        assert_problem(c.post("/v1/rulebooks/huzhou/rate", headers=env.h("admin", **CSV),
-                              content=env.data.read_bytes()), 413, "too-many-rows")
+        assert_problem(
+            c.post("/v1/rulebooks/huzhou/rate", headers=env.h("admin", **CSV), content=env.data.read_bytes()),
+            413,
+            "too-many-rows",
+        )
         import json
 
         import pyarrow.csv as pacsv
 
         rows = pacsv.read_csv(env.data).to_pylist()
-        assert_problem(c.post("/v1/rulebooks/huzhou/rate", headers=env.h("admin"), content=json.dumps(rows, default=str),
-                              ), 415)
-        assert_problem(c.post("/v1/rulebooks/huzhou/rate", headers=env.h("admin", **{"Content-Type": "application/json"}),
-                              content=json.dumps(rows, default=str)), 413, "too-many-rows")
+        assert_problem(
+            c.post(
+                "/v1/rulebooks/huzhou/rate",
+                headers=env.h("admin"),
+                content=json.dumps(rows, default=str),
+            ),
+            415,
+        )
+        assert_problem(
+            c.post(
+                "/v1/rulebooks/huzhou/rate",
+                headers=env.h("admin", **{"Content-Type": "application/json"}),
+                content=json.dumps(rows, default=str),
+            ),
+            413,
+            "too-many-rows",
+        )
 
 
 def test_time_limit_and_concurrency_limit(env):
     with client(env, request_timeout_s=0.01) as c:
-        body = assert_problem(c.post("/v1/rulebooks/huzhou/rate?detail=summary", headers=env.h("admin", **CSV),
-                                     content=env.data.read_bytes()), 503, "timeout")
+        body = assert_problem(
+            c.post(
+                "/v1/rulebooks/huzhou/rate?detail=summary", headers=env.h("admin", **CSV), content=env.data.read_bytes()
+            ),
+            503,
+            "timeout",
+        )
         assert "0.01 s" in body["detail"]
     # one request holds the only work slot (blocked on an event) while another arrives
     from ruleengine.service import app as A
@@ -319,8 +536,9 @@ def test_time_limit_and_concurrency_limit(env):
         out: list[int] = []
 
         def slow() -> None:
-            r = c.post("/v1/rulebooks/huzhou/rate?detail=summary", headers=env.h("admin", **CSV),
-                       content=env.data.read_bytes())
+            r = c.post(
+                "/v1/rulebooks/huzhou/rate?detail=summary", headers=env.h("admin", **CSV), content=env.data.read_bytes()
+            )
             out.append(r.status_code)
 
         A._rate_file = held
@@ -352,8 +570,9 @@ def test_an_internal_error_is_a_bare_500_problem(env, monkeypatch):
 
     monkeypatch.setattr(A, "_rate_file", boom)
     c = env.extra["c"]
-    body = assert_problem(c.post("/v1/rulebooks/huzhou/rate", headers=env.h("admin", **CSV), content=b"a\n1\n"), 500,
-                          "internal")
+    body = assert_problem(
+        c.post("/v1/rulebooks/huzhou/rate", headers=env.h("admin", **CSV), content=b"a\n1\n"), 500, "internal"
+    )
     assert "secret" not in body["detail"] and "ZeroDivision" not in body["detail"]
 
 

@@ -18,8 +18,11 @@ from ruleengine.ledger import open_ledger
 def env(tmp_path_factory):
     e = make_env(tmp_path_factory.mktemp("svc"))
     with client(e) as c:
-        r = c.post("/v1/rulebooks/huzhou/rate", headers=e.h("admin", **{"Content-Type": "text/csv"}),
-                   content=e.data.read_bytes())
+        r = c.post(
+            "/v1/rulebooks/huzhou/rate",
+            headers=e.h("admin", **{"Content-Type": "text/csv"}),
+            content=e.data.read_bytes(),
+        )
         assert r.status_code == 200, r.text
         e.extra["run1"] = r.json()
         e.extra["c"] = c
@@ -29,8 +32,10 @@ def env(tmp_path_factory):
 @pytest.fixture(scope="module")
 def expected(env):
     res = ruleengine.rate("huzhou", env.data)
-    return [(str(f), int(y), str(s), str(r)) for f, y, s, r in
-            zip(res["firm_id"], res["year"], res["status"], res["rating"], strict=True)]
+    return [
+        (str(f), int(y), str(s), str(r))
+        for f, y, s, r in zip(res["firm_id"], res["year"], res["status"], res["rating"], strict=True)
+    ]
 
 
 def _ratings(body):
@@ -79,10 +84,14 @@ def test_every_upload_format_rates_the_same(env, expected, fmt, tmp_path):
     import pyarrow.csv as pacsv
 
     c = env.extra["c"]
-    table = pacsv.read_csv(env.data, convert_options=pacsv.ConvertOptions(
-        column_types={"firm_id": "string", "industry": "string"}))
+    table = pacsv.read_csv(
+        env.data, convert_options=pacsv.ConvertOptions(column_types={"firm_id": "string", "industry": "string"})
+    )
     if fmt == "json":
-        kw = {"content": json.dumps(table.to_pylist()), "headers": env.h("admin", **{"Content-Type": "application/json"})}
+        kw = {
+            "content": json.dumps(table.to_pylist()),
+            "headers": env.h("admin", **{"Content-Type": "application/json"}),
+        }
     elif fmt == "jsonl":
         text = "".join(json.dumps(r) + "\n" for r in table.to_pylist())
         kw = {"content": text, "headers": env.h("admin", **{"Content-Type": "application/x-ndjson"})}
@@ -91,14 +100,19 @@ def test_every_upload_format_rates_the_same(env, expected, fmt, tmp_path):
 
         buf = io.BytesIO()
         pq.write_table(table, buf)
-        kw = {"content": buf.getvalue(), "headers": env.h("admin", **{"Content-Type": "application/vnd.apache.parquet"})}
+        kw = {
+            "content": buf.getvalue(),
+            "headers": env.h("admin", **{"Content-Type": "application/vnd.apache.parquet"}),
+        }
     elif fmt == "xlsx":
         res = ruleengine.rate("huzhou", env.data)  # any table will do: write the input via the xlsx writer
         from ruleengine.io.xlsx import write_xlsx
 
         write_xlsx(tmp_path / "in.xlsx", [table])
-        kw = {"content": (tmp_path / "in.xlsx").read_bytes(),
-              "headers": env.h("admin", **{"Content-Type": "application/octet-stream"})}
+        kw = {
+            "content": (tmp_path / "in.xlsx").read_bytes(),
+            "headers": env.h("admin", **{"Content-Type": "application/octet-stream"}),
+        }
         del res
     else:
         kw = {"files": {"file": ("firms.csv", env.data.read_bytes(), "text/csv")}, "headers": env.h("admin")}
@@ -120,8 +134,9 @@ def test_idempotency_key_replays_the_answer_and_refuses_another_body(env):
     assert again.headers["Idempotent-Replayed"] == "true"
     assert len(led.runs()) == n  # not rated (nor recorded) twice
     other = env.data.read_bytes().replace(b"2023", b"2024", 1)
-    assert_problem(c.post("/v1/rulebooks/huzhou/rate?detail=summary", headers=h, content=other), 409,
-                   "idempotency-conflict")
+    assert_problem(
+        c.post("/v1/rulebooks/huzhou/rate?detail=summary", headers=h, content=other), 409, "idempotency-conflict"
+    )
     # the key belongs to the key holder: another key may use the same string
     h2 = env.h("firm", **{"Content-Type": "text/csv", "Idempotency-Key": "loan-batch-7"})
     own = "\n".join(line for line in env.data.read_text().splitlines() if line.startswith(("firm_id", f'"{FIRM}"')))
@@ -151,8 +166,13 @@ def test_one_firm_rated_against_a_runs_tables_matches_its_rating_in_the_run(env)
     import pyarrow.csv as pacsv
 
     c = env.extra["c"]
-    rows = [r for r in pacsv.read_csv(env.data, convert_options=pacsv.ConvertOptions(
-        column_types={"firm_id": "string", "industry": "string"})).to_pylist() if r["firm_id"] == FIRM]
+    rows = [
+        r
+        for r in pacsv.read_csv(
+            env.data, convert_options=pacsv.ConvertOptions(column_types={"firm_id": "string", "industry": "string"})
+        ).to_pylist()
+        if r["firm_id"] == FIRM
+    ]
     r = c.post("/v1/runs/1/rate", headers=env.h("firm"), json=rows)
     assert r.status_code == 200, r.text
     body = r.json()
@@ -164,9 +184,19 @@ def test_one_firm_rated_against_a_runs_tables_matches_its_rating_in_the_run(env)
     assert led.replay(body["run_id"]).identical  # recorded with the tables it was rated against
     led.dispose()
     assert_problem(c.post("/v1/runs/1/rate", headers=env.h("firm"), json=[{"firm_id": OTHER, "year": 2023}]), 403)
-    assert_problem(c.post("/v1/runs/1/rate", headers=env.h("firm"), content=b"{", ), 415)
-    assert_problem(c.post("/v1/runs/1/rate", headers=env.h("firm", **{"Content-Type": "application/json"}),
-                          content=b"{"), 400, "bad-json")
+    assert_problem(
+        c.post(
+            "/v1/runs/1/rate",
+            headers=env.h("firm"),
+            content=b"{",
+        ),
+        415,
+    )
+    assert_problem(
+        c.post("/v1/runs/1/rate", headers=env.h("firm", **{"Content-Type": "application/json"}), content=b"{"),
+        400,
+        "bad-json",
+    )
 
 
 def test_report_html_when_the_report_extra_is_installed(env):
@@ -186,8 +216,11 @@ def test_validate_gives_the_clis_located_messages(env, tmp_path, monkeypatch):
     c = env.extra["c"]
     text = (ruleengine.rulebook.source.bundled_dir() / "huzhou.yaml").read_text(encoding="utf-8")
     bad = text.replace("value_added_10k_cny", "value_added_10k_cnyy", 3)
-    r = c.post("/v1/rulebooks/validate?name=draft", headers=env.h("author", **{"Content-Type": "application/yaml"}),
-               content=bad.encode())
+    r = c.post(
+        "/v1/rulebooks/validate?name=draft",
+        headers=env.h("author", **{"Content-Type": "application/yaml"}),
+        content=bad.encode(),
+    )
     body = r.json()
     assert r.status_code == 200 and body["valid"] is False and body["errors"]
     (tmp_path / "draft.yaml").write_text(bad, encoding="utf-8")
@@ -197,8 +230,9 @@ def test_validate_gives_the_clis_located_messages(env, tmp_path, monkeypatch):
     cli_lines = [ln for ln in cli.output.splitlines() if ": error: " in ln]
     assert [e["text"].splitlines()[0] for e in body["errors"]] == cli_lines
     assert all(e["file"] == "draft.yaml" and e["line"] > 0 for e in body["errors"])
-    ok = c.post("/v1/rulebooks/validate", headers=env.h("author", **{"Content-Type": "application/yaml"}),
-                content=text.encode()).json()
+    ok = c.post(
+        "/v1/rulebooks/validate", headers=env.h("author", **{"Content-Type": "application/yaml"}), content=text.encode()
+    ).json()
     assert ok["valid"] is True and ok["summary"]["hash"] == ruleengine.load("huzhou").hash
 
 
@@ -221,14 +255,22 @@ def test_publish_validates_runs_tests_diffs_and_refuses_duplicates(env):
     text = (ruleengine.rulebook.source.bundled_dir() / "huzhou.yaml").read_text(encoding="utf-8")
     h = env.h("author", **{"Content-Type": "application/yaml"})
     # a failing author test: K exactly 0.6 is level 1 -> expect level 2 instead
-    failing = _bumped(text, HZ_NEXT, ('expect: {k: 0.6, rating: "1", carbon_label: low-carbon}',
-                                      'expect: {k: 0.6, rating: "2", carbon_label: low-carbon}'))
-    body = assert_problem(c.post("/v1/rulebooks/huzhou/versions", headers=h, content=failing.encode()), 422,
-                          "tests-fail")
+    failing = _bumped(
+        text,
+        HZ_NEXT,
+        (
+            'expect: {k: 0.6, rating: "1", carbon_label: low-carbon}',
+            'expect: {k: 0.6, rating: "2", carbon_label: low-carbon}',
+        ),
+    )
+    body = assert_problem(
+        c.post("/v1/rulebooks/huzhou/versions", headers=h, content=failing.encode()), 422, "tests-fail"
+    )
     assert "K exactly 0.6 is level 1" in body["errors"][0]["test"]
     invalid = _bumped(text, HZ_NEXT, ("imports: [lib/accounting]", "imports: [lib/nope]"))
-    assert_problem(c.post("/v1/rulebooks/huzhou/versions", headers=h, content=invalid.encode()), 422,
-                   "invalid-rulebook")
+    assert_problem(
+        c.post("/v1/rulebooks/huzhou/versions", headers=h, content=invalid.encode()), 422, "invalid-rulebook"
+    )
     assert_problem(c.post("/v1/rulebooks/huzhou/versions", headers=h, content=text.encode()), 409, "version-exists")
     good = _bumped(text, HZ_NEXT, ("title: Huzhou Industrial Carbon Efficiency Code", "title: Huzhou Carbon Code"))
     r = c.post("/v1/rulebooks/huzhou/versions", headers=h, content=good.encode())
@@ -246,11 +288,16 @@ def test_publish_validates_runs_tests_diffs_and_refuses_duplicates(env):
     d = c.get(f"/v1/rulebooks/huzhou/diff?old={HZ}&new={HZ_NEXT}", headers=env.h("regulator")).json()
     assert d["old"]["version"] == HZ and d["new"]["version"] == HZ_NEXT and len(d["edits"]) == len(pub["edits"])
     # the impact of the edit on a posted portfolio: a title change moves no firm
-    r = c.post(f"/v1/rulebooks/huzhou/diff?old={HZ}&new={HZ_NEXT}", headers=env.h("regulator", **{"Content-Type": "text/csv"}),
-               content=env.data.read_bytes())
+    r = c.post(
+        f"/v1/rulebooks/huzhou/diff?old={HZ}&new={HZ_NEXT}",
+        headers=env.h("regulator", **{"Content-Type": "text/csv"}),
+        content=env.data.read_bytes(),
+    )
     assert r.status_code == 200, r.text
     posted = r.json()["impact"]
-    stored = c.get(f"/v1/rulebooks/huzhou/diff?old={HZ}&new={HZ_NEXT}&run=1", headers=env.h("regulator")).json()["impact"]
+    stored = c.get(f"/v1/rulebooks/huzhou/diff?old={HZ}&new={HZ_NEXT}&run=1", headers=env.h("regulator")).json()[
+        "impact"
+    ]
     # run 1 stored the same portfolio; only the rulebook's inputs are stored, so no loan amounts and
     # no breakdown by the context columns it does not read (size, city)
 
@@ -262,11 +309,15 @@ def test_publish_validates_runs_tests_diffs_and_refuses_duplicates(env):
     assert core(stored) == core(posted)
     assert set(stored["by"]) < set(posted["by"]) and {"size", "city"} <= set(posted["by"]) - set(stored["by"])
     assert "annual_interest_change_cny" in posted["lending"] and "annual_interest_change_cny" not in stored["lending"]
-    assert_problem(c.get(f"/v1/rulebooks/huzhou/diff?old={HZ}&new={HZ_NEXT}&run=1", headers=env.h("other_regulator")),
-                   403)
+    assert_problem(
+        c.get(f"/v1/rulebooks/huzhou/diff?old={HZ}&new={HZ_NEXT}&run=1", headers=env.h("other_regulator")), 403
+    )
     # rating with the published version records its own rulebook hash
-    r = c.post(f"/v1/rulebooks/huzhou/rate?version={HZ_NEXT}&detail=summary",
-               headers=env.h("admin", **{"Content-Type": "text/csv"}), content=env.data.read_bytes())
+    r = c.post(
+        f"/v1/rulebooks/huzhou/rate?version={HZ_NEXT}&detail=summary",
+        headers=env.h("admin", **{"Content-Type": "text/csv"}),
+        content=env.data.read_bytes(),
+    )
     assert r.status_code == 200 and r.json()["rulebook"]["version"] == HZ_NEXT
     led = open_ledger(env.ledger, create=False)
     assert led.replay(r.json()["run_id"]).identical and led.check().ok

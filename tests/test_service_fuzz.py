@@ -41,8 +41,11 @@ def fuzz_env():
     from fastapi.testclient import TestClient
 
     with TestClient(APP) as c:  # one run to explain, replay and aggregate
-        r = c.post("/v1/rulebooks/huzhou/rate?detail=summary", headers=ENV.h("admin", **{"Content-Type": "text/csv"}),
-                   content=ENV.data.read_bytes())
+        r = c.post(
+            "/v1/rulebooks/huzhou/rate?detail=summary",
+            headers=ENV.h("admin", **{"Content-Type": "text/csv"}),
+            content=ENV.data.read_bytes(),
+        )
         assert r.status_code == 200
     return ENV
 

@@ -54,15 +54,22 @@ def test_consents_latest_row_wins_and_tables_are_append_only(ledger_url):
     assert store.consented(e, "bank-a", ["F1"]) == set()
     assert store.consented(e, "bank-b", ["F1"]) == {"F1"}
     states = {(s["firm_id"], s["bank"]): (s["action"], s["active"]) for s in store.consent_states(e)}
-    assert states == {("F1", "bank-a"): ("revoke", False), ("F2", "bank-a"): ("grant", False),
-                      ("F1", "bank-b"): ("grant", True)}
+    assert states == {
+        ("F1", "bank-a"): ("revoke", False),
+        ("F2", "bank-a"): ("grant", False),
+        ("F1", "bank-b"): ("grant", True),
+    }
     store.log_access(e, "bank-a-loans", "bank", "bank-a", ["F1"], "explain run 1", False)
     assert [(x["firm_id"], x["allowed"]) for x in store.access_log(e, "F1")] == [("F1", False)]
     store.idem_put(e, "ops", "k1", "sha256:aa", 200, "application/json", b"{}")
     store.idem_put(e, "ops", "k1", "sha256:bb", 200, "application/json", b"[]")  # the first answer stays
     assert store.idem_get(e, "ops", "k1")["request_hash"] == "sha256:aa"
-    for sql in ("UPDATE service_consents SET action = 'grant'", "DELETE FROM service_consents",
-                "DELETE FROM service_access", "UPDATE service_idempotency SET status = 500"):
+    for sql in (
+        "UPDATE service_consents SET action = 'grant'",
+        "DELETE FROM service_consents",
+        "DELETE FROM service_access",
+        "UPDATE service_idempotency SET status = 500",
+    ):
         with pytest.raises(Exception, match="append-only"):
             raw_execute(ledger_url, sql)
     led.dispose()

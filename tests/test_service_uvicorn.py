@@ -43,10 +43,26 @@ class Server:
 
         self.log = open(self.folder / f"server-{self.port}.log", "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ruleengine.cli", "serve", "--ledger", str(self.env.ledger), "--keys",
-             str(self.env.keys_file), "--port", str(self.port), "--body-timeout", "1", "--state-dir",
-             str(self.folder / "state"), *self.extra_args],
-            stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": os.environ.get("PYTHONPATH", "")},
+            [
+                sys.executable,
+                "-m",
+                "ruleengine.cli",
+                "serve",
+                "--ledger",
+                str(self.env.ledger),
+                "--keys",
+                str(self.env.keys_file),
+                "--port",
+                str(self.port),
+                "--body-timeout",
+                "1",
+                "--state-dir",
+                str(self.folder / "state"),
+                *self.extra_args,
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": os.environ.get("PYTHONPATH", "")},
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -85,8 +101,11 @@ def test_a_session_over_the_network(server):
     with httpx.Client(base_url=server.url, timeout=60) as c:
         assert c.get("/openapi.json").json()["info"]["title"] == "ruleengine"
         assert "swagger-ui-bundle.js" in c.get("/docs").text
-        r = c.post("/v1/rulebooks/huzhou/rate?detail=summary", content=env.data.read_bytes(),
-                   headers=env.h("admin", **{"Content-Type": "text/csv"}))
+        r = c.post(
+            "/v1/rulebooks/huzhou/rate?detail=summary",
+            content=env.data.read_bytes(),
+            headers=env.h("admin", **{"Content-Type": "text/csv"}),
+        )
         assert r.status_code == 200 and r.json()["run_id"] == 1
         assert r.headers["X-Ruleengine-Run"] == "1"
         r = c.get(f"/v1/runs/1/firms/{FIRM}/explain?format=markdown", headers=env.h("firm"))
@@ -137,8 +156,11 @@ def test_killed_mid_rating_loses_nothing_and_restarts(server, tmp_path):
 
     env = server.env
     with httpx.Client(base_url=server.url, timeout=120) as c:
-        r = c.post("/v1/rulebooks/huzhou/rate?detail=summary", content=env.data.read_bytes(),
-                   headers=env.h("admin", **{"Content-Type": "text/csv"}))
+        r = c.post(
+            "/v1/rulebooks/huzhou/rate?detail=summary",
+            content=env.data.read_bytes(),
+            headers=env.h("admin", **{"Content-Type": "text/csv"}),
+        )
         assert r.status_code == 200
         # a one-firm rating answered (committed by the writer's pooled connection, WAL, no fsync): run 2
         import pyarrow.csv as pacsv
@@ -153,8 +175,13 @@ def test_killed_mid_rating_loses_nothing_and_restarts(server, tmp_path):
     def rate_big() -> None:
         try:
             with httpx.Client(base_url=server.url, timeout=120) as c:
-                outcome.append(c.post("/v1/rulebooks/huzhou/rate?detail=summary", content=big.read_bytes(),
-                                      headers=env.h("admin", **{"Content-Type": "text/csv"})).status_code)
+                outcome.append(
+                    c.post(
+                        "/v1/rulebooks/huzhou/rate?detail=summary",
+                        content=big.read_bytes(),
+                        headers=env.h("admin", **{"Content-Type": "text/csv"}),
+                    ).status_code
+                )
         except httpx.HTTPError as exc:
             outcome.append(type(exc).__name__)
 
@@ -182,7 +209,10 @@ def test_killed_mid_rating_loses_nothing_and_restarts(server, tmp_path):
     led.dispose()
     server.start()  # same ledger, same port number is not needed: a new one
     with httpx.Client(base_url=server.url, timeout=60) as c:
-        r = c.post("/v1/rulebooks/huzhou/rate?detail=summary", content=env.data.read_bytes(),
-                   headers=env.h("admin", **{"Content-Type": "text/csv"}))
+        r = c.post(
+            "/v1/rulebooks/huzhou/rate?detail=summary",
+            content=env.data.read_bytes(),
+            headers=env.h("admin", **{"Content-Type": "text/csv"}),
+        )
         assert r.status_code == 200 and r.json()["run_id"] == len(runs) + 1
         assert c.get("/v1/ledger/check", headers=env.h("admin")).json()["ok"] is True

@@ -34,8 +34,11 @@ def env(tmp_path):
 
 
 def _first_run(c, env):
-    r = c.post("/v1/rulebooks/huzhou/rate?detail=summary", headers=env.h("admin", **{"Content-Type": "text/csv"}),
-               content=env.data.read_bytes())
+    r = c.post(
+        "/v1/rulebooks/huzhou/rate?detail=summary",
+        headers=env.h("admin", **{"Content-Type": "text/csv"}),
+        content=env.data.read_bytes(),
+    )
     assert r.status_code == 200, r.text
     return r.json()
 
@@ -76,8 +79,13 @@ def test_one_firm_answer_is_the_same_bytes_as_before_the_writer(env):
     """The body is spliced from the provenance and the rest: it must equal one json.dumps."""
     from ruleengine.service.app import _dumps, _with_provenance
 
-    run = {"id": 7, "rulebook_id": "huzhou", "rulebook_version": "1.0.0", "rulebook_hash": "sha256:ab",
-           "engine_version": "0.1.0"}
+    run = {
+        "id": 7,
+        "rulebook_id": "huzhou",
+        "rulebook_version": "1.0.0",
+        "rulebook_hash": "sha256:ab",
+        "engine_version": "0.1.0",
+    }
     rest = {"benchmarks_of_run": 1, "issues": ["a \u201cquoted\u201d issue"], "results": [{"k": 1.5, "r": None}]}
     from ruleengine.service.app import _provenance
 
@@ -215,14 +223,20 @@ def test_a_large_csv_upload_is_rated_from_its_spooled_file(env, tmp_path):
     big = make_sample(tmp_path / "big.csv", firms=1500)
     assert big.stat().st_size > 4 * 64 * 1024  # well past the 64 KiB kept in memory
     with client(env, spool_memory_bytes=64 * 1024) as c:
-        r = c.post("/v1/rulebooks/huzhou/rate?detail=summary", headers=env.h("admin", **{"Content-Type": "text/csv"}),
-                   content=big.read_bytes())
+        r = c.post(
+            "/v1/rulebooks/huzhou/rate?detail=summary",
+            headers=env.h("admin", **{"Content-Type": "text/csv"}),
+            content=big.read_bytes(),
+        )
         assert r.status_code == 200, r.text
         res = ruleengine.rate("huzhou", big)
         assert r.json()["n"] == len(res)
         assert r.json()["distribution"] == dict(res.distribution("rating"))
-        m1 = c.post("/v1/rulebooks/huzhou/rate?detail=summary", headers=env.h("admin"),
-                    files={"file": ("big.csv", big.read_bytes(), "text/csv")})
+        m1 = c.post(
+            "/v1/rulebooks/huzhou/rate?detail=summary",
+            headers=env.h("admin"),
+            files={"file": ("big.csv", big.read_bytes(), "text/csv")},
+        )
         assert m1.status_code == 200 and m1.json()["n"] == len(res)
         # the idempotency hash is computed from the spooled file in pieces: same body replayed,
         # one byte changed near the end (past the first pieces) refused
@@ -232,8 +246,11 @@ def test_a_large_csv_upload_is_rated_from_its_spooled_file(env, tmp_path):
         assert again.headers.get("Idempotent-Replayed") == "true" and again.content == first.content
         changed = bytearray(big.read_bytes())
         changed[-3] = ord("9") if changed[-3] != ord("9") else ord("8")
-        assert_problem(c.post("/v1/rulebooks/huzhou/rate?detail=summary", headers=h, content=bytes(changed)), 409,
-                       "idempotency-conflict")
+        assert_problem(
+            c.post("/v1/rulebooks/huzhou/rate?detail=summary", headers=h, content=bytes(changed)),
+            409,
+            "idempotency-conflict",
+        )
         st = c.app.state.service
         assert not list((st.folder / "uploads").iterdir())  # every upload folder removed
 
@@ -337,8 +354,9 @@ def test_report_pdf_is_a_real_pdf_naming_the_firm(env, tmp_path):
         assert r.headers["X-Ruleengine-Run"] == "1"
         pdf = tmp_path / "firm.pdf"
         pdf.write_bytes(r.content)
-        text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], check=True, capture_output=True,
-                              text=True, timeout=120).stdout
+        text = subprocess.run(
+            ["pdftotext", "-layout", str(pdf), "-"], check=True, capture_output=True, text=True, timeout=120
+        ).stdout
         assert FIRM in text and "2023" in text
         level = c.get(f"/v1/runs/1/firms/{FIRM}", headers=env.h("firm")).json()["ratings"]
         rating = next(x["rating"] for x in level if x["year"] == 2023)

@@ -78,7 +78,17 @@ def test_malformed_traces_get_a_clear_verdict(tmp_path, trace):
     """60 seeded mutations (deleted keys, wrong types, truncation, garbage): never a traceback."""
     rnd = random.Random(2026)
     text = json.dumps(trace)
-    cases: list[object] = ["", "{", "null", "[]", "42", '"trace"', text[: len(text) // 2], "\ufeff" + text[:100], "{" * 5000]
+    cases: list[object] = [
+        "",
+        "{",
+        "null",
+        "[]",
+        "42",
+        '"trace"',
+        text[: len(text) // 2],
+        "\ufeff" + text[:100],
+        "{" * 5000,
+    ]
     keys = [k for k in trace if k != "digest"]
     for _ in range(51):
         t = copy.deepcopy(trace)

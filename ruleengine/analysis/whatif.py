@@ -234,9 +234,7 @@ def _level_neighbours(
     return better, worse, target
 
 
-def columns(
-    plan: Plan, results: Results, iterations: int = 30, chunk_rows: int = CHUNK_ROWS
-) -> dict[str, np.ndarray]:
+def columns(plan: Plan, results: Results, iterations: int = 30, chunk_rows: int = CHUNK_ROWS) -> dict[str, np.ndarray]:
     """For every row: next better / worse level, margins, and the emissions cut to the better level.
 
     Conditional levels have no margins (NaN); their better level is the one listed just above, the
@@ -314,6 +312,8 @@ def columns(
 # -- conditional levels ------------------------------------------------------------------------------
 
 RAISE_MAX = 10.0  # a condition that needs an input to grow is searched up to 10x its current value
+
+
 def _value_at(plan: Plan, results: Results, name: str, i: int, year: int) -> float:
     ev, batch = results.evaluation, results.batch
     assert ev is not None and batch is not None
@@ -337,9 +337,11 @@ def condition_terms(plan: Plan, results: Results, i: int, cond: Any) -> list[dic
     for name, op, bound in terms:
         x = _value_at(plan, results, name, i, year)
         b = _value_at(plan, results, bound, i, year) if isinstance(bound, str) else float(bound)
-        holds = bool(
-            {"<": x < b, "<=": x <= b, ">": x > b, ">=": x >= b, "==": x == b, "!=": x != b}[op]
-        ) if not (math.isnan(x) or math.isnan(b)) else False
+        holds = (
+            bool({"<": x < b, "<=": x <= b, ">": x > b, ">=": x >= b, "==": x == b, "!=": x != b}[op])
+            if not (math.isnan(x) or math.isnan(b))
+            else False
+        )
         gap = 0.0 if holds else (abs(x - b) if not (math.isnan(x) or math.isnan(b)) else math.nan)
         text = f"{name} {op} {bound if isinstance(bound, str) else f'{b:g}'}"
         out.append({"condition": text, "name": name, "value": x, "op": op, "bound": b, "holds": holds, "gap": gap})

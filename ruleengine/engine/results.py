@@ -442,6 +442,8 @@ class Results:
                 else:
                     cols.append(_json_cells(self.columns[k][start:stop]))
             yield zip(*cols, strict=True)
+
+
 _UINT_IDS = (2, 4, 6, 8)  # Arrow type ids of uint8/16/32/64
 PLAIN_TEXT = ("firm_id", "firm_name")  # identifiers: (nearly) one label per row, written as plain strings
 

@@ -63,10 +63,7 @@ def uscc_problem(code: str) -> str | None:
             )
     expected = uscc_check_char(code[:17])
     if code[17] != expected:
-        return (
-            f"check character is {code[17]!r}, expected {expected!r} "
-            "(GB 32100-2015): a typo or a truncated code"
-        )
+        return f"check character is {code[17]!r}, expected {expected!r} (GB 32100-2015): a typo or a truncated code"
     return None
 
 

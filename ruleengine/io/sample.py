@@ -97,6 +97,8 @@ _CITY_TITLE = ("Huzhou", "Quzhou", "Shenzhen")
 # (enterprise), the 6-digit administrative division of the registering city (GB/T 2260), a 9-digit
 # organisation code and the check character computed from the first 17.
 _CITY_USCC_PREFIX = ("91330500", "91330800", "91440300")
+
+
 def _uscc_check_chars(city: np.ndarray, digits: np.ndarray) -> np.ndarray:
     """The GB 32100-2015 check character of ``_CITY_USCC_PREFIX[city] + digits`` (an (n, 9) array
     of digit characters), vectorised: ``31 - (Σ a_i·W_i mod 31)``, 31 written as 0."""

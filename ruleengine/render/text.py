@@ -295,7 +295,9 @@ def identity_line(trace: Trace) -> str:
         name = idt.get("industry_name_zh") or ""
         en = idt.get("industry_name_en") or ""
         parts.append(
-            f"industry {idt['industry']}" + (f" {name}" if name else "") + (f" ({en})" if en else "")
+            f"industry {idt['industry']}"
+            + (f" {name}" if name else "")
+            + (f" ({en})" if en else "")
             + (f", division {idt['industry_division']}" if idt.get("industry_division") else "")
         )
     for key in ("city", "size"):

@@ -473,8 +473,7 @@ def not_a_mapping(text: str, file: str, data: Any) -> str:
     excerpt = first if len(first) <= 60 else first[:57] + "..."
     looks_like_data = file.lower().endswith(DATA_SUFFIXES) or (first.count(",") >= 3 and ":" not in first)
     hint = (
-        "; it looks like a data file: the rulebook comes first, then the data "
-        "(ruleengine rate BOOK DATA)"
+        "; it looks like a data file: the rulebook comes first, then the data (ruleengine rate BOOK DATA)"
         if looks_like_data
         else ""
     )

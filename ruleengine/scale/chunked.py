@@ -43,7 +43,7 @@ from .partition import (
     result_table,
     tables_of,
 )
-from .sink import ResultSink
+from .sink import ResultSink, check_output, write_part
 
 if TYPE_CHECKING:
     from ..engine.benchmarks import BenchmarkTable, Partials
@@ -108,12 +108,25 @@ class Dataset:
     """The Parquet files of a source read as one stream of rows, only the columns a plan needs,
     each file's batches cast to one schema (a column missing from a file reads as empty)."""
 
-    def __init__(self, source: str | Path, plan: Plan, extra: Sequence[str] = ()):
+    def __init__(
+        self,
+        source: str | Path | list[Any] | tuple[Any, ...],
+        plan: Plan | None,
+        extra: Sequence[str] = (),
+        keep: Any = None,
+    ):
+        """``source``: a file, directory or glob (:func:`dataset_files`), or a list of files;
+        the columns read: ``plan``'s and ``extra``, or (``plan`` None) those in ``keep`` (None:
+        every column)."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        self.source = str(source)
-        self.files = dataset_files(source)
+        if isinstance(source, list | tuple):
+            self.files = [Path(f) for f in source]
+            self.source = str(self.files[0].parent) if self.files else "<no files>"
+        else:
+            self.files = dataset_files(source)
+            self.source = str(source)
         names: dict[str, None] = {}
         schemas = []
         self.rows_per_file = []
@@ -129,7 +142,10 @@ class Dataset:
                 names.setdefault(n, None)
         self.names = list(names)
         self.n = sum(self.rows_per_file)
-        self.wanted = [n for n in self.names if n in columns_read(plan) or n in extra]
+        if plan is not None:
+            self.wanted = [n for n in self.names if n in columns_read(plan) or n in extra]
+        else:
+            self.wanted = [n for n in self.names if keep is None or n in keep]
         fields = []
         for name in self.wanted:
             types = {s.field(name).type for s in schemas if name in s.names}
@@ -361,7 +377,9 @@ def rate_dataset(
     clock: TaskClock | None = None,
 ) -> Run:
     """Rate the Parquet dataset ``source`` with ``plan`` in chunks of about ``chunk_rows`` rows and
-    write the results (input order) to ``output`` (.parquet or .csv)."""
+    write the results to ``output``: one file (.parquet or .csv, input order), or a directory
+    (``sink.is_parts_dir``) of one ``part-NNNNN.parquet`` per chunk (rows of a chunk in input
+    order; spilled data: one per firm bucket), the layout Spark and Dask write."""
     from ..pipeline import require_rulebook
 
     require_rulebook(plan)
@@ -369,7 +387,7 @@ def rate_dataset(
         raise DataError(f"--chunk-rows must be at least 1, got {chunk_rows}")
     t0 = time.perf_counter()
     tick = progress or (lambda phase, done, total: None)
-    ResultSink(output)  # the output format, checked before anything is read
+    out_dir = Path(output) if check_output(output) else None  # checked before anything is read
     ds = Dataset(source, plan)
     run = Run(str(source), str(output), passes=benchmark_passes(plan) + 1)
     with tempfile.TemporaryDirectory(prefix="ruleengine-chunks-", dir=workdir) as tmp:
@@ -385,6 +403,10 @@ def rate_dataset(
             spilled = Buckets(ds, chunk_rows, Path(tmp), tick)
             chunks = spilled.chunks
         tables = _benchmark_passes(plan, ds, chunks, tick, clock)
+        if out_dir is not None:
+            _final_parts(plan, ds, chunks(), tables, out_dir, run, tick, max_issues, clock)
+            run.seconds = time.perf_counter() - t0
+            return run
         with ResultSink(output) as sink:
             if contiguous:
                 _final_in_order(plan, ds, chunks(), tables, sink, run, tick, max_issues, clock)
@@ -403,6 +425,9 @@ def _benchmark_passes(
     clock: TaskClock | None,
 ) -> dict[str, BenchmarkTable]:
     """One pass per benchmark stage: stage 1 + partials per chunk, merged in a tree → tables."""
+    from ..pipeline import keep_heap_for_reuse
+
+    keep_heap_for_reuse()  # as the Spark and Dask tasks do (partition.warm_up)
     tables: dict[str, BenchmarkTable] = {}
     for stage in range(benchmark_passes(plan)):
         tree = _TreeMerge()
@@ -483,13 +508,24 @@ def _rate_chunk(
     run: Run,
     max_issues: int,
     clock: TaskClock | None = None,
+    out_dir: Path | None = None,
+    part: int = 0,
 ) -> tuple[Results, Any]:
-    """Stage 2 of one chunk: its Results (counted in ``run``) and their Arrow table."""
+    """Stage 2 of one chunk: its Results (counted in ``run``) and their Arrow table; with
+    ``out_dir``, the results written as ``out_dir/part-NNNNN.parquet`` (``part``) instead (the
+    table is then None)."""
     w0, c0 = time.perf_counter(), time.thread_time()
     res = final_of(plan, prepare(plan, _raw(table, ds.source, ds.names), rows), tables)
-    out = res.to_arrow()
+    write_cpu = 0.0
+    if out_dir is not None:
+        c1 = time.thread_time()
+        write_part(res, out_dir, part)
+        out = None
+        write_cpu = time.thread_time() - c1
+    else:
+        out = res.to_arrow()
     if clock is not None:
-        clock.add("final", len(rows), time.perf_counter() - w0, time.thread_time() - c0)
+        clock.add("final", len(rows), time.perf_counter() - w0, time.thread_time() - c0, write_cpu=write_cpu)
     run.rows += len(res)
     run.chunks += 1
     for level, count in res.distribution():
@@ -518,6 +554,26 @@ def _keep_issues(run: Run, issues: Sequence[DataIssue], max_issues: int) -> None
     run.issue_count += len(fresh)
     merged = sorted([*run.issues, *fresh], key=lambda i: (i.row or 0, i.column or "", i.message))
     run.issues = merged[: max(max_issues, 0)]
+
+
+def _final_parts(
+    plan: Plan,
+    ds: Dataset,
+    chunks: Iterator[tuple[Any, np.ndarray]],
+    tables: dict[str, BenchmarkTable],
+    out_dir: Path,
+    run: Run,
+    tick: Progress,
+    max_issues: int,
+    clock: TaskClock | None = None,
+) -> None:
+    """Stage 2 per chunk, each chunk's results written as its own part file."""
+    for part, (table, rows) in enumerate(chunks):
+        _rate_chunk(plan, ds, table, rows, tables, run, max_issues, clock, out_dir, part)
+        _release_if_large()
+        tick("rate", run.rows, ds.n)
+    if not run.chunks:  # no rows at all: one empty part file (its columns)
+        write_part(_empty_result(plan, ds, tables), out_dir, 0)
 
 
 def _final_in_order(
@@ -674,8 +730,11 @@ def rate_command(plan: Plan, data: str, output: str | None, chunk_rows: int, max
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     if not output:
-        raise DataError("--chunk-rows writes its results to a file: give -o OUT.parquet or -o OUT.csv")
-    ResultSink(output)  # the format, checked before reading anything
+        raise DataError(
+            "--chunk-rows writes its results to files: give -o OUT.parquet, -o OUT.csv or -o DIR/ "
+            "(one Parquet file per chunk)"
+        )
+    check_output(output)  # the format, checked before reading anything
     tasks: dict[str, Any] = {}
     with Progress(
         TextColumn("{task.description}"),

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import DataError, RuleEngineError
 from .partition import TaskClock, is_url, result_table
-from .sink import ResultSink
+from .sink import check_output, is_parts_dir, parts_of
 
 if TYPE_CHECKING:
     from ..rulebook.plan import Plan
@@ -53,8 +53,9 @@ def _dask() -> Any:
 
 
 def _dask_frame(data: str) -> Any:
-    """The Parquet files of ``data`` as a dask DataFrame, one partition per file in path order
-    (the local runner's row order); an fsspec URL (``s3://…``, ``file://…``) is listed with fsspec."""
+    """What ``scale.dask`` rates: local Parquet as its files in path order (the local runner's row
+    order; the workers read them with pyarrow), an fsspec URL (``s3://…``, ``file://…``) as a dask
+    DataFrame, one partition per file in path order (listed with fsspec)."""
     import dask.dataframe as dd
 
     if is_url(data):
@@ -70,7 +71,7 @@ def _dask_frame(data: str) -> Any:
         return dd.read_parquet([fs.unstrip_protocol(p) for p in found])
     from .chunked import dataset_files
 
-    return dd.read_parquet([str(f) for f in dataset_files(data)])
+    return dataset_files(data)
 
 
 @dataclass
@@ -164,8 +165,11 @@ def rate_on(
     """Rate the Parquet dataset ``data`` on ``engine`` (spark, dask; chunked is
     ``chunked.rate_command``); returns the line to print."""
     if not output:
-        raise DataError(f"--engine {engine} writes its results to a file: give -o OUT.parquet or -o OUT.csv")
-    ResultSink(output)
+        raise DataError(
+            f"--engine {engine} writes its results to files: give -o OUT.parquet, -o OUT.csv or -o DIR/ "
+            "(one Parquet file per partition)"
+        )
+    check_output(output)
     eng = Engine(engine, master, scheduler, partitions, chunk_rows or DEFAULT_CHUNK_ROWS)
     eng.check_data(data)
     t0 = time.perf_counter()
@@ -185,4 +189,7 @@ def rate_on(
         n = rspark.rate(plan, rspark.read(spark, data), output, npartitions=partitions, source=data)
     else:
         raise DataError(f"unknown engine {engine!r} (use spark or dask)")
-    return f"{n:,} firm-years from {data} rated on {engine} in {time.perf_counter() - t0:.1f} s; wrote {output}"
+    wrote = output
+    if is_parts_dir(output):
+        wrote = f"{output} ({len(parts_of(output)):,} part files, one per partition)"
+    return f"{n:,} firm-years from {data} rated on {engine} in {time.perf_counter() - t0:.1f} s; wrote {wrote}"

@@ -314,10 +314,85 @@ def rate_partitions(
     return [final_of(plan, b, tables) for b in batches]
 
 
+def raw_of(
+    table: Any, plan: Plan, source: str, names: Sequence[str] | None = None, extra: Sequence[str] = ()
+) -> RawTable:
+    """A partition's Arrow table as the RawTable the data contract reads: only the columns the plan
+    (and ``extra``) reads; ``names``: every column of the input (default: the table's), for the
+    data contract's check of misspelt columns."""
+    from ..io.data import RawTable
+
+    keep = columns_read(plan) | set(extra)
+    cols = {n: table.column(n) for n in table.column_names if n in keep}
+    if names is None:
+        names = [n for n in table.column_names if n not in (ROW, BUCKET)]
+    return RawTable(cols, table.num_rows, source, names=list(names))
+
+
+Timing = tuple[int, float, float, float]  # rows, wall s, CPU s of the task, CPU s of its write
+
+
+def task(
+    plan: Plan,
+    table: Any,
+    rows: np.ndarray,
+    tables: Mapping[str, BenchmarkTable],
+    *,
+    final: bool,
+    source: str,
+    names: Sequence[str] | None = None,
+    view: Callable[..., Any] | None = None,
+    extra: Sequence[str] = (),
+    out_dir: str | Path | None = None,
+    part: int = 0,
+    started: tuple[float, float] | None = None,
+) -> tuple[Any, Timing]:
+    """The body of every Spark and Dask partition task (the chunked runner does the same per
+    chunk): the partition ``table`` (Arrow, rows in input order, numbered ``rows``) → the data
+    contract → stage 1 and the partials (``final=False``), or every node and then either
+    ``view``'s table (default: :func:`result_table`) with ``__row`` appended, or, with
+    ``out_dir``, the results written as ``out_dir/part-NNNNN.parquet`` (``sink.write_part``; the
+    value is then the row count).
+
+    Timing: rows, wall and CPU seconds (``time.thread_time``) from ``started`` (default: now) to
+    the output ready (written, with ``out_dir``), and the CPU seconds of the write alone."""
+    import time
+
+    import pyarrow as pa
+
+    from ..pipeline import release_memory_if_large
+
+    w0, c0 = started or (time.perf_counter(), time.thread_time())
+    raw = raw_of(table, plan, source, names, extra if final else ())
+    batch = prepare(plan, raw, rows)
+    write_cpu = 0.0
+    if not final:
+        value: Any = partials_of(plan, batch, tables)
+    else:
+        results = final_of(plan, batch, tables)
+        if out_dir is not None:
+            from .sink import write_part
+
+            c1 = time.thread_time()
+            value = write_part(results, out_dir, part)
+            write_cpu = time.thread_time() - c1
+        else:
+            value = (view or result_table)(plan, results, raw).append_column(ROW, pa.array(rows, type=pa.int64()))
+        del results
+    timing = (len(rows), time.perf_counter() - w0, time.thread_time() - c0, write_cpu)
+    del raw, batch
+    release_memory_if_large()  # as the chunked runner does after each chunk (outside the clock)
+    return value, timing
+
+
 def warm_up() -> None:
     """Import what a partition task runs, so that a task's clock (:class:`TaskClock`) counts the
-    partition's own work, not a fresh worker process's imports (paid once per process)."""
-    from .. import pipeline  # noqa: F401
+    partition's own work, not a fresh worker process's imports (paid once per process); and keep
+    glibc's heap for reuse where the worker's environment turned that off
+    (``pipeline.keep_heap_for_reuse``: Dask's workers)."""
+    from .. import pipeline
+
+    pipeline.keep_heap_for_reuse()
     from ..engine import benchmarks, evaluator, results  # noqa: F401
     from ..io import data  # noqa: F401
 
@@ -330,15 +405,51 @@ class TaskClock:
     def __init__(self) -> None:
         self.passes: dict[str, dict[str, float]] = {}
 
-    def add(self, name: str, rows: int, wall: float, cpu: float, tasks: int = 1) -> None:
+    def add(self, name: str, rows: int, wall: float, cpu: float, tasks: int = 1, write_cpu: float = 0.0) -> None:
+        """A task's (or ``tasks`` tasks') figures; ``write_cpu``: the part of ``cpu`` spent writing
+        its output file (per-partition output), also recorded as the pass ``(write)``."""
         p = self.passes.setdefault(name, {"tasks": 0, "rows": 0, "wall": 0.0, "cpu": 0.0})
         p["tasks"] += tasks
         p["rows"] += rows
         p["wall"] += wall
         p["cpu"] += cpu
+        if write_cpu:
+            w = self.passes.setdefault("(write)", {"tasks": 0, "rows": 0, "wall": 0.0, "cpu": 0.0})
+            w["tasks"] += tasks
+            w["rows"] += rows
+            w["cpu"] += write_cpu
+
+    def timed(self, name: str, timing: Timing) -> None:
+        """One task's :data:`Timing` (from :func:`task`)."""
+        rows, wall, cpu, write_cpu = timing
+        self.add(name, rows, wall, cpu, write_cpu=write_cpu)
 
     def total(self, key: str) -> float:
-        return float(sum(p[key] for p in self.passes.values()))
+        """Summed over the passes (not the ``(…)`` entries, which are parts of them or apart)."""
+        return float(sum(p[key] for k, p in self.passes.items() if not k.startswith("(")))
+
+
+def empty_results(
+    plan: Plan, types: Mapping[str, Any], tables: Mapping[str, BenchmarkTable], names: Sequence[str], source: str = ""
+) -> Results:
+    """The results of an empty partition with the input columns ``types`` (name → Arrow type)."""
+    import pyarrow as pa
+
+    from ..io.data import RawTable
+
+    empty = RawTable({n: pa.array([], t) for n, t in types.items()}, 0, source or "<schema>", names=list(names))
+    return final_of(plan, prepare(plan, empty, np.zeros(0, np.int64)), tables)
+
+
+def check_written(counts: Sequence[int], n: int, out_dir: str | Path, empty: Callable[[], Results]) -> None:
+    """After a per-partition write: ``counts`` (rows written by each task) add up to the input's
+    ``n`` rows; an input without rows gives one empty part file (its columns: ``empty()``)."""
+    from .sink import write_part
+
+    if sum(counts) != n:
+        raise RuleEngineError(f"internal: {sum(counts)} result rows written for {n} input rows")
+    if not counts:
+        write_part(empty(), out_dir, 0)
 
 
 def view_schema(
@@ -354,8 +465,7 @@ def view_schema(
     from ..io.data import RawTable
 
     empty = RawTable({n: pa.array([], t) for n, t in types.items()}, 0, "<schema>", names=list(raw_names))
-    batch = prepare(plan, empty, np.zeros(0, np.int64))
-    return view(plan, final_of(plan, batch, tables), empty).schema
+    return view(plan, empty_results(plan, types, tables, raw_names), empty).schema
 
 
 def result_table(plan: Plan, results: Results, raw: RawTable) -> Any:

@@ -81,3 +81,75 @@ class ResultSink:
         elif self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+# -- one file per partition -------------------------------------------------------------------------
+
+PART_NAME = "part-{:05d}.parquet"
+_PART_RE = r"^part-\d{5,}\.parquet$"
+
+
+def is_parts_dir(path: str | Path) -> bool:
+    """Whether ``-o PATH`` asks for a dataset directory of one Parquet file per partition (an
+    existing directory, a path ending in ``/``, or a name without an extension) rather than one
+    file (``OUT.parquet``, ``OUT.csv``)."""
+    import os
+
+    text = str(path)
+    return text.endswith(("/", os.sep)) or Path(text).is_dir() or not Path(text).suffix
+
+
+def prepare_parts_dir(path: str | Path) -> Path:
+    """The output directory made ready (created; the ``part-NNNNN.parquet`` files of an earlier
+    run removed, so that no stale partition mixes with this run's; other files left alone)."""
+    import re
+
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise DataError(f"{path}: not a directory (a dataset directory of one Parquet file per partition)")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        for f in p.iterdir():
+            if re.match(_PART_RE, f.name) and f.is_file():
+                f.unlink()
+    except OSError as exc:
+        raise DataError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return p
+
+
+def write_part(results: Any, directory: str | Path, part: int) -> int:
+    """One partition's results (``engine.results.Results``, rows in input order) written as
+    ``DIR/part-NNNNN.parquet``, the bytes ``Results.write`` gives (canonical row groups). Written
+    under a hidden name first and renamed, so a retried or speculative task never leaves half a
+    file; returns the rows written."""
+    import os
+    import uuid
+
+    d = Path(directory)
+    final = d / PART_NAME.format(part)
+    tmp = d / f".{final.stem}.{uuid.uuid4().hex}.parquet"
+    try:
+        results.write(tmp)
+        os.replace(tmp, final)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise DataError(f"cannot write {final}: {exc.strerror or exc}") from None
+    return len(results)
+
+
+def parts_of(directory: str | Path) -> list[Path]:
+    """The partition files of an output directory, in partition order."""
+    import re
+
+    return sorted(f for f in Path(directory).iterdir() if re.match(_PART_RE, f.name))
+
+
+def check_output(path: str | Path) -> bool:
+    """``-o PATH`` of a chunked or distributed run checked before anything is read: True for a
+    dataset directory (made ready: :func:`prepare_parts_dir`), False for one file (its format
+    checked: .parquet or .csv)."""
+    if is_parts_dir(path):
+        prepare_parts_dir(path)
+        return True
+    ResultSink(path)
+    return False

@@ -33,17 +33,17 @@ from .partition import (
     TaskClock,
     benchmark_passes,
     buckets,
+    check_written,
     columns_read,
-    final_of,
+    empty_results,
     is_url,
-    partials_of,
-    prepare,
     result_table,
     tables_of,
+    task,
     view_schema,
     warm_up,
 )
-from .sink import ResultSink
+from .sink import check_output, is_parts_dir
 
 if TYPE_CHECKING:
     from ..engine.benchmarks import BenchmarkTable
@@ -120,14 +120,6 @@ def in_input_order(table: Any, rows: np.ndarray) -> tuple[Any, np.ndarray]:
         return sliced, np.concatenate([rows[a:b] for a, b in pieces])
     perm = np.argsort(rows, kind="stable")
     return table.take(pa.array(perm)), rows[perm]
-
-
-def _raw(table: Any, plan: Plan, source: str, names: Sequence[str], extra: Sequence[str] = ()) -> RawTable:
-    from ..io.data import RawTable
-
-    keep = columns_read(plan) | set(extra)
-    cols = {n: table.column(n) for n in table.column_names if n in keep}
-    return RawTable(cols, table.num_rows, source, names=list(names))
 
 
 _CACHE: dict[str, Any] = {}  # per Python worker (Spark reuses them): unpickled broadcasts by digest
@@ -227,11 +219,12 @@ def run(
     shipped = _shipped(sc, plan)
 
     def meters() -> list[Any]:
-        return [sc.accumulator(0.0) for _ in range(4)] if timing else []
+        return [sc.accumulator(0.0) for _ in range(5)] if timing else []
 
     def record(name: str, acc: list[Any]) -> None:
         if clock is not None:
-            clock.add(name, int(acc[1].value), acc[2].value, acc[3].value, tasks=int(acc[0].value))
+            v = [a.value for a in acc]
+            clock.add(name, int(v[1]), v[2], v[3], tasks=int(v[0]), write_cpu=v[4])
 
     tables: dict[str, BenchmarkTable] = {}
     for stage in range(benchmark_passes(plan)):
@@ -240,18 +233,15 @@ def run(
 
         def partials_task(batches: Iterator[Any], given: Any = given, acc: list[Any] = acc) -> Iterator[Any]:
             warm_up()  # the worker's imports: once per process, not the partition's work
-            w0, c0 = time.perf_counter(), time.thread_time()  # CPU from here: the partition's own work
+            the_plan, the_tables = _loaded(shipped), _loaded(given)  # unpickled once per worker process
+            started = time.perf_counter(), time.thread_time()  # CPU from here: the partition's own work
             whole = _whole(batches)
             if whole is None:
                 return
-            table, rows = whole
-            the_plan = _loaded(shipped)
-            raw = _raw(table, the_plan, source, names)
-            p = pickle.dumps(partials_of(the_plan, prepare(the_plan, raw, rows), _loaded(given)))
-            if acc:
-                for a, v in zip(acc, (1, len(rows), time.perf_counter() - w0, time.thread_time() - c0), strict=True):
-                    a.add(v)
-            yield pa.RecordBatch.from_arrays([pa.array([p], type=pa.binary())], names=["p"])
+            p, timing = task(the_plan, *whole, the_tables, final=False, source=source, names=names, started=started)
+            blob = pickle.dumps(p)
+            _meter(acc, timing)
+            yield pa.RecordBatch.from_arrays([pa.array([blob], type=pa.binary())], names=["p"])
 
         collected = wanted.mapInArrow(partials_task, "p binary").collect()  # the one action of the pass
         tables.update(tables_of(plan, [pickle.loads(r["p"]) for r in collected]))
@@ -260,38 +250,39 @@ def run(
     from pyspark.sql.pandas.types import to_arrow_schema
 
     types = {f.name: f.type for f in to_arrow_schema(parts.schema) if f.name not in (ROW, BUCKET)}
-    schema = view_schema(view, plan, names, {n: t for n, t in types.items() if n in needed}, tables)
+    types = {n: t for n, t in types.items() if n in needed}
+    schema = view_schema(view, plan, names, types, tables)
     ddl = ", ".join(f"`{f.name}` {_SPARK_TYPES[str(f.type)]}" for f in schema) + f", `{ROW}` long"
     given = _shipped(sc, tables)
     acc = meters()
+    out_dir = str(output) if output is not None and is_parts_dir(output) else None
 
     def final_task(batches: Iterator[Any], given: Any = given, acc: list[Any] = acc) -> Iterator[Any]:
-        if fail_first_attempt:
-            from pyspark import TaskContext
-
-            ctx = TaskContext.get()
-            if ctx is not None and ctx.attemptNumber() == 0:
-                raise RuntimeError("injected failure of a first attempt (test)")
-        warm_up()
-        w0, c0 = time.perf_counter(), time.thread_time()
-        whole = _whole(batches)
-        if whole is None:
-            return
-        table, rows = whole
-        the_plan = _loaded(shipped)
-        raw = _raw(table, the_plan, source, names, extra)
-        out = view(the_plan, final_of(the_plan, prepare(the_plan, raw, rows), _loaded(given)), raw)
-        out = out.append_column(ROW, pa.array(rows, type=pa.int64()))
-        if acc:
-            for a, v in zip(acc, (1, len(rows), time.perf_counter() - w0, time.thread_time() - c0), strict=True):
-                a.add(v)
-        if output is None:
-            yield from out.to_batches()
-            return
         from pyspark import TaskContext
 
         ctx = TaskContext.get()
+        if fail_first_attempt and ctx is not None and ctx.attemptNumber() == 0:
+            raise RuntimeError("injected failure of a first attempt (test)")
+        warm_up()
+        the_plan, the_tables = _loaded(shipped), _loaded(given)
+        started = time.perf_counter(), time.thread_time()
+        whole = _whole(batches)
+        if whole is None:
+            return
         part = ctx.partitionId() if ctx is not None else 0
+        out, timing = task(
+            the_plan, *whole, the_tables, final=True, source=source, names=names, view=view,
+            extra=extra, out_dir=out_dir, part=part, started=started,
+        )  # fmt: skip
+        _meter(acc, timing)
+        if out_dir is not None:  # written by the task itself: only the row count goes back
+            yield pa.RecordBatch.from_arrays(
+                [pa.array([part], pa.int64()), pa.array([out], pa.int64())], ["part", "rows"]
+            )
+            return
+        if output is None:
+            yield from out.to_batches()
+            return
         options = pa.ipc.IpcWriteOptions(compression="lz4")
         for start in range(0, out.num_rows, BLOB_ROWS):  # the partition's results as compressed Arrow pieces
             buf = pa.BufferOutputStream()
@@ -302,6 +293,11 @@ def run(
                 names=["part", "start", "blob"],
             )
 
+    if out_dir is not None:
+        written = wanted.mapInArrow(final_task, "part long, rows long").collect()
+        record("final", acc)
+        _check_parts(written, int(parts.count()), out_dir, lambda: empty_results(plan, types, tables, names, source))
+        return None
     if output is not None:
         _write_ordered(wanted.mapInArrow(final_task, "part long, start long, blob binary"), output, schema, parts)
         record("final", acc)
@@ -312,6 +308,18 @@ def run(
         return schema.empty_table()
     order = np.argsort(result.column(ROW).to_numpy(), kind="stable")
     return result.take(pa.array(order)).drop_columns([ROW]).cast(schema)
+
+
+def _meter(acc: list[Any], timing: tuple[int, float, float, float]) -> None:
+    """A task's timing added to the pass's accumulators (tasks, rows, wall, CPU, write CPU)."""
+    if acc:
+        for a, v in zip(acc, (1, *timing), strict=True):
+            a.add(v)
+
+
+def _check_parts(written: list[Any], n: int, out_dir: str, empty: Callable[[], Results]) -> None:
+    """Every input row came back written; an empty input still gives one (empty) part file."""
+    check_written([int(r["rows"]) for r in written], n, out_dir, empty)
 
 
 def rate(
@@ -325,14 +333,16 @@ def rate(
     clock: TaskClock | None = None,
 ) -> int:
     """Rate a Spark DataFrame (with a ``__row`` column: each row's position in the input) and
-    write the results (input order, canonical row groups) to ``output``. Returns the row count.
+    write the results to ``output``: one file (input order, canonical row groups: the bytes of the
+    in-memory run), or, for a directory (``sink.is_parts_dir``), one ``part-NNNNN.parquet`` per
+    partition written by the executors (rows of a partition in input order). Returns the row count.
 
     ``fail_first_attempt``: the first attempt of every final-pass task raises (tests: Spark
     retries it; needs a master that allows retries, e.g. ``local[2,4]``)."""
     from ..pipeline import require_rulebook
 
     require_rulebook(plan)
-    ResultSink(output)
+    check_output(output)
     names = [c for c in df.columns if c != ROW]
     parts, n = firm_partitions(df, npartitions, columns_read(plan))  # the unread columns stay behind
     try:
@@ -370,9 +380,10 @@ def read_files(spark: Any, files: Sequence[Path]) -> Any:
 
     offsets, start = {}, 0
     for f in files:
-        path = str(Path(f).resolve())
-        for form in (Path(path).as_uri(), f"file:{path}", path):  # how Spark spells the path varies
-            offsets[form] = start
+        # how Spark spells the path varies; a symbolic link may be named as given or resolved
+        for path in dict.fromkeys((str(Path(f).absolute()), str(Path(f).resolve()))):
+            for form in (Path(path).as_uri(), f"file:{path}", path):
+                offsets[form] = start
         start += pq.read_metadata(f).num_rows
     df = spark.read.parquet(*[str(f) for f in files])
     df = df.select("*", F.col("_metadata.file_path").alias("__file"), F.col("_metadata.row_index").alias("__index"))
