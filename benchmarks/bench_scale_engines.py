@@ -44,8 +44,9 @@ HERE = Path(__file__).resolve().parent
 IN_TASK = (
     "**In-task CPU** (`scale.partition.TaskClock`): the CPU time of the thread running each partition task "
     "(`time.thread_time()`), from the start of the task's own work to the moment its output is ready, "
-    "summed over the tasks and passes — for Spark: pulling the partition's Arrow batches from the JVM, "
-    "putting them in input order, the data contract, stage 1 and the partials (pickled) or stage 2 and the "
+    "summed over the tasks and passes — for Spark: putting the partition's Arrow batches (pulled from the JVM "
+    "before the clock starts; that CPU is shown apart as `(receive…)`) in input order, the data contract, "
+    "stage 1 and the partials (pickled) or stage 2 and the "
     "result (`partition.task`, the same body for Spark and Dask); for Dask: the same from the partition's "
     "Arrow table; for the local runner: the same work on each chunk after it was read from Parquet. With "
     "`--layout parts` the output is ready when the task has written its part file (the write's CPU, the same "
@@ -237,6 +238,13 @@ def report(results: dict[str, dict | None], args: argparse.Namespace, loads: tup
             if pname == "(write)":
                 per = p["cpu"] / p["rows"] * 1e6 if p["rows"] else float("nan")
                 lines.append(f"| {name} | (of the final pass: the write) | | | | {p['cpu']:.1f} | {per:.2f} |")
+                continue
+            if pname == "(receive)":
+                per = p["cpu"] / p["rows"] * 1e6 if p["rows"] else float("nan")
+                lines.append(
+                    f"| {name} | (receiving the partitions' input from the JVM, not counted) | | | | "
+                    f"{p['cpu']:.1f} | {per:.2f} |"
+                )
                 continue
             if pname.startswith("("):
                 lines.append(f"| {name} | {pname} | | | {p['wall']:.1f} | | |")

@@ -99,3 +99,22 @@ def test_files_reached_through_symbolic_links_are_numbered(tmp_path, spark, port
     out = tmp_path / "spark.parquet"
     rspark.rate(plan, rspark.read_files(spark, dataset_files(links)), out, npartitions=2, source=str(links))
     assert out.read_bytes() == reference
+
+
+def test_the_task_clock_counts_every_row_and_the_receive_apart(tmp_path, spark, portfolio):
+    """The benchmark's in-task clock: each pass counts every input row once over its tasks; the CPU
+    of pulling a partition's batches from the JVM is recorded apart as ``(receive)`` (not in the
+    passes' CPU, as the local runner's read and Dask's argument deserialisation are not)."""
+    from ruleengine.scale.partition import TaskClock
+
+    plan, ds, reference, _ = portfolio
+    clock = TaskClock()
+    out = tmp_path / "spark.parquet"
+    n = rspark.rate(plan, rspark.read_files(spark, dataset_files(ds)), out, npartitions=3, source=str(ds), clock=clock)
+    assert out.read_bytes() == reference
+    passes = {k: v for k, v in clock.passes.items() if not k.startswith("(")}
+    assert set(passes) == {"benchmarks 1", "benchmarks 2", "final"}
+    assert all(p["rows"] == n and p["tasks"] >= 1 and p["cpu"] > 0 for p in passes.values())
+    received = clock.passes["(receive)"]
+    assert received["rows"] == 3 * n and received["cpu"] > 0  # three passes, each receiving every row
+    assert clock.total("cpu") == sum(p["cpu"] for p in passes.values())

@@ -405,9 +405,27 @@ class TaskClock:
     def __init__(self) -> None:
         self.passes: dict[str, dict[str, float]] = {}
 
-    def add(self, name: str, rows: int, wall: float, cpu: float, tasks: int = 1, write_cpu: float = 0.0) -> None:
+    def add(
+        self,
+        name: str,
+        rows: int,
+        wall: float,
+        cpu: float,
+        tasks: int = 1,
+        write_cpu: float = 0.0,
+        receive_cpu: float = 0.0,
+    ) -> None:
         """A task's (or ``tasks`` tasks') figures; ``write_cpu``: the part of ``cpu`` spent writing
-        its output file (per-partition output), also recorded as the pass ``(write)``."""
+        its output file (per-partition output), also recorded as the pass ``(write)``;
+        ``receive_cpu``: CPU spent receiving the partition's input before the task's clock started
+        (Spark: pulling its Arrow batches from the JVM), not in ``cpu``, recorded as ``(receive)`` —
+        the counterpart of the local runner's Parquet read and of Dask's deserialisation of a
+        task's arguments, which no runner counts as the partition's own work."""
+        if receive_cpu:
+            r = self.passes.setdefault("(receive)", {"tasks": 0, "rows": 0, "wall": 0.0, "cpu": 0.0})
+            r["tasks"] += tasks
+            r["rows"] += rows
+            r["cpu"] += receive_cpu
         p = self.passes.setdefault(name, {"tasks": 0, "rows": 0, "wall": 0.0, "cpu": 0.0})
         p["tasks"] += tasks
         p["rows"] += rows

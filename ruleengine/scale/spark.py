@@ -86,11 +86,18 @@ def session(master: str = "local[*]", app: str = "ruleengine", conf: dict[str, s
     return builder.getOrCreate()
 
 
-def _whole(batches: Iterator[Any]) -> tuple[Any, np.ndarray] | None:
+def _received(batches: Iterator[Any]) -> tuple[list[Any], float]:
+    """A partition's non-empty Arrow batches, pulled from the JVM, and the CPU seconds that took
+    (measured apart: the input's arrival, like the local runner's Parquet read)."""
+    c0 = time.thread_time()
+    got = [b for b in batches if b.num_rows]
+    return got, time.thread_time() - c0
+
+
+def _whole(got: list[Any]) -> tuple[Any, np.ndarray] | None:
     """A partition's Arrow batches as one table in input order, and its ``__row`` numbers."""
     import pyarrow as pa
 
-    got = [b for b in batches if b.num_rows]
     if not got:
         return None
     table = pa.Table.from_batches(got)
@@ -219,12 +226,12 @@ def run(
     shipped = _shipped(sc, plan)
 
     def meters() -> list[Any]:
-        return [sc.accumulator(0.0) for _ in range(5)] if timing else []
+        return [sc.accumulator(0.0) for _ in range(6)] if timing else []
 
     def record(name: str, acc: list[Any]) -> None:
         if clock is not None:
             v = [a.value for a in acc]
-            clock.add(name, int(v[1]), v[2], v[3], tasks=int(v[0]), write_cpu=v[4])
+            clock.add(name, int(v[1]), v[2], v[3], tasks=int(v[0]), write_cpu=v[4], receive_cpu=v[5])
 
     tables: dict[str, BenchmarkTable] = {}
     for stage in range(benchmark_passes(plan)):
@@ -234,13 +241,14 @@ def run(
         def partials_task(batches: Iterator[Any], given: Any = given, acc: list[Any] = acc) -> Iterator[Any]:
             warm_up()  # the worker's imports: once per process, not the partition's work
             the_plan, the_tables = _loaded(shipped), _loaded(given)  # unpickled once per worker process
+            got, receive = _received(batches)
             started = time.perf_counter(), time.thread_time()  # CPU from here: the partition's own work
-            whole = _whole(batches)
+            whole = _whole(got)
             if whole is None:
                 return
             p, timing = task(the_plan, *whole, the_tables, final=False, source=source, names=names, started=started)
             blob = pickle.dumps(p)
-            _meter(acc, timing)
+            _meter(acc, (*timing, receive))
             yield pa.RecordBatch.from_arrays([pa.array([blob], type=pa.binary())], names=["p"])
 
         collected = wanted.mapInArrow(partials_task, "p binary").collect()  # the one action of the pass
@@ -265,8 +273,9 @@ def run(
             raise RuntimeError("injected failure of a first attempt (test)")
         warm_up()
         the_plan, the_tables = _loaded(shipped), _loaded(given)
+        got, receive = _received(batches)
         started = time.perf_counter(), time.thread_time()
-        whole = _whole(batches)
+        whole = _whole(got)
         if whole is None:
             return
         part = ctx.partitionId() if ctx is not None else 0
@@ -274,7 +283,7 @@ def run(
             the_plan, *whole, the_tables, final=True, source=source, names=names, view=view,
             extra=extra, out_dir=out_dir, part=part, started=started,
         )  # fmt: skip
-        _meter(acc, timing)
+        _meter(acc, (*timing, receive))
         if out_dir is not None:  # written by the task itself: only the row count goes back
             yield pa.RecordBatch.from_arrays(
                 [pa.array([part], pa.int64()), pa.array([out], pa.int64())], ["part", "rows"]
@@ -310,8 +319,9 @@ def run(
     return result.take(pa.array(order)).drop_columns([ROW]).cast(schema)
 
 
-def _meter(acc: list[Any], timing: tuple[int, float, float, float]) -> None:
-    """A task's timing added to the pass's accumulators (tasks, rows, wall, CPU, write CPU)."""
+def _meter(acc: list[Any], timing: tuple[int, float, float, float, float]) -> None:
+    """A task's timing added to the pass's accumulators (tasks, rows, wall, CPU, write CPU,
+    receive CPU)."""
     if acc:
         for a, v in zip(acc, (1, *timing), strict=True):
             a.add(v)
