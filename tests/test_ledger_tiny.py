@@ -179,6 +179,8 @@ def test_the_writer_engine_keeps_one_connection_and_writes_in_wal_mode(tmp_path)
         with eng.connect() as conn:
             assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == level
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            # the long-lived connection's page cache is bounded (16 MiB, not the CLI's 256 MiB)
+            assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == -db.WRITER_CACHE_KIB
         eng.dispose()
         assert db.leave_wal(eng)
     assert [r["id"] for r in open_ledger(path, create=False).runs()] == [1, 2, 3, 4, 5, 6]
