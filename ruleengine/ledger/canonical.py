@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from .errors import LedgerError
+from .fingerprint import bit_bytes
 
 ALGORITHMS = ("sha256", "sm3")
 CHUNK = 262_144
@@ -301,21 +302,12 @@ def _column_bytes_small(cat: Any, cols: Any, name: str) -> list[bytes] | None:
     if v.dtype.kind == "f":
         xs = v.astype(np.float64, copy=False).tolist()
         valid = [x == x for x in xs]
-        head = b"double\x00" + _bits(valid)
+        head = b"double\x00" + bit_bytes(valid)
         return [head, struct.pack(f"<{len(xs)}d", *(x if ok else 0.0 for x, ok in zip(xs, valid, strict=True)))]
     if v.dtype.kind in "iub":
         xs = v.astype(np.int64, copy=False).tolist()
-        return [b"int64\x00" + _bits([True] * len(xs)), struct.pack(f"<{len(xs)}q", *xs)]
+        return [b"int64\x00" + bit_bytes([True] * len(xs)), struct.pack(f"<{len(xs)}q", *xs)]
     return None
-
-
-def _bits(valid: list[bool]) -> bytes:
-    """``np.packbits(valid).tobytes()`` (as ``fingerprint._bits``; here without an import per call)."""
-    out = bytearray((len(valid) + 7) // 8)
-    for i, v in enumerate(valid):
-        if v:
-            out[i >> 3] |= 0x80 >> (i & 7)
-    return bytes(out)
 
 
 def _text_pieces(vals: list[bytes]) -> list[bytes]:
@@ -327,7 +319,7 @@ def _text_pieces(vals: list[bytes]) -> list[bytes]:
     m = len(distinct)
     return [
         b"dict\x00",
-        b"string\x00" + _bits([True] * m),
+        b"string\x00" + bit_bytes([True] * m),
         struct.pack(f"<{m}q", *(len(v) for v in distinct)),
         b"".join(distinct),
         struct.pack(f"<{len(vals)}i", *(rank[v] for v in vals)),

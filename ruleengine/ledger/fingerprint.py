@@ -214,7 +214,7 @@ def _mix_int(x: int) -> int:
     return x ^ (x >> 31)
 
 
-def _bits(valid: list[bool]) -> bytes:
+def bit_bytes(valid: list[bool]) -> bytes:
     """``np.packbits(valid).tobytes()``: most significant bit first, the last byte zero-padded."""
     out = bytearray((len(valid) + 7) // 8)
     for i, v in enumerate(valid):
@@ -246,7 +246,7 @@ def _column_bytes_tiny(arr: Any) -> list[bytes] | None:
         return None
     kind, vals = got
     n = len(vals)
-    head = kind.encode() + b"\x00" + _bits([v is not None for v in vals])
+    head = kind.encode() + b"\x00" + bit_bytes([v is not None for v in vals])
     if kind == "string":
         bs = [v.encode() if v is not None else b"" for v in vals]
         return [head, struct.pack(f"<{n}q", *map(len, bs)), b"".join(bs)]
