@@ -1048,10 +1048,8 @@ def build(cfg: ServiceConfig) -> FastAPI:
             rr = _firm_in_run(p, run_id, firm_id, f"report run {run_id}")
             _row(rr, firm_id, year)
             if rr.rated is None:
-                rated = rep.rate_portfolio(rr.plan, rr.data, what_it_takes=False)
-                rated.results = rr.results  # the run's own results (its benchmark tables)
-                rated.data_name = f"ledger run {run_id}"
-                rr.rated = rated
+                # the run's own results (its benchmark tables), not a second rating of its rows
+                rr.rated = rep.rated_from(rr.plan, rr.results, rr.data, f"ledger run {run_id}")
             if format == "pdf":
                 return Response(
                     rep.firm_pdf(rr.rated, firm_id, year, lang),
