@@ -1019,6 +1019,12 @@ def acquire_sample_cmd(directory: str, firms: int, year: int, seed: int, defects
 # -- reports (issue #15): ruleengine/report/ ---------------------------------------------------------
 
 
+def _report_file(output: str) -> None:
+    """A single report's -o: the extension picks the format (checked before any rating work)."""
+    if Path(output).suffix.lower() not in (".html", ".htm", ".pdf"):
+        raise click.BadParameter("write report.html or report.pdf (the extension picks the format)", param_hint="-o")
+
+
 @main.command("report")
 @click.argument("book")
 @click.argument("data", type=click.Path(dir_okay=False))
@@ -1085,8 +1091,8 @@ def report_cmd(
 
         if not _re.fullmatch(r"\d{4}-\d{2}-\d{2}", date):
             raise click.BadParameter("use YYYY-MM-DD", param_hint="--date")
-    if not all_firms and Path(output).suffix.lower() not in (".html", ".htm", ".pdf"):
-        raise click.BadParameter("write report.html or report.pdf (the extension picks the format)", param_hint="-o")
+    if not all_firms:
+        _report_file(output)
     sign = None
     if sign_key or sign_key_env:
         if all_firms:
@@ -1274,6 +1280,7 @@ def ledger_report(
     """
     from .ledger.cli import write_report
 
+    _report_file(output)
     write_report(_open_ledger(ctx), run, firm, year, lang, output, appendix, data)
 
 

@@ -341,8 +341,6 @@ def write_report(
     from .. import report as rep
     from .replay import materials, rerate
 
-    if Path(output).suffix.lower() not in (".html", ".htm", ".pdf"):
-        raise click.BadParameter("write report.html or report.pdf (the extension picks the format)", param_hint="-o")
     with materials(led, run_id, data) as m:
         res = rerate(m)
         rated = rep.rated_from(m.plan, res, m.data, f"ledger run {run_id}")
