@@ -422,20 +422,17 @@ class TaskClock:
         the counterpart of the local runner's Parquet read and of Dask's deserialisation of a
         task's arguments, which no runner counts as the partition's own work."""
         if receive_cpu:
-            r = self.passes.setdefault("(receive)", {"tasks": 0, "rows": 0, "wall": 0.0, "cpu": 0.0})
-            r["tasks"] += tasks
-            r["rows"] += rows
-            r["cpu"] += receive_cpu
+            self._count("(receive)", tasks, rows, 0.0, receive_cpu)
+        self._count(name, tasks, rows, wall, cpu)
+        if write_cpu:
+            self._count("(write)", tasks, rows, 0.0, write_cpu)
+
+    def _count(self, name: str, tasks: int, rows: int, wall: float, cpu: float) -> None:
         p = self.passes.setdefault(name, {"tasks": 0, "rows": 0, "wall": 0.0, "cpu": 0.0})
         p["tasks"] += tasks
         p["rows"] += rows
         p["wall"] += wall
         p["cpu"] += cpu
-        if write_cpu:
-            w = self.passes.setdefault("(write)", {"tasks": 0, "rows": 0, "wall": 0.0, "cpu": 0.0})
-            w["tasks"] += tasks
-            w["rows"] += rows
-            w["cpu"] += write_cpu
 
     def timed(self, name: str, timing: Timing) -> None:
         """One task's :data:`Timing` (from :func:`task`)."""
