@@ -8,6 +8,7 @@ one transaction: a writer killed half-way leaves nothing visible.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import getpass
 import json
 import os
@@ -323,7 +324,7 @@ def append_many(engine: Any, prepared: Sequence[Prepared], signer: Signer | None
     out: list[dict[str, Any]] = []
     try:
         with write_transaction(engine) as conn:
-            sql = _Sql(conn.dialect.name)
+            sql = _sql(conn.dialect.name)
             cur = conn.connection.dbapi_connection.cursor()
             try:
                 cur.execute(sql.tip)
@@ -342,38 +343,33 @@ def append_many(engine: Any, prepared: Sequence[Prepared], signer: Signer | None
     return out
 
 
+@dataclass(frozen=True)
 class _Sql:
     """The append's SQL text for a dialect (``?`` or ``%s`` placeholders)."""
 
-    _cache: dict[str, _Sql] = {}
-
-    def __new__(cls, dialect: str) -> _Sql:
-        got = cls._cache.get(dialect)
-        if got is None:
-            got = super().__new__(cls)
-            ph = "%s" if dialect == "postgresql" else "?"
-            got.ph = ph
-            got.tip = "SELECT id, run_hash FROM ledger_runs ORDER BY id DESC LIMIT 1"
-            got.run_exists = f"SELECT id FROM ledger_runs WHERE id = {ph}"
-            got.run_cols = tuple(c.name for c in S.runs.columns)
-            got.insert_run = (
-                f"INSERT INTO ledger_runs ({', '.join(got.run_cols)}) VALUES ({', '.join([ph] * len(got.run_cols))})"
-            )
-            got.insert_blob = (
-                f"INSERT INTO ledger_blobs (digest, kind, size, encoding, data) VALUES ({', '.join([ph] * 5)})"
-            )
-            cls._cache[dialect] = got
-        return got
-
     ph: str
+    run_cols: tuple[str, ...]
     tip: str
     run_exists: str
-    run_cols: tuple[str, ...]
     insert_run: str
     insert_blob: str
 
     def have_blobs(self, n: int) -> str:
         return f"SELECT digest FROM ledger_blobs WHERE digest IN ({', '.join([self.ph] * n)})"
+
+
+@functools.lru_cache(maxsize=4)
+def _sql(dialect: str) -> _Sql:
+    ph = "%s" if dialect == "postgresql" else "?"
+    cols = tuple(c.name for c in S.runs.columns)
+    return _Sql(
+        ph,
+        cols,
+        tip="SELECT id, run_hash FROM ledger_runs ORDER BY id DESC LIMIT 1",
+        run_exists=f"SELECT id FROM ledger_runs WHERE id = {ph}",
+        insert_run=f"INSERT INTO ledger_runs ({', '.join(cols)}) VALUES ({', '.join([ph] * len(cols))})",
+        insert_blob=f"INSERT INTO ledger_blobs (digest, kind, size, encoding, data) VALUES ({', '.join([ph] * 5)})",
+    )
 
 
 def _append_one(
