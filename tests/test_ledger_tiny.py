@@ -124,8 +124,12 @@ def test_a_one_firm_run_recorded_by_the_fast_path_verifies_and_replays(ledger_ur
         run = led.record("huzhou", part, res, plan=plan, options={"benchmarks_of_run": 1})
         rep = led.replay(run["id"])
         assert rep.identical, rep.differences
-        stored = pq.read_table(pa.BufferReader(led.blob(run["input_blob"])))  # still a plain Parquet file
+        blob = led.blob(run["input_blob"])
+        assert blob[:4] == C.IPC_STREAM_MAGIC  # a tiny run's rows: an Arrow IPC stream (cheap to write)
+        stored = pa.ipc.open_stream(blob).read_all()
         assert stored.num_rows == len(part) and C.input_hash(stored) == run["input_hash"]
+        as_parquet = pq.read_table(pa.BufferReader(C.stored_parquet(blob)))  # what replay rates
+        assert as_parquet.equals(stored) and as_parquet.schema == stored.schema
     assert led.check().ok
     led.dispose()
 
@@ -186,3 +190,26 @@ def test_the_writer_engine_keeps_one_connection_and_writes_in_wal_mode(tmp_path)
     assert [r["id"] for r in open_ledger(path, create=False).runs()] == [1, 2, 3, 4, 5, 6]
     with pytest.raises(ruleengine.ledger.LedgerError, match="unknown SQLite sync mode 'off'"):
         db.writer_engine(path, "off")
+
+
+def test_stored_rows_of_either_form_read_back_and_junk_is_refused(tmp_path):
+    """Runs recorded before session 5 stored tiny runs' rows as uncompressed Parquet: those bytes
+    pass through unchanged; an IPC stream becomes Parquet with the same columns and types."""
+    import pyarrow.parquet as pq
+
+    from ruleengine.ledger.errors import LedgerError
+
+    data = make_sample(tmp_path / "firms.csv", firms=3)
+    plan = ruleengine.load("huzhou")
+    tab = C.input_table(plan, data)
+    assert tab.num_rows <= C.SMALL_ROWS
+    old = C.parquet_bytes(tab)
+    assert C.stored_parquet(old) is old
+    ipc = C.stored_bytes(tab)
+    assert ipc[:4] == C.IPC_STREAM_MAGIC
+    assert pq.read_table(pa.BufferReader(C.stored_parquet(ipc))).equals(tab)
+    big = pa.concat_tables([tab] * (C.SMALL_ROWS // tab.num_rows + 1))
+    assert C.stored_bytes(big)[:4] == C.PARQUET_MAGIC  # more than a tiny run: Parquet (zstd)
+    for junk in (b"", b"junk", C.IPC_STREAM_MAGIC + b"not a stream"):
+        with pytest.raises(LedgerError, match="stored input rows"):
+            C.stored_parquet(junk)

@@ -181,7 +181,7 @@ def prepare(
     def rest() -> tuple[dict[str, Any], dict[str, tuple[str, bytes]], list[str]]:
         more: dict[str, tuple[str, bytes]] = {}
         input_hash = C.input_hash(table, alg)
-        input_blob = put(more, "input-rows", C.parquet_bytes(table)) if store_rows else None
+        input_blob = put(more, "input-rows", C.stored_bytes(table)) if store_rows else None
         blocks = block_hashes(cols, alg)
         h = C.hasher(alg)
         root = f"{alg}:{h(b''.join(bytes.fromhex(b.split(':', 1)[1]) for b in blocks)).digest().hex()}"
@@ -411,7 +411,7 @@ def _append_one(
 
 
 def _compress(data: bytes, kind: str = "") -> tuple[str, bytes]:
-    if len(data) < 4096 or kind == "input-rows":  # stored rows are Parquet, compressed already
+    if len(data) < 4096 or kind == "input-rows":  # stored rows: Parquet (compressed already) or a tiny run's IPC
         return "identity", data
     import pyarrow as pa
 

@@ -75,7 +75,7 @@ def materials(ledger: Any, run_id: int, data: Any = None) -> Iterator[Materials]
             yield Materials(run, plan, path, {}, folder, plan_path)
             return
         if run["input_blob"]:
-            stored = ledger.blob(run["input_blob"])
+            stored = C.stored_parquet(ledger.blob(run["input_blob"]))
         elif data is not None:
             table = C.input_table(plan, data)
             if C.input_hash(table, alg) != run["input_hash"]:

@@ -306,7 +306,7 @@ class State:
             )
         data_path = folder / "input.parquet"
         if run["input_blob"]:
-            stored = self.ledger.blob(run["input_blob"])
+            stored = C.stored_parquet(self.ledger.blob(run["input_blob"]))
             if not data_path.is_file() or data_path.read_bytes() != stored:
                 data_path.write_bytes(stored)
         tables = C.tables_from_json(self.ledger.blob(run["benchmarks_blob"]))
