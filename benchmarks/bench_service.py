@@ -59,32 +59,68 @@ def _server_ms(r: httpx.Response) -> float:
 
 
 def _rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
+    """Resident memory of the server's processes, summed."""
+    total = 0
+    for p in _tree(pid):
+        try:
+            text = Path(f"/proc/{p}/status").read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (``serve --processes N``: uvicorn's supervisor and its workers)."""
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(d.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
 
 
 def _cpu_s(pid: int) -> float:
-    """CPU seconds (user + system, every thread) the process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds (user + system, every thread) the server's processes have used so far."""
+    total = 0.0
+    for p in _tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def _cpu_split(pid: int) -> tuple[float, float]:
-    """CPU seconds of the process's main thread (uvicorn's event loop: HTTP, FastAPI, middleware)
-    and of all its other threads (the work pool: rating and preparing the run; the ledger writer)."""
+    """CPU seconds of the processes' main threads (uvicorn's event loop: HTTP, FastAPI, middleware)
+    and of all their other threads (the work pool: rating and preparing the run; the ledger writer)."""
     main = other = 0.0
-    for task in Path(f"/proc/{pid}/task").iterdir():
+    for p in _tree(pid):
         try:
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            tasks = list(Path(f"/proc/{p}/task").iterdir())
         except OSError:
-            continue  # a thread that just ended
-        cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        if task.name == str(pid):
-            main += cpu
-        else:
-            other += cpu
+            continue
+        for task in tasks:
+            try:
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # a thread that just ended
+            cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            if task.name == str(p):
+                main += cpu
+            else:
+                other += cpu
     return main, other
 
 
@@ -234,6 +270,7 @@ def main() -> int:
     ap.add_argument("--upload-rows", type=int, default=50_000)
     ap.add_argument("--soak-seconds", type=float, default=60.0)
     ap.add_argument("--workers", type=int, default=2, help="the server's --workers")
+    ap.add_argument("--processes", type=int, default=1, help="the server's --processes")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "SERVICE.md"))
     args = ap.parse_args()
 
@@ -263,6 +300,8 @@ def main() -> int:
             str(port),
             "--workers",
             str(args.workers),
+            "--processes",
+            str(args.processes),
             "--state-dir",
             str(tmp / "state"),
             "--max-rows",
@@ -395,8 +434,8 @@ def main() -> int:
             proc.kill()
         log.close()
     writer = [x for x in (tmp / "server.log").read_text(errors="replace").splitlines() if "ledger writer:" in x]
-    if writer:  # group commit at work: runs per commit group over the whole benchmark
-        lines.append(f"| the ledger writer, whole benchmark | — | — | {writer[-1].split('ledger writer: ')[1]} | — |")
+    for w in writer[-args.processes :]:  # group commit at work: runs per commit group, per process
+        lines.append(f"| the ledger writer, whole benchmark | — | — | {w.split('ledger writer: ')[1]} | — |")
     load = os.getloadavg()
     cores = os.cpu_count() or 1
     busy = load[0] > 0.5 * cores
@@ -415,7 +454,8 @@ def main() -> int:
             ),
             f"Machine: {platform.machine()}, {cores} cores (load average "
             f"{load[0]:.1f} / {load[1]:.1f} at the end), Python {platform.python_version()}, ruleengine {__version__}, "
-            f"rulebook huzhou; `ruleengine serve --workers {args.workers}`, SQLite ledger, loopback. "
+            f"rulebook huzhou; `ruleengine serve --workers {args.workers} --processes {args.processes}`, "
+            "SQLite ledger, loopback. "
             f"Run 1: {args.base_firms:,} firms × 2 years. Command: `python benchmarks/bench_service.py "
             + " ".join(sys.argv[1:])
             + "`.",

@@ -42,8 +42,8 @@ def test_migrations_upgrade_and_downgrade(ledger_url):
     # trigger (UPDATE OR DELETE) and a TRUNCATE trigger per table
     assert len(_triggers(ledger_url)) == 8
     db.upgrade(engine)
-    # 0003: the service tables; 0004: ledger_runs.format; 0005: SQLite's firm index table
-    assert db.current_revision(engine) == "0005" == db.HEAD
+    # 0003: the service tables; 0004: ledger_runs.format; 0005: SQLite's firm index table; 0006: the service's idempotency claims
+    assert db.current_revision(engine) == "0006" == db.HEAD
     db.downgrade(engine, "0001")
     assert _triggers(ledger_url) == set()
     db.downgrade(engine, "base")

@@ -27,7 +27,7 @@ def test_migration_0003_upgrades_and_downgrades(ledger_url):
     db.upgrade(engine, "0002")
     assert not (SERVICE_TABLES & _tables(ledger_url))
     db.upgrade(engine)
-    assert db.current_revision(engine) == db.HEAD == "0005"  # 0004, 0005: the ledger's own
+    assert db.current_revision(engine) == db.HEAD == "0006"  # 0004, 0005: the ledger's own; 0006: claims
     assert SERVICE_TABLES <= _tables(ledger_url)
     db.downgrade(engine, "0002")
     assert db.current_revision(engine) == "0002"

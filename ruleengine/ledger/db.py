@@ -16,7 +16,7 @@ from typing import Any
 
 from .errors import LedgerError
 
-HEAD = "0005"
+HEAD = "0006"
 _LOCK_KEY = 0x7275_6C65_6C65_6467  # "ruleledg": the advisory lock every PostgreSQL writer takes
 SQLITE_TIMEOUT_S = 120.0
 

@@ -23,8 +23,11 @@ def create_app(config: ServiceConfig) -> object:
     return build(config)
 
 
-def serve(config: ServiceConfig, host: str = "127.0.0.1", port: int = 8000, access_log: bool = False) -> None:
-    """Run the service under uvicorn until interrupted (``access_log``: uvicorn's line per request)."""
+def serve(
+    config: ServiceConfig, host: str = "127.0.0.1", port: int = 8000, access_log: bool = False, processes: int = 1
+) -> None:
+    """Run the service under uvicorn until interrupted (``access_log``: uvicorn's line per request;
+    ``processes``: worker processes sharing the port and the ledger, see docs/service.md)."""
     from .app import run
 
-    run(config, host, port, access_log)
+    run(config, host, port, access_log, processes)

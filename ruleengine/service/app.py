@@ -450,8 +450,27 @@ async def _idempotent(request: Request, p: Principal, key: str | None, make: Any
 
 
 async def _idempotent_locked(st: State, lock: asyncio.Lock, p: Principal, key: str, rh: str, make: Any) -> Response:
+    """Under this process's lock for the key: a stored answer is replayed; otherwise the key is
+    claimed in the ledger (other processes on the same ledger answer 409 while the claim stands),
+    ``make()`` answers, and a success is stored (the claim dropped with it); a failure drops the
+    claim so that the client may retry with the same key."""
     async with lock:
         got = await st.work(store.idem_get, st.ledger.engine, p.name, key)
+        if got is None:
+            ttl = 2 * st.cfg.request_timeout_s + 30  # a live request's claim never expires under it
+            claim = await asyncio.wrap_future(
+                st.writer.call(store.idem_claim, st.writer.engine, p.name, key, st.owner, ttl)
+            )
+            if claim == "busy":
+                raise Problem(
+                    409,
+                    "Conflict",
+                    "a request with this Idempotency-Key is still being answered; retry shortly",
+                    "idempotency-in-progress",
+                    headers={"Retry-After": "1"},
+                )
+            if claim == "answered":  # answered by another process since the look above
+                got = await st.work(store.idem_get, st.ledger.engine, p.name, key)
         if got is not None:
             if got["request_hash"] != rh:
                 raise Problem(
@@ -463,20 +482,27 @@ async def _idempotent_locked(st: State, lock: asyncio.Lock, p: Principal, key: s
                 media_type=got["media_type"],
                 headers={"Idempotent-Replayed": "true"},
             )
-        resp: Response = await make()
-        if 200 <= resp.status_code < 300:
-            await asyncio.wrap_future(
-                st.writer.call(
-                    store.idem_put,
-                    st.writer.engine,
-                    p.name,
-                    key,
-                    rh,
-                    resp.status_code,
-                    resp.media_type or "application/json",
-                    bytes(resp.body),
+        stored = False
+        try:
+            resp: Response = await make()
+            if 200 <= resp.status_code < 300:
+                await asyncio.wrap_future(
+                    st.writer.call(
+                        store.idem_put,
+                        st.writer.engine,
+                        p.name,
+                        key,
+                        rh,
+                        resp.status_code,
+                        resp.media_type or "application/json",
+                        bytes(resp.body),
+                        st.owner,
+                    )
                 )
-            )
+                stored = True
+        finally:
+            if not stored:  # no answer stored: the key is free again (a retry may succeed)
+                st.writer.call(store.idem_release, st.writer.engine, p.name, key, st.owner)
     return resp
 
 
@@ -1395,28 +1421,45 @@ def _file_sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def run(cfg: ServiceConfig, host: str, port: int, access_log: bool = False) -> None:
+def _log_to_stderr() -> None:
+    """The service's own lines (keys reloaded, the writer's figures) on stderr, like uvicorn's."""
+    own = logging.getLogger("ruleengine")
+    if not own.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+        own.addHandler(handler)
+        own.setLevel(logging.INFO)
+
+
+UVICORN = {  # uvicorn's settings for every server process
+    "log_level": "info",
+    "timeout_keep_alive": 5,
+    "limit_concurrency": 256,
+    "h11_max_incomplete_event_size": 64 * 1024,
+}
+
+
+def serve_app(cfg: ServiceConfig, host: str, port: int, access_log: bool, sock: Any = None) -> None:
+    """Build the app and serve it in this process until SIGINT/SIGTERM (``sock``: a listening
+    socket of its own, ``serve --processes N``; default: uvicorn binds ``host:port``)."""
     import signal
 
     import uvicorn
 
     app = build(cfg)
     st: State = app.state.service
-    own = logging.getLogger("ruleengine")
-    if not own.handlers:  # the service's own lines (keys reloaded, the writer's figures) on stderr, like uvicorn's
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
-        own.addHandler(handler)
-        own.setLevel(logging.INFO)
+    _log_to_stderr()
     if hasattr(signal, "SIGHUP"):  # `kill -HUP PID`: read the keys file again now
         signal.signal(signal.SIGHUP, lambda _sig, _frame: st.reload_keys())
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_level="info",
-        access_log=access_log,  # a line per request costs CPU; the ledger logs every bank access anyway
-        timeout_keep_alive=5,
-        limit_concurrency=256,
-        h11_max_incomplete_event_size=64 * 1024,
-    )
+    # access_log: a line per request costs CPU; the ledger logs every bank access anyway
+    config = uvicorn.Config(app, host=host, port=port, access_log=access_log, **UVICORN)  # type: ignore[arg-type]
+    uvicorn.Server(config).run(sockets=[sock] if sock is not None else None)
+
+
+def run(cfg: ServiceConfig, host: str, port: int, access_log: bool = False, processes: int = 1) -> None:
+    if processes > 1:
+        from .processes import supervise
+
+        supervise(cfg, host, port, access_log, processes)
+    else:
+        serve_app(cfg, host, port, access_log)

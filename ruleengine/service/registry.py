@@ -17,6 +17,19 @@ NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,39}")
 VERSION_RE = re.compile(r"[0-9]{1,6}\.[0-9]{1,6}\.[0-9]{1,6}(?:-[0-9A-Za-z]{1,20}(?:\.[0-9A-Za-z]{1,20}){0,4})?")
 
 
+def write_atomic(target: Path, data: bytes) -> None:
+    """Write ``target`` so that a reader sees the old file or the whole new one, never a part: the
+    state folder may be shared by several server processes (``serve --processes N``) writing the
+    same files (a temporary name of this process and thread, then a rename)."""
+    import os
+    import threading
+
+    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(target)
+
+
 class NotInRegistry(RuleEngineError):
     """No such rulebook (or version) in the registry."""
 
@@ -95,10 +108,7 @@ class Registry:
         if hashlib.sha256(data).hexdigest() != sha:
             raise RuleEngineError(f"published rulebook {name} {version}: stored text does not match its hash")
         if not target.is_file() or target.read_bytes() != data:
-            target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            tmp = target.with_suffix(".tmp")
-            tmp.write_bytes(data)
-            tmp.replace(target)
+            write_atomic(target, data)
         return target
 
     def draft_path(self, name: str, text: str) -> Path:
@@ -106,6 +116,5 @@ class Registry:
         digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
         target = self.folder / "drafts" / digest / f"{name}.yaml"
         if not target.is_file():
-            target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            target.write_text(text, encoding="utf-8")
+            write_atomic(target, text.encode("utf-8"))
         return target

@@ -7,6 +7,7 @@ import asyncio
 import collections
 import concurrent.futures
 import json
+import os
 import tempfile
 import threading
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from ..ledger import Ledger, open_ledger
 from ..rulebook.loader import load
 from .config import ServiceConfig
 from .keys import KeyRing, KeyWatch
-from .registry import Registry
+from .registry import Registry, write_atomic
 from .writer import Writer
 
 T = TypeVar("T")
@@ -113,6 +114,10 @@ class State:
         self._runs_lock = threading.Lock()
         self._run_locks: dict[int, list[Any]] = {}  # [lock, users]: only while a run is being materialised
         self.idem_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        import uuid
+
+        # this process's name in the ledger's idempotency claims (store.idem_claim)
+        self.owner = f"{os.getpid()}:{uuid.uuid4().hex[:16]}"
 
     @property
     def keys(self) -> KeyRing:
@@ -296,8 +301,7 @@ class State:
             target = book_dir / _safe_rel(rel)
             data = self.ledger.blob(digest)
             if not target.is_file() or target.read_bytes() != data:
-                target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-                target.write_bytes(data)
+                write_atomic(target, data)
         book = book_dir / _safe_rel(manifest["main"])
         plan = load(book)
         if plan.hash != run["rulebook_hash"]:
@@ -308,7 +312,7 @@ class State:
         if run["input_blob"]:
             stored = C.stored_parquet(self.ledger.blob(run["input_blob"]))
             if not data_path.is_file() or data_path.read_bytes() != stored:
-                data_path.write_bytes(stored)
+                write_atomic(data_path, stored)
         tables = C.tables_from_json(self.ledger.blob(run["benchmarks_blob"]))
         return RatedRun(run, plan, book, data_path, tables)
 

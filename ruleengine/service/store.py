@@ -58,6 +58,14 @@ idempotency = sa.Table(
     sa.Column("media_type", sa.String(100), nullable=False),
     sa.Column("body", sa.LargeBinary, nullable=False),
 )
+claims = sa.Table(  # migration 0006: coordination state (not append-only), see idem_claim
+    "service_idempotency_claims",
+    metadata,
+    sa.Column("who", sa.String(200), primary_key=True),
+    sa.Column("key", sa.String(200), primary_key=True),
+    sa.Column("owner", sa.String(64), nullable=False),
+    sa.Column("expires", sa.Float, nullable=False),
+)
 
 
 def now() -> str:
@@ -168,8 +176,20 @@ def idem_get(engine: Any, who: str, key: str) -> dict[str, Any] | None:
     return dict(r._mapping) if r else None
 
 
-def idem_put(engine: Any, who: str, key: str, request_hash: str, status: int, media_type: str, body: bytes) -> None:
+def idem_put(
+    engine: Any,
+    who: str,
+    key: str,
+    request_hash: str,
+    status: int,
+    media_type: str,
+    body: bytes,
+    owner: str | None = None,
+) -> None:
+    """Store the answer to a keyed request (and drop ``owner``'s claim on it, in one transaction)."""
     with write_transaction(engine) as conn:
+        if owner is not None:
+            conn.execute(sa.delete(claims).where(claims.c.who == who, claims.c.key == key, claims.c.owner == owner))
         if conn.execute(sa.select(idempotency.c.key).where(idempotency.c.who == who, idempotency.c.key == key)).first():
             return  # a concurrent request with the same key stored its answer first
         conn.execute(
@@ -177,3 +197,30 @@ def idem_put(engine: Any, who: str, key: str, request_hash: str, status: int, me
                 who=who, key=key, at=now(), request_hash=request_hash, status=status, media_type=media_type, body=body
             )
         )
+
+
+def idem_claim(engine: Any, who: str, key: str, owner: str, ttl_s: float) -> str:
+    """Claim the right to answer (``who``, ``key``) for ``ttl_s`` seconds, across every process on
+    this ledger: ``"claimed"``; ``"answered"`` when its answer is stored already; ``"busy"`` while
+    another owner's claim stands (a claim past its expiry is taken over: its process died)."""
+    import time
+
+    t = time.time()
+    with write_transaction(engine) as conn:
+        if conn.execute(sa.select(idempotency.c.key).where(idempotency.c.who == who, idempotency.c.key == key)).first():
+            return "answered"
+        held = conn.execute(
+            sa.select(claims.c.owner, claims.c.expires).where(claims.c.who == who, claims.c.key == key)
+        ).first()
+        if held is not None:
+            if held.owner != owner and held.expires > t:
+                return "busy"
+            conn.execute(sa.delete(claims).where(claims.c.who == who, claims.c.key == key))
+        conn.execute(sa.insert(claims).values(who=who, key=key, owner=owner, expires=t + ttl_s))
+    return "claimed"
+
+
+def idem_release(engine: Any, who: str, key: str, owner: str) -> None:
+    """Drop ``owner``'s claim (its request failed: the client may retry with the same key)."""
+    with write_transaction(engine) as conn:
+        conn.execute(sa.delete(claims).where(claims.c.who == who, claims.c.key == key, claims.c.owner == owner))

@@ -1,0 +1,190 @@
+"""``ruleengine serve --processes N`` (issue #17): several uvicorn worker processes on one port and
+one ledger. Every rating is still recorded once, in one hash chain; an Idempotency-Key is answered
+once across processes (the ledger's claims, migration 0006); a SIGKILLed server leaves no worker
+behind holding the port."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import signal
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from service_env import FIRM, make_env
+from test_service_uvicorn import Server
+
+from ruleengine.ledger import open_ledger
+from ruleengine.service import store
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(d.name))
+            except (OSError, ValueError, IndexError):
+                continue
+    return out
+
+
+def _workers(pid: int) -> list[int]:
+    """uvicorn's worker processes under the supervisor ``pid`` (not multiprocessing's helpers)."""
+    return [c for c in _children(pid) if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+
+
+def _cpu(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def _rows(env):
+    import pyarrow.csv as pacsv
+
+    opts = pacsv.ConvertOptions(column_types={"firm_id": "string", "industry": "string"})
+    return [r for r in pacsv.read_csv(env.data, convert_options=opts).to_pylist() if r["firm_id"] == FIRM]
+
+
+@pytest.fixture
+def two(tmp_path):
+    env = make_env(tmp_path, firms=12)
+    s = Server(env, tmp_path)
+    s.extra_args = ["--processes", "2"]
+    s.start()
+    deadline = time.monotonic() + 60
+    while len(_workers(s.proc.pid)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    yield s
+    s.stop()
+
+
+def _post_new_connection(url: str, path: str, headers: dict, json_body) -> object:
+    import httpx
+
+    with httpx.Client(base_url=url, timeout=60) as c:  # a connection of its own: either process may take it
+        return c.post(path, headers=headers, json=json_body)
+
+
+def test_two_processes_share_the_port_and_one_ledger_chain(two):
+    import httpx
+
+    env = two.env
+    workers = _workers(two.proc.pid)
+    assert len(workers) == 2, workers
+    with httpx.Client(base_url=two.url, timeout=60) as c:
+        r = c.post("/v1/rulebooks/huzhou/rate?detail=summary", content=env.data.read_bytes(),
+                   headers=env.h("admin", **{"Content-Type": "text/csv"}))
+        assert r.status_code == 200 and r.json()["run_id"] == 1
+    rows = _rows(env)
+    before = {w: _cpu(w) for w in workers}
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda _: _post_new_connection(two.url, "/v1/runs/1/rate", env.h("firm"), rows), range(60)))
+    assert all(r.status_code == 200 for r in got), [r.text for r in got if r.status_code != 200][:2]
+    ids = sorted(r.json()["run_id"] for r in got)
+    assert ids == list(range(2, 62))  # every rating recorded once, numbered in one sequence
+    assert len({r.json()["results"][0]["rating"] for r in got}) == 1  # the same firm, the same rating
+    assert all(_cpu(w) > before[w] for w in workers), "both processes answered requests"
+    with httpx.Client(base_url=two.url, timeout=60) as c:
+        chk = c.get("/v1/ledger/check", headers=env.h("admin")).json()
+    assert chk["ok"] is True and chk["runs"] == 61
+    led = open_ledger(env.ledger, create=False)
+    assert led.check().ok and led.replay(61).identical
+    led.dispose()
+
+
+def _raw_post(port: int, path: str, headers: dict, body: bytes) -> bytes:
+    head = [f"POST {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", f"Content-Length: {len(body)}", "Connection: close"]
+    head += [f"{k}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+def _answer(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:])}
+    return int(lines[0].split()[1]), headers, body
+
+
+def test_an_idempotency_key_is_answered_once_across_processes(two):
+    """24 connections opened first (both processes accept some), then the same keyed request sent
+    on all of them at once: one rating is recorded, every other answer is the same bytes replayed
+    or 409 idempotency-in-progress."""
+    import httpx
+
+    env = two.env
+    with httpx.Client(base_url=two.url, timeout=60) as c:
+        assert c.post("/v1/rulebooks/huzhou/rate?detail=summary", content=env.data.read_bytes(),
+                      headers=env.h("admin", **{"Content-Type": "text/csv"})).status_code == 200
+    body = json.dumps(_rows(env)).encode()
+    h = env.h("firm", **{"Idempotency-Key": "loan-4711", "Content-Type": "application/json"})
+    request = _raw_post(two.port, "/v1/runs/1/rate", h, body)
+    socks = [socket.create_connection(("127.0.0.1", two.port), timeout=60) for _ in range(24)]
+    time.sleep(0.5)  # every connection accepted by one of the two processes
+    for s in socks:
+        s.sendall(request)
+    got = []
+    for s in socks:
+        with s:
+            got.append(_answer(s))
+    ok = [g for g in got if g[0] == 200]
+    busy = [g for g in got if g[0] == 409]
+    assert len(ok) + len(busy) == len(got), [g[:2] for g in got]
+    assert all(json.loads(g[2])["code"] == "idempotency-in-progress" and g[1]["retry-after"] == "1" for g in busy)
+    assert ok and len({g[2] for g in ok}) == 1  # one answer, replayed byte for byte
+    with httpx.Client(base_url=two.url, timeout=60) as c:
+        again = c.post("/v1/runs/1/rate", headers=h, content=body)
+    assert again.status_code == 200 and again.content == ok[0][2]
+    assert again.headers["Idempotent-Replayed"] == "true"
+    led = open_ledger(env.ledger, create=False)
+    assert [r["id"] for r in led.runs()] == [1, 2]  # one rating recorded for the key, whatever process took it
+    led.dispose()
+
+
+def test_a_killed_supervisor_takes_its_workers_with_it(two, tmp_path):
+    import httpx
+
+    workers = _workers(two.proc.pid)
+    assert len(workers) == 2
+    two.stop(signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while any(Path(f"/proc/{w}").exists() and Path(f"/proc/{w}/stat").read_text().split()[2] != "Z"
+              for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(Path(f"/proc/{w}").exists() and Path(f"/proc/{w}/stat").read_text().split()[2] != "Z"
+                   for w in workers), "a worker outlived its killed supervisor"
+    two.start()  # the same ledger: restarts cleanly on a new port, and the old port is free
+    with httpx.Client(base_url=two.url, timeout=60) as c:
+        assert c.get("/v1/ledger/check", headers=two.env.h("admin")).json()["ok"] is True
+
+
+def test_claims_are_taken_expired_and_released(tmp_path):
+    """store.idem_claim: one owner at a time; an expired claim (its process died) is taken over; a
+    released claim frees the key; a stored answer says 'answered'."""
+    from ruleengine.ledger import db
+
+    env = make_env(tmp_path)
+    led = open_ledger(env.ledger)
+    e = led.engine
+    assert store.idem_claim(e, "bank-a", "k1", "p1", 60) == "claimed"
+    assert store.idem_claim(e, "bank-a", "k1", "p1", 60) == "claimed"  # its own claim, renewed
+    assert store.idem_claim(e, "bank-a", "k1", "p2", 60) == "busy"
+    assert store.idem_claim(e, "bank-b", "k1", "p2", 60) == "claimed"  # keys are per API key name
+    store.idem_release(e, "bank-a", "k1", "p2")  # not p2's: nothing happens
+    assert store.idem_claim(e, "bank-a", "k1", "p2", 60) == "busy"
+    store.idem_release(e, "bank-a", "k1", "p1")
+    assert store.idem_claim(e, "bank-a", "k1", "p2", -1) == "claimed"  # expired at once
+    assert store.idem_claim(e, "bank-a", "k1", "p3", 60) == "claimed"  # taken over from the dead p2
+    store.idem_put(e, "bank-a", "k1", "sha256:x", 200, "application/json", b"{}", "p3")
+    assert store.idem_claim(e, "bank-a", "k1", "p4", 60) == "answered"
+    with e.connect() as conn:
+        left = conn.exec_driver_sql("SELECT who, key, owner FROM service_idempotency_claims ORDER BY who").all()
+    assert [tuple(r) for r in left] == [("bank-b", "k1", "p2")]  # p3's claim went with its stored answer
+    assert db.current_revision(e) == "0006"
+    led.dispose()
