@@ -213,3 +213,75 @@ def test_stored_rows_of_either_form_read_back_and_junk_is_refused(tmp_path):
     for junk in (b"", b"junk", C.IPC_STREAM_MAGIC + b"not a stream"):
         with pytest.raises(LedgerError, match="stored input rows"):
             C.stored_parquet(junk)
+
+
+def _messy_rows(plan, rnd: random.Random, n: int) -> list[dict]:
+    """Records with every kind of cell the service may be sent for ``plan``'s inputs: per column
+    either numbers (with missing, NaN, infinite values) or text (with tokens, spaces, thousands
+    separators, full-width digits); a quarter of the time one cell the ledger cannot store (a JSON
+    object, a list, a huge integer, true/false among numbers)."""
+    texts = [None, "", " 12 ", "1,234", "N/A", "-", "无", "0610", "text", "  ", "１２", "3011.0"]
+    numbers = [None, float("nan"), float("inf"), -0.0, 2.5, 7.0, 1e300, 3011.0]
+    styles = {name: rnd.random() < 0.5 for name in plan.inputs}  # True: the column's cells are text
+    rows = []
+    for i in range(n):
+        row: dict = {}
+        for name, spec in plan.inputs.items():
+            r = rnd.random()
+            if r < 0.15:
+                continue  # the key is missing
+            text = styles[name] or spec.type in ("string", "category")
+            if r < 0.6:  # a sensible value
+                if name == "firm_id":
+                    row[name] = f"F{i % 3}"
+                elif name == "year":
+                    row[name] = f"{2020 + i % 4}" if text else float(2020 + i % 4)
+                else:
+                    row[name] = "C31" if text else rnd.uniform(0, 1000)
+            else:
+                row[name] = rnd.choice(texts if text else numbers)
+        if rnd.random() < 0.3:
+            row["firm_name"] = "湖州某某有限公司"  # a column the rulebook does not read
+        rows.append(row)
+    if rnd.random() < 0.25:
+        bad = rnd.choice([{"a": 1}, [1, 2], 10**30, True])
+        rows[rnd.randrange(n)][rnd.choice(list(plan.inputs))] = bad
+    return rows
+
+
+@pytest.mark.parametrize("book", ["huzhou", "quzhou", "shenzhen", "national"])
+def test_the_service_records_the_rows_it_read_with_the_same_canonical_input(book):
+    """The service reads a one-firm request once (pipeline.read), rates that RawTable and records
+    it: its canonical input table (and so input_hash, the stored rows, the fingerprints) must be
+    what reading the records again gives — also after the data contract has seen them."""
+    import ruleengine.pipeline as pipeline
+
+    from ruleengine.errors import DataError
+    from ruleengine.ledger.errors import UnstorableInput
+
+    plan = ruleengine.load(book)
+    rnd = random.Random(f"one-read-{book}")
+    rated = refused = 0
+    for trial in range(60):
+        rows = _messy_rows(plan, rnd, 1 + trial % 5)
+        raw = pipeline.read(rows, [plan])
+        try:
+            pipeline.rate(plan, None, raw=raw)
+        except DataError:  # refused as a whole (the service answers 422 and records nothing)
+            continue
+        try:
+            again = C.input_table(plan, rows)
+        except UnstorableInput as exc:  # a JSON object, a list, a too-large integer: not recorded
+            with pytest.raises(UnstorableInput) as once_exc:
+                C.input_table(plan, raw)
+            assert str(once_exc.value) == str(exc) and ", column " in str(exc) and "row " in str(exc)
+            refused += 1
+            continue
+        once = C.input_table(plan, raw)
+        assert once.schema == again.schema, (rows, once.schema, again.schema)
+        assert once.equals(again), rows
+        assert C.input_hash(once) == C.input_hash(again)
+        assert C.stored_bytes(once) == C.stored_bytes(again)
+        rated += 1
+    assert refused >= 3
+    assert rated >= 10

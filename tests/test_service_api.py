@@ -199,6 +199,26 @@ def test_one_firm_rated_against_a_runs_tables_matches_its_rating_in_the_run(env)
     )
 
 
+def test_a_cell_the_ledger_cannot_store_is_a_located_422_not_a_500(env):
+    """A JSON object (or list) in a number field: the engine would rate the row as unrated, but the
+    ledger cannot store the cell as it was given, so nothing is recorded and the client is told
+    where (this was a 500 from an Arrow cast inside the ledger until session 5)."""
+    import pyarrow.csv as pacsv
+
+    c = env.extra["c"]
+    opts = pacsv.ConvertOptions(column_types={"firm_id": "string", "industry": "string"})
+    rows = [r for r in pacsv.read_csv(env.data, convert_options=opts).to_pylist() if r["firm_id"] == FIRM]
+    led = open_ledger(env.ledger, create=False)
+    before = len(led.runs())
+    for cell, what in (({"t": 5}, "a JSON object"), ([1, 2], "a list")):
+        bad = [dict(rows[0], electricity_mwh=cell), *rows[1:]]
+        r = c.post("/v1/runs/1/rate", headers=env.h("firm"), json=bad)
+        assert_problem(r, 422, "invalid-data")
+        assert f"row 1, column electricity_mwh: {what}, where the ledger stores numbers or text" in r.json()["detail"]
+    assert len(led.runs()) == before  # nothing recorded
+    led.dispose()
+
+
 def test_report_html_when_the_report_extra_is_installed(env):
     pytest.importorskip("jinja2")
     c = env.extra["c"]

@@ -18,7 +18,7 @@ import json
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from .errors import LedgerError
+from .errors import LedgerError, UnstorableInput
 from .fingerprint import bit_bytes
 
 ALGORITHMS = ("sha256", "sm3")
@@ -75,9 +75,12 @@ def input_table(plan: Any, data: Any) -> Any:
     arrays = []
     for n in names:
         col = raw.columns[n]
-        if not isinstance(col, pa.ChunkedArray | pa.Array):
-            col = pa.array(col.tolist() if hasattr(col, "tolist") else list(col), from_pandas=True)
-        arrays.append(plain(col))
+        try:
+            if not isinstance(col, pa.ChunkedArray | pa.Array):
+                col = pa.array(col.tolist() if hasattr(col, "tolist") else list(col), from_pandas=True)
+            arrays.append(plain(col))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
+            raise _unstorable(raw, n, col) from None
     # the file's own row numbers (a CSV's lines, an Excel row): messages name them, so replay needs them
     stored = raw.columns.get(ROW_NUMBER)  # re-reading a stored input: its row numbers as recorded
     arrays.append(plain(stored) if stored is not None else pa.array(raw.rows(), type=pa.int64()))
@@ -86,6 +89,41 @@ def input_table(plan: Any, data: Any) -> Any:
 
 
 ROW_NUMBER = "__row_number__"  # the input table's column of the file's row numbers
+
+
+def _unstorable(raw: Any, name: str, col: Any) -> UnstorableInput:
+    """The error for a column of cells the stored rows cannot hold as numbers or text, naming the
+    first such cell's row (the engine rates such a row as unrated; the ledger would have to change
+    the cell to store it, so the run is refused instead)."""
+    cells = col.to_pylist() if hasattr(col, "to_pylist") else list(col.tolist() if hasattr(col, "tolist") else col)
+    rows = raw.rows()
+    for i, v in enumerate(cells):
+        if isinstance(v, int) and not isinstance(v, bool) and not -(2**63) <= v < 2**63:
+            return UnstorableInput(
+                f"{raw.source}: row {int(rows[i])}, column {name}: an integer of {len(str(abs(v)))} digits, too large "
+                "for the ledger's 64-bit integers; the run is not recorded (give it as text or a smaller number)"
+            )
+        if not (v is None or isinstance(v, str | int | float | bool)):
+            what = (
+                "a JSON object" if isinstance(v, dict) else "a list" if isinstance(v, list | tuple)
+                else str(getattr(v, "why", type(v).__name__))
+            )
+            return UnstorableInput(
+                f"{raw.source}: row {int(rows[i])}, column {name}: {what}, where the ledger stores numbers or text; "
+                "the run is not recorded (give the cell as a number or as text)"
+            )
+    kinds = {bool: "true/false", int: "a number", float: "a number", str: "text"}
+    first = next(((i, kinds[type(v)]) for i, v in enumerate(cells) if type(v) in kinds), None)
+    for i, v in enumerate(cells):
+        if first is not None and type(v) in kinds and kinds[type(v)] != first[1]:
+            return UnstorableInput(
+                f"{raw.source}: row {int(rows[i])}, column {name}: {kinds[type(v)]} where row "
+                f"{int(rows[first[0]])} has {first[1]}; the ledger stores one kind of value per column, so the run "
+                "is not recorded (give the column's cells alike)"
+            )
+    return UnstorableInput(
+        f"{raw.source}: column {name}: values the ledger cannot store as numbers or text; the run is not recorded"
+    )
 
 
 def input_hash(table: Any, alg: str = "sha256") -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import RuleEngineError
+from ..errors import DataError, RuleEngineError
 
 
 class LedgerError(RuleEngineError):
@@ -11,3 +11,8 @@ class LedgerError(RuleEngineError):
 
 class TamperError(LedgerError):
     """The ledger's hash chain or a signature does not hold."""
+
+
+class UnstorableInput(LedgerError, DataError):
+    """Input cells the ledger cannot store faithfully (a JSON object or list where a number or text
+    belongs): the run is not recorded. A data problem (the service answers 422), not a ledger fault."""

@@ -538,7 +538,7 @@ def _engine_problem(st: State, exc: RuleEngineError) -> Problem:
             "invalid-rulebook",
             errors=diags,
         )
-    if isinstance(exc, LedgerError):
+    if isinstance(exc, LedgerError) and not isinstance(exc, DataError):  # (UnstorableInput: the data's fault)
         return Problem(503, "Service Unavailable", f"ledger: {exc}", "ledger")
     code = "invalid-data" if isinstance(exc, DataError) else "engine-error"
     return Problem(422, "Unprocessable Content", str(exc), code)
@@ -1385,7 +1385,8 @@ def _rate_one(st: State, p: Principal, run_id: int, rows: list[dict[str, Any]], 
 
     _scope_rows(st, p, [firm_id], f"rate against run {run_id}")  # admin: no check
     rr = st.rated_run(run_id, with_results=False)
-    results = pipeline.rate(rr.plan, rows, benchmarks=rr.tables)
+    raw = pipeline.read(rows, [rr.plan])  # read once: rated here, and recorded (canonical input) below
+    results = pipeline.rate(rr.plan, None, raw=raw, benchmarks=rr.tables)
     head = {"benchmarks_of_run": run_id, "issues": [_scrub(st, i.format()) for i in results.issues[:100]]}
     text = results.to_json()  # the engine's JSON of the rows, put into the body as it is (no parse + dump)
     if "NaN" in text or "Infinity" in text:  # (never expected: such values are null) the strict JSON path
@@ -1394,7 +1395,7 @@ def _rate_one(st: State, p: Principal, run_id: int, rows: list[dict[str, Any]], 
         rest = _dumps(head)[:-1] + b', "results": ' + text.strip().encode("utf-8") + b"}"
     fut = st.record(
         rr.book,
-        rows,
+        raw,  # the rows as read (pipeline.read leaves them as given): no second read for the ledger
         results,
         rr.plan,
         who=f"service:{p.name}",
