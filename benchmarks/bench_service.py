@@ -271,6 +271,9 @@ def main() -> int:
     ap.add_argument("--soak-seconds", type=float, default=60.0)
     ap.add_argument("--workers", type=int, default=2, help="the server's --workers")
     ap.add_argument("--processes", type=int, default=1, help="the server's --processes")
+    ap.add_argument(
+        "--ledger-sync", default="full", choices=["full", "normal", "journal"], help="the server's --ledger-sync"
+    )
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "SERVICE.md"))
     args = ap.parse_args()
 
@@ -302,6 +305,8 @@ def main() -> int:
             str(args.workers),
             "--processes",
             str(args.processes),
+            "--ledger-sync",
+            args.ledger_sync,
             "--state-dir",
             str(tmp / "state"),
             "--max-rows",
@@ -454,8 +459,8 @@ def main() -> int:
             ),
             f"Machine: {platform.machine()}, {cores} cores (load average "
             f"{load[0]:.1f} / {load[1]:.1f} at the end), Python {platform.python_version()}, ruleengine {__version__}, "
-            f"rulebook huzhou; `ruleengine serve --workers {args.workers} --processes {args.processes}`, "
-            "SQLite ledger, loopback. "
+            f"rulebook huzhou; `ruleengine serve --workers {args.workers} --processes {args.processes} "
+            f"--ledger-sync {args.ledger_sync}`, SQLite ledger, loopback. "
             f"Run 1: {args.base_firms:,} firms × 2 years. Command: `python benchmarks/bench_service.py "
             + " ".join(sys.argv[1:])
             + "`.",
