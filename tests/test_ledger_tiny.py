@@ -255,7 +255,6 @@ def test_the_service_records_the_rows_it_read_with_the_same_canonical_input(book
     it: its canonical input table (and so input_hash, the stored rows, the fingerprints) must be
     what reading the records again gives — also after the data contract has seen them."""
     import ruleengine.pipeline as pipeline
-
     from ruleengine.errors import DataError
     from ruleengine.ledger.errors import UnstorableInput
 
