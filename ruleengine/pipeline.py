@@ -67,6 +67,20 @@ def read(
 
     if isinstance(data, _data.RawTable):
         return data
+    text, wanted = _columns_to_read(plans, extra)
+    return _data.read_any(data, text, only=wanted, options=read_options, mapping=mapping)
+
+
+_TO_READ: dict[tuple[Any, ...], tuple[list[Plan], list[str], list[str]]] = {}
+
+
+def _columns_to_read(plans: Sequence[Plan], extra: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(the text columns, every column) that ``plans`` and ``extra`` read; once per plans (a service
+    reads one firm per request with the same plan), kept with the plans they were made for."""
+    key = (*map(id, plans), None, *extra)
+    hit = _TO_READ.get(key)
+    if hit is not None and all(a is b for a, b in zip(hit[0], plans, strict=True)):
+        return hit[1], hit[2]
     text: dict[str, None] = {}
     wanted: dict[str, None] = {}
     for plan in plans:
@@ -79,7 +93,10 @@ def read(
         text[name] = None
     if any(plan.divisions for plan in plans):  # a region column, if any, tells the firm's division
         wanted["region"] = text["region"] = None
-    return _data.read_any(data, list(text), only=list(wanted), options=read_options, mapping=mapping)
+    if len(_TO_READ) >= 64:
+        _TO_READ.clear()
+    _TO_READ[key] = (list(plans), list(text), list(wanted))
+    return list(text), list(wanted)
 
 
 def prepare(plan: Plan, raw: RawTable, *, consume: bool = False, any_jurisdiction: bool = False) -> Batch:

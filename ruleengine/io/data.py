@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from itertools import repeat
 from pathlib import Path
 from typing import Any
@@ -233,11 +234,16 @@ def _fill_category(cat: Category, label: str) -> Category:
 # -- reading ------------------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=64)
+def _known_columns(only: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(CANONICAL_COLUMNS) | frozenset(only)
+
+
 def _header_map(mapping: Any, only: Iterable[str] | None, source: str) -> Any:
     """headers → canonical names (mapping file, then case/space-insensitive match of known names)."""
     from .mapping import resolve_headers
 
-    known = set(CANONICAL_COLUMNS) | set(only or ())
+    known = _known_columns(tuple(only or ()))
 
     def resolve(names: list[str]) -> dict[str, str]:
         return resolve_headers([str(n) for n in names], mapping, known, source)

@@ -528,7 +528,7 @@ def read_json(path: Path, suffix: str, header_map: Any, only: set[str] | None) -
 
 
 def _bad_text(v: Any) -> bool:
-    return isinstance(v, str) and _SURROGATE.search(v) is not None
+    return isinstance(v, str) and not v.isascii() and _SURROGATE.search(v) is not None
 
 
 def from_records_tolerant(
