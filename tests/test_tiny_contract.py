@@ -49,6 +49,17 @@ IDS = [
     "91330500O3244109４N",  # a full-width digit, 18 characters
     "9133O50003244109AN",  # a letter O
     "914403001234567890",
+    "913305000324410",  # 15: a lookalike
+    "91330500032441",  # 14: not one
+    "91330500032441094N12",  # 20
+    "91330500032441094N123",  # 21
+    "91330500032441094n",  # a small letter
+    "A1330500032441094N",  # a letter first
+    "I1330500032441094N",  # I is not in the alphabet
+    "91990500032441094N",  # 99 is no province
+    "9A3305000324410941",
+    "9133 500032441094N",
+    "9I330500032441094N",  # I second
     "F001",
     " F001 ",
     "",
@@ -82,6 +93,10 @@ def portfolios(draw):
                 r.pop(key, None)
             else:
                 r[key] = draw(CELL)
+        if draw(st.integers(0, 2)) == 0:  # the identifying columns, more often than the others
+            r["firm_id"] = draw(st.sampled_from(IDS))
+        if draw(st.integers(0, 3)) == 0:
+            r[draw(st.sampled_from(["region", "industry", "year", "grid_region"]))] = draw(CELL)
     if draw(st.integers(0, 3)) == 0:  # a duplicate firm-year
         recs.append(dict(recs[0]))
     if draw(st.integers(0, 9)) == 0:  # a record that is not an object
@@ -232,3 +247,27 @@ def test_one_messy_record_by_hand():
     assert "diesel_t (cell empty)" in b.defaults.labels[b.defaults.codes[0]]
     assert b.invalid.tolist() == [True]
     assert b.jurisdiction.status.tolist() == [0]  # inside: 330500, the check character aside
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    n=st.integers(1, 6),
+    spec=st.integers(0, 130).flatmap(
+        lambda k: st.lists(st.one_of(st.none(), st.integers(0, 63)), min_size=k, max_size=k)
+    ),
+)
+def test_tiny_defaults_equal_general(n, spec):
+    """The defaults column of a few rows: up to 130 inputs (three words of mask bits), some absent
+    (None: every row), some defaulted in the rows of a bit pattern, some in no row."""
+    items = [
+        (f"in{k} ({'column absent' if s is None else 'cell empty'})", None if s is None else np.array([(s >> i) & 1 == 1 for i in range(n)]))
+        for k, s in enumerate(spec)
+    ]  # fmt: skip
+    fast = D._encode_defaults(n, items)
+    old = D.TINY_ROWS
+    D.TINY_ROWS = 0
+    try:
+        general = D._encode_defaults(n, items)
+    finally:
+        D.TINY_ROWS = old
+    assert _category(fast) == _category(general)

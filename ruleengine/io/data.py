@@ -613,22 +613,29 @@ def _tiny_numeric(
             empty.append(i)
         elif b[0]:
             bad.append((i, why[0]))
+    lo, hi, whole = spec.min, spec.max, spec.type == "integer"
+    skip = set(empty)
+    if not bad and all(  # the usual case, in one pass: finite (x - x is NaN for NaN and ±inf only),
+        i in skip  # whole where it must be, within the bounds
+        or not (
+            x - x != 0 or (whole and not x.is_integer()) or (lo is not None and x < lo) or (hi is not None and x > hi)
+        )
+        for i, x in enumerate(values)
+    ):
+        return values, empty, []
     flags: list[tuple[list[int], list[str]]] = []
     if bad:
         flags.append(([i for i, _ in bad], [w for _, w in bad]))
-    gone = {i for i, _ in bad}
-    checks: list[tuple[Any, Any]] = [  # x - x is NaN for NaN and ±inf only
+        skip.update(i for i, _ in bad)
+    checks: list[tuple[Any, Any]] = [
         (lambda x: x - x != 0, lambda x: _NONFINITE.get(repr(x), "-inf is not a finite number"))
     ]
-    if spec.type == "integer":
+    if whole:
         checks.append((lambda x: not x.is_integer(), lambda x: f"{x!r} is not a whole number"))
-    if spec.min is not None:
-        lo = spec.min
+    if lo is not None:
         checks.append((lambda x: x < lo, lambda x: f"{x:g} is below the minimum {lo:g}"))
-    if spec.max is not None:
-        hi = spec.max
+    if hi is not None:
         checks.append((lambda x: x > hi, lambda x: f"{x:g} is above the maximum {hi:g}"))
-    skip = set(empty) | gone
     for test, say in checks:
         hit = [i for i, x in enumerate(values) if i not in skip and test(x)]
         if hit:
@@ -872,11 +879,24 @@ def _category_from_arrow(text: Any, sort: bool = True, missing: Iterable[str] = 
     return Category(codes, dictionary.to_pylist() if sort else dictionary)
 
 
-def _tiny_defaults(n: int, items: list[tuple[str, np.ndarray | None]], masked: list[np.ndarray]) -> Category:
+def _tiny_defaults(n: int, given: list[tuple[str, np.ndarray | None]]) -> Category | None:
     """:func:`_encode_defaults` for a few rows, in plain Python: each row's key is the words of 62
     mask bits the general path sorts by (mask j is bit j % 62 of word j // 62), the labels are in
     key order, the row without a default reads -1."""
-    bits = [np.asarray(m, dtype=bool).tolist() for m in masked]
+    items: list[tuple[str, Any]] = []
+    bits: list[list[bool]] = []
+    for lab, m in given:
+        if m is None:
+            items.append((lab, None))
+        else:
+            row = np.asarray(m, dtype=bool).tolist()
+            if any(row):
+                items.append((lab, row))
+                bits.append(row)
+    if not items:
+        return None
+    if not bits:
+        return Category(np.zeros(n, dtype=np.int32), ["; ".join(lab for lab, _ in items)])
     keys = []
     for i in range(n):
         keys.append(
@@ -904,14 +924,14 @@ def _tiny_defaults(n: int, items: list[tuple[str, np.ndarray | None]], masked: l
 
 def _encode_defaults(n: int, items: list[tuple[str, np.ndarray | None]]) -> Category | None:
     """Per row, '; '-joined labels of the inputs that took their default (mask None = every row)."""
+    if 0 < n <= TINY_ROWS:
+        return _tiny_defaults(n, items)
     items = [(lab, m) for lab, m in items if m is None or m.any()]
     if not items or n == 0:
         return None
     masked = [m for _, m in items if m is not None]
     if not masked:
         return Category(np.zeros(n, dtype=np.int32), ["; ".join(lab for lab, _ in items)])
-    if n <= TINY_ROWS:
-        return _tiny_defaults(n, items, masked)
 
     def label_of(row: list[int]) -> str:
         parts, j = [], 0
