@@ -71,15 +71,20 @@ UNIT_CONVERSIONS: dict[str, tuple[str, float, str]] = {
 
 def header_key(header: str) -> str:
     """How headers are compared: NFKC (full-width brackets → ASCII), trimmed, lower case, spaces → _."""
-    return _header_key(str(header))
+    text = str(header)
+    return _cached_header_key(text) if len(text) <= 200 else _header_key(text)
 
 
 _SEPARATORS = re.compile(r"[\s\-]+")
 
 
-@lru_cache(maxsize=8192)
-def _header_key(header: str) -> str:  # the same few dozen headers on every request of a service
+def _header_key(header: str) -> str:
     return _SEPARATORS.sub("_", unicodedata.normalize("NFKC", header).strip().lower())
+
+
+# the same few dozen headers on every request of a service; only short ones kept (a posted body
+# may hold any key), at most 4,096 of them
+_cached_header_key = lru_cache(maxsize=4096)(_header_key)
 
 
 @dataclass(frozen=True)
