@@ -154,12 +154,15 @@ def rated(plan, data, opts, tables):
 
 
 def both(monkeypatch, fn, *args):
+    """``fn(*args)`` with the plain paths (the default TINY_ROWS) and without them (0)."""
+    tiny = D.TINY_ROWS
+    assert tiny >= 8
     fast = fn(*args)
     monkeypatch.setattr(D, "TINY_ROWS", 0)
     try:
         general = fn(*args)
     finally:
-        monkeypatch.setattr(D, "TINY_ROWS", 64)
+        monkeypatch.setattr(D, "TINY_ROWS", tiny)
     return fast, general
 
 
