@@ -67,6 +67,23 @@ def read(
 
     if isinstance(data, _data.RawTable):
         return data
+    text, wanted = _columns_to_read(plans, extra)
+    return _data.read_any(data, text, only=wanted, options=read_options, mapping=mapping)
+
+
+_TO_READ: dict[tuple[Any, ...], tuple[list[Any], list[str], list[str]]] = {}
+
+
+def _columns_to_read(plans: Sequence[Plan], extra: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(the text columns, every column) that ``plans`` and ``extra`` read; once per plans (a service
+    reads one firm per request with the same plan), kept with weak references to the plans they
+    were made for (a plan's id may be reused once it is gone: such an entry is not a hit)."""
+    import weakref
+
+    key = (*map(id, plans), None, *extra)
+    hit = _TO_READ.get(key)
+    if hit is not None and all(ref() is plan for ref, plan in zip(hit[0], plans, strict=True)):
+        return hit[1], hit[2]
     text: dict[str, None] = {}
     wanted: dict[str, None] = {}
     for plan in plans:
@@ -79,7 +96,10 @@ def read(
         text[name] = None
     if any(plan.divisions for plan in plans):  # a region column, if any, tells the firm's division
         wanted["region"] = text["region"] = None
-    return _data.read_any(data, list(text), only=list(wanted), options=read_options, mapping=mapping)
+    if len(_TO_READ) >= 64:
+        _TO_READ.clear()
+    _TO_READ[key] = ([weakref.ref(plan) for plan in plans], list(text), list(wanted))
+    return list(text), list(wanted)
 
 
 def prepare(plan: Plan, raw: RawTable, *, consume: bool = False, any_jurisdiction: bool = False) -> Batch:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from itertools import repeat
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,13 @@ _NULLS = list(MISSING_TOKENS)
 # an unknown header this close to an input's name (difflib ratio) is an error with did-you-mean;
 # one less close to any known column is a warning
 TYPO_CUTOFF = 0.85
+# A batch of at most this many rows whose columns are Python lists (records: one firm rated by the
+# HTTP service) is checked cell by cell in plain Python — what the Arrow kernels and numpy calls of
+# the general path do per column costs far more than the cells themselves at this size. The plain
+# paths give the same columns, issues (text and order) and defaults (tests/test_tiny_contract.py
+# compares them with TINY_ROWS = 0, which turns them off); any cell they do not handle exactly
+# (a bool or a list in a text column, a mapping's unit factor …) sends its column the general way.
+TINY_ROWS = 64
 _NUMBER_RE = r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$"
 
 
@@ -226,11 +234,16 @@ def _fill_category(cat: Category, label: str) -> Category:
 # -- reading ------------------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=64)
+def _known_columns(only: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(CANONICAL_COLUMNS) | frozenset(only)
+
+
 def _header_map(mapping: Any, only: Iterable[str] | None, source: str) -> Any:
     """headers → canonical names (mapping file, then case/space-insensitive match of known names)."""
     from .mapping import resolve_headers
 
-    known = set(CANONICAL_COLUMNS) | set(only or ())
+    known = _known_columns(tuple(only or ()))
 
     def resolve(names: list[str]) -> dict[str, str]:
         return resolve_headers([str(n) for n in names], mapping, known, source)
@@ -561,6 +574,78 @@ def _numeric_cells_or_arrow(
     return values, bad, empty_mask, why, False
 
 
+_NONFINITE = {"nan": "nan is not a finite number", "inf": "inf is not a finite number"}
+
+
+def _tiny_numeric(
+    cells: list[Any], spec: Any, default: float | None, tokens: frozenset[str], thousands: str | None
+) -> tuple[list[float], list[int], list[tuple[list[int], list[str]]]]:
+    """A few cells of a number input (TINY_ROWS), in plain Python: (values, the empty cells, the
+    problems as (rows, messages) per check). What :func:`prepare` does to a list column with
+    numpy, cell by cell and in its order: not a number, not finite, not whole, below the minimum,
+    above the maximum; a cell with a problem reads NaN, an empty cell NaN (the caller fills it)."""
+    nan = float("nan")
+    values: list[float] = []
+    empty: list[int] = []
+    bad: list[tuple[int, str]] = []
+    for i, v in enumerate(cells):
+        t = type(v)
+        if t is float:
+            if v == v:
+                values.append(v)
+            else:  # NaN (a DataFrame's missing): empty
+                values.append(nan)
+                empty.append(i)
+            continue
+        if v is None:
+            values.append(nan)
+            empty.append(i)
+            continue
+        if t is int:
+            try:
+                values.append(float(v))
+                continue
+            except OverflowError:
+                pass
+        got, b, e, why = _numeric_cells([v], tokens, thousands)  # any other cell: the general rule
+        values.append(float(got[0]))
+        if e[0]:
+            empty.append(i)
+        elif b[0]:
+            bad.append((i, why[0]))
+    lo, hi, whole = spec.min, spec.max, spec.type == "integer"
+    skip = set(empty)
+    if not bad and all(  # the usual case, in one pass: finite (x - x is NaN for NaN and ±inf only),
+        i in skip  # whole where it must be, within the bounds
+        or not (
+            x - x != 0 or (whole and not x.is_integer()) or (lo is not None and x < lo) or (hi is not None and x > hi)
+        )
+        for i, x in enumerate(values)
+    ):
+        return values, empty, []
+    flags: list[tuple[list[int], list[str]]] = []
+    if bad:
+        flags.append(([i for i, _ in bad], [w for _, w in bad]))
+        skip.update(i for i, _ in bad)
+    checks: list[tuple[Any, Any]] = [
+        (lambda x: x - x != 0, lambda x: _NONFINITE.get(repr(x), "-inf is not a finite number"))
+    ]
+    if whole:
+        checks.append((lambda x: not x.is_integer(), lambda x: f"{x!r} is not a whole number"))
+    if lo is not None:
+        checks.append((lambda x: x < lo, lambda x: f"{x:g} is below the minimum {lo:g}"))
+    if hi is not None:
+        checks.append((lambda x: x > hi, lambda x: f"{x:g} is above the maximum {hi:g}"))
+    for test, say in checks:
+        hit = [i for i, x in enumerate(values) if i not in skip and test(x)]
+        if hit:
+            flags.append((hit, [say(values[i]) for i in hit]))
+            for i in hit:
+                values[i] = nan
+            skip.update(hit)
+    return values, empty, flags
+
+
 def _numbers(col: Any, n: int, owned: bool = False, fill: float = np.nan) -> tuple[np.ndarray, np.ndarray]:
     """(float64 values with ``fill`` for missing, bool mask of cells that are not numbers)."""
     values, bad, _, _ = _numeric(col, n, owned, fill=fill)
@@ -573,6 +658,10 @@ def _text(col: Any, n: int) -> tuple[Any, dict[int, str]]:
     Whole floats read as their integer text (``3011.0`` → ``3011``); lists, objects and numbers
     too large to be exact are problems of their row.
     """
+    if type(col) is list and 0 < n <= TINY_ROWS:
+        cells = _tiny_text(col)
+        if cells is not None:
+            return cells, {}
     import pyarrow as pa
 
     try:
@@ -604,6 +693,55 @@ def _text(col: Any, n: int) -> tuple[Any, dict[int, str]]:
         else:
             out.append(str(v))
     return pa.array(out, type=pa.string()), why
+
+
+def _tiny_text(cells: list[Any]) -> list[str | None] | None:
+    """A few cells (TINY_ROWS) as :func:`_text` reads them, as a Python list (None for missing), or
+    None when a cell is one that only the general path words (a bool, a list, a fraction, a number
+    too large to be an exact code …): text as given, integers and whole floats as integer text."""
+    out: list[str | None] = []
+    for v in cells:
+        t = type(v)
+        if v is None or t is str:
+            out.append(v)
+        elif t is int and -(2**53) < v < 2**53:
+            out.append(str(v))
+        elif t is float and v != v:
+            out.append(None)
+        elif t is float and v.is_integer() and abs(v) < 2**53:
+            out.append(str(int(v)))
+        else:
+            return None
+    return out
+
+
+def _tiny_category(cells: list[str | None], sort: bool, missing: Iterable[str]) -> Category:
+    """:func:`_category_from_arrow` for a few cells as a Python list: labels trimmed (str.strip
+    trims the characters Arrow's utf8_trim_whitespace does), empty text and missing-value tokens
+    missing (-1), labels in code point order when ``sort``, else in the order first met."""
+    tokens = set(missing)
+    pos: dict[str, int] = {}
+    codes: list[int] = []
+    for v in cells:
+        if v is None:
+            codes.append(-1)
+            continue
+        t = v.strip()
+        if not t or t in tokens:
+            codes.append(-1)
+            continue
+        k = pos.get(t)
+        if k is None:
+            k = pos[t] = len(pos)
+        codes.append(k)
+    labels = list(pos)
+    if sort and len(labels) > 1:
+        ordered = sorted(labels)
+        if ordered != labels:
+            rank = [ordered.index(lab) for lab in labels] + [-1]
+            codes = [rank[c] for c in codes]
+            labels = ordered
+    return Category(np.array(codes, dtype=np.int32), labels)
 
 
 def _text_arrow(col: Any, n: int) -> Any:
@@ -676,6 +814,8 @@ def _category_from_arrow(text: Any, sort: bool = True, missing: Iterable[str] = 
     sorted unless ``sort`` is false (firm ids: many labels, only equality matters, and they stay
     an Arrow array until someone asks for them as Python strings).
     """
+    if type(text) is list:  # a few cells read by _tiny_text
+        return _tiny_category(text, sort, missing)
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -739,8 +879,53 @@ def _category_from_arrow(text: Any, sort: bool = True, missing: Iterable[str] = 
     return Category(codes, dictionary.to_pylist() if sort else dictionary)
 
 
+def _tiny_defaults(n: int, given: list[tuple[str, np.ndarray | None]]) -> Category | None:
+    """:func:`_encode_defaults` for a few rows, in plain Python: each row's key is the words of 62
+    mask bits the general path sorts by (mask j is bit j % 62 of word j // 62), the labels are in
+    key order, the row without a default reads -1."""
+    items: list[tuple[str, Any]] = []
+    bits: list[list[bool]] = []
+    for lab, m in given:
+        if m is None:
+            items.append((lab, None))
+        else:
+            row = np.asarray(m, dtype=bool).tolist()
+            if any(row):
+                items.append((lab, row))
+                bits.append(row)
+    if not items:
+        return None
+    if not bits:
+        return Category(np.zeros(n, dtype=np.int32), ["; ".join(lab for lab, _ in items)])
+    keys = []
+    for i in range(n):
+        keys.append(
+            tuple(
+                sum(1 << j for j, m in enumerate(bits[start : start + 62]) if m[i]) for start in range(0, len(bits), 62)
+            )
+        )
+    labels: list[str] = []
+    code_of: dict[tuple[int, ...], int] = {}
+    for key in sorted(set(keys)):
+        parts, j = [], 0
+        for lab, mask in items:
+            if mask is None:
+                parts.append(lab)
+            else:
+                if (key[j // 62] >> (j % 62)) & 1:
+                    parts.append(lab)
+                j += 1
+        label = "; ".join(parts)
+        code_of[key] = len(labels) if label else -1
+        if label:
+            labels.append(label)
+    return Category(np.array([code_of[k] for k in keys], dtype=np.int32), labels)
+
+
 def _encode_defaults(n: int, items: list[tuple[str, np.ndarray | None]]) -> Category | None:
     """Per row, '; '-joined labels of the inputs that took their default (mask None = every row)."""
+    if 0 < n <= TINY_ROWS:
+        return _tiny_defaults(n, items)
     items = [(lab, m) for lab, m in items if m is None or m.any()]
     if not items or n == 0:
         return None
@@ -794,6 +979,40 @@ def _encode_defaults(n: int, items: list[tuple[str, np.ndarray | None]]) -> Cate
     return Category(codes, labels)
 
 
+_CONTRACT_NAMES: dict[int, tuple[Any, int, tuple[frozenset[str], list[str], list[str]]]] = {}
+
+
+def _contract_names(inputs: Mapping[str, Any]) -> tuple[frozenset[str], list[str], list[str]]:
+    """(the known column names, the inputs whose column must be present, the same for a file — with
+    the ``absent: error`` inputs), once per inputs object (a plan's; kept while it lives here)."""
+    hit = _CONTRACT_NAMES.get(id(inputs))
+    if hit is not None and hit[0] is inputs and hit[1] == len(inputs):
+        return hit[2]
+    known = frozenset(inputs) | frozenset(CANONICAL_COLUMNS)
+    must = [name for name, spec in inputs.items() if spec.required]
+    in_files = [name for name, spec in inputs.items() if spec.required or getattr(spec, "absent", "default") == "error"]
+    if len(_CONTRACT_NAMES) >= 64:
+        _CONTRACT_NAMES.clear()
+    _CONTRACT_NAMES[id(inputs)] = (inputs, len(inputs), (known, must, in_files))
+    return known, must, in_files
+
+
+_CONSTANTS: dict[tuple[str, int], np.ndarray] = {}
+
+
+def _constant(value: float, n: int) -> np.ndarray:
+    """``np.broadcast_to(np.float64(value), (n,))`` (read-only), shared for TINY_ROWS rows at most."""
+    if n > TINY_ROWS:
+        return np.broadcast_to(np.float64(value), (n,))
+    key = (float(value).hex(), n)  # hex: NaN equals itself, -0.0 is not 0.0
+    got = _CONSTANTS.get(key)
+    if got is None:
+        if len(_CONSTANTS) >= 1024:
+            _CONSTANTS.clear()
+        got = _CONSTANTS[key] = np.broadcast_to(np.float64(value), (n,))
+    return got
+
+
 def prepare(
     raw: RawTable, inputs: Mapping[str, Any], book: str = "the rulebook", rows: np.ndarray | None = None
 ) -> Batch:
@@ -839,7 +1058,7 @@ def prepare(
     for i, column, msg in raw.row_problems:
         flag(np.asarray([i]), column, msg)
 
-    known = set(inputs) | set(CANONICAL_COLUMNS)
+    known, must, must_in_files = _contract_names(inputs)
     close: dict[str, str] = {}  # input → the unknown header that looks like it
     for name in raw.names:
         if name in known or is_provenance_column(name, known):
@@ -853,12 +1072,7 @@ def prepare(
         hint = did_you_mean(name, known)
         if hint:
             issues.append(DataIssue(src, None, name, f"unknown column{hint}; it is ignored", fatal=False))
-    absent_error = [
-        name
-        for name, spec in inputs.items()
-        if name not in raw.columns
-        and (spec.required or (getattr(spec, "absent", "default") == "error" and raw.source != "<records>"))
-    ]
+    absent_error = [name for name in (must if raw.source == "<records>" else must_in_files) if name not in raw.columns]
     if absent_error or close:
         lines = []
         if absent_error:
@@ -901,13 +1115,28 @@ def prepare(
             if col is None:  # an absent column: the default where declared (recorded), else all missing
                 if default is not None:
                     defaulted.append((f"{name} (column absent)", None))
-                columns[name] = np.broadcast_to(np.float64(np.nan if default is None else default), (n,))
+                columns[name] = _constant(np.nan if default is None else default, n)
                 continue
             if _col_is_empty(col) and default is not None:  # every cell empty: one repeated default
                 defaulted.append((f"{name} (cell empty)", None))
                 columns[name] = np.broadcast_to(np.float64(default), (n,))
                 continue
             factor = factors.get(name, 1.0)
+            if type(col) is list and 0 < n <= TINY_ROWS and factor == 1.0:  # a few cells: plain Python
+                got, empty_at, problems = _tiny_numeric(col, spec, default, tokens, opts.thousands)
+                for at, msgs in problems:
+                    flag(np.asarray(at, dtype=np.int64), name, msgs)
+                if empty_at:
+                    gap = np.zeros(n, dtype=bool)
+                    gap[empty_at] = True
+                    if spec.required:
+                        flag(np.flatnonzero(gap & ~invalid), name, "required value is missing")
+                    elif default is not None:
+                        for i in empty_at:
+                            got[i] = default
+                        defaulted.append((f"{name} (cell empty)", gap))
+                columns[name] = np.array(got, dtype=np.float64)
+                continue
             # empty cells read the default at once (written into the null slots as the column is
             # converted), so that a column with gaps can pass the one-pass check below (the
             # common case: optional fuels mostly empty); set back to NaN before the checks if not
@@ -983,7 +1212,7 @@ def prepare(
             columns[name] = values
         else:
             if col is None:
-                text, why = _text_arrow(None, n), {}
+                text, why = ([None] * n if 0 < n <= TINY_ROWS else _text_arrow(None, n)), {}
                 if spec.default is not None:
                     defaulted.append((f"{name} (column absent)", None))
             else:
@@ -1085,10 +1314,14 @@ def _check_firm_ids(cat: Category, mode: str, flag: Any, issues: list[DataIssue]
     """
     if mode == "off" or cat.label_count == 0:
         return
-    from .identifiers import check_ids, uscc_problem
+    from .identifiers import check_ids, check_ids_few, uscc_problem
 
-    labels = cat.arrow_labels()
-    _, invalid_ids = check_ids(labels, only_lookalikes=mode == "warn")
+    if not cat.labels_from_arrow and cat.label_count <= TINY_ROWS:  # a few ids: plain Python
+        labels: Any = cat.labels
+        invalid_ids = check_ids_few(labels, only_lookalikes=mode == "warn")
+    else:
+        labels = cat.arrow_labels()
+        _, invalid_ids = check_ids(labels, only_lookalikes=mode == "warn")
     bad_codes = np.flatnonzero(invalid_ids)
     if not len(bad_codes):
         return
@@ -1113,7 +1346,8 @@ def _check_firm_ids(cat: Category, mode: str, flag: Any, issues: list[DataIssue]
                 break
 
     def label(i: int) -> str:
-        return str(labels[int(cat.codes[i])].as_py())
+        got = labels[int(cat.codes[i])]
+        return got if isinstance(got, str) else str(got.as_py())
 
     examples = "; ".join(f"row {int(rows[i])} {label(i)!r}: {uscc_problem(label(i))}" for i in shown)
     more = f"; and {len(bad_codes) - len(shown):,} more" if len(bad_codes) > len(shown) else ""
@@ -1145,7 +1379,7 @@ def _check_duplicates(
     Every row of a group is unrated with a short reason naming the group's first row and size;
     the issue list gets one entry per group (its first rows), never one per pair.
     """
-    if "firm_id" not in columns or "year" not in columns or not n:
+    if "firm_id" not in columns or "year" not in columns or n < 2:  # one row: no pair to repeat
         return
     years = columns["year"]
     ok = (firm_codes >= 0) & ~np.isnan(years)

@@ -527,10 +527,6 @@ def read_json(path: Path, suffix: str, header_map: Any, only: set[str] | None) -
     return from_records_tolerant(records, str(path), header_map, only, lines, problems)
 
 
-def _bad_text(v: Any) -> bool:
-    return isinstance(v, str) and _SURROGATE.search(v) is not None
-
-
 def from_records_tolerant(
     records: list[Any],
     source: str,
@@ -562,7 +558,7 @@ def from_records_tolerant(
         cells = [r.get(h) if isinstance(r, dict) else None for r in records]
         cols[c] = cells
         for i, v in enumerate(cells):
-            if _bad_text(v):
+            if isinstance(v, str) and not v.isascii() and _SURROGATE.search(v) is not None:  # a lone surrogate
                 problems.append((i, c, "the cell is not valid UTF-8 text"))
                 cells[i] = None
     return RawTable(

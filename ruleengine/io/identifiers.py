@@ -19,6 +19,7 @@ portfolio of half a million firms is checked without a Python loop over them.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -191,6 +192,41 @@ def check_ids(codes: Any, only_lookalikes: bool) -> tuple[np.ndarray, np.ndarray
                 looks[odd] = _LOOKS[sub].all(axis=1) & (sub[:, 0] >= 48) & (sub[:, 0] <= 57)
             checked[where] = looks
     return checked, invalid & checked
+
+
+_LOOKALIKE = re.compile(r"[0-9][0-9A-Z]{14,19}")
+
+
+def check_ids_few(codes: list[str], only_lookalikes: bool) -> np.ndarray:
+    """The ``invalid`` mask of :func:`check_ids` for a few ids given as Python strings, one by one
+    (building Arrow arrays and nine table lookups cost more than a handful of ids themselves)."""
+    out = np.zeros(len(codes), dtype=bool)
+    for k, code in enumerate(codes):
+        size = len(code.encode("utf-8"))
+        if size == 18:
+            bad = uscc_problem(code) is not None
+            if bad and only_lookalikes and not all(c in USCC_ALPHABET for c in code):
+                # outside the alphabet: checked only when written in digits and capitals, digit first
+                bad = code.isascii() and code[0].isdigit() and all(c.isdigit() or "A" <= c <= "Z" for c in code)
+        else:
+            bad = not only_lookalikes or (15 <= size <= 20 and _LOOKALIKE.fullmatch(code) is not None)
+        out[k] = bad
+    return out
+
+
+def division_of(code: str) -> int:
+    """:func:`division_digits` of one id (a Python string), -1 for an id that is not written as a
+    unified social credit code."""
+    raw = code.encode("utf-8")
+    if len(raw) != 18 or raw[0] not in _ALPHABET_BYTES or raw[1] not in _ALPHABET_BYTES:
+        return -1
+    digits = raw[2:8]
+    if not all(48 <= b <= 57 for b in digits) or not _PROVINCE[int(digits[:2])]:
+        return -1
+    return int(digits)
+
+
+_ALPHABET_BYTES = frozenset(USCC_ALPHABET.encode("ascii"))
 
 
 # -- GB/T 4754-2017 -------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from . import data as _data
 from .data import Batch, Category, DataIssue
 
 INSIDE, OUTSIDE, UNKNOWN, OUTSIDE_RATED = 0, 1, 2, 3
@@ -144,6 +145,7 @@ def assign(
         return batch
 
     from .data import _category_from_arrow, _text
+    from .identifiers import division_of
 
     n = batch.n
     labels: list[str] = []
@@ -154,7 +156,10 @@ def assign(
         status = np.full(n, UNKNOWN, dtype=np.int8)
         row_label = np.full(n, -1, dtype=np.int32)
     else:
-        codes = credit_code_divisions(ids.arrow_labels())  # per distinct id
+        if not ids.labels_from_arrow and ids.label_count <= _data.TINY_ROWS:  # a few ids: one by one
+            codes = np.array([division_of(x) for x in ids.labels], dtype=np.int32)
+        else:
+            codes = credit_code_divisions(ids.arrow_labels())  # per distinct id
         per_id = np.append(_status_of_code(codes, divisions), np.int8(UNKNOWN))  # the appended: no id
         status = per_id[ids.codes]  # code -1 (no id) reads the appended entry
         row_label = (codes, ids.codes)  # the division per row when first read (Jurisdiction.division)

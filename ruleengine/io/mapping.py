@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +71,20 @@ UNIT_CONVERSIONS: dict[str, tuple[str, float, str]] = {
 
 def header_key(header: str) -> str:
     """How headers are compared: NFKC (full-width brackets → ASCII), trimmed, lower case, spaces → _."""
-    s = unicodedata.normalize("NFKC", str(header)).strip().lower()
-    return re.sub(r"[\s\-]+", "_", s)
+    text = str(header)
+    return _cached_header_key(text) if len(text) <= 200 else _header_key(text)
+
+
+_SEPARATORS = re.compile(r"[\s\-]+")
+
+
+def _header_key(header: str) -> str:
+    return _SEPARATORS.sub("_", unicodedata.normalize("NFKC", header).strip().lower())
+
+
+# the same few dozen headers on every request of a service; only short ones kept (a posted body
+# may hold any key), at most 4,096 of them
+_cached_header_key = lru_cache(maxsize=4096)(_header_key)
 
 
 @dataclass(frozen=True)
@@ -269,7 +283,9 @@ def _industry_names(file: str, node: Any, out: ColumnMapping, errors: list[str],
         out.industry_names[name.strip()] = code
 
 
-def resolve_headers(names: list[str], mapping: ColumnMapping | None, known: set[str], source: str) -> dict[str, str]:
+def resolve_headers(
+    names: list[str], mapping: ColumnMapping | None, known: AbstractSet[str], source: str
+) -> dict[str, str]:
     """header as written → canonical name, for the headers that change (mapping, case, spaces).
 
     Two headers that land on the same name are a file-level error (which one to read?).
