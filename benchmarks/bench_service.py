@@ -338,9 +338,12 @@ def main() -> int:
         )
         rows = [x for x in table.to_pylist() if x["year"] == 2023]
         firms = [(x["firm_id"], x["year"]) for x in ratings if x["status"] == "rated"]
-        # warm: run 1's materials and results are cached on first use
-        c.post("/v1/runs/1/rate", json=rows[0]).raise_for_status()
-        c.get(f"/v1/runs/1/firms/{firms[0][0]}/explain").raise_for_status()
+        # warm: run 1's materials and results are cached on first use, per server process; new
+        # connections are spread over the processes (--processes N), so warm over 8 per process
+        for _ in range(8 * args.processes):
+            with httpx.Client(base_url=url, timeout=300, headers=H) as w:
+                w.post("/v1/runs/1/rate", json=rows[0]).raise_for_status()
+                w.get(f"/v1/runs/1/firms/{firms[0][0]}/explain").raise_for_status()
 
         raw = [
             _raw_request(port, "POST", "/v1/runs/1/rate", {**H, "Content-Type": "application/json"},
