@@ -296,16 +296,22 @@ def release_memory() -> None:
         trim(0)
 
 
-RELEASE_ABOVE = 1 << 30  # bytes of resident memory above which a chunk's freed memory is handed back
+RELEASE_ABOVE = 1 << 30  # bytes of resident memory above the floor at which freed memory is handed back
+_FLOOR: list[int] = [0]  # resident bytes right after the last release (what the process keeps alive)
 
 
 def release_memory_if_large() -> None:
     """Between the chunks of a big run, :func:`release_memory` only when the process holds more
-    than RELEASE_ABOVE: releasing costs page faults when the next chunk touches the memory again
-    (compare at 2M: about twice the CPU), so a run that fits comfortably does not pay it; without
-    it, glibc's heap fragments and a 2M-row run in 500k-row chunks reached 2.6 GB (issue #11.4)."""
-    if _resident_bytes() > RELEASE_ABOVE:
+    than RELEASE_ABOVE beyond what it held right after its last release: releasing costs page
+    faults when the next chunk touches the memory again (compare at 2M: about twice the CPU), so a
+    run that fits comfortably does not pay it; without it, glibc's heap fragments and a 2M-row run
+    in 500k-row chunks reached 2.6 GB (issue #11.4). Measured from that floor, not from zero: a
+    process that keeps a lot alive between chunks (a Dask worker's persisted partitions, ~1 GB per
+    worker at 10M rows) would otherwise release, and fault its heap in again, after every task
+    (+25% CPU per task, benchmarks/SCALE_ENGINES.md, session 5)."""
+    if _resident_bytes() > _FLOOR[0] + RELEASE_ABOVE:
         release_memory()
+        _FLOOR[0] = _resident_bytes()
 
 
 def _resident_bytes() -> int:
@@ -323,19 +329,23 @@ _TUNED: list[bool] = []
 
 
 def keep_heap_for_reuse() -> bool:
-    """In a process started with ``MALLOC_TRIM_THRESHOLD_`` or ``MALLOC_MMAP_THRESHOLD_`` in its
-    environment (Dask's nanny gives its workers ``MALLOC_TRIM_THRESHOLD_=65536``), glibc keeps
+    """Set glibc's heap thresholds to what its dynamic defaults reach (mmap above 32 MB, trim above
+    64 MB), once per process, in every process that rates partitions (the chunked runner, every
+    Spark and Dask worker: ``partition.warm_up``); the runners hand memory back after a partition
+    themselves (:func:`release_memory_if_large`). True when set.
+
+    Why: in a process started with ``MALLOC_TRIM_THRESHOLD_`` or ``MALLOC_MMAP_THRESHOLD_`` in its
+    environment (Dask's nanny gives its workers ``MALLOC_TRIM_THRESHOLD_=65536``) glibc keeps
     neither freed heap memory nor a raised mmap threshold: every array of a partition's size is
-    mmapped afresh and its pages faulted in, about twice the CPU of rating a partition (measured
-    in one process: 0.8 → 1.6 µs/row for the benchmark pass). Set glibc's thresholds to what its
-    dynamic defaults reach (mmap above 32 MB, trim above 64 MB), once per process; the runners hand
-    memory back after a partition themselves (:func:`release_memory_if_large`). True when changed."""
+    mmapped afresh and its pages faulted in, about twice the CPU of rating a partition (0.8 → 1.6
+    µs/row for the benchmark pass). Without that environment glibc starts at a 128 kB mmap threshold
+    and raises it only as mmapped blocks are freed: a fresh process (each Spark Python worker) maps
+    and faults in its first partitions afresh, and a steady task still took 15,000–20,000 page faults
+    per 600k rows instead of 2,000–4,000 (benchmarks/SCALE_ENGINES.md, session 5)."""
     if _TUNED:
         return _TUNED[0]
     done = False
-    if sys.platform.startswith("linux") and (
-        "MALLOC_TRIM_THRESHOLD_" in os.environ or "MALLOC_MMAP_THRESHOLD_" in os.environ
-    ):
+    if sys.platform.startswith("linux"):
         import ctypes
 
         try:

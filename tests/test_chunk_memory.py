@@ -49,6 +49,7 @@ def test_partials_of_frees_its_frame_without_a_garbage_collection(tmp_path, monk
 
 def test_release_if_large_only_above_the_threshold(monkeypatch):
     calls: list[int] = []
+    monkeypatch.setattr(pipeline, "_FLOOR", [0])
     monkeypatch.setattr(pipeline, "release_memory", lambda: calls.append(1))
     monkeypatch.setattr(pipeline, "_resident_bytes", lambda: pipeline.RELEASE_ABOVE - 1)
     pipeline.release_memory_if_large()
@@ -56,6 +57,34 @@ def test_release_if_large_only_above_the_threshold(monkeypatch):
     monkeypatch.setattr(pipeline, "_resident_bytes", lambda: pipeline.RELEASE_ABOVE + 1)
     pipeline.release_memory_if_large()
     assert calls == [1]
+
+
+def test_memory_kept_alive_between_tasks_does_not_release_after_every_task(monkeypatch):
+    """A Dask worker keeps its persisted partitions (~1.2 GB at 10M rows) between tasks: measured
+    from zero it was always "large" and handed its heap back after every task, to fault it in again
+    in the next (+25% CPU per task). The threshold counts from what the process held right after its
+    last release."""
+    gib = 1 << 30
+    resident = [int(1.7 * gib)]  # 1.2 GB kept alive + 0.5 GB of a task's freed heap
+    calls: list[int] = []
+
+    def release() -> None:
+        calls.append(resident[0])
+        resident[0] = int(1.2 * gib)  # what the release leaves: the kept partitions
+
+    monkeypatch.setattr(pipeline, "RELEASE_ABOVE", gib)
+    monkeypatch.setattr(pipeline, "_FLOOR", [0])
+    monkeypatch.setattr(pipeline, "release_memory", release)
+    monkeypatch.setattr(pipeline, "_resident_bytes", lambda: resident[0])
+    pipeline.release_memory_if_large()  # the first task: above 1 GB → released, the floor is 1.2 GB
+    assert calls == [int(1.7 * gib)]
+    for _ in range(3):  # the next tasks end at 1.7 GB again: not 1 GB above the floor
+        resident[0] = int(1.7 * gib)
+        pipeline.release_memory_if_large()
+    assert len(calls) == 1
+    resident[0] = int(2.3 * gib)  # a task that leaves more than 1 GB above the floor: released
+    pipeline.release_memory_if_large()
+    assert calls == [int(1.7 * gib), int(2.3 * gib)]
 
 
 def test_resident_bytes_reads_this_process():
