@@ -14,6 +14,7 @@ applied to rows by lookup; passing tables in makes evaluation a pure function of
 from __future__ import annotations
 
 import ast
+import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -28,6 +29,7 @@ from ..rulebook.plan import BenchmarkSpec, Plan, RatingSpec
 from .benchmarks import BenchmarkTable
 
 _NAN = np.nan
+_FEW_ROWS = 16  # a batch of at most this many rows (one firm) takes the small-batch paths
 Side = Literal["left", "right"]
 
 
@@ -216,21 +218,30 @@ def rows_mask(n: int, rows: np.ndarray) -> np.ndarray:
 
 
 _ARITH = {ast.Add: np.add, ast.Sub: np.subtract, ast.Mult: np.multiply}
+# the same operation on two numbers: np.float64's own (C double) arithmetic, the bits np.add gives
+_SCALAR_ARITH = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul}
+_F64 = np.float64
+_F64_DTYPE = np.dtype(np.float64)
+_REPEATED = (0,)  # the strides of a broadcast column: one value repeated
+_ABSENT = object()
 _FRESH = (ast.BinOp,)  # nodes whose value is a new array (or a number) owned by the expression
 
 
 def _is_full_column(x: Any, other: Any) -> bool:
     """``x`` can hold ``x op other`` itself: a float64 column of its own memory, at least as long."""
-    return (
+    if not (
         isinstance(x, np.ndarray)
-        and x.dtype == np.float64
+        and x.base is None
         and x.ndim == 1
+        and x.dtype == np.float64
         and x.strides == (8,)
         and x.flags.writeable
-        and x.base is None
-        and np.ndim(other) <= 1
-        and (np.ndim(other) == 0 or np.shape(other) == x.shape)
-    )
+    ):
+        return False
+    t = type(other)
+    if t is float or t is _F64 or t is int:  # a number (np.ndim 0): the usual case, decided at once
+        return True
+    return np.ndim(other) <= 1 and (np.ndim(other) == 0 or np.shape(other) == x.shape)
 
 
 def truth(x: Any) -> np.ndarray:
@@ -241,7 +252,7 @@ def as_column(x: Any, n: int) -> np.ndarray:
     """``np.broadcast_to(np.asarray(x, dtype=np.float64), (n,))``: a read-only float64 column
     (a view of ``x``); for a float64 column of length ``n`` already, the same view made directly
     (broadcast_to's own checks cost more than a one-row evaluation's arithmetic)."""
-    if type(x) is np.ndarray and x.dtype == np.float64 and x.shape == (n,):
+    if type(x) is np.ndarray and (x.dtype is _F64_DTYPE or x.dtype == np.float64) and x.shape == (n,):
         v = x.view()
         v.flags.writeable = False
         return v
@@ -369,6 +380,20 @@ def _plan_cache(plan: Plan) -> dict[Any, tuple[Any, Any]]:
     return cache
 
 
+def _at(plan: Plan, name: str) -> tuple[str, int, Note | None]:
+    """What Frame.at sets for node ``name``: its name without the kind, its rank, its 'record:'
+    note; the same for every frame of the plan, so worked out once."""
+    cache = _plan_cache(plan)
+    got = cache.get(("at", name))
+    if got is None:
+        current = name.split(":", 1)[-1]
+        node = plan.nodes.get(name)
+        text = node.spec.get("record") if node is not None and node.kind == "variable" else None
+        record = Note("record", current, f"{current}: {text}") if text else None
+        got = cache[("at", name)] = (None, (current, plan.rank(name), record))
+    return got[1]  # type: ignore[no-any-return]
+
+
 def compiled(plan: Plan, node: ast.AST) -> Compiled:
     """The closure that evaluates ``node`` (a formula of ``plan`` or a piece of one) over a frame;
     compiled once and kept on the plan (dropped when it is pickled or copied: Plan.__getstate__)."""
@@ -414,22 +439,29 @@ def _compile(plan: Plan, node: ast.AST, cache: dict[Any, Any]) -> Compiled:  # n
             return lambda ctx: _NAN
 
         def look(ctx: Frame) -> Any:
-            values = ctx.values
-            if name in values:
-                v = values[name]
-                return _collapse(v) if isinstance(v, np.ndarray) else v
-            return ctx.names(node)  # a parameter, resolved (and kept) on first use
+            v = ctx.values.get(name, _ABSENT)
+            if v is _ABSENT:
+                return ctx.names(node)  # a parameter, resolved (and kept) on first use
+            if isinstance(v, np.ndarray) and v.strides == _REPEATED and v.size:  # _collapse, inlined
+                return v[:1].reshape(())
+            return v
 
         return look
     if isinstance(node, ast.BinOp):
         left, right = sub(node.left), sub(node.right)
         op = type(node.op)
         if op in _ARITH:
-            ufunc = _ARITH[op]
+            ufunc, pyop = _ARITH[op], _SCALAR_ARITH[op]
             left_fresh, right_fresh = type(node.left) in _FRESH, type(node.right) in _FRESH
 
             def arith(ctx: Frame) -> Any:
                 a, b = left(ctx), right(ctx)
+                ta, tb = type(a), type(b)
+                if ta is _F64 or tb is _F64:  # numbers (parameters, collapsed columns): no ufunc
+                    if (ta is _F64 or ta is float) and (tb is _F64 or tb is float):
+                        return pyop(a, b)  # np.float64's arithmetic: the value and type the ufunc gives
+                elif ta is float and tb is float:
+                    return _F64(pyop(a, b))
                 out = None
                 if left_fresh and _is_full_column(a, b):
                     out = a
@@ -482,6 +514,23 @@ def _compile(plan: Plan, node: ast.AST, cache: dict[Any, Any]) -> Compiled:  # n
         table = sub(node.value)
         if isinstance(node.slice, ast.Constant):
             key = node.slice.value
+            spec = plan.parameters.get(node.value.id) if isinstance(node.value, ast.Name) else None
+            if (
+                spec is not None
+                and spec.is_table
+                and len(spec.dated) == 1
+                and not spec.dated[0][0]
+                and isinstance(key, str)
+                and key in spec.dated[0][1]
+            ):
+                # an undated table holding the key: _BoundTable's answer whenever the batch has a
+                # year (its `same` table), the value itself; without any year, the general lookup
+                value = spec.dated[0][1][key]
+
+                def constant_key(ctx: Frame) -> Any:
+                    return value if ctx.year_groups() else table(ctx)[key]
+
+                return constant_key
             return lambda ctx: table(ctx)[key]
         index = sub(node.slice)
 
@@ -641,15 +690,7 @@ class Frame:
 
     def at(self, name: str) -> None:
         """Evaluating node ``name`` now: notes taken are ranked at its place in the plan."""
-        cache = _plan_cache(self.plan)
-        got = cache.get(("at", name))
-        if got is None:  # the same for every frame of the plan: worked out once
-            current = name.split(":", 1)[-1]
-            node = self.plan.nodes.get(name)
-            text = node.spec.get("record") if node is not None and node.kind == "variable" else None
-            record = Note("record", current, f"{current}: {text}") if text else None
-            got = cache[("at", name)] = (None, (current, self.plan.rank(name), record))
-        self.current, self.notes.rank, self.record = got[1]
+        self.current, self.notes.rank, self.record = _at(self.plan, name)
 
     def first_use(self, name: str) -> int:
         """Rank of the first node (in plan order) that uses parameter ``name``."""
@@ -709,6 +750,12 @@ class Frame:
 
     def year_groups(self) -> list[tuple[int, np.ndarray]]:
         """(year, its rows) for each year present; a stable radix sort of small integers."""
+        if self._year_groups is None and self.n <= _FEW_ROWS:  # the same groups, in Python
+            ys = self.years.tolist()
+            self._year_groups = [
+                (y, np.array([i for i, v in enumerate(ys) if v == y], dtype=np.intp))
+                for y in sorted({v for v in ys if v >= 0})
+            ]
         if self._year_groups is None:
             ok = self.years >= 0
             if not ok.any():
@@ -1108,27 +1155,43 @@ def _pending_stage(frame: Frame) -> int | None:
     return min(stages, default=None)
 
 
+def _steps(plan: Plan) -> list[tuple[str, int, Any, tuple[str, int, Note | None], Compiled | None]]:
+    """The plan's nodes by stage (plan order within a stage) as (name, stage, node, what
+    Frame.at sets, the compiled formula of a variable), worked out once per plan."""
+    cache = _plan_cache(plan)
+    got = cache.get(("steps",))
+    if got is None:
+        steps = []
+        for name in sorted(plan.order, key=lambda name: plan.nodes[name].stage):  # stable: plan order
+            node = plan.nodes[name]
+            fn = compiled(plan, node.expr.node) if node.kind == "variable" else None
+            steps.append((name, node.stage, node, _at(plan, name), fn))
+        got = cache[("steps",)] = (None, steps)
+    return got[1]  # type: ignore[no-any-return]
+
+
 def advance(frame: Frame, below: int | None = None) -> None:
     """Evaluate the frame's nodes of stages below ``below`` (all of them: None), in plan order."""
     plan, n = frame.plan, frame.n
-    todo = [name for name in plan.order if name not in frame.done and (below is None or plan.nodes[name].stage < below)]
-    todo.sort(key=lambda name: plan.nodes[name].stage)  # stable: plan order within a stage
+    done, overrides, notes, values = frame.done, frame.overrides, frame.notes, frame.values
+    reference = frame.reference
     invalid = frame.invalid
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        for name in todo:
-            node = plan.nodes[name]
-            frame.at(name)
+        for name, stage, node, at, fn in _steps(plan):
+            if name in done or (below is not None and stage >= below):
+                continue
+            frame.current, notes.rank, frame.record = at
             if node.kind == "variable":
-                given = frame.overrides.get(name)
+                given = overrides.get(name) if overrides else None
                 if given is None or isinstance(given, Patch):
-                    v = frame.evaluate_expr(node.expr)
+                    v = frame.evaluate_expr(node.expr) if reference or fn is None else fn(frame)
                     if isinstance(given, Patch):
                         v = given.apply(v, n)
                 else:
                     v = np.broadcast_to(np.asarray(given, dtype=np.float64), (n,)).copy()
                 if not isinstance(v, Category):
                     v = as_column(v, n)
-                frame.values[name] = v
+                values[name] = v
             elif node.kind == "benchmark":
                 frame.benchmark(plan.benchmarks[name])
             elif node.kind == "check":
@@ -1147,7 +1210,7 @@ def advance(frame: Frame, below: int | None = None) -> None:
                 x = frame.evaluate_expr(rating.value)
                 frame.values[name] = as_column(x, n)
                 frame.levels[rname] = _rate(rating, x, frame)
-            frame.done.add(name)
+            done.add(name)
 
 
 def stage2(frame: Frame, tables: Mapping[str, BenchmarkTable] | None = None) -> Evaluation:
@@ -1179,7 +1242,8 @@ def finish(frame: Frame) -> Evaluation:
     extra = {i: [_data_note(m) for m in msgs] for i, msgs in frame.batch.row_issues.items()}
     reasons = frame.notes.join("reasons", extra)
     fallbacks = frame.notes.join("fallbacks")
-    values = {k: v for k, v in frame.values.items() if k in plan.nodes}
+    nodes = plan.nodes
+    values = {k: v for k, v in frame.values.items() if k in nodes}
     release(frame)
     return Evaluation(values, levels, frame.aux, rated, reasons, fallbacks, frame.tables)
 

@@ -205,6 +205,11 @@ def _coalesce(frame: Any, *xs: Any) -> Any:
     out: Any = first[:1].reshape(()) if first.ndim == 1 and first.size and first.strides[0] == 0 else first
     for x in xs[1:]:
         miss = np.isnan(out)
+        if miss.size == 1:  # one value (a one-row batch, a collapsed column): any() is all(), no reduction
+            if not miss:
+                break
+            out = x if np.ndim(x) == 0 else np.where(miss, x, out)
+            continue
         if not miss.any():
             break
         out = x if miss.all() and np.ndim(x) == 0 else np.where(miss, x, out)
