@@ -30,6 +30,24 @@ from .benchmarks import BenchmarkTable
 
 _NAN = np.nan
 _FEW_ROWS = 16  # a batch of at most this many rows (one firm) takes the small-batch paths
+
+
+def _any(mask: np.ndarray) -> bool:
+    """``mask.any()``; a short mask counted instead (numpy's reduction machinery costs more than
+    a one-row evaluation's arithmetic)."""
+    return bool(np.count_nonzero(mask)) if mask.size <= 64 else bool(mask.any())
+
+
+def _nonzero(mask: np.ndarray) -> np.ndarray:
+    """``np.flatnonzero(mask)`` (the same array), without its ravel for a column."""
+    return mask.nonzero()[0] if mask.ndim == 1 else np.flatnonzero(mask)
+
+
+def _unique_inverse(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(a, return_inverse=True)`` of a 1-d array; one value answered directly."""
+    if a.shape == (1,):
+        return a.copy(), np.zeros(1, dtype=np.intp)
+    return np.unique(a, return_inverse=True)  # type: ignore[no-any-return]
 Side = Literal["left", "right"]
 
 
@@ -75,10 +93,10 @@ class _Notes:
             self.items[kind].append((self.rank if rank is None else rank, self._seq, idx, payload))
 
     def reason(self, mask: np.ndarray, note: Note, rank: int | None = None) -> None:
-        self.add("reasons", np.flatnonzero(mask), note, rank)
+        self.add("reasons", _nonzero(mask), note, rank)
 
     def fallback(self, mask: np.ndarray, note: Note, rank: int | None = None) -> None:
-        self.add("fallbacks", np.flatnonzero(mask), note, rank)
+        self.add("fallbacks", _nonzero(mask), note, rank)
 
     def join(
         self, kind: str, extra: Mapping[int, list[Note]] | None = None
@@ -113,7 +131,7 @@ class _Notes:
                         np.bitwise_or.at(masks[w], idx[sel], np.left_shift(1, codes[sel] % 63))
             flagged = np.flatnonzero(masks.any(axis=0))
             if words == 1:  # the usual case: one int64 per row; a plain sort, ~10x faster than axis=1
-                u1, inv = np.unique(masks[0, flagged], return_inverse=True)
+                u1, inv = _unique_inverse(masks[0, flagged])
                 uniq = u1[None, :]
             else:  # columns sorted by (word 0, word 1, ...): the same order as the one-word case
                 uniq, inv = np.unique(masks[:, flagged], axis=1, return_inverse=True)
@@ -188,9 +206,9 @@ class _BoundTable:
             codes = key.codes[rows]
             got = vals[codes]
             miss = np.isnan(got)
-            if miss.any():
+            if _any(miss):
                 # one message per missing key, attached to its rows without a per-row loop
-                uniq, inv = np.unique(codes[miss], return_inverse=True)
+                uniq, inv = _unique_inverse(codes[miss])
                 whats = [
                     f"no value for '{labels[c]}' in {y}" if c >= 0 else "no key for this firm" for c in uniq.tolist()
                 ]
@@ -254,6 +272,11 @@ def as_column(x: Any, n: int) -> np.ndarray:
     (broadcast_to's own checks cost more than a one-row evaluation's arithmetic)."""
     if type(x) is np.ndarray and (x.dtype is _F64_DTYPE or x.dtype == np.float64) and x.shape == (n,):
         v = x.view()
+        v.flags.writeable = False
+        return v
+    t = type(x)
+    if t is _F64 or t is float:  # one value repeated: the read-only stride-0 view broadcast_to makes
+        v = np.ndarray((n,), _F64_DTYPE, np.array(x, dtype=np.float64), 0, _REPEATED)
         v.flags.writeable = False
         return v
     return np.broadcast_to(np.asarray(x, dtype=np.float64), (n,))
@@ -641,7 +664,7 @@ def _compare(op: ast.cmpop, a: Any, b: Any) -> Any:
     unknown = np.isnan(a64) | np.isnan(b64)
     if np.ndim(r) == 0:
         return np.float64(_NAN) if unknown else r
-    r[np.broadcast_to(unknown, r.shape)] = _NAN
+    r[unknown if np.shape(unknown) == r.shape else np.broadcast_to(unknown, r.shape)] = _NAN
     return r
 
 
@@ -687,6 +710,7 @@ class Frame:
         self.levels: dict[str, np.ndarray] = {}  # rating → level index per row
         self._first_use: dict[str, int] | None = None
         self._ev: _ArrayEval | None = None
+        self._bound: list[str] = []  # parameters bound to a _BoundTable in self.values (release)
 
     def at(self, name: str) -> None:
         """Evaluating node ``name`` now: notes taken are ranked at its place in the plan."""
@@ -704,11 +728,7 @@ class Frame:
 
     def next_benchmark_stage(self) -> int | None:
         """The lowest stage with a benchmark not evaluated yet (None: no more benchmarks)."""
-        stages = [
-            self.plan.nodes[name].stage
-            for name in self.plan.order
-            if self.plan.nodes[name].kind == "benchmark" and name not in self.done
-        ]
+        stages = [stage for name, stage in _benchmark_stages(self.plan) if name not in self.done]
         return min(stages, default=None)
 
     # names -----------------------------------------------------------------------------------
@@ -724,6 +744,8 @@ class Frame:
         if name in self.plan.parameters:
             v = self.resolve_param(name)
             self.values[name] = v
+            if isinstance(v, _BoundTable):
+                self._bound.append(name)
             return v
         raise KeyError(name)  # pragma: no cover - the compiler proved every name
 
@@ -794,7 +816,7 @@ class Frame:
     def divide(self, a: Any, b: Any, node: ast.BinOp) -> Any:
         a64, b64 = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
         zero = b64 == 0
-        if np.any(zero):
+        if zero.any() if type(zero) is not np.ndarray or zero.size > 64 else np.count_nonzero(zero):
             out = np.divide(a64, np.where(zero, 1.0, b64))
             out = np.where(zero, _NAN, out)
             hit = np.broadcast_to(zero & ~np.isnan(a64), (self.n,))
@@ -905,7 +927,7 @@ class Frame:
         self.aux[f"{spec.name}_group"] = (level, list(table.levels))
         # notes: fallbacks taken and benchmarks not found
         none = level < 0
-        if none.any():
+        if _any(none):
             word = "peer" if spec.min_peers == 1 else "peers"
             self.notes.reason(
                 none,
@@ -916,8 +938,8 @@ class Frame:
                 ),
             )
         fell = level > 0
-        if fell.any():
-            idx = np.flatnonzero(fell)
+        if _any(fell):
+            idx = _nonzero(fell)
             # one message per (level, group) pair, not per row
             codes = np.zeros(len(idx), dtype=np.int64)
             cats: dict[int, Category] = {}
@@ -927,7 +949,7 @@ class Frame:
                 sel = level[idx] == lv
                 codes[sel] = cat.codes[idx[sel]]
             pair = level[idx] * (1 << 32) + (codes + 1)  # code -1 (no key) → 0
-            uniq, inv = np.unique(pair, return_inverse=True)
+            uniq, inv = _unique_inverse(pair)
             texts = []
             for p in uniq.tolist():
                 lv, code = divmod(p, 1 << 32)
@@ -1053,6 +1075,10 @@ def _rate(r: RatingSpec, x: np.ndarray, ctx: Frame) -> np.ndarray:
     side: Side = "left" if r.closed == "right" else "right"
 
     def edges_for(y: int) -> tuple[float, ...]:
+        cache = _plan_cache(ctx.plan)  # the same for every frame of the plan: worked out once a year
+        got = cache.get(("edges", id(r), y))
+        if got is not None and got[0] is r:
+            return got[1]  # type: ignore[no-any-return]
         edges = []
         for b in r.bands[:-1]:
             up = b.upper
@@ -1060,6 +1086,7 @@ def _rate(r: RatingSpec, x: np.ndarray, ctx: Frame) -> np.ndarray:
                 found = ctx.plan.parameters[up].value_for_year(y)
                 up = found[1] if found else _NAN
             edges.append(_NAN if up is None else float(up))
+        cache[("edges", id(r), y)] = (r, tuple(edges))  # r held: its id cannot be reused while cached
         return tuple(edges)
 
     groups = ctx.year_groups()
@@ -1069,7 +1096,7 @@ def _rate(r: RatingSpec, x: np.ndarray, ctx: Frame) -> np.ndarray:
         edges = np.asarray(per_year[0][2])
         if not np.isnan(edges).any():
             idx = _band_index(edges, x, side)
-            if not np.isnan(np.add.reduce(x)) and ctx.years.min(initial=0) >= 0:  # every row has both
+            if not np.isnan(np.add.reduce(x)) and sum(len(rows) for _, rows in groups) == n:  # every row has both
                 return idx
             valid = (ctx.years >= 0) & ~np.isnan(x)
             return np.where(valid, idx, -1)
@@ -1145,14 +1172,23 @@ def stage1(
 def _pending_stage(frame: Frame) -> int | None:
     """The lowest benchmark stage whose tables are neither given nor computed yet."""
     stages = [
-        frame.plan.nodes[name].stage
-        for name in frame.plan.order
-        if frame.plan.nodes[name].kind == "benchmark"
-        and name not in frame.done
-        and name not in frame.given_tables
-        and name not in frame.overrides
+        stage
+        for name, stage in _benchmark_stages(frame.plan)
+        if name not in frame.done and name not in frame.given_tables and name not in frame.overrides
     ]
     return min(stages, default=None)
+
+
+def _benchmark_stages(plan: Plan) -> list[tuple[str, int]]:
+    """(name, stage) of each benchmark, in plan order; worked out once per plan."""
+    cache = _plan_cache(plan)
+    got = cache.get(("benchmark stages",))
+    if got is None:
+        got = cache[("benchmark stages",)] = (
+            None,
+            [(name, plan.nodes[name].stage) for name in plan.order if plan.nodes[name].kind == "benchmark"],
+        )
+    return got[1]  # type: ignore[no-any-return]
 
 
 def _steps(plan: Plan) -> list[tuple[str, int, Any, tuple[str, int, Note | None], Compiled | None]]:
@@ -1197,7 +1233,7 @@ def advance(frame: Frame, below: int | None = None) -> None:
             elif node.kind == "check":
                 ok = as_column(frame.evaluate_expr(node.expr), n)
                 failed = ok == 0.0
-                if failed.any():
+                if _any(failed):
                     severity = node.spec.get("severity", "error")
                     frame.notes.reason(
                         failed, Note("check", frame.current, f"check {frame.current}: {node.spec['message']}")
@@ -1230,7 +1266,7 @@ def finish(frame: Frame) -> Evaluation:
     for lv in levels.values():
         lv[invalid] = -1
     not_computed = (levels[plan.primary] < 0) & ~invalid
-    if not_computed.any():
+    if _any(not_computed):
         value_text = plan.ratings[plan.primary].value.text
         frame.notes.reason(
             not_computed,
@@ -1259,8 +1295,10 @@ def release(frame: Frame) -> None:
         frame._ev.functions = {}
         frame._ev.names = {}
         frame._ev = None
-    for name in [k for k, v in frame.values.items() if isinstance(v, _BoundTable)]:
-        del frame.values[name]  # a bound table refers to its frame; it is bound again when looked up
+    for name in frame._bound:
+        if isinstance(frame.values.get(name), _BoundTable):
+            del frame.values[name]  # a bound table refers to its frame; it is bound again when looked up
+    frame._bound.clear()
 
 
 def _jurisdiction_notes(frame: Frame) -> None:
@@ -1274,10 +1312,10 @@ def _jurisdiction_notes(frame: Frame) -> None:
     labels = jur.division.labels
     codes = jur.division.codes.astype(np.int64)
     for status, kind in ((OUTSIDE, "reasons"), (OUTSIDE_RATED, "fallbacks")):
-        idx = np.flatnonzero(jur.status == status)
+        idx = _nonzero(jur.status == status)
         if not len(idx):
             continue
-        uniq, inv = np.unique(codes[idx], return_inverse=True)
+        uniq, inv = _unique_inverse(codes[idx])
         notes = []
         for c in uniq.tolist():
             label = labels[c]  # an outside row always has its division

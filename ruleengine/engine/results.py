@@ -70,6 +70,9 @@ class Columns(MutableMapping[str, np.ndarray]):
         self._plain[name] = arr
         return arr
 
+    def __contains__(self, name: object) -> bool:
+        return name in self._order  # not Mapping's: that would decode a text column to answer
+
     def __setitem__(self, name: str, value: np.ndarray) -> None:
         self._encoded.pop(name, None)
         self._plain[name] = value

@@ -208,7 +208,7 @@ def _coalesce(frame: Any, *xs: Any) -> Any:
         if miss.size == 1:  # one value (a one-row batch, a collapsed column): any() is all(), no reduction
             if not miss:
                 break
-            out = x if np.ndim(x) == 0 else np.where(miss, x, out)
+            out = x if type(x) is float or np.ndim(x) == 0 else np.where(miss, x, out)
             continue
         if not miss.any():
             break
