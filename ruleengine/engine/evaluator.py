@@ -484,7 +484,7 @@ def _compile(plan: Plan, node: ast.AST, cache: dict[Any, Any]) -> Compiled:  # n
                     if (ta is _F64 or ta is float) and (tb is _F64 or tb is float):
                         return pyop(a, b)  # np.float64's arithmetic: the value and type the ufunc gives
                 elif ta is float and tb is float:
-                    return _F64(pyop(a, b))
+                    return pyop(_F64(a), b)  # numpy's scalar arithmetic: its errstate warnings too
                 out = None
                 if left_fresh and _is_full_column(a, b):
                     out = a
