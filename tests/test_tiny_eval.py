@@ -228,7 +228,9 @@ def test_coalesce_of_one_value_and_of_columns(n, shapes, data):
             continue
         v = data.draw(_VALUE)
         xs.append(
-            {"float": v, "np": np.float64(v), "0d": np.array(v), "repeated": np.broadcast_to(np.float64(v), (n,))}[shape]
+            {"float": v, "np": np.float64(v), "0d": np.array(v), "repeated": np.broadcast_to(np.float64(v), (n,))}[
+                shape
+            ]
         )
     got = FUNCTIONS["coalesce"].run(None, *xs)
     want = _coalesce_by_hand(xs, n)

@@ -47,7 +47,9 @@ def _unique_inverse(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``np.unique(a, return_inverse=True)`` of a 1-d array; one value answered directly."""
     if a.shape == (1,):
         return a.copy(), np.zeros(1, dtype=np.intp)
-    return np.unique(a, return_inverse=True)  # type: ignore[no-any-return]
+    return np.unique(a, return_inverse=True)
+
+
 Side = Literal["left", "right"]
 
 
@@ -414,7 +416,7 @@ def _at(plan: Plan, name: str) -> tuple[str, int, Note | None]:
         text = node.spec.get("record") if node is not None and node.kind == "variable" else None
         record = Note("record", current, f"{current}: {text}") if text else None
         got = cache[("at", name)] = (None, (current, plan.rank(name), record))
-    return got[1]  # type: ignore[no-any-return]
+    return got[1]
 
 
 def compiled(plan: Plan, node: ast.AST) -> Compiled:
@@ -1078,7 +1080,7 @@ def _rate(r: RatingSpec, x: np.ndarray, ctx: Frame) -> np.ndarray:
         cache = _plan_cache(ctx.plan)  # the same for every frame of the plan: worked out once a year
         got = cache.get(("edges", id(r), y))
         if got is not None and got[0] is r:
-            return got[1]  # type: ignore[no-any-return]
+            return got[1]
         edges = []
         for b in r.bands[:-1]:
             up = b.upper
@@ -1188,7 +1190,7 @@ def _benchmark_stages(plan: Plan) -> list[tuple[str, int]]:
             None,
             [(name, plan.nodes[name].stage) for name in plan.order if plan.nodes[name].kind == "benchmark"],
         )
-    return got[1]  # type: ignore[no-any-return]
+    return got[1]
 
 
 def _steps(plan: Plan) -> list[tuple[str, int, Any, tuple[str, int, Note | None], Compiled | None]]:
@@ -1200,10 +1202,10 @@ def _steps(plan: Plan) -> list[tuple[str, int, Any, tuple[str, int, Note | None]
         steps = []
         for name in sorted(plan.order, key=lambda name: plan.nodes[name].stage):  # stable: plan order
             node = plan.nodes[name]
-            fn = compiled(plan, node.expr.node) if node.kind == "variable" else None
+            fn = compiled(plan, node.expr.node) if node.kind == "variable" and node.expr is not None else None
             steps.append((name, node.stage, node, _at(plan, name), fn))
         got = cache[("steps",)] = (None, steps)
-    return got[1]  # type: ignore[no-any-return]
+    return got[1]
 
 
 def advance(frame: Frame, below: int | None = None) -> None:
