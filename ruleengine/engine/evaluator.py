@@ -123,7 +123,20 @@ class _Notes:
         notes = list(ids)
         out = np.full(n, -1, dtype=np.int32)
         combos: list[tuple[Note, ...]] = []
-        if notes:
+        if notes and n <= _FEW_ROWS:  # a few rows: the same codes and combinations, in Python
+            bits = [0] * n  # note k is bit k: word k // 63, bit k % 63 of the general path's masks
+            for idx, codes in pairs:
+                for i, c in zip(idx.tolist(), codes.tolist(), strict=True):
+                    bits[i] |= 1 << c
+            words = (len(notes) + 62) // 63
+            word = (1 << 63) - 1
+            distinct = sorted({m for m in bits if m}, key=lambda m: tuple((m >> (63 * w)) & word for w in range(words)))
+            position = {m: j for j, m in enumerate(distinct)}
+            combos.extend(tuple(note for k, note in enumerate(notes) if (m >> k) & 1) for m in distinct)
+            for i, m in enumerate(bits):
+                if m:
+                    out[i] = position[m]
+        elif notes:
             words = (len(notes) + 62) // 63
             masks = np.zeros((words, n), dtype=np.int64)
             for idx, codes in pairs:
@@ -806,6 +819,12 @@ class Frame:
             ylist = [y for y, _ in self.year_groups()]
             if not ylist:
                 self._year_offsets = (np.full(self.n, -1, dtype=np.int64), [])
+            elif self.n <= _FEW_ROWS:
+                where = {y: i for i, y in enumerate(ylist)}
+                self._year_offsets = (
+                    np.array([where.get(y, -1) for y in self.years.tolist()], dtype=np.int64),
+                    ylist,
+                )
             else:
                 lo = ylist[0]
                 lut = np.full(ylist[-1] - lo + 2, -1, dtype=np.int64)  # last entry: rows without a year
@@ -1095,8 +1114,8 @@ def _rate(r: RatingSpec, x: np.ndarray, ctx: Frame) -> np.ndarray:
     per_year = [(y, rows, edges_for(y)) for y, rows in groups]
     out = np.full(n, -1, dtype=np.int64)
     if per_year and all(e == per_year[0][2] for _, _, e in per_year):  # same edges every year: one pass
-        edges = np.asarray(per_year[0][2])
-        if not np.isnan(edges).any():
+        if not any(e != e for e in per_year[0][2]):  # no NaN edge
+            edges = np.asarray(per_year[0][2])
             idx = _band_index(edges, x, side)
             if not np.isnan(np.add.reduce(x)) and sum(len(rows) for _, rows in groups) == n:  # every row has both
                 return idx
@@ -1116,6 +1135,11 @@ def _band_index(edges: np.ndarray, x: np.ndarray, side: Side) -> np.ndarray:
     vectorised comparisons, three times faster than a binary search per element."""
     if len(edges) > 8 or not len(edges):
         return np.searchsorted(edges, x, side=side).astype(np.int64)
+    if len(x) <= _FEW_ROWS:  # a few rows: the same count of edges passed, in Python
+        el = edges.tolist()
+        if side == "left":
+            return np.array([sum(v > e for e in el) for v in x.tolist()], dtype=np.int64)
+        return np.array([sum(v >= e for e in el) for v in x.tolist()], dtype=np.int64)
     first, *rest = edges.tolist()
     idx = ((x > first) if side == "left" else (x >= first)).view(np.int8)  # counted in bytes: 8× less traffic
     idx = idx.copy() if rest else idx
