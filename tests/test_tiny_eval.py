@@ -215,7 +215,7 @@ _VALUE = st.sampled_from([math.nan, 0.0, 2.5, -1.0])
 @settings(max_examples=300, deadline=None)
 @given(
     n=st.integers(1, 3),
-    shapes=st.lists(st.sampled_from(["float", "np", "0d", "column", "repeated"]), min_size=2, max_size=4),
+    shapes=st.lists(st.sampled_from(["float", "int", "np", "0d", "column", "repeated"]), min_size=2, max_size=4),
     data=st.data(),
 )
 def test_coalesce_of_one_value_and_of_columns(n, shapes, data):
@@ -227,6 +227,9 @@ def test_coalesce_of_one_value_and_of_columns(n, shapes, data):
             xs.append(np.array(data.draw(st.lists(_VALUE, min_size=n, max_size=n))))
             continue
         v = data.draw(_VALUE)
+        if shape == "int":  # a whole-number constant: coalesce(x, 0)
+            xs.append(0 if v != v else int(v))
+            continue
         xs.append(
             {"float": v, "np": np.float64(v), "0d": np.array(v), "repeated": np.broadcast_to(np.float64(v), (n,))}[
                 shape

@@ -256,6 +256,7 @@ _SCALAR_ARITH = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operato
 _F64 = np.float64
 _F64_DTYPE = np.dtype(np.float64)
 _REPEATED = (0,)  # the strides of a broadcast column: one value repeated
+_ONE = (1,)  # the shape of a one-row column
 _ABSENT = object()
 _FRESH = (ast.BinOp,)  # nodes whose value is a new array (or a number) owned by the expression
 
@@ -495,11 +496,14 @@ def _compile(plan: Plan, node: ast.AST, cache: dict[Any, Any]) -> Compiled:  # n
             def arith(ctx: Frame) -> Any:
                 a, b = left(ctx), right(ctx)
                 ta, tb = type(a), type(b)
-                if ta is _F64 or tb is _F64:  # numbers (parameters, collapsed columns): no ufunc
-                    if (ta is _F64 or ta is float) and (tb is _F64 or tb is float):
-                        return pyop(a, b)  # np.float64's arithmetic: the value and type the ufunc gives
-                elif ta is float and tb is float:
-                    return pyop(_F64(a), b)  # numpy's scalar arithmetic: its errstate warnings too
+                if ta is _F64 or ta is float:
+                    if tb is _F64 or tb is float:  # two numbers (parameters, collapsed columns): no ufunc
+                        # np.float64's arithmetic: the bits, the type and the errstate warnings of the ufunc
+                        return pyop(a, b) if ta is _F64 or tb is _F64 else pyop(_F64(a), b)
+                    if tb is np.ndarray and b.shape == _ONE and b.dtype is _F64_DTYPE:  # a number and one row
+                        return np.array([pyop(_F64(a), b.item())])
+                elif ta is np.ndarray and (tb is _F64 or tb is float) and a.shape == _ONE and a.dtype is _F64_DTYPE:
+                    return np.array([pyop(_F64(a.item()), b)])
                 out = None
                 if left_fresh and _is_full_column(a, b):
                     out = a
