@@ -901,6 +901,8 @@ class Frame:
         return (found & ~np.isnan(xv[src])).astype(np.float64)
 
     def shifted(self, x: Any, year: int | None, otherwise: Any) -> np.ndarray:
+        if self.n <= _FEW_ROWS:
+            return self._shifted_few(x, year, otherwise)
         keys, rows = self.firm_index()
         firm = self._firm_codes
         target_year = self.years - 1 if year is None else np.full(self.n, year)
@@ -927,6 +929,41 @@ class Frame:
                 missing, Note("no_panel_value", self.current, f"{self.current}: no {label} value for this firm")
             )
         return out
+
+    def _shifted_few(self, x: Any, year: int | None, otherwise: Any) -> np.ndarray:
+        """:meth:`shifted` of a few rows, the same values and notes without numpy's fixed costs:
+        each key's first row in input order is the one the stable sort's search finds (rows
+        without a firm or a year share the key -1, wanted by nobody but firm 0 in year 0)."""
+        n = self.n
+        firms, years = self.batch.firm_codes.astype(np.int64).tolist(), self.years.tolist()
+        first: dict[int, int] = {}
+        for i, (f, y) in enumerate(zip(firms, years, strict=True)):
+            first.setdefault(f * 10000 + y if f >= 0 and y >= 0 else -1, i)
+        xs = np.asarray(x, dtype=np.float64)
+        values = [xs.item()] * n if xs.ndim == 0 else np.broadcast_to(xs, (n,)).tolist()
+        out, missing = [], []
+        for f, y in zip(firms, years, strict=True):
+            src = first.get(f * 10000 + (y - 1 if year is None else year)) if f >= 0 and y >= 0 else None
+            v = _NAN if src is None else values[src]
+            out.append(v)
+            missing.append(src is None or v != v)
+        label = "previous year" if year is None else str(year)
+        gaps = np.array(missing, dtype=bool)
+        if otherwise is not None:
+            fb = np.asarray(otherwise, dtype=np.float64)
+            fbs = [fb.item()] * n if fb.ndim == 0 else np.broadcast_to(fb, (n,)).tolist()
+            self.notes.fallback(
+                gaps,
+                Note(
+                    "panel_fallback", self.current, f"{self.current}: no {label} value for this firm, used the fallback"
+                ),
+            )
+            out = [fbs[i] if m else v for i, (v, m) in enumerate(zip(out, missing, strict=True))]
+        else:
+            self.notes.reason(
+                gaps, Note("no_panel_value", self.current, f"{self.current}: no {label} value for this firm")
+            )
+        return np.array(out, dtype=np.float64)
 
     # benchmarks ------------------------------------------------------------------------------
     def benchmark(self, spec: BenchmarkSpec) -> None:
