@@ -106,6 +106,29 @@ def test_one_firm_against_a_runs_tables_identical(name, monkeypatch):
         _assert_same(ref, got)
 
 
+@pytest.mark.parametrize("name", BOOKS)
+def test_odd_single_rows_identical(name, monkeypatch):
+    """One row at a time through the compiled number paths (two numbers, a number and a one-row
+    column, coalesce of one value, folded table keys): a row without a year, an unknown industry,
+    only the required inputs, zero denominators, values that overflow; with tables and without."""
+    plan = ruleengine.load(name)
+    cols = generate(80, [2022, 2023], seed=5)
+    tables = pipeline.rate(plan, dict(cols)).tables
+    base = _json_row(cols, 3)
+    rows = [
+        base,
+        {**base, "year": None},
+        {**base, "industry": "9999"},
+        {k: (v if k in ("firm_id", "year", "industry", "value_added_10k_cny") else None) for k, v in base.items()},
+        {**base, "value_added_10k_cny": 0, "revenue_10k_cny": 0, "output_value_10k_cny": 0, "electricity_mwh": 0},
+        {**base, "electricity_mwh": 1e308, "natural_gas_10k_nm3": 1e308, "raw_coal_t": 1e308},
+    ]
+    for row in rows:
+        for given in (tables, None):
+            ref, got = _both(monkeypatch, lambda row=row, given=given: pipeline.rate(plan, [row], benchmarks=given))
+            _assert_same(ref, got)
+
+
 def _json_row(cols: dict[str, np.ndarray], i: int) -> dict[str, object]:
     row: dict[str, object] = {}
     for k, col in cols.items():

@@ -14,6 +14,7 @@ applied to rows by lookup; passing tables in makes evaluation a pure function of
 from __future__ import annotations
 
 import ast
+import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -28,6 +29,27 @@ from ..rulebook.plan import BenchmarkSpec, Plan, RatingSpec
 from .benchmarks import BenchmarkTable
 
 _NAN = np.nan
+_FEW_ROWS = 16  # a batch of at most this many rows (one firm) takes the small-batch paths
+
+
+def _any(mask: np.ndarray) -> bool:
+    """``mask.any()``; a short mask counted instead (numpy's reduction machinery costs more than
+    a one-row evaluation's arithmetic)."""
+    return bool(np.count_nonzero(mask)) if mask.size <= 64 else bool(mask.any())
+
+
+def _nonzero(mask: np.ndarray) -> np.ndarray:
+    """``np.flatnonzero(mask)`` (the same array), without its ravel for a column."""
+    return mask.nonzero()[0] if mask.ndim == 1 else np.flatnonzero(mask)
+
+
+def _unique_inverse(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(a, return_inverse=True)`` of a 1-d array; one value answered directly."""
+    if a.shape == (1,):
+        return a.copy(), np.zeros(1, dtype=np.intp)
+    return np.unique(a, return_inverse=True)
+
+
 Side = Literal["left", "right"]
 
 
@@ -73,10 +95,10 @@ class _Notes:
             self.items[kind].append((self.rank if rank is None else rank, self._seq, idx, payload))
 
     def reason(self, mask: np.ndarray, note: Note, rank: int | None = None) -> None:
-        self.add("reasons", np.flatnonzero(mask), note, rank)
+        self.add("reasons", _nonzero(mask), note, rank)
 
     def fallback(self, mask: np.ndarray, note: Note, rank: int | None = None) -> None:
-        self.add("fallbacks", np.flatnonzero(mask), note, rank)
+        self.add("fallbacks", _nonzero(mask), note, rank)
 
     def join(
         self, kind: str, extra: Mapping[int, list[Note]] | None = None
@@ -101,7 +123,20 @@ class _Notes:
         notes = list(ids)
         out = np.full(n, -1, dtype=np.int32)
         combos: list[tuple[Note, ...]] = []
-        if notes:
+        if notes and n <= _FEW_ROWS:  # a few rows: the same codes and combinations, in Python
+            bits = [0] * n  # note k is bit k: word k // 63, bit k % 63 of the general path's masks
+            for idx, codes in pairs:
+                for i, c in zip(idx.tolist(), codes.tolist(), strict=True):
+                    bits[i] |= 1 << c
+            words = (len(notes) + 62) // 63
+            word = (1 << 63) - 1
+            distinct = sorted({m for m in bits if m}, key=lambda m: tuple((m >> (63 * w)) & word for w in range(words)))
+            position = {m: j for j, m in enumerate(distinct)}
+            combos.extend(tuple(note for k, note in enumerate(notes) if (m >> k) & 1) for m in distinct)
+            for i, m in enumerate(bits):
+                if m:
+                    out[i] = position[m]
+        elif notes:
             words = (len(notes) + 62) // 63
             masks = np.zeros((words, n), dtype=np.int64)
             for idx, codes in pairs:
@@ -111,7 +146,7 @@ class _Notes:
                         np.bitwise_or.at(masks[w], idx[sel], np.left_shift(1, codes[sel] % 63))
             flagged = np.flatnonzero(masks.any(axis=0))
             if words == 1:  # the usual case: one int64 per row; a plain sort, ~10x faster than axis=1
-                u1, inv = np.unique(masks[0, flagged], return_inverse=True)
+                u1, inv = _unique_inverse(masks[0, flagged])
                 uniq = u1[None, :]
             else:  # columns sorted by (word 0, word 1, ...): the same order as the one-word case
                 uniq, inv = np.unique(masks[:, flagged], axis=1, return_inverse=True)
@@ -186,9 +221,9 @@ class _BoundTable:
             codes = key.codes[rows]
             got = vals[codes]
             miss = np.isnan(got)
-            if miss.any():
+            if _any(miss):
                 # one message per missing key, attached to its rows without a per-row loop
-                uniq, inv = np.unique(codes[miss], return_inverse=True)
+                uniq, inv = _unique_inverse(codes[miss])
                 whats = [
                     f"no value for '{labels[c]}' in {y}" if c >= 0 else "no key for this firm" for c in uniq.tolist()
                 ]
@@ -216,21 +251,31 @@ def rows_mask(n: int, rows: np.ndarray) -> np.ndarray:
 
 
 _ARITH = {ast.Add: np.add, ast.Sub: np.subtract, ast.Mult: np.multiply}
+# the same operation on two numbers: np.float64's own (C double) arithmetic, the bits np.add gives
+_SCALAR_ARITH = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul}
+_F64 = np.float64
+_F64_DTYPE = np.dtype(np.float64)
+_REPEATED = (0,)  # the strides of a broadcast column: one value repeated
+_ONE = (1,)  # the shape of a one-row column
+_ABSENT = object()
 _FRESH = (ast.BinOp,)  # nodes whose value is a new array (or a number) owned by the expression
 
 
 def _is_full_column(x: Any, other: Any) -> bool:
     """``x`` can hold ``x op other`` itself: a float64 column of its own memory, at least as long."""
-    return (
+    if not (
         isinstance(x, np.ndarray)
-        and x.dtype == np.float64
+        and x.base is None
         and x.ndim == 1
+        and x.dtype == np.float64
         and x.strides == (8,)
         and x.flags.writeable
-        and x.base is None
-        and np.ndim(other) <= 1
-        and (np.ndim(other) == 0 or np.shape(other) == x.shape)
-    )
+    ):
+        return False
+    t = type(other)
+    if t is float or t is _F64 or t is int:  # a number (np.ndim 0): the usual case, decided at once
+        return True
+    return np.ndim(other) <= 1 and (np.ndim(other) == 0 or np.shape(other) == x.shape)
 
 
 def truth(x: Any) -> np.ndarray:
@@ -241,8 +286,13 @@ def as_column(x: Any, n: int) -> np.ndarray:
     """``np.broadcast_to(np.asarray(x, dtype=np.float64), (n,))``: a read-only float64 column
     (a view of ``x``); for a float64 column of length ``n`` already, the same view made directly
     (broadcast_to's own checks cost more than a one-row evaluation's arithmetic)."""
-    if type(x) is np.ndarray and x.dtype == np.float64 and x.shape == (n,):
+    if type(x) is np.ndarray and (x.dtype is _F64_DTYPE or x.dtype == np.float64) and x.shape == (n,):
         v = x.view()
+        v.flags.writeable = False
+        return v
+    t = type(x)
+    if t is _F64 or t is float:  # one value repeated: the read-only stride-0 view broadcast_to makes
+        v = np.ndarray((n,), _F64_DTYPE, np.array(x, dtype=np.float64), 0, _REPEATED)
         v.flags.writeable = False
         return v
     return np.broadcast_to(np.asarray(x, dtype=np.float64), (n,))
@@ -369,6 +419,20 @@ def _plan_cache(plan: Plan) -> dict[Any, tuple[Any, Any]]:
     return cache
 
 
+def _at(plan: Plan, name: str) -> tuple[str, int, Note | None]:
+    """What Frame.at sets for node ``name``: its name without the kind, its rank, its 'record:'
+    note; the same for every frame of the plan, so worked out once."""
+    cache = _plan_cache(plan)
+    got = cache.get(("at", name))
+    if got is None:
+        current = name.split(":", 1)[-1]
+        node = plan.nodes.get(name)
+        text = node.spec.get("record") if node is not None and node.kind == "variable" else None
+        record = Note("record", current, f"{current}: {text}") if text else None
+        got = cache[("at", name)] = (None, (current, plan.rank(name), record))
+    return got[1]
+
+
 def compiled(plan: Plan, node: ast.AST) -> Compiled:
     """The closure that evaluates ``node`` (a formula of ``plan`` or a piece of one) over a frame;
     compiled once and kept on the plan (dropped when it is pickled or copied: Plan.__getstate__)."""
@@ -414,22 +478,32 @@ def _compile(plan: Plan, node: ast.AST, cache: dict[Any, Any]) -> Compiled:  # n
             return lambda ctx: _NAN
 
         def look(ctx: Frame) -> Any:
-            values = ctx.values
-            if name in values:
-                v = values[name]
-                return _collapse(v) if isinstance(v, np.ndarray) else v
-            return ctx.names(node)  # a parameter, resolved (and kept) on first use
+            v = ctx.values.get(name, _ABSENT)
+            if v is _ABSENT:
+                return ctx.names(node)  # a parameter, resolved (and kept) on first use
+            if isinstance(v, np.ndarray) and v.strides == _REPEATED and v.size:  # _collapse, inlined
+                return v[:1].reshape(())
+            return v
 
         return look
     if isinstance(node, ast.BinOp):
         left, right = sub(node.left), sub(node.right)
         op = type(node.op)
         if op in _ARITH:
-            ufunc = _ARITH[op]
+            ufunc, pyop = _ARITH[op], _SCALAR_ARITH[op]
             left_fresh, right_fresh = type(node.left) in _FRESH, type(node.right) in _FRESH
 
             def arith(ctx: Frame) -> Any:
                 a, b = left(ctx), right(ctx)
+                ta, tb = type(a), type(b)
+                if ta is _F64 or ta is float:
+                    if tb is _F64 or tb is float:  # two numbers (parameters, collapsed columns): no ufunc
+                        # np.float64's arithmetic: the bits, the type and the errstate warnings of the ufunc
+                        return pyop(a, b) if ta is _F64 or tb is _F64 else pyop(_F64(a), b)
+                    if tb is np.ndarray and b.shape == _ONE and b.dtype is _F64_DTYPE:  # a number and one row
+                        return np.array([pyop(_F64(a), b.item())])
+                elif ta is np.ndarray and (tb is _F64 or tb is float) and a.shape == _ONE and a.dtype is _F64_DTYPE:
+                    return np.array([pyop(_F64(a.item()), b)])
                 out = None
                 if left_fresh and _is_full_column(a, b):
                     out = a
@@ -482,6 +556,23 @@ def _compile(plan: Plan, node: ast.AST, cache: dict[Any, Any]) -> Compiled:  # n
         table = sub(node.value)
         if isinstance(node.slice, ast.Constant):
             key = node.slice.value
+            spec = plan.parameters.get(node.value.id) if isinstance(node.value, ast.Name) else None
+            if (
+                spec is not None
+                and spec.is_table
+                and len(spec.dated) == 1
+                and not spec.dated[0][0]
+                and isinstance(key, str)
+                and key in spec.dated[0][1]
+            ):
+                # an undated table holding the key: _BoundTable's answer whenever the batch has a
+                # year (its `same` table), the value itself; without any year, the general lookup
+                value = spec.dated[0][1][key]
+
+                def constant_key(ctx: Frame) -> Any:
+                    return value if ctx.year_groups() else table(ctx)[key]
+
+                return constant_key
             return lambda ctx: table(ctx)[key]
         index = sub(node.slice)
 
@@ -592,7 +683,7 @@ def _compare(op: ast.cmpop, a: Any, b: Any) -> Any:
     unknown = np.isnan(a64) | np.isnan(b64)
     if np.ndim(r) == 0:
         return np.float64(_NAN) if unknown else r
-    r[np.broadcast_to(unknown, r.shape)] = _NAN
+    r[unknown if np.shape(unknown) == r.shape else np.broadcast_to(unknown, r.shape)] = _NAN
     return r
 
 
@@ -638,18 +729,11 @@ class Frame:
         self.levels: dict[str, np.ndarray] = {}  # rating → level index per row
         self._first_use: dict[str, int] | None = None
         self._ev: _ArrayEval | None = None
+        self._bound: list[str] = []  # parameters bound to a _BoundTable in self.values (release)
 
     def at(self, name: str) -> None:
         """Evaluating node ``name`` now: notes taken are ranked at its place in the plan."""
-        cache = _plan_cache(self.plan)
-        got = cache.get(("at", name))
-        if got is None:  # the same for every frame of the plan: worked out once
-            current = name.split(":", 1)[-1]
-            node = self.plan.nodes.get(name)
-            text = node.spec.get("record") if node is not None and node.kind == "variable" else None
-            record = Note("record", current, f"{current}: {text}") if text else None
-            got = cache[("at", name)] = (None, (current, self.plan.rank(name), record))
-        self.current, self.notes.rank, self.record = got[1]
+        self.current, self.notes.rank, self.record = _at(self.plan, name)
 
     def first_use(self, name: str) -> int:
         """Rank of the first node (in plan order) that uses parameter ``name``."""
@@ -663,11 +747,7 @@ class Frame:
 
     def next_benchmark_stage(self) -> int | None:
         """The lowest stage with a benchmark not evaluated yet (None: no more benchmarks)."""
-        stages = [
-            self.plan.nodes[name].stage
-            for name in self.plan.order
-            if self.plan.nodes[name].kind == "benchmark" and name not in self.done
-        ]
+        stages = [stage for name, stage in _benchmark_stages(self.plan) if name not in self.done]
         return min(stages, default=None)
 
     # names -----------------------------------------------------------------------------------
@@ -683,6 +763,8 @@ class Frame:
         if name in self.plan.parameters:
             v = self.resolve_param(name)
             self.values[name] = v
+            if isinstance(v, _BoundTable):
+                self._bound.append(name)
             return v
         raise KeyError(name)  # pragma: no cover - the compiler proved every name
 
@@ -709,6 +791,12 @@ class Frame:
 
     def year_groups(self) -> list[tuple[int, np.ndarray]]:
         """(year, its rows) for each year present; a stable radix sort of small integers."""
+        if self._year_groups is None and self.n <= _FEW_ROWS:  # the same groups, in Python
+            ys = self.years.tolist()
+            self._year_groups = [
+                (y, np.array([i for i, v in enumerate(ys) if v == y], dtype=np.intp))
+                for y in sorted({v for v in ys if v >= 0})
+            ]
         if self._year_groups is None:
             ok = self.years >= 0
             if not ok.any():
@@ -735,6 +823,12 @@ class Frame:
             ylist = [y for y, _ in self.year_groups()]
             if not ylist:
                 self._year_offsets = (np.full(self.n, -1, dtype=np.int64), [])
+            elif self.n <= _FEW_ROWS:
+                where = {y: i for i, y in enumerate(ylist)}
+                self._year_offsets = (
+                    np.array([where.get(y, -1) for y in self.years.tolist()], dtype=np.int64),
+                    ylist,
+                )
             else:
                 lo = ylist[0]
                 lut = np.full(ylist[-1] - lo + 2, -1, dtype=np.int64)  # last entry: rows without a year
@@ -747,7 +841,7 @@ class Frame:
     def divide(self, a: Any, b: Any, node: ast.BinOp) -> Any:
         a64, b64 = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
         zero = b64 == 0
-        if np.any(zero):
+        if zero.any() if type(zero) is not np.ndarray or zero.size > 64 else np.count_nonzero(zero):
             out = np.divide(a64, np.where(zero, 1.0, b64))
             out = np.where(zero, _NAN, out)
             hit = np.broadcast_to(zero & ~np.isnan(a64), (self.n,))
@@ -807,6 +901,8 @@ class Frame:
         return (found & ~np.isnan(xv[src])).astype(np.float64)
 
     def shifted(self, x: Any, year: int | None, otherwise: Any) -> np.ndarray:
+        if self.n <= _FEW_ROWS:
+            return self._shifted_few(x, year, otherwise)
         keys, rows = self.firm_index()
         firm = self._firm_codes
         target_year = self.years - 1 if year is None else np.full(self.n, year)
@@ -834,6 +930,41 @@ class Frame:
             )
         return out
 
+    def _shifted_few(self, x: Any, year: int | None, otherwise: Any) -> np.ndarray:
+        """:meth:`shifted` of a few rows, the same values and notes without numpy's fixed costs:
+        each key's first row in input order is the one the stable sort's search finds (rows
+        without a firm or a year share the key -1, wanted by nobody but firm 0 in year 0)."""
+        n = self.n
+        firms, years = self.batch.firm_codes.astype(np.int64).tolist(), self.years.tolist()
+        first: dict[int, int] = {}
+        for i, (f, y) in enumerate(zip(firms, years, strict=True)):
+            first.setdefault(f * 10000 + y if f >= 0 and y >= 0 else -1, i)
+        xs = np.asarray(x, dtype=np.float64)
+        values = [xs.item()] * n if xs.ndim == 0 else np.broadcast_to(xs, (n,)).tolist()
+        out, missing = [], []
+        for f, y in zip(firms, years, strict=True):
+            src = first.get(f * 10000 + (y - 1 if year is None else year)) if f >= 0 and y >= 0 else None
+            v = _NAN if src is None else values[src]
+            out.append(v)
+            missing.append(src is None or v != v)
+        label = "previous year" if year is None else str(year)
+        gaps = np.array(missing, dtype=bool)
+        if otherwise is not None:
+            fb = np.asarray(otherwise, dtype=np.float64)
+            fbs = [fb.item()] * n if fb.ndim == 0 else np.broadcast_to(fb, (n,)).tolist()
+            self.notes.fallback(
+                gaps,
+                Note(
+                    "panel_fallback", self.current, f"{self.current}: no {label} value for this firm, used the fallback"
+                ),
+            )
+            out = [fbs[i] if m else v for i, (v, m) in enumerate(zip(out, missing, strict=True))]
+        else:
+            self.notes.reason(
+                gaps, Note("no_panel_value", self.current, f"{self.current}: no {label} value for this firm")
+            )
+        return np.array(out, dtype=np.float64)
+
     # benchmarks ------------------------------------------------------------------------------
     def benchmark(self, spec: BenchmarkSpec) -> None:
         n = self.n
@@ -858,7 +989,7 @@ class Frame:
         self.aux[f"{spec.name}_group"] = (level, list(table.levels))
         # notes: fallbacks taken and benchmarks not found
         none = level < 0
-        if none.any():
+        if _any(none):
             word = "peer" if spec.min_peers == 1 else "peers"
             self.notes.reason(
                 none,
@@ -869,8 +1000,8 @@ class Frame:
                 ),
             )
         fell = level > 0
-        if fell.any():
-            idx = np.flatnonzero(fell)
+        if _any(fell):
+            idx = _nonzero(fell)
             # one message per (level, group) pair, not per row
             codes = np.zeros(len(idx), dtype=np.int64)
             cats: dict[int, Category] = {}
@@ -880,7 +1011,7 @@ class Frame:
                 sel = level[idx] == lv
                 codes[sel] = cat.codes[idx[sel]]
             pair = level[idx] * (1 << 32) + (codes + 1)  # code -1 (no key) → 0
-            uniq, inv = np.unique(pair, return_inverse=True)
+            uniq, inv = _unique_inverse(pair)
             texts = []
             for p in uniq.tolist():
                 lv, code = divmod(p, 1 << 32)
@@ -1006,6 +1137,10 @@ def _rate(r: RatingSpec, x: np.ndarray, ctx: Frame) -> np.ndarray:
     side: Side = "left" if r.closed == "right" else "right"
 
     def edges_for(y: int) -> tuple[float, ...]:
+        cache = _plan_cache(ctx.plan)  # the same for every frame of the plan: worked out once a year
+        got = cache.get(("edges", id(r), y))
+        if got is not None and got[0] is r:
+            return got[1]
         edges = []
         for b in r.bands[:-1]:
             up = b.upper
@@ -1013,16 +1148,17 @@ def _rate(r: RatingSpec, x: np.ndarray, ctx: Frame) -> np.ndarray:
                 found = ctx.plan.parameters[up].value_for_year(y)
                 up = found[1] if found else _NAN
             edges.append(_NAN if up is None else float(up))
+        cache[("edges", id(r), y)] = (r, tuple(edges))  # r held: its id cannot be reused while cached
         return tuple(edges)
 
     groups = ctx.year_groups()
     per_year = [(y, rows, edges_for(y)) for y, rows in groups]
     out = np.full(n, -1, dtype=np.int64)
     if per_year and all(e == per_year[0][2] for _, _, e in per_year):  # same edges every year: one pass
-        edges = np.asarray(per_year[0][2])
-        if not np.isnan(edges).any():
+        if not any(e != e for e in per_year[0][2]):  # no NaN edge
+            edges = np.asarray(per_year[0][2])
             idx = _band_index(edges, x, side)
-            if not np.isnan(np.add.reduce(x)) and ctx.years.min(initial=0) >= 0:  # every row has both
+            if not np.isnan(np.add.reduce(x)) and sum(len(rows) for _, rows in groups) == n:  # every row has both
                 return idx
             valid = (ctx.years >= 0) & ~np.isnan(x)
             return np.where(valid, idx, -1)
@@ -1040,6 +1176,11 @@ def _band_index(edges: np.ndarray, x: np.ndarray, side: Side) -> np.ndarray:
     vectorised comparisons, three times faster than a binary search per element."""
     if len(edges) > 8 or not len(edges):
         return np.searchsorted(edges, x, side=side).astype(np.int64)
+    if len(x) <= _FEW_ROWS:  # a few rows: the same count of edges passed, in Python
+        el = edges.tolist()
+        if side == "left":
+            return np.array([sum(v > e for e in el) for v in x.tolist()], dtype=np.int64)
+        return np.array([sum(v >= e for e in el) for v in x.tolist()], dtype=np.int64)
     first, *rest = edges.tolist()
     idx = ((x > first) if side == "left" else (x >= first)).view(np.int8)  # counted in bytes: 8× less traffic
     idx = idx.copy() if rest else idx
@@ -1098,43 +1239,68 @@ def stage1(
 def _pending_stage(frame: Frame) -> int | None:
     """The lowest benchmark stage whose tables are neither given nor computed yet."""
     stages = [
-        frame.plan.nodes[name].stage
-        for name in frame.plan.order
-        if frame.plan.nodes[name].kind == "benchmark"
-        and name not in frame.done
-        and name not in frame.given_tables
-        and name not in frame.overrides
+        stage
+        for name, stage in _benchmark_stages(frame.plan)
+        if name not in frame.done and name not in frame.given_tables and name not in frame.overrides
     ]
     return min(stages, default=None)
+
+
+def _benchmark_stages(plan: Plan) -> list[tuple[str, int]]:
+    """(name, stage) of each benchmark, in plan order; worked out once per plan."""
+    cache = _plan_cache(plan)
+    got = cache.get(("benchmark stages",))
+    if got is None:
+        got = cache[("benchmark stages",)] = (
+            None,
+            [(name, plan.nodes[name].stage) for name in plan.order if plan.nodes[name].kind == "benchmark"],
+        )
+    return got[1]
+
+
+def _steps(plan: Plan) -> list[tuple[str, int, Any, tuple[str, int, Note | None], Compiled | None]]:
+    """The plan's nodes by stage (plan order within a stage) as (name, stage, node, what
+    Frame.at sets, the compiled formula of a variable), worked out once per plan."""
+    cache = _plan_cache(plan)
+    got = cache.get(("steps",))
+    if got is None:
+        steps = []
+        for name in sorted(plan.order, key=lambda name: plan.nodes[name].stage):  # stable: plan order
+            node = plan.nodes[name]
+            fn = compiled(plan, node.expr.node) if node.kind == "variable" and node.expr is not None else None
+            steps.append((name, node.stage, node, _at(plan, name), fn))
+        got = cache[("steps",)] = (None, steps)
+    return got[1]
 
 
 def advance(frame: Frame, below: int | None = None) -> None:
     """Evaluate the frame's nodes of stages below ``below`` (all of them: None), in plan order."""
     plan, n = frame.plan, frame.n
-    todo = [name for name in plan.order if name not in frame.done and (below is None or plan.nodes[name].stage < below)]
-    todo.sort(key=lambda name: plan.nodes[name].stage)  # stable: plan order within a stage
+    done, overrides, notes, values = frame.done, frame.overrides, frame.notes, frame.values
+    reference = frame.reference
     invalid = frame.invalid
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        for name in todo:
-            node = plan.nodes[name]
-            frame.at(name)
+        for name, stage, node, at, fn in _steps(plan):
+            if name in done or (below is not None and stage >= below):
+                continue
+            frame.current, notes.rank, frame.record = at
             if node.kind == "variable":
-                given = frame.overrides.get(name)
+                given = overrides.get(name) if overrides else None
                 if given is None or isinstance(given, Patch):
-                    v = frame.evaluate_expr(node.expr)
+                    v = frame.evaluate_expr(node.expr) if reference or fn is None else fn(frame)
                     if isinstance(given, Patch):
                         v = given.apply(v, n)
                 else:
                     v = np.broadcast_to(np.asarray(given, dtype=np.float64), (n,)).copy()
                 if not isinstance(v, Category):
                     v = as_column(v, n)
-                frame.values[name] = v
+                values[name] = v
             elif node.kind == "benchmark":
                 frame.benchmark(plan.benchmarks[name])
             elif node.kind == "check":
                 ok = as_column(frame.evaluate_expr(node.expr), n)
                 failed = ok == 0.0
-                if failed.any():
+                if _any(failed):
                     severity = node.spec.get("severity", "error")
                     frame.notes.reason(
                         failed, Note("check", frame.current, f"check {frame.current}: {node.spec['message']}")
@@ -1147,7 +1313,7 @@ def advance(frame: Frame, below: int | None = None) -> None:
                 x = frame.evaluate_expr(rating.value)
                 frame.values[name] = as_column(x, n)
                 frame.levels[rname] = _rate(rating, x, frame)
-            frame.done.add(name)
+            done.add(name)
 
 
 def stage2(frame: Frame, tables: Mapping[str, BenchmarkTable] | None = None) -> Evaluation:
@@ -1167,7 +1333,7 @@ def finish(frame: Frame) -> Evaluation:
     for lv in levels.values():
         lv[invalid] = -1
     not_computed = (levels[plan.primary] < 0) & ~invalid
-    if not_computed.any():
+    if _any(not_computed):
         value_text = plan.ratings[plan.primary].value.text
         frame.notes.reason(
             not_computed,
@@ -1179,7 +1345,8 @@ def finish(frame: Frame) -> Evaluation:
     extra = {i: [_data_note(m) for m in msgs] for i, msgs in frame.batch.row_issues.items()}
     reasons = frame.notes.join("reasons", extra)
     fallbacks = frame.notes.join("fallbacks")
-    values = {k: v for k, v in frame.values.items() if k in plan.nodes}
+    nodes = plan.nodes
+    values = {k: v for k, v in frame.values.items() if k in nodes}
     release(frame)
     return Evaluation(values, levels, frame.aux, rated, reasons, fallbacks, frame.tables)
 
@@ -1195,8 +1362,10 @@ def release(frame: Frame) -> None:
         frame._ev.functions = {}
         frame._ev.names = {}
         frame._ev = None
-    for name in [k for k, v in frame.values.items() if isinstance(v, _BoundTable)]:
-        del frame.values[name]  # a bound table refers to its frame; it is bound again when looked up
+    for name in frame._bound:
+        if isinstance(frame.values.get(name), _BoundTable):
+            del frame.values[name]  # a bound table refers to its frame; it is bound again when looked up
+    frame._bound.clear()
 
 
 def _jurisdiction_notes(frame: Frame) -> None:
@@ -1210,10 +1379,10 @@ def _jurisdiction_notes(frame: Frame) -> None:
     labels = jur.division.labels
     codes = jur.division.codes.astype(np.int64)
     for status, kind in ((OUTSIDE, "reasons"), (OUTSIDE_RATED, "fallbacks")):
-        idx = np.flatnonzero(jur.status == status)
+        idx = _nonzero(jur.status == status)
         if not len(idx):
             continue
-        uniq, inv = np.unique(codes[idx], return_inverse=True)
+        uniq, inv = _unique_inverse(codes[idx])
         notes = []
         for c in uniq.tolist():
             label = labels[c]  # an outside row always has its division

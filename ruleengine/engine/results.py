@@ -7,6 +7,7 @@ shortest round-trip form, missing values as empty cells / JSON null.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections import Counter
@@ -25,6 +26,7 @@ from .evaluator import Evaluation, Note, joined
 CHUNK_ROWS = 262_144  # rows converted to Arrow and written at a time
 TEXT_TABLE_ROWS = 32_768  # rows per Arrow table for the text writers (CSV, xlsx): whole strings per cell
 TEXT_CHUNK_ROWS = 4_096  # rows turned into JSON text at a time (about 10 MB of text for 60 columns)
+TINY_JSON_ROWS = 64  # results of at most this many rows are turned into JSON cell by cell (same text)
 DICTIONARY_MAX_LABELS = 65_536  # text columns with more labels (firm ids) are written as plain strings
 
 
@@ -67,6 +69,9 @@ class Columns(MutableMapping[str, np.ndarray]):
         arr = lab[np.where(cat.codes < 0, len(cat.labels), cat.codes)]
         self._plain[name] = arr
         return arr
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._order  # not Mapping's: that would decode a text column to answer
 
     def __setitem__(self, name: str, value: np.ndarray) -> None:
         self._encoded.pop(name, None)
@@ -391,7 +396,7 @@ class Results:
             fh.write("[]\n")
             return
         fh.write("[\n")
-        template = " {\n" + ",\n".join(f"  {_key(k)}: %s" for k in self.columns) + "\n }"
+        template = _json_template(tuple(self.columns), " {\n", "  ", ",\n", "\n }")
         first = True
         for values in self._json_values():
             if not first:
@@ -402,7 +407,7 @@ class Results:
 
     def write_jsonl(self, fh: Any) -> None:
         """Write one JSON object per line (``json.dumps(row, ensure_ascii=False)``), chunk by chunk."""
-        template = "{" + ", ".join(f"{_key(k)}: %s" for k in self.columns) + "}\n"
+        template = _json_template(tuple(self.columns), "{", "", ", ", "}\n")
         for values in self._json_values():
             fh.write("".join(map(template.__mod__, values)))
 
@@ -425,6 +430,9 @@ class Results:
         labels are encoded once; numbers are written column by column (``float.__repr__``, the
         shortest round-trip form ``json`` uses; NaN is null)."""
         n = len(self)
+        if n <= TINY_JSON_ROWS:  # a firm or two (the service's one-firm rating): no per-column numpy
+            yield self._json_values_tiny()
+            return
         labels: dict[str, np.ndarray] = {}
         for k in self.columns:
             enc = self.columns.encoded(k)
@@ -442,6 +450,31 @@ class Results:
                 else:
                     cols.append(_json_cells(self.columns[k][start:stop]))
             yield zip(*cols, strict=True)
+
+    def _json_values_tiny(self) -> Iterator[tuple[str, ...]]:
+        """:meth:`_json_values` of a few rows in one chunk, the same text: each cell written by
+        itself (a label encoded only for the rows that read it, a number by ``float.__repr__``)
+        instead of going through numpy per column, whose fixed cost is most of a one-row write."""
+        cols: list[list[str]] = []
+        columns = self.columns
+        for k in columns:
+            enc = columns.encoded(k)
+            if enc is not None:
+                codes, labels = enc
+                m = len(labels)
+                cols.append([_jstr(labels[c]) if 0 <= c < m else '""' for c in codes.tolist()])
+                continue
+            v = columns[k]
+            if v.dtype.kind == "f":
+                cols.append(
+                    [
+                        float.__repr__(x) if x - x == 0.0 else ("null" if x != x else _NON_FINITE[x])
+                        for x in v.astype(np.float64, copy=False).tolist()
+                    ]
+                )
+            else:
+                cols.append(_json_cells(v))
+        return zip(*cols, strict=True)
 
 
 _UINT_IDS = (2, 4, 6, 8)  # Arrow type ids of uint8/16/32/64
@@ -559,6 +592,12 @@ _jstr = json.encoder.encode_basestring  # what json.dumps does to a str
 def _key(name: str) -> str:
     """A column name as a JSON key inside a %-template."""
     return _jstr(name).replace("%", "%%")
+
+
+@functools.lru_cache(maxsize=256)
+def _json_template(names: tuple[str, ...], start: str, indent: str, sep: str, end: str) -> str:
+    """The %-template of one JSON object with these keys (made once per set of columns)."""
+    return start + sep.join(f"{indent}{_key(k)}: %s" for k in names) + end
 
 
 _NON_FINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}

@@ -204,6 +204,15 @@ def _coalesce(frame: Any, *xs: Any) -> Any:
     first = np.asarray(xs[0], dtype=np.float64)
     out: Any = first[:1].reshape(()) if first.ndim == 1 and first.size and first.strides[0] == 0 else first
     for x in xs[1:]:
+        t = type(out)
+        if t is float or t is np.float64 or (t is np.ndarray and out.size == 1 and out.dtype.kind == "f"):
+            # one value (a one-row batch, a collapsed column): missing or not without a ufunc; the
+            # same outcome as the reductions below (any() and all() agree on one value)
+            v = out if t is not np.ndarray else out.item()
+            if v == v:
+                break
+            out = x if type(x) is float or np.ndim(x) == 0 else np.where(np.isnan(out), x, out)
+            continue
         miss = np.isnan(out)
         if not miss.any():
             break
