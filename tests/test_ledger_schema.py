@@ -222,3 +222,37 @@ def test_migration_0005_moves_the_firm_index_into_its_own_table_and_back(ledger_
     assert [r["seq"] for r in led.ratings(2, firm)] == [i for i, f in enumerate(res["firm_id"]) if f == firm]
     assert led.check().ok
     led.dispose()
+
+
+def _open_at(args):
+    import time
+
+    url, start = args
+    while time.time() < start:  # every process opens the new ledger at the same moment
+        pass
+    try:
+        open_ledger(url).dispose()
+        return "ok"
+    except LedgerError as exc:
+        return str(exc)
+
+
+def test_processes_opening_a_new_ledger_at_once_migrate_it_one_after_the_other(tmp_path):
+    """`serve --processes N` workers (or two CLI runs) opening a ledger that does not exist yet:
+    the migration holds the write lock, so the others wait and find it done. Before session 5 one
+    of them failed with 'database is locked' (SQLite refuses, without waiting, to upgrade a read
+    transaction to a write while another writer holds the lock)."""
+    import concurrent.futures
+    import multiprocessing
+    import time
+
+    for attempt in range(3):
+        url = str(tmp_path / f"new-{attempt}.db")
+        start = time.time() + 2.0
+        ctx = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(4, mp_context=ctx) as pool:
+            got = list(pool.map(_open_at, [(url, start)] * 4))
+        assert got == ["ok"] * 4, got
+        engine = db.create_engine(url)
+        assert db.current_revision(engine) == db.HEAD
+        engine.dispose()

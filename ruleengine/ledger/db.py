@@ -176,10 +176,14 @@ def current_revision(engine: Any) -> str | None:
 
 
 def upgrade(engine: Any, revision: str = "head") -> None:
-    """Bring the schema to ``revision`` (default: the newest)."""
+    """Bring the schema to ``revision`` (default: the newest), holding the ledger's write lock
+    (:func:`write_transaction`): several processes opening a new ledger at once (``serve
+    --processes N``, two CLI runs) migrate it one after the other — the later ones find it done —
+    instead of one failing with "database is locked" (SQLite refuses a read transaction's upgrade to
+    a write when another writer holds the lock, at once, without waiting)."""
     from alembic import command
 
-    with translate_errors(engine), engine.begin() as conn:
+    with write_transaction(engine) as conn:
         command.upgrade(_alembic_config(conn), revision)
 
 

@@ -82,6 +82,9 @@ def supervise(cfg: ServiceConfig, host: str, port: int, access_log: bool, proces
     if port == 0:
         raise RuleEngineError("--processes N needs a fixed --port (each process binds it)")
     _port_is_free(host, port)
+    from ..ledger import open_ledger
+
+    open_ledger(cfg.ledger).dispose()  # created or migrated once, here, before any worker opens it
     ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no threads or sockets inherited
     stopping = False
     workers: dict[int, tuple[Any, float]] = {}  # slot -> (process, started at)
