@@ -183,6 +183,7 @@ class _Conn:
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
+        self.last = 0.0  # when its last answer came (loop time)
 
     async def request(self, raw: bytes) -> tuple[int, float]:
         """(status, Server-Timing ms) of one request (its bytes, headers and body, made beforehand)."""
@@ -210,6 +211,11 @@ def _raw_request(port: int, method: str, path: str, headers: dict[str, str], bod
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
+# a connection idle this long is not reused: the server closes keep-alive connections after 5 s
+# (service.app.UVICORN), and a request written as it does so is lost — as HTTP clients do, expire first
+KEEPALIVE_S = 4.0
+
+
 def open_loop_raw(
     port: int, requests: list[bytes], rate: float, seconds: float, max_conns: int = 64
 ) -> tuple[list[float], list[float], int, float]:
@@ -234,6 +240,8 @@ def open_loop_raw(
             when = start + i / rate
             await asyncio.sleep(max(0.0, when - loop.time()))
             async with slots:
+                while idle and loop.time() - idle[-1].last > KEEPALIVE_S:  # the server may be closing it
+                    idle.pop().writer.close()
                 if idle:
                     conn = idle.pop()
                 else:
@@ -250,6 +258,7 @@ def open_loop_raw(
                     server.append(ms)
                 else:
                     errors += 1
+                conn.last = loop.time()
                 idle.append(conn)
 
         t0 = loop.time()

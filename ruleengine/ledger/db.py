@@ -9,6 +9,7 @@ transaction-scoped advisory lock on PostgreSQL.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
@@ -196,10 +197,17 @@ def downgrade(engine: Any, revision: str = "base") -> None:
 
 @contextlib.contextmanager
 def write_transaction(engine: Any) -> Iterator[Any]:
-    """One transaction holding the ledger's write lock: everything in it lands, or nothing does."""
+    """One transaction holding the ledger's write lock: everything in it lands, or nothing does.
+
+    SQLite file: the writers of this package first take an OS lock on ``FILE.writelock`` (see
+    :func:`_queue_for_writes`), then SQLite's own (``BEGIN IMMEDIATE``)."""
     with translate_errors(engine):
         if engine.dialect.name == "sqlite":
-            with engine.connect().execution_options(ledger_begin="IMMEDIATE") as conn, conn.begin():
+            with (
+                _queue_for_writes(sqlite_path(engine)),
+                engine.connect().execution_options(ledger_begin="IMMEDIATE") as conn,
+                conn.begin(),
+            ):
                 yield conn
         else:
             import sqlalchemy as sa
@@ -207,6 +215,38 @@ def write_transaction(engine: Any) -> Iterator[Any]:
             with engine.begin() as conn:
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY - (1 << 63)})
                 yield conn
+
+
+@contextlib.contextmanager
+def _queue_for_writes(path: Path | None) -> Iterator[None]:
+    """Writers of one SQLite ledger (``serve --processes N``'s writer threads, CLI runs) wait for
+    each other on an exclusive ``flock`` of ``FILE.writelock`` before SQLite's write lock.
+
+    Without it, a writer that finds the ledger locked sleeps in SQLite's busy handler — 1, 2, 5 …
+    up to 100 ms at a time, polling — while a busy other process takes the lock again and again the
+    moment it frees it: measured, one server process's commits waited 0.5–1.9 s while the other
+    committed group after group (the service's p99 under load). The kernel wakes a ``flock``
+    waiter as soon as the holder lets go (and a process that dies lets go), so writers take turns.
+    Best effort: where the lock file cannot be made (no ``fcntl``, a read-only folder) SQLite's busy
+    handler still serialises the writers, as before. The file is left in place (removing a lock
+    file races with the next writer); it holds nothing."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on Windows
+        fcntl = None  # type: ignore[assignment]
+    fd = -1
+    if path is not None and fcntl is not None:
+        try:
+            fd = os.open(f"{path}.writelock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError:
+            fd = -1
+    try:
+        if fd >= 0:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        if fd >= 0:
+            os.close(fd)  # (closing the descriptor releases the lock)
 
 
 @contextlib.contextmanager

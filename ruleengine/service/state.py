@@ -18,6 +18,7 @@ from typing import Any, TypeVar, overload
 from ..errors import RuleEngineError
 from ..ledger import Ledger, open_ledger
 from ..rulebook.loader import load
+from . import heap
 from .config import ServiceConfig
 from .keys import KeyRing, KeyWatch
 from .registry import Registry, write_atomic
@@ -275,6 +276,7 @@ class State:
         with lock:
             with self._runs_lock:
                 got = self._runs.get(run_id)
+            fresh = got is None or (with_results and got.results is None)
             if got is None:
                 if self.run_row(run_id) is None:
                     raise Problem(404, "Not Found", f"no run {run_id} in the ledger", "no-run")
@@ -288,6 +290,8 @@ class State:
                 self._runs.move_to_end(run_id)
                 while len(self._runs) > self.cfg.cached_runs:
                     self._runs.popitem(last=False)
+            if fresh:  # a run's materials live until evicted: out of the collector's way (heap.py)
+                heap.settle()
             return got
 
     def _materialise(self, run_id: int) -> RatedRun:
