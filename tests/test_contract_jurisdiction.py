@@ -325,3 +325,21 @@ def test_many_bad_region_values_give_five_located_warnings_and_a_count():
     assert len(warn) == 5
     assert warn[0].startswith("<records>: row 1, column region: 'city0' is not a GB/T 2260 division code")
     assert warn[4].endswith("(5 rows): the firm id's division is used; and 3 more such values")
+
+
+def test_division_labels_of_a_few_ids_are_those_of_the_lookup_tables(monkeypatch):
+    """A few ids (a one-firm rating) take a sort instead of filling two 1,000,001-entry tables
+    (~0.1 ms a request); the labels and each id's label are the same either way."""
+    import numpy as np
+
+    from ruleengine.io import jurisdiction as J
+
+    rng = np.random.default_rng(7)
+    for n in (0, 1, 2, 5, 300):
+        codes = rng.choice(np.array([-1, 110000, 330500, 330502, 440300, 999999], dtype=np.int32), size=n)
+        few = J._id_division_labels(codes)
+        monkeypatch.setattr(J, "_FEW_CODES", -1)
+        tables = J._id_division_labels(codes)
+        monkeypatch.undo()
+        assert few[1] == tables[1]
+        assert few[0].dtype == tables[0].dtype and few[0].tolist() == tables[0].tolist()

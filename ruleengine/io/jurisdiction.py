@@ -104,9 +104,18 @@ def _status_of_code(code: np.ndarray, divisions: tuple[str, ...]) -> np.ndarray:
     return status
 
 
+_FEW_CODES = 4096  # up to this many ids, the labels come from a sort, not from lookup tables
+
+
 def _id_division_labels(codes: np.ndarray) -> tuple[np.ndarray, list[str]]:
     """(label per firm id, with a -1 appended that a missing id (code -1) reads; the labels, e.g.
     '330500 (firm_id)', sorted) from each id's division code (-1: none)."""
+    if len(codes) <= _FEW_CODES:  # a few ids (a one-firm rating): no 1,000,001-entry tables to fill
+        valid = codes >= 0
+        distinct = np.unique(codes[valid])
+        label_of = np.full(len(codes) + 1, -1, dtype=np.int32)
+        label_of[:-1][valid] = np.searchsorted(distinct, codes[valid])
+        return label_of, [f"{int(c):06d} (firm_id)" for c in distinct.tolist()]
     present = np.zeros(1_000_001, dtype=bool)  # the last entry: code -1 (an id without a division)
     present[codes] = True
     present[-1] = False

@@ -39,6 +39,7 @@ WARM = (
     "pyarrow.compute",
     "pyarrow.csv",
     "pyarrow.parquet",
+    "pandas",  # when installed, pyarrow imports it at its first pa.array() (a 0.3-1 s first request)
 )
 
 
