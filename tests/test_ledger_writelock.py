@@ -84,3 +84,22 @@ def test_a_writer_gets_its_turn_while_another_process_commits_back_to_back(tmp_p
         busy.join(30)
     assert still_busy, "the other writer stopped before this one finished: it did not get turns while it was busy"
     assert max(waits) < 1.0, [round(w, 3) for w in waits]
+
+
+def test_a_symlink_in_place_of_the_lock_file_is_not_followed(tmp_path):
+    """FILE.writelock planted as a symlink: not followed (nothing made or opened at its target);
+    the write still happens, serialised by SQLite's own lock."""
+    path = tmp_path / "ledger.db"
+    _table(str(path))
+    (tmp_path / "ledger.db.writelock").unlink()
+    target = tmp_path / "elsewhere"
+    (tmp_path / "ledger.db.writelock").symlink_to(target)
+    engine = db.create_engine(str(path))
+    with db.write_transaction(engine) as conn:
+        conn.exec_driver_sql("INSERT INTO t VALUES ('me', 1.0)")
+    engine.dispose()
+    assert not target.exists()
+    engine = db.create_engine(str(path))
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM t").scalar() == 1
+    engine.dispose()

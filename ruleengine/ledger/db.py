@@ -236,10 +236,13 @@ def _queue_for_writes(path: Path | None) -> Iterator[None]:
         fcntl = None  # type: ignore[assignment]
     fd = -1
     if path is not None and fcntl is not None:
-        try:
-            fd = os.open(f"{path}.writelock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError:
-            fd = -1
+        lock = f"{path}.writelock"
+        for flags in (os.O_RDWR | os.O_CREAT, os.O_RDONLY):  # (a flock needs no write access)
+            try:
+                fd = os.open(lock, flags | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0), 0o600)
+                break
+            except OSError:
+                fd = -1
     try:
         if fd >= 0:
             fcntl.flock(fd, fcntl.LOCK_EX)
