@@ -286,9 +286,12 @@ def main() -> int:
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "SERVICE.md"))
     args = ap.parse_args()
 
+    from calibrate import loop_ms as calibration_ms
+
     from ruleengine import __version__
     from ruleengine.service.keys import add_key
 
+    speed = calibration_ms(1)  # the host's speed now (benchmarks/calibrate.py): CPU figures move with it
     tmp = Path(tempfile.mkdtemp(prefix="bench-service-"))
     key = add_key(tmp / "keys.json", "bench", "admin")
     H = {"Authorization": f"Bearer {key}"}
@@ -453,6 +456,7 @@ def main() -> int:
     writer = [x for x in (tmp / "server.log").read_text(errors="replace").splitlines() if "ledger writer:" in x]
     for w in writer[-args.processes :]:  # group commit at work: runs per commit group, per process
         lines.append(f"| the ledger writer, whole benchmark | — | — | {w.split('ledger writer: ')[1]} | — |")
+    speed += calibration_ms(1)
     load = os.getloadavg()
     cores = os.cpu_count() or 1
     busy = load[0] > 0.5 * cores
@@ -473,7 +477,9 @@ def main() -> int:
             f"{load[0]:.1f} / {load[1]:.1f} at the end), Python {platform.python_version()}, ruleengine {__version__}, "
             f"rulebook huzhou; `ruleengine serve --workers {args.workers} --processes {args.processes} "
             f"--ledger-sync {args.ledger_sync}`, SQLite ledger, loopback. "
-            f"Run 1: {args.base_firms:,} firms × 2 years. Command: `python benchmarks/bench_service.py "
+            f"Run 1: {args.base_firms:,} firms × 2 years. Host speed: `benchmarks/calibrate.py`'s fixed loop "
+            f"{speed[0]:.0f} ms of CPU before, {speed[1]:.0f} ms after (318–566 ms seen on this machine: "
+            "the CPU figures scale with it). Command: `python benchmarks/bench_service.py "
             + " ".join(sys.argv[1:])
             + "`.",
             "",

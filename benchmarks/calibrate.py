@@ -29,9 +29,12 @@ print((time.process_time() - t) * 1000)
 """
 
 
-def _run(n: int) -> list[float]:
+def loop_ms(n: int = 1) -> list[float]:
+    """The fixed loop's CPU milliseconds in ``n`` processes started at once (one figure each)."""
     procs = [subprocess.Popen([sys.executable, "-c", LOOP], stdout=subprocess.PIPE, text=True) for _ in range(n)]
     return [float(p.communicate()[0]) for p in procs]
+
+
 
 
 def main() -> int:
@@ -41,8 +44,8 @@ def main() -> int:
     alone: list[float] = []
     pair: list[float] = []
     for _ in range(args.rounds):
-        alone += _run(1)
-        pair += _run(2)
+        alone += loop_ms(1)
+        pair += loop_ms(2)
 
     def show(xs: list[float]) -> str:
         return f"median {statistics.median(xs):.0f} ms (min {min(xs):.0f}, max {max(xs):.0f})"
