@@ -478,7 +478,7 @@ def main() -> int:
             f"rulebook huzhou; `ruleengine serve --workers {args.workers} --processes {args.processes} "
             f"--ledger-sync {args.ledger_sync}`, SQLite ledger, loopback. "
             f"Run 1: {args.base_firms:,} firms × 2 years. Host speed: `benchmarks/calibrate.py`'s fixed loop "
-            f"{speed[0]:.0f} ms of CPU before, {speed[1]:.0f} ms after (318–566 ms seen on this machine: "
+            f"{speed[0]:.0f} ms of CPU before, {speed[1]:.0f} ms after (307–631 ms seen on this machine: "
             "the CPU figures scale with it). Command: `python benchmarks/bench_service.py "
             + " ".join(sys.argv[1:])
             + "`.",
