@@ -88,6 +88,46 @@ def test_per_partition_output_holds_the_local_runners_rows(tmp_path, spark, port
     assert same_rows(out, reference, tmp_path)
 
 
+def test_the_partition_key_covers_every_character_the_data_contract_trims(spark):
+    """Spark partitions by partition_key, computed in the JVM; the tasks read firm ids trimmed by
+    Arrow. Every character Arrow trims, before, after or around an id, gives the id's own key."""
+    import pyarrow.compute as pc
+
+    cps = [c for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
+    trimmed = pc.utf8_trim_whitespace(pa.array(["a" + chr(c) for c in cps])).to_pylist()
+    chars = [chr(c) for c, t in zip(cps, trimmed, strict=True) if t == "a"]
+    assert {" ", "\t", "\u3000", "\u00a0"} <= set(chars)  # ideographic and no-break spaces among them
+    ids = ["F1", *(x for ch in chars for x in (ch + "F1", "F1" + ch, ch + ch + "F1" + ch))]
+    df = spark.createDataFrame([(i,) for i in ids], "firm_id string")
+    assert {r[0] for r in df.select(rspark.partition_key(df)).collect()} == {"F1"}
+
+
+def test_a_firm_written_with_spaces_around_its_id_stays_in_one_partition(tmp_path, spark, portfolio):
+    """A third of the rows give their firm id with Unicode spaces around it (the data contract
+    trims them: one firm). prev() and baseline() need all of a firm's rows in one partition: the
+    output at 7 partitions is the local runner's, byte for byte. (A key on the raw id splits the
+    firms: checked by hand with `F.col("firm_id")` as the key, this test fails.)"""
+    plan, ds, _, _ = portfolio
+    table = pa.concat_tables([pq.read_table(f) for f in dataset_files(ds)])
+    pads = ["\u3000", " ", "\t", "\u00a0"]
+    ids = table.column("firm_id").to_pylist()
+    padded = [
+        f"{pads[i % 4]}{v}{pads[(i + 1) % 4]}" if v is not None and i % 3 == 0 else v for i, v in enumerate(ids)
+    ]
+    table = table.set_column(table.schema.get_field_index("firm_id"), "firm_id", pa.array(padded, pa.string()))
+    pdir = tmp_path / "padded"
+    pdir.mkdir()
+    cuts = np.linspace(0, table.num_rows, 4).astype(int)
+    for i in range(3):
+        pq.write_table(table.slice(cuts[i], cuts[i + 1] - cuts[i]), pdir / f"part-{i}.parquet")
+    reference = tmp_path / "local.parquet"
+    run = rate_dataset(plan, pdir, reference, 300)
+    assert 0 < run.rated < run.rows
+    out = tmp_path / "spark.parquet"
+    rspark.rate(plan, rspark.read_files(spark, dataset_files(pdir)), out, npartitions=7, source=str(pdir))
+    assert out.read_bytes() == reference.read_bytes()
+
+
 def test_files_reached_through_symbolic_links_are_numbered(tmp_path, spark, portfolio):
     """A dataset directory of symbolic links: Spark names the files by the link, not the target;
     every row still gets its number (it was null, and the run failed)."""

@@ -2,8 +2,7 @@
 
     rate(plan, df)               a Spark DataFrame holding the input columns and ``__row`` (each
                                  row's position in the input; rate_files adds it from the files)
-      → firm bucket              mapInArrow: partition.buckets(firm_id) (the stable firm hash)
-      → firm-complete partitions repartition(k, __bucket), persisted
+      → firm-complete partitions repartition(k, partition_key(firm_id)) in the JVM, persisted
       → per benchmark stage      mapInArrow: stage 1 + partials per partition, pickled; collected
                                  and merged once on the driver (one action) → tables, broadcast
       → final pass               mapInArrow: stage 2 per partition → result columns + __row;
@@ -32,7 +31,6 @@ from .partition import (
     ROW,
     TaskClock,
     benchmark_passes,
-    buckets,
     check_written,
     columns_read,
     empty_results,
@@ -53,7 +51,6 @@ if TYPE_CHECKING:
 
     View = Callable[[Plan, Results, RawTable], Any]
 
-BUCKETS_PER_PARTITION = 16
 ARROW_BATCH_ROWS = 65_536  # spark.sql.execution.arrow.maxRecordsPerBatch (Spark's default: 10,000)
 BLOB_ROWS = 16_384  # result rows per piece sent back to the driver by ``rate``
 _SPARK_TYPES = {"int64": "long", "double": "double", "string": "string", "large_string": "string"}
@@ -161,33 +158,46 @@ def _one_binary(data: Any) -> Any:
 
 
 def firm_partitions(df: Any, npartitions: int | None = None, columns: Iterable[str] | None = None) -> tuple[Any, int]:
-    """``df`` (with ``__row``) repartitioned into firm-complete partitions by the stable firm
-    bucket, persisted (every pass, and every plan rated on it, reads it), and its row count.
+    """``df`` (with ``__row``) repartitioned into firm-complete partitions by :func:`partition_key`,
+    persisted (every pass, and every plan rated on it, reads it), and its row count.
     ``columns``: only these columns (and the firm id) go through the shuffle (default: all)."""
-    import pyarrow as pa
-    from pyspark.sql.types import LongType, StructField, StructType
-
     if ROW not in df.columns:
         raise ValueError(f"the DataFrame needs a {ROW} column (each row's position in the input); see read_files")
     if columns is not None:
         keep = set(columns) | {"firm_id"}
         df = df.select(*[f"`{c}`" for c in df.columns if c in keep], ROW)
-    bucket_schema = StructType([*df.schema.fields, StructField(BUCKET, LongType())])  # (.add mutates df.schema)
     k = npartitions or max(df.rdd.getNumPartitions(), 1)
-    # Spark hashes the bucket number again to pick the partition: with a few buckets per partition
-    # no partition is left empty by a collision (the rows of a bucket stay together either way)
-    nb = k * BUCKETS_PER_PARTITION
-
-    def add_bucket(batches: Iterator[Any]) -> Iterator[Any]:
-        for b in batches:
-            ids = b.column(b.schema.get_field_index("firm_id")) if "firm_id" in b.schema.names else None
-            bk = buckets(ids if ids is not None else np.full(b.num_rows, "", dtype=object), nb)
-            yield pa.RecordBatch.from_arrays(
-                [*b.columns, pa.array(bk, type=pa.int64())], names=[*b.schema.names, BUCKET]
-            )
-
-    parts = df.mapInArrow(add_bucket, bucket_schema).repartition(k, BUCKET).persist()
+    parts = df.repartition(k, partition_key(df)).persist()
     return parts, int(parts.count())
+
+
+# every control and separator character (Unicode Cc, Z*), anywhere in an id
+_NOT_IN_KEY = r"[\p{Cc}\p{Z}]"
+
+
+def partition_key(df: Any) -> Any:
+    """A Spark column that puts every row of one firm in one partition, computed in the JVM.
+
+    The data contract reads a firm id as its text with surrounding whitespace trimmed (Arrow's
+    ``utf8_trim_whitespace``: Unicode bidi classes WS, B and S, e.g. U+3000). The key removes every
+    control and separator character (Unicode Cc and Z) *anywhere* in the id, which covers every
+    character that trim removes (tests/test_scale_spark.py checks all of Unicode against Arrow): two
+    spellings of one firm ("F1", " F1", "F1\u3000") always get the same key; two firms may share
+    one (harmless: a partition holds whole firms either way). Numbers: the value (NaN: no firm; -0.0
+    as 0.0). Until session 6 a mapInArrow added partition.buckets() of each row — every row and
+    column through Python and back before the shuffle, ~1/3 of Spark's CPU of partitioning."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import DoubleType, FloatType, StringType
+
+    if "firm_id" not in df.columns:
+        return F.lit("")  # no firm ids: every row is independent (one partition, as before)
+    col = F.col("firm_id")
+    kind = df.schema["firm_id"].dataType
+    if isinstance(kind, StringType):
+        return F.regexp_replace(col, _NOT_IN_KEY, "")
+    if isinstance(kind, DoubleType | FloatType):
+        return F.when(F.isnan(col), F.lit(None)).otherwise(col + F.lit(0.0))
+    return col
 
 
 def run(
