@@ -157,3 +157,38 @@ def test_the_task_clock_counts_every_row_and_the_receive_apart(tmp_path, spark, 
     assert all(p["rows"] == n and p["tasks"] >= 1 and p["cpu"] > 0 for p in passes.values())
     received = clock.passes["(receive)"]
     assert received["rows"] == 3 * n and received["cpu"] > 0  # three passes, each receiving every row
+
+
+BYTES = "spark.sql.execution.arrow.maxBytesPerBatch"
+ROWS = "spark.sql.execution.arrow.maxRecordsPerBatch"
+
+
+def test_batches_to_python_are_bounded_by_rows_not_bytes_while_a_run_lasts(tmp_path, spark, portfolio, monkeypatch):
+    """With a byte bound on Arrow batches Spark sizes the batch after every row (about half of the
+    JVM's CPU in the passes); the passes run with no byte bound (Int.MaxValue: the check is skipped)
+    and 65,536-row batches — also on a session the caller made with other values, which it keeps."""
+    plan, ds, reference, _ = portfolio
+    seen = []
+    real = rspark._run
+
+    def spy(plan_, parts, **kw):
+        seen.append((parts.sparkSession.conf.get(BYTES), parts.sparkSession.conf.get(ROWS)))
+        return real(plan_, parts, **kw)
+
+    monkeypatch.setattr(rspark, "_run", spy)
+    spark.conf.set(BYTES, "1000000")  # the caller's own choices
+    spark.conf.set(ROWS, "5000")
+    try:
+        out = tmp_path / "spark.parquet"
+        rspark.rate(plan, rspark.read_files(spark, dataset_files(ds)), out, npartitions=3, source=str(ds))
+        assert out.read_bytes() == reference
+        assert seen == [(str(2**31 - 1), "65536")]
+        assert (spark.conf.get(BYTES), spark.conf.get(ROWS)) == ("1000000", "5000")  # given back
+    finally:
+        for key, value in rspark.ARROW_SETTINGS.items():
+            spark.conf.set(key, value)  # the shared session as scale.spark.session made it
+
+
+def test_a_session_made_here_bounds_batches_by_rows(spark):
+    assert spark.conf.get(BYTES) == str(2**31 - 1)
+    assert spark.conf.get(ROWS) == "65536"
