@@ -389,12 +389,23 @@ def warm_up() -> None:
     """Import what a partition task runs, so that a task's clock (:class:`TaskClock`) counts the
     partition's own work, not a fresh worker process's imports (paid once per process); and keep
     glibc's heap for reuse where the worker's environment turned that off
-    (``pipeline.keep_heap_for_reuse``: Dask's workers)."""
+    (``pipeline.keep_heap_for_reuse``: Dask's workers).
+
+    That includes pandas: pyarrow imports it (when installed) at its first array, ~0.35 s of CPU.
+    The local runner's Parquet read did that before its clock; a Spark Python worker did it inside
+    its first task (``pa.Table.from_batches``), one of the costs that made a worker's first task 4-6x
+    a later one (benchmarks/SCALE_ENGINES.md, session 7); and the industry classification table."""
     from .. import pipeline
 
     pipeline.keep_heap_for_reuse()
+    import pyarrow as pa
+
+    pa.array([0])  # pyarrow's lazy pandas import, here rather than in the first task
     from ..engine import benchmarks, evaluator, results  # noqa: F401
-    from ..io import data  # noqa: F401
+    from ..io import _arrow, data, identifiers, jurisdiction  # noqa: F401
+    from . import sink  # noqa: F401
+
+    identifiers.classification()  # GB/T 4754 codes, read once per process
 
 
 class TaskClock:
