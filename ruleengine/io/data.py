@@ -1461,3 +1461,12 @@ def is_provenance_column(name: str, inputs: Iterable[str]) -> bool:
         if name.endswith(suffix) and name[: -len(suffix)] in inputs:
             return True
     return False
+
+
+def preload() -> None:
+    """Import what reading and checking a table imports lazily, and read the GB/T 4754 table: a
+    worker process's set-up before it rates partitions (``scale.partition.warm_up``), so that its
+    first partition does not pay for them."""
+    from . import _arrow, identifiers, jurisdiction  # noqa: F401
+
+    identifiers.classification()

@@ -402,10 +402,10 @@ def warm_up() -> None:
 
     pa.array([0])  # pyarrow's lazy pandas import, here rather than in the first task
     from ..engine import benchmarks, evaluator, results  # noqa: F401
-    from ..io import _arrow, data, identifiers, jurisdiction  # noqa: F401
+    from ..io import data
     from . import sink  # noqa: F401
 
-    identifiers.classification()  # GB/T 4754 codes, read once per process
+    data.preload()  # the data contract's lazily imported modules and its GB/T 4754 table
 
 
 class TaskClock:
