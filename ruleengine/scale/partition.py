@@ -391,10 +391,11 @@ def warm_up() -> None:
     glibc's heap for reuse where the worker's environment turned that off
     (``pipeline.keep_heap_for_reuse``: Dask's workers).
 
-    That includes pandas: pyarrow imports it (when installed) at its first array, ~0.35 s of CPU.
-    The local runner's Parquet read did that before its clock; a Spark Python worker did it inside
-    its first task (``pa.Table.from_batches``), one of the costs that made a worker's first task 4-6x
-    a later one (benchmarks/SCALE_ENGINES.md, session 7); and the industry classification table."""
+    That includes pandas, which pyarrow imports (when installed) at its first ``pa.array`` or
+    ``to_numpy``: ~0.35 s of CPU. The local runner's Parquet read did that before its clock; a Spark
+    Python worker did it inside its first task (the ``to_numpy`` of the row numbers), one of the costs
+    that made a worker's first task several times a later one (benchmarks/SCALE_ENGINES.md, session
+    7). And the data contract's lazily imported modules and industry table (``io.data.preload``)."""
     from .. import pipeline
 
     pipeline.keep_heap_for_reuse()
