@@ -169,20 +169,20 @@ def test_batches_to_python_are_bounded_by_rows_not_bytes_while_a_run_lasts(tmp_p
     and 65,536-row batches — also on a session the caller made with other values, which it keeps."""
     plan, ds, reference, _ = portfolio
     seen = []
-    real = rspark._run
+    real = rspark._shipped
 
-    def spy(plan_, parts, **kw):
-        seen.append((parts.sparkSession.conf.get(BYTES), parts.sparkSession.conf.get(ROWS)))
-        return real(plan_, parts, **kw)
+    def spy(sc, value):  # the settings as each pass ships its plan and tables
+        seen.append((spark.conf.get(BYTES), spark.conf.get(ROWS)))
+        return real(sc, value)
 
-    monkeypatch.setattr(rspark, "_run", spy)
+    monkeypatch.setattr(rspark, "_shipped", spy)
     spark.conf.set(BYTES, "1000000")  # the caller's own choices
     spark.conf.set(ROWS, "5000")
     try:
         out = tmp_path / "spark.parquet"
         rspark.rate(plan, rspark.read_files(spark, dataset_files(ds)), out, npartitions=3, source=str(ds))
         assert out.read_bytes() == reference
-        assert seen == [(str(2**31 - 1), "65536")]
+        assert seen == [(str(2**31 - 1), "65536")] * 4  # shipping the plan, the 2 benchmark passes, the final
         assert (spark.conf.get(BYTES), spark.conf.get(ROWS)) == ("1000000", "5000")  # given back
     finally:
         for key, value in rspark.ARROW_SETTINGS.items():

@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from ..rulebook.plan import Plan
 
 ROW = "__row"  # the column carrying each row's 0-based position in the whole input
-BUCKET = "__bucket"  # the column carrying each row's firm bucket (Spark and Dask shuffles)
 
 _P = np.uint64(0x100000001B3)  # FNV prime: the polynomial's base
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -325,7 +324,7 @@ def raw_of(
     keep = columns_read(plan) | set(extra)
     cols = {n: table.column(n) for n in table.column_names if n in keep}
     if names is None:
-        names = [n for n in table.column_names if n not in (ROW, BUCKET)]
+        names = [n for n in table.column_names if n != ROW]
     return RawTable(cols, table.num_rows, source, names=list(names))
 
 

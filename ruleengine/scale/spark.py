@@ -18,18 +18,18 @@ task is retried by Spark and gives the same rows.
 
 from __future__ import annotations
 
+import functools
 import pickle
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 import numpy as np
 
 from .partition import (
-    BUCKET,
     ROW,
     TaskClock,
     benchmark_passes,
@@ -111,6 +111,21 @@ def arrow_settings(spark: Any) -> Iterator[None]:
                 spark.conf.unset(key)
             else:
                 spark.conf.set(key, value)
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _under_arrow_settings(fn: Callable[Concatenate[Plan, Any, P], R]) -> Callable[Concatenate[Plan, Any, P], R]:
+    """``fn(plan, parts, ...)`` run under :func:`arrow_settings` of the session of ``parts``."""
+
+    @functools.wraps(fn)
+    def wrapped(plan: Plan, parts: Any, *args: P.args, **kwargs: P.kwargs) -> R:
+        with arrow_settings(parts.sparkSession):
+            return fn(plan, parts, *args, **kwargs)
+
+    return wrapped
 
 
 def _received(batches: Iterator[Any]) -> tuple[list[Any], float]:
@@ -230,6 +245,7 @@ def partition_key(df: Any) -> Any:
     return col
 
 
+@_under_arrow_settings
 def run(
     plan: Plan,
     parts: Any,
@@ -251,25 +267,6 @@ def run(
     views to this file instead (canonical row groups; the driver holds one partition's pieces at
     a time, not the whole result: ``ordered.OrderedSpill``) and return None; ``names``: every
     column of the input (default: those of ``parts``; the data contract's typo check reads them)."""
-    with arrow_settings(parts.sparkSession):
-        return _run(
-            plan, parts, source=source, view=view, extra=extra, fail_first_attempt=fail_first_attempt,
-            clock=clock, output=output, names=names,
-        )  # fmt: skip
-
-
-def _run(
-    plan: Plan,
-    parts: Any,
-    *,
-    source: str = "<spark>",
-    view: View = result_table,
-    extra: Sequence[str] = (),
-    fail_first_attempt: bool = False,
-    clock: TaskClock | None = None,
-    output: str | Path | None = None,
-    names: Sequence[str] | None = None,
-) -> Any:
     import pyarrow as pa
 
     from ..pipeline import require_rulebook
@@ -277,7 +274,7 @@ def _run(
     require_rulebook(plan)
     spark = parts.sparkSession
     sc = spark.sparkContext
-    present = [c for c in parts.columns if c not in (ROW, BUCKET)]
+    present = [c for c in parts.columns if c != ROW]
     names = list(names) if names is not None else present
     timing = clock is not None
     needed = columns_read(plan) | set(extra)
@@ -318,7 +315,7 @@ def _run(
 
     from pyspark.sql.pandas.types import to_arrow_schema
 
-    types = {f.name: f.type for f in to_arrow_schema(parts.schema) if f.name not in (ROW, BUCKET)}
+    types = {f.name: f.type for f in to_arrow_schema(parts.schema) if f.name != ROW}
     types = {n: t for n, t in types.items() if n in needed}
     schema = view_schema(view, plan, names, types, tables)
     ddl = ", ".join(f"`{f.name}` {_SPARK_TYPES[str(f.type)]}" for f in schema) + f", `{ROW}` long"
