@@ -291,7 +291,7 @@ def main() -> int:
     from ruleengine import __version__
     from ruleengine.service.keys import add_key
 
-    speed = calibration_ms(1)  # the host's speed now (benchmarks/calibrate.py): CPU figures move with it
+    speed_before = calibration_ms(1)[0]  # the host's speed now (benchmarks/calibrate.py): CPU figures move with it
     tmp = Path(tempfile.mkdtemp(prefix="bench-service-"))
     key = add_key(tmp / "keys.json", "bench", "admin")
     H = {"Authorization": f"Bearer {key}"}
@@ -456,7 +456,7 @@ def main() -> int:
     writer = [x for x in (tmp / "server.log").read_text(errors="replace").splitlines() if "ledger writer:" in x]
     for w in writer[-args.processes :]:  # group commit at work: runs per commit group, per process
         lines.append(f"| the ledger writer, whole benchmark | — | — | {w.split('ledger writer: ')[1]} | — |")
-    speed += calibration_ms(1)
+    speed_after = calibration_ms(1)[0]
     load = os.getloadavg()
     cores = os.cpu_count() or 1
     busy = load[0] > 0.5 * cores
@@ -478,7 +478,7 @@ def main() -> int:
             f"rulebook huzhou; `ruleengine serve --workers {args.workers} --processes {args.processes} "
             f"--ledger-sync {args.ledger_sync}`, SQLite ledger, loopback. "
             f"Run 1: {args.base_firms:,} firms × 2 years. Host speed: `benchmarks/calibrate.py`'s fixed loop "
-            f"{speed[0]:.0f} ms of CPU before, {speed[1]:.0f} ms after (307–631 ms seen on this machine: "
+            f"{speed_before:.0f} ms of CPU before, {speed_after:.0f} ms after (307–631 ms seen on this machine: "
             "the CPU figures scale with it). Command: `python benchmarks/bench_service.py "
             + " ".join(sys.argv[1:])
             + "`.",

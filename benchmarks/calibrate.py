@@ -35,8 +35,6 @@ def loop_ms(n: int = 1) -> list[float]:
     return [float(p.communicate()[0]) for p in procs]
 
 
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=10, help="rounds of (alone, a pair)")
