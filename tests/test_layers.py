@@ -9,7 +9,7 @@ Layers, lowest first. A module may import only from its own layer or a lower one
     4  ruleengine.pipeline, ruleengine.scale.*
     5  ruleengine.analysis.*            trace, what-it-takes, diff, compare, author tests
     6  ruleengine.render.*, ruleengine.report.*
-    7  ruleengine.api, ruleengine.ledger.*
+    7  ruleengine.api, ruleengine.spark, ruleengine.dask, ruleengine.ledger.*
     8  ruleengine.cli, ruleengine.service.*
 
 Rules, as checked here:
@@ -63,6 +63,8 @@ LAYERS: dict[str, int] = {
     "ruleengine.render": 6,
     "ruleengine.report": 6,
     "ruleengine.api": 7,
+    "ruleengine.spark": 7,
+    "ruleengine.dask": 7,
     "ruleengine.ledger": 7,
     "ruleengine.cli": 8,
     "ruleengine.service": 8,

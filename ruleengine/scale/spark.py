@@ -257,6 +257,7 @@ def run(
     clock: TaskClock | None = None,
     output: str | Path | None = None,
     names: Sequence[str] | None = None,
+    lazy: bool = False,
 ) -> Any:
     """The passes of ``plan`` over firm-complete ``parts`` (from :func:`firm_partitions`): a
     pyarrow Table of ``view(plan, results, raw)`` of every partition, in input order.
@@ -266,7 +267,9 @@ def run(
     ``clock``: filled with the time spent inside the tasks (accumulators); ``output``: write the
     views to this file instead (canonical row groups; the driver holds one partition's pieces at
     a time, not the whole result: ``ordered.OrderedSpill``) and return None; ``names``: every
-    column of the input (default: those of ``parts``; the data contract's typo check reads them)."""
+    column of the input (default: those of ``parts``; the data contract's typo check reads them);
+    ``lazy``: run the benchmark passes and return the final pass as a Spark DataFrame of the
+    view's columns and ``__row``, not yet run (under the session's own Arrow settings when it runs)."""
     import pyarrow as pa
 
     from ..pipeline import require_rulebook
@@ -360,6 +363,8 @@ def run(
                 names=["part", "start", "blob"],
             )
 
+    if lazy:
+        return wanted.mapInArrow(final_task, ddl)
     if out_dir is not None:
         written = wanted.mapInArrow(final_task, "part long, rows long").collect()
         record("final", acc)
@@ -418,6 +423,46 @@ def rate(
     finally:
         parts.unpersist()
     return n
+
+
+def rate_frame(plan: Plan, df: Any, *, npartitions: int | None = None, source: str = "<spark>") -> Any:
+    """Rate a Spark DataFrame (with ``__row``: :func:`row_numbers`) into a Spark DataFrame of the
+    result columns and ``__row``: the benchmark passes run here (their tables broadcast), the final
+    pass when the returned DataFrame is used. The firm-complete partitions are persisted for the
+    benchmark passes only; the final pass repartitions ``df`` again (the same rows, by the same
+    key: the same result)."""
+    from ..pipeline import require_rulebook
+
+    require_rulebook(plan)
+    names = [c for c in df.columns if c != ROW]
+    parts, _ = firm_partitions(df, npartitions, columns_read(plan))
+    try:
+        return run(plan, parts, source=source, names=names, lazy=True)
+    finally:
+        parts.unpersist()
+
+
+_ROW_BITS = 33  # monotonically_increasing_id(): the partition index above bit 33, the row's rank in it below
+
+
+def row_numbers(df: Any) -> Any:
+    """``df`` with ``__row``: each row's position in the DataFrame's own order (its partitions in
+    order, the rows of each in order), from one Spark action counting the rows of each partition.
+    The source must give the same partitions each time it is read (files do)."""
+    from pyspark.sql import functions as F
+
+    tagged = df.withColumn("__id", F.monotonically_increasing_id())
+    part = F.shiftright(F.col("__id"), _ROW_BITS)
+    counts = {int(r["p"]): int(r["count"]) for r in tagged.groupBy(part.alias("p")).count().collect()}
+    offsets, start = {}, 0
+    for p in sorted(counts):
+        offsets[p] = start
+        start += counts[p]
+    if not offsets:
+        return tagged.withColumn(ROW, F.col("__id")).drop("__id")
+    mapping = F.create_map(*[x for p, off in offsets.items() for x in (F.lit(p), F.lit(off))])
+    rank = F.col("__id").bitwiseAND(F.lit((1 << _ROW_BITS) - 1))
+    return tagged.withColumn(ROW, (mapping[part] + rank).cast("long")).drop("__id")
 
 
 def _write_ordered(blobs: Any, output: str | Path, schema: Any, parts: Any) -> None:
