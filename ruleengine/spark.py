@@ -42,17 +42,19 @@ def rate(
 
     ``data``: a Spark DataFrame of firm-years (the data dictionary's columns), or the path or URL
     of a Parquet dataset (``s3a://…``, ``hdfs://…``, a directory, a file, a glob), read by Spark
-    in the session of ``master`` (an active session is reused). A DataFrame's rows are numbered
-    in its own order (its partitions in order, the rows of each in order: one Spark action) unless
-    it has a ``__row`` column already; that order is the output's, and the row numbers are the
-    ones data issues name. Its source must give the same rows in the same partitions each time it
-    is read (files, a table; ``persist()`` anything else first).
+    in the active session, or else in a new one of ``master`` (``scale.spark.session``).
 
-    Without ``output``: a Spark DataFrame of the result columns (the local run's ``Results``
-    columns and types) and ``__row``; the benchmark passes have run, the final pass runs when the
-    DataFrame is used (``orderBy("__row")`` for the input order). With ``output``: the results
-    written there, as ``ruleengine rate … --engine spark -o OUTPUT`` writes them (one file in input
-    order, the local run's bytes; or ``DIR/``: one part file per partition); returns the row count.
+    A DataFrame's rows are numbered in its own order (its partitions in order, the rows of each in
+    order: one Spark action) unless it has a ``__row`` column already; that order is the output's,
+    and the row numbers are the ones data issues name. Its source must give the same rows in the
+    same partitions each time it is read (files, a table; ``persist()`` anything else first).
+
+    Without ``output``: a Spark DataFrame of the result columns and ``__row``; the benchmark passes
+    have run, the final pass runs when the DataFrame is used, reading and repartitioning ``data``
+    again (``orderBy("__row")``: the input order; the rows are the local run's). With ``output``:
+    the results written there, as ``ruleengine rate … --engine spark -o OUTPUT`` writes them (one
+    file in input order, the local run's bytes; or ``DIR/``: one part file per partition); returns
+    the row count.
     ``npartitions``: firm-complete partitions (default: the DataFrame's own count)."""
     from .api import load
     from .scale import spark as engine
@@ -60,8 +62,11 @@ def rate(
     plan = load(book)
     source = "<spark>"
     if isinstance(data, str | Path):
+        from pyspark.sql import SparkSession
+
         source = str(data)
-        data = engine.read(engine.session(master), data)
+        # the caller's session as it is (session() would also set its defaults on it)
+        data = engine.read(SparkSession.getActiveSession() or engine.session(master), data)
     elif engine.ROW not in data.columns:
         data = engine.row_numbers(data)
     if output is None:
