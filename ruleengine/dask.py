@@ -53,6 +53,8 @@ def rate(
     from .scale.partition import columns_read
 
     plan = load(book)
+    if not isinstance(data, str | Path | list | tuple) and not hasattr(data, "to_delayed"):
+        raise TypeError(f"data: a dask DataFrame or local Parquet (a path, a glob, files), not {type(data).__name__}")
     if output is not None:
         return engine.rate(plan, data, output, npartitions=npartitions, client=client)
     source = str(data) if isinstance(data, str | Path) else "<dask>"

@@ -67,6 +67,8 @@ def rate(
         source = str(data)
         # the caller's session as it is (session() would also set its defaults on it)
         data = engine.read(SparkSession.getActiveSession() or engine.session(master), data)
+    elif not hasattr(data, "sparkSession"):
+        raise TypeError(f"data: a Spark DataFrame or the path or URL of a Parquet dataset, not {type(data).__name__}")
     elif engine.ROW not in data.columns:
         data = engine.row_numbers(data)
     if output is None:

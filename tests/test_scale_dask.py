@@ -160,3 +160,10 @@ def test_the_python_api_rates_a_dataframe_and_a_dataset(tmp_path, client, portfo
     n = ruleengine.dask.rate(str(KINDS), str(ds), out, npartitions=3, client=client)
     assert n == pq.read_metadata(out).num_rows
     assert out.read_bytes() == reference_bytes
+
+
+def test_the_python_api_names_what_it_takes(portfolio):
+    import ruleengine.dask
+
+    with pytest.raises(TypeError, match="a dask DataFrame or local Parquet .*, not dict"):
+        ruleengine.dask.rate(portfolio[0], {"firm_id": ["F1"]})

@@ -208,19 +208,10 @@ def test_a_worker_started_with_a_tiny_malloc_trim_threshold_keeps_its_heap(tmp_p
     every partition-sized array afresh (about twice a task's CPU). The first partition task of any
     process (partition.warm_up) sets the thresholds to what glibc's defaults reach — with that
     environment and without it (a fresh Spark Python worker starts at glibc's 128 kB threshold)."""
-    import subprocess
-
     code = "from ruleengine.scale.partition import warm_up; from ruleengine import pipeline; warm_up(); print(pipeline.keep_heap_for_reuse())"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
-    plain = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    dask_like = subprocess.run(
-        [sys.executable, "-c", code],
-        env={**env, "MALLOC_TRIM_THRESHOLD_": "65536"},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert (plain.stdout.strip(), dask_like.stdout.strip()) == ("True", "True")
+    plain, dask_like = _printed(code, env), _printed(code, {**env, "MALLOC_TRIM_THRESHOLD_": "65536"})
+    assert (plain, dask_like) == ("True", "True")
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="madvise huge pages: Linux")
@@ -229,22 +220,22 @@ def test_a_worker_gives_no_huge_page_advice_unless_told_to(tmp_path):
     a fresh worker the kernel tried to compact memory for a 2 MB page on every fault (0.8–1.2 s of
     system CPU in a first 500k-row task, against 0.2–0.3 s without). warm_up turns the advice off,
     unless NUMPY_MADVISE_HUGEPAGE (numpy's own switch) is set."""
-    import subprocess
-
     code = (
         "import numpy; from ruleengine.scale.partition import warm_up; warm_up(); "
         "from numpy._core import multiarray as m; print(m._get_madvise_hugepage())"
     )
     env = {k: v for k, v in os.environ.items() if k != "NUMPY_MADVISE_HUGEPAGE"}
-    default = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    told = subprocess.run(
-        [sys.executable, "-c", code],
-        env={**env, "NUMPY_MADVISE_HUGEPAGE": "1"},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert (default.stdout.strip(), told.stdout.strip()) == ("False", "True")
+    default, told = _printed(code, env), _printed(code, {**env, "NUMPY_MADVISE_HUGEPAGE": "1"})
+    assert (default, told) == ("False", "True")
+
+
+def _printed(code: str, env: dict[str, str]) -> str:
+    """What ``code`` prints in a fresh interpreter with environment ``env`` (a new worker process)."""
+    import subprocess
+
+    return subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 WORKER_FIRST_TASK = """

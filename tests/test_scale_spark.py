@@ -236,3 +236,11 @@ def test_the_python_api_reads_and_writes_as_the_cli_does(spark, portfolio, tmp_p
     n = ruleengine.spark.rate(str(KINDS), str(ds), out, npartitions=3, master="local[2]")
     assert n == pq.read_metadata(out).num_rows
     assert out.read_bytes() == reference
+
+
+def test_the_python_api_names_what_it_takes(portfolio):
+    import ruleengine.spark
+
+    plan = portfolio[0]
+    with pytest.raises(TypeError, match="a Spark DataFrame or the path or URL of a Parquet dataset, not dict"):
+        ruleengine.spark.rate(plan, {"firm_id": ["F1"]})
