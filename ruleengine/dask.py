@@ -50,13 +50,8 @@ def rate(
     firm-complete partitions (default: as many as the input's files or partitions)."""
     from .api import load
     from .scale import dask as engine
-    from .scale.partition import columns_read
 
     plan = load(book)
     if not isinstance(data, str | Path | list | tuple) and not hasattr(data, "to_delayed"):
         raise TypeError(f"data: a dask DataFrame or local Parquet (a path, a glob, files), not {type(data).__name__}")
-    if output is not None:
-        return engine.rate(plan, data, output, npartitions=npartitions, client=client)
-    source = str(data) if isinstance(data, str | Path) else "<dask>"
-    parts = engine.Partitions(data, npartitions, client, columns_read(plan))
-    return engine.run(plan, parts, source=source)
+    return engine.rate(plan, data, output, npartitions=npartitions, client=client)

@@ -362,9 +362,9 @@ def keep_heap_for_reuse() -> bool:
     return done
 
 
-def _no_huge_page_advice() -> bool:
+def _no_huge_page_advice() -> None:
     """Turn off numpy's huge-page advice for this process, unless ``NUMPY_MADVISE_HUGEPAGE`` says
-    otherwise (numpy's own switch, read when numpy is imported). True when turned off.
+    otherwise (numpy's own switch, read when numpy is imported).
 
     numpy marks the memory of every array of 4 MB or more ``MADV_HUGEPAGE``. A partition's arrays
     are that size and live in glibc's heap, reused from one partition to the next
@@ -374,21 +374,15 @@ def _no_huge_page_advice() -> bool:
     fresh Spark Python worker's first 500k-row task (10M rows, 20 partitions; ~59,400 faults
     either way): 0.80–1.16 s of system CPU with the advice, 0.17–0.33 s without
     (benchmarks/SCALE_ENGINES.md, session 8)."""
-    import importlib
-
     if "NUMPY_MADVISE_HUGEPAGE" in os.environ:
-        return False
-    switch = None
-    for name in ("numpy._core.multiarray", "numpy.core.multiarray"):  # numpy 2, numpy 1
-        try:  # the switch numpy's own __init__ uses
-            switch = getattr(importlib.import_module(name), "_set_madvise_hugepage", None)
-        except ImportError:
-            continue
-        break
-    if switch is None:
-        return False
-    switch(False)
-    return True
+        return
+    try:
+        from numpy._core import multiarray
+    except ImportError:  # numpy 1
+        from numpy.core import multiarray  # type: ignore[no-redef]
+    switch = getattr(multiarray, "_set_madvise_hugepage", None)  # what numpy's own __init__ calls
+    if switch is not None:
+        switch(False)
 
 
 _TRIM: list[Any] = []

@@ -71,6 +71,4 @@ def rate(
         raise TypeError(f"data: a Spark DataFrame or the path or URL of a Parquet dataset, not {type(data).__name__}")
     elif engine.ROW not in data.columns:
         data = engine.row_numbers(data)
-    if output is None:
-        return engine.rate_frame(plan, data, npartitions=npartitions, source=source)
     return engine.rate(plan, data, output, npartitions=npartitions, source=source)

@@ -299,14 +299,14 @@ def _clock(clock: TaskClock | None, name: str, got: list[Timed]) -> None:
 def rate(
     plan: Plan,
     data: Any,
-    output: str | Path,
+    output: str | Path | None = None,
     *,
     npartitions: int | None = None,
     client: Any = None,
     source: str = "<dask>",
     on_pass: Callable[[str], None] | None = None,
     clock: TaskClock | None = None,
-) -> int:
+) -> Any:
     """Rate ``data`` with ``plan`` and write the results to ``output``: one file (input order,
     canonical row groups: the bytes of the in-memory run) or, for a directory
     (``sink.is_parts_dir``), one ``part-NNNNN.parquet`` per partition written by the workers.
@@ -316,13 +316,15 @@ def rate(
     with pyarrow; or a dask DataFrame. ``npartitions``: firm-complete partitions (default: as many
     as the input's files or partitions); ``client``: a ``distributed.Client`` (default: dask's
     local scheduler); ``on_pass(name)``: called after each pass (the tests kill a worker there);
-    ``clock``: filled with the time spent inside the tasks."""
+    ``clock``: filled with the time spent inside the tasks. Without ``output``: a pyarrow Table of
+    the result columns in input order (gathered on the client), not the row count."""
     from ..pipeline import require_rulebook
 
     require_rulebook(plan)
-    check_output(output)  # the format, checked first
+    if output is not None:
+        check_output(output)  # the format, checked first
     if isinstance(data, str | Path):
         source = str(data)
     parts = Partitions(data, npartitions, client, columns_read(plan))  # the unread columns stay behind
-    run(plan, parts, source=source, on_pass=on_pass, clock=clock, output=output)
-    return parts.n
+    ratings = run(plan, parts, source=source, on_pass=on_pass, clock=clock, output=output)
+    return parts.n if output is not None else ratings

@@ -398,48 +398,41 @@ def _check_parts(written: list[Any], n: int, out_dir: str, empty: Callable[[], R
 def rate(
     plan: Plan,
     df: Any,
-    output: str | Path,
+    output: str | Path | None = None,
     *,
     npartitions: int | None = None,
     source: str = "<spark>",
     fail_first_attempt: bool = False,
     clock: TaskClock | None = None,
-) -> int:
-    """Rate a Spark DataFrame (with a ``__row`` column: each row's position in the input) and
-    write the results to ``output``: one file (input order, canonical row groups: the bytes of the
-    in-memory run), or, for a directory (``sink.is_parts_dir``), one ``part-NNNNN.parquet`` per
-    partition written by the executors (rows of a partition in input order). Returns the row count.
+) -> Any:
+    """Rate a Spark DataFrame (with a ``__row`` column: each row's position in the input:
+    :func:`read`, :func:`row_numbers`) and write the results to ``output``: one file (input order,
+    canonical row groups: the bytes of the in-memory run), or, for a directory
+    (``sink.is_parts_dir``), one ``part-NNNNN.parquet`` per partition written by the executors
+    (rows of a partition in input order). Returns the row count.
+
+    Without ``output``: a Spark DataFrame of the result columns and ``__row``. The benchmark passes
+    run here (their tables broadcast), the final pass when the DataFrame is used; the firm-complete
+    partitions are persisted for the benchmark passes only, so the final pass repartitions ``df``
+    again (the same rows, by the same key: the same result).
 
     ``fail_first_attempt``: the first attempt of every final-pass task raises (tests: Spark
     retries it; needs a master that allows retries, e.g. ``local[2,4]``)."""
     from ..pipeline import require_rulebook
 
     require_rulebook(plan)
-    check_output(output)
+    if output is not None:
+        check_output(output)
     names = [c for c in df.columns if c != ROW]
     parts, n = firm_partitions(df, npartitions, columns_read(plan))  # the unread columns stay behind
     try:
-        run(plan, parts, source=source, fail_first_attempt=fail_first_attempt, clock=clock, output=output, names=names)
+        ratings = run(
+            plan, parts, source=source, fail_first_attempt=fail_first_attempt, clock=clock, output=output,
+            names=names, lazy=output is None,
+        )  # fmt: skip
     finally:
         parts.unpersist()
-    return n
-
-
-def rate_frame(plan: Plan, df: Any, *, npartitions: int | None = None, source: str = "<spark>") -> Any:
-    """Rate a Spark DataFrame (with ``__row``: :func:`row_numbers`) into a Spark DataFrame of the
-    result columns and ``__row``: the benchmark passes run here (their tables broadcast), the final
-    pass when the returned DataFrame is used. The firm-complete partitions are persisted for the
-    benchmark passes only; the final pass repartitions ``df`` again (the same rows, by the same
-    key: the same result)."""
-    from ..pipeline import require_rulebook
-
-    require_rulebook(plan)
-    names = [c for c in df.columns if c != ROW]
-    parts, _ = firm_partitions(df, npartitions, columns_read(plan))
-    try:
-        return run(plan, parts, source=source, names=names, lazy=True)
-    finally:
-        parts.unpersist()
+    return n if output is not None else ratings
 
 
 _ROW_BITS = 33  # monotonically_increasing_id(): the partition index above bit 33, the row's rank in it below
@@ -454,15 +447,28 @@ def row_numbers(df: Any) -> Any:
     tagged = df.withColumn("__id", F.monotonically_increasing_id())
     part = F.shiftright(F.col("__id"), _ROW_BITS)
     counts = {int(r["p"]): int(r["count"]) for r in tagged.groupBy(part.alias("p")).count().collect()}
-    offsets, start = {}, 0
-    for p in sorted(counts):
-        offsets[p] = start
-        start += counts[p]
-    if not offsets:
-        return tagged.withColumn(ROW, F.col("__id")).drop("__id")
-    mapping = F.create_map(*[x for p, off in offsets.items() for x in (F.lit(p), F.lit(off))])
     rank = F.col("__id").bitwiseAND(F.lit((1 << _ROW_BITS) - 1))
-    return tagged.withColumn(ROW, (mapping[part] + rank).cast("long")).drop("__id")
+    return _numbered(tagged, part, rank, _starts(counts, sorted(counts))).drop("__id")
+
+
+def _starts(counts: dict[Any, int], order: Iterable[Any]) -> dict[Any, int]:
+    """Each key's first row number when the keys' rows follow each other in ``order``."""
+    starts, start = {}, 0
+    for k in order:
+        starts[k] = start
+        start += counts[k]
+    return starts
+
+
+def _numbered(df: Any, key: Any, rank: Any, starts: dict[Any, int]) -> Any:
+    """``df`` with ``__row`` = ``starts[key] + rank``: a row's number from its piece's (file's,
+    partition's) first row number and its rank in the piece."""
+    from pyspark.sql import functions as F
+
+    if not starts:  # no rows: no map to build
+        return df.withColumn(ROW, rank.cast("long"))
+    mapping = F.create_map(*[x for k, start in starts.items() for x in (F.lit(k), F.lit(start))])
+    return df.withColumn(ROW, (mapping[key] + rank).cast("long"))
 
 
 def _write_ordered(blobs: Any, output: str | Path, schema: Any, parts: Any) -> None:
@@ -491,17 +497,17 @@ def read_files(spark: Any, files: Sequence[Path]) -> Any:
     import pyarrow.parquet as pq
     from pyspark.sql import functions as F
 
-    offsets, start = {}, 0
-    for f in files:
-        # how Spark spells the path varies; a symbolic link may be named as given or resolved
-        for path in dict.fromkeys((str(Path(f).absolute()), str(Path(f).resolve()))):
-            for form in (Path(path).as_uri(), f"file:{path}", path):
-                offsets[form] = start
-        start += pq.read_metadata(f).num_rows
+    firsts = _starts({f: pq.read_metadata(f).num_rows for f in files}, files)
+    # how Spark spells the path varies; a symbolic link may be named as given or resolved
+    starts = {
+        form: first
+        for f, first in firsts.items()
+        for path in (str(Path(f).absolute()), str(Path(f).resolve()))
+        for form in (Path(path).as_uri(), f"file:{path}", path)
+    }
     df = spark.read.parquet(*[str(f) for f in files])
     df = df.select("*", F.col("_metadata.file_path").alias("__file"), F.col("_metadata.row_index").alias("__index"))
-    mapping = F.create_map(*[x for uri, off in offsets.items() for x in (F.lit(uri), F.lit(off))])
-    return df.withColumn(ROW, (mapping[F.col("__file")] + F.col("__index")).cast("long")).drop("__file", "__index")
+    return _numbered(df, F.col("__file"), F.col("__index"), starts).drop("__file", "__index")
 
 
 def _path_key(uri: str) -> tuple[str, ...]:
@@ -528,14 +534,8 @@ def read_url(spark: Any, url: str) -> Any:
     except Exception as exc:  # noqa: BLE001 - Spark's (Py4J's) errors: no common base to name
         first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
         raise DataError(f"{url}: Spark cannot read it: {first[:300]}") from None
-    offsets, start = {}, 0
-    for f in sorted(counts, key=_path_key):
-        offsets[f] = start
-        start += counts[f]
-    if not offsets:
-        return df.withColumn(ROW, F.col("__index").cast("long")).drop("__file", "__index")
-    mapping = F.create_map(*[x for uri, off in offsets.items() for x in (F.lit(uri), F.lit(off))])
-    return df.withColumn(ROW, (mapping[F.col("__file")] + F.col("__index")).cast("long")).drop("__file", "__index")
+    starts = _starts(counts, sorted(counts, key=_path_key))
+    return _numbered(df, F.col("__file"), F.col("__index"), starts).drop("__file", "__index")
 
 
 def read(spark: Any, data: str | Path) -> Any:
