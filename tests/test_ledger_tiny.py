@@ -109,6 +109,52 @@ def test_tiny_results_digest_and_input_hash_equal_the_vectorised_ones(monkeypatc
         assert C.input_fingerprints(tab).tolist() == _vectorised(monkeypatch, C.input_fingerprints, tab).tolist()
 
 
+def test_a_field_no_row_gives_is_stored_as_the_cast_made_it():
+    """A JSON field every row leaves out (None) is a null column: the ledger stores it as text
+    that is all missing. The shortcut (``pa.nulls``, no type inference and no cast) must give the
+    array, canonical bytes, input hash and stored bytes of ``pc.cast(pa.array([None, ...]), string)``."""
+    import pyarrow.compute as pc
+
+    for n in (1, 2, 9):
+        cast = pc.cast(pa.array([None] * n), pa.string())
+        short = F.plain(pa.array([None] * n))
+        assert short.type == pa.string() and short.null_count == n and short.equals(cast)
+        assert _bytes(short) == _bytes(cast) == b"string\x00" + bytes((n + 7) // 8) + struct.pack(f"<{n}q", *[0] * n)
+    plan = ruleengine.load("huzhou")
+    rows = [{"firm_id": "F1", "year": 2023, "industry": "C26", "electricity_mwh": 120.5, "coke_t": None}]
+    tab = C.input_table(plan, rows)
+    assert tab.column("coke_t").type == pa.string() and tab.column("coke_t").null_count == 1
+    by_cast = pa.table(
+        [pc.cast(c, pa.string()) if c.null_count == len(c) else c for c in tab.columns], names=tab.column_names
+    )
+    assert C.input_hash(tab) == C.input_hash(by_cast)
+    assert C.stored_bytes(tab) == C.stored_bytes(by_cast)
+
+
+def test_tiny_rating_columns_equal_the_arrow_path(monkeypatch, tmp_path):
+    """rating_columns builds a one-firm run's text columns from the labels in Python; they must be
+    the arrays of the Arrow path (codes into labels, a missing code as '')."""
+    data = make_sample(tmp_path / "firms.csv", firms=30)
+    plan = ruleengine.load("huzhou")
+    full = ruleengine.rate(plan, data)
+    import pyarrow.csv as pacsv
+
+    rows = pacsv.read_csv(data, convert_options=pacsv.ConvertOptions(column_types={"firm_id": "string"})).to_pylist()
+    seen = set()
+    for part in (rows[:1], rows[2:4], rows[:12]):
+        res = ruleengine.rate(plan, part, benchmarks=full.tables)
+        fps = C.input_fingerprints(C.input_table(plan, part))
+        tiny = R.rating_columns(res, plan, fps)
+        monkeypatch.setattr(F, "TINY_ROWS", 0)
+        arrow = R.rating_columns(res, plan, fps)
+        monkeypatch.undo()
+        assert list(tiny) == list(arrow)
+        for name in tiny:
+            assert tiny[name].type == arrow[name].type and tiny[name].equals(arrow[name]), name
+        seen.update(tiny["status"].to_pylist())
+    assert {"rated", "unrated"} <= seen  # unrated rows too: their rating reads ''
+
+
 def test_a_one_firm_run_recorded_by_the_fast_path_verifies_and_replays(ledger_url, tmp_path):
     data = make_sample(tmp_path / "firms.csv", firms=30)
     import pyarrow.csv as pacsv

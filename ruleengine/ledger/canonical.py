@@ -77,7 +77,11 @@ def input_table(plan: Any, data: Any) -> Any:
         col = raw.columns[n]
         try:
             if not isinstance(col, pa.ChunkedArray | pa.Array):
-                col = pa.array(col.tolist() if hasattr(col, "tolist") else list(col), from_pandas=True)
+                vals = col.tolist() if hasattr(col, "tolist") else list(col)
+                if all(v is None for v in vals):  # a field no row gives (common in JSON rows): no inference
+                    arrays.append(pa.nulls(len(vals), pa.string()))
+                    continue
+                col = pa.array(vals, from_pandas=True)
             arrays.append(plain(col))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
             raise _unstorable(raw, n, col) from None
