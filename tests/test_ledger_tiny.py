@@ -180,6 +180,41 @@ def test_a_one_firm_run_recorded_by_the_fast_path_verifies_and_replays(ledger_ur
     led.dispose()
 
 
+def test_tiny_runs_insert_the_rows_the_vectorised_insert_does(tmp_path, monkeypatch):
+    """A run of at most SQLITE_ROWS_PER_STATEMENT ratings goes into SQLite as Python values; the
+    ratings and firm index rows must be those of the numpy/Arrow insert (several firms, unrated
+    rows with no rating, non-ASCII firm ids)."""
+    data = make_sample(tmp_path / "firms.csv", firms=30)
+    plan = ruleengine.load("huzhou")
+    full = ruleengine.rate(plan, data)
+    import pyarrow.csv as pacsv
+
+    rows = pacsv.read_csv(data, convert_options=pacsv.ConvertOptions(column_types={"firm_id": "string"})).to_pylist()
+    rows[3]["firm_id"] = "企业-3"
+    rows[4]["firm_id"] = "Z-9"
+    parts = (rows[:1], rows[:12], rows[20:22])
+    got = {}
+    for way in ("tiny", "vectorised"):
+        if way == "vectorised":
+            monkeypatch.setattr(R, "SQLITE_ROWS_PER_STATEMENT", 1)  # only 1-row runs stay tiny: none of these
+        led = open_ledger(str(tmp_path / f"{way}.db"))
+        for part in parts:
+            res = ruleengine.rate(plan, part, benchmarks=full.tables)
+            led.record("huzhou", part, res, plan=plan, options={"benchmarks_of_run": 0})
+        assert led.check().ok
+        led.dispose()
+        with sqlite3.connect(tmp_path / f"{way}.db") as con:
+            got[way] = (
+                con.execute("SELECT * FROM ledger_ratings ORDER BY run_id, seq").fetchall(),
+                con.execute("SELECT firm_id, run_id, seq FROM ledger_firm_index ORDER BY firm_id, run_id, seq").fetchall(),
+            )
+        monkeypatch.undo()
+    assert got["tiny"] == got["vectorised"]
+    ratings, index = got["tiny"]
+    assert len(ratings) == 1 + 12 + 2 and {r[5] for r in ratings} >= {"rated"}
+    assert sorted((r[2], r[0], r[1]) for r in ratings) == index  # one index row per rating, its firm
+
+
 def test_fixed_tables_are_digested_once_and_only_when_said_fixed(tmp_path, monkeypatch):
     data = make_sample(tmp_path / "firms.csv", firms=30)
     plan = ruleengine.load("huzhou")

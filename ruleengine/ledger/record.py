@@ -545,7 +545,40 @@ def _insert_sqlite(raw: Any, run_id: int, rows: RatingRows) -> None:
     sorted by firm, so both B-trees are filled in key order — a secondary index on
     ``ledger_ratings(firm_id)`` took its inserts in the portfolio's (random) firm order, about
     half the CPU time of a 1M-row insert. Several rows per statement; the parameters are the
-    column lists interleaved by ``zip``/``chain`` in C, no per-row Python."""
+    column lists interleaved by ``zip``/``chain`` in C, no per-row Python (a one-firm run's few rows
+    go as Python values: the same rows, without a dozen numpy/Arrow calls)."""
+    import numpy as np
+
+    c = rows.cols
+    n = len(c["seq"])
+    rid = int(run_id)  # an int from the database: a literal, one parameter less per row
+    if n <= SQLITE_ROWS_PER_STATEMENT:  # a one-firm run: its few rows as Python values, no numpy/Arrow
+        firms = c["firm_id"].to_pylist()
+        ratings = zip(
+            range(n),
+            firms,
+            c["year"].to_pylist(),
+            c["rating"].to_pylist(),
+            c["status"].to_pylist(),
+            c["input_fp"].to_pylist(),
+            np.asarray(rows.fps).tolist(),
+            strict=True,
+        )
+        order = sorted(range(n), key=firms.__getitem__)  # by firm (code points: UTF-8's byte order), then seq
+        fi: Any = ((firms[i], i) for i in order)
+    else:
+        ratings, fi = _sqlite_rows(rows)
+    cur = raw.cursor()
+    try:
+        head = f"INSERT INTO ledger_ratings ({', '.join(COLUMNS)}) VALUES "
+        _insert_many(cur, head, f"({rid}, ?, ?, ?, ?, ?, ?, ?)", 7, ratings, n)
+        _insert_many(cur, "INSERT INTO ledger_firm_index (firm_id, run_id, seq) VALUES ", f"(?, {rid}, ?)", 2, fi, n)
+    finally:
+        cur.close()
+
+
+def _sqlite_rows(rows: RatingRows) -> tuple[Any, Any]:
+    """The ratings' row tuples in seq order and the firm index's (firm_id, seq) in firm order."""
     import numpy as np
     import pyarrow.compute as pc
 
@@ -566,7 +599,6 @@ def _insert_sqlite(raw: Any, run_id: int, rows: RatingRows) -> None:
     rank[np.asarray(pc.sort_indices(labels).to_numpy(zero_copy_only=False), dtype=np.int64)] = np.arange(len(labels))
     order = np.argsort(rank[codes], kind="stable")
     label_obj = np.array(labels.to_pylist(), dtype=object)
-    rid = int(run_id)  # an int from the database: a literal, one parameter less per row
     ratings = zip(
         range(n),
         label_obj[codes].tolist(),
@@ -578,13 +610,7 @@ def _insert_sqlite(raw: Any, run_id: int, rows: RatingRows) -> None:
         strict=True,
     )
     fi = zip(label_obj[codes[order]].tolist(), order.tolist(), strict=True)
-    cur = raw.cursor()
-    try:
-        head = f"INSERT INTO ledger_ratings ({', '.join(COLUMNS)}) VALUES "
-        _insert_many(cur, head, f"({rid}, ?, ?, ?, ?, ?, ?, ?)", 7, ratings, n)
-        _insert_many(cur, "INSERT INTO ledger_firm_index (firm_id, run_id, seq) VALUES ", f"(?, {rid}, ?)", 2, fi, n)
-    finally:
-        cur.close()
+    return ratings, fi
 
 
 def _insert_many(cur: Any, head: str, one: str, width: int, tuples: Any, n: int) -> None:
