@@ -343,6 +343,8 @@ def main() -> int:
     parser.add_argument("--json", help="also write the raw measurements here")
     parser.add_argument("--from-json", help="only write the report again from measurements saved with --json")
     args = parser.parse_args()
+    if not Path(args.out).resolve().parent.is_dir():  # found out now, not after minutes of measuring
+        parser.error(f"--out {args.out}: the folder {Path(args.out).resolve().parent} does not exist")
     if args.dataset is None:
         size = f"{args.rows // 1_000_000}m" if args.rows % 1_000_000 == 0 else str(args.rows)
         args.dataset = str(HERE / "data" / f"firm-years-{size}")

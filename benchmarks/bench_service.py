@@ -285,6 +285,8 @@ def main() -> int:
     )
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "SERVICE.md"))
     args = ap.parse_args()
+    if not Path(args.out).resolve().parent.is_dir():  # found out now, not after minutes of measuring
+        ap.error(f"--out {args.out}: the folder {Path(args.out).resolve().parent} does not exist")
 
     from calibrate import loop_ms as calibration_ms
 
