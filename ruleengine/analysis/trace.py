@@ -13,7 +13,7 @@ import ast
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -81,7 +81,7 @@ class Trace:
 
     def to_dict(self) -> dict[str, Any]:
         """The trace as JSON data, ending with ``digest``: the SHA-256 of everything before it."""
-        data = _clean(asdict(self))
+        data = _clean(self)
         data["digest"] = digest(data)
         return data
 
@@ -96,15 +96,23 @@ class Trace:
 
 
 def _clean(x: Any) -> Any:
+    """JSON data: dataclasses as dicts of their fields (``dataclasses.asdict``'s order), tuples as
+    lists, numpy numbers as Python ones, NaN as None. One pass: ``asdict`` first deep-copies every
+    leaf, which cost about a third of an explanation's time (issue #17's explain latency)."""
+    t = type(x)
+    if t is str or t is int or t is bool or x is None:
+        return x
+    if t is float or isinstance(x, np.floating):
+        f = float(x)
+        return None if math.isnan(f) else f
     if isinstance(x, dict):
         return {k: _clean(v) for k, v in x.items()}
     if isinstance(x, list | tuple):
         return [_clean(v) for v in x]
-    if isinstance(x, np.floating | float):
-        f = float(x)
-        return None if math.isnan(f) else f
     if isinstance(x, np.integer):
         return int(x)
+    if hasattr(t, "__dataclass_fields__") and t is not type:
+        return {f.name: _clean(getattr(x, f.name)) for f in fields(x)}
     return x
 
 
@@ -217,6 +225,58 @@ def explain_firm(plan: Plan, results: Results, firm_id: str, year: int | None = 
     return trace_row(plan, results, find_firm(results, firm_id, year))
 
 
+def _pick(v: Any, i: int, n: int) -> Any:
+    """``np.broadcast_to(v, (n,))[i]`` without building the view: row ``i`` of a column, or the
+    value of a constant (a 0-d or one-element array, a number)."""
+    if isinstance(v, np.ndarray):
+        if v.ndim == 0:
+            return v[()]
+        if len(v) == n:
+            return v[i]
+    return np.broadcast_to(v, (n,))[i]
+
+
+# per plan (a Plan is never changed once compiled): the trace's chain of nodes in evaluation order,
+# and per variable the parts of its formula the trace looks at (subscripts, names; calls). Keyed by
+# the plan's identity; the entry keeps the plan alive, so an id is never reused while it exists.
+_CHAINS: dict[int, tuple[Plan, list[str], dict[str, tuple[list[ast.AST], list[ast.AST]]]]] = {}
+
+
+def _plan_chain(plan: Plan) -> tuple[list[str], dict[str, tuple[list[ast.AST], list[ast.AST]]]]:
+    got = _CHAINS.get(id(plan))
+    if got is not None and got[0] is plan:
+        return got[1], got[2]
+    import networkx as nx
+
+    from ..rulebook.compiler import STANDARD_VARIABLES
+
+    # the chain that decides: everything feeding the ratings, the checks and the standard columns
+    ends = [n for n in plan.nodes if plan.nodes[n].kind in ("rating", "check")]
+    ends += [v for v in STANDARD_VARIABLES if v in plan.graph]
+    wanted: set[str] = set()
+    for end in ends:
+        wanted.add(end)
+        wanted |= nx.ancestors(plan.graph, end)
+    order = [n for n in plan.graph.nodes if n in wanted]
+    order.sort(key=lambda n: plan.graph.nodes[n]["order"])
+    walks: dict[str, tuple[list[ast.AST], list[ast.AST]]] = {}
+    for name in order:
+        node = plan.nodes.get(name)
+        expr = getattr(node, "expr", None)
+        if plan.kind_of(name) == "variable" and expr is not None:
+            every = list(ast.walk(expr.node))
+            walks[name] = (
+                [x for x in every if isinstance(x, ast.Subscript | ast.Name)],
+                [x for x in every if isinstance(x, ast.Call)],
+            )
+        else:
+            walks[name] = ([], [])
+    if len(_CHAINS) >= 16:
+        _CHAINS.clear()
+    _CHAINS[id(plan)] = (plan, order, walks)
+    return order, walks
+
+
 def trace_row(plan: Plan, results: Results, i: int, what_if: bool = True) -> Trace:
     """The trace of row ``i`` of ``results``; ``what_if=False`` skips "what it would take"."""
     batch = results.batch
@@ -232,27 +292,16 @@ def trace_row(plan: Plan, results: Results, i: int, what_if: bool = True) -> Tra
             v = batch.columns[name]
         else:
             return None
-        if isinstance(v, Category):
-            return v.to_strings()[i] or None
-        v = np.broadcast_to(v, (batch.n,))[i]
+        if isinstance(v, Category):  # this row's label ('' for a missing code reads None)
+            code = int(v.codes[i])
+            return (v.labels[code] if 0 <= code < len(v.labels) else "") or None
+        v = _pick(v, i, batch.n)
         return v if isinstance(v, str) else float(v)
 
     one_row = row_frame(plan, results, i)
     nodes: list[TraceNode] = []
-    # the chain that decides: everything feeding the ratings, the checks and the standard columns
-    import networkx as nx
-
-    from ..rulebook.compiler import STANDARD_VARIABLES
-
-    ends = [n for n in plan.nodes if plan.nodes[n].kind in ("rating", "check")]
-    ends += [v for v in STANDARD_VARIABLES if v in plan.graph]
-    wanted: set[str] = set()
-    for end in ends:
-        wanted.add(end)
-        wanted |= nx.ancestors(plan.graph, end)
-    order = [n for n in plan.graph.nodes if n in wanted]
-    order.sort(key=lambda n: plan.graph.nodes[n]["order"])
-    for name in order:
+    chain, walks = _plan_chain(plan)
+    for name in chain:
         kind = plan.kind_of(name) or ""
         detail: dict[str, Any]
         if kind == "input":
@@ -277,8 +326,9 @@ def trace_row(plan: Plan, results: Results, i: int, what_if: bool = True) -> Tra
         elif kind == "variable":
             node = plan.nodes[name]
             uses = {n: value_of(n) for n in node.expr.names if n not in plan.parameters} if node.expr else {}
+            subs, calls = walks[name]
             if node.expr is not None:
-                for sub in ast.walk(node.expr.node):
+                for sub in subs:
                     if isinstance(sub, ast.Subscript) and isinstance(sub.value, ast.Name):
                         # the evaluator's own lookup (fallback key and all) over this row alone
                         key = sub.slice.value if isinstance(sub.slice, ast.Constant) else value_of(sub.slice.id)  # type: ignore[attr-defined]
@@ -292,7 +342,7 @@ def trace_row(plan: Plan, results: Results, i: int, what_if: bool = True) -> Tra
             unit = str(node.unit) if node.unit is not None else ""
             detail = {}
             if node.expr is not None:
-                for sub in ast.walk(node.expr.node):
+                for sub in calls:
                     if (
                         isinstance(sub, ast.Call)
                         and isinstance(sub.func, ast.Name)

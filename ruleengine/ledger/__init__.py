@@ -28,11 +28,12 @@ __all__ = ["Ledger", "LedgerError", "TamperError", "open_ledger"]
 class Ledger:
     """A ledger database. Opening for writing creates the schema (migrations) when needed."""
 
-    def __init__(self, url: str | Path, *, create: bool = True) -> None:
+    def __init__(self, url: str | Path, *, create: bool = True, pooled: int = 0) -> None:
         from . import db
 
         self.url = str(url)
-        self.engine = db.create_engine(url)
+        # pooled: keep up to that many SQLite connections open between reads (a long-lived service)
+        self.engine = db.reader_engine(url, pooled) if pooled else db.create_engine(url)
         path = db.sqlite_path(self.engine)
         if path is not None and not path.exists():
             if not create:
@@ -132,5 +133,7 @@ class Ledger:
                 pass
 
 
-def open_ledger(url: str | Path, *, create: bool = True) -> Ledger:
-    return Ledger(url, create=create)
+def open_ledger(url: str | Path, *, create: bool = True, pooled: int = 0) -> Ledger:
+    """The ledger at ``url`` (created when ``create``). ``pooled``: for a long-lived process, keep
+    up to that many SQLite connections open between reads instead of one per read."""
+    return Ledger(url, create=create, pooled=pooled)
