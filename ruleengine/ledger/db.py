@@ -88,21 +88,12 @@ def writer_engine(url: str | Path, sync: str = "full") -> Any:
     use it too); :func:`leave_wal` turns it back. PostgreSQL: the ordinary pooled engine (its
     durability is the server's)."""
     _need_extra()
-    import sqlalchemy as sa
-
     if sync not in SYNC_MODES:
         raise LedgerError(f"unknown SQLite sync mode '{sync}' (use {' or '.join(SYNC_MODES)})")
     norm = normalise_url(url)
     if not norm.startswith("sqlite:"):
         return create_engine(url)
-    engine = sa.create_engine(
-        norm,
-        connect_args={"timeout": SQLITE_TIMEOUT_S, "check_same_thread": False},  # one user at a time: the pool's
-        poolclass=sa.pool.QueuePool,
-        pool_size=1,
-        max_overflow=0,
-        pool_timeout=SQLITE_TIMEOUT_S,
-    )
+    engine = _pooled_sqlite(norm, size=1, overflow=0)
     pragmas: tuple[str, ...] = ()
     if sync != "journal":
         pragmas = ("PRAGMA journal_mode=WAL", f"PRAGMA synchronous={sync.upper()}")
@@ -126,21 +117,27 @@ def reader_engine(url: str | Path, connections: int) -> Any:
     each transaction (WAL or rollback journal alike); its page cache is bounded so that a service
     reading an ever-growing ledger does not grow with it. PostgreSQL: :func:`create_engine`."""
     _need_extra()
-    import sqlalchemy as sa
-
     norm = normalise_url(url)
     if not norm.startswith("sqlite:"):
         return create_engine(url)
-    engine = sa.create_engine(
-        norm,
-        connect_args={"timeout": SQLITE_TIMEOUT_S, "check_same_thread": False},  # one thread at a time: the pool's
-        poolclass=sa.pool.QueuePool,
-        pool_size=max(1, connections),
-        max_overflow=max(1, connections),
-        pool_timeout=SQLITE_TIMEOUT_S,
-    )
+    engine = _pooled_sqlite(norm, size=max(1, connections), overflow=max(1, connections))
     _sqlite_events(engine, (f"PRAGMA cache_size=-{READER_CACHE_KIB}",))
     return engine
+
+
+def _pooled_sqlite(norm: str, size: int, overflow: int) -> Any:
+    """A SQLite engine whose connections stay open in a pool (each used by one thread at a time: the
+    pool's checkout), waiting up to SQLITE_TIMEOUT_S for a free one."""
+    import sqlalchemy as sa
+
+    return sa.create_engine(
+        norm,
+        connect_args={"timeout": SQLITE_TIMEOUT_S, "check_same_thread": False},
+        poolclass=sa.pool.QueuePool,
+        pool_size=size,
+        max_overflow=overflow,
+        pool_timeout=SQLITE_TIMEOUT_S,
+    )
 
 
 def leave_wal(engine: Any) -> bool:
