@@ -102,7 +102,7 @@ def _clean(x: Any) -> Any:
     t = type(x)
     if t is str or t is int or t is bool or x is None:
         return x
-    if t is float or isinstance(x, np.floating):
+    if isinstance(x, float | np.floating):
         f = float(x)
         return None if math.isnan(f) else f
     if isinstance(x, dict):
