@@ -7,6 +7,8 @@ Measures, against one server process (2 workers, SQLite ledger in a temp folder)
 - one-firm rating (POST /v1/runs/1/rate: rated against run 1's benchmark tables and recorded as a
   new run) offered open-loop at --rate requests/s for --seconds: server-side p50/p99 (the
   Server-Timing header: from the request headers read to the response started) and client-side p50/p99;
+- the same one at a time, by an admin key and by a bank key (the firm's consent read and the access
+  logged before the rating);
 - a --upload-rows portfolio upload (CSV), rated and recorded: client wall time and server time;
 - explain (JSON trace incl. what it would take) of 200 firm-years of run 1: server-side p50/p99;
 - a soak of --soak-seconds: one-firm ratings and explains at 20 requests/s; errors, and the server's
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import datetime as dt
 import json
 import os
 import platform
@@ -297,6 +300,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-service-"))
     key = add_key(tmp / "keys.json", "bench", "admin")
     H = {"Authorization": f"Bearer {key}"}
+    bank_key = add_key(tmp / "keys.json", "bench-bank", "bank", bank="BENCH-BANK")  # the consent path
     base, upload = tmp / "base.csv", tmp / "upload.csv"
     _sample(base, args.base_firms)
     _sample(upload, args.upload_rows // 2)
@@ -389,6 +393,24 @@ def main() -> int:
             f"| one-firm rating, one at a time (300) | — | server p50 {_pct(seq, 50):.1f} ms, p99 "
             f"{_pct(seq, 99):.1f} ms | server CPU {cpu_seq:.1f} ms/request: event loop (HTTP, FastAPI) "
             f"{loop_ms:.1f} ms, work + writer threads (rating, recording) {threads_ms:.1f} ms | — |"
+        )
+        # the same by a bank key: the firm's consent read and the access logged (committed) first
+        until = (dt.datetime.now(dt.UTC) + dt.timedelta(days=30)).isoformat()
+        for x in rows[:300]:
+            c.post("/v1/consents", json={"bank": "BENCH-BANK", "expires_at": until, "firm_id": x["firm_id"]})
+        with httpx.Client(base_url=url, timeout=300, headers={"Authorization": f"Bearer {bank_key}"}) as b:
+            b.post("/v1/runs/1/rate", json=rows[0]).raise_for_status()
+            seq = []
+            cpu0 = _cpu_s(proc.pid)
+            for i in range(300):
+                r = b.post("/v1/runs/1/rate", json=rows[i % min(300, len(rows))])
+                r.raise_for_status()
+                seq.append(_server_ms(r))
+            cpu_bank = (_cpu_s(proc.pid) - cpu0) * 1000 / 300
+        lines.append(
+            f"| one-firm rating by a bank key, one at a time (300) | — | server p50 {_pct(seq, 50):.1f} ms, p99 "
+            f"{_pct(seq, 99):.1f} ms | server CPU {cpu_bank:.1f} ms/request (the firm's consent read, the access "
+            "logged and committed before the rating) | — |"
         )
         cpu0 = _cpu_s(proc.pid)
         t = time.perf_counter()
