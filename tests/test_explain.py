@@ -257,3 +257,18 @@ def test_trace_json_is_what_asdict_and_the_cleaner_made(rated):
             want, ensure_ascii=False
         )
         assert all(type(v) is not np.float64 for v in got.values())
+
+
+def test_the_trace_chain_kept_on_a_plan_stays_out_of_its_pickle():
+    """trace_row keeps its chain of nodes and formula walks on the plan (as the engine keeps its
+    compiled formulas); the plan cache's pickle must not carry them, and a plan read back from it
+    traces the same."""
+    import pickle
+
+    plan = ruleengine.load("huzhou")
+    results = ruleengine.rate(plan, SMALL)
+    before = trace_row(plan, results, 3).to_dict()
+    assert "_trace_chain" in plan.__dict__
+    again = pickle.loads(pickle.dumps(plan))
+    assert "_trace_chain" not in again.__dict__
+    assert trace_row(again, ruleengine.rate(again, SMALL), 3).to_dict() == before

@@ -111,7 +111,7 @@ def _clean(x: Any) -> Any:
         return [_clean(v) for v in x]
     if isinstance(x, np.integer):
         return int(x)
-    if hasattr(t, "__dataclass_fields__") and t is not type:
+    if hasattr(t, "__dataclass_fields__"):
         return {f.name: _clean(getattr(x, f.name)) for f in fields(x)}
     return x
 
@@ -236,21 +236,18 @@ def _pick(v: Any, i: int, n: int) -> Any:
     return np.broadcast_to(v, (n,))[i]
 
 
-# per plan (a Plan is never changed once compiled): the trace's chain of nodes in evaluation order,
-# and per variable the parts of its formula the trace looks at (subscripts, names; calls). Keyed by
-# the plan's identity; the entry keeps the plan alive, so an id is never reused while it exists.
-_CHAINS: dict[int, tuple[Plan, list[str], dict[str, tuple[list[ast.AST], list[ast.AST]]]]] = {}
-
-
-def _plan_chain(plan: Plan) -> tuple[list[str], dict[str, tuple[list[ast.AST], list[ast.AST]]]]:
-    got = _CHAINS.get(id(plan))
-    if got is not None and got[0] is plan:
-        return got[1], got[2]
+def _plan_chain(plan: Plan) -> tuple[list[str], dict[str, tuple[list[ast.AST], list[ast.Call]]]]:
+    """The trace's chain of nodes in evaluation order (everything feeding the ratings, the checks
+    and the standard columns) and, per variable, the parts of its formula the trace reads
+    (subscripts and names; calls): worked out once per plan and kept on it, as the engine keeps its
+    compiled formulas (``Plan.__getstate__`` leaves it out of the plan cache)."""
+    got = plan.__dict__.get("_trace_chain")
+    if got is not None:
+        return got
     import networkx as nx
 
     from ..rulebook.compiler import STANDARD_VARIABLES
 
-    # the chain that decides: everything feeding the ratings, the checks and the standard columns
     ends = [n for n in plan.nodes if plan.nodes[n].kind in ("rating", "check")]
     ends += [v for v in STANDARD_VARIABLES if v in plan.graph]
     wanted: set[str] = set()
@@ -259,21 +256,15 @@ def _plan_chain(plan: Plan) -> tuple[list[str], dict[str, tuple[list[ast.AST], l
         wanted |= nx.ancestors(plan.graph, end)
     order = [n for n in plan.graph.nodes if n in wanted]
     order.sort(key=lambda n: plan.graph.nodes[n]["order"])
-    walks: dict[str, tuple[list[ast.AST], list[ast.AST]]] = {}
+    walks: dict[str, tuple[list[ast.AST], list[ast.Call]]] = {}
     for name in order:
-        node = plan.nodes.get(name)
-        expr = getattr(node, "expr", None)
-        if plan.kind_of(name) == "variable" and expr is not None:
-            every = list(ast.walk(expr.node))
-            walks[name] = (
-                [x for x in every if isinstance(x, ast.Subscript | ast.Name)],
-                [x for x in every if isinstance(x, ast.Call)],
-            )
-        else:
-            walks[name] = ([], [])
-    if len(_CHAINS) >= 16:
-        _CHAINS.clear()
-    _CHAINS[id(plan)] = (plan, order, walks)
+        expr = getattr(plan.nodes.get(name), "expr", None)
+        every = list(ast.walk(expr.node)) if plan.kind_of(name) == "variable" and expr is not None else []
+        walks[name] = (
+            [x for x in every if isinstance(x, ast.Subscript | ast.Name)],
+            [x for x in every if isinstance(x, ast.Call)],
+        )
+    plan.__dict__["_trace_chain"] = (order, walks)
     return order, walks
 
 
@@ -292,9 +283,8 @@ def trace_row(plan: Plan, results: Results, i: int, what_if: bool = True) -> Tra
             v = batch.columns[name]
         else:
             return None
-        if isinstance(v, Category):  # this row's label ('' for a missing code reads None)
-            code = int(v.codes[i])
-            return (v.labels[code] if 0 <= code < len(v.labels) else "") or None
+        if isinstance(v, Category):
+            return v.label(i) or None
         v = _pick(v, i, batch.n)
         return v if isinstance(v, str) else float(v)
 
@@ -326,34 +316,29 @@ def trace_row(plan: Plan, results: Results, i: int, what_if: bool = True) -> Tra
         elif kind == "variable":
             node = plan.nodes[name]
             uses = {n: value_of(n) for n in node.expr.names if n not in plan.parameters} if node.expr else {}
-            subs, calls = walks[name]
-            if node.expr is not None:
-                for sub in subs:
-                    if isinstance(sub, ast.Subscript) and isinstance(sub.value, ast.Name):
-                        # the evaluator's own lookup (fallback key and all) over this row alone
-                        key = sub.slice.value if isinstance(sub.slice, ast.Constant) else value_of(sub.slice.id)  # type: ignore[attr-defined]
-                        looked_up, _notes = one_row.evaluate_node(sub)
-                        uses[f"{sub.value.id}[{key!r}]"] = _scalar(looked_up)
-                    elif (
-                        isinstance(sub, ast.Name) and sub.id in plan.parameters and not plan.parameters[sub.id].is_table
-                    ):
-                        found = plan.parameters[sub.id].value_for_year(year)
-                        uses[sub.id] = found[1] if found else None
+            subs, calls = walks[name]  # both empty without a formula
+            for sub in subs:
+                if isinstance(sub, ast.Subscript) and isinstance(sub.value, ast.Name):
+                    # the evaluator's own lookup (fallback key and all) over this row alone
+                    key = sub.slice.value if isinstance(sub.slice, ast.Constant) else value_of(sub.slice.id)  # type: ignore[attr-defined]
+                    looked_up, _notes = one_row.evaluate_node(sub)
+                    uses[f"{sub.value.id}[{key!r}]"] = _scalar(looked_up)
+                elif isinstance(sub, ast.Name) and sub.id in plan.parameters and not plan.parameters[sub.id].is_table:
+                    found = plan.parameters[sub.id].value_for_year(year)
+                    uses[sub.id] = found[1] if found else None
             unit = str(node.unit) if node.unit is not None else ""
             detail = {}
-            if node.expr is not None:
-                for sub in calls:
-                    if (
-                        isinstance(sub, ast.Call)
-                        and isinstance(sub.func, ast.Name)
-                        and sub.func.id == "coalesce"
-                        and sub.args
-                        and isinstance(sub.args[0], ast.Name)
-                    ):
-                        first = sub.args[0].id
-                        got = value_of(first)
-                        missing = got is None or (isinstance(got, float) and math.isnan(got))
-                        detail.setdefault("measured_first", {})[first] = "default" if missing else "measured"
+            for sub in calls:
+                if (
+                    isinstance(sub.func, ast.Name)
+                    and sub.func.id == "coalesce"
+                    and sub.args
+                    and isinstance(sub.args[0], ast.Name)
+                ):
+                    first = sub.args[0].id
+                    got = value_of(first)
+                    missing = got is None or (isinstance(got, float) and math.isnan(got))
+                    detail.setdefault("measured_first", {})[first] = "default" if missing else "measured"
             if f"variables.{name}" in plan.overrides:
                 detail["overrides"] = plan.overrides[f"variables.{name}"]
             origin = plan.source_map.origin("variables", name)

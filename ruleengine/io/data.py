@@ -150,6 +150,11 @@ class Category:
         lab = np.asarray([*self.labels, ""], dtype=object)
         return lab[self.codes]  # -1 indexes the trailing ''
 
+    def label(self, i: int) -> str:
+        """Row ``i``'s text (``to_strings()[i]`` without building the whole column): '' if missing."""
+        code = int(self.codes[i])
+        return self.labels[code] if code >= 0 else ""
+
 
 @dataclass
 class RawTable:

@@ -78,10 +78,8 @@ def input_table(plan: Any, data: Any) -> Any:
         try:
             if not isinstance(col, pa.ChunkedArray | pa.Array):
                 vals = col.tolist() if hasattr(col, "tolist") else list(col)
-                if all(v is None for v in vals):  # a field no row gives (common in JSON rows): no inference
-                    arrays.append(pa.nulls(len(vals), pa.string()))
-                    continue
-                col = pa.array(vals, from_pandas=True)
+                # a field no row gives (common in JSON rows): a null column without Arrow's inference
+                col = pa.nulls(len(vals)) if all(v is None for v in vals) else pa.array(vals, from_pandas=True)
             arrays.append(plain(col))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
             raise _unstorable(raw, n, col) from None

@@ -451,10 +451,9 @@ def rating_columns(results: Any, plan: Any, input_fp: Any) -> dict[str, Any]:
     def text(name: str) -> Any:
         cat = results.columns.category(name) if hasattr(results.columns, "category") else None
         if cat is not None and n <= TINY_ROWS and not cat.labels_from_arrow:
-            # a one-firm run: the few texts straight from the labels (a missing code reads ''), the
-            # same array as below without its half-dozen Arrow calls
-            labels, k = cat.labels, len(cat.labels)
-            return pa.array([labels[c] if 0 <= c < k else "" for c in cat.codes.tolist()], pa.string())
+            # a one-firm run: the few texts from the labels (a missing code reads ''), the same array
+            # as below without its half-dozen Arrow calls
+            return pa.array(cat.to_strings().tolist(), pa.string())
         if cat is not None:  # codes into labels: build the Arrow array without Python strings
             labels = plain(cat.arrow_labels())
             idx = pa.array(np.where(cat.codes < 0, len(labels), cat.codes).astype(np.int32))

@@ -232,6 +232,7 @@ class Plan:
         state = dict(self.__dict__)
         state.pop("_ranks", None)
         state.pop("_compiled", None)  # the engine's compiled formulas (closures): rebuilt on use
+        state.pop("_trace_chain", None)  # analysis.trace's chain and formula walks: rebuilt on use
         g = state.pop("graph", None)
         if g is not None:
             state["_graph_lists"] = (list(g.nodes(data=True)), list(g.edges(data=True)))
