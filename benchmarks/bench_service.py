@@ -397,7 +397,9 @@ def main() -> int:
         # the same by a bank key: the firm's consent read and the access logged (committed) first
         until = (dt.datetime.now(dt.UTC) + dt.timedelta(days=30)).isoformat()
         for x in rows[:300]:
-            c.post("/v1/consents", json={"bank": "BENCH-BANK", "expires_at": until, "firm_id": x["firm_id"]})
+            c.post(
+                "/v1/consents", json={"bank": "BENCH-BANK", "expires_at": until, "firm_id": x["firm_id"]}
+            ).raise_for_status()  # a refused grant would show up later as a bank rating's 403
         with httpx.Client(base_url=url, timeout=300, headers={"Authorization": f"Bearer {bank_key}"}) as b:
             b.post("/v1/runs/1/rate", json=rows[0]).raise_for_status()
             seq = []
