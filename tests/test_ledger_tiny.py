@@ -107,6 +107,11 @@ def test_tiny_results_digest_and_input_hash_equal_the_vectorised_ones(monkeypatc
         assert C.results_digest(res) == _vectorised(monkeypatch, C.results_digest, res)
         assert C.input_hash(tab) == _vectorised(monkeypatch, C.input_hash, tab)
         assert C.input_fingerprints(tab).tolist() == _vectorised(monkeypatch, C.input_fingerprints, tab).tolist()
+        # the one-pass hash and fingerprints of a tiny table: the same as the two vectorised passes
+        for alg in ("sha256", "sm3"):
+            one_pass, fps = C.input_digests(tab, alg)
+            assert one_pass == _vectorised(monkeypatch, C.input_hash, tab, alg)
+            assert fps.dtype == np.int64 and fps.tolist() == _vectorised(monkeypatch, C.input_fingerprints, tab).tolist()
 
 
 def test_a_field_no_row_gives_is_stored_as_the_cast_made_it():

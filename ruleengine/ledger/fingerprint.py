@@ -12,7 +12,9 @@ Two things, kept apart on purpose:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+import struct
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -82,13 +84,13 @@ def column_bytes(arr: Any) -> Iterator[Any]:
     Yields bytes-like pieces (bytes or contiguous numpy arrays, hashed without a copy). Up to
     :data:`TINY_ROWS` rows the pieces are built in plain Python (:func:`_column_bytes_tiny`: the
     same bytes, without numpy/Arrow call overhead per column)."""
-    import pyarrow as pa
-
     if 0 < len(arr) <= TINY_ROWS:
         tiny = _column_bytes_tiny(arr)
         if tiny is not None:
             yield from tiny
             return
+    import pyarrow as pa
+
     valid = _valid(arr)
     yield str(arr.type).encode() + b"\x00" + np.packbits(valid).tobytes()
     if pa.types.is_string(arr.type):
@@ -218,6 +220,8 @@ def _mix_int(x: int) -> int:
 
 def bit_bytes(valid: list[bool]) -> bytes:
     """``np.packbits(valid).tobytes()``: most significant bit first, the last byte zero-padded."""
+    if all(valid):
+        return _all_valid(len(valid))
     out = bytearray((len(valid) + 7) // 8)
     for i, v in enumerate(valid):
         if v:
@@ -225,14 +229,30 @@ def bit_bytes(valid: list[bool]) -> bytes:
     return bytes(out)
 
 
+@functools.lru_cache(maxsize=TINY_ROWS + 1)
+def _all_valid(n: int) -> bytes:
+    """:func:`bit_bytes` of ``n`` true values."""
+    return bytes([0xFF] * (n // 8)) + (bytes([(0xFF << (8 - n % 8)) & 0xFF]) if n % 8 else b"")
+
+
+@functools.lru_cache(maxsize=3 * (TINY_ROWS + 1))
+def _packer(code: str, n: int) -> Callable[..., bytes]:
+    """``struct.Struct(f"<{n}{code}").pack`` (made once per shape)."""
+    return struct.Struct(f"<{n}{code}").pack
+
+
+_TINY_KINDS: dict[Any, str] = {}  # Arrow type -> "string" / "double" / "int64" (filled on first use)
+
+
 def _tiny_values(arr: Any) -> tuple[str, list[Any]] | None:
     """(``string``/``double``/``int64``, the values as Python objects, None = missing), or None
     for what the tiny paths do not cover (then the numpy path runs)."""
-    import pyarrow as pa
+    if not _TINY_KINDS:
+        import pyarrow as pa
 
-    t = arr.type
-    kind = "string" if pa.types.is_string(t) else "double" if t == pa.float64() else "int64" if t == pa.int64() else ""
-    if not kind:
+        _TINY_KINDS.update({pa.string(): "string", pa.float64(): "double", pa.int64(): "int64"})
+    kind = _TINY_KINDS.get(arr.type)
+    if kind is None:
         return None
     vals = arr.to_pylist()
     if kind == "int64" and arr.null_count and any(v is not None and not -_EXACT <= v <= _EXACT for v in vals):
@@ -241,30 +261,38 @@ def _tiny_values(arr: Any) -> tuple[str, list[Any]] | None:
 
 
 def _column_bytes_tiny(arr: Any) -> list[bytes] | None:
-    import struct
-
     got = _tiny_values(arr)
-    if got is None:
-        return None
-    kind, vals = got
+    return None if got is None else tiny_bytes(*got)
+
+
+def tiny_bytes(kind: str, vals: list[Any]) -> list[bytes]:
+    """:func:`column_bytes` of :func:`_tiny_values`' ``(kind, vals)``, as a list of bytes."""
     n = len(vals)
-    head = kind.encode() + b"\x00" + bit_bytes([v is not None for v in vals])
+    if None in vals:
+        head = kind.encode() + b"\x00" + bit_bytes([v is not None for v in vals])
+        if kind == "string":
+            bs = [b"" if v is None else v.encode() for v in vals]
+            return [head, _packer("q", n)(*map(len, bs)), b"".join(bs)]
+        zero = 0.0 if kind == "double" else 0
+        return [head, _packer("d" if kind == "double" else "q", n)(*(zero if v is None else v for v in vals))]
+    head = _HEADS[kind] + _all_valid(n)
     if kind == "string":
-        bs = [v.encode() if v is not None else b"" for v in vals]
-        return [head, struct.pack(f"<{n}q", *map(len, bs)), b"".join(bs)]
-    if kind == "double":
-        return [head, struct.pack(f"<{n}d", *(0.0 if v is None else v for v in vals))]
-    return [head, struct.pack(f"<{n}q", *(0 if v is None else v for v in vals))]
+        bs = [v.encode() for v in vals]
+        return [head, _packer("q", n)(*map(len, bs)), b"".join(bs)]
+    return [head, _packer("d" if kind == "double" else "q", n)(*vals)]
+
+
+_HEADS = {"string": b"string\x00", "double": b"double\x00", "int64": b"int64\x00"}
 
 
 def column_hash_tiny(arr: Any) -> list[int] | None:
     """:func:`column_hash` as Python ints (unsigned 64-bit), or None where the numpy path must run."""
-    import struct
-
     got = _tiny_values(arr)
-    if got is None:
-        return None
-    kind, vals = got
+    return None if got is None else tiny_hash(*got)
+
+
+def tiny_hash(kind: str, vals: list[Any]) -> list[int]:
+    """:func:`column_hash` of :func:`_tiny_values`' ``(kind, vals)``, as Python ints."""
     if kind == "string":
         bs = [v.encode() if v is not None else b"" for v in vals]
         maxlen = max(len(b) for b in bs)
@@ -282,11 +310,15 @@ def column_hash_tiny(arr: Any) -> list[int] | None:
                     x = (x * _P1 + int.from_bytes(padded[j : j + 8], "little")) & _MASK
                 raw.append(x)
     elif kind == "double":
-        raw = [struct.unpack("<Q", struct.pack("<d", (v or 0.0) if v == v else v))[0] for v in vals]
+        raw = [_F2Q(_Q2F((v or 0.0) if v == v else v))[0] for v in vals]
         # (v or 0.0): a missing value and -0.0 count as 0.0; NaN (v != v) keeps its bits
     else:
         raw = [(v or 0) & _MASK for v in vals]
     return [_mix_int(x) if v is not None else _NULL for x, v in zip(raw, vals, strict=True)]
+
+
+_Q2F = struct.Struct("<d").pack
+_F2Q = struct.Struct("<Q").unpack
 
 
 def combine_tiny(hashes: list[list[int]], n: int) -> np.ndarray:

@@ -171,7 +171,11 @@ def prepare(
         table = C.input_table(plan, data)
         if table.num_rows != len(results):
             raise LedgerError(f"the results have {len(results)} rows but the data has {table.num_rows}: rate this data")
-        cols = rating_columns(results, plan, C.input_fingerprints(table))
+        if pool is None:  # one thread: the input hash and fingerprints in one pass
+            known_hash, input_fp = C.input_digests(table, alg)
+        else:  # the hash in the worker (rest), the fingerprints here
+            known_hash, input_fp = None, C.input_fingerprints(table)
+        cols = rating_columns(results, plan, input_fp)
         rows = RatingRows(cols, row_fingerprints(cols), [])
     except BaseException:
         if pool is not None:
@@ -180,7 +184,7 @@ def prepare(
 
     def rest() -> tuple[dict[str, Any], dict[str, tuple[str, bytes]], list[str]]:
         more: dict[str, tuple[str, bytes]] = {}
-        input_hash = C.input_hash(table, alg)
+        input_hash = known_hash or C.input_hash(table, alg)
         input_blob = put(more, "input-rows", C.stored_bytes(table)) if store_rows else None
         blocks = block_hashes(cols, alg)
         h = C.hasher(alg)
