@@ -19,6 +19,10 @@ Targets: one-firm p50 <= 5 ms, p99 <= 25 ms; 50k upload <= 1.5 s; explain p99 <=
 
 A bounded check run (about a minute): ``--seconds 3 --soak-seconds 20 --upload-rows 10000``;
 the issue's figures: the defaults and ``--soak-seconds 600``.
+
+Comparing two commits (the host's speed drifts by minutes: alternate them, same command):
+``git worktree add /tmp/old COMMIT`` then ``--code /tmp/old`` for the old one's server (the load
+client and the figures stay this script's). The report names the server's folder and commit.
 """
 
 from __future__ import annotations
@@ -125,6 +129,36 @@ def _cpu_split(pid: int) -> tuple[float, float]:
             else:
                 other += cpu
     return main, other
+
+
+def _server_code(code: Path | None) -> tuple[Path, dict[str, str]]:
+    """(working folder, environment) that make ``python -m ruleengine.cli`` import the ruleengine
+    of checkout ``code`` (default: the one this script imports). ``-m`` puts the working folder
+    first on ``sys.path``, before PYTHONPATH: run from another checkout, the server would import
+    that checkout's code whatever PYTHONPATH says. The folder is checked, not assumed."""
+    import ruleengine
+
+    top = (code or Path(ruleengine.__file__).resolve().parents[1]).resolve()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(top), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    got = subprocess.run(
+        [sys.executable, "-c", "import ruleengine, pathlib; print(pathlib.Path(ruleengine.__file__).resolve())"],
+        cwd=top, env=env, capture_output=True, text=True, check=True,
+    ).stdout.strip()
+    if Path(got).parent.parent != top:
+        raise SystemExit(f"the server would import {got}, not the ruleengine of {top}")
+    return top, env
+
+
+def _describe_code(top: Path) -> str:
+    """The server's code: its folder and, in a git checkout, its commit (with "+changes" when dirty)."""
+    try:
+        rev = subprocess.run(["git", "-C", str(top), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(top), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return f"{top}"
+    return f"{top} at {rev}{' +changes' if dirty else ''}"
 
 
 def _sample(path: Path, firms: int) -> None:
@@ -287,9 +321,19 @@ def main() -> int:
         "--ledger-sync", default="full", choices=["full", "normal", "journal"], help="the server's --ledger-sync"
     )
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "SERVICE.md"))
+    ap.add_argument(
+        "--code",
+        type=Path,
+        default=None,
+        help="serve the ruleengine of this checkout (e.g. a `git worktree` of an older commit, to compare "
+        "against); default: the one this script imports",
+    )
     args = ap.parse_args()
     if not Path(args.out).resolve().parent.is_dir():  # found out now, not after minutes of measuring
         ap.error(f"--out {args.out}: the folder {Path(args.out).resolve().parent} does not exist")
+    if args.code is not None and not (args.code / "ruleengine" / "cli.py").is_file():
+        ap.error(f"--code {args.code}: no ruleengine/cli.py there (give a checkout's top folder)")
+    code_dir, code_env = _server_code(args.code)
 
     from calibrate import loop_ms as calibration_ms
 
@@ -334,6 +378,8 @@ def main() -> int:
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
+        cwd=code_dir,
+        env=code_env,
     )
     lines: list[str] = []
     try:
@@ -503,7 +549,8 @@ def main() -> int:
             f"{load[0]:.1f} / {load[1]:.1f} at the end), Python {platform.python_version()}, ruleengine {__version__}, "
             f"rulebook huzhou; `ruleengine serve --workers {args.workers} --processes {args.processes} "
             f"--ledger-sync {args.ledger_sync}`, SQLite ledger, loopback. "
-            f"Run 1: {args.base_firms:,} firms × 2 years. Host speed: `benchmarks/calibrate.py`'s fixed loop "
+            f"Run 1: {args.base_firms:,} firms × 2 years. Server code: {_describe_code(code_dir)}. "
+            "Host speed: `benchmarks/calibrate.py`'s fixed loop "
             f"{speed_before:.0f} ms of CPU before, {speed_after:.0f} ms after (307–631 ms seen on this machine: "
             "the CPU figures scale with it). Command: `python benchmarks/bench_service.py "
             + " ".join(sys.argv[1:])
@@ -517,8 +564,8 @@ def main() -> int:
     )
     out = Path(args.out)
     old = out.read_text(encoding="utf-8") if out.exists() else ""
-    if "\n## Notes" in old:  # hand-written notes below the table are kept
-        text += "\n" + old[old.index("\n## Notes") + 1 :]
+    if "\n## " in old:  # the file's sections (earlier sessions' figures, notes) are kept below the new table
+        text += "\n" + old[old.index("\n## ") + 1 :]
     out.write_text(text, encoding="utf-8")
     print(text)
     print(json.dumps({"tmp": str(tmp)}))
