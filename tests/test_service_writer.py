@@ -75,6 +75,45 @@ def test_concurrent_one_firm_ratings_are_all_committed_by_the_one_writer_in_orde
     led.dispose()
 
 
+def test_one_firm_ratings_of_a_process_take_turns_and_other_work_does_not_wait(env, monkeypatch):
+    """Two one-firm ratings at once in one process: the second rates after the first (under one GIL
+    they would only interleave and both finish late); a firm's ratings read meanwhile are answered
+    at once. The rating is slowed with a sleep (which lets other threads run)."""
+    from ruleengine import pipeline
+
+    real = pipeline.rate
+    spans: list[tuple[float, float]] = []
+
+    def slow(*args, **kw):
+        t0 = time.monotonic()
+        time.sleep(0.3)
+        out = real(*args, **kw)
+        spans.append((t0, time.monotonic()))
+        return out
+
+    rows = _rows(env)
+    with client(env, max_concurrent=4) as c:
+        _first_run(c, env)
+        monkeypatch.setattr(pipeline, "rate", slow)
+        out: list = []
+        threads = [
+            threading.Thread(target=lambda: out.append(c.post("/v1/runs/1/rate", headers=env.h("firm"), json=rows)))
+            for _ in range(2)
+        ]
+        for t in threads:
+            t.start()
+        time.sleep(0.1)
+        t = time.monotonic()
+        other = c.get(f"/v1/runs/1/firms/{FIRM}", headers=env.h("firm"))
+        other_s = time.monotonic() - t
+        for t in threads:
+            t.join()
+        assert [r.status_code for r in out] == [200, 200] and other.status_code == 200
+        (a0, a1), (b0, b1) = sorted(spans)
+        assert b0 >= a1, spans  # in turn, not at once
+        assert other_s < 0.25, other_s  # not queued behind the ratings' turns
+
+
 def test_one_firm_answer_is_the_same_bytes_as_before_the_writer(env):
     """The body is spliced from the provenance and the rest: it must equal one json.dumps."""
     from ruleengine.service.app import _dumps, _with_provenance

@@ -1381,10 +1381,15 @@ def _rate_file(st: State, p: Principal, name: str, version: str | None, path: Pa
 
 def _rate_one(st: State, p: Principal, run_id: int, rows: list[dict[str, Any]], firm_id: str) -> Pending:
     """One firm against a run's benchmark tables: rated here, recorded by the writer thread."""
-    from .. import pipeline
-
     _scope_rows(st, p, [firm_id], f"rate against run {run_id}")  # admin: no check
     rr = st.rated_run(run_id, with_results=False)
+    with st.turns:  # one at a time per process (State.turns); the wait for the commit is outside
+        return _rate_one_in_turn(st, p, run_id, rr, rows)
+
+
+def _rate_one_in_turn(st: State, p: Principal, run_id: int, rr: RatedRun, rows: list[dict[str, Any]]) -> Pending:
+    from .. import pipeline
+
     raw = pipeline.read(rows, [rr.plan])  # read once: rated here, and recorded (canonical input) below
     results = pipeline.rate(rr.plan, None, raw=raw, benchmarks=rr.tables)
     head = {"benchmarks_of_run": run_id, "issues": [_scrub(st, i.format()) for i in results.issues[:100]]}
