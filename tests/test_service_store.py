@@ -59,6 +59,16 @@ def test_consents_latest_row_wins_and_tables_are_append_only(ledger_url):
         ("F2", "bank-a"): ("grant", False),
         ("F1", "bank-b"): ("grant", True),
     }
+    # one firm (its own fixed-SQL query) answers as the general query does: revoked, expired,
+    # granted again (the latest row wins), another bank's grant, a firm with no row
+    store.consent_event(e, "F3", "bank-a", "grant", future, "firm-3")
+    store.consent_event(e, "F3", "bank-a", "revoke", None, "firm-3")
+    store.consent_event(e, "F3", "bank-a", "grant", None, "firm-3")  # no expiry
+    for bank in ("bank-a", "bank-b", "bank-c"):
+        for firm in ("F1", "F2", "F3", "F4"):
+            general = store.consented(e, bank, [firm, "NO-SUCH-FIRM"])  # two firms: the general query
+            assert store.consented(e, bank, [firm]) == general, (bank, firm)
+    assert store.consented(e, "bank-a", ["F3"]) == {"F3"} and store.consented(e, "bank-a", ["F2"]) == set()
     store.log_access(e, "bank-a-loans", "bank", "bank-a", ["F1"], "explain run 1", False)
     assert [(x["firm_id"], x["allowed"]) for x in store.access_log(e, "F1")] == [("F1", False)]
     store.idem_put(e, "ops", "k1", "sha256:aa", 200, "application/json", b"{}")
