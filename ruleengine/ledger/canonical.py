@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from .errors import LedgerError, UnstorableInput
-from .fingerprint import _all_valid, _packer, bit_bytes
+from .fingerprint import all_valid, packer, tiny_bytes
 
 ALGORITHMS = ("sha256", "sm3")
 CHUNK = 262_144
@@ -146,12 +146,12 @@ def input_hash(table: Any, alg: str = "sha256") -> str:
 def input_digests(table: Any, alg: str = "sha256") -> tuple[str, Any]:
     """``(input_hash(table, alg), input_fingerprints(table))``; for a tiny table (a one-firm run)
     in one pass, each column's values taken out of Arrow once for both."""
-    from .fingerprint import TINY_ROWS, _tiny_values, combine_tiny, tiny_bytes, tiny_hash
+    from .fingerprint import TINY_ROWS, combine_tiny, tiny_hash, tiny_values
 
     n = table.num_rows
     if 0 < n <= TINY_ROWS:
         cols = [c.chunk(0) if c.num_chunks == 1 else c.combine_chunks() for c in table.columns]
-        got = [_tiny_values(c) for c in cols]
+        got = [tiny_values(c) for c in cols]
         if all(g is not None for g in got):
             pieces = [b"ruleengine-input-v1\n%d\n" % n]
             hashes = []
@@ -345,8 +345,6 @@ SMALL_ROWS = 64  # up to this many rows, text columns are hashed by the plain-Py
 def _text_bytes_small(codes: Any, labels: Any) -> Iterator[Any]:
     """:func:`_text_bytes` for a few rows (a one-firm run: ~100 text columns of one row, where
     numpy/Arrow call overhead dominates), in plain Python; the same bytes (a test compares them)."""
-    import struct
-
     n_lab = len(labels)
     idx = [int(c) for c in codes]
     import pyarrow as pa
@@ -354,14 +352,7 @@ def _text_bytes_small(codes: Any, labels: Any) -> Iterator[Any]:
     picked = labels.take(pa.array([c for c in idx if 0 <= c < n_lab], pa.int64())).to_pylist() if n_lab else []
     it = iter(picked)
     vals = [next(it).encode() if 0 <= c < n_lab else b"" for c in idx]
-    distinct = sorted(set(vals))
-    rank = {v: i for i, v in enumerate(distinct)}
-    m = len(distinct)
-    yield b"dict\x00"
-    yield b"string\x00" + bytes([0xFF] * (m // 8)) + (bytes([(0xFF << (8 - m % 8)) & 0xFF]) if m % 8 else b"")
-    yield struct.pack(f"<{m}q", *(len(v) for v in distinct))
-    yield b"".join(distinct)
-    yield struct.pack(f"<{len(vals)}i", *(rank[v] for v in vals))
+    yield from _text_pieces(vals)
 
 
 def _column_bytes_small(cat: Any, cols: Any, name: str) -> list[bytes] | None:
@@ -385,20 +376,15 @@ def _column_bytes_small(cat: Any, cols: Any, name: str) -> list[bytes] | None:
         return _text_pieces(vals)
     v = np.asarray(cols[name])
     kind = v.dtype.kind
-    if kind == "f":
-        xs = v.astype(np.float64, copy=False).tolist()
-        valid = [x == x for x in xs]  # NaN (x != x) is a missing value
-        if all(valid):
-            return [b"double\x00" + _all_valid(len(xs)), _packer("d", len(xs))(*xs)]
-        return [b"double\x00" + bit_bytes(valid), _packer("d", len(xs))(*(x if x == x else 0.0 for x in xs))]
+    if kind == "f":  # NaN is the missing value: fingerprint.column_bytes' tiny form, None for it
+        return tiny_bytes("double", [x if x == x else None for x in v.astype(np.float64, copy=False).tolist()])
     if v.dtype == object or kind in "US":
         items = v.tolist()
         if not all(x is None or isinstance(x, str) for x in items):
             return None
         return _text_pieces([b"" if x is None else x.encode() for x in items])
     if kind in "iub":
-        xs = v.astype(np.int64, copy=False).tolist()
-        return [b"int64\x00" + _all_valid(len(xs)), _packer("q", len(xs))(*xs)]
+        return tiny_bytes("int64", v.astype(np.int64, copy=False).tolist())
     return None
 
 
@@ -406,15 +392,15 @@ def _text_pieces(vals: list[bytes]) -> list[bytes]:
     """:func:`_text_bytes` of the rows' texts (UTF-8, a missing value as ``b''``)."""
     if len(vals) == 1:  # one row: one distinct text, at index 0
         (v,) = vals
-        return [_ONE_TEXT_HEAD, _packer("q", 1)(len(v)), v, _INDEX_0]
+        return [_ONE_TEXT_HEAD, packer("q", 1)(len(v)), v, _INDEX_0]
     distinct = sorted(set(vals))
     rank = {v: i for i, v in enumerate(distinct)}
     m = len(distinct)
     return [
-        b"dict\x00string\x00" + _all_valid(m),
-        _packer("q", m)(*(len(v) for v in distinct)),
+        b"dict\x00string\x00" + all_valid(m),
+        packer("q", m)(*(len(v) for v in distinct)),
         b"".join(distinct),
-        _packer("i", len(vals))(*(rank[v] for v in vals)),
+        packer("i", len(vals))(*(rank[v] for v in vals)),
     ]
 
 

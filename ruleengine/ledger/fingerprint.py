@@ -221,7 +221,7 @@ def _mix_int(x: int) -> int:
 def bit_bytes(valid: list[bool]) -> bytes:
     """``np.packbits(valid).tobytes()``: most significant bit first, the last byte zero-padded."""
     if all(valid):
-        return _all_valid(len(valid))
+        return all_valid(len(valid))
     out = bytearray((len(valid) + 7) // 8)
     for i, v in enumerate(valid):
         if v:
@@ -230,13 +230,13 @@ def bit_bytes(valid: list[bool]) -> bytes:
 
 
 @functools.lru_cache(maxsize=TINY_ROWS + 1)
-def _all_valid(n: int) -> bytes:
+def all_valid(n: int) -> bytes:
     """:func:`bit_bytes` of ``n`` true values."""
     return bytes([0xFF] * (n // 8)) + (bytes([(0xFF << (8 - n % 8)) & 0xFF]) if n % 8 else b"")
 
 
 @functools.lru_cache(maxsize=3 * (TINY_ROWS + 1))
-def _packer(code: str, n: int) -> Callable[..., bytes]:
+def packer(code: str, n: int) -> Callable[..., bytes]:
     """``struct.Struct(f"<{n}{code}").pack`` (made once per shape)."""
     return struct.Struct(f"<{n}{code}").pack
 
@@ -244,7 +244,7 @@ def _packer(code: str, n: int) -> Callable[..., bytes]:
 _TINY_KINDS: dict[Any, str] = {}  # Arrow type -> "string" / "double" / "int64" (filled on first use)
 
 
-def _tiny_values(arr: Any) -> tuple[str, list[Any]] | None:
+def tiny_values(arr: Any) -> tuple[str, list[Any]] | None:
     """(``string``/``double``/``int64``, the values as Python objects, None = missing), or None
     for what the tiny paths do not cover (then the numpy path runs)."""
     if not _TINY_KINDS:
@@ -261,25 +261,25 @@ def _tiny_values(arr: Any) -> tuple[str, list[Any]] | None:
 
 
 def _column_bytes_tiny(arr: Any) -> list[bytes] | None:
-    got = _tiny_values(arr)
+    got = tiny_values(arr)
     return None if got is None else tiny_bytes(*got)
 
 
 def tiny_bytes(kind: str, vals: list[Any]) -> list[bytes]:
-    """:func:`column_bytes` of :func:`_tiny_values`' ``(kind, vals)``, as a list of bytes."""
+    """:func:`column_bytes` of :func:`tiny_values`' ``(kind, vals)``, as a list of bytes."""
     n = len(vals)
     if None in vals:
         head = kind.encode() + b"\x00" + bit_bytes([v is not None for v in vals])
         if kind == "string":
             bs = [b"" if v is None else v.encode() for v in vals]
-            return [head, _packer("q", n)(*map(len, bs)), b"".join(bs)]
+            return [head, packer("q", n)(*map(len, bs)), b"".join(bs)]
         zero = 0.0 if kind == "double" else 0
-        return [head, _packer("d" if kind == "double" else "q", n)(*(zero if v is None else v for v in vals))]
-    head = _HEADS[kind] + _all_valid(n)
+        return [head, packer("d" if kind == "double" else "q", n)(*(zero if v is None else v for v in vals))]
+    head = _HEADS[kind] + all_valid(n)
     if kind == "string":
         bs = [v.encode() for v in vals]
-        return [head, _packer("q", n)(*map(len, bs)), b"".join(bs)]
-    return [head, _packer("d" if kind == "double" else "q", n)(*vals)]
+        return [head, packer("q", n)(*map(len, bs)), b"".join(bs)]
+    return [head, packer("d" if kind == "double" else "q", n)(*vals)]
 
 
 _HEADS = {"string": b"string\x00", "double": b"double\x00", "int64": b"int64\x00"}
@@ -287,12 +287,12 @@ _HEADS = {"string": b"string\x00", "double": b"double\x00", "int64": b"int64\x00
 
 def column_hash_tiny(arr: Any) -> list[int] | None:
     """:func:`column_hash` as Python ints (unsigned 64-bit), or None where the numpy path must run."""
-    got = _tiny_values(arr)
+    got = tiny_values(arr)
     return None if got is None else tiny_hash(*got)
 
 
 def tiny_hash(kind: str, vals: list[Any]) -> list[int]:
-    """:func:`column_hash` of :func:`_tiny_values`' ``(kind, vals)``, as Python ints."""
+    """:func:`column_hash` of :func:`tiny_values`' ``(kind, vals)``, as Python ints."""
     if kind == "string":
         bs = [v.encode() if v is not None else b"" for v in vals]
         maxlen = max(len(b) for b in bs)
@@ -310,15 +310,15 @@ def tiny_hash(kind: str, vals: list[Any]) -> list[int]:
                     x = (x * _P1 + int.from_bytes(padded[j : j + 8], "little")) & _MASK
                 raw.append(x)
     elif kind == "double":
-        raw = [_F2Q(_Q2F((v or 0.0) if v == v else v))[0] for v in vals]
+        raw = [_UNPACK_U64(_PACK_F64((v or 0.0) if v == v else v))[0] for v in vals]
         # (v or 0.0): a missing value and -0.0 count as 0.0; NaN (v != v) keeps its bits
     else:
         raw = [(v or 0) & _MASK for v in vals]
     return [_mix_int(x) if v is not None else _NULL for x, v in zip(raw, vals, strict=True)]
 
 
-_Q2F = struct.Struct("<d").pack
-_F2Q = struct.Struct("<Q").unpack
+_PACK_F64 = struct.Struct("<d").pack  # a float's 8 bytes
+_UNPACK_U64 = struct.Struct("<Q").unpack  # 8 bytes as an unsigned 64-bit int
 
 
 def combine_tiny(hashes: list[list[int]], n: int) -> np.ndarray:
