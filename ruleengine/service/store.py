@@ -125,7 +125,7 @@ def consent_states(engine: Any, firm_id: str | None = None, bank: str | None = N
     t = now()
     out = []
     for row in latest.values():
-        row["active"] = row["action"] == "grant" and (row["expires_at"] is None or row["expires_at"] > t)
+        row["active"] = _active(row["action"], row["expires_at"], t)
         row.pop("id", None)
         out.append(row)
     return sorted(out, key=lambda r: (r["firm_id"], r["bank"]))
@@ -144,7 +144,7 @@ def consented(engine: Any, bank: str, firm_ids: list[str]) -> set[str]:
         for f, action, exp in conn.execute(q.order_by(consents.c.id)):
             latest[f] = (action, exp)
     t = now()
-    return {f for f, (a, e) in latest.items() if f in wanted and a == "grant" and (e is None or e > t)}
+    return {f for f, (a, e) in latest.items() if f in wanted and _active(a, e, t)}
 
 
 def _consented_one(engine: Any, bank: str, firm_id: str) -> set[str]:
@@ -166,8 +166,12 @@ def _consented_one(engine: Any, bank: str, firm_id: str) -> set[str]:
             cur.close()
     if row is None:
         return set()
-    action, expires = row
-    return {firm_id} if action == "grant" and (expires is None or expires > now()) else set()
+    return {firm_id} if _active(row[0], row[1], now()) else set()
+
+
+def _active(action: str, expires_at: str | None, at: str) -> bool:
+    """A consent whose latest row is ``(action, expires_at)`` stands at time ``at`` (ISO text)."""
+    return action == "grant" and (expires_at is None or expires_at > at)
 
 
 # --- access log ----------------------------------------------------------------------------------
