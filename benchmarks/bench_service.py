@@ -60,9 +60,55 @@ def _pct(xs: list[float], p: float) -> float:
     return ys[min(len(ys) - 1, int(round(p / 100 * (len(ys) - 1))))]
 
 
+def _timings(value: str) -> dict[str, float]:
+    """A Server-Timing header's metrics, ``{name: ms}``: ``app`` (the whole request, from its
+    arrival to its answer) and, for work done in a worker thread, its stages (``queue``, ``access``,
+    ``tables``, ``turn``, ``rate``, ``record``, ``work``, ``commit``; docs/service.md)."""
+    out = {}
+    for metric in value.split(","):
+        name, _, params = metric.strip().partition(";")
+        for param in params.split(";"):
+            key, _, v = param.strip().partition("=")
+            if key == "dur":
+                try:
+                    out[name.strip()] = float(v)
+                except ValueError:
+                    pass
+    return out
+
+
+STAGES = ("queue", "access", "tables", "turn", "rate", "record", "work", "commit")
+
+
+def _stage_table(stages: list[dict[str, float]]) -> list[str]:
+    """Where the offered-load requests' time went: each Server-Timing stage's median over all
+    requests, and its mean over the slowest 1% (what the p99 is made of). ``app`` minus the
+    stages is the event loop's part: receiving and parsing the request, answering it."""
+    import numpy as np
+
+    if not stages:
+        return []
+    app = np.array([t.get("app", np.nan) for t in stages])
+    slow = app >= np.nanpercentile(app, 99)
+    names = [*(s for s in STAGES if any(s in t for t in stages)), "app"]
+    cols = {n: np.array([t.get(n, 0.0) for t in stages]) for n in names}
+    cols["event loop"] = app - sum(cols[n] for n in names if n != "app")
+    order = [*names[:-1], "event loop", "app"]
+    return [
+        "",
+        f"Where the offered-load one-firm ratings' time went ({len(stages):,} requests; Server-Timing stages, ms; "
+        "docs/service.md names them):",
+        "",
+        "| | " + " | ".join(order) + " |",
+        "|---" * (len(order) + 1) + "|",
+        "| median | " + " | ".join(f"{np.nanmedian(cols[n]):.2f}" for n in order) + " |",
+        f"| mean of the slowest 1% ({int(slow.sum())}) | "
+        + " | ".join(f"{np.nanmean(cols[n][slow]):.2f}" for n in order) + " |",
+    ]
+
+
 def _server_ms(r: httpx.Response) -> float:
-    st = r.headers.get("server-timing", "")
-    return float(st.split("dur=")[1]) if "dur=" in st else float("nan")
+    return _timings(", ".join(r.headers.get_list("server-timing"))).get("app", float("nan"))
 
 
 def _rss_kb(pid: int) -> int:
@@ -222,23 +268,24 @@ class _Conn:
         self.reader, self.writer = reader, writer
         self.last = 0.0  # when its last answer came (loop time)
 
-    async def request(self, raw: bytes) -> tuple[int, float]:
-        """(status, Server-Timing ms) of one request (its bytes, headers and body, made beforehand)."""
+    async def request(self, raw: bytes) -> tuple[int, dict[str, float]]:
+        """(status, Server-Timing metrics: :func:`_timings`) of one request (its bytes, headers and
+        body, made beforehand)."""
         self.writer.write(raw)
         head = await self.reader.readuntil(b"\r\n\r\n")
         status = int(head[9:12])
         length = 0
-        ms = float("nan")
+        timing: list[str] = []
         for line in head.split(b"\r\n")[1:]:
             name, _, value = line.partition(b":")
             name = name.strip().lower()
             if name == b"content-length":
                 length = int(value)
-            elif name == b"server-timing" and b"dur=" in value:
-                ms = float(value.split(b"dur=")[1].split(b";")[0].split(b",")[0])
+            elif name == b"server-timing":
+                timing.append(value.decode("latin-1"))
         if length:
             await self.reader.readexactly(length)
-        return status, ms
+        return status, _timings(", ".join(timing))
 
 
 def _raw_request(port: int, method: str, path: str, headers: dict[str, str], body: bytes = b"") -> bytes:
@@ -254,12 +301,18 @@ KEEPALIVE_S = 4.0
 
 
 def open_loop_raw(
-    port: int, requests: list[bytes], rate: float, seconds: float, max_conns: int = 64
+    port: int,
+    requests: list[bytes],
+    rate: float,
+    seconds: float,
+    max_conns: int = 64,
+    stages: list[dict[str, float]] | None = None,
 ) -> tuple[list[float], list[float], int, float]:
     """:func:`open_loop` with the light client (:class:`_Conn`, asyncio, keep-alive connections
     reused, a new one only when all are busy): request ``i`` is ``requests[i % len(requests)]``,
     sent at ``start + i / rate``. Client time runs from the request's *scheduled* time (a late
-    send counts against the latency: no coordinated omission)."""
+    send counts against the latency: no coordinated omission). ``stages``: each answered
+    request's Server-Timing metrics are appended to it (:func:`_timings`)."""
 
     async def run() -> tuple[list[float], list[float], int, float]:
         n = int(rate * seconds)
@@ -285,14 +338,16 @@ def open_loop_raw(
                     opened += 1
                     conn = _Conn(*await asyncio.open_connection("127.0.0.1", port))
                 try:
-                    status, ms = await conn.request(requests[i % len(requests)])
+                    status, timing = await conn.request(requests[i % len(requests)])
                 except (OSError, asyncio.IncompleteReadError, ValueError):
                     errors += 1
                     conn.writer.close()
                     return
                 client.append((loop.time() - when) * 1000)
                 if status < 400:
-                    server.append(ms)
+                    server.append(timing.get("app", float("nan")))
+                    if stages is not None:
+                        stages.append(timing)
                 else:
                     errors += 1
                 conn.last = loop.time()
@@ -382,6 +437,7 @@ def main() -> int:
         env=code_env,
     )
     lines: list[str] = []
+    stage_lines: list[str] = []
     try:
         for _ in range(300):
             try:
@@ -416,7 +472,8 @@ def main() -> int:
         ]
         cpu0 = _cpu_s(proc.pid)
         me0 = time.process_time()
-        s_ms, c_ms, errs, got = open_loop_raw(port, raw, args.rate, args.seconds)
+        stages: list[dict[str, float]] = []
+        s_ms, c_ms, errs, got = open_loop_raw(port, raw, args.rate, args.seconds, stages=stages)
         client_cpu = (time.process_time() - me0) * 1000 / max(1, len(s_ms) + errs)
         cpu_open = (_cpu_s(proc.pid) - cpu0) * 1000 / max(1, len(s_ms) + errs)
         lines.append(
@@ -425,6 +482,7 @@ def main() -> int:
             f"{_pct(c_ms, 50):.1f} ms, p99 {_pct(c_ms, 99):.1f} ms; server CPU {cpu_open:.1f} ms/request "
             f"(load client {client_cpu:.2f} ms/request) | p50 <= 5 ms, p99 <= 25 ms |"
         )
+        stage_lines = _stage_table(stages)
         # the same, closed loop one at a time: the floor of one request's cost (threads' CPU apart;
         # threads that ended in between are missed by the split, so it is read over one loop)
         seq = []
@@ -559,6 +617,7 @@ def main() -> int:
             "| what | load | server-side | client-side / other | target |",
             "|---|---|---|---|---|",
             *lines,
+            *stage_lines,
             "",
         ]
     )

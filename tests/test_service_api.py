@@ -199,6 +199,46 @@ def test_one_firm_rated_against_a_runs_tables_matches_its_rating_in_the_run(env)
     )
 
 
+def _timing(r) -> dict[str, float]:
+    """The response's Server-Timing metrics (every header of that name), ``{name: ms}``."""
+    import re
+
+    text = ", ".join(r.headers.get_list("server-timing"))
+    return {m.group(1): float(m.group(2)) for m in re.finditer(r"([\w-]+);dur=([0-9.]+)", text)}
+
+
+def test_server_timing_says_where_a_ratings_time_went(env):
+    """Each rating's Server-Timing names its stages (docs/service.md): a one-firm rating's wait for
+    a work slot, the access check, the run's tables, its turn, the rating, the ledger's hashing and the commit; an
+    upload's the same but the tables and the turn. The stages lie inside the whole request
+    (``app``); a read done on the event loop has ``app`` only."""
+    import pyarrow.csv as pacsv
+
+    c = env.extra["c"]
+    rows = [
+        r
+        for r in pacsv.read_csv(
+            env.data, convert_options=pacsv.ConvertOptions(column_types={"firm_id": "string", "industry": "string"})
+        ).to_pylist()
+        if r["firm_id"] == FIRM
+    ]
+    one = _timing(c.post("/v1/runs/1/rate", headers=env.h("firm"), json=rows))
+    assert list(one) == ["queue", "access", "tables", "turn", "rate", "record", "work", "commit", "app"]
+    assert all(v >= 0 for v in one.values())
+    assert one["rate"] > 0 and one["record"] > 0 and one["commit"] > 0
+    assert sum(v for k, v in one.items() if k != "app") <= one["app"] + 0.01  # (rounding to 1 µs each)
+    up = _timing(
+        c.post(
+            "/v1/rulebooks/huzhou/rate?detail=summary",
+            headers=env.h("admin", **{"Content-Type": "text/csv"}),
+            content=env.data.read_bytes(),
+        )
+    )
+    assert list(up) == ["queue", "rate", "record", "work", "commit", "app"]
+    assert up["rate"] > up["queue"] and sum(v for k, v in up.items() if k != "app") <= up["app"] + 0.01
+    assert list(_timing(c.get("/v1/health"))) == ["app"]
+
+
 def test_a_cell_the_ledger_cannot_store_is_a_located_422_not_a_500(env):
     """A JSON object (or list) in a number field: the engine would rate the row as unrated, but the
     ledger cannot store the cell as it was given, so nothing is recorded and the client is told

@@ -36,7 +36,7 @@ from .config import ServiceConfig
 from .keys import Principal
 from .limits import PROBLEM, BodyLimit, body_file
 from .registry import NotInRegistry, valid_name, valid_version
-from .state import Pending, Problem, RatedRun, State, not_visible
+from .state import Pending, Problem, RatedRun, State, mark, not_visible
 
 log = logging.getLogger("ruleengine.service")
 
@@ -1367,6 +1367,7 @@ def _rate_file(st: State, p: Principal, name: str, version: str | None, path: Pa
     if detail != "summary":
         out["results"] = _ratings_json(results, detail)
     rest = _dumps(out)  # the body but its provenance: built here, in the worker thread
+    mark("rate")
     fut = st.record(
         book,
         path,
@@ -1376,14 +1377,18 @@ def _rate_file(st: State, p: Principal, name: str, version: str | None, path: Pa
         input_name=f"upload:sha256:{_file_sha256(path)}",
         options={"what_it_takes": bool(what), "service": "rate"},
     )
+    mark("record")
     return Pending(fut, lambda run: _with_provenance(run, rest))
 
 
 def _rate_one(st: State, p: Principal, run_id: int, rows: list[dict[str, Any]], firm_id: str) -> Pending:
     """One firm against a run's benchmark tables: rated here, recorded by the writer thread."""
     _scope_rows(st, p, [firm_id], f"rate against run {run_id}")  # admin: no check
+    mark("access")  # a bank: the firm's consent read, its access logged and committed
     rr = st.rated_run(run_id, with_results=False)
+    mark("tables")  # the run's rulebook and benchmark tables: loaded once per process, then kept
     with st.turns:  # one at a time per process (State.turns); the wait for the commit is outside
+        mark("turn")
         return _rate_one_in_turn(st, p, run_id, rr, rows)
 
 
@@ -1398,6 +1403,7 @@ def _rate_one_in_turn(st: State, p: Principal, run_id: int, rr: RatedRun, rows: 
         rest = _dumps({**head, "results": _ratings_json(results, "full")})
     else:
         rest = _dumps(head)[:-1] + b', "results": ' + text.strip().encode("utf-8") + b"}"
+    mark("rate")
     fut = st.record(
         rr.book,
         raw,  # the rows as read (pipeline.read leaves them as given): no second read for the ledger
@@ -1408,6 +1414,7 @@ def _rate_one_in_turn(st: State, p: Principal, run_id: int, rr: RatedRun, rows: 
         options={"benchmarks_of_run": run_id, "service": "rate-firm"},
         fixed_tables=True,  # the run's tables, loaded once and never changed: digested once
     )
+    mark("record")
     return Pending(fut, lambda run: _with_provenance(run, rest))
 
 
