@@ -162,17 +162,17 @@ def test_explain_what_it_takes_and_history_carry_provenance(env):
     assert {h["run_id"] for h in hist["history"]} >= {1} and all("rulebook_hash" in h for h in hist["history"])
 
 
-def test_one_firm_rated_against_a_runs_tables_matches_its_rating_in_the_run(env):
+def _firm_rows(env) -> list[dict]:
+    """FIRM's rows of the environment's data, as a client posts them."""
     import pyarrow.csv as pacsv
 
+    opts = pacsv.ConvertOptions(column_types={"firm_id": "string", "industry": "string"})
+    return [r for r in pacsv.read_csv(env.data, convert_options=opts).to_pylist() if r["firm_id"] == FIRM]
+
+
+def test_one_firm_rated_against_a_runs_tables_matches_its_rating_in_the_run(env):
     c = env.extra["c"]
-    rows = [
-        r
-        for r in pacsv.read_csv(
-            env.data, convert_options=pacsv.ConvertOptions(column_types={"firm_id": "string", "industry": "string"})
-        ).to_pylist()
-        if r["firm_id"] == FIRM
-    ]
+    rows = _firm_rows(env)
     r = c.post("/v1/runs/1/rate", headers=env.h("firm"), json=rows)
     assert r.status_code == 200, r.text
     body = r.json()
@@ -209,19 +209,11 @@ def _timing(r) -> dict[str, float]:
 
 def test_server_timing_says_where_a_ratings_time_went(env):
     """Each rating's Server-Timing names its stages (docs/service.md): a one-firm rating's wait for
-    a work slot, the access check, the run's tables, its turn, the rating, the ledger's hashing and the commit; an
-    upload's the same but the tables and the turn. The stages lie inside the whole request
+    a work slot, the access check, the run's tables, its turn, the rating, the ledger's hashing and
+    the commit; an upload's the same but the access check, the tables and the turn. The stages lie inside the whole request
     (``app``); a read done on the event loop has ``app`` only."""
-    import pyarrow.csv as pacsv
-
     c = env.extra["c"]
-    rows = [
-        r
-        for r in pacsv.read_csv(
-            env.data, convert_options=pacsv.ConvertOptions(column_types={"firm_id": "string", "industry": "string"})
-        ).to_pylist()
-        if r["firm_id"] == FIRM
-    ]
+    rows = _firm_rows(env)
     one = _timing(c.post("/v1/runs/1/rate", headers=env.h("firm"), json=rows))
     assert list(one) == ["queue", "access", "tables", "turn", "rate", "record", "work", "commit", "app"]
     assert all(v >= 0 for v in one.values())
