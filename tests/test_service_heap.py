@@ -3,12 +3,14 @@ is frozen out of the cyclic collector's walk, and an evicted run is not kept ali
 
 Found under load: full collections of ~160,000 objects took 50–100 ms with the GIL held, the p99
 of one-firm ratings. Run in a spawned process: freezing is process-wide (pytest's own heap stays as
-it is)."""
+it is). The same process setup (``service.app.server_process``) shortens the GIL's switch interval:
+checked here too, for the same reason (process-wide)."""
 
 from __future__ import annotations
 
 import gc
 import multiprocessing
+import sys
 import weakref
 from pathlib import Path
 
@@ -27,6 +29,7 @@ def _rows(data: Path, firm: str = FIRM) -> list[dict]:
 
 def _in_a_server_process(folder: str) -> dict:
     from ruleengine.service import heap
+    from ruleengine.service.app import server_process
 
     env = make_env(Path(folder), firms=8)
     rows = _rows(env.data)
@@ -40,7 +43,9 @@ def _in_a_server_process(folder: str) -> dict:
             )
             assert r.status_code == 200, r.text
         st = c.app.state.service
-        heap.enable()
+        out["switch_embedded"] = sys.getswitchinterval()  # an app embedded elsewhere: left as it was
+        server_process()  # what `ruleengine serve` does in each server process
+        out["switch_served"] = sys.getswitchinterval()
         out["frozen_at_start"] = gc.get_freeze_count()
         assert c.post("/v1/runs/1/rate", headers=env.h("admin"), json=rows).status_code == 200
         first = weakref.ref(st._runs[1])
@@ -58,7 +63,11 @@ def test_a_server_process_freezes_what_lives_long_and_frees_an_evicted_run(tmp_p
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(1) as pool:
         got = pool.apply(_in_a_server_process, (str(tmp_path),))
+    from ruleengine.service.app import GIL_SWITCH_S
+
     assert got["settle_before_enable"] == 0  # an app embedded elsewhere: the collector left alone
+    assert got["switch_embedded"] == 0.005  # Python's default, untouched by building and using the app
+    assert got["switch_served"] == GIL_SWITCH_S == 0.0005  # a server's writer waits less for the GIL
     assert got["frozen_at_start"] > 50_000  # modules, classes, the app: out of every collection's walk
     assert got["frozen_after_run_1"] > got["frozen_at_start"]  # the run's materials too
     # a full collection walks what requests made since, not the process's 100,000+ long-lived objects

@@ -1452,6 +1452,26 @@ UVICORN = {  # uvicorn's settings for every server process
 }
 
 
+# How long a thread may hold the GIL while another waits for it, in a server process (Python's
+# default: 5 ms). The ledger writer releases the GIL at each statement of its transaction (SQLite
+# runs without it) and must get it back from the rating running meanwhile; at 5 ms a wait each,
+# the slowest 1% of one-firm ratings spent 31-77 ms in their commit, holding the ledger's write
+# lock that the other server process waits for. At 0.5 ms: 17-30 ms, smaller in each of six
+# alternated pairs, and p99 lower in five (benchmarks/SERVICE.md, session 11).
+GIL_SWITCH_S = 0.0005
+
+
+def server_process() -> None:
+    """What a process sets for itself before it serves: the heap settled (:func:`heap.enable`:
+    no 50-100 ms full collections under load) and the GIL's switch interval (GIL_SWITCH_S)."""
+    import sys
+
+    from . import heap
+
+    heap.enable()
+    sys.setswitchinterval(GIL_SWITCH_S)
+
+
 def serve_app(cfg: ServiceConfig, host: str, port: int, access_log: bool, sock: Any = None) -> None:
     """Build the app and serve it in this process until SIGINT/SIGTERM (``sock``: a listening
     socket of its own, ``serve --processes N``; default: uvicorn binds ``host:port``)."""
@@ -1459,12 +1479,10 @@ def serve_app(cfg: ServiceConfig, host: str, port: int, access_log: bool, sock: 
 
     import uvicorn
 
-    from . import heap
-
     app = build(cfg)
     st: State = app.state.service
     _log_to_stderr()
-    heap.enable()  # freeze what lives as long as the process: no 50-100 ms full collections under load
+    server_process()
     if hasattr(signal, "SIGHUP"):  # `kill -HUP PID`: read the keys file again now
         signal.signal(signal.SIGHUP, lambda _sig, _frame: st.reload_keys())
     # access_log: a line per request costs CPU; the ledger logs every bank access anyway
