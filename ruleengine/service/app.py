@@ -1456,8 +1456,9 @@ UVICORN = {  # uvicorn's settings for every server process
 # default: 5 ms). The ledger writer releases the GIL at each statement of its transaction (SQLite
 # runs without it) and must get it back from the rating running meanwhile; at 5 ms a wait each,
 # the slowest 1% of one-firm ratings spent 31-77 ms in their commit, holding the ledger's write
-# lock that the other server process waits for. At 0.5 ms: 17-30 ms, smaller in each of six
-# alternated pairs, and p99 lower in five (benchmarks/SERVICE.md, session 11).
+# lock that the other server process waits for. At 0.5 ms: 17-30 ms. Smaller in eight of nine
+# alternated pairs, p99 lower in six; noisy, as every tail figure on this host is
+# (benchmarks/SERVICE.md, session 11).
 GIL_SWITCH_S = 0.0005
 
 
