@@ -593,3 +593,58 @@ def test_keys_file_stores_only_hashes(env):
     import stat
 
     assert stat.S_IMODE(env.keys_file.stat().st_mode) == 0o600
+
+
+def test_a_banks_one_firm_rating_commits_its_access_line_with_its_run(tmp_path, monkeypatch, ledger_url):
+    """A bank's one-firm rating writes its access line in the run's transaction (one commit, one
+    fsync: no write of its own through the writer). When no run lands (a cell the ledger cannot
+    store, or the run's commit failing), the line is still committed, on its own, before the
+    answer: every access a bank makes is in the ledger either way."""
+    import json
+
+    from ruleengine.ledger import record
+
+    e = make_env(tmp_path)
+    e.ledger = ledger_url  # SQLite and PostgreSQL
+    rows = [r for r in json.loads(json.dumps(_firm_records(e))) if r["firm_id"] == FIRM]
+    with client(e) as c:
+        r = c.post("/v1/rulebooks/huzhou/rate?detail=summary", headers=e.h("admin", **CSV), content=e.data.read_bytes())
+        assert r.status_code == 200, r.text
+        assert c.post("/v1/consents", headers=e.h("firm"), json={"bank": BANK, "expires_at": _future()}).status_code == 201
+        st = c.app.state.service
+
+        def lines() -> list[tuple[str, bool]]:
+            log = c.get("/v1/access-log", headers=e.h("firm")).json()
+            return [(x["action"], x["allowed"]) for x in log if x["bank"] == BANK]
+
+        calls = st.writer.stats.calls
+        r = c.post("/v1/runs/1/rate", headers=e.h("bank"), json=rows)
+        assert r.status_code == 200, r.text
+        assert lines() == [("rate against run 1", True)]
+        assert st.writer.stats.calls == calls  # the line came with the run: no write of its own
+        run = r.json()["run_id"]
+        assert c.get(f"/v1/ledger/runs/{run}", headers=e.h("admin")).status_code == 200
+
+        # a cell the ledger cannot store: 422, no run, the access line all the same
+        bad = [{**rows[0], "electricity_mwh": {"not": "a number"}}]
+        assert_problem(c.post("/v1/runs/1/rate", headers=e.h("bank"), json=bad), 422)
+        assert lines() == [("rate against run 1", True)] * 2
+
+        # the run's commit fails (its transaction, and the line in it, rolled back): the line alone
+        def broken(*_a, **_k):
+            raise RuntimeError("the disk went away")
+
+        monkeypatch.setattr(record, "_append_one", broken)
+        before = c.get("/v1/ledger/runs?limit=1", headers=e.h("admin")).json()
+        r = c.post("/v1/runs/1/rate", headers=e.h("bank"), json=rows)
+        assert r.status_code == 500, r.text
+        monkeypatch.undo()
+        assert lines() == [("rate against run 1", True)] * 3
+        assert c.get("/v1/ledger/runs?limit=1", headers=e.h("admin")).json() == before  # no run recorded
+
+
+def _firm_records(e) -> list[dict]:
+    import pyarrow.csv as pacsv
+
+    opts = pacsv.ConvertOptions(column_types={"firm_id": "string", "industry": "string"})
+    return pacsv.read_csv(e.data, convert_options=opts).to_pylist()

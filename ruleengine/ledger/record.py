@@ -14,7 +14,7 @@ import json
 import os
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,9 @@ class Prepared:
     blobs: dict[str, tuple[str, bytes]]  # digest -> (kind, uncompressed bytes)
     rows: RatingRows
     pending: Any = None  # a Future of (header fields, blobs, block hashes), or None
+    # the caller's own writes that must land with this run or not at all (the service's access line
+    # of a bank's rating): each called with the connection, inside the run's transaction, after it
+    also: list[Callable[[Any], None]] = field(default_factory=list)
 
     def finish(self) -> None:
         if self.pending is None:
@@ -336,6 +339,8 @@ def append_many(engine: Any, prepared: Sequence[Prepared], signer: Signer | None
                 prev_id, prev_hash = (int(tip[0]), str(tip[1])) if tip else (0, GENESIS)
                 for p in prepared:
                     row = _append_one(conn, cur, sql, p, prev_id + 1, prev_hash, signer)
+                    for write in p.also:
+                        write(conn)
                     out.append(row)
                     prev_id, prev_hash = row["id"], row["run_hash"]
             finally:

@@ -292,9 +292,12 @@ def _firm_ids(raw: Any) -> list[str]:
     return sorted({str(v).strip() for v in vals if v is not None and str(v).strip()})
 
 
-def _scope_rows(st: State, p: Principal, firms: list[str], action: str) -> None:
+def _scope_rows(st: State, p: Principal, firms: list[str], action: str, defer: bool = False) -> list[dict[str, Any]]:
+    """Refuse rows the key may not rate (403). A bank's access is logged: the refused firms' line
+    at once; the granted firms' line at once too, or with ``defer`` returned instead (rows of
+    ``store.access_rows``) for the caller to commit with its run (or on its own if it fails)."""
     if p.role == "admin":
-        return
+        return []
     if p.role == "firm":
         others = [f for f in firms if f != p.firm]
         if others:
@@ -304,14 +307,14 @@ def _scope_rows(st: State, p: Principal, firms: list[str], action: str) -> None:
                 f"a firm key rates only its own firm's rows ({p.firm}); the data has {len(others)} other firm id(s)",
                 "not-own-firm",
             )
-        return
+        return []
     if p.role == "bank":
         assert p.bank is not None
         ok = store.consented(st.ledger.engine, p.bank, firms)
-        st.write(
-            store.log_access, st.writer.engine, p.name, p.role, p.bank, [f for f in firms if f in ok], action, True
-        )
+        granted = store.access_rows(p.name, p.role, p.bank, [f for f in firms if f in ok], action, True)
         missing = [f for f in firms if f not in ok]
+        if not defer or missing:
+            st.write(store.log_access_rows, st.writer.engine, granted)
         if missing:
             st.write(store.log_access, st.writer.engine, p.name, p.role, p.bank, missing, action, False)
             shown = ", ".join(missing[:5]) + (" …" if len(missing) > 5 else "")
@@ -322,7 +325,7 @@ def _scope_rows(st: State, p: Principal, firms: list[str], action: str) -> None:
                 f"revoked): {shown}",
                 "no-consent",
             )
-        return
+        return granted if defer else []
     raise Problem(403, "Forbidden", f"a {p.role} key may not rate firms", "forbidden")
 
 
@@ -1383,16 +1386,25 @@ def _rate_file(st: State, p: Principal, name: str, version: str | None, path: Pa
 
 def _rate_one(st: State, p: Principal, run_id: int, rows: list[dict[str, Any]], firm_id: str) -> Pending:
     """One firm against a run's benchmark tables: rated here, recorded by the writer thread."""
-    _scope_rows(st, p, [firm_id], f"rate against run {run_id}")  # admin: no check
-    mark("access")  # a bank: the firm's consent read, its access logged and committed
-    rr = st.rated_run(run_id, with_results=False)
-    mark("tables")  # the run's rulebook and benchmark tables: loaded once per process, then kept
-    with st.turns:  # one at a time per process (State.turns); the wait for the commit is outside
-        mark("turn")
-        return _rate_one_in_turn(st, p, run_id, rr, rows)
+    # a bank: the firm's consent read here; the access line is committed with the run (one
+    # transaction, one fsync), or on its own before the answer if no run is handed to the writer
+    line = _scope_rows(st, p, [firm_id], f"rate against run {run_id}", defer=True)  # admin: no check
+    mark("access")
+    try:
+        rr = st.rated_run(run_id, with_results=False)
+        mark("tables")  # the run's rulebook and benchmark tables: loaded once per process, then kept
+        with st.turns:  # one at a time per process (State.turns); the wait for the commit is outside
+            mark("turn")
+            return _rate_one_in_turn(st, p, run_id, rr, rows, line)
+    except BaseException:
+        if line:  # no run handed over (a refused cell, the time limit, a missing run): the line alone
+            st.write(store.log_access_rows, st.writer.engine, line)
+        raise
 
 
-def _rate_one_in_turn(st: State, p: Principal, run_id: int, rr: RatedRun, rows: list[dict[str, Any]]) -> Pending:
+def _rate_one_in_turn(
+    st: State, p: Principal, run_id: int, rr: RatedRun, rows: list[dict[str, Any]], line: list[dict[str, Any]]
+) -> Pending:
     from .. import pipeline
 
     raw = pipeline.read(rows, [rr.plan])  # read once: rated here, and recorded (canonical input) below
@@ -1413,9 +1425,11 @@ def _rate_one_in_turn(st: State, p: Principal, run_id: int, rr: RatedRun, rows: 
         input_name="firm-rating",
         options={"benchmarks_of_run": run_id, "service": "rate-firm"},
         fixed_tables=True,  # the run's tables, loaded once and never changed: digested once
+        also=[functools.partial(store.insert_access, rows=line)] if line else None,
     )
     mark("record")
-    return Pending(fut, lambda run: _with_provenance(run, rest))
+    failed = functools.partial(store.log_access_rows, st.writer.engine, line) if line else None
+    return Pending(fut, lambda run: _with_provenance(run, rest), failed)
 
 
 def _dumps(data: dict[str, Any]) -> bytes:

@@ -71,6 +71,9 @@ class Pending:
 
     fut: concurrent.futures.Future[dict[str, Any]]
     finish: Callable[[dict[str, Any]], Any]
+    # a ledger write made (by the writer, waited for) if the run is not committed after all: the
+    # bank's access line that was to land with it (app._rate_one)
+    failed: Callable[[], Any] | None = None
 
 
 class Problem(Exception):
@@ -184,14 +187,24 @@ class State:
             db.leave_wal(self.ledger.engine)  # the file back to its rollback journal when nobody has it open
 
     # --- recording ---------------------------------------------------------------------------
-    def record(self, book: Path, data: Any, results: Any, plan: Any, **kw: Any) -> concurrent.futures.Future[Any]:
+    def record(
+        self,
+        book: Path,
+        data: Any,
+        results: Any,
+        plan: Any,
+        also: list[Callable[[Any], None]] | None = None,
+        **kw: Any,
+    ) -> concurrent.futures.Future[Any]:
         """Prepare the run here (this worker thread: the hashing) and hand it to the one writer.
+        ``also``: writes committed in the run's transaction (``ledger.record.Prepared.also``).
 
         Inside bounded work, the hand-over is refused (:class:`Abandoned`) once the request's time
         limit has passed: a request answered 503 records no run."""
         from ..ledger import record as R
 
         prepared = R.prepare(book, plan, data, results, background=False, **kw)
+        prepared.also = list(also or [])
         ticket: Ticket | None = getattr(_job, "ticket", None)
         if ticket is None:
             return self.writer.submit(prepared)
@@ -268,7 +281,12 @@ class State:
                 ) from None
             out = await fut  # its run is on its way into the ledger: the answer is owed
         if isinstance(out, Pending):  # the slot is free again while the writer commits
-            row = await asyncio.wrap_future(out.fut)
+            try:
+                row = await asyncio.wrap_future(out.fut)
+            except BaseException:
+                if out.failed is not None:
+                    await asyncio.wrap_future(self.writer.call(out.failed))
+                raise
             ticket.stages.append(("commit", (time.perf_counter() - ticket.last) * 1000))
             out = out.finish(row)
         if isinstance(out, Response):

@@ -178,14 +178,32 @@ def _active(action: str, expires_at: str | None, at: str) -> bool:
 def log_access(
     engine: Any, who: str, role: str, bank: str | None, firm_ids: list[str], action: str, allowed: bool
 ) -> None:
-    if not firm_ids:
-        return
+    """An access line per firm, committed now in its own transaction."""
+    log_access_rows(engine, access_rows(who, role, bank, firm_ids, action, allowed))
+
+
+def log_access_rows(engine: Any, rows: list[dict[str, Any]]) -> None:
+    """Access lines (:func:`access_rows`) committed now in a transaction of their own."""
+    if rows:
+        with write_transaction(engine) as conn:
+            insert_access(conn, rows)
+
+
+def access_rows(
+    who: str, role: str, bank: str | None, firm_ids: list[str], action: str, allowed: bool
+) -> list[dict[str, Any]]:
+    """The access lines for ``firm_ids``, stamped now (:func:`insert_access` writes them)."""
     t = now()
-    rows = [
+    return [
         {"at": t, "who": who, "role": role, "bank": bank, "firm_id": f, "action": action[:200], "allowed": allowed}
         for f in firm_ids
     ]
-    with write_transaction(engine) as conn:
+
+
+def insert_access(conn: Any, rows: list[dict[str, Any]]) -> None:
+    """Access lines into the caller's transaction (``conn``): a bank's one-firm rating commits its
+    line with its run (``ledger.record.Prepared.also``), so both land or neither does."""
+    if rows:
         conn.execute(sa.insert(access), rows)
 
 
