@@ -72,12 +72,8 @@ def input_table(plan: Any, data: Any) -> Any:
     text_cols = [n for n, s in plan.inputs.items() if s.type in ("string", "category")]
     raw = _data.read_any(data, text_cols, only=[*plan.inputs, ROW_NUMBER])
     names = [n for n in plan.inputs if n in raw.columns]
-    typed = _typed_lists({n: raw.columns[n] for n in names}) if raw.n <= TINY_LISTS else {}
     arrays = []
     for n in names:
-        if n in typed:
-            arrays.append(typed[n])
-            continue
         col = raw.columns[n]
         try:
             if not isinstance(col, pa.ChunkedArray | pa.Array):
@@ -95,47 +91,6 @@ def input_table(plan: Any, data: Any) -> Any:
 
 
 ROW_NUMBER = "__row_number__"  # the input table's column of the file's row numbers
-
-TINY_LISTS = 64  # up to this many rows, columns given as Python lists are typed by _typed_lists
-_INT64 = (-(2**63), 2**63)
-
-
-def _typed_lists(cols: Mapping[str, Any]) -> dict[str, Any]:
-    """The columns given as Python lists (a one-firm rating's JSON rows) whose cells are all of one
-    plain kind — ``float``, ``str`` or a 64-bit ``int``, with ``None`` — as the Arrow arrays
-    :func:`input_table`'s general path makes of them (``pa.array(vals, from_pandas=True)``: the
-    same type, NaN missing; a column of nothing but None and NaN is left to that path, whose
-    inference finds no type in it), built with one ``pa.array`` per kind instead of one per column (each
-    costs ~5 µs; a one-firm run has ~20 columns). Each column is a slice of its kind's array.
-    Other columns (all missing, mixed kinds, ``bool``, subclasses, numpy or Arrow) are left out
-    for the general path; tests/test_ledger_tiny.py compares both paths."""
-    import pyarrow as pa
-
-    kinds: dict[type, list[str]] = {}
-    for name, col in cols.items():
-        if type(col) is not list:
-            continue
-        kind = None
-        for v in col:
-            if v is None or v != v:  # missing: None, or NaN (from_pandas), of no kind of its own
-                continue
-            t = type(v)
-            if kind is None and t in (float, str, int):
-                kind = t
-            if t is not kind or (t is int and not _INT64[0] <= v < _INT64[1]):
-                kind = None
-                break
-        if kind is float or (kind is not None and not any(type(v) is float for v in col)):
-            kinds.setdefault(kind, []).append(name)
-    out: dict[str, Any] = {}
-    arrow = {float: pa.float64(), str: pa.string(), int: pa.int64()}
-    for kind, names in kinds.items():
-        whole = pa.array([v for n in names for v in cols[n]], type=arrow[kind], from_pandas=True)
-        start = 0
-        for n in names:
-            out[n] = whole.slice(start, len(cols[n]))
-            start += len(cols[n])
-    return out
 
 
 def _unstorable(raw: Any, name: str, col: Any) -> UnstorableInput:
