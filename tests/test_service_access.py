@@ -648,3 +648,44 @@ def _firm_records(e) -> list[dict]:
 
     opts = pacsv.ConvertOptions(column_types={"firm_id": "string", "industry": "string"})
     return pacsv.read_csv(e.data, convert_options=opts).to_pylist()
+
+
+def test_a_bank_replaying_a_stored_answer_needs_the_consent_now(tmp_path):
+    """An Idempotency-Key replays a stored answer; for a bank key that replay is an access like any
+    other: the firm's consent is checked again and the access logged. Once the firm has revoked
+    its consent, the bank's old key no longer brings the rating back (one-firm ratings and
+    portfolio uploads alike); granted again, the replay is answered and logged."""
+    import json
+
+    e = make_env(tmp_path)
+    rows = [r for r in json.loads(json.dumps(_firm_records(e))) if r["firm_id"] == FIRM]
+    with client(e) as c:
+        r = c.post("/v1/rulebooks/huzhou/rate?detail=summary", headers=e.h("admin", **CSV), content=e.data.read_bytes())
+        assert r.status_code == 200, r.text
+        assert c.post("/v1/consents", headers=e.h("firm"), json={"bank": BANK, "expires_at": _future()}).status_code == 201
+
+        def send(key: str, upload: bool):
+            if upload:
+                return c.post(
+                    "/v1/rulebooks/huzhou/rate?detail=ratings",
+                    headers=e.h("bank", **CSV, **{"Idempotency-Key": key}),
+                    content=_own_rows(e),
+                )
+            return c.post("/v1/runs/1/rate", headers=e.h("bank", **{"Idempotency-Key": key}), json=rows)
+
+        def replayed_lines() -> list[bool]:
+            log = c.get("/v1/access-log", headers=e.h("firm")).json()
+            return [x["allowed"] for x in reversed(log) if x["bank"] == BANK and "(answer replayed)" in x["action"]]
+
+        first = {up: send(f"key-{up}", up) for up in (False, True)}
+        assert all(r.status_code == 200 for r in first.values()), [r.text for r in first.values()]
+        assert c.delete(f"/v1/consents/{BANK}", headers=e.h("firm")).status_code == 200
+        for up in (False, True):
+            assert_problem(send(f"key-{up}", up), 403, "no-consent")
+        assert replayed_lines() == [False, False]
+        assert c.post("/v1/consents", headers=e.h("firm"), json={"bank": BANK, "expires_at": _future()}).status_code == 201
+        for up in (False, True):
+            again = send(f"key-{up}", up)
+            assert again.status_code == 200 and again.headers["Idempotent-Replayed"] == "true", again.text
+            assert again.content == first[up].content
+        assert replayed_lines() == [False, False, True, True]

@@ -436,8 +436,10 @@ async def _request_hash(request: Request) -> str:
 _IDEM_RE = re.compile(r"[\x21-\x7e]{1,200}")
 
 
-async def _idempotent(request: Request, p: Principal, key: str | None, make: Any) -> Response:
-    """Answer ``make()`` once per (key name, Idempotency-Key); replays the stored answer."""
+async def _idempotent(request: Request, p: Principal, key: str | None, make: Any, recheck: Any = None) -> Response:
+    """Answer ``make()`` once per (key name, Idempotency-Key); replays the stored answer.
+    ``recheck``: awaited before a stored answer is replayed (a bank's consent, checked and its
+    access logged again: a revoked consent is not bypassed by replaying an old answer)."""
     st = _st(request)
     if key is None:
         return await make()
@@ -446,13 +448,15 @@ async def _idempotent(request: Request, p: Principal, key: str | None, make: Any
     rh = await _request_hash(request)
     lock = st.idem_locks.setdefault((p.name, key), asyncio.Lock())
     try:
-        return await _idempotent_locked(st, lock, p, key, rh, make)
+        return await _idempotent_locked(st, lock, p, key, rh, make, recheck)
     finally:
         if not lock.locked():
             st.idem_locks.pop((p.name, key), None)
 
 
-async def _idempotent_locked(st: State, lock: asyncio.Lock, p: Principal, key: str, rh: str, make: Any) -> Response:
+async def _idempotent_locked(
+    st: State, lock: asyncio.Lock, p: Principal, key: str, rh: str, make: Any, recheck: Any
+) -> Response:
     """Under this process's lock for the key: a stored answer is replayed; otherwise the key is
     claimed in the ledger (other processes on the same ledger answer 409 while the claim stands),
     ``make()`` answers, and a success is stored (the claim dropped with it); a failure drops the
@@ -479,6 +483,8 @@ async def _idempotent_locked(st: State, lock: asyncio.Lock, p: Principal, key: s
                 raise Problem(
                     409, "Conflict", "this Idempotency-Key was used for a different request", "idempotency-conflict"
                 )
+            if recheck is not None:
+                await recheck()
             return Response(
                 bytes(got["body"]),
                 status_code=got["status"],
@@ -896,7 +902,10 @@ def build(cfg: ServiceConfig) -> FastAPI:
                 request, st, format, lambda path: _rate_file(st, p, name, version, path, what_it_takes, detail)
             )
 
-        return await _idempotent(request, p, idempotency_key, make)
+        async def recheck() -> None:  # a bank replaying: the upload's firms' consent, now
+            await _with_upload(request, st, format, lambda path: _scope_upload(st, p, name, version, path))
+
+        return await _idempotent(request, p, idempotency_key, make, recheck if p.role == "bank" else None)
 
     @app.post(
         "/v1/runs/{run_id}/rate",
@@ -928,10 +937,15 @@ def build(cfg: ServiceConfig) -> FastAPI:
         if len(firms) != 1 or "" in firms:
             raise Problem(422, "Unprocessable Content", "every row needs the same, non-empty firm_id", "bad-rows")
 
-        async def make() -> Response:
-            return await st.work(_rate_one, st, p, run_id, rows, firms.pop())
+        firm = firms.pop()
 
-        return await _idempotent(request, p, idempotency_key, make)
+        async def make() -> Response:
+            return await st.work(_rate_one, st, p, run_id, rows, firm)
+
+        async def recheck() -> None:  # a bank replaying: the firm's consent, now
+            await st.work(_scope_rows, st, p, [firm], f"rate against run {run_id} (answer replayed)")
+
+        return await _idempotent(request, p, idempotency_key, make, recheck if p.role == "bank" else None)
 
     # --- a firm in a run ---------------------------------------------------------------------------
     def _firm_in_run(p: Principal, run_id: int, firm_id: str, action: str, results: bool = True) -> RatedRun:
@@ -1382,6 +1396,16 @@ def _rate_file(st: State, p: Principal, name: str, version: str | None, path: Pa
     )
     mark("record")
     return Pending(fut, lambda run: _with_provenance(run, rest))
+
+
+def _scope_upload(st: State, p: Principal, name: str, version: str | None, path: Path) -> None:
+    """:func:`_rate_file`'s check of the upload's firms (and a bank's access line), without rating:
+    before a stored answer to the same upload is replayed."""
+    from .. import pipeline
+    from ..rulebook.loader import load
+
+    raw = pipeline.read(path, [load(st.registry.path(name, version))], pipeline.CONTEXT_COLUMNS)
+    _scope_rows(st, p, _firm_ids(raw), f"rate {name} (answer replayed)")
 
 
 def _rate_one(st: State, p: Principal, run_id: int, rows: list[dict[str, Any]], firm_id: str) -> Pending:
