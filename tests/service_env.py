@@ -33,6 +33,14 @@ class Env:
         return {"Authorization": f"Bearer {self.keys[role]}", **more}
 
 
+def firm_rows(env: Env, firm: str = FIRM) -> list[dict[str, Any]]:
+    """``firm``'s rows of the environment's data, as a client posts them to ``/v1/runs/{run}/rate``."""
+    import pyarrow.csv as pacsv
+
+    opts = pacsv.ConvertOptions(column_types={"firm_id": "string", "industry": "string"})
+    return [r for r in pacsv.read_csv(env.data, convert_options=opts).to_pylist() if r["firm_id"] == firm]
+
+
 def make_env(folder: Path, firms: int = 12) -> Env:
     from ruleengine.service.keys import add_key
 

@@ -11,7 +11,7 @@ import time
 import zipfile
 
 import pytest
-from service_env import BANK, FIRM, OTHER, ROLES, assert_problem, client, make_env
+from service_env import BANK, FIRM, OTHER, ROLES, assert_problem, client, firm_rows, make_env
 
 import ruleengine
 from ruleengine.service import store
@@ -260,13 +260,7 @@ def _body(env, kind):
     if kind == "own-csv":
         return {"content": _own_rows(env)}
     if kind == "own-json":
-        import pyarrow.csv as pacsv
-
-        rows = pacsv.read_csv(
-            io.BytesIO(_own_rows(env)),
-            convert_options=pacsv.ConvertOptions(column_types={"firm_id": "string", "industry": "string"}),
-        ).to_pylist()
-        return {"content": json.dumps(rows), "ct": "application/json"}
+        return {"content": json.dumps(firm_rows(env)), "ct": "application/json"}
     if kind == "consent":
         return {"content": json.dumps({"bank": "bank-z", "expires_at": _future()}), "ct": "application/json"}
     raise AssertionError(kind)
@@ -600,13 +594,11 @@ def test_a_banks_one_firm_rating_commits_its_access_line_with_its_run(tmp_path, 
     fsync: no write of its own through the writer). When no run lands (a cell the ledger cannot
     store, or the run's commit failing), the line is still committed, on its own, before the
     answer: every access a bank makes is in the ledger either way."""
-    import json
-
     from ruleengine.ledger import record
 
     e = make_env(tmp_path)
     e.ledger = ledger_url  # SQLite and PostgreSQL
-    rows = [r for r in json.loads(json.dumps(_firm_records(e))) if r["firm_id"] == FIRM]
+    rows = firm_rows(e)
     with client(e) as c:
         r = c.post("/v1/rulebooks/huzhou/rate?detail=summary", headers=e.h("admin", **CSV), content=e.data.read_bytes())
         assert r.status_code == 200, r.text
@@ -643,22 +635,13 @@ def test_a_banks_one_firm_rating_commits_its_access_line_with_its_run(tmp_path, 
         assert c.get("/v1/ledger/runs?limit=1", headers=e.h("admin")).json() == before  # no run recorded
 
 
-def _firm_records(e) -> list[dict]:
-    import pyarrow.csv as pacsv
-
-    opts = pacsv.ConvertOptions(column_types={"firm_id": "string", "industry": "string"})
-    return pacsv.read_csv(e.data, convert_options=opts).to_pylist()
-
-
 def test_a_bank_replaying_a_stored_answer_needs_the_consent_now(tmp_path):
     """An Idempotency-Key replays a stored answer; for a bank key that replay is an access like any
     other: the firm's consent is checked again and the access logged. Once the firm has revoked
     its consent, the bank's old key no longer brings the rating back (one-firm ratings and
     portfolio uploads alike); granted again, the replay is answered and logged."""
-    import json
-
     e = make_env(tmp_path)
-    rows = [r for r in json.loads(json.dumps(_firm_records(e))) if r["firm_id"] == FIRM]
+    rows = firm_rows(e)
     with client(e) as c:
         r = c.post("/v1/rulebooks/huzhou/rate?detail=summary", headers=e.h("admin", **CSV), content=e.data.read_bytes())
         assert r.status_code == 200, r.text

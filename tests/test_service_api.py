@@ -8,7 +8,7 @@ import io
 import json
 
 import pytest
-from service_env import FIRM, OTHER, assert_problem, client, make_env
+from service_env import FIRM, OTHER, assert_problem, client, firm_rows, make_env
 
 import ruleengine
 from ruleengine.ledger import open_ledger
@@ -162,17 +162,9 @@ def test_explain_what_it_takes_and_history_carry_provenance(env):
     assert {h["run_id"] for h in hist["history"]} >= {1} and all("rulebook_hash" in h for h in hist["history"])
 
 
-def _firm_rows(env) -> list[dict]:
-    """FIRM's rows of the environment's data, as a client posts them."""
-    import pyarrow.csv as pacsv
-
-    opts = pacsv.ConvertOptions(column_types={"firm_id": "string", "industry": "string"})
-    return [r for r in pacsv.read_csv(env.data, convert_options=opts).to_pylist() if r["firm_id"] == FIRM]
-
-
 def test_one_firm_rated_against_a_runs_tables_matches_its_rating_in_the_run(env):
     c = env.extra["c"]
-    rows = _firm_rows(env)
+    rows = firm_rows(env)
     r = c.post("/v1/runs/1/rate", headers=env.h("firm"), json=rows)
     assert r.status_code == 200, r.text
     body = r.json()
@@ -213,7 +205,7 @@ def test_server_timing_says_where_a_ratings_time_went(env):
     the commit; an upload's the same but the access check, the tables and the turn. The stages lie inside the whole request
     (``app``); a read done on the event loop has ``app`` only."""
     c = env.extra["c"]
-    rows = _firm_rows(env)
+    rows = firm_rows(env)
     one = _timing(c.post("/v1/runs/1/rate", headers=env.h("firm"), json=rows))
     assert list(one) == ["queue", "access", "tables", "turn", "rate", "record", "work", "commit", "app"]
     assert all(v >= 0 for v in one.values())
@@ -235,11 +227,8 @@ def test_a_cell_the_ledger_cannot_store_is_a_located_422_not_a_500(env):
     """A JSON object (or list) in a number field: the engine would rate the row as unrated, but the
     ledger cannot store the cell as it was given, so nothing is recorded and the client is told
     where (this was a 500 from an Arrow cast inside the ledger until session 5)."""
-    import pyarrow.csv as pacsv
-
     c = env.extra["c"]
-    opts = pacsv.ConvertOptions(column_types={"firm_id": "string", "industry": "string"})
-    rows = [r for r in pacsv.read_csv(env.data, convert_options=opts).to_pylist() if r["firm_id"] == FIRM]
+    rows = firm_rows(env)
     led = open_ledger(env.ledger, create=False)
     before = len(led.runs())
     for cell, what in (({"t": 5}, "a JSON object"), ([1, 2], "a list")):

@@ -15,16 +15,7 @@ import weakref
 from pathlib import Path
 
 import pytest
-from service_env import FIRM, client, make_env
-
-
-def _rows(data: Path, firm: str = FIRM) -> list[dict]:
-    import pyarrow.csv as pacsv
-
-    table = pacsv.read_csv(
-        data, convert_options=pacsv.ConvertOptions(column_types={"firm_id": "string", "industry": "string"})
-    )
-    return [r for r in table.to_pylist() if r["firm_id"] == firm]
+from service_env import client, firm_rows, make_env
 
 
 def _in_a_server_process(folder: str) -> dict:
@@ -32,7 +23,7 @@ def _in_a_server_process(folder: str) -> dict:
     from ruleengine.service.app import server_process
 
     env = make_env(Path(folder), firms=8)
-    rows = _rows(env.data)
+    rows = firm_rows(env)
     out: dict = {"settle_before_enable": heap.settle()}
     with client(env, cached_runs=1) as c:
         for _ in range(2):  # runs 1 and 2

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from service_env import FIRM, make_env
+from service_env import firm_rows, make_env
 from test_service_uvicorn import Server
 
 from ruleengine.ledger import open_ledger
@@ -40,13 +40,6 @@ def _workers(pid: int) -> list[int]:
 def _cpu(pid: int) -> int:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return int(fields[11]) + int(fields[12])
-
-
-def _rows(env):
-    import pyarrow.csv as pacsv
-
-    opts = pacsv.ConvertOptions(column_types={"firm_id": "string", "industry": "string"})
-    return [r for r in pacsv.read_csv(env.data, convert_options=opts).to_pylist() if r["firm_id"] == FIRM]
 
 
 @pytest.fixture
@@ -79,7 +72,7 @@ def test_two_processes_share_the_port_and_one_ledger_chain(two):
         r = c.post("/v1/rulebooks/huzhou/rate?detail=summary", content=env.data.read_bytes(),
                    headers=env.h("admin", **{"Content-Type": "text/csv"}))
         assert r.status_code == 200 and r.json()["run_id"] == 1
-    rows = _rows(env)
+    rows = firm_rows(env)
     before = {w: _cpu(w) for w in workers}
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         got = list(pool.map(lambda _: _post_new_connection(two.url, "/v1/runs/1/rate", env.h("firm"), rows), range(60)))
@@ -122,7 +115,7 @@ def test_an_idempotency_key_is_answered_once_across_processes(two):
     with httpx.Client(base_url=two.url, timeout=60) as c:
         assert c.post("/v1/rulebooks/huzhou/rate?detail=summary", content=env.data.read_bytes(),
                       headers=env.h("admin", **{"Content-Type": "text/csv"})).status_code == 200
-    body = json.dumps(_rows(env)).encode()
+    body = json.dumps(firm_rows(env)).encode()
     h = env.h("firm", **{"Idempotency-Key": "loan-4711", "Content-Type": "application/json"})
     request = _raw_post(two.port, "/v1/runs/1/rate", h, body)
     socks = [socket.create_connection(("127.0.0.1", two.port), timeout=60) for _ in range(24)]

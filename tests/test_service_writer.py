@@ -13,19 +13,10 @@ import time
 import tracemalloc
 
 import pytest
-from service_env import FIRM, assert_problem, client, make_env
+from service_env import FIRM, assert_problem, client, firm_rows, make_env
 
 import ruleengine
 from ruleengine.ledger import open_ledger
-
-
-def _rows(env, firm=FIRM):
-    import pyarrow.csv as pacsv
-
-    table = pacsv.read_csv(
-        env.data, convert_options=pacsv.ConvertOptions(column_types={"firm_id": "string", "industry": "string"})
-    )
-    return [r for r in table.to_pylist() if r["firm_id"] == firm]
 
 
 @pytest.fixture
@@ -47,7 +38,7 @@ def _first_run(c, env):
 
 
 def test_concurrent_one_firm_ratings_are_all_committed_by_the_one_writer_in_order(env):
-    rows = _rows(env)
+    rows = firm_rows(env)
     with client(env, max_concurrent=4) as c:
         _first_run(c, env)
         st = c.app.state.service
@@ -91,7 +82,7 @@ def test_one_firm_ratings_of_a_process_take_turns_and_other_work_does_not_wait(e
         spans.append((t0, time.monotonic()))
         return out
 
-    rows = _rows(env)
+    rows = firm_rows(env)
     with client(env, max_concurrent=4) as c:
         _first_run(c, env)
         firm_url = f"/v1/runs/1/firms/{FIRM}"
@@ -145,7 +136,7 @@ def test_a_ledger_failure_in_the_writer_is_a_503_and_records_nothing(env):
             raise LedgerError("the ledger ledger.db: disk full: nothing was recorded")
 
         st.writer._append = broken
-        body = assert_problem(c.post("/v1/runs/1/rate", headers=env.h("firm"), json=_rows(env)), 503, "ledger")
+        body = assert_problem(c.post("/v1/runs/1/rate", headers=env.h("firm"), json=firm_rows(env)), 503, "ledger")
         assert "disk full" in body["detail"]
     led = open_ledger(env.ledger, create=False)
     assert len(led.runs()) == 1
@@ -160,7 +151,7 @@ def _limited(c, env, seconds):
     import dataclasses
 
     _first_run(c, env)
-    assert c.post("/v1/runs/1/rate", headers=env.h("firm"), json=_rows(env)).status_code == 200  # run 2
+    assert c.post("/v1/runs/1/rate", headers=env.h("firm"), json=firm_rows(env)).status_code == 200  # run 2
     st = c.app.state.service
     st.cfg = dataclasses.replace(st.cfg, request_timeout_s=seconds)
     return st
@@ -183,7 +174,7 @@ def test_a_request_over_its_time_limit_records_no_run(env, monkeypatch, caplog):
 
         monkeypatch.setattr(pipeline, "rate", slow)
         with caplog.at_level("INFO", logger="ruleengine.service"):
-            body = assert_problem(c.post("/v1/runs/1/rate", headers=env.h("firm"), json=_rows(env)), 503, "timeout")
+            body = assert_problem(c.post("/v1/runs/1/rate", headers=env.h("firm"), json=firm_rows(env)), 503, "timeout")
             assert "nothing was recorded" in body["detail"]
             assert rated.wait(30)  # the abandoned work finishes rating ... and is refused the hand-over
             deadline = time.monotonic() + 30
@@ -206,7 +197,7 @@ def test_a_run_handed_to_the_writer_is_answered_even_past_the_time_limit(env):
             return real(engine, prepared, signer)
 
         st.writer._append = slow_commit
-        r = c.post("/v1/runs/1/rate", headers=env.h("firm"), json=_rows(env))
+        r = c.post("/v1/runs/1/rate", headers=env.h("firm"), json=firm_rows(env))
         assert r.status_code == 200, r.text  # recorded, so answered: never a 503 for a recorded run
         assert r.json()["run_id"] == 3
     led = open_ledger(env.ledger, create=False)
@@ -335,7 +326,7 @@ def test_a_key_is_found_by_one_lookup_among_many_and_only_its_exact_hash_matches
 def test_the_writer_logs_its_group_commits_when_the_service_stops(env, caplog, monkeypatch):
     from ruleengine.ledger import canonical as C
 
-    rows = _rows(env)
+    rows = firm_rows(env)
     built = []
     real = C.tables_json
     monkeypatch.setattr(C, "tables_json", lambda tables: built.append(1) or real(tables))
@@ -410,7 +401,7 @@ def test_report_pdf_is_a_real_pdf_naming_the_firm(env, tmp_path):
 
 
 def test_per_request_state_does_not_grow(env):
-    rows = _rows(env)
+    rows = firm_rows(env)
     with client(env) as c:
         _first_run(c, env)
         st = c.app.state.service
