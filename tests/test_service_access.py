@@ -593,7 +593,8 @@ def test_a_banks_one_firm_rating_commits_its_access_line_with_its_run(tmp_path, 
     """A bank's one-firm rating writes its access line in the run's transaction (one commit, one
     fsync: no write of its own through the writer). When no run lands (a cell the ledger cannot
     store, or the run's commit failing), the line is still committed, on its own, before the
-    answer: every access a bank makes is in the ledger either way."""
+    answer: every access a bank makes is in the ledger either way. A refused rating writes its
+    refused line once, and nothing else."""
     from ruleengine.ledger import record
 
     e = make_env(tmp_path)
@@ -633,6 +634,13 @@ def test_a_banks_one_firm_rating_commits_its_access_line_with_its_run(tmp_path, 
         monkeypatch.undo()
         assert lines() == [("rate against run 1", True)] * 3
         assert c.get("/v1/ledger/runs?limit=1", headers=e.h("admin")).json() == before  # no run recorded
+
+        # refused (consent revoked): the refused line, in one write (no empty write of granted lines)
+        assert c.delete(f"/v1/consents/{BANK}", headers=e.h("firm")).status_code == 200
+        calls = st.writer.stats.calls
+        assert_problem(c.post("/v1/runs/1/rate", headers=e.h("bank"), json=rows), 403, "no-consent")
+        assert st.writer.stats.calls == calls + 1
+        assert sorted(lines()) == [("rate against run 1", False)] + [("rate against run 1", True)] * 3
 
 
 def test_a_bank_replaying_a_stored_answer_needs_the_consent_now(tmp_path):

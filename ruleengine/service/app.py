@@ -313,10 +313,9 @@ def _scope_rows(st: State, p: Principal, firms: list[str], action: str, defer: b
         ok = store.consented(st.ledger.engine, p.bank, firms)
         granted = store.access_rows(p.name, p.role, p.bank, [f for f in firms if f in ok], action, True)
         missing = [f for f in firms if f not in ok]
-        if not defer or missing:
-            st.write(store.log_access_rows, st.writer.engine, granted)
-        if missing:
-            st.write(store.log_access, st.writer.engine, p.name, p.role, p.bank, missing, action, False)
+        if missing:  # refused: the granted and the refused firms' lines, in one write
+            denied = store.access_rows(p.name, p.role, p.bank, missing, action, False)
+            st.write(store.log_access_rows, st.writer.engine, granted + denied)
             shown = ", ".join(missing[:5]) + (" …" if len(missing) > 5 else "")
             raise Problem(
                 403,
@@ -325,7 +324,11 @@ def _scope_rows(st: State, p: Principal, firms: list[str], action: str, defer: b
                 f"revoked): {shown}",
                 "no-consent",
             )
-        return granted if defer else []
+        if defer:
+            return granted
+        if granted:
+            st.write(store.log_access_rows, st.writer.engine, granted)
+        return []
     raise Problem(403, "Forbidden", f"a {p.role} key may not rate firms", "forbidden")
 
 
@@ -1357,11 +1360,8 @@ def _clean(x: Any) -> Any:
 
 def _rate_file(st: State, p: Principal, name: str, version: str | None, path: Path, what: bool, detail: str) -> Pending:
     from .. import pipeline
-    from ..rulebook.loader import load
 
-    book = st.registry.path(name, version)
-    plan = load(book)  # the file recorded: no second lookup a newer publish could answer differently
-    raw = pipeline.read(path, [plan], pipeline.CONTEXT_COLUMNS)
+    book, plan, raw = _read_upload(st, name, version, path)
     if raw.n > st.cfg.max_rows:
         raise Problem(
             413,
@@ -1398,14 +1398,20 @@ def _rate_file(st: State, p: Principal, name: str, version: str | None, path: Pa
     return Pending(fut, lambda run: _with_provenance(run, rest))
 
 
-def _scope_upload(st: State, p: Principal, name: str, version: str | None, path: Path) -> None:
-    """:func:`_rate_file`'s check of the upload's firms (and a bank's access line), without rating:
-    before a stored answer to the same upload is replayed."""
+def _read_upload(st: State, name: str, version: str | None, path: Path) -> tuple[Path, Any, Any]:
+    """(rulebook file, plan, the upload as read) for rating ``path`` with the registry's ``name``."""
     from .. import pipeline
     from ..rulebook.loader import load
 
-    raw = pipeline.read(path, [load(st.registry.path(name, version))], pipeline.CONTEXT_COLUMNS)
-    _scope_rows(st, p, _firm_ids(raw), f"rate {name} (answer replayed)")
+    book = st.registry.path(name, version)
+    plan = load(book)  # the file recorded: no second lookup a newer publish could answer differently
+    return book, plan, pipeline.read(path, [plan], pipeline.CONTEXT_COLUMNS)
+
+
+def _scope_upload(st: State, p: Principal, name: str, version: str | None, path: Path) -> None:
+    """:func:`_rate_file`'s check of the upload's firms (and a bank's access line), without rating:
+    before a stored answer to the same upload is replayed."""
+    _scope_rows(st, p, _firm_ids(_read_upload(st, name, version, path)[2]), f"rate {name} (answer replayed)")
 
 
 def _rate_one(st: State, p: Principal, run_id: int, rows: list[dict[str, Any]], firm_id: str) -> Pending:
@@ -1413,21 +1419,28 @@ def _rate_one(st: State, p: Principal, run_id: int, rows: list[dict[str, Any]], 
     # a bank: the firm's consent read here; the access line is committed with the run (one
     # transaction, one fsync), or on its own before the answer if no run is handed to the writer
     line = _scope_rows(st, p, [firm_id], f"rate against run {run_id}", defer=True)  # admin: no check
+    alone = functools.partial(store.log_access_rows, st.writer.engine, line) if line else None
     mark("access")
     try:
         rr = st.rated_run(run_id, with_results=False)
         mark("tables")  # the run's rulebook and benchmark tables: loaded once per process, then kept
         with st.turns:  # one at a time per process (State.turns); the wait for the commit is outside
             mark("turn")
-            return _rate_one_in_turn(st, p, run_id, rr, rows, line)
+            return _rate_one_in_turn(st, p, run_id, rr, rows, line, alone)
     except BaseException:
-        if line:  # no run handed over (a refused cell, the time limit, a missing run): the line alone
-            st.write(store.log_access_rows, st.writer.engine, line)
+        if alone is not None:  # no run handed over (a refused cell, the time limit, a missing run)
+            st.write(alone)
         raise
 
 
 def _rate_one_in_turn(
-    st: State, p: Principal, run_id: int, rr: RatedRun, rows: list[dict[str, Any]], line: list[dict[str, Any]]
+    st: State,
+    p: Principal,
+    run_id: int,
+    rr: RatedRun,
+    rows: list[dict[str, Any]],
+    line: list[dict[str, Any]],
+    alone: Any,
 ) -> Pending:
     from .. import pipeline
 
@@ -1452,8 +1465,7 @@ def _rate_one_in_turn(
         also=[functools.partial(store.insert_access, rows=line)] if line else None,
     )
     mark("record")
-    failed = functools.partial(store.log_access_rows, st.writer.engine, line) if line else None
-    return Pending(fut, lambda run: _with_provenance(run, rest), failed)
+    return Pending(fut, lambda run: _with_provenance(run, rest), alone)  # alone: if the commit fails
 
 
 def _dumps(data: dict[str, Any]) -> bytes:

@@ -44,9 +44,15 @@ class Ticket:
         self.lock = threading.Lock()
         self.abandoned = False
         self.handed = False
-        # where the request's time went, for its Server-Timing header (:func:`mark`): (name, ms)
+        # where the request's time went, for its Server-Timing header (:meth:`mark`): (name, ms)
         self.stages: list[tuple[str, float]] = []
         self.last = time.perf_counter()
+
+    def mark(self, stage: str) -> None:
+        """``stage`` has just ended: its time since the previous mark is recorded."""
+        now = time.perf_counter()
+        self.stages.append((stage, (now - self.last) * 1000))
+        self.last = now
 
 
 def mark(stage: str) -> None:
@@ -55,9 +61,7 @@ def mark(stage: str) -> None:
     Outside bounded work (a test calling a handler directly), nothing happens."""
     ticket: Ticket | None = getattr(_job, "ticket", None)
     if ticket is not None:
-        now = time.perf_counter()
-        ticket.stages.append((stage, (now - ticket.last) * 1000))
-        ticket.last = now
+        ticket.mark(stage)
 
 
 def server_timing(stages: list[tuple[str, float]]) -> str:
@@ -287,7 +291,7 @@ class State:
                 if out.failed is not None:
                     await asyncio.wrap_future(self.writer.call(out.failed))
                 raise
-            ticket.stages.append(("commit", (time.perf_counter() - ticket.last) * 1000))
+            ticket.mark("commit")
             out = out.finish(row)
         if isinstance(out, Response):
             out.headers.append("server-timing", server_timing(ticket.stages))
