@@ -107,6 +107,35 @@ def test_one_firm_ratings_of_a_process_take_turns_and_other_work_does_not_wait(e
         assert other_s < 0.25, other_s  # not queued behind the ratings' turns
 
 
+def test_the_wait_for_a_work_slot_is_the_queue_stage(env, monkeypatch):
+    """With one work slot taken by a rating slowed 0.4 s, a second rating waits for the slot: its
+    Server-Timing puts that wait in `queue` (docs/service.md), not in the event loop's share."""
+    import re
+
+    from ruleengine import pipeline
+
+    real = pipeline.rate
+
+    def slow(*args, **kw):
+        time.sleep(0.4)
+        return real(*args, **kw)
+
+    rows = firm_rows(env)
+    with client(env, max_concurrent=1) as c:
+        _first_run(c, env)
+        monkeypatch.setattr(pipeline, "rate", slow)
+        first = threading.Thread(target=lambda: c.post("/v1/runs/1/rate", headers=env.h("firm"), json=rows))
+        first.start()
+        time.sleep(0.1)
+        r = c.post("/v1/runs/1/rate", headers=env.h("firm"), json=rows)
+        first.join()
+        assert r.status_code == 200, r.text
+        stages = dict(re.findall(r"([\w-]+);dur=([0-9.]+)", ", ".join(r.headers.get_list("server-timing"))))
+        # the first holds the slot ~0.3 s more after the second arrives; the second's own rating is slowed too
+        assert float(stages["queue"]) > 200, stages
+        assert float(stages["app"]) - sum(float(v) for k, v in stages.items() if k != "app") < 100, stages
+
+
 def test_one_firm_answer_is_the_same_bytes_as_before_the_writer(env):
     """The body is spliced from the provenance and the rest: it must equal one json.dumps."""
     from ruleengine.service.app import _dumps, _with_provenance

@@ -231,6 +231,7 @@ class State:
     async def work(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run ``fn`` in a worker thread: at most ``max_concurrent`` at once (others wait up to
         ``queue_timeout_s``: 503), each answered within ``request_timeout_s`` (503)."""
+        ticket = Ticket()  # from here: the wait for a slot counts as the request's `queue` stage
         if self._sem is None:
             self._sem = asyncio.Semaphore(self.cfg.max_concurrent)
         sem = self._sem
@@ -249,8 +250,6 @@ class State:
                 headers={"Retry-After": "2"},
             ) from None
         loop = asyncio.get_running_loop()
-
-        ticket = Ticket()
 
         def job() -> Any:
             _job.ticket = ticket
