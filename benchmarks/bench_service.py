@@ -609,7 +609,7 @@ def main() -> int:
             f"--ledger-sync {args.ledger_sync}`, SQLite ledger, loopback. "
             f"Run 1: {args.base_firms:,} firms × 2 years. Server code: {_describe_code(code_dir)}. "
             "Host speed: `benchmarks/calibrate.py`'s fixed loop "
-            f"{speed_before:.0f} ms of CPU before, {speed_after:.0f} ms after (307–1,010 ms seen on this machine; "
+            f"{speed_before:.0f} ms of CPU before, {speed_after:.0f} ms after (307–1,033 ms seen on this machine; "
             "it misses some slow minutes that the server's CPU per request shows). Command: "
             "`python benchmarks/bench_service.py "
             + " ".join(sys.argv[1:])
