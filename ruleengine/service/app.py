@@ -14,7 +14,7 @@ import re
 import shutil
 import tempfile
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import IO, Annotated, Any
 
@@ -1440,7 +1440,7 @@ def _rate_one_in_turn(
     rr: RatedRun,
     rows: list[dict[str, Any]],
     line: list[dict[str, Any]],
-    alone: Any,
+    alone: Callable[[], Any] | None,
 ) -> Pending:
     from .. import pipeline
 
