@@ -363,13 +363,46 @@ def open_loop_raw(
     return asyncio.run(run())
 
 
+def _soak(
+    args: argparse.Namespace, url: str, headers: dict, firms: list, rows: list, proc: subprocess.Popen, lines: list[str]
+) -> None:
+    """Mixed one-firm ratings and explains at 20/s for ``--soak-seconds``; RSS sampled every second."""
+    rss: list[int] = []
+    stop = threading.Event()
+
+    def sample_rss() -> None:
+        while not stop.wait(1.0):
+            rss.append(_rss_kb(proc.pid))
+
+    th = threading.Thread(target=sample_rss)
+    th.start()
+
+    def mixed(i: int) -> tuple[str, str, dict]:
+        if i % 2:
+            f, y = firms[(i * 104729) % len(firms)]
+            return "GET", f"/v1/runs/1/firms/{f}/explain?year={y}", {}
+        return "POST", "/v1/runs/1/rate", {"json": rows[i % len(rows)]}
+
+    s2, c2, errs2, got2 = open_loop(url, headers, mixed, 20.0, args.soak_seconds, workers=8)
+    stop.set()
+    th.join()
+    k = max(1, len(rss) // 10)
+    first, last = statistics.mean(rss[:k]), statistics.mean(rss[-k:])
+    drift = (last - first) / first * 100 if first else float("nan")
+    lines.append(
+        f"| soak {args.soak_seconds:g} s, ratings + explains at 20/s | {len(s2) + errs2} requests, {errs2} errors "
+        f"| server p50 {_pct(s2, 50):.1f} ms, p99 {_pct(s2, 99):.1f} ms | RSS {first / 1024:.0f} → "
+        f"{last / 1024:.0f} MiB ({drift:+.1f}%) | drift <= 5%, no error |"
+    )
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rate", type=float, default=200.0, help="one-firm ratings offered per second")
     ap.add_argument("--seconds", type=float, default=10.0, help="how long to offer them")
     ap.add_argument("--base-firms", type=int, default=2000, help="firms of run 1 (the benchmark tables)")
     ap.add_argument("--upload-rows", type=int, default=50_000)
-    ap.add_argument("--soak-seconds", type=float, default=60.0)
+    ap.add_argument("--soak-seconds", type=float, default=60.0, help="the soak's length (0: no soak)")
     ap.add_argument("--workers", type=int, default=2, help="the server's --workers")
     ap.add_argument("--processes", type=int, default=1, help="the server's --processes")
     ap.add_argument(
@@ -543,34 +576,10 @@ def main() -> int:
             f"| explain (JSON trace), 200 firm-years of run 1 | — | server p50 {_pct(ex, 50):.1f} ms, p99 "
             f"{_pct(ex, 99):.1f} ms | server CPU {cpu_ex:.1f} ms/request | p99 <= 60 ms |"
         )
-        # soak: mixed one-firm ratings and explains at 20/s; RSS sampled every second
-        rss: list[int] = []
-        stop = threading.Event()
-
-        def sample_rss() -> None:
-            while not stop.wait(1.0):
-                rss.append(_rss_kb(proc.pid))
-
-        th = threading.Thread(target=sample_rss)
-        th.start()
-
-        def mixed(i: int) -> tuple[str, str, dict]:
-            if i % 2:
-                f, y = firms[(i * 104729) % len(firms)]
-                return "GET", f"/v1/runs/1/firms/{f}/explain?year={y}", {}
-            return "POST", "/v1/runs/1/rate", {"json": rows[i % len(rows)]}
-
-        s2, c2, errs2, got2 = open_loop(url, H, mixed, 20.0, args.soak_seconds, workers=8)
-        stop.set()
-        th.join()
-        k = max(1, len(rss) // 10)
-        first, last = statistics.mean(rss[:k]), statistics.mean(rss[-k:])
-        drift = (last - first) / first * 100 if first else float("nan")
-        lines.append(
-            f"| soak {args.soak_seconds:g} s, ratings + explains at 20/s | {len(s2) + errs2} requests, {errs2} errors "
-            f"| server p50 {_pct(s2, 50):.1f} ms, p99 {_pct(s2, 99):.1f} ms | RSS {first / 1024:.0f} → "
-            f"{last / 1024:.0f} MiB ({drift:+.1f}%) | drift <= 5%, no error |"
-        )
+        if args.soak_seconds > 0:
+            _soak(args, url, H, firms, rows, proc, lines)
+        else:
+            lines.append("| soak | not run (`--soak-seconds 0`) | — | — | drift <= 5%, no error |")
         chk = c.get("/v1/ledger/check").json()
         lines.append(
             f"| ledger check after the run | {chk['runs']:,} runs, {chk['ratings']:,} ratings | "
