@@ -75,9 +75,11 @@ def test_one_firm_ratings_of_a_process_take_turns_and_other_work_does_not_wait(e
 
     real = pipeline.rate
     spans: list[tuple[float, float]] = []
+    rating = threading.Event()
 
     def slow(*args, **kw):
         t0 = time.monotonic()
+        rating.set()
         time.sleep(1.0)
         out = real(*args, **kw)
         spans.append((t0, time.monotonic()))
@@ -96,7 +98,7 @@ def test_one_firm_ratings_of_a_process_take_turns_and_other_work_does_not_wait(e
         ]
         for t in threads:
             t.start()
-        time.sleep(0.1)
+        assert rating.wait(30)  # a rating under way (not a fixed sleep: on a slow host it may start late)
         other = c.get(firm_url, headers=env.h("firm"))
         answered = time.monotonic()
         for t in threads:
@@ -116,8 +118,10 @@ def test_the_wait_for_a_work_slot_is_the_queue_stage(env, monkeypatch):
     from ruleengine import pipeline
 
     real = pipeline.rate
+    rating = threading.Event()
 
     def slow(*args, **kw):
+        rating.set()  # the first rating holds the one slot from here for 0.4 s at least
         time.sleep(0.4)
         return real(*args, **kw)
 
@@ -127,12 +131,12 @@ def test_the_wait_for_a_work_slot_is_the_queue_stage(env, monkeypatch):
         monkeypatch.setattr(pipeline, "rate", slow)
         first = threading.Thread(target=lambda: c.post("/v1/runs/1/rate", headers=env.h("firm"), json=rows))
         first.start()
-        time.sleep(0.1)
+        assert rating.wait(30)  # (not a fixed sleep: on a slow host the first may start late)
         r = c.post("/v1/runs/1/rate", headers=env.h("firm"), json=rows)
         first.join()
         assert r.status_code == 200, r.text
         stages = dict(re.findall(r"([\w-]+);dur=([0-9.]+)", ", ".join(r.headers.get_list("server-timing"))))
-        # the first holds the slot ~0.3 s more after the second arrives; the second's own rating is slowed too
+        # the first holds the slot ~0.4 s more after the second arrives; the second's own rating is slowed too
         assert float(stages["queue"]) > 200, stages
         assert float(stages["app"]) - sum(float(v) for k, v in stages.items() if k != "app") < 100, stages
 
