@@ -5,6 +5,7 @@ pooled connection and WAL mode, and the per-run-constant blobs digested once."""
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import sqlite3
@@ -238,6 +239,39 @@ def test_fixed_tables_are_digested_once_and_only_when_said_fixed(tmp_path, monke
     assert a.blobs == b.blobs and a.header["rulebook_manifest"] == b.header["rulebook_manifest"]
     R.prepare("huzhou", plan, data, res)  # not said fixed: built again (a BenchmarkTable is mutable)
     assert len(calls) == 2
+
+
+def test_a_rulebook_file_is_read_once_and_a_run_records_the_files_its_plan_was_compiled_from(tmp_path):
+    """The files a run records are those the plan was compiled from (its digests): read from disk
+    once, not stat-ed again per run. Edited on disk afterwards, the old plan still records the old
+    bytes (what it rated with); a plan loaded again records the new ones; a plan whose files were
+    never read and have changed is refused."""
+    import shutil
+
+    book = tmp_path / "book.yaml"
+    shutil.copy(ruleengine.load("huzhou").source_map.file, book)
+    data = make_sample(tmp_path / "firms.csv", firms=10)
+    old_plan = ruleengine.load(book)
+    res = ruleengine.rate(old_plan, data)
+    original = book.read_bytes()
+    R._RULEBOOK_FILES.clear()
+    main, files = R.rulebook_files(book, old_plan)  # (and the bundled libraries it imports)
+    assert main == "book.yaml" and files["book.yaml"] == original
+    edited = original + b"\n# a comment added after the plan was loaded\n"
+    book.write_bytes(edited)
+    book.chmod(0)  # unreadable too: the kept bytes are used, the file is not opened again
+    try:
+        assert R.rulebook_files(book, old_plan) == (main, files)
+        p = R.prepare(book, old_plan, data, res)
+        manifest = json.loads(p.blobs[p.header["rulebook_manifest"]][1])
+        assert p.blobs[manifest["files"]["book.yaml"]][1] == original
+    finally:
+        book.chmod(0o644)
+    new_plan = ruleengine.load(book)
+    assert R.rulebook_files(book, new_plan)[1] == {**files, "book.yaml": edited}
+    R._RULEBOOK_FILES.clear()  # a fresh process: the old plan's bytes are nowhere to be had
+    with pytest.raises(ruleengine.ledger.LedgerError, match="changed since the rulebook was loaded"):
+        R.rulebook_files(book, old_plan)
 
 
 def test_the_writer_engine_keeps_one_connection_and_writes_in_wal_mode(tmp_path):

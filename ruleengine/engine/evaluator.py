@@ -1375,6 +1375,8 @@ def _jurisdiction_notes(frame: Frame) -> None:
     from ..io.jurisdiction import OUTSIDE, OUTSIDE_RATED
 
     jur = frame.batch.jurisdiction
+    if not ((jur.status == OUTSIDE) | (jur.status == OUTSIDE_RATED)).any():
+        return  # every row inside (or unknown): no note, and the rows' divisions are not built
     where = jur.describe()
     labels = jur.division.labels
     codes = jur.division.codes.astype(np.int64)

@@ -60,7 +60,9 @@ def rulebook_files(book: str | Path, plan: Any) -> tuple[str, dict[str, bytes]]:
 
     Libraries are placed where the import lookup finds them first when the folder is rebuilt:
     relative to the rulebook's folder, or to the bundled rulebooks' folder for bundled libraries.
-    The bytes are checked against the digests the plan was compiled from.
+    The bytes are checked against the digests the plan was compiled from when they are read; once
+    read, they are kept (per rulebook path and digests) and not read again: what a run records is
+    the files the plan was compiled from, which those digests name, whatever the file holds now.
     """
     import hashlib
 
@@ -68,10 +70,9 @@ def rulebook_files(book: str | Path, plan: Any) -> tuple[str, dict[str, bytes]]:
 
     digests = plan.source_map.files
     key = (str(book), tuple(sorted(digests.items())))
-    stats = _stats(digests)
     hit = _RULEBOOK_FILES.get(key)
-    if hit is not None and stats is not None and hit[0] == stats:
-        return hit[1], dict(hit[2])
+    if hit is not None:  # (no stat: a service records a run per request against the same files)
+        return hit[0], dict(hit[1])
     if not digests:
         raise LedgerError("a run can be recorded only for a rulebook loaded from a file (ruleengine.load)")
     main = resolve(book).resolve()
@@ -97,28 +98,15 @@ def rulebook_files(book: str | Path, plan: Any) -> tuple[str, dict[str, bytes]]:
         files[rel] = data
     if main.name not in files:
         raise LedgerError(f"{main} is not among the files the rulebook was compiled from")
-    if stats is not None:
-        if len(_RULEBOOK_FILES) > 64:
-            _RULEBOOK_FILES.clear()
-        _RULEBOOK_FILES[key] = (stats, main.name, dict(files))
+    if len(_RULEBOOK_FILES) > 64:
+        _RULEBOOK_FILES.clear()
+    _RULEBOOK_FILES[key] = (main.name, dict(files))
     return main.name, files
 
 
-# rulebook_files() results: (book, digests) -> (the files' (size, mtime_ns, inode), main, files).
-# A file whose size, modification time and inode are unchanged is not read and hashed again.
-_RULEBOOK_FILES: dict[Any, tuple[Any, str, dict[str, bytes]]] = {}
-
-
-def _stats(digests: Mapping[str, str]) -> tuple[Any, ...] | None:
-    try:
-        return tuple((n, *_stat(n)) for n in sorted(digests))
-    except OSError:
-        return None  # a file gone: rulebook_files() reads and says so
-
-
-def _stat(name: str) -> tuple[int, int, int]:
-    st = Path(name).stat()
-    return st.st_size, st.st_mtime_ns, st.st_ino
+# rulebook_files() results: (book, the files' SHA-256 digests) -> (main, files). The bytes match
+# the digests (checked when read), so an entry stays right whatever later happens to the files.
+_RULEBOOK_FILES: dict[Any, tuple[str, dict[str, bytes]]] = {}
 
 
 def _now() -> str:
