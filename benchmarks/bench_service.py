@@ -403,6 +403,9 @@ def main() -> int:
     ap.add_argument("--base-firms", type=int, default=2000, help="firms of run 1 (the benchmark tables)")
     ap.add_argument("--upload-rows", type=int, default=50_000)
     ap.add_argument("--soak-seconds", type=float, default=60.0, help="the soak's length (0: no soak)")
+    ap.add_argument(
+        "--no-pin-cpus", action="store_true", help="serve with --no-pin-cpus (default: the server's default)"
+    )
     ap.add_argument("--workers", type=int, default=2, help="the server's --workers")
     ap.add_argument("--processes", type=int, default=1, help="the server's --processes")
     ap.add_argument(
@@ -463,6 +466,7 @@ def main() -> int:
             "1000000",
             "--max-body-mb",
             "256",
+            *(["--no-pin-cpus"] if args.no_pin_cpus else []),
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -615,7 +619,8 @@ def main() -> int:
             f"Machine: {platform.machine()}, {cores} cores (load average "
             f"{load[0]:.1f} / {load[1]:.1f} at the end), Python {platform.python_version()}, ruleengine {__version__}, "
             f"rulebook huzhou; `ruleengine serve --workers {args.workers} --processes {args.processes} "
-            f"--ledger-sync {args.ledger_sync}`, SQLite ledger, loopback. "
+            f"--ledger-sync {args.ledger_sync}{' --no-pin-cpus' if args.no_pin_cpus else ''}`, SQLite ledger, "
+            "loopback. "
             f"Run 1: {args.base_firms:,} firms × 2 years. Server code: {_describe_code(code_dir)}. "
             "Host speed: `benchmarks/calibrate.py`'s fixed loop "
             f"{speed_before:.0f} ms of CPU before, {speed_after:.0f} ms after (307–1,033 ms seen on this machine; "

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import os
 import signal
 import socket
 import time
@@ -181,3 +182,83 @@ def test_claims_are_taken_expired_and_released(tmp_path):
     assert [tuple(r) for r in left] == [("bank-b", "k1", "p2")]  # p3's claim went with its stored answer
     assert db.current_revision(e) == "0006"
     led.dispose()
+
+
+# --- each process on a CPU of its own (--pin-cpus) --------------------------------------------------
+
+
+def _thread_cpus(pid: int) -> dict[int, set[int]]:
+    """Each thread of process ``pid``: the CPUs it may run on."""
+    out = {}
+    for t in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            out[int(t.name)] = os.sched_getaffinity(int(t.name))
+        except ProcessLookupError:
+            continue
+    return out
+
+
+def _rate_a_few(server) -> None:
+    """Requests on new connections (either process), so that each has started its work threads
+    and its ledger writer."""
+    import httpx
+
+    env = server.env
+    with httpx.Client(base_url=server.url, timeout=60) as c:
+        assert c.post("/v1/rulebooks/huzhou/rate?detail=summary", content=env.data.read_bytes(),
+                      headers=env.h("admin", **{"Content-Type": "text/csv"})).status_code == 200
+    rows = firm_rows(env)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda _: _post_new_connection(server.url, "/v1/runs/1/rate", env.h("firm"), rows),
+                            range(16)))
+    assert all(r.status_code == 200 for r in got)
+
+
+MINE = sorted(os.sched_getaffinity(0))
+
+
+@pytest.mark.skipif(len(MINE) < 2, reason="pinning needs two CPUs")
+def test_each_process_and_all_its_threads_run_on_a_cpu_of_its_own(two):
+    _rate_a_few(two)
+    workers = sorted(_workers(two.proc.pid))
+    assert len(workers) == 2
+    cpus = []
+    for w in workers:
+        threads = _thread_cpus(w)
+        assert len(threads) >= 4, threads  # the event loop, work threads, the ledger writer: all started
+        assert len({frozenset(c) for c in threads.values()}) == 1, threads  # every thread on the same one
+        (only,) = {frozenset(c) for c in threads.values()}
+        assert len(only) == 1, only
+        cpus.append(next(iter(only)))
+    assert sorted(cpus) == MINE[:2]  # two different CPUs, the first two this server may use
+    log = (two.folder / f"server-{two.port}.log").read_text()
+    assert f"on CPUs {MINE[0]}, {MINE[1]})" in log, log
+
+
+@pytest.mark.skipif(len(MINE) < 2, reason="pinning needs two CPUs")
+def test_no_pin_cpus_leaves_the_processes_to_the_kernel(tmp_path):
+    s = Server(make_env(tmp_path, firms=12), tmp_path)
+    s.extra_args = ["--processes", "2", "--no-pin-cpus"]
+    s.start()
+    try:
+        deadline = time.monotonic() + 60
+        while len(_workers(s.proc.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        _rate_a_few(s)
+        for w in _workers(s.proc.pid):
+            assert all(sorted(c) == MINE for c in _thread_cpus(w).values())
+        assert "not pinned to CPUs" in (tmp_path / f"server-{s.port}.log").read_text()
+    finally:
+        s.stop()
+
+
+def test_the_cpu_plan(monkeypatch):
+    from ruleengine.service import processes
+
+    monkeypatch.setattr(processes.os, "sched_getaffinity", lambda pid: {7, 3, 5, 1})
+    assert processes.cpu_plan(2) == [1, 3]  # the lowest CPUs this server may use, one each
+    assert processes.cpu_plan(4) == [1, 3, 5, 7]
+    assert processes.cpu_plan(5) == [None] * 5  # more processes than CPUs: the kernel balances them
+    assert processes.cpu_plan(2, pin=False) == [None, None]
+    monkeypatch.setattr(processes.os, "sched_getaffinity", lambda pid: {0})
+    assert processes.cpu_plan(1) == [None]  # one CPU: nothing to choose

@@ -24,10 +24,16 @@ def create_app(config: ServiceConfig) -> object:
 
 
 def serve(
-    config: ServiceConfig, host: str = "127.0.0.1", port: int = 8000, access_log: bool = False, processes: int = 1
+    config: ServiceConfig,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    access_log: bool = False,
+    processes: int = 1,
+    pin_cpus: bool = True,
 ) -> None:
     """Run the service under uvicorn until interrupted (``access_log``: uvicorn's line per request;
-    ``processes``: worker processes sharing the port and the ledger, see docs/service.md)."""
+    ``processes``: worker processes sharing the port and the ledger; ``pin_cpus``: with several
+    processes, each on a CPU of its own when there are enough; see docs/service.md)."""
     from .app import run
 
-    run(config, host, port, access_log, processes)
+    run(config, host, port, access_log, processes, pin_cpus)

@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 import re
 import shutil
 import tempfile
@@ -1484,7 +1485,7 @@ def _file_sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def _log_to_stderr() -> None:
+def log_to_stderr() -> None:
     """The service's own lines (keys reloaded, the writer's figures) on stderr, like uvicorn's."""
     own = logging.getLogger("ruleengine")
     if not own.handlers:
@@ -1523,17 +1524,27 @@ def server_process() -> None:
     sys.setswitchinterval(GIL_SWITCH_S)
 
 
-def serve_app(cfg: ServiceConfig, host: str, port: int, access_log: bool, sock: Any = None) -> None:
+def serve_app(
+    cfg: ServiceConfig, host: str, port: int, access_log: bool, sock: Any = None, cpu: int | None = None
+) -> None:
     """Build the app and serve it in this process until SIGINT/SIGTERM (``sock``: a listening
-    socket of its own, ``serve --processes N``; default: uvicorn binds ``host:port``)."""
+    socket of its own, ``serve --processes N``; default: uvicorn binds ``host:port``; ``cpu``: the
+    CPU this process's threads are pinned to, see service/processes.py)."""
     import signal
 
     import uvicorn
 
     app = build(cfg)
     st: State = app.state.service
-    _log_to_stderr()
+    log_to_stderr()
     server_process()
+    if cpu is not None:
+        from .processes import pin_process
+
+        try:
+            pin_process(cpu)
+        except OSError as exc:  # (a container that forbids it): served unpinned, and said so
+            log.warning("process %d not pinned to CPU %d: %s", os.getpid(), cpu, exc.strerror or exc)
     if hasattr(signal, "SIGHUP"):  # `kill -HUP PID`: read the keys file again now
         signal.signal(signal.SIGHUP, lambda _sig, _frame: st.reload_keys())
     # access_log: a line per request costs CPU; the ledger logs every bank access anyway
@@ -1541,10 +1552,12 @@ def serve_app(cfg: ServiceConfig, host: str, port: int, access_log: bool, sock: 
     uvicorn.Server(config).run(sockets=[sock] if sock is not None else None)
 
 
-def run(cfg: ServiceConfig, host: str, port: int, access_log: bool = False, processes: int = 1) -> None:
+def run(
+    cfg: ServiceConfig, host: str, port: int, access_log: bool = False, processes: int = 1, pin_cpus: bool = True
+) -> None:
     if processes > 1:
         from .processes import supervise
 
-        supervise(cfg, host, port, access_log, processes)
+        supervise(cfg, host, port, access_log, processes, pin_cpus)
     else:
         serve_app(cfg, host, port, access_log)
