@@ -16,8 +16,8 @@ moves the interpreter's state from one core's caches to the other's. Measured in
 one-firm rating costs 2.8 ms of CPU alone, 4.1-4.9 ms beside a busy thread of the same process
 on another core, and 3.1 ms with both threads on one core; served (``--processes 2`` at 200
 ratings/s, three alternated pairs), pinning took the server CPU per request from 8.0, 5.8 and
-8.3 ms to 6.6, 5.3 and 6.7 ms (benchmarks/SERVICE.md, session 12). A process's GIL-free work (SQLite, big Arrow and numpy
-operations of an upload) then stays on its core too.
+8.3 ms to 6.6, 5.3 and 6.7 ms (benchmarks/SERVICE.md, session 12). A process's GIL-free work
+(SQLite, big Arrow and numpy operations of an upload) then stays on its core too.
 
 The parent supervises: SIGTERM/SIGINT stop the workers (each finishes its requests and commits
 what its writer holds), SIGHUP is passed on (each reloads the keys file), and a worker that dies is
