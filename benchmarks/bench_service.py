@@ -597,8 +597,8 @@ def main() -> int:
             proc.kill()
         log.close()
     writer = [x for x in (tmp / "server.log").read_text(errors="replace").splitlines() if "ledger writer:" in x]
-    for w in writer[-args.processes :]:  # group commit at work: runs per commit group, per process
-        lines.append(f"| the ledger writer, whole benchmark | — | — | {w.split('ledger writer: ')[1]} | — |")
+    for line in writer[-args.processes :]:  # group commit at work: runs per commit group, per process
+        lines.append(f"| the ledger writer, whole benchmark | — | — | {line.split('ledger writer: ')[1]} | — |")
     speed_after = calibration_ms(1)[0]
     load = os.getloadavg()
     cores = os.cpu_count() or 1
