@@ -259,14 +259,13 @@ def test_a_rulebook_file_is_read_once_and_a_run_records_the_files_its_plan_was_c
     assert main == "book.yaml" and files["book.yaml"] == original
     edited = original + b"\n# a comment added after the plan was loaded\n"
     book.write_bytes(edited)
-    book.chmod(0)  # unreadable too: the kept bytes are used, the file is not opened again
-    try:
-        assert R.rulebook_files(book, old_plan) == (main, files)
-        p = R.prepare(book, old_plan, data, res)
-        manifest = json.loads(p.blobs[p.header["rulebook_manifest"]][1])
-        assert p.blobs[manifest["files"]["book.yaml"]][1] == original
-    finally:
-        book.chmod(0o644)
+    assert R.rulebook_files(book, old_plan) == (main, files)
+    p = R.prepare(book, old_plan, data, res)
+    manifest = json.loads(p.blobs[p.header["rulebook_manifest"]][1])
+    assert p.blobs[manifest["files"]["book.yaml"]][1] == original
+    book.rename(tmp_path / "away.yaml")  # gone: the kept bytes are used, the folder is not looked at
+    assert R.rulebook_files(book, old_plan) == (main, files)
+    (tmp_path / "away.yaml").rename(book)
     new_plan = ruleengine.load(book)
     assert R.rulebook_files(book, new_plan)[1] == {**files, "book.yaml": edited}
     R._RULEBOOK_FILES.clear()  # a fresh process: the old plan's bytes are nowhere to be had
