@@ -1375,16 +1375,13 @@ def _jurisdiction_notes(frame: Frame) -> None:
     from ..io.jurisdiction import OUTSIDE, OUTSIDE_RATED
 
     jur = frame.batch.jurisdiction
-    if not ((jur.status == OUTSIDE) | (jur.status == OUTSIDE_RATED)).any():
-        return  # every row inside (or unknown): no note, and the rows' divisions are not built
-    where = jur.describe()
-    labels = jur.division.labels
-    codes = jur.division.codes.astype(np.int64)
     for status, kind in ((OUTSIDE, "reasons"), (OUTSIDE_RATED, "fallbacks")):
         idx = _nonzero(jur.status == status)
         if not len(idx):
-            continue
-        uniq, inv = _unique_inverse(codes[idx])
+            continue  # (all rows inside: the rows' divisions are never built, Jurisdiction.division)
+        where = jur.describe()
+        labels = jur.division.labels
+        uniq, inv = _unique_inverse(jur.division.codes[idx].astype(np.int64))
         notes = []
         for c in uniq.tolist():
             label = labels[c]  # an outside row always has its division
