@@ -15,7 +15,7 @@ import re
 import shutil
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import IO, Annotated, Any
 
@@ -1427,7 +1427,9 @@ def _rate_one(st: State, p: Principal, run_id: int, rows: list[dict[str, Any]], 
         mark("tables")  # the run's rulebook and benchmark tables: loaded once per process, then kept
         with st.turns:  # one at a time per process (State.turns); the wait for the commit is outside
             mark("turn")
-            return _rate_one_in_turn(st, p, run_id, rr, rows, line, alone)
+            pending = _rate_one_in_turn(st, p, run_id, rr, rows, line)
+        pending.failed = alone  # the line alone, if the run's commit fails after all
+        return pending
     except BaseException:
         if alone is not None:  # no run handed over (a refused cell, the time limit, a missing run)
             st.write(alone)
@@ -1441,7 +1443,6 @@ def _rate_one_in_turn(
     rr: RatedRun,
     rows: list[dict[str, Any]],
     line: list[dict[str, Any]],
-    alone: Callable[[], Any] | None,
 ) -> Pending:
     from .. import pipeline
 
@@ -1466,7 +1467,7 @@ def _rate_one_in_turn(
         also=[functools.partial(store.insert_access, rows=line)] if line else None,
     )
     mark("record")
-    return Pending(fut, lambda run: _with_provenance(run, rest), alone)  # alone: if the commit fails
+    return Pending(fut, lambda run: _with_provenance(run, rest))
 
 
 def _dumps(data: dict[str, Any]) -> bytes:
