@@ -41,6 +41,18 @@ def firm_rows(env: Env, firm: str = FIRM) -> list[dict[str, Any]]:
     return [r for r in pacsv.read_csv(env.data, convert_options=opts).to_pylist() if r["firm_id"] == firm]
 
 
+def first_run(c: Any, env: Env) -> dict[str, Any]:
+    """Run 1: the environment's whole sample rated and recorded by the admin key (the benchmark
+    tables one-firm ratings are rated against); ``c`` a TestClient or an httpx client."""
+    r = c.post(
+        "/v1/rulebooks/huzhou/rate?detail=summary",
+        headers=env.h("admin", **{"Content-Type": "text/csv"}),
+        content=env.data.read_bytes(),
+    )
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
 def make_env(folder: Path, firms: int = 12) -> Env:
     from ruleengine.service.keys import add_key
 

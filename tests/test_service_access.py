@@ -11,7 +11,7 @@ import time
 import zipfile
 
 import pytest
-from service_env import BANK, FIRM, OTHER, ROLES, assert_problem, client, firm_rows, make_env
+from service_env import BANK, FIRM, OTHER, ROLES, assert_problem, client, firm_rows, first_run, make_env
 
 import ruleengine
 from ruleengine.service import store
@@ -601,8 +601,7 @@ def test_a_banks_one_firm_rating_commits_its_access_line_with_its_run(tmp_path, 
     e.ledger = ledger_url  # SQLite and PostgreSQL
     rows = firm_rows(e)
     with client(e) as c:
-        r = c.post("/v1/rulebooks/huzhou/rate?detail=summary", headers=e.h("admin", **CSV), content=e.data.read_bytes())
-        assert r.status_code == 200, r.text
+        first_run(c, e)
         assert c.post("/v1/consents", headers=e.h("firm"), json={"bank": BANK, "expires_at": _future()}).status_code == 201
         st = c.app.state.service
 
@@ -651,8 +650,7 @@ def test_a_bank_replaying_a_stored_answer_needs_the_consent_now(tmp_path):
     e = make_env(tmp_path)
     rows = firm_rows(e)
     with client(e) as c:
-        r = c.post("/v1/rulebooks/huzhou/rate?detail=summary", headers=e.h("admin", **CSV), content=e.data.read_bytes())
-        assert r.status_code == 200, r.text
+        first_run(c, e)
         assert c.post("/v1/consents", headers=e.h("firm"), json={"bank": BANK, "expires_at": _future()}).status_code == 201
 
         def send(key: str, upload: bool):

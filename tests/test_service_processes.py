@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from service_env import firm_rows, make_env
+from service_env import firm_rows, first_run, make_env
 from test_service_uvicorn import Server
 
 from ruleengine.ledger import open_ledger
@@ -43,15 +43,20 @@ def _cpu(pid: int) -> int:
     return int(fields[11]) + int(fields[12])
 
 
-@pytest.fixture
-def two(tmp_path):
-    env = make_env(tmp_path, firms=12)
-    s = Server(env, tmp_path)
-    s.extra_args = ["--processes", "2"]
+def _two_processes(folder: Path, *more: str) -> Server:
+    """``serve --processes 2`` (and ``more``) started, both worker processes up."""
+    s = Server(make_env(folder, firms=12), folder)
+    s.extra_args = ["--processes", "2", *more]
     s.start()
     deadline = time.monotonic() + 60
     while len(_workers(s.proc.pid)) < 2 and time.monotonic() < deadline:
         time.sleep(0.2)
+    return s
+
+
+@pytest.fixture
+def two(tmp_path):
+    s = _two_processes(tmp_path)
     yield s
     s.stop()
 
@@ -70,9 +75,7 @@ def test_two_processes_share_the_port_and_one_ledger_chain(two):
     workers = _workers(two.proc.pid)
     assert len(workers) == 2, workers
     with httpx.Client(base_url=two.url, timeout=60) as c:
-        r = c.post("/v1/rulebooks/huzhou/rate?detail=summary", content=env.data.read_bytes(),
-                   headers=env.h("admin", **{"Content-Type": "text/csv"}))
-        assert r.status_code == 200 and r.json()["run_id"] == 1
+        assert first_run(c, env)["run_id"] == 1
     rows = firm_rows(env)
     before = {w: _cpu(w) for w in workers}
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
@@ -114,8 +117,7 @@ def test_an_idempotency_key_is_answered_once_across_processes(two):
 
     env = two.env
     with httpx.Client(base_url=two.url, timeout=60) as c:
-        assert c.post("/v1/rulebooks/huzhou/rate?detail=summary", content=env.data.read_bytes(),
-                      headers=env.h("admin", **{"Content-Type": "text/csv"})).status_code == 200
+        first_run(c, env)
     body = json.dumps(firm_rows(env)).encode()
     h = env.h("firm", **{"Idempotency-Key": "loan-4711", "Content-Type": "application/json"})
     request = _raw_post(two.port, "/v1/runs/1/rate", h, body)
@@ -205,8 +207,7 @@ def _rate_a_few(server) -> None:
 
     env = server.env
     with httpx.Client(base_url=server.url, timeout=60) as c:
-        assert c.post("/v1/rulebooks/huzhou/rate?detail=summary", content=env.data.read_bytes(),
-                      headers=env.h("admin", **{"Content-Type": "text/csv"})).status_code == 200
+        first_run(c, env)
     rows = firm_rows(env)
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         got = list(pool.map(lambda _: _post_new_connection(server.url, "/v1/runs/1/rate", env.h("firm"), rows),
@@ -226,27 +227,23 @@ def test_each_process_and_all_its_threads_run_on_a_cpu_of_its_own(two):
     for w in workers:
         threads = _thread_cpus(w)
         assert len(threads) >= 4, threads  # the event loop, work threads, the ledger writer: all started
-        assert len({frozenset(c) for c in threads.values()}) == 1, threads  # every thread on the same one
-        (only,) = {frozenset(c) for c in threads.values()}
-        assert len(only) == 1, only
-        cpus.append(next(iter(only)))
-    assert sorted(cpus) == MINE[:2]  # two different CPUs, the first two this server may use
+        assert all(len(c) == 1 for c in threads.values()), threads  # each thread on one CPU ...
+        cpus += {next(iter(c)) for c in threads.values()}  # ... and all of a process's on the same one
+    assert sorted(cpus) == MINE[:2]  # one CPU a process, two different ones: the first two this server may use
     log = (two.folder / f"server-{two.port}.log").read_text()
     assert f"on CPUs {MINE[0]}, {MINE[1]})" in log, log
 
 
 @pytest.mark.skipif(len(MINE) < 2, reason="pinning needs two CPUs")
 def test_no_pin_cpus_leaves_the_processes_to_the_kernel(tmp_path):
-    s = Server(make_env(tmp_path, firms=12), tmp_path)
-    s.extra_args = ["--processes", "2", "--no-pin-cpus"]
-    s.start()
+    s = _two_processes(tmp_path, "--no-pin-cpus")
     try:
-        deadline = time.monotonic() + 60
-        while len(_workers(s.proc.pid)) < 2 and time.monotonic() < deadline:
-            time.sleep(0.2)
         _rate_a_few(s)
-        for w in _workers(s.proc.pid):
-            assert all(sorted(c) == MINE for c in _thread_cpus(w).values())
+        workers = _workers(s.proc.pid)
+        assert len(workers) == 2
+        for w in workers:
+            threads = _thread_cpus(w)
+            assert len(threads) >= 4 and all(sorted(c) == MINE for c in threads.values()), threads
         assert "not pinned to CPUs" in (tmp_path / f"server-{s.port}.log").read_text()
     finally:
         s.stop()

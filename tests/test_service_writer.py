@@ -13,7 +13,7 @@ import time
 import tracemalloc
 
 import pytest
-from service_env import FIRM, assert_problem, client, firm_rows, make_env
+from service_env import FIRM, assert_problem, client, firm_rows, first_run, make_env
 
 import ruleengine
 from ruleengine.ledger import open_ledger
@@ -24,23 +24,13 @@ def env(tmp_path):
     return make_env(tmp_path, firms=12)
 
 
-def _first_run(c, env):
-    r = c.post(
-        "/v1/rulebooks/huzhou/rate?detail=summary",
-        headers=env.h("admin", **{"Content-Type": "text/csv"}),
-        content=env.data.read_bytes(),
-    )
-    assert r.status_code == 200, r.text
-    return r.json()
-
-
 # --- the one writer ---------------------------------------------------------------------------------
 
 
 def test_concurrent_one_firm_ratings_are_all_committed_by_the_one_writer_in_order(env):
     rows = firm_rows(env)
     with client(env, max_concurrent=4) as c:
-        _first_run(c, env)
+        first_run(c, env)
         st = c.app.state.service
         out: list = []
 
@@ -87,7 +77,7 @@ def test_one_firm_ratings_of_a_process_take_turns_and_other_work_does_not_wait(e
 
     rows = firm_rows(env)
     with client(env, max_concurrent=4) as c:
-        _first_run(c, env)
+        first_run(c, env)
         firm_url = f"/v1/runs/1/firms/{FIRM}"
         assert c.get(firm_url, headers=env.h("firm")).status_code == 200  # run 1's results rated and kept now
         monkeypatch.setattr(pipeline, "rate", slow)
@@ -127,7 +117,7 @@ def test_the_wait_for_a_work_slot_is_the_queue_stage(env, monkeypatch):
 
     rows = firm_rows(env)
     with client(env, max_concurrent=1) as c:
-        _first_run(c, env)
+        first_run(c, env)
         monkeypatch.setattr(pipeline, "rate", slow)
         first = threading.Thread(target=lambda: c.post("/v1/runs/1/rate", headers=env.h("firm"), json=rows))
         first.start()
@@ -163,7 +153,7 @@ def test_a_ledger_failure_in_the_writer_is_a_503_and_records_nothing(env):
     from ruleengine.ledger import LedgerError
 
     with client(env) as c:
-        _first_run(c, env)
+        first_run(c, env)
         st = c.app.state.service
 
         def broken(engine, prepared, signer=None):
@@ -184,7 +174,7 @@ def _limited(c, env, seconds):
     """Run 1 recorded and cached (no limit yet), then a time limit of ``seconds`` per request."""
     import dataclasses
 
-    _first_run(c, env)
+    first_run(c, env)
     assert c.post("/v1/runs/1/rate", headers=env.h("firm"), json=firm_rows(env)).status_code == 200  # run 2
     st = c.app.state.service
     st.cfg = dataclasses.replace(st.cfg, request_timeout_s=seconds)
@@ -366,7 +356,7 @@ def test_the_writer_logs_its_group_commits_when_the_service_stops(env, caplog, m
     monkeypatch.setattr(C, "tables_json", lambda tables: built.append(1) or real(tables))
     with caplog.at_level("INFO", logger="ruleengine.service"):
         with client(env) as c:
-            _first_run(c, env)
+            first_run(c, env)
             n = len(built)
             for _ in range(3):
                 assert c.post("/v1/runs/1/rate", headers=env.h("firm"), json=rows).status_code == 200
@@ -413,7 +403,7 @@ def test_report_pdf_is_a_real_pdf_naming_the_firm(env, tmp_path):
     if shutil.which("pdftotext") is None:  # pragma: no cover
         pytest.skip("poppler-utils is not installed")
     with client(env) as c:
-        _first_run(c, env)
+        first_run(c, env)
         r = c.get(f"/v1/runs/1/firms/{FIRM}/report?format=pdf&lang=en&year=2023", headers=env.h("firm"))
         assert r.status_code == 200, r.text
         assert r.headers["content-type"] == "application/pdf" and r.content.startswith(b"%PDF-")
@@ -437,7 +427,7 @@ def test_report_pdf_is_a_real_pdf_naming_the_firm(env, tmp_path):
 def test_per_request_state_does_not_grow(env):
     rows = firm_rows(env)
     with client(env) as c:
-        _first_run(c, env)
+        first_run(c, env)
         st = c.app.state.service
         for i in range(30):
             h = env.h("firm", **{"Idempotency-Key": f"k-{i}"})
