@@ -383,7 +383,7 @@ def _soak(
             return "GET", f"/v1/runs/1/firms/{f}/explain?year={y}", {}
         return "POST", "/v1/runs/1/rate", {"json": rows[i % len(rows)]}
 
-    s2, c2, errs2, got2 = open_loop(url, headers, mixed, 20.0, args.soak_seconds, workers=8)
+    s2, _, errs2, _ = open_loop(url, headers, mixed, 20.0, args.soak_seconds, workers=8)
     stop.set()
     th.join()
     k = max(1, len(rss) // 10)
