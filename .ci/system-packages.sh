@@ -4,6 +4,7 @@
 #   chromium, fonts-noto-cjk, poppler-utils, pango   report tests: headless browser, CJK glyphs, pdftotext (#15)
 #   postgresql-15                                     ledger tests: a throwaway server per test run (#16)
 #   openjdk-17-jre-headless                           Spark tests: local[2] (#18)
+#   curl                                              the README's curl session, run as written (#17)
 set -euo pipefail
 need=()
 for pkg in chromium fonts-noto-cjk poppler-utils libpango-1.0-0 libpangoft2-1.0-0; do
@@ -11,6 +12,7 @@ for pkg in chromium fonts-noto-cjk poppler-utils libpango-1.0-0 libpangoft2-1.0-
 done
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql-15)
 command -v java >/dev/null 2>&1 || need+=(openjdk-17-jre-headless)
+command -v curl >/dev/null 2>&1 || need+=(curl)
 if [ "${#need[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
