@@ -117,6 +117,21 @@ MATRIX = [
     ),
     (
         "POST",
+        f"/v1/rulebooks/huzhou/diff?old={HZ}&new={HZ}",
+        "own-csv",
+        CSV,
+        {
+            "admin": 200,
+            "regulator": 200,
+            "author": 200,
+            "other_regulator": 403,
+            "firm": 403,
+            "bank": 403,
+            "other_bank": 403,
+        },
+    ),
+    (
+        "POST",
         "/v1/rulebooks/huzhou/rate?detail=summary",
         "own-csv",
         CSV,
@@ -149,6 +164,7 @@ MATRIX = [
     ("GET", f"/v1/runs/1/firms/{FIRM}/explain", None, {}, FIRM_DATA),
     ("GET", f"/v1/runs/1/firms/{FIRM}/what-it-takes", None, {}, FIRM_DATA),
     ("GET", f"/v1/firms/{FIRM}/history", None, {}, FIRM_DATA),
+    ("GET", f"/v1/runs/1/firms/{FIRM}/report?lang=en&year=2023", None, {}, FIRM_DATA),
     ("GET", f"/v1/runs/1/firms/{OTHER}", None, {}, {**FIRM_DATA, "firm": 404}),
     (
         "GET",
@@ -280,6 +296,27 @@ def test_every_endpoint_for_every_role(env, method, path, kind, headers, expect)
         assert r.status_code == expect[role], (role, r.text)
         if r.status_code >= 400:
             assert_problem(r, r.status_code)
+
+
+def test_the_matrix_has_every_endpoint_of_the_service(env):
+    """A new endpoint cannot escape the role matrix above: each route of the app (but the schema,
+    Swagger UI and the keyless health check) is called by at least one row of MATRIX."""
+    from fastapi.routing import APIRoute
+
+    app = env.extra["c"].app
+    routes = [
+        (method, r)
+        for r in app.routes
+        if isinstance(r, APIRoute) and r.path not in ("/docs", "/v1/health")
+        for method in r.methods
+    ]
+    assert len(routes) >= 20  # the app's routes were found
+    missing = [
+        f"{method} {r.path}"
+        for method, r in routes
+        if not any(m == method and r.path_regex.fullmatch(p.split("?")[0]) for m, p, *_ in MATRIX)
+    ]
+    assert missing == [], "endpoints no row of MATRIX calls"
 
 
 def test_a_denied_firm_looks_exactly_like_a_missing_one(env):
