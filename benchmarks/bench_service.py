@@ -103,7 +103,8 @@ def _stage_table(stages: list[dict[str, float]]) -> list[str]:
         "|---" * (len(order) + 1) + "|",
         "| median | " + " | ".join(f"{np.nanmedian(cols[n]):.2f}" for n in order) + " |",
         f"| mean of the slowest 1% ({int(slow.sum())}) | "
-        + " | ".join(f"{np.nanmean(cols[n][slow]):.2f}" for n in order) + " |",
+        + " | ".join(f"{np.nanmean(cols[n][slow]):.2f}" for n in order)
+        + " |",
     ]
 
 
@@ -188,7 +189,11 @@ def _server_code(code: Path | None) -> tuple[Path, dict[str, str]]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(top), *filter(None, [os.environ.get("PYTHONPATH")])])}
     got = subprocess.run(
         [sys.executable, "-c", "import ruleengine, pathlib; print(pathlib.Path(ruleengine.__file__).resolve())"],
-        cwd=top, env=env, capture_output=True, text=True, check=True,
+        cwd=top,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     if Path(got).parent.parent != top:
         raise SystemExit(f"the server would import {got}, not the ruleengine of {top}")
@@ -198,10 +203,15 @@ def _server_code(code: Path | None) -> tuple[Path, dict[str, str]]:
 def _describe_code(top: Path) -> str:
     """The server's code: its folder and, in a git checkout, its commit (with "+changes" when dirty)."""
     try:
-        rev = subprocess.run(["git", "-C", str(top), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(top), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, check=True).stdout.strip()
+        rev = subprocess.run(
+            ["git", "-C", str(top), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(top), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return f"{top}"
     return f"{top} at {rev}{' +changes' if dirty else ''}"
@@ -503,8 +513,9 @@ def main() -> int:
                 w.get(f"/v1/runs/1/firms/{firms[0][0]}/explain").raise_for_status()
 
         raw = [
-            _raw_request(port, "POST", "/v1/runs/1/rate", {**H, "Content-Type": "application/json"},
-                         json.dumps(row).encode())
+            _raw_request(
+                port, "POST", "/v1/runs/1/rate", {**H, "Content-Type": "application/json"}, json.dumps(row).encode()
+            )
             for row in rows[:500]
         ]
         cpu0 = _cpu_s(proc.pid)
@@ -625,9 +636,7 @@ def main() -> int:
             "Host speed: `benchmarks/calibrate.py`'s fixed loop "
             f"{speed_before:.0f} ms of CPU before, {speed_after:.0f} ms after (307–1,033 ms seen on this machine; "
             "it misses some slow minutes that the server's CPU per request shows). Command: "
-            "`python benchmarks/bench_service.py "
-            + " ".join(sys.argv[1:])
-            + "`.",
+            "`python benchmarks/bench_service.py " + " ".join(sys.argv[1:]) + "`.",
             "",
             "| what | load | server-side | client-side / other | target |",
             "|---|---|---|---|---|",

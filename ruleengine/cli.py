@@ -1337,45 +1337,102 @@ def ledger_keygen(private_out: str, public_out: str) -> None:
 @click.option("--max-body-mb", type=click.IntRange(1, 4096), default=32, show_default=True, help="Largest body.")
 @click.option("--max-rows", type=click.IntRange(1), default=200_000, show_default=True, help="Rows per request.")
 @click.option("--timeout", type=click.FloatRange(0.1), default=60.0, show_default=True, help="Seconds per request.")
-@click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True,
-              help="Requests doing work at once, per process (others wait, then get 503).")
-@click.option("--processes", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="Server processes sharing the port and the ledger (one Python process uses one core for "
-              "most of its work: 2 on a 2-core machine doubles what it can rate). Each has its own ledger "
-              "writer; the hash chain stays one chain (every append takes the ledger's write lock).")
-@click.option("--body-timeout", type=click.FloatRange(0.1), default=30.0, show_default=True,
-              help="Seconds a client may take to send its body (slower: 408).")
-@click.option("--keys-check", type=float, default=2.0, show_default=True,
-              help="Seconds between looks at the keys file's mtime: a changed file is reloaded (a broken one is "
-              "refused and the previous keys stay). 0: at every request; negative: only on SIGHUP "
-              "(`kill -HUP PID` reloads at once in any case).")
-@click.option("--ledger-sync", type=click.Choice(["full", "normal", "journal"]), default="full", show_default=True,
-              help="SQLite ledger only: how ratings are committed. full: WAL journal, synchronous=FULL: one "
-              "fsync per commit (shared by the runs committed together); an answered rating survives the "
-              "server being killed and a power cut. normal: WAL, no fsync per commit: survives kill -9, an OS "
-              "crash or power cut may lose the last few (whole runs; the chain stays valid). journal: rollback "
-              "journal, synchronous=FULL (what the CLI uses): ~10 ms of fsyncs per commit.")
-@click.option("--pin-cpus/--no-pin-cpus", default=True, show_default=True,
-              help="With --processes N and at least N CPUs: each process (all its threads) on a CPU of its own, "
-              "so that its threads' many hand-overs of the GIL do not move between cores (9-19% less CPU a "
-              "one-firm rating at 200/s, measured). Off: the kernel places them. One process is never pinned.")
-@click.option("--access-log/--no-access-log", default=False, show_default=True,
-              help="uvicorn's log line per request (off: it costs CPU on every request; the ledger records every "
-              "bank access and every rating anyway).")
-def serve(ledger_url: str, host: str, port: int, keys: str | None, state_dir: str | None, max_body_mb: int,
-          max_rows: int, timeout: float, workers: int, body_timeout: float, keys_check: float,
-          ledger_sync: str, pin_cpus: bool, access_log: bool, processes: int) -> None:
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=2,
+    show_default=True,
+    help="Requests doing work at once, per process (others wait, then get 503).",
+)
+@click.option(
+    "--processes",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Server processes sharing the port and the ledger (one Python process uses one core for "
+    "most of its work: 2 on a 2-core machine doubles what it can rate). Each has its own ledger "
+    "writer; the hash chain stays one chain (every append takes the ledger's write lock).",
+)
+@click.option(
+    "--body-timeout",
+    type=click.FloatRange(0.1),
+    default=30.0,
+    show_default=True,
+    help="Seconds a client may take to send its body (slower: 408).",
+)
+@click.option(
+    "--keys-check",
+    type=float,
+    default=2.0,
+    show_default=True,
+    help="Seconds between looks at the keys file's mtime: a changed file is reloaded (a broken one is "
+    "refused and the previous keys stay). 0: at every request; negative: only on SIGHUP "
+    "(`kill -HUP PID` reloads at once in any case).",
+)
+@click.option(
+    "--ledger-sync",
+    type=click.Choice(["full", "normal", "journal"]),
+    default="full",
+    show_default=True,
+    help="SQLite ledger only: how ratings are committed. full: WAL journal, synchronous=FULL: one "
+    "fsync per commit (shared by the runs committed together); an answered rating survives the "
+    "server being killed and a power cut. normal: WAL, no fsync per commit: survives kill -9, an OS "
+    "crash or power cut may lose the last few (whole runs; the chain stays valid). journal: rollback "
+    "journal, synchronous=FULL (what the CLI uses): ~10 ms of fsyncs per commit.",
+)
+@click.option(
+    "--pin-cpus/--no-pin-cpus",
+    default=True,
+    show_default=True,
+    help="With --processes N and at least N CPUs: each process (all its threads) on a CPU of its own, "
+    "so that its threads' many hand-overs of the GIL do not move between cores (9-19% less CPU a "
+    "one-firm rating at 200/s, measured). Off: the kernel places them. One process is never pinned.",
+)
+@click.option(
+    "--access-log/--no-access-log",
+    default=False,
+    show_default=True,
+    help="uvicorn's log line per request (off: it costs CPU on every request; the ledger records every "
+    "bank access and every rating anyway).",
+)
+def serve(
+    ledger_url: str,
+    host: str,
+    port: int,
+    keys: str | None,
+    state_dir: str | None,
+    max_body_mb: int,
+    max_rows: int,
+    timeout: float,
+    workers: int,
+    body_timeout: float,
+    keys_check: float,
+    ledger_sync: str,
+    pin_cpus: bool,
+    access_log: bool,
+    processes: int,
+) -> None:
     """Run the HTTP API (OpenAPI at /openapi.json, interactive docs at /docs): rulebooks, rating,
     explain, reports, ledger, consent. Needs: pip install 'ruleengine[service]'. See docs/service.md."""
     try:
         from .service import ServiceConfig
         from .service import serve as run_service
     except ImportError as exc:
-        raise DataError(f"the service needs the 'service' extra ({exc.name} is not installed): "
-                        "pip install 'ruleengine[service]'") from None
-    cfg = ServiceConfig(ledger=ledger_url, keys=keys, state_dir=state_dir, max_body_bytes=max_body_mb * 2**20,
-                        max_rows=max_rows, request_timeout_s=timeout, max_concurrent=workers,
-                        body_timeout_s=body_timeout, keys_check_s=keys_check, ledger_sync=ledger_sync)
+        raise DataError(
+            f"the service needs the 'service' extra ({exc.name} is not installed): pip install 'ruleengine[service]'"
+        ) from None
+    cfg = ServiceConfig(
+        ledger=ledger_url,
+        keys=keys,
+        state_dir=state_dir,
+        max_body_bytes=max_body_mb * 2**20,
+        max_rows=max_rows,
+        request_timeout_s=timeout,
+        max_concurrent=workers,
+        body_timeout_s=body_timeout,
+        keys_check_s=keys_check,
+        ledger_sync=ledger_sync,
+    )
     run_service(cfg, host, port, access_log, processes, pin_cpus)
 
 

@@ -36,7 +36,9 @@ def _random_array(rnd: random.Random, kind: str) -> pa.Array:
     if kind == "double":
         return pa.array([rnd.choice(FLOATS) for _ in range(n)], pa.float64())
     # big ints without nulls only (with nulls the numpy path goes through float64: the tiny path leaves those to it)
-    pool = [i for i in INTS if i is None or abs(i) < 2**53] if rnd.random() < 0.5 else [i for i in INTS if i is not None]
+    pool = (
+        [i for i in INTS if i is None or abs(i) < 2**53] if rnd.random() < 0.5 else [i for i in INTS if i is not None]
+    )
     return pa.array([rnd.choice(pool) for _ in range(n)], pa.int64())
 
 
@@ -112,7 +114,9 @@ def test_tiny_results_digest_and_input_hash_equal_the_vectorised_ones(monkeypatc
         for alg in ("sha256", "sm3"):
             one_pass, fps = C.input_digests(tab, alg)
             assert one_pass == _vectorised(monkeypatch, C.input_hash, tab, alg)
-            assert fps.dtype == np.int64 and fps.tolist() == _vectorised(monkeypatch, C.input_fingerprints, tab).tolist()
+            assert (
+                fps.dtype == np.int64 and fps.tolist() == _vectorised(monkeypatch, C.input_fingerprints, tab).tolist()
+            )
 
 
 def test_a_field_no_row_gives_is_stored_as_the_cast_made_it():
@@ -214,7 +218,9 @@ def test_tiny_runs_insert_the_rows_the_vectorised_insert_does(tmp_path, monkeypa
         with sqlite3.connect(tmp_path / f"{way}.db") as con:
             got[way] = (
                 con.execute("SELECT * FROM ledger_ratings ORDER BY run_id, seq").fetchall(),
-                con.execute("SELECT firm_id, run_id, seq FROM ledger_firm_index ORDER BY firm_id, run_id, seq").fetchall(),
+                con.execute(
+                    "SELECT firm_id, run_id, seq FROM ledger_firm_index ORDER BY firm_id, run_id, seq"
+                ).fetchall(),
             )
         monkeypatch.undo()
     assert got["tiny"] == got["vectorised"]

@@ -111,9 +111,7 @@ def test_a_firm_written_with_spaces_around_its_id_stays_in_one_partition(tmp_pat
     table = pa.concat_tables([pq.read_table(f) for f in dataset_files(ds)])
     pads = ["\u3000", " ", "\t", "\u00a0"]
     ids = table.column("firm_id").to_pylist()
-    padded = [
-        f"{pads[i % 4]}{v}{pads[(i + 1) % 4]}" if v is not None and i % 3 == 0 else v for i, v in enumerate(ids)
-    ]
+    padded = [f"{pads[i % 4]}{v}{pads[(i + 1) % 4]}" if v is not None and i % 3 == 0 else v for i, v in enumerate(ids)]
     table = table.set_column(table.schema.get_field_index("firm_id"), "firm_id", pa.array(padded, pa.string()))
     pdir = tmp_path / "padded"
     pdir.mkdir()

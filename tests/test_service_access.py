@@ -639,7 +639,9 @@ def test_a_banks_one_firm_rating_commits_its_access_line_with_its_run(tmp_path, 
     rows = firm_rows(e)
     with client(e) as c:
         first_run(c, e)
-        assert c.post("/v1/consents", headers=e.h("firm"), json={"bank": BANK, "expires_at": _future()}).status_code == 201
+        assert (
+            c.post("/v1/consents", headers=e.h("firm"), json={"bank": BANK, "expires_at": _future()}).status_code == 201
+        )
         st = c.app.state.service
 
         def lines() -> list[tuple[str, bool]]:
@@ -688,7 +690,9 @@ def test_a_bank_replaying_a_stored_answer_needs_the_consent_now(tmp_path):
     rows = firm_rows(e)
     with client(e) as c:
         first_run(c, e)
-        assert c.post("/v1/consents", headers=e.h("firm"), json={"bank": BANK, "expires_at": _future()}).status_code == 201
+        assert (
+            c.post("/v1/consents", headers=e.h("firm"), json={"bank": BANK, "expires_at": _future()}).status_code == 201
+        )
 
         def send(key: str, upload: bool):
             if upload:
@@ -709,7 +713,9 @@ def test_a_bank_replaying_a_stored_answer_needs_the_consent_now(tmp_path):
         for up in (False, True):
             assert_problem(send(f"key-{up}", up), 403, "no-consent")
         assert replayed_lines() == [False, False]
-        assert c.post("/v1/consents", headers=e.h("firm"), json={"bank": BANK, "expires_at": _future()}).status_code == 201
+        assert (
+            c.post("/v1/consents", headers=e.h("firm"), json={"bank": BANK, "expires_at": _future()}).status_code == 201
+        )
         for up in (False, True):
             again = send(f"key-{up}", up)
             assert again.status_code == 200 and again.headers["Idempotent-Replayed"] == "true", again.text

@@ -150,11 +150,14 @@ def test_a_killed_supervisor_takes_its_workers_with_it(two, tmp_path):
     assert len(workers) == 2
     two.stop(signal.SIGKILL)
     deadline = time.monotonic() + 20
-    while any(Path(f"/proc/{w}").exists() and Path(f"/proc/{w}/stat").read_text().split()[2] != "Z"
-              for w in workers) and time.monotonic() < deadline:
+    while (
+        any(Path(f"/proc/{w}").exists() and Path(f"/proc/{w}/stat").read_text().split()[2] != "Z" for w in workers)
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.1)
-    assert not any(Path(f"/proc/{w}").exists() and Path(f"/proc/{w}/stat").read_text().split()[2] != "Z"
-                   for w in workers), "a worker outlived its killed supervisor"
+    assert not any(
+        Path(f"/proc/{w}").exists() and Path(f"/proc/{w}/stat").read_text().split()[2] != "Z" for w in workers
+    ), "a worker outlived its killed supervisor"
     two.start()  # the same ledger: restarts cleanly on a new port, and the old port is free
     with httpx.Client(base_url=two.url, timeout=60) as c:
         assert c.get("/v1/ledger/check", headers=two.env.h("admin")).json()["ok"] is True
@@ -210,8 +213,9 @@ def _rate_a_few(server) -> None:
         first_run(c, env)
     rows = firm_rows(env)
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        got = list(pool.map(lambda _: _post_new_connection(server.url, "/v1/runs/1/rate", env.h("firm"), rows),
-                            range(16)))
+        got = list(
+            pool.map(lambda _: _post_new_connection(server.url, "/v1/runs/1/rate", env.h("firm"), rows), range(16))
+        )
     assert all(r.status_code == 200 for r in got)
 
 

@@ -165,8 +165,13 @@ def test_killed_mid_rating_loses_nothing_and_restarts(server, tmp_path):
         # a one-firm rating answered (committed by the writer's pooled connection, WAL, no fsync): run 2
         import pyarrow.csv as pacsv
 
-        rows = [r for r in pacsv.read_csv(env.data, convert_options=pacsv.ConvertOptions(column_types={
-            "firm_id": "string", "industry": "string"})).to_pylist() if r["firm_id"] == FIRM]
+        rows = [
+            r
+            for r in pacsv.read_csv(
+                env.data, convert_options=pacsv.ConvertOptions(column_types={"firm_id": "string", "industry": "string"})
+            ).to_pylist()
+            if r["firm_id"] == FIRM
+        ]
         one = c.post("/v1/runs/1/rate", headers=env.h("firm"), json=rows)
         assert one.status_code == 200 and one.json()["run_id"] == 2, one.text
     big = make_sample(tmp_path / "big.csv", firms=10_000)

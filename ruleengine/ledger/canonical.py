@@ -107,7 +107,10 @@ def _unstorable(raw: Any, name: str, col: Any) -> UnstorableInput:
             )
         if not (v is None or isinstance(v, str | int | float | bool)):
             what = (
-                "a JSON object" if isinstance(v, dict) else "a list" if isinstance(v, list | tuple)
+                "a JSON object"
+                if isinstance(v, dict)
+                else "a list"
+                if isinstance(v, list | tuple)
                 else str(getattr(v, "why", type(v).__name__))
             )
             return UnstorableInput(

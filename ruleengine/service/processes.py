@@ -131,9 +131,7 @@ def supervise(
     cpus = cpu_plan(processes, pin_cpus)  # a restarted process goes back to its slot's CPU
 
     def start(slot: int) -> None:
-        p = ctx.Process(
-            target=_worker, args=(cfg, host, port, access_log, cpus[slot]), name=f"ruleengine-serve-{slot}"
-        )
+        p = ctx.Process(target=_worker, args=(cfg, host, port, access_log, cpus[slot]), name=f"ruleengine-serve-{slot}")
         p.start()
         workers[slot] = (p, time.monotonic())
 

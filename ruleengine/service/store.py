@@ -154,8 +154,7 @@ def _consented_one(engine: Any, bank: str, firm_id: str) -> set[str]:
     (~0.35 ms of a bank's one-firm request, measured)."""
     ph = "%s" if engine.dialect.name == "postgresql" else "?"
     sql = (
-        f"SELECT action, expires_at FROM service_consents WHERE firm_id = {ph} AND bank = {ph} "
-        "ORDER BY id DESC LIMIT 1"
+        f"SELECT action, expires_at FROM service_consents WHERE firm_id = {ph} AND bank = {ph} ORDER BY id DESC LIMIT 1"
     )
     with translate_errors(engine), engine.connect() as conn:
         cur = conn.connection.dbapi_connection.cursor()
