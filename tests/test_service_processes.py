@@ -163,6 +163,114 @@ def test_a_killed_supervisor_takes_its_workers_with_it(two, tmp_path):
         assert c.get("/v1/ledger/check", headers=two.env.h("admin")).json()["ok"] is True
 
 
+def test_a_worker_killed_under_load_is_started_again_and_no_answered_rating_is_lost(two):
+    """SIGKILL one of the two server processes while one-firm ratings stream in: the supervisor
+    starts a new one on the same port (and says so), the ratings answered 200 are each in the
+    ledger under the run id they named, and the chain holds; requests that died with the process
+    fail at the client (never a 200 without its run)."""
+    import httpx
+
+    env = two.env
+    with httpx.Client(base_url=two.url, timeout=60) as c:
+        first_run(c, env)
+    rows = firm_rows(env)
+    victim = _workers(two.proc.pid)[0]
+
+    def rate(_: int) -> object:
+        try:
+            return _post_new_connection(two.url, "/v1/runs/1/rate", env.h("firm"), rows)
+        except httpx.HTTPError as exc:  # the killed process's connections
+            return exc
+
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        futs = [pool.submit(rate, i) for i in range(120)]
+        while sum(f.done() for f in futs) < 20:  # ratings flowing through both processes
+            time.sleep(0.01)
+        os.kill(victim, signal.SIGKILL)
+        got = [f.result() for f in futs]
+    deadline = time.monotonic() + 60
+    while (len(_workers(two.proc.pid)) < 2 or victim in _workers(two.proc.pid)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    now = _workers(two.proc.pid)
+    assert len(now) == 2 and victim not in now, now
+    answered = [r for r in got if not isinstance(r, Exception) and r.status_code == 200]
+    assert all(isinstance(r, Exception) or r.status_code in (200, 503) for r in got), [
+        (r.status_code, r.text[:200]) for r in got if not isinstance(r, Exception) and r.status_code not in (200, 503)
+    ]
+    assert len(answered) >= 20
+    with httpx.Client(base_url=two.url, timeout=60) as c:  # the new process answers too
+        after = [c.post("/v1/runs/1/rate", headers=env.h("firm"), json=rows) for _ in range(4)]
+    assert all(r.status_code == 200 for r in after)
+    led = open_ledger(env.ledger, create=False)
+    try:
+        assert led.check().ok
+        recorded = {r["id"] for r in led.runs()}
+        named = [r.json()["run_id"] for r in answered + after]
+        assert len(set(named)) == len(named) and set(named) <= recorded  # each answer's run, once
+        assert led.replay(max(named)).identical
+    finally:
+        led.dispose()
+    two.log.flush()
+    log = (two.folder / f"server-{two.port}.log").read_text()
+    assert f"(pid {victim}) ended with exit code -9: started again" in log
+
+
+@pytest.mark.parametrize("processes", ["1", "2"])
+@pytest.mark.parametrize("problem", ["state-dir", "keys"])
+def test_a_server_that_cannot_start_says_why_in_one_line(tmp_path, problem, processes):
+    """An unusable --state-dir or a broken keys file: `serve` stops at once with exit code 1 and
+    an `error:` line naming it — with one process or several (checked once by the parent, before
+    any worker starts), never a traceback."""
+    import subprocess
+    import sys
+
+    from test_service_uvicorn import _free_port
+
+    env = make_env(tmp_path, firms=4)
+    args = ["--keys", str(env.keys_file), "--state-dir", str(tmp_path / "state")]
+    if problem == "state-dir":
+        args[-1] = str(env.keys_file / "state")  # under a file
+        want = f"error: cannot use the state folder {env.keys_file / 'state'}: Not a directory"
+    else:
+        env.keys_file.write_text("{broken")
+        want = f"error: {env.keys_file}: not a keys file (JSON expected"
+    done = subprocess.run(
+        [sys.executable, "-m", "ruleengine.cli", "serve", "--ledger", str(env.ledger), "--port", str(_free_port())]
+        + ["--processes", processes, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    out = done.stdout + done.stderr
+    assert done.returncode == 1, out
+    assert want in out, out
+    assert "Traceback" not in out and "serving on" not in out, out
+
+
+def test_a_worker_that_cannot_start_says_why_and_never_reports_ready(tmp_path, capfd):
+    """The worker's side of the rule above (the parent's checks passed, then its start failed: a
+    file changed meanwhile): one `error:` line, exit code 1, and its ready Event never set — what
+    makes the supervisor stop the server instead of starting that process again and again."""
+    import multiprocessing
+
+    from test_service_uvicorn import _free_port
+
+    from ruleengine.service import ServiceConfig
+    from ruleengine.service.processes import _worker
+
+    env = make_env(tmp_path, firms=4)
+    cfg = ServiceConfig(ledger=env.ledger, keys=env.keys_file, state_dir=env.keys_file / "state")
+    ctx = multiprocessing.get_context("spawn")
+    ready = ctx.Event()
+    p = ctx.Process(target=_worker, args=(cfg, "127.0.0.1", _free_port(), False, None, ready))
+    p.start()
+    p.join(120)
+    err = capfd.readouterr().err
+    assert p.exitcode == 1 and not ready.is_set(), err
+    assert f"error: server process {p.pid}: cannot use the state folder {env.keys_file / 'state'}" in err
+    assert "Traceback" not in err
+
+
 def test_claims_are_taken_expired_and_released(tmp_path):
     """store.idem_claim: one owner at a time; an expired claim (its process died) is taken over; a
     released claim frees the key; a stored answer says 'answered'."""

@@ -15,7 +15,7 @@ import re
 import shutil
 import tempfile
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import IO, Annotated, Any
 
@@ -1526,11 +1526,19 @@ def server_process() -> None:
 
 
 def serve_app(
-    cfg: ServiceConfig, host: str, port: int, access_log: bool, sock: Any = None, cpu: int | None = None
+    cfg: ServiceConfig,
+    host: str,
+    port: int,
+    access_log: bool,
+    sock: Any = None,
+    cpu: int | None = None,
+    ready: Callable[[], Any] | None = None,
 ) -> None:
     """Build the app and serve it in this process until SIGINT/SIGTERM (``sock``: a listening
     socket of its own, ``serve --processes N``; default: uvicorn binds ``host:port``; ``cpu``: the
-    CPU this process's threads are pinned to, see service/processes.py)."""
+    CPU this process's threads are pinned to, see service/processes.py; ``ready``: called once the
+    app is built, as it starts serving — the supervisor restarts a process that dies after that
+    and stops the server if one dies before)."""
     import signal
 
     import uvicorn
@@ -1550,6 +1558,8 @@ def serve_app(
         signal.signal(signal.SIGHUP, lambda _sig, _frame: st.reload_keys())
     # access_log: a line per request costs CPU; the ledger logs every bank access anyway
     config = uvicorn.Config(app, host=host, port=port, access_log=access_log, **UVICORN)  # type: ignore[arg-type]
+    if ready is not None:
+        ready()
     uvicorn.Server(config).run(sockets=[sock] if sock is not None else None)
 
 

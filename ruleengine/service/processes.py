@@ -20,9 +20,12 @@ ratings/s, three alternated pairs), pinning took the server CPU per request from
 (SQLite, big Arrow and numpy operations of an upload) then stays on its core too.
 
 The parent supervises: SIGTERM/SIGINT stop the workers (each finishes its requests and commits
-what its writer holds), SIGHUP is passed on (each reloads the keys file), and a worker that dies is
-started again. A worker dies with its parent (Linux ``PR_SET_PDEATHSIG``): a SIGKILLed server
-leaves no process holding the port or the ledger.
+what its writer holds), SIGHUP is passed on (each reloads the keys file), and a worker that dies
+once it serves is started again, however soon after its start (killed, out of memory). A worker
+that dies *before* it serves could not start (the parent checks the ledger, the keys file and the
+state folder first, so this is rare: a file changed meanwhile, a bug): the server stops, saying
+so, rather than start it again and again. A worker dies with its parent (Linux
+``PR_SET_PDEATHSIG``): a SIGKILLed server leaves no process holding the port or the ledger.
 """
 
 from __future__ import annotations
@@ -40,8 +43,6 @@ from .config import ServiceConfig
 
 log = logging.getLogger("ruleengine.service")
 
-EARLY_EXIT_S = 10.0  # a worker that ends this soon after its start is not restarted: the server stops
-
 
 def _listener(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -53,11 +54,30 @@ def _listener(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _worker(cfg: ServiceConfig, host: str, port: int, access_log: bool, cpu: int | None) -> None:
-    from .app import serve_app
+def _worker(cfg: ServiceConfig, host: str, port: int, access_log: bool, cpu: int | None, ready: Any) -> None:
+    """One server process; ``ready`` (an Event) is set once it serves. A failure before that is
+    one line on stderr, as the CLI would print it (no traceback), and exit code 1 (3: a bug)."""
+    import sys
 
     _die_with_parent()
-    serve_app(cfg, host, port, access_log, sock=_listener(host, port), cpu=cpu)
+    try:
+        from .app import serve_app
+
+        serve_app(cfg, host, port, access_log, sock=_listener(host, port), cpu=cpu, ready=ready.set)
+    except RuleEngineError as exc:
+        print(f"error: server process {os.getpid()}: {exc}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    except OSError as exc:
+        print(f"error: server process {os.getpid()}: {exc.strerror or exc}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    except Exception as exc:  # noqa: BLE001 - a bug: said plainly, like the CLI
+        print(
+            f"internal error: server process {os.getpid()}: {type(exc).__name__}: {exc}\n"
+            "This is a bug in ruleengine; `ruleengine --debug serve` (one process) shows the traceback.",
+            file=sys.stderr,
+            flush=True,
+        )
+        sys.exit(3)
 
 
 def cpu_plan(processes: int, pin: bool = True) -> list[int | None]:
@@ -121,19 +141,28 @@ def supervise(
     _port_is_free(host, port)
     from ..ledger import open_ledger
     from .app import log_to_stderr
+    from .keys import load_keys
+    from .state import state_folder
 
     log_to_stderr()  # the supervisor's own lines (serving on, a process restarted) beside the workers'
 
     open_ledger(cfg.ledger).dispose()  # created or migrated once, here, before any worker opens it
+    # what a worker would otherwise fail on at its start, N times over: checked once, here
+    load_keys(cfg.keys)
+    if cfg.state_dir is not None:
+        state_folder(cfg.state_dir)
     ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no threads or sockets inherited
     stopping = False
-    workers: dict[int, tuple[Any, float]] = {}  # slot -> (process, started at)
+    workers: dict[int, tuple[Any, Any]] = {}  # slot -> (process, its "serving" Event)
     cpus = cpu_plan(processes, pin_cpus)  # a restarted process goes back to its slot's CPU
 
     def start(slot: int) -> None:
-        p = ctx.Process(target=_worker, args=(cfg, host, port, access_log, cpus[slot]), name=f"ruleengine-serve-{slot}")
+        ready = ctx.Event()
+        p = ctx.Process(
+            target=_worker, args=(cfg, host, port, access_log, cpus[slot], ready), name=f"ruleengine-serve-{slot}"
+        )
         p.start()
-        workers[slot] = (p, time.monotonic())
+        workers[slot] = (p, ready)
 
     def stop(sig: int, _frame: Any) -> None:
         nonlocal stopping
@@ -164,15 +193,15 @@ def supervise(
     failed = None
     while workers:
         time.sleep(0.2)
-        for slot, (p, began) in list(workers.items()):
+        for slot, (p, ready) in list(workers.items()):
             if p.is_alive():
                 continue
             p.join()
             del workers[slot]
             if stopping:
                 continue
-            if time.monotonic() - began < EARLY_EXIT_S:
-                failed = f"server process {slot} ended at its start (exit code {p.exitcode}); see the lines above"
+            if not ready.is_set():  # it never served: starting it again would fail again
+                failed = f"server process {slot} could not start (exit code {p.exitcode}); see the lines above"
                 stop(signal.SIGTERM, None)
                 continue
             log.warning("server process %d (pid %s) ended with exit code %s: started again", slot, p.pid, p.exitcode)

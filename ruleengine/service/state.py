@@ -121,9 +121,28 @@ class RatedRun:
     rated: Any = None  # report.Rated, built on the first report request
 
 
+def state_folder(path: str | Path) -> Path:
+    """``--state-dir``, made if missing (mode 0700); a folder that cannot be made or used is an
+    error that names it (``serve`` stops at once, before any request)."""
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        probe = tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-")  # noqa: SIM115 - closed at once
+        probe.close()
+    except OSError as exc:
+        raise RuleEngineError(f"cannot use the state folder {folder}: {exc.strerror or exc}") from None
+    return folder
+
+
 class State:
     def __init__(self, cfg: ServiceConfig) -> None:
         self.cfg = cfg
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if cfg.state_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="ruleengine-service-")
+            self.folder = Path(self._tmp.name)
+        else:
+            self.folder = state_folder(cfg.state_dir)
         # reads through pooled connections, one per worker thread (a new SQLite connection per read
         # costs ~1-2 ms of CPU); writes go through the writer's own engine (below)
         self.ledger: Ledger = open_ledger(cfg.ledger, pooled=cfg.max_concurrent + 2)
@@ -133,12 +152,6 @@ class State:
         # the writer's own engine: one pooled connection (SQLite: WAL + synchronous=FULL by default)
         self.write_engine = db.writer_engine(cfg.ledger, cfg.ledger_sync)
         self.writer = Writer(self.write_engine)
-        if cfg.state_dir is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="ruleengine-service-")
-            self.folder = Path(self._tmp.name)
-        else:
-            self.folder = Path(cfg.state_dir)
-            self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.registry = Registry(self.ledger.engine, self.folder)
         self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=cfg.max_concurrent + 2)
         # One-firm ratings of this process take turns for their CPU part (rating, the ledger's hashing):
