@@ -216,31 +216,39 @@ def test_a_worker_killed_under_load_is_started_again_and_no_answered_rating_is_l
 
 
 @pytest.mark.parametrize("processes", ["1", "2"])
-@pytest.mark.parametrize("problem", ["state-dir", "keys"])
+@pytest.mark.parametrize("problem", ["state-dir", "keys", "port"])
 def test_a_server_that_cannot_start_says_why_in_one_line(tmp_path, problem, processes):
-    """An unusable --state-dir or a broken keys file: `serve` stops at once with exit code 1 and
-    an `error:` line naming it — with one process or several (checked once by the parent, before
-    any worker starts), never a traceback."""
+    """An unusable --state-dir, a broken keys file, a port something listens on: `serve` stops at
+    once with exit code 1 and an `error:` line naming it — with one process or several (checked
+    once by the parent, before any worker starts), never a traceback (uvicorn's own bind failure
+    exited with code 3, which `ruleengine` keeps for its bugs)."""
     import subprocess
     import sys
 
     from test_service_uvicorn import _free_port
 
     env = make_env(tmp_path, firms=4)
+    port = _free_port()
     args = ["--keys", str(env.keys_file), "--state-dir", str(tmp_path / "state")]
-    if problem == "state-dir":
+    taken = socket.socket()
+    if problem == "port":
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        want = f"error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    elif problem == "state-dir":
         args[-1] = str(env.keys_file / "state")  # under a file
         want = f"error: cannot use the state folder {env.keys_file / 'state'}: Not a directory"
     else:
         env.keys_file.write_text("{broken")
         want = f"error: {env.keys_file}: not a keys file (JSON expected"
-    done = subprocess.run(
-        [sys.executable, "-m", "ruleengine.cli", "serve", "--ledger", str(env.ledger), "--port", str(_free_port())]
-        + ["--processes", processes, *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    with taken:
+        done = subprocess.run(
+            [sys.executable, "-m", "ruleengine.cli", "serve", "--ledger", str(env.ledger), "--port", str(port)]
+            + ["--processes", processes, *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     out = done.stdout + done.stderr
     assert done.returncode == 1, out
     assert want in out, out

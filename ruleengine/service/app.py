@@ -1533,12 +1533,15 @@ def serve_app(
     sock: Any = None,
     cpu: int | None = None,
     ready: Callable[[], Any] | None = None,
+    announce: bool = False,
 ) -> None:
-    """Build the app and serve it in this process until SIGINT/SIGTERM (``sock``: a listening
-    socket of its own, ``serve --processes N``; default: uvicorn binds ``host:port``; ``cpu``: the
+    """Build the app and serve it in this process until SIGINT/SIGTERM (``sock``: the listening
+    socket, bound by the caller — :func:`processes.listener`; without it uvicorn binds
+    ``host:port`` and a failure to bind exits with uvicorn's code 3; ``cpu``: the
     CPU this process's threads are pinned to, see service/processes.py; ``ready``: called once the
     app is built, as it starts serving — the supervisor restarts a process that dies after that
-    and stops the server if one dies before)."""
+    and stops the server if one dies before); ``announce``: log ``serving on URL`` once the app is
+    built (one process; uvicorn does not say it for a socket it is given)."""
     import signal
 
     import uvicorn
@@ -1560,6 +1563,8 @@ def serve_app(
     config = uvicorn.Config(app, host=host, port=port, access_log=access_log, **UVICORN)  # type: ignore[arg-type]
     if ready is not None:
         ready()
+    if announce:
+        log.info("serving on http://%s:%d (Ctrl+C to stop)", f"[{host}]" if ":" in host else host, port)
     uvicorn.Server(config).run(sockets=[sock] if sock is not None else None)
 
 
@@ -1571,4 +1576,7 @@ def run(
 
         supervise(cfg, host, port, access_log, processes, pin_cpus)
     else:
-        serve_app(cfg, host, port, access_log)
+        from .processes import listener
+
+        sock = listener(host, port)  # bound here: an address in use is an `error:` line, exit code 1
+        serve_app(cfg, host, sock.getsockname()[1], access_log, sock=sock, announce=True)

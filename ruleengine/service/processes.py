@@ -44,13 +44,21 @@ from .config import ServiceConfig
 log = logging.getLogger("ruleengine.service")
 
 
-def _listener(host: str, port: int) -> socket.socket:
+def listener(host: str, port: int, share: bool = False) -> socket.socket:
+    """A listening socket on ``host:port`` (``share``: with SO_REUSEPORT, one per server process);
+    an address that cannot be bound is an error naming it (uvicorn's own bind failure exits with
+    code 3, which `ruleengine` keeps for its bugs)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if share:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise RuleEngineError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     return sock
 
 
@@ -63,7 +71,7 @@ def _worker(cfg: ServiceConfig, host: str, port: int, access_log: bool, cpu: int
     try:
         from .app import serve_app
 
-        serve_app(cfg, host, port, access_log, sock=_listener(host, port), cpu=cpu, ready=ready.set)
+        serve_app(cfg, host, port, access_log, sock=listener(host, port, share=True), cpu=cpu, ready=ready.set)
     except RuleEngineError as exc:
         print(f"error: server process {os.getpid()}: {exc}", file=sys.stderr, flush=True)
         sys.exit(1)
