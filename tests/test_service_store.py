@@ -83,3 +83,42 @@ def test_consents_latest_row_wins_and_tables_are_append_only(ledger_url):
         with pytest.raises(Exception, match="append-only"):
             raw_execute(ledger_url, sql)
     led.dispose()
+
+
+def test_service_key_cli_stores_only_the_hash_and_refuses_bad_keys_in_one_line(tmp_path):
+    """`ruleengine service-key`: the key printed once, its SHA-256 alone in the file (mode 0600);
+    a second key of the same name, a firm key without its firm, a keys file that cannot be written
+    (was an internal error): one `error:` line each, exit code 1, the file unchanged."""
+    import hashlib
+    import json
+    import stat
+
+    from click.testing import CliRunner
+
+    from ruleengine.cli import main
+
+    kf = tmp_path / "keys.json"
+
+    def run(*args: str) -> object:
+        return CliRunner().invoke(main, ["service-key", *args])
+
+    made = run(str(kf), "--name", "ops", "--role", "admin")
+    assert made.exit_code == 0, made.output
+    key = made.output.strip()
+    assert key.startswith("re_") and len(key) > 30
+    text = kf.read_text()
+    assert key not in text
+    assert json.loads(text)["keys"] == [
+        {"name": "ops", "role": "admin", "sha256": hashlib.sha256(key.encode()).hexdigest()}
+    ]
+    assert stat.S_IMODE(kf.stat().st_mode) == 0o600
+    for args, said in (
+        (("--name", "ops", "--role", "admin"), "the key name 'ops' is used already"),
+        (("--name", "f1", "--role", "firm"), "a firm key names its 'firm'"),
+    ):
+        r = run(str(kf), *args)
+        assert r.exit_code == 1 and f"error: {kf}: " in r.output and said in r.output, r.output
+    assert kf.read_text() == text
+    r = run(str(kf / "keys.json"), "--name", "ops", "--role", "admin")  # under a file
+    assert r.exit_code == 1, r.output
+    assert r.output.strip() == f"error: cannot write the keys file {kf / 'keys.json'}: Not a directory"

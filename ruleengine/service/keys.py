@@ -154,11 +154,16 @@ def add_key(
     if names.count(name) > 1:
         raise KeyFileError(f"{p}: the key name {name!r} is used already")
     tmp = p.with_name(p.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, p)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())  # the keys on disk before the rename: never an empty file after a crash
+        os.replace(tmp, p)
+    except OSError as exc:
+        raise KeyFileError(f"cannot write the keys file {p}: {exc.strerror or exc}") from None
     return key
 
 
