@@ -172,11 +172,21 @@ def graph(book: str, fmt: str, output: str | None) -> None:
         click.echo(text, nl=False)
 
 
+def _cannot_write(output: str | Path, exc: OSError) -> DataError:
+    """The error for a file that could not be written: a path through a file (``out.csv/x``: mkdir
+    says "File exists", open says "Not a directory") names the file that is in the way."""
+    if isinstance(exc, FileExistsError | NotADirectoryError):
+        blocker = next((p for p in Path(output).parents if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            return DataError(f"cannot write {output}: {blocker} is a file, not a folder")
+    return DataError(f"cannot write {output}: {exc.strerror or exc}")
+
+
 def _write_or_fail(results: Any, output: str) -> None:
     try:
         results.write(output)
     except OSError as exc:
-        raise DataError(f"cannot write {output}: {exc.strerror or exc}") from None
+        raise _cannot_write(output, exc) from None
 
 
 from .ledger.cli import rate_options as _ledger_options  # noqa: E402 - click options only
@@ -823,7 +833,7 @@ def sample(firms: int, years: list[int], seed: int, messy: float, output: str) -
     try:
         gen.write(cols, output)
     except OSError as exc:
-        raise DataError(f"cannot write {output}: {exc.strerror or exc}") from None
+        raise _cannot_write(output, exc) from None
     n = len(next(iter(cols.values())))
     click.echo(
         f"wrote {n:,} firm-years ({firms:,} firms × {len(years)} years, seed {seed}, messy {messy:g}) to {output}"
@@ -891,7 +901,7 @@ def _acq_report_out(acq: Any, output: str, report: str | None, fmt: str, strict:
         try:
             Path(report).write_text(text, encoding="utf-8")
         except OSError as exc:
-            raise DataError(f"cannot write {report}: {exc.strerror or exc}") from None
+            raise _cannot_write(report, exc) from None
         click.echo(
             f"wrote {acq.table.num_rows} firm-year(s) to {output}; report {report}: "
             f"{counts['error']} error(s), {counts['warning']} warning(s), {counts['info']} note(s)"
@@ -1010,7 +1020,10 @@ def acquire_sample_cmd(directory: str, firms: int, year: int, seed: int, defects
     """Write realistic meter exports, a register, invoices (XML, OFD, ledger) and a mapping."""
     from .acquire.samplegen import generate_sample
 
-    written = generate_sample(directory, firms=firms, year=year, seed=seed, defects=defects)
+    try:
+        written = generate_sample(directory, firms=firms, year=year, seed=seed, defects=defects)
+    except OSError as exc:
+        raise _cannot_write(exc.filename or directory, exc) from None
     for kind, paths in written.items():
         shown = ", ".join(str(p) for p in paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
         click.echo(f"{kind}: {len(paths)} file{'s' if len(paths) != 1 else ''} ({shown})")

@@ -302,3 +302,22 @@ def test_rate_summary_names_every_cause_or_says_how_many_are_left_out(tmp_path):
     assert len(shown) == min(5, len(causes))
     left = len(causes) - len(shown)
     assert len(causes) > 5 and line.endswith(f" and {left} more causes (see the data problems below)")
+
+
+def test_an_output_path_through_a_file_names_that_file(tmp_path):
+    """`-o some.csv/out.csv` (a file where a folder should be): mkdir said "File exists", Arrow
+    "Failed to open local file", `acquire sample` was an internal error (a bug); each is now one
+    `error:` line naming the file in the way, exit code 1."""
+    blocker = tmp_path / "firms.csv"
+    write_portfolio(blocker)
+    sample = str(Path(__file__).resolve().parents[1] / "examples" / "sample_firms.csv")
+    for args, wanted in (
+        (["sample", "--firms", "3", "-o", str(blocker / "x.csv")], f"cannot write {blocker / 'x.csv'}"),
+        (["rate", "huzhou", sample, "-o", str(blocker / "x.parquet")], f"cannot write {blocker / 'x.parquet'}"),
+        (["acquire", "sample", str(blocker / "demo")], f"cannot write {blocker / 'demo'}"),
+        (["rate", "huzhou", sample, "--ledger", str(blocker / "x.db")], f"cannot create the ledger {blocker / 'x.db'}"),
+    ):
+        r = run(*args)
+        assert r.exit_code == 1, (args, r.output)
+        last = r.output.strip().splitlines()[-1]
+        assert last.startswith(f"error: {wanted}") and last.endswith(f"{blocker} is a file, not a folder"), last

@@ -39,7 +39,12 @@ class Ledger:
             if not create:
                 raise LedgerError(f"no ledger at {path} (record a run first: ruleengine rate ... --ledger {path})")
             if not path.parent.is_dir():
-                raise LedgerError(f"cannot create the ledger {path}: folder {path.parent} does not exist")
+                what = (
+                    f"{path.parent} is a file, not a folder"
+                    if path.parent.exists()
+                    else f"folder {path.parent} does not exist"
+                )
+                raise LedgerError(f"cannot create the ledger {path}: {what}")
         rev = db.current_revision(self.engine)
         if rev != db.HEAD:
             if not create and rev is None:
