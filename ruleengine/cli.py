@@ -182,6 +182,23 @@ def _cannot_write(output: str | Path, exc: OSError) -> DataError:
     return DataError(f"cannot write {output}: {exc.strerror or exc}")
 
 
+def _not_an_input(inputs: Any, **outputs: str | None) -> None:
+    """Refuse an output (``-o``, ``--report``) that is one of the inputs, or inside an input folder
+    (the next run would read it as a source): it would be overwritten, or read back, silently."""
+    srcs = [Path(i).resolve() for i in inputs]
+    for option, out in outputs.items():
+        if not out:
+            continue
+        o = Path(out).resolve()
+        for src in srcs:
+            if o == src or (src.is_dir() and src in o.parents):
+                where, fate = ("is", "overwritten") if o == src else ("is inside", "read as a source")
+                raise click.BadParameter(
+                    f"{out} {where} the input {src.name}: it would be {fate}; write it elsewhere",
+                    param_hint=f"--{option}",
+                )
+
+
 def _write_or_fail(results: Any, output: str) -> None:
     try:
         results.write(output)
@@ -660,6 +677,8 @@ def sign_cmd(file: str, key_file: str | None, key_env: str | None, output: str |
 
     if not key_file and not key_env:
         raise click.UsageError("give the private key: --key FILE or --key-env NAME")
+    if output and Path(output).resolve() == Path(file).resolve():
+        raise click.BadParameter("the signature would overwrite the file it signs; name another file", param_hint="-o")
     out = sign(file, signer(load_private_key(key_file=key_file, key_env=key_env)), out=output)
     click.echo(f"signed {file}: {out}")
 
@@ -960,6 +979,7 @@ def acquire_meters_cmd(
     """Meter exports (long or 96-point wide; CSV, Parquet, xlsx) -> firm-year energy."""
     from .acquire.meters import acquire_meters
 
+    _not_an_input([*sources, register], output=output, report=report)
     _acq_report_out(acquire_meters(list(sources), register, year, jobs=jobs), output, report, fmt, strict)
 
 
@@ -977,6 +997,7 @@ def acquire_invoices_cmd(
     """数电票 XML, OFD and CSV/xlsx invoice ledgers (files or folders) -> firm-year fuels and energy."""
     from .acquire.invoices import acquire_invoices
 
+    _not_an_input([*sources, mapping], output=output, report=report)
     _acq_report_out(acquire_invoices(list(sources), mapping, year), output, report, fmt, strict)
 
 
@@ -1007,6 +1028,7 @@ def acquire_crossval_cmd(
     """Compare meter- and invoice-based firm-years; write one panel saying which source was used."""
     from .acquire.crossval import crossvalidate
 
+    _not_an_input([meters, invoices], output=output, report=report)
     _acq_report_out(crossvalidate(meters, invoices, tolerance=tolerance, prefer=prefer), output, report, fmt, strict)
 
 

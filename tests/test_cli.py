@@ -321,3 +321,62 @@ def test_an_output_path_through_a_file_names_that_file(tmp_path):
         assert r.exit_code == 1, (args, r.output)
         last = r.output.strip().splitlines()[-1]
         assert last.startswith(f"error: {wanted}") and last.endswith(f"{blocker} is a file, not a folder"), last
+
+
+def test_a_csv_with_lone_cr_line_ends_rates_like_the_same_file_with_lf(tmp_path):
+    """Old Mac/Excel "CSV" ends its lines with a lone CR: it was an internal error (the header
+    line ran to the end of the file); it now rates byte-identically to the LF file."""
+    lf = tmp_path / "firms.csv"
+    write_portfolio(lf, bad=False)
+    cr = tmp_path / "mac.csv"
+    cr.write_bytes(lf.read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r"))
+    assert b"\n" not in cr.read_bytes()
+    a, b = (
+        run("rate", "huzhou", str(lf), "-o", str(tmp_path / "a.csv")),
+        run("rate", "huzhou", str(cr), "-o", str(tmp_path / "b.csv")),
+    )
+    assert a.exit_code == b.exit_code == 0, b.output
+    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
+
+
+def test_commands_never_overwrite_a_key_a_signed_file_or_their_own_input(tmp_path):
+    """keygen with --private and --public the same file (the private key was lost), or an existing
+    public key (the pair broke); sign -o onto the file it signs; acquire -o onto one of its inputs
+    or into an input folder: each refused, exit 1 or 2, the file unchanged."""
+    pytest.importorskip("cryptography")
+    k, pub = tmp_path / "k.pem", tmp_path / "k.pub"
+    assert run("ledger", "keygen", "--private", str(k), "--public", str(pub)).exit_code == 0
+    before = {f: f.read_bytes() for f in (k, pub)}
+    same = run("ledger", "keygen", "--private", str(tmp_path / "s.pem"), "--public", str(tmp_path / "s.pem"))
+    assert same.exit_code == 1 and "are the same file" in same.output and not (tmp_path / "s.pem").exists()
+    other = run("ledger", "keygen", "--private", str(tmp_path / "n.pem"), "--public", str(pub))
+    assert other.exit_code == 1 and f"{pub} exists: not overwriting a key" in other.output
+    assert not (tmp_path / "n.pem").exists()  # no half pair left behind
+    half = run("ledger", "keygen", "--private", str(tmp_path / "h.pem"), "--public", str(tmp_path / "no" / "h.pub"))
+    assert half.exit_code == 1 and "cannot write the key" in half.output and not (tmp_path / "h.pem").exists()
+    data = tmp_path / "firms.csv"
+    write_portfolio(data, bad=False)
+    trace = tmp_path / "t.json"
+    made = run("explain", "huzhou", str(data), "--firm", "F01", "--format", "json")
+    assert made.exit_code == 0, made.output
+    trace.write_text(made.stdout)
+    text = trace.read_bytes()
+    r = run("sign", str(trace), "--key", str(k), "-o", str(trace))
+    assert r.exit_code == 2 and "would overwrite the file it signs" in r.output and trace.read_bytes() == text
+    assert {f: f.read_bytes() for f in (k, pub)} == before
+    demo = tmp_path / "demo"
+    assert run("acquire", "sample", str(demo), "--firms", "2").exit_code == 0
+    meters = sorted((demo / "meters").glob("*.csv"))
+    kept = meters[0].read_bytes()
+    r = run("acquire", "meters", *map(str, meters), "--register", str(demo / "register.yaml"), "-o", str(meters[0]))
+    assert r.exit_code == 2 and "would be overwritten" in r.output and meters[0].read_bytes() == kept
+    r = run(
+        "acquire",
+        "invoices",
+        str(demo / "invoices"),
+        "--mapping",
+        str(demo / "mapping.yaml"),
+        "-o",
+        str(demo / "invoices" / "out.csv"),
+    )
+    assert r.exit_code == 2 and "would be read as a source" in r.output and not (demo / "invoices" / "out.csv").exists()

@@ -109,7 +109,8 @@ def detect_encoding(head: bytes) -> str:
 
 
 def _first_line(text: str) -> str:
-    return text.split("\n", 1)[0].rstrip("\r")
+    """The header line, whatever the line ends: LF, CRLF or a lone CR (old Mac/Excel "CSV")."""
+    return re.split(r"\r\n|\n|\r", text, maxsplit=1)[0]
 
 
 def sniff_delimiter(header_line: str) -> str:
@@ -148,7 +149,10 @@ def read_csv(path: Path, opts: ReadOptions, header_map: Any, only: set[str] | No
     delim = opts.delimiter or sniff_delimiter(_first_line(head_text))
     if len(delim) != 1:
         raise DataError(f"--delimiter must be one character, got {delim!r}")
-    header = next(csv.reader([_first_line(head_text)], delimiter=delim), [])
+    try:
+        header = next(csv.reader([_first_line(head_text)], delimiter=delim), [])
+    except csv.Error as exc:
+        raise DataError(f"{path}: line 1: not a readable CSV header ({exc})") from None
     header = [h.lstrip("\ufeff") for h in header]
     rename = header_map(header)
     canon = [rename.get(h, h) for h in header]

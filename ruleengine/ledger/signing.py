@@ -131,14 +131,25 @@ def generate(private_out: str | Path, public_out: str | Path) -> str:
 
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    priv = Path(private_out)
-    if priv.exists():
-        raise LedgerError(f"{priv} exists: not overwriting a key")
-    fd = os.open(priv, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(pem)
+    priv, pubfile = Path(private_out), Path(public_out)
+    if priv.resolve() == pubfile.resolve():
+        raise LedgerError(
+            f"--private and --public are the same file ({priv}): the public key would overwrite the private"
+        )
+    for f in (priv, pubfile):  # neither key of an existing pair is ever overwritten (the pair would break)
+        if f.exists():
+            raise LedgerError(f"{f} exists: not overwriting a key")
     pub = key.public_key()
-    Path(public_out).write_bytes(
-        pub.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    )
+    pub_pem = pub.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    written: list[Path] = []
+    try:
+        for f, data, mode in ((priv, pem, 0o600), (pubfile, pub_pem, 0o644)):
+            fd = os.open(f, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+            written.append(f)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+    except OSError as exc:
+        for f in written:  # no half pair left behind (a retry would meet "exists")
+            f.unlink(missing_ok=True)
+        raise LedgerError(f"cannot write the key {exc.filename or ''}: {exc.strerror or exc}") from None
     return pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
