@@ -167,7 +167,10 @@ def graph(book: str, fmt: str, output: str | None) -> None:
 
     text = graph_text(load(book), fmt)
     if output:
-        Path(output).write_text(text, encoding="utf-8")
+        try:
+            Path(output).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise _cannot_write(output, exc) from None
     else:
         click.echo(text, nl=False)
 
@@ -822,7 +825,7 @@ def _years(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
     callback=_years,
     help="Comma-separated reporting years; every firm reports every year.",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed: same seed, same file.")
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="Random seed: same seed, same file.")
 @click.option(
     "--messy",
     type=click.FloatRange(0, 1),
@@ -1036,7 +1039,9 @@ def acquire_crossval_cmd(
 @click.argument("directory", type=click.Path(file_okay=False))
 @click.option("--firms", type=click.IntRange(1, 100_000), default=20, show_default=True, help="Number of firms.")
 @click.option("--year", type=click.IntRange(1990, 2100), default=2024, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed: same seed, same files.")
+@click.option(
+    "--seed", type=click.IntRange(0), default=0, show_default=True, help="Random seed: same seed, same files."
+)
 @click.option("--defects/--clean", default=True, show_default=True, help="Inject the real-world defects.")
 def acquire_sample_cmd(directory: str, firms: int, year: int, seed: int, defects: bool) -> None:
     """Write realistic meter exports, a register, invoices (XML, OFD, ledger) and a mapping."""

@@ -380,3 +380,24 @@ def test_commands_never_overwrite_a_key_a_signed_file_or_their_own_input(tmp_pat
         str(demo / "invoices" / "out.csv"),
     )
     assert r.exit_code == 2 and "would be read as a source" in r.output and not (demo / "invoices" / "out.csv").exists()
+
+
+def test_mistakes_that_were_internal_errors_are_one_error_line(tmp_path):
+    """Each of these was exit code 3, "internal error … a bug in ruleengine" (a probe of every
+    command with mistaken input): now an `error:` line (exit 1) or a usage error (exit 2)."""
+    pytest.importorskip("sqlalchemy")
+    data = tmp_path / "firms.csv"
+    write_portfolio(data, bad=False)
+    blocked = str(data / "x")
+    cases = [
+        (["graph", "huzhou", "-o", blocked], 1, "is a file, not a folder"),
+        (["sample", "--firms", "3", "--seed", "-1", "-o", str(tmp_path / "s.csv")], 2, "-1 is not in the range"),
+        (["rate", "huzhou", str(data), "--encoding", "rot13"], 1, "'rot13' is not a text encoding"),
+        (["ledger", "-l", "sqlite://x.db", "runs"], 1, "a SQLite URL is sqlite:///FILE"),
+        (["ledger", "-l", "postgresql://u@127.0.0.1:notaport/x", "runs"], 1, "malformed ledger URL"),
+        (["ledger", "-l", str(tmp_path / "l.db"), "export", "-o", blocked], 1, f"cannot write {blocked}"),
+    ]
+    assert run("rate", "huzhou", str(data), "--ledger", str(tmp_path / "l.db")).exit_code == 0
+    for args, code, said in cases:
+        r = run(*args)
+        assert r.exit_code == code and said in r.output and "internal error" not in r.output, (args, r.output)

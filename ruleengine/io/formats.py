@@ -123,9 +123,12 @@ def sniff_delimiter(header_line: str) -> str:
 
 def _norm_encoding(enc: str) -> str:
     try:
-        name = codecs.lookup(enc).name
+        info = codecs.lookup(enc)
     except LookupError:
         raise DataError(f"unknown encoding '{enc}' (e.g. utf-8, gbk, gb18030)") from None
+    if not getattr(info, "_is_text_encoding", True):  # rot13, base64: codecs, not text encodings
+        raise DataError(f"'{enc}' is not a text encoding (e.g. utf-8, gbk, gb18030)")
+    name = info.name
     return "gb18030" if name in ("gbk", "gb2312") else name  # GB18030 reads every GBK file
 
 

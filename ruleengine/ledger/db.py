@@ -36,14 +36,34 @@ def normalise_url(url: str | Path) -> str:
     """``sqlite:///…``/``postgresql://…`` as given (postgresql gets the psycopg 3 driver); a path → SQLite."""
     text = str(url)
     if text.startswith(("postgresql://", "postgres://")):
-        return "postgresql+psycopg://" + text.split("://", 1)[1]
+        return _checked("postgresql+psycopg://" + text.split("://", 1)[1], text)
     if "://" in text:
         if not text.startswith(("sqlite:", "postgresql+psycopg:")):
             raise LedgerError(
                 f"unsupported ledger URL '{redact(text)}': use a file path, sqlite:///FILE or postgresql://…"
             )
-        return text
+        return _checked(text, text)
     return "sqlite:///" + str(Path(text))
+
+
+def _checked(norm: str, given: str) -> str:
+    """``norm`` once SQLAlchemy can read it: a port that is not a number, an unclosed ``[``, a
+    ``sqlite://FILE`` (two slashes: FILE read as a host) are errors naming the URL, not bugs."""
+    try:
+        from sqlalchemy.engine import make_url
+    except ImportError:  # (the ledger extra's absence is said where an engine is made)
+        return norm
+    try:
+        u = make_url(norm)
+        _ = u.port  # parsed lazily: "notaport" fails here
+    except Exception as exc:  # noqa: BLE001 - ValueError, ArgumentError: the URL, not the code
+        raise LedgerError(f"malformed ledger URL '{redact(given)}': {exc}") from None
+    if u.drivername.startswith("sqlite") and u.host:
+        raise LedgerError(
+            f"malformed ledger URL '{redact(given)}': a SQLite URL is sqlite:///FILE (three slashes; "
+            "four for an absolute path), or give the file path itself"
+        )
+    return norm
 
 
 def redact(url: str) -> str:
