@@ -225,6 +225,18 @@ def test_an_edited_blob_is_named(ledger_with_runs, ledger_url):
     assert rep.problems == [f"blob {d} (benchmarks): its bytes do not hash to its digest (edited)"]
 
 
+def test_an_edited_rulebook_manifest_is_named_not_a_crash(ledger_with_runs, ledger_url):
+    """The manifest blob (the rulebook's file list) replaced by bytes that are not JSON: `check`
+    parsed it after finding it edited and stopped with an internal error; it now names it."""
+    led = ledger_with_runs[0]
+    d = led.run(1)["rulebook_manifest"]
+    bypass(ledger_url, f"UPDATE ledger_blobs SET data = {_bytes(ledger_url, '00')} WHERE digest = '{d}'")
+    rep = led.check()
+    assert rep.problems == [f"blob {d} (rulebook-manifest): its bytes do not hash to its digest (edited)"]
+    r = CliRunner().invoke(main, ["ledger", "-l", ledger_url, "check"])
+    assert r.exit_code == 1 and f"blob {d} (rulebook-manifest)" in r.output and "internal error" not in r.output
+
+
 def _bytes(url: str, hexs: str) -> str:
     return f"'\\x{hexs}'::bytea" if url.startswith("postgresql") else f"X'{hexs}'"
 
@@ -341,3 +353,22 @@ def test_several_small_runs_in_one_transaction(ledger_url, tmp_path):
     assert rep.ok, rep.problems
     assert rep.ratings == 1 + 3
     led.dispose()
+
+
+def test_a_schema_revision_this_ruleengine_does_not_know_is_refused(ledger_with_runs, ledger_url):
+    """A ledger whose version table names a revision this ruleengine has no migration for (a newer
+    ruleengine wrote it, or the table was edited): every command was an internal error
+    (alembic's "Can't locate revision"); it is refused with an error naming the revision, and the
+    ledger is left as it was."""
+    from pathlib import Path
+
+    from ruleengine.ledger import db
+
+    versions = Path(db.__file__).parent / "migrations" / "versions"
+    assert db.REVISIONS == tuple(sorted(f.name[:4] for f in versions.glob("0*.py"))) and db.HEAD == db.REVISIONS[-1]
+    bypass(ledger_url, "UPDATE ledger_alembic_version SET version_num = '9999'")
+    for cmd in (["runs"], ["check"]):
+        r = CliRunner().invoke(main, ["ledger", "-l", ledger_url, *cmd])
+        assert r.exit_code == 1 and "schema revision '9999' is unknown to this ruleengine" in r.output, r.output
+    with pytest.raises(LedgerError, match="9999"):
+        open_ledger(ledger_url)

@@ -49,6 +49,12 @@ class Ledger:
         if rev != db.HEAD:
             if not create and rev is None:
                 raise LedgerError(f"{db.redact(self.url)} is not a ruleengine ledger (no ledger tables)")
+            if rev is not None and rev not in db.REVISIONS:  # never "upgraded" by a ruleengine that lacks it
+                raise LedgerError(
+                    f"{db.redact(self.url)}: its schema revision '{rev}' is unknown to this ruleengine (it knows "
+                    f"{', '.join(db.REVISIONS)}): written by a newer ruleengine, or edited; use a ruleengine that "
+                    "knows it"
+                )
             db.upgrade(self.engine)
 
     # --- writing ------------------------------------------------------------------------------

@@ -18,6 +18,9 @@ from typing import Any
 from .errors import LedgerError
 
 HEAD = "0006"
+# every schema revision this ruleengine has a migration for (migrations/): a ledger at another one
+# was written by a newer ruleengine (or its version table edited), and is refused, not "upgraded"
+REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006")
 _LOCK_KEY = 0x7275_6C65_6C65_6467  # "ruleledg": the advisory lock every PostgreSQL writer takes
 SQLITE_TIMEOUT_S = 120.0
 
