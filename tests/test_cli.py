@@ -401,3 +401,46 @@ def test_mistakes_that_were_internal_errors_are_one_error_line(tmp_path):
     for args, code, said in cases:
         r = run(*args)
         assert r.exit_code == code and said in r.output and "internal error" not in r.output, (args, r.output)
+
+
+def test_a_benchmark_file_edited_after_export_or_holding_no_number_is_refused(tmp_path):
+    """An exported benchmark file whose values were changed (the probe set them all to -1e308: every
+    firm rated level 1, exit 0), a value that is not a finite number, a `rulebook` that is not an
+    object (was an internal error): each refused, naming the file; the untouched file rates."""
+    import json
+
+    data = tmp_path / "firms.csv"
+    write_portfolio(data, bad=False)
+    good = tmp_path / "b.json"
+    assert run("rate", "huzhou", str(data), "--export-benchmarks", str(good)).exit_code == 0
+    doc = json.loads(good.read_text())
+    assert doc["tables_digest"].startswith("sha256:")
+    assert run("rate", "huzhou", str(data), "--benchmarks", str(good)).exit_code == 0
+
+    def variant(name: str, change) -> str:
+        d = json.loads(good.read_text())
+        change(d)
+        p = tmp_path / name
+        p.write_text(json.dumps(d))
+        return str(p)
+
+    def first_group(d):
+        return next(iter(d["tables"].values()))["levels"][0]["groups"][0]
+
+    def edit(d):
+        first_group(d)["value"] = -1e308
+
+    def infinite(d):
+        first_group(d)["value"] = float("inf")
+        del d["tables_digest"]
+
+    def text_book(d):
+        d["rulebook"] = "huzhou"
+
+    for path, said in (
+        (variant("edited.json", edit), "do not match their tables_digest"),
+        (variant("inf.json", infinite), "is not a finite number"),
+        (variant("book.json", text_book), "'rulebook' is not an object"),
+    ):
+        r = run("rate", "huzhou", str(data), "--benchmarks", path)
+        assert r.exit_code == 1 and f"error: {path}: " in r.output and said in r.output, r.output

@@ -587,7 +587,31 @@ def tables_document(
         "data": {"source": source, "years": sorted(years)},
         "jurisdiction": jurisdiction,
         "tables": out,
+        "tables_digest": _tables_digest(out),
     }
+
+
+def _tables_digest(tables: Any) -> str:
+    """SHA-256 of the tables' canonical JSON: a value edited after the export is found on loading
+    (an integrity check against edits by mistake; a signature is what proves who made a file)."""
+    import hashlib
+    import json
+
+    text = json.dumps(tables, sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _finite_values(tables: Any) -> str | None:
+    """The first table value that is not a finite number or missing (``None``), named; or None."""
+    for name, data in tables.items():
+        for level in data["levels"]:
+            for row in level["groups"]:
+                vals = row["value"] if isinstance(row["value"], list) else [row["value"]]
+                for v in vals:
+                    ok = v is None or (isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v))
+                    if not ok:
+                        return f"table '{name}', level {level['level']}: value {v!r} is not a finite number"
+    return None
 
 
 def tables_from_document(doc: Any, plan: Plan, where: str) -> dict[str, BenchmarkTable]:
@@ -598,6 +622,8 @@ def tables_from_document(doc: Any, plan: Plan, where: str) -> dict[str, Benchmar
     if not isinstance(doc, dict) or doc.get("format") != BENCHMARKS_FORMAT:
         raise DataError(f"{where}: not a ruleengine benchmark file (written by rate --export-benchmarks)")
     book = doc.get("rulebook") or {}
+    if not isinstance(book, dict):
+        raise DataError(f"{where}: a malformed benchmark file ('rulebook' is not an object)")
     if book.get("hash") != plan.hash:
         raise DataError(
             f"{where}: these benchmark tables belong to rulebook {book.get('id')} {book.get('version')} "
@@ -606,6 +632,14 @@ def tables_from_document(doc: Any, plan: Plan, where: str) -> dict[str, Benchmar
         )
     out: dict[str, BenchmarkTable] = {}
     try:
+        bad = _finite_values(doc["tables"])
+        if bad:
+            raise DataError(f"{where}: {bad}")
+        if "tables_digest" in doc and doc["tables_digest"] != _tables_digest(doc["tables"]):
+            raise DataError(
+                f"{where}: the tables do not match their tables_digest: a value was changed after the export "
+                f"(export them again: rate {plan.id} DATA --export-benchmarks FILE)"
+            )
         for name, data in doc["tables"].items():
             if name not in plan.benchmarks:
                 raise DataError(f"{where}: '{name}' is not a benchmark of {plan.id}")
