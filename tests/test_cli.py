@@ -444,3 +444,24 @@ def test_a_benchmark_file_edited_after_export_or_holding_no_number_is_refused(tm
     ):
         r = run("rate", "huzhou", str(data), "--benchmarks", path)
         assert r.exit_code == 1 and f"error: {path}: " in r.output and said in r.output, r.output
+
+
+def test_a_rated_value_beyond_the_range_of_numbers_is_unrated_with_its_reason(tmp_path):
+    """Inputs near 1e308 (or 1e-320 divisions) made intensity and k infinite: the firm was "rated
+    5" with no reason (exit 0). Such a row is now unrated, and its reason says why."""
+    import csv
+
+    data = tmp_path / "firms.csv"
+    write_portfolio(data, bad=False)
+    rows = list(csv.reader(data.read_text().splitlines()))
+    col = rows[0].index("raw_coal_t")
+    rows[1][col] = "1e308"  # F00: its emissions overflow
+    with data.open("w", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    out = tmp_path / "out.csv"
+    r = run("rate", "huzhou", str(data), "-o", str(out))
+    assert r.exit_code == 0, r.output
+    got = {x["firm_id"]: x for x in csv.DictReader(out.read_text().splitlines())}
+    assert got["F00"]["status"] == "unrated" and got["F00"]["rating"] == ""
+    assert "is beyond the range of numbers" in got["F00"]["reasons"]
+    assert got["F01"]["status"] == "rated"  # the others are rated as before

@@ -1311,7 +1311,19 @@ def advance(frame: Frame, below: int | None = None) -> None:
                 rname = name.split(":", 1)[1]
                 rating = plan.ratings[rname]
                 x = frame.evaluate_expr(rating.value)
-                frame.values[name] = as_column(x, n)
+                frame.values[name] = xc = as_column(x, n)
+                beyond = np.isinf(xc)  # an overflow (inputs near 1e308): never a level, always a reason
+                if _any(beyond):
+                    frame.notes.reason(
+                        beyond,
+                        Note(
+                            "overflow",
+                            rname,
+                            f"{rname}: {rating.value.text} is beyond the range of numbers (±1.8e308): "
+                            "an input out of range?",
+                        ),
+                    )
+                    invalid |= beyond
                 frame.levels[rname] = _rate(rating, x, frame)
             done.add(name)
 
