@@ -465,3 +465,32 @@ def test_a_rated_value_beyond_the_range_of_numbers_is_unrated_with_its_reason(tm
     assert got["F00"]["status"] == "unrated" and got["F00"]["rating"] == ""
     assert "is beyond the range of numbers" in got["F00"]["reasons"]
     assert got["F01"]["status"] == "rated"  # the others are rated as before
+
+
+def test_acquire_reads_a_lone_cr_csv_and_names_a_binary_one_without_a_traceback(tmp_path):
+    """`acquire meters` on a binary ".csv" printed Arrow's ignored-exception traceback (twice);
+    it is now a located `not UTF-8 text` error in the report. A meter export whose lines end in a
+    lone CR gives the same firm-years as the same export with LF line ends."""
+    demo = tmp_path / "demo"
+    assert run("acquire", "sample", str(demo), "--firms", "2", "--clean").exit_code == 0
+    meters = sorted((demo / "meters").glob("*.csv"))
+    reg = str(demo / "register.yaml")
+    binary = tmp_path / "bin.csv"
+    binary.write_bytes(b"a,b\n" + bytes(range(128, 256)) * 8 + b"\n")
+    r = run("acquire", "meters", str(binary), "--register", reg, "-o", str(tmp_path / "x.parquet"))
+    assert "Traceback" not in r.output and "Exception ignored" not in r.output, r.output
+    assert "not UTF-8 text" in r.output
+    cr_dir = tmp_path / "cr"
+    cr_dir.mkdir()
+    for m in meters:
+        (cr_dir / m.name).write_bytes(m.read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r"))
+    a = run("acquire", "meters", *map(str, meters), "--register", reg, "-o", str(tmp_path / "lf.csv"))
+    b = run(
+        "acquire", "meters", *sorted(map(str, cr_dir.glob("*.csv"))), "--register", reg, "-o", str(tmp_path / "cr.csv")
+    )
+    assert a.exit_code == b.exit_code == 0, b.output
+    lf_rows, cr_rows = ((tmp_path / f).read_text().splitlines() for f in ("lf.csv", "cr.csv"))
+    assert len(lf_rows) > 1
+    keep = [i for i, h in enumerate(lf_rows[0].split(",")) if "source" not in h and "file" not in h]
+    strip = lambda rows: [[c for i, c in enumerate(row.split(",")) if i in keep] for row in rows]  # noqa: E731
+    assert strip(lf_rows) == strip(cr_rows)

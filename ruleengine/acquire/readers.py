@@ -7,6 +7,7 @@ the bad cells get located messages and the good ones are kept.
 
 from __future__ import annotations
 
+import codecs
 import datetime as dt
 import re
 from pathlib import Path
@@ -33,7 +34,12 @@ class Ragged:
         self.rows: list[tuple[str, int, int]] = []  # (text, expected, actual)
 
     def __call__(self, row: Any) -> str:
-        self.rows.append((str(row.text), int(row.expected_columns), int(row.actual_columns)))
+        # (called from inside Arrow's reader: an exception here is printed and lost, never raised)
+        try:
+            text = str(row.text)
+        except UnicodeDecodeError:  # the row's bytes are not UTF-8: located as such, not a traceback
+            text = "<not UTF-8 text>"
+        self.rows.append((text, int(row.expected_columns), int(row.actual_columns)))
         return "skip"
 
     def locate(self, path: Path) -> list[tuple[int, str, int, int]]:
@@ -77,8 +83,16 @@ def read_table(path: Path, ragged: Ragged | None = None) -> pa.Table:
             import pyarrow.csv as pacsv
 
             with path.open("rb") as fh:
-                head = fh.readline().decode("utf-8-sig", errors="replace")
-            names = [c.strip().strip('"') for c in head.rstrip("\r\n").split(",")]
+                raw_head = fh.read(1 << 16)
+            try:  # Arrow decodes a bad row's bytes for its handler and prints the failure: said here instead
+                codecs.getincrementaldecoder("utf-8-sig")().decode(raw_head, final=False)
+            except UnicodeDecodeError as exc:
+                raise SourceError(
+                    f"{name}: not UTF-8 text (byte {exc.start + 1}): a binary file, or another encoding"
+                ) from None
+            head = raw_head.decode("utf-8-sig", errors="replace")
+            head = re.split(r"\r\n|\n|\r", head, maxsplit=1)[0]  # LF, CRLF or a lone CR (old Mac/Excel)
+            names = [c.strip().strip('"') for c in head.split(",")]
             if len(set(names)) != len(names):
                 raise SourceError(f"{name}: line 1: repeated column names")
             return pacsv.read_csv(
