@@ -494,3 +494,46 @@ def test_acquire_reads_a_lone_cr_csv_and_names_a_binary_one_without_a_traceback(
     keep = [i for i, h in enumerate(lf_rows[0].split(",")) if "source" not in h and "file" not in h]
     strip = lambda rows: [[c for i, c in enumerate(row.split(",")) if i in keep] for row in rows]  # noqa: E731
     assert strip(lf_rows) == strip(cr_rows)
+
+
+def test_crossval_takes_its_own_csv_panels_and_refuses_a_rating_portfolio(tmp_path):
+    """`acquire crossval` on the CSV panels `acquire meters|invoices -o X.csv` write was an internal
+    error (their numbers read as text); they now give the same panel as the Parquet ones. A rating
+    portfolio given as a panel (no provenance columns) is refused, not compared as meter data."""
+    demo = tmp_path / "demo"
+    assert run("acquire", "sample", str(demo), "--firms", "3", "--clean").exit_code == 0
+    meters = [str(m) for m in sorted((demo / "meters").glob("*.csv"))]
+    for ext in ("csv", "parquet"):
+        assert (
+            run(
+                "acquire",
+                "meters",
+                *meters,
+                "--register",
+                str(demo / "register.yaml"),
+                "-o",
+                str(tmp_path / f"m.{ext}"),
+            ).exit_code
+            == 0
+        )
+        r = run(
+            "acquire",
+            "invoices",
+            str(demo / "invoices"),
+            "--mapping",
+            str(demo / "mapping.yaml"),
+            "-o",
+            str(tmp_path / f"i.{ext}"),
+        )
+        assert r.exit_code == 0, r.output
+    outs = []
+    for ext in ("csv", "parquet"):
+        out = tmp_path / f"cv-{ext}.csv"
+        r = run("acquire", "crossval", str(tmp_path / f"m.{ext}"), str(tmp_path / f"i.{ext}"), "-o", str(out))
+        assert r.exit_code == 0 and "internal error" not in r.output, r.output
+        outs.append(out.read_text())
+    assert outs[0] == outs[1] and len(outs[0].splitlines()) > 1
+    portfolio = tmp_path / "firms.csv"
+    write_portfolio(portfolio, bad=False)
+    r = run("acquire", "crossval", str(portfolio), str(tmp_path / "i.csv"), "-o", str(tmp_path / "x.csv"))
+    assert r.exit_code == 1 and "no provenance columns" in r.output, r.output

@@ -41,9 +41,43 @@ def _load(x: str | Path | Acquisition | pa.Table, what: str) -> tuple[pa.Table, 
     if isinstance(x, pa.Table):
         return x, what
     try:
-        return read_table(Path(x)), str(x)
+        return _typed(read_table(Path(x)), str(x)), str(x)
     except SourceError as exc:
         raise AcquireError(str(exc)) from None
+
+
+# a panel's text columns (codes such as industry "0610" stay text); every other column is a number
+TEXT = frozenset({"firm_id", "firm_name", "city", "grid_region", "industry", "size", "unit"})
+TEXT_SUFFIXES = ("_policy", "_source", "_name", "_id")
+
+
+def _typed(t: pa.Table, name: str) -> pa.Table:
+    """A panel read from CSV (every cell text) with its year and value columns as numbers, as
+    Parquet keeps them: `acquire … -o panel.csv` is a crossval input like panel.parquet. An empty
+    cell is missing; a cell that is not a number is an error naming the column."""
+    import pyarrow.compute as pc
+
+    values = _value_columns(t)
+    for c in t.column_names:
+        if not pa.types.is_string(t.schema.field(c).type) or c in TEXT or c.endswith(TEXT_SUFFIXES):
+            continue
+        col = t[c]
+        col = pc.if_else(pc.equal(pc.utf8_trim_whitespace(col), ""), pa.scalar(None, pa.string()), col)
+        kinds = [pa.float64()] if c in values else [pa.int64()] if c == "year" else [pa.int64(), pa.float64(), None]
+        typed = None
+        for kind in kinds:  # a count as an integer, a coverage share as a number (as Parquet keeps them)
+            if kind is None:  # an attribute column of text after all: kept as it is
+                typed = t[c]
+                break
+            try:
+                typed = pc.cast(col, kind)
+                break
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                why = str(exc).splitlines()[0]
+        if typed is None:
+            raise AcquireError(f"{name}: column {c}: not a number ({why})")
+        t = t.set_column(t.schema.get_field_index(c), c, typed)
+    return t
 
 
 def _value_columns(t: pa.Table) -> list[str]:
@@ -66,6 +100,11 @@ def crossvalidate(
     for t, n in ((tm, nm), (ti, ni)):
         if "firm_id" not in t.column_names or "year" not in t.column_names:
             raise AcquireError(f"{n}: not a firm-year panel (no firm_id / year columns)")
+        if not _value_columns(t):  # a rating portfolio, say: nothing says where its values came from
+            raise AcquireError(
+                f"{n}: not a panel of `ruleengine acquire meters` or `acquire invoices` (no provenance columns "
+                "such as electricity_mwh_source)"
+            )
     rows_m = {(str(r["firm_id"]), int(r["year"])): r for r in tm.to_pylist()}
     rows_i = {(str(r["firm_id"]), int(r["year"])): r for r in ti.to_pylist()}
     cols_m, cols_i = _value_columns(tm), _value_columns(ti)
