@@ -64,7 +64,9 @@ def listener(host: str, port: int, share: bool = False) -> socket.socket:
 
 def _worker(cfg: ServiceConfig, host: str, port: int, access_log: bool, cpu: int | None, ready: Any) -> None:
     """One server process; ``ready`` (an Event) is set once it serves. A failure before that is
-    one line on stderr, as the CLI would print it (no traceback), and exit code 1 (3: a bug)."""
+    one line on stderr, as the CLI would print it (no traceback); the process then ends, and the
+    supervisor, seeing ``ready`` unset, stops the server with exit code 1 (exit codes are chosen
+    in ruleengine/cli.py alone)."""
     import sys
 
     _die_with_parent()
@@ -74,10 +76,8 @@ def _worker(cfg: ServiceConfig, host: str, port: int, access_log: bool, cpu: int
         serve_app(cfg, host, port, access_log, sock=listener(host, port, share=True), cpu=cpu, ready=ready.set)
     except RuleEngineError as exc:
         print(f"error: server process {os.getpid()}: {exc}", file=sys.stderr, flush=True)
-        sys.exit(1)
     except OSError as exc:
         print(f"error: server process {os.getpid()}: {exc.strerror or exc}", file=sys.stderr, flush=True)
-        sys.exit(1)
     except Exception as exc:  # noqa: BLE001 - a bug: said plainly, like the CLI
         print(
             f"internal error: server process {os.getpid()}: {type(exc).__name__}: {exc}\n"
@@ -85,7 +85,6 @@ def _worker(cfg: ServiceConfig, host: str, port: int, access_log: bool, cpu: int
             file=sys.stderr,
             flush=True,
         )
-        sys.exit(3)
 
 
 def cpu_plan(processes: int, pin: bool = True) -> list[int | None]:
@@ -209,7 +208,8 @@ def supervise(
             if stopping:
                 continue
             if not ready.is_set():  # it never served: starting it again would fail again
-                failed = f"server process {slot} could not start (exit code {p.exitcode}); see the lines above"
+                code = f" (exit code {p.exitcode})" if p.exitcode else ""
+                failed = f"server process {slot} could not start{code}; see the lines above"
                 stop(signal.SIGTERM, None)
                 continue
             log.warning("server process %d (pid %s) ended with exit code %s: started again", slot, p.pid, p.exitcode)
