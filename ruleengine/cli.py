@@ -300,7 +300,9 @@ def _engine_of(
     show_default=True,
     help="What to print on stdout: a summary, or all results as JSON/CSV.",
 )
-@click.option("--max-issues", default=20, show_default=True, help="How many data problems to list.")
+@click.option(
+    "--max-issues", type=click.IntRange(0), default=20, show_default=True, help="How many data problems to list."
+)
 @click.option(
     "--what-it-takes",
     "what",
@@ -1127,10 +1129,15 @@ def report_cmd(
     if sum((firm is not None, all_firms, portfolio)) != 1:
         raise click.UsageError("give exactly one of --firm ID, --all or --portfolio")
     if date is not None:
+        import datetime as _dt
         import re as _re
 
-        if not _re.fullmatch(r"\d{4}-\d{2}-\d{2}", date):
-            raise click.BadParameter("use YYYY-MM-DD", param_hint="--date")
+        try:  # the form, and a day the calendar has (2023-02-30 was printed in the report as given)
+            ok = bool(_re.fullmatch(r"\d{4}-\d{2}-\d{2}", date)) and bool(_dt.date.fromisoformat(date))
+        except ValueError:
+            ok = False
+        if not ok:
+            raise click.BadParameter(f"{date!r}: use a date YYYY-MM-DD that the calendar has", param_hint="--date")
     if not all_firms:
         _report_file(output)
     sign = None

@@ -537,3 +537,17 @@ def test_crossval_takes_its_own_csv_panels_and_refuses_a_rating_portfolio(tmp_pa
     write_portfolio(portfolio, bad=False)
     r = run("acquire", "crossval", str(portfolio), str(tmp_path / "i.csv"), "-o", str(tmp_path / "x.csv"))
     assert r.exit_code == 1 and "no provenance columns" in r.output, r.output
+
+
+def test_an_impossible_report_date_and_a_negative_max_issues_are_refused(tmp_path):
+    """`report --date 2023-02-30` (or 2023-13-45) was accepted and printed in the report three
+    times; `--max-issues -1` listed 9 of 10 problems and said "... and 11 more". Both are usage
+    errors now (exit 2)."""
+    data = tmp_path / "firms.csv"
+    write_portfolio(data, bad=True)
+    for day in ("2023-02-30", "2023-13-45"):
+        r = run("report", "huzhou", str(data), "--firm", "F01", "--date", day, "-o", str(tmp_path / "r.html"))
+        assert r.exit_code == 2 and "that the calendar has" in r.output, r.output
+    assert not (tmp_path / "r.html").exists()
+    r = run("rate", "huzhou", str(data), "--max-issues", "-1")
+    assert r.exit_code == 2 and "-1 is not in the range" in r.output, r.output
