@@ -533,6 +533,13 @@ def test_crossval_takes_its_own_csv_panels_and_refuses_a_rating_portfolio(tmp_pa
         assert r.exit_code == 0 and "internal error" not in r.output, r.output
         outs.append(out.read_text())
     assert outs[0] == outs[1] and len(outs[0].splitlines()) > 1
+    panel = (tmp_path / "m.csv").read_text().splitlines()
+    col = panel[0].split(",").index('"electricity_mwh"')
+    cells = panel[2].split(",")
+    cells[col] = "abc"  # data row 2 of the meter panel
+    (tmp_path / "m-bad.csv").write_text("\n".join([panel[0], panel[1], ",".join(cells), *panel[3:]]) + "\n")
+    r = run("acquire", "crossval", str(tmp_path / "m-bad.csv"), str(tmp_path / "i.csv"), "-o", str(tmp_path / "y.csv"))
+    assert r.exit_code == 1 and "column electricity_mwh, data row 2: not a number" in r.output, r.output
     portfolio = tmp_path / "firms.csv"
     write_portfolio(portfolio, bad=False)
     r = run("acquire", "crossval", str(portfolio), str(tmp_path / "i.csv"), "-o", str(tmp_path / "x.csv"))

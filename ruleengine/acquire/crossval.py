@@ -13,11 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from .meters import Acquisition
 from .quality import AcquireError, Issue, Report
-from .readers import read_table
+from .readers import read_table, to_float, to_text
 from .safeio import SourceError
 
 PROVENANCE = (
@@ -52,32 +53,41 @@ TEXT_SUFFIXES = ("_policy", "_source", "_name", "_id")
 
 
 def _typed(t: pa.Table, name: str) -> pa.Table:
-    """A panel read from CSV (every cell text) with its year and value columns as numbers, as
-    Parquet keeps them: `acquire … -o panel.csv` is a crossval input like panel.parquet. An empty
-    cell is missing; a cell that is not a number is an error naming the column."""
-    import pyarrow.compute as pc
-
-    values = _value_columns(t)
+    """A panel read from CSV (every cell text) with its numbers as numbers, as Parquet keeps them:
+    `acquire … -o panel.csv` is a crossval input like panel.parquet. An empty cell is missing; a
+    value column or the year holding a cell that is not a number is an error naming the row."""
+    values = set(_value_columns(t))
     for c in t.column_names:
         if not pa.types.is_string(t.schema.field(c).type) or c in TEXT or c.endswith(TEXT_SUFFIXES):
             continue
-        col = t[c]
-        col = pc.if_else(pc.equal(pc.utf8_trim_whitespace(col), ""), pa.scalar(None, pa.string()), col)
-        kinds = [pa.float64()] if c in values else [pa.int64()] if c == "year" else [pa.int64(), pa.float64(), None]
-        typed = None
-        for kind in kinds:  # a count as an integer, a coverage share as a number (as Parquet keeps them)
-            if kind is None:  # an attribute column of text after all: kept as it is
-                typed = t[c]
-                break
-            try:
-                typed = pc.cast(col, kind)
-                break
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-                why = str(exc).splitlines()[0]
-        if typed is None:
-            raise AcquireError(f"{name}: column {c}: not a number ({why})")
+        if c in values:
+            vals, bad = to_float(t[c])
+            if bad.any():
+                raise AcquireError(f"{name}: column {c}, data row {int(np.argmax(bad)) + 1}: not a number")
+            typed: pa.Array | None = pa.array(vals, from_pandas=True)
+        else:
+            typed = _numbers(t[c])
+            if c == "year" and (typed is None or not pa.types.is_integer(typed.type)):
+                raise AcquireError(f"{name}: column year: a cell that is not a whole number")
+            if typed is None:  # an attribute column of text after all: kept as it is
+                continue
         t = t.set_column(t.schema.get_field_index(c), c, typed)
     return t
+
+
+def _numbers(col: pa.ChunkedArray) -> pa.Array | None:
+    """A text column as int64 when every cell is a whole number (a count), else as float64 (a
+    share), else None; empty cells missing."""
+    import pyarrow.compute as pc
+
+    s = to_text(col)
+    nulled = pc.if_else(pc.equal(s, ""), pa.scalar(None, pa.string()), s)
+    for kind in (pa.int64(), pa.float64()):
+        try:
+            return pc.cast(nulled, kind)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            continue
+    return None
 
 
 def _value_columns(t: pa.Table) -> list[str]:
