@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..io.formats import first_line
 from .safeio import SourceError, check_zip
 
 NUMBER_RE = r"^\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*$"
@@ -84,15 +85,15 @@ def read_table(path: Path, ragged: Ragged | None = None) -> pa.Table:
 
             with path.open("rb") as fh:
                 raw_head = fh.read(1 << 16)
-            try:  # Arrow decodes a bad row's bytes for its handler and prints the failure: said here instead
-                codecs.getincrementaldecoder("utf-8-sig")().decode(raw_head, final=False)
+            # not UTF-8: said here (Arrow would decode a bad row's bytes for its handler and print the
+            # failure); the incremental decoder lets a character cut at the 64 KiB edge wait
+            try:
+                head = codecs.getincrementaldecoder("utf-8-sig")().decode(raw_head, final=False)
             except UnicodeDecodeError as exc:
                 raise SourceError(
                     f"{name}: not UTF-8 text (byte {exc.start + 1}): a binary file, or another encoding"
                 ) from None
-            head = raw_head.decode("utf-8-sig", errors="replace")
-            head = re.split(r"\r\n|\n|\r", head, maxsplit=1)[0]  # LF, CRLF or a lone CR (old Mac/Excel)
-            names = [c.strip().strip('"') for c in head.split(",")]
+            names = [c.strip().strip('"') for c in first_line(head).split(",")]
             if len(set(names)) != len(names):
                 raise SourceError(f"{name}: line 1: repeated column names")
             return pacsv.read_csv(

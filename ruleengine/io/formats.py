@@ -108,7 +108,7 @@ def detect_encoding(head: bytes) -> str:
         return "utf-8"  # neither: read as UTF-8, each undecodable cell a problem of its row
 
 
-def _first_line(text: str) -> str:
+def first_line(text: str) -> str:
     """The header line, whatever the line ends: LF, CRLF or a lone CR (old Mac/Excel "CSV")."""
     return re.split(r"\r\n|\n|\r", text, maxsplit=1)[0]
 
@@ -149,11 +149,11 @@ def read_csv(path: Path, opts: ReadOptions, header_map: Any, only: set[str] | No
     given = opts.encoding is not None
     enc = _norm_encoding(opts.encoding) if opts.encoding else detect_encoding(head)
     head_text = head.decode(enc if enc != "utf-8-sig" else "utf-8-sig", errors="replace")
-    delim = opts.delimiter or sniff_delimiter(_first_line(head_text))
+    delim = opts.delimiter or sniff_delimiter(first_line(head_text))
     if len(delim) != 1:
         raise DataError(f"--delimiter must be one character, got {delim!r}")
     try:
-        header = next(csv.reader([_first_line(head_text)], delimiter=delim), [])
+        header = next(csv.reader([first_line(head_text)], delimiter=delim), [])
     except csv.Error as exc:
         raise DataError(f"{path}: line 1: not a readable CSV header ({exc})") from None
     header = [h.lstrip("\ufeff") for h in header]
