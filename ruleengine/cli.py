@@ -1340,7 +1340,11 @@ def ledger_export(ctx: click.Context, output: str | None, run_id: int | None, bl
     """Export runs and ratings as JSON Lines."""
     from .ledger.cli import export
 
-    export(_open_ledger(ctx), output, run_id, blobs)
+    led = _open_ledger(ctx)
+    try:
+        export(led, output, run_id, blobs)
+    except OSError as exc:  # the -o file (the ledger's own errors are LedgerError)
+        raise _cannot_write(output or "stdout", exc) from None
 
 
 @ledger.command("keygen")

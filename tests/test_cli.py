@@ -395,7 +395,7 @@ def test_mistakes_that_were_internal_errors_are_one_error_line(tmp_path):
         (["rate", "huzhou", str(data), "--encoding", "rot13"], 1, "'rot13' is not a text encoding"),
         (["ledger", "-l", "sqlite://x.db", "runs"], 1, "a SQLite URL is sqlite:///FILE"),
         (["ledger", "-l", "postgresql://u@127.0.0.1:notaport/x", "runs"], 1, "malformed ledger URL"),
-        (["ledger", "-l", str(tmp_path / "l.db"), "export", "-o", blocked], 1, f"cannot write {blocked}"),
+        (["ledger", "-l", str(tmp_path / "l.db"), "export", "-o", blocked], 1, f"{data} is a file, not a folder"),
     ]
     assert run("rate", "huzhou", str(data), "--ledger", str(tmp_path / "l.db")).exit_code == 0
     for args, code, said in cases:

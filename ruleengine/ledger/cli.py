@@ -11,8 +11,6 @@ from typing import Any
 
 import click
 
-from .errors import LedgerError
-
 DEFAULT_NAME = "ruleengine.db"
 
 
@@ -263,10 +261,7 @@ def export(led: Any, output: str | None, run_id: int | None, blobs: bool) -> Non
 
     from . import schema as S
 
-    try:
-        out = open(output, "w", encoding="utf-8") if output else sys.stdout  # noqa: SIM115
-    except OSError as exc:
-        raise LedgerError(f"cannot write {output}: {exc.strerror or exc}") from None
+    out = open(output, "w", encoding="utf-8") if output else sys.stdout  # noqa: SIM115
     try:
         with led.engine.connect() as conn:
             q = sa.select(S.runs).order_by(S.runs.c.id)
