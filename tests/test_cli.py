@@ -41,6 +41,24 @@ def run(*args: str):
     return CliRunner().invoke(main, list(args))
 
 
+def _demo(tmp_path: Path, firms: int, *flags: str) -> Path:
+    """`acquire sample` into tmp_path/demo: meter exports, a register, invoices and a mapping."""
+    demo = tmp_path / "demo"
+    assert run("acquire", "sample", str(demo), "--firms", str(firms), *flags).exit_code == 0
+    return demo
+
+
+def _meters(demo: Path, out: Path, files: list[Path] | None = None):
+    """`acquire meters` of ``files`` (default: the demo's exports) with the demo's register."""
+    files = files if files is not None else sorted((demo / "meters").glob("*.csv"))
+    return run("acquire", "meters", *map(str, files), "--register", str(demo / "register.yaml"), "-o", str(out))
+
+
+def _invoices(demo: Path, out: Path):
+    """`acquire invoices` of the demo's invoice folder with its mapping."""
+    return run("acquire", "invoices", str(demo / "invoices"), "--mapping", str(demo / "mapping.yaml"), "-o", str(out))
+
+
 def test_rate_reports_bad_cells_and_rates_everyone_else(tmp_path):
     data = tmp_path / "firms.csv"
     write_portfolio(data)
@@ -364,21 +382,12 @@ def test_commands_never_overwrite_a_key_a_signed_file_or_their_own_input(tmp_pat
     r = run("sign", str(trace), "--key", str(k), "-o", str(trace))
     assert r.exit_code == 2 and "would overwrite the file it signs" in r.output and trace.read_bytes() == text
     assert {f: f.read_bytes() for f in (k, pub)} == before
-    demo = tmp_path / "demo"
-    assert run("acquire", "sample", str(demo), "--firms", "2").exit_code == 0
-    meters = sorted((demo / "meters").glob("*.csv"))
-    kept = meters[0].read_bytes()
-    r = run("acquire", "meters", *map(str, meters), "--register", str(demo / "register.yaml"), "-o", str(meters[0]))
-    assert r.exit_code == 2 and "would be overwritten" in r.output and meters[0].read_bytes() == kept
-    r = run(
-        "acquire",
-        "invoices",
-        str(demo / "invoices"),
-        "--mapping",
-        str(demo / "mapping.yaml"),
-        "-o",
-        str(demo / "invoices" / "out.csv"),
-    )
+    demo = _demo(tmp_path, 2)
+    first = sorted((demo / "meters").glob("*.csv"))[0]
+    kept = first.read_bytes()
+    r = _meters(demo, first)
+    assert r.exit_code == 2 and "would be overwritten" in r.output and first.read_bytes() == kept
+    r = _invoices(demo, demo / "invoices" / "out.csv")
     assert r.exit_code == 2 and "would be read as a source" in r.output and not (demo / "invoices" / "out.csv").exists()
 
 
@@ -471,23 +480,19 @@ def test_acquire_reads_a_lone_cr_csv_and_names_a_binary_one_without_a_traceback(
     """`acquire meters` on a binary ".csv" printed Arrow's ignored-exception traceback (twice);
     it is now a located `not UTF-8 text` error in the report. A meter export whose lines end in a
     lone CR gives the same firm-years as the same export with LF line ends."""
-    demo = tmp_path / "demo"
-    assert run("acquire", "sample", str(demo), "--firms", "2", "--clean").exit_code == 0
+    demo = _demo(tmp_path, 2, "--clean")
     meters = sorted((demo / "meters").glob("*.csv"))
-    reg = str(demo / "register.yaml")
     binary = tmp_path / "bin.csv"
     binary.write_bytes(b"a,b\n" + bytes(range(128, 256)) * 8 + b"\n")
-    r = run("acquire", "meters", str(binary), "--register", reg, "-o", str(tmp_path / "x.parquet"))
+    r = _meters(demo, tmp_path / "x.parquet", [binary])
     assert "Traceback" not in r.output and "Exception ignored" not in r.output, r.output
     assert "not UTF-8 text" in r.output
     cr_dir = tmp_path / "cr"
     cr_dir.mkdir()
     for m in meters:
         (cr_dir / m.name).write_bytes(m.read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r"))
-    a = run("acquire", "meters", *map(str, meters), "--register", reg, "-o", str(tmp_path / "lf.csv"))
-    b = run(
-        "acquire", "meters", *sorted(map(str, cr_dir.glob("*.csv"))), "--register", reg, "-o", str(tmp_path / "cr.csv")
-    )
+    a = _meters(demo, tmp_path / "lf.csv")
+    b = _meters(demo, tmp_path / "cr.csv", sorted(cr_dir.glob("*.csv")))
     assert a.exit_code == b.exit_code == 0, b.output
     lf_rows, cr_rows = ((tmp_path / f).read_text().splitlines() for f in ("lf.csv", "cr.csv"))
     assert len(lf_rows) > 1
@@ -500,31 +505,10 @@ def test_crossval_takes_its_own_csv_panels_and_refuses_a_rating_portfolio(tmp_pa
     """`acquire crossval` on the CSV panels `acquire meters|invoices -o X.csv` write was an internal
     error (their numbers read as text); they now give the same panel as the Parquet ones. A rating
     portfolio given as a panel (no provenance columns) is refused, not compared as meter data."""
-    demo = tmp_path / "demo"
-    assert run("acquire", "sample", str(demo), "--firms", "3", "--clean").exit_code == 0
-    meters = [str(m) for m in sorted((demo / "meters").glob("*.csv"))]
+    demo = _demo(tmp_path, 3, "--clean")
     for ext in ("csv", "parquet"):
-        assert (
-            run(
-                "acquire",
-                "meters",
-                *meters,
-                "--register",
-                str(demo / "register.yaml"),
-                "-o",
-                str(tmp_path / f"m.{ext}"),
-            ).exit_code
-            == 0
-        )
-        r = run(
-            "acquire",
-            "invoices",
-            str(demo / "invoices"),
-            "--mapping",
-            str(demo / "mapping.yaml"),
-            "-o",
-            str(tmp_path / f"i.{ext}"),
-        )
+        assert _meters(demo, tmp_path / f"m.{ext}").exit_code == 0
+        r = _invoices(demo, tmp_path / f"i.{ext}")
         assert r.exit_code == 0, r.output
     outs = []
     for ext in ("csv", "parquet"):

@@ -95,9 +95,12 @@ def test_the_readme_curl_session_runs_as_written(tmp_path):
     rated = json.loads(body[0])
     assert rated["run_id"] == 1 and rated["n"] == 600  # 300 firms x 2 years
     assert json.loads(body[1])["identical"] is True  # the README's comment
-    assert f"# {firm}" in calls[2][0] or firm in calls[2][0]  # the firm's own trace, as Markdown
+    assert firm in calls[2][0]  # the firm's own trace, as Markdown
     assert json.loads(body[4])["bank"] == "bank-a"
-    assert json.loads(body[5])  # the consented firm's history: its rating of run 1
+    history = json.loads(body[5])  # the consented firm's history: its two years, rated in run 1, first ratings
+    assert history["firm_id"] == firm
+    assert sorted((h["year"], h["run_id"]) for h in history["history"]) == [(2022, 1), (2023, 1)]
+    assert all(h["why"] == ["first rating of this firm-year"] for h in history["history"])
     assert json.loads(body[6])["status"] == 404
     log = json.loads(body[7])  # the firm sees who looked: bank-a, its history, allowed
     assert [(e["bank"], e["action"], e["allowed"]) for e in log] == [("bank-a", "history", True)]

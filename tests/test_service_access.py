@@ -62,6 +62,16 @@ RUNS = {
     "author": 403,
 }
 
+DIFF = {  # a method diff: regulators (of the rulebook's jurisdiction), authors, admins
+    "admin": 200,
+    "regulator": 200,
+    "author": 200,
+    "other_regulator": 403,
+    "firm": 403,
+    "bank": 403,
+    "other_bank": 403,
+}
+
 HZ = ruleengine.load("huzhou").version  # the bundled version, whatever it is now
 
 # (method, path, body kind, extra headers, {role: status}); no consent has been granted here
@@ -100,36 +110,8 @@ MATRIX = [
             "other_bank": 403,
         },
     ),
-    (
-        "GET",
-        f"/v1/rulebooks/huzhou/diff?old={HZ}&new={HZ}",
-        None,
-        {},
-        {
-            "admin": 200,
-            "regulator": 200,
-            "author": 200,
-            "other_regulator": 403,
-            "firm": 403,
-            "bank": 403,
-            "other_bank": 403,
-        },
-    ),
-    (
-        "POST",
-        f"/v1/rulebooks/huzhou/diff?old={HZ}&new={HZ}",
-        "own-csv",
-        CSV,
-        {
-            "admin": 200,
-            "regulator": 200,
-            "author": 200,
-            "other_regulator": 403,
-            "firm": 403,
-            "bank": 403,
-            "other_bank": 403,
-        },
-    ),
+    ("GET", f"/v1/rulebooks/huzhou/diff?old={HZ}&new={HZ}", None, {}, DIFF),
+    ("POST", f"/v1/rulebooks/huzhou/diff?old={HZ}&new={HZ}", "own-csv", CSV, DIFF),  # impact on a posted portfolio
     (
         "POST",
         "/v1/rulebooks/huzhou/rate?detail=summary",
