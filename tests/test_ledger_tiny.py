@@ -14,6 +14,7 @@ import struct
 import ledger_required  # noqa: F401  (skips without the ledger extra)
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from ledger_pg import make_sample
 
@@ -119,6 +120,30 @@ def test_tiny_results_digest_and_input_hash_equal_the_vectorised_ones(monkeypatc
             )
 
 
+@pytest.mark.parametrize("book", ["huzhou", "quzhou", "shenzhen"])
+def test_a_one_row_results_digest_is_the_bytes_of_both_other_paths(monkeypatch, book):
+    """canonical._results_bytes_one (a one-firm rating's ~200 columns written in one pass) gives
+    the bytes of the few-rows path and of the vectorised path, row by row of messy data: missing
+    numbers and texts, unrated rows, reasons and fallbacks, rows outside every peer group."""
+    from ruleengine.io.sample import generate
+
+    plan = ruleengine.load(book)
+    data = generate(40, [2022, 2023], seed=5, messy=0.3)
+    full = ruleengine.rate(plan, data)
+    rows = pa.Table.from_pydict({k: list(v) for k, v in data.items()}).to_pylist() if isinstance(data, dict) else data
+    seen_missing = seen_text = 0
+    for row in rows[:40]:
+        res = ruleengine.rate(plan, [row], benchmarks=full.tables)
+        one = C._results_bytes_one(res)
+        assert one is not None
+        small = b"".join(bytes(x) for x in C.results_bytes(res))
+        assert b"".join(one) == small
+        assert C.results_digest(res) == _vectorised(monkeypatch, C.results_digest, res)
+        seen_missing += b"double\x00\x00" in small
+        seen_text += b"dict\x00string" in small
+    assert seen_missing and seen_text  # the rows exercised missing numbers and texts
+
+
 def test_a_field_no_row_gives_is_stored_as_the_cast_made_it():
     """A JSON field every row leaves out (None) is a null column: the ledger stores it as text
     that is all missing. The shortcut (``pa.nulls``, no type inference and no cast) must give the
@@ -183,11 +208,22 @@ def test_a_one_firm_run_recorded_by_the_fast_path_verifies_and_replays(ledger_ur
         rep = led.replay(run["id"])
         assert rep.identical, rep.differences
         blob = led.blob(run["input_blob"])
-        assert blob[:4] == C.IPC_STREAM_MAGIC  # a tiny run's rows: an Arrow IPC stream (cheap to write)
-        stored = pa.ipc.open_stream(blob).read_all()
+        # records: the canonical input bytes are stored, and their digest is the input hash itself
+        assert blob.startswith(C.INPUT_HEAD) and run["input_blob"] == run["input_hash"] == C.digest(blob)
+        stored = C.table_from_canonical(blob)
         assert stored.num_rows == len(part) and C.input_hash(stored) == run["input_hash"]
         as_parquet = pq.read_table(pa.BufferReader(C.stored_parquet(blob)))  # what replay rates
         assert as_parquet.equals(stored) and as_parquet.schema == stored.schema
+    # a tiny run read from a file: its rows as an Arrow IPC stream (cheap to write)
+    one = tmp_path / "one.csv"
+    one.write_text("".join(data.read_text().splitlines(keepends=True)[:2]))
+    res = ruleengine.rate(plan, one, benchmarks=full.tables)
+    run = led.record("huzhou", one, res, plan=plan, options={"benchmarks_of_run": 1})
+    blob = led.blob(run["input_blob"])
+    assert blob[:4] == C.IPC_STREAM_MAGIC and run["input_blob"] != run["input_hash"]
+    stored = pa.ipc.open_stream(blob).read_all()
+    assert stored.num_rows == 1 and C.input_hash(stored) == run["input_hash"]
+    assert led.replay(run["id"]).identical
     assert led.check().ok
     led.dispose()
 
@@ -459,3 +495,74 @@ def test_a_pooled_reader_reuses_its_connections_and_sees_new_runs(tmp_path):
     assert len(opened["pooled"]) <= 3  # pool_size 2 (one open already) + overflow 2
     reader.dispose()
     writer.dispose()
+
+
+SMALL_INTS = [i for i in INTS if i is None or abs(i) < 2**53]
+BIG_INTS = [i for i in INTS if i is not None]
+CELLS = [*FLOATS, *[t for t in TEXTS if t is not None], 3, 2**63, True, False, 1.0, {"a": 1}, [1]]
+
+
+@pytest.mark.parametrize("book", ["huzhou", "quzhou"])
+def test_a_one_firm_input_without_arrow_is_the_general_paths_canonical_input(book):
+    """canonical.tiny_input types a one-firm request's columns (Python lists) itself, hashes and
+    fingerprints them, and stores the canonical bytes: the same hash and fingerprints as
+    input_table + input_digests, bytes that hash to that very digest, and bytes that read back
+    (table_from_canonical) as the general path's table. Where it cannot tell Arrow's typing (mixed
+    kinds, bools, numpy floats, objects, NaN among texts, big ints with missing cells) it answers
+    None, and every input the general path refuses is one of those. Random records: one kind per
+    column or mixed, every kind of cell (NaN, -0.0, infinities, int64's limits and beyond)."""
+    from ruleengine.ledger.errors import UnstorableInput
+
+    plan = ruleengine.load(book)
+    rnd = random.Random(f"tiny-input-{book}")
+    names = list(plan.inputs)
+    plain_pools = [FLOATS, TEXTS, SMALL_INTS, BIG_INTS, [None], [math.nan, None]]
+    odd_pools = [[1.5, 2, None], [True, False, None], [np.float64(2.5), None], CELLS, [*TEXTS, math.nan]]
+    fast = declined = refused = 0
+    for trial in range(400):
+        n = 1 + trial % 4
+        odd = trial % 3 == 0
+        pools = {
+            name: rnd.choice(odd_pools) if odd and rnd.random() < 0.3 else rnd.choice(plain_pools) for name in names
+        }
+        rows = [{k: rnd.choice(v) for k, v in pools.items() if rnd.random() < 0.9} for _ in range(n)]
+        for row in rows:
+            row.setdefault("firm_id", "F1")
+        got = C.tiny_input(plan, rows)
+        try:
+            table = C.input_table(plan, rows)
+        except UnstorableInput:
+            assert got is None, rows
+            refused += 1
+            continue
+        if got is None:
+            declined += 1
+            continue
+        fast += 1
+        digest, fps, blob = got
+        assert digest == C.input_hash(table) == C.input_digests(table)[0] == C.digest(blob), rows
+        assert fps.dtype == np.int64 and fps.tolist() == C.input_fingerprints(table).tolist(), rows
+        back = C.table_from_canonical(blob)
+        assert back.schema == table.schema and back.equals(table), rows
+        assert C.input_hash(back) == digest
+        assert pq.read_table(pa.BufferReader(C.stored_parquet(blob))).equals(table)
+    assert fast > 80 and declined > 20 and refused > 5, (fast, declined, refused)
+    assert C.tiny_input(plan, [{"firm_id": "F1", "year": 2023}] * 65) is None  # more than TINY_ROWS rows
+
+
+def test_canonical_input_bytes_that_do_not_read_back_are_refused():
+    good = C.tiny_input(ruleengine.load("huzhou"), [{"firm_id": "F1", "year": 2023, "electricity_mwh": 2.5}])
+    assert good is not None
+    blob = good[2]
+    assert C.table_from_canonical(blob).num_rows == 1
+    for bad, why in [
+        (blob[:-3], "cut short"),
+        (C.INPUT_HEAD + b"x\n", "no row count"),
+        (C.INPUT_HEAD + b"1\nyear\x00float32\x00\x80" + bytes(8), "unknown type 'float32'"),
+        (C.INPUT_HEAD + b"1\nfirm_id", "without its name or type"),
+        (C.INPUT_HEAD + b"1\nf\x00string\x00\x80" + struct.pack("<q", 2) + b"\xff\xfe", "utf-8"),
+    ]:
+        with pytest.raises(ruleengine.ledger.LedgerError, match=why):
+            C.table_from_canonical(bad)
+        with pytest.raises(ruleengine.ledger.LedgerError, match=why):
+            C.stored_parquet(bad)

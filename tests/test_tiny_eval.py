@@ -262,3 +262,21 @@ def test_json_of_few_rows_writes_every_kind_of_cell_as_the_general_path(monkeypa
     rows = json.loads(small_json)
     assert rows[0]["x_float"] is None and rows[1]["x_float"] == math.inf and rows[2]["x_codes"] == ""
     assert rows[1]["x_codes"] == 'two "2"' and rows[1]["x_text"] == "湖州" and rows[0]["x_codes"] == ""
+
+
+@pytest.mark.parametrize("name", BOOKS)
+def test_one_firm_year_alone_reads_as_in_a_batch_of_two(name):
+    """A batch of one row takes the one-value paths (a one-row column enters arithmetic as its
+    np.float64; coalesce of a number that is there answers it): every firm-year of the messy
+    portfolio, rated alone, reads as it does next to another firm's row (the array paths), with
+    the same notes."""
+    run = _run(name)
+    other = run.records([0])[0]
+    for i in range(0, len(run.cols["firm_id"]), 3):
+        (row,) = run.records([i])
+        mate = {**other, "firm_id": run.firms[1] if row.get("firm_id") == run.firms[0] else run.firms[0]}
+        alone = pipeline.rate(run.plan, [row], benchmarks=run.tables)
+        pair = pipeline.rate(run.plan, [row, mate], benchmarks=run.tables)
+        assert alone.to_records() == pair.to_records()[:1], i
+        assert alone.notes("reasons", 0) == pair.notes("reasons", 0)
+        assert alone.notes("fallbacks", 0) == pair.notes("fallbacks", 0)

@@ -481,8 +481,14 @@ def _compile(plan: Plan, node: ast.AST, cache: dict[Any, Any]) -> Compiled:  # n
             v = ctx.values.get(name, _ABSENT)
             if v is _ABSENT:
                 return ctx.names(node)  # a parameter, resolved (and kept) on first use
-            if isinstance(v, np.ndarray) and v.strides == _REPEATED and v.size:  # _collapse, inlined
-                return v[:1].reshape(())
+            if type(v) is np.ndarray:
+                if v.shape == _ONE and v.dtype is _F64_DTYPE:
+                    # one row (a one-firm batch) or one value repeated over one row: the number
+                    # itself, so that the arithmetic on it is np.float64's (the same bits as the
+                    # ufunc's) and no one-element array is made per operation
+                    return v[0]
+                if v.strides == _REPEATED and v.size:  # _collapse, inlined
+                    return v[:1].reshape(())
             return v
 
         return look
@@ -1092,8 +1098,12 @@ class Frame:
         return v
 
 
-def _collapse(a: np.ndarray) -> np.ndarray:
-    """A broadcast column (one value repeated, e.g. an absent input) as that one value."""
+def _collapse(a: np.ndarray) -> Any:
+    """A broadcast column (one value repeated, e.g. an absent input) as that one value; a float
+    column of one row (a one-firm batch) as its number (np.float64: arithmetic on it gives the
+    bits the ufunc gives, without a one-element array per operation)."""
+    if a.shape == _ONE and a.dtype is _F64_DTYPE:
+        return a[0]
     if a.ndim == 1 and a.size and a.strides[0] == 0:
         return a[:1].reshape(())
     return a

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import struct
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -166,6 +167,153 @@ def input_digests(table: Any, alg: str = "sha256") -> tuple[str, Any]:
     return input_hash(table, alg), input_fingerprints(table)
 
 
+INPUT_HEAD = b"ruleengine-input-v1\n"  # the canonical input bytes begin so (input_hash hashes them)
+_INT64_RANGE = (-(2**63), 2**63)
+_EXACT_INT = 2**53
+
+
+def tiny_input(plan: Any, data: Any, alg: str = "sha256") -> tuple[str, Any, bytes] | None:
+    """A one-firm run's input given as records (the service's JSON rows), without Arrow:
+    ``(input_hash, input_fingerprints, canonical bytes)`` — the hash and fingerprints
+    :func:`input_table` + :func:`input_digests` give, and the very bytes that hash covers, which
+    the ledger stores as the run's input rows (:func:`stored_parquet` reads them back as a table).
+
+    Only where every column the rulebook reads is a list of one plain kind that Arrow types the
+    same way (``float`` with None/NaN missing; ``str``, or 64-bit ``int``, with None); anything
+    else (a column all missing, mixed kinds, ``bool``, numpy or Arrow columns, more than
+    ``fingerprint.TINY_ROWS`` rows) gives None and the general path runs.
+    tests/test_ledger_tiny.py compares both on random records of every kind of cell."""
+    from ..io import data as _data
+    from .fingerprint import TINY_ROWS, combine_tiny, tiny_hash
+
+    if not isinstance(data, list | _data.RawTable):
+        return None
+    text_cols = [n for n, s in plan.inputs.items() if s.type in ("string", "category")]
+    raw = _data.read_any(data, text_cols, only=[*plan.inputs, ROW_NUMBER])
+    n = raw.n
+    if not 0 < n <= TINY_ROWS or ROW_NUMBER in raw.columns:
+        return None
+    pieces = [INPUT_HEAD + b"%d\n" % n]
+    hashes = []
+    columns = raw.columns
+    for name in plan.inputs:
+        col = columns.get(name)
+        if col is None:
+            continue
+        typed = _plain_kind(col)
+        if typed is None:
+            return None
+        pieces.append(name.encode() + b"\x00")
+        pieces.extend(tiny_bytes(*typed))
+        hashes.append(tiny_hash(*typed))
+    rows = ("int64", raw.rows().tolist())
+    pieces.append(ROW_NUMBER.encode() + b"\x00")
+    pieces.extend(tiny_bytes(*rows))
+    hashes.append(tiny_hash(*rows))
+    blob = b"".join(pieces)
+    return f"{alg}:{hasher(alg)(blob).digest().hex()}", combine_tiny(hashes, n), blob
+
+
+def _plain_kind(col: Any) -> tuple[str, list[Any]] | None:
+    """``(kind, values)`` of a list of cells as ``plain(pa.array(col, from_pandas=True))`` types
+    it, for the kinds that need no inference: None where Arrow's typing is left to decide."""
+    if type(col) is not list:
+        return None
+    kind: type | None = None
+    nan = False
+    for v in col:
+        if v is None:
+            continue
+        t = type(v)
+        if t is float and v != v:
+            nan = True
+            continue
+        if kind is None:
+            kind = t
+        elif t is not kind:
+            return None
+    if kind is float:
+        return "double", [None if v is None or v != v else v for v in col]
+    if kind is None:  # nothing but None and NaN: a column of nulls (no type of its own), stored as text
+        return "string", [None] * len(col)
+    if nan:  # NaN among texts or integers: Arrow decides
+        return None
+    if kind is str:
+        return "string", col
+    if kind is int:
+        lo, hi = _INT64_RANGE
+        if not all(v is None or lo <= v < hi for v in col):
+            return None
+        if None in col and any(v is not None and not -_EXACT_INT <= v <= _EXACT_INT for v in col):
+            return None  # (the vectorised bytes of such a column go through float64)
+        return "int64", col
+    return None
+
+
+def table_from_canonical(data: bytes) -> Any:
+    """The Arrow table whose canonical input bytes are ``data`` (what :func:`tiny_input` stores):
+    each column's name, type (double, int64, string), validity bits and values, read back."""
+    import pyarrow as pa
+
+    def fail(why: str) -> LedgerError:
+        return LedgerError(f"stored input rows: not readable canonical input bytes ({why})")
+
+    if not data.startswith(INPUT_HEAD):
+        raise fail("no header")
+    end = data.find(b"\n", len(INPUT_HEAD))
+    count = data[len(INPUT_HEAD) : end] if end > 0 else b""
+    if not count.isdigit():
+        raise fail("no row count")
+    n = int(count)
+    try:
+        names, arrays = _canonical_columns(data, end + 1, n, fail)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise fail(str(exc)) from None
+    return pa.table(arrays, names=names)
+
+
+def _canonical_columns(
+    data: bytes, pos: int, n: int, fail: Callable[[str], LedgerError]
+) -> tuple[list[str], list[Any]]:
+    import numpy as np
+    import pyarrow as pa
+
+    names: list[str] = []
+    arrays: list[Any] = []
+    nbits = (n + 7) // 8
+    while pos < len(data):
+        cut = data.find(b"\x00", pos)
+        cut2 = data.find(b"\x00", cut + 1) if cut >= 0 else -1
+        if cut < 0 or cut2 < 0:
+            raise fail("a column without its name or type")
+        name, kind = data[pos:cut].decode("utf-8", "strict"), data[cut + 1 : cut2].decode("ascii", "strict")
+        pos = cut2 + 1
+        bits = np.unpackbits(np.frombuffer(data, np.uint8, nbits, pos), count=n).astype(bool)
+        pos += nbits
+        if kind in ("double", "int64"):
+            if pos + 8 * n > len(data):
+                raise fail(f"column {name} is cut short")
+            values = np.frombuffer(data, "<f8" if kind == "double" else "<i8", n, pos)
+            pos += 8 * n
+            arrays.append(pa.array(values, mask=~bits))
+        elif kind == "string":
+            if pos + 8 * n > len(data):
+                raise fail(f"column {name} is cut short")
+            lengths = np.frombuffer(data, "<i8", n, pos).tolist()
+            pos += 8 * n
+            texts: list[str | None] = []
+            for length, valid in zip(lengths, bits.tolist(), strict=True):
+                if length < 0 or pos + length > len(data):
+                    raise fail(f"column {name} is cut short")
+                texts.append(data[pos : pos + length].decode("utf-8", "strict") if valid else None)
+                pos += length
+            arrays.append(pa.array(texts, pa.string()))
+        else:
+            raise fail(f"column {name} has the unknown type {kind!r}")
+        names.append(name)
+    return names, arrays
+
+
 def input_fingerprints(table: Any) -> Any:
     """Per-row 64-bit fingerprint of each firm-year's input row (int64 array)."""
     from .fingerprint import row_hashes
@@ -209,6 +357,8 @@ def stored_parquet(stored: bytes) -> bytes:
     runs from 0.1.0's session 5 on) read and written as Parquet. Anything else is refused."""
     if stored[:4] == PARQUET_MAGIC:
         return stored
+    if stored.startswith(INPUT_HEAD):  # a one-firm run's canonical bytes (tiny_input)
+        return parquet_bytes(table_from_canonical(stored))
     if stored[:4] == IPC_STREAM_MAGIC:
         import pyarrow as pa
 
@@ -254,7 +404,10 @@ def results_digest(results: Any, alg: str = "sha256", version: int = FORMAT) -> 
     if version != 2:
         raise LedgerError(f"unknown canonical form {version} (this ruleengine knows 1 and 2)")
     h = hasher(alg)()
-    if 0 < len(results) <= SMALL_ROWS:  # a few rows: the pieces are small, hashed as one
+    one = _results_bytes_one(results) if len(results) == 1 and SMALL_ROWS else None
+    if one is not None:  # one row (a one-firm rating): its pieces written in one pass
+        h.update(b"".join(one))
+    elif 0 < len(results) <= SMALL_ROWS:  # a few rows: the pieces are small, hashed as one
         h.update(b"".join(results_bytes(results)))
     else:
         for part in results_bytes(results):
@@ -389,6 +542,59 @@ def _column_bytes_small(cat: Any, cols: Any, name: str) -> list[bytes] | None:
     if kind in "iub":
         return tiny_bytes("int64", v.astype(np.int64, copy=False).tolist())
     return None
+
+
+_PACK_Q1, _PACK_D1 = struct.Struct("<q").pack, struct.Struct("<d").pack
+_DOUBLE_VALID, _DOUBLE_MISSING = b"double\x00\x80", b"double\x00\x00" + bytes(8)
+_INT_VALID = b"int64\x00\x80"
+
+
+def _results_bytes_one(results: Any) -> list[bytes] | None:
+    """:func:`results_bytes` of a one-row result (a one-firm rating: ~200 columns of one value),
+    each column's pieces written directly (the bytes :func:`_column_bytes_small` gives, which
+    tests/test_ledger_tiny.py compares), or None where a column needs the general path."""
+    import numpy as np
+
+    cols = results.columns
+    category = getattr(cols, "category", None)
+    out = [b"ruleengine-results-v2\n1\n"]
+    for name in results.names:
+        out.append(name.encode() + b"\x00")
+        cat = category(name) if category is not None else None
+        if cat is not None:
+            if cat.labels_from_arrow and cat.label_count > 256:
+                return None
+            labels = cat.labels
+            c = int(cat.codes[0])
+            label = labels[c] if 0 <= c < len(labels) else ""
+            if label is None:
+                label = ""
+            if type(label) is not str:
+                return None
+            v = label.encode()
+            out += (_ONE_TEXT_HEAD, _PACK_Q1(len(v)), v, _INDEX_0)
+            continue
+        col = cols[name]
+        kind = col.dtype.kind if isinstance(col, np.ndarray) else ""
+        if kind == "f":
+            x = float(col[0])
+            if x == x:
+                out += (_DOUBLE_VALID, _PACK_D1(x))
+            else:
+                out.append(_DOUBLE_MISSING)
+        elif kind == "O" or kind == "U" or kind == "S":
+            cell = col[0]
+            if cell is None:
+                cell = ""
+            if type(cell) is not str:
+                return None
+            v = cell.encode()
+            out += (_ONE_TEXT_HEAD, _PACK_Q1(len(v)), v, _INDEX_0)
+        elif kind in "iub" and kind:
+            out += (_INT_VALID, _PACK_Q1(int(col[0])))
+        else:
+            return None
+    return out
 
 
 def _text_pieces(vals: list[bytes]) -> list[bytes]:

@@ -159,13 +159,19 @@ def prepare(
     # the results digest needs nothing from the input: start it at once
     results_future: Future[str] | None = pool.submit(C.results_digest, results, alg, C.FORMAT) if pool else None
     try:
-        table = C.input_table(plan, data)
-        if table.num_rows != len(results):
-            raise LedgerError(f"the results have {len(results)} rows but the data has {table.num_rows}: rate this data")
-        if pool is None:  # one thread: the input hash and fingerprints in one pass
-            known_hash, input_fp = C.input_digests(table, alg)
-        else:  # the hash in the worker (rest), the fingerprints here
-            known_hash, input_fp = None, C.input_fingerprints(table)
+        # a one-firm run given as records: hash, fingerprints and the bytes stored, without Arrow
+        tiny = C.tiny_input(plan, data, alg) if pool is None else None
+        table: Any = None
+        if tiny is not None:
+            known_hash, input_fp, canonical = tiny
+        else:
+            table = C.input_table(plan, data)
+            if pool is None:  # one thread: the input hash and fingerprints in one pass
+                known_hash, input_fp = C.input_digests(table, alg)
+            else:  # the hash in the worker (rest), the fingerprints here
+                known_hash, input_fp = None, C.input_fingerprints(table)
+        if len(input_fp) != len(results):
+            raise LedgerError(f"the results have {len(results)} rows but the data has {len(input_fp)}: rate this data")
         cols = rating_columns(results, plan, input_fp)
         rows = RatingRows(cols, row_fingerprints(cols), [])
     except BaseException:
@@ -176,7 +182,12 @@ def prepare(
     def rest() -> tuple[dict[str, Any], dict[str, tuple[str, bytes]], list[str]]:
         more: dict[str, tuple[str, bytes]] = {}
         input_hash = known_hash or C.input_hash(table, alg)
-        input_blob = put(more, "input-rows", C.stored_bytes(table)) if store_rows else None
+        input_blob = None
+        if store_rows and table is None:  # the canonical bytes themselves: their digest is the input hash
+            input_blob = input_hash
+            more[input_hash] = ("input-rows", canonical)
+        elif store_rows:
+            input_blob = put(more, "input-rows", C.stored_bytes(table))
         blocks = block_hashes(cols, alg)
         h = C.hasher(alg)
         root = f"{alg}:{h(b''.join(bytes.fromhex(b.split(':', 1)[1]) for b in blocks)).digest().hex()}"

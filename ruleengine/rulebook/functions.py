@@ -201,7 +201,11 @@ def _kleene(decisive: float) -> Callable[..., Any]:
 def _coalesce(frame: Any, *xs: Any) -> Any:
     import numpy as np
 
-    first = np.asarray(xs[0], dtype=np.float64)
+    x0 = xs[0]
+    if (type(x0) is np.float64 or type(x0) is float) and x0 == x0:
+        # one number, not missing (a one-firm batch's measured value): it, with nothing to fill
+        return np.float64(x0)
+    first = np.asarray(x0, dtype=np.float64)
     out: Any = first[:1].reshape(()) if first.ndim == 1 and first.size and first.strides[0] == 0 else first
     for x in xs[1:]:
         t = type(out)
