@@ -395,6 +395,8 @@ def rate(
         raise click.UsageError(
             "--any-jurisdiction runs are not recorded in the ledger (its replay rates by jurisdiction)"
         )
+    if recording:
+        _ledger_checked(ledger, data, local=engine == "local" and chunk_rows is None)
     if engine in ("spark", "dask"):
         from . import load
         from .scale.engines import rate_on
@@ -501,6 +503,55 @@ def rate(
         from .ledger.cli import record_from_rate
 
         record_from_rate(book, data, results, what, ledger)
+
+
+def _ledger_checked(ledger: dict[str, Any], data: str, local: bool) -> None:
+    """``rate``'s ledger options, checked before any rating work (the ledger itself checks them only
+    when it records the run: after the rating, with -o already written): the URL's form, a
+    correction's reason, the signing key. The ledger is not opened here (that would create it)."""
+    from .ledger.cli import resolve_url
+    from .ledger.db import normalise_url
+    from .ledger.errors import LedgerError
+
+    url = ledger.get("ledger_url")
+    if url is None:
+        raise click.UsageError("--supersedes, --reason, --no-store-rows and --sign-key need --ledger")
+    if not local:
+        raise click.UsageError(
+            "--ledger records runs of the local runner only (not with --engine chunked|spark|dask or --chunk-rows)"
+        )
+    try:
+        normalise_url(resolve_url(url, data))
+    except LedgerError as exc:
+        raise LedgerError(f"--ledger: {exc}") from None
+    run = ledger.get("supersedes")
+    if run is not None and not (ledger.get("reason") or "").strip():
+        raise LedgerError(f"--supersedes {run} needs --reason TEXT: why run {run} is corrected (recorded with it)")
+    if ledger.get("sign_key") or ledger.get("sign_key_env"):
+        _signing_key(ledger.get("sign_key"), ledger.get("sign_key_env"), "--sign-key")
+
+
+def _signing_key(key_file: str | None, key_env: str | None, option: str) -> Any:
+    """The Ed25519 private key of ``option`` (the ledger's ``load_private_key``); a file holding the
+    public key instead is said to be one."""
+    from .ledger.errors import LedgerError
+    from .ledger.signing import load_private_key, load_public_key
+
+    def public(path: str) -> bool:
+        try:
+            load_public_key(path)
+        except (LedgerError, OSError, ValueError):
+            return False
+        return True
+
+    try:
+        return load_private_key(key_file=key_file, key_env=key_env)
+    except LedgerError:
+        if key_file and not key_env and Path(key_file).is_file() and public(key_file):
+            raise LedgerError(
+                f"{option} {key_file} is a public key: give the private key (`ruleengine ledger keygen --private FILE`)"
+            ) from None
+        raise
 
 
 def _chunked_incentives(plan: Any, run: Any) -> None:
@@ -678,13 +729,13 @@ def sign_cmd(file: str, key_file: str | None, key_env: str | None, output: str |
     printed or written anywhere.
     """
     from .ledger.artifacts import sign
-    from .ledger.signing import load_private_key, signer
+    from .ledger.signing import signer
 
     if not key_file and not key_env:
         raise click.UsageError("give the private key: --key FILE or --key-env NAME")
     if output and Path(output).resolve() == Path(file).resolve():
         raise click.BadParameter("the signature would overwrite the file it signs; name another file", param_hint="-o")
-    out = sign(file, signer(load_private_key(key_file=key_file, key_env=key_env)), out=output)
+    out = sign(file, signer(_signing_key(key_file, key_env, "--key")), out=output)
     click.echo(f"signed {file}: {out}")
 
 
@@ -788,12 +839,26 @@ def compare(
     if eng.local:
         _local_file(data, "--data")
     result = run(list(book), data, top, engine=eng)
+    # a pair of methods that rate no firm-year in common (each only its own jurisdiction) has no
+    # rank agreement: said so, not printed as nan; nothing to compare at all is an error
+    apart = [f"{p['a']} vs {p['b']}" for p in result["pairs"] if not p["both_rated"]]
     if fmt == "json":
         sys.stdout.write(to_json(result))
     elif fmt == "markdown":
         sys.stdout.write(to_markdown(result))
     else:
-        compare_text(_console(), result)
+        compare_text(_console(), {**result, "pairs": [p for p in result["pairs"] if p["both_rated"]]})
+        if apart and len(apart) < len(result["pairs"]):
+            click.echo(f"no firm-year rated by both (nothing to compare): {', '.join(apart)}")
+    if len(apart) == len(result["pairs"]):
+        ids = [m["id"] for m in result["methods"]]
+        who = f"{ids[0]} and {ids[1]} rate no" if len(ids) == 2 else f"no two of {', '.join(ids)} rate a"
+        click.echo(
+            f"error: {who} firm-year of {data} in common: nothing to compare "
+            f"(give --data with firms {'they both' if len(ids) == 2 else 'two of them'} rate)",
+            err=True,
+        )
+        sys.exit(EXIT_ERROR)
 
 
 def _local_file(path: str, option: str) -> None:
@@ -871,7 +936,8 @@ def test_cmd(book: tuple[str, ...], select: str | None) -> None:
     """Run the test cases written in the rulebooks (their `tests:` section).
 
     Each case rates its input rows and compares the expected outputs (with tolerances);
-    a failing case shows expected against actual. Exit code 1 if any case fails.
+    a failing case shows expected against actual. Exit code 1 if any case fails, or if -k
+    selects no case.
     """
     from . import load
     from .analysis.authortests import run_cases
@@ -880,8 +946,10 @@ def test_cmd(book: tuple[str, ...], select: str | None) -> None:
     for name in book:
         plan = load(name)
         outcomes = run_cases(plan, select)
-        if not outcomes:
+        if not plan.tests:
             click.echo(f"{plan.file}: no test cases")
+        elif not outcomes:
+            click.echo(f"{plan.file}: no test case name contains {select!r}")
         for oc in outcomes:
             total += 1
             if oc.ok:
@@ -891,6 +959,9 @@ def test_cmd(book: tuple[str, ...], select: str | None) -> None:
                 click.echo(f"FAIL {plan.id}: {oc.name}  ({oc.location})")
                 for line in oc.diff:
                     click.echo(f"    {line}")
+    if select is not None and not total:
+        click.echo(f"error: -k {select!r} matched no test case; run without -k to list them all", err=True)
+        sys.exit(EXIT_ERROR)
     click.echo(f"{total - failed} passed, {failed} failed")
     if failed:
         sys.exit(EXIT_ERROR)
@@ -1144,9 +1215,9 @@ def report_cmd(
     if sign_key or sign_key_env:
         if all_firms:
             raise click.UsageError("--sign-key signs one report (--firm or --portfolio); sign --all reports one by one")
-        from .ledger.signing import load_private_key, signer
+        from .ledger.signing import signer
 
-        sign = signer(load_private_key(key_file=sign_key, key_env=sign_key_env))  # a bad key fails before rating
+        sign = signer(_signing_key(sign_key, sign_key_env, "--sign-key"))  # a bad key fails before rating
     # the what-it-takes columns (about 30 evaluations of the batch) serve the portfolio report's
     # "closest to a band edge"; a firm's page takes its own from the trace
     rated = rep.rate_portfolio(book, data, what_it_takes=portfolio)
@@ -1167,6 +1238,11 @@ def report_cmd(
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         n = len({str(f) for f in rated.results["firm_id"].tolist()})
+        years = sorted({int(y) for y in rated.results["year"].tolist() if y is not None})
+        if not n or (year is not None and year not in years):  # no report to write: say so, make no folder
+            what = f"no firm-year in {year} (its years: {', '.join(map(str, years))})" if n else "no firm-years"
+            click.echo(f"error: --all wrote no report: {data} has {what}", err=True)
+            sys.exit(EXIT_ERROR)
         with Progress(
             TextColumn("{task.description}"),
             BarColumn(),

@@ -520,17 +520,26 @@ def read_json(path: Path, suffix: str, header_map: Any, only: set[str] | None) -
                 ln = text.count("\n", 0, pos) + 1
                 raise DataError(f"{path}: line {ln}: expected ',' or ']' after an object")
     else:
+        decoded = False
         for i, line_text in enumerate(text.splitlines(), start=1):
             if not line_text.strip():
                 continue
             try:
                 value = _DECODER.decode(line_text)
+                decoded = True
             except RecursionError:
                 value = BadCell("nested too deep to read")
             except json.JSONDecodeError as exc:
                 value = BadCell(f"not valid JSON at column {exc.colno}: {exc.msg}")
             records.append(value)
             lines.append(i)
+        if not decoded:  # not one line is JSON: the file is not JSON (Lines), e.g. truncated; say where
+            try:
+                _DECODER.decode(text.rstrip(" \t\r\n"))  # a truncated file: where its text ends
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}: line {exc.lineno}, column {exc.colno}: not valid JSON: {exc.msg}") from None
+            except RecursionError:
+                pass
     return from_records_tolerant(records, str(path), header_map, only, lines, problems)
 
 
