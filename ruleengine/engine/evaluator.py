@@ -845,6 +845,9 @@ class Frame:
 
     # arithmetic with bookkeeping -------------------------------------------------------------
     def divide(self, a: Any, b: Any, node: ast.BinOp) -> Any:
+        ta, tb = type(a), type(b)
+        if (tb is _F64 or tb is float) and (ta is _F64 or ta is float) and b != 0:
+            return _F64(a) / b  # two numbers (one row): np.divide's bits, no arrays
         a64, b64 = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
         zero = b64 == 0
         if zero.any() if type(zero) is not np.ndarray or zero.size > 64 else np.count_nonzero(zero):

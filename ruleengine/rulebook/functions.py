@@ -234,6 +234,9 @@ def _show_coalesce(values: list[Any]) -> dict[str, Any] | None:
 def _safe_div(frame: Any, a: Any, b: Any, if_zero: Any) -> Any:
     import numpy as np
 
+    ta, tb = type(a), type(b)
+    if (tb is np.float64 or tb is float) and (ta is np.float64 or ta is float) and b != 0:
+        return np.float64(a) / b  # two numbers (one row), b not 0: np.divide's bits, no arrays
     b64 = np.asarray(b, dtype=np.float64)
     zero = b64 == 0
     q = np.divide(a, np.where(zero, 1.0, b64))
