@@ -1341,11 +1341,20 @@ def ledger_check(ctx: click.Context) -> None:
 
 @ledger.command("replay")
 @click.argument("run", type=int, required=False)
-@click.option("--all", "every", is_flag=True, help="Replay every run.")
+@click.option(
+    "--all",
+    "every",
+    is_flag=True,
+    help="Replay every run; a run recorded with --no-store-rows (and no --data that is its input) is reported "
+    "'not replayable (rows not stored)' and skipped.",
+)
 @click.option("--data", type=click.Path(dir_okay=False), help="The input, for a run recorded with --no-store-rows.")
 @click.pass_context
 def ledger_replay(ctx: click.Context, run: int | None, every: bool, data: str | None) -> None:
-    """Re-rate RUN from its stored rulebook, rows and benchmark tables; prove byte-identical results."""
+    """Re-rate RUN from its stored rulebook, rows and benchmark tables; prove byte-identical results.
+
+    Exit code 1 if a replayed run differs, or if no run could be replayed at all.
+    """
     from .ledger.cli import print_replay
 
     if (run is None) == (not every):

@@ -122,6 +122,62 @@ def test_a_correction_supersedes_with_a_reason(ledger_with_runs, tmp_path):
     assert [r["id"] for r in led.runs()] == [1, 2]  # the refused corrections left nothing
 
 
+def test_a_run_is_superseded_once(ledger_with_runs, ledger_url, tmp_path):
+    """A second correction of a run already corrected is refused, naming the run that corrected it
+    (it landed: two runs claimed to correct run 1). The check is made in the append's transaction,
+    under the write lock: it sees a correction earlier in the same batch, and two corrections
+    racing each other cannot both land."""
+    import threading
+
+    from ruleengine.ledger import record as R
+
+    led, data, res, _r1, _r2 = ledger_with_runs
+    msg = "run 1 was already superseded by run 2: a run is corrected once; to correct it again, supersede run 2"
+    with pytest.raises(LedgerError) as exc:
+        led.record("huzhou", data, res, supersedes=1, reason="again")
+    assert str(exc.value) == msg
+    out = CliRunner().invoke(
+        main, ["rate", "huzhou", str(data), "--ledger", ledger_url, "--supersedes", "1", "--reason", "again"]
+    )
+    assert out.exit_code == 1 and f"error: {msg}\n" in out.output, out.output
+    assert [r["id"] for r in led.runs()] == [1, 2]
+    # two corrections of run 2 in one batch: the second sees the first (same transaction); none land
+    batch = [R.prepare("huzhou", res.plan, data, res, supersedes=2, reason=f"fix {i}") for i in (1, 2)]
+    with pytest.raises(LedgerError) as exc:
+        R.append_many(led.engine, batch)
+    assert str(exc.value) == (
+        "run 2 was already superseded by run 3: a run is corrected once; to correct it again, supersede run 3"
+    )
+    assert [r["id"] for r in led.runs()] == [1, 2]
+    # two writers racing to correct run 2, each with its own engine: exactly one lands
+    racers = [R.prepare("huzhou", res.plan, data, res, supersedes=2, reason=f"race {i}") for i in (1, 2)]
+    engines = [open_ledger(ledger_url).engine for _ in racers]
+    start = threading.Barrier(len(racers))
+    outcome: list[object] = [None, None]
+
+    def race(i: int) -> None:
+        start.wait()
+        try:
+            outcome[i] = R.append(engines[i], racers[i])["id"]
+        except LedgerError as e:
+            outcome[i] = str(e)
+
+    threads = [threading.Thread(target=race, args=(i,)) for i in range(len(racers))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert sorted(outcome, key=str) == [
+        3,
+        "run 2 was already superseded by run 3: a run is corrected once; to correct it again, supersede run 3",
+    ]
+    assert [(r["id"], r["supersedes"]) for r in led.runs()] == [(1, None), (2, 1), (3, 2)]
+    rep = led.check()
+    assert rep.ok, rep.problems
+    for e in engines:
+        e.dispose()
+
+
 def test_sm3_chain(ledger_url, tmp_path):
     from ruleengine.ledger.canonical import digest
 

@@ -104,6 +104,40 @@ def test_errors_are_messages_not_tracebacks(tmp_path):
     assert out.exit_code == 1 and "pw" not in out.output and "error: " in out.output
 
 
+def test_a_file_url_is_refused_naming_the_path_to_give(tmp_path, monkeypatch):
+    """`--ledger file:y.db` was taken as a path and made a SQLite file named `file:y.db` in the
+    working directory (and `file:///…` was "unsupported" with no word on what to give). A file:
+    URL is refused, naming the path (or sqlite:/// URL) that says the same; nothing is created."""
+    monkeypatch.chdir(tmp_path)
+    data = make_sample(tmp_path / "firms.csv", firms=3)
+    runner = CliRunner()
+    out = runner.invoke(main, ["rate", "huzhou", str(data), "--ledger", "file:y.db"])
+    assert (out.exit_code, out.output) == (
+        1,
+        "error: --ledger: unsupported ledger URL 'file:y.db': file: URLs are not read; give the file path "
+        "itself (y.db) or sqlite:///y.db\n",
+    )
+    url = f"file://{tmp_path}/z.db"
+    out = runner.invoke(main, ["ledger", "-l", url, "runs"])
+    assert (out.exit_code, out.output) == (
+        1,
+        f"error: unsupported ledger URL '{url}': file: URLs are not read; give the file path itself "
+        f"({tmp_path}/z.db) or sqlite:///{tmp_path}/z.db\n",
+    )
+    out = runner.invoke(main, ["ledger", "-l", "file:y.db?mode=ro", "check"])
+    assert (out.exit_code, out.output) == (
+        1,
+        "error: unsupported ledger URL 'file:y.db?mode=ro': file: URLs are not read; give the file path "
+        "itself, sqlite:///FILE or postgresql://…\n",
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["firms.csv"]
+    # the path itself, and a file really named file:…, still work
+    for given, made in (("y.db", "y.db"), ("./file:y.db", "file:y.db")):
+        out = runner.invoke(main, ["rate", "huzhou", str(data), "--ledger", given])
+        assert out.exit_code == 0, out.output
+        assert (tmp_path / made).is_file()
+
+
 def test_real_process_and_env_var(tmp_path):
     data = make_sample(tmp_path / "firms.csv", firms=4)
     url = str(tmp_path / "l.db")

@@ -96,6 +96,64 @@ def test_replay_without_stored_rows_needs_the_data(ledger_url, tmp_path):
     led.dispose()
 
 
+def test_replay_all_reports_runs_without_stored_rows_and_goes_on(tmp_path):
+    """`replay --all` stopped at the first run recorded with --no-store-rows (an error, exit 1,
+    the later runs not replayed). Such a run is now reported "not replayable (rows not stored)" and
+    the others are replayed; it is no failure (exit 0) unless no run could be replayed at all. A run
+    that differs still exits 1; `replay RUN` of such a run is still an error."""
+    from ruleengine import __version__
+
+    data = make_sample(tmp_path / "firms.csv", firms=5)
+    other = make_sample(tmp_path / "other.csv", firms=5, seed=3)
+    url = str(tmp_path / "l.db")
+    runner = CliRunner()
+    for extra in ([], ["--no-store-rows"], []):
+        out = runner.invoke(main, ["rate", "huzhou", str(data), "--ledger", url, *extra])
+        assert out.exit_code == 0, out.output
+    led = open_ledger(url)
+    h = {r["id"]: r["results_hash"] for r in led.runs()}
+
+    def replay(*args: str) -> tuple[int, str]:
+        out = runner.invoke(main, ["ledger", "-l", url, "replay", *args])
+        return out.exit_code, out.output
+
+    def same(i: int) -> str:
+        return f"run {i}: replayed 10 ratings: byte-identical ({h[i]})\n"
+
+    skipped = "run 2: not replayable (rows not stored): give its input with --data FILE\n"
+    assert replay("--all") == (0, same(1) + skipped + same(3))
+    assert replay("--all", "--data", str(other)) == (
+        0,
+        same(1) + f"run 2: not replayable (rows not stored): {other} is not its input\n" + same(3),
+    )
+    assert replay("--all", "--data", str(data)) == (0, same(1) + same(2) + same(3))
+    assert replay("2") == (
+        1,
+        "error: run 2 was recorded without its input rows (--no-store-rows): give the data with --data FILE\n",
+    )
+    # a replayed run that differs still fails the whole command
+    bypass(url, "UPDATE ledger_runs SET engine_version = '0.0.0' WHERE id = 3")
+    assert replay("--all") == (
+        1,
+        same(1)
+        + skipped
+        + f"run 3: replay DIFFERS: engine version: recorded 0.0.0, replayed with {__version__}\n"
+        + f"    recorded {h[3]}\n    replayed {h[3]}\n",
+    )
+    # nothing replayable: nothing proven, exit 1
+    only = str(tmp_path / "only.db")
+    for _ in range(2):
+        assert runner.invoke(main, ["rate", "huzhou", str(data), "--ledger", only, "--no-store-rows"]).exit_code == 0
+    out = runner.invoke(main, ["ledger", "-l", only, "replay", "--all"])
+    assert (out.exit_code, out.output) == (
+        1,
+        skipped.replace("run 2", "run 1")
+        + skipped
+        + "no run could be replayed: all 2 were recorded without their rows\n",
+    )
+    led.dispose()
+
+
 def test_a_changed_stored_input_is_caught(ledger_url, tmp_path):
     data = make_sample(tmp_path / "firms.csv", firms=10)
     led = open_ledger(ledger_url)

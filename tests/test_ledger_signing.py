@@ -113,3 +113,60 @@ def test_unsigned_run_and_missing_key(ledger_url, tmp_path, keys):
         main, ["rate", "huzhou", str(data), "--ledger", ledger_url, "--sign-key", str(tmp_path / "nope.pem")]
     )
     assert out.exit_code == 1 and "error: cannot read the signing key" in out.output
+
+
+def test_check_verifies_each_signature_with_its_stored_key(ledger_url, tmp_path, keys):
+    """`ledger check` verified the chain but no signature: an edited signature, or a signed run
+    edited and the chain re-hashed from it (what a writer without the private key can do), passed.
+    Each signed run's signature is now checked against the public key stored with it; unsigned
+    runs need none."""
+    from ruleengine.ledger.record import run_hash
+
+    priv, _pub, _ = keys
+    data = make_sample(tmp_path / "firms.csv", firms=6)
+    runner = CliRunner()
+    for extra in (["--sign-key", str(priv)], []):  # run 1 signed, run 2 not
+        out = runner.invoke(main, ["rate", "huzhou", str(data), "--ledger", ledger_url, *extra])
+        assert out.exit_code == 0, out.output
+
+    def check() -> tuple[int, str]:
+        out = runner.invoke(main, ["ledger", "-l", ledger_url, "check"])
+        return out.exit_code, out.output
+
+    assert check() == (0, "ledger intact: 2 runs, 24 ratings, 5 blobs; every link holds\n")
+    broken = (
+        "ledger BROKEN: first broken link: run 1: its signature does not verify with its stored public key "
+        "(the signature or the signed run_hash was changed)\n"
+    )
+    led = open_ledger(ledger_url)
+    r1, r2 = led.run(1), led.run(2)
+    sig = r1["signature"]
+    bypass(ledger_url, f"UPDATE ledger_runs SET signature = '{'1' if sig[0] == '0' else '0'}{sig[1:]}' WHERE id = 1")
+    assert check() == (1, broken)
+    bypass(ledger_url, f"UPDATE ledger_runs SET signature = '{sig}' WHERE id = 1")
+    assert check()[0] == 0
+    # a signed field edited and every hash from it recomputed: the chain holds, the signature does not
+    h1 = run_hash({**r1, "who": "mallory"}, r1["prev_hash"], r1["hash_alg"])
+    h2 = run_hash(r2, h1, r2["hash_alg"])
+    bypass(
+        ledger_url,
+        f"UPDATE ledger_runs SET who = 'mallory', run_hash = '{h1}' WHERE id = 1; "
+        f"UPDATE ledger_runs SET prev_hash = '{h1}', run_hash = '{h2}' WHERE id = 2",
+    )
+    assert check() == (1, broken)
+    assert led.check().problems == [broken[len("ledger BROKEN: first broken link: ") : -1]]
+    # the stored key replaced by another (valid) key: the signature does not verify with it either
+    bypass(ledger_url, f"UPDATE ledger_runs SET who = '{r1['who']}', run_hash = '{r1['run_hash']}' WHERE id = 1")
+    bypass(
+        ledger_url, f"UPDATE ledger_runs SET prev_hash = '{r1['run_hash']}', run_hash = '{r2['run_hash']}' WHERE id = 2"
+    )
+    assert check()[0] == 0
+    other_hex = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"  # RFC 8032 test 1 key
+    bypass(ledger_url, f"UPDATE ledger_runs SET public_key = '{other_hex}' WHERE id = 1")
+    assert check() == (1, broken)
+    bypass(ledger_url, "UPDATE ledger_runs SET public_key = 'zz' WHERE id = 1")
+    assert check() == (
+        1,
+        "ledger BROKEN: first broken link: run 1: its stored public key is not an Ed25519 public key (it was edited)\n",
+    )
+    led.dispose()

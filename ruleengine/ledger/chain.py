@@ -4,7 +4,9 @@ Links, in chain order: each run's ``prev_hash`` must be the previous run's ``run
 1, 2, 3 … without a gap); its ``run_hash`` must be the hash of its header; its ratings (seq 0, 1,
 2 … without a gap, ``n_ratings`` of them) must match their row fingerprints (names the edited row)
 and hash, block by block, to the stored block hashes, which hash to the header's
-``ratings_root``. Every blob must hash to its digest, and every
+``ratings_root``. A signed run's signature must verify with the public key stored with it (an
+edited signature, or a run edited and re-hashed); whether that key is one you trust is
+``ledger verify --public-key``'s question. Every blob must hash to its digest, and every
 digest a run names must be there. On SQLite the firm index table (derived, not hashed) must match
 the ratings row for row.
 """
@@ -18,6 +20,7 @@ from . import canonical as C
 from . import schema as S
 from .db import translate_errors
 from .record import GENESIS, decompress, run_hash
+from .signing import stored_signature_problem
 
 
 @dataclass
@@ -44,6 +47,7 @@ def check(engine: Any, limit: int = 20) -> CheckReport:
         all_runs = [dict(r._mapping) for r in conn.execute(sa.select(S.runs).order_by(S.runs.c.id))]
         prev_hash, prev_id = GENESIS, 0
         digests_needed: dict[str, int] = {}
+        keys: dict[str, Any] = {}  # the signers' public keys, loaded once each
         for r in all_runs:
             rep.runs += 1
             rid = r["id"]
@@ -60,6 +64,9 @@ def check(engine: Any, limit: int = 20) -> CheckReport:
                 want = f"<cannot hash: {exc}>"
             if want != r["run_hash"]:
                 rep.problems.append(f"run {rid}: header does not hash to its run_hash (a run field was edited)")
+            bad_signature = stored_signature_problem(r, keys)
+            if bad_signature:
+                rep.problems.append(bad_signature)
             prev_hash, prev_id = r["run_hash"], rid
             for key in ("rulebook_manifest", "input_blob", "benchmarks_blob"):
                 if r[key]:

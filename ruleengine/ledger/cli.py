@@ -220,16 +220,34 @@ def print_check(led: Any) -> bool:
 
 
 def print_replay(led: Any, run_ids: list[int], data: str | None) -> bool:
-    """Replay and print; True if every run replayed byte-identical."""
-    bad = 0
+    """Replay and print; True if every run replayed was byte-identical (the CLI: exit 0, else 1).
+
+    One run asked for that cannot be replayed (recorded with ``--no-store-rows``, and no ``--data``
+    or not its data) is an error, as before. Of several (``--all``) such a run is reported "not
+    replayable (rows not stored)" and the others are replayed: it is not a failure (its rows were
+    deliberately not kept), unless no run at all could be replayed (nothing was proven)."""
+    from .replay import RowsNotStored
+
+    bad = skipped = 0
     for rid in run_ids:
-        rep = led.replay(rid, data)
+        try:
+            rep = led.replay(rid, data)
+        except RowsNotStored:
+            if len(run_ids) == 1:
+                raise
+            skipped += 1
+            why = "give its input with --data FILE" if data is None else f"{data} is not its input"
+            click.echo(f"run {rid}: not replayable (rows not stored): {why}")
+            continue
         if rep.identical:
             click.echo(f"run {rid}: replayed {rep.n:,} ratings: byte-identical ({rep.replayed_hash})")
         else:
             bad += 1
             click.echo(f"run {rid}: replay DIFFERS: " + "; ".join(rep.differences or ["results digest differs"]))
             click.echo(f"    recorded {rep.results_hash}\n    replayed {rep.replayed_hash}")
+    if skipped and skipped == len(run_ids):
+        click.echo(f"no run could be replayed: all {skipped} were recorded without their rows", err=True)
+        return False
     return not bad
 
 

@@ -38,6 +38,8 @@ def _need_extra() -> None:
 def normalise_url(url: str | Path) -> str:
     """``sqlite:///…``/``postgresql://…`` as given (postgresql gets the psycopg 3 driver); a path → SQLite."""
     text = str(url)
+    if text[:5].lower() == "file:":
+        raise LedgerError(_file_url_refused(text))
     if text.startswith(("postgresql://", "postgres://")):
         return _checked("postgresql+psycopg://" + text.split("://", 1)[1], text)
     if "://" in text:
@@ -47,6 +49,28 @@ def normalise_url(url: str | Path) -> str:
             )
         return _checked(text, text)
     return "sqlite:///" + str(Path(text))
+
+
+def _file_url_refused(text: str) -> str:
+    """Why a ``file:`` URL is refused, with the path or URL to give instead when there is one.
+
+    Taken as a path it made a SQLite file named ``file:y.db`` in the working directory (and
+    ``file:///…`` was "unsupported" without a word on what to give); RFC 8089 and SQLite URI
+    filenames differ on hosts, query parameters (``?mode=ro``) and percent-escapes, so a ledger
+    takes a plain path or ``sqlite:///FILE`` (a file really named ``file:…``: ``./file:…``)."""
+    from urllib.parse import unquote, urlsplit
+
+    hint = ""
+    try:
+        u = urlsplit(text)
+        path = unquote(u.path)
+        if u.netloc in ("", "localhost") and path and not u.query and not u.fragment:
+            hint = f" ({path}) or sqlite:///{path}"
+    except ValueError:
+        pass
+    shown = redact(text) if "@" in text else text
+    instead = hint or ", sqlite:///FILE or postgresql://…"
+    return f"unsupported ledger URL '{shown}': file: URLs are not read; give the file path itself{instead}"
 
 
 def _checked(norm: str, given: str) -> str:

@@ -359,6 +359,7 @@ class _Sql:
     run_cols: tuple[str, ...]
     tip: str
     run_exists: str
+    superseded_by: str
     insert_run: str
     insert_blob: str
 
@@ -375,6 +376,7 @@ def _sql(dialect: str) -> _Sql:
         cols,
         tip="SELECT id, run_hash FROM ledger_runs ORDER BY id DESC LIMIT 1",
         run_exists=f"SELECT id FROM ledger_runs WHERE id = {ph}",
+        superseded_by=f"SELECT id FROM ledger_runs WHERE supersedes = {ph} ORDER BY id LIMIT 1",
         insert_run=f"INSERT INTO ledger_runs ({', '.join(cols)}) VALUES ({', '.join([ph] * len(cols))})",
         insert_blob=f"INSERT INTO ledger_blobs (digest, kind, size, encoding, data) VALUES ({', '.join([ph] * 5)})",
     )
@@ -388,6 +390,16 @@ def _append_one(
         cur.execute(sql.run_exists, (sup,))
         if cur.fetchone() is None:
             raise LedgerError(f"run {sup} (to be superseded) is not in the ledger")
+        # a run is corrected once: read under the write lock, in the transaction that inserts this
+        # run (and sees the runs appended before it in the same append_many), so two corrections
+        # of one run racing each other cannot both land
+        cur.execute(sql.superseded_by, (sup,))
+        already = cur.fetchone()
+        if already is not None:
+            raise LedgerError(
+                f"run {sup} was already superseded by run {already[0]}: a run is corrected once; "
+                f"to correct it again, supersede run {already[0]}"
+            )
     _insert_ratings(conn, run_id, prepared.rows)
     prepared.finish()
     header = {**prepared.header, "id": run_id}

@@ -15,6 +15,11 @@ from . import canonical as C
 from .errors import LedgerError
 
 
+class RowsNotStored(LedgerError):
+    """The run was recorded with ``--no-store-rows`` and no data (or not its data) was given: it
+    cannot be replayed. ``ledger replay --all`` reports such a run and goes on with the others."""
+
+
 @dataclass
 class Materials:
     run: dict[str, Any]
@@ -79,13 +84,13 @@ def materials(ledger: Any, run_id: int, data: Any = None) -> Iterator[Materials]
         elif data is not None:
             table = C.input_table(plan, data)
             if C.input_hash(table, alg) != run["input_hash"]:
-                raise LedgerError(
+                raise RowsNotStored(
                     f"run {run_id}: the data given is not the data rated (its canonical hash "
                     f"{C.input_hash(table, alg)} differs from {run['input_hash']})"
                 )
             stored = C.parquet_bytes(table)
         else:
-            raise LedgerError(
+            raise RowsNotStored(
                 f"run {run_id} was recorded without its input rows (--no-store-rows): give the data with --data FILE"
             )
         path.write_bytes(stored)

@@ -123,6 +123,42 @@ def verify_run(run: dict[str, Any], public_key: Any) -> None:
         ) from None
 
 
+def stored_signature_problem(run: dict[str, Any], keys: dict[str, Any] | None = None) -> str | None:
+    """What is wrong with ``run``'s signature checked against the public key stored with it, or
+    None (an unsigned run: nothing to check). ``ledger check`` calls it for every run: it finds an
+    edited signature and a run whose fields were edited and its ``run_hash`` recomputed; that the
+    stored key is one you trust is ``ledger verify --public-key``'s question. ``keys``: a cache of
+    loaded keys by their hex."""
+    sig, pub = run.get("signature"), run.get("public_key")
+    if not sig and not pub:
+        return None
+    rid = run["id"]
+    if not sig:
+        return f"run {rid}: a public key is stored but no signature (the signature was removed)"
+    if not pub:
+        return f"run {rid}: signed, but no public key is stored with the signature (it was removed)"
+    _need()
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    cache = {} if keys is None else keys
+    key = cache.get(pub)
+    if key is None:
+        try:
+            key = Ed25519PublicKey.from_public_bytes(bytes.fromhex(pub))
+        except ValueError:
+            return f"run {rid}: its stored public key is not an Ed25519 public key (it was edited)"
+        cache[pub] = key
+    try:
+        key.verify(bytes.fromhex(sig), SIGN_CONTEXT + str(run["run_hash"]).encode())
+    except (InvalidSignature, ValueError):
+        return (
+            f"run {rid}: its signature does not verify with its stored public key "
+            "(the signature or the signed run_hash was changed)"
+        )
+    return None
+
+
 def generate(private_out: str | Path, public_out: str | Path) -> str:
     """Write a new Ed25519 key pair (private PEM with mode 0600); returns the public key hex."""
     _need()
