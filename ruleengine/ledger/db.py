@@ -9,6 +9,7 @@ transaction-scoped advisory lock on PostgreSQL.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Iterator
 from importlib import resources
@@ -331,11 +332,11 @@ def translate_errors(engine: Any) -> Iterator[None]:
     """Database errors become :class:`LedgerError` with what it means for the user."""
     import sqlalchemy.exc as sx
 
-    where = str(sqlite_path(engine) or redact(str(engine.url)))
     caught: tuple[type[BaseException], ...] = (sx.DBAPIError, *_driver_errors())
     try:
         yield
     except caught as exc:
+        where = str(sqlite_path(engine) or redact(str(engine.url)))  # (only now: every transaction passes here)
         orig = getattr(exc, "orig", exc)
         text = str(orig) if orig is not None else str(exc)
         low = text.lower()
@@ -356,6 +357,7 @@ def translate_errors(engine: Any) -> Iterator[None]:
         raise LedgerError(msg) from None
 
 
+@functools.lru_cache(maxsize=1)
 def _driver_errors() -> tuple[type[BaseException], ...]:
     import sqlite3
 
