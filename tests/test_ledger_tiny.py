@@ -189,6 +189,16 @@ def test_tiny_rating_columns_equal_the_arrow_path(monkeypatch, tmp_path):
         for name in tiny:
             assert tiny[name].type == arrow[name].type and tiny[name].equals(arrow[name]), name
         seen.update(tiny["status"].to_pylist())
+        # the Python values of a tiny run (rating_values): the same arrays, fingerprints and block hash
+        values = R.rating_values(res, plan, fps)
+        assert values is not None
+        rows_ = R.tiny_rating_rows(values, "sha256")
+        assert list(rows_.cols) == list(arrow)
+        for name in arrow:
+            assert rows_.cols[name].type == arrow[name].type and rows_.cols[name].equals(arrow[name]), name
+        assert rows_.fps.tolist() == _vectorised(monkeypatch, R.row_fingerprints, arrow).tolist()
+        assert rows_.blocks == _vectorised(monkeypatch, R.block_hashes, arrow, "sha256")
+        assert R.tiny_rating_rows(values, "sm3").blocks == R.block_hashes(arrow, "sm3")
     assert {"rated", "unrated"} <= seen  # unrated rows too: their rating reads ''
 
 

@@ -172,8 +172,12 @@ def prepare(
                 known_hash, input_fp = None, C.input_fingerprints(table)
         if len(input_fp) != len(results):
             raise LedgerError(f"the results have {len(results)} rows but the data has {len(input_fp)}: rate this data")
-        cols = rating_columns(results, plan, input_fp)
-        rows = RatingRows(cols, row_fingerprints(cols), [])
+        values = rating_values(results, plan, input_fp)
+        if values is not None:  # a tiny run: fingerprints and its one block's hash from Python values
+            rows = tiny_rating_rows(values, alg)
+        else:
+            cols = rating_columns(results, plan, input_fp)
+            rows = RatingRows(cols, row_fingerprints(cols), [])
     except BaseException:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -188,7 +192,7 @@ def prepare(
             more[input_hash] = ("input-rows", canonical)
         elif store_rows:
             input_blob = put(more, "input-rows", C.stored_bytes(table))
-        blocks = block_hashes(cols, alg)
+        blocks = rows.blocks if rows.values is not None else block_hashes(rows.cols, alg)
         h = C.hasher(alg)
         root = f"{alg}:{h(b''.join(bytes.fromhex(b.split(':', 1)[1]) for b in blocks)).digest().hex()}"
         digest = results_future.result() if results_future is not None else C.results_digest(results, alg, C.FORMAT)
@@ -453,11 +457,78 @@ BLOCK_ROWS = 4096  # ratings hashed together (SHA-256/SM3) as one link of the ch
 
 @dataclass
 class RatingRows:
-    """A run's ratings as columns (Arrow arrays), their row fingerprints and block hashes."""
+    """A run's ratings as columns (Arrow arrays), their row fingerprints and block hashes.
 
-    cols: dict[str, Any]
+    ``values``: for a tiny run (a one-firm rating), the columns as ``(kind, Python values)``
+    (:func:`rating_values`); their Arrow arrays are then made only if asked for (``cols``: the
+    PostgreSQL COPY), the SQLite insert takes the values as they are."""
+
+    _cols: dict[str, Any] | None
     fps: Any  # int64 per row
     blocks: list[str]
+    values: dict[str, tuple[str, list[Any]]] | None = None
+
+    @property
+    def cols(self) -> dict[str, Any]:
+        if self._cols is None:
+            import pyarrow as pa
+
+            assert self.values is not None
+            types = {"int64": pa.int64(), "string": pa.string()}
+            self._cols = {name: pa.array(vals, types[kind]) for name, (kind, vals) in self.values.items()}
+        return self._cols
+
+
+def rating_values(results: Any, plan: Any, input_fp: Any) -> dict[str, tuple[str, list[Any]]] | None:
+    """:func:`rating_columns` of a tiny run as ``(kind, Python values)`` per column (the values
+    the Arrow arrays hold, None = missing), or None where the general path must run (more than
+    ``fingerprint.TINY_ROWS`` rows, texts not given as str, big years beside missing ones)."""
+    import numpy as np
+
+    from .fingerprint import TINY_ROWS
+
+    n = len(results)
+    if not 0 < n <= TINY_ROWS:
+        return None
+    category = getattr(results.columns, "category", None)
+
+    def text(name: str) -> list[Any] | None:
+        cat = category(name) if category is not None else None
+        if cat is not None and not cat.labels_from_arrow:
+            return list(cat.to_strings().tolist())
+        vals = np.asarray(results[name]).tolist() if cat is None else None
+        return vals if vals is not None and all(v is None or type(v) is str for v in vals) else None
+
+    years = [None if y != y else int(y) for y in np.asarray(results["year"], dtype=np.float64).tolist()]
+    if None in years and any(y is not None and abs(y) > 2**53 for y in years):
+        return None  # (the vectorised bytes of such a column go through float64)
+    rating = "rating" if "rating" in results.names else plan.primary
+    texts = {name: text(name) for name in ("firm_id", rating, "status")}
+    if any(v is None for v in texts.values()):
+        return None
+    return {
+        "seq": ("int64", list(range(n))),
+        "firm_id": ("string", texts["firm_id"]),
+        "year": ("int64", years),
+        "rating": ("string", texts[rating]),
+        "status": ("string", texts["status"]),
+        "input_fp": ("int64", np.asarray(input_fp, dtype=np.int64).tolist()),
+    }
+
+
+def tiny_rating_rows(values: dict[str, tuple[str, list[Any]]], alg: str) -> RatingRows:
+    """The RatingRows of :func:`rating_values`: row fingerprints and the one block's hash from the
+    Python values (the bytes and hashes :func:`row_fingerprints` and :func:`block_hashes` give)."""
+    from .fingerprint import combine_tiny, tiny_bytes, tiny_hash
+
+    n = len(values["seq"][1])
+    pieces = [b"ruleengine-ratings-v1\n0\n"]
+    for name, (kind, vals) in values.items():
+        pieces.append(name.encode() + b"\x00")
+        pieces.extend(tiny_bytes(kind, vals))
+    block = f"{alg}:{C.hasher(alg)(b''.join(pieces)).digest().hex()}"
+    fps = combine_tiny([tiny_hash(kind, vals) for kind, vals in values.values()], n)
+    return RatingRows(None, fps, [block], values)
 
 
 def rating_columns(results: Any, plan: Any, input_fp: Any) -> dict[str, Any]:
@@ -523,11 +594,12 @@ def _insert_ratings(conn: Any, run_id: int, rows: RatingRows) -> None:
     import numpy as np
     import pyarrow as pa
 
-    c = rows.cols
-    n = len(c["seq"])
+    n = len(rows.fps)
     raw = conn.connection.dbapi_connection
     if conn.dialect.name == "postgresql":
         import pyarrow.csv as pacsv
+
+        c = rows.cols
 
         table = pa.table(
             {
@@ -568,21 +640,15 @@ def _insert_sqlite(raw: Any, run_id: int, rows: RatingRows) -> None:
     go as Python values: the same rows, without a dozen numpy/Arrow calls)."""
     import numpy as np
 
-    c = rows.cols
-    n = len(c["seq"])
+    n = len(rows.fps)
     rid = int(run_id)  # an int from the database: a literal, one parameter less per row
     if n <= SQLITE_ROWS_PER_STATEMENT:  # a one-firm run: its few rows as Python values, no numpy/Arrow
-        firms = c["firm_id"].to_pylist()
-        ratings = zip(
-            range(n),
-            firms,
-            c["year"].to_pylist(),
-            c["rating"].to_pylist(),
-            c["status"].to_pylist(),
-            c["input_fp"].to_pylist(),
-            np.asarray(rows.fps).tolist(),
-            strict=True,
+        names = ("firm_id", "year", "rating", "status", "input_fp")
+        v = rows.values
+        firms, years, ratings_, status, input_fp = (
+            [v[k][1] for k in names] if v is not None else [rows.cols[k].to_pylist() for k in names]
         )
+        ratings = zip(range(n), firms, years, ratings_, status, input_fp, np.asarray(rows.fps).tolist(), strict=True)
         order = sorted(range(n), key=firms.__getitem__)  # by firm (code points: UTF-8's byte order), then seq
         fi: Any = ((firms[i], i) for i in order)
     else:
@@ -659,7 +725,7 @@ def _text_list(arr: Any) -> list[Any]:
 
 
 def _insert_blocks(conn: Any, run_id: int, rows: RatingRows) -> None:
-    n = len(rows.cols["seq"])
+    n = len(rows.fps)
     blocks = [(run_id, i, i * BLOCK_ROWS, min(BLOCK_ROWS, n - i * BLOCK_ROWS), b) for i, b in enumerate(rows.blocks)]
     raw = conn.connection.dbapi_connection
     ph = "%s" if conn.dialect.name == "postgresql" else "?"
