@@ -163,3 +163,97 @@ def test_a_changed_jurisdiction_is_a_change_of_meaning_with_its_firms(tmp_path):
     after = ruleengine.rate(new, sample)
     assert int(((base["rating"] == "") & (after["rating"] != "")).sum()) == 146 - 3
     assert result["attribution"]["alone"][0]["change"] == edits[0].name
+
+
+# A section OLD does not have at all (here ``scales`` and ``crosswalk``; Huzhou has neither): the
+# attribution applies each change alone to OLD, which must create the section, not fail on it
+# (was: internal error KeyError 'scales' / 'crosswalk', exit 3).
+NEW_SECTIONS = """scales:
+  unused_scale:
+    piecewise: [[0, 100], [1, 0]]
+    unit: points
+    input_unit: "1"
+    source: ruleengine-assumption
+    status: assumed
+
+crosswalk:
+  quzhou:
+    rating: colour
+    map: {deep-green: "1", light-green: "2", yellow: "3", red: "5"}
+    source: ruleengine-assumption
+    status: assumed
+
+"""
+
+
+def diff_cli(*args: str):
+    r = CliRunner().invoke(main, ["diff", *args, "--format", "json"])
+    assert "Traceback" not in r.output and "internal error" not in r.output, r.output
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)
+
+
+def test_a_version_adding_a_section_old_lacks_is_attributed(tmp_path):
+    text = HUZHOU.read_text(encoding="utf-8")
+    assert "\nscales:" not in text and "\ncrosswalk:" not in text and text.count("\ntests:") == 1
+    new = write(tmp_path, "huzhou.yaml", text.replace("\ntests:", "\n" + NEW_SECTIONS + "tests:"))
+    data = diff_cli(str(HUZHOU), str(new), "--data", str(SMALL))
+    assert [e["name"] for e in data["edits"]] == ["scales.unused_scale", "crosswalk.quzhou"]
+    assert data["impact"]["moved"] == 0
+    # neither change rates anyone differently, alone or in either order
+    assert data["attribution"]["alone"] == [
+        {"change": "scales.unused_scale", "moved": 0},
+        {"change": "crosswalk.quzhou", "moved": 0},
+    ]
+    assert [s["moved"] for s in data["attribution"]["forward"]] == [0, 0]
+    assert data["attribution"]["order_independent"] is True
+
+
+def test_a_version_changing_a_ratings_levels_is_attributed(tmp_path):
+    """A new set of levels is applied as the new bands (it was applied as the list of their ids,
+    which does not compile: 'needs other changes')."""
+    text = HUZHOU.read_text(encoding="utf-8")
+    old = "      - {id: high-carbon, lower: high_carbon_min}\n"
+    assert text.count(old) == 1
+    new = write(
+        tmp_path,
+        "huzhou.yaml",
+        text.replace(
+            old,
+            "      - {id: high-carbon, lower: high_carbon_min, upper: 5}\n      - {id: very-high-carbon, lower: 5}\n",
+        ),
+    )
+    data = diff_cli(str(HUZHOU), str(new), "--data", str(SMALL))
+    assert [(e["what"], e["new"]) for e in data["edits"]] == [
+        ("levels", ["low-carbon", "medium-carbon", "high-carbon", "very-high-carbon"])
+    ]
+    assert data["impact"]["ratings"]["carbon_label"]["moved"] > 0
+    # the primary rating (level) does not move; the change compiles alone
+    assert [a["moved"] for a in data["attribution"]["alone"]] == [0]
+
+
+def test_a_change_citing_a_new_source_is_attributed(tmp_path):
+    """A rating's source is a change of meaning; a change citing a source NEW adds compiles alone
+    (the new sources are there for every change)."""
+    text = HUZHOU.read_text(encoding="utf-8")
+    assert text.count("\nsources:\n") == 1 and text.count("    source: huzhou-grading\n  carbon_label:") == 1
+    text = text.replace("\nsources:\n", "\nsources:\n  new-study:\n    title: A new study\n    status: secondary\n")
+    text = text.replace("    source: huzhou-grading\n  carbon_label:", "    source: new-study\n  carbon_label:")
+    data = diff_cli(str(HUZHOU), str(write(tmp_path, "huzhou.yaml", text)), "--data", str(SMALL))
+    assert [e["name"] for e in data["edits"]] == ["sources.new-study", "ratings.level.source"]
+    assert data["attribution"]["alone"] == [{"change": "ratings.level.source", "moved": 0}]
+
+
+def test_diff_across_rulebooks_with_data():
+    """``diff huzhou national --data`` (was: internal error KeyError 'crosswalk', exit 3): every
+    change is listed (also the rating the incentives are keyed on) and, applied one after another
+    in either order, they compile into the national draft: the last step is rated."""
+    data = diff_cli("huzhou", "national", "--data", str(SMALL))
+    assert data["old"]["id"] == "huzhou" and data["new"]["id"] == "national"
+    names = [e["name"] for e in data["edits"]]
+    assert {"incentives.rating", "crosswalk.huzhou", "crosswalk.quzhou", "crosswalk.shenzhen"} <= set(names)
+    assert data["impact"]["firm_years"] == 26
+    att = data["attribution"]
+    alone = {a["change"]: a["moved"] for a in att["alone"]}
+    assert alone["crosswalk.huzhou"] is None  # maps onto A-E, not Huzhou's levels: needs the others
+    assert att["forward"][-1]["moved"] is not None and att["reverse"][-1]["moved"] is not None

@@ -167,3 +167,34 @@ def test_the_python_api_names_what_it_takes(portfolio):
 
     with pytest.raises(TypeError, match="a dask DataFrame or local Parquet .*, not dict"):
         ruleengine.dask.rate(portfolio[0], {"firm_id": ["F1"]})
+
+
+@pytest.mark.parametrize("command", ["rate", "diff"])
+def test_an_unreachable_scheduler_is_a_one_line_error(tmp_path, portfolio, monkeypatch, command):
+    """--scheduler that does not answer: `error:` naming the address, exit 1 (was dask's OSError
+    after 30 s: internal error, exit 3); a malformed address likewise."""
+    from click.testing import CliRunner
+
+    from ruleengine.cli import main
+    from ruleengine.scale import engines
+
+    monkeypatch.setattr(engines, "SCHEDULER_TIMEOUT_S", 1)
+    _, ds, _, _ = portfolio
+    if command == "rate":
+        args = ["rate", str(KINDS), str(ds), "-o", str(tmp_path / "out.parquet")]
+    else:
+        args = ["diff", str(KINDS), str(KINDS), "--data", str(ds)]
+    r = CliRunner().invoke(main, [*args, "--engine", "dask", "--scheduler", "tcp://127.0.0.1:1"])
+    assert r.exit_code == 1, r.output
+    assert r.output == (
+        "error: cannot connect to the Dask scheduler at tcp://127.0.0.1:1 (--scheduler): no answer "
+        "within 1 s; is it running, and is the address tcp://HOST:PORT?\n"
+    )
+    assert not (tmp_path / "out.parquet").exists()
+    r = CliRunner().invoke(main, [*args, "--engine", "dask", "--scheduler", "nohost"])
+    assert r.exit_code == 1, r.output
+    assert (
+        r.output
+        == "error: --scheduler nohost: not a Dask scheduler address (missing port number in address 'nohost')\n"
+    )
+    assert "Traceback" not in r.output

@@ -181,6 +181,16 @@ def structural_diff(old: Document, new: Document) -> list[Edit]:
                 continue
             _diff_fields(add, what, section, name, ea, eb)
     _diff_ratings(add, a.get("ratings") or {}, b.get("ratings") or {}, old, new, edits)
+    ra_, rb_ = (a.get("incentives") or {}).get("rating"), (b.get("incentives") or {}).get("rating")
+    if ra_ != rb_:  # the rating the incentive levels are keyed on
+        add(
+            "changed" if ra_ and rb_ else ("added" if rb_ else "removed"),
+            "incentive",
+            "incentives.rating",
+            ra_ if ra_ else MISSING,
+            rb_ if rb_ else MISSING,
+            ("incentives", "rating"),
+        )
     fa_, fb_ = (a.get("incentives") or {}).get("rate_bp_from"), (b.get("incentives") or {}).get("rate_bp_from")
     if fa_ != fb_:
         add(
@@ -260,7 +270,7 @@ def _diff_ratings(add: Any, ra: dict, rb: dict, old: Document, new: Document, ed
             add("added" if va is MISSING else "removed", "rating", f"ratings.{name}", va, vb, path, key=True)
             continue
         a, b = ra[name], rb[name]
-        for f in ("value", "closed", "better", "primary", "domain"):
+        for f in ("value", "closed", "better", "primary", "domain", "source", "status"):
             if _norm(a.get(f, MISSING), f) != _norm(b.get(f, MISSING), f):
                 add(
                     "changed",
@@ -281,6 +291,7 @@ def _diff_ratings(add: Any, ra: dict, rb: dict, old: Document, new: Document, ed
                     ida,
                     idb,
                     (*path, "bands"),
+                    patches=[((*path, "bands"), b["bands"])],  # the new bands whole, not their ids
                 )
                 continue
             # thresholds: the edge between consecutive bands (upper of i == lower of i+1)
@@ -338,6 +349,7 @@ def _diff_ratings(add: Any, ra: dict, rb: dict, old: Document, new: Document, ed
                 a.get("levels", a.get("bands")),
                 b.get("levels", b.get("bands")),
                 (*path, "levels" if "levels" in b else "bands"),
+                patches=[((*path, "levels"), b.get("levels")), ((*path, "bands"), b.get("bands"))],
             )
 
 
@@ -515,17 +527,25 @@ def _impact(old: Plan, new: Plan, portfolio: Portfolio) -> dict[str, Any]:
 
 
 def _apply(data: Any, patches: list[tuple[PathT, Any]]) -> Any:
+    """OLD's data with the patches applied. A change that adds into a mapping OLD does not have
+    (a section only NEW has, e.g. another rulebook's ``scales`` or ``crosswalk``) creates it;
+    removing from a mapping OLD does not have leaves OLD as it is."""
     out = copy.deepcopy(data)
     for path, value in patches:
         node = out
         for p in path[:-1]:
+            if isinstance(node, dict) and node.get(p) is None:
+                if value is None:
+                    break  # nothing to remove
+                node[p] = {}
             node = node[p]
-        last = path[-1]
-        if value is None:
-            if isinstance(node, dict):
-                node.pop(last, None)
         else:
-            node[last] = copy.deepcopy(value)
+            last = path[-1]
+            if value is None:
+                if isinstance(node, dict):
+                    node.pop(last, None)
+            else:
+                node[last] = copy.deepcopy(value)
     return out
 
 
@@ -577,13 +597,16 @@ def _attribution(old_doc: Document, edits: list[Edit], portfolio: Portfolio, bas
         return seen[key]
 
     relevant = [e for e in edits if e.what not in ("metadata", "source", "label") and e.patches]
+    # the sources NEW adds or changes are there for every change (they rate no one, but a change
+    # citing a new source compiles only with it); those it removes may still be cited by OLD
+    start = _apply(old_doc.data, [p for e in edits if e.what == "source" and e.kind != "removed" for p in e.patches])
     alone: list[dict[str, Any]] = []
     for e in relevant:
-        got = rated_with(_apply(old_doc.data, e.patches))
+        got = rated_with(_apply(start, e.patches))
         alone.append({"change": e.name, "moved": None if got is None else int((got != base).sum())})
     orders: dict[str, list[dict[str, Any]]] = {}
     for label, seq in (("forward", relevant), ("reverse", relevant[::-1])):
-        cur = old_doc.data
+        cur = start
         prev = base
         steps: list[dict[str, Any]] = []
         for e in seq:

@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 
 ENGINES = ("local", "chunked", "spark", "dask")
 DEFAULT_CHUNK_ROWS = 500_000
+# How long --scheduler may take to answer: a scheduler that is up answers in well under a second;
+# dask's own default (30 s of retries) leaves a mistyped address looking like a hang.
+SCHEDULER_TIMEOUT_S = 10
 
 
 def _spark() -> Any:
@@ -72,6 +75,26 @@ def _dask_frame(data: str) -> Any:
     from .chunked import dataset_files
 
     return dataset_files(data)
+
+
+@contextlib.contextmanager
+def scheduler_client(address: str) -> Iterator[Any]:
+    """A ``distributed.Client`` on the Dask scheduler at ``address`` (``--scheduler``), closed on
+    exit. A malformed address, or a scheduler that does not answer within SCHEDULER_TIMEOUT_S
+    seconds, is a :class:`RuleEngineError` naming it (dask raises ValueError / OSError)."""
+    from distributed import Client
+
+    try:
+        client = Client(address, timeout=SCHEDULER_TIMEOUT_S)
+    except ValueError as exc:
+        raise RuleEngineError(f"--scheduler {address}: not a Dask scheduler address ({exc})") from None
+    except OSError:  # refused, unknown host, no answer: dask retries until the timeout, then says so
+        raise RuleEngineError(
+            f"cannot connect to the Dask scheduler at {address} (--scheduler): no answer within "
+            f"{SCHEDULER_TIMEOUT_S:g} s; is it running, and is the address tcp://HOST:PORT?"
+        ) from None
+    with client:
+        yield client
 
 
 @dataclass
@@ -124,9 +147,7 @@ class Engine:
             rdask = _dask()
             ddf = _dask_frame(data)
             if self.scheduler:
-                from distributed import Client
-
-                with Client(self.scheduler) as client:
+                with scheduler_client(self.scheduler) as client:
                     yield Session(self, data, extra, rdask.Partitions(ddf, self.partitions, client))
             else:
                 yield Session(self, data, extra, rdask.Partitions(ddf, self.partitions))
@@ -177,9 +198,7 @@ def rate_on(
         rdask = _dask()
         ddf = _dask_frame(data)
         if scheduler:
-            from distributed import Client
-
-            with Client(scheduler) as client:
+            with scheduler_client(scheduler) as client:
                 n = rdask.rate(plan, ddf, output, npartitions=partitions, client=client, source=data)
         else:
             n = rdask.rate(plan, ddf, output, npartitions=partitions, source=data)
