@@ -224,13 +224,23 @@ def _sqlite_events(engine: Any, pragmas: tuple[str, ...]) -> None:
     @event.listens_for(engine, "begin")
     def _begin(conn: Any) -> None:
         mode = conn.get_execution_options().get("ledger_begin", "DEFERRED")
-        conn.exec_driver_sql(f"BEGIN {mode}")
+        # on the DB-API connection (isolation_level None: autocommit until this BEGIN), not through
+        # exec_driver_sql's execution context, which cost the service's writer ~60 µs a transaction
+        conn.connection.dbapi_connection.execute(_BEGIN[mode])
+
+
+_BEGIN = {"DEFERRED": "BEGIN DEFERRED", "IMMEDIATE": "BEGIN IMMEDIATE"}
 
 
 def sqlite_path(engine: Any) -> Path | None:
     if engine.dialect.name != "sqlite":
         return None
-    db = engine.url.database
+    return _sqlite_file(engine.url.database)
+
+
+@functools.lru_cache(maxsize=64)
+def _sqlite_file(db: str | None) -> Path | None:
+    """The file of a SQLite URL's database part (parsed once: every write transaction asks)."""
     return Path(db) if db and db != ":memory:" and not db.startswith("file:") else None
 
 
