@@ -528,12 +528,13 @@ def _ledger_checked(ledger: dict[str, Any], data: str, local: bool) -> None:
     if run is not None and not (ledger.get("reason") or "").strip():
         raise LedgerError(f"--supersedes {run} needs --reason TEXT: why run {run} is corrected (recorded with it)")
     if ledger.get("sign_key") or ledger.get("sign_key_env"):
-        _signing_key(ledger.get("sign_key"), ledger.get("sign_key_env"), "--sign-key")
+        _signing_key(ledger.get("sign_key"), ledger.get("sign_key_env"), ("--sign-key", "--sign-key-env"))
 
 
-def _signing_key(key_file: str | None, key_env: str | None, option: str) -> Any:
-    """The Ed25519 private key of ``option`` (the ledger's ``load_private_key``); a file holding the
-    public key instead is said to be one."""
+def _signing_key(key_file: str | None, key_env: str | None, options: tuple[str, str]) -> Any:
+    """The Ed25519 private key of the command's ``options`` (its key-file and key-variable options,
+    named in the messages; the ledger's ``load_private_key``); a file holding the public key instead
+    is said to be one."""
     from .ledger.errors import LedgerError
     from .ledger.signing import load_private_key, load_public_key
 
@@ -545,11 +546,12 @@ def _signing_key(key_file: str | None, key_env: str | None, option: str) -> Any:
         return True
 
     try:
-        return load_private_key(key_file=key_file, key_env=key_env)
+        return load_private_key(key_file=key_file, key_env=key_env, options=options)
     except LedgerError:
         if key_file and not key_env and Path(key_file).is_file() and public(key_file):
             raise LedgerError(
-                f"{option} {key_file} is a public key: give the private key (`ruleengine ledger keygen --private FILE`)"
+                f"{options[0]} {key_file} is a public key: give the private key "
+                "(`ruleengine ledger keygen --private FILE`)"
             ) from None
         raise
 
@@ -668,6 +670,12 @@ def verify(
         raise DataError(f"{trace_file}: not a ruleengine trace (not UTF-8 text at byte {exc.start})") from None
     except (json.JSONDecodeError, RecursionError) as exc:
         raise DataError(f"{trace_file}: not a ruleengine trace (not JSON: {exc})") from None
+    from .ledger.artifacts import trace_rulebook_mismatch
+
+    why = trace_rulebook_mismatch(trace, book)  # another rulebook: one line, not every field it changes
+    if why:
+        click.echo(f"mismatch: {why}", err=True)
+        sys.exit(EXIT_ERROR)
     try:
         checked, problems = verify_trace(trace, book)
     except TraceError as exc:
@@ -735,7 +743,7 @@ def sign_cmd(file: str, key_file: str | None, key_env: str | None, output: str |
         raise click.UsageError("give the private key: --key FILE or --key-env NAME")
     if output and Path(output).resolve() == Path(file).resolve():
         raise click.BadParameter("the signature would overwrite the file it signs; name another file", param_hint="-o")
-    out = sign(file, signer(_signing_key(key_file, key_env, "--key")), out=output)
+    out = sign(file, signer(_signing_key(key_file, key_env, ("--key", "--key-env"))), out=output)
     click.echo(f"signed {file}: {out}")
 
 
@@ -1217,7 +1225,9 @@ def report_cmd(
             raise click.UsageError("--sign-key signs one report (--firm or --portfolio); sign --all reports one by one")
         from .ledger.signing import signer
 
-        sign = signer(_signing_key(sign_key, sign_key_env, "--sign-key"))  # a bad key fails before rating
+        sign = signer(
+            _signing_key(sign_key, sign_key_env, ("--sign-key", "--sign-key-env"))
+        )  # a bad key fails before rating
     # the what-it-takes columns (about 30 evaluations of the batch) serve the portfolio report's
     # "closest to a band edge"; a firm's page takes its own from the trace
     rated = rep.rate_portfolio(book, data, what_it_takes=portfolio)
@@ -1578,14 +1588,34 @@ def serve(
 @click.option("--role", required=True, type=click.Choice(["firm", "bank", "regulator", "author", "admin"]))
 @click.option("--firm", help="firm role: the firm_id it stands for.")
 @click.option("--bank", help="bank role: the bank's id (firms grant consent to it).")
-@click.option("--rulebook", "rulebooks", multiple=True, help="regulator/author role: a rulebook of its jurisdiction.")
+@click.option(
+    "--rulebook",
+    "rulebooks",
+    multiple=True,
+    metavar="NAME",
+    help="regulator/author role: a rulebook of its jurisdiction (repeatable), by its registry name: a bundled "
+    "rulebook (`ruleengine books`) or the name one is, or will be, published under (a lowercase letter, then up "
+    "to 39 lowercase letters, digits or _). A path or another name shape is refused.",
+)
 def service_key(
     keys_file: str, name: str, role: str, firm: str | None, bank: str | None, rulebooks: tuple[str, ...]
 ) -> None:
-    """Make an API key: its SHA-256 goes into KEYS_FILE (created 0600), the key is printed once."""
+    """Make an API key: its SHA-256 goes into KEYS_FILE (created 0600), the key is printed once.
+
+    A --rulebook that is not bundled is accepted (a rulebook published to the service later takes
+    that name) with a note on stderr, so that a misspelt name is seen.
+    """
+    from .rulebook.source import bundled_names
     from .service.keys import add_key
 
     click.echo(add_key(keys_file, name, role, firm=firm, bank=bank, rulebooks=rulebooks))
+    for book in dict.fromkeys(rulebooks):
+        if book not in bundled_names():
+            click.echo(
+                f"note: no bundled rulebook is named {book!r}: the key covers it once it is published "
+                f"to the service under that name",
+                err=True,
+            )
 
 
 if __name__ == "__main__":  # pragma: no cover

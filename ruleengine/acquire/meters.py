@@ -1005,6 +1005,7 @@ def acquire_meters(
     files = [str(p) for p in paths]
     cache: dict[int, Chunk] = {}
     metas: list[set[str]] = []
+    skipped: set[int] = set()  # files found unreadable here: reported once, not read again in a group
     for i, p in enumerate(paths):
         ms = _meter_set(p)
         if ms is None:
@@ -1013,6 +1014,7 @@ def acquire_meters(
                 ms = set(cache[i].names)
             except SourceError as exc:
                 issues.append(Issue("error", "unreadable", str(exc), "file skipped", str(p)))
+                skipped.add(i)
                 ms = set()
         metas.append(ms)
     if year is None:
@@ -1021,7 +1023,7 @@ def acquire_meters(
     segs = _segments(reg)
     ctx = _Ctx(segs, ystart, yend, reg.interval_s, _Stats.zeros(len(segs.entry)), issues, files)
     ctx.year_label = str(year)
-    groups = _groups(metas)
+    groups = [kept for g in _groups(metas) if (kept := [i for i in g if i not in skipped])]
     work = [([cache.pop(i) if i in cache else i for i in g]) for g in groups]
     if jobs > 1 and len(groups) > 1:
         import multiprocessing as mp

@@ -168,14 +168,37 @@ def check_signature(path: str | Path, public_key: Any, sig_path: str | Path | No
         return v
     v.passed.append(f"signature: valid, by the key {trusted[:16]}…")
     actual = _sha256_file(p)
+    signed_name = str(sig["file"])
     if actual != sig["sha256"]:
-        v.failed.append(
-            f"digest: {p.name} was changed after it was signed (its SHA-256 {actual[:16]}… is not the signed "
-            f"{str(sig['sha256'])[:16]}…)"
-        )
+        if signed_name != p.name:  # the signed name (covered by the signature) is another file's
+            v.failed.append(
+                f"digest: {sp.name} is the signature of another file: it signs {signed_name} "
+                f"(SHA-256 {str(sig['sha256'])[:16]}…), not {p.name} (SHA-256 {actual[:16]}…)"
+            )
+        else:
+            v.failed.append(
+                f"digest: {p.name} was changed after it was signed (its SHA-256 {actual[:16]}… is not the signed "
+                f"{str(sig['sha256'])[:16]}…)"
+            )
         return v
-    v.passed.append(f"digest: the file is the one signed (sha256:{actual[:16]}…)")
+    renamed = f", signed as {signed_name}" if signed_name != p.name else ""
+    v.passed.append(f"digest: the file is the one signed (sha256:{actual[:16]}…{renamed})")
     return v
+
+
+def rulebook_mismatch(book: str, named: str, named_hash: str, where: str) -> str | None:
+    """None if ``book`` compiles to ``named_hash``, else a sentence naming both rulebooks: ``book``
+    (given to verify) and ``named`` (what ``where``, e.g. "the signature", says the file was made
+    with)."""
+    from ..rulebook.loader import load
+
+    plan = load(book)
+    if plan.hash == named_hash:
+        return None
+    return (
+        f"the rulebook {book} ({plan.id} {plan.version}, {plan.hash}) differs from the one {where} names: "
+        f"{named} ({named_hash})"
+    )
 
 
 # --- reports: the recipe, and making the report again ------------------------------------------------
@@ -209,20 +232,32 @@ def report_recipe(
     }
 
 
-def recompute_report(path: Path, recipe: dict[str, Any], data: str | Path | None) -> str | None:
+def recompute_report(
+    path: Path, recipe: dict[str, Any], data: str | Path | None, book: str | None = None
+) -> str | None:
     """Make the report again from ``recipe`` and ``data``; None if the bytes are the same, else why not.
 
     The report's trace digest covers the data path as it was given when the report was made, so the
     report is made again from that same path: the recorded one, or (``data`` given, the recorded path
-    relative) ``data`` placed at that relative path in a temporary folder the rating runs in."""
+    relative) ``data`` placed at that relative path in a temporary folder the rating runs in.
+    ``book`` (optional) is the rulebook to make it with instead of the recorded one: it must
+    compile to the signed rulebook hash (the same rulebook found elsewhere)."""
     import contextlib
 
     import ruleengine
 
     from .. import report as rep
 
+    if book is not None:
+        why = rulebook_mismatch(book, str(recipe["book"]), str(recipe["rulebook_hash"]), "the signature")
+        if why:
+            return f"recomputation: {why}"
     given = str(recipe["data"])
     src = Path(data) if data is not None else Path(given)
+    if data is not None and not src.is_file():
+        return f"recomputation: the data file {data} (--data) " + (
+            "is not a file" if src.exists() else "does not exist"
+        )
     if not src.is_file():
         return f"recomputation: the data file {given} the report was made from is not here; give it with --data FILE"
     if recipe.get("data_sha256") and _sha256_file(src) != recipe["data_sha256"]:
@@ -234,13 +269,14 @@ def recompute_report(path: Path, recipe: dict[str, Any], data: str | Path | None
             f"recomputation: the report was made from {given} (an absolute path it names): put the data there, "
             "or verify from the folder the report was made in"
         )
-    plan = ruleengine.load(recipe["book"])
-    if plan.hash != recipe["rulebook_hash"]:
-        return (
-            f"recomputation: rulebook {recipe['book']} compiles to {plan.hash} today, the report was made with "
-            f"{recipe['rulebook_hash']}"
-        )
-    book = recipe["book"]
+    if book is None:
+        book = str(recipe["book"])
+        plan = ruleengine.load(book)
+        if plan.hash != recipe["rulebook_hash"]:
+            return (
+                f"recomputation: rulebook {book} compiles to {plan.hash} today, the report was made with "
+                f"{recipe['rulebook_hash']}"
+            )
     if Path(book).is_file():  # a rulebook file given by path: still found from the temporary folder
         book = str(Path(book).resolve())
     tmp = Path(tempfile.mkdtemp(prefix="ruleengine-verify-"))
@@ -277,6 +313,17 @@ def recompute_report(path: Path, recipe: dict[str, Any], data: str | Path | None
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def trace_rulebook_mismatch(trace: Any, book: str | None) -> str | None:
+    """A rulebook given to verify ``trace`` with (``book``) that is not the one the trace names
+    (another hash), said naming both; None if it is, or none was given, or the trace names none
+    (its shape is then checked by the trace's own verification)."""
+    meta = trace.get("rulebook") if isinstance(trace, dict) else None
+    if book is None or not isinstance(meta, dict) or not isinstance(meta.get("hash"), str):
+        return None
+    named = " ".join(str(meta[k]) for k in ("id", "version") if isinstance(meta.get(k), str)) or "?"
+    return rulebook_mismatch(book, named, meta["hash"], "the trace")
+
+
 def verify(
     path: str | Path,
     public_key: Any,
@@ -297,6 +344,10 @@ def verify(
 
         try:
             trace = json.loads(p.read_bytes().decode("utf-8"))
+            why = trace_rulebook_mismatch(trace, book)
+            if why:
+                v.failed.append(f"recomputation: {why}")
+                return v
             checked, problems = verify_trace(trace, book)
         except (UnicodeDecodeError, json.JSONDecodeError, TraceError) as exc:
             v.failed.append(f"recomputation: {p.name} is not a ruleengine trace ({exc})")
@@ -315,7 +366,7 @@ def verify(
             "only its signature and digest can be checked; pass --no-recompute to accept that"
         )
     else:
-        why = recompute_report(p, recipe, data)
+        why = recompute_report(p, recipe, data, book)
         if why:
             v.failed.append(why)
         else:

@@ -55,10 +55,19 @@ def _decode_32(text: bytes) -> bytes | None:
     return None
 
 
-def load_private_key(*, key_file: str | Path | None = None, key_env: str | None = None) -> Any:
+def load_private_key(
+    *,
+    key_file: str | Path | None = None,
+    key_env: str | None = None,
+    options: tuple[str, str] = ("--sign-key", "--sign-key-env"),
+) -> Any:
+    """The Ed25519 private key of ``key_file`` or of the environment variable ``key_env``.
+    ``options``: the caller's names of the two (its key-file option, its variable option), for the
+    messages."""
     _need()
+    file_opt, env_opt = options
     if key_file and key_env:
-        raise LedgerError("give the signing key by --sign-key FILE or --sign-key-env NAME, not both")
+        raise LedgerError(f"give the signing key by {file_opt} FILE or {env_opt} NAME, not both")
     if key_file:
         p = Path(key_file)
         try:
@@ -71,7 +80,7 @@ def load_private_key(*, key_file: str | Path | None = None, key_env: str | None 
         if not value:
             raise LedgerError(f"the environment variable {key_env} (signing key) is not set")
         return _private_from_bytes(value.encode(), f"${key_env}")
-    raise LedgerError("no signing key given")
+    raise LedgerError(f"no signing key given ({file_opt} FILE or {env_opt} NAME)")
 
 
 def signer(private_key: Any) -> Any:

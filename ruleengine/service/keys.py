@@ -125,6 +125,24 @@ def load_keys(path: str | Path | None) -> KeyRing:
     return KeyRing(entries)
 
 
+RULEBOOK_NAME_RULE = (
+    "a bundled rulebook (`ruleengine books`) or the name one is published under in the service registry: "
+    "a lowercase letter, then up to 39 lowercase letters, digits or _; never a path"
+)
+
+
+def rulebook_name_problem(book: str) -> str | None:
+    """Why ``book`` cannot be a key's rulebook, or None: it must be a name the service registry can
+    hold (bundled, or published later through the API), the only way a request names a rulebook."""
+    from .registry import valid_name
+
+    if valid_name(book):
+        return None
+    path_like = "/" in book or "\\" in book or book.endswith((".yaml", ".yml"))
+    looks = "a path, not a rulebook name" if path_like else "not a rulebook name"
+    return f"--rulebook {book!r} is {looks}: give {RULEBOOK_NAME_RULE}"
+
+
 def add_key(
     path: str | Path,
     name: str,
@@ -134,8 +152,15 @@ def add_key(
     bank: str | None = None,
     rulebooks: tuple[str, ...] = (),
 ) -> str:
-    """Make a new key, store its hash in ``path`` (created 0600) and return the key (shown once)."""
+    """Make a new key, store its hash in ``path`` (created 0600) and return the key (shown once).
+
+    Each of ``rulebooks`` must be a registry name (what a request names a rulebook by; see
+    :func:`rulebook_name_problem`): a path or a malformed name is refused, never stored."""
     p = Path(path)
+    for book in rulebooks:
+        problem = rulebook_name_problem(book)
+        if problem:
+            raise KeyFileError(f"{p}: {problem}")
     data: dict[str, Any] = {"keys": []}
     if p.exists():
         load_keys(p)  # refuse to extend a broken file
