@@ -13,18 +13,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from test_acquire_meters import READINGS, REGISTER_METER
+from test_signed_artifacts import run
 
 import ruleengine
 from ruleengine.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ROOT / "golden" / "portfolios" / "small.csv"
-
-
-def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
-    result = CliRunner().invoke(main, list(args), env=env)
-    assert "Traceback" not in result.output and "internal error" not in result.output, result.output
-    return result.exit_code, result.output
 
 
 def last(out: str) -> str:

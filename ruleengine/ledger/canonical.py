@@ -566,13 +566,10 @@ def _results_bytes_one(results: Any) -> list[bytes] | None:
                 return None
             labels = cat.labels
             c = int(cat.codes[0])
-            label = labels[c] if 0 <= c < len(labels) else ""
-            if label is None:
-                label = ""
-            if type(label) is not str:
+            text = _one_text(labels[c] if 0 <= c < len(labels) else "")
+            if text is None:
                 return None
-            v = label.encode()
-            out += (_ONE_TEXT_HEAD, _PACK_Q1(len(v)), v, _INDEX_0)
+            out += text
             continue
         col = cols[name]
         kind = col.dtype.kind if isinstance(col, np.ndarray) else ""
@@ -583,18 +580,25 @@ def _results_bytes_one(results: Any) -> list[bytes] | None:
             else:
                 out.append(_DOUBLE_MISSING)
         elif kind == "O" or kind == "U" or kind == "S":
-            cell = col[0]
-            if cell is None:
-                cell = ""
-            if type(cell) is not str:
+            text = _one_text(col[0])
+            if text is None:
                 return None
-            v = cell.encode()
-            out += (_ONE_TEXT_HEAD, _PACK_Q1(len(v)), v, _INDEX_0)
+            out += text
         elif kind in "iub" and kind:
             out += (_INT_VALID, _PACK_Q1(int(col[0])))
         else:
             return None
     return out
+
+
+def _one_text(cell: Any) -> tuple[bytes, ...] | None:
+    """:func:`_text_pieces` of one row's text (None or a str; None where it is neither)."""
+    if cell is None:
+        cell = ""
+    if type(cell) is not str:
+        return None
+    v = cell.encode()
+    return (_ONE_TEXT_HEAD, _PACK_Q1(len(v)), v, _INDEX_0)
 
 
 def _text_pieces(vals: list[bytes]) -> list[bytes]:
