@@ -197,10 +197,9 @@ def tiny_input(plan: Any, data: Any, alg: str = "sha256") -> tuple[str, Any, byt
     hashes = []
     columns = raw.columns
     for name in plan.inputs:
-        col = columns.get(name)
-        if col is None:
+        if name not in columns:  # (input_table's columns: the inputs the data has, in the rulebook's order)
             continue
-        typed = _plain_kind(col)
+        typed = _plain_kind(columns[name])
         if typed is None:
             return None
         pieces.append(name.encode() + b"\x00")
