@@ -848,7 +848,8 @@ def compare(
         _local_file(data, "--data")
     result = run(list(book), data, top, engine=eng)
     # a pair of methods that rate no firm-year in common (each only its own jurisdiction) has no
-    # rank agreement: said so, not printed as nan; nothing to compare at all is an error
+    # rank agreement: said so in one line, not printed as nan statistics (JSON: null; Markdown: n/a).
+    # Not an error: each method's own distribution is still the comparison's first table
     apart = [f"{p['a']} vs {p['b']}" for p in result["pairs"] if not p["both_rated"]]
     if fmt == "json":
         sys.stdout.write(to_json(result))
@@ -856,17 +857,8 @@ def compare(
         sys.stdout.write(to_markdown(result))
     else:
         compare_text(_console(), {**result, "pairs": [p for p in result["pairs"] if p["both_rated"]]})
-        if apart and len(apart) < len(result["pairs"]):
+        if apart:
             click.echo(f"no firm-year rated by both (nothing to compare): {', '.join(apart)}")
-    if len(apart) == len(result["pairs"]):
-        ids = [m["id"] for m in result["methods"]]
-        who = f"{ids[0]} and {ids[1]} rate no" if len(ids) == 2 else f"no two of {', '.join(ids)} rate a"
-        click.echo(
-            f"error: {who} firm-year of {data} in common: nothing to compare "
-            f"(give --data with firms {'they both' if len(ids) == 2 else 'two of them'} rate)",
-            err=True,
-        )
-        sys.exit(EXIT_ERROR)
 
 
 def _local_file(path: str, option: str) -> None:
