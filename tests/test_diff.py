@@ -252,8 +252,33 @@ def test_diff_across_rulebooks_with_data():
     assert data["old"]["id"] == "huzhou" and data["new"]["id"] == "national"
     names = [e["name"] for e in data["edits"]]
     assert {"incentives.rating", "crosswalk.huzhou", "crosswalk.quzhou", "crosswalk.shenzhen"} <= set(names)
-    assert data["impact"]["firm_years"] == 26
+    assert data["impact"]["firm_years"] == 26  # the rows of golden/portfolios/small.csv
     att = data["attribution"]
     alone = {a["change"]: a["moved"] for a in att["alone"]}
     assert alone["crosswalk.huzhou"] is None  # maps onto A-E, not Huzhou's levels: needs the others
     assert att["forward"][-1]["moved"] is not None and att["reverse"][-1]["moved"] is not None
+
+
+@pytest.mark.parametrize("old,new", [("huzhou", "national"), ("quzhou", "shenzhen"), ("shenzhen", "huzhou")])
+def test_every_change_applied_in_either_order_rates_as_the_new_rulebook(old, new):
+    """The attribution's premise, across rulebooks: OLD with the sources NEW adds, then every change
+    of meaning applied (forward or reverse), compiles and rates the portfolio exactly as NEW does
+    (before the fix the levels, incentives.rating and new sources were missing or applied wrongly,
+    so the last step did not compile)."""
+    import dataclasses
+
+    from ruleengine.analysis import diff as D
+    from ruleengine.rulebook.compiler import compile_document
+    from ruleengine.rulebook.source import load_document, resolve
+
+    old_doc, new_doc = load_document(resolve(old)), load_document(resolve(new))
+    edits = D.structural_diff(old_doc, new_doc)
+    sources = [p for e in edits if e.what == "source" and e.kind != "removed" for p in e.patches]
+    relevant = [e for e in edits if e.what not in ("metadata", "source", "label") and e.patches]
+    want = ruleengine.rate(ruleengine.load(new), SMALL)["rating"].tolist()
+    for seq in (relevant, relevant[::-1]):
+        data = D._apply(old_doc.data, sources)
+        for e in seq:
+            data = D._apply(data, e.patches)
+        plan = compile_document(dataclasses.replace(old_doc, data=data))
+        assert ruleengine.rate(plan, SMALL)["rating"].tolist() == want
