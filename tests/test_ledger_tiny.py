@@ -576,3 +576,22 @@ def test_canonical_input_bytes_that_do_not_read_back_are_refused():
             C.table_from_canonical(bad)
         with pytest.raises(ruleengine.ledger.LedgerError, match=why):
             C.stored_parquet(bad)
+
+
+def test_records_beyond_a_tiny_run_are_read_once_by_prepare(tmp_path, monkeypatch):
+    """tiny_input looks at the size before reading: a portfolio of records too big for it is read
+    once (by input_table), not once there and once again."""
+    from ruleengine.io import data as D
+
+    plan = ruleengine.load("huzhou")
+    data = make_sample(tmp_path / "firms.csv", firms=60)
+    import pyarrow.csv as pacsv
+
+    rows = pacsv.read_csv(data, convert_options=pacsv.ConvertOptions(column_types={"firm_id": "string"})).to_pylist()
+    assert len(rows) > F.TINY_ROWS
+    res = ruleengine.rate(plan, rows)
+    reads = []
+    real = D.read_any
+    monkeypatch.setattr(D, "read_any", lambda *a, **k: reads.append(1) or real(*a, **k))
+    R.prepare("huzhou", plan, rows, res, background=False)
+    assert len(reads) == 1

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from .errors import LedgerError, UnstorableInput
-from .fingerprint import all_valid, packer, tiny_bytes
+from .fingerprint import all_valid, ints_exact, packer, tiny_bytes
 
 ALGORITHMS = ("sha256", "sm3")
 CHUNK = 262_144
@@ -92,6 +92,8 @@ def input_table(plan: Any, data: Any) -> Any:
 
 
 ROW_NUMBER = "__row_number__"  # the input table's column of the file's row numbers
+INPUT_HEAD = b"ruleengine-input-v1\n"  # the canonical input bytes begin so (input_hash hashes them)
+_INT64_RANGE = (-(2**63), 2**63)  # what the stored rows hold as integers
 
 
 def _unstorable(raw: Any, name: str, col: Any) -> UnstorableInput:
@@ -101,7 +103,7 @@ def _unstorable(raw: Any, name: str, col: Any) -> UnstorableInput:
     cells = col.to_pylist() if hasattr(col, "to_pylist") else list(col.tolist() if hasattr(col, "tolist") else col)
     rows = raw.rows()
     for i, v in enumerate(cells):
-        if isinstance(v, int) and not isinstance(v, bool) and not -(2**63) <= v < 2**63:
+        if isinstance(v, int) and not isinstance(v, bool) and not _INT64_RANGE[0] <= v < _INT64_RANGE[1]:
             return UnstorableInput(
                 f"{raw.source}: row {int(rows[i])}, column {name}: an integer of {len(str(abs(v)))} digits, too large "
                 "for the ledger's 64-bit integers; the run is not recorded (give it as text or a smaller number)"
@@ -139,7 +141,7 @@ def input_hash(table: Any, alg: str = "sha256") -> str:
     from .fingerprint import column_bytes
 
     h = hasher(alg)()
-    h.update(b"ruleengine-input-v1\n%d\n" % table.num_rows)
+    h.update(INPUT_HEAD + b"%d\n" % table.num_rows)
     for name, col in zip(table.column_names, table.columns, strict=True):
         h.update(name.encode() + b"\x00")
         for part in column_bytes(col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()):
@@ -150,26 +152,32 @@ def input_hash(table: Any, alg: str = "sha256") -> str:
 def input_digests(table: Any, alg: str = "sha256") -> tuple[str, Any]:
     """``(input_hash(table, alg), input_fingerprints(table))``; for a tiny table (a one-firm run)
     in one pass, each column's values taken out of Arrow once for both."""
-    from .fingerprint import TINY_ROWS, combine_tiny, tiny_hash, tiny_values
+    from .fingerprint import TINY_ROWS, tiny_values
 
     n = table.num_rows
     if 0 < n <= TINY_ROWS:
         cols = [c.chunk(0) if c.num_chunks == 1 else c.combine_chunks() for c in table.columns]
         got = [tiny_values(c) for c in cols]
         if all(g is not None for g in got):
-            pieces = [b"ruleengine-input-v1\n%d\n" % n]
-            hashes = []
-            for name, (kind, vals) in zip(table.column_names, got, strict=True):  # type: ignore[misc]
-                pieces.append(name.encode() + b"\x00")
-                pieces.extend(tiny_bytes(kind, vals))
-                hashes.append(tiny_hash(kind, vals))
-            return f"{alg}:{hasher(alg)(b''.join(pieces)).digest().hex()}", combine_tiny(hashes, n)
+            digest, fps, _ = _tiny_input_digests(list(zip(table.column_names, got, strict=True)), n, alg)  # type: ignore[arg-type]
+            return digest, fps
     return input_hash(table, alg), input_fingerprints(table)
 
 
-INPUT_HEAD = b"ruleengine-input-v1\n"  # the canonical input bytes begin so (input_hash hashes them)
-_INT64_RANGE = (-(2**63), 2**63)
-_EXACT_INT = 2**53
+def _tiny_input_digests(columns: list[tuple[str, tuple[str, list[Any]]]], n: int, alg: str) -> tuple[str, Any, bytes]:
+    """(input hash, row fingerprints, canonical bytes) of ``n`` rows given as ``(name, (kind,
+    values))`` per column (:func:`fingerprint.tiny_values`' form): the bytes :func:`input_hash`
+    hashes, built from the Python values in one pass with the fingerprints."""
+    from .fingerprint import combine_tiny, tiny_hash
+
+    pieces = [INPUT_HEAD + b"%d\n" % n]
+    hashes = []
+    for name, (kind, vals) in columns:
+        pieces.append(name.encode() + b"\x00")
+        pieces.extend(tiny_bytes(kind, vals))
+        hashes.append(tiny_hash(kind, vals))
+    blob = b"".join(pieces)
+    return f"{alg}:{hasher(alg)(blob).digest().hex()}", combine_tiny(hashes, n), blob
 
 
 def tiny_input(plan: Any, data: Any, alg: str = "sha256") -> tuple[str, Any, bytes] | None:
@@ -184,33 +192,26 @@ def tiny_input(plan: Any, data: Any, alg: str = "sha256") -> tuple[str, Any, byt
     ``fingerprint.TINY_ROWS`` rows) gives None and the general path runs.
     tests/test_ledger_tiny.py compares both on random records of every kind of cell."""
     from ..io import data as _data
-    from .fingerprint import TINY_ROWS, combine_tiny, tiny_hash
+    from .fingerprint import TINY_ROWS
 
-    if not isinstance(data, list | _data.RawTable):
+    # (the size first: a big portfolio given as records is not read here and again by input_table)
+    size = len(data) if isinstance(data, list) else data.n if isinstance(data, _data.RawTable) else -1
+    if not 0 < size <= TINY_ROWS:
         return None
     text_cols = [n for n, s in plan.inputs.items() if s.type in ("string", "category")]
     raw = _data.read_any(data, text_cols, only=[*plan.inputs, ROW_NUMBER])
-    n = raw.n
-    if not 0 < n <= TINY_ROWS or ROW_NUMBER in raw.columns:
+    if ROW_NUMBER in raw.columns:
         return None
-    pieces = [INPUT_HEAD + b"%d\n" % n]
-    hashes = []
-    columns = raw.columns
+    columns: list[tuple[str, tuple[str, list[Any]]]] = []
     for name in plan.inputs:
-        if name not in columns:  # (input_table's columns: the inputs the data has, in the rulebook's order)
+        if name not in raw.columns:  # (input_table's columns: the inputs the data has, in the rulebook's order)
             continue
-        typed = _plain_kind(columns[name])
+        typed = _plain_kind(raw.columns[name])
         if typed is None:
             return None
-        pieces.append(name.encode() + b"\x00")
-        pieces.extend(tiny_bytes(*typed))
-        hashes.append(tiny_hash(*typed))
-    rows = ("int64", raw.rows().tolist())
-    pieces.append(ROW_NUMBER.encode() + b"\x00")
-    pieces.extend(tiny_bytes(*rows))
-    hashes.append(tiny_hash(*rows))
-    blob = b"".join(pieces)
-    return f"{alg}:{hasher(alg)(blob).digest().hex()}", combine_tiny(hashes, n), blob
+        columns.append((name, typed))
+    columns.append((ROW_NUMBER, ("int64", raw.rows().tolist())))
+    return _tiny_input_digests(columns, raw.n, alg)
 
 
 def _plain_kind(col: Any) -> tuple[str, list[Any]] | None:
@@ -241,10 +242,8 @@ def _plain_kind(col: Any) -> tuple[str, list[Any]] | None:
         return "string", col
     if kind is int:
         lo, hi = _INT64_RANGE
-        if not all(v is None or lo <= v < hi for v in col):
+        if not all(v is None or lo <= v < hi for v in col) or (None in col and not ints_exact(col)):
             return None
-        if None in col and any(v is not None and not -_EXACT_INT <= v <= _EXACT_INT for v in col):
-            return None  # (the vectorised bytes of such a column go through float64)
         return "int64", col
     return None
 

@@ -255,9 +255,15 @@ def tiny_values(arr: Any) -> tuple[str, list[Any]] | None:
     if kind is None:
         return None
     vals = arr.to_pylist()
-    if kind == "int64" and arr.null_count and any(v is not None and not -_EXACT <= v <= _EXACT for v in vals):
+    if kind == "int64" and arr.null_count and not ints_exact(vals):
         return None  # the numpy path rounds these through float64: leave it to that path
     return kind, vals
+
+
+def ints_exact(vals: list[Any]) -> bool:
+    """Whether an int64 column's values, some missing, have the bytes here that the numpy path gives
+    them: that path turns such a column into float64, exact only up to 2**53 in magnitude."""
+    return all(v is None or -_EXACT <= v <= _EXACT for v in vals)
 
 
 def _column_bytes_tiny(arr: Any) -> list[bytes] | None:

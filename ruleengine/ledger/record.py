@@ -485,7 +485,7 @@ def rating_values(results: Any, plan: Any, input_fp: Any) -> dict[str, tuple[str
     ``fingerprint.TINY_ROWS`` rows, texts not given as str, big years beside missing ones)."""
     import numpy as np
 
-    from .fingerprint import TINY_ROWS
+    from .fingerprint import TINY_ROWS, ints_exact
 
     n = len(results)
     if not 0 < n <= TINY_ROWS:
@@ -500,8 +500,8 @@ def rating_values(results: Any, plan: Any, input_fp: Any) -> dict[str, tuple[str
         return vals if vals is not None and all(v is None or type(v) is str for v in vals) else None
 
     years = [None if y != y else int(y) for y in np.asarray(results["year"], dtype=np.float64).tolist()]
-    if None in years and any(y is not None and abs(y) > 2**53 for y in years):
-        return None  # (the vectorised bytes of such a column go through float64)
+    if None in years and not ints_exact(years):
+        return None
     rating = "rating" if "rating" in results.names else plan.primary
     texts = {name: text(name) for name in ("firm_id", rating, "status")}
     if any(v is None for v in texts.values()):
