@@ -512,6 +512,7 @@ def _ledger_checked(ledger: dict[str, Any], data: str, local: bool) -> None:
     from .ledger.cli import resolve_url
     from .ledger.db import normalise_url
     from .ledger.errors import LedgerError
+    from .ledger.record import check_correction
 
     url = ledger.get("ledger_url")
     if url is None:
@@ -524,9 +525,7 @@ def _ledger_checked(ledger: dict[str, Any], data: str, local: bool) -> None:
         normalise_url(resolve_url(url, data))
     except LedgerError as exc:
         raise LedgerError(f"--ledger: {exc}") from None
-    run = ledger.get("supersedes")
-    if run is not None and not (ledger.get("reason") or "").strip():
-        raise LedgerError(f"--supersedes {run} needs --reason TEXT: why run {run} is corrected (recorded with it)")
+    check_correction(ledger.get("supersedes"), ledger.get("reason"))
     if ledger.get("sign_key") or ledger.get("sign_key_env"):
         _signing_key(ledger.get("sign_key"), ledger.get("sign_key_env"), ("--sign-key", "--sign-key-env"))
 

@@ -115,7 +115,7 @@ def test_a_correction_supersedes_with_a_reason(ledger_with_runs, tmp_path):
     led, data, res, _r1, r2 = ledger_with_runs
     assert r2["supersedes"] == 1 and r2["reason"] == "re-run after review"
     assert led.run(1)["superseded_by"] == [2]
-    with pytest.raises(LedgerError, match="needs a --reason"):
+    with pytest.raises(LedgerError, match="needs --reason TEXT: why run 1 is corrected"):
         led.record("huzhou", data, res, supersedes=1)
     with pytest.raises(LedgerError, match="run 9 \\(to be superseded\\) is not in the ledger"):
         led.record("huzhou", data, res, supersedes=9, reason="x")

@@ -13,7 +13,7 @@ import getpass
 import json
 import os
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,6 +113,14 @@ def _now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="microseconds")
 
 
+def check_correction(supersedes: int | None, reason: str | None) -> None:
+    """A correction says why: ``supersedes`` needs a reason that is not blank (recorded with it)."""
+    if supersedes is not None and not (reason or "").strip():
+        raise LedgerError(
+            f"--supersedes {supersedes} needs --reason TEXT: why run {supersedes} is corrected (recorded with it)"
+        )
+
+
 def prepare(
     book: str | Path,
     plan: Any,
@@ -140,8 +148,7 @@ def prepare(
     from concurrent.futures import Future, ThreadPoolExecutor
 
     C.hasher(alg)  # an unknown algorithm fails here, before any work
-    if supersedes is not None and not (reason or "").strip():
-        raise LedgerError("a correction (--supersedes RUN) needs a --reason")
+    check_correction(supersedes, reason)
     blobs: dict[str, tuple[str, bytes]] = {}
 
     def put(into: dict[str, tuple[str, bytes]], kind: str, data_: bytes) -> str:
@@ -522,11 +529,7 @@ def tiny_rating_rows(values: dict[str, tuple[str, list[Any]]], alg: str) -> Rati
     from .fingerprint import combine_tiny, tiny_bytes, tiny_hash
 
     n = len(values["seq"][1])
-    pieces = [b"ruleengine-ratings-v1\n0\n"]
-    for name, (kind, vals) in values.items():
-        pieces.append(name.encode() + b"\x00")
-        pieces.extend(tiny_bytes(kind, vals))
-    block = f"{alg}:{C.hasher(alg)(b''.join(pieces)).digest().hex()}"
+    block = _block_hash(alg, 0, ((name, tiny_bytes(kind, vals)) for name, (kind, vals) in values.items()))
     fps = combine_tiny([tiny_hash(kind, vals) for kind, vals in values.values()], n)
     return RatingRows(None, fps, [block], values)
 
@@ -573,18 +576,26 @@ def block_hashes(cols: dict[str, Any], alg: str, start_block: int = 0) -> list[s
     """Hash of each block of BLOCK_ROWS ratings: the canonical bytes of every rating field."""
     from .fingerprint import column_bytes
 
-    h = C.hasher(alg)
     n = len(cols["seq"])
-    out = []
-    for a in range(0, n, BLOCK_ROWS):
-        m = h()
-        m.update(b"ruleengine-ratings-v1\n%d\n" % (start_block + a // BLOCK_ROWS))
-        for name, arr in cols.items():
-            m.update(name.encode() + b"\x00")
-            for part in column_bytes(arr.slice(a, BLOCK_ROWS)):
-                m.update(part)
-        out.append(f"{alg}:{m.digest().hex()}")
-    return out
+    return [
+        _block_hash(
+            alg,
+            start_block + a // BLOCK_ROWS,
+            ((name, column_bytes(arr.slice(a, BLOCK_ROWS))) for name, arr in cols.items()),
+        )
+        for a in range(0, n, BLOCK_ROWS)
+    ]
+
+
+def _block_hash(alg: str, block: int, columns: Iterable[tuple[str, Iterable[Any]]]) -> str:
+    """The hash of one block of ratings: its number, then each column's name and canonical bytes."""
+    m = C.hasher(alg)()
+    m.update(b"ruleengine-ratings-v1\n%d\n" % block)
+    for name, parts in columns:
+        m.update(name.encode() + b"\x00")
+        for part in parts:
+            m.update(part)
+    return f"{alg}:{m.digest().hex()}"
 
 
 def _insert_ratings(conn: Any, run_id: int, rows: RatingRows) -> None:

@@ -147,7 +147,6 @@ def stored_signature_problem(run: dict[str, Any], keys: dict[str, Any] | None = 
     if not pub:
         return f"run {rid}: signed, but no public key is stored with the signature (it was removed)"
     _need()
-    from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     cache = {} if keys is None else keys
@@ -159,8 +158,8 @@ def stored_signature_problem(run: dict[str, Any], keys: dict[str, Any] | None = 
             return f"run {rid}: its stored public key is not an Ed25519 public key (it was edited)"
         cache[pub] = key
     try:
-        key.verify(bytes.fromhex(sig), SIGN_CONTEXT + str(run["run_hash"]).encode())
-    except (InvalidSignature, ValueError):
+        verify_run(run, key)
+    except TamperError:
         return (
             f"run {rid}: its signature does not verify with its stored public key "
             "(the signature or the signed run_hash was changed)"
