@@ -226,10 +226,7 @@ def _sqlite_events(engine: Any, pragmas: tuple[str, ...]) -> None:
         mode = conn.get_execution_options().get("ledger_begin", "DEFERRED")
         # on the DB-API connection (isolation_level None: autocommit until this BEGIN), not through
         # exec_driver_sql's execution context, which cost the service's writer ~60 µs a transaction
-        conn.connection.dbapi_connection.execute(_BEGIN[mode])
-
-
-_BEGIN = {"DEFERRED": "BEGIN DEFERRED", "IMMEDIATE": "BEGIN IMMEDIATE"}
+        conn.connection.dbapi_connection.execute(f"BEGIN {mode}")
 
 
 def sqlite_path(engine: Any) -> Path | None:

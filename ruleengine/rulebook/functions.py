@@ -202,11 +202,11 @@ def _coalesce(frame: Any, *xs: Any) -> Any:
     import numpy as np
 
     x0 = xs[0]
-    if (type(x0) is np.float64 or type(x0) is float) and x0 == x0:
-        # one number, not missing (a one-firm batch's measured value): it, with nothing to fill
-        return np.float64(x0)
-    first = np.asarray(x0, dtype=np.float64)
-    out: Any = first[:1].reshape(()) if first.ndim == 1 and first.size and first.strides[0] == 0 else first
+    if type(x0) is np.float64 or type(x0) is float:  # one number (a one-firm batch): kept a number
+        out: Any = np.float64(x0)
+    else:
+        first = np.asarray(x0, dtype=np.float64)
+        out = first[:1].reshape(()) if first.ndim == 1 and first.size and first.strides[0] == 0 else first
     for x in xs[1:]:
         t = type(out)
         if t is float or t is np.float64 or (t is np.ndarray and out.size == 1 and out.dtype.kind == "f"):
