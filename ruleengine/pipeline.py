@@ -71,6 +71,16 @@ def read(
     return _data.read_any(data, text, only=wanted, options=read_options, mapping=mapping)
 
 
+def reads_inputs_alone(plan: Plan, extra: Sequence[str] = ()) -> bool:
+    """Whether data read by :func:`read` for ``[plan]`` and ``extra`` holds ``plan``'s input
+    columns exactly as reading for ``plan`` alone does (the ledger's own read of the data:
+    ``ledger.canonical.input_table``): true unless an ``extra`` column (read as text) is one of
+    the plan's number inputs. Then what was read may be recorded instead of read again."""
+    text, _ = _columns_to_read([plan], extra)
+    own = {n for n, spec in plan.inputs.items() if spec.type in ("string", "category")}
+    return {n for n in text if n in plan.inputs} == own
+
+
 _TO_READ: dict[tuple[Any, ...], tuple[list[Any], list[str], list[str]]] = {}
 
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import pytest
 from service_env import FIRM, OTHER, assert_problem, client, firm_rows, make_env
 
 import ruleengine
-from ruleengine.ledger import open_ledger
+from ruleengine.ledger import canonical, open_ledger
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +121,59 @@ def test_every_upload_format_rates_the_same(env, expected, fmt, tmp_path):
     r = c.post(url, **kw)
     assert r.status_code == 200, r.text
     assert _ratings(r.json()) == expected
+    # the run records the upload as read for rating (not read a second time): its input hash is the
+    # ledger's own reading of the same bytes as a file
+    sent = tmp_path / f"sent.{'csv' if fmt == 'multipart' else fmt}"
+    sent.write_bytes(
+        kw["files"]["file"][1]
+        if fmt == "multipart"
+        else kw["content"].encode()
+        if isinstance(kw["content"], str)
+        else kw["content"]
+    )
+    plan = ruleengine.load("huzhou")
+    led = open_ledger(env.ledger, create=False)
+    try:
+        assert led.run(r.json()["run_id"])["input_hash"] == canonical.input_hash(canonical.input_table(plan, sent))
+    finally:
+        led.dispose()
+
+
+def test_the_upload_is_recorded_as_read_only_when_that_is_the_ledgers_own_reading(tmp_path):
+    """The service records the table it rated instead of reading the upload again, unless a column
+    it reads as text for context (pipeline.CONTEXT_COLUMNS) is one of the rulebook's number inputs:
+    then the two readings differ, and the file is read again."""
+    import shutil
+
+    from ruleengine import pipeline
+
+    root = Path(ruleengine.rulebook.source.bundled_dir())
+    shutil.copytree(root / "lib", tmp_path / "lib")
+    text = (
+        (root / "huzhou.yaml")
+        .read_text(encoding="utf-8")
+        .replace(
+            "\ninputs:\n",
+            "\ninputs:\n  loan_amount_10k_cny: {type: number, unit: 10k CNY, default: 0, min: 0, description: the loan}\n",
+            1,
+        )
+    )
+    (tmp_path / "loans.yaml").write_text(text, encoding="utf-8")
+    loans = ruleengine.load(tmp_path / "loans.yaml")
+    assert loans.inputs["loan_amount_10k_cny"].type == "number"
+    data = tmp_path / "in.csv"
+    data.write_text(
+        "firm_id,year,industry,grid_region,value_added_10k_cny,electricity_mwh,loan_amount_10k_cny\n"
+        "F1,2023,3011,east,1000,500,250\n",
+        encoding="utf-8",
+    )
+    for plan, alike in ((ruleengine.load("huzhou"), True), (loans, False)):
+        assert pipeline.reads_inputs_alone(plan, pipeline.CONTEXT_COLUMNS) is alike
+        raw = pipeline.read(data, [plan], pipeline.CONTEXT_COLUMNS)
+        same = canonical.input_hash(canonical.input_table(plan, raw)) == canonical.input_hash(
+            canonical.input_table(plan, data)
+        )
+        assert same is alike  # where the check says no, recording the rated table would be wrong
 
 
 def test_idempotency_key_replays_the_answer_and_refuses_another_body(env):

@@ -1388,7 +1388,7 @@ def _rate_file(st: State, p: Principal, name: str, version: str | None, path: Pa
     mark("rate")
     fut = st.record(
         book,
-        path,
+        raw if pipeline.reads_inputs_alone(plan, pipeline.CONTEXT_COLUMNS) else path,  # not read twice
         results,
         plan,
         who=f"service:{p.name}",
