@@ -417,6 +417,12 @@ def main() -> int:
         "--no-pin-cpus", action="store_true", help="serve with --no-pin-cpus (default: the server's default)"
     )
     ap.add_argument("--workers", type=int, default=2, help="the server's --workers")
+    ap.add_argument(
+        "--warm-memory",
+        type=int,
+        default=0,
+        help="the server's --warm-memory in MiB per process (0: off, and not passed: --code may be older than it)",
+    )
     ap.add_argument("--processes", type=int, default=1, help="the server's --processes")
     ap.add_argument(
         "--ledger-sync", default="full", choices=["full", "normal", "journal"], help="the server's --ledger-sync"
@@ -476,6 +482,7 @@ def main() -> int:
             "1000000",
             "--max-body-mb",
             "256",
+            *(["--warm-memory", str(args.warm_memory)] if args.warm_memory else []),  # (--code: older code lacks it)
             *(["--no-pin-cpus"] if args.no_pin_cpus else []),
         ],
         stdout=log,
@@ -630,7 +637,8 @@ def main() -> int:
             f"Machine: {platform.machine()}, {cores} cores (load average "
             f"{load[0]:.1f} / {load[1]:.1f} at the end), Python {platform.python_version()}, ruleengine {__version__}, "
             f"rulebook huzhou; `ruleengine serve --workers {args.workers} --processes {args.processes} "
-            f"--ledger-sync {args.ledger_sync}{' --no-pin-cpus' if args.no_pin_cpus else ''}`, SQLite ledger, "
+            f"--ledger-sync {args.ledger_sync}{f' --warm-memory {args.warm_memory}' if args.warm_memory else ''}"
+            f"{' --no-pin-cpus' if args.no_pin_cpus else ''}`, SQLite ledger, "
             "loopback. "
             f"Run 1: {args.base_firms:,} firms × 2 years. Server code: {_describe_code(code_dir)}. "
             "Host speed: `benchmarks/calibrate.py`'s fixed loop "

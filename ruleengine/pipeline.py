@@ -126,7 +126,7 @@ def prepare(plan: Plan, raw: RawTable, *, consume: bool = False, any_jurisdictio
 
         raw = replace(raw, columns=dict(raw.columns), issues=list(raw.issues), names=list(raw.names), owned=False)
     batch = judge(plan, _data.prepare(raw, plan.inputs, plan.id), raw, any_jurisdiction)
-    if consume and "pyarrow" in sys.modules:  # hand the read buffers back before evaluation grows
+    if consume and not _KEEP[0] and "pyarrow" in sys.modules:  # hand the read buffers back before evaluation grows
         import pyarrow as pa
 
         pa.default_memory_pool().release_unused()
@@ -299,11 +299,23 @@ def release_memory() -> None:
     import gc
 
     gc.collect()
+    if _KEEP[0]:  # a process that keeps its memory warm (keep_memory): nothing handed back
+        return
     if "pyarrow" in sys.modules:
         sys.modules["pyarrow"].default_memory_pool().release_unused()
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
+
+
+_KEEP: list[bool] = [False]
+
+
+def keep_memory() -> None:
+    """From now on this process keeps the memory it frees (a server that keeps its heap warm,
+    ``ruleengine.service.heap.keep_warm``): :func:`release_memory` and a consumed read no longer
+    hand pages back to the system, which the next big request would fault in again."""
+    _KEEP[0] = True
 
 
 RELEASE_ABOVE = 1 << 30  # bytes of resident memory above the floor at which freed memory is handed back

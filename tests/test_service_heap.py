@@ -76,3 +76,52 @@ def test_settle_is_a_no_op_unless_the_process_is_a_server():
     before = gc.get_freeze_count()
     assert heap.settle() == 0
     assert gc.get_freeze_count() == before
+
+
+def _faults_of_big_steps_in_a_thread(warm_mb: int) -> dict:
+    """In a fresh process (spawned with MALLOC_ARENA_MAX=1, as `serve --warm-memory` starts its
+    workers): keep_warm(warm_mb), then three rounds of what an upload does to memory, in a worker
+    thread: 48 MiB of numpy arrays (malloc), a 16 MiB Arrow buffer (Arrow's pool), each written, freed,
+    and the pipeline's release after a big step. The thread's page faults are counted."""
+    import concurrent.futures
+    import resource
+
+    import numpy as np
+    import pyarrow as pa
+
+    from ruleengine import pipeline
+    from ruleengine.service import heap
+
+    out: dict = {"why_not": heap.keep_warm(warm_mb), "pool": pa.default_memory_pool().backend_name}
+
+    def work() -> int:
+        before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+        for _ in range(3):
+            arrays = [np.ones(131_072) for _ in range(48)]  # 1 MiB each
+            buf = pa.allocate_buffer(16 * 2**20)
+            np.frombuffer(buf, dtype=np.uint8).fill(1)
+            del arrays, buf
+            pipeline.release_memory()
+        return resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before
+
+    with concurrent.futures.ThreadPoolExecutor(1) as ex:
+        out["faults"] = ex.submit(work).result()
+    return out
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc: Linux")
+def test_memory_kept_warm_serves_big_steps_without_page_faults(monkeypatch):
+    """heap.keep_warm: ~200 MiB written and freed in a worker thread fault in ~50,000 pages without
+    it (glibc trims its heap, mmaps big blocks afresh, Arrow's allocator hands pages back, and the
+    pipeline releases memory after a big step); with it, the pages touched at start are reused."""
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "1")  # read by the spawned process's glibc as it starts
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(1, maxtasksperchild=1) as pool:
+        cold = pool.apply(_faults_of_big_steps_in_a_thread, (0,))
+    with ctx.Pool(1, maxtasksperchild=1) as pool:
+        warm = pool.apply(_faults_of_big_steps_in_a_thread, (128,))
+    assert cold["why_not"] is None and warm["why_not"] is None
+    assert cold["pool"] != "system" and warm["pool"] == "system"  # Arrow allocates from the kept heap
+    pages = 3 * 64 * 2**20 // 4096  # what the three rounds write: 49,152 pages of 4 KiB
+    assert cold["faults"] > pages // 2, cold
+    assert warm["faults"] < pages // 20, warm  # (measured: 5, against 36,944 cold)

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from service_env import firm_rows, first_run, make_env
 from test_service_uvicorn import Server
 
@@ -380,3 +381,37 @@ def test_the_cpu_plan(monkeypatch):
     assert processes.cpu_plan(2, pin=False) == [None, None]
     monkeypatch.setattr(processes.os, "sched_getaffinity", lambda pid: {0})
     assert processes.cpu_plan(1) == [None]  # one CPU: nothing to choose
+
+
+def test_warm_memory_serves_from_a_fresh_process_with_one_malloc_heap(tmp_path):
+    """`serve --warm-memory MB` (one process): started by the supervisor, so that glibc reads
+    MALLOC_ARENA_MAX=1 as the worker starts; the worker touches MB MiB and keeps them (its resident
+    memory at least that), rates and records as usual. A negative size is refused by the CLI."""
+    import httpx
+
+    from ruleengine.cli import main as cli_main
+
+    got = CliRunner().invoke(cli_main, ["serve", "--warm-memory", "-1"])
+    assert got.exit_code == 2 and "--warm-memory" in got.output
+    s = Server(make_env(tmp_path, firms=12), tmp_path)
+    s.extra_args = ["--warm-memory", "64"]
+    s.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not _workers(s.proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        (worker,) = _workers(s.proc.pid)
+        environ = Path(f"/proc/{worker}/environ").read_bytes().split(b"\0")
+        assert b"MALLOC_ARENA_MAX=1" in environ
+        rss_kib = int(
+            next(x for x in Path(f"/proc/{worker}/status").read_text().splitlines() if x.startswith("VmRSS")).split()[1]
+        )
+        assert rss_kib > 64 * 1024
+        with httpx.Client(base_url=s.url, timeout=60) as c:
+            assert first_run(c, s.env)["run_id"] == 1
+            r = c.post("/v1/runs/1/rate", headers=s.env.h("firm"), json=firm_rows(s.env))
+            assert r.status_code == 200 and r.json()["run_id"] == 2, r.text
+    finally:
+        s.stop()
+    log = (tmp_path / f"server-{s.port}.log").read_text()
+    assert f"memory kept warm: 64 MiB touched (pid {worker})" in log

@@ -1514,15 +1514,19 @@ UVICORN = {  # uvicorn's settings for every server process
 GIL_SWITCH_S = 0.0005
 
 
-def server_process() -> None:
+def server_process(warm_memory_mb: int = 0) -> None:
     """What a process sets for itself before it serves: the heap settled (:func:`heap.enable`:
-    no 50-100 ms full collections under load) and the GIL's switch interval (GIL_SWITCH_S)."""
+    no 50-100 ms full collections under load), the GIL's switch interval (GIL_SWITCH_S) and, with
+    ``warm_memory_mb``, its memory kept warm (:func:`heap.keep_warm`)."""
     import sys
 
     from . import heap
 
     heap.enable()
     sys.setswitchinterval(GIL_SWITCH_S)
+    why_not = heap.keep_warm(warm_memory_mb)
+    if why_not:
+        log.warning("--warm-memory %d ignored: %s", warm_memory_mb, why_not)
 
 
 def serve_app(
@@ -1549,7 +1553,7 @@ def serve_app(
     app = build(cfg)
     st: State = app.state.service
     log_to_stderr()
-    server_process()
+    server_process(cfg.warm_memory_mb)
     if cpu is not None:
         from .processes import pin_process
 
@@ -1571,7 +1575,7 @@ def serve_app(
 def run(
     cfg: ServiceConfig, host: str, port: int, access_log: bool = False, processes: int = 1, pin_cpus: bool = True
 ) -> None:
-    if processes > 1:
+    if processes > 1 or cfg.warm_memory_mb > 0:  # warm memory: a fresh process set up for it (supervise)
         from .processes import supervise
 
         supervise(cfg, host, port, access_log, processes, pin_cpus)

@@ -36,3 +36,6 @@ class ServiceConfig:
     # synchronous=NORMAL (survives kill -9; an OS crash or power cut may lose the last commits, whole
     # ones); "journal" = rollback journal + synchronous=FULL, as the CLI writes (~10 ms of fsyncs a commit)
     ledger_sync: str = "full"
+    # MiB of memory a server process touches at start and keeps, with every page it uses later
+    # (service.heap.keep_warm): uploads reuse warm pages instead of faulting fresh ones in. 0: off
+    warm_memory_mb: int = 0

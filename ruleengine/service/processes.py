@@ -141,10 +141,14 @@ def supervise(
     ``pin_cpus``: each on a CPU of its own (:func:`cpu_plan`)."""
     import sys
 
+    what = "--processes N" if processes > 1 else "--warm-memory"
     if not sys.platform.startswith("linux"):
-        raise RuleEngineError("--processes N needs Linux (SO_REUSEPORT and PR_SET_PDEATHSIG); use --processes 1")
+        raise RuleEngineError(
+            f"{what} needs Linux (SO_REUSEPORT and PR_SET_PDEATHSIG; glibc's malloc)"
+            + ("; use --processes 1" if processes > 1 else "")
+        )
     if port == 0:
-        raise RuleEngineError("--processes N needs a fixed --port (each process binds it)")
+        raise RuleEngineError(f"{what} needs a fixed --port (each server process binds it)")
     _port_is_free(host, port)
     from ..ledger import open_ledger
     from .app import log_to_stderr
@@ -158,6 +162,11 @@ def supervise(
     load_keys(cfg.keys)
     if cfg.state_dir is not None:
         state_folder(cfg.state_dir)
+    if cfg.warm_memory_mb > 0:
+        # one malloc heap for every thread of a worker (heap.keep_warm), read by glibc as the
+        # process starts: by the time a worker could set it, its imports have started threads
+        # with heaps of their own, which its requests' threads would then share
+        os.environ["MALLOC_ARENA_MAX"] = "1"
     ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no threads or sockets inherited
     stopping = False
     workers: dict[int, tuple[Any, Any]] = {}  # slot -> (process, its "serving" Event)
