@@ -379,6 +379,7 @@ def test_the_cpu_plan(monkeypatch):
     assert processes.cpu_plan(4) == [1, 3, 5, 7]
     assert processes.cpu_plan(5) == [None] * 5  # more processes than CPUs: the kernel balances them
     assert processes.cpu_plan(2, pin=False) == [None, None]
+    assert processes.cpu_plan(1) == [None]  # one process (serve --warm-memory): never pinned
     monkeypatch.setattr(processes.os, "sched_getaffinity", lambda pid: {0})
     assert processes.cpu_plan(1) == [None]  # one CPU: nothing to choose
 
@@ -403,6 +404,7 @@ def test_warm_memory_serves_from_a_fresh_process_with_one_malloc_heap(tmp_path):
         (worker,) = _workers(s.proc.pid)
         environ = Path(f"/proc/{worker}/environ").read_bytes().split(b"\0")
         assert b"MALLOC_ARENA_MAX=1" in environ
+        assert len(os.sched_getaffinity(worker)) == len(os.sched_getaffinity(0))  # one process: not pinned
         rss_kib = int(
             next(x for x in Path(f"/proc/{worker}/status").read_text().splitlines() if x.startswith("VmRSS")).split()[1]
         )
@@ -415,3 +417,4 @@ def test_warm_memory_serves_from_a_fresh_process_with_one_malloc_heap(tmp_path):
         s.stop()
     log = (tmp_path / f"server-{s.port}.log").read_text()
     assert f"memory kept warm: 64 MiB touched (pid {worker})" in log
+    assert "with 1 process (pids" in log

@@ -90,13 +90,14 @@ def _worker(cfg: ServiceConfig, host: str, port: int, access_log: bool, cpu: int
 def cpu_plan(processes: int, pin: bool = True) -> list[int | None]:
     """The CPU each of ``processes`` server processes is pinned to: the i-th of the CPUs this
     server may use (``sched_getaffinity``) for process i; None for all (no pinning) when ``pin`` is
-    off, on fewer than two CPUs, or with more processes than CPUs (two pinned to one core would
-    share it while another core idles; unpinned, the kernel balances them)."""
+    off, for a single process (its GIL-free work may use every core), on fewer than two CPUs, or
+    with more processes than CPUs (two pinned to one core would share it while another core idles;
+    unpinned, the kernel balances them)."""
     try:
         cpus = sorted(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # pragma: no cover - not Linux (refused in supervise())
         cpus = []
-    if not pin or len(cpus) < 2 or processes > len(cpus):
+    if not pin or processes < 2 or len(cpus) < 2 or processes > len(cpus):
         return [None] * processes
     pinned: list[int | None] = [*cpus[:processes]]
     return pinned
@@ -199,10 +200,10 @@ def supervise(
         start(slot)
     pinned = f", on CPUs {', '.join(str(c) for c in cpus)}" if cpus[0] is not None else ", not pinned to CPUs"
     log.info(
-        "serving on http://%s:%d with %d processes (pids %s%s)",
+        "serving on http://%s:%d with %s (pids %s%s)",
         host,
         port,
-        processes,
+        f"{processes} processes" if processes > 1 else "1 process",
         ", ".join(str(p.pid) for p, _ in workers.values()),
         pinned,
     )
