@@ -71,12 +71,13 @@ def read(
     return _data.read_any(data, text, only=wanted, options=read_options, mapping=mapping)
 
 
-def reads_inputs_alone(plan: Plan, extra: Sequence[str] = ()) -> bool:
-    """Whether data read by :func:`read` for ``[plan]`` and ``extra`` holds ``plan``'s input
-    columns exactly as reading for ``plan`` alone does (the ledger's own read of the data:
-    ``ledger.canonical.input_table``): true unless an ``extra`` column (read as text) is one of
-    the plan's number inputs. Then what was read may be recorded instead of read again."""
-    text, _ = _columns_to_read([plan], extra)
+def reads_inputs_alone(plan: Plan) -> bool:
+    """Whether data read by :func:`read` for ``[plan]`` holds ``plan``'s input columns exactly as
+    the ledger's own read of the data does (``ledger.canonical.input_table``: the plan's text
+    inputs as text, nothing else): true unless the region column, read as text for the plan's
+    divisions, is one of its number inputs. Then what was read may be recorded instead of read
+    again."""
+    text, _ = _columns_to_read([plan], ())
     own = {n for n, spec in plan.inputs.items() if spec.type in ("string", "category")}
     return {n for n in text if n in plan.inputs} == own
 

@@ -140,36 +140,37 @@ def test_every_upload_format_rates_the_same(env, expected, fmt, tmp_path):
 
 
 def test_the_upload_is_recorded_as_read_only_when_that_is_the_ledgers_own_reading(tmp_path):
-    """The service records the table it rated instead of reading the upload again, unless a column
-    it reads as text for context (pipeline.CONTEXT_COLUMNS) is one of the rulebook's number inputs:
-    then the two readings differ, and the file is read again."""
+    """The service records the table it rated instead of reading the upload again, unless the
+    region column (read as text for the rulebook's divisions) is one of its number inputs: then the
+    two readings differ, and the file is read again."""
     import shutil
 
     from ruleengine import pipeline
+    from ruleengine.rulebook.source import bundled_dir
 
-    root = Path(ruleengine.rulebook.source.bundled_dir())
+    root = Path(bundled_dir())
     shutil.copytree(root / "lib", tmp_path / "lib")
     text = (
         (root / "huzhou.yaml")
         .read_text(encoding="utf-8")
         .replace(
             "\ninputs:\n",
-            "\ninputs:\n  loan_amount_10k_cny: {type: number, unit: 10k CNY, default: 0, min: 0, description: the loan}\n",
+            "\ninputs:\n  region: {type: number, unit: code, default: 0, description: the division as a number}\n",
             1,
         )
     )
-    (tmp_path / "loans.yaml").write_text(text, encoding="utf-8")
-    loans = ruleengine.load(tmp_path / "loans.yaml")
-    assert loans.inputs["loan_amount_10k_cny"].type == "number"
+    (tmp_path / "region.yaml").write_text(text, encoding="utf-8")
+    numbered = ruleengine.load(tmp_path / "region.yaml")
+    assert numbered.inputs["region"].type == "number" and numbered.divisions
     data = tmp_path / "in.csv"
     data.write_text(
-        "firm_id,year,industry,grid_region,value_added_10k_cny,electricity_mwh,loan_amount_10k_cny\n"
-        "F1,2023,3011,east,1000,500,250\n",
+        "firm_id,year,industry,grid_region,value_added_10k_cny,electricity_mwh,region\n"
+        "F1,2023,3011,east,1000,500,330502\n",
         encoding="utf-8",
     )
-    for plan, alike in ((ruleengine.load("huzhou"), True), (loans, False)):
-        assert pipeline.reads_inputs_alone(plan, pipeline.CONTEXT_COLUMNS) is alike
-        raw = pipeline.read(data, [plan], pipeline.CONTEXT_COLUMNS)
+    for plan, alike in ((ruleengine.load("huzhou"), True), (numbered, False)):
+        assert pipeline.reads_inputs_alone(plan) is alike
+        raw = pipeline.read(data, [plan])
         same = canonical.input_hash(canonical.input_table(plan, raw)) == canonical.input_hash(
             canonical.input_table(plan, data)
         )

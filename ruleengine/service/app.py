@@ -1388,7 +1388,7 @@ def _rate_file(st: State, p: Principal, name: str, version: str | None, path: Pa
     mark("rate")
     fut = st.record(
         book,
-        raw if pipeline.reads_inputs_alone(plan, pipeline.CONTEXT_COLUMNS) else path,  # not read twice
+        raw if pipeline.reads_inputs_alone(plan) else path,  # not read twice
         results,
         plan,
         who=f"service:{p.name}",
@@ -1406,7 +1406,7 @@ def _read_upload(st: State, name: str, version: str | None, path: Path) -> tuple
 
     book = st.registry.path(name, version)
     plan = load(book)  # the file recorded: no second lookup a newer publish could answer differently
-    return book, plan, pipeline.read(path, [plan], pipeline.CONTEXT_COLUMNS)
+    return book, plan, pipeline.read(path, [plan])  # the rulebook's inputs: all a rating uses
 
 
 def _scope_upload(st: State, p: Principal, name: str, version: str | None, path: Path) -> None:
