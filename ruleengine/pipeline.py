@@ -127,10 +127,8 @@ def prepare(plan: Plan, raw: RawTable, *, consume: bool = False, any_jurisdictio
 
         raw = replace(raw, columns=dict(raw.columns), issues=list(raw.issues), names=list(raw.names), owned=False)
     batch = judge(plan, _data.prepare(raw, plan.inputs, plan.id), raw, any_jurisdiction)
-    if consume and not _KEEP[0] and "pyarrow" in sys.modules:  # hand the read buffers back before evaluation grows
-        import pyarrow as pa
-
-        pa.default_memory_pool().release_unused()
+    if consume:  # hand the read buffers back before evaluation grows
+        _hand_back(trim=False)
     return batch
 
 
@@ -300,13 +298,19 @@ def release_memory() -> None:
     import gc
 
     gc.collect()
-    if _KEEP[0]:  # a process that keeps its memory warm (keep_memory): nothing handed back
+    _hand_back(trim=True)
+
+
+def _hand_back(trim: bool) -> None:
+    """The pages Arrow's allocator keeps for reuse (and with ``trim``, glibc's free heap pages)
+    given back to the system — unless this process keeps its memory (:func:`keep_memory`)."""
+    if _KEEP[0]:
         return
     if "pyarrow" in sys.modules:
         sys.modules["pyarrow"].default_memory_pool().release_unused()
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
+    fn = _malloc_trim() if trim else None
+    if fn is not None:
+        fn(0)
 
 
 _KEEP: list[bool] = [False]
